@@ -11,7 +11,9 @@ object. The runtime owns the socket and the clock; the session owns the bytes an
 * ``data_to_send()`` returns the bytes the runtime must write next (replies, acks, keepalives and
   the segments of bundles it was asked to send); an empty result means nothing to write now;
 * ``tick(now)`` lets timers fire (keepalive, idle and establishment timeouts) and
-  ``next_deadline()`` says when the runtime should call ``tick`` again; time is always passed in;
+  ``next_deadline()`` says when the runtime should call ``tick`` again; time is always passed in.
+  Call ``tick`` every time the runtime wakes (after reading, after writing, at the deadline):
+  bytes received or handed out since the previous ``tick`` count as activity at this ``now``;
 * caller commands (send a bundle, ack a received one, terminate) are methods; asking for
   something the protocol forbids raises :class:`~fleetwire.protocol.errors.LocalProtocolError`
   and changes nothing.
@@ -44,6 +46,7 @@ __all__ = [
     "ConvergenceLayerError",
     "ConvergenceLayerSession",
     "Event",
+    "MessageRejected",
     "NeedData",
     "ProtocolViolation",
     "ReceiveBuffer",
@@ -166,6 +169,14 @@ class ProtocolViolation:
 
 
 @attrs.frozen(slots=True)
+class MessageRejected:
+    """The peer rejected one of our messages (RFC 9174 §5.1.2): a bug or mismatch on our side."""
+
+    reason: int
+    message_type: int
+
+
+@attrs.frozen(slots=True)
 class ConnectionClosed:
     """The session is over: the runtime should flush ``data_to_send()`` and close the stream.
 
@@ -184,6 +195,7 @@ Event = (
     | TransferRefused
     | SessionTerminated
     | ProtocolViolation
+    | MessageRejected
     | ConnectionClosed
 )
 
@@ -205,7 +217,7 @@ class ConvergenceLayerSession(Protocol):
 
     def ack(self, transfer_id: int) -> None: ...
 
-    def terminate(self, now: float) -> None: ...
+    def terminate(self) -> None: ...
 
 
 # --- receive buffer --------------------------------------------------------------------
