@@ -249,11 +249,16 @@ class ReceiveBuffer:
         """Bytes held in memory, including consumed ones not yet compacted."""
         return len(self._buf)
 
-    def peek(self, n: int) -> bytes | None:
-        """A copy of the next ``n`` bytes without consuming them, or ``None`` if fewer are held."""
-        if self.size < n:
+    def peek(self, n: int, offset: int = 0) -> bytes | None:
+        """A copy of ``n`` bytes at ``offset`` without consuming them, ``None`` if not all held.
+
+        Decoders peek at fixed-size fields only, so waiting for a long message costs nothing
+        per call however slowly its bytes arrive.
+        """
+        begin = self._start + offset
+        if len(self._buf) - begin < n:
             return None
-        return bytes(self._buf[self._start : self._start + n])
+        return bytes(self._buf[begin : begin + n])
 
     def consume(self, n: int) -> bytes:
         """Remove and return the next ``n`` bytes (the caller has checked ``size``)."""
