@@ -1,0 +1,429 @@
+"""COSE_Sign1 envelopes with EdDSA: RFC 9052 §4.2 (structure), §4.4 (Sig_structure), RFC 9053 §2.2.
+
+Format
+------
+Every signed fleet message is a tagged COSE_Sign1 (CBOR tag 18, RFC 9052 §2 Table 1)::
+
+    18([ protected:   bstr .cbor {1: -8, ...},   ; alg EdDSA, always protected (§3.1)
+         unprotected: {? 4: kid, ...},           ; kid = content id of the public key
+         payload:     bstr,                      ; attached; detached (nil) is refused
+         signature:   bstr .size 64 ])           ; Ed25519 (114 for Ed448, verify only)
+
+The signature covers the Sig_structure of RFC 9052 §4.4,
+``["Signature1", protected, external_aad, payload]`` in deterministic CBOR; ``external_aad``
+lets a caller bind context that is not carried (the trust store uses it to keep credentials,
+revocation lists and messages from being taken for one another).
+
+What we write and what we read
+------------------------------
+We write the core deterministic encoding of RFC 8949 §4.2.1, with protected header
+``a1 01 27`` (``{1: -8}``) and unprotected ``{4: kid}`` unless the caller asks otherwise. We
+read only what a deterministic writer could have produced for the envelope: shortest heads,
+definite lengths, deterministic header maps. On top, the COSE rules: tag 18 and a 4-element
+array; the protected bucket a bstr holding a non-empty map with ``alg`` = -8 (RFC 9053 §2.2);
+``crit`` (label 2, RFC 9052 §3.1) protected, non-empty, and naming only labels we understand
+({1, 2, 3, 4}); ``alg`` and ``crit`` never unprotected; no label in both buckets (§3);
+``kid`` a bstr; the payload present (detached content needs an agreement we have none of,
+§4.1); the signature exactly 64 bytes; a bound on every size. Each refusal is a typed
+:class:`~.errors.EnvelopeError` (or a :class:`~.errors.DecodeError` for bad CBOR in a header).
+
+Theory of operation (speed)
+---------------------------
+Signing and verifying are a few microseconds of Python around one Ed25519 call, so no
+generic CBOR encoder runs on the hot path. The constant protected header, the Sig_structure
+prefix ``84 6a "Signature1" 43 a10127 40`` and the envelope prefix ``d2 84 43 a10127`` are
+precomputed; a bstr head comes from a 256-entry table or ``int.to_bytes``; the envelope is
+plain concatenation. Parsing compares the common heads against those constants and slices
+the fields out; only unusual headers go through :func:`.cbor.decode`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+
+from . import cbor
+from .errors import (
+    DecodeError,
+    EnvelopeError,
+    LocalProtocolError,
+    MalformedCBOR,
+    NonDeterministicEncoding,
+    SignatureInvalid,
+)
+from .keys import ALG_EDDSA, SigningKey, VerifyKey
+
+__all__ = [
+    "DEFAULT_ENVELOPE_LIMITS",
+    "PROTECTED_EDDSA",
+    "TAG_COSE_SIGN1",
+    "BadHeader",
+    "BadSignatureSize",
+    "DetachedPayload",
+    "EnvelopeLimits",
+    "EnvelopeTooLarge",
+    "KeyMismatch",
+    "NotCoseSign1",
+    "Sign1",
+    "UnknownCriticalHeader",
+    "UnsupportedAlgorithm",
+    "parse_sign1",
+    "sig_structure",
+    "sign1",
+    "verify_sign1",
+]
+
+#: CBOR tag of a COSE_Sign1 (RFC 9052 §2, Table 1).
+TAG_COSE_SIGN1: Final = 18
+#: The protected header we write: ``{1: -8}`` (alg EdDSA), deterministic CBOR.
+PROTECTED_EDDSA: Final = b"\xa1\x01\x27"
+
+# Header labels (RFC 9052 §3.1, Table 2).
+_ALG: Final = 1
+_CRIT: Final = 2
+_CONTENT_TYPE: Final = 3
+_KID: Final = 4
+_UNDERSTOOD: Final = frozenset({_ALG, _CRIT, _CONTENT_TYPE, _KID})
+
+_SIG1_CONTEXT: Final = b"\x84\x6aSignature1"  # array(4), tstr(10) "Signature1"
+_TBS_PREFIX: Final = _SIG1_CONTEXT + b"\x43" + PROTECTED_EDDSA + b"\x40"  # empty external_aad
+_ENVELOPE_PREFIX: Final = b"\xd2\x84\x43" + PROTECTED_EDDSA  # tag 18, array(4), bstr(3)
+_PROTECTED_FIELD: Final = b"\x43" + PROTECTED_EDDSA
+_KID_HEAD: Final = b"\xa1\x04\x58\x22"  # {4: bstr(34) ...}: the kid map we write
+_SIG_HEAD: Final = b"\x58\x40"  # bstr(64)
+_SIG448_HEAD: Final = b"\x58\x72"  # bstr(114)
+_SMALL_BSTR_HEADS: Final = tuple(
+    bytes((0x40 | n,)) if n < 24 else bytes((0x58, n)) for n in range(256)
+)
+
+
+class NotCoseSign1(EnvelopeError):
+    """Not a tagged COSE_Sign1: wrong tag, not a 4-element array, truncated or trailing bytes."""
+
+    code = "envelope-not-sign1"
+
+
+class BadHeader(EnvelopeError):
+    """A header bucket breaks RFC 9052 §3: wrong type, misplaced or repeated label."""
+
+    code = "envelope-header-invalid"
+
+
+class UnsupportedAlgorithm(EnvelopeError):
+    """The protected ``alg`` is missing or is not EdDSA (-8)."""
+
+    code = "envelope-alg-unsupported"
+
+
+class UnknownCriticalHeader(EnvelopeError):
+    """``crit`` names a header parameter this implementation does not understand (§3.1)."""
+
+    code = "envelope-crit-unknown"
+
+
+class DetachedPayload(EnvelopeError):
+    """The payload is nil (detached content, §4.1), which this protocol does not use."""
+
+    code = "envelope-payload-detached"
+
+
+class BadSignatureSize(EnvelopeError):
+    """The signature is not a bstr of the size EdDSA produces."""
+
+    code = "envelope-signature-size"
+
+
+class EnvelopeTooLarge(EnvelopeError):
+    """The envelope or one of its headers is larger than the limits allow."""
+
+    code = "envelope-too-large"
+
+
+class KeyMismatch(SignatureInvalid):
+    """The envelope's ``kid`` names a different key from the one asked to verify it."""
+
+    code = "envelope-kid-mismatch"
+
+
+@attrs.frozen(slots=True)
+class EnvelopeLimits:
+    """Bounds for :func:`parse_sign1`."""
+
+    #: Whole envelope, bytes.
+    max_size: int = 1 << 20
+    #: Each header bucket (encoded), bytes.
+    max_header_size: int = 1024
+    #: Accept 114-byte (Ed448) signatures; the fleet signs with Ed25519 only.
+    allow_ed448: bool = False
+
+
+DEFAULT_ENVELOPE_LIMITS: Final = EnvelopeLimits()
+
+
+@attrs.frozen(slots=True)
+class Sign1:
+    """A parsed COSE_Sign1. Not yet verified: call :func:`verify_sign1`."""
+
+    #: The protected bucket exactly as received (it is what the signature covers).
+    protected_bytes: bytes
+    protected: dict[int | str, Any]
+    unprotected: dict[int | str, Any]
+    payload: bytes
+    signature: bytes
+
+    @property
+    def kid(self) -> bytes | None:
+        """The key id (label 4) from the unprotected or, failing that, the protected bucket."""
+        kid = self.unprotected.get(_KID)
+        return self.protected.get(_KID) if kid is None else kid
+
+
+def _bstr_head(length: int) -> bytes:
+    """Shortest head of a byte string of ``length`` bytes (RFC 8949 §3.1, §4.2.1)."""
+    if length < 256:
+        return _SMALL_BSTR_HEADS[length]
+    if length < 0x10000:
+        return b"\x59" + length.to_bytes(2, "big")
+    if length < 0x100000000:
+        return b"\x5a" + length.to_bytes(4, "big")
+    return b"\x5b" + length.to_bytes(8, "big")
+
+
+def sig_structure(protected_bytes: bytes, external_aad: bytes, payload: bytes) -> bytes:
+    """The bytes an EdDSA signature covers: Sig_structure for COSE_Sign1 (RFC 9052 §4.4)."""
+    if protected_bytes == PROTECTED_EDDSA and not external_aad:
+        return _TBS_PREFIX + _bstr_head(len(payload)) + payload
+    return b"".join(
+        (
+            _SIG1_CONTEXT,
+            _bstr_head(len(protected_bytes)),
+            protected_bytes,
+            _bstr_head(len(external_aad)),
+            external_aad,
+            _bstr_head(len(payload)),
+            payload,
+        )
+    )
+
+
+def sign1(
+    payload: bytes,
+    key: SigningKey,
+    *,
+    protected: bytes = PROTECTED_EDDSA,
+    unprotected: dict[int | str, Any] | None = None,
+    external_aad: bytes = b"",
+) -> bytes:
+    """Sign ``payload`` into a tagged COSE_Sign1 (RFC 9052 §4.2, §4.4), deterministic CBOR.
+
+    ``protected`` is the encoded protected bucket (default ``{1: -8}``); ``unprotected``
+    defaults to ``{4: key.kid}``, which names the signer; pass ``{}`` for none. Headers that
+    :func:`parse_sign1` would refuse raise :class:`LocalProtocolError`.
+    """
+    head = _bstr_head(len(payload))
+    if unprotected is None and not external_aad and protected == PROTECTED_EDDSA:
+        signature = key.sign(_TBS_PREFIX + head + payload)
+        return b"".join((_ENVELOPE_PREFIX, _KID_HEAD, key.kid, head, payload, _SIG_HEAD, signature))
+    unprotected_bytes = _KID_HEAD + key.kid if unprotected is None else cbor.encode(unprotected)
+    # The general road: check we would accept what we are about to write.
+    try:
+        protected_map = _decode_protected(protected, DEFAULT_ENVELOPE_LIMITS)
+        if unprotected is not None:
+            _check_unprotected(unprotected, protected_map)
+    except (EnvelopeError, DecodeError) as exc:
+        raise LocalProtocolError(f"refusing to sign with these headers: {exc.message}") from None
+    signature = key.sign(sig_structure(protected, external_aad, payload))
+    return b"".join(
+        (
+            b"\xd2\x84",
+            _bstr_head(len(protected)),
+            protected,
+            unprotected_bytes,
+            head,
+            payload,
+            _SIG_HEAD,
+            signature,
+        )
+    )
+
+
+def _bstr_at(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    """Find the definite, shortest-head bstr at ``pos``; return (content start, end)."""
+    if pos >= len(data):
+        raise NotCoseSign1(f"truncated: {what} expected at offset {pos}")
+    initial = data[pos]
+    if initial >> 5 != 2:
+        raise NotCoseSign1(f"{what} at offset {pos} is not a byte string (head 0x{initial:02x})")
+    info = initial & 31
+    if info < 24:
+        start, length = pos + 1, info
+    elif info <= 27:
+        width = 1 << (info - 24)
+        start = pos + 1 + width
+        if start > len(data):
+            raise MalformedCBOR(f"truncated head of {what} at offset {pos}")
+        length = int.from_bytes(data[pos + 1 : start], "big")
+        if length < (24 if width == 1 else 1 << (width * 4)):
+            raise NonDeterministicEncoding(f"{what} length not in shortest form at {pos}")
+    elif info == 31:
+        raise NonDeterministicEncoding(f"indefinite-length {what} at offset {pos}")
+    else:
+        raise MalformedCBOR(f"reserved additional information {info} at offset {pos}")
+    end = start + length
+    if end > len(data):
+        raise NotCoseSign1(f"{what} at offset {pos} runs past the end of the envelope")
+    return start, end
+
+
+def _header_limits(limits: EnvelopeLimits) -> cbor.Limits:
+    return cbor.Limits(
+        max_size=max(limits.max_size, limits.max_header_size),
+        max_depth=4,
+        max_container_items=64,
+        max_total_items=256,
+        max_string_length=limits.max_header_size,
+        allowed_tags=frozenset(),
+    )
+
+
+def _check_labels(header: dict[Any, Any], bucket: str) -> None:
+    for label in header:
+        if type(label) not in (int, str):
+            raise BadHeader(f"{bucket} header label {label!r} is not an int or text (§3)")
+    if _KID in header and type(header[_KID]) is not bytes:
+        raise BadHeader(f"{bucket} kid (label 4) is not a byte string (§3.1)")
+    if _CONTENT_TYPE in header and type(header[_CONTENT_TYPE]) not in (int, str):
+        raise BadHeader(f"{bucket} content type (label 3) is not a uint or text (§3.1)")
+
+
+def _decode_protected(protected_bytes: bytes, limits: EnvelopeLimits) -> dict[int | str, Any]:
+    """Decode and check the protected bucket (RFC 9052 §3, §3.1; RFC 9053 §2.2)."""
+    if len(protected_bytes) > limits.max_header_size:
+        raise EnvelopeTooLarge(f"protected header of {len(protected_bytes)} bytes")
+    if not protected_bytes:
+        raise UnsupportedAlgorithm("protected header is empty: alg -8 must be protected")
+    header = cbor.decode(protected_bytes, _header_limits(limits))
+    if not isinstance(header, dict):
+        raise BadHeader("protected header is not a map (RFC 9052 §3)")
+    if not header:
+        raise BadHeader("empty protected map must be a zero-length bstr (RFC 9052 §3)")
+    _check_labels(header, "protected")
+    alg = header.get(_ALG)
+    if type(alg) is not int or alg != ALG_EDDSA:
+        raise UnsupportedAlgorithm(f"protected alg is {alg!r}, only -8 (EdDSA) is accepted")
+    if _CRIT in header:
+        crit = header[_CRIT]
+        if not isinstance(crit, list) or not crit:
+            raise BadHeader("crit (label 2) must be a non-empty array (RFC 9052 §3.1)")
+        for label in crit:
+            if type(label) not in (int, str):
+                raise BadHeader(f"crit names {label!r}, which is not a label")
+            if label not in _UNDERSTOOD:
+                raise UnknownCriticalHeader(f"crit names header {label!r}, not understood here")
+    return header
+
+
+def _check_unprotected(header: Any, protected: dict[int | str, Any]) -> None:
+    if not isinstance(header, dict):
+        raise BadHeader("unprotected header is not a map (RFC 9052 §3)")
+    _check_labels(header, "unprotected")
+    if _ALG in header or _CRIT in header:
+        raise BadHeader("alg and crit must be in the protected header (RFC 9052 §3.1)")
+    for label in header:
+        if label in protected:
+            raise BadHeader(f"label {label!r} is in both header buckets (RFC 9052 §3)")
+
+
+def parse_sign1(data: bytes, limits: EnvelopeLimits = DEFAULT_ENVELOPE_LIMITS) -> Sign1:
+    """Parse a tagged COSE_Sign1 (RFC 9052 §4.2) and check its headers; do not verify it.
+
+    Raises a typed :class:`EnvelopeError` (or :class:`DecodeError` for bad CBOR in a header)
+    for everything the module docstring lists as refused.
+    """
+    size = len(data)
+    if size > limits.max_size:
+        raise EnvelopeTooLarge(f"envelope of {size} bytes (limit {limits.max_size})")
+    if data[:2] != b"\xd2\x84":
+        if size < 2:
+            raise NotCoseSign1("truncated: shorter than a COSE_Sign1 head")
+        if data[0] == 0x84:
+            raise NotCoseSign1("untagged COSE_Sign1: tag 18 is required")
+        if data[0] != 0xD2:
+            raise NotCoseSign1(f"head 0x{data[0]:02x} is not tag 18 (COSE_Sign1)")
+        raise NotCoseSign1(f"tag 18 wraps head 0x{data[1]:02x}, not a 4-element array")
+    # Protected bucket: the constant {1: -8} nearly always.
+    if data[2:6] == _PROTECTED_FIELD:
+        protected_bytes: bytes = PROTECTED_EDDSA
+        protected: dict[int | str, Any] = {_ALG: ALG_EDDSA}
+        pos = 6
+    else:
+        start, pos = _bstr_at(data, 2, "protected header")
+        protected_bytes = data[start:pos]
+        protected = _decode_protected(protected_bytes, limits)
+    # Unprotected bucket: {4: kid} or {} nearly always.
+    unprotected: dict[int | str, Any]
+    if data[pos : pos + 4] == _KID_HEAD and pos + 38 <= size:
+        unprotected = {_KID: data[pos + 4 : pos + 38]}
+        pos += 38
+        if _KID in protected:
+            raise BadHeader("label 4 is in both header buckets (RFC 9052 §3)")
+    elif data[pos : pos + 1] == b"\xa0":
+        unprotected = {}
+        pos += 1
+    else:
+        if pos >= size or data[pos] >> 5 != 5:
+            raise NotCoseSign1(f"unprotected header at offset {pos} is not a map")
+        end = cbor.item_end(data, pos, _header_limits(limits))
+        if end - pos > limits.max_header_size:
+            raise EnvelopeTooLarge(f"unprotected header of {end - pos} bytes")
+        unprotected = cbor.decode(data[pos:end], _header_limits(limits))
+        _check_unprotected(unprotected, protected)
+        pos = end
+    # Payload, then the signature, then nothing.
+    if data[pos : pos + 1] == b"\xf6":
+        raise DetachedPayload("payload is nil (detached content is not used, RFC 9052 §4.1)")
+    start, pos = _bstr_at(data, pos, "payload")
+    payload = data[start:pos]
+    head = data[pos : pos + 2]
+    if head == _SIG_HEAD:
+        end = pos + 66
+    elif head == _SIG448_HEAD and limits.allow_ed448:
+        end = pos + 116
+    else:
+        start, end = _bstr_at(data, pos, "signature")
+        raise BadSignatureSize(f"signature of {end - start} bytes; EdDSA (Ed25519) makes 64")
+    if end != size:
+        if end > size:
+            raise NotCoseSign1("signature runs past the end of the envelope")
+        raise NotCoseSign1(f"{size - end} trailing bytes after the COSE_Sign1")
+    return Sign1(protected_bytes, protected, unprotected, payload, data[pos + 2 : end])
+
+
+def verify_sign1(
+    envelope: Sign1,
+    public_key: VerifyKey,
+    external_aad: bytes = b"",
+    *,
+    check_kid: bool = True,
+) -> bytes:
+    """Verify ``envelope`` under ``public_key`` (RFC 9052 §4.4); return its payload.
+
+    With ``check_kid`` (the default) a ``kid`` in the envelope must be ``public_key.kid``, so
+    an envelope that names one key is never accepted under another. Raises
+    :class:`SignatureInvalid` (or its subclass :class:`KeyMismatch`).
+    """
+    if check_kid:
+        kid = envelope.kid
+        if kid is not None and kid != public_key.kid:
+            raise KeyMismatch(f"envelope names key {kid.hex()}, not {public_key.kid.hex()}")
+    signature = envelope.signature
+    if len(signature) != public_key.signature_size:
+        raise SignatureInvalid(f"{len(signature)}-byte signature cannot be {public_key.curve.name}")
+    payload = envelope.payload
+    if envelope.protected_bytes is PROTECTED_EDDSA and not external_aad:
+        tbs = _TBS_PREFIX + _bstr_head(len(payload)) + payload
+    else:
+        tbs = sig_structure(envelope.protected_bytes, external_aad, payload)
+    public_key.verify(signature, tbs)
+    return payload
