@@ -1,0 +1,164 @@
+"""MTCP framer/session: bundles survive any split, hostile streams get only typed reactions."""
+
+from __future__ import annotations
+
+import itertools
+
+import cbor2
+import pytest
+from fleetwire.protocol.errors import LocalProtocolError
+from fleetwire.protocol.tcpcl.common import (
+    BundleReceived,
+    ConnectionClosed,
+    Event,
+    NeedData,
+    ProtocolViolation,
+    Role,
+    SessionEstablished,
+)
+from fleetwire.protocol.tcpcl.mtcp import (
+    MtcpBundleTooLarge,
+    MtcpConfig,
+    MtcpFramingError,
+    MtcpSession,
+    MtcpTruncated,
+    State,
+    frame,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+def drain(session: MtcpSession) -> list[Event]:
+    events: list[Event] = []
+    while True:
+        event = session.next_event()
+        if isinstance(event, NeedData):
+            return events
+        events.append(event)
+        if isinstance(event, ConnectionClosed):
+            return events
+
+
+def bundles_of(events: list[Event]) -> list[bytes]:
+    return [e.data for e in events if isinstance(e, BundleReceived)]
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+@pytest.mark.parametrize("size", [1, 23, 24, 255, 256, 65535, 65536, 70000])
+def test_frame_is_the_cbor_byte_string(size: int) -> None:
+    bundle = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert frame(bundle) == cbor2.dumps(bundle)
+    assert cbor2.loads(frame(bundle)) == bundle
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=6),
+    st.lists(st.integers(min_value=0), max_size=12),
+)
+def test_back_to_back_any_split(bundles: list[bytes], cuts: list[int]) -> None:
+    sender = MtcpSession(Role.ACTIVE)
+    receiver = MtcpSession(Role.PASSIVE)
+    ids = [sender.send_bundle(b) for b in bundles]
+    assert ids == list(range(len(bundles)))
+    wire = sender.data_to_send()
+    assert sender.data_to_send() == b""
+    events: list[Event] = []
+    for chunk in split(wire, cuts):
+        receiver.receive_data(chunk)
+        events += drain(receiver)
+    receiver.receive_data(b"")
+    events += drain(receiver)
+    assert isinstance(events[0], SessionEstablished)
+    assert bundles_of(events) == bundles
+    assert events[-1] == ConnectionClosed(clean=True)
+    assert receiver.buffered == 0
+    for i in range(len(bundles)):
+        receiver.ack(i)  # accepted, sends nothing
+    assert receiver.data_to_send() == b""
+
+
+def test_non_preferred_heads_are_accepted() -> None:
+    # A peer may write a longer head than needed (RFC 8949 §3 allows it outside deterministic mode).
+    s = MtcpSession(Role.PASSIVE)
+    s.receive_data(b"\x58\x02ab" + b"\x59\x00\x01c" + b"\x5b" + (3).to_bytes(8, "big") + b"def")
+    assert bundles_of(drain(s)) == [b"ab", b"c", b"def"]
+
+
+def test_oversized_frame_refused_from_its_head_alone() -> None:
+    s = MtcpSession(Role.PASSIVE, MtcpConfig(max_bundle_size=100))
+    assert isinstance(s.next_event(), SessionEstablished)
+    s.receive_data(b"\x5a\xff\xff\xff\xff")  # declares 4 GiB, none of it sent
+    violation = s.next_event()
+    assert isinstance(violation, ProtocolViolation)
+    assert isinstance(violation.error, MtcpBundleTooLarge)
+    assert s.next_event() == ConnectionClosed(clean=False)
+    s.receive_data(b"x" * 1000)  # ignored once failed
+    assert s.buffered == 0
+    assert s.next_event() == ConnectionClosed(clean=False)
+    assert s.state is State.FAILED
+
+
+def test_exactly_max_size_is_accepted() -> None:
+    s = MtcpSession(Role.PASSIVE, MtcpConfig(max_bundle_size=100))
+    s.receive_data(frame(b"z" * 100))
+    assert bundles_of(drain(s)) == [b"z" * 100]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [b"\x00", b"\x82\x01\x02", b"\x60", b"\x5f\x41a\xff", b"\x5c", b"\x5d", b"\x5e", b"\xff"],
+)
+def test_not_a_definite_byte_string(wire: bytes) -> None:
+    s = MtcpSession(Role.PASSIVE)
+    s.receive_data(wire)
+    events = drain(s)
+    assert isinstance(events[-2], ProtocolViolation)
+    assert isinstance(events[-2].error, MtcpFramingError)
+    assert events[-1] == ConnectionClosed(clean=False)
+
+
+@pytest.mark.parametrize("wire", [b"\x59\x00", b"\x45abc"])
+def test_eof_inside_a_frame(wire: bytes) -> None:
+    s = MtcpSession(Role.PASSIVE)
+    s.receive_data(wire)
+    s.receive_data(b"")
+    events = drain(s)
+    assert isinstance(events[-2], ProtocolViolation)
+    assert isinstance(events[-2].error, MtcpTruncated)
+    assert events[-1] == ConnectionClosed(clean=False)
+
+
+def test_caller_misuse() -> None:
+    s = MtcpSession(Role.ACTIVE)
+    with pytest.raises(LocalProtocolError):
+        s.send_bundle(b"")
+    with pytest.raises(LocalProtocolError):
+        s.ack(0)  # nothing received yet
+    s.send_bundle(b"last")
+    s.terminate(0.0)
+    assert s.data_to_send() == frame(b"last")  # queued bytes still flushed
+    with pytest.raises(LocalProtocolError):
+        s.send_bundle(b"more")
+    assert drain(s)[-1] == ConnectionClosed(clean=True)
+    assert s.next_deadline() is None
+
+
+@given(st.lists(st.binary(max_size=64), max_size=12), st.booleans())
+def test_arbitrary_stream_only_typed_reactions(chunks: list[bytes], eof: bool) -> None:
+    limit = 40
+    s = MtcpSession(Role.PASSIVE, MtcpConfig(max_bundle_size=limit))
+    for chunk in [*chunks, b""] if eof else chunks:
+        s.receive_data(chunk)
+        for event in drain(s):
+            assert isinstance(event, SessionEstablished | BundleReceived | ProtocolViolation | ConnectionClosed)
+            if isinstance(event, BundleReceived):
+                assert len(event.data) <= limit
+            if isinstance(event, ProtocolViolation):
+                assert event.error.code.startswith("mtcp-")
+        # Held bytes never exceed one frame plus its head once the events are drained.
+        assert s.buffered <= limit + 9 + len(chunk)
