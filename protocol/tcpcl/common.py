@@ -55,6 +55,7 @@ __all__ = [
     "SessionTerminated",
     "StartTls",
     "TransferAcked",
+    "TransferFailed",
     "TransferRefused",
     "TransferStarted",
 ]
@@ -150,6 +151,17 @@ class TransferRefused:
 
 
 @attrs.frozen(slots=True)
+class TransferFailed:
+    """The connection ended before the transfer finished (RFC 9174 §6.1): retry elsewhere.
+
+    ``outgoing`` tells whether it was one of ours (from ``send_bundle``) or the peer's.
+    """
+
+    transfer_id: int
+    outgoing: bool
+
+
+@attrs.frozen(slots=True)
 class SessionTerminated:
     """A session termination message was sent or received (RFC 9174 §6.1, RFC 7242 §6.1).
 
@@ -193,6 +205,7 @@ Event = (
     | BundleReceived
     | TransferAcked
     | TransferRefused
+    | TransferFailed
     | SessionTerminated
     | ProtocolViolation
     | MessageRejected
@@ -269,6 +282,13 @@ class ReceiveBuffer:
             del self._buf[: self._start]
             self._start = 0
         return out
+
+    def skip(self, n: int) -> None:
+        """Drop the next ``n`` bytes (at most :attr:`size`) without copying them out."""
+        self._start += min(n, self.size)
+        if self._start > len(self._buf) // 2:
+            del self._buf[: self._start]
+            self._start = 0
 
     def clear(self) -> None:
         self._buf = bytearray()
