@@ -24,6 +24,7 @@ Every refusal is a typed :mod:`fleetwire.protocol.errors` exception naming the o
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from typing import Any, Final
@@ -33,7 +34,16 @@ import cbor2
 
 from .errors import DecodeError, LimitExceeded, MalformedCBOR, NonDeterministicEncoding
 
-__all__ = ["Limits", "DEFAULT_LIMITS", "WIRE_LIMITS", "encode", "decode", "scan", "item_end"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "WIRE_LIMITS",
+    "Limits",
+    "decode",
+    "decode_then_reencode_check",
+    "encode",
+    "item_end",
+    "scan",
+]
 
 
 @attrs.frozen(slots=True)
@@ -138,7 +148,7 @@ def _prepare(value: Any) -> Any:
         return [_prepare(item) for item in value]
     if isinstance(value, dict):
         entries = sorted((encode(key), _prepare(item)) for key, item in value.items())
-        for (left, _), (right, _) in zip(entries, entries[1:]):
+        for (left, _), (right, _) in itertools.pairwise(entries):
             if left == right:
                 raise ValueError("two map keys encode to the same bytes")
         return _SortedMap(entries)
@@ -279,9 +289,12 @@ class _Scan:
                 math.isnan(value) and data[pos:end] != b"\xf9\x7e\x00"
             ):
                 raise NonDeterministicEncoding(f"float at offset {pos} not in its shortest form")
-        elif self.limits.deterministic and math.isnan(_HALF.unpack(data[pos + 1 : end])[0]):
-            if data[pos:end] != b"\xf9\x7e\x00":
-                raise NonDeterministicEncoding(f"NaN at offset {pos} is not 0xf97e00")
+        elif (
+            self.limits.deterministic
+            and math.isnan(_HALF.unpack(data[pos + 1 : end])[0])
+            and data[pos:end] != b"\xf9\x7e\x00"
+        ):
+            raise NonDeterministicEncoding(f"NaN at offset {pos} is not 0xf97e00")
         return end
 
     def _indefinite(self, pos: int, major: int, depth: int) -> int:
@@ -345,5 +358,25 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     scan(data, limits)
     try:
         return cbor2.loads(bytes(data))
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise DecodeError(f"undecodable CBOR: {exc}") from None
+
+
+def decode_then_reencode_check(data: bytes, limits: Limits) -> Any:
+    """Decode with ``cbor2``'s own bounds only, for callers that re-encode what they decode.
+
+    The caller MUST compare its deterministic re-encoding of the result with ``data`` and refuse
+    a mismatch: that comparison proves §4.2.1 (our encoder writes nothing else) far faster than
+    :func:`scan` can in pure Python. Memory stays bounded: ``data`` is at most
+    ``limits.max_size`` bytes, nesting at most ``limits.max_depth``, and ``cbor2`` (≥ 6.3)
+    reads declared lengths incrementally instead of allocating them up front. Indefinite
+    lengths and duplicate keys are refused here already.
+    """
+    if len(data) > limits.max_size:
+        raise LimitExceeded(f"{len(data)} bytes of input (limit {limits.max_size})")
+    try:
+        return cbor2.loads(
+            data, max_depth=limits.max_depth, allow_indefinite=False, allow_duplicate_keys=False
+        )
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise DecodeError(f"undecodable CBOR: {exc}") from None

@@ -70,6 +70,7 @@ class MessageError(RemoteProtocolError):
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+        self.reason = message
 
 
 class UnsupportedVersion(MessageError):

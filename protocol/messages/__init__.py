@@ -1,0 +1,51 @@
+"""Coordination messages: the four intent families, their header, and their codec."""
+
+from .codec import MESSAGE_LIMITS, UnknownMessageType, content_id, decode_message, encode_message
+from .header import OLDEST_READ_VERSION, PROTOCOL_VERSION, Family, Header, MessageType
+from .v1 import (
+    MESSAGE_CLASSES,
+    Capability,
+    CapabilityAdvertisement,
+    Commitment,
+    CommitmentState,
+    ExceptionCode,
+    ExceptionReport,
+    LeaseClaim,
+    LeaseExpiry,
+    LeaseGrant,
+    LeaseRelease,
+    LeaseRenew,
+    LeaseRevoke,
+    Message,
+    Scope,
+    Terms,
+)
+
+__all__ = [
+    "MESSAGE_CLASSES",
+    "MESSAGE_LIMITS",
+    "OLDEST_READ_VERSION",
+    "PROTOCOL_VERSION",
+    "Capability",
+    "CapabilityAdvertisement",
+    "Commitment",
+    "CommitmentState",
+    "ExceptionCode",
+    "ExceptionReport",
+    "Family",
+    "Header",
+    "LeaseClaim",
+    "LeaseExpiry",
+    "LeaseGrant",
+    "LeaseRelease",
+    "LeaseRenew",
+    "LeaseRevoke",
+    "Message",
+    "MessageType",
+    "Scope",
+    "Terms",
+    "UnknownMessageType",
+    "content_id",
+    "decode_message",
+    "encode_message",
+]
