@@ -156,6 +156,9 @@ class EnvelopeLimits:
     max_header_size: int = 1024
     #: Accept 114-byte (Ed448) signatures; the fleet signs with Ed25519 only.
     allow_ed448: bool = False
+    #: Labels besides ``kid`` the unprotected bucket may carry; ``None`` allows any. That
+    #: bucket is not signed, so by default it holds only the kid :func:`verify_sign1` checks.
+    unprotected_labels: frozenset[int | str] | None = frozenset()
 
 
 DEFAULT_ENVELOPE_LIMITS: Final = EnvelopeLimits()
@@ -218,8 +221,9 @@ def sign1(
     """Sign ``payload`` into a tagged COSE_Sign1 (RFC 9052 §4.2, §4.4), deterministic CBOR.
 
     ``protected`` is the encoded protected bucket (default ``{1: -8}``); ``unprotected``
-    defaults to ``{4: key.kid}``, which names the signer; pass ``{}`` for none. Headers that
-    :func:`parse_sign1` would refuse raise :class:`LocalProtocolError`.
+    defaults to ``{4: key.kid}``, which names the signer (and which :func:`verify_sign1`
+    requires unless told otherwise). Headers that :func:`parse_sign1` would refuse with its
+    default limits raise :class:`LocalProtocolError`.
     """
     head = _bstr_head(len(payload))
     if unprotected is None and not external_aad and protected == PROTECTED_EDDSA:
@@ -230,7 +234,7 @@ def sign1(
     try:
         protected_map = _decode_protected(protected, DEFAULT_ENVELOPE_LIMITS)
         if unprotected is not None:
-            _check_unprotected(unprotected, protected_map)
+            _check_unprotected(unprotected, protected_map, DEFAULT_ENVELOPE_LIMITS)
     except (EnvelopeError, DecodeError) as exc:
         raise LocalProtocolError(f"refusing to sign with these headers: {exc.message}") from None
     signature = key.sign(sig_structure(protected, external_aad, payload))
@@ -324,7 +328,9 @@ def _decode_protected(protected_bytes: bytes, limits: EnvelopeLimits) -> dict[in
     return header
 
 
-def _check_unprotected(header: Any, protected: dict[int | str, Any]) -> None:
+def _check_unprotected(
+    header: Any, protected: dict[int | str, Any], limits: EnvelopeLimits
+) -> None:
     if not isinstance(header, dict):
         raise BadHeader("unprotected header is not a map (RFC 9052 §3)")
     _check_labels(header, "unprotected")
@@ -333,6 +339,11 @@ def _check_unprotected(header: Any, protected: dict[int | str, Any]) -> None:
     for label in header:
         if label in protected:
             raise BadHeader(f"label {label!r} is in both header buckets (RFC 9052 §3)")
+    allowed = limits.unprotected_labels
+    if allowed is not None:
+        for label in header:
+            if label != _KID and label not in allowed:
+                raise BadHeader(f"unprotected label {label!r} refused: only kid is read unsigned")
 
 
 def parse_sign1(data: bytes, limits: EnvelopeLimits = DEFAULT_ENVELOPE_LIMITS) -> Sign1:
@@ -378,7 +389,7 @@ def parse_sign1(data: bytes, limits: EnvelopeLimits = DEFAULT_ENVELOPE_LIMITS) -
         if end - pos > limits.max_header_size:
             raise EnvelopeTooLarge(f"unprotected header of {end - pos} bytes")
         unprotected = cbor.decode(data[pos:end], _header_limits(limits))
-        _check_unprotected(unprotected, protected)
+        _check_unprotected(unprotected, protected, limits)
         pos = end
     # Payload, then the signature, then nothing.
     if data[pos : pos + 1] == b"\xf6":
@@ -409,14 +420,16 @@ def verify_sign1(
 ) -> bytes:
     """Verify ``envelope`` under ``public_key`` (RFC 9052 §4.4); return its payload.
 
-    With ``check_kid`` (the default) a ``kid`` in the envelope must be ``public_key.kid``, so
-    an envelope that names one key is never accepted under another. Raises
-    :class:`SignatureInvalid` (or its subclass :class:`KeyMismatch`).
+    With ``check_kid`` (the default) the envelope must name ``public_key`` by its ``kid``:
+    an envelope that names one key is never accepted under another, and since the kid is the
+    only unsigned header we read, no byte of an accepted envelope can be changed without
+    the change being caught. Raises :class:`SignatureInvalid` (or :class:`KeyMismatch`).
     """
     if check_kid:
         kid = envelope.kid
-        if kid is not None and kid != public_key.kid:
-            raise KeyMismatch(f"envelope names key {kid.hex()}, not {public_key.kid.hex()}")
+        if kid != public_key.kid:
+            named = "no key" if kid is None else f"key {kid.hex()}"
+            raise KeyMismatch(f"envelope names {named}, not {public_key.kid.hex()}")
     signature = envelope.signature
     if len(signature) != public_key.signature_size:
         raise SignatureInvalid(f"{len(signature)}-byte signature cannot be {public_key.curve.name}")
