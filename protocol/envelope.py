@@ -1,0 +1,102 @@
+"""Signed, content-addressed coordination messages: the unit that travels in a bundle payload.
+
+Send: message → deterministic CBOR (:func:`.messages.encode_message`) → content id (hash of
+those bytes, :mod:`.ids`) → COSE_Sign1 with the node's Ed25519 key (:mod:`.cose`, RFC 9052
+§4.2). Receive, in the order that wastes least on hostile input: parse the envelope (bounded,
+no signature work) → look the ``kid`` up in the trust store (unknown, revoked or expired keys
+stop here, before the expensive verify) → verify the signature → decode the payload at its
+version → check that the key belongs to the node the header names as issuer.
+
+The content id names the message, not the envelope: the same message signed twice (Ed25519
+is deterministic, so only a different key could make different bytes) has one content id.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from . import cose
+from .errors import UntrustedKey
+from .ids import ContentId
+from .keys import SigningKey, VerifyKey
+from .messages import Message, decode_message, encode_message
+from .trust import Role
+
+__all__ = ["IssuerMismatch", "KeyResolver", "SignedMessage", "TrustedKey", "seal", "verify"]
+
+
+class IssuerMismatch(UntrustedKey):
+    """The message claims an issuer other than the node the signing key belongs to."""
+
+    code = "issuer-mismatch"
+
+
+class TrustedKey(Protocol):
+    """What a key lookup returns: the key and the node it belongs to (a trust credential)."""
+
+    @property
+    def node(self) -> int: ...
+
+    @property
+    def public_key(self) -> VerifyKey: ...
+
+
+class KeyResolver(Protocol):
+    """Finds the trusted key for a ``kid`` at ``now`` or raises :class:`UntrustedKey`.
+
+    :class:`.trust.TrustStore` is the implementation; tests and tools may use simpler ones.
+    """
+
+    def key_for(self, kid: bytes, now: int, role: Role | None = None) -> TrustedKey: ...
+
+
+@attrs.frozen(slots=True)
+class SignedMessage:
+    """A message with its content id, its envelope bytes and the key that signed it."""
+
+    message: Message
+    content_id: ContentId
+    envelope: bytes
+    kid: bytes
+
+    @property
+    def issuer(self) -> int:
+        return self.message.header.issuer
+
+
+def seal(message: Message, key: SigningKey) -> SignedMessage:
+    """Encode, name and sign ``message`` with ``key``."""
+    payload = encode_message(message)
+    return SignedMessage(message, ContentId.of(payload), cose.sign1(payload, key), key.kid)
+
+
+def verify(
+    data: bytes,
+    trust: KeyResolver,
+    now: int,
+    *,
+    role: Role | None = None,
+    limits: cose.EnvelopeLimits = cose.DEFAULT_ENVELOPE_LIMITS,
+) -> SignedMessage:
+    """Return the message in envelope ``data`` only if a key trusted at ``now`` signed it.
+
+    ``role``, when given, is required of the signer's credential (e.g. a lease grant must come
+    from a cell coordinator). Raises :class:`~.errors.EnvelopeError` (malformed, bad
+    signature), :class:`~.errors.UntrustedKey` (unknown, revoked, expired, wrong role, issuer
+    mismatch), or the message errors of :func:`.messages.decode_message`.
+    """
+    envelope = cose.parse_sign1(data, limits)
+    kid = envelope.kid
+    if not isinstance(kid, bytes):
+        raise UntrustedKey("the envelope names no signing key (kid)")
+    trusted = trust.key_for(kid, now, role)
+    payload = cose.verify_sign1(envelope, trusted.public_key)
+    message = decode_message(payload)
+    if message.header.issuer != trusted.node:
+        raise IssuerMismatch(
+            f"message claims issuer {message.header.issuer} but is signed by the key of node "
+            f"{trusted.node}"
+        )
+    return SignedMessage(message, ContentId.of(payload), bytes(data), kid)
