@@ -1,0 +1,915 @@
+"""TCPCLv3 (RFC 7242) as an h11-style sans-IO session.
+
+Theory of operation
+-------------------
+Each side of a new TCP connection sends a contact header at once (RFC 7242 §4.1): magic
+``dtn!``, version 3, flags (request acks, reactive fragmentation, allow refusal, request LENGTH
+messages), a keepalive interval and its endpoint ID. :class:`TcpclV3Session` queues ours when it
+is created and negotiates when the peer's arrives (§4.2): the keepalive interval is the smaller
+of the two (zero in either disables keepalives); acks, reactive fragmentation and refusal hold
+only if both sides asked (refusal only together with acks); LENGTH messages are sent when the
+peer asked for them. A bad magic closes the connection unanswered; another version is answered
+with SHUTDOWN "version mismatch" (§4.2, §6.1).
+
+The session's life is the table :data:`TRANSITIONS` — ``{state: {input: next state}}``; the code
+around it performs the actions that go with each input (write a SHUTDOWN, queue events). Two
+rules keep the table honest: every state change goes through :meth:`TcpclV3Session._transition`,
+and an input missing from a state's row is a bug here, never a peer's doing (peer behaviour
+arrives as the inputs ``VIOLATION``, ``PEER_SHUTDOWN`` or ``EOF``). Transfers are not states of
+the session; they are two FIFO queues beside it, because TCPCLv3 names no bundle: acks and
+refusals refer to "the oldest bundle not yet fully acknowledged or refused" (§5.3, §5.4).
+
+Sending (§5.2): ``send_bundle`` queues a bundle; ``data_to_send`` writes control messages first,
+then one DATA_SEGMENT (at most ``segment_size`` bytes; S flag on the first, E on the last) per
+call, so acks and keepalives are never stuck behind a large bundle. Call it until it returns
+``b""``. ACK_SEGMENTs carry the cumulative acknowledged length of the oldest outstanding bundle
+and become :class:`TransferAcked`; a REFUSE_BUNDLE stops that bundle's remaining segments and
+becomes :class:`TransferRefused`.
+
+Receiving: segments are copied into one reassembly buffer bounded by ``max_bundle_size``; a
+bundle that would exceed it (by its LENGTH message or its segments) is refused with "resources
+exhausted" when refusal was negotiated, its remaining segments skipped, or else the session is
+shut down (§5.4, §6.1). A complete bundle becomes :class:`BundleReceived`; its final ACK (the
+whole length) is sent only when the runtime calls ``ack(transfer_id)`` after persisting it, and
+since acks are matched in order, acks of later bundles wait for it. Acks of intermediate
+segments are automatic.
+
+Keepalive and idle (§5.6, §6.2): time only enters through ``tick(now)``; bytes moved since the
+previous tick are dated to whichever end of that interval errs safe (sent: the start, so
+keepalives are never late; received: ``now``, so the peer is never timed out early). With a negotiated interval ``k``, a KEEPALIVE goes
+out after ``k`` seconds without sending, and ``2k`` seconds without receiving ends the session
+with a one-byte SHUTDOWN. ``idle_timeout_s`` (optional) shuts an idle session down with reason
+"idle timeout" once no bundle has moved for that long.
+
+Bytes from the peer never raise: a violation is answered with SHUTDOWN (no reason code: RFC
+7242 has none for protocol errors) and reported as :class:`ProtocolViolation` followed by
+:class:`SessionTerminated` and :class:`ConnectionClosed`. Calls that break the protocol raise
+:class:`~fleetwire.protocol.errors.LocalProtocolError` and change nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+
+from ..errors import LocalProtocolError
+from . import sdnv
+from .common import (
+    NEED_DATA,
+    BundleReceived,
+    ConnectionClosed,
+    ConvergenceLayerError,
+    Event,
+    NeedData,
+    ProtocolViolation,
+    ReceiveBuffer,
+    Role,
+    SessionEstablished,
+    SessionTerminated,
+    TransferAcked,
+    TransferRefused,
+    TransferStarted,
+)
+
+__all__ = [
+    "MAGIC",
+    "TRANSITIONS",
+    "VERSION",
+    "ContactFlags",
+    "ContactHeader",
+    "MessageType",
+    "Negotiated",
+    "RefusalReason",
+    "SessionTerminatedV3",
+    "ShutdownReason",
+    "State",
+    "TcpclV3Config",
+    "TcpclV3Error",
+    "TcpclV3Session",
+    "encode_ack_segment",
+    "encode_data_segment",
+    "encode_keepalive",
+    "encode_length",
+    "encode_refuse_bundle",
+    "encode_shutdown",
+]
+
+MAGIC: Final = b"dtn!"
+VERSION: Final = 3
+_FIXED: Final = struct.Struct(">4sBBH")  # magic, version, flags, keepalive_interval (§4.1)
+
+
+class ContactFlags(enum.IntFlag):
+    """Contact header flags (RFC 7242 §4.1, Table 1)."""
+
+    NONE = 0
+    REQUEST_ACK = 0x01
+    REACTIVE_FRAGMENTATION = 0x02
+    ALLOW_REFUSAL = 0x04
+    REQUEST_LENGTH = 0x08
+
+
+class MessageType(enum.IntEnum):
+    """Message type codes, the high nibble of a message's first byte (RFC 7242 §5.1)."""
+
+    DATA_SEGMENT = 0x1
+    ACK_SEGMENT = 0x2
+    REFUSE_BUNDLE = 0x3
+    KEEPALIVE = 0x4
+    SHUTDOWN = 0x5
+    LENGTH = 0x6
+
+
+class RefusalReason(enum.IntEnum):
+    """REFUSE_BUNDLE reason codes, carried in the flags nibble (RFC 7242 §5.4, Table 4)."""
+
+    UNKNOWN = 0x0
+    COMPLETED = 0x1
+    NO_RESOURCES = 0x2
+    RETRANSMIT = 0x3
+
+
+class ShutdownReason(enum.IntEnum):
+    """SHUTDOWN reason codes (RFC 7242 §6.1, Table 5); ``UNSPECIFIED`` is never on the wire."""
+
+    #: The SHUTDOWN carried no reason code.
+    UNSPECIFIED = -1
+    IDLE_TIMEOUT = 0x00
+    VERSION_MISMATCH = 0x01
+    BUSY = 0x02
+
+
+_DATA_START: Final = 0x02  # §5.2: S flag
+_DATA_END: Final = 0x01  # §5.2: E flag
+_SHUTDOWN_HAS_REASON: Final = 0x02  # §6.1
+_SHUTDOWN_HAS_DELAY: Final = 0x01  # §6.1
+
+
+class TcpclV3Error(ConvergenceLayerError):
+    """The peer broke RFC 7242; ``rule`` names the section."""
+
+    code = "tcpclv3-protocol"
+
+
+@attrs.frozen(slots=True)
+class SessionTerminatedV3(SessionTerminated):
+    """:class:`SessionTerminated` with TCPCLv3's optional reconnection delay (§6.1), seconds."""
+
+    reconnect_delay_s: int | None = None
+
+
+# --- messages (encoding) ---------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class ContactHeader:
+    """The contact header (RFC 7242 §4.1)."""
+
+    flags: ContactFlags
+    keepalive_s: int
+    eid: str
+
+    def encode(self) -> bytes:
+        eid = self.eid.encode("utf-8")
+        return (
+            _FIXED.pack(MAGIC, VERSION, self.flags, self.keepalive_s) + sdnv.encode(len(eid)) + eid
+        )
+
+
+def encode_data_segment(payload: bytes | memoryview, *, start: bool, end: bool) -> bytes:
+    """DATA_SEGMENT (§5.2): type/flags byte, SDNV length, contents."""
+    flags = (_DATA_START if start else 0) | (_DATA_END if end else 0)
+    return bytes((MessageType.DATA_SEGMENT << 4 | flags,)) + sdnv.encode(len(payload)) + payload
+
+
+def encode_ack_segment(acked_length: int) -> bytes:
+    """ACK_SEGMENT (§5.3): the cumulative length received of the current bundle."""
+    return bytes((MessageType.ACK_SEGMENT << 4,)) + sdnv.encode(acked_length)
+
+
+def encode_refuse_bundle(reason: RefusalReason) -> bytes:
+    """REFUSE_BUNDLE (§5.4): the reason is the flags nibble."""
+    return bytes((MessageType.REFUSE_BUNDLE << 4 | reason,))
+
+
+def encode_keepalive() -> bytes:
+    """KEEPALIVE (§5.6)."""
+    return bytes((MessageType.KEEPALIVE << 4,))
+
+
+def encode_length(total_length: int) -> bytes:
+    """LENGTH (§5.5): the total length of the bundle whose segments follow."""
+    return bytes((MessageType.LENGTH << 4,)) + sdnv.encode(total_length)
+
+
+def encode_shutdown(
+    reason: ShutdownReason | None = None, reconnect_delay_s: int | None = None
+) -> bytes:
+    """SHUTDOWN (§6.1): optional reason byte, then optional SDNV reconnection delay."""
+    flags = 0
+    tail = b""
+    if reason is not None and reason is not ShutdownReason.UNSPECIFIED:
+        flags |= _SHUTDOWN_HAS_REASON
+        tail += bytes((reason,))
+    if reconnect_delay_s is not None:
+        flags |= _SHUTDOWN_HAS_DELAY
+        tail += sdnv.encode(reconnect_delay_s)
+    return bytes((MessageType.SHUTDOWN << 4 | flags,)) + tail
+
+
+# --- configuration and negotiation -----------------------------------------------------
+
+
+def _u16(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"{attribute.name} must fit in 16 bits, not {value}")
+
+
+@attrs.frozen(slots=True)
+class TcpclV3Config:
+    """What this node offers and accepts on a TCPCLv3 session."""
+
+    #: Our endpoint ID, sent in the contact header.
+    local_eid: str
+    #: Keepalive interval we propose (seconds, 0 disables).
+    keepalive_s: int = attrs.field(default=30, validator=_u16)
+    request_ack: bool = True
+    allow_refusal: bool = True
+    request_length: bool = False
+    #: Offered only: the session reports acked lengths; fragments are the bundle layer's job.
+    reactive_fragmentation: bool = False
+    #: Largest DATA_SEGMENT content we write (bytes).
+    segment_size: int = attrs.field(default=1 << 20, validator=attrs.validators.ge(1))
+    #: Largest bundle we reassemble (bytes); larger ones are refused or end the session.
+    max_bundle_size: int = attrs.field(default=1 << 26, validator=attrs.validators.ge(1))
+    #: Longest peer endpoint ID accepted in the contact header (bytes).
+    max_eid_length: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
+    #: Time allowed for the peer's contact header to arrive (seconds).
+    contact_timeout_s: float = 30.0
+    #: Shut down with "idle timeout" after this long without bundle data (§6.2); ``None``: never.
+    idle_timeout_s: float | None = None
+    #: After our SHUTDOWN, how long to wait for the peer's SHUTDOWN or EOF (seconds).
+    shutdown_timeout_s: float = 10.0
+
+    @property
+    def flags(self) -> ContactFlags:
+        flags = ContactFlags.NONE
+        if self.request_ack:
+            flags |= ContactFlags.REQUEST_ACK
+            if self.allow_refusal:  # §4.1: refusal MUST NOT be offered without acks
+                flags |= ContactFlags.ALLOW_REFUSAL
+        if self.reactive_fragmentation:
+            flags |= ContactFlags.REACTIVE_FRAGMENTATION
+        if self.request_length:
+            flags |= ContactFlags.REQUEST_LENGTH
+        return flags
+
+
+@attrs.frozen(slots=True)
+class Negotiated:
+    """Session parameters after both contact headers (RFC 7242 §4.2)."""
+
+    peer_eid: str
+    peer_flags: ContactFlags
+    keepalive_s: int
+    acks: bool
+    refusal: bool
+    reactive_fragmentation: bool
+    #: The peer asked for LENGTH messages before each bundle we send.
+    send_length: bool
+
+    @classmethod
+    def from_headers(cls, ours: ContactHeader, theirs: ContactHeader) -> Negotiated:
+        both = ours.flags & theirs.flags
+        acks = bool(both & ContactFlags.REQUEST_ACK)
+        return cls(
+            peer_eid=theirs.eid,
+            peer_flags=theirs.flags,
+            keepalive_s=min(ours.keepalive_s, theirs.keepalive_s),
+            acks=acks,
+            refusal=acks and bool(both & ContactFlags.ALLOW_REFUSAL),
+            reactive_fragmentation=bool(both & ContactFlags.REACTIVE_FRAGMENTATION),
+            send_length=bool(theirs.flags & ContactFlags.REQUEST_LENGTH),
+        )
+
+
+# --- the session state machine ---------------------------------------------------------
+
+
+class State(enum.Enum):
+    AWAIT_CONTACT = "await-contact"
+    ESTABLISHED = "established"
+    #: We sent SHUTDOWN; acks may still flow, no new data from us.
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Input(enum.Enum):
+    CONTACT_ACCEPTED = "contact-accepted"
+    LOCAL_SHUTDOWN = "local-shutdown"
+    PEER_SHUTDOWN = "peer-shutdown"
+    #: The peer broke the protocol, a timer expired, or we cannot go on (bundle too large).
+    ABORT = "abort"
+    EOF = "eof"
+
+
+#: ``{state: {input: next state}}`` — the whole life of a session.
+TRANSITIONS: Final[dict[State, dict[Input, State]]] = {
+    State.AWAIT_CONTACT: {
+        Input.CONTACT_ACCEPTED: State.ESTABLISHED,
+        Input.LOCAL_SHUTDOWN: State.CLOSING,  # §6.1: SHUTDOWN may refuse a session at setup
+        Input.PEER_SHUTDOWN: State.CLOSED,
+        Input.ABORT: State.CLOSED,
+        Input.EOF: State.CLOSED,
+    },
+    State.ESTABLISHED: {
+        Input.LOCAL_SHUTDOWN: State.CLOSING,
+        Input.PEER_SHUTDOWN: State.CLOSED,
+        Input.ABORT: State.CLOSED,
+        Input.EOF: State.CLOSED,
+    },
+    State.CLOSING: {
+        Input.CONTACT_ACCEPTED: State.CLOSING,  # the peer's header crossed our SHUTDOWN
+        Input.PEER_SHUTDOWN: State.CLOSED,
+        Input.ABORT: State.CLOSED,
+        Input.EOF: State.CLOSED,
+    },
+    State.CLOSED: {},
+}
+
+
+@attrs.define(slots=True)
+class _Outgoing:
+    transfer_id: int
+    data: memoryview
+    sent: int = 0
+    acked: int = 0
+
+
+@attrs.define(slots=True)
+class _Incoming:
+    """A bundle whose segments are arriving."""
+
+    transfer_id: int
+    announced: int | None
+    buf: bytearray = attrs.field(factory=bytearray)
+    received: int = 0
+    #: Refused: its remaining segments are read and dropped.
+    skipping: bool = False
+
+
+@attrs.define(slots=True)
+class _Disposition:
+    """A received (or arriving) bundle whose final ack or refusal has not been written yet."""
+
+    transfer_id: int
+    #: Bytes through the last non-final segment: may be acked before the runtime decides.
+    intermediate: int = 0
+    intermediate_sent: int = 0
+    total: int | None = None
+    #: ``None`` until the runtime (or a size limit) decides: ``"ack"`` or a refusal reason.
+    decision: str | RefusalReason | None = None
+
+
+class TcpclV3Session:
+    """One TCPCLv3 session over one TCP connection; see the module docstring."""
+
+    def __init__(self, role: Role, config: TcpclV3Config) -> None:
+        self.role = role
+        self.config = config
+        self.state = State.AWAIT_CONTACT
+        self.negotiated: Negotiated | None = None
+        self._ours = ContactHeader(config.flags, config.keepalive_s, config.local_eid)
+        self._clean = False
+        self._shutdown_sent = False
+        self._buffer = ReceiveBuffer()
+        self._eof = False
+        self._events: deque[Event] = deque()
+        self._control = bytearray(self._ours.encode())  # §4.1: sent at once by both sides
+        # sending
+        self._to_send: deque[_Outgoing] = deque()
+        self._unacked: deque[_Outgoing] = deque()
+        self._next_out_id = 0
+        # receiving
+        self._rx: _Incoming | None = None
+        self._announced: int | None = None
+        self._segment_left = 0
+        self._segment_end = False
+        self._in_segment = False
+        self._pending: deque[_Disposition] = deque()
+        self._next_in_id = 0
+        # timers: armed by the first tick
+        self._started: float | None = None
+        self._last_tick = self._last_rx = self._last_tx = self._last_data = 0.0
+        self._closing_since = 0.0
+        self._rx_activity = self._tx_activity = self._data_activity = False
+
+    # --- state -------------------------------------------------------------------------
+
+    def _transition(self, what: Input) -> None:
+        self.state = TRANSITIONS[self.state][what]
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held from the peer: unparsed input plus the bundle being reassembled."""
+        return self._buffer.allocated + (len(self._rx.buf) if self._rx else 0)
+
+    # --- commands ----------------------------------------------------------------------
+
+    def send_bundle(self, data: bytes) -> int:
+        """Queue a bundle for sending; returns its transfer id (0, 1, ... in order)."""
+        if self.state not in (State.AWAIT_CONTACT, State.ESTABLISHED):
+            raise LocalProtocolError(f"cannot send a bundle in state {self.state.value}")
+        if not data:
+            raise LocalProtocolError("a bundle is never empty")
+        transfer = _Outgoing(self._next_out_id, memoryview(bytes(data)))
+        self._next_out_id += 1
+        self._to_send.append(transfer)
+        return transfer.transfer_id
+
+    def ack(self, transfer_id: int) -> None:
+        """The runtime persisted received bundle ``transfer_id``: send its final ACK (§5.3)."""
+        self._decide(transfer_id, "ack")
+
+    def refuse(self, transfer_id: int, reason: RefusalReason = RefusalReason.UNKNOWN) -> None:
+        """Refuse a received or arriving bundle with REFUSE_BUNDLE (§5.4)."""
+        if self.negotiated is None or not self.negotiated.refusal:
+            raise LocalProtocolError("bundle refusal was not negotiated on this session")
+        self._decide(transfer_id, RefusalReason(reason))
+
+    def terminate(
+        self,
+        now: float,
+        reason: ShutdownReason | None = None,
+        reconnect_delay_s: int | None = None,
+    ) -> None:
+        """Send SHUTDOWN (§6.1); no data follows it. Queued, unsent bundles are dropped."""
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("the session is already closed")
+        if self.state is State.CLOSING:
+            return
+        self._control += encode_shutdown(reason, reconnect_delay_s)
+        self._shutdown_sent = True
+        self._closing_since = now
+        self._to_send.clear()
+        self._transition(Input.LOCAL_SHUTDOWN)
+        self._events.append(
+            SessionTerminatedV3(
+                reason=reason if reason is not None else ShutdownReason.UNSPECIFIED,
+                by_peer=False,
+                reconnect_delay_s=reconnect_delay_s,
+            )
+        )
+
+    def _decide(self, transfer_id: int, decision: str | RefusalReason) -> None:
+        received = 0 <= transfer_id < self._next_in_id
+        entry = self._entry(transfer_id)
+        if entry is None:
+            if received and (self.state is State.CLOSED or not self._acks):
+                return  # nothing to write: closed, or acks were not negotiated
+            raise LocalProtocolError(f"no undecided received bundle has transfer id {transfer_id}")
+        if entry.decision is not None:
+            raise LocalProtocolError(f"transfer {transfer_id} was already acked or refused")
+        if decision == "ack" and entry.total is None:
+            raise LocalProtocolError(f"transfer {transfer_id} is not complete yet")
+        entry.decision = decision
+        if isinstance(decision, RefusalReason) and self._rx and self._rx.transfer_id == transfer_id:
+            self._rx.skipping = True
+            self._rx.buf = bytearray()
+        self._release()
+
+    # --- output ------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write now: control messages, then at most one DATA_SEGMENT. Repeat until empty."""
+        out = self._control
+        self._control = bytearray()
+        if self.state is State.ESTABLISHED and self._to_send:
+            out += self._next_segment()
+        if out:
+            self._tx_activity = True
+        return bytes(out)
+
+    def _next_segment(self) -> bytes:
+        assert self.negotiated is not None
+        transfer = self._to_send[0]
+        total = len(transfer.data)
+        head = b""
+        if transfer.sent == 0:
+            if self.negotiated.send_length:
+                head = encode_length(total)
+            if self.negotiated.acks:
+                self._unacked.append(transfer)
+        chunk = transfer.data[transfer.sent : transfer.sent + self.config.segment_size]
+        start = transfer.sent == 0
+        transfer.sent += len(chunk)
+        end = transfer.sent == total
+        if end:
+            self._to_send.popleft()
+        self._data_activity = True
+        return head + encode_data_segment(chunk, start=start, end=end)
+
+    # --- timers ------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Let keepalive, idle and setup timers fire at time ``now`` (seconds, monotonic)."""
+        if self._started is None:
+            self._started = self._last_tick = now
+            self._last_rx = self._last_tx = self._last_data = now
+        # Bytes moved since the last tick happened somewhere in (last tick, now]: take the bound
+        # that errs safe — sent as early as possible (keepalives go out sooner), received and
+        # data moved as late as possible (no premature expiry or idle shutdown).
+        if self._rx_activity:
+            self._last_rx, self._rx_activity = now, False
+        if self._tx_activity:
+            self._last_tx, self._tx_activity = max(self._last_tx, self._last_tick), False
+        if self._data_activity:
+            self._last_data, self._data_activity = now, False
+        self._last_tick = now
+        cfg = self.config
+        if self.state is State.AWAIT_CONTACT:
+            if now - self._started >= cfg.contact_timeout_s:
+                self._abort(None, send_shutdown=True)
+        elif self.state is State.ESTABLISHED:
+            assert self.negotiated is not None
+            k = self.negotiated.keepalive_s
+            if k and now - self._last_rx >= 2 * k:
+                self._abort(None, send_shutdown=True)  # §5.6: one-byte SHUTDOWN, then close
+                return
+            if k and now - self._last_tx >= k and not self._control and not self._to_send:
+                self._control += encode_keepalive()
+                self._last_tx = now
+            idle = cfg.idle_timeout_s
+            if idle is not None and now - self._last_data >= idle and not self._busy():
+                self.terminate(now, ShutdownReason.IDLE_TIMEOUT)
+        elif self.state is State.CLOSING and now - self._closing_since >= cfg.shutdown_timeout_s:
+            self._abort(None, send_shutdown=False)
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` should next be called; ``None`` once closed."""
+        if self.state is State.CLOSED:
+            return None
+        if self._started is None:
+            return 0.0  # never ticked: tick now to arm the timers
+        if self.state is State.AWAIT_CONTACT:
+            return self._started + self.config.contact_timeout_s
+        if self.state is State.CLOSING:
+            return self._closing_since + self.config.shutdown_timeout_s
+        assert self.negotiated is not None
+        deadlines = []
+        k = self.negotiated.keepalive_s
+        if k:
+            deadlines += [self._last_tx + k, self._last_rx + 2 * k]
+        if self.config.idle_timeout_s is not None:
+            deadlines.append(self._last_data + self.config.idle_timeout_s)
+        return min(deadlines) if deadlines else None
+
+    def _busy(self) -> bool:
+        return bool(self._to_send or self._unacked or self._rx or self._pending)
+
+    # --- input -------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from TCP; ``b""`` means the peer closed its side."""
+        if self.state is State.CLOSED or self._eof:
+            return
+        if not data:
+            self._eof = True
+            return
+        self._buffer.extend(data)
+        self._rx_activity = True
+
+    def next_event(self) -> Event | NeedData:
+        while True:
+            if self._events:
+                return self._events.popleft()
+            if self.state is State.CLOSED:
+                return ConnectionClosed(clean=self._clean)
+            if not self._step():
+                break
+        if self._eof:
+            self._clean = self.state is State.CLOSING
+            self._transition(Input.EOF)
+            self._drop_input()
+            return ConnectionClosed(clean=self._clean)
+        return NEED_DATA
+
+    def _step(self) -> bool:
+        """Parse what the buffer allows; False when more bytes are needed."""
+        if self._in_segment:
+            return self._segment_content()
+        if self.negotiated is None:
+            return self._contact_header()
+        first = self._buffer.peek(1)
+        if first is None:
+            return False
+        kind, flags = first[0] >> 4, first[0] & 0x0F
+        if kind == MessageType.DATA_SEGMENT:
+            return self._with_sdnv(lambda n: self._data_segment(flags, n))
+        if kind == MessageType.ACK_SEGMENT:
+            return self._with_sdnv(self._ack_segment)
+        if kind == MessageType.LENGTH:
+            return self._with_sdnv(self._length)
+        if kind == MessageType.REFUSE_BUNDLE:
+            self._buffer.consume(1)
+            self._refuse_bundle(flags)
+        elif kind == MessageType.KEEPALIVE:
+            self._buffer.consume(1)
+        elif kind == MessageType.SHUTDOWN:
+            return self._shutdown(flags)
+        else:
+            self._violation(f"unknown message type {kind:#x}", "RFC 7242 §5.1")
+        return True
+
+    def _with_sdnv(self, handle: Callable[[int], None]) -> bool:
+        """Read ``type byte, SDNV`` and hand the value over; False if incomplete."""
+        window = self._buffer.peek(min(self._buffer.size, 1 + sdnv.MAX_SDNV_BYTES))
+        assert window is not None
+        try:
+            result = sdnv.decode_prefix(window, 1)
+        except sdnv.SdnvError as exc:
+            self._violation(f"bad SDNV: {exc.message}", "RFC 7242 §5, RFC 6256")
+            return True
+        if result is None:
+            return False
+        value, end = result
+        self._buffer.consume(end)
+        handle(value)
+        return True
+
+    def _contact_header(self) -> bool:
+        cfg = self.config
+        fixed = self._buffer.peek(min(self._buffer.size, _FIXED.size))
+        assert fixed is not None
+        if not MAGIC.startswith(fixed[:4]):
+            # §4.2: not a TCPCL peer at all: close without a word.
+            self._violation("contact header magic is not 'dtn!'", "RFC 7242 §4.1", shutdown=False)
+            return True
+        if len(fixed) < _FIXED.size:
+            return False
+        _, version, flags, keepalive = _FIXED.unpack(fixed)
+        if version != VERSION:
+            self._violation(
+                f"peer speaks TCPCL version {version}",
+                "RFC 7242 §4.2",
+                reason=ShutdownReason.VERSION_MISMATCH,
+            )
+            return True
+        window = self._buffer.peek(min(self._buffer.size, _FIXED.size + sdnv.MAX_SDNV_BYTES))
+        assert window is not None
+        try:
+            result = sdnv.decode_prefix(window, _FIXED.size)
+        except sdnv.SdnvError as exc:
+            self._violation(f"bad EID length: {exc.message}", "RFC 7242 §4.1")
+            return True
+        if result is None:
+            return False
+        eid_length, eid_start = result
+        if eid_length > cfg.max_eid_length:
+            self._violation(
+                f"peer EID of {eid_length} bytes exceeds {cfg.max_eid_length}", "RFC 7242 §4.1"
+            )
+            return True
+        whole = self._buffer.peek(eid_start + eid_length)
+        if whole is None:
+            return False
+        self._buffer.consume(eid_start + eid_length)
+        try:
+            eid = whole[eid_start:].decode("utf-8")
+        except UnicodeDecodeError:
+            self._violation("peer EID is not UTF-8 text", "RFC 7242 §4.1")
+            return True
+        theirs = ContactHeader(ContactFlags(flags & 0x0F), keepalive, eid)
+        self.negotiated = Negotiated.from_headers(self._ours, theirs)
+        self._transition(Input.CONTACT_ACCEPTED)
+        if self.state is State.ESTABLISHED:
+            self._events.append(
+                SessionEstablished(peer_node_id=eid, keepalive_s=self.negotiated.keepalive_s)
+            )
+        return True
+
+    # --- messages from the peer --------------------------------------------------------
+
+    def _data_segment(self, flags: int, length: int) -> None:
+        cfg = self.config
+        rx = self._rx
+        if flags & _DATA_START:
+            if rx is not None and not rx.skipping:
+                self._violation("a bundle started before the previous one ended", "RFC 7242 §5.2")
+                return
+            rx = self._rx = _Incoming(self._next_in_id, self._announced)
+            self._next_in_id += 1
+            self._announced = None
+            if self._acks:
+                self._pending.append(_Disposition(rx.transfer_id))
+            self._events.append(TransferStarted(rx.transfer_id, rx.announced))
+            if rx.announced is not None and rx.announced > cfg.max_bundle_size:
+                self._too_large(rx)
+        elif rx is None:
+            self._violation("DATA_SEGMENT without S flag continues no bundle", "RFC 7242 §5.2")
+            return
+        if not rx.skipping:
+            if rx.announced is not None and rx.received + length > rx.announced:
+                self._violation("segments exceed the bundle's LENGTH", "RFC 7242 §5.5")
+                return
+            if rx.received + length > cfg.max_bundle_size:
+                self._too_large(rx)
+        if self.state is State.CLOSED:
+            return
+        self._segment_left = length
+        self._segment_end = bool(flags & _DATA_END)
+        self._in_segment = True
+        self._data_activity = True
+
+    def _segment_content(self) -> bool:
+        rx = self._rx
+        assert rx is not None
+        if self._segment_left:
+            take = min(self._segment_left, self._buffer.size)
+            if take == 0:
+                return False
+            chunk = self._buffer.consume(take)
+            self._segment_left -= take
+            rx.received += take
+            if not rx.skipping:
+                rx.buf += chunk
+            if self._segment_left:
+                return True
+        self._in_segment = False
+        if rx.skipping:
+            if self._segment_end:
+                self._rx = None
+            return True
+        entry = self._entry(rx.transfer_id)
+        if not self._segment_end:
+            if entry is not None:
+                entry.intermediate = rx.received
+                self._release()
+            return True
+        if rx.announced is not None and rx.received != rx.announced:
+            self._violation("bundle shorter than its LENGTH", "RFC 7242 §5.5")
+            return True
+        if entry is not None:
+            entry.total = rx.received
+        self._rx = None
+        self._events.append(BundleReceived(rx.transfer_id, bytes(rx.buf)))
+        return True
+
+    def _too_large(self, rx: _Incoming) -> None:
+        """§5.4: refuse with "resources exhausted" if we may; otherwise shut down (§6.1)."""
+        assert self.negotiated is not None
+        self._events.append(
+            TransferRefused(rx.transfer_id, RefusalReason.NO_RESOURCES, by_peer=False)
+        )
+        if self.negotiated.refusal:
+            rx.skipping = True
+            rx.buf = bytearray()
+            entry = self._entry(rx.transfer_id)
+            assert entry is not None  # refusal implies acks
+            entry.decision = RefusalReason.NO_RESOURCES
+            self._release()
+        else:
+            self._abort(None, send_shutdown=True)
+
+    def _ack_segment(self, acked: int) -> None:
+        if self.negotiated is None or not self.negotiated.acks:
+            self._violation("ACK_SEGMENT on a session without acks", "RFC 7242 §5.3")
+            return
+        if not self._unacked:
+            self._violation("ACK_SEGMENT with no bundle outstanding", "RFC 7242 §5.3")
+            return
+        head = self._unacked[0]
+        if not head.acked <= acked <= head.sent:
+            self._violation(
+                f"ACK_SEGMENT of {acked} bytes; {head.acked} acked, {head.sent} sent",
+                "RFC 7242 §5.3",
+            )
+            return
+        if acked == head.acked:
+            return  # a repeat says nothing new
+        head.acked = acked
+        complete = acked == len(head.data)
+        if complete:
+            self._unacked.popleft()
+        self._events.append(TransferAcked(head.transfer_id, acked, complete))
+
+    def _refuse_bundle(self, reason: int) -> None:
+        if self.negotiated is None or not self.negotiated.refusal:
+            self._violation("REFUSE_BUNDLE on a session without refusal", "RFC 7242 §5.4")
+            return
+        if not self._unacked:
+            self._violation("REFUSE_BUNDLE with no bundle outstanding", "RFC 7242 §5.4")
+            return
+        head = self._unacked.popleft()
+        if self._to_send and self._to_send[0] is head:
+            self._to_send.popleft()  # stop sending its remaining segments
+        self._events.append(TransferRefused(head.transfer_id, reason, by_peer=True))
+
+    def _length(self, total: int) -> None:
+        if self._rx is not None and not self._rx.skipping:
+            self._violation("LENGTH inside a bundle", "RFC 7242 §5.5")
+            return
+        self._announced = total
+
+    def _shutdown(self, flags: int) -> bool:
+        need = 1 + (1 if flags & _SHUTDOWN_HAS_REASON else 0)
+        head = self._buffer.peek(need)
+        if head is None:
+            return False
+        reason: int = head[1] if flags & _SHUTDOWN_HAS_REASON else ShutdownReason.UNSPECIFIED
+        delay: int | None = None
+        end = need
+        if flags & _SHUTDOWN_HAS_DELAY:
+            window = self._buffer.peek(min(self._buffer.size, need + sdnv.MAX_SDNV_BYTES))
+            assert window is not None
+            try:
+                result = sdnv.decode_prefix(window, need)
+            except sdnv.SdnvError as exc:
+                self._violation(f"bad reconnection delay: {exc.message}", "RFC 7242 §6.1")
+                return True
+            if result is None:
+                return False
+            delay, end = result
+        self._buffer.consume(end)
+        try:
+            reason = ShutdownReason(reason)
+        except ValueError:
+            pass  # an unassigned code: reported as the number it is
+        self._events.append(
+            SessionTerminatedV3(reason=reason, by_peer=True, reconnect_delay_s=delay)
+        )
+        if not self._shutdown_sent:
+            self._control += encode_shutdown()  # answer, then close (§6.1)
+            self._shutdown_sent = True
+        self._clean = True
+        self._transition(Input.PEER_SHUTDOWN)
+        self._drop_input()
+        return True
+
+    # --- acks in order ------------------------------------------------------------------
+
+    @property
+    def _acks(self) -> bool:
+        return self.negotiated is not None and self.negotiated.acks
+
+    def _entry(self, transfer_id: int) -> _Disposition | None:
+        """The undecided disposition of a received transfer (kept only when acks are on)."""
+        for entry in self._pending:
+            if entry.transfer_id == transfer_id:
+                return entry
+        return None
+
+    def _release(self) -> None:
+        """Write decided acks/refusals from the oldest on, then the next one's intermediate ack."""
+        acks = self._acks
+        while self._pending and self._pending[0].decision is not None:
+            entry = self._pending.popleft()
+            if isinstance(entry.decision, RefusalReason):
+                self._control += encode_refuse_bundle(entry.decision)
+            elif acks:
+                assert entry.total is not None
+                self._control += encode_ack_segment(entry.total)
+        if acks and self._pending:
+            head = self._pending[0]
+            if head.intermediate > head.intermediate_sent:
+                self._control += encode_ack_segment(head.intermediate)
+                head.intermediate_sent = head.intermediate
+
+    # --- ending ------------------------------------------------------------------------
+
+    def _violation(
+        self,
+        message: str,
+        rule: str,
+        *,
+        shutdown: bool = True,
+        reason: ShutdownReason | None = None,
+    ) -> None:
+        self._events.append(ProtocolViolation(TcpclV3Error(message, rule)))
+        self._abort(reason, send_shutdown=shutdown)
+
+    def _abort(self, reason: ShutdownReason | None, *, send_shutdown: bool) -> None:
+        """End the session at once (unclean): optional SHUTDOWN, then ConnectionClosed."""
+        if send_shutdown and not self._shutdown_sent:
+            self._control += encode_shutdown(reason)
+            self._shutdown_sent = True
+            self._events.append(
+                SessionTerminatedV3(
+                    reason=reason if reason is not None else ShutdownReason.UNSPECIFIED,
+                    by_peer=False,
+                )
+            )
+        self._clean = False
+        self._transition(Input.ABORT)
+        self._drop_input()
+
+    def _drop_input(self) -> None:
+        self._buffer.clear()
+        self._rx = None
+        self._in_segment = False
+        self._to_send.clear()

@@ -1,0 +1,598 @@
+"""TCPCLv3 (RFC 7242) session: negotiation, transfers over arbitrary splits, acks in order,
+refusal, keepalive and idle timers, shutdown, and hostile bytes met only by documented reactions."""
+
+from __future__ import annotations
+
+import itertools
+
+import attrs
+import pytest
+from fleetwire.protocol.errors import LocalProtocolError
+from fleetwire.protocol.tcpcl import sdnv
+from fleetwire.protocol.tcpcl.common import (
+    BundleReceived,
+    ConnectionClosed,
+    Event,
+    NeedData,
+    ProtocolViolation,
+    Role,
+    SessionEstablished,
+    SessionTerminated,
+    TransferAcked,
+    TransferRefused,
+    TransferStarted,
+)
+from fleetwire.protocol.tcpcl.v3 import (
+    TRANSITIONS,
+    ContactFlags,
+    ContactHeader,
+    Negotiated,
+    RefusalReason,
+    SessionTerminatedV3,
+    ShutdownReason,
+    State,
+    TcpclV3Config,
+    TcpclV3Error,
+    TcpclV3Session,
+    encode_ack_segment,
+    encode_data_segment,
+    encode_keepalive,
+    encode_length,
+    encode_refuse_bundle,
+    encode_shutdown,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+A = TcpclV3Config(local_eid="dtn://a/", keepalive_s=0)
+B = TcpclV3Config(local_eid="dtn://b/", keepalive_s=0)
+PEER_HEADER = ContactHeader(ContactFlags.REQUEST_ACK | ContactFlags.ALLOW_REFUSAL, 0, "dtn://peer/")
+
+
+def drain(s: TcpclV3Session) -> list[Event]:
+    out: list[Event] = []
+    while True:
+        event = s.next_event()
+        if isinstance(event, NeedData):
+            return out
+        out.append(event)
+        if isinstance(event, ConnectionClosed):
+            return out
+
+
+def outbox(s: TcpclV3Session) -> bytes:
+    out = b""
+    while chunk := s.data_to_send():
+        out += chunk
+    return out
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+def feed(s: TcpclV3Session, data: bytes, cuts: list[int] | None = None) -> list[Event]:
+    events: list[Event] = []
+    for chunk in split(data, cuts or []):
+        s.receive_data(chunk)
+        events += drain(s)
+    return events
+
+
+def established(config: TcpclV3Config = A, peer: ContactHeader = PEER_HEADER) -> TcpclV3Session:
+    """A session that has read ``peer``'s contact header; our own header already taken."""
+    s = TcpclV3Session(Role.PASSIVE, config)
+    assert outbox(s) == ContactHeader(config.flags, config.keepalive_s, config.local_eid).encode()
+    events = feed(s, peer.encode())
+    assert events == [SessionEstablished(peer.eid, min(config.keepalive_s, peer.keepalive_s))]
+    return s
+
+
+def of(events: list[Event], kind: type) -> list:  # type: ignore[type-arg]
+    return [e for e in events if isinstance(e, kind)]
+
+
+# --- codec and negotiation -------------------------------------------------------------
+
+
+def test_contact_header_layout() -> None:
+    # §4.1, byte for byte (the layout pyd3tn and DTN2 write).
+    header = ContactHeader(ContactFlags.REQUEST_ACK | ContactFlags.REQUEST_LENGTH, 0x1234, "dtn://n/")
+    assert header.encode() == b"dtn!\x03\x09\x12\x34\x08dtn://n/"
+
+
+def test_message_layouts() -> None:
+    assert encode_data_segment(b"ab", start=True, end=True) == b"\x13\x02ab"
+    assert encode_data_segment(b"", start=False, end=False) == b"\x10\x00"
+    assert encode_ack_segment(300) == b"\x20" + sdnv.encode(300)
+    assert encode_refuse_bundle(RefusalReason.NO_RESOURCES) == b"\x32"
+    assert encode_keepalive() == b"\x40"
+    assert encode_length(5) == b"\x60\x05"
+    assert encode_shutdown() == b"\x50"
+    assert encode_shutdown(ShutdownReason.BUSY, 200) == b"\x53\x02" + sdnv.encode(200)
+    assert encode_shutdown(None, 7) == b"\x51\x07"
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "acks", "refusal", "frag"),
+    [
+        (0b0111, 0b0111, True, True, True),
+        (0b0101, 0b0001, True, False, False),
+        (0b0100, 0b0100, False, False, False),  # refusal is meaningless without acks (§4.1)
+        (0b0001, 0b0000, False, False, False),
+        (0b0010, 0b0010, False, False, True),
+    ],
+)
+def test_negotiation_flags(ours: int, theirs: int, acks: bool, refusal: bool, frag: bool) -> None:
+    n = Negotiated.from_headers(
+        ContactHeader(ContactFlags(ours), 0, "a"), ContactHeader(ContactFlags(theirs), 0, "b")
+    )
+    assert (n.acks, n.refusal, n.reactive_fragmentation) == (acks, refusal, frag)
+
+
+@pytest.mark.parametrize(("ours", "theirs", "agreed"), [(10, 30, 10), (30, 10, 10), (0, 5, 0), (5, 0, 0)])
+def test_negotiation_keepalive_is_the_minimum(ours: int, theirs: int, agreed: int) -> None:
+    n = Negotiated.from_headers(
+        ContactHeader(ContactFlags.NONE, ours, "a"), ContactHeader(ContactFlags.NONE, theirs, "b")
+    )
+    assert n.keepalive_s == agreed
+
+
+def test_length_is_sent_when_the_peer_asks() -> None:
+    s = established(peer=ContactHeader(ContactFlags.REQUEST_LENGTH, 0, "p"))
+    s.send_bundle(b"xyz")
+    assert outbox(s) == encode_length(3) + encode_data_segment(b"xyz", start=True, end=True)
+
+
+def test_transition_table_is_closed() -> None:
+    for row in TRANSITIONS.values():
+        assert set(row.values()) <= set(State)
+    assert TRANSITIONS[State.CLOSED] == {}
+
+
+# --- back to back ----------------------------------------------------------------------
+
+
+def pump(x: TcpclV3Session, y: TcpclV3Session, cuts: list[int], log: dict[int, list[Event]]) -> None:
+    """Move bytes both ways until quiet; ``cuts`` choose split points; acks every bundle."""
+    for _ in range(1000):
+        moved = False
+        for src, dst in ((x, y), (y, x)):
+            data = outbox(src)
+            if data:
+                moved = True
+                for event in feed(dst, data, cuts):
+                    log[id(dst)].append(event)
+                    if isinstance(event, BundleReceived):
+                        dst.ack(event.transfer_id)
+        if not moved:
+            return
+    raise AssertionError("no quiescence")
+
+
+@settings(max_examples=120)
+@given(
+    a_bundles=st.lists(st.binary(min_size=1, max_size=200), max_size=5),
+    b_bundles=st.lists(st.binary(min_size=1, max_size=200), max_size=5),
+    seg_a=st.integers(1, 64),
+    seg_b=st.integers(1, 64),
+    acks=st.booleans(),
+    length=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_back_to_back_any_split(
+    a_bundles: list[bytes],
+    b_bundles: list[bytes],
+    seg_a: int,
+    seg_b: int,
+    acks: bool,
+    length: bool,
+    cuts: list[int],
+) -> None:
+    x = TcpclV3Session(Role.ACTIVE, attrs.evolve(A, segment_size=seg_a, request_ack=acks, request_length=length))
+    y = TcpclV3Session(Role.PASSIVE, attrs.evolve(B, segment_size=seg_b))
+    ids_a = [x.send_bundle(b) for b in a_bundles]  # queued before the session is up
+    log: dict[int, list[Event]] = {id(x): [], id(y): []}
+    pump(x, y, cuts, log)
+    ids_b = [y.send_bundle(b) for b in b_bundles]
+    pump(x, y, cuts, log)
+    x.terminate(0.0)
+    pump(x, y, cuts, log)
+    for me, mine, ids, theirs in ((x, a_bundles, ids_a, b_bundles), (y, b_bundles, ids_b, a_bundles)):
+        events = log[id(me)]
+        assert isinstance(events[0], SessionEstablished)
+        assert [e.data for e in of(events, BundleReceived)] == theirs
+        assert not of(events, ProtocolViolation)
+        assert events[-1] == ConnectionClosed(clean=True)
+        assert me.state is State.CLOSED
+        done = [e for e in of(events, TransferAcked) if e.complete]
+        if acks:
+            assert [(e.transfer_id, e.acked_length) for e in done] == [(i, len(b)) for i, b in zip(ids, mine, strict=True)]
+            per_transfer: dict[int, list[int]] = {}
+            for e in of(events, TransferAcked):
+                per_transfer.setdefault(e.transfer_id, []).append(e.acked_length)
+            assert all(v == sorted(set(v)) for v in per_transfer.values())  # cumulative, growing
+        else:
+            assert done == []
+        starts = of(events, TransferStarted)
+        # Only x asked for LENGTH messages, so only x learns totals up front.
+        expected = [len(b) for b in theirs] if length and me is x else [None] * len(theirs)
+        assert [t.total_length for t in starts] == expected
+    assert of(log[id(y)], SessionTerminatedV3)[0].by_peer
+
+
+def test_final_ack_waits_for_the_runtime_and_later_acks_wait_behind_it() -> None:
+    s = established()
+    feed(s, encode_data_segment(b"aaaa", start=True, end=True))
+    assert outbox(s) == b""  # not persisted yet: no final ack
+    # The next bundle's intermediate ack would be read as the first bundle's: it must wait.
+    feed(s, encode_data_segment(b"bb", start=True, end=False))
+    assert outbox(s) == b""
+    s.ack(0)
+    assert outbox(s) == encode_ack_segment(4) + encode_ack_segment(2)
+    events = feed(s, encode_data_segment(b"b", start=False, end=True))
+    assert of(events, BundleReceived) == [BundleReceived(1, b"bbb")]
+    assert outbox(s) == b""
+    s.ack(1)
+    assert outbox(s) == encode_ack_segment(3)
+
+
+def test_acks_released_in_order_even_if_the_runtime_acks_out_of_order() -> None:
+    s = established()
+    feed(s, encode_data_segment(b"a", start=True, end=True) + encode_data_segment(b"bc", start=True, end=True))
+    s.ack(1)
+    assert outbox(s) == b""
+    s.ack(0)
+    assert outbox(s) == encode_ack_segment(1) + encode_ack_segment(2)
+
+
+def test_sender_side_ack_and_refusal_bookkeeping() -> None:
+    s = established(attrs.evolve(A, segment_size=2))
+    assert s.send_bundle(b"abcde") == 0
+    assert s.send_bundle(b"xy") == 1
+    assert outbox(s) == (
+        encode_data_segment(b"ab", start=True, end=False)
+        + encode_data_segment(b"cd", start=False, end=False)
+        + encode_data_segment(b"e", start=False, end=True)
+        + encode_data_segment(b"xy", start=True, end=True)
+    )
+    events = feed(s, encode_ack_segment(2) + encode_ack_segment(5) + encode_refuse_bundle(RefusalReason.COMPLETED))
+    assert events == [
+        TransferAcked(0, 2, False),
+        TransferAcked(0, 5, True),
+        TransferRefused(1, RefusalReason.COMPLETED, by_peer=True),
+    ]
+
+
+def test_refusal_stops_the_remaining_segments() -> None:
+    s = established(attrs.evolve(A, segment_size=1))
+    s.send_bundle(b"abc")
+    s.send_bundle(b"z")
+    assert s.data_to_send() == encode_data_segment(b"a", start=True, end=False)
+    assert feed(s, encode_refuse_bundle(RefusalReason.NO_RESOURCES)) == [
+        TransferRefused(0, RefusalReason.NO_RESOURCES, by_peer=True)
+    ]
+    assert outbox(s) == encode_data_segment(b"z", start=True, end=True)
+
+
+# --- bounded reassembly ----------------------------------------------------------------
+
+
+def test_oversized_bundle_refused_and_skipped_when_refusal_negotiated() -> None:
+    s = established(attrs.evolve(A, max_bundle_size=4))
+    events = feed(
+        s,
+        encode_data_segment(b"abc", start=True, end=False)
+        + encode_data_segment(b"de", start=False, end=False)  # would make 5 > 4
+        + encode_data_segment(b"fgh", start=False, end=True)  # skipped
+        + encode_data_segment(b"ok", start=True, end=True),
+    )
+    assert events == [
+        TransferStarted(0, None),
+        TransferRefused(0, RefusalReason.NO_RESOURCES, by_peer=False),
+        TransferStarted(1, None),
+        BundleReceived(1, b"ok"),
+    ]
+    # The intermediate ack of 3 went out before the limit was hit; then the refusal.
+    assert outbox(s) == encode_ack_segment(3) + encode_refuse_bundle(RefusalReason.NO_RESOURCES)
+    s.ack(1)
+    assert outbox(s) == encode_ack_segment(2)
+    assert s.buffered == 0
+
+
+def test_oversized_length_refused_before_any_content() -> None:
+    s = established(attrs.evolve(A, max_bundle_size=4))
+    events = feed(s, encode_length(1 << 40) + b"\x12" + sdnv.encode(1 << 40))
+    assert events == [TransferStarted(0, 1 << 40), TransferRefused(0, RefusalReason.NO_RESOURCES, by_peer=False)]
+    assert outbox(s) == encode_refuse_bundle(RefusalReason.NO_RESOURCES)
+
+
+def test_oversized_bundle_without_refusal_shuts_down() -> None:
+    s = established(attrs.evolve(A, max_bundle_size=4), ContactHeader(ContactFlags.REQUEST_ACK, 0, "p"))
+    events = feed(s, encode_data_segment(b"abcde", start=True, end=True))
+    assert events == [
+        TransferStarted(0, None),
+        TransferRefused(0, RefusalReason.NO_RESOURCES, by_peer=False),
+        SessionTerminatedV3(ShutdownReason.UNSPECIFIED, by_peer=False),
+        ConnectionClosed(clean=False),
+    ]
+    assert outbox(s) == encode_shutdown()
+
+
+def test_runtime_refuses_an_arriving_bundle() -> None:
+    s = established()
+    feed(s, encode_data_segment(b"ab", start=True, end=False))
+    assert outbox(s) == encode_ack_segment(2)
+    s.refuse(0, RefusalReason.COMPLETED)
+    assert outbox(s) == encode_refuse_bundle(RefusalReason.COMPLETED)
+    assert feed(s, encode_data_segment(b"c", start=False, end=True)) == []
+
+
+# --- timers ----------------------------------------------------------------------------
+
+
+def test_keepalive_sent_and_missing_peer_detected() -> None:
+    s = established(attrs.evolve(A, keepalive_s=10), attrs.evolve(PEER_HEADER, keepalive_s=30))
+    s.tick(100.0)
+    assert s.next_deadline() == 110.0
+    s.tick(110.0)
+    assert outbox(s) == encode_keepalive()
+    s.receive_data(encode_keepalive())
+    assert drain(s) == []
+    s.tick(115.0)  # the peer's keepalive counts as heard at 115
+    assert s.next_deadline() == 120.0
+    s.tick(120.0)
+    assert outbox(s) == encode_keepalive()
+    s.tick(135.0)  # 20 s since we last heard anything: 2 x keepalive
+    assert outbox(s) == encode_shutdown()
+    assert drain(s) == [SessionTerminatedV3(ShutdownReason.UNSPECIFIED, False), ConnectionClosed(clean=False)]
+    assert s.next_deadline() is None
+
+
+def test_idle_timeout_shuts_down_with_its_reason() -> None:
+    s = established(attrs.evolve(A, idle_timeout_s=60.0))
+    s.tick(0.0)
+    s.send_bundle(b"x")
+    outbox(s)
+    s.tick(30.0)  # data moved: idle clock restarts at 30
+    feed(s, encode_ack_segment(1))
+    s.tick(89.0)
+    assert outbox(s) == b""
+    s.tick(90.0)
+    assert outbox(s) == encode_shutdown(ShutdownReason.IDLE_TIMEOUT)
+    assert drain(s) == [SessionTerminatedV3(ShutdownReason.IDLE_TIMEOUT, by_peer=False)]
+    assert s.state is State.CLOSING
+    s.tick(100.0)  # the peer never answers
+    assert drain(s) == [ConnectionClosed(clean=False)]
+
+
+def test_contact_timeout() -> None:
+    s = TcpclV3Session(Role.ACTIVE, attrs.evolve(A, contact_timeout_s=5.0))
+    outbox(s)
+    assert s.next_deadline() == 0.0
+    s.tick(1000.0)
+    assert s.next_deadline() == 1005.0
+    s.receive_data(b"dtn!\x03")  # half a header, then silence
+    s.tick(1005.0)
+    assert outbox(s) == encode_shutdown()
+    assert drain(s)[-1] == ConnectionClosed(clean=False)
+
+
+# --- shutdown --------------------------------------------------------------------------
+
+
+def test_shutdown_with_reason_and_delay_is_answered() -> None:
+    s = established()
+    events = feed(s, encode_shutdown(ShutdownReason.BUSY, 3600))
+    assert events == [SessionTerminatedV3(ShutdownReason.BUSY, True, 3600), ConnectionClosed(clean=True)]
+    assert outbox(s) == encode_shutdown()
+
+
+def test_unassigned_shutdown_reason_reported_as_number() -> None:
+    s = established()
+    events = feed(s, b"\x52\x99")
+    assert events[0] == SessionTerminatedV3(0x99, True, None)
+
+
+def test_pyd3tn_style_shutdown_then_eof() -> None:
+    s = established(peer=ContactHeader(ContactFlags.NONE, 0, "dtn://pyd3tn/"))
+    events = feed(s, encode_data_segment(b"bundle", start=True, end=True) + b"\x50")
+    s.receive_data(b"")  # the EOF after a SHUTDOWN changes nothing
+    assert s.next_event() == ConnectionClosed(clean=True)
+    assert events == [
+        TransferStarted(0, None),
+        BundleReceived(0, b"bundle"),
+        SessionTerminatedV3(ShutdownReason.UNSPECIFIED, True, None),
+        ConnectionClosed(clean=True),
+    ]
+    s.ack(0)  # acks were not negotiated: accepted, nothing written
+    assert outbox(s) == encode_shutdown()
+
+
+def test_eof_without_shutdown_is_unclean() -> None:
+    s = established()
+    s.receive_data(b"")
+    assert drain(s) == [ConnectionClosed(clean=False)]
+
+
+def test_refusing_setup_before_the_peer_header() -> None:
+    s = TcpclV3Session(Role.PASSIVE, A)
+    outbox(s)
+    s.terminate(0.0, ShutdownReason.BUSY, reconnect_delay_s=60)
+    assert outbox(s) == encode_shutdown(ShutdownReason.BUSY, 60)
+    # The peer's header crossed our SHUTDOWN, then its own SHUTDOWN arrives.
+    events = feed(s, PEER_HEADER.encode() + encode_shutdown())
+    assert events == [
+        SessionTerminatedV3(ShutdownReason.BUSY, False, 60),
+        SessionTerminatedV3(ShutdownReason.UNSPECIFIED, True, None),
+        ConnectionClosed(clean=True),
+    ]
+    assert outbox(s) == b""  # we already sent ours
+
+
+# --- caller misuse ---------------------------------------------------------------------
+
+
+def test_local_protocol_errors() -> None:
+    s = established()
+    with pytest.raises(LocalProtocolError):
+        s.send_bundle(b"")
+    with pytest.raises(LocalProtocolError):
+        s.ack(0)  # nothing received
+    feed(s, encode_data_segment(b"ab", start=True, end=False))
+    with pytest.raises(LocalProtocolError):
+        s.ack(0)  # not complete
+    feed(s, encode_data_segment(b"c", start=False, end=True))
+    s.ack(0)
+    with pytest.raises(LocalProtocolError):
+        s.ack(0)  # twice
+    s.terminate(1.0)
+    with pytest.raises(LocalProtocolError):
+        s.send_bundle(b"late")
+    no_refusal = established(peer=ContactHeader(ContactFlags.REQUEST_ACK, 0, "p"))
+    feed(no_refusal, encode_data_segment(b"a", start=True, end=True))
+    with pytest.raises(LocalProtocolError):
+        no_refusal.refuse(0)
+    closed = established()
+    feed(closed, encode_shutdown())
+    with pytest.raises(LocalProtocolError):
+        closed.terminate(0.0)
+    with pytest.raises(ValueError):
+        TcpclV3Config(local_eid="x", keepalive_s=70000)
+
+
+# --- peer violations -------------------------------------------------------------------
+
+
+def violation_of(s: TcpclV3Session, wire: bytes) -> tuple[list[Event], bytes]:
+    events = feed(s, wire)
+    return events, outbox(s)
+
+
+@pytest.mark.parametrize(
+    ("wire", "rule"),
+    [
+        (b"\x70", "§5.1"),
+        (b"\x00", "§5.1"),
+        (encode_data_segment(b"a", start=False, end=True), "§5.2"),
+        (encode_data_segment(b"a", start=True, end=False) + encode_data_segment(b"b", start=True, end=True), "§5.2"),
+        (encode_ack_segment(1), "§5.3"),
+        (encode_data_segment(b"a", start=True, end=False) + encode_length(3), "§5.5"),
+        (encode_length(2) + encode_data_segment(b"abc", start=True, end=True), "§5.5"),
+        (encode_length(3) + encode_data_segment(b"ab", start=True, end=True), "§5.5"),
+        (b"\x13" + b"\xff" * 10, "RFC 6256"),
+        (b"\x51" + b"\x82" + b"\x80" * 8 + b"\x00", "§6.1"),
+        (encode_refuse_bundle(RefusalReason.UNKNOWN), "§5.4"),
+    ],
+)
+def test_peer_violations_shut_the_session_down(wire: bytes, rule: str) -> None:
+    s = established()
+    events, sent = violation_of(s, wire)
+    violations = of(events, ProtocolViolation)
+    assert len(violations) == 1
+    assert isinstance(violations[0].error, TcpclV3Error)
+    assert rule in violations[0].error.rule
+    assert events[-2:] == [SessionTerminatedV3(ShutdownReason.UNSPECIFIED, False), ConnectionClosed(clean=False)]
+    assert sent.endswith(encode_shutdown())
+    assert s.buffered == 0
+
+
+def test_acks_beyond_what_was_sent_and_without_negotiation() -> None:
+    s = established()
+    s.send_bundle(b"abc")
+    outbox(s)
+    events = feed(s, encode_ack_segment(4))
+    assert of(events, ProtocolViolation)
+    plain = established(peer=ContactHeader(ContactFlags.NONE, 0, "p"))
+    plain.send_bundle(b"abc")
+    outbox(plain)
+    assert of(feed(plain, encode_ack_segment(3)), ProtocolViolation)
+
+
+def test_bad_magic_closes_without_shutdown() -> None:
+    s = TcpclV3Session(Role.PASSIVE, A)
+    outbox(s)
+    events = feed(s, b"GET / HTTP/1.1\r\n")
+    assert isinstance(events[0], ProtocolViolation)
+    assert events[-1] == ConnectionClosed(clean=False)
+    assert outbox(s) == b""
+
+
+def test_version_mismatch_answered_with_its_reason() -> None:
+    s = TcpclV3Session(Role.PASSIVE, A)
+    outbox(s)
+    events = feed(s, b"dtn!\x04\x00\x00\x00\x01x")
+    assert isinstance(events[0], ProtocolViolation)
+    assert outbox(s) == encode_shutdown(ShutdownReason.VERSION_MISMATCH)
+
+
+def test_eid_length_bounded_before_buffering() -> None:
+    s = TcpclV3Session(Role.PASSIVE, attrs.evolve(A, max_eid_length=16))
+    outbox(s)
+    events = feed(s, b"dtn!\x03\x00\x00\x00" + sdnv.encode(1 << 30))
+    assert isinstance(events[0], ProtocolViolation)
+    assert "§4.1" in events[0].error.rule
+    assert events[-1] == ConnectionClosed(clean=False)
+
+
+def test_non_utf8_eid() -> None:
+    s = TcpclV3Session(Role.PASSIVE, A)
+    outbox(s)
+    assert isinstance(feed(s, b"dtn!\x03\x00\x00\x00\x01\xff")[0], ProtocolViolation)
+
+
+# --- hostile streams -------------------------------------------------------------------
+
+_message = st.one_of(
+    st.builds(encode_data_segment, st.binary(max_size=40), start=st.booleans(), end=st.booleans()),
+    st.builds(encode_ack_segment, st.integers(0, 100)),
+    st.builds(encode_refuse_bundle, st.sampled_from(RefusalReason)),
+    st.just(encode_keepalive()),
+    st.builds(encode_length, st.integers(0, 100)),
+    st.builds(encode_shutdown, st.sampled_from([None, *ShutdownReason]), st.one_of(st.none(), st.integers(0, 999))),
+    st.binary(min_size=1, max_size=12),
+)
+
+_DOCUMENTED = (
+    SessionEstablished,
+    TransferStarted,
+    BundleReceived,
+    TransferAcked,
+    TransferRefused,
+    SessionTerminated,
+    ProtocolViolation,
+    ConnectionClosed,
+)
+
+
+@settings(max_examples=300)
+@given(
+    prefix=st.sampled_from([b"", PEER_HEADER.encode()]),
+    messages=st.lists(_message, max_size=12),
+    cuts=st.lists(st.integers(min_value=0), max_size=6),
+    eof=st.booleans(),
+    ack_everything=st.booleans(),
+)
+def test_arbitrary_streams_only_documented_reactions(
+    prefix: bytes, messages: list[bytes], cuts: list[int], eof: bool, ack_everything: bool
+) -> None:
+    limit = 64
+    s = TcpclV3Session(Role.PASSIVE, attrs.evolve(A, max_bundle_size=limit, keepalive_s=5))
+    s.send_bundle(b"some outgoing bundle")
+    wire = prefix + b"".join(messages)
+    chunks = [*split(wire, cuts), b""] if eof else split(wire, cuts)
+    now = 0.0
+    for chunk in chunks:
+        s.receive_data(chunk)
+        for event in drain(s):
+            assert isinstance(event, _DOCUMENTED)
+            if isinstance(event, BundleReceived):
+                assert len(event.data) <= limit
+                if ack_everything:
+                    s.ack(event.transfer_id)
+        assert s.buffered <= limit + 32 + len(chunk)
+        outbox(s)
+        now += 3.0
+        s.tick(now)
+    assert s.state in set(State)
