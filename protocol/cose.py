@@ -233,8 +233,8 @@ def sign1(
     # The general road: check we would accept what we are about to write.
     try:
         protected_map = _decode_protected(protected, DEFAULT_ENVELOPE_LIMITS)
-        if unprotected is not None:
-            _check_unprotected(unprotected, protected_map, DEFAULT_ENVELOPE_LIMITS)
+        header = {_KID: key.kid} if unprotected is None else unprotected
+        _check_unprotected(header, protected_map, DEFAULT_ENVELOPE_LIMITS)
     except (EnvelopeError, DecodeError) as exc:
         raise LocalProtocolError(f"refusing to sign with these headers: {exc.message}") from None
     signature = key.sign(sig_structure(protected, external_aad, payload))
@@ -346,12 +346,16 @@ def _check_unprotected(
                 raise BadHeader(f"unprotected label {label!r} refused: only kid is read unsigned")
 
 
-def parse_sign1(data: bytes, limits: EnvelopeLimits = DEFAULT_ENVELOPE_LIMITS) -> Sign1:
+def parse_sign1(
+    data: bytes | bytearray | memoryview, limits: EnvelopeLimits = DEFAULT_ENVELOPE_LIMITS
+) -> Sign1:
     """Parse a tagged COSE_Sign1 (RFC 9052 §4.2) and check its headers; do not verify it.
 
     Raises a typed :class:`EnvelopeError` (or :class:`DecodeError` for bad CBOR in a header)
     for everything the module docstring lists as refused.
     """
+    # Slices of a bytearray or memoryview would not be bytes.
+    data = data if type(data) is bytes else bytes(data)
     size = len(data)
     if size > limits.max_size:
         raise EnvelopeTooLarge(f"envelope of {size} bytes (limit {limits.max_size})")

@@ -124,6 +124,13 @@ def test_payload_sizes_across_head_widths(size: int) -> None:
     assert verify_sign1(parse_sign1(out), KEY.public, check_kid=False) == payload
 
 
+def test_parse_accepts_bytearray_and_memoryview() -> None:
+    out = sign1(b"payload", KEY)
+    for view in (bytearray(out), memoryview(out)):
+        parsed = parse_sign1(view)
+        assert type(parsed.payload) is bytes and parsed == parse_sign1(out)
+
+
 def test_external_aad_binds_context() -> None:
     out = sign1(b"payload", KEY, external_aad=b"context A")
     parsed = parse_sign1(out)
@@ -183,6 +190,7 @@ def test_understood_critical_header_is_accepted() -> None:
         (cbor.encode({1: -8, 4: b"k"}), {4: b"k"}),
         (PROTECTED_EDDSA, {4: "text kid"}),
         (PROTECTED_EDDSA, {5: b"iv"}),
+        (cbor.encode({1: -8, 4: b"k"}), None),  # default unprotected kid would repeat label 4
     ],
 )
 def test_sign1_refuses_headers_it_would_not_accept(protected: bytes, unprotected: Any) -> None:
