@@ -202,6 +202,8 @@ def _from_parts(scheme: int, ssp: Any) -> Eid:
         if type(ssp) is int and ssp == 0:
             return DTN_NONE
         if isinstance(ssp, str):
+            if ssp == "none":
+                raise InvalidEid("dtn-ssp", "dtn:none travels as the integer 0", rule=_RULE_DTN)
             if not ssp.startswith("//"):
                 raise InvalidEid("dtn-syntax", f"dtn SSP {ssp!r} does not start with //", rule=_RULE_DTN)
             node, slash, demux = ssp[2:].partition("/")
