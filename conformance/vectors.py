@@ -1,0 +1,396 @@
+"""The vector runner: check an implementation against the JSON test vectors of a version.
+
+Theory of operation
+-------------------
+The vectors in ``spec/vectors/v<N>/`` (format: spec/README.md) say, for a reader of version N,
+which bytes it must accept — and then re-encode to the same bytes with the same content id —
+and which it must refuse, with which error code. An implementation is anything with the small
+:class:`Implementation` interface: ``decode`` message bytes, and ``open_envelope`` (verify a
+COSE_Sign1 under a given Ed25519 public key, then decode its payload). Each answer is an
+:class:`Accepted` (hex of the message re-encoded, content id) or a :class:`Refused` (code,
+field). Two implementations ship here:
+
+- :class:`Fleetwire`: this package, in process;
+- :class:`AdapterProcess`: any program that speaks the adapter protocol on stdin/stdout, one
+  JSON object per line (spec/README.md, "Adapter protocol"). ``python -m
+  fleetwire.conformance.vectors --serve`` is that program for fleetwire itself.
+
+Verdicts: a refusal with the exact code (and the field, where the vector names one and the
+implementation reports one) passes; a refusal with an *ancestor* of the code in the published
+code tree (``codes.json``), or without a field, is **imprecise**: conforming (MUST) but not
+as specific as the spec asks (SHOULD); anything else fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Final, Protocol
+
+import attrs
+from fleetwire.protocol.cose import parse_sign1, verify_sign1
+from fleetwire.protocol.errors import FleetwireError
+from fleetwire.protocol.ids import ContentId
+from fleetwire.protocol.keys import VerifyKey
+from fleetwire.protocol.messages import decode_message, encode_message
+
+FORMAT: Final = "fleetwire-vectors/1"
+#: Vector files of a version, in the order they are run.
+FILES: Final = ("valid.json", "extensions.json", "invalid.json", "envelopes.json")
+
+
+class VectorFormatError(Exception):
+    """A vector file that does not follow the format of spec/README.md."""
+
+
+# --- the implementation interface --------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class Accepted:
+    """The implementation accepted the input; ``hex`` is the message as it re-encodes it."""
+
+    hex: str
+    content_id: str
+
+
+@attrs.frozen(slots=True)
+class Refused:
+    """The implementation refused the input with ``code``; ``field`` names where, if it can."""
+
+    code: str
+    field: str | None = None
+    detail: str = ""
+
+
+Outcome = Accepted | Refused
+
+
+class Implementation(Protocol):
+    """What the runner needs from an implementation under test."""
+
+    name: str
+
+    def decode(self, data: bytes) -> Outcome:
+        """Decode one message (the reader of the highest version it speaks)."""
+        ...
+
+    def open_envelope(self, data: bytes, public_key: bytes) -> Outcome:
+        """Verify a COSE_Sign1 under the Ed25519 ``public_key`` and decode its payload."""
+        ...
+
+
+class Fleetwire:
+    """fleetwire itself, in process."""
+
+    name = "fleetwire (in process)"
+
+    def decode(self, data: bytes) -> Outcome:
+        try:
+            message = decode_message(data)
+        except FleetwireError as exc:
+            return _refused(exc)
+        encoded = encode_message(message)
+        return Accepted(encoded.hex(), ContentId.of(encoded).raw.hex())
+
+    def open_envelope(self, data: bytes, public_key: bytes) -> Outcome:
+        try:
+            payload = verify_sign1(parse_sign1(data), VerifyKey(public_key))
+        except FleetwireError as exc:
+            return _refused(exc)
+        return self.decode(payload)
+
+
+def _refused(exc: FleetwireError) -> Refused:
+    field = getattr(exc, "field", "") or None
+    return Refused(exc.code, field, exc.message)
+
+
+class AdapterProcess:
+    """An implementation behind an adapter program (spec/README.md, "Adapter protocol").
+
+    Use as a context manager; the program is started on entry and its stdin closed on exit.
+    """
+
+    def __init__(self, argv: list[str], name: str | None = None, timeout: float = 30.0) -> None:
+        self.argv = argv
+        self.name = name or " ".join(argv)
+        self.timeout = timeout
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> AdapterProcess:
+        self._process = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8"
+        )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        process = self._process
+        if process is None:
+            return
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.close()
+        try:
+            process.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        self._process = None
+
+    def _ask(self, request: dict[str, str]) -> Outcome:
+        process = self._process
+        if process is None:
+            raise RuntimeError("use AdapterProcess as a context manager")
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(json.dumps(request) + "\n")
+        process.stdin.flush()
+        line = process.stdout.readline()
+        if not line:
+            return Refused("adapter-died", None, f"exit status {process.poll()}")
+        return outcome_from_json(json.loads(line))
+
+    def decode(self, data: bytes) -> Outcome:
+        return self._ask({"op": "decode", "hex": data.hex()})
+
+    def open_envelope(self, data: bytes, public_key: bytes) -> Outcome:
+        return self._ask({"op": "open", "hex": data.hex(), "public_key": public_key.hex()})
+
+
+def outcome_to_json(outcome: Outcome) -> dict[str, Any]:
+    if isinstance(outcome, Accepted):
+        return {"ok": True, "hex": outcome.hex, "content_id": outcome.content_id}
+    answer: dict[str, Any] = {"ok": False, "code": outcome.code}
+    if outcome.field:
+        answer["field"] = outcome.field
+    if outcome.detail:
+        answer["detail"] = outcome.detail
+    return answer
+
+
+def outcome_from_json(answer: Any) -> Outcome:
+    if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+        return Refused("adapter-protocol", None, f"not an answer: {answer!r:.80}")
+    if answer["ok"]:
+        return Accepted(str(answer.get("hex", "")), str(answer.get("content_id", "")))
+    field = answer.get("field")
+    return Refused(str(answer.get("code", "")), field if isinstance(field, str) else None,
+                   str(answer.get("detail", "")))  # fmt: skip
+
+
+def serve_adapter(implementation: Implementation, stdin: IO[str], stdout: IO[str]) -> None:
+    """Answer adapter-protocol requests from ``stdin`` until it closes."""
+    for line in stdin:
+        try:
+            request = json.loads(line)
+            data = bytes.fromhex(request["hex"])
+            if request["op"] == "decode":
+                outcome = implementation.decode(data)
+            elif request["op"] == "open":
+                outcome = implementation.open_envelope(data, bytes.fromhex(request["public_key"]))
+            else:
+                outcome = Refused("adapter-protocol", None, f"unknown op {request['op']!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            outcome = Refused("adapter-protocol", None, f"bad request: {exc}")
+        stdout.write(json.dumps(outcome_to_json(outcome)) + "\n")
+        stdout.flush()
+
+
+# --- vectors -------------------------------------------------------------------------------
+
+
+def default_spec_dir() -> Path:
+    """``spec/`` beside this package's folder in a source checkout."""
+    here = Path(__file__).resolve().parent.parent / "spec"
+    if not (here / "vectors").is_dir():
+        raise FileNotFoundError("spec/vectors not found beside the package; pass spec_dir")
+    return here
+
+
+def versions_available(spec_dir: Path | None = None) -> list[int]:
+    """Protocol versions that have vectors, ascending."""
+    root = (spec_dir or default_spec_dir()) / "vectors"
+    found = [int(p.name[1:]) for p in root.glob("v*") if p.is_dir() and p.name[1:].isdigit()]
+    return sorted(found)
+
+
+def load_vectors(version: int, spec_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """File name → document for the vector files of ``version``, after a format check."""
+    folder = (spec_dir or default_spec_dir()) / "vectors" / f"v{version}"
+    documents: dict[str, dict[str, Any]] = {}
+    for name in (*FILES, "codes.json"):
+        path = folder / name
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("format") != FORMAT:
+            raise VectorFormatError(f"{path.name}: format is not {FORMAT}")
+        if document.get("protocol_version") != version:
+            raise VectorFormatError(f"{path.name}: protocol_version is not {version}")
+        documents[name] = document
+    return documents
+
+
+class Verdict(enum.Enum):
+    PASS = "pass"
+    IMPRECISE = "imprecise"
+    FAIL = "fail"
+
+
+@attrs.frozen(slots=True)
+class Result:
+    """One vector run against one implementation."""
+
+    file: str
+    vector_id: str
+    verdict: Verdict
+    expected: str
+    got: str
+
+    def __str__(self) -> str:
+        return f"{self.verdict.value:9} {self.file}:{self.vector_id}: expected {self.expected}, got {self.got}"
+
+
+@attrs.frozen(slots=True)
+class Report:
+    """The outcome of :func:`run_vectors`."""
+
+    version: int
+    implementation: str
+    results: tuple[Result, ...]
+
+    def of(self, verdict: Verdict) -> list[Result]:
+        return [result for result in self.results if result.verdict is verdict]
+
+    @property
+    def ok(self) -> bool:
+        """Conforming: no vector failed (imprecise refusals are allowed)."""
+        return not self.of(Verdict.FAIL)
+
+    def counts(self) -> dict[str, Counter[str]]:
+        """Per file, how many vectors got each verdict."""
+        out: dict[str, Counter[str]] = {}
+        for result in self.results:
+            out.setdefault(result.file, Counter())[result.verdict.value] += 1
+        return out
+
+    def summary(self) -> str:
+        lines = [f"protocol v{self.version} vectors against {self.implementation}:"]
+        for file, counter in self.counts().items():
+            lines.append(
+                f"  {file:16} " + ", ".join(f"{n} {v}" for v, n in sorted(counter.items()))
+            )
+        lines += [f"  {result}" for result in self.results if result.verdict is not Verdict.PASS]
+        return "\n".join(lines)
+
+
+def _ancestors(code: str, tree: dict[str, str | None]) -> set[str]:
+    out: set[str] = set()
+    parent = tree.get(code)
+    while parent is not None and parent not in out:
+        out.add(parent)
+        parent = tree.get(parent)
+    return out
+
+
+def _describe(outcome: Outcome) -> str:
+    if isinstance(outcome, Accepted):
+        return f"accepted as {outcome.hex[:16]}… id {outcome.content_id[:12]}…"
+    where = f" at {outcome.field}" if outcome.field else ""
+    return f"refused {outcome.code}{where}" + (f" ({outcome.detail})" if outcome.detail else "")
+
+
+def _judge_accept(outcome: Outcome, hex_: str | None, cid: str) -> Verdict:
+    if not isinstance(outcome, Accepted) or outcome.content_id != cid:
+        return Verdict.FAIL
+    if hex_ is not None and outcome.hex != hex_:
+        return Verdict.FAIL
+    if ContentId.of(bytes.fromhex(outcome.hex)).raw.hex() != cid:
+        return Verdict.FAIL  # the implementation's id must name the bytes it returned
+    return Verdict.PASS
+
+
+def _judge_refuse(
+    outcome: Outcome, code: str, field: str | None, tree: dict[str, str | None]
+) -> Verdict:
+    if not isinstance(outcome, Refused):
+        return Verdict.FAIL
+    if outcome.code == code:
+        if field is None or outcome.field == field:
+            return Verdict.PASS
+        return Verdict.IMPRECISE if outcome.field is None else Verdict.FAIL
+    return Verdict.IMPRECISE if outcome.code in _ancestors(code, tree) else Verdict.FAIL
+
+
+def _run(documents: dict[str, dict[str, Any]], implementation: Implementation) -> Iterator[Result]:
+    tree: dict[str, str | None] = documents["codes.json"]["codes"]
+    for name in ("valid.json", "extensions.json"):
+        for vector in documents[name]["vectors"]:
+            outcome = implementation.decode(bytes.fromhex(vector["hex"]))
+            verdict = _judge_accept(outcome, vector["hex"], vector["content_id"])
+            yield Result(name, vector["id"], verdict, f"accept, id {vector['content_id'][:12]}…",
+                         _describe(outcome))  # fmt: skip
+    for vector in documents["invalid.json"]["vectors"]:
+        outcome = implementation.decode(bytes.fromhex(vector["hex"]))
+        field = vector.get("field")
+        verdict = _judge_refuse(outcome, vector["code"], field, tree)
+        expected = vector["code"] + (f" at {field}" if field else "")
+        yield Result("invalid.json", vector["id"], verdict, expected, _describe(outcome))
+    envelopes = documents["envelopes.json"]
+    public_key = bytes.fromhex(envelopes["key"]["public"])
+    for vector in envelopes["valid"]:
+        outcome = implementation.open_envelope(bytes.fromhex(vector["hex"]), public_key)
+        verdict = _judge_accept(outcome, None, vector["payload_content_id"])
+        yield Result("envelopes.json", vector["id"], verdict,
+                     f"accept, payload id {vector['payload_content_id'][:12]}…", _describe(outcome))  # fmt: skip
+    for vector in envelopes["invalid"]:
+        outcome = implementation.open_envelope(bytes.fromhex(vector["hex"]), public_key)
+        verdict = _judge_refuse(outcome, vector["code"], None, tree)
+        yield Result("envelopes.json", vector["id"], verdict, vector["code"], _describe(outcome))
+
+
+def run_vectors(
+    version: int, implementation: Implementation, spec_dir: Path | None = None
+) -> Report:
+    """Run every vector of ``version`` against ``implementation``."""
+    documents = load_vectors(version, spec_dir)
+    return Report(version, implementation.name, tuple(_run(documents, implementation)))
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fleetwire.conformance.vectors",
+        description="Run the protocol test vectors against an implementation.",
+    )
+    parser.add_argument("--serve", action="store_true", help="be the adapter program for fleetwire")
+    parser.add_argument("--version", type=int, default=None, help="protocol version (default: all)")
+    parser.add_argument("--spec", type=Path, default=None, help="the spec/ folder")
+    parser.add_argument(
+        "adapter", nargs=argparse.REMAINDER, help="adapter program and its arguments"
+    )
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve_adapter(Fleetwire(), sys.stdin, sys.stdout)
+        return 0
+    versions = [args.version] if args.version is not None else versions_available(args.spec)
+    ok = True
+    for version in versions:
+        if args.adapter:
+            with AdapterProcess(args.adapter) as implementation:
+                report = run_vectors(version, implementation, args.spec)
+        else:
+            report = run_vectors(version, Fleetwire(), args.spec)
+        print(report.summary())
+        ok = ok and report.ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
