@@ -136,6 +136,7 @@ class VerifyKey:
 
     def __init__(self, raw: bytes, curve: Curve = Curve.ED25519) -> None:
         raw = bytes(raw)
+        curve = Curve(curve)
         size = _PUBLIC_SIZE[curve]
         if len(raw) != size:
             raise KeyFormatError(f"{curve.name} public key must be {size} bytes, got {len(raw)}")
