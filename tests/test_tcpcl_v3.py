@@ -19,6 +19,7 @@ from fleetwire.protocol.tcpcl.common import (
     SessionEstablished,
     SessionTerminated,
     TransferAcked,
+    TransferFailed,
     TransferRefused,
     TransferStarted,
 )
@@ -290,7 +291,7 @@ def test_oversized_bundle_refused_and_skipped_when_refusal_negotiated() -> None:
     )
     assert events == [
         TransferStarted(0, None),
-        TransferRefused(0, RefusalReason.NO_RESOURCES, by_peer=False),
+        TransferFailed(0, outgoing=False),
         TransferStarted(1, None),
         BundleReceived(1, b"ok"),
     ]
@@ -304,7 +305,7 @@ def test_oversized_bundle_refused_and_skipped_when_refusal_negotiated() -> None:
 def test_oversized_length_refused_before_any_content() -> None:
     s = established(attrs.evolve(A, max_bundle_size=4))
     events = feed(s, encode_length(1 << 40) + b"\x12" + sdnv.encode(1 << 40))
-    assert events == [TransferStarted(0, 1 << 40), TransferRefused(0, RefusalReason.NO_RESOURCES, by_peer=False)]
+    assert events == [TransferStarted(0, 1 << 40), TransferFailed(0, outgoing=False)]
     assert outbox(s) == encode_refuse_bundle(RefusalReason.NO_RESOURCES)
 
 
@@ -313,8 +314,8 @@ def test_oversized_bundle_without_refusal_shuts_down() -> None:
     events = feed(s, encode_data_segment(b"abcde", start=True, end=True))
     assert events == [
         TransferStarted(0, None),
-        TransferRefused(0, RefusalReason.NO_RESOURCES, by_peer=False),
         SessionTerminatedV3(ShutdownReason.UNSPECIFIED, by_peer=False),
+        TransferFailed(0, outgoing=False),
         ConnectionClosed(clean=False),
     ]
     assert outbox(s) == encode_shutdown()
@@ -410,6 +411,38 @@ def test_pyd3tn_style_shutdown_then_eof() -> None:
     assert outbox(s) == encode_shutdown()
 
 
+def test_unfinished_transfers_reported_when_the_session_ends() -> None:
+    s = established(attrs.evolve(A, segment_size=2))
+    s.send_bundle(b"abcd")  # 0: half sent, then cut by our SHUTDOWN
+    s.send_bundle(b"never")  # 1: not started
+    assert s.data_to_send() == encode_data_segment(b"ab", start=True, end=False)
+    feed(s, encode_data_segment(b"in", start=True, end=False))  # the peer's, half received
+    s.terminate(5.0)
+    assert drain(s) == [
+        SessionTerminatedV3(ShutdownReason.UNSPECIFIED, by_peer=False),
+        TransferRefused(1, RefusalReason.UNKNOWN, by_peer=False),
+    ]
+    assert outbox(s) == encode_ack_segment(2) + encode_shutdown()  # no data after SHUTDOWN
+    assert feed(s, encode_ack_segment(2)) == [TransferAcked(0, 2, False)]  # acks still count
+    s.receive_data(b"")
+    assert drain(s) == [
+        TransferFailed(0, outgoing=False),
+        TransferFailed(0, outgoing=True),
+        ConnectionClosed(clean=True),
+    ]
+
+
+def test_half_sent_bundle_without_acks_fails_at_terminate() -> None:
+    s = established(attrs.evolve(A, segment_size=2), ContactHeader(ContactFlags.NONE, 0, "p"))
+    s.send_bundle(b"abcd")
+    s.data_to_send()
+    s.terminate(0.0)
+    assert drain(s) == [
+        SessionTerminatedV3(ShutdownReason.UNSPECIFIED, by_peer=False),
+        TransferFailed(0, outgoing=True),
+    ]
+
+
 def test_eof_without_shutdown_is_unclean() -> None:
     s = established()
     s.receive_data(b"")
@@ -493,7 +526,10 @@ def test_peer_violations_shut_the_session_down(wire: bytes, rule: str) -> None:
     assert len(violations) == 1
     assert isinstance(violations[0].error, TcpclV3Error)
     assert rule in violations[0].error.rule
-    assert events[-2:] == [SessionTerminatedV3(ShutdownReason.UNSPECIFIED, False), ConnectionClosed(clean=False)]
+    after = events[events.index(violations[0]) + 1 :]
+    assert after[0] == SessionTerminatedV3(ShutdownReason.UNSPECIFIED, False)
+    assert after[-1] == ConnectionClosed(clean=False)
+    assert all(e == TransferFailed(0, outgoing=False) for e in after[1:-1])  # a bundle it cut short
     assert sent.endswith(encode_shutdown())
     assert s.buffered == 0
 
@@ -560,6 +596,7 @@ _DOCUMENTED = (
     BundleReceived,
     TransferAcked,
     TransferRefused,
+    TransferFailed,
     SessionTerminated,
     ProtocolViolation,
     ConnectionClosed,

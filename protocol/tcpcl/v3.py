@@ -28,18 +28,23 @@ becomes :class:`TransferRefused`.
 
 Receiving: segments are copied into one reassembly buffer bounded by ``max_bundle_size``; a
 bundle that would exceed it (by its LENGTH message or its segments) is refused with "resources
-exhausted" when refusal was negotiated, its remaining segments skipped, or else the session is
-shut down (§5.4, §6.1). A complete bundle becomes :class:`BundleReceived`; its final ACK (the
-whole length) is sent only when the runtime calls ``ack(transfer_id)`` after persisting it, and
-since acks are matched in order, acks of later bundles wait for it. Acks of intermediate
-segments are automatic.
+exhausted" when refusal was negotiated (reported as an incoming :class:`TransferFailed`; its
+remaining segments are skipped), or else the session is shut down (§5.4, §6.1). A complete
+bundle becomes :class:`BundleReceived`; its final ACK (the whole length) is sent only when the
+runtime calls ``ack(transfer_id)`` after persisting it, and since acks are matched in order,
+acks of later bundles wait for it. Acks of intermediate segments are automatic.
 
 Keepalive and idle (§5.6, §6.2): time only enters through ``tick(now)``; bytes moved since the
 previous tick are dated to whichever end of that interval errs safe (sent: the start, so
-keepalives are never late; received: ``now``, so the peer is never timed out early). With a negotiated interval ``k``, a KEEPALIVE goes
-out after ``k`` seconds without sending, and ``2k`` seconds without receiving ends the session
-with a one-byte SHUTDOWN. ``idle_timeout_s`` (optional) shuts an idle session down with reason
-"idle timeout" once no bundle has moved for that long.
+keepalives are never late; received: ``now``, so the peer is never timed out early). With a
+negotiated interval ``k``, a KEEPALIVE goes out after ``k`` seconds without sending, and ``2k``
+seconds without receiving ends the session with a one-byte SHUTDOWN. ``idle_timeout_s``
+(optional) shuts an idle session down with reason "idle timeout" once no bundle has moved for
+that long.
+
+When the session ends, every transfer left unfinished is reported before
+:class:`ConnectionClosed`: queued bundles never started as :class:`TransferRefused`
+(``by_peer=False``: still ours to route), started ones as :class:`TransferFailed`.
 
 Bytes from the peer never raise: a violation is answered with SHUTDOWN (no reason code: RFC
 7242 has none for protocol errors) and reported as :class:`ProtocolViolation` followed by
@@ -72,6 +77,7 @@ from .common import (
     SessionEstablished,
     SessionTerminated,
     TransferAcked,
+    TransferFailed,
     TransferRefused,
     TransferStarted,
 )
@@ -448,7 +454,11 @@ class TcpclV3Session:
         reason: ShutdownReason | None = None,
         reconnect_delay_s: int | None = None,
     ) -> None:
-        """Send SHUTDOWN (§6.1); no data follows it. Queued, unsent bundles are dropped."""
+        """Send SHUTDOWN (§6.1); no data follows it.
+
+        Bundles not yet started come back as :class:`TransferRefused` (``by_peer=False``), a
+        half-sent one as :class:`TransferFailed`; acks for what was sent may still arrive.
+        """
         if self.state is State.CLOSED:
             raise LocalProtocolError("the session is already closed")
         if self.state is State.CLOSING:
@@ -456,7 +466,6 @@ class TcpclV3Session:
         self._control += encode_shutdown(reason, reconnect_delay_s)
         self._shutdown_sent = True
         self._closing_since = now
-        self._to_send.clear()
         self._transition(Input.LOCAL_SHUTDOWN)
         self._events.append(
             SessionTerminatedV3(
@@ -465,6 +474,7 @@ class TcpclV3Session:
                 reconnect_delay_s=reconnect_delay_s,
             )
         )
+        self._drop_unsent()
 
     def _decide(self, transfer_id: int, decision: str | RefusalReason) -> None:
         received = 0 <= transfer_id < self._next_in_id
@@ -590,14 +600,13 @@ class TcpclV3Session:
                 return self._events.popleft()
             if self.state is State.CLOSED:
                 return ConnectionClosed(clean=self._clean)
-            if not self._step():
-                break
-        if self._eof:
+            if self._step():
+                continue
+            if not self._eof:
+                return NEED_DATA
             self._clean = self.state is State.CLOSING
             self._transition(Input.EOF)
-            self._drop_input()
-            return ConnectionClosed(clean=self._clean)
-        return NEED_DATA
+            self._closed()
 
     def _step(self) -> bool:
         """Parse what the buffer allows; False when more bytes are needed."""
@@ -763,10 +772,8 @@ class TcpclV3Session:
     def _too_large(self, rx: _Incoming) -> None:
         """§5.4: refuse with "resources exhausted" if we may; otherwise shut down (§6.1)."""
         assert self.negotiated is not None
-        self._events.append(
-            TransferRefused(rx.transfer_id, RefusalReason.NO_RESOURCES, by_peer=False)
-        )
         if self.negotiated.refusal:
+            self._events.append(TransferFailed(rx.transfer_id, outgoing=False))
             rx.skipping = True
             rx.buf = bytearray()
             entry = self._entry(rx.transfer_id)
@@ -848,7 +855,7 @@ class TcpclV3Session:
             self._shutdown_sent = True
         self._clean = True
         self._transition(Input.PEER_SHUTDOWN)
-        self._drop_input()
+        self._closed()
         return True
 
     # --- acks in order ------------------------------------------------------------------
@@ -906,10 +913,27 @@ class TcpclV3Session:
             )
         self._clean = False
         self._transition(Input.ABORT)
-        self._drop_input()
+        self._closed()
 
-    def _drop_input(self) -> None:
+    def _closed(self) -> None:
+        """The session is over: report every unfinished transfer, then let nothing linger."""
+        if self._rx is not None and not self._rx.skipping:
+            self._events.append(TransferFailed(self._rx.transfer_id, outgoing=False))
+        self._drop_unsent()
+        for transfer in self._unacked:
+            self._events.append(TransferFailed(transfer.transfer_id, outgoing=True))
+        self._unacked.clear()
         self._buffer.clear()
         self._rx = None
         self._in_segment = False
+
+    def _drop_unsent(self) -> None:
+        """No data after SHUTDOWN (§6.1): give back queued bundles, fail a half-sent one."""
+        for transfer in self._to_send:
+            if transfer.sent == 0:
+                self._events.append(
+                    TransferRefused(transfer.transfer_id, RefusalReason.UNKNOWN, by_peer=False)
+                )
+            elif not any(t is transfer for t in self._unacked):  # else failed with the unacked
+                self._events.append(TransferFailed(transfer.transfer_id, outgoing=True))
         self._to_send.clear()
