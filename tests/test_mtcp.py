@@ -140,7 +140,7 @@ def test_caller_misuse() -> None:
     with pytest.raises(LocalProtocolError):
         s.ack(0)  # nothing received yet
     s.send_bundle(b"last")
-    s.terminate(0.0)
+    s.terminate()
     assert s.data_to_send() == frame(b"last")  # queued bytes still flushed
     with pytest.raises(LocalProtocolError):
         s.send_bundle(b"more")

@@ -198,7 +198,7 @@ def test_back_to_back_any_split(
     pump(x, y, cuts, log)
     ids_b = [y.send_bundle(b) for b in b_bundles]
     pump(x, y, cuts, log)
-    x.terminate(0.0)
+    x.terminate()
     pump(x, y, cuts, log)
     for me, mine, ids, theirs in ((x, a_bundles, ids_a, b_bundles), (y, b_bundles, ids_b, a_bundles)):
         events = log[id(me)]
@@ -368,6 +368,20 @@ def test_idle_timeout_shuts_down_with_its_reason() -> None:
     assert drain(s) == [ConnectionClosed(clean=False)]
 
 
+def test_shutdown_timer_starts_at_the_tick_after_terminate() -> None:
+    s = established(attrs.evolve(A, shutdown_timeout_s=10.0))
+    s.tick(40.0)
+    s.terminate()
+    assert s.next_deadline() == 0.0
+    s.tick(50.0)
+    assert s.next_deadline() == 60.0
+    s.tick(59.0)
+    assert s.state is State.CLOSING
+    s.tick(60.0)
+    assert drain(s)[-1] == ConnectionClosed(clean=False)
+    assert outbox(s) == encode_shutdown()  # written once, at terminate
+
+
 def test_contact_timeout() -> None:
     s = TcpclV3Session(Role.ACTIVE, attrs.evolve(A, contact_timeout_s=5.0))
     outbox(s)
@@ -417,7 +431,7 @@ def test_unfinished_transfers_reported_when_the_session_ends() -> None:
     s.send_bundle(b"never")  # 1: not started
     assert s.data_to_send() == encode_data_segment(b"ab", start=True, end=False)
     feed(s, encode_data_segment(b"in", start=True, end=False))  # the peer's, half received
-    s.terminate(5.0)
+    s.terminate()
     assert drain(s) == [
         SessionTerminatedV3(ShutdownReason.UNSPECIFIED, by_peer=False),
         TransferRefused(1, RefusalReason.UNKNOWN, by_peer=False),
@@ -436,7 +450,7 @@ def test_half_sent_bundle_without_acks_fails_at_terminate() -> None:
     s = established(attrs.evolve(A, segment_size=2), ContactHeader(ContactFlags.NONE, 0, "p"))
     s.send_bundle(b"abcd")
     s.data_to_send()
-    s.terminate(0.0)
+    s.terminate()
     assert drain(s) == [
         SessionTerminatedV3(ShutdownReason.UNSPECIFIED, by_peer=False),
         TransferFailed(0, outgoing=True),
@@ -452,7 +466,7 @@ def test_eof_without_shutdown_is_unclean() -> None:
 def test_refusing_setup_before_the_peer_header() -> None:
     s = TcpclV3Session(Role.PASSIVE, A)
     outbox(s)
-    s.terminate(0.0, ShutdownReason.BUSY, reconnect_delay_s=60)
+    s.terminate(ShutdownReason.BUSY, reconnect_delay_s=60)
     assert outbox(s) == encode_shutdown(ShutdownReason.BUSY, 60)
     # The peer's header crossed our SHUTDOWN, then its own SHUTDOWN arrives.
     events = feed(s, PEER_HEADER.encode() + encode_shutdown())
@@ -480,7 +494,7 @@ def test_local_protocol_errors() -> None:
     s.ack(0)
     with pytest.raises(LocalProtocolError):
         s.ack(0)  # twice
-    s.terminate(1.0)
+    s.terminate()
     with pytest.raises(LocalProtocolError):
         s.send_bundle(b"late")
     no_refusal = established(peer=ContactHeader(ContactFlags.REQUEST_ACK, 0, "p"))
@@ -490,7 +504,7 @@ def test_local_protocol_errors() -> None:
     closed = established()
     feed(closed, encode_shutdown())
     with pytest.raises(LocalProtocolError):
-        closed.terminate(0.0)
+        closed.terminate()
     with pytest.raises(ValueError):
         TcpclV3Config(local_eid="x", keepalive_s=70000)
 

@@ -220,7 +220,7 @@ class MtcpSession:
         if not 0 <= transfer_id < self._received:
             raise LocalProtocolError(f"no received bundle has transfer id {transfer_id}")
 
-    def terminate(self, now: float) -> None:
+    def terminate(self) -> None:
         """End the session here; MTCP has no message for it, the runtime just closes TCP."""
         if self.state is State.OPEN:
             self._transition(_Input.LOCAL_TERMINATE)

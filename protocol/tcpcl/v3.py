@@ -412,7 +412,7 @@ class TcpclV3Session:
         # timers: armed by the first tick
         self._started: float | None = None
         self._last_tick = self._last_rx = self._last_tx = self._last_data = 0.0
-        self._closing_since = 0.0
+        self._closing_since: float | None = None
         self._rx_activity = self._tx_activity = self._data_activity = False
 
     # --- state -------------------------------------------------------------------------
@@ -450,7 +450,6 @@ class TcpclV3Session:
 
     def terminate(
         self,
-        now: float,
         reason: ShutdownReason | None = None,
         reconnect_delay_s: int | None = None,
     ) -> None:
@@ -465,7 +464,7 @@ class TcpclV3Session:
             return
         self._control += encode_shutdown(reason, reconnect_delay_s)
         self._shutdown_sent = True
-        self._closing_since = now
+        self._closing_since = None  # the shutdown timer starts at the next tick
         self._transition(Input.LOCAL_SHUTDOWN)
         self._events.append(
             SessionTerminatedV3(
@@ -556,9 +555,13 @@ class TcpclV3Session:
                 self._last_tx = now
             idle = cfg.idle_timeout_s
             if idle is not None and now - self._last_data >= idle and not self._busy():
-                self.terminate(now, ShutdownReason.IDLE_TIMEOUT)
-        elif self.state is State.CLOSING and now - self._closing_since >= cfg.shutdown_timeout_s:
-            self._abort(None, send_shutdown=False)
+                self.terminate(ShutdownReason.IDLE_TIMEOUT)
+                self._closing_since = now
+        elif self.state is State.CLOSING:
+            if self._closing_since is None:
+                self._closing_since = now
+            elif now - self._closing_since >= cfg.shutdown_timeout_s:
+                self._abort(None, send_shutdown=False)
 
     def next_deadline(self) -> float | None:
         """When ``tick`` should next be called; ``None`` once closed."""
@@ -569,6 +572,8 @@ class TcpclV3Session:
         if self.state is State.AWAIT_CONTACT:
             return self._started + self.config.contact_timeout_s
         if self.state is State.CLOSING:
+            if self._closing_since is None:
+                return 0.0  # terminated since the last tick: tick now to start the timer
             return self._closing_since + self.config.shutdown_timeout_s
         assert self.negotiated is not None
         deadlines = []

@@ -169,7 +169,7 @@ async def drive(
                     if not any(isinstance(e, SessionTerminated) for e in events):
                         raise
             if not terminated and may_send():
-                session.terminate(trio.current_time())
+                session.terminate()
                 terminated = True
                 continue
             event = session.next_event()
