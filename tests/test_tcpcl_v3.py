@@ -227,10 +227,12 @@ def test_final_ack_waits_for_the_runtime_and_later_acks_wait_behind_it() -> None
     s = established()
     feed(s, encode_data_segment(b"aaaa", start=True, end=True))
     assert outbox(s) == b""  # not persisted yet: no final ack
+    assert s.awaiting_ack == {0}
     # The next bundle's intermediate ack would be read as the first bundle's: it must wait.
     feed(s, encode_data_segment(b"bb", start=True, end=False))
     assert outbox(s) == b""
     s.ack(0)
+    assert s.awaiting_ack == frozenset()
     assert outbox(s) == encode_ack_segment(4) + encode_ack_segment(2)
     events = feed(s, encode_data_segment(b"b", start=False, end=True))
     assert of(events, BundleReceived) == [BundleReceived(1, b"bbb")]
@@ -258,7 +260,9 @@ def test_sender_side_ack_and_refusal_bookkeeping() -> None:
         + encode_data_segment(b"e", start=False, end=True)
         + encode_data_segment(b"xy", start=True, end=True)
     )
+    assert s.outstanding_transfers == {0, 1}
     events = feed(s, encode_ack_segment(2) + encode_ack_segment(5) + encode_refuse_bundle(RefusalReason.COMPLETED))
+    assert s.outstanding_transfers == frozenset()
     assert events == [
         TransferAcked(0, 2, False),
         TransferAcked(0, 5, True),

@@ -421,13 +421,30 @@ class TcpclV3Session:
         self.state = TRANSITIONS[self.state][what]
 
     @property
+    def established(self) -> bool:
+        """Both contact headers went through (stays true while closing)."""
+        return self.negotiated is not None
+
+    @property
     def buffered(self) -> int:
         """Bytes held from the peer: unparsed input plus the bundle being reassembled."""
         return self._buffer.allocated + (len(self._rx.buf) if self._rx else 0)
 
+    @property
+    def outstanding_transfers(self) -> frozenset[int]:
+        """Our transfers not finished: not fully written yet, or (with acks) not fully acked."""
+        return frozenset(t.transfer_id for t in (*self._to_send, *self._unacked))
+
+    @property
+    def awaiting_ack(self) -> frozenset[int]:
+        """Received bundles whose final ACK waits for ``ack`` (with acks negotiated)."""
+        return frozenset(
+            e.transfer_id for e in self._pending if e.total is not None and e.decision is None
+        )
+
     # --- commands ----------------------------------------------------------------------
 
-    def send_bundle(self, data: bytes) -> int:
+    def send_bundle(self, data: bytes | memoryview) -> int:
         """Queue a bundle for sending; returns its transfer id (0, 1, ... in order)."""
         if self.state not in (State.AWAIT_CONTACT, State.ESTABLISHED):
             raise LocalProtocolError(f"cannot send a bundle in state {self.state.value}")
@@ -747,11 +764,12 @@ class TcpclV3Session:
             take = min(self._segment_left, self._buffer.size)
             if take == 0:
                 return False
-            chunk = self._buffer.consume(take)
+            if rx.skipping:
+                self._buffer.skip(take)
+            else:
+                rx.buf += self._buffer.consume(take)
             self._segment_left -= take
             rx.received += take
-            if not rx.skipping:
-                rx.buf += chunk
             if self._segment_left:
                 return True
         self._in_segment = False

@@ -32,7 +32,6 @@ from fleetwire.protocol.tcpcl.common import (
 )
 from fleetwire.protocol.tcpcl.mtcp import MtcpSession
 from fleetwire.protocol.tcpcl.mtcp import State as MtcpState
-from fleetwire.protocol.tcpcl.v3 import State as V3State
 from fleetwire.protocol.tcpcl.v3 import TcpclV3Config, TcpclV3Session
 
 pytestmark = pytest.mark.interop
@@ -148,12 +147,12 @@ async def drive(
     session: ConvergenceLayerSession,
     *,
     send: list[bytes] = (),  # type: ignore[assignment]
-    may_send: Callable[[], bool] = lambda: True,
+    all_sent: Callable[[], bool] = lambda: True,
 ) -> list[Event]:
     """Run ``session`` over ``stream`` until it closes; ack every bundle; terminate after ``send``.
 
-    ``may_send`` says when queued bundles are actually on their way (TCPCLv3 holds them until
-    the contact headers are exchanged); once it is true and the outbox is empty, we terminate.
+    ``all_sent`` says when the queued bundles are all written (TCPCLv3 holds them until the
+    contact headers are exchanged); once it is true, we terminate.
     """
     events: list[Event] = []
     for bundle in send:
@@ -168,7 +167,7 @@ async def drive(
                     # The peer may close right after its own SHUTDOWN, before reading ours.
                     if not any(isinstance(e, SessionTerminated) for e in events):
                         raise
-            if not terminated and may_send():
+            if not terminated and all_sent():
                 session.terminate()
                 terminated = True
                 continue
@@ -258,7 +257,7 @@ async def we_send_to_peer(
     script: str,
     session: ConvergenceLayerSession,
     bundles: list[bytes],
-    may_send: Callable[[], bool],
+    all_sent: Callable[[], bool],
 ) -> tuple[list[Event], bytes]:
     async with pyd3tn_peer(python, script, str(len(bundles))) as proc:
         port, rest = await read_port(proc)
@@ -270,7 +269,7 @@ async def we_send_to_peer(
                 outcome["out"] = await finish(proc, stdout=rest)
 
             nursery.start_soon(collect)
-            events = await drive(stream, session, send=bundles, may_send=may_send)
+            events = await drive(stream, session, send=bundles, all_sent=all_sent)
     return events, outcome["out"]
 
 
@@ -307,7 +306,7 @@ async def test_tcpclv3_we_send_to_a_pyd3tn_listener(pyd3tn_python: Path, bundles
             TCPCL_RECEIVER,
             session,
             bundles,
-            may_send=lambda: session.state is V3State.ESTABLISHED,
+            all_sent=lambda: session.established and not session.outstanding_transfers,
         )
     result = json.loads(output)
     assert result["header"] == {"version": 3, "flags": 0x05, "keepalive_interval": 30, "eid": OUR_EID}
@@ -339,7 +338,7 @@ async def test_mtcp_we_send_to_a_pyd3tn_listener(pyd3tn_python: Path, bundles: l
             MTCP_RECEIVER,
             session,
             bundles,
-            may_send=lambda: session.state is MtcpState.OPEN,
+            all_sent=lambda: session.state is MtcpState.OPEN,
         )
     result = json.loads(output)
     assert [bytes.fromhex(h) for h in result["bundles"]] == bundles
