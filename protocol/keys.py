@@ -17,7 +17,7 @@ A key is one COSE_Key map in core deterministic CBOR (RFC 8949 §4.2.1, keys sor
 so the positive labels come before the negative ones)::
 
     {
-      1: 1,          ; kty: OKP (RFC 9053 §7.2, Table 21 of RFC 9053 §7)
+      1: 1,          ; kty: OKP (RFC 9053 §7.2)
       2: h'1220…',   ; kid: the content id of x (34 bytes)
       3: -8,         ; alg: EdDSA (RFC 9053 §2.2)
      -1: 6,          ; crv: Ed25519 (RFC 9053 §7.1; Ed448 is 7, public keys only)
@@ -83,7 +83,7 @@ _CRV: Final = -1
 _X: Final = -2
 _D: Final = -4
 _KTY_OKP: Final = 1
-_OP_SIGN: Final = 1  # key_ops values, RFC 9052 §7.1 Table 5
+_OP_SIGN: Final = 1  # key_ops values, RFC 9052 §7.1
 _OP_VERIFY: Final = 2
 _KNOWN_LABELS: Final = frozenset({_KTY, _KID, _ALG, _KEY_OPS, _CRV, _X, _D})
 
@@ -99,7 +99,7 @@ _KEY_LIMITS: Final = cbor.Limits(
 
 
 class Curve(enum.IntEnum):
-    """COSE elliptic curve identifiers for OKP keys (RFC 9053 §7.1, Table 18)."""
+    """COSE elliptic curve identifiers for OKP keys (RFC 9053 §7.1)."""
 
     ED25519 = 6
     ED448 = 7

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import cbor2
@@ -378,3 +379,99 @@ def test_mutated_credentials_raise_only_remote_errors(data: st.DataObject) -> No
         assert isinstance(exc, RemoteProtocolError)
     else:  # pragma: no cover - a changed byte that still verifies would be a forgery
         pytest.fail("a mutated credential was accepted")
+
+
+# --- the store's promise over any history ----------------------------------------------
+
+POOL = [NODE, NODE2, SigningKey.from_seed(b"\x12" * 32)]
+SIGNERS = [ROOT, ROOT2, STRANGER]
+
+
+# A few revocation lists' contents (indexes into POOL + [ROOT2]; credential serials), so
+# that each signed envelope is made once and cached.
+REVOKED_KEYS = [frozenset(), frozenset({0}), frozenset({1, 2}), frozenset({3})]
+REVOKED_SERIALS = [frozenset(), frozenset({1}), frozenset({2, 3}), frozenset({4})]
+
+
+@functools.cache
+def _history_credential(key: int, serial: int, issuer: int) -> bytes:
+    """Same (key, serial) always means the same content, as a root would ensure."""
+    return _issue(
+        POOL[key], SIGNERS[issuer], serial, not_before=serial * 10, not_after=serial * 10 + 25,
+        roles=[Role(1 + serial % 4), Role.NODE], region=1,
+    )  # fmt: skip
+
+
+@functools.cache
+def _history_revocations(
+    issuer: int, serial: int, revoked: frozenset[int], serials: frozenset[int]
+) -> bytes:
+    kids = [(*POOL, ROOT2)[index].kid for index in revoked]
+    return issue_revocations(
+        (ROOT, ROOT2)[issuer], serial=serial, issued_at=0, kids=kids, credential_serials=serials
+    )
+
+
+def _trusted(c: Credential, now: int, role: Role | None, rl: RevocationList | None) -> bool:
+    """What key_for promises of a credential it returns, from the definitions alone."""
+    kids = rl.kids if rl else frozenset()
+    return (
+        c.not_before <= now < c.not_after
+        and (role is None or role in c.roles)
+        and c.kid not in kids
+        and c.issuer not in kids
+        and not (rl and c.serial in rl.credential_serials)
+    )
+
+
+_OPS = st.lists(
+    st.tuples(st.integers(0, 8), st.just("issue"), st.integers(0, 2), st.integers(1, 4),
+              st.integers(0, 2))
+    | st.tuples(st.integers(0, 8), st.just("revoke"), st.integers(0, 1), st.integers(1, 6),
+                st.integers(0, 3), st.integers(0, 3))
+    | st.tuples(st.integers(0, 8), st.just("query"), st.integers(0, 2),
+                st.none() | st.sampled_from(list(Role))),
+    max_size=20,
+)  # fmt: skip
+
+
+@given(_OPS)
+def test_key_for_is_sound_and_complete_over_any_history(ops: list[tuple[Any, ...]]) -> None:
+    """Whatever arrives, in whatever order: key_for returns only a credential that is
+    trusted by definition (window, role, revocations), and refuses only when none is."""
+    store = _store(ROOT, ROOT2)
+    accepted: dict[tuple[bytes, int], Credential] = {}
+    now = 0
+    for step, action, *args in ops:
+        now += step  # time only moves forward
+        if action == "issue":
+            key, serial, issuer = args
+            try:
+                credential = store.add_credential(_history_credential(key, serial, issuer), now)
+            except UntrustedKey:
+                continue
+            assert SIGNERS[issuer] is not STRANGER
+            accepted.setdefault((POOL[key].kid, serial), credential)
+        elif action == "revoke":
+            issuer, serial, kids, serials = args
+            envelope = _history_revocations(
+                issuer, serial, REVOKED_KEYS[kids], REVOKED_SERIALS[serials]
+            )
+            try:
+                store.apply_revocations(envelope, now)
+            except (RevocationsRefused, IssuerUnknown):
+                pass
+        else:
+            kid, role = POOL[args[0]].kid, args[1]
+            revocations = store.revocations
+            try:
+                found = store.key_for(kid, now, role)
+            except UntrustedKey:
+                assert not any(
+                    _trusted(c, now, role, revocations)
+                    for (k, _), c in accepted.items()
+                    if k == kid
+                )
+            else:
+                assert _trusted(found, now, role, revocations)
+                assert accepted[(kid, found.serial)] == found
