@@ -5,7 +5,7 @@ Format
 Every signed fleet message is a tagged COSE_Sign1 (CBOR tag 18, RFC 9052 §2 Table 1)::
 
     18([ protected:   bstr .cbor {1: -8, ...},   ; alg EdDSA, always protected (§3.1)
-         unprotected: {? 4: kid, ...},           ; kid = content id of the public key
+         unprotected: {? 4: kid},                ; kid = content id of the public key
          payload:     bstr,                      ; attached; detached (nil) is refused
          signature:   bstr .size 64 ])           ; Ed25519 (114 for Ed448, verify only)
 
@@ -26,6 +26,13 @@ array; the protected bucket a bstr holding a non-empty map with ``alg`` = -8 (RF
 ``kid`` a bstr; the payload present (detached content needs an agreement we have none of,
 §4.1); the signature exactly 64 bytes; a bound on every size. Each refusal is a typed
 :class:`~.errors.EnvelopeError` (or a :class:`~.errors.DecodeError` for bad CBOR in a header).
+
+Non-malleability: the unprotected bucket is not signed, so by default we read nothing from
+it but ``kid`` (:attr:`EnvelopeLimits.unprotected_labels` widens that), and
+:func:`verify_sign1` requires the kid to be present and to name the verifying key. With the
+deterministic-encoding rules above, an envelope that verifies has no byte that could be
+changed, added or dropped unnoticed (Ed25519 signatures themselves are not malleable, RFC
+8032 §8.4), so its bytes — and so its content id — are fixed by its signer.
 
 Theory of operation (speed)
 ---------------------------

@@ -367,3 +367,14 @@ def test_spliced_envelopes_raise_only_typed_errors(
     except (EnvelopeError, DecodeError):
         return
     assert mutated == out  # anything that still verifies must be the original bytes
+
+
+def test_signature_with_s_plus_l_is_refused() -> None:
+    """RFC 8032 §8.4: a second encoding of S (S + L) must not verify, or envelopes and their
+    content ids would be malleable."""
+    order = 2**252 + 27742317777372353535851937790883648493
+    out = sign1(b"payload", KEY)
+    s = int.from_bytes(out[-32:], "little")
+    forged = out[:-32] + (s + order).to_bytes(32, "little")
+    with pytest.raises(SignatureInvalid):
+        verify_sign1(parse_sign1(forged), KEY.public)

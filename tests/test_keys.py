@@ -203,3 +203,10 @@ def test_mutated_cose_keys_raise_only_typed_errors(data: st.DataObject) -> None:
             decode(bytes(good[:cut]))
         except FleetwireError as exc:
             assert isinstance(exc, KeyFormatError)
+
+
+def test_curve_given_as_its_cose_code() -> None:
+    key = SigningKey.from_seed(TEST1_SEED)
+    assert VerifyKey(key.public.raw, 6) == key.public  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        VerifyKey(key.public.raw, 5)  # type: ignore[arg-type]
