@@ -1,0 +1,210 @@
+"""An in-memory bundle store for simulations: the semantics of the SQLite store, without a disk.
+
+Same promises as :mod:`fleetwire.runtime.store` (dedupe by bundle id and content id, quotas answered
+with :class:`~fleetwire.runtime.store.Refused`, expiry by a passed-in ``now``, arrival-order listings),
+except durability: everything is gone when the process ends. Use it for large simulated fleets, where
+thousands of nodes each need a store and none needs to survive a crash.
+
+Layout: one dict of held bundles by id, one by content id, per-hop and per-destination queues kept
+sorted by arrival sequence (``bisect``: appends are the common case), and a min-heap of
+``(expires_at, seq, bundle_id)`` with lazy deletion so ``expire`` costs O(k log n) for k expired.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Sequence
+from typing import TypeVar
+
+import attrs
+import trio
+
+from .store import (
+    Accepted,
+    Duplicate,
+    DuplicateOf,
+    PutResult,
+    Quota,
+    StoreClosed,
+    StoredBundle,
+    check_quota,
+)
+
+__all__ = ["MemoryBundleStore"]
+
+_K = TypeVar("_K")
+
+
+class _Queue:
+    """Bundle ids in arrival order: a sorted list of sequence numbers plus a seq -> id map."""
+
+    __slots__ = ("ids", "seqs")
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.ids: dict[int, bytes] = {}
+
+    def add(self, seq: int, bundle_id: bytes) -> None:
+        if not self.seqs or seq > self.seqs[-1]:
+            self.seqs.append(seq)
+        else:
+            bisect.insort(self.seqs, seq)
+        self.ids[seq] = bundle_id
+
+    def remove(self, seq: int) -> None:
+        del self.seqs[bisect.bisect_left(self.seqs, seq)]
+        del self.ids[seq]
+
+    def first(self, limit: int) -> list[bytes]:
+        return [self.ids[s] for s in self.seqs[: max(limit, 0)]]
+
+
+class MemoryBundleStore:
+    """A :class:`~fleetwire.runtime.store.BundleStore` held in dicts; see the module docstring."""
+
+    def __init__(self, quota: Quota | None = None) -> None:
+        self._quota = quota or Quota()
+        self._held: dict[bytes, tuple[int, StoredBundle]] = {}  # bundle id -> (seq, bundle)
+        self._by_content: dict[bytes, bytes] = {}
+        self._by_hop: dict[str | None, _Queue] = {}
+        self._by_destination: dict[str, _Queue] = {}
+        self._expiry: list[tuple[int, int, bytes]] = []
+        self._seq = 0
+        self._bytes = 0
+        self._closed = False
+
+    async def __aenter__(self) -> MemoryBundleStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def put(self, bundle: StoredBundle) -> PutResult:
+        await self._checkpoint()
+        return self._put(bundle)
+
+    async def put_many(self, bundles: Sequence[StoredBundle]) -> list[PutResult]:
+        await self._checkpoint()
+        return [self._put(b) for b in bundles]
+
+    async def assign_next_hop(self, bundle_id: bytes, next_hop: str | None) -> bool:
+        await self._checkpoint()
+        entry = self._held.get(bundle_id)
+        if entry is None:
+            return False
+        seq, bundle = entry
+        self._queue(self._by_hop, bundle.next_hop).remove(seq)
+        self._forget_empty(self._by_hop, bundle.next_hop)
+        bundle = attrs.evolve(bundle, next_hop=next_hop)
+        self._held[bundle_id] = (seq, bundle)
+        self._queue(self._by_hop, next_hop).add(seq, bundle_id)
+        return True
+
+    async def delete(self, bundle_id: bytes) -> bool:
+        await self._checkpoint()
+        return self._remove(bundle_id)
+
+    async def expire(self, now: int) -> list[bytes]:
+        await self._checkpoint()
+        expired: list[bytes] = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, seq, bundle_id = heapq.heappop(self._expiry)
+            entry = self._held.get(bundle_id)
+            if entry is not None and entry[0] == seq:  # else: a stale heap entry
+                self._remove(bundle_id)
+                expired.append(bundle_id)
+        return expired
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get(self, bundle_id: bytes) -> StoredBundle | None:
+        await self._checkpoint()
+        entry = self._held.get(bundle_id)
+        return None if entry is None else entry[1]
+
+    async def pending_for(self, next_hop: str | None, limit: int) -> list[StoredBundle]:
+        await self._checkpoint()
+        queue = self._by_hop.get(next_hop)
+        return [] if queue is None else [self._held[i][1] for i in queue.first(limit)]
+
+    async def pending_for_destination(self, destination: str, limit: int) -> list[StoredBundle]:
+        await self._checkpoint()
+        queue = self._by_destination.get(destination)
+        return [] if queue is None else [self._held[i][1] for i in queue.first(limit)]
+
+    async def count(self) -> int:
+        await self._checkpoint()
+        return len(self._held)
+
+    async def bytes_used(self) -> int:
+        await self._checkpoint()
+        return self._bytes
+
+    async def close(self) -> None:
+        self._closed = True
+        await trio.lowlevel.checkpoint()
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _checkpoint(self) -> None:
+        # Every store call is a Trio checkpoint, as with the SQLite store, so code written against
+        # one behaves the same (cancellation, scheduling) against the other.
+        if self._closed:
+            raise StoreClosed("bundle store is closed")
+        await trio.lowlevel.checkpoint()
+
+    def _put(self, bundle: StoredBundle) -> PutResult:
+        if self._closed:
+            raise StoreClosed("bundle store is closed")
+        if bundle.bundle_id in self._held:
+            return Duplicate(bundle.bundle_id, DuplicateOf.BUNDLE_ID, bundle.bundle_id)
+        if bundle.content_id is not None:
+            existing = self._by_content.get(bundle.content_id)
+            if existing is not None:
+                return Duplicate(bundle.bundle_id, DuplicateOf.CONTENT_ID, existing)
+        refused = check_quota(self._quota, len(self._held), self._bytes, bundle)
+        if refused is not None:
+            return refused
+        self._seq += 1
+        seq = self._seq
+        self._held[bundle.bundle_id] = (seq, bundle)
+        if bundle.content_id is not None:
+            self._by_content[bundle.content_id] = bundle.bundle_id
+        self._queue(self._by_hop, bundle.next_hop).add(seq, bundle.bundle_id)
+        self._queue(self._by_destination, bundle.destination).add(seq, bundle.bundle_id)
+        heapq.heappush(self._expiry, (bundle.expires_at, seq, bundle.bundle_id))
+        self._bytes += bundle.size
+        return Accepted(bundle.bundle_id)
+
+    def _remove(self, bundle_id: bytes) -> bool:
+        entry = self._held.pop(bundle_id, None)
+        if entry is None:
+            return False
+        seq, bundle = entry
+        if bundle.content_id is not None:
+            del self._by_content[bundle.content_id]
+        self._by_hop[bundle.next_hop].remove(seq)
+        self._forget_empty(self._by_hop, bundle.next_hop)
+        self._by_destination[bundle.destination].remove(seq)
+        self._forget_empty(self._by_destination, bundle.destination)
+        self._bytes -= bundle.size
+        # Deleted bundles leave stale heap entries; rebuild once they outnumber the live ones.
+        if len(self._expiry) > 64 and len(self._expiry) > 2 * len(self._held):
+            self._expiry = [(b.expires_at, s, i) for i, (s, b) in self._held.items()]
+            heapq.heapify(self._expiry)
+        return True
+
+    @staticmethod
+    def _queue(index: dict[_K, _Queue], key: _K) -> _Queue:
+        queue = index.get(key)
+        if queue is None:
+            queue = index[key] = _Queue()
+        return queue
+
+    @staticmethod
+    def _forget_empty(index: dict[_K, _Queue], key: _K) -> None:
+        if not index[key].seqs:
+            del index[key]

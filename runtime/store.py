@@ -1,0 +1,232 @@
+"""The bundle store: what a node holds between receiving a bundle and getting rid of it.
+
+Theory of operation
+-------------------
+A bundle node keeps every bundle it has accepted until it is delivered, forwarded, or its lifetime
+runs out (RFC 9171 §4.3.1, Lifetime: past *creation time + lifetime* the payload "will no longer be useful"
+and the bundle SHOULD be deleted). The store is that holding area. It does not parse bundles: the
+caller hands it the bytes plus the metadata it already decoded (:class:`StoredBundle`).
+
+Two promises carry the rest of the runtime:
+
+1. **Accepted means durable.** ``put`` returns :class:`Accepted` only after the bundle is on stable
+   storage (for the SQLite store: after the commit that contains it was fsync'd). The node sends
+   XFER_ACK (RFC 9174 §5.2.3) or tells the local application "sent" only after ``put`` returned, so
+   a crash can lose an unacknowledged bundle (the sender still has it) but never an acknowledged one.
+2. **Nothing is lost silently.** A bundle the store cannot hold is answered :class:`Refused`, with the
+   quota that would have been crossed, before it is acknowledged; an accepted bundle leaves only
+   through ``delete`` or ``expire``.
+
+Duplicates (same bundle id, or same content id — the same signed message wrapped in another bundle)
+are answered :class:`Duplicate` and cost nothing. Deduplication covers the bundles held *now*: once a
+bundle is deleted its id may be accepted again (loop suppression is the router's job).
+
+Writes apply in the order they were submitted; a ``put`` that is cancelled while waiting has an
+unknown outcome (it may already be committed), exactly like an unacknowledged transfer: the peer
+resends and gets :class:`Duplicate`.
+
+Times are DTN times (milliseconds since 2000-01-01T00:00:00Z, RFC 9171 §4.2.6) and are always passed
+in: a store never reads a clock. A bundle is expired once ``now >= expires_at``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+from fleetwire.protocol.errors import FleetwireError
+
+__all__ = [
+    "Accepted",
+    "BundleStore",
+    "DuplicateOf",
+    "Duplicate",
+    "NotABundleStore",
+    "PutResult",
+    "Quota",
+    "RefusalReason",
+    "Refused",
+    "StoreClosed",
+    "StoreCorrupt",
+    "StoreError",
+    "StoredBundle",
+]
+
+
+def _non_empty(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    if not value:
+        raise ValueError(f"{attribute.name} must not be empty")
+
+
+@attrs.frozen(slots=True)
+class StoredBundle:
+    """One bundle as the store holds it: the encoded bytes plus the metadata the router needs."""
+
+    bundle_id: bytes = attrs.field(validator=[attrs.validators.instance_of(bytes), _non_empty])
+    content_id: bytes | None = attrs.field(
+        validator=attrs.validators.optional([attrs.validators.instance_of(bytes), _non_empty])
+    )
+    source: str = attrs.field(validator=attrs.validators.instance_of(str))
+    destination: str = attrs.field(validator=attrs.validators.instance_of(str))
+    expires_at: int = attrs.field(validator=attrs.validators.instance_of(int))
+    received_at: int = attrs.field(validator=attrs.validators.instance_of(int))
+    data: bytes = attrs.field(validator=attrs.validators.instance_of(bytes), repr=False)
+    next_hop: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
+    )
+
+    @property
+    def size(self) -> int:
+        """Bytes this bundle counts against the ``max_bytes`` quota."""
+        return len(self.data)
+
+
+@attrs.frozen(slots=True)
+class Quota:
+    """Upper bounds on what a store holds; ``None`` means unbounded."""
+
+    max_bundles: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional([attrs.validators.instance_of(int), attrs.validators.ge(0)]),
+    )
+    max_bytes: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional([attrs.validators.instance_of(int), attrs.validators.ge(0)]),
+    )
+
+
+class DuplicateOf(enum.Enum):
+    """Which identity of a held bundle the new one repeats."""
+
+    BUNDLE_ID = "bundle-id"
+    CONTENT_ID = "content-id"
+
+
+class RefusalReason(enum.Enum):
+    """Why ``put`` refused a bundle (nothing was stored; the caller must not acknowledge it)."""
+
+    MAX_BUNDLES = "max-bundles"
+    MAX_BYTES = "max-bytes"
+
+
+@attrs.frozen(slots=True)
+class Accepted:
+    """The bundle is held, durably: the caller may acknowledge it."""
+
+    bundle_id: bytes
+
+
+@attrs.frozen(slots=True)
+class Duplicate:
+    """An equal bundle is already held (``existing`` is its bundle id); nothing changed."""
+
+    bundle_id: bytes
+    of: DuplicateOf
+    existing: bytes
+
+
+@attrs.frozen(slots=True)
+class Refused:
+    """The bundle would cross a quota; nothing was stored."""
+
+    bundle_id: bytes
+    reason: RefusalReason
+    message: str
+
+
+PutResult = Accepted | Duplicate | Refused
+
+
+def check_quota(quota: Quota, count: int, used: int, bundle: StoredBundle) -> Refused | None:
+    """The refusal for adding ``bundle`` to a store holding ``count`` bundles of ``used`` bytes."""
+    if quota.max_bundles is not None and count + 1 > quota.max_bundles:
+        return Refused(
+            bundle.bundle_id,
+            RefusalReason.MAX_BUNDLES,
+            f"store full: holds {count} bundles, quota max_bundles={quota.max_bundles}",
+        )
+    if quota.max_bytes is not None and used + bundle.size > quota.max_bytes:
+        return Refused(
+            bundle.bundle_id,
+            RefusalReason.MAX_BYTES,
+            f"store full: {used} bytes held + {bundle.size} bytes of this bundle "
+            f"> quota max_bytes={quota.max_bytes}",
+        )
+    return None
+
+
+class StoreError(FleetwireError):
+    """The store could not do what was asked (I/O failure, closed, unusable file)."""
+
+    code = "store"
+
+
+class StoreClosed(StoreError):
+    """The store was used after ``close``."""
+
+    code = "store-closed"
+
+
+class NotABundleStore(StoreError):
+    """The file exists but is not a fleetwire bundle store (or is one from a newer version)."""
+
+    code = "store-not-ours"
+
+
+class StoreCorrupt(StoreError):
+    """The file is a bundle store but fails its integrity check."""
+
+    code = "store-corrupt"
+
+
+class BundleStore(Protocol):
+    """What the router and node need from a store; both stores implement it with equal semantics.
+
+    Listing order is arrival order (the order ``put`` calls were submitted), oldest first.
+    """
+
+    async def put(self, bundle: StoredBundle) -> PutResult:
+        """Hold ``bundle``; returns :class:`Accepted` only once it is durable."""
+        ...
+
+    async def put_many(self, bundles: Sequence[StoredBundle]) -> list[PutResult]:
+        """``put`` each bundle in order; one result per bundle."""
+        ...
+
+    async def get(self, bundle_id: bytes) -> StoredBundle | None:
+        """The held bundle with this id, or ``None``."""
+        ...
+
+    async def pending_for(self, next_hop: str | None, limit: int) -> list[StoredBundle]:
+        """Up to ``limit`` bundles queued for ``next_hop`` (``None``: not yet routed)."""
+        ...
+
+    async def pending_for_destination(self, destination: str, limit: int) -> list[StoredBundle]:
+        """Up to ``limit`` held bundles addressed to ``destination``, whatever their next hop."""
+        ...
+
+    async def assign_next_hop(self, bundle_id: bytes, next_hop: str | None) -> bool:
+        """Queue the bundle for ``next_hop`` (``None``: back to unrouted); ``False`` if not held."""
+        ...
+
+    async def delete(self, bundle_id: bytes) -> bool:
+        """Drop a delivered or forwarded bundle; ``False`` if it was not held."""
+        ...
+
+    async def expire(self, now: int) -> list[bytes]:
+        """Drop every bundle with ``expires_at <= now``; their ids, earliest expiry first."""
+        ...
+
+    async def count(self) -> int:
+        """Number of bundles held."""
+        ...
+
+    async def bytes_used(self) -> int:
+        """Sum of the sizes of the bundles held."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and release resources; later calls raise :class:`StoreClosed`."""
+        ...
