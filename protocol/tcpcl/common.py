@@ -143,7 +143,11 @@ class TransferAcked:
 
 @attrs.frozen(slots=True)
 class TransferRefused:
-    """A transfer was refused, by the peer (``by_peer``) or by us; ``reason`` is the version's code."""
+    """One of our transfers will not be delivered; ``reason`` is the version's refusal code.
+
+    ``by_peer``: the peer refused it; otherwise the session dropped it before it started
+    because the session is ending (RFC 9174 §6.1). Either way the bundle is still ours to route.
+    """
 
     transfer_id: int
     reason: int
@@ -152,9 +156,11 @@ class TransferRefused:
 
 @attrs.frozen(slots=True)
 class TransferFailed:
-    """The connection ended before the transfer finished (RFC 9174 §6.1): retry elsewhere.
+    """A transfer ended unfinished: the connection closed under it (RFC 9174 §6.1), or, for an
+    incoming one, the session refused it for breaking a rule or a limit.
 
-    ``outgoing`` tells whether it was one of ours (from ``send_bundle``) or the peer's.
+    ``outgoing`` tells whether it was one of ours (from ``send_bundle``: retry elsewhere) or
+    one the peer had started (its ``TransferStarted`` will see no ``BundleReceived``).
     """
 
     transfer_id: int
