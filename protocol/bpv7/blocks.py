@@ -268,6 +268,8 @@ def _fail(exc: WireError | InvalidEid, block: BlockRef, rule: str) -> BundleErro
         return EidError(exc.code, exc.detail, block=block, rule=exc.rule)
     if exc.code == "not-deterministic":
         rule = _RULE_DETERMINISTIC
+    elif exc.code == "indefinite":  # allowed by §4.1, not (yet) accepted inside blocks here
+        rule = "RFC 9171 §4.1 allows it; this codec takes indefinite length only for the bundle"
     return BundleError(exc.code, exc.message, block=block, rule=rule)
 
 
