@@ -44,6 +44,7 @@ from fleetwire.protocol.tcpcl.v3 import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 A = TcpclV3Config(local_eid="dtn://a/", keepalive_s=0)
 B = TcpclV3Config(local_eid="dtn://b/", keepalive_s=0)
@@ -651,3 +652,133 @@ def test_arbitrary_streams_only_documented_reactions(
         now += 3.0
         s.tick(now)
     assert s.state in set(State)
+
+
+# --- two sessions under random interleavings -------------------------------------------
+
+
+class TwoSessions(RuleBasedStateMachine):
+    """Both ends are ours; the wire delivers bytes in arbitrary slices at arbitrary times, and
+    each runtime acks or refuses whenever it likes. Nothing may look like a violation, and at
+    the end every bundle sent has exactly one outcome that matches what the receiver decided."""
+
+    @initialize(
+        acks=st.booleans(),
+        refusal=st.booleans(),
+        length=st.booleans(),
+        seg_x=st.integers(1, 40),
+        seg_y=st.integers(1, 40),
+    )
+    def setup(self, acks: bool, refusal: bool, length: bool, seg_x: int, seg_y: int) -> None:
+        self.x = TcpclV3Session(
+            Role.ACTIVE, attrs.evolve(A, request_ack=acks, allow_refusal=refusal, request_length=length, segment_size=seg_x)
+        )
+        self.y = TcpclV3Session(Role.PASSIVE, attrs.evolve(B, allow_refusal=refusal, segment_size=seg_y))
+        self.sides = (self.x, self.y)
+        self.peer = {id(self.x): self.y, id(self.y): self.x}
+        self.wire: dict[int, bytearray] = {id(self.x): bytearray(), id(self.y): bytearray()}
+        self.sent: dict[int, list[bytes]] = {id(self.x): [], id(self.y): []}
+        self.got: dict[int, dict[int, bytes]] = {id(self.x): {}, id(self.y): {}}
+        self.undecided: dict[int, set[int]] = {id(self.x): set(), id(self.y): set()}
+        self.decided: dict[int, dict[int, str]] = {id(self.x): {}, id(self.y): {}}
+        self.outcome: dict[int, dict[int, str]] = {id(self.x): {}, id(self.y): {}}
+        self.violations: list[Event] = []
+
+    def handle(self, s: TcpclV3Session, events: list[Event]) -> None:
+        me = id(s)
+        for e in events:
+            if isinstance(e, ProtocolViolation):
+                self.violations.append(e)
+            elif isinstance(e, TransferStarted):
+                self.undecided[me].add(e.transfer_id)
+            elif isinstance(e, BundleReceived):
+                self.got[me][e.transfer_id] = e.data
+            elif isinstance(e, TransferAcked) and e.complete:
+                assert e.transfer_id not in self.outcome[me]
+                self.outcome[me][e.transfer_id] = "acked"
+            elif isinstance(e, TransferRefused | TransferFailed) and (
+                not isinstance(e, TransferFailed) or e.outgoing
+            ):
+                assert e.transfer_id not in self.outcome[me]
+                self.outcome[me][e.transfer_id] = "refused" if isinstance(e, TransferRefused) else "failed"
+
+    @rule(x_side=st.booleans(), data=st.binary(min_size=1, max_size=60))
+    def send(self, x_side: bool, data: bytes) -> None:
+        s = self.x if x_side else self.y
+        if s.state in (State.AWAIT_CONTACT, State.ESTABLISHED):
+            assert s.send_bundle(data) == len(self.sent[id(s)])
+            self.sent[id(s)].append(data)
+
+    @rule(x_side=st.booleans(), n=st.integers(1, 80))
+    def deliver(self, x_side: bool, n: int) -> None:
+        src = self.x if x_side else self.y
+        dst = self.peer[id(src)]
+        wire = self.wire[id(dst)]
+        wire += src.data_to_send()
+        chunk, wire[:] = bytes(wire[:n]), wire[n:]
+        if chunk:
+            dst.receive_data(chunk)
+            self.handle(dst, drain(dst))
+
+    @rule(x_side=st.booleans(), pick=st.integers(0, 1000), refuse=st.booleans())
+    def decide(self, x_side: bool, pick: int, refuse: bool) -> None:
+        s = self.x if x_side else self.y
+        me = id(s)
+        complete = sorted(t for t in self.undecided[me] if t in self.got[me])
+        refusable = sorted(self.undecided[me])
+        assert s.negotiated is not None or not refusable
+        if refuse and refusable and s.negotiated is not None and s.negotiated.refusal:
+            t = refusable[pick % len(refusable)]
+            s.refuse(t)
+            self.decided[me][t] = "refused"
+        elif complete:
+            t = complete[pick % len(complete)]
+            s.ack(t)
+            self.decided[me][t] = "acked"
+        else:
+            return
+        self.undecided[me].discard(t)
+
+    @invariant()
+    def no_violation(self) -> None:
+        assert self.violations == []
+        for s in self.sides:
+            for t, data in self.got[id(s)].items():
+                assert data == self.sent[id(self.peer[id(s)])][t]
+
+    def teardown(self) -> None:
+        if not hasattr(self, "x"):
+            return
+        for _ in range(100):  # settle: deliver everything, ack what is complete
+            moved = False
+            for s in self.sides:
+                for t in sorted(self.undecided[id(s)] & set(self.got[id(s)])):
+                    s.ack(t)
+                    self.decided[id(s)][t] = "acked"
+                    self.undecided[id(s)].discard(t)
+                dst = self.peer[id(s)]
+                data = bytes(self.wire[id(dst)]) + outbox(s)
+                self.wire[id(dst)].clear()
+                if data:
+                    moved = True
+                    dst.receive_data(data)
+                    self.handle(dst, drain(dst))
+            if not moved:
+                break
+        assert self.violations == []
+        acks = self.x.negotiated is not None and self.x.negotiated.acks
+        for s in self.sides:
+            peer = self.peer[id(s)]
+            if s.negotiated is None:
+                continue
+            for t in range(len(self.sent[id(s)])):
+                if acks:
+                    # Exactly one outcome, and it is what the receiving runtime decided.
+                    assert self.outcome[id(s)][t] == self.decided[id(peer)][t]
+                else:
+                    assert t in self.got[id(peer)]
+            assert s.outstanding_transfers == frozenset()
+
+
+TestTwoSessions = TwoSessions.TestCase
+TestTwoSessions.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
