@@ -464,3 +464,9 @@ def test_caller_mistakes_are_local_errors() -> None:
         hop_count_block(2, HopCount(0))
     with pytest.raises(InvalidBundle):
         encode_bundle(Bundle(PRIMARY, (CanonicalBlock(1, 1, "text"),)))  # type: ignore[arg-type]
+
+
+def test_hop_count_exceeded_after_the_limit() -> None:
+    hops = HopCount(2)
+    assert not hops.exceeded and not hops.next_hop().next_hop().exceeded
+    assert hops.next_hop().next_hop().next_hop().exceeded  # count 3 > limit 2 (§4.4.3)
