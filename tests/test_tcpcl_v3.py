@@ -622,7 +622,7 @@ _DOCUMENTED = (
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(
     prefix=st.sampled_from([b"", PEER_HEADER.encode()]),
     messages=st.lists(_message, max_size=12),
@@ -781,4 +781,4 @@ class TwoSessions(RuleBasedStateMachine):
 
 
 TestTwoSessions = TwoSessions.TestCase
-TestTwoSessions.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
+TestTwoSessions.settings = settings(max_examples=50, stateful_step_count=30, deadline=None)
