@@ -502,12 +502,17 @@ def test_local_protocol_errors() -> None:
     s.terminate()
     with pytest.raises(LocalProtocolError):
         s.send_bundle(b"late")
+    feed(s, encode_data_segment(b"z", start=True, end=False))
+    with pytest.raises(LocalProtocolError):
+        s.refuse(1, 9)  # type: ignore[arg-type]  # not a refusal reason
     no_refusal = established(peer=ContactHeader(ContactFlags.REQUEST_ACK, 0, "p"))
     feed(no_refusal, encode_data_segment(b"a", start=True, end=True))
     with pytest.raises(LocalProtocolError):
         no_refusal.refuse(0)
     closed = established()
-    feed(closed, encode_shutdown())
+    feed(closed, encode_data_segment(b"q", start=True, end=True) + encode_shutdown())
+    closed.ack(0)  # after the close: accepted, nothing more written
+    assert outbox(closed) == encode_shutdown()
     with pytest.raises(LocalProtocolError):
         closed.terminate()
     with pytest.raises(ValueError):

@@ -58,7 +58,7 @@ import enum
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Literal
 
 import attrs
 
@@ -379,7 +379,7 @@ class _Disposition:
     intermediate_sent: int = 0
     total: int | None = None
     #: ``None`` until the runtime (or a size limit) decides: ``"ack"`` or a refusal reason.
-    decision: str | RefusalReason | None = None
+    decision: Literal["ack"] | RefusalReason | None = None
 
 
 class TcpclV3Session:
@@ -463,6 +463,8 @@ class TcpclV3Session:
         """Refuse a received or arriving bundle with REFUSE_BUNDLE (§5.4)."""
         if self.negotiated is None or not self.negotiated.refusal:
             raise LocalProtocolError("bundle refusal was not negotiated on this session")
+        if reason not in tuple(RefusalReason):
+            raise LocalProtocolError(f"{reason!r} is not a TCPCLv3 refusal reason")
         self._decide(transfer_id, RefusalReason(reason))
 
     def terminate(
@@ -492,7 +494,7 @@ class TcpclV3Session:
         )
         self._drop_unsent()
 
-    def _decide(self, transfer_id: int, decision: str | RefusalReason) -> None:
+    def _decide(self, transfer_id: int, decision: Literal["ack"] | RefusalReason) -> None:
         received = 0 <= transfer_id < self._next_in_id
         entry = self._entry(transfer_id)
         if entry is None:
@@ -946,6 +948,7 @@ class TcpclV3Session:
         for transfer in self._unacked:
             self._events.append(TransferFailed(transfer.transfer_id, outgoing=True))
         self._unacked.clear()
+        self._pending.clear()  # decisions can no longer be written
         self._buffer.clear()
         self._rx = None
         self._in_segment = False
