@@ -535,7 +535,7 @@ def invalid_vectors() -> list[dict[str, Any]]:
          "message-invalid", "terms", True),
         ("body/accepted-with-terms", "an acceptance that carries terms",
          changed(accepted_offer, lambda raw: raw.update({9: wire(OFFER)[9]})), "message-invalid", "commitment",
-         False),
+         True),
         ("body/accepted-without-commitment", "an acceptance that names no offer",
          changed(accepted_offer, _drop(10)), "message-invalid", "commitment", True),
         ("body/terms-field-wrong-type", "terms.promisor is a text string", changed(OFFER, _nested(9, 0, "seven")),
