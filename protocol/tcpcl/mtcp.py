@@ -15,6 +15,7 @@ them alike:
 * every complete byte string becomes a :class:`BundleReceived`, numbered from 0 in arrival order;
 * ``ack(transfer_id)`` is accepted for any delivered bundle and sends nothing: MTCP cannot confirm
   delivery, so a sender learns nothing more than "written to TCP" (no :class:`TransferAcked`);
+* ``data_to_send`` returns one frame per call: call it until it returns ``b""``;
 * ``terminate`` ends the session locally; the runtime flushes ``data_to_send()`` and closes TCP.
 
 Hostile input: the item head is read first and its declared length checked against
@@ -152,7 +153,7 @@ class MtcpSession:
         self._buffer = ReceiveBuffer()
         self._eof = False
         self._events: deque[Event] = deque([SessionEstablished(peer_node_id="", keepalive_s=0)])
-        self._outbox = bytearray()
+        self._outbox: deque[bytes] = deque()
         self._received = 0
         self._sent = 0
         #: Content length of the frame whose head was read and accepted, until it is complete.
@@ -195,9 +196,8 @@ class MtcpSession:
         return NEED_DATA
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._outbox)
-        self._outbox.clear()
-        return out
+        """The next frame to write (one per call, so nothing is copied into one huge blob)."""
+        return self._outbox.popleft() if self._outbox else b""
 
     def tick(self, now: float) -> None:
         """MTCP has no timers."""
@@ -211,7 +211,7 @@ class MtcpSession:
             raise LocalProtocolError(f"cannot send a bundle on a {self.state.value} MTCP session")
         if not data:
             raise LocalProtocolError("a bundle is never empty")
-        self._outbox += frame(data)
+        self._outbox.append(frame(data))
         self._sent += 1
         return self._sent - 1
 
