@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -146,7 +146,7 @@ async def drive(
     stream: trio.SocketStream,
     session: ConvergenceLayerSession,
     *,
-    send: list[bytes] = (),  # type: ignore[assignment]
+    send: Sequence[bytes] = (),
     all_sent: Callable[[], bool] = lambda: True,
 ) -> list[Event]:
     """Run ``session`` over ``stream`` until it closes; ack every bundle; terminate after ``send``.
