@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import cbor2
+from fleetwire.conformance.compat import check_compatibility
 from fleetwire.conformance.vectors import (
     Accepted,
     AdapterProcess,
@@ -175,3 +178,69 @@ def test_known_deviations_are_still_refusals() -> None:
     for result in report.results:
         if result.vector_id in KNOWN_DEVIATIONS:
             assert result.got.startswith("refused"), result
+
+
+# --- compatibility across the version window -----------------------------------------------
+
+
+def test_fleetwire_reads_every_version_in_its_window_unchanged() -> None:
+    report = check_compatibility(Fleetwire(), spec_dir=SPEC)
+    assert report.ok, report.summary()
+    assert report.versions == (1,)
+    documents = load_vectors(1, SPEC)
+    floor = len(documents["valid.json"]["vectors"]) + len(documents["extensions.json"]["vectors"])
+    assert report.checked > floor  # valid, extensions, signed, and never-loosen invalid vectors
+
+
+class RenamesGrants(Fleetwire):
+    """A regression: lease grants re-encode with one more key, so their content id changes."""
+
+    name = "renames grants"
+
+    def decode(self, data: bytes) -> Outcome:
+        outcome = super().decode(data)
+        if isinstance(outcome, Accepted) and cbor2.loads(data)[0] == 5:
+            return Accepted(outcome.hex + "00", outcome.content_id)
+        return outcome
+
+
+class AcceptsNonDeterministic(Fleetwire):
+    """A regression: a reader that stopped checking the encoding."""
+
+    name = "lax"
+
+    def decode(self, data: bytes) -> Outcome:
+        outcome = super().decode(data)
+        if isinstance(outcome, Refused) and outcome.code.startswith("cbor-"):
+            return Accepted(data.hex(), "")
+        return outcome
+
+
+def test_compat_finds_a_changed_encoding_and_a_loosened_rule() -> None:
+    changed = check_compatibility(RenamesGrants(), spec_dir=SPEC)
+    assert [issue.vector_id for issue in changed.issues] == [
+        "lease-grant/basic",
+        "extension/big-key",
+    ]
+    loosened = check_compatibility(AcceptsNonDeterministic(), spec_dir=SPEC)
+    assert {issue.vector_id for issue in loosened.issues} >= {
+        "deterministic/indefinite-map",
+        "deterministic/duplicate-key",
+    }
+
+
+def test_compat_finds_a_changed_or_removed_vector_of_a_released_version(tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline"
+    shutil.copytree(SPEC / "vectors", baseline / "vectors")
+    # As a v2 reader, v1 is released and frozen; the baseline is the spec before the change.
+    assert check_compatibility(Fleetwire(), current=2, spec_dir=SPEC, baseline_dir=baseline).ok
+    path = baseline / "vectors" / "v1" / "valid.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["vectors"][0]["hex"] = "a0"
+    document["vectors"].append({**document["vectors"][1], "id": "dropped/since"})
+    path.write_text(json.dumps(document), encoding="utf-8")
+    report = check_compatibility(Fleetwire(), current=2, spec_dir=SPEC, baseline_dir=baseline)
+    assert [(i.vector_id, i.problem) for i in report.issues] == [
+        ("valid.json:capability-advertisement/full", "changed in a released version"),
+        ("valid.json:dropped/since", "removed from a released version"),
+    ]
