@@ -111,7 +111,7 @@ _FIXED: Final = struct.Struct(">4sBBH")  # magic, version, flags, keepalive_inte
 
 
 class ContactFlags(enum.IntFlag):
-    """Contact header flags (RFC 7242 §4.1, Table 1)."""
+    """Contact header flags (RFC 7242 §4.1)."""
 
     NONE = 0
     REQUEST_ACK = 0x01
@@ -132,7 +132,7 @@ class MessageType(enum.IntEnum):
 
 
 class RefusalReason(enum.IntEnum):
-    """REFUSE_BUNDLE reason codes, carried in the flags nibble (RFC 7242 §5.4, Table 4)."""
+    """REFUSE_BUNDLE reason codes, carried in the flags nibble (RFC 7242 §5.4)."""
 
     UNKNOWN = 0x0
     COMPLETED = 0x1
@@ -141,7 +141,7 @@ class RefusalReason(enum.IntEnum):
 
 
 class ShutdownReason(enum.IntEnum):
-    """SHUTDOWN reason codes (RFC 7242 §6.1, Table 5); ``UNSPECIFIED`` is never on the wire."""
+    """SHUTDOWN reason codes (RFC 7242 §6.1); ``UNSPECIFIED`` is never on the wire."""
 
     #: The SHUTDOWN carried no reason code.
     UNSPECIFIED = -1
