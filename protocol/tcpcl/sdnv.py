@@ -2,7 +2,7 @@
 
 An SDNV carries an unsigned integer seven bits per byte, most significant group first; every
 byte but the last has its high bit set (RFC 6256 §2.1). Nothing in the encoding bounds its
-length, so RFC 6256 §3 leaves the bound to the protocol using it. TCPCLv3 (RFC 7242) uses SDNVs
+length, so RFC 6256 leaves the bound to the protocol using it. TCPCLv3 (RFC 7242) uses SDNVs
 for lengths and delays; here they must fit in an unsigned 64-bit integer and in at most
 :data:`MAX_SDNV_BYTES` bytes (ten 7-bit groups hold 70 bits, enough for any ``uint64`` and not
 much more). Anything longer, larger or cut short is refused with a typed error.
