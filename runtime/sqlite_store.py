@@ -79,7 +79,9 @@ CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
 CREATE INDEX bundles_by_expiry ON bundles (expires_at);
 """
 
-_COLUMNS = "bundle_id, content_id, source, destination, next_hop, expires_at, received_at, size, data"
+_COLUMNS = (
+    "bundle_id, content_id, source, destination, next_hop, expires_at, received_at, size, data"
+)
 _INSERT = f"INSERT INTO bundles ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_NEW = _INSERT + " ON CONFLICT DO NOTHING"
 _SELECT = f"SELECT {_COLUMNS} FROM bundles"
@@ -141,6 +143,9 @@ def _connect(path: str, verify: bool) -> tuple[sqlite3.Connection, int, int]:
         _prepare(conn, path, verify)
         count, used = conn.execute("SELECT count(*), total(size) FROM bundles").fetchone()
         return conn, count, int(used)
+    except sqlite3.DatabaseError as exc:  # past the header checks: the file is ours, but broken
+        conn.close()
+        raise StoreCorrupt(f"bundle store {path!r} is corrupt: {exc}") from exc
     except BaseException:
         conn.close()
         raise
@@ -269,7 +274,11 @@ class SQLiteBundleStore:
         batches: list[_Batch] = []
         for op in ops:
             batch = self._batches[-1] if self._batches else None
-            if batch is None or len(batch.ops) >= self._max_batch or batch.size >= self._max_batch_bytes:
+            if (
+                batch is None
+                or len(batch.ops) >= self._max_batch
+                or batch.size >= self._max_batch_bytes
+            ):
                 batch = _Batch()
                 self._batches.append(batch)
             if not batches or batches[-1] is not batch:
@@ -376,7 +385,12 @@ class SQLiteBundleStore:
         assert conn is not None  # closed only after the committer is done
         try:
             count, used = await trio.to_thread.run_sync(
-                _apply_batch, conn, batch.ops, self._quota, self._count, self._bytes,
+                _apply_batch,
+                conn,
+                batch.ops,
+                self._quota,
+                self._count,
+                self._bytes,
                 limiter=self._limiter,
             )
         except Exception as exc:  # the whole batch was rolled back
@@ -408,10 +422,14 @@ def _apply_batch(
             op = batch[i]
             if op.kind == _HOP:
                 bundle_id, hop = op.arg
-                cur = conn.execute("UPDATE bundles SET next_hop = ? WHERE bundle_id = ?", (hop, bundle_id))
+                cur = conn.execute(
+                    "UPDATE bundles SET next_hop = ? WHERE bundle_id = ?", (hop, bundle_id)
+                )
                 op.result = cur.rowcount == 1
             elif op.kind == _DELETE:
-                row = conn.execute("SELECT seq, size FROM bundles WHERE bundle_id = ?", (op.arg,)).fetchone()
+                row = conn.execute(
+                    "SELECT seq, size FROM bundles WHERE bundle_id = ?", (op.arg,)
+                ).fetchone()
                 if row is not None:
                     conn.execute("DELETE FROM bundles WHERE seq = ?", (row[0],))
                     count, used = count - 1, used - row[1]
@@ -508,4 +526,3 @@ async def open_sqlite_store(
     finally:
         with trio.CancelScope(shield=True):
             await store.close()
-

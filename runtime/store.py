@@ -89,11 +89,15 @@ class Quota:
 
     max_bundles: int | None = attrs.field(
         default=None,
-        validator=attrs.validators.optional([attrs.validators.instance_of(int), attrs.validators.ge(0)]),
+        validator=attrs.validators.optional(
+            [attrs.validators.instance_of(int), attrs.validators.ge(0)]
+        ),
     )
     max_bytes: int | None = attrs.field(
         default=None,
-        validator=attrs.validators.optional([attrs.validators.instance_of(int), attrs.validators.ge(0)]),
+        validator=attrs.validators.optional(
+            [attrs.validators.instance_of(int), attrs.validators.ge(0)]
+        ),
     )
 
 

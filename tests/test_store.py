@@ -1,0 +1,558 @@
+"""The bundle stores: one suite run against both, plus what only the SQLite store promises.
+
+The parametrized tests pin the shared semantics (dedupe, quotas, expiry, queues, delete); a
+hypothesis state machine drives both stores and a ten-line model through random operation
+sequences, including closing and reopening the SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from fleetwire.runtime.memory_store import MemoryBundleStore
+from fleetwire.runtime.sqlite_store import SQLiteBundleStore, open_sqlite_store
+from fleetwire.runtime.store import (
+    Accepted,
+    BundleStore,
+    Duplicate,
+    DuplicateOf,
+    NotABundleStore,
+    PutResult,
+    Quota,
+    RefusalReason,
+    Refused,
+    StoreClosed,
+    StoreCorrupt,
+    StoredBundle,
+    StoreError,
+)
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+Opener = Callable[..., AbstractAsyncContextManager[Any]]
+
+
+def bundle(
+    n: int | str,
+    *,
+    cid: bytes | str | None = "auto",
+    dest: str = "ipn:2.1",
+    expires: int = 1_000_000,
+    size: int = 10,
+    hop: str | None = None,
+) -> StoredBundle:
+    bid = f"ipn:1.1/{n}".encode()
+    return StoredBundle(
+        bundle_id=bid,
+        content_id=b"cid-" + bid if cid == "auto" else cid,  # type: ignore[arg-type]
+        source="ipn:1.1",
+        destination=dest,
+        expires_at=expires,
+        received_at=0,
+        data=bytes([len(bid) % 256]) * size,
+        next_hop=hop,
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Any) -> Opener:
+    def opener(quota: Quota | None = None) -> AbstractAsyncContextManager[Any]:
+        if request.param == "memory":
+            return MemoryBundleStore(quota)
+        return open_sqlite_store(tmp_path / "bundles.db", quota=quota)
+
+    return opener
+
+
+def ids(bundles: list[StoredBundle]) -> list[bytes]:
+    return [b.bundle_id for b in bundles]
+
+
+# -- shared semantics ---------------------------------------------------------------------------
+
+
+async def test_put_then_get_returns_the_same_bundle(open_store: Opener) -> None:
+    async with open_store() as store:
+        b = bundle(1, size=100, hop="ipn:9.0")
+        assert await store.put(b) == Accepted(b.bundle_id)
+        assert await store.get(b.bundle_id) == b
+        assert await store.get(b"nope") is None
+        assert (await store.count(), await store.bytes_used()) == (1, 100)
+
+
+async def test_same_bundle_id_is_a_duplicate(open_store: Opener) -> None:
+    async with open_store() as store:
+        first = bundle(1, size=5)
+        await store.put(first)
+        again = bundle(1, size=50, cid=b"other")
+        assert await store.put(again) == Duplicate(
+            again.bundle_id, DuplicateOf.BUNDLE_ID, first.bundle_id
+        )
+        assert await store.get(first.bundle_id) == first  # the held copy is untouched
+        assert (await store.count(), await store.bytes_used()) == (1, 5)
+
+
+async def test_same_content_id_is_a_duplicate_but_none_never_collides(open_store: Opener) -> None:
+    async with open_store() as store:
+        await store.put(bundle(1, cid=b"msg"))
+        rewrapped = bundle(2, cid=b"msg")
+        assert await store.put(rewrapped) == Duplicate(
+            rewrapped.bundle_id, DuplicateOf.CONTENT_ID, bundle(1).bundle_id
+        )
+        assert isinstance(await store.put(bundle(3, cid=None)), Accepted)
+        assert isinstance(await store.put(bundle(4, cid=None)), Accepted)
+        assert await store.count() == 3
+
+
+async def test_put_many_dedupes_inside_one_call(open_store: Opener) -> None:
+    async with open_store() as store:
+        results = await store.put_many(
+            [bundle(1), bundle(1), bundle(2, cid=bundle(1).content_id), bundle(3)]
+        )
+        assert [type(r) for r in results] == [Accepted, Duplicate, Duplicate, Accepted]
+        assert results[2].of is DuplicateOf.CONTENT_ID
+        assert await store.put_many([]) == []
+        assert await store.count() == 2
+
+
+async def test_max_bundles_refuses_with_a_clear_message(open_store: Opener) -> None:
+    async with open_store(Quota(max_bundles=3)) as store:
+        for i in range(3):
+            assert isinstance(await store.put(bundle(i)), Accepted)
+        refused = await store.put(bundle(3))
+        assert isinstance(refused, Refused)
+        assert refused.reason is RefusalReason.MAX_BUNDLES
+        assert "max_bundles=3" in refused.message and "holds 3 bundles" in refused.message
+        # A duplicate of a held bundle is still reported as such when the store is full.
+        assert isinstance(await store.put(bundle(0)), Duplicate)
+        assert await store.delete(bundle(0).bundle_id)
+        assert isinstance(await store.put(bundle(3)), Accepted)
+        assert await store.count() == 3
+
+
+async def test_max_bytes_counts_payload_bytes(open_store: Opener) -> None:
+    async with open_store(Quota(max_bytes=100)) as store:
+        assert isinstance(await store.put(bundle(1, size=60)), Accepted)
+        refused = await store.put(bundle(2, size=50))
+        assert isinstance(refused, Refused) and refused.reason is RefusalReason.MAX_BYTES
+        assert "max_bytes=100" in refused.message
+        assert isinstance(await store.put(bundle(3, size=40)), Accepted)
+        assert await store.bytes_used() == 100
+        assert isinstance(await store.put(bundle(4, size=0)), Accepted)  # empty fits a full store
+
+
+async def test_quota_applies_inside_one_batch(open_store: Opener) -> None:
+    async with open_store(Quota(max_bundles=5)) as store:
+        results = await store.put_many([bundle(i) for i in range(8)])
+        assert [type(r) for r in results] == [Accepted] * 5 + [Refused] * 3
+        assert await store.count() == 5
+        assert ids(await store.pending_for(None, 100)) == [bundle(i).bundle_id for i in range(5)]
+
+
+async def test_expire_uses_the_passed_in_now(open_store: Opener) -> None:
+    async with open_store() as store:
+        await store.put_many(
+            [bundle("late", expires=30), bundle("a", expires=10), bundle("b", expires=20)]
+        )
+        assert await store.expire(9) == []
+        # expires_at == now counts as expired (RFC 9171 §4.3.1: lifetime is when usefulness ends).
+        assert await store.expire(20) == [bundle("a").bundle_id, bundle("b").bundle_id]
+        assert await store.expire(20) == []
+        assert ids(await store.pending_for(None, 10)) == [bundle("late").bundle_id]
+        assert (await store.count(), await store.bytes_used()) == (1, 10)
+        assert isinstance(await store.put(bundle("a", expires=10)), Accepted)  # gone means gone
+
+
+async def test_pending_for_lists_each_hop_in_arrival_order(open_store: Opener) -> None:
+    async with open_store() as store:
+        a, b, c, d = (bundle(x) for x in "abcd")
+        await store.put_many([a, b, c, d])
+        assert ids(await store.pending_for(None, 10)) == ids([a, b, c, d])
+        assert await store.assign_next_hop(c.bundle_id, "ipn:5.0")
+        assert await store.assign_next_hop(a.bundle_id, "ipn:5.0")
+        assert await store.assign_next_hop(b.bundle_id, "ipn:6.0")
+        assert not await store.assign_next_hop(b"unknown", "ipn:5.0")
+        assert ids(await store.pending_for("ipn:5.0", 10)) == ids([a, c])  # arrival, not assignment
+        assert ids(await store.pending_for("ipn:5.0", 1)) == ids([a])
+        assert ids(await store.pending_for("ipn:5.0", 0)) == []
+        assert ids(await store.pending_for(None, 10)) == ids([d])
+        assert (await store.get(a.bundle_id)).next_hop == "ipn:5.0"
+        assert await store.assign_next_hop(a.bundle_id, None)  # e.g. the contact was lost
+        assert ids(await store.pending_for(None, 10)) == ids([a, d])
+        assert await store.pending_for("ipn:7.0", 10) == []
+
+
+async def test_put_with_a_next_hop_is_queued_for_it(open_store: Opener) -> None:
+    async with open_store() as store:
+        await store.put(bundle(1, hop="ipn:5.0"))
+        assert ids(await store.pending_for("ipn:5.0", 10)) == [bundle(1).bundle_id]
+        assert await store.pending_for(None, 10) == []
+
+
+async def test_pending_for_destination_ignores_the_hop(open_store: Opener) -> None:
+    async with open_store() as store:
+        await store.put_many([bundle(1, dest="ipn:2.1"), bundle(2, dest="ipn:3.1", hop="x"),
+                              bundle(3, dest="ipn:2.1", hop="y"), bundle(4, dest="ipn:2.1")])  # fmt: skip
+        assert ids(await store.pending_for_destination("ipn:2.1", 10)) == ids(
+            [bundle(1), bundle(3), bundle(4)]
+        )
+        assert ids(await store.pending_for_destination("ipn:2.1", 2)) == ids([bundle(1), bundle(3)])
+        assert await store.pending_for_destination("ipn:4.1", 10) == []
+
+
+async def test_delete_frees_the_ids_and_the_quota(open_store: Opener) -> None:
+    async with open_store(Quota(max_bundles=1)) as store:
+        await store.put(bundle(1, cid=b"m", size=7))
+        assert await store.delete(bundle(1).bundle_id)
+        assert not await store.delete(bundle(1).bundle_id)
+        assert await store.get(bundle(1).bundle_id) is None
+        assert (await store.count(), await store.bytes_used()) == (0, 0)
+        assert isinstance(await store.put(bundle(2, cid=b"m")), Accepted)
+
+
+async def test_a_closed_store_refuses_work(open_store: Opener) -> None:
+    async with open_store() as store:
+        await store.put(bundle(1))
+    with pytest.raises(StoreClosed):
+        await store.put(bundle(2))
+    with pytest.raises(StoreClosed):
+        await store.get(bundle(1).bundle_id)
+    await store.close()  # idempotent
+
+
+async def test_many_concurrent_puts_lose_nothing(open_store: Opener) -> None:
+    # 400 producers, 1200 puts, every content id used twice: 600 accepted, 600 duplicates.
+    async with open_store() as store:
+        results: dict[bytes, PutResult] = {}
+
+        async def producer(k: int) -> None:
+            for i in range(3):
+                n = k * 3 + i
+                b = bundle(n, cid=b"m%d" % (n % 600), size=n % 50)
+                results[b.bundle_id] = await store.put(b)
+
+        async with trio.open_nursery() as nursery:
+            for k in range(400):
+                nursery.start_soon(producer, k)
+        accepted = [i for i, r in results.items() if isinstance(r, Accepted)]
+        duplicates = [r for r in results.values() if isinstance(r, Duplicate)]
+        assert len(accepted) == 600 and len(duplicates) == 600
+        held = [await store.get(bundle_id) for bundle_id in accepted]
+        assert None not in held
+        for dup in duplicates:
+            assert dup.existing in accepted
+        assert await store.count() == 600
+        assert await store.bytes_used() == sum(len(b.data) for b in held)
+
+
+async def test_concurrent_puts_respect_the_quota_exactly(open_store: Opener) -> None:
+    async with open_store(Quota(max_bundles=50)) as store:
+        results: list[PutResult] = []
+
+        async def put(n: int) -> None:
+            results.append(await store.put(bundle(n)))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(200):
+                nursery.start_soon(put, n)
+        assert sum(isinstance(r, Accepted) for r in results) == 50
+        assert sum(isinstance(r, Refused) for r in results) == 150
+        assert await store.count() == 50
+
+
+def test_both_stores_implement_every_protocol_method() -> None:
+    wanted = {name for name in vars(BundleStore) if not name.startswith("_")}
+    assert {"put", "put_many", "expire", "close"} <= wanted
+    for cls in (MemoryBundleStore, SQLiteBundleStore):
+        assert wanted - set(dir(cls)) == set(), cls
+
+
+# -- SQLite only ----------------------------------------------------------------------------------
+
+
+async def test_sqlite_reopen_keeps_bundles_order_and_totals(tmp_path: Any) -> None:
+    path = tmp_path / "b.db"
+    async with open_sqlite_store(path, quota=Quota(max_bundles=4)) as store:
+        await store.put_many([bundle(i, size=i) for i in range(4)])
+        await store.assign_next_hop(bundle(2).bundle_id, "ipn:5.0")
+        await store.delete(bundle(1).bundle_id)
+    async with open_sqlite_store(path, quota=Quota(max_bundles=4)) as store:
+        assert (await store.count(), await store.bytes_used()) == (3, 0 + 2 + 3)
+        assert ids(await store.pending_for(None, 10)) == [bundle(0).bundle_id, bundle(3).bundle_id]
+        assert await store.get(bundle(2).bundle_id) == bundle(2, size=2, hop="ipn:5.0")
+        assert isinstance(await store.put(bundle(9)), Accepted)
+        assert isinstance(await store.put(bundle(10)), Refused)  # totals were reloaded
+        assert isinstance(await store.put(bundle(0)), Duplicate)
+        assert await store.integrity_check() == []
+
+
+async def test_sqlite_groups_concurrent_puts_into_few_commits(tmp_path: Any) -> None:
+    async with open_sqlite_store(tmp_path / "b.db") as store:
+        async with trio.open_nursery() as nursery:
+            for n in range(300):
+                nursery.start_soon(store.put, bundle(n))
+        assert await store.count() == 300
+        assert 1 <= store.batches_committed <= 10
+
+
+async def test_sqlite_batch_caps_split_big_groups(tmp_path: Any) -> None:
+    async with open_sqlite_store(tmp_path / "b.db", max_batch=16) as store:
+        await store.put_many([bundle(n) for n in range(100)])
+        assert store.batches_committed == 7  # ceil(100 / 16)
+
+
+async def test_sqlite_failed_commit_is_an_error_not_an_acceptance(tmp_path: Any) -> None:
+    # A real SQLITE_FULL: cap the file's page count, then write more than fits.
+    async with open_sqlite_store(tmp_path / "b.db") as store:
+        await store.put(bundle("small"))
+        conn = store._conn  # fault injection on the real connection
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(StoreError, match="full"):
+            await store.put_many([bundle(n, size=4000) for n in range(10)])
+        assert (await store.count(), await store.bytes_used()) == (1, 10)
+        assert await store.get(bundle(0).bundle_id) is None
+        assert isinstance(await store.put(bundle("tiny", size=1)), Accepted)  # still usable
+        assert await store.integrity_check() == []
+
+
+async def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Any) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(NotABundleStore, match="not a fleetwire bundle store"):
+        async with open_sqlite_store(path):
+            pass
+
+
+async def test_sqlite_refuses_another_applications_database(tmp_path: Any) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
+    conn.close()
+    with pytest.raises(NotABundleStore, match="another application"):
+        async with open_sqlite_store(path):
+            pass
+
+
+async def test_sqlite_refuses_a_newer_schema(tmp_path: Any) -> None:
+    path = tmp_path / "b.db"
+    async with open_sqlite_store(path):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(NotABundleStore, match="newer"):
+        async with open_sqlite_store(path):
+            pass
+
+
+async def test_sqlite_detects_a_corrupted_file(tmp_path: Any) -> None:
+    path = tmp_path / "b.db"
+    async with open_sqlite_store(path) as store:
+        await store.put_many([bundle(n, size=1000) for n in range(200)])
+    raw = bytearray(path.read_bytes())
+    assert len(raw) > 40 * 4096
+    raw[8 * 4096 : 30 * 4096] = os.urandom(22 * 4096)  # pages of the table and its indexes
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StoreCorrupt):
+        async with open_sqlite_store(path):
+            pass
+
+
+async def test_sqlite_store_is_not_shared_between_openers(tmp_path: Any) -> None:
+    path = tmp_path / "b.db"
+    async with open_sqlite_store(path) as store:
+        await store.put(bundle(1))
+        with pytest.raises(StoreError, match=r"unavailable|locked"):
+            async with open_sqlite_store(path):
+                pass
+        assert await store.count() == 1
+
+
+# -- model-based: both stores against a simple model ----------------------------------------------
+
+
+class Model:
+    """The store semantics in the plainest form: an insertion-ordered dict scanned linearly."""
+
+    def __init__(self, quota: Quota) -> None:
+        self.quota = quota
+        self.held: dict[bytes, StoredBundle] = {}
+
+    def put(self, b: StoredBundle) -> tuple[type, object]:
+        if b.bundle_id in self.held:
+            return Duplicate, DuplicateOf.BUNDLE_ID
+        if b.content_id is not None and any(
+            h.content_id == b.content_id for h in self.held.values()
+        ):
+            return Duplicate, DuplicateOf.CONTENT_ID
+        if self.quota.max_bundles is not None and len(self.held) >= self.quota.max_bundles:
+            return Refused, RefusalReason.MAX_BUNDLES
+        used = sum(len(h.data) for h in self.held.values())
+        if self.quota.max_bytes is not None and used + len(b.data) > self.quota.max_bytes:
+            return Refused, RefusalReason.MAX_BYTES
+        self.held[b.bundle_id] = b
+        return Accepted, None
+
+    def expire(self, now: int) -> list[bytes]:
+        order = list(self.held)
+        gone = sorted((b for b in self.held.values() if b.expires_at <= now),
+                      key=lambda b: (b.expires_at, order.index(b.bundle_id)))  # fmt: skip
+        for b in gone:
+            del self.held[b.bundle_id]
+        return [b.bundle_id for b in gone]
+
+
+def shape(result: PutResult) -> tuple[type, object]:
+    if isinstance(result, Duplicate):
+        return Duplicate, result.of
+    if isinstance(result, Refused):
+        return Refused, result.reason
+    return Accepted, None
+
+
+class TrioStores:
+    """Both stores open inside a Trio loop on a thread, so synchronous rules can call them."""
+
+    def __init__(self, path: str, quota: Quota) -> None:
+        self.path, self.quota = path, quota
+        self.memory: MemoryBundleStore
+        self.sqlite: Any
+        self._ready = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    async def _main(self) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        async with MemoryBundleStore(self.quota) as self.memory:
+            while not self._stopping:
+                self._cycle = trio.Event()
+                async with open_sqlite_store(self.path, quota=self.quota) as self.sqlite:
+                    self._ready.set()
+                    await self._cycle.wait()
+
+    def call(self, afn: Callable[..., Any], *args: Any) -> Any:
+        return trio.from_thread.run(afn, *args, trio_token=self.token)
+
+    def reopen_sqlite(self) -> None:
+        self._ready.clear()
+        trio.from_thread.run_sync(self._cycle.set, trio_token=self.token)
+        self._ready.wait()
+
+    def stop(self) -> None:
+        self._stopping = True
+        trio.from_thread.run_sync(self._cycle.set, trio_token=self.token)
+        self._thread.join()
+
+
+POOL = [f"ipn:1.1/{i}".encode() for i in range(8)]
+HOPS = [None, "ipn:5.0", "ipn:6.0"]
+DESTS = ["ipn:2.1", "ipn:3.1"]
+
+bundles = st.builds(
+    StoredBundle,
+    bundle_id=st.sampled_from(POOL),
+    content_id=st.sampled_from([None, b"m1", b"m2", b"m3", b"m4", b"m5"]),
+    source=st.just("ipn:1.1"),
+    destination=st.sampled_from(DESTS),
+    expires_at=st.integers(0, 60),
+    received_at=st.just(0),
+    data=st.binary(max_size=40),
+    next_hop=st.sampled_from(HOPS),
+)
+
+# Each step commits to a real fsync'd file: keep the default run short, scale it up under --soak.
+_EXAMPLES = max(20, settings.default.max_examples // 10)
+
+
+@settings(max_examples=_EXAMPLES, stateful_step_count=25, deadline=None)
+class StoresMatchTheModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
+        quota = Quota(max_bundles=6, max_bytes=150)
+        self.model = Model(quota)
+        self.trio = TrioStores(os.path.join(self.tmp.name, "b.db"), quota)
+
+    def teardown(self) -> None:
+        self.trio.stop()
+        self.tmp.cleanup()
+
+    def both(self, name: str, *args: Any) -> Any:
+        """Call ``name`` on both stores; they must agree, and that answer is returned."""
+
+        async def run() -> tuple[Any, Any]:
+            return (await getattr(self.trio.memory, name)(*args),
+                    await getattr(self.trio.sqlite, name)(*args))  # fmt: skip
+
+        memory, sqlite = self.trio.call(run)
+        assert memory == sqlite, (name, args)
+        return memory
+
+    @rule(b=bundles)
+    def put(self, b: StoredBundle) -> None:
+        assert shape(self.both("put", b)) == self.model.put(b)
+
+    @rule(bs=st.lists(bundles, max_size=5))
+    def put_many(self, bs: list[StoredBundle]) -> None:
+        assert [shape(r) for r in self.both("put_many", bs)] == [self.model.put(b) for b in bs]
+
+    @rule(bundle_id=st.sampled_from(POOL), hop=st.sampled_from(HOPS))
+    def assign_next_hop(self, bundle_id: bytes, hop: str | None) -> None:
+        held = bundle_id in self.model.held
+        assert self.both("assign_next_hop", bundle_id, hop) is held
+        if held:
+            self.model.held[bundle_id] = attrs.evolve(self.model.held[bundle_id], next_hop=hop)
+
+    @rule(bundle_id=st.sampled_from(POOL))
+    def delete(self, bundle_id: bytes) -> None:
+        assert self.both("delete", bundle_id) is (self.model.held.pop(bundle_id, None) is not None)
+
+    @rule(now=st.integers(0, 60))
+    def expire(self, now: int) -> None:
+        assert self.both("expire", now) == self.model.expire(now)
+
+    @rule()
+    def reopen(self) -> None:
+        self.trio.reopen_sqlite()
+
+    @invariant()
+    def listings_match(self) -> None:
+        async def listings(store: BundleStore) -> list[Any]:
+            return [
+                await store.count(),
+                await store.bytes_used(),
+                *[await store.pending_for(hop, 4) for hop in HOPS],
+                *[await store.pending_for_destination(dest, 10) for dest in DESTS],
+                *[await store.get(bundle_id) for bundle_id in POOL[:3]],
+            ]
+
+        async def both() -> list[list[Any]]:
+            return [await listings(self.trio.memory), await listings(self.trio.sqlite)]
+
+        held = list(self.model.held.values())
+        expected = [
+            len(held),
+            sum(len(b.data) for b in held),
+            *[[b for b in held if b.next_hop == hop][:4] for hop in HOPS],
+            *[[b for b in held if b.destination == dest] for dest in DESTS],
+            *[self.model.held.get(bundle_id) for bundle_id in POOL[:3]],
+        ]
+        memory, sqlite = self.trio.call(both)
+        assert memory == expected
+        assert sqlite == expected
+
+
+TestStoresMatchTheModel = StoresMatchTheModel.TestCase
