@@ -379,11 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve_adapter(Fleetwire(), sys.stdin, sys.stdout)
         return 0
+    adapter = args.adapter[1:] if args.adapter[:1] == ["--"] else args.adapter
     versions = [args.version] if args.version is not None else versions_available(args.spec)
     ok = True
     for version in versions:
-        if args.adapter:
-            with AdapterProcess(args.adapter) as implementation:
+        if adapter:
+            with AdapterProcess(adapter) as implementation:
                 report = run_vectors(version, implementation, args.spec)
         else:
             report = run_vectors(version, Fleetwire(), args.spec)

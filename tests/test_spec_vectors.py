@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import cbor2
+import pytest
 from fleetwire.conformance.compat import check_compatibility
 from fleetwire.conformance.vectors import (
     Accepted,
@@ -19,6 +21,7 @@ from fleetwire.conformance.vectors import (
     Refused,
     Verdict,
     load_vectors,
+    main,
     run_vectors,
     versions_available,
 )
@@ -244,3 +247,12 @@ def test_compat_finds_a_changed_or_removed_vector_of_a_released_version(tmp_path
         ("valid.json:capability-advertisement/full", "changed in a released version"),
         ("valid.json:dropped/since", "removed from a released version"),
     ]
+
+
+def test_command_line_runs_an_adapter_program(capsys: pytest.CaptureFixture[str]) -> None:
+    serve = [sys.executable, "-m", "fleetwire.conformance.vectors", "--serve"]
+    status = main(["--version", "1", "--spec", str(SPEC), "--", *serve])
+    out = capsys.readouterr().out
+    assert "protocol v1 vectors against" in out and "fleetwire.conformance.vectors --serve" in out
+    assert re.search(r"valid\.json +\d+ pass\n", out)
+    assert status == (0 if not KNOWN_DEVIATIONS else 1)
