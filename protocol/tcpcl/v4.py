@@ -762,6 +762,8 @@ class TcpclV4Session:
 
     def _on_message(self, message: Message) -> None:
         kind = _TYPE_OF[type(message)]
+        if kind == MessageType.SESS_INIT and self._state is State.ENDING and not self._established:
+            return  # it crossed our SESS_TERM on the wire: nothing to answer (§6.1)
         accepted = kind in ACCEPTS[self._state]
         if accepted and kind in _TRANSFER_MESSAGES and not self._established:
             accepted = False
