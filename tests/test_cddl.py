@@ -1,4 +1,4 @@
-"""spec/v1/fcp.cddl against the code and the vectors, with an independent CDDL validator.
+"""spec/v1/fcp.cddl and trust.cddl against the code and the vectors, with an independent CDDL validator.
 
 Three kinds of check keep the CDDL and the ``FIELDS`` tables from drifting apart:
 
@@ -22,7 +22,9 @@ import cbor2
 import pytest
 from cddl_verifier import Validator, schema_diagnostics
 from fleetwire.protocol import cbor
+from fleetwire.protocol.cose import parse_sign1
 from fleetwire.protocol.errors import FleetwireError, MessageError
+from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import (
     MESSAGE_CLASSES,
     Message,
@@ -41,6 +43,13 @@ from fleetwire.protocol.messages.schema import (
     Field,
     ListOf,
     Struct,
+)
+from fleetwire.protocol.trust import (
+    Credential,
+    CredentialError,
+    Role,
+    issue_credential,
+    issue_revocations,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -316,3 +325,62 @@ def test_cddl_and_decoder_agree_on_mutations_of_the_valid_vectors() -> None:
 @given(messages)
 def test_cddl_and_decoder_agree_on_mutations(message: Message) -> None:
     check_mutations(message)
+
+
+# --- trust payloads (spec/v1/trust.cddl) ------------------------------------------------------
+
+TRUST_CDDL = SPEC / "v1" / "trust.cddl"
+ROOT = SigningKey(bytes(range(32)))
+
+
+@cache
+def trust_validator() -> Validator:
+    return Validator(TRUST_CDDL)
+
+
+def test_trust_schema_is_valid_cddl() -> None:
+    assert schema_diagnostics(TRUST_CDDL) == ()
+
+
+@settings(FEW, max_examples=30)
+@given(
+    node=st.integers(0, 2**64 - 1),
+    roles=st.sets(st.sampled_from(Role), min_size=1),
+    window=st.tuples(st.integers(0, 2**40), st.integers(1, 2**40)),
+    serial=st.integers(0, 2**64 - 1),
+    lineage=st.text(max_size=20),
+    seed=st.binary(min_size=32, max_size=32),
+)
+def test_issued_credentials_match_and_unknown_keys_fail_both(
+    node: int, roles: set[Role], window: tuple[int, int], serial: int, lineage: str, seed: bytes
+) -> None:
+    data = issue_credential(
+        ROOT,
+        node=node,
+        public_key=SigningKey(seed).public,
+        roles=roles,
+        not_before=window[0],
+        not_after=window[0] + window[1],
+        serial=serial,
+        lineage=lineage,
+        cell=3 if Role.CELL_COORDINATOR in roles else None,
+        region=1 if Role.REGION_COORDINATOR in roles else None,
+    )
+    payload = parse_sign1(data).payload
+    assert trust_validator().validate(payload, root_type="credential").valid
+    widened = cbor.encode({**cbor2.loads(payload), 11: 0})
+    assert not trust_validator().validate(widened, root_type="credential").valid
+    with pytest.raises(CredentialError):
+        Credential.from_payload(widened)
+
+
+def test_issued_revocation_lists_match() -> None:
+    kids = [SigningKey(bytes([i]) * 32).kid for i in range(3)]
+    for revoked, serials in (([], []), (kids, [1, 5, 9])):
+        data = issue_revocations(
+            ROOT, serial=7, issued_at=1000, kids=revoked, credential_serials=serials
+        )
+        payload = parse_sign1(data).payload
+        assert trust_validator().validate(payload, root_type="revocation-list").valid
+        assert trust_validator().validate(payload, root_type="trust-payload").valid
+        assert not trust_validator().validate(payload, root_type="credential").valid
