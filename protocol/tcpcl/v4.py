@@ -343,6 +343,11 @@ class TcpclV4Session:
         return self._established
 
     @property
+    def terminating(self) -> bool:
+        """We sent SESS_TERM (ours or the reply): no new transfer may start (§6.1)."""
+        return self._term_sent
+
+    @property
     def max_receive_buffer(self) -> int:
         """What the receive buffer may hold after ``next_event`` returned NEED_DATA."""
         return self._limits.max_message_size
