@@ -76,6 +76,8 @@ from .common import (
     TransferStarted,
 )
 from .v4_messages import (
+    FLAG_END,
+    FLAG_START,
     U64_MAX,
     VERSION,
     BadMagic,
@@ -91,7 +93,6 @@ from .v4_messages import (
     MsgReject,
     RefuseReason,
     RejectReason,
-    SegmentFlags,
     SegmentTooLarge,
     SessInit,
     SessTerm,
@@ -667,7 +668,7 @@ class TcpclV4Session:
             self._skip = error.data_length
             self._queue(MsgReject(RejectReason.UNSUPPORTED, MessageType.XFER_SEGMENT))
             self._violation(error)
-            start = bool(error.flags & SegmentFlags.START)
+            start = bool(error.flags & FLAG_START)
             rx = self._rx
             if self._established and (
                 start or (rx is not None and rx.transfer_id == error.transfer_id)
@@ -946,7 +947,7 @@ class TcpclV4Session:
                     f"ack of unknown transfer {ack.transfer_id}",
                 )
             return  # an ack crossing our refusal-driven stop, or a late duplicate: harmless
-        complete = bool(ack.flags & SegmentFlags.END)
+        complete = bool(ack.flags & FLAG_END)
         if ack.length > tx.sent or ack.length < tx.acked or (complete and ack.length != tx.total):
             self._reject(
                 RejectReason.UNEXPECTED, MessageType.XFER_ACK, f"ack length {ack.length} impossible"
@@ -985,9 +986,9 @@ class TcpclV4Session:
         flags = 0
         items = b""
         if tx.sent == 0:
-            flags |= SegmentFlags.START
+            flags |= FLAG_START
         if tx.sent + size == tx.total:
-            flags |= SegmentFlags.END
+            flags |= FLAG_END
             self._tx_queue.popleft()
         elif tx.sent == 0:
             # §5.2.5.1: announce the total on multi-segment transfers only.

@@ -43,6 +43,8 @@ __all__ = [
     "ExtensionFlags",
     "ExtensionItem",
     "ExtensionsTooLong",
+    "FLAG_END",
+    "FLAG_START",
     "Keepalive",
     "MalformedMessage",
     "Message",
@@ -155,6 +157,11 @@ class TermReason(enum.IntEnum):
     BUSY = 0x03
     CONTACT_FAILURE = 0x04
     RESOURCE_EXHAUSTION = 0x05
+
+
+# Plain-int copies for hot paths: ``int & IntFlag`` goes through the enum machinery (slow).
+FLAG_END: Final = 0x01
+FLAG_START: Final = 0x02
 
 
 class TransferExtensionType(enum.IntEnum):
@@ -303,11 +310,11 @@ class XferSegment:
 
     @property
     def start(self) -> bool:
-        return bool(self.flags & SegmentFlags.START)
+        return bool(self.flags & FLAG_START)
 
     @property
     def end(self) -> bool:
-        return bool(self.flags & SegmentFlags.END)
+        return bool(self.flags & FLAG_END)
 
     def encode(self) -> bytes:
         items = encode_extension_items(self.extensions) if self.start else b""
@@ -325,7 +332,7 @@ class XferAck:
     length: int = attrs.field(validator=_u64)
 
     def encode(self) -> bytes:
-        return _ACK.pack(MessageType.XFER_ACK, self.flags, self.transfer_id, self.length)
+        return _ACK.pack(0x02, self.flags, self.transfer_id, self.length)
 
 
 @attrs.frozen(slots=True)
@@ -392,7 +399,7 @@ def encode_segment_header(
     flags: int, transfer_id: int, data_length: int, items: bytes = b""
 ) -> bytes:
     """Everything of an XFER_SEGMENT before its data (§5.2.2): the per-segment framing cost."""
-    if flags & SegmentFlags.START:
+    if flags & FLAG_START:
         return (
             _SEG_START.pack(MessageType.XFER_SEGMENT, flags, transfer_id, len(items))
             + items
@@ -541,7 +548,7 @@ def _decode_segment(buf: ReceiveBuffer, limits: DecodeLimits) -> XferSegment | N
     _, flags, tid = _SEG_PREFIX.unpack(prefix)
     ext_len = 0
     items_at = _SEG_PREFIX.size
-    if flags & SegmentFlags.START:
+    if flags & FLAG_START:
         ext_field = buf.peek(_U32.size, _SEG_PREFIX.size)
         if ext_field is None:
             return None
