@@ -1,0 +1,139 @@
+"""Coordination messages in and out of BPv7 bundles, and what the store keeps about each.
+
+Pure helpers between :mod:`fleetwire.protocol.bpv7` and the node: no Trio, no I/O. A signed
+message travels as the payload of a bundle from ``ipn:<issuer>.<service>`` to
+``ipn:<destination>.<service>`` with a Hop Count block (RFC 9171 §4.4.3) and CRC-32C on every
+block (§4.2.1); a node forwarding it adds or replaces a Previous Node block (§4.4.1) and
+counts the hop.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+from fleetwire.protocol import cose
+from fleetwire.protocol.bpv7 import (
+    DTN_NONE,
+    BlockType,
+    Bundle,
+    CreationTimestamp,
+    HopCount,
+    IpnEid,
+    PrimaryBlock,
+    encode_bundle,
+    hop_count_block,
+    payload_block,
+    previous_node_block,
+)
+from fleetwire.protocol.errors import FleetwireError
+from fleetwire.protocol.ids import ContentId
+
+from .store import StoredBundle
+
+#: ipn service number of the Fleet Coordination Protocol on every node (configurable).
+FCP_SERVICE: Final = 7
+#: Hop limit of bundles we create: far above any fleet path (node → cell → region → …).
+HOP_LIMIT: Final = 32
+_HOP_BLOCK: Final = 2
+#: ``next_hop`` values the node keeps in the store besides ``ipn:N`` neighbours.
+LOCAL: Final = "local"  # addressed to this node, not yet handed to the application
+DELIVERED: Final = "delivered"  # handed over; kept until expiry so duplicates are dropped
+
+
+def hop_name(node: int) -> str:
+    """How the store names the next hop ``node``."""
+    return f"ipn:{node}"
+
+
+def message_bundle(
+    envelope: bytes,
+    *,
+    source: int,
+    destination: int,
+    created_at: int,
+    sequence: int,
+    lifetime_ms: int,
+    service: int = FCP_SERVICE,
+) -> Bundle:
+    """A bundle carrying one signed message (COSE_Sign1 bytes) as its payload."""
+    primary = PrimaryBlock(
+        destination=IpnEid(destination, service),
+        source=IpnEid(source, service),
+        report_to=DTN_NONE,
+        creation=CreationTimestamp(created_at, sequence),
+        lifetime=lifetime_ms,
+    )
+    return Bundle(
+        primary, (hop_count_block(_HOP_BLOCK, HopCount(HOP_LIMIT)), payload_block(envelope))
+    )
+
+
+class HopLimitExceeded(FleetwireError):
+    """The bundle has used up its hop limit (RFC 9171 §4.4.3): it must be deleted."""
+
+    code = "hop-limit-exceeded"
+
+
+def for_next_hop(bundle: Bundle, this_node: int, service: int = FCP_SERVICE) -> bytes:
+    """The bytes to transmit: hop counted, Previous Node set to this node (§4.4.1, §5.4)."""
+    hops = bundle.hop_count
+    if hops is not None:
+        if hops.count + 1 > hops.limit:
+            raise HopLimitExceeded(f"hop limit {hops.limit} reached")
+        hop_block = bundle.first_of_type(BlockType.HOP_COUNT)
+        assert hop_block is not None
+        bundle = bundle.with_block(
+            hop_count_block(hop_block.number, HopCount(hops.limit, hops.count + 1))
+        )
+    previous = bundle.first_of_type(BlockType.PREVIOUS_NODE)
+    number = previous.number if previous is not None else bundle.next_block_number()
+    bundle = bundle.with_block(previous_node_block(number, IpnEid(this_node, 0)))
+    return encode_bundle(bundle)
+
+
+@attrs.frozen(slots=True)
+class Envelope:
+    """What the node learns of a bundle without verifying anything."""
+
+    destination_node: int | None
+    expires_at: int
+    content_id: ContentId | None
+
+
+def inspect_bundle(bundle: Bundle, now: int) -> Envelope:
+    """Destination node, expiry and carried content id (if the payload is a COSE_Sign1)."""
+    primary = bundle.primary
+    destination = primary.destination
+    node = destination.node if isinstance(destination, IpnEid) else None
+    if primary.creation.time:
+        expires_at = primary.creation.time + primary.lifetime
+    else:  # no clock at the source: the Bundle Age block says how old it is (§4.2.6, §4.4.2)
+        expires_at = now - (bundle.bundle_age or 0) + primary.lifetime
+    content: ContentId | None = None
+    try:
+        content = ContentId.of(cose.parse_sign1(bundle.payload).payload)
+    except FleetwireError:
+        pass  # not one of ours, or damaged: the signature check will say so on delivery
+    return Envelope(node, expires_at, content)
+
+
+def stored(
+    bundle: Bundle, data: bytes, now: int, envelope: Envelope, next_hop: str | None
+) -> StoredBundle:
+    """The store's record of ``bundle`` (``data`` is its encoding as received or created)."""
+    primary = bundle.primary
+    # The store drops a second bundle with the same content id. One message may rightly go
+    # to several destinations (an advertisement to every neighbour), so the key the store
+    # dedupes on is the content id *for this destination*.
+    destination = primary.destination.wire
+    return StoredBundle(
+        bundle_id=bundle.id.key(),
+        content_id=None if envelope.content_id is None else envelope.content_id.raw + destination,
+        source=str(primary.source),
+        destination=str(primary.destination),
+        expires_at=envelope.expires_at,
+        received_at=now,
+        data=data,
+        next_hop=next_hop,
+    )
