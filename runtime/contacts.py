@@ -99,7 +99,7 @@ def _confidence(_inst: object, _attr: attrs.Attribute[float], value: float) -> N
         raise ContactPlanError(f"confidence: must be in (0, 1], got {value!r}")
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, cache_hash=True)  # hashed in routing's inner loop
 class Contact:
     """One scheduled transmission opportunity ``from_node -> to_node`` over ``[start, end)``.
 
@@ -190,6 +190,7 @@ class ContactPlan:
         self._out: dict[int, set[int]] = {}
         self._pair_index: dict[tuple[int, int], _PairIndex] = {}
         self._neighbours: dict[int, tuple[int, ...]] = {}
+        self._adjacency: dict[int, tuple[tuple[int, _PairIndex], ...]] = {}
         self._booked: dict[Contact, int] = {}
         self._bookings_view = types.MappingProxyType(self._booked)
         self.version = 0
@@ -224,6 +225,7 @@ class ContactPlan:
         self.version += 1
         self._pair_index.pop(key, None)
         self._neighbours.pop(key[0], None)
+        self._adjacency.pop(key[0], None)
 
     # --- queries ------------------------------------------------------------------------
 
@@ -244,6 +246,15 @@ class ContactPlan:
         cached = self._neighbours.get(node)
         if cached is None:
             cached = self._neighbours[node] = tuple(sorted(self._out.get(node, ())))
+        return cached
+
+    def adjacency(self, node: int) -> tuple[tuple[int, _PairIndex], ...]:
+        """``(peer, pair index)`` for every neighbour of ``node``: routing's inner loop."""
+        cached = self._adjacency.get(node)
+        if cached is None:
+            cached = self._adjacency[node] = tuple(
+                (peer, self.pair_index(node, peer)) for peer in self.neighbours(node)
+            )
         return cached
 
     def pair_index(self, from_node: int, to_node: int) -> _PairIndex:

@@ -43,6 +43,7 @@ Pure code: no clock reads (``now`` is an argument), no I/O, no Trio.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import heapq
 import math
@@ -105,29 +106,6 @@ def evaluate(
 _Label = tuple[int, int, Contact | None, int]
 
 
-def _best_contact(
-    plan: ContactPlan, u: int, v: int, t: int, nbytes: int, booked: Mapping[Contact, int]
-) -> tuple[int, Contact] | None:
-    """The contact ``u -> v`` that gets a bundle ready at ``t`` to ``v`` earliest."""
-    index = plan.pair_index(u, v)
-    contacts = index.contacts
-    best_arrival = -1
-    best: Contact | None = None
-    for i in range(index.open_from(t), len(contacts)):
-        c = contacts[i]
-        if best is not None and c.start >= best_arrival:
-            break  # arrival >= start: later contacts cannot win
-        leave = c.start if c.start > t else t
-        if c.end <= leave:
-            continue
-        if (c.end - leave) * c.rate_bps // 8000 - booked.get(c, 0) < nbytes:
-            continue
-        arrival = leave + c.owlt_ms
-        if best is None or arrival < best_arrival:
-            best, best_arrival = c, arrival
-    return None if best is None else (best_arrival, best)
-
-
 def search(
     plan: ContactPlan,
     source: int,
@@ -154,19 +132,34 @@ def search(
         settled[u] = labels[u]  # stale heap entries are for settled nodes: skipped above
         if u == destination:
             break
-        for v in plan.neighbours(u):
+        for v, index in plan.adjacency(u):
             if v in settled or v in exclude:
                 continue
-            found = _best_contact(plan, u, v, t, nbytes, booked)
-            if found is None:
-                continue
-            arrival, contact = found
-            if deadline is not None and arrival > deadline:
+            # The contact u -> v that gets the bundle to v earliest (inlined: hot loop).
+            contacts = index.contacts
+            best: Contact | None = None
+            best_arrival = 0
+            for i in range(bisect.bisect_right(index.max_end, t), len(contacts)):
+                c = contacts[i]
+                if best is not None and c.start >= best_arrival:
+                    break  # arrival >= start: later contacts cannot win
+                leave = c.start if c.start > t else t
+                if c.end <= leave:
+                    continue
+                volume = (c.end - leave) * c.rate_bps // 8000
+                if booked:
+                    volume -= booked.get(c, 0)
+                if volume < nbytes:
+                    continue
+                arrival = leave + c.owlt_ms
+                if best is None or arrival < best_arrival:
+                    best, best_arrival = c, arrival
+            if best is None or (deadline is not None and best_arrival > deadline):
                 continue
             old = labels.get(v)
-            if old is None or arrival < old[0] or (arrival == old[0] and h + 1 < old[1]):
-                labels[v] = (arrival, h + 1, contact, u)
-                heapq.heappush(heap, (arrival, h + 1, v))
+            if old is None or best_arrival < old[0] or (best_arrival == old[0] and h + 1 < old[1]):
+                labels[v] = (best_arrival, h + 1, best, u)
+                heapq.heappush(heap, (best_arrival, h + 1, v))
     return settled
 
 
@@ -332,16 +325,22 @@ class Router:
             self._cache.clear()
             self._cache_key = key
         cached = self._lookup(destination, now)
-        fresh = cached is not None and (
-            cached.route is None
-            or _arrival(evaluate(self.plan, cached.route.hops, now, 1)) == cached.route.arrival
-        )
-        if not fresh:
+        timing = None
+        if cached is not None and cached.route is not None:
+            timing = evaluate(self.plan, cached.route.hops, now, size)
+            if _arrival(timing) != cached.route.arrival:
+                # Not this bundle's optimum; if not even a 1-byte one, time moved on: refresh.
+                timing = None
+                if _arrival(evaluate(self.plan, cached.route.hops, now, 1)) != cached.route.arrival:
+                    cached = None
+        refreshed = cached is None
+        if cached is None:
             cached = self._refresh(destination, now)
-        assert cached is not None
-        answer = _answer(self.plan, cached, now, size, expires_at, exclude)
+            if cached.route is not None:
+                timing = evaluate(self.plan, cached.route.hops, now, size)
+        answer = _answer(cached, timing, expires_at, exclude)
         if answer is not _SEARCH:
-            self.hits += fresh
+            self.hits += not refreshed  # answered without any search
             return answer  # type: ignore[return-value]
         self.searches += 1
         return best_route(
@@ -393,14 +392,15 @@ def _arrival(timing: tuple[int, int] | None) -> int | None:
 
 
 def _answer(
-    plan: ContactPlan,
     cached: _Cached,
-    now: int,
-    size: int,
+    timing: tuple[int, int] | None,
     expires_at: int | None,
     exclude: Collection[int],
 ) -> Route | object | None:
-    """What a fresh cache entry proves about this bundle, or ``_SEARCH``."""
+    """What a fresh cache entry proves about this bundle, or ``_SEARCH``.
+
+    ``timing`` is the cached route evaluated for this bundle at ``now``.
+    """
     route = cached.route
     if route is None:
         return None  # unreachable for 1 byte from an earlier time: unreachable now
@@ -408,7 +408,6 @@ def _answer(
         return None  # the cached arrival is a lower bound for every bundle
     if exclude and any(c.to_node in exclude for c in route.hops):
         return _SEARCH
-    timing = evaluate(plan, route.hops, now, size)
     if timing is None or timing[1] != route.arrival:
         return _SEARCH
     return route if timing[0] == route.departure else attrs.evolve(route, departure=timing[0])
