@@ -31,6 +31,7 @@ from fleetwire.protocol.tcpcl.v4 import (
     State,
     TcpclV4Session,
     VersionMismatch,
+    diagram,
 )
 from fleetwire.protocol.tcpcl.v4_messages import (
     BadMagic,
@@ -181,6 +182,20 @@ def test_transition_table_is_closed_and_every_state_reaches_closed() -> None:
         if state is not State.CLOSED:
             assert moves[Input.ABORT] is State.CLOSED
     assert TRANSITIONS[State.CLOSED] == {}
+    text = diagram()
+    assert text.count("-->") == sum(map(len, TRANSITIONS.values())) + 2
+    assert "established --> ending: term-sent" in text
+
+
+def test_transfer_id_exhaustion_terminates_with_resource_exhaustion() -> None:
+    """§5.2.1: after the last 64-bit Transfer ID the session ends, "Resource Exhaustion"."""
+    pair = established_pair()
+    pair.a._next_tid = 2**64 - 1
+    assert pair.a.send_bundle(b"last") == 2**64 - 1
+    with pytest.raises(LocalProtocolError):
+        pair.a.send_bundle(b"one too many")
+    assert SessTerm(0, TermReason.RESOURCE_EXHAUSTION) in decode_all(pair.a.data_to_send())
+    assert pair.a.state is State.ENDING
 
 
 # --- codec -----------------------------------------------------------------------------

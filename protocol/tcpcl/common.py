@@ -98,8 +98,10 @@ class ConvergenceLayerError(RemoteProtocolError):
 class StartTls:
     """Both contact headers offered TLS: the runtime must wrap the stream now (RFC 9174 §4.4).
 
-    Bytes already returned by ``data_to_send`` go out in the clear; everything after this event
-    goes through TLS. The session itself carries on unchanged.
+    First write out ``data_to_send()`` in the clear (it may hold our contact header), hand the
+    session's trailing bytes (already read past the peer's contact header) to the TLS layer,
+    do the handshake (the active side is the TLS client), then tell the session it is done;
+    from then on every byte goes through TLS and the session carries on unchanged.
     """
 
 

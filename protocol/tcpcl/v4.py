@@ -117,6 +117,7 @@ __all__ = [
     "State",
     "TcpclV4Session",
     "VersionMismatch",
+    "diagram",
 ]
 
 _U64 = struct.Struct(">Q")
@@ -204,6 +205,16 @@ ACCEPTS: Final[dict[State, frozenset[MessageType]]] = {
 }
 
 
+def diagram() -> str:
+    """The transition table as a Mermaid state diagram (the table is the source of truth)."""
+    lines = ["stateDiagram-v2", "    [*] --> wait_contact"]
+    for state, moves in TRANSITIONS.items():
+        for what, target in moves.items():
+            lines.append(f"    {state.name.lower()} --> {target.name.lower()}: {what.value}")
+    lines.append("    closed --> [*]")
+    return "\n".join(lines)
+
+
 # --- configuration ---------------------------------------------------------------------
 
 
@@ -243,12 +254,14 @@ class SessionConfig:
     #: Our cap on outgoing segment size, below the peer's Segment MRU (§3.6 sizing policy).
     send_segment_size: int = attrs.field(default=1 << 20, validator=_positive)
     #: No message received for this long ends the session (§5.1.1); ``None``: 2x keepalive.
-    idle_timeout_s: float | None = None
+    idle_timeout_s: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
     #: Contact header and SESS_INIT must complete within this (§4.1: at most 60 s advised).
-    establish_timeout_s: float = 60.0
+    establish_timeout_s: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     #: Peer MRUs below these are unacceptable ("data dribble", §8.10): Contact Failure.
-    min_peer_segment_mru: int = 64
-    min_peer_transfer_mru: int = 64
+    min_peer_segment_mru: int = attrs.field(default=64, validator=_positive)
+    min_peer_transfer_mru: int = attrs.field(default=64, validator=_positive)
     #: Longest session or transfer extension item list we read.
     max_extensions_length: int = 1 << 16
     #: Require each incoming Transfer ID to exceed the previous one (§5.2.1 default rule).
