@@ -10,6 +10,7 @@ from fleetwire.protocol.tcpcl.common import (
     NEED_DATA,
     BundleReceived,
     ConnectionClosed,
+    ConvergenceLayerError,
     Event,
     MessageRejected,
     ProtocolViolation,
@@ -39,6 +40,7 @@ from fleetwire.protocol.tcpcl.v4_messages import (
     DecodeLimits,
     ExtensionItem,
     Keepalive,
+    MalformedMessage,
     Message,
     MsgReject,
     RefuseReason,
@@ -300,6 +302,31 @@ def test_decoder_refuses_unknown_type_and_oversized_segment_before_buffering() -
     with pytest.raises(SegmentTooLarge) as info:
         decode_message(buf, DecodeLimits(segment_mru=100))
     assert info.value.data_length == 2**63 and buf.size == 0
+
+
+@given(st.binary(max_size=300), st.integers(1, 64), st.integers(0, 32))
+def test_decoder_on_arbitrary_bytes_raises_only_typed_errors(
+    data: bytes, mru: int, ext: int
+) -> None:
+    """Hostile bytes: a message, NEED_DATA, or a ConvergenceLayerError naming the rule."""
+    limits = DecodeLimits(segment_mru=mru, max_extensions_length=ext)
+    buf = ReceiveBuffer()
+    buf.extend(data)
+    for _ in range(len(data) + 1):
+        before = buf.size
+        try:
+            message = decode_message(buf, limits)
+        except ConvergenceLayerError as error:
+            assert error.rule
+            if not isinstance(error, (SegmentTooLarge, MalformedMessage)):
+                assert buf.size == before  # unrecoverable: nothing consumed, session closes
+            break
+        if message is None:
+            assert buf.size == before and buf.size < limits.max_message_size
+            break
+        assert buf.size < before
+        if isinstance(message, XferSegment):
+            assert len(message.data) <= mru
 
 
 # --- establishment and negotiation -----------------------------------------------------
