@@ -155,6 +155,17 @@ def bench_routing(nodes: int, queries: int) -> None:
         f"one node to all {nodes - 1} others          {fan:9.1f} µs/route  ({fan / raw:.3f}x raw,"
         f" {one.searches} searches)"
     )
+    hub = Router(members[0], plan)
+    t0 = time.perf_counter()
+    hub.prefetch(now)
+    for dst in range(1, nodes + 1):
+        if dst != hub.node:
+            hub.best_route(dst, now, size=1_000)
+    prefetched = (time.perf_counter() - t0) / (nodes - 1) * 1e6
+    print(
+        f"same after one prefetch (full tree)  {prefetched:9.1f} µs/route  "
+        f"({prefetched / raw:.3f}x raw, {hub.searches} searches)"
+    )
     print(f"routes found: {found}/{queries}")
 
 

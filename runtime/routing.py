@@ -353,6 +353,22 @@ class Router:
             exclude=exclude,
         )
 
+    def prefetch(self, now: int) -> int:
+        """One full search from ``now`` caching a route to every reachable node.
+
+        Worth it for nodes that route to many destinations (coordinators); per-destination
+        searches stop at their destination and are cheaper for a node with few. Returns the
+        number of destinations cached.
+        """
+        self.searches += 1
+        labels = search(self.plan, self.node, now)
+        shared = (now, labels)
+        for node in labels:
+            if node != self.node:
+                self._cache[node] = shared
+        self._cache_key = (self.plan.version, self.plan.releases)
+        return len(labels) - 1
+
     def book(self, route: Route, size: int) -> None:
         """Commit ``size`` bytes to every contact of ``route`` in this node's plan."""
         for c in route.hops:

@@ -191,6 +191,16 @@ def test_cache_hits_and_invalidation() -> None:
     assert router.best_route(4, 0, size=1) == best_route(plan, 1, 4, 0)
 
 
+def test_prefetch_caches_every_reachable_destination() -> None:
+    plan = ContactPlan([C(1, 2, 0, 99, 1), C(2, 3, 0, 99, 1), C(1, 4, 50, 99, 1), C(5, 1, 0, 9)])
+    router = Router(1, plan)
+    assert router.prefetch(0) == 3
+    for dest in (2, 3, 4):
+        assert router.best_route(dest, 0, size=1) == best_route(plan, 1, dest, 0)
+    assert router.best_route(5, 0, size=1) is None
+    assert router.searches == 2 and router.hits == 3  # 5 was not settled: one more search
+
+
 def test_stale_cache_entry_is_recomputed_when_time_moves_on() -> None:
     early = C(1, 2, 0, 100, 5)
     late = C(1, 2, 500, 600, 5)
