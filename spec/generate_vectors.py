@@ -104,7 +104,7 @@ GRANT = LeaseGrant(
     claim=ContentId.of(encode_message(CLAIM)),
     fencing_token=41,
     term_ms=3_600_000,
-    expires_at=T0 + 5_000 + 3_600_000,
+    expires_at=T0 + 3_600_000,
 )
 GRANT_ID = ContentId.of(encode_message(GRANT))
 REPORT = ExceptionReport(
@@ -276,7 +276,7 @@ def valid_messages() -> list[tuple[str, str, Message]]:
                 resource=CLAIM.resource,
                 fencing_token=41,
                 holder=7,
-                expired_at=T0 + 3_605_000,
+                expired_at=T0 + 3_600_000,
             ),
         ),
         (
