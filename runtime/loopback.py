@@ -17,7 +17,8 @@ Sending (``a -> b``), for a bundle of ``n`` bytes:
    bundle (the rate of the contact open when the transfer starts). ``send`` returns when the
    last bit has left. If the window closes before that, ``send`` raises :class:`LinkDown` at
    the close and nothing is delivered (a partial bundle is useless without reactive
-   fragmentation, which we do not model).
+   fragmentation, which we do not model). Cancelling a ``send`` abandons its transfer the
+   same way: nothing is delivered, and the transmitter time it had taken stays spent.
 3. Once sent, the medium decides: the bundle is lost with probability ``loss``, otherwise it
    is delivered ``owlt_ms`` later plus a uniform extra delay in ``[0, jitter_ms]`` (which is
    what reorders bundles sent close together), and with probability ``duplicate`` a second
