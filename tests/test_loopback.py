@@ -291,3 +291,17 @@ def test_link_model_validates() -> None:
         LinkModel(loss=1.5)
     with pytest.raises(ValueError):
         LinkModel(jitter_ms=-1)
+
+
+async def test_cancelled_send_delivers_nothing(network_factory, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    net = network_factory(both_ways(1, 2, 0, DAY_MS, 8_000, 0))
+    a, b = net.link(1, 2), net.link(2, 1)
+    with trio.move_on_after(0.5):
+        await a.send(bytes(1_000))  # needs 1 s
+    await a.send(b"next")  # queued behind the abandoned transfer's reserved time
+    assert trio.current_time() == 1.004
+    await trio.sleep(1)
+    assert b.incoming.receive_nowait() == b"next"
+    with pytest.raises(trio.WouldBlock):
+        b.incoming.receive_nowait()
+    assert net.stats.sent == 1
