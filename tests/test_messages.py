@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import cbor2
 import pytest
 from fleetwire.protocol import cbor
@@ -201,3 +202,21 @@ def test_empty_optional_list_written_out_is_refused() -> None:
     raw[6] = []
     with pytest.raises(MessageError, match="re-encode"):
         decode_message(cbor.encode(raw))
+
+
+@given(messages)
+def test_json_form_roundtrips(message: Message) -> None:
+    from fleetwire.protocol.messages.text import message_from_json, message_to_json
+
+    assert message_from_json(message_to_json(message)) == attrs.evolve(message, extensions=())
+
+
+def test_json_form_names_bad_fields() -> None:
+    from fleetwire.protocol.messages.text import message_from_json
+
+    with pytest.raises(MessageError, match="term_ms"):
+        message_from_json({"type": "lease-claim", "resource": "dock/7"}, HEADER)
+    with pytest.raises(MessageError, match="unknown fields"):
+        message_from_json({"type": "lease-claim", "resource": "d", "term_ms": 1, "colour": 1}, HEADER)
+    with pytest.raises(MessageError, match="type"):
+        message_from_json({"type": "lease-bid"}, HEADER)
