@@ -89,8 +89,10 @@ _SELECT = f"SELECT {_COLUMNS} FROM bundles"
 #: Default batch caps: enough rows to amortise an fsync, few enough bytes to bound a transaction.
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024
-#: Batches that may wait behind the one committing before producers are made to wait.
-_MAX_QUEUED_BATCHES = 4
+#: Smallest batch cap the in-flight rule may choose (see ``_submit``).
+_MIN_BATCH = 32
+#: Producers wait once this many full batches of writes are in flight.
+_QUEUE_DEPTH = 4
 
 _PUT, _HOP, _DELETE, _EXPIRE = range(4)
 
@@ -229,6 +231,8 @@ class SQLiteBundleStore:
         self._work = trio.Event()  # set when a batch is queued (or on close)
         self._space = trio.lowlevel.ParkingLot()  # producers waiting for the queue to drain
         self._committer_done = trio.Event()
+        self._in_flight = 0  # writes submitted and not yet committed
+        self._max_in_flight = _QUEUE_DEPTH * max_batch
         self._closed = False
         #: Transactions committed so far (a group commit shows as fewer batches than writes).
         self.batches_committed = 0
@@ -264,21 +268,23 @@ class SQLiteBundleStore:
 
     async def _submit(self, ops: list[_Op]) -> None:
         self._live()
-        # Back-pressure: a producer faster than the disk waits here, not in an unbounded queue.
-        while len(self._batches) >= _MAX_QUEUED_BATCHES:
+        # Back-pressure: producers faster than the disk wait here, not in an unbounded queue (a
+        # put_many larger than the bound still goes through, alone).
+        while self._in_flight and self._in_flight + len(ops) > self._max_in_flight:
             await self._space.park()
             self._live()
         if not ops:
             await trio.lowlevel.checkpoint()
             return
+        # Cap each batch at half the writes in flight: while one half commits, the other half's
+        # producers (woken by the previous commit) fill the next batch, so the disk and the Trio
+        # thread work at the same time instead of taking turns.
+        self._in_flight += len(ops)
+        cap = min(self._max_batch, max(_MIN_BATCH, self._in_flight // 2))
         batches: list[_Batch] = []
         for op in ops:
             batch = self._batches[-1] if self._batches else None
-            if (
-                batch is None
-                or len(batch.ops) >= self._max_batch
-                or batch.size >= self._max_batch_bytes
-            ):
+            if batch is None or len(batch.ops) >= cap or batch.size >= self._max_batch_bytes:
                 batch = _Batch()
                 self._batches.append(batch)
             if not batches or batches[-1] is not batch:
@@ -370,11 +376,11 @@ class SQLiteBundleStore:
                     self._work = trio.Event()
                     continue
                 batch = self._batches.popleft()  # from here on it takes no more writes
-                self._space.unpark_all()
                 await self._commit(batch)
         finally:
             # Cancelled with writes still queued: their waiters must not hang.
             for batch in self._batches:
+                self._in_flight -= len(batch.ops)
                 batch.error = StoreClosed("bundle store closed before this write was committed")
                 batch.done.set()
             self._batches.clear()
@@ -398,7 +404,9 @@ class SQLiteBundleStore:
         else:
             self._count, self._bytes = count, used
             self.batches_committed += 1
+        self._in_flight -= len(batch.ops)
         batch.done.set()
+        self._space.unpark_all()
 
 
 # -- worker-thread side: one transaction per batch ----------------------------------------------

@@ -1,0 +1,156 @@
+"""Bundle store benchmark: durable acceptance of 1 KB bundles, against raw SQLite in the same run.
+
+What it measures, all with WAL and ``synchronous=FULL`` (every commit fsync'd) on one disk:
+
+* raw limits, measured here with plain ``sqlite3`` and no Trio:
+  - single-row transactions per second (what a store without group commit could do);
+  - rows per second with ``executemany`` in transactions of 100 rows;
+  each on the store's own table (same indexes, random 32-byte content ids) and on a minimal
+  ``(id INTEGER PRIMARY KEY, data BLOB)`` table, the disk's ceiling for 1 KB rows;
+* the store: ``open_sqlite_store`` with N concurrent producers, each awaiting ``put`` (so every
+  counted bundle was durable before its producer moved on), as accepted bundles per second.
+
+Run: ``python benchmarks/bench_store.py [--seconds 3] [--producers 1,16,256,1024] [--dir PATH]``
+(``--dir`` picks the disk; the default is the system temporary directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+
+import trio
+from fleetwire.runtime.sqlite_store import _SCHEMA, DEFAULT_MAX_BATCH, open_sqlite_store
+from fleetwire.runtime.store import Accepted, StoredBundle
+
+PAYLOAD = os.urandom(1024)
+GOAL = 20_000
+
+
+def fresh(directory: str, name: str) -> str:
+    path = os.path.join(directory, name)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    return path
+
+
+def raw_connection(path: str, minimal: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    if minimal:
+        conn.execute("CREATE TABLE bundles (id INTEGER PRIMARY KEY, data BLOB)")
+    else:
+        conn.executescript(_SCHEMA)
+    return conn
+
+
+def raw_row(minimal: bool, n: int) -> tuple[object, ...]:
+    if minimal:
+        return (None, PAYLOAD)
+    bid = f"ipn:1.1/{n}".encode()
+    cid = hashlib.sha256(bid).digest()
+    return (None, bid, cid, "ipn:1.1", "ipn:2.1", None, 10**12, 0, len(PAYLOAD), PAYLOAD)
+
+
+def raw_rate(directory: str, seconds: float, batch: int, minimal: bool) -> float:
+    """Rows/s committed by plain sqlite3 in fsync'd transactions of ``batch`` rows."""
+    conn = raw_connection(fresh(directory, "raw.db"), minimal)
+    insert = f"INSERT INTO bundles VALUES ({', '.join('?' * len(raw_row(minimal, 0)))})"
+    n = 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        rows = [raw_row(minimal, n + i) for i in range(batch)]
+        conn.execute("BEGIN")
+        if batch == 1:
+            conn.execute(insert, rows[0])
+        else:
+            conn.executemany(insert, rows)
+        conn.execute("COMMIT")
+        n += batch
+    conn.close()
+    return n / elapsed
+
+
+async def store_rate(
+    directory: str, seconds: float, producers: int, max_batch: int
+) -> tuple[float, int, int]:
+    """Accepted bundles/s with ``producers`` tasks awaiting ``put``; also batches and total."""
+    accepted = 0
+    async with open_sqlite_store(fresh(directory, "store.db"), max_batch=max_batch) as store:
+
+        async def producer(k: int) -> None:
+            nonlocal accepted
+            for i in range(10**9):
+                bid = f"ipn:{k}.1/{i}".encode()  # (source, sequence): how BPv7 ids grow
+                bundle = StoredBundle(
+                    bid, hashlib.sha256(bid).digest(), f"ipn:{k}.1", "ipn:2.1", 10**12, 0, PAYLOAD
+                )
+                if isinstance(await store.put(bundle), Accepted):
+                    accepted += 1
+
+        start = time.perf_counter()
+        with trio.move_on_after(seconds):
+            async with trio.open_nursery() as nursery:
+                for k in range(producers):
+                    nursery.start_soon(producer, k)
+        elapsed = time.perf_counter() - start
+        held = await store.count()
+        assert held >= accepted, (held, accepted)  # cancelled puts may have committed too
+        return accepted / elapsed, store.batches_committed, accepted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--producers", default="1,16,256,1024")
+    parser.add_argument("--dir", default=None)
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
+    parser.add_argument("--skip-raw", action="store_true", help="only the store (for tuning)")
+    args = parser.parse_args()
+    directory = tempfile.mkdtemp(prefix="bench-store-", dir=args.dir)
+    try:
+        producers = [int(p) for p in args.producers.split(",")]
+        run(directory, args.seconds, producers, args.max_batch, args.skip_raw)
+    finally:
+        shutil.rmtree(directory)
+
+
+def run(
+    directory: str, seconds: float, producer_counts: list[int], max_batch: int, skip_raw: bool
+) -> None:
+    print(
+        f"SQLite {sqlite3.sqlite_version}, WAL, synchronous=FULL, 1 KB bundles, {seconds:g} s each"
+    )
+    raw = dict.fromkeys([(False, 1), (False, 100), (True, 1), (True, 100)], math.nan)
+    for minimal, label in ((False, "store schema"), (True, "minimal table")):
+        if skip_raw:
+            break
+        raw[minimal, 1] = raw_rate(directory, seconds, 1, minimal)
+        raw[minimal, 100] = raw_rate(directory, seconds, 100, minimal)
+        print(f"raw sqlite3, {label:13}: {raw[minimal, 1]:9,.0f} single-row tx/s"
+              f"   {raw[minimal, 100]:9,.0f} rows/s in executemany batches of 100")  # fmt: skip
+    print()
+    print(f"group commit, open_sqlite_store(max_batch={max_batch}): accepted (durable) bundles/s")
+    print(f"{'producers':>9} {'bundles/s':>10} {'rows/batch':>10} "
+          f"{'x single-tx':>11} {'x batch-100':>11} {'x minimal-100':>13}")  # fmt: skip
+    best = 0.0
+    for producers in producer_counts:
+        rate, batches, accepted = trio.run(store_rate, directory, seconds, producers, max_batch)
+        best = max(best, rate)
+        print(f"{producers:9} {rate:10,.0f} {accepted / max(batches, 1):10.1f} "
+              f"{rate / raw[False, 1]:11.2f} {rate / raw[False, 100]:11.2f} "
+              f"{rate / raw[True, 100]:13.2f}")  # fmt: skip
+    verdict = "met" if best >= GOAL else "NOT met"
+    print(f"\ngoal >= {GOAL:,} bundles/s: {verdict} (best {best:,.0f})")
+
+
+if __name__ == "__main__":
+    main()
