@@ -1,0 +1,867 @@
+"""A :class:`~fleetwire.runtime.link.Link` that drives any convergence-layer session over a stream.
+
+Theory of operation
+-------------------
+The sans-IO sessions of :mod:`fleetwire.protocol.tcpcl` (TCPCLv4 RFC 9174, TCPCLv3 RFC 7242,
+MTCP) own the bytes and the rules; :class:`ClLink` owns one ``trio.abc.Stream``, the clock and
+the waiting. :func:`open_cl_link` runs it inside a nursery it owns:
+
+* a **reader** task feeds ``receive_data`` and then *pumps* the session (``next_event`` until
+  ``NEED_DATA``); it is the only task that reads, so it also performs the TLS switch when the
+  TCPCLv4 session says :class:`~fleetwire.protocol.tcpcl.common.StartTls` (RFC 9174 §4.4);
+* a **writer** task drains ``data_to_send`` into the stream whenever something was queued
+  (batched into writes of up to :attr:`LinkTimeouts.write_batch` bytes);
+* a **timer** task calls ``tick(trio.current_time())`` at ``next_deadline()`` (keepalive,
+  idle, establishment timeouts); every other task ticks after it moved bytes, as the common
+  contract asks;
+* **custody workers** hand each received bundle to the node's ``accept`` callback.
+
+The pump is synchronous, so any task may run it after touching the session; Trio runs one
+task at a time, so the session never sees two callers at once.
+
+Custody (RFC 9174 §5.2.3, RFC 7242 §5.3): a received bundle is acknowledged to the peer (the
+final XFER_ACK / ACK_SEGMENT, ``session.ack``) only after ``accept(bundle, link)`` returned,
+i.e. after the node's store made it durable. ``accept`` raising :class:`CustodyRefused`
+refuses the transfer (XFER_REFUSE / REFUSE_BUNDLE with the mapped reason) or, where the
+convergence layer cannot refuse one bundle (MTCP, TCPCLv3 without negotiated refusal), ends
+the session; either way the bundle is never acked. Any other exception from ``accept`` is a
+bug or a broken store: the transfer is refused the same way and the exception propagates out
+of the link's nursery (nothing is swallowed). At most :attr:`LinkTimeouts.max_custody_backlog`
+bundles wait for or sit in ``accept``; beyond that the reader stops reading, so TCP pushes back
+on the sender instead of memory growing.
+
+``incoming``: one consumer per bundle, never two. Without an ``accept`` callback the link's
+``incoming`` channel *is* the custody: a bundle is acknowledged once it is queued in that
+bounded channel (in arrival order, one custody worker), which is what a simple consumer or a
+test wants and keeps the :class:`Link` surface uniform with the loopback link. With an
+``accept`` callback the bundles go there only (the node's store is the one place they live) and
+``incoming`` is an already-ended channel; acks may then go out of order when several accepts
+run at once, which TCPCLv4 allows and TCPCLv3's session reorders itself.
+
+Sending: ``send`` queues the bundle in the session at once (so concurrent sends are pipelined
+in call order) and returns when the peer acknowledged the whole transfer
+(:class:`~fleetwire.protocol.tcpcl.common.TransferAcked` with ``complete``). A convergence
+layer without acknowledgements (MTCP, TCPCLv3 when acks were not negotiated) can only say
+"written to TCP": ``send`` then returns once the writer handed all the bundle's bytes to the
+stream. A refusal raises :class:`TransferRefusedByPeer`; the end of the session raises
+:class:`~fleetwire.runtime.link.LinkDown` for every transfer not yet acknowledged, with the
+reason (peer's SESS_TERM, idle timeout, stream error, protocol violation).
+
+Ending: when the session reports ``ConnectionClosed`` (or the stream breaks), pending sends fail
+at once; the writer gets :attr:`LinkTimeouts.flush` seconds to write what the session still has
+(a SESS_TERM reply, say), the link half-closes the stream and reads to EOF for at most
+:attr:`LinkTimeouts.linger` seconds (so the peer gets our last bytes rather than a reset), then
+closes it. ``aclose`` begins a clean termination (SESS_TERM / SHUTDOWN) and waits at most
+:attr:`LinkTimeouts.close` seconds for the session to end before forcing it.
+
+Each convergence layer differs in a few calls (constructor, refusal, termination, TLS); a
+:class:`ConvergenceLayer` adapter (:class:`TcpclV4`, :class:`TcpclV3`, :class:`Mtcp`) hides that.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import attrs
+import trio
+from fleetwire.protocol.errors import FleetwireError, LocalProtocolError
+from fleetwire.protocol.tcpcl import mtcp, v3, v4, v4_messages
+from fleetwire.protocol.tcpcl.common import (
+    NEED_DATA,
+    BundleReceived,
+    ConnectionClosed,
+    ConvergenceLayerSession,
+    Event,
+    MessageRejected,
+    ProtocolViolation,
+    Role,
+    SessionEstablished,
+    SessionTerminated,
+    StartTls,
+    TransferAcked,
+    TransferFailed,
+    TransferRefused,
+    TransferStarted,
+)
+
+from .link import LinkDown
+
+__all__ = [
+    "Accept",
+    "ClLink",
+    "ConvergenceLayer",
+    "CustodyRefused",
+    "LinkTimeouts",
+    "Mtcp",
+    "Refusal",
+    "TcpclV3",
+    "TcpclV4",
+    "TransferRefusedByPeer",
+    "open_cl_link",
+]
+
+_IPN = re.compile(r"ipn:(\d+)(?:\.\d+)?")
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+class Refusal(enum.Enum):
+    """Why the node refuses custody of a received bundle (mapped onto each CL's codes)."""
+
+    UNKNOWN = "unknown"
+    #: The store is full (RFC 9174 §5.2.4 "No Resources", RFC 7242 §5.4 "resources exhausted").
+    NO_RESOURCES = "no-resources"
+    #: The bundle is unacceptable (RFC 9174 "Not Acceptable"; TCPCLv3 has no such code).
+    NOT_ACCEPTABLE = "not-acceptable"
+    #: We already hold it (RFC 9174 / RFC 7242 "Completed").
+    COMPLETED = "completed"
+    #: Send it again later (RFC 9174 / RFC 7242 "Retransmit").
+    RETRANSMIT = "retransmit"
+
+
+class CustodyRefused(FleetwireError):
+    """Raised by an ``accept`` callback: the bundle is not taken; the link refuses it."""
+
+    code = "custody-refused"
+
+    def __init__(self, reason: Refusal, message: str = "") -> None:
+        super().__init__(message or reason.value)
+        self.reason = reason
+
+
+class TransferRefusedByPeer(LinkDown):
+    """The peer refused our transfer (XFER_REFUSE / REFUSE_BUNDLE); ``reason`` is its code."""
+
+    code = "transfer-refused"
+
+    def __init__(self, message: str, reason: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+#: The node's custody callback: make ``bundle`` durable, or raise :class:`CustodyRefused`.
+Accept = Callable[[bytes, "ClLink"], Awaitable[None]]
+
+
+# --- convergence-layer adapters --------------------------------------------------------
+
+
+class ConvergenceLayer(Protocol):
+    """What differs between convergence layers, seen from the link."""
+
+    name: str
+
+    def new_session(self, role: Role, now: float) -> ConvergenceLayerSession: ...
+
+    def confirms_delivery(self, session: Any) -> bool:
+        """True when the established session acknowledges whole transfers."""
+        ...
+
+    def refuse(self, session: Any, transfer_id: int, reason: Refusal) -> bool:
+        """Refuse one received bundle; False if this session cannot (the link then ends it)."""
+        ...
+
+    def terminate(self, session: Any, now: float) -> None: ...
+
+    def is_outgoing(self, event: TransferRefused) -> bool:
+        """Whether a ``TransferRefused`` names one of our transfers."""
+        ...
+
+    def tls_context(self, role: Role) -> ssl.SSLContext | None: ...
+
+    server_hostname: str | None
+
+
+_V4_REFUSAL = {
+    Refusal.UNKNOWN: v4_messages.RefuseReason.UNKNOWN,
+    Refusal.NO_RESOURCES: v4_messages.RefuseReason.NO_RESOURCES,
+    Refusal.NOT_ACCEPTABLE: v4_messages.RefuseReason.NOT_ACCEPTABLE,
+    Refusal.COMPLETED: v4_messages.RefuseReason.COMPLETED,
+    Refusal.RETRANSMIT: v4_messages.RefuseReason.RETRANSMIT,
+}
+_V3_REFUSAL = {
+    Refusal.UNKNOWN: v3.RefusalReason.UNKNOWN,
+    Refusal.NO_RESOURCES: v3.RefusalReason.NO_RESOURCES,
+    Refusal.NOT_ACCEPTABLE: v3.RefusalReason.UNKNOWN,
+    Refusal.COMPLETED: v3.RefusalReason.COMPLETED,
+    Refusal.RETRANSMIT: v3.RefusalReason.RETRANSMIT,
+}
+
+
+@attrs.frozen(slots=True)
+class TcpclV4:
+    """TCPCLv4 (RFC 9174): session parameters from ``config``; TLS per §4.4 when both sides
+    set CAN_TLS. ``server_context`` serves the passive side, ``client_context`` the active one
+    (verifying the peer against ``server_hostname`` if the context checks host names)."""
+
+    config: v4.SessionConfig = attrs.field(factory=v4.SessionConfig)
+    server_context: ssl.SSLContext | None = None
+    client_context: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+    name: str = "tcpclv4"
+
+    def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
+        return v4.TcpclV4Session(role, self.config, now)
+
+    def confirms_delivery(self, session: Any) -> bool:
+        return True
+
+    def refuse(self, session: Any, transfer_id: int, reason: Refusal) -> bool:
+        session.refuse(transfer_id, _V4_REFUSAL[reason])
+        return True
+
+    def terminate(self, session: Any, now: float) -> None:
+        session.terminate()
+
+    def is_outgoing(self, event: TransferRefused) -> bool:
+        return True  # §6.1: by_peer=False are ours, dropped because the session ends
+
+    def tls_context(self, role: Role) -> ssl.SSLContext | None:
+        return self.server_context if role is Role.PASSIVE else self.client_context
+
+
+@attrs.frozen(slots=True)
+class TcpclV3:
+    """TCPCLv3 (RFC 7242): contact header parameters from ``config``."""
+
+    config: v3.TcpclV3Config
+    name: str = "tcpclv3"
+    server_hostname: str | None = None
+
+    def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
+        return v3.TcpclV3Session(role, self.config)
+
+    def confirms_delivery(self, session: Any) -> bool:
+        negotiated = session.negotiated
+        return negotiated is not None and bool(negotiated.acks)
+
+    def refuse(self, session: Any, transfer_id: int, reason: Refusal) -> bool:
+        negotiated = session.negotiated
+        if negotiated is None or not negotiated.refusal:
+            return False
+        session.refuse(transfer_id, _V3_REFUSAL[reason])
+        return True
+
+    def terminate(self, session: Any, now: float) -> None:
+        session.terminate()
+
+    def is_outgoing(self, event: TransferRefused) -> bool:
+        return True
+
+    def tls_context(self, role: Role) -> ssl.SSLContext | None:
+        return None
+
+
+@attrs.frozen(slots=True)
+class Mtcp:
+    """MTCP (draft-ietf-dtn-mtcpcl-01): no acks, no refusal, no termination message."""
+
+    config: mtcp.MtcpConfig = attrs.field(factory=mtcp.MtcpConfig)
+    name: str = "mtcp"
+    server_hostname: str | None = None
+
+    def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
+        return mtcp.MtcpSession(role, self.config)
+
+    def confirms_delivery(self, session: Any) -> bool:
+        return False
+
+    def refuse(self, session: Any, transfer_id: int, reason: Refusal) -> bool:
+        return False
+
+    def terminate(self, session: Any, now: float) -> None:
+        session.terminate()
+
+    def is_outgoing(self, event: TransferRefused) -> bool:
+        return True
+
+    def tls_context(self, role: Role) -> ssl.SSLContext | None:
+        return None
+
+
+@attrs.frozen(slots=True)
+class LinkTimeouts:
+    """Link-level bounds (the session's own timers come from its config)."""
+
+    #: Whole establishment (contact headers, TLS handshake, SESS_INIT) must finish within this.
+    establish: float = 30.0
+    #: ``aclose``: wait this long for a clean termination before forcing the close.
+    close: float = 5.0
+    #: After the session ended: time to write what it still has to say.
+    flush: float = 2.0
+    #: After flushing: time to read the peer's remaining bytes up to its EOF.
+    linger: float = 1.0
+    #: Received bundles waiting for or inside ``accept`` before the reader stops reading.
+    max_custody_backlog: int = 64
+    #: ``accept`` calls running at once (with the incoming channel it is always 1: order).
+    custody_workers: int = 8
+    #: Capacity of the ``incoming`` channel when it is the custody.
+    incoming_capacity: int = 16
+    #: Largest single read and coalesced write (bytes).
+    read_size: int = 256 * 1024
+    write_batch: int = 256 * 1024
+
+
+# --- the link --------------------------------------------------------------------------
+
+
+class _Pending:
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: LinkDown | None = None
+
+
+class _PrefixedStream(trio.abc.Stream):
+    """A stream that first yields bytes already read past the contact header (§4.4.3)."""
+
+    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
+        self._inner = inner
+        self._prefix = prefix
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            await trio.lowlevel.checkpoint()
+            n = len(self._prefix) if max_bytes is None else max_bytes
+            out, self._prefix = self._prefix[:n], self._prefix[n:]
+            return out
+        return await self._inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class ClLink:
+    """One convergence-layer session to one neighbour; open it with :func:`open_cl_link`."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        layer: ConvergenceLayer,
+        role: Role,
+        *,
+        local: int,
+        peer: int | None,
+        accept: Accept | None,
+        timeouts: LinkTimeouts,
+    ) -> None:
+        self._stream = stream
+        self._layer = layer
+        self.role = role
+        self._local = local
+        self._peer = peer
+        self._timeouts = timeouts
+        self._session = layer.new_session(role, trio.current_time())
+        self._confirms = True
+        self.peer_node_id = ""
+        self.established: SessionEstablished | None = None
+        #: The peer's (or our) reason for ending, as text; set when the link goes down.
+        self.down_reason = ""
+        #: The peer's TCPCLv3 SHUTDOWN asked us to wait this long before reconnecting.
+        self.reconnect_delay_s: int | None = None
+        self.violations: list[ProtocolViolation] = []
+        self.rejections: list[MessageRejected] = []
+        self.bundles_received = 0
+        self.bundles_sent = 0
+        # Custody.
+        self._accept = accept
+        self._in_send, self._in_recv = trio.open_memory_channel[bytes](timeouts.incoming_capacity)
+        if accept is not None:
+            self._in_send.close()
+        workers = 1 if accept is None else timeouts.custody_workers
+        self._custody_workers = workers
+        self._custody_send, self._custody_recv = trio.open_memory_channel[tuple[int, bytes]](
+            math.inf
+        )
+        self._backlog = 0
+        self._backlog_lot = trio.lowlevel.ParkingLot()
+        # Sending.
+        self._pending: dict[int, _Pending] = {}
+        self._unconfirmed: list[int] = []  # written-to-TCP completion for CLs without acks
+        self._send_lock = trio.Lock()
+        self._write_needed = trio.Event()
+        self._timer_wake = trio.Event()
+        self._timer_at = math.inf
+        self._start_tls = False
+        # Life.
+        self._up = False
+        self._ending = False
+        self._over = False
+        self._up_event = trio.Event()
+        self._down_event = trio.Event()
+        self._over_event = trio.Event()
+        self._writer_done = trio.Event()
+        self._reader_done = trio.Event()
+        self._finished = trio.Event()
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"<ClLink {self._layer.name} {self.role.value} peer={self.peer_node_id!r} up={self._up}>"
+
+    # --- the Link surface ----------------------------------------------------------------
+
+    @property
+    def local(self) -> int:
+        return self._local
+
+    @property
+    def peer(self) -> int:
+        """The neighbour's node number: given by the caller, else from an ``ipn:`` node id, else -1."""
+        if self._peer is not None:
+            return self._peer
+        match = _IPN.fullmatch(self.peer_node_id)
+        return int(match.group(1)) if match else -1
+
+    @property
+    def is_up(self) -> bool:
+        return self._up
+
+    @property
+    def incoming(self) -> trio.MemoryReceiveChannel[bytes]:
+        return self._in_recv
+
+    @property
+    def session(self) -> ConvergenceLayerSession:
+        """The sans-IO session (for inspection; drive it only through the link)."""
+        return self._session
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        """The stream in use (a ``trio.SSLStream`` once TLS is up)."""
+        return self._stream
+
+    async def wait_up(self) -> None:
+        """Return once established; raise :class:`LinkDown` if this session is over (a link
+        never comes back: the connector makes a new one)."""
+        if not self._up:
+            if self._ending or self._over:
+                raise LinkDown(self.down_reason or "link is down")
+            await self._up_event.wait()
+            if not self._up:
+                raise LinkDown(self.down_reason or "link is down")
+
+    async def wait_down(self) -> None:
+        await self._down_event.wait()
+
+    async def wait_closed(self) -> None:
+        """Return once the session is over and the stream closed."""
+        await self._finished.wait()
+
+    async def send(self, bundle: bytes) -> None:
+        """Return once the peer acknowledged the whole bundle; :class:`LinkDown` otherwise."""
+        if not self._up:
+            raise LinkDown(self.down_reason or f"{self._layer.name} link is not up")
+        try:
+            tid = self._session.send_bundle(bundle)
+        except LocalProtocolError as error:
+            raise LinkDown(f"{self._layer.name} cannot take the bundle: {error}") from error
+        pending = self._pending[tid] = _Pending()
+        if not self._confirms:
+            self._unconfirmed.append(tid)
+        self._poke_writer()
+        try:
+            await pending.done.wait()
+        finally:
+            self._pending.pop(tid, None)
+        if pending.error is not None:
+            raise pending.error
+        self.bundles_sent += 1
+
+    async def aclose(self) -> None:
+        """Terminate cleanly (bounded by ``timeouts.close``), then close the stream."""
+        if not self._closing:
+            self._closing = True
+            self._go_down("closed locally")
+            if not self._over:
+                try:
+                    self._layer.terminate(self._session, trio.current_time())
+                except LocalProtocolError:
+                    pass  # already ending
+                self._pump()
+                self._poke_writer()
+            with trio.move_on_after(self._timeouts.close):
+                await self._over_event.wait()
+            self._set_over("closed locally")
+        await self._finished.wait()
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._timer)
+                for _ in range(self._custody_workers):
+                    nursery.start_soon(self._custody_worker)
+                self._tick()
+                self._pump()  # a session may have something to say before any byte (MTCP)
+                with trio.move_on_after(self._timeouts.establish):
+                    await _first(self._up_event.wait, self._over_event.wait)
+                if self._up:
+                    task_status.started()
+                    await self._over_event.wait()
+                else:
+                    self._set_over(self.down_reason or "session establishment timed out")
+                await self._wind_down()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._set_over(self.down_reason or "link closed")
+            self._in_send.close()
+            try:
+                await trio.aclose_forcefully(self._stream)
+            finally:
+                self._finished.set()
+        if self.established is None:
+            raise LinkDown(f"{self._layer.name} session not established: {self.down_reason}")
+
+    async def _wind_down(self) -> None:
+        """The session is over: flush its last words, half-close, read to the peer's EOF."""
+        with trio.move_on_after(self._timeouts.flush):
+            await self._writer_done.wait()
+        if self._writer_done.is_set() and isinstance(self._stream, trio.abc.HalfCloseableStream):
+            try:
+                await self._stream.send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        with trio.move_on_after(self._timeouts.linger):
+            await self._reader_done.wait()
+
+    async def _reader(self) -> None:
+        try:
+            while True:
+                while self._backlog >= self._timeouts.max_custody_backlog and not self._over:
+                    await self._backlog_lot.park()
+                try:
+                    data = await self._stream.receive_some(self._timeouts.read_size)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                    self._note_reason(f"stream broke: {error or type(error).__name__}")
+                    data = b""
+                if self._over:
+                    if not data:
+                        return  # lingering: the peer's EOF arrived
+                    continue
+                if not data:
+                    self._note_reason("peer closed the connection")
+                self._session.receive_data(bytes(data))
+                self._tick()
+                self._pump()
+                if self._start_tls:
+                    await self._switch_to_tls()
+                if not data:
+                    self._pump()
+                    self._set_over(self.down_reason)
+                    return
+        finally:
+            self._reader_done.set()
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                self._write_needed = trio.Event()
+                async with self._send_lock:
+                    await self._drain()
+                if self._over:
+                    return
+                await self._write_needed.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            self._note_reason(f"stream broke while writing: {error or type(error).__name__}")
+            self._set_over(self.down_reason)
+        finally:
+            self._writer_done.set()
+
+    async def _drain(self) -> None:
+        """Write everything the session has now; complete sends of CLs without acks."""
+        session = self._session
+        limit = self._timeouts.write_batch
+        while True:
+            if self._start_tls:
+                return  # the reader writes the clear-text tail itself, then switches
+            written = list(self._unconfirmed)
+            buf = session.data_to_send()
+            if not buf:
+                if not self._ending:  # a v3 SHUTDOWN drops unsent bundles silently: fail them
+                    self._confirm_written(written)
+                return
+            if len(buf) < limit:
+                batch = bytearray(buf)
+                while len(batch) < limit and (more := session.data_to_send()):
+                    batch += more
+                buf = batch
+            await self._stream.send_all(buf)
+            self._tick()
+            self._pump()
+
+    async def _timer(self) -> None:
+        while not self._over:
+            deadline = self._session.next_deadline()
+            self._timer_at = math.inf if deadline is None else deadline
+            self._timer_wake = trio.Event()
+            with trio.move_on_at(self._timer_at):
+                await self._timer_wake.wait()
+            self._tick()
+            self._pump()
+            self._poke_writer()
+
+    async def _custody_worker(self) -> None:
+        async for tid, data in self._custody_recv:
+            try:
+                await self._take_custody(tid, data)
+            finally:
+                self._backlog -= 1
+                self._backlog_lot.unpark_all()
+
+    async def _take_custody(self, tid: int, data: bytes) -> None:
+        try:
+            if self._accept is None:
+                try:
+                    await self._in_send.send(data)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    raise CustodyRefused(Refusal.NO_RESOURCES, "incoming channel closed") from None
+            else:
+                await self._accept(data, self)
+        except CustodyRefused as refusal:
+            self._refuse(tid, refusal.reason)
+            return
+        except BaseException:
+            self._refuse(tid, Refusal.NO_RESOURCES)
+            raise
+        self.bundles_received += 1
+        try:
+            self._session.ack(tid)
+        except LocalProtocolError:
+            return  # the session ended meanwhile: nothing to ack on
+        self._pump()
+        self._poke_writer()
+
+    def _refuse(self, tid: int, reason: Refusal) -> None:
+        if self._over:
+            return
+        try:
+            refused = self._layer.refuse(self._session, tid, reason)
+        except LocalProtocolError:
+            refused = False
+        if not refused:
+            self._note_reason(f"custody refused ({reason.value}) on a session that cannot refuse")
+            try:
+                self._layer.terminate(self._session, trio.current_time())
+            except LocalProtocolError:
+                pass
+        self._pump()
+        self._poke_writer()
+
+    async def _switch_to_tls(self) -> None:
+        """RFC 9174 §4.4: clear-text tail out, then the handshake on the same connection."""
+        session: Any = self._session
+        role = self.role
+        context = self._layer.tls_context(role)
+        async with self._send_lock:
+            self._start_tls = False
+            while data := session.data_to_send():
+                await self._stream.send_all(data)
+            if context is None:
+                self._note_reason("TLS negotiated but no TLS context configured")
+                self._set_over(self.down_reason)
+                return
+            prefixed = _PrefixedStream(self._stream, session.take_trailing_data())
+            tls = trio.SSLStream(
+                prefixed,
+                context,
+                server_side=role is Role.PASSIVE,
+                server_hostname=self._layer.server_hostname if role is Role.ACTIVE else None,
+            )
+            try:
+                await tls.do_handshake()
+            except trio.BrokenResourceError as error:
+                self._note_reason(f"TLS handshake failed: {error.__cause__ or error}")
+                self._set_over(self.down_reason)
+                return
+            self._stream = tls
+            session.tls_established()
+        self._tick()
+        self._pump()
+        self._poke_writer()
+
+    # --- the pump: session events to link state -----------------------------------------------
+
+    def _tick(self) -> None:
+        self._session.tick(trio.current_time())
+        deadline = self._session.next_deadline()
+        if deadline is not None and deadline < self._timer_at:
+            self._timer_wake.set()
+
+    def _poke_writer(self) -> None:
+        self._write_needed.set()
+
+    def _pump(self) -> None:
+        session = self._session
+        while not self._over:
+            event = session.next_event()
+            if event is NEED_DATA:
+                break
+            assert not isinstance(event, type(NEED_DATA))
+            self._on_event(event)
+        self._poke_writer()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, BundleReceived):
+            self._backlog += 1
+            self._custody_send.send_nowait((event.transfer_id, event.data))
+        elif isinstance(event, TransferAcked):
+            if event.complete:
+                self._resolve(event.transfer_id, None)
+        elif isinstance(event, TransferRefused):
+            if self._layer.is_outgoing(event):
+                who = "peer refused" if event.by_peer else "session ending before"
+                self._resolve(
+                    event.transfer_id,
+                    TransferRefusedByPeer(
+                        f"{who} transfer {event.transfer_id} ({_reason_name(event.reason)})",
+                        event.reason,
+                    )
+                    if event.by_peer
+                    else LinkDown(f"{who} transfer {event.transfer_id} started"),
+                )
+        elif isinstance(event, TransferFailed):
+            if event.outgoing:
+                self._resolve(
+                    event.transfer_id, LinkDown(self._why("connection closed mid-transfer"))
+                )
+        elif isinstance(event, SessionEstablished):
+            self.established = event
+            self.peer_node_id = event.peer_node_id
+            self._confirms = self._layer.confirms_delivery(self._session)
+            if not self._ending:
+                self._up = True
+                self._up_event.set()
+        elif isinstance(event, SessionTerminated):
+            who = "peer" if event.by_peer else "we"
+            self._note_reason(f"{who} terminated the session ({_reason_name(event.reason)})")
+            delay = getattr(event, "reconnect_delay_s", None)
+            if event.by_peer and delay is not None:
+                self.reconnect_delay_s = delay
+            self._go_down(self.down_reason)
+        elif isinstance(event, StartTls):
+            self._start_tls = True
+        elif isinstance(event, ProtocolViolation):
+            self.violations.append(event)
+            self._note_reason(f"protocol violation: {event.error}")
+        elif isinstance(event, MessageRejected):
+            self.rejections.append(event)
+        elif isinstance(event, ConnectionClosed):
+            self._note_reason("session closed" if event.clean else "session aborted")
+            self._set_over(self.down_reason)
+        elif isinstance(event, TransferStarted):
+            pass
+
+    def _note_reason(self, reason: str) -> None:
+        if not self.down_reason:
+            self.down_reason = reason
+
+    def _why(self, what: str) -> str:
+        return f"{what}: {self.down_reason}" if self.down_reason else what
+
+    def _resolve(self, tid: int, error: LinkDown | None) -> None:
+        pending = self._pending.get(tid)
+        if pending is not None and not pending.done.is_set():
+            pending.error = error
+            pending.done.set()
+
+    def _confirm_written(self, tids: list[int]) -> None:
+        """All bytes of ``tids`` are in the stream: that is all MTCP-like layers can confirm."""
+        if tids:
+            done = set(tids)
+            self._unconfirmed = [t for t in self._unconfirmed if t not in done]
+            for tid in tids:
+                self._resolve(tid, None)
+
+    def _go_down(self, reason: str) -> None:
+        self._note_reason(reason)
+        self._ending = True
+        self._up = False
+        self._down_event.set()
+        self._up_event.set()  # wake waiters so they see it is down
+
+    def _set_over(self, reason: str) -> None:
+        if self._over:
+            return
+        self._go_down(reason)
+        self._over = True
+        error_text = self._why("link down")
+        for tid in list(self._pending):
+            self._resolve(tid, LinkDown(error_text))
+        self._custody_send.close()
+        self._backlog_lot.unpark_all()
+        self._over_event.set()
+        self._write_needed.set()
+        self._timer_wake.set()
+
+
+def _reason_name(code: int) -> str:
+    return getattr(code, "name", str(code))
+
+
+async def _first(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return when the first of ``waits`` returns."""
+    async with trio.open_nursery() as nursery:
+
+        async def one(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(one, wait)
+
+
+@asynccontextmanager
+async def open_cl_link(
+    stream: trio.abc.Stream,
+    layer: ConvergenceLayer,
+    *,
+    role: Role,
+    local: int = 0,
+    peer: int | None = None,
+    accept: Accept | None = None,
+    timeouts: LinkTimeouts | None = None,
+) -> AsyncIterator[ClLink]:
+    """Run a convergence-layer session over ``stream``; yield the link once it is established.
+
+    Raises :class:`LinkDown` if the session does not come up within ``timeouts.establish``.
+    Leaving the block closes the link cleanly (bounded by ``timeouts.close``). The link owns
+    ``stream`` from here on and closes it.
+    """
+    link = ClLink(
+        stream,
+        layer,
+        role,
+        local=local,
+        peer=peer,
+        accept=accept,
+        timeouts=timeouts or LinkTimeouts(),
+    )
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link._run)
+        try:
+            yield link
+        except BaseException as error:  # re-raised below, outside the nursery: not grouped
+            body_error = error
+        finally:
+            with trio.CancelScope(shield=True):
+                await link.aclose()
+    if body_error is not None:
+        raise body_error
