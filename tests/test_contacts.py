@@ -14,8 +14,11 @@ from fleetwire.runtime.contacts import (
     ContactPlanError,
     dtn_ms_from_datetime,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+
+# Keep each property test well under a second; ``--soak`` (a bigger profile) runs the full count.
+EXAMPLES = 60 if settings.default.max_examples <= 200 else settings.default.max_examples
 
 
 def test_contact_fields_and_volume() -> None:
@@ -226,6 +229,7 @@ contacts = st.builds(
 )
 
 
+@settings(max_examples=EXAMPLES)
 @given(st.lists(contacts, max_size=25, unique=True), st.integers(0, 1_400))
 def test_indexes_match_brute_force(items: list[Contact], now: int) -> None:
     plan = ContactPlan(reversed(items))

@@ -22,6 +22,9 @@ from hypothesis import strategies as st
 
 FAST = 8_000_000  # 1 byte per microsecond: volume is never the constraint unless a test wants it
 
+# Keep each property test well under a second; ``--soak`` (a bigger profile) runs the full count.
+EXAMPLES = 60 if settings.default.max_examples <= 200 else settings.default.max_examples
+
 
 def C(a: int, b: int, start: int, end: int, owlt: int = 0, rate: int = FAST) -> Contact:
     return Contact(a, b, start, end, rate, owlt)
@@ -258,7 +261,7 @@ def _brute_force(
     return best
 
 
-@settings(max_examples=150)
+@settings(max_examples=EXAMPLES)
 @given(
     plans(),
     st.integers(0, N - 1),
@@ -296,7 +299,7 @@ def test_route_is_optimal_feasible_and_never_beaten_by_a_direct_contact(
     assert deadline is None or route.arrival <= deadline
 
 
-@settings(max_examples=80)
+@settings(max_examples=EXAMPLES)
 @given(plans(), st.integers(0, 2**32), st.integers(0, N - 1))
 def test_cached_router_agrees_with_fresh_search(
     contacts: list[Contact], seed: int, src: int
