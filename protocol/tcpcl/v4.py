@@ -43,6 +43,16 @@ oversized segments are discarded as they stream in, never buffered.
 
 Timers use the ``now`` of the last ``tick``; bytes received or sent since the previous tick
 count as activity at the current one (see :mod:`.common`).
+
+TLS (§4.4): when both contact headers set CAN_TLS the session stops in WAIT_TLS and emits
+:class:`~.common.StartTls`; the runtime flushes ``data_to_send()``, feeds
+``take_trailing_data()`` to its TLS layer, performs the handshake (active = client) and calls
+``tls_established()``; SESS_INIT then goes out through TLS. Nothing else changes.
+
+Versions (§4.3): a passive listener that also speaks TCPCLv3 reads the fifth byte (the version)
+itself and builds the matching session; this one answers any version but 4 with its own contact
+header and SESS_TERM "Version mismatch" (passive) or by closing (active), and reports
+:class:`VersionMismatch` with the peer's version so the runtime can retry with an older one.
 """
 
 from __future__ import annotations
@@ -266,6 +276,10 @@ class SessionConfig:
     max_extensions_length: int = 1 << 16
     #: Require each incoming Transfer ID to exceed the previous one (§5.2.1 default rule).
     require_increasing_transfer_ids: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.require_tls and not self.can_tls:
+            raise ValueError("require_tls needs can_tls")
 
 
 # --- per-transfer bookkeeping ----------------------------------------------------------
