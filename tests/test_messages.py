@@ -12,6 +12,7 @@ from fleetwire.protocol.errors import (
     DecodeError,
     FleetwireError,
     MessageError,
+    NonDeterministicEncoding,
     UnknownCriticalField,
     UnsupportedVersion,
 )
@@ -193,7 +194,7 @@ def test_non_deterministic_bytes_are_refused(mangle: Any) -> None:
 def test_keys_out_of_order_are_refused() -> None:
     raw = wire(CLAIM)
     shuffled = dict(reversed(list(raw.items())))
-    with pytest.raises(MessageError, match="re-encode"):
+    with pytest.raises(NonDeterministicEncoding, match="out of bytewise order"):
         decode_message(cbor2.dumps(shuffled))
 
 

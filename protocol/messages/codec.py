@@ -25,7 +25,13 @@ from typing import Any, Final
 import cbor2
 
 from .. import cbor
-from ..errors import LocalProtocolError, MessageError, UnknownCriticalField, UnsupportedVersion
+from ..errors import (
+    DecodeError,
+    LocalProtocolError,
+    MessageError,
+    UnknownCriticalField,
+    UnsupportedVersion,
+)
 from ..ids import ContentId
 from .header import (
     FIRST_BODY_KEY,
@@ -148,6 +154,24 @@ def content_id(message: Message) -> ContentId:
 def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message:
     """Decode and validate one message; raises only :class:`~..errors.DecodeError` or
     :class:`~..errors.MessageError` subclasses, each naming the rule or field broken."""
+    try:
+        message = _decode_message(data, limits)
+    except (DecodeError, LocalProtocolError) as exc:
+        cbor.scan(data, limits)  # error path only: the strict scanner names the exact rule
+        if isinstance(exc, LocalProtocolError):  # a tag cbor2 gave meaning to (a date, say)
+            raise DecodeError(f"cannot re-encode: {exc.message}") from None
+        raise
+    except MessageError as exc:
+        if exc.field or "re-encode" not in exc.reason:
+            raise
+        cbor.scan(data, limits)  # non-shortest, unsorted, trailing: the CBOR rule's own code
+        raise
+    if message.extensions:
+        cbor.scan(data, limits)  # rare path: refuses tags and bounds sizes in extension values
+    return message
+
+
+def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
     # Determinism is proven by the re-encoding check at the end (step 6), which is much
     # cheaper than the pure-Python scan; cbor2 bounds size and depth meanwhile.
     raw = cbor.decode_then_reencode_check(data, limits)
@@ -209,6 +233,8 @@ def _check_version_window(header: Header) -> None:
             f"reads ({OLDEST_READ_VERSION})",
             "header.version",
         )
+    if header.min_version < 1:
+        raise MessageError("protocol versions start at 1", "header.min_version")
 
 
 __all__ = ["MESSAGE_LIMITS", "UnknownMessageType", "content_id", "decode_message", "encode_message"]
