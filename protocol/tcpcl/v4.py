@@ -660,6 +660,8 @@ class TcpclV4Session:
             return False
         if state is State.WAIT_TLS:
             return self._at_eof()  # the bytes that follow are TLS's, not ours
+        if not self._recv.size:
+            return self._at_eof()
         if self._skip:
             n = min(self._skip, self._recv.size)
             self._recv.skip(n)
