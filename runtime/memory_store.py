@@ -1,9 +1,9 @@
 """An in-memory bundle store for simulations: the semantics of the SQLite store, without a disk.
 
-Same promises as :mod:`fleetwire.runtime.store` (dedupe by bundle id and content id, quotas answered
-with :class:`~fleetwire.runtime.store.Refused`, expiry by a passed-in ``now``, arrival-order listings),
-except durability: everything is gone when the process ends. Use it for large simulated fleets, where
-thousands of nodes each need a store and none needs to survive a crash.
+Same promises as :mod:`fleetwire.runtime.store` (dedupe by bundle id and content id, quotas
+answered with :class:`~fleetwire.runtime.store.Refused`, expiry by a passed-in ``now``,
+arrival-order listings), except durability: everything is gone when the process ends. Use it for
+large simulated fleets, where thousands of nodes each need a store and none must survive a crash.
 
 Layout: one dict of held bundles by id, one by content id, per-hop and per-destination queues kept
 sorted by arrival sequence (``bisect``: appends are the common case), and a min-heap of

@@ -3,22 +3,22 @@
 Theory of operation
 -------------------
 A bundle node keeps every bundle it has accepted until it is delivered, forwarded, or its lifetime
-runs out (RFC 9171 §4.3.1, Lifetime: past *creation time + lifetime* the payload "will no longer be useful"
-and the bundle SHOULD be deleted). The store is that holding area. It does not parse bundles: the
-caller hands it the bytes plus the metadata it already decoded (:class:`StoredBundle`).
+runs out (RFC 9171 §4.3.1, Lifetime: past *creation time + lifetime* the payload "will no longer be
+useful" and the bundle SHOULD be deleted). The store is that holding area. It does not parse
+bundles: the caller hands it the bytes plus the metadata it already decoded (:class:`StoredBundle`).
 
 Two promises carry the rest of the runtime:
 
 1. **Accepted means durable.** ``put`` returns :class:`Accepted` only after the bundle is on stable
    storage (for the SQLite store: after the commit that contains it was fsync'd). The node sends
-   XFER_ACK (RFC 9174 §5.2.3) or tells the local application "sent" only after ``put`` returned, so
-   a crash can lose an unacknowledged bundle (the sender still has it) but never an acknowledged one.
-2. **Nothing is lost silently.** A bundle the store cannot hold is answered :class:`Refused`, with the
-   quota that would have been crossed, before it is acknowledged; an accepted bundle leaves only
+   XFER_ACK (RFC 9174 §5.2.3) or tells the local application "sent" only after ``put`` returned,
+   so a crash can lose an unacknowledged bundle (the sender still has it), never an acknowledged one.
+2. **Nothing is lost silently.** A bundle the store cannot hold is answered :class:`Refused`, with
+   the quota that would have been crossed, before it is acknowledged; an accepted bundle leaves only
    through ``delete`` or ``expire``.
 
-Duplicates (same bundle id, or same content id — the same signed message wrapped in another bundle)
-are answered :class:`Duplicate` and cost nothing. Deduplication covers the bundles held *now*: once a
+Duplicates (same bundle id, or same content id: the same signed message in another bundle) are
+answered :class:`Duplicate` and cost nothing. Deduplication covers the bundles held *now*: once a
 bundle is deleted its id may be accepted again (loop suppression is the router's job).
 
 Writes apply in the order they were submitted; a ``put`` that is cancelled while waiting has an

@@ -202,8 +202,14 @@ async def test_put_with_a_next_hop_is_queued_for_it(open_store: Opener) -> None:
 
 async def test_pending_for_destination_ignores_the_hop(open_store: Opener) -> None:
     async with open_store() as store:
-        await store.put_many([bundle(1, dest="ipn:2.1"), bundle(2, dest="ipn:3.1", hop="x"),
-                              bundle(3, dest="ipn:2.1", hop="y"), bundle(4, dest="ipn:2.1")])  # fmt: skip
+        await store.put_many(
+            [
+                bundle(1, dest="ipn:2.1"),
+                bundle(2, dest="ipn:3.1", hop="x"),
+                bundle(3, dest="ipn:2.1", hop="y"),
+                bundle(4, dest="ipn:2.1"),
+            ]
+        )
         assert ids(await store.pending_for_destination("ipn:2.1", 10)) == ids(
             [bundle(1), bundle(3), bundle(4)]
         )
