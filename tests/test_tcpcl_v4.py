@@ -661,6 +661,32 @@ def test_unknown_critical_transfer_extension_is_refused_and_later_segments_too()
     assert events[-1] == BundleReceived(1, b"ok")
 
 
+@pytest.mark.parametrize(
+    "items",
+    [
+        (ExtensionItem(1, b"\x00" * 4),),  # Transfer Length of the wrong width
+        (ExtensionItem(1, struct.pack(">Q", 3)),) * 2,  # §5.2.5.1: at most one
+    ],
+)
+def test_bad_transfer_length_items_are_extension_failures(items: tuple[ExtensionItem, ...]) -> None:
+    s = passive_established()
+    events, out = feed(s, XferSegment(START, 0, b"abc", items))
+    assert out == [XferRefuse(RefuseReason.EXTENSION_FAILURE, 0)] and events == []
+
+
+def test_runtime_refuses_a_transfer_in_progress_and_later_segments_follow() -> None:
+    s = passive_established()
+    events, _ = feed(s, XferSegment(START, 0, b"abc", (ExtensionItem(1, struct.pack(">Q", 9)),)))
+    assert events == [TransferStarted(0, 9)]
+    s.refuse(0, RefuseReason.COMPLETED)  # e.g. the store already holds this bundle
+    assert decode_all(s.data_to_send()) == [XferRefuse(RefuseReason.COMPLETED, 0)]
+    assert s.reassembly_size == 0
+    events, out = feed(s, XferSegment(0, 0, b"def"), XferSegment(END, 0, b"ghi"))
+    assert events == [] and out == [XferRefuse(RefuseReason.COMPLETED, 0)] * 2
+    with pytest.raises(LocalProtocolError):
+        s.refuse(0, RefuseReason.COMPLETED)
+
+
 def test_malformed_transfer_extensions_refuse_the_transfer() -> None:
     s = passive_established()
     raw = b"\x01\x03" + struct.pack(">QI", 0, 3) + b"\x00\x00\x01" + struct.pack(">Q", 1) + b"x"
