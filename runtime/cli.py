@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from fleetwire.protocol.errors import FleetwireError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("cmd_demo",)
 
 DESCRIPTION = """\
 fleetwire — the Fleet Coordination Protocol reference implementation.
