@@ -62,8 +62,16 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for family, f in figures["families"].items():
         share = f"{100 * f['delivered'] / f['sent']:.1f}%" if f["sent"] else "—"
-        rows.append([family, f["sent"], f["delivered"], share,
-                     duration(f["latency_ms_median"]), duration(f["latency_ms_p95"])])  # fmt: skip
+        rows.append(
+            [
+                family,
+                f["sent"],
+                f["delivered"],
+                share,
+                duration(f["latency_ms_median"]),
+                duration(f["latency_ms_p95"]),
+            ]
+        )
     print()
     print(table(rows, ["family", "sent", "delivered", "delivered %", "latency p50", "latency p95"]))
     print()
@@ -91,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 "simulated day",
                 "bundles",
                 shade=scenario.partition_days,
-            )  # fmt: skip
+            )
         )
         print(f"chart written to {args.svg}")
     lost = sum(f["sent"] - f["delivered"] for f in figures["families"].values())
