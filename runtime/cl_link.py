@@ -700,6 +700,10 @@ class ClLink:
 
     def _tick(self) -> None:
         self._session.tick(trio.current_time())
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """Wake the timer if the session's next deadline moved earlier than it sleeps."""
         deadline = self._session.next_deadline()
         if deadline is not None and deadline < self._timer_at:
             self._timer_wake.set()
@@ -715,6 +719,7 @@ class ClLink:
                 break
             assert not isinstance(event, type(NEED_DATA))
             self._on_event(event)
+        self._rearm()  # parsing (say, SESS_INIT) can start timers
         self._poke_writer()
 
     def _on_event(self, event: Event) -> None:
@@ -855,13 +860,17 @@ async def open_cl_link(
     )
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        await nursery.start(link._run)
         try:
-            yield link
-        except BaseException as error:  # re-raised below, outside the nursery: not grouped
-            body_error = error
-        finally:
-            with trio.CancelScope(shield=True):
-                await link.aclose()
+            await nursery.start(link._run)
+        except LinkDown as error:
+            body_error = error  # raised below, outside the nursery: not grouped
+        else:
+            try:
+                yield link
+            except BaseException as error:  # likewise
+                body_error = error
+            finally:
+                with trio.CancelScope(shield=True):
+                    await link.aclose()
     if body_error is not None:
         raise body_error

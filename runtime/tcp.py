@@ -1,0 +1,349 @@
+"""Convergence-layer links over TCP: a listener, a one-shot connect, and a reconnecting connector.
+
+Theory of operation
+-------------------
+The passive side (RFC 9174 §3.1, RFC 7242 §4) listens: :func:`serve_cl` accepts connections
+and runs each as a :class:`~.cl_link.ClLink` in the role ``PASSIVE``, handing the established
+link to ``handler`` inside the server's nursery; the link closes when the handler returns.
+A peer that fails to establish a session (wrong protocol, timeout, bad TLS) is logged and
+dropped; it never stops the server.
+
+The active side either connects once (:func:`open_tcp_cl_link`, a context manager) or keeps a
+neighbour reachable with a :class:`Connector`: it connects, runs the session until it goes
+down, and connects again, waiting between attempts with exponential backoff (by default 0.5 s
+doubling to 60 s) and jitter drawn from the ``random.Random`` it was given, so a fleet that
+lost its hub does not reconnect in lock-step and a test can replay the exact delays. The
+backoff restarts from its first step once a session was established. A TCPCLv3 peer's
+SHUTDOWN reconnection delay (RFC 7242 §6.1) is honoured as a lower bound.
+
+A :class:`Connector` is itself a :class:`~.link.Link` to its neighbour that outlives the
+sessions under it: ``send`` goes through the current session (``LinkDown`` between sessions),
+``wait_up`` waits for the next one, and ``incoming`` (when no ``accept`` callback is given)
+collects the bundles of every session in one channel.
+
+TLS (TCPCLv4 only, §4.4): configured on the :class:`~.cl_link.TcpclV4` adapter (contexts and
+``can_tls`` in its session config); the link switches to ``trio.SSLStream`` when both contact
+headers carry CAN_TLS.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import NoReturn
+
+import attrs
+import trio
+from fleetwire.protocol.tcpcl.common import Role
+
+from .cl_link import Accept, ClLink, ConvergenceLayer, LinkTimeouts, open_cl_link
+from .link import LinkDown
+
+__all__ = [
+    "Backoff",
+    "Connector",
+    "open_connector",
+    "open_tcp_cl_link",
+    "open_tcp_connector",
+    "serve_cl",
+]
+
+log = logging.getLogger("fleetwire.tcp")
+
+#: What a handler of an accepted link looks like; the link closes when it returns.
+Handler = Callable[[ClLink], Awaitable[None]]
+
+
+@attrs.frozen(slots=True)
+class Backoff:
+    """Bounded exponential backoff with jitter: attempt ``n`` waits a uniform draw from
+    ``[d * (1 - jitter), d]`` where ``d = min(maximum, initial * factor**n)``."""
+
+    initial: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
+    maximum: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    factor: float = attrs.field(default=2.0, validator=attrs.validators.ge(1))
+    jitter: float = attrs.field(
+        default=0.5, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
+    )
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        # Exponent capped so a long outage cannot overflow the float.
+        d = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
+        return d * (1.0 - self.jitter * rng.random())
+
+
+# --- passive side ------------------------------------------------------------------------
+
+
+async def serve_cl(
+    handler: Handler | None,
+    port: int,
+    layer: ConvergenceLayer,
+    *,
+    host: str | None = None,
+    local: int = 0,
+    accept: Accept | None = None,
+    timeouts: LinkTimeouts | None = None,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Listen on ``host:port`` (``port=0``: ephemeral) and serve each connection as a link.
+
+    ``task_status.started`` gets the listeners (read the bound port from their sockets).
+    ``handler(link)`` runs while the link is up; without one the link just serves ``accept``
+    until the peer ends the session.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+
+    async def on_stream(stream: trio.SocketStream) -> None:
+        try:
+            async with open_cl_link(
+                stream, layer, role=Role.PASSIVE, local=local, accept=accept, timeouts=timeouts
+            ) as link:
+                if handler is not None:
+                    await handler(link)
+                else:
+                    await link.wait_down()
+        except LinkDown as error:
+            log.info("%s: incoming session failed: %s", layer.name, error)
+
+    await trio.serve_listeners(on_stream, listeners, task_status=task_status)
+    raise AssertionError("serve_listeners returned")  # pragma: no cover
+
+
+# --- active side -------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def open_tcp_cl_link(
+    host: str,
+    port: int,
+    layer: ConvergenceLayer,
+    *,
+    local: int = 0,
+    peer: int | None = None,
+    accept: Accept | None = None,
+    timeouts: LinkTimeouts | None = None,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[ClLink]:
+    """Connect once and run one session; raises :class:`LinkDown` if that fails."""
+    try:
+        with trio.fail_after(connect_timeout):
+            stream = await trio.open_tcp_stream(host, port)
+    except (OSError, trio.TooSlowError) as error:
+        raise LinkDown(f"cannot connect to {host}:{port}: {error or 'timed out'}") from error
+    async with open_cl_link(
+        stream, layer, role=Role.ACTIVE, local=local, peer=peer, accept=accept, timeouts=timeouts
+    ) as link:
+        yield link
+
+
+class Connector:
+    """A neighbour we keep connecting to; a :class:`~.link.Link` across sessions.
+
+    Run it with :func:`open_connector` / :func:`open_tcp_connector`.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[trio.abc.Stream]],
+        layer: ConvergenceLayer,
+        *,
+        rng: random.Random,
+        local: int = 0,
+        peer: int | None = None,
+        accept: Accept | None = None,
+        backoff: Backoff | None = None,
+        timeouts: LinkTimeouts | None = None,
+        connect_timeout: float = 10.0,
+        name: str = "",
+    ) -> None:
+        self._connect = connect
+        self._layer = layer
+        self._rng = rng
+        self._local = local
+        self._peer = peer
+        self._backoff = backoff or Backoff()
+        self._timeouts = timeouts or LinkTimeouts()
+        self._connect_timeout = connect_timeout
+        self.name = name or layer.name
+        self._link: ClLink | None = None
+        self._changed = trio.Event()
+        self._closed = False
+        self._scope: trio.CancelScope | None = None
+        self._in_send, self._in_recv = trio.open_memory_channel[bytes](
+            self._timeouts.incoming_capacity
+        )
+        self._accept: Accept
+        if accept is None:
+            self._accept = self._to_incoming
+        else:
+            self._accept = accept
+            self._in_send.close()
+        #: Connection attempts made, sessions established, and the last failure (for logs).
+        self.attempts = 0
+        self.sessions = 0
+        self.last_error = ""
+        #: Delays slept between attempts, newest last (bounded; for tests and diagnostics).
+        self.delays: list[float] = []
+        self._link_was_up = False
+
+    def __repr__(self) -> str:
+        return f"<Connector {self.name} up={self.is_up} sessions={self.sessions}>"
+
+    # --- the Link surface ----------------------------------------------------------------
+
+    @property
+    def local(self) -> int:
+        return self._local
+
+    @property
+    def peer(self) -> int:
+        if self._peer is not None:
+            return self._peer
+        return self._link.peer if self._link is not None else -1
+
+    @property
+    def link(self) -> ClLink | None:
+        """The current session's link, if one is established."""
+        return self._link
+
+    @property
+    def is_up(self) -> bool:
+        return self._link is not None and self._link.is_up
+
+    @property
+    def incoming(self) -> trio.MemoryReceiveChannel[bytes]:
+        return self._in_recv
+
+    async def wait_up(self) -> None:
+        while not self.is_up:
+            if self._closed:
+                raise LinkDown(f"connector {self.name} is closed")
+            await self._changed.wait()
+
+    async def wait_down(self) -> None:
+        while self.is_up:
+            link = self._link
+            assert link is not None
+            await link.wait_down()
+
+    async def send(self, bundle: bytes) -> None:
+        link = self._link
+        if link is None or not link.is_up:
+            raise LinkDown(f"{self.name}: no session ({self.last_error or 'connecting'})")
+        await link.send(bundle)
+
+    async def aclose(self) -> None:
+        """Stop reconnecting and close the current session cleanly."""
+        self._closed = True
+        self._in_send.close()
+        link = self._link
+        if link is not None:
+            await link.aclose()
+        if self._scope is not None:
+            self._scope.cancel()
+        self._notify()
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def _to_incoming(self, data: bytes, link: ClLink) -> None:
+        await self._in_send.send(data)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, serve, reconnect, until :meth:`aclose` (or cancellation)."""
+        task_status.started()
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            attempt = 0
+            while not self._closed:
+                hint = await self._one_session()
+                if self._link_was_up:
+                    attempt = 0
+                if self._closed:
+                    break
+                delay = max(self._backoff.delay(attempt, self._rng), hint)
+                attempt += 1
+                self.delays.append(delay)
+                del self.delays[:-64]
+                await trio.sleep(delay)
+
+    async def _one_session(self) -> float:
+        """Connect and run one session to its end; returns a minimum delay asked by the peer."""
+        self._link_was_up = False
+        self.attempts += 1
+        try:
+            with trio.fail_after(self._connect_timeout):
+                stream = await self._connect()
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError) as error:
+            self.last_error = f"connect failed: {error or 'timed out'}"
+            return 0.0
+        hint = 0.0
+        try:
+            async with open_cl_link(
+                stream,
+                self._layer,
+                role=Role.ACTIVE,
+                local=self._local,
+                peer=self._peer,
+                accept=self._accept,
+                timeouts=self._timeouts,
+            ) as link:
+                self._link_was_up = True
+                self.sessions += 1
+                self._link = link
+                self._notify()
+                await link.wait_down()
+                self.last_error = link.down_reason
+                hint = float(link.reconnect_delay_s or 0)
+        except LinkDown as error:
+            self.last_error = str(error)
+        finally:
+            self._link = None
+            self._notify()
+        return hint
+
+
+@asynccontextmanager
+async def open_connector(connector: Connector) -> AsyncIterator[Connector]:
+    """Run ``connector`` in a nursery owned by the block; close it when the block exits."""
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(connector.run)
+        try:
+            yield connector
+        except BaseException as error:  # re-raised outside the nursery: not grouped
+            body_error = error
+        finally:
+            with trio.CancelScope(shield=True):
+                await connector.aclose()
+            nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error
+
+
+@asynccontextmanager
+async def open_tcp_connector(
+    host: str,
+    port: int,
+    layer: ConvergenceLayer,
+    *,
+    rng: random.Random,
+    **options: object,
+) -> AsyncIterator[Connector]:
+    """A :class:`Connector` to ``host:port`` (options as for :class:`Connector`)."""
+    connector = Connector(
+        partial(trio.open_tcp_stream, host, port),
+        layer,
+        rng=rng,
+        name=f"{layer.name}://{host}:{port}",
+        **options,  # type: ignore[arg-type]
+    )
+    async with open_connector(connector) as running:
+        yield running
