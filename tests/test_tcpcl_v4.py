@@ -813,7 +813,26 @@ def test_new_incoming_transfer_while_ending_is_refused_session_terminating() -> 
     s.data_to_send()
     events, out = feed(s, XferSegment(END, 0, b"!"), XferSegment(START | END, 1, b"new"))
     assert events == [BundleReceived(0, b"in progress!")]
-    assert out == [XferRefuse(RefuseReason.SESSION_TERMINATING, 1)]  # §6.1
+    assert out == []  # §5.2.4: no refusal of 1 before 0 is fully acked
+    s.ack(0)
+    assert decode_all(s.data_to_send()) == [
+        XferAck(END, 0, 12),
+        XferRefuse(RefuseReason.SESSION_TERMINATING, 1),  # §6.1
+    ]
+
+
+def test_refusals_wait_for_earlier_final_acks() -> None:
+    """§5.2.4: every transfer before a refused one is acked (or refused) first."""
+    s = passive_established()
+    feed(s, XferSegment(START | END, 0, b"kept"))
+    big = ExtensionItem(1, struct.pack(">Q", 10**6))  # over our Transfer MRU
+    events, out = feed(s, XferSegment(START, 1, b"x", (big,)), XferSegment(0, 1, b"y"))
+    assert out == [] and events == []  # refused (no TransferStarted), the refusal held back
+    s.refuse(0, RefuseReason.RETRANSMIT)  # the runtime refuses 0 instead of acking it
+    assert decode_all(s.data_to_send()) == [
+        XferRefuse(RefuseReason.RETRANSMIT, 0),
+        XferRefuse(RefuseReason.NO_RESOURCES, 1),
+    ]
 
 
 def test_in_progress_incoming_transfer_finishes_while_ending() -> None:

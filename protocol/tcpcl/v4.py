@@ -349,6 +349,7 @@ class TcpclV4Session:
         self._rx: _Incoming | None = None
         self._last_rx_tid: int | None = None
         self._awaiting_ack: dict[int, tuple[int, int]] = {}  # tid -> (END flags, length)
+        self._held_refusals: list[XferRefuse] = []  # wait for earlier transfers' final acks
         # Clock.
         self._created = now
         self._now = now
@@ -529,6 +530,7 @@ class TcpclV4Session:
             raise LocalProtocolError(f"transfer {transfer_id} is not awaiting an ack") from None
         if self._state is not State.CLOSED:
             self._queue(XferAck(flags, transfer_id, length))
+            self._release_refusals()
             self._maybe_drained()
 
     def refuse(self, transfer_id: int, reason: RefuseReason) -> None:
@@ -547,7 +549,7 @@ class TcpclV4Session:
                 f"transfer {transfer_id} is not an incoming transfer to refuse"
             )
         if self._state is not State.CLOSED:
-            self._queue(XferRefuse(reason, transfer_id))
+            self._queue_refuse(reason, transfer_id)
             self._maybe_drained()
 
     def terminate(self, reason: TermReason = TermReason.UNKNOWN) -> None:
@@ -573,6 +575,23 @@ class TcpclV4Session:
 
     def _queue(self, message: Message | ContactHeader) -> None:
         self._outbox += message.encode()
+
+    def _queue_refuse(self, reason: int, tid: int) -> None:
+        """XFER_REFUSE, held back while an earlier received bundle still waits for ``ack``.
+
+        §5.2.4: before refusing a transfer, every earlier one must be fully acked or refused;
+        with the final ack left to the runtime, a refusal may have to wait for it.
+        """
+        refusal = XferRefuse(reason, tid)
+        if refusal not in self._held_refusals:  # crossing segments: one held refusal is enough
+            self._held_refusals.append(refusal)
+            self._held_refusals.sort(key=lambda r: r.transfer_id)  # transfers go in id order
+        self._release_refusals()
+
+    def _release_refusals(self) -> None:
+        held = self._held_refusals
+        while held and not any(t < held[0].transfer_id for t in self._awaiting_ack):
+            self._queue(held.pop(0))
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
@@ -643,6 +662,7 @@ class TcpclV4Session:
         self._rx = None
         self._recv.clear()
         self._skip = 0
+        self._held_refusals.clear()
         self._emit(ConnectionClosed(clean))
 
     def _our_sess_init(self) -> SessInit:
@@ -853,7 +873,7 @@ class TcpclV4Session:
             self._violation(
                 ConvergenceLayerError(f"transfer {rx.transfer_id} never ended", "RFC 9174 §5.2.2")
             )
-            self._queue(XferRefuse(RefuseReason.NOT_ACCEPTABLE, rx.transfer_id))
+            self._queue_refuse(RefuseReason.NOT_ACCEPTABLE, rx.transfer_id)
             self._emit(TransferFailed(rx.transfer_id, outgoing=False))
         self._rx = None
 
@@ -868,13 +888,13 @@ class TcpclV4Session:
             if rx.refused is None:
                 rx.refused = reason
                 rx.buffer = bytearray()
-            self._queue(XferRefuse(rx.refused, tid))
+            self._queue_refuse(rx.refused, tid)
             return
         if start:
             self._abandon_current()
             self._rx = _Incoming(tid, None, refused=reason)
             self._last_rx_tid = tid
-            self._queue(XferRefuse(reason, tid))
+            self._queue_refuse(reason, tid)
         else:
             self._queue(MsgReject(RejectReason.UNEXPECTED, MessageType.XFER_SEGMENT))
 
@@ -902,7 +922,7 @@ class TcpclV4Session:
             )
             return
         if rx.refused is not None:
-            self._queue(XferRefuse(rx.refused, rx.transfer_id))  # §5.2.4: refuse crossing segments
+            self._queue_refuse(rx.refused, rx.transfer_id)  # §5.2.4: refuse crossing segments
             if seg.end:
                 self._rx = None
                 self._maybe_drained()
