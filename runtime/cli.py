@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from fleetwire.protocol.errors import FleetwireError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("cmd_demo",)
+COMMANDS: tuple[str, ...] = ("cmd_demo", "cmd_keys", "cmd_inspect")
 
 DESCRIPTION = """\
 fleetwire — the Fleet Coordination Protocol reference implementation.
@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = getattr(exc, "hint", "")
         if hint:
             print(f"hint: {hint}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"fleetwire {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -40,11 +40,11 @@ def duration(ms: float | None) -> str:
 class Progress:
     """A one-line progress bar on a terminal; a few plain lines otherwise."""
 
-    def __init__(self, label: str, stream: TextIO = sys.stderr, width: int = 30) -> None:
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
         self.label = label
-        self.stream = stream
+        self.stream = stream or sys.stderr  # looked up late: tests and tools swap sys.stderr
         self.width = width
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self._last = -1
 
     def __call__(self, fraction: float) -> None:
