@@ -612,6 +612,8 @@ class TcpclV4Session:
 
     def _terminate(self, reason: int) -> None:
         """Send our initiating SESS_TERM and enter ENDING."""
+        if Input.TERM_SENT not in TRANSITIONS[self._state]:
+            raise LocalProtocolError(f"cannot terminate in state {self._state.value}")
         self._queue(SessTerm(0, reason))
         self._emit(SessionTerminated(reason, by_peer=False))
         self._enter_ending(Input.TERM_SENT)
