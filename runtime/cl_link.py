@@ -537,9 +537,11 @@ class ClLink:
             try:
                 await self._stream.send_eof()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-        with trio.move_on_after(self._timeouts.linger):
-            await self._reader_done.wait()
+                return
+            # The peer sees our EOF and closes too; until then its last bytes are read, so
+            # closing does not turn unread data into a reset that could cut its last words.
+            with trio.move_on_after(self._timeouts.linger):
+                await self._reader_done.wait()
 
     async def _reader(self) -> None:
         try:
