@@ -240,6 +240,7 @@ class SQLiteBundleStore:
         self._limiter = trio.CapacityLimiter(1)
         # Batches not yet started, oldest first; only the newest one takes more writes.
         self._batches: deque[_Batch] = deque()
+        self._committing: _Batch | None = None
         self._work = trio.Event()  # set when a batch is queued (or on close)
         self._space = trio.lowlevel.ParkingLot()  # producers waiting for the queue to drain
         self._committer_done = trio.Event()
@@ -387,11 +388,13 @@ class SQLiteBundleStore:
                     await self._work.wait()
                     self._work = trio.Event()
                     continue
-                batch = self._batches.popleft()  # from here on it takes no more writes
-                await self._commit(batch)
+                self._committing = self._batches.popleft()  # it takes no more writes now
+                await self._commit(self._committing)
+                self._committing = None
         finally:
             # Cancelled with writes still queued: their waiters must not hang.
-            for batch in self._batches:
+            unfinished = [self._committing] if self._committing else []
+            for batch in [*unfinished, *self._batches]:
                 self._in_flight -= len(batch.ops)
                 batch.error = StoreClosed("bundle store closed before this write was committed")
                 batch.done.set()
