@@ -550,10 +550,10 @@ bundles = st.builds(
 )
 
 # Each step commits to a real fsync'd file: keep the default run short, scale it up under --soak.
-_EXAMPLES = max(20, settings.default.max_examples // 10)
+_EXAMPLES = max(15, settings.default.max_examples // 13)
 
 
-@settings(max_examples=_EXAMPLES, stateful_step_count=25, deadline=None)
+@settings(max_examples=_EXAMPLES, stateful_step_count=20, deadline=None)
 class StoresMatchTheModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
