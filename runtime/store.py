@@ -41,6 +41,7 @@ from fleetwire.protocol.errors import FleetwireError
 __all__ = [
     "Accepted",
     "BundleStore",
+    "MAX_DTN_TIME",
     "DuplicateOf",
     "Duplicate",
     "NotABundleStore",
@@ -53,6 +54,18 @@ __all__ = [
     "StoreError",
     "StoredBundle",
 ]
+
+
+#: Latest time a store can hold (SQLite integers are signed 64-bit). 2**63 ms is 292 million years:
+#: a later expiry (a hostile creation time + lifetime can reach 2**65) means "never" and is clamped
+#: here, so one absurd bundle cannot fail the batch it is committed in.
+MAX_DTN_TIME = 2**63 - 1
+
+
+def _clamp_time(value: int) -> int:
+    if isinstance(value, int):  # anything else is left for the type validator to refuse
+        return max(-MAX_DTN_TIME - 1, min(value, MAX_DTN_TIME))
+    return value
 
 
 def _non_empty(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
@@ -70,8 +83,12 @@ class StoredBundle:
     )
     source: str = attrs.field(validator=attrs.validators.instance_of(str))
     destination: str = attrs.field(validator=attrs.validators.instance_of(str))
-    expires_at: int = attrs.field(validator=attrs.validators.instance_of(int))
-    received_at: int = attrs.field(validator=attrs.validators.instance_of(int))
+    expires_at: int = attrs.field(
+        converter=_clamp_time, validator=attrs.validators.instance_of(int)
+    )
+    received_at: int = attrs.field(
+        converter=_clamp_time, validator=attrs.validators.instance_of(int)
+    )
     data: bytes = attrs.field(validator=attrs.validators.instance_of(bytes), repr=False)
     next_hop: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))

@@ -22,6 +22,7 @@ import trio.testing
 from fleetwire.runtime.memory_store import MemoryBundleStore
 from fleetwire.runtime.sqlite_store import SQLiteBundleStore, open_sqlite_store
 from fleetwire.runtime.store import (
+    MAX_DTN_TIME,
     Accepted,
     BundleStore,
     Duplicate,
@@ -172,6 +173,18 @@ async def test_expire_uses_the_passed_in_now(open_store: Opener) -> None:
         assert ids(await store.pending_for(None, 10)) == [bundle("late").bundle_id]
         assert (await store.count(), await store.bytes_used()) == (1, 10)
         assert isinstance(await store.put(bundle("a", expires=10)), Accepted)  # gone means gone
+
+
+async def test_absurd_times_are_clamped_not_fatal(open_store: Opener) -> None:
+    # creation time + lifetime from a hostile bundle can exceed what SQLite stores (2**63 - 1).
+    async with open_store() as store:
+        far = bundle("far", expires=2**65)
+        assert far.expires_at == MAX_DTN_TIME
+        results = await store.put_many([bundle("near"), far, bundle("past", expires=-(2**70))])
+        assert all(isinstance(r, Accepted) for r in results)
+        assert (await store.get(far.bundle_id)) == far
+        assert await store.expire(0) == [bundle("past").bundle_id]
+        assert await store.expire(MAX_DTN_TIME - 1) == [bundle("near").bundle_id]
 
 
 async def test_pending_for_lists_each_hop_in_arrival_order(open_store: Opener) -> None:
