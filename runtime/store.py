@@ -68,6 +68,15 @@ def _clamp_time(value: int) -> int:
     return value
 
 
+def _utf8(_inst: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    # A lone surrogate cannot be written as SQLite text; refuse it here, not in a batch commit.
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{attribute.name} is not valid Unicode text: {exc}") from None
+
+
 def _non_empty(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
     if not value:
         raise ValueError(f"{attribute.name} must not be empty")
@@ -81,8 +90,8 @@ class StoredBundle:
     content_id: bytes | None = attrs.field(
         validator=attrs.validators.optional([attrs.validators.instance_of(bytes), _non_empty])
     )
-    source: str = attrs.field(validator=attrs.validators.instance_of(str))
-    destination: str = attrs.field(validator=attrs.validators.instance_of(str))
+    source: str = attrs.field(validator=[attrs.validators.instance_of(str), _utf8])
+    destination: str = attrs.field(validator=[attrs.validators.instance_of(str), _utf8])
     expires_at: int = attrs.field(
         converter=_clamp_time, validator=attrs.validators.instance_of(int)
     )
@@ -91,7 +100,8 @@ class StoredBundle:
     )
     data: bytes = attrs.field(validator=attrs.validators.instance_of(bytes), repr=False)
     next_hop: str | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
+        default=None,
+        validator=attrs.validators.optional([attrs.validators.instance_of(str), _utf8]),
     )
 
     @property

@@ -187,6 +187,15 @@ async def test_absurd_times_are_clamped_not_fatal(open_store: Opener) -> None:
         assert await store.expire(MAX_DTN_TIME - 1) == [bundle("near").bundle_id]
 
 
+def test_stored_bundle_refuses_what_a_store_could_not_write() -> None:
+    with pytest.raises(ValueError, match="destination is not valid Unicode"):
+        bundle(1, dest="ipn:\ud800")
+    with pytest.raises(ValueError, match="bundle_id must not be empty"):
+        StoredBundle(b"", None, "s", "d", 0, 0, b"")
+    with pytest.raises(TypeError):
+        StoredBundle(b"x", None, "s", "d", 0, 0, "not bytes")  # type: ignore[arg-type]
+
+
 async def test_pending_for_lists_each_hop_in_arrival_order(open_store: Opener) -> None:
     async with open_store() as store:
         a, b, c, d = (bundle(x) for x in "abcd")
