@@ -63,46 +63,59 @@ MAX_DTN_TIME = 2**63 - 1
 
 
 def _clamp_time(value: int) -> int:
-    if isinstance(value, int):  # anything else is left for the type validator to refuse
+    if type(value) is int:  # anything else is left for the type check to refuse
         return max(-MAX_DTN_TIME - 1, min(value, MAX_DTN_TIME))
     return value
 
 
-def _utf8(_inst: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
-    # A lone surrogate cannot be written as SQLite text; refuse it here, not in a batch commit.
-    if value is not None:
+def _text(name: str, value: object) -> None:
+    if type(value) is not str:
+        raise TypeError(f"{name} must be str, not {type(value).__name__}")
+    if not value.isascii():  # EIDs are ASCII in practice: only other text pays for this check
         try:
             value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"{attribute.name} is not valid Unicode text: {exc}") from None
+        except UnicodeEncodeError as exc:  # a lone surrogate cannot be written as SQLite text
+            raise ValueError(f"{name} is not valid Unicode text: {exc}") from None
 
 
-def _non_empty(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+def _id(name: str, value: object) -> None:
+    if type(value) is not bytes:
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
     if not value:
-        raise ValueError(f"{attribute.name} must not be empty")
+        raise ValueError(f"{name} must not be empty")
 
 
 @attrs.frozen(slots=True)
 class StoredBundle:
-    """One bundle as the store holds it: the encoded bytes plus the metadata the router needs."""
+    """One bundle as the store holds it: the encoded bytes plus the metadata the router needs.
 
-    bundle_id: bytes = attrs.field(validator=[attrs.validators.instance_of(bytes), _non_empty])
-    content_id: bytes | None = attrs.field(
-        validator=attrs.validators.optional([attrs.validators.instance_of(bytes), _non_empty])
-    )
-    source: str = attrs.field(validator=[attrs.validators.instance_of(str), _utf8])
-    destination: str = attrs.field(validator=[attrs.validators.instance_of(str), _utf8])
-    expires_at: int = attrs.field(
-        converter=_clamp_time, validator=attrs.validators.instance_of(int)
-    )
-    received_at: int = attrs.field(
-        converter=_clamp_time, validator=attrs.validators.instance_of(int)
-    )
-    data: bytes = attrs.field(validator=attrs.validators.instance_of(bytes), repr=False)
-    next_hop: str | None = attrs.field(
-        default=None,
-        validator=attrs.validators.optional([attrs.validators.instance_of(str), _utf8]),
-    )
+    Checked on construction (types, non-empty ids, text SQLite can store, times clamped to
+    :data:`MAX_DTN_TIME`), in one function rather than a validator per field: stores build one
+    of these for every row they list.
+    """
+
+    bundle_id: bytes
+    content_id: bytes | None
+    source: str
+    destination: str
+    expires_at: int = attrs.field(converter=_clamp_time)
+    received_at: int = attrs.field(converter=_clamp_time)
+    data: bytes = attrs.field(repr=False)
+    next_hop: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _id("bundle_id", self.bundle_id)
+        if self.content_id is not None:
+            _id("content_id", self.content_id)
+        _text("source", self.source)
+        _text("destination", self.destination)
+        if self.next_hop is not None:
+            _text("next_hop", self.next_hop)
+        for name in ("expires_at", "received_at"):
+            if type(getattr(self, name)) is not int:
+                raise TypeError(f"{name} must be int, not {type(getattr(self, name)).__name__}")
+        if type(self.data) is not bytes:
+            raise TypeError(f"data must be bytes, not {type(self.data).__name__}")
 
     @property
     def size(self) -> int:
