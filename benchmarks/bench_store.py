@@ -2,7 +2,7 @@
 
 What it measures, all with WAL and ``synchronous=FULL`` (every commit fsync'd) on one disk:
 
-* raw limits, measured here with plain ``sqlite3`` and no Trio:
+* raw limits, measured here with plain ``sqlite3`` and no Trio (same pragmas as the store):
   - single-row transactions per second (what a store without group commit could do);
   - rows per second with ``executemany`` in transactions of 100 rows;
   each on the store's own table (same indexes, random 32-byte content ids) and on a minimal
@@ -27,7 +27,7 @@ import tempfile
 import time
 
 import trio
-from fleetwire.runtime.sqlite_store import _SCHEMA, DEFAULT_MAX_BATCH, open_sqlite_store
+from fleetwire.runtime.sqlite_store import DEFAULT_MAX_BATCH, SCHEMA, TUNING, open_sqlite_store
 from fleetwire.runtime.store import Accepted, StoredBundle
 
 PAYLOAD = os.urandom(1024)
@@ -45,11 +45,12 @@ def fresh(directory: str, name: str) -> str:
 def raw_connection(path: str, minimal: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
+    for pragma in TUNING:  # synchronous=FULL and the store's cache and checkpoint settings
+        conn.execute(pragma)
     if minimal:
         conn.execute("CREATE TABLE bundles (id INTEGER PRIMARY KEY, data BLOB)")
     else:
-        conn.executescript(_SCHEMA)
+        conn.executescript(SCHEMA)
     return conn
 
 

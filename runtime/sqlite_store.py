@@ -53,7 +53,14 @@ from .store import (
     check_quota,
 )
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteBundleStore", "open_sqlite_store"]
+__all__ = [
+    "APPLICATION_ID",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "TUNING",
+    "SQLiteBundleStore",
+    "open_sqlite_store",
+]
 
 #: ``PRAGMA application_id`` of our files ("FWBS"), so we never adopt someone else's database.
 APPLICATION_ID = 0x46574253
@@ -62,7 +69,7 @@ SCHEMA_VERSION = 1
 
 # bundle_id is the key (NOT NULL UNIQUE). The INTEGER PRIMARY KEY is the arrival order the listings
 # promise; an explicit alias, because VACUUM may renumber a hidden rowid.
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE bundles (
     seq         INTEGER PRIMARY KEY,
     bundle_id   BLOB NOT NULL UNIQUE,
@@ -97,6 +104,21 @@ def _insert_rows(n: int) -> str:
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
     return f"INSERT INTO bundles ({_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING"
 
+
+#: Per-connection settings after ``journal_mode = WAL`` (the benchmark applies them to its raw
+#: SQLite baseline too, so the ratios show the store's own overhead).
+TUNING = (
+    "PRAGMA synchronous = FULL",  # see _prepare: fsync the WAL at every commit
+    "PRAGMA fullfsync = ON",  # macOS: fsync() alone does not flush the disk cache
+    "PRAGMA checkpoint_fullfsync = ON",
+    "PRAGMA cache_size = -16384",  # 16 MiB: keep the id indexes in memory
+    # Checkpoint (copy the WAL into the main file) every 16384 pages (64 MiB at 4 KiB) rather
+    # than SQLite's 1000: random content-id index pages that many batches touched are written
+    # back once per checkpoint (~25% fewer bytes written per bundle here). Recovery reads at
+    # most that much WAL. Truncate the WAL to that size afterwards.
+    "PRAGMA wal_autocheckpoint = 16384",
+    f"PRAGMA journal_size_limit = {64 * 1024 * 1024}",
+)
 
 #: Default batch caps: enough rows to amortise an fsync, few enough bytes to bound a transaction.
 DEFAULT_MAX_BATCH = 1024
@@ -196,20 +218,12 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode != "wal":
         raise StoreError(f"bundle store {path!r} cannot use WAL journaling (got {mode!r})")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA fullfsync = ON")  # macOS: fsync() alone does not flush the disk cache
-    conn.execute("PRAGMA checkpoint_fullfsync = ON")
-    conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: keep the id indexes in memory
-    # Checkpoint (copy the WAL into the main file) every 16384 pages (64 MiB at 4 KiB) rather
-    # than SQLite's 1000: random content-id index pages that many batches touched are written
-    # back once per checkpoint, not once per 1000 pages (~25% fewer bytes written per bundle
-    # here). Recovery reads at most that much WAL. Truncate the WAL to that size afterwards.
-    conn.execute("PRAGMA wal_autocheckpoint = 16384")
-    conn.execute(f"PRAGMA journal_size_limit = {64 * 1024 * 1024}")
+    for pragma in TUNING:
+        conn.execute(pragma)
     if fresh:
         conn.executescript(f"""
             BEGIN IMMEDIATE;
-            {_SCHEMA}
+            {SCHEMA}
             PRAGMA application_id = {APPLICATION_ID};
             PRAGMA user_version = {SCHEMA_VERSION};
             COMMIT;
