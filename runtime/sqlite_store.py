@@ -4,11 +4,14 @@ Theory of operation
 -------------------
 ``put`` must not return before its bundle is on stable storage (see :mod:`.store`), and one fsync'd
 transaction per bundle caps a disk at a few thousand bundles a second. So writes are *grouped*:
-every write (put, next-hop change, delete, expire) becomes an operation on a bounded queue; a single
-committer task takes everything queued (up to a cap), applies it in one transaction on a worker
-thread, commits (one fsync for the whole batch), then wakes every waiter of the batch. While a batch
+every write (put, next-hop change, delete, expire) joins the newest open batch on a queue; a single
+committer task takes the oldest batch, applies it in one transaction on a worker thread, commits
+(one fsync for the whole batch), then wakes every waiter of the batch at once. While a batch
 commits, the next one gathers, so the batch size follows the load without a timer: one producer gets
-one-row transactions and no added latency, a thousand producers share each fsync.
+one-row transactions and no added latency, a thousand producers share each fsync. A batch is capped
+at half the writes in flight (and at ``max_batch`` rows, ``max_batch_bytes``), so two batches
+alternate: one on the disk while the producers of the other, just woken, refill it. Producers wait
+(back-pressure) once ``4 * max_batch`` writes are in flight.
 
 A batch that fails to commit (disk full, I/O error) is rolled back whole, and every waiter gets
 :class:`~.store.StoreError`: no one is told ``Accepted`` for a bundle that is not on disk.
@@ -18,9 +21,10 @@ statements when the quota has room for the whole run; if any row was skipped (a 
 is rolled back to a savepoint and replayed row by row to say which bundle repeated which.
 
 All SQLite work happens off the Trio thread (``trio.to_thread.run_sync``) on one connection, which a
-``CapacityLimiter`` of 1 keeps to one worker thread at a time. The file is opened in exclusive
-locking mode: a second process opening the same store is refused instead of silently sharing it
-(the committer keeps the count and byte totals in memory).
+``CapacityLimiter`` of 1 keeps to one worker thread at a time; reads take the same connection, so a
+read waits for the batch being committed. The file is opened in exclusive locking mode: a second
+process opening the same store is refused instead of silently sharing it (the committer keeps the
+count and byte totals in memory).
 
 Recovery: after a crash SQLite replays or discards the WAL on open, so the file holds exactly the
 committed transactions; opening then checks the file is ours (``application_id``), its schema
