@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from fleetwire.protocol.errors import FleetwireError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("cmd_demo", "cmd_keys", "cmd_inspect")
+COMMANDS: tuple[str, ...] = ("cmd_demo", "cmd_node", "cmd_keys", "cmd_inspect")
 
 DESCRIPTION = """\
 fleetwire — the Fleet Coordination Protocol reference implementation.
@@ -44,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.run(args) or 0)
+        try:
+            return int(args.run(args) or 0)
+        except BaseExceptionGroup as group:
+            raise _only_error(group) from None
     except FleetwireError as exc:
         print(f"fleetwire {args.command}: error: {exc}", file=sys.stderr)
         hint = getattr(exc, "hint", "")
@@ -57,6 +60,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error inside nested nursery groups, so it can be reported plainly."""
+    leaves: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+        else:
+            leaves.append(exc)
+
+    collect(group)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 if __name__ == "__main__":

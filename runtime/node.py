@@ -25,14 +25,15 @@ loses nothing that was acknowledged:
   (dropped) and counted: it will not be retried, and a duplicate will not cost another verify.
 * **restart** — on open the node reads the store back: ``local`` bundles are delivered again
   (at-least-once to the application, exactly-once per bundle on the network side), unrouted and
-  queued ones are routed again.
+  queued ones are routed again (the routing choice is never stored).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 
 import attrs
@@ -50,7 +51,6 @@ from .bundling import (
     LOCAL,
     HopLimitExceeded,
     for_next_hop,
-    hop_name,
     inspect_bundle,
     message_bundle,
     stored,
@@ -124,6 +124,7 @@ class Node:
         self._nursery = nursery
         self._sequence = 0
         self._last_created = -1
+        self._message_sequence = 0
         plan = config.contact_plan or ContactPlan()
         static = {peer: peer for peer in self.links} | dict(config.static_routes)
         hierarchy = Hierarchy(config.parents) if config.parents else None
@@ -131,6 +132,7 @@ class Node:
         self._unrouted_send, self._unrouted = trio.open_memory_channel[bytes](math.inf)
         self._deliver_send, self._deliver = trio.open_memory_channel[bytes](math.inf)
         self._queues: dict[int, trio.MemorySendChannel[bytes]] = {}
+        self._link_changed: dict[int, trio.Event] = {}
         self._parked: set[bytes] = set()
         self._reroute = trio.Event()
         self._subscribers: list[
@@ -173,6 +175,15 @@ class Node:
         if isinstance(result, Accepted):
             (self._deliver_send if local else self._unrouted_send).send_nowait(result.bundle_id)
         return signed
+
+    def next_message_sequence(self) -> int:
+        """A header sequence number larger than any this node used before, across restarts.
+
+        Derived from the clock (ms × 1024) so that no counter has to be stored; a node making
+        more than 1024 messages in one millisecond simply runs ahead of the clock.
+        """
+        self._message_sequence = max(self._message_sequence + 1, self.now() * 1024)
+        return self._message_sequence
 
     def subscribe(
         self, *families: Family, buffer: int = 1024
@@ -221,11 +232,19 @@ class Node:
             self.stats.duplicates += 1
             return
         self.stats.accepted += 1
+        log.info(
+            "node=%s event=accepted from=%s bundle=%s local=%s",
+            self.node,
+            from_peer,
+            result.bundle_id.hex(),
+            local,
+        )
         (self._deliver_send if local else self._unrouted_send).send_nowait(result.bundle_id)
 
     def add_link(self, link: Link) -> None:
         """Start using ``link`` (a neighbour that connected, or a new contact)."""
         self.links[link.peer] = link
+        self._link_changed.pop(link.peer, trio.Event()).set()
         self.router.static.setdefault(link.peer, link.peer)
         self._nursery.start_soon(self._watch_link, link)
         self._trigger_reroute()
@@ -254,10 +273,12 @@ class Node:
         if isinstance(decision, Forward) and decision.next_hop in self.links:
             if decision.route is not None:
                 self.router.book(decision.route, len(held.data))
-            await self.store.assign_next_hop(bundle_id, hop_name(decision.next_hop))
+            # The choice stays in memory: after a restart every held bundle is routed afresh
+            # (links and the plan may have changed), so the store needs no record of it.
             self._queue_for(decision.next_hop).send_nowait(bundle_id)
             return
         self._parked.add(bundle_id)
+        log.info("node=%s event=parked bundle=%s decision=%s", self.node, bundle_id.hex(), decision)
         if not isinstance(decision, Forward) and decision.next_check_at is not None:
             self._nursery.start_soon(self._reroute_at, decision.next_check_at)
 
@@ -274,25 +295,42 @@ class Node:
             held = await self.store.get(bundle_id)
             if held is None:
                 continue
-            link = self.links[peer]
             try:
                 data = for_next_hop(decode_bundle(held.data), self.node, self.config.service)
             except HopLimitExceeded:
                 self.stats.hop_limited += 1
                 await self.store.delete(bundle_id)
                 continue
-            while True:
-                await link.wait_up()
+            while self.now() < held.expires_at:
+                # The neighbour's link may be replaced (it reconnected to our listener): look
+                # it up on every attempt, and wake when it comes up *or* is replaced.
+                link = self.links[peer]
+                if not link.is_up:
+                    await self._wait_up_or_replaced(peer, link)
+                    continue
                 try:
                     await link.send(data)
                 except LinkDown:
                     self.stats.link_down += 1
-                    if self.now() >= held.expires_at:
-                        break
                     continue
                 self.stats.forwarded += 1
+                log.info(
+                    "node=%s event=forwarded to=%s bundle=%s", self.node, peer, bundle_id.hex()
+                )
                 break
             await self.store.delete(bundle_id)
+
+    async def _wait_up_or_replaced(self, peer: int, link: Link) -> None:
+        replaced = self._link_changed.setdefault(peer, trio.Event())
+        async with trio.open_nursery() as race:
+
+            async def until(wait: Callable[[], Awaitable[None]]) -> None:
+                with contextlib.suppress(LinkDown):  # closed for good: wait for a replacement
+                    await wait()
+                    race.cancel_scope.cancel()
+
+            race.start_soon(until, link.wait_up)
+            race.start_soon(until, replaced.wait)
 
     async def _deliver_loop(self) -> None:
         async for bundle_id in self._deliver:
@@ -311,13 +349,17 @@ class Node:
                     if family in families:
                         await channel.send(signed)
                 self.stats.delivered += 1
+                log.info("node=%s event=delivered content_id=%s", self.node, signed.content_id)
             await self.store.assign_next_hop(bundle_id, DELIVERED)
 
     async def _watch_link(self, link: Link) -> None:
-        while True:
-            await link.wait_up()
-            self._trigger_reroute()
-            await link.wait_down()
+        try:
+            while True:
+                await link.wait_up()
+                self._trigger_reroute()
+                await link.wait_down()
+        except LinkDown:
+            return  # the link was closed for good; a replacement gets its own watcher
 
     async def _reroute_at(self, dtn_ms: int) -> None:
         await trio.sleep_until(self.clock.to_trio(dtn_ms))
@@ -346,9 +388,6 @@ class Node:
         for next_hop, channel in ((LOCAL, self._deliver_send), (None, self._unrouted_send)):
             for held in await self._all_pending(next_hop):
                 channel.send_nowait(held)
-        for peer in self.links:
-            for held in await self._all_pending(hop_name(peer)):
-                self._unrouted_send.send_nowait(held)  # route again: the plan may have moved on
 
     async def _all_pending(self, next_hop: str | None) -> list[bytes]:
         found = await self.store.pending_for(next_hop, 1 << 30)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from typing import Any, Final
 
+import attrs
+
 from ..errors import MessageError
 from ..ids import ContentId
 from .header import HEADER_FIELDS, Header, MessageType
@@ -87,7 +89,9 @@ def _from_json(kind: Kind[Any], value: Any, path: str) -> Any:
     return kind.from_wire(value, path)
 
 
-def _fields_from_json(fields: tuple[Field, ...], value: Any, path: str) -> dict[str, Any]:
+def _fields_from_json(
+    fields: tuple[Field, ...], value: Any, path: str, cls: type | None = None
+) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MessageError("expected an object", path)
     known = {field.name for field in fields}
@@ -98,12 +102,21 @@ def _fields_from_json(fields: tuple[Field, ...], value: Any, path: str) -> dict[
     for field in fields:
         where = f"{path}.{field.name}" if path else field.name
         if field.name not in value or value[field.name] is None:
+            default = _default(cls, field.name)
+            if default is not attrs.NOTHING:
+                continue  # the class's own default (e.g. a claim's priority 0)
             if not field.optional:
                 raise MessageError("required field is missing", where)
             out[field.name] = () if isinstance(field.kind, ListOf) else None
             continue
         out[field.name] = _from_json(field.kind, value[field.name], where)
     return out
+
+
+def _default(cls: type | None, name: str) -> Any:
+    if cls is None:
+        return attrs.NOTHING
+    return attrs.fields_dict(cls)[name].default
 
 
 def message_from_json(value: dict[str, Any], header: Header | None = None) -> Message:
@@ -114,7 +127,7 @@ def message_from_json(value: dict[str, Any], header: Header | None = None) -> Me
     cls = MESSAGE_CLASSES[kind]
     if header is None:
         header = Header(**_fields_from_json(HEADER_FIELDS, value.get("header"), "header"))
-    message = cls(header=header, **_fields_from_json(cls.FIELDS, value, ""))
+    message = cls(header=header, **_fields_from_json(cls.FIELDS, value, "", cls))
     check = getattr(message, "check", None)
     if check is not None:
         check()

@@ -1,0 +1,175 @@
+"""Node configuration files (TOML): who the node is, where it listens, whom it dials.
+
+A sample, with every key (paths are relative to the file)::
+
+    [node]
+    number = 17                 # ipn node number
+    keys = "fleet"              # folder: node-17.key, fleet-root.pub, *.cred
+    store = "node-17.sqlite3"   # durable bundle store; leave out for memory only
+    bundle_lifetime_s = 86400   # lifetime of the bundles this node creates
+
+    [[listen]]                  # accept neighbours here (any number of these)
+    host = "127.0.0.1"
+    port = 4556
+    layer = "tcpclv4"           # tcpclv4 | tcpclv3 | mtcp
+
+    [[peer]]                    # neighbours this node dials and redials with backoff
+    node = 2
+    host = "127.0.0.1"
+    port = 4557
+    layer = "tcpclv4"
+
+    [routes]
+    parent = 2                  # default route: node → cell coordinator → region
+    static = { 3 = 2 }          # destination node → next hop
+
+    [reconnect]
+    initial_s = 0.5
+    maximum_s = 60
+
+    [[contact]]                 # optional contact plan (DTN ms times), for scheduled links
+    from = 17
+    to = 2
+    start = 848750000000
+    end = 848753600000
+    rate_bps = 1000000
+    owlt_ms = 1200
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+from fleetwire.protocol.errors import FleetwireError
+
+from .contacts import ContactPlan, ContactPlanError
+
+LAYERS = ("tcpclv4", "tcpclv3", "mtcp")
+
+
+class ConfigError(FleetwireError):
+    """The configuration file is missing, not TOML, or says something impossible."""
+
+    code = "config"
+
+    def __init__(
+        self, message: str, hint: str = "see the sample in `fleetwire node --help`"
+    ) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@attrs.frozen
+class Endpoint:
+    host: str
+    port: int
+    layer: str = "tcpclv4"
+    node: int | None = None  # for peers: the neighbour's node number
+
+
+@attrs.frozen
+class FileConfig:
+    node: int
+    keys: Path
+    store: Path | None
+    bundle_lifetime_ms: int
+    listen: tuple[Endpoint, ...]
+    peers: tuple[Endpoint, ...]
+    parent: int | None
+    static_routes: dict[int, int]
+    reconnect_initial_s: float
+    reconnect_maximum_s: float
+    contact_plan: ContactPlan | None = attrs.field(eq=False)
+
+
+def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _int(table: dict[str, Any], key: str, where: str, default: int | None = None) -> int:
+    value = table.get(key, default)
+    if type(value) is not int or value < 0:
+        raise ConfigError(f"{where}.{key} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _endpoint(entry: Any, where: str, peer: bool) -> Endpoint:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a table")
+    allowed = {"host", "port", "layer"} | ({"node"} if peer else set())
+    unknown = set(entry) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    layer = entry.get("layer", "tcpclv4")
+    if layer not in LAYERS:
+        raise ConfigError(f"{where}.layer must be one of {', '.join(LAYERS)}, got {layer!r}")
+    host = entry.get("host", "127.0.0.1")
+    if not isinstance(host, str):
+        raise ConfigError(f"{where}.host must be a string")
+    port = _int(entry, "port", where)
+    if port > 65535:
+        raise ConfigError(f"{where}.port {port} is not a TCP port")
+    return Endpoint(host, port, layer, _int(entry, "node", where) if peer else None)
+
+
+def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
+    """Check a parsed TOML document; relative paths are taken from ``base``."""
+    unknown = set(data) - {"node", "listen", "peer", "routes", "reconnect", "contact"}
+    if unknown:
+        raise ConfigError(f"unknown sections {sorted(unknown)}")
+    node = _table(data, "node")
+    if "number" not in node:
+        raise ConfigError("[node] needs `number`, the node's ipn node number")
+    keys = node.get("keys", ".")
+    store = node.get("store")
+    if not isinstance(keys, str) or (store is not None and not isinstance(store, str)):
+        raise ConfigError("[node] keys and store are paths (strings)")
+    routes = _table(data, "routes")
+    static = routes.get("static", {})
+    if not isinstance(static, dict):
+        raise ConfigError("[routes] static must be a table of destination = next hop")
+    try:
+        static_routes = {int(k): int(v) for k, v in static.items()}
+    except (TypeError, ValueError):
+        raise ConfigError("[routes] static: node numbers must be integers") from None
+    reconnect = _table(data, "reconnect")
+    plan = None
+    if "contact" in data:
+        try:
+            plan = ContactPlan.from_mapping({"contact": data["contact"]})
+        except ContactPlanError as exc:
+            raise ConfigError(f"contact plan: {exc.message}") from None
+    listen = data.get("listen", [])
+    peers = data.get("peer", [])
+    if not isinstance(listen, list) or not isinstance(peers, list):
+        raise ConfigError("[[listen]] and [[peer]] are arrays of tables")
+    return FileConfig(
+        node=_int(node, "number", "node"),
+        keys=(base / keys).resolve(),
+        store=None if store is None else (base / store).resolve(),
+        bundle_lifetime_ms=_int(node, "bundle_lifetime_s", "node", 86_400) * 1000,
+        listen=tuple(_endpoint(e, f"listen[{i}]", False) for i, e in enumerate(listen)),
+        peers=tuple(_endpoint(e, f"peer[{i}]", True) for i, e in enumerate(peers)),
+        parent=_int(routes, "parent", "routes") if "parent" in routes else None,
+        static_routes=static_routes,
+        reconnect_initial_s=float(reconnect.get("initial_s", 0.5)),
+        reconnect_maximum_s=float(reconnect.get("maximum_s", 60.0)),
+        contact_plan=plan,
+    )
+
+
+def load_config(path: Path) -> FileConfig:
+    """Read and check a node configuration file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse_config(data, path.parent)
