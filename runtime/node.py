@@ -71,6 +71,10 @@ class BundleRefused(FleetwireError):
 
     code = "bundle-refused"
 
+    def __init__(self, message: str, *, store_full: bool = False) -> None:
+        super().__init__(message)
+        self.store_full = store_full
+
 
 @attrs.frozen(slots=True)
 class NodeConfig:
@@ -170,7 +174,7 @@ class Node:
             stored(bundle, data, now, inspect_bundle(bundle, now), LOCAL if local else None)
         )
         if isinstance(result, Refused):
-            raise BundleRefused(result.message)
+            raise BundleRefused(result.message, store_full=True)
         self.stats.sent += 1
         if isinstance(result, Accepted):
             (self._deliver_send if local else self._unrouted_send).send_nowait(result.bundle_id)
@@ -227,7 +231,7 @@ class Node:
         result = await self.store.put(stored(bundle, data, now, envelope, LOCAL if local else None))
         if isinstance(result, Refused):
             self.stats.refused += 1
-            raise BundleRefused(result.message)
+            raise BundleRefused(result.message, store_full=True)
         if isinstance(result, Duplicate):
             self.stats.duplicates += 1
             return

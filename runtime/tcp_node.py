@@ -24,7 +24,6 @@ from .config import Endpoint, FileConfig
 from .contacts import DTN_EPOCH_UNIX, Clock
 from .memory_store import MemoryBundleStore
 from .node import BundleRefused, Node, NodeConfig, open_node
-from .routing import Hierarchy
 from .sqlite_store import open_sqlite_store
 from .store import BundleStore
 from .tcp import Backoff, Connector, open_connector, serve_cl
@@ -63,24 +62,18 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
         parents={config.node: config.parent} if config.parent is not None else {},
     )
     clock = Clock.from_unix(trio.current_time(), time.time())
-    node: Node | None = None
-
-    async def accept(data: bytes, link: ClLink | Any) -> None:
-        assert node is not None
-        try:
-            await node.accept(data, getattr(link, "peer", None))
-        except BundleRefused as exc:
-            reason = Refusal.NO_RESOURCES if "full" in exc.message else Refusal.NOT_ACCEPTABLE
-            raise CustodyRefused(reason, exc.message) from None
-
-    async def serve_neighbour(link: ClLink) -> None:
-        assert node is not None
-        node.add_link(link)
-        await link.wait_closed()
-
     async with _open_store(config) as store, open_node(node_config, store, clock=clock) as node:
-        if config.parent is not None:
-            node.router.hierarchy = Hierarchy({config.node: config.parent})
+        async def accept(data: bytes, link: ClLink | Any) -> None:
+            try:
+                await node.accept(data, getattr(link, "peer", None))
+            except BundleRefused as exc:
+                reason = Refusal.NO_RESOURCES if exc.store_full else Refusal.NOT_ACCEPTABLE
+                raise CustodyRefused(reason, exc.message) from None
+
+        async def serve_neighbour(link: ClLink) -> None:
+            node.add_link(link)
+            await link.wait_closed()
+
         backoff = Backoff(initial=config.reconnect_initial_s, maximum=config.reconnect_maximum_s)
         async with AsyncExitStack() as connectors:
             for peer in config.peers:
