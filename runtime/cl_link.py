@@ -305,8 +305,8 @@ class LinkTimeouts:
     #: Capacity of the ``incoming`` channel when it is the custody.
     incoming_capacity: int = 16
     #: Largest single read and coalesced write (bytes).
-    read_size: int = 256 * 1024
-    write_batch: int = 256 * 1024
+    read_size: int = 1024 * 1024
+    write_batch: int = 1024 * 1024
 
 
 # --- the link --------------------------------------------------------------------------
@@ -559,7 +559,7 @@ class ClLink:
                     continue
                 if not data:
                     self._note_reason("peer closed the connection")
-                self._session.receive_data(bytes(data))
+                self._session.receive_data(data if isinstance(data, bytes) else bytes(data))
                 self._tick()
                 self._pump()
                 if self._start_tls:
@@ -580,6 +580,9 @@ class ClLink:
                 if self._over:
                     return
                 await self._write_needed.wait()
+                # Let the tasks that are ready run first (custody workers acking, senders
+                # queueing): their bytes then leave in one write instead of one each.
+                await trio.lowlevel.cancel_shielded_checkpoint()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
             self._note_reason(f"stream broke while writing: {error or type(error).__name__}")
             self._set_over(self.down_reason)
@@ -599,7 +602,7 @@ class ClLink:
                 if not self._ending:  # a v3 SHUTDOWN drops unsent bundles silently: fail them
                     self._confirm_written(written)
                 return
-            if len(buf) < limit:
+            if len(buf) < limit // 8:  # small pieces: coalesce; big ones go out as they are
                 batch = bytearray(buf)
                 while len(batch) < limit and (more := session.data_to_send()):
                     batch += more
