@@ -107,6 +107,8 @@ __all__ = [
 ]
 
 _IPN = re.compile(r"ipn:(\d+)(?:\.\d+)?")
+#: Seconds the timer waits when a tick left the session's deadline where it was.
+_TIMER_RETRY = 0.05
 
 
 # --- errors ----------------------------------------------------------------------------
@@ -176,6 +178,14 @@ class ConvergenceLayer(Protocol):
 
     def tls_context(self, role: Role) -> ssl.SSLContext | None: ...
 
+    def check_peer(self, stream: trio.abc.Stream, established: SessionEstablished) -> str:
+        """Why the established peer is unacceptable (empty: it is fine)."""
+        ...
+
+    def reject(self, session: Any) -> None:
+        """End a session whose peer failed :meth:`check_peer`."""
+        ...
+
     server_hostname: str | None
 
 
@@ -205,6 +215,9 @@ class TcpclV4:
     server_context: ssl.SSLContext | None = None
     client_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
+    #: Require the peer's Node ID in its certificate (§4.4.3); needs a peer certificate, so
+    #: a passive side must also ask the client for one (``verify_mode = CERT_REQUIRED``).
+    authenticate_node_id: bool = False
     name: str = "tcpclv4"
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
@@ -225,6 +238,26 @@ class TcpclV4:
 
     def tls_context(self, role: Role) -> ssl.SSLContext | None:
         return self.server_context if role is Role.PASSIVE else self.client_context
+
+    def check_peer(self, stream: trio.abc.Stream, established: SessionEstablished) -> str:
+        """§4.4.3: with ``authenticate_node_id``, the Node ID the peer sent in SESS_INIT must
+        be a URI subjectAltName (NODE-ID) of the certificate it presented in TLS."""
+        if not self.authenticate_node_id:
+            return ""
+        if not isinstance(stream, trio.SSLStream):
+            return "node id authentication needs TLS (RFC 9174 §4.4.3)"
+        cert = stream.getpeercert() or {}
+        names = cert.get("subjectAltName", ())
+        uris = {value for kind, value in names if kind == "URI"}  # type: ignore[misc]
+        if established.peer_node_id not in uris:
+            return (
+                f"peer node id {established.peer_node_id!r} is not a NODE-ID of its "
+                "certificate (RFC 9174 §4.4.3)"
+            )
+        return ""
+
+    def reject(self, session: Any) -> None:
+        session.terminate(v4_messages.TermReason.CONTACT_FAILURE)
 
 
 @attrs.frozen(slots=True)
@@ -258,6 +291,12 @@ class TcpclV3:
     def tls_context(self, role: Role) -> ssl.SSLContext | None:
         return None
 
+    def check_peer(self, stream: trio.abc.Stream, established: SessionEstablished) -> str:
+        return ""
+
+    def reject(self, session: Any) -> None:
+        session.terminate()
+
 
 @attrs.frozen(slots=True)
 class Mtcp:
@@ -284,6 +323,12 @@ class Mtcp:
 
     def tls_context(self, role: Role) -> ssl.SSLContext | None:
         return None
+
+    def check_peer(self, stream: trio.abc.Stream, established: SessionEstablished) -> str:
+        return ""
+
+    def reject(self, session: Any) -> None:
+        session.terminate()
 
 
 @attrs.frozen(slots=True)
@@ -399,6 +444,7 @@ class ClLink:
         self._start_tls = False
         # Life.
         self._up = False
+        self._was_up = False
         self._ending = False
         self._over = False
         self._up_event = trio.Event()
@@ -526,7 +572,7 @@ class ClLink:
                 await trio.aclose_forcefully(self._stream)
             finally:
                 self._finished.set()
-        if self.established is None:
+        if not self._was_up:
             raise LinkDown(f"{self._layer.name} session not established: {self.down_reason}")
 
     async def _wind_down(self) -> None:
@@ -612,12 +658,19 @@ class ClLink:
             self._pump()
 
     async def _timer(self) -> None:
+        fired_at = -math.inf
         while not self._over:
             deadline = self._session.next_deadline()
+            if deadline is not None and deadline <= fired_at:
+                # A tick at this deadline did not move it (a keepalive waiting behind a
+                # blocked write, say): wait a little instead of spinning.
+                deadline = trio.current_time() + _TIMER_RETRY
             self._timer_at = math.inf if deadline is None else deadline
             self._timer_wake = trio.Event()
-            with trio.move_on_at(self._timer_at):
+            with trio.move_on_at(self._timer_at) as waited:
                 await self._timer_wake.wait()
+            if waited.cancelled_caught:
+                fired_at = self._timer_at
             self._tick()
             self._pump()
             self._poke_writer()
@@ -755,8 +808,17 @@ class ClLink:
             self.established = event
             self.peer_node_id = event.peer_node_id
             self._confirms = self._layer.confirms_delivery(self._session)
-            if not self._ending:
+            problem = self._layer.check_peer(self._stream, event)
+            if problem:
+                self._note_reason(problem)
+                try:
+                    self._layer.reject(self._session)
+                except LocalProtocolError:
+                    pass
+                self._go_down(problem)
+            elif not self._ending:
                 self._up = True
+                self._was_up = True
                 self._up_event.set()
         elif isinstance(event, SessionTerminated):
             who = "peer" if event.by_peer else "we"

@@ -315,6 +315,7 @@ async def test_tcpclv4_over_tls(tmp_path: Path) -> None:
         v4.SessionConfig(node_id="ipn:1.0", can_tls=True, require_tls=True),
         client_context=client_ctx,
         server_hostname="localhost",
+        authenticate_node_id=True,  # the server's "ipn:2.0" must be in its certificate
     )
     at_server, at_client = Collector(), Collector()
     bundle = random.Random(9).randbytes(200_000)
@@ -352,6 +353,27 @@ async def test_tls_handshake_failure_is_link_down(tmp_path: Path) -> None:
                 async with open_tcp_cl_link(
                     LOCALHOST, server.port, client_layer, timeouts=timeouts
                 ):
+                    pass  # pragma: no cover
+
+
+async def test_node_id_not_in_the_certificate_is_refused(tmp_path: Path) -> None:
+    """RFC 9174 §4.4.3: a peer claiming a Node ID its certificate does not name is refused."""
+    cert, key, pem = self_signed(tmp_path)  # names ipn:2.0
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    server_layer = TcpclV4(
+        v4.SessionConfig(node_id="ipn:3.0", can_tls=True), server_context=server_ctx
+    )
+    client_layer = TcpclV4(
+        v4.SessionConfig(node_id="ipn:1.0", can_tls=True),
+        client_context=ssl.create_default_context(cadata=pem.decode()),
+        server_hostname="localhost",
+        authenticate_node_id=True,
+    )
+    with trio.fail_after(10):
+        async with serving(server_layer) as server:
+            with pytest.raises(LinkDown, match="NODE-ID"):
+                async with open_tcp_cl_link(LOCALHOST, server.port, client_layer):
                     pass  # pragma: no cover
 
 
