@@ -10,7 +10,8 @@ the waiting. :func:`open_cl_link` runs it inside a nursery it owns:
   ``NEED_DATA``); it is the only task that reads, so it also performs the TLS switch when the
   TCPCLv4 session says :class:`~fleetwire.protocol.tcpcl.common.StartTls` (RFC 9174 §4.4);
 * a **writer** task drains ``data_to_send`` into the stream whenever something was queued
-  (batched into writes of up to :attr:`LinkTimeouts.write_batch` bytes);
+  (small pieces such as acks and small segments are coalesced into writes of up to
+  :attr:`LinkTimeouts.write_batch` bytes; large segments go out as they are);
 * a **timer** task calls ``tick(trio.current_time())`` at ``next_deadline()`` (keepalive,
   idle, establishment timeouts); every other task ticks after it moved bytes, as the common
   contract asks;
@@ -26,9 +27,11 @@ refuses the transfer (XFER_REFUSE / REFUSE_BUNDLE with the mapped reason) or, wh
 convergence layer cannot refuse one bundle (MTCP, TCPCLv3 without negotiated refusal), ends
 the session; either way the bundle is never acked. Any other exception from ``accept`` is a
 bug or a broken store: the transfer is refused the same way and the exception propagates out
-of the link's nursery (nothing is swallowed). At most :attr:`LinkTimeouts.max_custody_backlog`
-bundles wait for or sit in ``accept``; beyond that the reader stops reading, so TCP pushes back
-on the sender instead of memory growing.
+of the link's nursery (nothing is swallowed). Once :attr:`LinkTimeouts.max_custody_backlog`
+bundles wait for or sit in ``accept``, the reader stops reading, so TCP pushes back on the
+sender instead of memory growing (the bound is that many bundles plus those one read held).
+A node's ``accept`` that raises its own refusal (say ``BundleRefused``) is wrapped by the
+caller: ``except BundleRefused as e: raise CustodyRefused(Refusal.NO_RESOURCES, str(e))``.
 
 ``incoming``: one consumer per bundle, never two. Without an ``accept`` callback the link's
 ``incoming`` channel *is* the custody: a bundle is acknowledged once it is queued in that
@@ -54,8 +57,16 @@ at once; the writer gets :attr:`LinkTimeouts.flush` seconds to write what the se
 closes it. ``aclose`` begins a clean termination (SESS_TERM / SHUTDOWN) and waits at most
 :attr:`LinkTimeouts.close` seconds for the session to end before forcing it.
 
-Each convergence layer differs in a few calls (constructor, refusal, termination, TLS); a
-:class:`ConvergenceLayer` adapter (:class:`TcpclV4`, :class:`TcpclV3`, :class:`Mtcp`) hides that.
+Each convergence layer differs in a few calls (constructor, refusal, termination, TLS, peer
+checks); a :class:`ConvergenceLayer` adapter (:class:`TcpclV4`, :class:`TcpclV3`,
+:class:`Mtcp`) hides that. With ``TcpclV4(authenticate_node_id=True)`` the peer's SESS_INIT
+Node ID must be a URI subjectAltName of its TLS certificate (RFC 9174 §4.4.3), otherwise the
+session ends with "Contact Failure" before the link comes up.
+
+Timers: a quiet session stays up on keepalives; a peer that stops answering is dropped at the
+session's idle timeout (2x keepalive by default, §5.1.1). While custody pushes back (the reader
+is not reading) the peer's keepalives are not read either, so an ``accept`` slower than the
+idle timeout ends the session: the store must be faster than that.
 """
 
 from __future__ import annotations
@@ -248,7 +259,7 @@ class TcpclV4:
             return "node id authentication needs TLS (RFC 9174 §4.4.3)"
         cert = stream.getpeercert() or {}
         names = cert.get("subjectAltName", ())
-        uris = {value for kind, value in names if kind == "URI"}  # type: ignore[misc]
+        uris = {value for kind, value in names if kind == "URI"}
         if established.peer_node_id not in uris:
             return (
                 f"peer node id {established.peer_node_id!r} is not a NODE-ID of its "
