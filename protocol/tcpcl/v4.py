@@ -71,6 +71,7 @@ from .common import (
     BundleReceived,
     ConnectionClosed,
     ConvergenceLayerError,
+    ConvergenceLayerSession,
     Event,
     MessageRejected,
     NeedData,
@@ -1060,3 +1061,8 @@ _TYPE_OF: Final[dict[type, MessageType]] = {
     SessTerm: MessageType.SESS_TERM,
     MsgReject: MessageType.MSG_REJECT,
 }
+
+
+def _conforms(session: TcpclV4Session) -> ConvergenceLayerSession:
+    """Type-checked: the session offers the surface every convergence layer shares."""
+    return session
