@@ -742,6 +742,18 @@ def test_oversized_segment_is_rejected_discarded_and_the_session_goes_on() -> No
     assert events[-1] == BundleReceived(1, b"next")
 
 
+def test_segment_longer_than_any_bundle_we_take_ends_the_session() -> None:
+    s = passive_established()  # transfer MRU 5000
+    s.receive_data(b"\x01\x03" + struct.pack(">QIQ", 0, 0, 2**64 - 1))
+    events = drain(s)
+    assert isinstance(events[0], ProtocolViolation) and isinstance(events[0].error, SegmentTooLarge)
+    assert events[1:] == [
+        SessionTerminated(TermReason.RESOURCE_EXHAUSTION, by_peer=False),
+        ConnectionClosed(clean=False),
+    ]
+    assert decode_all(s.data_to_send()) == [SessTerm(0, TermReason.RESOURCE_EXHAUSTION)]
+
+
 def test_reused_transfer_id_is_not_acceptable() -> None:
     s = passive_established()
     feed(s, XferSegment(START | END, 5, b"a"))

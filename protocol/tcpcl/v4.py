@@ -39,7 +39,8 @@ is CLOSED cleanly. An idle timeout bounds ENDING too, so a silent peer cannot ho
 Memory: the receive buffer holds at most one message (bounded by our Segment MRU and the
 extension-length limit, see :attr:`DecodeLimits.max_message_size`) plus whatever the runtime
 fed since it last drained events; the reassembly buffer holds at most our Transfer MRU;
-oversized segments are discarded as they stream in, never buffered.
+oversized segments are discarded as they stream in, never buffered (one longer than our
+Transfer MRU ends the session instead: nothing legitimate is that long).
 
 Timers use the ``now`` of the last ``tick``; bytes received or sent since the previous tick
 count as activity at the current one (see :mod:`.common`).
@@ -717,6 +718,11 @@ class TcpclV4Session:
                 else TermReason.RESOURCE_EXHAUSTION
             )
         except SegmentTooLarge as error:
+            if error.data_length > self.config.transfer_mru:
+                # Not even a whole bundle could be that long: no point discarding it for ever.
+                self._violation(error)
+                self._fatal_term(TermReason.RESOURCE_EXHAUSTION)
+                return True
             self._skip = error.data_length
             self._queue(MsgReject(RejectReason.UNSUPPORTED, MessageType.XFER_SEGMENT))
             self._violation(error)
