@@ -687,12 +687,18 @@ class ClLink:
             self._poke_writer()
 
     async def _custody_worker(self) -> None:
-        async for tid, data in self._custody_recv:
-            try:
-                await self._take_custody(tid, data)
-            finally:
-                self._backlog -= 1
-                self._backlog_lot.unpark_all()
+        receive = self._custody_recv
+        async for item in receive:
+            while True:
+                try:
+                    await self._take_custody(*item)
+                finally:
+                    self._backlog -= 1
+                    self._backlog_lot.unpark_all()
+                try:  # take what is already queued without a scheduling round per bundle
+                    item = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
 
     async def _take_custody(self, tid: int, data: bytes) -> None:
         try:
@@ -714,7 +720,8 @@ class ClLink:
             self._session.ack(tid)
         except LocalProtocolError:
             return  # the session ended meanwhile: nothing to ack on
-        self._pump()
+        if self._ending:
+            self._pump()  # the last ack of an ending session may close it (§6.1)
         self._poke_writer()
 
     def _refuse(self, tid: int, reason: Refusal) -> None:
