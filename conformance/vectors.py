@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import importlib.resources
 import json
 import subprocess
 import sys
@@ -206,7 +207,10 @@ def serve_adapter(implementation: Implementation, stdin: IO[str], stdout: IO[str
 
 
 def default_spec_dir() -> Path:
-    """``spec/`` beside this package's folder in a source checkout."""
+    """The spec shipped with the package (``fleetwire.spec``), or ``spec/`` in a checkout."""
+    installed = Path(str(importlib.resources.files("fleetwire.spec")))
+    if (installed / "vectors").is_dir():
+        return installed
     here = Path(__file__).resolve().parent.parent / "spec"
     if not (here / "vectors").is_dir():
         raise FileNotFoundError("spec/vectors not found beside the package; pass spec_dir")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from fleetwire.protocol.errors import FleetwireError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("cmd_demo", "cmd_node", "cmd_keys", "cmd_inspect")
+COMMANDS: tuple[str, ...] = ("cmd_demo", "cmd_node", "cmd_keys", "cmd_inspect", "cmd_conformance")
 
 DESCRIPTION = """\
 fleetwire — the Fleet Coordination Protocol reference implementation.

@@ -260,7 +260,7 @@ def test_generated_messages_match(message: Message) -> None:
 @given(
     messages,
     st.integers(30, 2**32),
-    st.one_of(st.integers(), st.text(max_size=5), st.binary(max_size=5)),
+    st.one_of(st.integers(-(2**64), 2**64 - 1), st.text(max_size=5), st.binary(max_size=5)),
 )
 def test_generated_messages_with_extensions_match(message: Message, key: int, value: Any) -> None:
     raw = cbor2.loads(encode_message(message))

@@ -226,6 +226,11 @@ def _fast_path(kind: Kind[Any], index: int, name: str, namespace: dict[str, Any]
     return "False", "v"
 
 
+def _empty(field: Field, path: str) -> None:
+    where = f"{path}.{field.name}" if path else field.name
+    raise MessageError("an empty optional list is left out, not written empty", where)
+
+
 def compile_from_wire(fields: tuple[Field, ...], label: str) -> Callable[[dict[Any, Any], str], dict[str, Any]]:
     """Generate the decoder of a field table: map → keyword arguments, errors naming the field.
 
@@ -236,6 +241,7 @@ def compile_from_wire(fields: tuple[Field, ...], label: str) -> Callable[[dict[A
     namespace: dict[str, Any] = {
         "_M": _MISSING,
         "_missing": _missing,
+        "_empty": _empty,
         "_slow": _slow_from_wire,
         "_ContentId": ContentId,
     }
@@ -253,6 +259,9 @@ def compile_from_wire(fields: tuple[Field, ...], label: str) -> Callable[[dict[A
             "    else:",
             f"        v = _slow(_f{index}, v, path)",
         ]
+        if field.optional and isinstance(kind, ListOf):
+            # Absent and empty would be two encodings of one content: only absence is allowed.
+            lines.append(f"    if v == () and {field.key} in raw: _empty(_f{index}, path)")
         if field.check is not None:
             lines.append(
                 f"    if v is not None: _f{index}.check(v, path + '.{field.name}' if path else '{field.name}')"

@@ -1,0 +1,42 @@
+"""``fleetwire conformance``: run the protocol's test vectors against an implementation."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = """\
+Run the language-agnostic test vectors of every protocol version (spec/vectors/) against an
+implementation: fleetwire itself by default, or another implementation through an adapter
+program that answers JSON lines on standard input and output (the protocol is in
+spec/README.md). Each vector passes, is imprecise (a parent error code: still conforming) or
+fails; the exit status is 1 if any fails.
+
+examples:
+  fleetwire conformance                       fleetwire against its own vectors
+  fleetwire conformance --version 1 -- ./my-adapter --flag
+  fleetwire conformance --serve               be the adapter for fleetwire (for other suites)
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "conformance",
+        help="run the protocol test vectors against an implementation",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--serve", action="store_true", help="be the adapter program for fleetwire")
+    parser.add_argument("--version", type=int, help="protocol version (default: all)")
+    parser.add_argument("adapter", nargs=argparse.REMAINDER, help="-- adapter program and its arguments")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # The suite sits above the runtime (DESIGN.md layout); only this command reaches up to it.
+    from fleetwire.conformance.vectors import main
+
+    argv = ["--serve"] if args.serve else []
+    if args.version is not None:
+        argv += ["--version", str(args.version)]
+    return main(argv + list(args.adapter))
