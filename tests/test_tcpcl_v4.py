@@ -916,6 +916,31 @@ def test_idle_timeout_terminates_then_a_silent_peer_is_dropped() -> None:
     assert drain(s) == [ConnectionClosed(clean=False)] and s.next_deadline() is None
 
 
+def test_idle_session_shutdown_counts_only_messages_other_than_keepalives() -> None:
+    """§6.2: keepalives keep the connection alive, but not an idle session."""
+    config = SessionConfig(segment_mru=1000, transfer_mru=5000, idle_shutdown_s=100)
+    s = passive_established(config)
+    for t in range(20, 100, 20):
+        s.receive_data(Keepalive().encode())
+        drain(s)
+        s.tick(float(t))
+        s.data_to_send()
+    feed(s, XferSegment(START | END, 0, b"x"))  # a transfer resets the clock ...
+    s.tick(90.0)
+    assert s.next_deadline() == 120.0  # ... keepalive deadline first; shutdown at 190
+    for t in range(100, 190, 20):
+        s.receive_data(Keepalive().encode())
+        drain(s)
+        s.tick(float(t))
+        s.data_to_send()
+    s.tick(189.0)
+    assert s.state is State.ESTABLISHED  # ... and the unacked bundle keeps it busy anyway
+    s.ack(0)
+    s.data_to_send()
+    s.tick(190.0)
+    assert drain(s) == [SessionTerminated(TermReason.IDLE_TIMEOUT, by_peer=False)]
+
+
 def test_received_messages_postpone_the_idle_timeout() -> None:
     s = passive_established()
     for t in range(10, 200, 10):

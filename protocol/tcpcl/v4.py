@@ -269,6 +269,11 @@ class SessionConfig:
     idle_timeout_s: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
     )
+    #: Idle session shutdown (§6.2): end a session in which no message but KEEPALIVE arrived
+    #: for this long and nothing is in flight; ``None`` keeps idle sessions open.
+    idle_shutdown_s: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
     #: Contact header and SESS_INIT must complete within this (§4.1: at most 60 s advised).
     establish_timeout_s: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     #: Peer MRUs below these are unacceptable ("data dribble", §8.10): Contact Failure.
@@ -358,6 +363,8 @@ class TcpclV4Session:
         self._last_received = now
         self._last_sent = now
         self._received_flag = False
+        self._last_message = now  # last message other than KEEPALIVE (§6.2)
+        self._message_flag = False
         self._sent_flag = False
         if role is Role.ACTIVE:
             self._outbox += self._contact.encode()  # §4.1: the active entity speaks first
@@ -464,6 +471,8 @@ class TcpclV4Session:
         self._now = now
         if self._received_flag:
             self._last_received, self._received_flag = now, False
+        if self._message_flag:
+            self._last_message, self._message_flag = now, False
         if self._sent_flag:
             self._last_sent, self._sent_flag = now, False
         state = self._state
@@ -482,6 +491,8 @@ class TcpclV4Session:
         if state is State.ESTABLISHED:
             if self.idle_timeout_s is not None and now >= self._last_received + self.idle_timeout_s:
                 self._terminate(TermReason.IDLE_TIMEOUT)
+            elif self._idle_shutdown_due(now):
+                self._terminate(TermReason.IDLE_TIMEOUT)  # §6.2 idle session shutdown
         elif now >= max(self._last_received, self._ending_since) + self._ending_timeout():
             self._abort()
 
@@ -498,6 +509,8 @@ class TcpclV4Session:
         if state is State.ESTABLISHED:
             if self.idle_timeout_s is not None:
                 deadlines.append(self._last_received + self.idle_timeout_s)
+            if self.config.idle_shutdown_s is not None:
+                deadlines.append(self._last_message + self.config.idle_shutdown_s)
         else:
             deadlines.append(max(self._last_received, self._ending_since) + self._ending_timeout())
         return min(deadlines) if deadlines else None
@@ -597,6 +610,11 @@ class TcpclV4Session:
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
+
+    def _idle_shutdown_due(self, now: float) -> bool:
+        limit = self.config.idle_shutdown_s
+        busy = self._tx or self._awaiting_ack or (self._rx is not None and self._rx.refused is None)
+        return limit is not None and not busy and now >= self._last_message + limit
 
     def _ending_timeout(self) -> float:
         return (
@@ -826,6 +844,8 @@ class TcpclV4Session:
 
     def _on_message(self, message: Message) -> None:
         kind = _TYPE_OF[type(message)]
+        if kind != MessageType.KEEPALIVE:
+            self._message_flag = True
         if kind == MessageType.SESS_INIT and self._state is State.ENDING and not self._established:
             return  # it crossed our SESS_TERM on the wire: nothing to answer (§6.1)
         accepted = kind in ACCEPTS[self._state]
