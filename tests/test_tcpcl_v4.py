@@ -479,15 +479,26 @@ def test_unacceptable_sess_init_is_contact_failure(peer: SessInit) -> None:
     assert not any(isinstance(e, SessionEstablished) for e in events)
 
 
-def test_malformed_sess_init_extensions_fail_reception() -> None:
-    p = TcpclV4Session(Role.PASSIVE, SessionConfig(), now=0.0)
-    bad = (
+@pytest.mark.parametrize(
+    "bad",
+    [
+        # extension items overrunning their declared length (§4.6)
         SessInit(30, 1 << 16, 1 << 20, "ipn:1.0").encode()[:-4]
         + struct.pack(">I", 3)
-        + b"\x00\x00\x01"
-    )
+        + b"\x00\x00\x01",
+        # a Node ID that is not UTF-8 (§4.6)
+        SessInit(30, 1 << 16, 1 << 20, "ipn:1.0").encode().replace(b"ipn:1.0", b"ipn:\xff.0"),
+    ],
+)
+def test_malformed_sess_init_fails_reception(bad: bytes) -> None:
+    p = TcpclV4Session(Role.PASSIVE, SessionConfig(), now=0.0)
     p.receive_data(ContactHeader().encode() + bad)
-    assert SessionTerminated(TermReason.CONTACT_FAILURE, by_peer=False) in drain(p)
+    events = drain(p)
+    assert isinstance(events[0], ProtocolViolation)
+    assert SessionTerminated(TermReason.CONTACT_FAILURE, by_peer=False) in events
+    assert decode_all(p.data_to_send(), contact=True)[1:] == [
+        SessTerm(0, TermReason.CONTACT_FAILURE)
+    ]
 
 
 # --- rejects ---------------------------------------------------------------------------
