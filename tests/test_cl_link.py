@@ -249,6 +249,26 @@ async def test_concurrent_sends_arrive_in_call_order(kind: str) -> None:
     assert at_b.bundles == called
 
 
+async def test_a_cancelled_send_leaves_the_link_usable() -> None:
+    release = trio.Event()
+    stored: list[bytes] = []
+
+    async def slow(bundle: bytes, link: ClLink) -> None:
+        if bundle == b"slow":
+            await release.wait()
+        stored.append(bundle)
+
+    with trio.fail_after(10):
+        async with linked(v4_layer(1), v4_layer(2), accept_b=slow) as (a, _b):
+            with trio.move_on_after(0.01) as gave_up:
+                await a.send(b"slow")
+            assert gave_up.cancelled_caught  # the caller stopped waiting; the transfer goes on
+            release.set()
+            await a.send(b"next")
+            assert a.is_up
+    assert stored == [b"slow", b"next"]
+
+
 async def test_peer_termination_fails_queued_sends_and_later_sends_fast() -> None:
     with trio.fail_after(10):
         async with linked(v4_layer(1), v4_layer(2), accept_b=Collector()) as (a, b):
@@ -416,6 +436,36 @@ async def test_connector_backs_off_with_seeded_jitter_then_reconnects(
         assert connector.delays[3:] == [backoff.delay(0, expect), backoff.delay(1, expect)]
         servers.cancel_scope.cancel()
     assert at_b.bundles == [b"one", b"two"]
+
+
+async def test_connector_incoming_collects_bundles_across_sessions() -> None:
+    """Without ``accept`` the connector's own channel is the custody for every session."""
+    passives, streams = trio.open_memory_channel[trio.abc.Stream](4)
+
+    async def connect() -> trio.abc.Stream:
+        ours, theirs = trio.testing.memory_stream_pair()
+        passives.send_nowait(theirs)
+        return ours
+
+    connector = Connector(
+        connect, v4_layer(1), rng=random.Random(3), backoff=Backoff(initial=0.01, maximum=0.01)
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as servers, open_connector(connector):
+
+            async def serve() -> None:
+                n = 0
+                async for stream in streams:
+                    async with open_cl_link(stream, v4_layer(2), role=Role.PASSIVE) as link:
+                        n += 1
+                        await link.send(f"session {n}".encode())
+                        # end this session from the server side: the connector reconnects
+
+            servers.start_soon(serve)
+            assert await connector.incoming.receive() == b"session 1"
+            assert await connector.incoming.receive() == b"session 2"
+            assert connector.sessions >= 2
+            servers.cancel_scope.cancel()
 
 
 def test_backoff_is_bounded_and_jittered_downwards() -> None:
