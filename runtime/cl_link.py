@@ -30,8 +30,8 @@ bug or a broken store: the transfer is refused the same way and the exception pr
 of the link's nursery (nothing is swallowed). Once :attr:`LinkTimeouts.max_custody_backlog`
 bundles wait for or sit in ``accept``, the reader stops reading, so TCP pushes back on the
 sender instead of memory growing (the bound is that many bundles plus those one read held).
-A node's ``accept`` that raises its own refusal (say ``BundleRefused``) is wrapped by the
-caller: ``except BundleRefused as e: raise CustodyRefused(Refusal.NO_RESOURCES, str(e))``.
+A node's own ``accept(bundle, peer)`` that raises its own refusal is adapted with
+:func:`custody`: ``accept=custody(node.accept, refusals=(BundleRefused,))``.
 
 ``incoming``: one consumer per bundle, never two. Without an ``accept`` callback the link's
 ``incoming`` channel *is* the custody: a bundle is acknowledged once it is queued in that
@@ -114,6 +114,7 @@ __all__ = [
     "TcpclV3",
     "TcpclV4",
     "TransferRefusedByPeer",
+    "custody",
     "open_cl_link",
 ]
 
@@ -161,6 +162,23 @@ class TransferRefusedByPeer(LinkDown):
 
 #: The node's custody callback: make ``bundle`` durable, or raise :class:`CustodyRefused`.
 Accept = Callable[[bytes, "ClLink"], Awaitable[None]]
+
+
+def custody(
+    put: Callable[[bytes, int], Awaitable[object]],
+    refusals: tuple[type[BaseException], ...] = (),
+    reason: Refusal = Refusal.NO_RESOURCES,
+) -> Accept:
+    """An :data:`Accept` from a node-style ``put(bundle, peer_number)``: its ``refusals``
+    (say ``(BundleRefused,)``) become :class:`CustodyRefused` with ``reason``."""
+
+    async def accept(bundle: bytes, link: ClLink) -> None:
+        try:
+            await put(bundle, link.peer)
+        except refusals as error:
+            raise CustodyRefused(reason, str(error)) from error
+
+    return accept
 
 
 # --- convergence-layer adapters --------------------------------------------------------

@@ -34,6 +34,7 @@ from fleetwire.runtime.cl_link import (
     TcpclV3,
     TcpclV4,
     TransferRefusedByPeer,
+    custody,
 )
 from fleetwire.runtime.link import LinkDown
 from fleetwire.runtime.tcp import Backoff, open_tcp_cl_link, open_tcp_connector, serve_cl
@@ -236,6 +237,46 @@ async def test_peer_killed_abruptly_fails_pending_sends(kind: str) -> None:
             assert trio.current_time() - killed_at < 2.0
             with pytest.raises(LinkDown):
                 await client.send(b"after the reset")
+
+
+async def test_garbage_from_a_client_costs_the_server_one_connection() -> None:
+    """A client speaking nonsense is dropped; the server goes on serving real peers."""
+    at_server = Collector()
+    with trio.fail_after(10):
+        async with serving(v4_layer(2), accept=at_server) as server:
+            junk = await trio.open_tcp_stream(LOCALHOST, server.port)
+            await junk.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 4)
+            try:
+                answer = await junk.receive_some(1024)
+            except trio.BrokenResourceError:  # a reset is a close too
+                answer = b""
+            assert answer == b""  # closed without a word (RFC 9174 §4.3)
+            await junk.aclose()
+            async with open_tcp_cl_link(LOCALHOST, server.port, v4_layer(1)) as client:
+                await client.send(b"real bundle")
+    assert at_server.bundles == [b"real bundle"]
+
+
+async def test_node_style_put_adapts_refusals() -> None:
+    class Full(Exception):
+        pass
+
+    seen: list[tuple[bytes, int]] = []
+
+    async def node_accept(bundle: bytes, peer: int) -> None:
+        if bundle == b"too much":
+            raise Full("store quota reached")
+        seen.append((bundle, peer))
+
+    with trio.fail_after(10):
+        async with (
+            serving(v4_layer(2), accept=custody(node_accept, refusals=(Full,))) as server,
+            open_tcp_cl_link(LOCALHOST, server.port, v4_layer(1)) as client,
+        ):
+            with pytest.raises(TransferRefusedByPeer):
+                await client.send(b"too much")
+            await client.send(b"fine")
+    assert seen == [(b"fine", 1)]
 
 
 async def test_connector_reconnects_after_the_listener_restarts_on_its_port() -> None:
