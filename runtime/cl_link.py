@@ -379,7 +379,7 @@ class LinkTimeouts:
     #: Capacity of the ``incoming`` channel when it is the custody.
     incoming_capacity: int = 16
     #: Largest single read and coalesced write (bytes).
-    read_size: int = 1024 * 1024
+    read_size: int = 256 * 1024
     write_batch: int = 1024 * 1024
 
 
@@ -668,23 +668,26 @@ class ClLink:
         """Write everything the session has now; complete sends of CLs without acks."""
         session = self._session
         limit = self._timeouts.write_batch
+        wrote = False
         while True:
             if self._start_tls:
                 return  # the reader writes the clear-text tail itself, then switches
             written = list(self._unconfirmed)
             buf = session.data_to_send()
             if not buf:
+                if wrote:
+                    self._tick()  # once per drain: the writes were activity (common contract)
+                    self._pump()
                 if not self._ending:  # a v3 SHUTDOWN drops unsent bundles silently: fail them
                     self._confirm_written(written)
                 return
-            if len(buf) < limit // 8:  # small pieces: coalesce; big ones go out as they are
+            if len(buf) < limit // 8:  # coalesce pieces; only very large ones go out alone
                 batch = bytearray(buf)
                 while len(batch) < limit and (more := session.data_to_send()):
                     batch += more
                 buf = batch
             await self._stream.send_all(buf)
-            self._tick()
-            self._pump()
+            wrote = True
 
     async def _timer(self) -> None:
         fired_at = -math.inf
