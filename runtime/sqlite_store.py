@@ -37,9 +37,9 @@ import functools
 import os
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -133,6 +133,7 @@ _MIN_BATCH = 32
 _QUEUE_DEPTH = 4
 
 _PUT, _HOP, _DELETE, _EXPIRE = range(4)
+_T = TypeVar("_T")
 
 
 class _Op:
@@ -421,18 +422,40 @@ class SQLiteBundleStore:
             self._batches.clear()
             self._committer_done.set()
 
+    async def _in_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on a worker thread that holds the connection, for the committer.
+
+        Unlike ``trio.to_thread.run_sync``, this starts the thread without a scheduling pass when
+        the connection is free: the committer starts the next batch while the producers it just
+        woke run, instead of after them (measured: the disk idled a third of the time).
+        """
+        try:
+            self._limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await self._limiter.acquire()
+        try:
+            token = trio.lowlevel.current_trio_token()
+            finished = trio.Event()
+            results: list[Any] = []
+
+            def deliver(result: Any) -> None:  # on the worker thread
+                results.append(result)
+                token.run_sync_soon(finished.set)
+
+            trio.lowlevel.start_thread_soon(functools.partial(fn, *args), deliver)
+            with trio.CancelScope(shield=True):  # the thread has the connection: wait it out
+                await finished.wait()
+        finally:
+            self._limiter.release()
+        value: _T = results[0].unwrap()
+        return value
+
     async def _commit(self, batch: _Batch) -> None:
         conn = self._conn
         assert conn is not None  # closed only after the committer is done
         try:
-            count, used = await trio.to_thread.run_sync(
-                _apply_batch,
-                conn,
-                batch.ops,
-                self._quota,
-                self._count,
-                self._bytes,
-                limiter=self._limiter,
+            count, used = await self._in_worker(
+                _apply_batch, conn, batch.ops, self._quota, self._count, self._bytes
             )
         except Exception as exc:  # the whole batch was rolled back
             batch.error = exc
