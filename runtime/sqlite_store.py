@@ -20,9 +20,10 @@ Inside a batch, runs of puts take a fast path: multi-row ``INSERT .. ON CONFLICT
 statements when the quota has room for the whole run; if any row was skipped (a duplicate), the run
 is rolled back to a savepoint and replayed row by row to say which bundle repeated which.
 
-All SQLite work happens off the Trio thread (``trio.to_thread.run_sync``) on one connection, which a
-``CapacityLimiter`` of 1 keeps to one worker thread at a time; reads take the same connection, so a
-read waits for the batch being committed. The file is opened in exclusive locking mode: a second
+All SQLite work happens off the Trio thread, on worker threads from Trio's cache (reads through
+``trio.to_thread.run_sync``, batches through ``trio.lowlevel.start_thread_soon``: see
+``_in_worker``), on one connection that a ``CapacityLimiter`` of 1 keeps to one thread at a time;
+a read waits for the batch being committed. The file is opened in exclusive locking mode: a second
 process opening the same store is refused instead of silently sharing it (the committer keeps the
 count and byte totals in memory).
 
