@@ -199,11 +199,7 @@ class ConvergenceLayer(Protocol):
         """Refuse one received bundle; False if this session cannot (the link then ends it)."""
         ...
 
-    def terminate(self, session: Any, now: float) -> None: ...
-
-    def is_outgoing(self, event: TransferRefused) -> bool:
-        """Whether a ``TransferRefused`` names one of our transfers."""
-        ...
+    def terminate(self, session: Any) -> None: ...
 
     def tls_context(self, role: Role) -> ssl.SSLContext | None: ...
 
@@ -259,11 +255,8 @@ class TcpclV4:
         session.refuse(transfer_id, _V4_REFUSAL[reason])
         return True
 
-    def terminate(self, session: Any, now: float) -> None:
+    def terminate(self, session: Any) -> None:
         session.terminate()
-
-    def is_outgoing(self, event: TransferRefused) -> bool:
-        return True  # §6.1: by_peer=False are ours, dropped because the session ends
 
     def tls_context(self, role: Role) -> ssl.SSLContext | None:
         return self.server_context if role is Role.PASSIVE else self.client_context
@@ -311,11 +304,8 @@ class TcpclV3:
         session.refuse(transfer_id, _V3_REFUSAL[reason])
         return True
 
-    def terminate(self, session: Any, now: float) -> None:
+    def terminate(self, session: Any) -> None:
         session.terminate()
-
-    def is_outgoing(self, event: TransferRefused) -> bool:
-        return True
 
     def tls_context(self, role: Role) -> ssl.SSLContext | None:
         return None
@@ -344,11 +334,8 @@ class Mtcp:
     def refuse(self, session: Any, transfer_id: int, reason: Refusal) -> bool:
         return False
 
-    def terminate(self, session: Any, now: float) -> None:
+    def terminate(self, session: Any) -> None:
         session.terminate()
-
-    def is_outgoing(self, event: TransferRefused) -> bool:
-        return True
 
     def tls_context(self, role: Role) -> ssl.SSLContext | None:
         return None
@@ -563,7 +550,7 @@ class ClLink:
             self._go_down("closed locally")
             if not self._over:
                 try:
-                    self._layer.terminate(self._session, trio.current_time())
+                    self._layer.terminate(self._session)
                 except LocalProtocolError:
                     pass  # already ending
                 self._pump()
@@ -755,7 +742,7 @@ class ClLink:
         if not refused:
             self._note_reason(f"custody refused ({reason.value}) on a session that cannot refuse")
             try:
-                self._layer.terminate(self._session, trio.current_time())
+                self._layer.terminate(self._session)
             except LocalProtocolError:
                 pass
         self._pump()
@@ -827,17 +814,17 @@ class ClLink:
             if event.complete:
                 self._resolve(event.transfer_id, None)
         elif isinstance(event, TransferRefused):
-            if self._layer.is_outgoing(event):
-                who = "peer refused" if event.by_peer else "session ending before"
-                self._resolve(
-                    event.transfer_id,
-                    TransferRefusedByPeer(
-                        f"{who} transfer {event.transfer_id} ({_reason_name(event.reason)})",
-                        event.reason,
-                    )
-                    if event.by_peer
-                    else LinkDown(f"{who} transfer {event.transfer_id} started"),
+            # Always one of ours (common.py): refused by the peer, or dropped unstarted
+            # because the session is ending (RFC 9174 §6.1, RFC 7242 §6.1).
+            self._resolve(
+                event.transfer_id,
+                TransferRefusedByPeer(
+                    f"peer refused transfer {event.transfer_id} ({_reason_name(event.reason)})",
+                    event.reason,
                 )
+                if event.by_peer
+                else LinkDown(self._why(f"session ended before transfer {event.transfer_id}")),
+            )
         elif isinstance(event, TransferFailed):
             if event.outgoing:
                 self._resolve(
