@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -330,8 +330,31 @@ async def test_silent_peer_is_dropped_after_the_idle_timeout(
         nursery.cancel_scope.cancel()
 
 
-async def test_keepalives_keep_a_quiet_session_up(autojump_clock: trio.abc.Clock) -> None:
-    async with linked(v4_layer(1, keepalive_s=5), v4_layer(2, keepalive_s=5)) as (a, b):
+async def test_silent_tcpclv3_peer_is_dropped_after_twice_the_keepalive(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """RFC 7242 §5.6: no bytes for twice the keepalive interval ends the session."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    peer = v3.TcpclV3Session(Role.PASSIVE, v3.TcpclV3Config("ipn:2.0", keepalive_s=5))
+
+    async def half_dead_peer() -> None:
+        await theirs.send_all(peer.data_to_send())  # its contact header, then silence
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(half_dead_peer)
+        async with open_cl_link(ours, v3_layer(1, keepalive_s=5), role=Role.ACTIVE) as link:
+            start = trio.current_time()
+            await link.wait_down()
+            assert 10.0 <= trio.current_time() - start <= 11.0
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("make", [v4_layer, v3_layer], ids=["tcpclv4", "tcpclv3"])
+async def test_keepalives_keep_a_quiet_session_up(
+    autojump_clock: trio.abc.Clock, make: Callable[..., ConvergenceLayer]
+) -> None:
+    async with linked(make(1, keepalive_s=5), make(2, keepalive_s=5)) as (a, b):
         await trio.sleep(300)
         assert a.is_up and b.is_up
         await a.send(b"still here")
