@@ -190,6 +190,38 @@ def _missing(field: Field, path: str) -> Any:
     return () if isinstance(field.kind, ListOf) else None
 
 
+class _StructList:
+    """Decodes a bounded array of nested maps; the element's path is built only on error."""
+
+    def __init__(self, kind: ListOf[Any], name: str) -> None:
+        item = kind.item
+        assert isinstance(item, Struct)
+        self.max_items = kind.max_items
+        self.cls = item.cls
+        self.keys = item.keys
+        self.decode = compile_from_wire(item.fields, item.cddl)
+        self.name = name
+
+    def __call__(self, raw: list[Any], path: str) -> tuple[Any, ...]:
+        where = f"{path}.{self.name}" if path else self.name
+        if len(raw) > self.max_items:
+            raise MessageError(f"more than {self.max_items} items", where)
+        out = []
+        cls, keys, decode = self.cls, self.keys, self.decode
+        for index, item in enumerate(raw):
+            if type(item) is not dict:
+                raise MessageError(f"expected a map, got {_describe(item)}", f"{where}[{index}]")
+            if not keys.issuperset(item):
+                extra = sorted(key for key in item if key not in keys)
+                raise MessageError(f"unknown keys {extra}", f"{where}[{index}]")
+            try:
+                out.append(cls(**decode(item, "")))
+            except MessageError as exc:
+                inner = "." + exc.field if exc.field else ""
+                raise type(exc)(exc.reason, f"{where}[{index}]{inner}") from None
+        return tuple(out)
+
+
 _CID_TEST: Final = "type({0}) is bytes and len({0}) == 34 and {0}[0] == 0x12 and {0}[1] == 32"
 
 
@@ -216,6 +248,9 @@ def _fast_path(kind: Kind[Any], index: int, name: str, namespace: dict[str, Any]
             f"all(type(x) is int and 0 <= x <= {UINT64_MAX} for x in v)",
             "tuple(v)",
         )
+    if isinstance(kind, ListOf) and isinstance(kind.item, Struct):
+        namespace[f"_structs{index}"] = _StructList(kind, name)
+        return "type(v) is list", f"_structs{index}(v, path)"
     if isinstance(kind, Struct):
         namespace[f"_struct{index}"] = kind
         namespace[f"_decode{index}"] = compile_from_wire(kind.fields, kind.cddl)
