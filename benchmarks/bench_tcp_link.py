@@ -13,6 +13,10 @@ bundle size the same byte volume is moved three ways, measured in the same run:
   nothing. Sends are pipelined (a window of concurrent ``send`` calls).
 * **tcpclv4+sqlite**: the same with ``accept`` putting each bundle into the SQLite store (WAL,
   group commit, fsync) — custody as the node does it.
+* **raw tcp+sqlite**: the raw limit of *durable* reception: raw TCP as above, the receiver
+  inserting the messages into a plain SQLite table with the store's durability settings (WAL,
+  ``synchronous=FULL``) in one transaction per batch of received messages. ``tcpclv4+sqlite``
+  is compared with this, since no durable receiver can beat the disk.
 
 Timing starts once the connection (and session) is up and stops when the last bundle is
 acknowledged (raw: when the end byte arrives). The modes take turns in each round and the best
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import struct
 import sys
 import tempfile
@@ -46,10 +51,11 @@ def layer(node: int) -> TcpclV4:
 # --- receiver (child process) ----------------------------------------------------------------
 
 
-async def serve_raw(count: int) -> None:
+async def serve_raw(count: int, durable: bool = False) -> None:
     listeners = await trio.open_tcp_listeners(0, host=HOST)
     print(listeners[0].socket.getsockname()[1], flush=True)
     stream = await listeners[0].accept()
+    db = _raw_database() if durable else None
     buf = bytearray()
     received = 0
     while received < count:
@@ -58,16 +64,30 @@ async def serve_raw(count: int) -> None:
             raise SystemExit("raw sender closed early")
         buf += data
         start = 0
+        batch = []
         while len(buf) - start >= 4:
             (n,) = _LEN.unpack_from(buf, start)
             if len(buf) - start - 4 < n:
                 break
-            _message = bytes(buf[start + 4 : start + 4 + n])  # a bundle object, as the CL makes
+            batch.append(bytes(buf[start + 4 : start + 4 + n]))  # a bundle object, as the CL makes
             start += 4 + n
             received += 1
         del buf[:start]
+        if db is not None and batch:
+            with db:  # one transaction, one fsync, per batch received
+                db.executemany("INSERT INTO bundles (data) VALUES (?)", [(b,) for b in batch])
     await stream.send_all(b"k")
     await stream.aclose()
+
+
+def _raw_database() -> sqlite3.Connection:
+    folder = tempfile.mkdtemp(prefix="bench-raw-sqlite-")
+    db = sqlite3.connect(os.path.join(folder, "raw.db"), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE bundles (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    db.isolation_level = ""  # back to implicit transactions for the `with db:` blocks
+    return db
 
 
 async def serve_cl_once(kind: str) -> None:
@@ -177,7 +197,7 @@ async def measure(mode: str, size: int, count: int, window: int) -> float:
     payload = os.urandom(size)
     process, port = await spawn(mode, count)
     try:
-        if mode == "raw":
+        if mode in ("raw", "rawsqlite"):
             elapsed = await send_raw(port, payload, count)
         else:
             elapsed = await send_cl(port, payload, count, window)
@@ -200,10 +220,16 @@ def sqlite_available() -> bool:
 
 
 async def main(args: argparse.Namespace) -> int:
-    modes = ["raw", "noop"] + (["sqlite"] if args.sqlite and sqlite_available() else [])
-    names = {"raw": "raw trio tcp", "noop": "tcpclv4", "sqlite": "tcpclv4+sqlite"}
+    durable = ["rawsqlite", "sqlite"] if args.sqlite and sqlite_available() else []
+    modes = ["raw", "noop", *durable]
+    names = {
+        "raw": "raw trio tcp",
+        "noop": "tcpclv4",
+        "rawsqlite": "raw tcp+sqlite",
+        "sqlite": "tcpclv4+sqlite",
+    }
     failed = False
-    print(f"{'size':>8} {'mode':>16} {'bundles/s':>11} {'MB/s':>8} {'vs raw':>7}")
+    print(f"{'size':>8} {'mode':>16} {'bundles/s':>11} {'MB/s':>8} {'vs raw':>7} {'vs raw durable':>15}")
     for size in args.sizes:
         count = max(100, args.mb * 1_000_000 // size)
         window = args.window or min(256, max(16, (4 << 20) // size))
@@ -214,11 +240,13 @@ async def main(args: argparse.Namespace) -> int:
             for mode in modes:
                 best[mode] = min(best[mode], await measure(mode, size, count, window))
         raw = count * size / best["raw"] / 1e6
+        raw_durable = count * size / best["rawsqlite"] / 1e6 if durable else None
         for mode in modes:
             rate = count / best[mode]
             mbps = count * size / best[mode] / 1e6
             ratio = mbps / raw
-            print(f"{size:>8} {names[mode]:>16} {rate:>11,.0f} {mbps:>8.1f} {ratio:>7.2f}")
+            versus = f"{mbps / raw_durable:15.2f}" if raw_durable and mode in durable else ""
+            print(f"{size:>8} {names[mode]:>16} {rate:>11,.0f} {mbps:>8.1f} {ratio:>7.2f} {versus}")
             if mode == "noop" and size >= 65536 and ratio < 0.5:
                 failed = True
     if failed:
@@ -236,7 +264,9 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--no-sqlite", dest="sqlite", action="store_false")
     parser.add_argument("--check", action="store_true")
-    parser.add_argument("--serve", choices=["raw", "noop", "sqlite"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["raw", "rawsqlite", "noop", "sqlite"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
@@ -245,8 +275,8 @@ def parse() -> argparse.Namespace:
 
 if __name__ == "__main__":
     options = parse()
-    if options.serve == "raw":
-        trio.run(serve_raw, options.count)
+    if options.serve in ("raw", "rawsqlite"):
+        trio.run(serve_raw, options.count, options.serve == "rawsqlite")
     elif options.serve:
         trio.run(serve_cl_once, options.serve)
     else:
