@@ -17,14 +17,19 @@ from fleetwire.protocol.bpv7 import (
     DTN_NONE,
     BlockType,
     Bundle,
+    BundleFlags,
     CreationTimestamp,
     HopCount,
     IpnEid,
     PrimaryBlock,
+    StatusAssertion,
+    StatusReason,
+    StatusReport,
     encode_bundle,
     hop_count_block,
     payload_block,
     previous_node_block,
+    status_report_bundle,
 )
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.ids import ContentId
@@ -55,14 +60,20 @@ def message_bundle(
     sequence: int,
     lifetime_ms: int,
     service: int = FCP_SERVICE,
+    reports: BundleFlags = BundleFlags.NONE,
 ) -> Bundle:
-    """A bundle carrying one signed message (COSE_Sign1 bytes) as its payload."""
+    """A bundle carrying one signed message (COSE_Sign1 bytes) as its payload.
+
+    ``reports`` are status report request flags (RFC 9171 §4.2.3); when any is set, reports go
+    to the source node's administrative endpoint ``ipn:<source>.0``.
+    """
     primary = PrimaryBlock(
         destination=IpnEid(destination, service),
         source=IpnEid(source, service),
-        report_to=DTN_NONE,
+        report_to=IpnEid(source, 0) if reports else DTN_NONE,
         creation=CreationTimestamp(created_at, sequence),
         lifetime=lifetime_ms,
+        flags=reports,
     )
     return Bundle(
         primary, (hop_count_block(_HOP_BLOCK, HopCount(HOP_LIMIT)), payload_block(envelope))
@@ -136,4 +147,42 @@ def stored(
         received_at=now,
         data=data,
         next_hop=next_hop,
+    )
+
+
+#: Which status item each request flag asks for (RFC 9171 §4.2.3, §6.1.1).
+REPORT_ITEMS: Final = {
+    BundleFlags.REPORT_RECEPTION: "received",
+    BundleFlags.REPORT_FORWARDING: "forwarded",
+    BundleFlags.REPORT_DELIVERY: "delivered",
+    BundleFlags.REPORT_DELETION: "deleted",
+}
+
+
+def status_report_for(
+    bundle: Bundle,
+    request: BundleFlags,
+    *,
+    this_node: int,
+    now: int,
+    sequence: int,
+    lifetime_ms: int,
+    reason: int = StatusReason.NO_INFO,
+) -> Bundle | None:
+    """The status report ``bundle`` asked for with ``request``, or None if it did not ask.
+
+    RFC 9171 §5.1: no reports about administrative records, and none to ``dtn:none``.
+    """
+    primary = bundle.primary
+    if not int(primary.flags) & request or primary.is_admin_record or primary.report_to.is_null:
+        return None
+    timed = bool(int(primary.flags) & BundleFlags.STATUS_TIME_REQUESTED)
+    assertion = StatusAssertion(True, now if timed else None)
+    report = StatusReport(subject=bundle.id, reason=reason, **{REPORT_ITEMS[request]: assertion})
+    return status_report_bundle(
+        report,
+        source=IpnEid(this_node, 0),
+        destination=primary.report_to,
+        creation=CreationTimestamp(now, sequence),
+        lifetime=lifetime_ms,
     )

@@ -38,7 +38,17 @@ from contextlib import asynccontextmanager
 
 import attrs
 import trio
-from fleetwire.protocol.bpv7 import Bundle, BundleError, IpnEid, decode_bundle, encode_bundle
+from fleetwire.protocol.bpv7 import (
+    Bundle,
+    BundleError,
+    BundleFlags,
+    IpnEid,
+    StatusReason,
+    StatusReport,
+    admin_record_of,
+    decode_bundle,
+    encode_bundle,
+)
 from fleetwire.protocol.envelope import SignedMessage, seal, verify
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.keys import SigningKey
@@ -53,6 +63,7 @@ from .bundling import (
     for_next_hop,
     inspect_bundle,
     message_bundle,
+    status_report_for,
     stored,
 )
 from .contacts import Clock, ContactPlan
@@ -107,6 +118,7 @@ class NodeStats:
     expired: int = 0
     hop_limited: int = 0
     link_down: int = 0
+    status_reports: int = 0
 
 
 class Node:
@@ -142,6 +154,7 @@ class Node:
         self._subscribers: list[
             tuple[frozenset[Family], trio.MemorySendChannel[SignedMessage]]
         ] = []
+        self._report_subscribers: list[trio.MemorySendChannel[StatusReport]] = []
 
     @property
     def node(self) -> int:
@@ -154,9 +167,18 @@ class Node:
     # --- the application's side --------------------------------------------------------
 
     async def send(
-        self, message: Message, to: int, *, lifetime_ms: int | None = None
+        self,
+        message: Message,
+        to: int,
+        *,
+        lifetime_ms: int | None = None,
+        reports: BundleFlags = BundleFlags.NONE,
     ) -> SignedMessage:
-        """Sign ``message``, hold it durably, and queue it for ``to``; return the signed form."""
+        """Sign ``message``, hold it durably, and queue it for ``to``; return the signed form.
+
+        ``reports`` asks the nodes on the way for status reports (RFC 9171 §4.2.3, e.g.
+        ``BundleFlags.REPORT_DELIVERY``); they arrive on :meth:`subscribe_status_reports`.
+        """
         signed = seal(message, self.config.key)
         now = self.now()
         bundle = message_bundle(
@@ -167,6 +189,7 @@ class Node:
             sequence=self._next_sequence(now),
             lifetime_ms=lifetime_ms or self.config.bundle_lifetime_ms,
             service=self.config.service,
+            reports=reports,
         )
         data = encode_bundle(bundle)
         local = to == self.node
@@ -196,6 +219,31 @@ class Node:
         send, receive = trio.open_memory_channel[SignedMessage](buffer)
         self._subscribers.append((frozenset(families or Family), send))
         return receive
+
+    def subscribe_status_reports(
+        self, buffer: int = 1024
+    ) -> trio.MemoryReceiveChannel[StatusReport]:
+        """Bundle status reports addressed to this node (RFC 9171 §6.1.1)."""
+        send, receive = trio.open_memory_channel[StatusReport](buffer)
+        self._report_subscribers.append(send)
+        return receive
+
+    async def _report(self, bundle: Bundle, request: BundleFlags, reason: int = 0) -> None:
+        """Send the status report ``bundle`` asked for with ``request``, if it asked (§5)."""
+        now = self.now()
+        report = status_report_for(
+            bundle, request, this_node=self.node, now=now,
+            sequence=self._next_sequence(now), lifetime_ms=self.config.bundle_lifetime_ms,
+            reason=reason,
+        )  # fmt: skip
+        if report is None:
+            return
+        data = encode_bundle(report)
+        envelope = inspect_bundle(report, now)
+        local = envelope.destination_node == self.node
+        result = await self.store.put(stored(report, data, now, envelope, LOCAL if local else None))
+        if isinstance(result, Accepted):
+            (self._deliver_send if local else self._unrouted_send).send_nowait(result.bundle_id)
 
     def _next_sequence(self, now: int) -> int:
         # Creation timestamps must be unique per source (RFC 9171 §4.2.7).
@@ -244,6 +292,7 @@ class Node:
             local,
         )
         (self._deliver_send if local else self._unrouted_send).send_nowait(result.bundle_id)
+        await self._report(bundle, BundleFlags.REPORT_RECEPTION)
 
     def add_link(self, link: Link) -> None:
         """Start using ``link`` (a neighbour that connected, or a new contact)."""
@@ -299,11 +348,15 @@ class Node:
             held = await self.store.get(bundle_id)
             if held is None:
                 continue
+            bundle = decode_bundle(held.data)
             try:
-                data = for_next_hop(decode_bundle(held.data), self.node, self.config.service)
+                data = for_next_hop(bundle, self.node, self.config.service)
             except HopLimitExceeded:
                 self.stats.hop_limited += 1
                 await self.store.delete(bundle_id)
+                await self._report(
+                    bundle, BundleFlags.REPORT_DELETION, StatusReason.HOP_LIMIT_EXCEEDED
+                )
                 continue
             while self.now() < held.expires_at:
                 # The neighbour's link may be replaced (it reconnected to our listener): look
@@ -321,6 +374,7 @@ class Node:
                 log.info(
                     "node=%s event=forwarded to=%s bundle=%s", self.node, peer, bundle_id.hex()
                 )
+                await self._report(bundle, BundleFlags.REPORT_FORWARDING)
                 break
             await self.store.delete(bundle_id)
 
@@ -341,20 +395,41 @@ class Node:
             held = await self.store.get(bundle_id)
             if held is None or held.next_hop != LOCAL:
                 continue
-            try:
-                payload = decode_bundle(held.data).payload
-                signed = verify(payload, self.config.trust, self.now())
-            except FleetwireError as exc:
-                self.stats.rejected += 1
-                log.warning("node=%s rejected bundle: %s", self.node, exc)
+            bundle = decode_bundle(held.data)
+            if bundle.primary.is_admin_record:
+                await self._deliver_admin_record(bundle)
             else:
-                family = signed.message.TYPE.family
-                for families, channel in self._subscribers:
-                    if family in families:
-                        await channel.send(signed)
-                self.stats.delivered += 1
-                log.info("node=%s event=delivered content_id=%s", self.node, signed.content_id)
+                await self._deliver_message(bundle)
             await self.store.assign_next_hop(bundle_id, DELIVERED)
+
+    async def _deliver_message(self, bundle: Bundle) -> None:
+        try:
+            signed = verify(bundle.payload, self.config.trust, self.now())
+        except FleetwireError as exc:
+            self.stats.rejected += 1
+            log.warning("node=%s event=rejected reason=%s", self.node, exc)
+            return
+        family = signed.message.TYPE.family
+        for families, channel in self._subscribers:
+            if family in families:
+                await channel.send(signed)
+        self.stats.delivered += 1
+        log.info("node=%s event=delivered content_id=%s", self.node, signed.content_id)
+        await self._report(bundle, BundleFlags.REPORT_DELIVERY)
+
+    async def _deliver_admin_record(self, bundle: Bundle) -> None:
+        # Status reports are not signed (BPSec, RFC 9172, is a later step): they inform,
+        # they never authorise anything.
+        try:
+            record = admin_record_of(bundle)
+        except BundleError as exc:
+            self.stats.rejected += 1
+            log.warning("node=%s event=rejected-admin-record reason=%s", self.node, exc)
+            return
+        if isinstance(record, StatusReport):
+            self.stats.status_reports += 1
+            for channel in self._report_subscribers:
+                await channel.send(record)
 
     async def _watch_link(self, link: Link) -> None:
         try:

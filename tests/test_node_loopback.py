@@ -7,6 +7,7 @@ from pathlib import Path
 
 import trio
 import trio.testing
+from fleetwire.protocol.bpv7 import BundleFlags
 from fleetwire.protocol.messages import Family, Header, LeaseClaim
 from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
 from fleetwire.runtime.loopback import LoopbackNetwork
@@ -120,8 +121,9 @@ async def test_relay_restart_loses_nothing_and_delivers_once(tmp_path: Path) -> 
                 open_node(cfg(C), MemoryBundleStore(), links=network.links_of(C), clock=clock) as c,
             ):
                 inbox = c.subscribe()
-                async with open_sqlite_store(relay_path) as store, open_node(
-                    cfg(RELAY), store, links=network.links_of(RELAY), clock=clock
+                async with (
+                    open_sqlite_store(relay_path) as store,
+                    open_node(cfg(RELAY), store, links=network.links_of(RELAY), clock=clock),
                 ):
                     sent = [await a.send(claim(n), to=C) for n in range(5)]
                     while await store.count() < 5:
@@ -141,4 +143,54 @@ async def test_relay_restart_loses_nothing_and_delivers_once(tmp_path: Path) -> 
                 assert sorted(g.content_id for g in got) == sorted(s.content_id for s in sent)
                 assert c.stats.delivered == 5
                 assert c.stats.duplicates == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_status_reports_when_asked_for(mock_clock: trio.testing.MockClock) -> None:
+    mock_clock.autojump_threshold = 0
+    clock = Clock(0.0, T0)
+    trust = trust_for([A, RELAY, C])
+    network = LoopbackNetwork(plan(), clock, random.Random(3))
+    asked = (
+        BundleFlags.REPORT_FORWARDING
+        | BundleFlags.REPORT_DELIVERY
+        | BundleFlags.STATUS_TIME_REQUESTED
+    )
+    with trio.fail_after(DAY / 1000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            async with (
+                open_node(
+                    config(A, trust, plan()),
+                    MemoryBundleStore(),
+                    links=network.links_of(A),
+                    clock=clock,
+                ) as a,
+                open_node(
+                    config(RELAY, trust, plan()),
+                    MemoryBundleStore(),
+                    links=network.links_of(RELAY),
+                    clock=clock,
+                ),
+                open_node(
+                    config(C, trust, plan()),
+                    MemoryBundleStore(),
+                    links=network.links_of(C),
+                    clock=clock,
+                ),
+            ):
+                reports = a.subscribe_status_reports()
+                await a.send(claim(1), to=C, reports=asked)
+                await a.send(claim(2), to=C)  # asks for nothing: no reports about it
+                got = [await reports.receive() for _ in range(3)]
+                await trio.sleep(2 * HOUR / 1000)
+                assert (
+                    a.stats.status_reports == 3
+                )  # A forwarded it, the relay forwarded it, C delivered it
+                forwarded = [r for r in got if r.forwarded.asserted]
+                delivered = [r for r in got if r.delivered.asserted]
+                assert len(forwarded) == 2 and len(delivered) == 1
+                assert delivered[0].delivered.time is not None
+                assert delivered[0].delivered.time >= T0 + HOUR
+                assert {r.subject.creation.sequence for r in got} == {0}
             nursery.cancel_scope.cancel()
