@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 from fleetwire.protocol.bpv7 import BundleFlags
@@ -194,3 +195,94 @@ async def test_status_reports_when_asked_for(mock_clock: trio.testing.MockClock)
                 assert delivered[0].delivered.time >= T0 + HOUR
                 assert {r.subject.creation.sequence for r in got} == {0}
             nursery.cancel_scope.cancel()
+
+
+def plan_with(relay_to_c: list[tuple[int, int, int]]) -> ContactPlan:
+    """A ⇄ relay all day; relay ⇄ C over the given (start, end, rate_bps) windows."""
+    contacts = [
+        Contact(A, RELAY, T0, T0 + DAY, 1_000_000, 1000),
+        Contact(RELAY, A, T0, T0 + DAY, 1_000_000, 1000),
+    ]
+    for start, end, rate in relay_to_c:
+        contacts += [
+            Contact(RELAY, C, T0 + start, T0 + end, rate, 1000),
+            Contact(C, RELAY, T0 + start, T0 + end, rate, 1000),
+        ]
+    return ContactPlan(contacts)
+
+
+async def run_three(contact_plan: ContactPlan, body) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(0.0, T0)
+    trust = trust_for([A, RELAY, C])
+    network = LoopbackNetwork(contact_plan, clock, random.Random(4))
+    with trio.fail_after(DAY / 1000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            stores = {n: MemoryBundleStore() for n in (A, RELAY, C)}
+            async with (
+                open_node(
+                    config(A, trust, contact_plan),
+                    stores[A],
+                    links=network.links_of(A),
+                    clock=clock,
+                ) as a,
+                open_node(
+                    config(RELAY, trust, contact_plan),
+                    stores[RELAY],
+                    links=network.links_of(RELAY),
+                    clock=clock,
+                ) as relay,
+                open_node(
+                    config(C, trust, contact_plan),
+                    stores[C],
+                    links=network.links_of(C),
+                    clock=clock,
+                ) as c,
+            ):
+                await body(clock, a, relay, c, stores)
+            nursery.cancel_scope.cancel()
+
+
+async def test_bundle_that_cannot_arrive_in_time_waits_and_expires(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+
+    async def body(clock, a, relay, c, stores) -> None:  # type: ignore[no-untyped-def]
+        inbox = c.subscribe()
+        # Lifetime one hour, first contact to C in two: contact-graph routing finds no route
+        # that arrives in time, so A keeps the bundle (it does not burden the relay) until
+        # it expires.
+        await a.send(claim(1), to=C, lifetime_ms=HOUR)
+        await trio.sleep(HOUR / 1000 / 2)
+        assert await stores[A].count() == 1 and await stores[RELAY].count() == 0
+        await trio.sleep(HOUR / 1000 + 120)  # past its lifetime, and an expiry sweep later
+        assert await stores[A].count() == 0
+        assert a.stats.expired == 1
+        await trio.sleep(2 * HOUR / 1000)  # the contact to C came and went
+        with pytest.raises(trio.WouldBlock):
+            inbox.receive_nowait()
+        assert c.stats.delivered == 0
+
+    await run_three(plan_with([(2 * HOUR, 3 * HOUR, 1_000_000)]), body)
+
+
+async def test_transfer_cut_by_a_closing_window_is_sent_again_next_window(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    # The first window is one second at 1 kbit/s: too short for a bundle of a few hundred
+    # bytes, so the transfer fails when it closes and the bundle goes in the second window.
+    windows = [(HOUR, HOUR + 1000, 1000), (2 * HOUR, 3 * HOUR, 1_000_000)]
+
+    async def body(clock, a, relay, c, stores) -> None:  # type: ignore[no-untyped-def]
+        inbox = c.subscribe()
+        signed = await a.send(claim(1), to=C)
+        received = await inbox.receive()
+        assert received.content_id == signed.content_id
+        assert clock.to_dtn(trio.current_time()) >= T0 + 2 * HOUR
+        await trio.sleep(1)  # let C's delivery task count it
+        assert relay.stats.link_down >= 1  # the cut transfer
+        assert relay.stats.forwarded == 1 and c.stats.delivered == 1
+
+    await run_three(plan_with(windows), body)
