@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -13,25 +16,13 @@ from fleetwire.protocol.messages import Family, Header, LeaseClaim
 from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
 from fleetwire.runtime.loopback import LoopbackNetwork
 from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import NodeConfig, open_node
+from fleetwire.runtime.node import Node, NodeConfig, open_node
 from fleetwire.runtime.sqlite_store import open_sqlite_store
 
 from .fleet import DAY, T0, node_key, trust_for
 
 HOUR = 3_600_000
 A, RELAY, C = 1, 2, 3
-
-
-def plan() -> ContactPlan:
-    # A ⇄ relay all day; relay ⇄ C only from the second hour, one second of light time.
-    return ContactPlan(
-        [
-            Contact(A, RELAY, T0, T0 + DAY, 1_000_000, 1000),
-            Contact(RELAY, A, T0, T0 + DAY, 1_000_000, 1000),
-            Contact(RELAY, C, T0 + HOUR, T0 + 2 * HOUR, 1_000_000, 1000),
-            Contact(C, RELAY, T0 + HOUR, T0 + 2 * HOUR, 1_000_000, 1000),
-        ]
-    )
 
 
 def config(node: int, trust, contact_plan: ContactPlan) -> NodeConfig:  # type: ignore[no-untyped-def]
@@ -44,50 +35,96 @@ def claim(sequence: int) -> LeaseClaim:
     )
 
 
+def plan_with(relay_to_c: list[tuple[int, int, int]]) -> ContactPlan:
+    """A ⇄ relay all day; relay ⇄ C over the given (start, end, rate_bps) windows."""
+    contacts = [
+        Contact(A, RELAY, T0, T0 + DAY, 1_000_000, 1000),
+        Contact(RELAY, A, T0, T0 + DAY, 1_000_000, 1000),
+    ]
+    for start, end, rate in relay_to_c:
+        contacts += [
+            Contact(RELAY, C, T0 + start, T0 + end, rate, 1000),
+            Contact(C, RELAY, T0 + start, T0 + end, rate, 1000),
+        ]
+    return ContactPlan(contacts)
+
+
+@asynccontextmanager
+async def three_nodes(contact_plan: ContactPlan, seed: int) -> AsyncIterator[Fleet]:
+    """A, the relay and C with memory stores on a simulated network, in simulated time."""
+    clock = Clock(0.0, T0)
+    trust = trust_for([A, RELAY, C])
+    network = LoopbackNetwork(contact_plan, clock, random.Random(seed))
+    stores = {n: MemoryBundleStore() for n in (A, RELAY, C)}
+    with trio.fail_after(DAY / 1000):  # simulated time: a hang fails instead of spinning
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            nursery.start_soon(network.run)
+            nodes = {
+                n: await stack.enter_async_context(
+                    open_node(
+                        config(n, trust, contact_plan),
+                        stores[n],
+                        links=network.links_of(n),
+                        clock=clock,
+                    )
+                )
+                for n in (A, RELAY, C)
+            }
+            yield Fleet(clock, nodes, stores)
+            nursery.cancel_scope.cancel()
+
+
+@attrs.frozen
+class Fleet:
+    clock: Clock
+    nodes: dict[int, Node]
+    stores: dict[int, MemoryBundleStore]
+
+    def now(self) -> int:
+        return self.clock.to_dtn(trio.current_time())
+
+
 async def test_bundle_waits_at_the_relay_until_the_contact_opens(
     mock_clock: trio.testing.MockClock,
 ) -> None:
     mock_clock.autojump_threshold = 0
-    clock = Clock(0.0, T0)
-    trust = trust_for([A, RELAY, C])
-    network = LoopbackNetwork(plan(), clock, random.Random(1))
-    relay_store = MemoryBundleStore()
-    with trio.fail_after(DAY / 1000):  # simulated time: a hang fails instead of spinning
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            async with (
-                open_node(
-                    config(A, trust, plan()),
-                    MemoryBundleStore(),
-                    links=network.links_of(A),
-                    clock=clock,
-                ) as a,
-                open_node(
-                    config(RELAY, trust, plan()),
-                    relay_store,
-                    links=network.links_of(RELAY),
-                    clock=clock,
-                ),
-                open_node(
-                    config(C, trust, plan()),
-                    MemoryBundleStore(),
-                    links=network.links_of(C),
-                    clock=clock,
-                ) as c,
-            ):
-                inbox = c.subscribe(Family.LEASE)
-                signed = await a.send(claim(1), to=C)
-                await trio.sleep(600)  # ten minutes: at the relay, its contact to C not yet open
-                assert await relay_store.count() == 1
-                received = await inbox.receive()
-                arrived = clock.to_dtn(trio.current_time())
-                assert received.content_id == signed.content_id
-                assert received.message == claim(1)
-                assert T0 + HOUR + 1000 <= arrived < T0 + HOUR + 5000
-                await trio.sleep(1)
-                assert await relay_store.count() == 0
-                assert c.stats.delivered == 1
-            nursery.cancel_scope.cancel()
+    async with three_nodes(plan_with([(HOUR, 2 * HOUR, 1_000_000)]), seed=1) as fleet:
+        a, c = fleet.nodes[A], fleet.nodes[C]
+        inbox = c.subscribe(Family.LEASE)
+        signed = await a.send(claim(1), to=C)
+        await trio.sleep(600)  # ten minutes: at the relay, its contact to C not yet open
+        assert await fleet.stores[RELAY].count() == 1
+        received = await inbox.receive()
+        arrived = fleet.now()
+        assert received.content_id == signed.content_id
+        assert received.message == claim(1)
+        assert T0 + HOUR + 1000 <= arrived < T0 + HOUR + 5000
+        await trio.sleep(1)
+        assert await fleet.stores[RELAY].count() == 0
+        assert c.stats.delivered == 1
+
+
+async def test_status_reports_when_asked_for(mock_clock: trio.testing.MockClock) -> None:
+    mock_clock.autojump_threshold = 0
+    asked = (
+        BundleFlags.REPORT_FORWARDING
+        | BundleFlags.REPORT_DELIVERY
+        | BundleFlags.STATUS_TIME_REQUESTED
+    )
+    async with three_nodes(plan_with([(HOUR, 2 * HOUR, 1_000_000)]), seed=3) as fleet:
+        a = fleet.nodes[A]
+        reports = a.subscribe_status_reports()
+        await a.send(claim(1), to=C, reports=asked)
+        await a.send(claim(2), to=C)  # asks for nothing: no reports about it
+        got = [await reports.receive() for _ in range(3)]
+        await trio.sleep(2 * HOUR / 1000)
+        assert a.stats.status_reports == 3  # A forwarded it, the relay forwarded it, C delivered it
+        forwarded = [r for r in got if r.forwarded.asserted]
+        delivered = [r for r in got if r.delivered.asserted]
+        assert len(forwarded) == 2 and len(delivered) == 1
+        assert delivered[0].delivered.time is not None
+        assert delivered[0].delivered.time >= T0 + HOUR
+        assert {r.subject.creation.sequence for r in got} == {0}
 
 
 def short_plan(opens_ms: int) -> ContactPlan:
@@ -147,108 +184,13 @@ async def test_relay_restart_loses_nothing_and_delivers_once(tmp_path: Path) -> 
             nursery.cancel_scope.cancel()
 
 
-async def test_status_reports_when_asked_for(mock_clock: trio.testing.MockClock) -> None:
-    mock_clock.autojump_threshold = 0
-    clock = Clock(0.0, T0)
-    trust = trust_for([A, RELAY, C])
-    network = LoopbackNetwork(plan(), clock, random.Random(3))
-    asked = (
-        BundleFlags.REPORT_FORWARDING
-        | BundleFlags.REPORT_DELIVERY
-        | BundleFlags.STATUS_TIME_REQUESTED
-    )
-    with trio.fail_after(DAY / 1000):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            async with (
-                open_node(
-                    config(A, trust, plan()),
-                    MemoryBundleStore(),
-                    links=network.links_of(A),
-                    clock=clock,
-                ) as a,
-                open_node(
-                    config(RELAY, trust, plan()),
-                    MemoryBundleStore(),
-                    links=network.links_of(RELAY),
-                    clock=clock,
-                ),
-                open_node(
-                    config(C, trust, plan()),
-                    MemoryBundleStore(),
-                    links=network.links_of(C),
-                    clock=clock,
-                ),
-            ):
-                reports = a.subscribe_status_reports()
-                await a.send(claim(1), to=C, reports=asked)
-                await a.send(claim(2), to=C)  # asks for nothing: no reports about it
-                got = [await reports.receive() for _ in range(3)]
-                await trio.sleep(2 * HOUR / 1000)
-                assert (
-                    a.stats.status_reports == 3
-                )  # A forwarded it, the relay forwarded it, C delivered it
-                forwarded = [r for r in got if r.forwarded.asserted]
-                delivered = [r for r in got if r.delivered.asserted]
-                assert len(forwarded) == 2 and len(delivered) == 1
-                assert delivered[0].delivered.time is not None
-                assert delivered[0].delivered.time >= T0 + HOUR
-                assert {r.subject.creation.sequence for r in got} == {0}
-            nursery.cancel_scope.cancel()
-
-
-def plan_with(relay_to_c: list[tuple[int, int, int]]) -> ContactPlan:
-    """A ⇄ relay all day; relay ⇄ C over the given (start, end, rate_bps) windows."""
-    contacts = [
-        Contact(A, RELAY, T0, T0 + DAY, 1_000_000, 1000),
-        Contact(RELAY, A, T0, T0 + DAY, 1_000_000, 1000),
-    ]
-    for start, end, rate in relay_to_c:
-        contacts += [
-            Contact(RELAY, C, T0 + start, T0 + end, rate, 1000),
-            Contact(C, RELAY, T0 + start, T0 + end, rate, 1000),
-        ]
-    return ContactPlan(contacts)
-
-
-async def run_three(contact_plan: ContactPlan, body) -> None:  # type: ignore[no-untyped-def]
-    clock = Clock(0.0, T0)
-    trust = trust_for([A, RELAY, C])
-    network = LoopbackNetwork(contact_plan, clock, random.Random(4))
-    with trio.fail_after(DAY / 1000):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            stores = {n: MemoryBundleStore() for n in (A, RELAY, C)}
-            async with (
-                open_node(
-                    config(A, trust, contact_plan),
-                    stores[A],
-                    links=network.links_of(A),
-                    clock=clock,
-                ) as a,
-                open_node(
-                    config(RELAY, trust, contact_plan),
-                    stores[RELAY],
-                    links=network.links_of(RELAY),
-                    clock=clock,
-                ) as relay,
-                open_node(
-                    config(C, trust, contact_plan),
-                    stores[C],
-                    links=network.links_of(C),
-                    clock=clock,
-                ) as c,
-            ):
-                await body(clock, a, relay, c, stores)
-            nursery.cancel_scope.cancel()
-
-
 async def test_bundle_that_cannot_arrive_in_time_waits_and_expires(
     mock_clock: trio.testing.MockClock,
 ) -> None:
     mock_clock.autojump_threshold = 0
 
-    async def body(clock, a, relay, c, stores) -> None:  # type: ignore[no-untyped-def]
+    async with three_nodes(plan_with([(2 * HOUR, 3 * HOUR, 1_000_000)]), seed=4) as fleet:
+        a, c, stores = fleet.nodes[A], fleet.nodes[C], fleet.stores
         inbox = c.subscribe()
         # Lifetime one hour, first contact to C in two: contact-graph routing finds no route
         # that arrives in time, so A keeps the bundle (it does not burden the relay) until
@@ -264,8 +206,6 @@ async def test_bundle_that_cannot_arrive_in_time_waits_and_expires(
             inbox.receive_nowait()
         assert c.stats.delivered == 0
 
-    await run_three(plan_with([(2 * HOUR, 3 * HOUR, 1_000_000)]), body)
-
 
 async def test_transfer_cut_by_a_closing_window_is_sent_again_next_window(
     mock_clock: trio.testing.MockClock,
@@ -275,14 +215,13 @@ async def test_transfer_cut_by_a_closing_window_is_sent_again_next_window(
     # bytes, so the transfer fails when it closes and the bundle goes in the second window.
     windows = [(HOUR, HOUR + 1000, 1000), (2 * HOUR, 3 * HOUR, 1_000_000)]
 
-    async def body(clock, a, relay, c, stores) -> None:  # type: ignore[no-untyped-def]
+    async with three_nodes(plan_with(windows), seed=4) as fleet:
+        a, relay, c = fleet.nodes[A], fleet.nodes[RELAY], fleet.nodes[C]
         inbox = c.subscribe()
         signed = await a.send(claim(1), to=C)
         received = await inbox.receive()
         assert received.content_id == signed.content_id
-        assert clock.to_dtn(trio.current_time()) >= T0 + 2 * HOUR
+        assert fleet.now() >= T0 + 2 * HOUR
         await trio.sleep(1)  # let C's delivery task count it
         assert relay.stats.link_down >= 1  # the cut transfer
         assert relay.stats.forwarded == 1 and c.stats.delivered == 1
-
-    await run_three(plan_with(windows), body)
