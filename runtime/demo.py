@@ -25,7 +25,6 @@ import random
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from typing import Any
 
 import attrs
@@ -318,28 +317,33 @@ async def run_demo(
                 progress(min((t - START) / (total_ms + DAY), 1.0))
 
     all_nodes = [REGION, *(scenario.cell_coordinator(c) for c in range(scenario.cells)), *members]
-    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+    async def run_node(node: int, *, task_status: trio.TaskStatus[None]) -> None:
+        # One task per node, side by side: a thousand nodes nested inside each other's
+        # context managers would make a thousand nested cancel scopes.
+        stores[node] = MemoryBundleStore()
+        config = NodeConfig(
+            node=node,
+            key=keys[node],
+            trust=trust,
+            contact_plan=plan,
+            parents=parents,
+            expiry_interval_s=6 * 3600,
+        )
+        async with open_node(
+            config,
+            stores[node],
+            links=network.links_of(node),
+            inbox=network.open_inbox(node),
+            clock=clock,
+        ) as running:
+            nodes[node] = running
+            task_status.started()
+            await listen(node)
+
+    async with trio.open_nursery() as nursery:
         nursery.start_soon(network.run)
         for node in all_nodes:
-            stores[node] = MemoryBundleStore()
-            config = NodeConfig(
-                node=node,
-                key=keys[node],
-                trust=trust,
-                contact_plan=plan,
-                parents=parents,
-                expiry_interval_s=6 * 3600,
-            )
-            nodes[node] = await stack.enter_async_context(
-                open_node(
-                    config,
-                    stores[node],
-                    links=network.links_of(node),
-                    inbox=network.open_inbox(node),
-                    clock=clock,
-                )
-            )
-            nursery.start_soon(listen, node)
+            await nursery.start(run_node, node)
         nursery.start_soon(sample)
         async with trio.open_nursery() as traffic:
             for node, cell in members.items():

@@ -135,3 +135,11 @@ def test_demo_runs_a_small_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert data["grants"] > 0
     assert chart.read_text().startswith("<svg")
     assert "latency p50" in out
+
+
+@pytest.mark.soak
+def test_demo_at_a_thousand_nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    figures = tmp_path / "figures.json"
+    assert main(["demo", "--nodes", "1000", "--cells", "20", "--days", "1", "--json", str(figures)]) == 0
+    data = json.loads(figures.read_text())
+    assert all(f["sent"] == f["delivered"] > 0 for f in data["families"].values())
