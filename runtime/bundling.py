@@ -46,11 +46,6 @@ LOCAL: Final = "local"  # addressed to this node, not yet handed to the applicat
 DELIVERED: Final = "delivered"  # handed over; kept until expiry so duplicates are dropped
 
 
-def hop_name(node: int) -> str:
-    """How the store names the next hop ``node``."""
-    return f"ipn:{node}"
-
-
 def message_bundle(
     envelope: bytes,
     *,

@@ -527,9 +527,3 @@ async def open_node(
             yield node
         finally:
             nursery.cancel_scope.cancel()
-
-
-def describe(bundle: Bundle) -> str:
-    """One line naming a bundle, for logs."""
-    primary = bundle.primary
-    return f"{primary.source}→{primary.destination} t={primary.creation.time}.{primary.creation.sequence}"
