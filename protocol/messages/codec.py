@@ -39,7 +39,6 @@ from .header import (
     OLDEST_READ_VERSION,
     PROTOCOL_VERSION,
     Header,
-    MessageType,
 )
 from .schema import (
     CID,
@@ -51,9 +50,10 @@ from .schema import (
     Kind,
     ListOf,
     Struct,
-    fields_from_wire,
+    compile_from_wire,
 )
 from .v1 import MESSAGE_CLASSES, Message
+from .writer import WRITE_ERRORS, compile_message_writer, diagnose
 
 #: Bounds for a whole message; a coordination message is small by design.
 MESSAGE_LIMITS: Final = cbor.Limits(
@@ -127,23 +127,39 @@ def _compile_message(cls: type[Message]) -> Callable[[Any], dict[int, Any]]:
     return _compile_fields(cls.FIELDS, cls.__name__, prologue)
 
 
+#: The dict form of each message class: the general road, for messages with extensions.
 _ENCODERS: Final = {cls: _compile_message(cls) for cls in MESSAGE_CLASSES.values()}
-_KNOWN_KEYS: Final = {
-    cls: frozenset(range(FIRST_BODY_KEY)) | {field.key for field in cls.FIELDS}
+#: The direct writers (:mod:`.writer`): the road every message without extensions takes.
+_WRITERS: Final = {
+    cls: compile_message_writer(cls.TYPE.value, HEADER_FIELDS, cls.FIELDS, cls.__name__)
     for cls in MESSAGE_CLASSES.values()
 }
 
 
 def encode_message(message: Message) -> bytes:
     """The deterministic CBOR bytes of ``message`` (what is signed and named by content id)."""
-    out = _ENCODERS[type(message)](message)
+    cls = type(message)
     try:
-        if message.extensions:
-            out.update(message.extensions)
-            return cbor.encode(out)
-        return cbor2.dumps(out)
-    except (TypeError, ValueError, OverflowError, cbor2.CBOREncodeError) as exc:
-        raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from None
+        if not message.extensions:
+            return _WRITERS[cls](message)
+        out = _ENCODERS[cls](message)
+        out.update(message.extensions)
+        return cbor.encode(out)
+    except (*WRITE_ERRORS, cbor2.CBOREncodeError) as exc:
+        raise _refusal(message, exc) from None
+
+
+def _refusal(message: Message, exc: Exception) -> LocalProtocolError:
+    """Name the field a reader would refuse; the writers' tables only say *that* it failed."""
+    name = type(message).__name__
+    if type(message) not in _WRITERS:
+        return LocalProtocolError(f"{name} is not a message of version {PROTOCOL_VERSION}")
+    found = diagnose(HEADER_FIELDS, message.header, "header") or diagnose(
+        type(message).FIELDS, message, ""
+    )
+    if found is None:
+        return LocalProtocolError(f"cannot encode {name}: {exc}")
+    return LocalProtocolError(f"cannot encode {name}: {found.field}: {found.reason}")
 
 
 def content_id(message: Message) -> ContentId:
@@ -180,21 +196,22 @@ def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
     type_code = raw.get(0)
     if type(type_code) is not int:
         raise MessageError("required field (key 0) is missing or not an integer", "type")
-    header = Header(**fields_from_wire(HEADER_FIELDS, raw, "header"))
+    header: Header = _read_header(raw, "header")
     _check_version_window(header)
-    try:
-        cls = MESSAGE_CLASSES[MessageType(type_code)]
-    except (ValueError, KeyError):
+    reader = _READERS.get(type_code)
+    if reader is None:
         raise UnknownMessageType(
             f"message type {type_code} is not known at versions "
             f"{OLDEST_READ_VERSION}..{PROTOCOL_VERSION}",
             "type",
-        ) from None
-    known = _KNOWN_KEYS[cls]
+        )
+    cls, known, read, check = reader
+    extensions: tuple[tuple[int, Any], ...] = ()
     if not known.issuperset(raw):  # rare: extension keys from a newer writer
         for key in raw:
             if type(key) is not int or not 0 <= key <= UINT64_MAX:
                 raise MessageError(f"map key {key!r} is not an unsigned integer")
+        extensions = tuple((key, value) for key, value in raw.items() if key not in known)
     for key in header.critical:
         if key not in known:
             raise UnknownCriticalField(
@@ -202,17 +219,27 @@ def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
                 f"at version {PROTOCOL_VERSION}",
                 "header.critical",
             )
-    body = fields_from_wire(cls.FIELDS, raw, "")
-    extensions = tuple((key, value) for key, value in raw.items() if key not in known)
-    message: Message = cls(header=header, extensions=extensions, **body)
-    check = getattr(message, "check", None)
+    message: Message = read(raw, "", header, extensions)
     if check is not None:
-        check()
+        check(message)
     if encode_message(message) != data:
         raise MessageError(
             "message does not re-encode to its own bytes (an optional field written empty?)"
         )
     return message
+
+
+_read_header: Final = compile_from_wire(HEADER_FIELDS, "header", Header)
+#: Per type code: class, the keys it knows, its generated reader, and its cross-field check.
+_READERS: Final[dict[int, tuple[type[Message], frozenset[int], Callable[..., Any], Any]]] = {
+    cls.TYPE.value: (
+        cls,
+        frozenset(range(FIRST_BODY_KEY)) | {field.key for field in cls.FIELDS},
+        compile_from_wire(cls.FIELDS, cls.__name__, cls, "header", "extensions"),
+        getattr(cls, "check", None),
+    )
+    for cls in MESSAGE_CLASSES.values()
+}
 
 
 def _check_version_window(header: Header) -> None:

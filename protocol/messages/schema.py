@@ -199,7 +199,7 @@ class _StructList:
         self.max_items = kind.max_items
         self.cls = item.cls
         self.keys = item.keys
-        self.decode = compile_from_wire(item.fields, item.cddl)
+        self.decode = compile_from_wire(item.fields, item.cddl, item.cls)
         self.name = name
 
     def __call__(self, raw: list[Any], path: str) -> tuple[Any, ...]:
@@ -207,7 +207,7 @@ class _StructList:
         if len(raw) > self.max_items:
             raise MessageError(f"more than {self.max_items} items", where)
         out = []
-        cls, keys, decode = self.cls, self.keys, self.decode
+        keys, decode = self.keys, self.decode
         for index, item in enumerate(raw):
             if type(item) is not dict:
                 raise MessageError(f"expected a map, got {_describe(item)}", f"{where}[{index}]")
@@ -215,7 +215,7 @@ class _StructList:
                 extra = sorted(key for key in item if key not in keys)
                 raise MessageError(f"unknown keys {extra}", f"{where}[{index}]")
             try:
-                out.append(cls(**decode(item, "")))
+                out.append(decode(item, ""))
             except MessageError as exc:
                 inner = "." + exc.field if exc.field else ""
                 raise type(exc)(exc.reason, f"{where}[{index}]{inner}") from None
@@ -225,8 +225,14 @@ class _StructList:
 _CID_TEST: Final = "type({0}) is bytes and len({0}) == 34 and {0}[0] == 0x12 and {0}[1] == 32"
 
 
-def _fast_path(kind: Kind[Any], index: int, name: str, namespace: dict[str, Any]) -> tuple[str, str]:
-    """(test, conversion) in generated code for a field value ``v`` of a common kind."""
+def _fast_path(
+    kind: Kind[Any], index: int, name: str, namespace: dict[str, Any]
+) -> tuple[str, str | list[str]]:
+    """(test, conversion) in generated code for a field value ``v`` of a common kind.
+
+    The conversion is an expression, or statements that set ``v`` (lists: a loop, because a
+    generator expression costs a frame per call, which is most of a short list's budget).
+    """
     if kind is UINT:
         return f"type(v) is int and 0 <= v <= {UINT64_MAX}", "v"
     if kind is TEXT:
@@ -237,26 +243,48 @@ def _fast_path(kind: Kind[Any], index: int, name: str, namespace: dict[str, Any]
         namespace[f"_members{index}"] = kind.enum_type._value2member_map_
         return f"type(v) is int and v in _members{index}", f"_members{index}[v]"
     if isinstance(kind, ListOf) and kind.item is CID:
-        test = _CID_TEST.format("x")
-        return (
-            f"type(v) is list and len(v) <= {kind.max_items} and all({test} for x in v)",
-            "tuple(_ContentId(x) for x in v)",
-        )
+        return f"type(v) is list and len(v) <= {kind.max_items}", [
+            "t = []",
+            "for x in v:",
+            f"    if {_CID_TEST.format('x')}: t.append(_ContentId(x))",
+            "    else: break",
+            "else:",
+            "    t = tuple(t)",
+            f"v = t if type(t) is tuple else _slow(_f{index}, v, path)",
+        ]
     if isinstance(kind, ListOf) and kind.item is UINT:
-        return (
-            f"type(v) is list and len(v) <= {kind.max_items} and "
-            f"all(type(x) is int and 0 <= x <= {UINT64_MAX} for x in v)",
-            "tuple(v)",
-        )
+        return f"type(v) is list and len(v) <= {kind.max_items}", [
+            "for x in v:",
+            f"    if type(x) is not int or not 0 <= x <= {UINT64_MAX}:",
+            f"        v = _slow(_f{index}, v, path)",
+            "        break",
+            "else:",
+            "    v = tuple(v)",
+        ]
     if isinstance(kind, ListOf) and isinstance(kind.item, Struct):
+        # Inline for the common case; any refusal re-runs the list through _StructList,
+        # which names the element and field (a try block costs nothing until it raises).
         namespace[f"_structs{index}"] = _StructList(kind, name)
-        return "type(v) is list", f"_structs{index}(v, path)"
+        namespace[f"_keys{index}"] = kind.item.keys
+        namespace[f"_decode{index}"] = compile_from_wire(kind.item.fields, kind.item.cddl, kind.item.cls)
+        return f"type(v) is list and len(v) <= {kind.max_items}", [
+            "t = []",
+            "try:",
+            "    for x in v:",
+            f"        if type(x) is dict and _keys{index}.issuperset(x): t.append(_decode{index}(x, ''))",
+            "        else: break",
+            "    else:",
+            "        t = tuple(t)",
+            "except MessageError:",
+            "    pass",
+            f"v = t if type(t) is tuple else _structs{index}(v, path)",
+        ]
     if isinstance(kind, Struct):
         namespace[f"_struct{index}"] = kind
-        namespace[f"_decode{index}"] = compile_from_wire(kind.fields, kind.cddl)
+        namespace[f"_decode{index}"] = compile_from_wire(kind.fields, kind.cddl, kind.cls)
         return (
             f"type(v) is dict and _struct{index}.keys.issuperset(v)",
-            f"_struct{index}.cls(**_decode{index}(v, path + '.{name}' if path else '{name}'))",
+            f"_decode{index}(v, path + '.{name}' if path else '{name}')",
         )
     return "False", "v"
 
@@ -266,8 +294,15 @@ def _empty(field: Field, path: str) -> None:
     raise MessageError("an empty optional list is left out, not written empty", where)
 
 
-def compile_from_wire(fields: tuple[Field, ...], label: str) -> Callable[[dict[Any, Any], str], dict[str, Any]]:
-    """Generate the decoder of a field table: map → keyword arguments, errors naming the field.
+def compile_from_wire(
+    fields: tuple[Field, ...], label: str, cls: type[Any] | None = None, *extra: str
+) -> Callable[..., Any]:
+    """Generate the decoder of a field table, with errors naming the field.
+
+    Without ``cls`` the decoder maps a CBOR map to keyword arguments:
+    ``from_wire(raw, path) -> dict``. With ``cls`` it builds the value itself, passing the
+    ``extra`` keyword arguments through: ``from_wire(raw, path, *extra) -> cls`` (a message
+    takes ``header`` and ``extensions`` this way).
 
     The verify pipeline must reach 0.8 of raw Ed25519 verify throughput, so the common kinds
     (unsigned ints, short text, content ids) are checked in straight-line code generated once
@@ -279,18 +314,25 @@ def compile_from_wire(fields: tuple[Field, ...], label: str) -> Callable[[dict[A
         "_empty": _empty,
         "_slow": _slow_from_wire,
         "_ContentId": ContentId,
+        "_cls": cls,
+        "MessageError": MessageError,
     }
-    lines = ["def from_wire(raw, path):", "    out = {}"]
+    lines = [f"def from_wire({', '.join(('raw', 'path', *extra))}):"]
     for index, field in enumerate(fields):
         namespace[f"_f{index}"] = field
         kind = field.kind
         fast, convert = _fast_path(kind, index, field.name, namespace)
+        absent = _missing(field, "") if field.optional else None
         lines += [
             f"    v = raw.get({field.key}, _M)",
             "    if v is _M:",
-            f"        v = _missing(_f{index}, path)",
+            f"        v = {absent!r}" if field.optional else f"        v = _missing(_f{index}, path)",
             f"    elif {fast}:",
-            f"        v = {convert}",
+            *(
+                [f"        v = {convert}"]
+                if isinstance(convert, str)
+                else [f"        {line}" for line in convert]
+            ),
             "    else:",
             f"        v = _slow(_f{index}, v, path)",
         ]
@@ -301,10 +343,21 @@ def compile_from_wire(fields: tuple[Field, ...], label: str) -> Callable[[dict[A
             lines.append(
                 f"    if v is not None: _f{index}.check(v, path + '.{field.name}' if path else '{field.name}')"
             )
-        lines.append(f"    out['{field.name}'] = v")
-    lines.append("    return out")
+        lines.append(f"    a{index} = v")
+    values = {name: name for name in extra}
+    values.update((field.name, f"a{index}") for index, field in enumerate(fields))
+    init = [a.name for a in attrs.fields(cls) if a.init] if attrs.has(cls) else []  # type: ignore[arg-type]
+    if init and set(init) == set(values):  # positional: a third faster than keywords
+        arguments = [values[name] for name in init]
+    else:
+        arguments = [f"{name}={value}" for name, value in values.items()]
+    if cls is None:
+        items = ", ".join(f"'{field.name}': a{index}" for index, field in enumerate(fields))
+        lines.append(f"    return {{{items}}}")
+    else:
+        lines.append(f"    return _cls({', '.join(arguments)})")
     exec(compile("\n".join(lines), f"<fleetwire decoder: {label}>", "exec"), namespace)
-    function: Callable[[dict[Any, Any], str], dict[str, Any]] = namespace["from_wire"]
+    function: Callable[..., Any] = namespace["from_wire"]
     return function
 
 
