@@ -11,6 +11,7 @@ from fleetwire.protocol import cbor
 from fleetwire.protocol.errors import (
     DecodeError,
     FleetwireError,
+    LocalProtocolError,
     MessageError,
     NonDeterministicEncoding,
     UnknownCriticalField,
@@ -35,6 +36,7 @@ from hypothesis import strategies as st
 from .strategies import messages
 
 HEADER = Header(issuer=7, issued_at=817_000_000_000, sequence=3)
+CID = ContentId.of(b"the offer")
 CLAIM = LeaseClaim(header=HEADER, resource="feedstock/2026-XY/volume-3", term_ms=3_600_000, priority=2)
 
 
@@ -125,12 +127,18 @@ def test_nested_field_errors_name_the_path() -> None:
 
 
 def test_commitment_state_rules() -> None:
-    for bad in (
-        Commitment(header=HEADER, state=CommitmentState.OFFERED),
-        Commitment(header=HEADER, state=CommitmentState.ACCEPTED),
-    ):
-        with pytest.raises(MessageError):
-            decode_message(encode_message(bad))
+    offer = wire(Commitment(header=HEADER, state=CommitmentState.WITHDRAWN, commitment=CID))
+    for state, field in ((CommitmentState.OFFERED, "terms"), (CommitmentState.ACCEPTED, "commitment")):
+        bad = Commitment(header=HEADER, state=state)
+        # The writer refuses what a reader would refuse, naming the rule's field...
+        with pytest.raises(LocalProtocolError, match=f"Commitment: {field}: "):
+            encode_message(bad)
+        # ...and the reader refuses the same content written by someone else.
+        raw = {**offer, 8: int(state)}
+        del raw[10]
+        with pytest.raises(MessageError) as refused:
+            decode_message(cbor.encode(raw))
+        assert refused.value.field == field
 
 
 def test_unknown_non_critical_key_is_kept_and_reencoded() -> None:

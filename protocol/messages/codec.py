@@ -134,29 +134,63 @@ _WRITERS: Final = {
     cls: compile_message_writer(cls.TYPE.value, HEADER_FIELDS, cls.FIELDS, cls.__name__)
     for cls in MESSAGE_CLASSES.values()
 }
+#: The keys each message class knows: the header's and its body's.
+_KNOWN: Final = {
+    cls: frozenset(range(FIRST_BODY_KEY)) | {field.key for field in cls.FIELDS}
+    for cls in MESSAGE_CLASSES.values()
+}
+#: Cross-field rules (a reader's too), for the classes that have them.
+_CHECKS: Final[dict[type[Message], Callable[[Any], None]]] = {
+    cls: cls.check for cls in MESSAGE_CLASSES.values() if hasattr(cls, "check")
+}
 
 
 def encode_message(message: Message) -> bytes:
-    """The deterministic CBOR bytes of ``message`` (what is signed and named by content id)."""
+    """The deterministic CBOR bytes of ``message`` (what is signed and named by content id).
+
+    Refuses with :class:`LocalProtocolError`, naming the field, whatever a reader would refuse:
+    values out of range or over their bounds, broken cross-field rules, critical keys the
+    message type does not have, and extension keys that are not unknown unsigned keys.
+    """
     cls = type(message)
+    write = _WRITERS.get(cls)
+    if write is None:
+        raise LocalProtocolError(f"{cls.__name__} is not a message of version {PROTOCOL_VERSION}")
     try:
-        if not message.extensions:
-            return _WRITERS[cls](message)
-        out = _ENCODERS[cls](message)
-        out.update(message.extensions)
-        return cbor.encode(out)
-    except (*WRITE_ERRORS, cbor2.CBOREncodeError) as exc:
+        data = write(message)
+        if cls in _CHECKS:
+            _CHECKS[cls](message)
+        if message.header.critical or message.extensions:
+            return _encode_rare(message, data)
+    except (*WRITE_ERRORS, MessageError, cbor2.CBOREncodeError) as exc:
         raise _refusal(message, exc) from None
+    return data
+
+
+def _encode_rare(message: Message, data: bytes) -> bytes:
+    """Critical keys and extensions: checked as a reader would, then the general encoder."""
+    known = _KNOWN[type(message)]
+    for key in message.header.critical:
+        if key not in known:
+            raise MessageError(f"key {key} is not part of {type(message).__name__}", "header.critical")
+    if not message.extensions:
+        return data
+    for key, _ in message.extensions:
+        if type(key) is not int or not FIRST_BODY_KEY <= key <= UINT64_MAX or key in known:
+            raise MessageError(f"key {key!r} is not an unknown unsigned key", "extensions")
+    out = _ENCODERS[type(message)](message)
+    out.update(message.extensions)
+    return cbor.encode(out)
 
 
 def _refusal(message: Message, exc: Exception) -> LocalProtocolError:
     """Name the field a reader would refuse; the writers' tables only say *that* it failed."""
     name = type(message).__name__
-    if type(message) not in _WRITERS:
-        return LocalProtocolError(f"{name} is not a message of version {PROTOCOL_VERSION}")
     found = diagnose(HEADER_FIELDS, message.header, "header") or diagnose(
         type(message).FIELDS, message, ""
     )
+    if found is None and isinstance(exc, MessageError):
+        found = exc
     if found is None:
         return LocalProtocolError(f"cannot encode {name}: {exc}")
     return LocalProtocolError(f"cannot encode {name}: {found.field}: {found.reason}")
@@ -205,7 +239,7 @@ def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
             f"{OLDEST_READ_VERSION}..{PROTOCOL_VERSION}",
             "type",
         )
-    cls, known, read, check = reader
+    cls, known, read, check, write = reader
     extensions: tuple[tuple[int, Any], ...] = ()
     if not known.issuperset(raw):  # rare: extension keys from a newer writer
         for key in raw:
@@ -222,7 +256,7 @@ def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
     message: Message = read(raw, "", header, extensions)
     if check is not None:
         check(message)
-    if encode_message(message) != data:
+    if (encode_message(message) if extensions else write(message)) != data:
         raise MessageError(
             "message does not re-encode to its own bytes (an optional field written empty?)"
         )
@@ -231,12 +265,15 @@ def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
 
 _read_header: Final = compile_from_wire(HEADER_FIELDS, "header", Header)
 #: Per type code: class, the keys it knows, its generated reader, and its cross-field check.
-_READERS: Final[dict[int, tuple[type[Message], frozenset[int], Callable[..., Any], Any]]] = {
+_READERS: Final[
+    dict[int, tuple[type[Message], frozenset[int], Callable[..., Any], Any, Callable[[Any], bytes]]]
+] = {
     cls.TYPE.value: (
         cls,
-        frozenset(range(FIRST_BODY_KEY)) | {field.key for field in cls.FIELDS},
+        _KNOWN[cls],
         compile_from_wire(cls.FIELDS, cls.__name__, cls, "header", "extensions"),
-        getattr(cls, "check", None),
+        _CHECKS.get(cls),
+        _WRITERS[cls],
     )
     for cls in MESSAGE_CLASSES.values()
 }

@@ -65,7 +65,15 @@ def uint(value: int) -> bytes:
 
 
 #: Exceptions a writer raises on a value its table refuses; :func:`diagnose` names the field.
-WRITE_ERRORS: Final = (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError)
+WRITE_ERRORS: Final = (
+    TypeError,
+    ValueError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    struct.error,  # a float of 2**32 or more reaching the 8-byte pack
+)
 
 
 def _uint_pieces(source: str, var: str) -> list[str]:
@@ -115,48 +123,56 @@ class _Compiler:
             return [f"{self.constant(codes)}[{source}]"]
         return None
 
-    def value(self, kind: Kind[Any], source: str, lines: list[str], indent: str) -> None:
-        """Statements appending the encoding of ``source`` (of ``kind``) to ``out``."""
+    def expression(self, kind: Kind[Any], source: str) -> list[str]:
+        """Expressions whose bytes, joined, are the encoding of ``source`` (of ``kind``)."""
         pieces = self.pieces(kind, source)
         if pieces is not None:
-            lines.append(f"{indent}out += ({', '.join(pieces)},)")
-        elif isinstance(kind, ListOf):
+            return pieces
+        if isinstance(kind, ListOf):
             heads = self.constant(_ARRAY_HEADS[: kind.max_items + 1])
-            lines.append(f"{indent}out.append({heads}[len({source})])")
-            item = self.temporary()
-            lines.append(f"{indent}for {item} in {source}:")  # a comprehension costs a frame
-            self.value(kind.item, item, lines, indent + "    ")
-        elif isinstance(kind, Struct):
-            writer = self.constant(self.compile(kind.fields, kind.cddl))
-            lines.append(f"{indent}{writer}({source}, out)")
-        else:  # a kind with no fast form: its CBOR item through the general encoder
-            lines.append(f"{indent}out.append(_generic({self.constant(kind)}.to_wire({source})))")
+            var = self.temporary()
+            item = self.constant(self.item_writer(kind.item))
+            # map() over a compiled function: a comprehension would cost a frame per call.
+            return [f"{heads}[len({var} := {source})]", f"b''.join(map({item}, {var}))"]
+        if isinstance(kind, Struct):
+            return [f"{self.constant(self.compile(kind.fields, kind.cddl))}({source})"]
+        # A kind with no fast form: its CBOR item through the general encoder.
+        return [f"_generic({self.constant(kind)}.to_wire({source}))"]
 
-    def fields(self, fields: tuple[Field, ...], source: str, lines: list[str], first: list[str]) -> None:
-        """Statements writing the fields of ``source``; counts optional fields present in ``n``.
+    def item_writer(self, kind: Kind[Any]) -> Callable[[Any], bytes]:
+        """A function writing one list item of ``kind``."""
+        if isinstance(kind, Struct):
+            return self.compile(kind.fields, kind.cddl)
+        pieces = self.expression(kind, "x")
+        body = " + ".join(pieces) if len(pieces) <= 2 else f"b''.join(({', '.join(pieces)},))"
+        function: Callable[[Any], bytes] = self.define(["def item(x):", f"    return {body}"], kind.cddl, "item")
+        return function
 
-        Runs of required scalar fields become one ``out += (...)``, started by ``first``.
-        """
-        run = list(first)
+    def table(self, fields: tuple[Field, ...], source: str, lines: list[str]) -> list[str]:
+        """The pieces of ``source``'s fields; optional ones are prepared in ``lines`` first,
+        counting those present in ``n``."""
+        out: list[str] = []
         for field in fields:
             key = self.constant(cbor.head(0, field.key))
             var = f"{source}.{field.name}"
-            pieces = None if field.optional else self.pieces(field.kind, var)
-            if pieces is not None:
-                run += [key, *pieces]
+            if field.check is not None:  # a reader's range rule: never write what it refuses
+                guard = f"if {var} is not None: " if field.optional else ""
+                lines.append(f"    {guard}{self.constant(field.check)}({var}, {field.name!r})")
+            if not field.optional:
+                out += [key, *self.expression(field.kind, var)]
                 continue
-            if run:
-                lines.append(f"    out += ({', '.join(self.merged(run))},)")
-                run = []
-            if field.optional:
-                test = var if isinstance(field.kind, ListOf) else f"{var} is not None"
-                lines += [f"    if {test}:", "        n += 1", f"        out.append({key})"]
-                self.value(field.kind, var, lines, "        ")
-            else:
-                lines.append(f"    out.append({key})")
-                self.value(field.kind, var, lines, "    ")
-        if run:
-            lines.append(f"    out += ({', '.join(self.merged(run))},)")
+            part = self.temporary()
+            test = var if isinstance(field.kind, ListOf) else f"{var} is not None"
+            pieces = ", ".join([key, *self.expression(field.kind, var)])
+            lines += [
+                f"    if {test}:",
+                "        n += 1",
+                f"        {part} = b''.join(({pieces},))",
+                "    else:",
+                f"        {part} = b''",
+            ]
+            out.append(part)
+        return self.merged(out)
 
     def merged(self, pieces: list[str]) -> list[str]:
         """Adjacent constant pieces joined into one constant, at compile time."""
@@ -168,20 +184,20 @@ class _Compiler:
                 out.append(piece)
         return out
 
-    def compile(self, fields: tuple[Field, ...], label: str) -> Callable[[Any, list[bytes]], None]:
-        """The writer of a nested map: ``write(value, out)`` appends its pieces to ``out``."""
+    def compile(self, fields: tuple[Field, ...], label: str) -> Callable[[Any], bytes]:
+        """The writer of a nested map: ``write(value) -> bytes``."""
         check_ascending(fields, label)
         required = sum(not field.optional for field in fields)
-        if required == len(fields):  # the map head is known now
-            lines = ["def write(m, out):"]
-            self.fields(fields, "m", lines, [self.constant(_MAP_HEADS[required])])
-            lines.append("    return")
-        else:
-            lines = ["def write(m, out):", "    i = len(out)", "    out.append(b'')", f"    n = {required}"]
-            self.fields(fields, "m", lines, [])
-            lines.append("    out[i] = _M[n]")
-        function: Callable[[Any, list[bytes]], None] = self.define(lines, label, "write")
+        fixed = required == len(fields)
+        lines = ["def write(m):"] if fixed else ["def write(m):", f"    n = {required}"]
+        pieces = self.table(fields, "m", lines)
+        function: Callable[[Any], bytes] = self.finish(lines, pieces, required, fixed, label)
         return function
+
+    def finish(self, lines: list[str], pieces: list[str], required: int, fixed: bool, label: str) -> Any:
+        head = self.constant(_MAP_HEADS[required]) if fixed else "_M[n]"
+        lines.append(f"    return b''.join(({', '.join(self.merged([head, *pieces]))},))")
+        return self.define(lines, label, "write")
 
     def define(self, lines: list[str], label: str, name: str) -> Any:
         exec(compile("\n".join(lines), f"<fleetwire writer: {label}>", "exec"), self.namespace)
@@ -206,12 +222,14 @@ def compile_message_writer(
     """The writer of a whole message: type (key 0), the header's fields, then the body's."""
     check_ascending((Field(0, "type", UINT), *header_fields, *fields), label)
     compiler = _Compiler()
+    lines = ["def write(m):", "    h = m.header"]
     required = 1 + sum(not field.optional for field in (*header_fields, *fields))
-    lines = ["def encode(m):", "    h = m.header", "    out = [b'']", f"    n = {required}"]
-    compiler.fields(header_fields, "h", lines, [compiler.constant(cbor.head(0, 0) + cbor.head(0, type_code))])
-    compiler.fields(fields, "m", lines, [])
-    lines += ["    out[0] = _M[n]", "    return b''.join(out)"]
-    function: Callable[[Any], bytes] = compiler.define(lines, label, "encode")
+    lines.append(f"    n = {required}")
+    pieces = [compiler.constant(cbor.head(0, 0) + cbor.head(0, type_code))]
+    pieces += compiler.table(header_fields, "h", lines)
+    pieces += compiler.table(fields, "m", lines)
+    fixed = required == 1 + len(header_fields) + len(fields)
+    function: Callable[[Any], bytes] = compiler.finish(lines, pieces, required, fixed, label)
     return function
 
 
@@ -230,7 +248,7 @@ def diagnose(fields: tuple[Field, ...], value: Any, path: str) -> MessageError |
         elif isinstance(kind, ListOf) and isinstance(kind.item, Struct):
             found = _diagnose_list(kind, item, where)
         else:
-            found = _diagnose_item(kind, item, where)
+            found = _diagnose_item(kind, item, where, field.check)
         if found is not None:
             return found
     return None
@@ -247,9 +265,13 @@ def _diagnose_list(kind: ListOf[Any], items: Any, path: str) -> MessageError | N
     return None
 
 
-def _diagnose_item(kind: Kind[Any], item: Any, path: str) -> MessageError | None:
+def _diagnose_item(
+    kind: Kind[Any], item: Any, path: str, check: Callable[[Any, str], None] | None
+) -> MessageError | None:
     try:
-        kind.from_wire(kind.to_wire(item), path)
+        value = kind.from_wire(kind.to_wire(item), path)
+        if check is not None:
+            check(value, path)
     except MessageError as exc:
         return exc
     except (*WRITE_ERRORS, UnicodeError) as exc:
