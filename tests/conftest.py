@@ -1,4 +1,8 @@
-"""Shared test configuration: the ``--soak`` flag gates long fuzz and soak runs."""
+"""Shared test configuration.
+
+``--soak`` runs the long fuzz and soak tests. ``--pure-python`` takes the message codec's C
+accelerator out, so the pure-Python road (what installs without a compiler get) is tested whole.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +22,18 @@ settings.register_profile(
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="run long fuzz/soak tests (marker: soak)")
+    parser.addoption(
+        "--pure-python", action="store_true", help="run without the codec's C accelerator"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile("soak" if config.getoption("--soak") else "default")
+    if config.getoption("--pure-python"):
+        from fleetwire.protocol.messages import codec
+
+        codec._WRITERS.update(codec._PY_WRITERS)
+        codec._fast_read = None  # type: ignore[misc]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -33,6 +33,7 @@ from ..errors import (
     UnsupportedVersion,
 )
 from ..ids import ContentId
+from . import accel
 from .header import (
     FIRST_BODY_KEY,
     HEADER_FIELDS,
@@ -130,10 +131,21 @@ def _compile_message(cls: type[Message]) -> Callable[[Any], dict[int, Any]]:
 #: The dict form of each message class: the general road, for messages with extensions.
 _ENCODERS: Final = {cls: _compile_message(cls) for cls in MESSAGE_CLASSES.values()}
 #: The direct writers (:mod:`.writer`): the road every message without extensions takes.
-_WRITERS: Final = {
+_PY_WRITERS: Final = {
     cls: compile_message_writer(cls.TYPE.value, HEADER_FIELDS, cls.FIELDS, cls.__name__)
     for cls in MESSAGE_CLASSES.values()
 }
+
+
+def _with_accelerator(cls: type[Message]) -> Callable[[Any], bytes]:
+    try:
+        return accel.fast_writer(accel.write_spec(cls, HEADER_FIELDS), _PY_WRITERS[cls])
+    except accel.NoFastForm:
+        return _PY_WRITERS[cls]
+
+
+#: The writers in use: the C accelerator in front of the Python writer, where it is built.
+_WRITERS: Final = {cls: _with_accelerator(cls) for cls in MESSAGE_CLASSES.values()}
 #: The keys each message class knows: the header's and its body's.
 _KNOWN: Final = {
     cls: frozenset(range(FIRST_BODY_KEY)) | {field.key for field in cls.FIELDS}
@@ -222,6 +234,10 @@ def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message
 
 
 def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
+    if _fast_read is not None and limits is MESSAGE_LIMITS:
+        fast = _decode_fast(data)
+        if fast is not None:
+            return fast
     # Determinism is proven by the re-encoding check at the end (step 6), which is much
     # cheaper than the pure-Python scan; cbor2 bounds size and depth meanwhile.
     raw = cbor.decode_then_reencode_check(data, limits)
@@ -273,10 +289,48 @@ _READERS: Final[
         _KNOWN[cls],
         compile_from_wire(cls.FIELDS, cls.__name__, cls, "header", "extensions"),
         _CHECKS.get(cls),
-        _WRITERS[cls],
+        _PY_WRITERS[cls],
     )
     for cls in MESSAGE_CLASSES.values()
 }
+
+
+def _decode_fast(data: bytes) -> Message | None:
+    """The C reader's message, if it took one and it passes the rules applied after reading.
+
+    The C reader takes only valid, deterministic, extension-free messages (so the re-encoding
+    check holds by construction); anything else, errors included, takes the Python road.
+    """
+    assert _fast_read is not None
+    message: Message | None = _fast_read(data)
+    if message is None:
+        return None
+    header = message.header
+    if header.critical or not (
+        header.version >= OLDEST_READ_VERSION
+        and 1 <= header.min_version <= min(header.version, PROTOCOL_VERSION)
+    ):
+        return None
+    check = _CHECKS.get(type(message))
+    if check is not None:
+        try:
+            check(message)
+        except MessageError:
+            return None
+    return message
+
+
+def _fast_specs() -> dict[int, tuple[Any, ...]]:
+    specs = {}
+    for cls in MESSAGE_CLASSES.values():
+        try:
+            specs[cls.TYPE.value] = accel.read_spec(cls, Header, HEADER_FIELDS)
+        except accel.NoFastForm:
+            continue  # that type stays on the Python road
+    return specs
+
+
+_fast_read: Final = accel.fast_reader(_fast_specs())
 
 
 def _check_version_window(header: Header) -> None:

@@ -1,0 +1,503 @@
+/* Optional accelerator for the message codec: the common case of protocol/messages, in C.
+ *
+ * Both directions are driven by specs built in Python from the same field tables as the
+ * pure-Python writers and readers (protocol/messages/accel.py), and both only ever take the
+ * common road: on anything unusual they return None and the caller runs the Python code,
+ * which either handles it (extensions, ...) or raises the precise, field-naming error. So
+ * this file never decides what is an error, only what is certainly fine:
+ *
+ * - write(spec, message) -> bytes | None: RFC 8949 §4.2.1 deterministic bytes. Every head
+ *   is shortest, map keys come from the ascending table, absent optionals are left out.
+ * - read_message(specs, data) -> message | None: accepts only bytes that are already in
+ *   deterministic form (shortest heads, definite lengths, strictly ascending unsigned keys,
+ *   no tags, no floats, nothing trailing) and whose every field is valid, so the value read
+ *   re-encodes to exactly ``data`` (one content, one id) without a second pass.
+ *
+ * Hostile input: every read is bounds-checked against the end of the buffer; nesting is
+ * bounded by the spec (finite), item counts by the spec's bounds, strings by theirs.
+ *
+ * Spec formats (see accel.py): a kind is a tuple whose first item is a code below.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { K_UINT = 0, K_TEXT = 1, K_CID = 2, K_ENUM = 3, K_LIST = 4, K_STRUCT = 5, K_CHECKED = 6, K_CONST = 7 };
+
+#define MAX_ENTRIES 64
+#define DEFER 1 /* "not the common road": the caller runs the Python code */
+
+/* --- writing ------------------------------------------------------------------------- */
+
+typedef struct {
+    unsigned char *data;
+    Py_ssize_t len, cap;
+    unsigned char small[512];
+} Buf;
+
+static int buf_reserve(Buf *b, Py_ssize_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    Py_ssize_t cap = b->cap * 2;
+    while (cap < b->len + extra) cap *= 2;
+    unsigned char *data;
+    if (b->data == b->small) {
+        data = PyMem_Malloc(cap);
+        if (data) memcpy(data, b->small, b->len);
+    } else {
+        data = PyMem_Realloc(b->data, cap);
+    }
+    if (!data) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int put_head(Buf *b, int major, uint64_t arg) {
+    if (buf_reserve(b, 9) < 0) return -1;
+    unsigned char *p = b->data + b->len;
+    unsigned char m = (unsigned char)(major << 5);
+    if (arg < 24) {
+        p[0] = m | (unsigned char)arg;
+        b->len += 1;
+    } else if (arg <= 0xFF) {
+        p[0] = m | 24;
+        p[1] = (unsigned char)arg;
+        b->len += 2;
+    } else if (arg <= 0xFFFF) {
+        p[0] = m | 25;
+        p[1] = (unsigned char)(arg >> 8);
+        p[2] = (unsigned char)arg;
+        b->len += 3;
+    } else if (arg <= 0xFFFFFFFFu) {
+        p[0] = m | 26;
+        for (int i = 0; i < 4; i++) p[1 + i] = (unsigned char)(arg >> (24 - 8 * i));
+        b->len += 5;
+    } else {
+        p[0] = m | 27;
+        for (int i = 0; i < 8; i++) p[1 + i] = (unsigned char)(arg >> (56 - 8 * i));
+        b->len += 9;
+    }
+    return 0;
+}
+
+static int put_bytes(Buf *b, int major, const char *s, Py_ssize_t n) {
+    if (put_head(b, major, (uint64_t)n) < 0 || buf_reserve(b, n) < 0) return -1;
+    memcpy(b->data + b->len, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+/* An int that is not a bool, as a uint64; DEFER if negative, too large or not an int. */
+static int as_uint(PyObject *v, uint64_t *out) {
+    if (!PyLong_Check(v) || PyBool_Check(v)) return DEFER;
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return DEFER;
+    }
+    *out = (uint64_t)x;
+    return 0;
+}
+
+static int write_map(Buf *b, PyObject *obj, PyObject *spec);
+
+/* Returns 0 when written, DEFER, or -1 with an exception set. */
+static int write_value(Buf *b, PyObject *v, PyObject *kind) {
+    long code = PyLong_AsLong(PyTuple_GET_ITEM(kind, 0));
+    uint64_t x;
+    int r;
+    switch (code) {
+    case K_UINT:
+        if ((r = as_uint(v, &x)) != 0) return r;
+        return put_head(b, 0, x);
+    case K_CONST:
+        if ((r = as_uint(PyTuple_GET_ITEM(kind, 1), &x)) != 0) return r;
+        return put_head(b, 0, x);
+    case K_TEXT: {
+        if (!PyUnicode_CheckExact(v)) return DEFER;
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+        if (!s) { /* a lone surrogate has no UTF-8 form */
+            PyErr_Clear();
+            return DEFER;
+        }
+        if (n > PyLong_AsSsize_t(PyTuple_GET_ITEM(kind, 1))) return DEFER;
+        return put_bytes(b, 3, s, n);
+    }
+    case K_CID: {
+        if ((PyObject *)Py_TYPE(v) != PyTuple_GET_ITEM(kind, 1)) return DEFER;
+        PyObject *raw = PyObject_GetAttrString(v, "raw");
+        if (!raw) {
+            PyErr_Clear();
+            return DEFER;
+        }
+        r = PyBytes_CheckExact(raw) && PyBytes_GET_SIZE(raw) < 256
+                ? put_bytes(b, 2, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw))
+                : DEFER;
+        Py_DECREF(raw);
+        return r;
+    }
+    case K_ENUM: {
+        if ((r = as_uint(v, &x)) != 0) return r;
+        PyObject *members = PyTuple_GET_ITEM(kind, 1);
+        int has = PyDict_Contains(members, v);
+        if (has < 0) return -1;
+        return has ? put_head(b, 0, x) : DEFER;
+    }
+    case K_LIST: {
+        if (!PyTuple_CheckExact(v)) return DEFER;
+        Py_ssize_t n = PyTuple_GET_SIZE(v);
+        if (n > PyLong_AsSsize_t(PyTuple_GET_ITEM(kind, 1))) return DEFER;
+        if (put_head(b, 4, (uint64_t)n) < 0) return -1;
+        PyObject *item = PyTuple_GET_ITEM(kind, 2);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if ((r = write_value(b, PyTuple_GET_ITEM(v, i), item)) != 0) return r;
+        return 0;
+    }
+    case K_STRUCT:
+        if ((PyObject *)Py_TYPE(v) != PyTuple_GET_ITEM(kind, 1)) return DEFER;
+        return write_map(b, v, PyTuple_GET_ITEM(kind, 2));
+    case K_CHECKED: {
+        /* a reader's range rule: call it; a refusal is the Python writer's to report */
+        PyObject *ok = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(kind, 1), v,
+                                                    PyTuple_GET_ITEM(kind, 2), NULL);
+        if (!ok) {
+            PyErr_Clear();
+            return DEFER;
+        }
+        Py_DECREF(ok);
+        return write_value(b, v, PyTuple_GET_ITEM(kind, 3));
+    }
+    }
+    return DEFER;
+}
+
+static PyObject *get_path(PyObject *obj, PyObject *getter) {
+    if (PyUnicode_Check(getter)) return PyObject_GetAttr(obj, getter);
+    Py_INCREF(obj);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(getter); i++) {
+        PyObject *next = PyObject_GetAttr(obj, PyTuple_GET_ITEM(getter, i));
+        Py_DECREF(obj);
+        if (!next) return NULL;
+        obj = next;
+    }
+    return obj;
+}
+
+/* spec: tuple of (key, getter, optional, kind); getter None for a CONST kind. */
+static int write_map(Buf *b, PyObject *obj, PyObject *spec) {
+    Py_ssize_t n = PyTuple_GET_SIZE(spec), present = 0;
+    PyObject *values[MAX_ENTRIES];
+    int r = 0;
+    if (n > MAX_ENTRIES) return DEFER;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *entry = PyTuple_GET_ITEM(spec, i);
+        PyObject *getter = PyTuple_GET_ITEM(entry, 1);
+        PyObject *v = Py_None;
+        if (getter == Py_None) {
+            Py_INCREF(v);
+        } else if (!(v = get_path(obj, getter))) {
+            PyErr_Clear();
+            for (Py_ssize_t j = 0; j < i; j++) Py_DECREF(values[j]);
+            return DEFER;
+        }
+        values[i] = v;
+        int optional = PyTuple_GET_ITEM(entry, 2) == Py_True;
+        if (getter != Py_None && optional &&
+            (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0)))
+            continue;
+        present++;
+    }
+    if (put_head(b, 5, (uint64_t)present) < 0) r = -1;
+    for (Py_ssize_t i = 0; i < n && r == 0; i++) {
+        PyObject *entry = PyTuple_GET_ITEM(spec, i);
+        PyObject *v = values[i];
+        int optional = PyTuple_GET_ITEM(entry, 2) == Py_True;
+        if (PyTuple_GET_ITEM(entry, 1) != Py_None && optional &&
+            (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0)))
+            continue;
+        uint64_t key;
+        if ((r = as_uint(PyTuple_GET_ITEM(entry, 0), &key)) != 0) break;
+        if ((r = put_head(b, 0, key)) != 0) break;
+        r = write_value(b, v, PyTuple_GET_ITEM(entry, 3));
+    }
+    for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(values[i]);
+    return r;
+}
+
+static PyObject *speedups_write(PyObject *self, PyObject *args) {
+    PyObject *spec, *obj;
+    if (!PyArg_ParseTuple(args, "O!O", &PyTuple_Type, &spec, &obj)) return NULL;
+    Buf b = {0};
+    b.data = b.small;
+    b.cap = sizeof(b.small);
+    int r = write_map(&b, obj, spec);
+    PyObject *out = NULL;
+    if (r == 0) {
+        out = PyBytes_FromStringAndSize((const char *)b.data, b.len);
+    } else if (r == DEFER) {
+        out = Py_NewRef(Py_None);
+    }
+    if (b.data != b.small) PyMem_Free(b.data);
+    return out;
+}
+
+/* --- reading ------------------------------------------------------------------------- */
+
+typedef struct {
+    const unsigned char *p, *end;
+} Reader;
+
+/* One shortest-form, definite head; DEFER on anything else (including running out). */
+static int read_head(Reader *r, int *major, uint64_t *arg) {
+    if (r->p >= r->end) return DEFER;
+    unsigned char ib = *r->p++;
+    int ai = ib & 31;
+    *major = ib >> 5;
+    if (ai < 24) {
+        *arg = (uint64_t)ai;
+        return 0;
+    }
+    int size = ai == 24 ? 1 : ai == 25 ? 2 : ai == 26 ? 4 : ai == 27 ? 8 : 0;
+    if (size == 0 || r->end - r->p < size) return DEFER; /* indefinite, reserved, truncated */
+    uint64_t x = 0;
+    for (int i = 0; i < size; i++) x = (x << 8) | r->p[i];
+    r->p += size;
+    /* §4.2.1: the argument must not fit a shorter form */
+    uint64_t floor = size == 1 ? 24 : size == 2 ? 0x100 : size == 4 ? 0x10000 : 0x100000000ull;
+    if (x < floor) return DEFER;
+    *arg = x;
+    return 0;
+}
+
+static PyObject *read_value(Reader *r, PyObject *kind, int *status);
+
+static PyObject *construct(PyObject *cls, PyObject *args, PyObject **values, int *status) {
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    PyObject *argv[MAX_ENTRIES] = {NULL};
+    if (n > MAX_ENTRIES) {
+        *status = DEFER;
+        return NULL;
+    }
+    Py_ssize_t built = 0;
+    PyObject *result = NULL;
+    for (; built < n; built++) {
+        PyObject *d = PyTuple_GET_ITEM(args, built);
+        PyObject *a;
+        if (PyLong_Check(d)) {
+            a = Py_NewRef(values[PyLong_AsSsize_t(d)]);
+        } else if (PyLong_AsLong(PyTuple_GET_ITEM(d, 0)) == 0) { /* (0, constant) */
+            a = Py_NewRef(PyTuple_GET_ITEM(d, 1));
+        } else { /* (1, cls, args): a value built from some of the same entries */
+            a = construct(PyTuple_GET_ITEM(d, 1), PyTuple_GET_ITEM(d, 2), values, status);
+            if (!a) goto done;
+        }
+        argv[built] = a;
+    }
+    result = PyObject_Vectorcall(cls, argv, (size_t)n, NULL);
+    if (!result) { /* a constructor refused: the Python road says why */
+        PyErr_Clear();
+        *status = DEFER;
+    }
+done:
+    for (Py_ssize_t i = 0; i < built; i++) Py_DECREF(argv[i]);
+    return result;
+}
+
+/* spec: (entries, cls, args); entries: tuple of (key, optional, default, kind), keys
+ * ascending. ``first`` entries were read by the caller into values (key 0 of a message). */
+static PyObject *read_map_entries(Reader *r, PyObject *spec, uint64_t count, Py_ssize_t first,
+                                  uint64_t previous, PyObject **values, int *status) {
+    PyObject *entries = PyTuple_GET_ITEM(spec, 0);
+    Py_ssize_t n = PyTuple_GET_SIZE(entries), next = first;
+    PyObject *result = NULL;
+    if (n > MAX_ENTRIES || count > (uint64_t)n) {
+        *status = DEFER;
+        return NULL;
+    }
+    for (Py_ssize_t i = first; i < n; i++) values[i] = NULL;
+    for (uint64_t c = (uint64_t)first; c < count; c++) {
+        int major;
+        uint64_t key;
+        if (read_head(r, &major, &key) || major != 0 || (c > 0 && key <= previous)) goto defer;
+        previous = key;
+        for (;;) { /* entries skipped over must be optional: they stay at their default */
+            if (next >= n) goto defer; /* an unknown key: extensions take the Python road */
+            PyObject *entry = PyTuple_GET_ITEM(entries, next);
+            uint64_t want = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 0));
+            if (want == key) break;
+            if (want > key || PyTuple_GET_ITEM(entry, 1) != Py_True) goto defer;
+            next++;
+        }
+        values[next] = read_value(r, PyTuple_GET_ITEM(PyTuple_GET_ITEM(entries, next), 3), status);
+        if (!values[next]) goto fail;
+        next++;
+    }
+    for (Py_ssize_t i = first; i < n; i++) {
+        if (values[i]) continue;
+        PyObject *entry = PyTuple_GET_ITEM(entries, i);
+        if (PyTuple_GET_ITEM(entry, 1) != Py_True) goto defer; /* a required field is missing */
+        values[i] = Py_NewRef(PyTuple_GET_ITEM(entry, 2));
+    }
+    result = construct(PyTuple_GET_ITEM(spec, 1), PyTuple_GET_ITEM(spec, 2), values, status);
+    goto fail; /* release the values either way */
+defer:
+    *status = DEFER;
+fail:
+    for (Py_ssize_t i = first; i < n; i++) Py_XDECREF(values[i]);
+    return result;
+}
+
+static PyObject *read_map(Reader *r, PyObject *spec, int *status) {
+    int major;
+    uint64_t count;
+    PyObject *values[MAX_ENTRIES];
+    if (read_head(r, &major, &count) || major != 5) {
+        *status = DEFER;
+        return NULL;
+    }
+    return read_map_entries(r, spec, count, 0, 0, values, status);
+}
+
+/* Returns a new reference, or NULL with *status DEFER or an exception set. */
+static PyObject *read_value(Reader *r, PyObject *kind, int *status) {
+    long code = PyLong_AsLong(PyTuple_GET_ITEM(kind, 0));
+    int major;
+    uint64_t arg;
+    if (code == K_STRUCT) return read_map(r, PyTuple_GET_ITEM(kind, 2), status);
+    if (code == K_CHECKED) {
+        PyObject *v = read_value(r, PyTuple_GET_ITEM(kind, 3), status);
+        if (!v) return NULL;
+        PyObject *ok = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(kind, 1), v,
+                                                    PyTuple_GET_ITEM(kind, 2), NULL);
+        if (!ok) {
+            PyErr_Clear();
+            Py_DECREF(v);
+            *status = DEFER;
+            return NULL;
+        }
+        Py_DECREF(ok);
+        return v;
+    }
+    if (read_head(r, &major, &arg)) goto defer;
+    switch (code) {
+    case K_UINT:
+        if (major != 0) goto defer;
+        return PyLong_FromUnsignedLongLong(arg);
+    case K_TEXT: {
+        if (major != 3 || arg > (uint64_t)PyLong_AsSsize_t(PyTuple_GET_ITEM(kind, 1)) ||
+            (uint64_t)(r->end - r->p) < arg)
+            goto defer;
+        PyObject *s = PyUnicode_DecodeUTF8((const char *)r->p, (Py_ssize_t)arg, "strict");
+        if (!s) {
+            PyErr_Clear();
+            goto defer;
+        }
+        r->p += arg;
+        return s;
+    }
+    case K_CID: {
+        if (major != 2 || arg != 34 || r->end - r->p < 34 || r->p[0] != 0x12 || r->p[1] != 32)
+            goto defer;
+        PyObject *raw = PyBytes_FromStringAndSize((const char *)r->p, 34);
+        if (!raw) return NULL;
+        r->p += 34;
+        PyObject *cid = PyObject_CallOneArg(PyTuple_GET_ITEM(kind, 1), raw);
+        Py_DECREF(raw);
+        return cid;
+    }
+    case K_ENUM: {
+        if (major != 0) goto defer;
+        PyObject *key = PyLong_FromUnsignedLongLong(arg);
+        if (!key) return NULL;
+        PyObject *member = PyDict_GetItemWithError(PyTuple_GET_ITEM(kind, 1), key);
+        Py_DECREF(key);
+        if (!member) {
+            if (PyErr_Occurred()) return NULL;
+            goto defer;
+        }
+        return Py_NewRef(member);
+    }
+    case K_CONST: {
+        uint64_t want;
+        if (major != 0 || as_uint(PyTuple_GET_ITEM(kind, 1), &want) || arg != want) goto defer;
+        return Py_NewRef(PyTuple_GET_ITEM(kind, 1));
+    }
+    case K_LIST: {
+        /* an empty list is only ever written absent (the Python road says so) */
+        if (major != 4 || arg == 0 || arg > (uint64_t)PyLong_AsSsize_t(PyTuple_GET_ITEM(kind, 1)))
+            goto defer;
+        PyObject *items = PyTuple_New((Py_ssize_t)arg);
+        if (!items) return NULL;
+        for (Py_ssize_t i = 0; i < (Py_ssize_t)arg; i++) {
+            PyObject *item = read_value(r, PyTuple_GET_ITEM(kind, 2), status);
+            if (!item) {
+                Py_DECREF(items);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(items, i, item);
+        }
+        return items;
+    }
+    }
+defer:
+    *status = DEFER;
+    return NULL;
+}
+
+/* read_message(specs: dict[int, spec], data: bytes) -> message | None */
+static PyObject *speedups_read_message(PyObject *self, PyObject *args) {
+    PyObject *specs;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "O!y*", &PyDict_Type, &specs, &view)) return NULL;
+    Reader r = {(const unsigned char *)view.buf, (const unsigned char *)view.buf + view.len};
+    PyObject *values[MAX_ENTRIES];
+    PyObject *result = NULL, *type_code = NULL, *spec;
+    int status = 0, major;
+    uint64_t count, key, type;
+    /* A message map starts with key 0, its type, which picks the spec. */
+    if (read_head(&r, &major, &count) || major != 5 || count == 0) goto done;
+    if (read_head(&r, &major, &key) || major != 0 || key != 0) goto done;
+    if (read_head(&r, &major, &type) || major != 0) goto done;
+    if (!(type_code = PyLong_FromUnsignedLongLong(type))) goto error;
+    if (!(spec = PyDict_GetItemWithError(specs, type_code))) {
+        if (PyErr_Occurred()) goto error;
+        goto done;
+    }
+    values[0] = type_code; /* entry 0 is the type: the reference moves into values */
+    type_code = NULL;
+    result = read_map_entries(&r, spec, count, 1, 0, values, &status);
+    Py_DECREF(values[0]);
+    if (result && r.p != r.end) Py_CLEAR(result); /* trailing bytes: not one message */
+    if (!result && status != DEFER && PyErr_Occurred()) goto error;
+done:
+    PyBuffer_Release(&view);
+    Py_XDECREF(type_code);
+    if (result) return result;
+    Py_RETURN_NONE;
+error:
+    PyBuffer_Release(&view);
+    Py_XDECREF(type_code);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"write", speedups_write, METH_VARARGS,
+     "write(spec, message) -> bytes | None: deterministic CBOR, or None for the Python road."},
+    {"read_message", speedups_read_message, METH_VARARGS,
+     "read_message(specs, data) -> message | None: the message if data is valid and "
+     "deterministic in the common form, else None for the Python road."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_speedups",
+    "Optional C accelerator for the message codec (see protocol/messages/accel.py).", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }

@@ -1,0 +1,139 @@
+"""The optional C accelerator of the message codec, and the specs that drive it.
+
+``_speedups`` (``protocol/_speedups.c``) writes and reads the common case of every message in C:
+no extensions, nothing out of range, deterministic input. On anything else it answers ``None``
+and the pure-Python writer or reader runs, so behaviour, errors included, is the Python code's;
+the C code only makes the common case fast. Without a C compiler the package installs and runs
+unchanged, only slower (``AVAILABLE`` is then false).
+
+Why C at all: the sign and verify pipelines must reach 0.8 of raw Ed25519 throughput, and in
+CPython the per-field work of writing, validating and re-encoding a 170-byte message with
+nested maps costs more than that budget (see benchmarks/bench_pipeline.py).
+
+The specs are built from the same field tables (``FIELDS``, ``HEADER_FIELDS``) as the Python
+codec. A kind is a tuple led by a code the C file defines; see there for the formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+
+from ..ids import ContentId
+from .schema import CID, MAX_TEXT, TEXT, UINT, EnumKind, Field, Kind, ListOf, Struct
+
+try:
+    from .. import _speedups  # type: ignore[attr-defined]
+except ImportError:  # no compiler at install time: the Python codec alone
+    _speedups = None
+
+AVAILABLE: Final = _speedups is not None
+
+K_UINT, K_TEXT, K_CID, K_ENUM, K_LIST, K_STRUCT, K_CHECKED, K_CONST = range(8)
+
+
+class NoFastForm(Exception):
+    """A field kind the accelerator does not know: that class stays on the Python road."""
+
+
+def _kind(kind: Kind[Any], read: bool) -> tuple[Any, ...]:
+    if kind is UINT:
+        return (K_UINT,)
+    if kind is TEXT:
+        return (K_TEXT, MAX_TEXT)
+    if kind is CID:
+        return (K_CID, ContentId)
+    if isinstance(kind, EnumKind):
+        return (K_ENUM, {member.value: member for member in kind.enum_type})
+    if isinstance(kind, ListOf):
+        return (K_LIST, kind.max_items, _kind(kind.item, read))
+    if isinstance(kind, Struct):
+        spec = _read_struct(kind) if read else _write_entries(kind.fields, None)
+        return (K_STRUCT, kind.cls, spec)
+    raise NoFastForm(type(kind).__name__)
+
+
+def _field_kind(field: Field, read: bool) -> tuple[Any, ...]:
+    kind = _kind(field.kind, read)
+    return kind if field.check is None else (K_CHECKED, field.check, field.name, kind)
+
+
+def _write_entries(fields: tuple[Field, ...], source: str | None) -> tuple[Any, ...]:
+    return tuple(
+        (field.key, field.name if source is None else (source, field.name), field.optional,
+         _field_kind(field, read=False))
+        for field in fields
+    )  # fmt: skip
+
+
+def _read_entries(fields: tuple[Field, ...]) -> list[tuple[Any, ...]]:
+    return [
+        (field.key, field.optional, () if isinstance(field.kind, ListOf) else None,
+         _field_kind(field, read=True))
+        for field in fields
+    ]  # fmt: skip
+
+
+def _arguments(cls: type[Any], index: dict[str, Any]) -> tuple[Any, ...]:
+    """Positional constructor arguments of ``cls`` in attrs order, as the C reader names them."""
+    return tuple(index[a.name] for a in attrs.fields(cls) if a.init)
+
+
+def _read_struct(kind: Struct[Any]) -> tuple[Any, ...]:
+    entries = _read_entries(kind.fields)
+    index = {field.name: position for position, field in enumerate(kind.fields)}
+    return (tuple(entries), kind.cls, _arguments(kind.cls, index))
+
+
+def write_spec(cls: type[Any], header_fields: tuple[Field, ...]) -> tuple[Any, ...]:
+    """The C writer's spec of a message class: type (key 0), header fields, body fields."""
+    return (
+        (0, None, False, (K_CONST, cls.TYPE.value)),
+        *_write_entries(header_fields, "header"),
+        *_write_entries(cls.FIELDS, None),
+    )
+
+
+def read_spec(cls: type[Any], header_cls: type[Any], header_fields: tuple[Field, ...]) -> tuple[Any, ...]:
+    """The C reader's spec of a message class; the header is built from entries 1..7."""
+    entries = [(0, False, None, (K_CONST, cls.TYPE.value))]
+    entries += _read_entries(header_fields)
+    header_index = {field.name: 1 + position for position, field in enumerate(header_fields)}
+    entries += _read_entries(cls.FIELDS)
+    first_body = 1 + len(header_fields)
+    index: dict[str, Any] = {
+        field.name: first_body + position for position, field in enumerate(cls.FIELDS)
+    }
+    index["header"] = (1, header_cls, _arguments(header_cls, header_index))
+    index["extensions"] = (0, ())
+    return (tuple(entries), cls, _arguments(cls, index))
+
+
+def fast_writer(spec: tuple[Any, ...], slow: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """``slow`` with the C writer in front of it, when the accelerator is there."""
+    if _speedups is None:
+        return slow
+    write = _speedups.write
+
+    def writer(message: Any) -> bytes:
+        data: bytes | None = write(spec, message)
+        return slow(message) if data is None else data
+
+    return writer
+
+
+def fast_reader(specs: dict[int, tuple[Any, ...]]) -> Callable[[bytes], Any] | None:
+    """``read(data) -> message | None`` over ``specs`` by type code, or None without C."""
+    if _speedups is None:
+        return None
+    read_message = _speedups.read_message
+
+    def read(data: bytes) -> Any:
+        return read_message(specs, data)
+
+    return read
+
+
+__all__ = ["AVAILABLE", "NoFastForm", "fast_reader", "fast_writer", "read_spec", "write_spec"]

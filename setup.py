@@ -1,0 +1,18 @@
+"""Only the optional C accelerator lives here; everything else is in pyproject.toml.
+
+``optional=True``: without a C compiler the build warns and the package stays pure Python
+(fleetwire.protocol.messages.accel.AVAILABLE is then false).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "fleetwire.protocol._speedups",
+            ["protocol/_speedups.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        )
+    ]
+)
