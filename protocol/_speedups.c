@@ -17,16 +17,53 @@
  * bounded by the spec (finite), item counts by the spec's bounds, strings by theirs.
  *
  * Spec formats (see accel.py): a kind is a tuple whose first item is a code below.
+ *
+ * Values are read from and stored into the slots of attrs' frozen, slotted classes directly,
+ * at offsets slot_offset() took from the classes' member descriptors when the specs were
+ * built, after an exact type check of each object. Storing into fresh objects stands in for
+ * ``cls(*args)``: accel.py only does so for classes whose __init__ does nothing else (no
+ * validators, converters or post-init), exactly as copy and pickle restore such objects.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <structmember.h>
 #include <string.h>
 
 enum { K_UINT = 0, K_TEXT = 1, K_CID = 2, K_ENUM = 3, K_LIST = 4, K_STRUCT = 5, K_CHECKED = 6, K_CONST = 7 };
 
 #define MAX_ENTRIES 64
 #define DEFER 1 /* "not the common road": the caller runs the Python code */
+
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+/* slot_offset(descriptor) -> int: where a __slots__ member lives in its objects. */
+static PyObject *speedups_slot_offset(PyObject *self, PyObject *descriptor) {
+    if (!PyObject_TypeCheck(descriptor, &PyMemberDescr_Type)) {
+        PyErr_SetString(PyExc_TypeError, "not a member descriptor (__slots__ entry)");
+        return NULL;
+    }
+    PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+    if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+        PyErr_SetString(PyExc_TypeError, "not a writable object slot");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(member->offset);
+}
+
+/* A new instance of ``cls`` with its slots set from ``argv`` (references stolen); the
+ * offsets tuple gives each argument's slot. */
+static PyObject *fill_new(PyObject *cls, PyObject *offsets, PyObject **argv, Py_ssize_t n) {
+    PyTypeObject *type = (PyTypeObject *)cls;
+    PyObject *obj = type->tp_alloc(type, 0);
+    if (!obj) {
+        for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(argv[i]);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        SLOT(obj, PyLong_AsSsize_t(PyTuple_GET_ITEM(offsets, i))) = argv[i];
+    return obj;
+}
 
 /* --- writing ------------------------------------------------------------------------- */
 
@@ -130,16 +167,9 @@ static int write_value(Buf *b, PyObject *v, PyObject *kind) {
     }
     case K_CID: {
         if ((PyObject *)Py_TYPE(v) != PyTuple_GET_ITEM(kind, 1)) return DEFER;
-        PyObject *raw = PyObject_GetAttrString(v, "raw");
-        if (!raw) {
-            PyErr_Clear();
-            return DEFER;
-        }
-        r = PyBytes_CheckExact(raw) && PyBytes_GET_SIZE(raw) < 256
-                ? put_bytes(b, 2, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw))
-                : DEFER;
-        Py_DECREF(raw);
-        return r;
+        PyObject *raw = SLOT(v, PyLong_AsSsize_t(PyTuple_GET_ITEM(kind, 2)));
+        if (!raw || !PyBytes_CheckExact(raw) || PyBytes_GET_SIZE(raw) >= 256) return DEFER;
+        return put_bytes(b, 2, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw));
     }
     case K_ENUM: {
         if ((r = as_uint(v, &x)) != 0) return r;
@@ -158,8 +188,7 @@ static int write_value(Buf *b, PyObject *v, PyObject *kind) {
             if ((r = write_value(b, PyTuple_GET_ITEM(v, i), item)) != 0) return r;
         return 0;
     }
-    case K_STRUCT:
-        if ((PyObject *)Py_TYPE(v) != PyTuple_GET_ITEM(kind, 1)) return DEFER;
+    case K_STRUCT: /* write_map checks the exact type before reading slots */
         return write_map(b, v, PyTuple_GET_ITEM(kind, 2));
     case K_CHECKED: {
         /* a reader's range rule: call it; a refusal is the Python writer's to report */
@@ -176,57 +205,45 @@ static int write_value(Buf *b, PyObject *v, PyObject *kind) {
     return DEFER;
 }
 
-static PyObject *get_path(PyObject *obj, PyObject *getter) {
-    if (PyUnicode_Check(getter)) return PyObject_GetAttr(obj, getter);
-    Py_INCREF(obj);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(getter); i++) {
-        PyObject *next = PyObject_GetAttr(obj, PyTuple_GET_ITEM(getter, i));
-        Py_DECREF(obj);
-        if (!next) return NULL;
-        obj = next;
-    }
-    return obj;
+/* getter: an offset into obj, or (offset, cls, offset) through a nested object of exactly
+ * cls (the header). A borrowed reference, or NULL for "not set / not the expected type". */
+static PyObject *get_slot(PyObject *obj, PyObject *getter) {
+    if (PyLong_CheckExact(getter)) return SLOT(obj, PyLong_AsSsize_t(getter));
+    PyObject *inner = SLOT(obj, PyLong_AsSsize_t(PyTuple_GET_ITEM(getter, 0)));
+    if (!inner || (PyObject *)Py_TYPE(inner) != PyTuple_GET_ITEM(getter, 1)) return NULL;
+    return SLOT(inner, PyLong_AsSsize_t(PyTuple_GET_ITEM(getter, 2)));
 }
 
-/* spec: tuple of (key, getter, optional, kind); getter None for a CONST kind. */
+/* spec: (cls, entries); entries: tuple of (key, getter, optional, kind), getter None for a
+ * CONST kind. Borrowed slot values: the object keeps them alive while we write. */
 static int write_map(Buf *b, PyObject *obj, PyObject *spec) {
-    Py_ssize_t n = PyTuple_GET_SIZE(spec), present = 0;
+    if ((PyObject *)Py_TYPE(obj) != PyTuple_GET_ITEM(spec, 0)) return DEFER;
+    PyObject *entries = PyTuple_GET_ITEM(spec, 1);
+    Py_ssize_t n = PyTuple_GET_SIZE(entries), present = 0;
     PyObject *values[MAX_ENTRIES];
-    int r = 0;
+    unsigned char skip[MAX_ENTRIES];
+    int r;
     if (n > MAX_ENTRIES) return DEFER;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *entry = PyTuple_GET_ITEM(spec, i);
+        PyObject *entry = PyTuple_GET_ITEM(entries, i);
         PyObject *getter = PyTuple_GET_ITEM(entry, 1);
-        PyObject *v = Py_None;
-        if (getter == Py_None) {
-            Py_INCREF(v);
-        } else if (!(v = get_path(obj, getter))) {
-            PyErr_Clear();
-            for (Py_ssize_t j = 0; j < i; j++) Py_DECREF(values[j]);
-            return DEFER;
-        }
+        PyObject *v = getter == Py_None ? Py_None : get_slot(obj, getter);
+        if (!v) return DEFER;
         values[i] = v;
-        int optional = PyTuple_GET_ITEM(entry, 2) == Py_True;
-        if (getter != Py_None && optional &&
-            (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0)))
-            continue;
-        present++;
+        skip[i] = getter != Py_None && PyTuple_GET_ITEM(entry, 2) == Py_True &&
+                  (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0));
+        present += !skip[i];
     }
-    if (put_head(b, 5, (uint64_t)present) < 0) r = -1;
-    for (Py_ssize_t i = 0; i < n && r == 0; i++) {
-        PyObject *entry = PyTuple_GET_ITEM(spec, i);
-        PyObject *v = values[i];
-        int optional = PyTuple_GET_ITEM(entry, 2) == Py_True;
-        if (PyTuple_GET_ITEM(entry, 1) != Py_None && optional &&
-            (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0)))
-            continue;
+    if (put_head(b, 5, (uint64_t)present) < 0) return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (skip[i]) continue;
+        PyObject *entry = PyTuple_GET_ITEM(entries, i);
         uint64_t key;
-        if ((r = as_uint(PyTuple_GET_ITEM(entry, 0), &key)) != 0) break;
-        if ((r = put_head(b, 0, key)) != 0) break;
-        r = write_value(b, v, PyTuple_GET_ITEM(entry, 3));
+        if ((r = as_uint(PyTuple_GET_ITEM(entry, 0), &key)) != 0) return r;
+        if (put_head(b, 0, key) < 0) return -1;
+        if ((r = write_value(b, values[i], PyTuple_GET_ITEM(entry, 3))) != 0) return r;
     }
-    for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(values[i]);
-    return r;
+    return 0;
 }
 
 static PyObject *speedups_write(PyObject *self, PyObject *args) {
@@ -276,7 +293,11 @@ static int read_head(Reader *r, int *major, uint64_t *arg) {
 
 static PyObject *read_value(Reader *r, PyObject *kind, int *status);
 
-static PyObject *construct(PyObject *cls, PyObject *args, PyObject **values, int *status) {
+/* args: a tuple of descriptors: an int (that entry's value), (0, constant), or
+ * (1, cls, args, offsets) for a value built from some of the same entries (the header).
+ * offsets None: call cls(*args); else fill a new instance's slots at those offsets. */
+static PyObject *construct(PyObject *cls, PyObject *args, PyObject *offsets, PyObject **values,
+                           int *status) {
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     PyObject *argv[MAX_ENTRIES] = {NULL};
     if (n > MAX_ENTRIES) {
@@ -290,14 +311,16 @@ static PyObject *construct(PyObject *cls, PyObject *args, PyObject **values, int
         PyObject *a;
         if (PyLong_Check(d)) {
             a = Py_NewRef(values[PyLong_AsSsize_t(d)]);
-        } else if (PyLong_AsLong(PyTuple_GET_ITEM(d, 0)) == 0) { /* (0, constant) */
+        } else if (PyLong_AsLong(PyTuple_GET_ITEM(d, 0)) == 0) {
             a = Py_NewRef(PyTuple_GET_ITEM(d, 1));
-        } else { /* (1, cls, args): a value built from some of the same entries */
-            a = construct(PyTuple_GET_ITEM(d, 1), PyTuple_GET_ITEM(d, 2), values, status);
+        } else {
+            a = construct(PyTuple_GET_ITEM(d, 1), PyTuple_GET_ITEM(d, 2), PyTuple_GET_ITEM(d, 3),
+                          values, status);
             if (!a) goto done;
         }
         argv[built] = a;
     }
+    if (offsets != Py_None) return fill_new(cls, offsets, argv, n); /* steals argv */
     result = PyObject_Vectorcall(cls, argv, (size_t)n, NULL);
     if (!result) { /* a constructor refused: the Python road says why */
         PyErr_Clear();
@@ -308,7 +331,7 @@ done:
     return result;
 }
 
-/* spec: (entries, cls, args); entries: tuple of (key, optional, default, kind), keys
+/* spec: (entries, cls, args, offsets); entries: tuple of (key, optional, default, kind), keys
  * ascending. ``first`` entries were read by the caller into values (key 0 of a message). */
 static PyObject *read_map_entries(Reader *r, PyObject *spec, uint64_t count, Py_ssize_t first,
                                   uint64_t previous, PyObject **values, int *status) {
@@ -343,7 +366,8 @@ static PyObject *read_map_entries(Reader *r, PyObject *spec, uint64_t count, Py_
         if (PyTuple_GET_ITEM(entry, 1) != Py_True) goto defer; /* a required field is missing */
         values[i] = Py_NewRef(PyTuple_GET_ITEM(entry, 2));
     }
-    result = construct(PyTuple_GET_ITEM(spec, 1), PyTuple_GET_ITEM(spec, 2), values, status);
+    result = construct(PyTuple_GET_ITEM(spec, 1), PyTuple_GET_ITEM(spec, 2),
+                       PyTuple_GET_ITEM(spec, 3), values, status);
     goto fail; /* release the values either way */
 defer:
     *status = DEFER;
@@ -406,9 +430,8 @@ static PyObject *read_value(Reader *r, PyObject *kind, int *status) {
         PyObject *raw = PyBytes_FromStringAndSize((const char *)r->p, 34);
         if (!raw) return NULL;
         r->p += 34;
-        PyObject *cid = PyObject_CallOneArg(PyTuple_GET_ITEM(kind, 1), raw);
-        Py_DECREF(raw);
-        return cid;
+        PyObject *offsets = PyTuple_GET_ITEM(kind, 3);
+        return fill_new(PyTuple_GET_ITEM(kind, 1), offsets, &raw, 1);
     }
     case K_ENUM: {
         if (major != 0) goto defer;
@@ -488,6 +511,8 @@ error:
 static PyMethodDef methods[] = {
     {"write", speedups_write, METH_VARARGS,
      "write(spec, message) -> bytes | None: deterministic CBOR, or None for the Python road."},
+    {"slot_offset", speedups_slot_offset, METH_O,
+     "slot_offset(member_descriptor) -> int: the offset of a __slots__ member."},
     {"read_message", speedups_read_message, METH_VARARGS,
      "read_message(specs, data) -> message | None: the message if data is valid and "
      "deterministic in the common form, else None for the Python road."},

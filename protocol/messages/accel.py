@@ -22,6 +22,7 @@ from typing import Any, Final
 import attrs
 
 from ..ids import ContentId
+from .header import Header
 from .schema import CID, MAX_TEXT, TEXT, UINT, EnumKind, Field, Kind, ListOf, Struct
 
 try:
@@ -44,13 +45,16 @@ def _kind(kind: Kind[Any], read: bool) -> tuple[Any, ...]:
     if kind is TEXT:
         return (K_TEXT, MAX_TEXT)
     if kind is CID:
-        return (K_CID, ContentId)
+        raw = _offsets(ContentId, ["raw"])
+        if raw is None:
+            raise NoFastForm("ContentId has no slots")
+        return (K_CID, ContentId, raw[0], raw)
     if isinstance(kind, EnumKind):
         return (K_ENUM, {member.value: member for member in kind.enum_type})
     if isinstance(kind, ListOf):
         return (K_LIST, kind.max_items, _kind(kind.item, read))
     if isinstance(kind, Struct):
-        spec = _read_struct(kind) if read else _write_entries(kind.fields, None)
+        spec = _read_struct(kind) if read else (kind.cls, _write_entries(kind.cls, kind.fields))
         return (K_STRUCT, kind.cls, spec)
     raise NoFastForm(type(kind).__name__)
 
@@ -60,11 +64,33 @@ def _field_kind(field: Field, read: bool) -> tuple[Any, ...]:
     return kind if field.check is None else (K_CHECKED, field.check, field.name, kind)
 
 
-def _write_entries(fields: tuple[Field, ...], source: str | None) -> tuple[Any, ...]:
+def _offsets(cls: type[Any], names: list[str]) -> tuple[int, ...] | None:
+    """The slot offsets of ``names`` in ``cls``, if its objects may be filled slot by slot.
+
+    That is so for attrs classes with slots whose ``__init__`` only stores its arguments (no
+    validators, converters or post-init); for anything else the C reader calls the class.
+    """
+    if _speedups is None or not attrs.has(cls) or hasattr(cls, "__attrs_post_init__"):
+        return None
+    fields = attrs.fields(cls)
+    if any(a.validator is not None or a.converter is not None or not a.init for a in fields):
+        return None
+    try:
+        return tuple(_speedups.slot_offset(cls.__dict__[name]) for name in names)
+    except (KeyError, TypeError):  # not a slot of this very class
+        return None
+
+
+def _write_entries(cls: type[Any], fields: tuple[Field, ...], via: Any = None) -> tuple[Any, ...]:
+    """Entries ``(key, getter, optional, kind)``; ``via`` reaches the fields through a nested
+    object, as ``(offset in the message, its class)`` for the header."""
+    offsets = _offsets(cls, [field.name for field in fields])
+    if offsets is None:
+        raise NoFastForm(f"{cls.__name__} is not a plain slotted attrs class")
     return tuple(
-        (field.key, field.name if source is None else (source, field.name), field.optional,
+        (field.key, offset if via is None else (*via, offset), field.optional,
          _field_kind(field, read=False))
-        for field in fields
+        for field, offset in zip(fields, offsets, strict=True)
     )  # fmt: skip
 
 
@@ -76,24 +102,29 @@ def _read_entries(fields: tuple[Field, ...]) -> list[tuple[Any, ...]]:
     ]  # fmt: skip
 
 
-def _arguments(cls: type[Any], index: dict[str, Any]) -> tuple[Any, ...]:
-    """Positional constructor arguments of ``cls`` in attrs order, as the C reader names them."""
-    return tuple(index[a.name] for a in attrs.fields(cls) if a.init)
+def _arguments(cls: type[Any], index: dict[str, Any]) -> tuple[tuple[Any, ...], Any]:
+    """Constructor arguments of ``cls`` in attrs order, as the C reader names them, and the
+    slots they fill (None: call the class instead)."""
+    names = [a.name for a in attrs.fields(cls) if a.init]
+    return tuple(index[name] for name in names), _offsets(cls, names)
 
 
 def _read_struct(kind: Struct[Any]) -> tuple[Any, ...]:
     entries = _read_entries(kind.fields)
     index = {field.name: position for position, field in enumerate(kind.fields)}
-    return (tuple(entries), kind.cls, _arguments(kind.cls, index))
+    return (tuple(entries), kind.cls, *_arguments(kind.cls, index))
 
 
 def write_spec(cls: type[Any], header_fields: tuple[Field, ...]) -> tuple[Any, ...]:
     """The C writer's spec of a message class: type (key 0), header fields, body fields."""
-    return (
+    header = _offsets(cls, ["header"])
+    if header is None:
+        raise NoFastForm(f"{cls.__name__} is not a plain slotted attrs class")
+    return (cls, (
         (0, None, False, (K_CONST, cls.TYPE.value)),
-        *_write_entries(header_fields, "header"),
-        *_write_entries(cls.FIELDS, None),
-    )
+        *_write_entries(Header, header_fields, (header[0], Header)),
+        *_write_entries(cls, cls.FIELDS),
+    ))  # fmt: skip
 
 
 def read_spec(cls: type[Any], header_cls: type[Any], header_fields: tuple[Field, ...]) -> tuple[Any, ...]:
@@ -106,9 +137,9 @@ def read_spec(cls: type[Any], header_cls: type[Any], header_fields: tuple[Field,
     index: dict[str, Any] = {
         field.name: first_body + position for position, field in enumerate(cls.FIELDS)
     }
-    index["header"] = (1, header_cls, _arguments(header_cls, header_index))
+    index["header"] = (1, header_cls, *_arguments(header_cls, header_index))
     index["extensions"] = (0, ())
-    return (tuple(entries), cls, _arguments(cls, index))
+    return (tuple(entries), cls, *_arguments(cls, index))
 
 
 def fast_writer(spec: tuple[Any, ...], slow: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
