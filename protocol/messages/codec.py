@@ -216,6 +216,28 @@ def content_id(message: Message) -> ContentId:
 def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message:
     """Decode and validate one message; raises only :class:`~..errors.DecodeError` or
     :class:`~..errors.MessageError` subclasses, each naming the rule or field broken."""
+    if _fast_read is not None and limits is MESSAGE_LIMITS and len(data) <= limits.max_size:
+        # The C reader takes only valid, deterministic, extension-free messages (so the
+        # re-encoding check holds by construction); the version window, critical keys and
+        # cross-field rules are applied here; anything else takes the Python road below,
+        # which also gives every error.
+        message: Message | None = _fast_read(data)
+        if message is not None:
+            header = message.header
+            if (
+                not header.critical
+                and header.version >= OLDEST_READ_VERSION
+                and 1 <= header.min_version <= PROTOCOL_VERSION
+                and header.min_version <= header.version
+            ):
+                check = _CHECKS.get(type(message))
+                if check is None:
+                    return message
+                try:
+                    check(message)
+                    return message
+                except MessageError:
+                    pass
     try:
         message = _decode_message(data, limits)
     except (DecodeError, LocalProtocolError) as exc:
@@ -234,10 +256,6 @@ def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message
 
 
 def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
-    if _fast_read is not None and limits is MESSAGE_LIMITS:
-        fast = _decode_fast(data)
-        if fast is not None:
-            return fast
     # Determinism is proven by the re-encoding check at the end (step 6), which is much
     # cheaper than the pure-Python scan; cbor2 bounds size and depth meanwhile.
     raw = cbor.decode_then_reencode_check(data, limits)
@@ -293,31 +311,6 @@ _READERS: Final[
     )
     for cls in MESSAGE_CLASSES.values()
 }
-
-
-def _decode_fast(data: bytes) -> Message | None:
-    """The C reader's message, if it took one and it passes the rules applied after reading.
-
-    The C reader takes only valid, deterministic, extension-free messages (so the re-encoding
-    check holds by construction); anything else, errors included, takes the Python road.
-    """
-    assert _fast_read is not None
-    message: Message | None = _fast_read(data)
-    if message is None:
-        return None
-    header = message.header
-    if header.critical or not (
-        header.version >= OLDEST_READ_VERSION
-        and 1 <= header.min_version <= min(header.version, PROTOCOL_VERSION)
-    ):
-        return None
-    check = _CHECKS.get(type(message))
-    if check is not None:
-        try:
-            check(message)
-        except MessageError:
-            return None
-    return message
 
 
 def _fast_specs() -> dict[int, tuple[Any, ...]]:
