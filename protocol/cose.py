@@ -232,7 +232,8 @@ def sign1(
     requires unless told otherwise). Headers that :func:`parse_sign1` would refuse with its
     default limits raise :class:`LocalProtocolError`.
     """
-    head = _bstr_head(len(payload))
+    size = len(payload)
+    head = _SMALL_BSTR_HEADS[size] if size < 256 else _bstr_head(size)
     if unprotected is None and not external_aad and protected == PROTECTED_EDDSA:
         signature = key.sign(_TBS_PREFIX + head + payload)
         return b"".join((_ENVELOPE_PREFIX, _KID_HEAD, key.kid, head, payload, _SIG_HEAD, signature))

@@ -197,14 +197,17 @@ class VerifyKey:
 
 
 class SigningKey:
-    """An Ed25519 private key: :meth:`sign`, its :attr:`public` half and its :attr:`kid`."""
+    """An Ed25519 private key: :attr:`sign`, its :attr:`public` half and its :attr:`kid`."""
 
-    __slots__ = ("_key", "kid", "public", "seed")
+    __slots__ = ("_key", "kid", "public", "seed", "sign")
 
     _key: Ed25519PrivateKey
     kid: bytes
     public: VerifyKey
     seed: bytes
+    #: Ed25519 signature (64 bytes) over ``data`` (RFC 8032 §5.1.6; deterministic). The
+    #: library's own bound method: a wrapper would cost a Python frame on every signature.
+    sign: Callable[[bytes], bytes]
 
     def __init__(self, seed: bytes) -> None:
         seed = bytes(seed)
@@ -214,6 +217,7 @@ class SigningKey:
         self.seed = seed
         self.public = VerifyKey(self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
         self.kid = self.public.kid
+        self.sign = self._key.sign
 
     @classmethod
     def from_seed(cls, seed: bytes) -> SigningKey:
@@ -227,10 +231,6 @@ class SigningKey:
         if not isinstance(seed, bytes) or len(seed) != _SEED_SIZE:
             raise LocalProtocolError("randbytes(32) must return 32 bytes")
         return cls(seed)
-
-    def sign(self, data: bytes) -> bytes:
-        """Ed25519 signature (64 bytes) over ``data`` (RFC 8032 §5.1.6; deterministic)."""
-        return self._key.sign(data)
 
     def to_cose_key(self) -> bytes:
         """This key as a private COSE_Key (module docstring), deterministic CBOR."""
