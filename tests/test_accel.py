@@ -299,7 +299,7 @@ def odd_messages(draw: Any) -> Any:
     return put(message, path, value)
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(odd_messages())
 def test_c_writer_never_writes_what_python_refuses(message: Any) -> None:
     assert_writer_agrees(message)
@@ -400,7 +400,7 @@ def test_c_reader_on_every_truncation(message: Message) -> None:
 REPLACEMENTS = (0x00, 0xFF, 0x1F, 0x9F, 0xBF, 0xF9, 0xC0, 0x18, 0x5F, 0x7F, 0xF4, 0xF6, 0x20)
 
 
-@settings(max_examples=500)
+@settings(max_examples=400)
 @given(messages, st.data())
 def test_c_reader_on_single_byte_mutations(message: Message, data: Any) -> None:
     encoded = encode_message(message)
@@ -444,7 +444,7 @@ def refused_after_reading(draw: Any) -> bytes:
     return data
 
 
-@settings(max_examples=120)
+@settings(max_examples=80)
 @given(refused_after_reading())
 def test_codec_reapplies_the_rules_after_the_c_reader(data: bytes) -> None:
     assert codec._fast_read(data) is not None  # type: ignore[misc]  # so the gate is what decides
@@ -566,7 +566,7 @@ def mutate(node: Node, target: int, how: int, choice: int) -> bytes:
     return full[:start] + replacement + full[start + len(original) :]
 
 
-@settings(max_examples=500)
+@settings(max_examples=300)
 @given(messages, st.integers(0, 10**6), st.integers(0, 8), st.integers(0, 10**6))
 def test_c_reader_on_structural_mutations(
     message: Message, target: int, how: int, choice: int
@@ -669,9 +669,29 @@ def test_spec_vector_same_with_and_without_accelerator(name: str, data: bytes) -
     assert_reader_agrees(data)
 
 
-@pytest.mark.parametrize(("name", "data"), VECTORS[:40], ids=[name for name, _ in VECTORS[:40]])
+def first_of_each_type() -> list[tuple[str, bytes]]:
+    """The first valid vector of each message type, and the extension vectors."""
+    chosen: dict[Any, tuple[str, bytes]] = {}
+    for name, data in VECTORS:
+        if name.startswith("valid:"):
+            chosen.setdefault(cbor2.loads(data)[0], (name, data))
+        elif name.startswith("extensions:"):
+            chosen[name] = (name, data)
+    return list(chosen.values())
+
+
+#: The exhaustive sweep's inputs.
+SWEPT = first_of_each_type()
+
+
+def test_sweep_covers_every_message_type() -> None:
+    swept = {cbor2.loads(data)[0] for _, data in SWEPT}
+    assert swept >= {cls.TYPE.value for cls in codec._PY_WRITERS}
+
+
+@pytest.mark.parametrize(("name", "data"), SWEPT, ids=[name for name, _ in SWEPT])
 def test_spec_vector_every_byte_mutation(name: str, data: bytes) -> None:
-    """Exhaustive: every offset of each vector, every listed replacement and one bit flip."""
-    for offset in range(min(len(data), 200)):
-        for byte in (*REPLACEMENTS[:7], data[offset] ^ 0x01, data[offset] ^ 0x80):
+    """Exhaustive: every offset of each vector, the listed replacements and two bit flips."""
+    for offset in range(len(data)):
+        for byte in (0x00, 0xFF, 0xC0, 0xF9, data[offset] ^ 0x01, data[offset] ^ 0x80):
             assert_reader_agrees(data[:offset] + bytes([byte]) + data[offset + 1 :])
