@@ -214,8 +214,9 @@ static PyObject *get_slot(PyObject *obj, PyObject *getter) {
     return SLOT(inner, PyLong_AsSsize_t(PyTuple_GET_ITEM(getter, 2)));
 }
 
-/* spec: (cls, entries); entries: tuple of (key, getter, optional, kind), getter None for a
- * CONST kind. Borrowed slot values: the object keeps them alive while we write. */
+/* spec: (cls, entries); entries: tuple of (key, getter, absent, kind), getter None for a
+ * CONST kind; absent: 0 required, 1 optional (absent when None), 2 optional list (absent when
+ * None or empty). Borrowed slot values: the object keeps them alive while we write. */
 static int write_map(Buf *b, PyObject *obj, PyObject *spec) {
     if ((PyObject *)Py_TYPE(obj) != PyTuple_GET_ITEM(spec, 0)) return DEFER;
     PyObject *entries = PyTuple_GET_ITEM(spec, 1);
@@ -230,8 +231,10 @@ static int write_map(Buf *b, PyObject *obj, PyObject *spec) {
         PyObject *v = getter == Py_None ? Py_None : get_slot(obj, getter);
         if (!v) return DEFER;
         values[i] = v;
-        skip[i] = getter != Py_None && PyTuple_GET_ITEM(entry, 2) == Py_True &&
-                  (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0));
+        long absent = PyLong_AsLong(PyTuple_GET_ITEM(entry, 2));
+        skip[i] = getter != Py_None && absent != 0 &&
+                  (v == Py_None ||
+                   (absent == 2 && PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0));
         present += !skip[i];
     }
     if (put_head(b, 5, (uint64_t)present) < 0) return -1;

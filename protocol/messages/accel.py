@@ -82,14 +82,21 @@ def _offsets(cls: type[Any], names: list[str]) -> tuple[int, ...] | None:
         return None
 
 
+def _absent(field: Field) -> int:
+    if not field.optional:
+        return 0
+    return 2 if isinstance(field.kind, ListOf) else 1
+
+
 def _write_entries(cls: type[Any], fields: tuple[Field, ...], via: Any = None) -> tuple[Any, ...]:
-    """Entries ``(key, getter, optional, kind)``; ``via`` reaches the fields through a nested
-    object, as ``(offset in the message, its class)`` for the header."""
+    """Entries ``(key, getter, absent, kind)``; ``via`` reaches the fields through a nested
+    object, as ``(offset in the message, its class)`` for the header. ``absent``: 0 required,
+    1 optional (left out when None), 2 optional list (left out when None or empty)."""
     offsets = _offsets(cls, [field.name for field in fields])
     if offsets is None:
         raise NoFastForm(f"{cls.__name__} is not a plain slotted attrs class")
     return tuple(
-        (field.key, offset if via is None else (*via, offset), field.optional,
+        (field.key, offset if via is None else (*via, offset), _absent(field),
          _field_kind(field, read=False))
         for field, offset in zip(fields, offsets, strict=True)
     )  # fmt: skip
@@ -122,7 +129,7 @@ def write_spec(cls: type[Any], header_fields: tuple[Field, ...]) -> tuple[Any, .
     if header is None:
         raise NoFastForm(f"{cls.__name__} is not a plain slotted attrs class")
     return (cls, (
-        (0, None, False, (K_CONST, cls.TYPE.value)),
+        (0, None, 0, (K_CONST, cls.TYPE.value)),
         *_write_entries(Header, header_fields, (header[0], Header)),
         *_write_entries(cls, cls.FIELDS),
     ))  # fmt: skip

@@ -216,7 +216,12 @@ def content_id(message: Message) -> ContentId:
 def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message:
     """Decode and validate one message; raises only :class:`~..errors.DecodeError` or
     :class:`~..errors.MessageError` subclasses, each naming the rule or field broken."""
-    if _fast_read is not None and limits is MESSAGE_LIMITS and len(data) <= limits.max_size:
+    if (
+        _fast_read is not None
+        and limits is MESSAGE_LIMITS
+        and type(data) is bytes
+        and len(data) <= limits.max_size
+    ):
         # The C reader takes only valid, deterministic, extension-free messages (so the
         # re-encoding check holds by construction); the version window, critical keys and
         # cross-field rules are applied here; anything else takes the Python road below,
