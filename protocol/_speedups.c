@@ -249,9 +249,7 @@ static int write_map(Buf *b, PyObject *obj, PyObject *spec) {
     return 0;
 }
 
-static PyObject *speedups_write(PyObject *self, PyObject *args) {
-    PyObject *spec, *obj;
-    if (!PyArg_ParseTuple(args, "O!O", &PyTuple_Type, &spec, &obj)) return NULL;
+static PyObject *write_message(PyObject *spec, PyObject *obj, PyObject *fallback) {
     Buf b = {0};
     b.data = b.small;
     b.cap = sizeof(b.small);
@@ -260,10 +258,24 @@ static PyObject *speedups_write(PyObject *self, PyObject *args) {
     if (r == 0) {
         out = PyBytes_FromStringAndSize((const char *)b.data, b.len);
     } else if (r == DEFER) {
-        out = Py_NewRef(Py_None);
+        out = fallback ? PyObject_CallOneArg(fallback, obj) : Py_NewRef(Py_None);
     }
     if (b.data != b.small) PyMem_Free(b.data);
     return out;
+}
+
+static PyObject *speedups_write(PyObject *self, PyObject *args) {
+    PyObject *spec, *obj;
+    if (!PyArg_ParseTuple(args, "O!O", &PyTuple_Type, &spec, &obj)) return NULL;
+    return write_message(spec, obj, NULL);
+}
+
+/* write_or(spec, fallback, message): fallback(message) where the C code defers. The order
+ * lets functools.partial bind spec and fallback: no Python frame on the way to the bytes. */
+static PyObject *speedups_write_or(PyObject *self, PyObject *args) {
+    PyObject *spec, *fallback, *obj;
+    if (!PyArg_ParseTuple(args, "O!OO", &PyTuple_Type, &spec, &fallback, &obj)) return NULL;
+    return write_message(spec, obj, fallback);
 }
 
 /* --- reading ------------------------------------------------------------------------- */
@@ -514,6 +526,9 @@ error:
 static PyMethodDef methods[] = {
     {"write", speedups_write, METH_VARARGS,
      "write(spec, message) -> bytes | None: deterministic CBOR, or None for the Python road."},
+    {"write_or", speedups_write_or, METH_VARARGS,
+     "write_or(spec, fallback, message) -> bytes: write(), or fallback(message) where the C "
+     "code defers."},
     {"slot_offset", speedups_slot_offset, METH_O,
      "slot_offset(member_descriptor) -> int: the offset of a __slots__ member."},
     {"read_message", speedups_read_message, METH_VARARGS,

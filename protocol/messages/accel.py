@@ -154,12 +154,9 @@ def fast_writer(spec: tuple[Any, ...], slow: Callable[[Any], bytes]) -> Callable
     """``slow`` with the C writer in front of it, when the accelerator is there."""
     if _speedups is None:
         return slow
-    write = _speedups.write
-
-    def writer(message: Any) -> bytes:
-        data: bytes | None = write(spec, message)
-        return slow(message) if data is None else data
-
+    # A partial of the C function, which calls ``slow`` itself where it defers: no Python
+    # frame between encode_message and the bytes.
+    writer: Callable[[Any], bytes] = functools.partial(_speedups.write_or, spec, slow)
     return writer
 
 
