@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import timeit
 from collections.abc import Callable
@@ -94,22 +95,29 @@ MESSAGES: dict[str, Callable[[], Message]] = {
 
 
 def paired(
-    functions: dict[str, Callable[[], object]], number: int, rounds: int
-) -> dict[str, float]:
-    """Best per-call µs of each function over many short runs in shuffled order.
+    raw: Callable[[], object], pipeline: Callable[[], object], number: int, rounds: int
+) -> tuple[float, float, float]:
+    """(raw µs, pipeline µs, throughput ratio) from many short blocks taken in turns.
 
-    Short runs, taking turns in a random order, mean that load from elsewhere on the machine
-    (and a virtual CPU's changing speed) hits all alike; the best of many is the least
-    disturbed one.
+    Each round times a block of ``number`` raw calls and a block of ``number`` pipeline calls
+    back to back, in a random order. The ratio is the median over rounds of the two blocks'
+    ratio: a virtual CPU's speed drifts (here by up to 1.7x within minutes), but two blocks a
+    millisecond apart see the same speed, so their ratio does not drift with it. The times
+    are the medians of the blocks.
     """
-    best = dict.fromkeys(functions, float("inf"))
-    order = list(functions)
-    shuffle = random.Random(0).shuffle
+    raws, pipelines, ratios = [], [], []
+    coin = random.Random(0)
     for _ in range(rounds):
-        shuffle(order)
-        for name in order:
-            best[name] = min(best[name], timeit.timeit(functions[name], number=number) / number)
-    return {name: value * 1e6 for name, value in best.items()}
+        if coin.random() < 0.5:
+            r = timeit.timeit(raw, number=number)
+            p = timeit.timeit(pipeline, number=number)
+        else:
+            p = timeit.timeit(pipeline, number=number)
+            r = timeit.timeit(raw, number=number)
+        raws.append(r / number * 1e6)
+        pipelines.append(p / number * 1e6)
+        ratios.append(r / p)
+    return statistics.median(raws), statistics.median(pipelines), statistics.median(ratios)
 
 
 def measure(make: Callable[[], Message], trust: TrustStore, number: int, rounds: int) -> dict[str, float]:
@@ -122,28 +130,29 @@ def measure(make: Callable[[], Message], trust: TrustStore, number: int, rounds:
     tbs = cose.sig_structure(cose.PROTECTED_EDDSA, b"", payload)
     signature = raw_key.sign(tbs)
     assert verify(envelope, trust, NOW).message == message
-    figures = paired(
-        {"raw sign": lambda: raw_key.sign(tbs), "sign": lambda: seal(make(), NODE)}, number, rounds
+    figures: dict[str, float] = {}
+    figures["raw sign"], figures["sign"], figures["sign ratio"] = paired(
+        lambda: raw_key.sign(tbs), lambda: seal(make(), NODE), number, rounds
     )
-    figures |= paired(
-        {"raw verify": lambda: raw_public.verify(signature, tbs),
-         "verify": lambda: verify(envelope, trust, NOW)},
+    figures["raw verify"], figures["verify"], figures["verify ratio"] = paired(
+        lambda: raw_public.verify(signature, tbs), lambda: verify(envelope, trust, NOW),
         max(1, number // 4), rounds,
     )  # fmt: skip
-    figures |= paired(
-        {"build": make, "cbor2.dumps": lambda: cbor2.dumps(wire_map),
-         "encode": lambda: encode_message(message), "cbor2.loads": lambda: cbor2.loads(payload),
-         "decode": lambda: decode_message(payload)},
-        number * 5, max(1, rounds // 3),
-    )  # fmt: skip
+    figures["cbor2.dumps"], figures["encode"], _ = paired(
+        lambda: cbor2.dumps(wire_map), lambda: encode_message(message), number * 5, rounds // 3
+    )
+    figures["cbor2.loads"], figures["decode"], _ = paired(
+        lambda: cbor2.loads(payload), lambda: decode_message(payload), number * 5, rounds // 3
+    )
+    figures["build"] = min(timeit.repeat(make, number=number * 5, repeat=rounds // 3)) / number / 5 * 1e6
     figures["bytes"] = len(payload)
     return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=120)
-    parser.add_argument("--number", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--number", type=int, default=20)
     parser.add_argument("--check", action="store_true", help="exit 1 if a goal is missed")
     parser.add_argument(
         "--message", choices=list(MESSAGES), action="append",
@@ -163,7 +172,7 @@ def main() -> int:
         NOW,
     )  # fmt: skip
     road = "pure Python" if args.pure_python or not accel.AVAILABLE else "C accelerator"
-    print(f"codec: {road}; best of {args.rounds} shuffled runs; times in µs")
+    print(f"codec: {road}; medians of {args.rounds} paired blocks of runs; times in µs")
     print(
         f"{'message':14} {'bytes':>5} {'raw sign':>9} {'sign':>7} {'ratio':>6}   "
         f"{'raw verify':>10} {'verify':>7} {'ratio':>6}   {'build':>6} {'encode':>7} "
@@ -172,8 +181,7 @@ def main() -> int:
     missed = False
     for name in args.message or list(MESSAGES):
         f = measure(MESSAGES[name], trust, args.number, args.rounds)
-        sign_ratio = f["raw sign"] / f["sign"]
-        verify_ratio = f["raw verify"] / f["verify"]
+        sign_ratio, verify_ratio = f["sign ratio"], f["verify ratio"]
         missed |= sign_ratio < 0.8 or verify_ratio < 0.8
         print(
             f"{name:14} {f['bytes']:5.0f} {f['raw sign']:9.1f} {f['sign']:7.1f} {sign_ratio:6.3f}   "
