@@ -523,6 +523,154 @@ error:
     return NULL;
 }
 
+/* --- SlotInit: __init__ of a plain slotted attrs class -------------------------------------
+ *
+ * Stores its arguments into the instance's slots, binding them as the attrs-generated
+ * __init__ it replaces does (positional then keyword, defaults for the rest) and raising
+ * TypeError where that one would. Instances of any other type (a subclass) are handed to the
+ * original __init__. With Py_TPFLAGS_METHOD_DESCRIPTOR, type.__call__ calls it with ``self``
+ * first and no bound-method object in between, as it does a Python function. */
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *cls; /* borrowed: compared, never dereferenced */
+    PyObject *names;   /* tuple of str */
+    PyObject *defaults; /* tuple: per name a default, or ``required`` */
+    PyObject *required;
+    PyObject *original; /* the attrs-generated __init__ */
+    PyObject *dict;     /* __wrapped__, __doc__ ... for introspection */
+    Py_ssize_t n;
+    Py_ssize_t offsets[MAX_ENTRIES];
+    vectorcallfunc vectorcall;
+} SlotInit;
+
+static PyObject *slot_init_call(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames) {
+    SlotInit *init = (SlotInit *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1 || Py_TYPE(args[0]) != init->cls)
+        return PyObject_Vectorcall(init->original, args, nargsf, kwnames);
+    PyObject *self = args[0];
+    PyObject *values[MAX_ENTRIES] = {NULL};
+    Py_ssize_t n = init->n, positional = nargs - 1;
+    const char *name = ((PyTypeObject *)init->cls)->tp_name;
+    if (positional > n) {
+        PyErr_Format(PyExc_TypeError, "%s.__init__() takes %zd positional arguments but %zd were given",
+                     name, n + 1, nargs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < positional; i++) values[i] = args[1 + i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t j = 0;
+        for (; j < n; j++) {
+            PyObject *candidate = PyTuple_GET_ITEM(init->names, j);
+            if (candidate == key) break;
+        }
+        if (j == n) { /* not interned alike: compare the text */
+            for (j = 0; j < n; j++) {
+                int equal = PyUnicode_Compare(PyTuple_GET_ITEM(init->names, j), key);
+                if (equal == -1 && PyErr_Occurred()) return NULL;
+                if (equal == 0) break;
+            }
+        }
+        if (j == n) {
+            PyErr_Format(PyExc_TypeError, "%s.__init__() got an unexpected keyword argument '%S'",
+                         name, key);
+            return NULL;
+        }
+        if (values[j]) {
+            PyErr_Format(PyExc_TypeError, "%s.__init__() got multiple values for argument '%S'",
+                         name, key);
+            return NULL;
+        }
+        values[j] = args[nargs + k];
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        if (values[j]) continue;
+        PyObject *fallback = PyTuple_GET_ITEM(init->defaults, j);
+        if (fallback == init->required) {
+            PyErr_Format(PyExc_TypeError, "%s.__init__() missing required argument: '%S'", name,
+                         PyTuple_GET_ITEM(init->names, j));
+            return NULL;
+        }
+        values[j] = fallback;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject **slot = &SLOT(self, init->offsets[j]);
+        PyObject *old = *slot;
+        *slot = Py_NewRef(values[j]);
+        Py_XDECREF(old);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *slot_init_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static void slot_init_dealloc(SlotInit *init) {
+    Py_XDECREF(init->names);
+    Py_XDECREF(init->defaults);
+    Py_XDECREF(init->required);
+    Py_XDECREF(init->original);
+    Py_XDECREF(init->dict);
+    Py_TYPE(init)->tp_free((PyObject *)init);
+}
+
+/* SlotInit(cls, names, offsets, defaults, required, original) */
+static PyObject *slot_init_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *cls, *names, *offsets, *defaults, *required, *original;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OO", &PyType_Type, &cls, &PyTuple_Type, &names,
+                          &PyTuple_Type, &offsets, &PyTuple_Type, &defaults, &required, &original))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if (n > MAX_ENTRIES || PyTuple_GET_SIZE(offsets) != n || PyTuple_GET_SIZE(defaults) != n) {
+        PyErr_SetString(PyExc_ValueError, "names, offsets and defaults must match (at most 64)");
+        return NULL;
+    }
+    SlotInit *init = (SlotInit *)type->tp_alloc(type, 0);
+    if (!init) return NULL;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(names, j))) {
+            Py_DECREF(init);
+            PyErr_SetString(PyExc_TypeError, "names must be str");
+            return NULL;
+        }
+        init->offsets[j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(offsets, j));
+        if (init->offsets[j] < (Py_ssize_t)sizeof(PyObject) ||
+            init->offsets[j] + (Py_ssize_t)sizeof(PyObject *) > ((PyTypeObject *)cls)->tp_basicsize) {
+            Py_DECREF(init);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "offset outside the object");
+            return NULL;
+        }
+    }
+    init->cls = (PyTypeObject *)cls;
+    init->names = Py_NewRef(names);
+    init->defaults = Py_NewRef(defaults);
+    init->required = Py_NewRef(required);
+    init->original = Py_NewRef(original);
+    init->n = n;
+    init->vectorcall = slot_init_call;
+    return (PyObject *)init;
+}
+
+static PyTypeObject SlotInitType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fleetwire.protocol._speedups.SlotInit",
+    .tp_basicsize = sizeof(SlotInit),
+    .tp_dealloc = (destructor)slot_init_dealloc,
+    .tp_vectorcall_offset = offsetof(SlotInit, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "__init__ storing its arguments into slots (see accel.py).",
+    .tp_descr_get = slot_init_get,
+    .tp_dictoffset = offsetof(SlotInit, dict),
+    .tp_new = slot_init_new,
+};
+
 static PyMethodDef methods[] = {
     {"write", speedups_write, METH_VARARGS,
      "write(spec, message) -> bytes | None: deterministic CBOR, or None for the Python road."},
@@ -543,4 +691,13 @@ static struct PyModuleDef module = {
     methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+    if (PyType_Ready(&SlotInitType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    if (PyModule_AddObjectRef(m, "SlotInit", (PyObject *)&SlotInitType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -168,4 +168,59 @@ def fast_reader(specs: dict[int, tuple[Any, ...]]) -> Callable[[bytes], Any] | N
     return read  # a partial, not a closure: no Python frame on the hot path
 
 
-__all__ = ["AVAILABLE", "NoFastForm", "fast_reader", "fast_writer", "read_spec", "write_spec"]
+#: Marks a constructor argument without a default.
+_REQUIRED: Final = object()
+
+
+def install_fast_init(cls: type[Any]) -> bool:
+    """Give ``cls`` the C ``__init__`` (``SlotInit``) in place of the attrs-generated one.
+
+    Building a message's objects is a third of the sign pipeline's overhead, and most of that
+    is the generated ``__init__`` storing each field through ``object.__setattr__``. The C one
+    binds arguments the same way (positional, keyword, defaults; TypeError where attrs'
+    would) and stores them straight into the slots. Only for plain slotted attrs classes
+    (see :func:`_offsets`) without factories, keyword-only or renamed arguments; returns
+    whether it was installed. The original stays reachable as ``cls.__init__.__wrapped__``.
+    """
+    if _speedups is None:
+        return False
+    current = cls.__dict__.get("__init__")
+    if isinstance(current, _speedups.SlotInit):
+        return True
+    fields = [a for a in attrs.fields(cls) if a.init]
+    if any(
+        a.kw_only or isinstance(a.default, attrs.Factory) or a.alias != a.name  # type: ignore[arg-type]
+        for a in fields
+    ) or hasattr(cls, "__attrs_pre_init__") or current is None:
+        return False
+    names = tuple(a.name for a in fields)
+    offsets = _offsets(cls, list(names))
+    if offsets is None:
+        return False
+    defaults = tuple(_REQUIRED if a.default is attrs.NOTHING else a.default for a in fields)
+    init = _speedups.SlotInit(cls, names, offsets, defaults, _REQUIRED, current)
+    init.__wrapped__ = current  # inspect.signature() and help() read the original
+    init.__doc__ = current.__doc__
+    init.__name__ = "__init__"
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init
+    return True
+
+
+def remove_fast_init(cls: type[Any]) -> None:
+    """Put the attrs-generated ``__init__`` back (tests of the pure-Python road)."""
+    current = cls.__dict__.get("__init__")
+    if _speedups is not None and isinstance(current, _speedups.SlotInit):
+        cls.__init__ = current.__wrapped__
+
+
+__all__ = [
+    "AVAILABLE",
+    "NoFastForm",
+    "fast_reader",
+    "fast_writer",
+    "install_fast_init",
+    "read_spec",
+    "remove_fast_init",
+    "write_spec",
+]

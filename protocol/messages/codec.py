@@ -53,7 +53,7 @@ from .schema import (
     Struct,
     compile_from_wire,
 )
-from .v1 import MESSAGE_CLASSES, Message
+from .v1 import MESSAGE_CLASSES, Capability, Message, Terms
 from .writer import WRITE_ERRORS, compile_message_writer, diagnose
 
 #: Bounds for a whole message; a coordination message is small by design.
@@ -329,6 +329,12 @@ def _fast_specs() -> dict[int, tuple[Any, ...]]:
 
 
 _fast_read: Final = accel.fast_reader(_fast_specs())
+
+#: Classes whose objects every message is built of; with the accelerator their __init__ is
+#: the C one (:func:`.accel.install_fast_init`), which binds arguments exactly as attrs does.
+FAST_INIT_CLASSES: Final = (ContentId, Header, Capability, Terms, *MESSAGE_CLASSES.values())
+for _cls in FAST_INIT_CLASSES:
+    accel.install_fast_init(_cls)
 
 
 def _check_version_window(header: Header) -> None:
