@@ -30,11 +30,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile("soak" if config.getoption("--soak") else "default")
     if config.getoption("--pure-python"):
+        from fleetwire.protocol import envelope
         from fleetwire.protocol.messages import accel, codec
 
         codec._WRITERS.update(codec._PY_WRITERS)
         codec._fast_read = None  # type: ignore[misc]
-        for cls in codec.FAST_INIT_CLASSES:
+        for cls in (*codec.FAST_INIT_CLASSES, *envelope.FAST_INIT_CLASSES):
             accel.remove_fast_init(cls)
 
 
