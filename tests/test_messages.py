@@ -19,6 +19,8 @@ from fleetwire.protocol.errors import (
 )
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.messages import (
+    Capability,
+    CapabilityAdvertisement,
     Commitment,
     CommitmentState,
     Header,
@@ -230,3 +232,19 @@ def test_json_form_names_bad_fields() -> None:
         message_from_json({"type": "lease-claim", "resource": "d", "term_ms": 1, "colour": 1}, HEADER)
     with pytest.raises(MessageError, match="type"):
         message_from_json({"type": "lease-bid"}, HEADER)
+
+
+def test_unknown_keys_of_mixed_types_in_a_nested_map_are_named_not_a_crash() -> None:
+    # Found by fuzzing: sorting the unknown keys of a hostile nested map compared str with int.
+    advert = CapabilityAdvertisement(
+        header=HEADER,
+        capabilities=(Capability("refine", 1, "kg", 0, 1),),
+        versions=(1, 1),
+        lineage="B",
+    )
+    raw = wire(advert)
+    raw[8][0].update({"x": 1, 99: 2})
+    with pytest.raises(MessageError) as refused:
+        decode_message(cbor.encode(raw))
+    assert refused.value.field == "capabilities[0]"
+    assert "unknown keys [99, 'x']" in refused.value.reason

@@ -135,7 +135,7 @@ class Struct(Kind[T]):
             raise MessageError(f"expected a map, got {_describe(raw)}", path)
         values = fields_from_wire(self.fields, raw, path)
         if not self.keys.issuperset(raw):
-            extra = sorted(key for key in raw if key not in self.keys)
+            extra = _unknown(raw, self.keys)
             raise MessageError(f"unknown keys {extra}", path)
         return self.cls(**values)
 
@@ -212,7 +212,7 @@ class _StructList:
             if type(item) is not dict:
                 raise MessageError(f"expected a map, got {_describe(item)}", f"{where}[{index}]")
             if not keys.issuperset(item):
-                extra = sorted(key for key in item if key not in keys)
+                extra = _unknown(item, keys)
                 raise MessageError(f"unknown keys {extra}", f"{where}[{index}]")
             try:
                 out.append(decode(item, ""))
@@ -382,6 +382,14 @@ def in_range(low: int, high: int) -> Callable[[Any, str], None]:
             raise MessageError(f"{value} is outside {low}..{high}", path)
 
     return check
+
+
+def _unknown(raw: dict[Any, Any], keys: frozenset[int]) -> list[Any]:
+    """The keys of ``raw`` not in ``keys``, in a stable order (they may mix types: hostile)."""
+    return sorted(
+        (key for key in raw if key not in keys),
+        key=lambda key: (0, key, "") if type(key) is int else (1, 0, repr(key)),
+    )
 
 
 def _describe(raw: Any) -> str:
