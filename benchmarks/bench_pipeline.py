@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fleetwire.protocol import cose
+from fleetwire.protocol import cose, envelope
 from fleetwire.protocol.envelope import seal, verify
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import SigningKey
@@ -160,9 +160,11 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--pure-python", action="store_true", help="without the C accelerator")
     args = parser.parse_args()
-    if args.pure_python:
+    if args.pure_python:  # as tests/conftest.py does for --pure-python
         codec._WRITERS.update(codec._PY_WRITERS)
         codec._fast_read = None  # type: ignore[misc]
+        for cls in (*codec.FAST_INIT_CLASSES, *envelope.FAST_INIT_CLASSES):
+            accel.remove_fast_init(cls)
     trust = TrustStore([ROOT.public])
     trust.add_credential(
         issue_credential(
