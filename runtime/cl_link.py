@@ -563,6 +563,7 @@ class ClLink:
     # --- running ---------------------------------------------------------------------------
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader)
@@ -576,6 +577,7 @@ class ClLink:
                     await _first(self._up_event.wait, self._over_event.wait)
                 if self._up:
                     task_status.started()
+                    started = True
                     await self._over_event.wait()
                 else:
                     self._set_over(self.down_reason or "session establishment timed out")
@@ -588,7 +590,9 @@ class ClLink:
                 await trio.aclose_forcefully(self._stream)
             finally:
                 self._finished.set()
-        if not self._was_up:
+        # Not started: never up, or up and refused at once (a peer rejecting our Node ID
+        # right after SESS_INIT): either way no link for the caller.
+        if not started:
             raise LinkDown(f"{self._layer.name} session not established: {self.down_reason}")
 
     async def _wind_down(self) -> None:

@@ -27,6 +27,13 @@ A sample, with every key (paths are relative to the file)::
     initial_s = 0.5
     maximum_s = 60
 
+    [tls]                       # optional: TCPCLv4 over TLS (RFC 9174 §4.4) on every
+    certificate = "node-17.pem" # tcpclv4 listener and peer; PEM, naming ipn:17.0 as a URI
+    key = "node-17-tls.key"     #   subjectAltName (§4.4.1 NODE-ID); its private key (PEM)
+    ca = "fleet-ca.pem"         # the certificates that vouch for neighbours (PEM)
+    require = true              # refuse neighbours without TLS (default true)
+    authenticate_node_id = true # a neighbour's Node ID must be in its certificate (§4.4.3)
+
     [[contact]]                 # optional contact plan (DTN ms times), for scheduled links
     from = 17
     to = 2
@@ -71,6 +78,18 @@ class Endpoint:
 
 
 @attrs.frozen
+class TlsConfig:
+    """TLS for TCPCLv4 links (RFC 9174 §4.4): this node's certificate and key, the CA file
+    that vouches for neighbours, and how strict to be."""
+
+    certificate: Path
+    key: Path
+    ca: Path
+    require: bool = True
+    authenticate_node_id: bool = True
+
+
+@attrs.frozen
 class FileConfig:
     node: int
     keys: Path
@@ -83,6 +102,7 @@ class FileConfig:
     reconnect_initial_s: float
     reconnect_maximum_s: float
     contact_plan: ContactPlan | None = attrs.field(eq=False)
+    tls: TlsConfig | None = None
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -118,9 +138,35 @@ def _endpoint(entry: Any, where: str, peer: bool) -> Endpoint:
     return Endpoint(host, port, layer, _int(entry, "node", where) if peer else None)
 
 
+def _tls(data: dict[str, Any], base: Path) -> TlsConfig | None:
+    if "tls" not in data:
+        return None
+    table = _table(data, "tls")
+    allowed = {"certificate", "key", "ca", "require", "authenticate_node_id"}
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"[tls]: unknown keys {sorted(unknown)}")
+    paths = {}
+    for name in ("certificate", "key", "ca"):
+        value = table.get(name)
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"[tls] needs `{name}`, a path to a PEM file",
+                hint="certificate and key are this node's; ca vouches for its neighbours",
+            )
+        paths[name] = (base / value).resolve()  # read when the node starts (tls_contexts)
+    flags = {}
+    for name in ("require", "authenticate_node_id"):
+        value = table.get(name, True)
+        if type(value) is not bool:
+            raise ConfigError(f"[tls] {name} must be true or false, got {value!r}")
+        flags[name] = value
+    return TlsConfig(paths["certificate"], paths["key"], paths["ca"], **flags)
+
+
 def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
     """Check a parsed TOML document; relative paths are taken from ``base``."""
-    unknown = set(data) - {"node", "listen", "peer", "routes", "reconnect", "contact"}
+    unknown = set(data) - {"node", "listen", "peer", "routes", "reconnect", "contact", "tls"}
     if unknown:
         raise ConfigError(f"unknown sections {sorted(unknown)}")
     node = _table(data, "node")
@@ -149,6 +195,19 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
     peers = data.get("peer", [])
     if not isinstance(listen, list) or not isinstance(peers, list):
         raise ConfigError("[[listen]] and [[peer]] are arrays of tables")
+    tls = _tls(data, base)
+    endpoints = [
+        *(_endpoint(e, f"listen[{i}]", False) for i, e in enumerate(listen)),
+        *(_endpoint(e, f"peer[{i}]", True) for i, e in enumerate(peers)),
+    ]
+    if tls is not None and tls.require:
+        for endpoint in endpoints:
+            if endpoint.layer != "tcpclv4":
+                raise ConfigError(
+                    f"[tls] require = true, but {endpoint.host}:{endpoint.port} uses "
+                    f"{endpoint.layer}, which has no TLS",
+                    hint="use layer = \"tcpclv4\" there, or set require = false",
+                )
     return FileConfig(
         node=_int(node, "number", "node"),
         keys=(base / keys).resolve(),
@@ -161,6 +220,7 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         reconnect_initial_s=float(reconnect.get("initial_s", 0.5)),
         reconnect_maximum_s=float(reconnect.get("maximum_s", 60.0)),
         contact_plan=plan,
+        tls=tls,
     )
 
 

@@ -9,6 +9,7 @@ a transfer is acknowledged only after the bundle is in the store.
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,7 +21,7 @@ from fleetwire.protocol.tcpcl import v3, v4
 
 from . import keyfiles
 from .cl_link import ClLink, ConvergenceLayer, CustodyRefused, Mtcp, Refusal, TcpclV3, TcpclV4
-from .config import Endpoint, FileConfig
+from .config import ConfigError, Endpoint, FileConfig, TlsConfig
 from .contacts import DTN_EPOCH_UNIX, Clock
 from .memory_store import MemoryBundleStore
 from .node import BundleRefused, Node, NodeConfig, open_node
@@ -29,9 +30,39 @@ from .store import BundleStore
 from .tcp import Backoff, Connector, open_connector, serve_cl
 
 
-def layer_for(kind: str, node: int) -> ConvergenceLayer:
+def tls_contexts(tls: TlsConfig) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts for TCPCLv4 over TLS (RFC 9174 §4.4).
+
+    Both sides present this node's certificate and require the neighbour's, checked against
+    ``tls.ca``. Host names are not checked: neighbours are known by node id, and with
+    ``authenticate_node_id`` the link checks that id against the certificate (§4.4.3).
+    """
+    try:
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca))
+        server.verify_mode = ssl.CERT_REQUIRED
+        server.load_cert_chain(str(tls.certificate), str(tls.key))
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca))
+        client.check_hostname = False
+        client.load_cert_chain(str(tls.certificate), str(tls.key))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"[tls] cannot load the certificate, key or CA: {exc}",
+            hint="PEM files: certificate and its private key, and the CA certificates",
+        ) from None
+    return server, client
+
+
+def layer_for(kind: str, node: int, tls: TlsConfig | None = None) -> ConvergenceLayer:
     """The convergence-layer adapter for ``kind``, naming this node ``ipn:<node>.0``."""
     eid = f"ipn:{node}.0"
+    if kind == "tcpclv4" and tls is not None:
+        server, client = tls_contexts(tls)
+        return TcpclV4(
+            v4.SessionConfig(node_id=eid, can_tls=True, require_tls=tls.require),
+            server_context=server,
+            client_context=client,
+            authenticate_node_id=tls.authenticate_node_id,
+        )
     if kind == "tcpclv4":
         return TcpclV4(v4.SessionConfig(node_id=eid))
     if kind == "tcpclv3":
@@ -84,7 +115,7 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
                 for endpoint in config.listen:
                     serve = partial(
                         serve_cl, serve_neighbour, endpoint.port,
-                        layer_for(endpoint.layer, config.node),
+                        layer_for(endpoint.layer, config.node, config.tls),
                         host=endpoint.host, local=config.node, accept=accept,
                     )  # fmt: skip
                     await listeners.start(serve)
@@ -102,7 +133,7 @@ def _connector(peer: Endpoint, config: FileConfig, accept: Any, backoff: Backoff
 
     return Connector(
         connect,
-        layer_for(peer.layer, config.node),
+        layer_for(peer.layer, config.node, config.tls),
         rng=random.Random(),
         local=config.node,
         peer=peer.node,
