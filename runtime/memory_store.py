@@ -103,6 +103,14 @@ class MemoryBundleStore:
         self._queue(self._by_hop, next_hop).add(seq, bundle_id)
         return True
 
+    async def tombstone(self, bundle_id: bytes, next_hop: str) -> bool:
+        if not await self.assign_next_hop(bundle_id, next_hop):
+            return False
+        seq, bundle = self._held[bundle_id]
+        self._bytes -= bundle.size
+        self._held[bundle_id] = (seq, attrs.evolve(bundle, data=b""))
+        return True
+
     async def delete(self, bundle_id: bytes) -> bool:
         await self._checkpoint()
         return self._remove(bundle_id)

@@ -400,7 +400,7 @@ class Node:
                 await self._deliver_admin_record(bundle)
             else:
                 await self._deliver_message(bundle)
-            await self.store.assign_next_hop(bundle_id, DELIVERED)
+            await self.store.tombstone(bundle_id, DELIVERED)  # a duplicate is still known
 
     async def _deliver_message(self, bundle: Bundle) -> None:
         try:

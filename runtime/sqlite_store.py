@@ -133,7 +133,7 @@ _MIN_BATCH = 32
 #: Producers wait once this many full batches of writes are in flight.
 _QUEUE_DEPTH = 4
 
-_PUT, _HOP, _DELETE, _EXPIRE = range(4)
+_PUT, _HOP, _DELETE, _EXPIRE, _TOMBSTONE = range(5)
 _T = TypeVar("_T")
 
 
@@ -287,6 +287,11 @@ class SQLiteBundleStore:
 
     async def assign_next_hop(self, bundle_id: bytes, next_hop: str | None) -> bool:
         op = _Op(_HOP, (bundle_id, next_hop))
+        await self._submit([op])
+        return bool(op.result)
+
+    async def tombstone(self, bundle_id: bytes, next_hop: str) -> bool:
+        op = _Op(_TOMBSTONE, (bundle_id, next_hop))
         await self._submit([op])
         return bool(op.result)
 
@@ -493,6 +498,18 @@ def _apply_batch(
                     "UPDATE bundles SET next_hop = ? WHERE bundle_id = ?", (hop, bundle_id)
                 )
                 op.result = cur.rowcount == 1
+            elif op.kind == _TOMBSTONE:
+                bundle_id, hop = op.arg
+                row = conn.execute(
+                    "SELECT seq, size FROM bundles WHERE bundle_id = ?", (bundle_id,)
+                ).fetchone()
+                if row is not None:
+                    conn.execute(
+                        "UPDATE bundles SET next_hop = ?, size = 0, data = x'' WHERE seq = ?",
+                        (hop, row[0]),
+                    )
+                    used -= row[1]
+                op.result = row is not None
             elif op.kind == _DELETE:
                 row = conn.execute(
                     "SELECT seq, size FROM bundles WHERE bundle_id = ?", (op.arg,)

@@ -102,6 +102,8 @@ async def test_bundle_waits_at_the_relay_until_the_contact_opens(
         await trio.sleep(1)
         assert await fleet.stores[RELAY].count() == 0
         assert c.stats.delivered == 1
+        # At C the delivered bundle stays as a tombstone (a duplicate is still known), bytes gone.
+        assert (await fleet.stores[C].count(), await fleet.stores[C].bytes_used()) == (1, 0)
 
 
 async def test_status_reports_when_asked_for(mock_clock: trio.testing.MockClock) -> None:

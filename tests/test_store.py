@@ -249,6 +249,22 @@ async def test_delete_frees_the_ids_and_the_quota(open_store: Opener) -> None:
         assert isinstance(await store.put(bundle(2, cid=b"m")), Accepted)
 
 
+async def test_a_tombstone_keeps_the_ids_and_frees_the_bytes(open_store: Opener) -> None:
+    async with open_store(Quota(max_bytes=10)) as store:
+        await store.put(bundle(1, cid=b"m", size=10, hop="local"))
+        assert await store.tombstone(bundle(1).bundle_id, "delivered")
+        assert not await store.tombstone(b"unknown", "delivered")
+        held = await store.get(bundle(1).bundle_id)
+        assert held is not None and held.data == b"" and held.next_hop == "delivered"
+        assert (await store.count(), await store.bytes_used()) == (1, 0)
+        assert ids(await store.pending_for("delivered", 10)) == ids([bundle(1)])
+        assert await store.pending_for("local", 10) == []
+        # still a duplicate, by bundle id and by content id, until it expires
+        assert isinstance(await store.put(bundle(1, cid=b"m")), Duplicate)
+        assert isinstance(await store.put(bundle(2, cid=b"m")), Duplicate)
+        assert isinstance(await store.put(bundle(3, size=10)), Accepted)  # its bytes are free
+
+
 async def test_a_closed_store_refuses_work(open_store: Opener) -> None:
     async with open_store() as store:
         await store.put(bundle(1))
@@ -613,6 +629,14 @@ class StoresMatchTheModel(RuleBasedStateMachine):
         assert self.both("assign_next_hop", bundle_id, hop) is held
         if held:
             self.model.held[bundle_id] = attrs.evolve(self.model.held[bundle_id], next_hop=hop)
+
+    @rule(bundle_id=st.sampled_from(POOL), hop=st.sampled_from(HOPS[1:]))
+    def tombstone(self, bundle_id: bytes, hop: str) -> None:
+        held = bundle_id in self.model.held
+        assert self.both("tombstone", bundle_id, hop) is held
+        if held:
+            tomb = attrs.evolve(self.model.held[bundle_id], next_hop=hop, data=b"")
+            self.model.held[bundle_id] = tomb
 
     @rule(bundle_id=st.sampled_from(POOL))
     def delete(self, bundle_id: bytes) -> None:
