@@ -19,6 +19,7 @@ show what an install without a compiler gets. ``--check`` exits 1 when a goal is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import sys
@@ -27,7 +28,7 @@ from collections.abc import Callable
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fleetwire.protocol import cose, envelope
+from fleetwire.protocol import cose
 from fleetwire.protocol.envelope import seal, verify
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import SigningKey
@@ -160,11 +161,13 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--pure-python", action="store_true", help="without the C accelerator")
     args = parser.parse_args()
-    if args.pure_python:  # as tests/conftest.py does for --pure-python
-        codec._WRITERS.update(codec._PY_WRITERS)
-        codec._fast_read = None  # type: ignore[misc]
-        for cls in (*codec.FAST_INIT_CLASSES, *envelope.FAST_INIT_CLASSES):
-            accel.remove_fast_init(cls)
+    with contextlib.ExitStack() as stack:
+        if args.pure_python:
+            stack.enter_context(codec.without_accelerator())
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     trust = TrustStore([ROOT.public])
     trust.add_credential(
         issue_credential(

@@ -7,6 +7,7 @@ accelerator out, so the pure-Python road (what installs without a compiler get) 
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -20,6 +21,9 @@ settings.register_profile(
 )
 
 
+_PURE_PYTHON = pytest.StashKey[Any]()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="run long fuzz/soak tests (marker: soak)")
     parser.addoption(
@@ -30,13 +34,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile("soak" if config.getoption("--soak") else "default")
     if config.getoption("--pure-python"):
-        from fleetwire.protocol import envelope
-        from fleetwire.protocol.messages import accel, codec
+        from fleetwire.protocol import envelope  # noqa: F401  (its classes' inits go too)
+        from fleetwire.protocol.messages import codec
 
-        codec._WRITERS.update(codec._PY_WRITERS)
-        codec._fast_read = None  # type: ignore[misc]
-        for cls in (*codec.FAST_INIT_CLASSES, *envelope.FAST_INIT_CLASSES):
-            accel.remove_fast_init(cls)
+        # Entered for the whole session; the reference keeps it from being closed.
+        config.stash[_PURE_PYTHON] = road = codec.without_accelerator()
+        road.__enter__()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

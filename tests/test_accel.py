@@ -57,18 +57,8 @@ WRITE_SPECS = {cls: accel.write_spec(cls, HEADER_FIELDS) for cls in codec._PY_WR
 @contextmanager
 def python_road() -> Iterator[None]:
     """Run the codec with the C reader and writers taken out (the pure-Python codec)."""
-    saved = codec._fast_read, dict(codec._WRITERS), dict(codec._READERS)
-    codec._fast_read = None  # type: ignore[misc]
-    codec._WRITERS.update(codec._PY_WRITERS)
-    # The readers' re-encoding check holds its writer too.
-    for code, (cls, known, read, check, _) in saved[2].items():
-        codec._READERS[code] = (cls, known, read, check, codec._PY_WRITERS[cls])
-    try:
+    with codec.without_accelerator():
         yield
-    finally:
-        codec._fast_read = saved[0]  # type: ignore[misc]
-        codec._WRITERS.update(saved[1])
-        codec._READERS.update(saved[2])
 
 
 def outcome(run: Callable[[], Any]) -> tuple[Any, ...]:

@@ -204,7 +204,18 @@ def install_fast_init(cls: type[Any]) -> bool:
     init.__name__ = "__init__"
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = init
+    if cls not in _INSTALLED:
+        _INSTALLED.append(cls)
     return True
+
+
+#: The classes :func:`install_fast_init` changed, in order (for :func:`remove_fast_init`).
+_INSTALLED: list[type[Any]] = []
+
+
+def installed_fast_inits() -> tuple[type[Any], ...]:
+    """The classes whose ``__init__`` is the C one now."""
+    return tuple(cls for cls in _INSTALLED if isinstance(cls.__dict__.get("__init__"), _speedups.SlotInit))
 
 
 def remove_fast_init(cls: type[Any]) -> None:
@@ -220,6 +231,7 @@ __all__ = [
     "fast_reader",
     "fast_writer",
     "install_fast_init",
+    "installed_fast_inits",
     "read_spec",
     "remove_fast_init",
     "write_spec",

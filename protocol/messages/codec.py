@@ -1,9 +1,9 @@
 """Message bytes ⇄ message values, with the version window and the one-content-one-id rule.
 
-Encoding writes the header keys and the body fields in ascending key order and hands the dict
-to ``cbor2``: with small unsigned keys in order and no floats that is already the RFC 8949
-§4.2.1 deterministic form (see :mod:`..cbor`). A message that carries unknown extension keys
-(read from a newer writer) goes through the general deterministic encoder instead.
+Encoding writes the RFC 8949 §4.2.1 deterministic bytes directly from the field tables
+(:mod:`.writer`, with the C accelerator of :mod:`.accel` in front where it is built). A message
+that carries unknown extension keys (read from a newer writer) has them merged into its map and
+goes through the general deterministic encoder (:func:`..cbor.encode`).
 
 Decoding is strict, in this order, so the error is the most useful one:
 
@@ -19,7 +19,8 @@ Decoding is strict, in this order, so the error is the most useful one:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import cbor2
@@ -42,15 +43,7 @@ from .header import (
     Header,
 )
 from .schema import (
-    CID,
-    TEXT,
-    UINT,
     UINT64_MAX,
-    EnumKind,
-    Field,
-    Kind,
-    ListOf,
-    Struct,
     compile_from_wire,
 )
 from .v1 import MESSAGE_CLASSES, Capability, Message, Terms
@@ -73,63 +66,6 @@ class UnknownMessageType(MessageError):
     code = "message-type-unknown"
 
 
-def _value_expr(kind: Kind[Any], var: str, namespace: dict[str, Any]) -> str:
-    """Python expression turning ``var`` (a field value) into its CBOR item."""
-    if kind is UINT or kind is TEXT:
-        return var
-    if kind is CID:
-        return f"{var}.raw"
-    if isinstance(kind, EnumKind):
-        return f"{var}.value"
-    if isinstance(kind, ListOf):
-        item = _value_expr(kind.item, "x", namespace)
-        return f"list({var})" if item == "x" else f"[{item} for x in {var}]"
-    if isinstance(kind, Struct):
-        name = f"_struct{len(namespace)}"
-        namespace[name] = _compile_fields(kind.fields, kind.cddl)
-        return f"{name}({var})"
-    name = f"_kind{len(namespace)}"
-    namespace[name] = kind
-    return f"{name}.to_wire({var})"
-
-
-def _compile_fields(
-    fields: tuple[Field, ...], label: str, prologue: tuple[str, ...] = ()
-) -> Callable[[Any], dict[int, Any]]:
-    """Generate the encoder of a field table.
-
-    The signing pipeline has a budget of a few microseconds for the codec (it must reach 0.8
-    of raw Ed25519 sign throughput), which a table-walking loop does not meet; straight-line
-    code generated once from the same table does, and cannot drift from it.
-    """
-    namespace: dict[str, Any] = {}
-    lines = ["def to_wire(m):", *prologue] if prologue else ["def to_wire(m):", "    out = {}"]
-    for field in fields:
-        expr = _value_expr(field.kind, f"m.{field.name}", namespace)
-        if field.optional:
-            test = f"m.{field.name}" if isinstance(field.kind, ListOf) else f"m.{field.name} is not None"
-            lines.append(f"    if {test}: out[{field.key}] = {expr}")
-        else:
-            lines.append(f"    out[{field.key}] = {expr}")
-    lines.append("    return out")
-    exec(compile("\n".join(lines), f"<fleetwire encoder: {label}>", "exec"), namespace)
-    function: Callable[[Any], dict[int, Any]] = namespace["to_wire"]
-    return function
-
-
-def _compile_message(cls: type[Message]) -> Callable[[Any], dict[int, Any]]:
-    prologue = (
-        "    h = m.header",
-        f"    out = {{0: {cls.TYPE.value}, 1: h.version, 2: h.min_version, 3: h.issuer,"
-        " 4: h.issued_at, 5: h.sequence}",
-        "    if h.references: out[6] = [x.raw for x in h.references]",
-        "    if h.critical: out[7] = list(h.critical)",
-    )
-    return _compile_fields(cls.FIELDS, cls.__name__, prologue)
-
-
-#: The dict form of each message class: the general road, for messages with extensions.
-_ENCODERS: Final = {cls: _compile_message(cls) for cls in MESSAGE_CLASSES.values()}
 #: The direct writers (:mod:`.writer`): the road every message without extensions takes.
 _PY_WRITERS: Final = {
     cls: compile_message_writer(cls.TYPE.value, HEADER_FIELDS, cls.FIELDS, cls.__name__)
@@ -190,7 +126,7 @@ def _encode_rare(message: Message, data: bytes) -> bytes:
     for key, _ in message.extensions:
         if type(key) is not int or not FIRST_BODY_KEY <= key <= UINT64_MAX or key in known:
             raise MessageError(f"key {key!r} is not an unknown unsigned key", "extensions")
-    out = _ENCODERS[type(message)](message)
+    out = cbor2.loads(data)  # our own bytes: ints, text, bytes, lists and maps only
     out.update(message.extensions)
     return cbor.encode(out)
 
@@ -229,12 +165,7 @@ def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message
         message: Message | None = _fast_read(data)
         if message is not None:
             header = message.header
-            if (
-                not header.critical
-                and header.version >= OLDEST_READ_VERSION
-                and 1 <= header.min_version <= PROTOCOL_VERSION
-                and header.min_version <= header.version
-            ):
+            if not header.critical and _version_window_error(header) is None:
                 check = _CHECKS.get(type(message))
                 if check is None:
                     return message
@@ -270,7 +201,9 @@ def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
     if type(type_code) is not int:
         raise MessageError("required field (key 0) is missing or not an integer", "type")
     header: Header = _read_header(raw, "header")
-    _check_version_window(header)
+    window_error = _version_window_error(header)
+    if window_error is not None:
+        raise window_error
     reader = _READERS.get(type_code)
     if reader is None:
         raise UnknownMessageType(
@@ -328,7 +261,30 @@ def _fast_specs() -> dict[int, tuple[Any, ...]]:
     return specs
 
 
-_fast_read: Final = accel.fast_reader(_fast_specs())
+_fast_read = accel.fast_reader(_fast_specs())
+
+
+@contextlib.contextmanager
+def without_accelerator() -> Iterator[None]:
+    """The pure-Python codec while the block runs: what an install without a C compiler gets.
+
+    For tests and benchmarks of that road; it changes this module's tables and the classes'
+    ``__init__`` for the whole process while it runs.
+    """
+    global _fast_read
+    saved_read, saved_writers = _fast_read, dict(_WRITERS)
+    inits = {cls: cls.__dict__["__init__"] for cls in accel.installed_fast_inits()}
+    _fast_read = None
+    _WRITERS.update(_PY_WRITERS)
+    for cls in inits:
+        accel.remove_fast_init(cls)
+    try:
+        yield
+    finally:
+        _fast_read = saved_read
+        _WRITERS.update(saved_writers)
+        for cls, init in inits.items():
+            setattr(cls, "__init__", init)  # noqa: B010  (the very object that was there)
 
 #: Classes whose objects every message is built of; with the accelerator their __init__ is
 #: the C one (:func:`.accel.install_fast_init`), which binds arguments exactly as attrs does.
@@ -337,26 +293,28 @@ for _cls in FAST_INIT_CLASSES:
     accel.install_fast_init(_cls)
 
 
-def _check_version_window(header: Header) -> None:
+def _version_window_error(header: Header) -> MessageError | None:
+    """Why ``header`` is outside the version window (N-2 policy), or None if it is inside."""
     if header.min_version > header.version:
-        raise MessageError(
+        return MessageError(
             f"min_version {header.min_version} is newer than version {header.version}",
             "header.min_version",
         )
     if header.min_version > PROTOCOL_VERSION:
-        raise UnsupportedVersion(
+        return UnsupportedVersion(
             f"needs a reader of version {header.min_version} or newer; this implementation "
             f"reads {OLDEST_READ_VERSION}..{PROTOCOL_VERSION}",
             "header.min_version",
         )
     if header.version < OLDEST_READ_VERSION:
-        raise UnsupportedVersion(
+        return UnsupportedVersion(
             f"written at version {header.version}, older than the oldest this implementation "
             f"reads ({OLDEST_READ_VERSION})",
             "header.version",
         )
     if header.min_version < 1:
-        raise MessageError("protocol versions start at 1", "header.min_version")
+        return MessageError("protocol versions start at 1", "header.min_version")
+    return None
 
 
 __all__ = ["MESSAGE_LIMITS", "UnknownMessageType", "content_id", "decode_message", "encode_message"]

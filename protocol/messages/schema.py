@@ -197,7 +197,6 @@ class _StructList:
         item = kind.item
         assert isinstance(item, Struct)
         self.max_items = kind.max_items
-        self.cls = item.cls
         self.keys = item.keys
         self.decode = compile_from_wire(item.fields, item.cddl, item.cls)
         self.name = name
@@ -264,9 +263,9 @@ def _fast_path(
     if isinstance(kind, ListOf) and isinstance(kind.item, Struct):
         # Inline for the common case; any refusal re-runs the list through _StructList,
         # which names the element and field (a try block costs nothing until it raises).
-        namespace[f"_structs{index}"] = _StructList(kind, name)
-        namespace[f"_keys{index}"] = kind.item.keys
-        namespace[f"_decode{index}"] = compile_from_wire(kind.item.fields, kind.item.cddl, kind.item.cls)
+        structs = namespace[f"_structs{index}"] = _StructList(kind, name)
+        namespace[f"_keys{index}"] = structs.keys
+        namespace[f"_decode{index}"] = structs.decode  # compiled once, shared with the slow road
         return f"type(v) is list and len(v) <= {kind.max_items}", [
             "t = []",
             "try:",

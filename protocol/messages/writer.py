@@ -3,12 +3,13 @@
 The signing pipeline must reach 0.8 of raw Ed25519 sign throughput, which leaves a few
 microseconds for the codec. Building a dict and handing it to ``cbor2`` costs more than that
 (``cbor2`` spends most of a microsecond on every array), so each field table is compiled once
-into straight-line code that appends the CBOR pieces of each field to a list and joins them.
+into straight-line code: one expression per field's CBOR pieces, joined once per map (optional
+fields are prepared first, so the map head can count them).
 
 What makes the output deterministic without a sorting pass (§4.2.1):
 
 - every head is written in its shortest form (:func:`..cbor.head` builds the tables);
-- map keys are the small unsigned keys of the table, which :func:`compile_writer` checks are
+- map keys are the small unsigned keys of the table, which :func:`check_ascending` checks are
   strictly ascending — for unsigned integers numeric order is bytewise order of the encodings;
 - absent optionals (``None``, or an empty tuple for a list) are left out, never written empty;
 - there are no floats, tags or indefinite lengths in any field kind.
