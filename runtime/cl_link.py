@@ -282,8 +282,27 @@ class TcpclV4:
         session.terminate(v4_messages.TermReason.CONTACT_FAILURE)
 
 
+class _WithoutTls:
+    """What TCPCLv3 and MTCP share: no TLS, nothing to check about the peer beyond the
+    session, and the session's own termination for ending and rejecting alike."""
+
+    __slots__ = ()
+
+    def terminate(self, session: Any) -> None:
+        session.terminate()
+
+    def tls_context(self, role: Role) -> ssl.SSLContext | None:
+        return None
+
+    def check_peer(self, stream: trio.abc.Stream, established: SessionEstablished) -> str:
+        return ""
+
+    def reject(self, session: Any) -> None:
+        session.terminate()
+
+
 @attrs.frozen(slots=True)
-class TcpclV3:
+class TcpclV3(_WithoutTls):
     """TCPCLv3 (RFC 7242): contact header parameters from ``config``."""
 
     config: v3.TcpclV3Config
@@ -304,21 +323,9 @@ class TcpclV3:
         session.refuse(transfer_id, _V3_REFUSAL[reason])
         return True
 
-    def terminate(self, session: Any) -> None:
-        session.terminate()
-
-    def tls_context(self, role: Role) -> ssl.SSLContext | None:
-        return None
-
-    def check_peer(self, stream: trio.abc.Stream, established: SessionEstablished) -> str:
-        return ""
-
-    def reject(self, session: Any) -> None:
-        session.terminate()
-
 
 @attrs.frozen(slots=True)
-class Mtcp:
+class Mtcp(_WithoutTls):
     """MTCP (draft-ietf-dtn-mtcpcl-01): no acks, no refusal, no termination message."""
 
     config: mtcp.MtcpConfig = attrs.field(factory=mtcp.MtcpConfig)
@@ -333,18 +340,6 @@ class Mtcp:
 
     def refuse(self, session: Any, transfer_id: int, reason: Refusal) -> bool:
         return False
-
-    def terminate(self, session: Any) -> None:
-        session.terminate()
-
-    def tls_context(self, role: Role) -> ssl.SSLContext | None:
-        return None
-
-    def check_peer(self, stream: trio.abc.Stream, established: SessionEstablished) -> str:
-        return ""
-
-    def reject(self, session: Any) -> None:
-        session.terminate()
 
 
 @attrs.frozen(slots=True)
