@@ -96,6 +96,7 @@ class Admission:
         self.revocations_file = revocations_file
         self.reader_cell = reader_cell
         self.floor_at_start = floor_at_start
+        self._written: bytes | None = None  # the revocation list this node last wrote
 
     async def restore(self, now: int) -> None:
         """Read the replay memory back from the store. With ``floor_at_start`` a store that
@@ -146,9 +147,16 @@ class Admission:
         await self.store.remember([accept.seen], floors)
 
     async def take_revocations(
-        self, data: bytes, now: int, from_peer: int | None = None
+        self, data: bytes, now: int, from_peer: int | None = None, *, from_file: bool = False
     ) -> Refusal | None:
-        """Put a root-signed revocation list in force if it is newer; keep and spread it."""
+        """Put a root-signed revocation list in force if it is newer; keep and spread it.
+
+        A list read from a file (``from_file``) is spread even when it is the one in force
+        already (it was loaded at start, before any link was up), unless this node wrote
+        that file itself on receiving the list.
+        """
+        if from_file and data == self._written:
+            return None
         current = self.trust.revocations
         try:
             revocations = self.trust.apply_revocations(data, now)
@@ -159,14 +167,17 @@ class Admission:
         except FleetwireError as exc:
             return self._refuse(exc.code, exc.message)
         if current is not None and revocations.serial == current.serial:
+            if from_file:
+                await self._spread(data, None)
             return None  # the list in force already
         log.warning(
             "node=%s event=revocations-applied serial=%s kids=%s serials=%s from=%s",
             self.node, revocations.serial, len(revocations.kids),
             len(revocations.credential_serials), from_peer,
         )  # fmt: skip
-        if self.revocations_file is not None:
+        if self.revocations_file is not None and not from_file:
             _write_atomically(self.revocations_file, data)
+            self._written = data
         await self._spread(data, from_peer)
         return None
 

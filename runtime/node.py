@@ -450,7 +450,8 @@ class Node:
     async def apply_revocations(self, data: bytes) -> bool:
         """Put a root-signed revocation list (from a file, a tool) in force and spread it;
         ``False`` if it was refused (bad signature, malformed). An older list is ignored."""
-        return not isinstance(await self.admission.take_revocations(data, self.now()), Refusal)
+        refusal = await self.admission.take_revocations(data, self.now(), from_file=True)
+        return not isinstance(refusal, Refusal)
 
     async def _spread_revocations(self, data: bytes, came_from: int | None) -> None:
         # To every neighbour (linked now or in the contact plan) but the one it came from:

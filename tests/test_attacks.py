@@ -99,7 +99,7 @@ async def test_replay_in_a_new_bundle_after_the_first_expired(fleet: Fleet) -> N
     with trio.fail_after(20):
         async with fleet.running(C) as c, attacker(fleet.ports[C]) as eve:
             inbox = c.subscribe()
-            await eve.send(bundle_of(genuine.envelope, source=A, destination=C, lifetime_ms=1))
+            await eve.send(bundle_of(genuine.envelope, source=A, destination=C, lifetime_ms=60_000))
             assert (await inbox.receive()).content_id == genuine.content_id
             await c.store.expire(dtn_now() + DAY)  # the tombstone is gone
             await eve.send(bundle_of(genuine.envelope, source=A, destination=C))
