@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import attrs
+import trio
 from fleetwire.protocol.bpv7 import Bundle, IpnEid
 from fleetwire.protocol.envelope import SignedMessage, verify
 from fleetwire.protocol.errors import FleetwireError
@@ -97,6 +98,8 @@ class Admission:
         self.reader_cell = reader_cell
         self.floor_at_start = floor_at_start
         self._written: bytes | None = None  # the revocation list this node last wrote
+        #: Set (and replaced) each time a newer revocation list is put in force.
+        self.revocations_applied = trio.Event()
 
     async def restore(self, now: int) -> None:
         """Read the replay memory back from the store. With ``floor_at_start`` a store that
@@ -170,6 +173,8 @@ class Admission:
             if from_file:
                 await self._spread(data, None)
             return None  # the list in force already
+        self.revocations_applied.set()
+        self.revocations_applied = trio.Event()
         log.warning(
             "node=%s event=revocations-applied serial=%s kids=%s serials=%s from=%s",
             self.node, revocations.serial, len(revocations.kids),

@@ -65,9 +65,9 @@ class Fleet:
         return key
 
     def config_text(self, node: int, *, peers: dict[int, int] | None = None, extra: str = "",
-                    store: bool = True) -> str:  # fmt: skip
+                    store: bool = True, keys: str = "keys") -> str:  # fmt: skip
         port = self.ports.setdefault(node, free_port())
-        text = f'[node]\nnumber = {node}\nkeys = "keys"\n'
+        text = f'[node]\nnumber = {node}\nkeys = "{keys}"\n'
         if store:
             text += f'store = "node-{node}.sqlite3"\n'
         text += f"[[listen]]\nport = {port}\n"
