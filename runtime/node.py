@@ -478,7 +478,7 @@ class Node:
             record = admin_record_of(bundle)
         except BundleError as exc:
             self.stats.rejected += 1
-            log.warning("node=%s event=rejected-admin-record reason=%s", self.node, exc)
+            log.warning("node=%s event=refused code=%s reason=%s", self.node, exc.code, exc)
             return
         if isinstance(record, StatusReport):
             self.stats.status_reports += 1
@@ -552,7 +552,8 @@ class Node:
         try:
             await self.accept(data, peer)
         except BundleRefused as exc:
-            log.info("node=%s refused a bundle from %s: %s", self.node, peer, exc)
+            log.info("node=%s event=refused code=%s from=%s reason=%s", self.node, exc.code,
+                     peer, exc)  # fmt: skip
 
 
 def _node_of(eid: str | None) -> int | None:
