@@ -29,7 +29,7 @@ A sample, with every key (paths are relative to the file)::
 
     [quota]                     # what the store may hold (a full store refuses transfers
     max_bytes = 1073741824      #   with TCPCLv4 "No Resources"; nothing accepted is lost)
-    max_bundles = 100000
+    max_bundles = 50000
     source_share = 0.25         # at most this part of each for one neighbour
 
     [replay]                    # what counts as a replay (spec §10)
@@ -68,7 +68,7 @@ from .contacts import ContactPlan, ContactPlanError
 from .store import Quota
 
 #: Quota of ``fleetwire node``'s store when the config says nothing (``[quota]``).
-DEFAULT_QUOTA = Quota(max_bundles=100_000, max_bytes=1 << 30, source_share=0.25)
+DEFAULT_QUOTA = Quota(max_bundles=50_000, max_bytes=1 << 30, source_share=0.25)
 
 LAYERS = ("tcpclv4", "tcpclv3", "mtcp")
 

@@ -131,3 +131,20 @@ async def test_a_flooding_neighbour_is_refused_no_resources_and_nothing_accepted
                 await other.send(bundle_of(marker.envelope, source=1, destination=3))
                 got = await receive_until(inbox, marker.content_id.raw)
     assert [s.content_id for s in got] == [marker.content_id]
+
+
+@pytest.mark.soak
+async def test_the_reviews_flood_against_the_default_quota(tmp_path: Path) -> None:
+    """The review's attack on a config without ``[quota]``: 20,000 × 4 KiB bundles for a node
+    nobody can reach, from one neighbour. The default share (a quarter of 50,000) stops it."""
+    fleet = Fleet(tmp_path)
+    fleet.add(3)
+    accepted = 0
+    with trio.fail_after(600):
+        async with fleet.running(3) as c, attacker(fleet.ports[3], claims=99) as eve:
+            with pytest.raises(TransferRefusedByPeer):
+                for _ in range(20_000):
+                    await eve.send(bundle_of(bytes(4096), source=99, destination=77))
+                    accepted += 1
+            assert accepted == 12_500
+            assert await c.store.count() == accepted
