@@ -78,3 +78,23 @@ def test_revoke_carries_earlier_revocations_over(folder: Path) -> None:
     assert first.kids <= second.kids and {77} | first.credential_serials == second.credential_serials
     trust = keyfiles.load_trust(folder, NOW + 2)
     assert trust.credentials() == []  # node 1 revoked; 2 expired; 3, 4 unusable
+
+
+async def test_a_node_starts_and_works_beside_an_expired_credential(tmp_path: Path) -> None:
+    import trio
+
+    from .hostile import Fleet, attacker, bundle_of, claim, dtn_now, receive_until
+
+    fleet = Fleet(tmp_path)
+    for node in (1, 3):
+        fleet.add(node)
+    now = dtn_now()
+    keyfiles.make_node(fleet.keys, fleet.root, node=2, roles=[Role.NODE],
+                       not_before=now - 400 * DAY, not_after=now - DAY)  # fmt: skip
+    with trio.fail_after(20):
+        async with fleet.running(3) as c, attacker(fleet.ports[3]) as neighbour:
+            inbox = c.subscribe()
+            signed = fleet.sign(1, claim(1, 1, issued_at=c.now()))
+            await neighbour.send(bundle_of(signed.envelope, source=1, destination=3))
+            got = await receive_until(inbox, signed.content_id.raw)
+    assert [s.content_id for s in got] == [signed.content_id]
