@@ -148,3 +148,19 @@ async def test_the_reviews_flood_against_the_default_quota(tmp_path: Path) -> No
                     accepted += 1
             assert accepted == 12_500
             assert await c.store.count() == accepted
+
+
+async def test_replay_memory_in_both_stores(open_store: Opener) -> None:
+    from fleetwire.protocol.replay import Seen
+
+    async with open_store() as store:
+        records = [Seen(1, s, 100, b"c%d" % s, 1000 + s) for s in (5, 6, 9)]
+        await store.remember(records, {})
+        await store.remember([Seen(2, 1, 100, b"x", 5000)], {1: 6})  # floor 6 drops 5 and 6
+        seen, floors = await store.remembered()
+        assert sorted((r.issuer, r.sequence) for r in seen) == [(1, 9), (2, 1)]
+        assert floors == {1: 6}
+        await store.remember([], {1: 3})  # a floor never goes down
+        assert (await store.remembered())[1] == {1: 6}
+        assert await store.forget_seen(1009) == 1  # keep_until 1009 <= now
+        assert [(r.issuer, r.sequence) for r in (await store.remembered())[0]] == [(2, 1)]
