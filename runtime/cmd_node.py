@@ -46,7 +46,9 @@ examples:
 
 RECV_HELP = """\
 Run the node a config file describes until it has received --count verified messages, and
-print each as a JSON line (exit 1 if --timeout passes first).
+print each as a JSON line (exit 1 if --timeout passes first). A message is marked delivered
+only after it was printed: one the command did not print (interrupted, killed) is printed by
+the next run, so every message is printed at least once.
 
 examples:
   fleetwire recv c.toml
@@ -140,10 +142,17 @@ def run_recv(args: argparse.Namespace) -> int:
     async def main() -> int:
         async with open_configured_node(config) as node:
             inbox = node.subscribe()
-            with trio.move_on_after(args.timeout if args.timeout is not None else float("inf")):
-                for _ in range(args.count):
-                    _print_delivery(await inbox.receive())
-                return 0
+            try:
+                with trio.move_on_after(
+                    args.timeout if args.timeout is not None else float("inf")
+                ):
+                    for _ in range(args.count):
+                        _print_delivery(await inbox.receive())
+                    return 0
+            finally:
+                # Printed is handed over: the node marks it delivered as it closes. A message
+                # not printed (killed first) stays held and comes again on the next run.
+                inbox.acknowledge()
             print(f"timed out after {args.timeout:g} s", file=sys.stderr)
             return 1
 
