@@ -133,6 +133,7 @@ class NodeStats:
     forwarded: int = 0
     delivered: int = 0  # messages handed to a subscription (the first time, in this run)
     acknowledged: int = 0  # messages every subscription they went to acknowledged
+    redelivered: int = 0  # handed over again after a subscription gave them back
     reconciled: int = 0  # held bundles found in no queue and queued again (see "hold")
     rejected: int = 0  # failed signature, trust or message validation
     expired: int = 0
@@ -183,6 +184,8 @@ class Node:
         self._handed: dict[bytes, _Handed] = {}
         #: Acknowledged messages whose tombstone is not yet written, oldest first.
         self._acknowledged: deque[bytes] = deque()
+        #: Messages given back unacknowledged by a closed subscription, to be offered again.
+        self._given_back: set[bytes] = set()
         self._acknowledged_wakeup = trio.Event()
         self._report_subscribers: list[trio.MemorySendChannel[StatusReport]] = []
 
@@ -503,16 +506,18 @@ class Node:
         if not takers:
             self._waiting.setdefault(family, []).append(bundle_id)
             return True
-        handed = self._handed[bundle_id] = _Handed(bundle, len(takers))
+        self._handed[bundle_id] = _Handed(bundle, len(takers))
+        if bundle_id in self._given_back:
+            self._given_back.discard(bundle_id)
+            self.stats.redelivered += 1
+        else:
+            self.stats.delivered += 1
+            log.info("node=%s event=delivered content_id=%s", self.node, signed.content_id)
         for subscription in takers:
             try:
                 await subscription._channel.send((bundle_id, signed))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._release(bundle_id)  # closed meanwhile: as if it gave the message back
-        if not handed.counted:
-            handed.counted = True
-            self.stats.delivered += 1
-            log.info("node=%s event=delivered content_id=%s", self.node, signed.content_id)
         return True
 
     def _acknowledge(self, bundle_id: bytes) -> None:
@@ -537,6 +542,7 @@ class Node:
             self._finish(bundle_id, handed)
         else:  # nobody has it: offered again (to later subscribers, or when one comes)
             del self._handed[bundle_id]
+            self._given_back.add(bundle_id)
             self._deliver_send.send_nowait(bundle_id)
 
     def _finish(self, bundle_id: bytes, handed: _Handed) -> None:
@@ -561,6 +567,7 @@ class Node:
             bundle_id = self._acknowledged.popleft()
             await self.store.tombstone(bundle_id, DELIVERED)
             self._forget(bundle_id)
+            self._given_back.discard(bundle_id)
             log.info("node=%s event=acknowledged bundle=%s", self.node, bundle_id.hex())
 
     async def _deliver_admin_record(self, bundle: Bundle) -> None:
@@ -614,6 +621,7 @@ class Node:
             self.stats.expired += len(expired)
             self._parked.difference_update(expired)
             self._known.difference_update(expired)
+            self._given_back.difference_update(expired)
             await self._sweep()
 
     async def _sweep(self, *, recovering: bool = False) -> None:
@@ -704,7 +712,6 @@ class _Handed:
     bundle: Bundle
     outstanding: int  # subscriptions that have it and neither acknowledged nor closed
     acknowledged: bool = False  # at least one of them acknowledged it
-    counted: bool = False
 
 
 class Subscription(trio.abc.ReceiveChannel[SignedMessage]):
