@@ -678,3 +678,30 @@ class StoresMatchTheModel(RuleBasedStateMachine):
 
 
 TestStoresMatchTheModel = StoresMatchTheModel.TestCase
+
+
+async def test_sqlite_disk_use_stays_bounded_and_shrinks_at_rest(tmp_path: Any) -> None:
+    # 16 MB of bundles pass through (a relay's day), a few hundred KB stay. Under load the WAL
+    # stays near its limit; at rest the store is its database file, about what it holds.
+    path = tmp_path / "b.db"
+    wal = tmp_path / "b.db-wal"
+    limit = 1024 * 1024
+    size = 8192
+    largest_wal = 0
+    with trio.fail_after(60):
+        async with open_sqlite_store(path, wal_limit=limit, idle_tidy_s=0.05) as store:
+            for start in range(0, 2000, 50):
+                batch = [bundle(n, size=size) for n in range(start, start + 50)]
+                await store.put_many(batch)
+                for held in batch[: 49 if start < 1950 else 13]:
+                    await store.delete(held.bundle_id)
+                largest_wal = max(largest_wal, os.path.getsize(wal))
+            assert await store.count() == 39 + 37  # 608 KB
+            assert 0 < await store.bytes_used() < 1024 * 1024
+            tidied = store.tidied
+            while store.tidied == tidied:  # at rest: the committer tidies up once idle
+                await trio.sleep(0.01)
+            at_rest = os.path.getsize(path) + os.path.getsize(wal)
+            assert len(await store.pending_for(None, 1000)) == 76  # nothing lost on the way
+    assert largest_wal <= limit + 1024 * 1024  # the limit plus about one batch
+    assert at_rest <= 2 * 1024 * 1024, at_rest
