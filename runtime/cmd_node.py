@@ -20,7 +20,8 @@ from .tcp_node import open_configured_node
 NODE_HELP = f"""\
 Run a node until interrupted: listen for neighbours, dial the configured peers (redialling with
 backoff), hold every bundle in the store until a link takes it, and print each verified message
-addressed to this node as a JSON line.
+addressed to this node as a JSON line. A message is marked delivered once it was printed; one
+printed just before the node was killed may be printed again after the restart (at least once).
 
 configuration file:
 {CONFIG_SAMPLE.split("::", 1)[1].rstrip()}
