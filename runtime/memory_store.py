@@ -138,6 +138,11 @@ class MemoryBundleStore:
         queue = self._by_hop.get(next_hop)
         return [] if queue is None else [self._held[i][1] for i in queue.first(limit)]
 
+    async def pending_ids(self, next_hop: str | None, limit: int) -> list[bytes]:
+        await self._checkpoint()
+        queue = self._by_hop.get(next_hop)
+        return [] if queue is None else queue.first(limit)
+
     async def pending_for_destination(self, destination: str, limit: int) -> list[StoredBundle]:
         await self._checkpoint()
         queue = self._by_destination.get(destination)

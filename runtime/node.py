@@ -631,15 +631,13 @@ class Node:
         and counts what it finds as ``reconciled``.
         """
         for next_hop in (LOCAL, None):
-            for held in await self.store.pending_for(next_hop, 1 << 30):
-                if held.bundle_id in self._known:
+            for bundle_id in await self.store.pending_ids(next_hop, 1 << 30):
+                if bundle_id in self._known:
                     continue
                 if not recovering:
                     self.stats.reconciled += 1
-                    log.warning(
-                        "node=%s event=reconciled bundle=%s", self.node, held.bundle_id.hex()
-                    )
-                self._queue_held(held.bundle_id, next_hop)
+                    log.warning("node=%s event=reconciled bundle=%s", self.node, bundle_id.hex())
+                self._queue_held(bundle_id, next_hop)
 
     async def _start(self, inbox: trio.abc.ReceiveChannel[tuple[int, bytes]] | None) -> None:
         await self._sweep(recovering=True)

@@ -387,6 +387,13 @@ class SQLiteBundleStore:
         )
         return [_bundle(r) for r in rows]
 
+    async def pending_ids(self, next_hop: str | None, limit: int) -> list[bytes]:
+        rows = await self._read(
+            "SELECT bundle_id FROM bundles WHERE next_hop IS ? ORDER BY seq LIMIT ?",
+            (next_hop, max(limit, 0)),
+        )
+        return [r[0] for r in rows]
+
     async def pending_for_destination(self, destination: str, limit: int) -> list[StoredBundle]:
         rows = await self._read(
             f"{_SELECT} WHERE destination = ? ORDER BY seq LIMIT ?", (destination, max(limit, 0))

@@ -251,6 +251,10 @@ class BundleStore(Protocol):
         """Up to ``limit`` held bundles addressed to ``destination``, whatever their next hop."""
         ...
 
+    async def pending_ids(self, next_hop: str | None, limit: int) -> list[bytes]:
+        """Like :meth:`pending_for`, ids only: cheap enough for a periodic sweep."""
+        ...
+
     async def assign_next_hop(self, bundle_id: bytes, next_hop: str | None) -> bool:
         """Queue the bundle for ``next_hop`` (``None``: back to unrouted); ``False`` if not held."""
         ...

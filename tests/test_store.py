@@ -213,6 +213,9 @@ async def test_pending_for_lists_each_hop_in_arrival_order(open_store: Opener) -
         assert await store.assign_next_hop(a.bundle_id, None)  # e.g. the contact was lost
         assert ids(await store.pending_for(None, 10)) == ids([a, d])
         assert await store.pending_for("ipn:7.0", 10) == []
+        for hop in (None, "ipn:5.0", "ipn:6.0", "ipn:7.0"):  # the ids alone, the same order
+            assert await store.pending_ids(hop, 10) == ids(await store.pending_for(hop, 10))
+        assert await store.pending_ids(None, 1) == ids([a])
 
 
 async def test_put_with_a_next_hop_is_queued_for_it(open_store: Opener) -> None:
