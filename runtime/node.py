@@ -551,7 +551,10 @@ class Node:
         self._acknowledged_wakeup.set()
         self.stats.acknowledged += 1
         if int(handed.bundle.primary.flags) & BundleFlags.REPORT_DELIVERY:
-            self._nursery.start_soon(self._report, handed.bundle, BundleFlags.REPORT_DELIVERY)
+            # RFC 9171 §6.1.1: "delivered" is when the application has it. (An acknowledgement
+            # after the node stopped finds its nursery closed: no report then.)
+            with contextlib.suppress(RuntimeError):
+                self._nursery.start_soon(self._report, handed.bundle, BundleFlags.REPORT_DELIVERY)
 
     async def _tombstone_loop(self) -> None:
         """Write the tombstones of acknowledged messages (shielded: an acknowledgement the
@@ -564,11 +567,18 @@ class Node:
 
     async def _write_tombstones(self) -> None:
         while self._acknowledged:
-            bundle_id = self._acknowledged.popleft()
-            await self.store.tombstone(bundle_id, DELIVERED)
-            self._forget(bundle_id)
-            self._given_back.discard(bundle_id)
-            log.info("node=%s event=acknowledged bundle=%s", self.node, bundle_id.hex())
+            # All at once, so that the store commits them together (one fsync, not one each).
+            due = list(self._acknowledged)
+            self._acknowledged.clear()
+            async with trio.open_nursery() as nursery:
+                for bundle_id in due:
+                    nursery.start_soon(self._write_tombstone, bundle_id)
+
+    async def _write_tombstone(self, bundle_id: bytes) -> None:
+        await self.store.tombstone(bundle_id, DELIVERED)
+        self._forget(bundle_id)
+        self._given_back.discard(bundle_id)
+        log.info("node=%s event=acknowledged bundle=%s", self.node, bundle_id.hex())
 
     async def _deliver_admin_record(self, bundle: Bundle) -> None:
         # Status reports are not signed (BPSec, RFC 9172, is a later step): they inform,
