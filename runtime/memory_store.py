@@ -103,12 +103,19 @@ class MemoryBundleStore:
         self._queue(self._by_hop, next_hop).add(seq, bundle_id)
         return True
 
-    async def tombstone(self, bundle_id: bytes, next_hop: str) -> bool:
+    async def tombstone(
+        self, bundle_id: bytes, next_hop: str, expires_at: int | None = None
+    ) -> bool:
         if not await self.assign_next_hop(bundle_id, next_hop):
             return False
         seq, bundle = self._held[bundle_id]
         self._bytes -= bundle.size
-        self._held[bundle_id] = (seq, attrs.evolve(bundle, data=b""))
+        bundle = attrs.evolve(bundle, data=b"")
+        if expires_at is not None and expires_at < bundle.expires_at:
+            bundle = attrs.evolve(bundle, expires_at=expires_at)
+            # The later heap entry goes stale: expire() finds the bundle gone by then.
+            heapq.heappush(self._expiry, (bundle.expires_at, seq, bundle_id))
+        self._held[bundle_id] = (seq, bundle)
         return True
 
     async def delete(self, bundle_id: bytes) -> bool:

@@ -24,8 +24,11 @@ loses nothing that was acknowledged:
   a next hop is queued on that neighbour's sender; one with none is parked until a link comes
   up or the plan's next contact opens.
 * **forward** — one sender task per neighbour waits for the link, transmits (hop counted,
-  previous node set), and deletes the bundle once the link took custody; on ``LinkDown`` the
-  bundle stays in the store and is routed again.
+  previous node set), and once the link took custody keeps only a tombstone (``forwarded``)
+  for ``forwarded_memory_ms``: a resend of the bundle — the node we had it from crashed
+  before deleting its copy, or our acknowledgement was lost — is answered "duplicate", so no
+  bundle is taken, and forwarded on, twice by one node. On ``LinkDown`` the bundle stays in
+  the store and is routed again.
 * **deliver** — verify the signature against the trust store, decode at its version, and hand
   it to every :class:`Subscription` of its family. A message of a family nobody subscribed to
   waits (held, in memory) for the first subscriber of that family, so subscribing after
@@ -71,6 +74,7 @@ from fleetwire.protocol.trust import TrustStore
 from .bundling import (
     DELIVERED,
     FCP_SERVICE,
+    FORWARDED,
     LOCAL,
     HopLimitExceeded,
     for_next_hop,
@@ -119,6 +123,9 @@ class NodeConfig:
     #: Hierarchical default route: node → its parent (cell coordinator, region coordinator).
     parents: Mapping[int, int] = attrs.field(factory=dict)
     expiry_interval_s: float = 60.0
+    #: How long a forwarded bundle's id is remembered (at most until it expires), so that a
+    #: neighbour's resend is recognised as a duplicate (see ``forward`` in the module docstring).
+    forwarded_memory_ms: int = 15 * 60_000
 
 
 @attrs.define
@@ -460,10 +467,19 @@ class Node:
                 log.info(
                     "node=%s event=forwarded to=%s bundle=%s", self.node, peer, bundle_id.hex()
                 )
+                # Done with it, but remembered a while (shielded: the neighbour has it now, so
+                # our copy must not be sent again): a resend from the node we had it from — it
+                # crashed before deleting its copy, or our acknowledgement was lost — is then
+                # answered "duplicate" instead of taken and forwarded a second time.
+                remember_until = min(held.expires_at, self.now() + self.config.forwarded_memory_ms)
+                with trio.CancelScope(shield=True):
+                    await self.store.tombstone(bundle_id, FORWARDED, remember_until)
+                self._forget(bundle_id)
                 await self._report(bundle, BundleFlags.REPORT_FORWARDING)
                 break
-            await self.store.delete(bundle_id)
-            self._forget(bundle_id)
+            else:  # expired before a link took it
+                await self.store.delete(bundle_id)
+                self._forget(bundle_id)
 
     async def _wait_up_or_replaced(self, peer: int, link: Link) -> None:
         replaced = self._link_changed.setdefault(peer, trio.Event())

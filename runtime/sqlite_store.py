@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 import trio
 
 from .store import (
+    MAX_DTN_TIME,
     Accepted,
     Duplicate,
     DuplicateOf,
@@ -325,8 +326,12 @@ class SQLiteBundleStore:
         await self._submit([op])
         return bool(op.result)
 
-    async def tombstone(self, bundle_id: bytes, next_hop: str) -> bool:
-        op = _Op(_TOMBSTONE, (bundle_id, next_hop))
+    async def tombstone(
+        self, bundle_id: bytes, next_hop: str, expires_at: int | None = None
+    ) -> bool:
+        until = MAX_DTN_TIME if expires_at is None else expires_at
+        until = max(-MAX_DTN_TIME - 1, min(until, MAX_DTN_TIME))
+        op = _Op(_TOMBSTONE, (bundle_id, next_hop, until))
         await self._submit([op])
         return bool(op.result)
 
@@ -562,14 +567,15 @@ def _apply_batch(
                 )
                 op.result = cur.rowcount == 1
             elif op.kind == _TOMBSTONE:
-                bundle_id, hop = op.arg
+                bundle_id, hop, until = op.arg
                 row = conn.execute(
                     "SELECT seq, size FROM bundles WHERE bundle_id = ?", (bundle_id,)
                 ).fetchone()
                 if row is not None:
                     conn.execute(
-                        "UPDATE bundles SET next_hop = ?, size = 0, data = x'' WHERE seq = ?",
-                        (hop, row[0]),
+                        "UPDATE bundles SET next_hop = ?, size = 0, data = x'', "
+                        "expires_at = min(expires_at, ?) WHERE seq = ?",
+                        (hop, until, row[0]),
                     )
                     used -= row[1]
                 op.result = row is not None

@@ -14,7 +14,14 @@ import trio.testing
 from fleetwire.protocol.bpv7 import BundleFlags, decode_bundle
 from fleetwire.protocol.envelope import seal
 from fleetwire.protocol.messages import Family, Header, LeaseClaim
-from fleetwire.runtime.bundling import LOCAL, for_next_hop, inspect_bundle, message_bundle, stored
+from fleetwire.runtime.bundling import (
+    FORWARDED,
+    LOCAL,
+    for_next_hop,
+    inspect_bundle,
+    message_bundle,
+    stored,
+)
 from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
 from fleetwire.runtime.loopback import LoopbackNetwork
 from fleetwire.runtime.memory_store import MemoryBundleStore
@@ -105,7 +112,9 @@ async def test_bundle_waits_at_the_relay_until_the_contact_opens(
         assert received.message == claim(1)
         assert T0 + HOUR + 1000 <= arrived < T0 + HOUR + 5000
         await trio.sleep(1)
-        assert await fleet.stores[RELAY].count() == 0
+        # The relay keeps a tombstone of what it forwarded (a resend is a duplicate), no bytes.
+        assert (await fleet.stores[RELAY].count(), await fleet.stores[RELAY].bytes_used()) == (1, 0)
+        assert len(await fleet.stores[RELAY].pending_ids(FORWARDED, 10)) == 1
         assert c.stats.delivered == 1
         # Handed over, not yet acknowledged: C still holds the whole bundle.
         assert await fleet.stores[C].bytes_used() > 0
@@ -190,7 +199,7 @@ async def test_relay_restart_loses_nothing_and_delivers_once(tmp_path: Path) -> 
                     ):
                         got = [await inbox.receive() for _ in range(5)]
                         assert clock.to_dtn(trio.current_time()) >= T0 + opens_ms
-                        while await store.count() > 0:
+                        while await store.pending_ids(None, 10):  # all five forwarded
                             await trio.sleep(0.01)
                         await trio.sleep(0.2)  # time for a duplicate to show up, if any did
                 assert sorted(g.content_id for g in got) == sorted(s.content_id for s in sent)
@@ -428,3 +437,26 @@ async def test_held_messages_wait_for_a_subscriber_after_restart(
         inbox = c.subscribe(Family.LEASE)
         with trio.fail_after(10):
             assert (await inbox.receive()).message == claim(1)
+
+
+async def test_a_resend_of_a_forwarded_bundle_is_a_duplicate_not_forwarded_again(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # A gave the relay a bundle, the relay forwarded it to C, and A — killed before it deleted
+    # its copy, or never told of the relay's acknowledgement — sends it again.
+    mock_clock.autojump_threshold = 0
+    async with three_nodes(plan_with([(0, DAY, 1_000_000)]), seed=7) as fleet:
+        relay, c = fleet.nodes[RELAY], fleet.nodes[C]
+        inbox = c.subscribe()
+        data = bundle_from_a(C)
+        await relay.accept(data, A)
+        assert (await inbox.receive()).message == claim(1)
+        await trio.sleep(10)
+        assert relay.stats.forwarded == 1
+        await relay.accept(data, A)  # the resend, a minute later
+        await trio.sleep(60)
+        assert (relay.stats.accepted, relay.stats.duplicates) == (1, 1)
+        assert relay.stats.forwarded == 1 and c.stats.duplicates == 0
+        # Remembered for forwarded_memory_ms (15 min), then forgotten.
+        await trio.sleep(15 * 60)
+        assert await fleet.stores[RELAY].count() == 0

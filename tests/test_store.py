@@ -268,6 +268,23 @@ async def test_a_tombstone_keeps_the_ids_and_frees_the_bytes(open_store: Opener)
         assert isinstance(await store.put(bundle(3, size=10)), Accepted)  # its bytes are free
 
 
+async def test_a_tombstone_may_be_kept_for_less_than_the_bundles_lifetime(
+    open_store: Opener,
+) -> None:
+    async with open_store() as store:
+        await store.put_many([bundle(n, expires=1000) for n in (1, 2, 3)])
+        assert await store.tombstone(bundle(1).bundle_id, "forwarded", 100)  # remembered briefly
+        assert await store.tombstone(bundle(2).bundle_id, "forwarded", 5000)  # never past expiry
+        assert await store.tombstone(bundle(3).bundle_id, "forwarded")
+        assert [(await store.get(bundle(n).bundle_id)).expires_at for n in (1, 2, 3)] == [
+            100, 1000, 1000,
+        ]  # fmt: skip
+        assert await store.expire(99) == []
+        assert await store.expire(100) == [bundle(1).bundle_id]
+        assert await store.expire(1000) == ids([bundle(2), bundle(3)])
+        assert await store.count() == 0
+
+
 async def test_a_closed_store_refuses_work(open_store: Opener) -> None:
     async with open_store() as store:
         await store.put(bundle(1))
