@@ -7,6 +7,7 @@ A sample, with every key (paths are relative to the file)::
     keys = "fleet"              # folder: node-17.key, fleet-root.pub, *.cred
     store = "node-17.sqlite3"   # durable bundle store; leave out for memory only
     bundle_lifetime_s = 86400   # lifetime of the bundles this node creates
+    store_wal_limit_kb = 4096   # the store's write-ahead log is checkpointed past this size
 
     [[listen]]                  # accept neighbours here (any number of these)
     host = "127.0.0.1"
@@ -103,6 +104,7 @@ class FileConfig:
     reconnect_maximum_s: float
     contact_plan: ContactPlan | None = attrs.field(eq=False)
     tls: TlsConfig | None = None
+    store_wal_limit_kb: int = 4096
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -221,6 +223,7 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         reconnect_maximum_s=float(reconnect.get("maximum_s", 60.0)),
         contact_plan=plan,
         tls=tls,
+        store_wal_limit_kb=max(1, _int(node, "store_wal_limit_kb", "node", 4096)),
     )
 
 
