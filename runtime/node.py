@@ -400,9 +400,9 @@ class Node:
 
     async def _route(self, bundle_id: bytes) -> None:
         held = await self.store.get(bundle_id)
-        if held is None:
+        if held is None or held.next_hop is not None:
             self._forget(bundle_id)
-            return  # expired or already gone
+            return  # expired, or already gone (a tombstone is done with)
         now = self.now()
         bundle = decode_bundle(held.data)
         destination = bundle.primary.destination
@@ -437,7 +437,7 @@ class Node:
     async def _sender(self, peer: int, queue: trio.MemoryReceiveChannel[bytes]) -> None:
         async for bundle_id in queue:
             held = await self.store.get(bundle_id)
-            if held is None:
+            if held is None or held.next_hop is not None:
                 self._forget(bundle_id)
                 continue
             bundle = decode_bundle(held.data)
