@@ -22,8 +22,8 @@ from collections.abc import Iterable
 
 import attrs
 import trio
-from fleetwire.protocol.tcpcl.common import ReceiveBuffer
 from fleetwire.protocol.tcpcl import sdnv
+from fleetwire.protocol.tcpcl.common import ReceiveBuffer
 from fleetwire.protocol.tcpcl.v4_messages import (
     FLAG_END,
     FLAG_START,

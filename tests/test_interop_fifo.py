@@ -36,9 +36,12 @@ def bundles(count: int, size: int) -> list[bytes]:
         encode_bundle(
             message_bundle(
                 i.to_bytes(4, "big") * (size // 4),
-                source=SENDER, destination=NOWHERE, created_at=now, sequence=i,
+                source=SENDER,
+                destination=NOWHERE,
+                created_at=now,
+                sequence=i,
                 lifetime_ms=3_600_000,
-            )  # fmt: skip
+            )
         )
         for i in range(count)
     ]

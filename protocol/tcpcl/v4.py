@@ -417,6 +417,18 @@ class TcpclV4Session:
         return len(self._rx.buffer) if self._rx is not None else 0
 
     @property
+    def buffered(self) -> int:
+        """Bytes held from the peer: unparsed input plus the bundle being reassembled."""
+        return self._recv.allocated + self.reassembly_size
+
+    @property
+    def receiving_transfer(self) -> int | None:
+        """The incoming transfer being reassembled (not refused), if any: the one
+        :meth:`refuse` can stop to give its memory back (§5.2.4)."""
+        rx = self._rx
+        return rx.transfer_id if rx is not None and rx.refused is None else None
+
+    @property
     def outstanding_transfers(self) -> frozenset[int]:
         """Our transfers not yet fully acknowledged or refused."""
         return frozenset(self._tx)
