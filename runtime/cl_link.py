@@ -515,6 +515,7 @@ class ClLink:
         self._custody_bytes = 0
         self._held = 0
         self._close_deadline = math.inf
+        self._slot = -1
         # Sending.
         self._pending: dict[int, _Pending] = {}
         self._unconfirmed: list[int] = []  # written-to-TCP completion for CLs without acks
@@ -551,7 +552,13 @@ class ClLink:
         if self._peer is not None:
             return self._peer
         match = _IPN.fullmatch(self.peer_node_id)
-        return int(match.group(1)) if match else -1
+        return int(match.group(1)) if match else self._slot
+
+    def use_slot(self, number: int) -> None:
+        """Name a neighbour without an ``ipn`` node number (MTCP, a ``dtn:`` TCPCLv3 peer) by
+        ``number`` (negative, unique per session), so that such neighbours do not share
+        one place in a node's link table."""
+        self._slot = number
 
     @property
     def is_up(self) -> bool:

@@ -7,6 +7,11 @@ A sample, with every key (paths are relative to the file)::
     keys = "fleet"              # folder: node-17.key, fleet-root.pub, *.cred
     store = "node-17.sqlite3"   # durable bundle store; leave out for memory only
     bundle_lifetime_s = 86400   # lifetime of the bundles this node creates
+    accept_from = "fleet"       # whom this node relays for: "fleet" (nodes with a credential
+                                #   in keys, and peers), "peers" (configured [[peer]] nodes),
+                                #   "any", or a list of node numbers (plus the peers). Bundles
+                                #   for this node itself are taken from anyone (they are
+                                #   verified on delivery). Without TLS a node id is a claim.
 
     [[listen]]                  # accept neighbours here (any number of these)
     host = "127.0.0.1"
@@ -26,6 +31,12 @@ A sample, with every key (paths are relative to the file)::
     [reconnect]
     initial_s = 0.5
     maximum_s = 60
+
+    [links]                     # budgets across all sessions this node accepted
+    max_sessions = 64           # more: SESS_TERM "Resource Exhaustion" (v3: SHUTDOWN "Busy")
+    max_receive_mib = 256       # received bytes held (reassembly + custody); more: XFER_REFUSE
+    retain_unconfirmed_s = 300  # MTCP / TCPCLv3 without acks: keep a sent bundle this long and
+                                #   send it again if that session breaks meanwhile (0: never)
 
     [tls]                       # optional: TCPCLv4 over TLS (RFC 9174 §4.4) on every
     certificate = "node-17.pem" # tcpclv4 listener and peer; PEM, naming ipn:17.0 as a URI
@@ -89,6 +100,19 @@ class TlsConfig:
     authenticate_node_id: bool = True
 
 
+#: ``accept_from`` words; a list of node numbers is the fourth form.
+ACCEPT_FROM = ("fleet", "peers", "any")
+
+
+@attrs.frozen
+class LinkLimits:
+    """The ``[links]`` table: global budgets of accepted sessions, and no-ack retention."""
+
+    max_sessions: int = 64
+    max_receive_bytes: int = 256 * 1024 * 1024
+    retain_unconfirmed_s: float = 300.0
+
+
 @attrs.frozen
 class FileConfig:
     node: int
@@ -103,6 +127,9 @@ class FileConfig:
     reconnect_maximum_s: float
     contact_plan: ContactPlan | None = attrs.field(eq=False)
     tls: TlsConfig | None = None
+    #: Whom this node relays for (see the sample): a word of ACCEPT_FROM or node numbers.
+    accept_from: str | tuple[int, ...] = "fleet"
+    links: LinkLimits = LinkLimits()
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -164,9 +191,38 @@ def _tls(data: dict[str, Any], base: Path) -> TlsConfig | None:
     return TlsConfig(paths["certificate"], paths["key"], paths["ca"], **flags)
 
 
+def _accept_from(node: dict[str, Any]) -> str | tuple[int, ...]:
+    value = node.get("accept_from", "fleet")
+    if isinstance(value, str) and value in ACCEPT_FROM:
+        return value
+    if isinstance(value, list) and all(type(n) is int and n >= 0 for n in value):
+        return tuple(value)
+    raise ConfigError(
+        f"[node] accept_from must be one of {', '.join(ACCEPT_FROM)} or a list of node "
+        f"numbers, got {value!r}",
+        hint='"fleet" relays for nodes with a credential in the keys folder',
+    )
+
+
+def _links(data: dict[str, Any]) -> LinkLimits:
+    table = _table(data, "links")
+    unknown = set(table) - {"max_sessions", "max_receive_mib", "retain_unconfirmed_s"}
+    if unknown:
+        raise ConfigError(f"[links]: unknown keys {sorted(unknown)}")
+    sessions = _int(table, "max_sessions", "links", 64)
+    mib = _int(table, "max_receive_mib", "links", 256)
+    retain = table.get("retain_unconfirmed_s", 300)
+    if type(retain) not in (int, float) or retain < 0:
+        raise ConfigError(f"[links] retain_unconfirmed_s must be seconds >= 0, got {retain!r}")
+    if sessions < 1 or mib < 1:
+        raise ConfigError("[links] max_sessions and max_receive_mib must be at least 1")
+    return LinkLimits(sessions, mib * 1024 * 1024, float(retain))
+
+
 def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
     """Check a parsed TOML document; relative paths are taken from ``base``."""
-    unknown = set(data) - {"node", "listen", "peer", "routes", "reconnect", "contact", "tls"}
+    sections = {"node", "listen", "peer", "routes", "reconnect", "contact", "tls", "links"}
+    unknown = set(data) - sections
     if unknown:
         raise ConfigError(f"unknown sections {sorted(unknown)}")
     node = _table(data, "node")
@@ -221,6 +277,8 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         reconnect_maximum_s=float(reconnect.get("maximum_s", 60.0)),
         contact_plan=plan,
         tls=tls,
+        accept_from=_accept_from(node),
+        links=_links(data),
     )
 
 
