@@ -17,7 +17,11 @@ A :class:`LinkBudget` is handed to every link a listener accepts and answers two
   reassembled plus bundles waiting for custody); once the total passes ``max_receive_bytes``
   the link that pushed it over refuses the transfer it is reassembling (XFER_REFUSE
   "No Resources", §5.2.4) or, on a layer that cannot refuse one transfer, ends its session; and
-  every link stops reading until custody gives bytes back. Nothing already acknowledged is
+  the link that pushed it over asks the budget to *relieve* it: the link holding the largest
+  unfinished reassembly refuses that transfer (XFER_REFUSE "No Resources", §5.2.4) or, on a
+  layer that cannot refuse one transfer, ends its session; while the bytes held are bundles
+  waiting for custody, every link stops reading until custody gives bytes back (it always
+  does: the store either takes a bundle or refuses it). Nothing already acknowledged is
   touched: refusing an unfinished transfer loses nothing the peer thinks we hold.
 
 Each refusal is logged with the stable code ``budget-exceeded``.
@@ -26,6 +30,7 @@ Each refusal is logged with the stable code ``budget-exceeded``.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import attrs
 import trio
@@ -38,6 +43,19 @@ log = logging.getLogger("fleetwire.link")
 BUDGET_EXCEEDED = "budget-exceeded"
 
 
+class Holder(Protocol):
+    """A link as the budget sees it."""
+
+    @property
+    def reassembling(self) -> int:
+        """Bytes of unfinished incoming transfers this link could give back by refusing."""
+        ...
+
+    def shed(self) -> bool:
+        """Give those bytes back (refuse the transfer, or end the session); False if not."""
+        ...
+
+
 @attrs.define(eq=False)
 class LinkBudget:
     """Global caps across the sessions a node accepted (see the module docstring)."""
@@ -48,6 +66,9 @@ class LinkBudget:
     sessions: int = 0
     connections: int = 0
     receive_bytes: int = 0
+    #: The part of ``receive_bytes`` that is whole bundles waiting for custody.
+    custody_bytes: int = 0
+    holders: set[Holder] = attrs.field(factory=set)
     #: Refusals made for this budget (sessions and transfers), for tests and reports.
     refusals: int = 0
     _freed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
@@ -86,13 +107,28 @@ class LinkBudget:
     def session_done(self) -> None:
         self.sessions -= 1
 
-    def hold(self, delta: int) -> None:
-        """A link holds ``delta`` more (or, negative, fewer) received bytes."""
+    def hold(self, delta: int, custody_delta: int = 0) -> None:
+        """A link holds ``delta`` more (or, negative, fewer) received bytes, of which
+        ``custody_delta`` are bundles waiting for custody."""
         self.receive_bytes += delta
+        self.custody_bytes += custody_delta
         if delta < 0:
             self._freed.unpark_all()
 
+    def relieve(self) -> None:
+        """Over budget: the holder with the largest unfinished reassembly gives it back."""
+        for holder in sorted(self.holders, key=lambda h: h.reassembling, reverse=True):
+            if not self.receive_over or not holder.reassembling:
+                return
+            if holder.shed():
+                self.refusals += 1
+
+    @property
+    def must_wait(self) -> bool:
+        """Readers pause: over budget, and custody will give bytes back."""
+        return self.receive_over and self.custody_bytes > 0
+
     async def wait_room(self) -> None:
-        """Return once the received bytes are back under the budget."""
-        while self.receive_over:
+        """Return once readers need not pause any more (see :attr:`must_wait`)."""
+        while self.must_wait:
             await self._freed.park()

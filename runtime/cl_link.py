@@ -514,6 +514,9 @@ class ClLink:
         self._admitted = False
         self._custody_bytes = 0
         self._held = 0
+        self._held_custody = 0
+        if budget is not None:
+            budget.holders.add(self)
         self._close_deadline = math.inf
         self._slot = -1
         # Sending.
@@ -715,8 +718,8 @@ class ClLink:
             while True:
                 while self._backlog >= self._timeouts.max_custody_backlog and not self._over:
                     await self._backlog_lot.park()
-                if self._budget is not None and self._budget.receive_over and not self._over:
-                    await self._budget.wait_room()  # custody elsewhere gives bytes back
+                if self._budget is not None and self._budget.must_wait and not self._over:
+                    await self._budget.wait_room()  # custody gives bytes back
                 try:
                     data = await self._stream.receive_some(self._timeouts.read_size)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
@@ -804,51 +807,64 @@ class ClLink:
             self._poke_writer()
 
     def _account(self) -> None:
-        """Report the bytes this link holds to the budget; over it, free ours (module doc)."""
+        """Report the bytes this link holds to the budget; over it, have it relieved."""
+        budget = self._budget
+        assert budget is not None
+        self._report_held()
+        if budget.receive_over:
+            budget.relieve()
+
+    def _report_held(self) -> None:
         budget = self._budget
         assert budget is not None
         held = getattr(self._session, "buffered", 0) + self._custody_bytes
-        budget.hold(held - self._held)
-        self._held = held
-        if budget.receive_over and not self._ending and getattr(self._session, "buffered", 0):
-            budget.refusals += 1
-            who = self.peer_node_id or "?"
-            try:
-                refused = self._layer.refuse_receiving(self._session)
-            except LocalProtocolError:
-                refused = False
-            if refused:
-                log.warning(
-                    "code=%s refused a transfer from %s (No Resources): %d received bytes "
-                    "held across sessions (max_receive_bytes %d)",
-                    BUDGET_EXCEEDED, who, budget.receive_bytes, budget.max_receive_bytes,
-                )  # fmt: skip
-            elif not self._session_has_only_unparsed_input():
-                log.warning(
-                    "code=%s ending the session with %s: %d received bytes held across "
-                    "sessions (max_receive_bytes %d) and %s cannot refuse one transfer",
-                    BUDGET_EXCEEDED, who, budget.receive_bytes, budget.max_receive_bytes,
-                    self._layer.name,
-                )  # fmt: skip
-                self._note_reason("receive budget exceeded")
-                try:
-                    self._layer.reject(self._session, Rejection.RESOURCE_EXHAUSTION)
-                except LocalProtocolError:
-                    pass
-            self._pump()
-            held = getattr(self._session, "buffered", 0) + self._custody_bytes
-            budget.hold(held - self._held)
-            self._held = held
+        budget.hold(held - self._held, self._custody_bytes - self._held_custody)
+        self._held, self._held_custody = held, self._custody_bytes
 
-    def _session_has_only_unparsed_input(self) -> bool:
-        # A v4 session's buffered bytes with nothing in reassembly are one message being
-        # parsed (bounded by the Segment MRU): not worth ending a session for.
-        return getattr(self._session, "reassembly_size", None) == 0
+    @property
+    def reassembling(self) -> int:
+        """Bytes of the unfinished incoming transfer (what refusing it gives back)."""
+        if self._ending or self._over:
+            return 0
+        size = getattr(self._session, "reassembly_size", None)
+        return int(size if size is not None else getattr(self._session, "buffered", 0))
+
+    def shed(self) -> bool:
+        """The budget's request: give back the unfinished transfer's memory (see budgets)."""
+        budget = self._budget
+        assert budget is not None
+        who = self.peer_node_id or "?"
+        try:
+            refused = self._layer.refuse_receiving(self._session)
+        except LocalProtocolError:
+            refused = False
+        if refused:
+            log.warning(
+                "code=%s refused a transfer from %s (No Resources): %d received bytes held "
+                "across sessions (max_receive_bytes %d)",
+                BUDGET_EXCEEDED, who, budget.receive_bytes, budget.max_receive_bytes,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "code=%s ending the session with %s: %d received bytes held across sessions "
+                "(max_receive_bytes %d) and %s cannot refuse one transfer",
+                BUDGET_EXCEEDED, who, budget.receive_bytes, budget.max_receive_bytes,
+                self._layer.name,
+            )  # fmt: skip
+            self._note_reason("receive budget exceeded")
+            try:
+                self._layer.reject(self._session, Rejection.RESOURCE_EXHAUSTION)
+            except LocalProtocolError:
+                return False
+        self._pump()
+        self._report_held()
+        return True
 
     def _release_budget(self) -> None:
         if self._budget is not None:
-            self._budget.hold(-self._held)
-            self._held = 0
+            self._budget.holders.discard(self)
+            self._budget.hold(-self._held, -self._held_custody)
+            self._held = self._held_custody = 0
             if self._admitted:
                 self._admitted = False
                 self._budget.session_done()

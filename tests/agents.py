@@ -58,7 +58,7 @@ class WrongAck(PeerFailure):
 _LIMITS = DecodeLimits(1 << 20)
 
 
-async def _read_message(stream: trio.abc.Stream, buf: ReceiveBuffer) -> object:
+async def read_message(stream: trio.abc.Stream, buf: ReceiveBuffer) -> object:
     while True:
         message = decode_message(buf, _LIMITS)
         if message is not None:
@@ -81,7 +81,7 @@ async def v4_handshake(
         if not data:
             raise PeerFailure("closed during the contact exchange")
         buf.extend(bytes(data))
-    theirs = await _read_message(stream, buf)
+    theirs = await read_message(stream, buf)
     if not isinstance(theirs, SessInit):
         raise PeerFailure(f"expected SESS_INIT, got {theirs!r}")
     if not active:
@@ -114,7 +114,7 @@ class FifoAckSender:
 
             async def read_acks() -> None:
                 while not (all_sent.is_set() and not finals):
-                    message = await _read_message(stream, buf)
+                    message = await read_message(stream, buf)
                     if isinstance(message, Keepalive):
                         continue
                     if not isinstance(message, XferAck):
@@ -142,7 +142,7 @@ class FifoAckSender:
                     nursery.cancel_scope.cancel()
             await stream.send_all(SessTerm(0, TermReason.UNKNOWN).encode())
             with trio.move_on_after(5):
-                while not isinstance(reply := await _read_message(stream, buf), SessTerm):
+                while not isinstance(reply := await read_message(stream, buf), SessTerm):
                     pass
                 assert reply.flags & SessTermFlags.REPLY
 
@@ -170,6 +170,33 @@ class FifoAckSender:
         return bytes(out)
 
 
+async def send_v4(
+    stream: trio.abc.Stream, buf: ReceiveBuffer, transfers: list[tuple[int, bytes]]
+) -> list[object]:
+    """Send whole single-segment transfers; return the reply to each (final XFER_ACK,
+    XFER_REFUSE or SESS_TERM), in order."""
+    replies: list[object] = []
+    for tid, bundle in transfers:
+        await stream.send_all(
+            encode_segment_header(FLAG_START | FLAG_END, tid, len(bundle)) + bundle
+        )
+    while len(replies) < len(transfers):
+        message = await read_message(stream, buf)
+        if isinstance(message, (XferAck, XferRefuse, SessTerm)):
+            replies.append(message)
+            if isinstance(message, SessTerm):
+                break
+    return replies
+
+
+async def read_until_term(stream: trio.abc.Stream, buf: ReceiveBuffer) -> SessTerm:
+    """Read (and drop) messages until the peer's SESS_TERM."""
+    while True:
+        message = await read_message(stream, buf)
+        if isinstance(message, SessTerm):
+            return message
+
+
 # --- a peer that is not the node it was configured as ------------------------------------
 
 
@@ -188,7 +215,7 @@ class AnnouncingPeer:
             try:
                 buf, _ = await v4_handshake(stream, self.node_id, active=False)
                 while True:
-                    message = await _read_message(stream, buf)
+                    message = await read_message(stream, buf)
                     if isinstance(message, XferSegment):
                         self.segments += 1
                     elif isinstance(message, SessTerm):
@@ -301,5 +328,8 @@ __all__ = [
     "Ud3tnLikeV3Peer",
     "WrongAck",
     "XferRefuse",
+    "read_message",
+    "read_until_term",
+    "send_v4",
     "v4_handshake",
 ]
