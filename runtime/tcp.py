@@ -25,6 +25,15 @@ TLS (TCPCLv4 only, §4.4): configured on the :class:`~.cl_link.TcpclV4` adapter 
 ``can_tls`` in its session config); the link switches to ``trio.SSLStream`` when both contact
 headers carry CAN_TLS.
 
+Orderly close under cancellation: when the owner of a node is cancelled (Ctrl-C, SIGTERM, a
+deadline), Trio cancels every task under it at once — a link's reader and writer would die
+before its SESS_TERM / SHUTDOWN could be written. So sessions run *shielded* and end only
+through their owner: a :class:`Connector` runs in a shielded scope that only
+:meth:`Connector.aclose` cancels (``open_connector`` always calls it), and a listener given a
+:class:`SessionGroup` runs each accepted session in a shielded scope that
+:meth:`SessionGroup.aclose` cancels after closing every session in order (all at once, each
+bounded by ``LinkTimeouts.close``).
+
 Logging (logger ``fleetwire.tcp``, INFO, what ``fleetwire node --verbose`` shows): every
 connection attempt, session up and down (with the reason), each backoff delay, and every
 incoming session's start and end, so an operator can see why nothing moves. Refusals (a peer
@@ -51,6 +60,7 @@ from .link import LinkDown
 __all__ = [
     "Backoff",
     "Connector",
+    "SessionGroup",
     "open_connector",
     "open_tcp_cl_link",
     "open_tcp_connector",
@@ -84,6 +94,22 @@ class Backoff:
 # --- passive side ------------------------------------------------------------------------
 
 
+class SessionGroup:
+    """The sessions one or more listeners accepted, closed together and in order."""
+
+    def __init__(self) -> None:
+        self.links: set[ClLink] = set()
+        self._scopes: set[trio.CancelScope] = set()
+
+    async def aclose(self) -> None:
+        """Close every session cleanly (concurrently, each bounded), then end the rest."""
+        async with trio.open_nursery() as nursery:
+            for link in list(self.links):
+                nursery.start_soon(link.aclose)
+        for scope in list(self._scopes):  # sessions still establishing, handlers still running
+            scope.cancel()
+
+
 async def serve_cl(
     handler: Handler | None,
     port: int,
@@ -94,18 +120,31 @@ async def serve_cl(
     accept: Accept | None = None,
     timeouts: LinkTimeouts | None = None,
     budget: LinkBudget | None = None,
+    group: SessionGroup | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Listen on ``host:port`` (``port=0``: ephemeral) and serve each connection as a link.
 
     ``task_status.started`` gets the listeners (read the bound port from their sockets).
     ``handler(link)`` runs while the link is up; without one the link just serves ``accept``
-    until the peer ends the session. ``budget`` caps the sessions and received bytes of all
+    until the peer ends the session. With a ``group``, sessions survive the cancellation of
+    this task until ``group.aclose()`` ends them in order (module doc). ``budget`` caps the sessions and received bytes of all
     the connections this listener (and any other sharing the budget) accepted.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
 
     async def on_stream(stream: trio.SocketStream) -> None:
+        if group is None:
+            await serve_one(stream)
+            return
+        with trio.CancelScope(shield=True) as scope:  # ended by group.aclose (module doc)
+            group._scopes.add(scope)
+            try:
+                await serve_one(stream)
+            finally:
+                group._scopes.discard(scope)
+
+    async def serve_one(stream: trio.SocketStream) -> None:
         where = _address(stream)
         if budget is not None and not budget.admit_connection():
             await trio.aclose_forcefully(stream)
@@ -121,10 +160,16 @@ async def serve_cl(
                     established = True
                 log.info("%s: incoming session from %s up (peer %s)", layer.name, where,
                          link.peer_node_id or "unnamed")  # fmt: skip
-                if handler is not None:
-                    await handler(link)
-                else:
-                    await link.wait_down()
+                if group is not None:
+                    group.links.add(link)
+                try:
+                    if handler is not None:
+                        await handler(link)
+                    else:
+                        await link.wait_down()
+                finally:
+                    if group is not None:
+                        group.links.discard(link)
             log.info("%s: incoming session from %s down: %s", layer.name, where, link.down_reason)
         except LinkDown as error:
             log.info("%s: incoming session from %s failed: %s", layer.name, where, error)
@@ -293,9 +338,13 @@ class Connector:
         self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, serve, reconnect, until :meth:`aclose` (or cancellation)."""
+        """Connect, serve, reconnect, until :meth:`aclose`.
+
+        Shielded: cancelling the caller does not end it (the session's orderly close needs
+        its tasks); only :meth:`aclose` does, which :func:`open_connector` always calls.
+        """
         task_status.started()
-        with trio.CancelScope() as scope:
+        with trio.CancelScope(shield=True) as scope:
             self._scope = scope
             attempt = 0
             while not self._closed:

@@ -51,7 +51,7 @@ from .memory_store import MemoryBundleStore
 from .node import BundleRefused, Node, NodeConfig, open_node
 from .sqlite_store import open_sqlite_store
 from .store import BundleStore
-from .tcp import Backoff, Connector, open_connector, serve_cl
+from .tcp import Backoff, Connector, SessionGroup, open_connector, serve_cl
 
 log = logging.getLogger("fleetwire.tcp")
 
@@ -132,15 +132,11 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
                 raise CustodyRefused(reason, exc.message) from None
 
         connectors: dict[int, Connector] = {}
-        accepted: set[ClLink] = set()
+        accepted = SessionGroup()
         slots = itertools.count(-2, -1)
 
         async def serve_neighbour(link: ClLink) -> None:
-            accepted.add(link)
-            try:
-                await _serve_neighbour(node, link, connectors, slots)
-            finally:
-                accepted.discard(link)
+            await _serve_neighbour(node, link, connectors, slots)
 
         backoff = Backoff(initial=config.reconnect_initial_s, maximum=config.reconnect_maximum_s)
         budget = LinkBudget(
@@ -161,21 +157,23 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
                         serve_cl, serve_neighbour, endpoint.port,
                         layer_for(endpoint.layer, config.node, config.tls),
                         host=endpoint.host, local=config.node, accept=accept, budget=budget,
+                        group=accepted,
                     )  # fmt: skip
                     await listeners.start(serve)
                 try:
                     yield node
                 finally:
                     with trio.CancelScope(shield=True):
-                        await _close_all([*accepted, *connectors.values()])
+                        await _close_all(accepted, list(connectors.values()))
                     listeners.cancel_scope.cancel()
 
 
-async def _close_all(links: list[Any]) -> None:
+async def _close_all(accepted: SessionGroup, connectors: list[Connector]) -> None:
     """Close every session at once, each the layer's orderly way (each bounded, 1 s)."""
     async with trio.open_nursery() as nursery:
-        for link in links:
-            nursery.start_soon(link.aclose)
+        nursery.start_soon(accepted.aclose)
+        for connector in connectors:
+            nursery.start_soon(connector.aclose)
 
 
 async def _serve_neighbour(

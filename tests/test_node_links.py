@@ -340,3 +340,43 @@ async def test_ud3tn_like_tcpclv3_peer_gets_bundles_and_a_close_within_a_second(
     assert peer.failure == ""
     assert peer.shutdowns == 1
     assert took <= 1.2, f"closing took {took:.2f} s"
+
+
+# --- signals: a real `fleetwire node` process -----------------------------------------------
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+async def test_node_process_closes_sessions_in_order_on_sigterm_and_sigint(
+    tmp_path: Path, keys: Path, stop: str
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    (tmp_path / "a.toml").write_text(
+        f'[node]\nnumber = {A}\nkeys = "keys"\n[[listen]]\nport = {port}\n'
+    )
+    command = [sys.executable, "-m", "fleetwire.runtime.cli", "node", "a.toml"]
+    process = await trio.lowlevel.open_process(command, cwd=tmp_path, stderr=subprocess.PIPE)
+    try:
+        with trio.fail_after(30):
+            assert process.stderr is not None
+            line = await process.stderr.receive_some(1024)
+            assert b"running" in line, line
+            stream = await trio.open_tcp_stream(LOCALHOST, port)
+            buf, _ = await v4_handshake(stream, f"ipn:{B}.0", active=True)
+            replies = await send_v4(stream, buf, [(0, bundle_to(A))])  # the session is up
+            assert isinstance(replies[0], XferAck)
+            process.send_signal(getattr(signal, stop))
+            started = trio.current_time()
+            term = await read_until_term(stream, buf)
+            assert not term.reply
+            await stream.send_all(SessTerm(0x01, term.reason).encode())  # our reply
+            assert await process.wait() == 0
+            assert trio.current_time() - started < 2.0
+            await stream.aclose()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
