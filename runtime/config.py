@@ -35,7 +35,7 @@ A sample, with every key (paths are relative to the file)::
     [links]                     # budgets across all sessions this node accepted
     max_sessions = 64           # more: SESS_TERM "Resource Exhaustion" (v3: SHUTDOWN "Busy")
     max_receive_mib = 256       # received bytes held (reassembly + custody); more: XFER_REFUSE
-    retain_unconfirmed_s = 300  # MTCP / TCPCLv3 without acks: keep a sent bundle this long and
+    retain_unconfirmed_s = 60   # MTCP / TCPCLv3 without acks: keep a sent bundle this long and
                                 #   send it again if that session breaks meanwhile (0: never)
 
     [tls]                       # optional: TCPCLv4 over TLS (RFC 9174 §4.4) on every
@@ -110,7 +110,7 @@ class LinkLimits:
 
     max_sessions: int = 64
     max_receive_bytes: int = 256 * 1024 * 1024
-    retain_unconfirmed_s: float = 300.0
+    retain_unconfirmed_s: float = 60.0
 
 
 @attrs.frozen
@@ -211,7 +211,7 @@ def _links(data: dict[str, Any]) -> LinkLimits:
         raise ConfigError(f"[links]: unknown keys {sorted(unknown)}")
     sessions = _int(table, "max_sessions", "links", 64)
     mib = _int(table, "max_receive_mib", "links", 256)
-    retain = table.get("retain_unconfirmed_s", 300)
+    retain = table.get("retain_unconfirmed_s", 60)
     if type(retain) not in (int, float) or retain < 0:
         raise ConfigError(f"[links] retain_unconfirmed_s must be seconds >= 0, got {retain!r}")
     if sessions < 1 or mib < 1:

@@ -19,7 +19,14 @@ loses nothing that was acknowledged:
   up or the plan's next contact opens.
 * **forward** — one sender task per neighbour waits for the link, transmits (hop counted,
   previous node set), and deletes the bundle once the link took custody; on ``LinkDown`` the
-  bundle stays in the store and is routed again.
+  bundle stays in the store and is routed again. A link without acknowledgements (MTCP,
+  TCPCLv3 without acks: ``confirms_delivery`` false) can only say "written to TCP", so the
+  bundle is *retained* for ``retain_unconfirmed_s``: if that session ends meanwhile (the next
+  hop may have crashed with it) the bundle is routed again; a reception or delivery status
+  report about it releases it early; otherwise it is released (deleted, logged) at the end.
+* **account** — no accepted bundle disappears silently: expiry, hop limit, "no known route"
+  (a ``dtn:`` destination: this node routes by ``ipn`` node number only) and retention end
+  each leave a log line and, where the bundle asked for it, a status report (RFC 9171 §6.1.1).
 * **deliver** — verify the signature against the trust store, decode at its version, hand it
   to subscribers, mark it delivered. A bundle that fails verification is kept as delivered
   (dropped) and counted: it will not be retried, and a duplicate will not cost another verify.
@@ -101,6 +108,8 @@ class NodeConfig:
     #: Hierarchical default route: node → its parent (cell coordinator, region coordinator).
     parents: Mapping[int, int] = attrs.field(factory=dict)
     expiry_interval_s: float = 60.0
+    #: Links without acknowledgements: keep a sent bundle this long (see the module doc).
+    retain_unconfirmed_s: float = 60.0
 
 
 @attrs.define
@@ -155,6 +164,7 @@ class Node:
             tuple[frozenset[Family], trio.MemorySendChannel[SignedMessage]]
         ] = []
         self._report_subscribers: list[trio.MemorySendChannel[StatusReport]] = []
+        self._retained: dict[bytes, trio.Event] = {}  # sent on a no-ack link, not yet released
 
     @property
     def node(self) -> int:
@@ -271,10 +281,18 @@ class Node:
         hops = bundle.hop_count
         if now >= envelope.expires_at:
             self.stats.expired += 1
+            log.info("node=%s event=expired-on-arrival from=%s bundle=%s", self.node, from_peer,
+                     bundle.id.key().hex())  # fmt: skip
+            await self._report(bundle, BundleFlags.REPORT_DELETION, StatusReason.LIFETIME_EXPIRED)
             return
         local = envelope.destination_node == self.node
         if hops is not None and hops.count > hops.limit:
             self.stats.hop_limited += 1
+            log.info("node=%s event=hop-limit-exceeded from=%s bundle=%s", self.node, from_peer,
+                     bundle.id.key().hex())  # fmt: skip
+            await self._report(
+                bundle, BundleFlags.REPORT_DELETION, StatusReason.HOP_LIMIT_EXCEEDED
+            )
             return
         result = await self.store.put(stored(bundle, data, now, envelope, LOCAL if local else None))
         if isinstance(result, Refused):
@@ -316,7 +334,12 @@ class Node:
         bundle = decode_bundle(held.data)
         destination = bundle.primary.destination
         if not isinstance(destination, IpnEid):
-            self._parked.add(bundle_id)
+            # Routes, links and the contact plan are all by ipn node number: a dtn: bundle
+            # would wait until it expired, unseen. Say so now (RFC 9171 §5.4.2, §6.1.1).
+            log.warning("node=%s event=no-known-route destination=%s bundle=%s", self.node,
+                        destination, bundle_id.hex())  # fmt: skip
+            await self.store.delete(bundle_id)
+            await self._report(bundle, BundleFlags.REPORT_DELETION, StatusReason.NO_KNOWN_ROUTE)
             return
         previous = bundle.previous_node
         exclude = {previous.node} if isinstance(previous, IpnEid) else set()
@@ -358,6 +381,7 @@ class Node:
                     bundle, BundleFlags.REPORT_DELETION, StatusReason.HOP_LIMIT_EXCEEDED
                 )
                 continue
+            retained = False
             while self.now() < held.expires_at:
                 # The neighbour's link may be replaced (it reconnected to our listener): look
                 # it up on every attempt, and wake when it comes up *or* is replaced.
@@ -375,8 +399,56 @@ class Node:
                     "node=%s event=forwarded to=%s bundle=%s", self.node, peer, bundle_id.hex()
                 )
                 await self._report(bundle, BundleFlags.REPORT_FORWARDING)
+                if not getattr(link, "confirms_delivery", True) and self.config.retain_unconfirmed_s:
+                    retained = True
+                    self._retained[bundle_id] = trio.Event()
+                    self._nursery.start_soon(self._retain, bundle_id, link, peer)
                 break
-            await self.store.delete(bundle_id)
+            else:
+                log.info("node=%s event=expired bundle=%s waiting-for=%s", self.node,
+                         bundle_id.hex(), peer)  # fmt: skip
+                await self._report(
+                    bundle, BundleFlags.REPORT_DELETION, StatusReason.LIFETIME_EXPIRED
+                )
+            if not retained:
+                await self.store.delete(bundle_id)
+
+    async def _retain(self, bundle_id: bytes, link: Link, peer: int) -> None:
+        """A bundle sent on a link without acks: keep it a while (module docstring)."""
+        released = self._retained[bundle_id]
+        why = f"retention of {self.config.retain_unconfirmed_s:g} s over"
+        try:
+            with trio.move_on_after(self.config.retain_unconfirmed_s):
+                async with trio.open_nursery() as race:
+
+                    async def session_ended() -> None:
+                        nonlocal why
+                        with contextlib.suppress(LinkDown):
+                            await link.wait_down()
+                        why = ""
+                        race.cancel_scope.cancel()
+
+                    async def signalled() -> None:
+                        nonlocal why
+                        await released.wait()
+                        why = "a status report says it arrived downstream"
+                        race.cancel_scope.cancel()
+
+                    race.start_soon(session_ended)
+                    race.start_soon(signalled)
+        finally:
+            self._retained.pop(bundle_id, None)
+        if not why:
+            log.warning(
+                "node=%s event=resend bundle=%s to=%s reason=the session without "
+                "acknowledgements ended within %g s of sending",
+                self.node, bundle_id.hex(), peer, self.config.retain_unconfirmed_s,
+            )  # fmt: skip
+            self._unrouted_send.send_nowait(bundle_id)
+            return
+        log.info("node=%s event=released bundle=%s to=%s reason=%s (no acknowledgements)",
+                 self.node, bundle_id.hex(), peer, why)  # fmt: skip
+        await self.store.delete(bundle_id)
 
     async def _wait_up_or_replaced(self, peer: int, link: Link) -> None:
         replaced = self._link_changed.setdefault(peer, trio.Event())
@@ -428,6 +500,9 @@ class Node:
             return
         if isinstance(record, StatusReport):
             self.stats.status_reports += 1
+            retained = self._retained.get(record.subject.key())
+            if retained is not None and (record.received.asserted or record.delivered.asserted):
+                retained.set()  # downstream holds it: no need to keep our copy
             for channel in self._report_subscribers:
                 await channel.send(record)
 
@@ -460,6 +535,10 @@ class Node:
             await trio.sleep(self.config.expiry_interval_s)
             expired = await self.store.expire(self.now())
             self.stats.expired += len(expired)
+            if expired:
+                shown = ",".join(b.hex() for b in list(expired)[:20])
+                log.info("node=%s event=expired count=%d bundles=%s%s", self.node, len(expired),
+                         shown, ",..." if len(expired) > 20 else "")  # fmt: skip
             self._parked.difference_update(expired)
 
     async def _recover(self) -> None:

@@ -117,6 +117,7 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
         contact_plan=config.contact_plan,
         static_routes=config.static_routes,
         parents={config.node: config.parent} if config.parent is not None else {},
+        retain_unconfirmed_s=config.links.retain_unconfirmed_s,
     )
     clock = Clock.from_unix(trio.current_time(), time.time())
     async with _open_store(config) as store, open_node(node_config, store, clock=clock) as node:

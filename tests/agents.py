@@ -245,6 +245,9 @@ class Ud3tnLikeV3Peer:
     failure: str = ""
     peer_eid: str = ""
     closed_by_fleetwire: trio.Event = attrs.field(factory=trio.Event)
+    #: Drop the first session right after its first bundle, as a crashing agent would.
+    crash_after_first_bundle: bool = False
+    sessions: int = 0
 
     async def serve(self, stream: trio.SocketStream) -> None:
         async with stream:
@@ -257,6 +260,8 @@ class Ud3tnLikeV3Peer:
             self.closed_by_fleetwire.set()
 
     async def _serve(self, stream: trio.SocketStream) -> None:
+        self.sessions += 1
+        crash = self.crash_after_first_bundle and self.sessions == 1
         eid = self.eid.encode()
         await stream.send_all(_V3_MAGIC + bytes([3, 0]) + b"\x00\x00" + sdnv.encode(len(eid)) + eid)
         buf = bytearray()
@@ -297,6 +302,8 @@ class Ud3tnLikeV3Peer:
                 del buf[: 1 + used + size]
                 if flags & 0x1:  # END
                     self.bundles.append(bytes(current))
+                    if crash:
+                        return  # the connection closes with nothing said, as in a crash
             elif kind == 0x5:  # SHUTDOWN (§6.1): noted, never answered, never closed on
                 self.shutdowns += 1
                 head = 1 + (1 if flags & 0x2 else 0)  # optional reason code
