@@ -81,3 +81,30 @@ async def test_verbose_logs_connect_failure_backoff_up_and_down(
     for what in ("connecting (attempt 1)", "connect failed", "backoff", "up (peer ipn:2.0)",
                  "down: peer terminated the session"):  # fmt: skip
         assert what in text, what
+
+
+async def test_ud3tn_like_peer_takes_a_large_bundle_in_segments_it_can_handle() -> None:
+    from functools import partial
+
+    from fleetwire.protocol.tcpcl import v3
+    from fleetwire.runtime.cl_link import TcpclV3
+    from fleetwire.runtime.tcp import open_tcp_cl_link
+
+    from .agents import Ud3tnLikeV3Peer
+
+    peer = Ud3tnLikeV3Peer(eid="ipn:3.0")
+    bundle = random.Random(5).randbytes(5 * (1 << 20) // 2)  # 2.5 MiB: three segments
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, peer.serve, 0, host=LOCALHOST))
+            port = listeners[0].socket.getsockname()[1]
+            layer = TcpclV3(v3.TcpclV3Config("ipn:1.0"))
+            async with open_tcp_cl_link(LOCALHOST, port, layer) as link:
+                assert not link.confirms_delivery  # the peer negotiated no acks
+                await link.send(bundle)
+                while not peer.bundles:
+                    await trio.sleep(0.01)
+                started = trio.current_time()
+            assert trio.current_time() - started <= 1.2  # SHUTDOWN never answered: bounded
+            nursery.cancel_scope.cancel()
+    assert peer.failure == "" and peer.bundles == [bundle] and peer.shutdowns == 1
