@@ -71,7 +71,7 @@ session ends with "Contact Failure" before the link comes up.
 
 Identity (RFC 9174 §4.6, RFC 7242 §4.1): a link dialled to a configured neighbour
 (``peer`` given, ACTIVE role) checks the Node ID / EID the peer announced against
-``ipn:<peer>.*``. A mismatch (or no id at all) ends the session before it comes up — TCPCLv4
+``ipn:<peer>.*`` (or exactly against ``peer_node_id`` when given: a ``dtn:`` agent). A mismatch (or no id at all) ends the session before it comes up — TCPCLv4
 SESS_TERM "Contact Failure", TCPCLv3 SHUTDOWN — with a warning naming both ids; nothing is
 sent on it. MTCP announces nothing and is not checked. Without TLS the announced id is a claim
 (anyone can announce anything); the check only catches a wrong or misconfigured neighbour.
@@ -478,12 +478,14 @@ class ClLink:
         accept: Accept | None,
         timeouts: LinkTimeouts,
         budget: LinkBudget | None = None,
+        peer_node_id: str | None = None,
     ) -> None:
         self._stream = stream
         self._layer = layer
         self.role = role
         self._local = local
         self._peer = peer
+        self._expected_node_id = peer_node_id
         self._timeouts = timeouts
         self._session = layer.new_session(role, trio.current_time())
         self._confirms = True
@@ -1055,14 +1057,22 @@ class ClLink:
 
     def _identity_problem(self) -> str:
         """A dialled neighbour must announce the node id it was configured as (module doc)."""
-        if self._peer is None or self.role is not Role.ACTIVE or not self._layer.identifies_peer:
+        expected = self._expected_node_id
+        if self.role is not Role.ACTIVE or not self._layer.identifies_peer:
+            return ""
+        if expected is None and self._peer is None:
             return ""
         announced = self.peer_node_id
-        match = _IPN.fullmatch(announced)
-        if match and int(match.group(1)) == self._peer:
-            return ""
+        if expected is not None:  # a configured node id (a dtn: agent, say): exactly that
+            if announced == expected:
+                return ""
+        else:
+            match = _IPN.fullmatch(announced)
+            if match and int(match.group(1)) == self._peer:
+                return ""
+            expected = f"ipn:{self._peer}.0"
         problem = (
-            f"peer configured as ipn:{self._peer}.0 announced "
+            f"peer configured as {expected} announced "
             f"{announced or 'no node id'!s}: refused (Contact Failure)"
         )
         log.warning("%s: %s", self._layer.name, problem)
@@ -1138,6 +1148,7 @@ async def open_cl_link(
     accept: Accept | None = None,
     timeouts: LinkTimeouts | None = None,
     budget: LinkBudget | None = None,
+    peer_node_id: str | None = None,
 ) -> AsyncIterator[ClLink]:
     """Run a convergence-layer session over ``stream``; yield the link once it is established.
 
@@ -1154,6 +1165,7 @@ async def open_cl_link(
         accept=accept,
         timeouts=timeouts or LinkTimeouts(),
         budget=budget,
+        peer_node_id=peer_node_id,
     )
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:

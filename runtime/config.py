@@ -19,7 +19,8 @@ A sample, with every key (paths are relative to the file)::
     layer = "tcpclv4"           # tcpclv4 | tcpclv3 | mtcp
 
     [[peer]]                    # neighbours this node dials and redials with backoff
-    node = 2
+    node = 2                    # it must announce ipn:2.x, or else the session is refused
+    # node_id = "dtn://n2/"     #   ... or exactly this id (a dtn: agent), routed as node 2
     host = "127.0.0.1"
     port = 4557
     layer = "tcpclv4"
@@ -86,6 +87,8 @@ class Endpoint:
     port: int
     layer: str = "tcpclv4"
     node: int | None = None  # for peers: the neighbour's node number
+    #: For peers that announce a non-ipn Node ID (a dtn: agent): the id to expect instead.
+    node_id: str | None = None
 
 
 @attrs.frozen
@@ -149,7 +152,7 @@ def _int(table: dict[str, Any], key: str, where: str, default: int | None = None
 def _endpoint(entry: Any, where: str, peer: bool) -> Endpoint:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a table")
-    allowed = {"host", "port", "layer"} | ({"node"} if peer else set())
+    allowed = {"host", "port", "layer"} | ({"node", "node_id"} if peer else set())
     unknown = set(entry) - allowed
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
@@ -162,7 +165,13 @@ def _endpoint(entry: Any, where: str, peer: bool) -> Endpoint:
     port = _int(entry, "port", where)
     if port > 65535:
         raise ConfigError(f"{where}.port {port} is not a TCP port")
-    return Endpoint(host, port, layer, _int(entry, "node", where) if peer else None)
+    node_id = entry.get("node_id")
+    if node_id is not None and (not isinstance(node_id, str) or ":" not in node_id):
+        raise ConfigError(
+            f"{where}.node_id must be the Node ID the peer announces, a URI, got {node_id!r}",
+            hint='for example node_id = "dtn://ud3tn.dtn/"',
+        )
+    return Endpoint(host, port, layer, _int(entry, "node", where) if peer else None, node_id)
 
 
 def _tls(data: dict[str, Any], base: Path) -> TlsConfig | None:

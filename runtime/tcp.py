@@ -235,12 +235,14 @@ class Connector:
         timeouts: LinkTimeouts | None = None,
         connect_timeout: float = 10.0,
         name: str = "",
+        peer_node_id: str | None = None,
     ) -> None:
         self._connect = connect
         self._layer = layer
         self._rng = rng
         self._local = local
         self._peer = peer
+        self._peer_node_id = peer_node_id
         self._backoff = backoff or Backoff()
         self._timeouts = timeouts or LinkTimeouts()
         self._connect_timeout = connect_timeout
@@ -382,6 +384,7 @@ class Connector:
                 peer=self._peer,
                 accept=self._accept,
                 timeouts=self._timeouts,
+                peer_node_id=self._peer_node_id,
             ) as link:
                 self._link_was_up = True
                 self.sessions += 1

@@ -255,4 +255,5 @@ def _connector(peer: Endpoint, config: FileConfig, accept: Any, backoff: Backoff
         accept=accept,
         backoff=backoff,
         name=f"{peer.layer}://{peer.host}:{peer.port}",
+        peer_node_id=peer.node_id,
     )

@@ -384,3 +384,67 @@ async def test_node_process_closes_sessions_in_order_on_sigterm_and_sigint(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+@pytest.mark.parametrize("configured", [True, False], ids=["node_id-given", "ipn-expected"])
+async def test_a_dtn_agent_as_peer_needs_its_node_id_configured(
+    tmp_path: Path, keys: Path, configured: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    peer = Ud3tnLikeV3Peer()  # announces dtn://ud3tn.dtn/
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, peer.serve, 0, host=LOCALHOST))
+        port = listeners[0].socket.getsockname()[1]
+        config = (
+            f'[node]\nnumber = {A}\nkeys = "keys"\n'
+            f'[[peer]]\nnode = {C}\nport = {port}\nlayer = "tcpclv3"\n'
+            + ('node_id = "dtn://ud3tn.dtn/"\n' if configured else "")
+        )
+        with trio.fail_after(20):
+            async with node_from(tmp_path, "a", config) as a:
+                await a.send(claim(a, A), C)
+                while not (peer.bundles or peer.shutdowns):
+                    await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    if configured:
+        assert len(peer.bundles) == 1
+    else:
+        assert peer.bundles == [] and peer.shutdowns >= 1
+        assert any("ipn:3.0" in r.message and "dtn://ud3tn.dtn/" in r.message
+                   for r in caplog.records)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "fleet"),
+        ('accept_from = "peers"', "peers"),
+        ('accept_from = "any"', "any"),
+        ("accept_from = [4, 5]", (4, 5)),
+    ],
+)
+def test_accept_from_values(tmp_path: Path, text: str, expected: object) -> None:
+    path = tmp_path / "n.toml"
+    path.write_text(f"[node]\nnumber = 1\n{text}\n")
+    assert load_config(path).accept_from == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[node]\nnumber = 1\naccept_from = "everyone"\n',
+        "[node]\nnumber = 1\naccept_from = [-1]\n",
+        "[node]\nnumber = 1\n[links]\nmax_sessions = 0\n",
+        '[node]\nnumber = 1\n[links]\nretain_unconfirmed_s = "long"\n',
+        "[node]\nnumber = 1\n[links]\nmax_memory = 3\n",
+        '[node]\nnumber = 1\n[[peer]]\nnode = 2\nport = 1\nnode_id = "nocolon"\n',
+    ],
+)
+def test_bad_link_settings_are_one_line_errors(tmp_path: Path, text: str) -> None:
+    from fleetwire.runtime.config import ConfigError
+
+    path = tmp_path / "n.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "\n" not in str(caught.value)
