@@ -217,7 +217,8 @@ def custody(
 class ConvergenceLayer(Protocol):
     """What differs between convergence layers, seen from the link."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession: ...
 
@@ -246,9 +247,13 @@ class ConvergenceLayer(Protocol):
         layer cannot (the link then ends the session to free the memory)."""
         ...
 
-    server_hostname: str | None
-    #: The layer's session announces the peer's node id (TCPCLv4 SESS_INIT, TCPCLv3 header).
-    identifies_peer: bool
+    @property
+    def server_hostname(self) -> str | None: ...
+
+    @property
+    def identifies_peer(self) -> bool:
+        """The layer's session announces the peer's node id (TCPCLv4 SESS_INIT, v3 header)."""
+        ...
 
 
 _V4_REFUSAL = {
@@ -774,7 +779,7 @@ class ClLink:
             if self._start_tls:
                 return  # the reader writes the clear-text tail itself, then switches
             written = list(self._unconfirmed)
-            buf = session.data_to_send()
+            buf: bytes | bytearray = session.data_to_send()
             if not buf:
                 if wrote:
                     self._tick()  # once per drain: the writes were activity (common contract)
