@@ -179,7 +179,8 @@ class Node:
             tuple[frozenset[Family], trio.MemorySendChannel[SignedMessage]]
         ] = []
         self._report_subscribers: list[trio.MemorySendChannel[StatusReport]] = []
-        self._retained: dict[bytes, trio.Event] = {}  # sent on a no-ack link, not yet released
+        # Sent on a no-ack link, not yet released; by BPv7 bundle id (what reports name).
+        self._retained: dict[bytes, trio.Event] = {}
         light = max((contact.owlt_ms for contact in plan), default=0)
         self.admission = Admission(
             node=config.node, service=config.service, trust_service=config.trust_service,
@@ -427,8 +428,8 @@ class Node:
                 await self._report(bundle, BundleFlags.REPORT_FORWARDING)
                 if not getattr(link, "confirms_delivery", True) and self.config.retain_unconfirmed_s:
                     retained = True
-                    self._retained[bundle_id] = trio.Event()
-                    self._nursery.start_soon(self._retain, bundle_id, link, peer)
+                    self._retained[bundle.id.key()] = trio.Event()
+                    self._nursery.start_soon(self._retain, bundle_id, bundle.id.key(), link, peer)
                 break
             else:
                 log.info("node=%s event=expired bundle=%s waiting-for=%s", self.node,
@@ -439,9 +440,12 @@ class Node:
             if not retained:
                 await self.store.delete(bundle_id)
 
-    async def _retain(self, bundle_id: bytes, link: Link, peer: int) -> None:
-        """A bundle sent on a link without acks: keep it a while (module docstring)."""
-        released = self._retained[bundle_id]
+    async def _retain(self, bundle_id: bytes, subject: bytes, link: Link, peer: int) -> None:
+        """A bundle sent on a link without acks: keep it a while (module docstring).
+
+        ``bundle_id`` is the store's key, ``subject`` the BPv7 bundle id status reports name.
+        """
+        released = self._retained[subject]
         why = f"retention of {self.config.retain_unconfirmed_s:g} s over"
         try:
             with trio.move_on_after(self.config.retain_unconfirmed_s):
@@ -463,7 +467,7 @@ class Node:
                     race.start_soon(session_ended)
                     race.start_soon(signalled)
         finally:
-            self._retained.pop(bundle_id, None)
+            self._retained.pop(subject, None)
         if not why:
             log.warning(
                 "node=%s event=resend bundle=%s to=%s reason=the session without "

@@ -20,7 +20,6 @@ from fleetwire.protocol.bpv7 import (
     IpnEid,
     PrimaryBlock,
     StatusReason,
-    decode_bundle,
     encode_bundle,
     parse_eid,
     payload_block,
@@ -114,7 +113,43 @@ async def test_dtn_destination_is_reported_no_known_route_and_logged(
             report = await reports.receive()
             assert report.reason == StatusReason.NO_KNOWN_ROUTE
             assert report.deleted.asserted
-            assert await a.store.get(decode_bundle(data).id.key()) is None  # not held in silence
+            held = await a.store.pending_for_destination("dtn://elsewhere/inbox", 10)
+            assert held == []  # not held in silence
             await stream.aclose()
     assert any("no-known-route" in r.message and "dtn://elsewhere" in r.message
+               for r in caplog.records)  # fmt: skip
+
+
+async def test_a_reception_report_releases_a_retained_bundle_early(
+    tmp_path: Path, keys: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fleetwire.protocol.bpv7 import decode_bundle
+    from fleetwire.runtime.bundling import status_report_for
+
+    caplog.set_level(logging.INFO)
+    peer = Ud3tnLikeV3Peer(eid=f"ipn:{C}.0")
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, peer.serve, 0, host=LOCALHOST))
+        port = listeners[0].socket.getsockname()[1]
+        config = (
+            f'[node]\nnumber = {A}\nkeys = "keys"\n'
+            f'[[peer]]\nnode = {C}\nport = {port}\nlayer = "tcpclv3"\n'
+        )  # retention at its default, 60 s: only the report can release it this soon
+        with trio.fail_after(20):
+            async with node_from(tmp_path, "a", config) as a:
+                await a.send(claim(a, A), C, reports=BundleFlags.REPORT_RECEPTION)
+                while not peer.bundles:
+                    await trio.sleep(0.01)
+                assert await a.store.count() == 1
+                # The next hop says it received the bundle (RFC 9171 §6.1.1).
+                report = status_report_for(
+                    decode_bundle(peer.bundles[0]), BundleFlags.REPORT_RECEPTION,
+                    this_node=C, now=a.now(), sequence=0, lifetime_ms=60_000,
+                )  # fmt: skip
+                assert report is not None
+                await a.accept(encode_bundle(report), C)
+                while await a.store.count() > 1:  # the report itself stays as a tombstone
+                    await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert any("event=released" in r.message and "status report" in r.message
                for r in caplog.records)  # fmt: skip
