@@ -38,8 +38,14 @@ A node's own ``accept(bundle, peer)`` that raises its own refusal is adapted wit
 bounded channel (in arrival order, one custody worker), which is what a simple consumer or a
 test wants and keeps the :class:`Link` surface uniform with the loopback link. With an
 ``accept`` callback the bundles go there only (the node's store is the one place they live) and
-``incoming`` is an already-ended channel; acks may then go out of order when several accepts
-run at once, which TCPCLv4 allows and TCPCLv3's session reorders itself.
+``incoming`` is an already-ended channel.
+
+Many transfers in flight, committed in batches, acknowledged in order: with an ``accept``
+callback up to :attr:`LinkTimeouts.custody_workers` accepts run at once, so the store can put
+their bundles in one transaction (group commit); they finish in any order, and each calls
+``session.ack`` when its bundle is durable. The sessions themselves release the acks in the
+order the transfers arrived (TCPCLv4 and TCPCLv3 both), because deployed senders (HDTN) match
+acks first in, first out and stall on the first one out of place.
 
 Sending: ``send`` queues the bundle in the session at once (so concurrent sends are pipelined
 in call order) and returns when the peer acknowledged the whole transfer
@@ -63,6 +69,16 @@ checks); a :class:`ConvergenceLayer` adapter (:class:`TcpclV4`, :class:`TcpclV3`
 Node ID must be a URI subjectAltName of its TLS certificate (RFC 9174 §4.4.3), otherwise the
 session ends with "Contact Failure" before the link comes up.
 
+Identity (RFC 9174 §4.6, RFC 7242 §4.1): a link dialled to a configured neighbour
+(``peer`` given, ACTIVE role) checks the Node ID / EID the peer announced against
+``ipn:<peer>.*`` (or exactly against ``peer_node_id`` when given: a ``dtn:`` agent). A mismatch (or no id at all) ends the session before it comes up — TCPCLv4
+SESS_TERM "Contact Failure", TCPCLv3 SHUTDOWN — with a warning naming both ids; nothing is
+sent on it. MTCP announces nothing and is not checked. Without TLS the announced id is a claim
+(anyone can announce anything); the check only catches a wrong or misconfigured neighbour.
+
+Budgets: a :class:`~.budgets.LinkBudget` (given to the links a listener accepts) caps the
+sessions and the received bytes held across all of them; see :mod:`.budgets`.
+
 Timers: a quiet session stays up on keepalives; a peer that stops answering is dropped at the
 session's idle timeout (2x keepalive by default, §5.1.1). While custody pushes back (the reader
 is not reading) the peer's keepalives are not read either, so an ``accept`` slower than the
@@ -72,6 +88,7 @@ idle timeout ends the session: the store must be faster than that.
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import re
 import ssl
@@ -101,10 +118,12 @@ from fleetwire.protocol.tcpcl.common import (
     TransferStarted,
 )
 
+from .budgets import BUDGET_EXCEEDED, LinkBudget
 from .link import LinkDown
 
 __all__ = [
     "Accept",
+    "Rejection",
     "ClLink",
     "ConvergenceLayer",
     "CustodyRefused",
@@ -117,6 +136,8 @@ __all__ = [
     "custody",
     "open_cl_link",
 ]
+
+log = logging.getLogger("fleetwire.link")
 
 _IPN = re.compile(r"ipn:(\d+)(?:\.\d+)?")
 #: Seconds the timer waits when a tick left the session's deadline where it was.
@@ -138,6 +159,15 @@ class Refusal(enum.Enum):
     COMPLETED = "completed"
     #: Send it again later (RFC 9174 / RFC 7242 "Retransmit").
     RETRANSMIT = "retransmit"
+
+
+class Rejection(enum.Enum):
+    """Why a whole session is refused once it is established (mapped onto each CL's codes)."""
+
+    #: The peer is not who it should be (RFC 9174 §6.1 "Contact Failure"; v3: plain SHUTDOWN).
+    CONTACT_FAILURE = "contact-failure"
+    #: Too many sessions or bytes (RFC 9174 "Resource Exhaustion"; RFC 7242 SHUTDOWN "Busy").
+    RESOURCE_EXHAUSTION = "resource-exhaustion"
 
 
 class CustodyRefused(FleetwireError):
@@ -187,7 +217,8 @@ def custody(
 class ConvergenceLayer(Protocol):
     """What differs between convergence layers, seen from the link."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession: ...
 
@@ -207,11 +238,22 @@ class ConvergenceLayer(Protocol):
         """Why the established peer is unacceptable (empty: it is fine)."""
         ...
 
-    def reject(self, session: Any) -> None:
-        """End a session whose peer failed :meth:`check_peer`."""
+    def reject(self, session: Any, why: Rejection = Rejection.CONTACT_FAILURE) -> None:
+        """End a session whose peer failed a check (identity, budget) with ``why``."""
         ...
 
-    server_hostname: str | None
+    def refuse_receiving(self, session: Any) -> bool:
+        """Refuse the transfer being reassembled ("No Resources"); False if none or the
+        layer cannot (the link then ends the session to free the memory)."""
+        ...
+
+    @property
+    def server_hostname(self) -> str | None: ...
+
+    @property
+    def identifies_peer(self) -> bool:
+        """The layer's session announces the peer's node id (TCPCLv4 SESS_INIT, v3 header)."""
+        ...
 
 
 _V4_REFUSAL = {
@@ -244,6 +286,7 @@ class TcpclV4:
     #: a passive side must also ask the client for one (``verify_mode = CERT_REQUIRED``).
     authenticate_node_id: bool = False
     name: str = "tcpclv4"
+    identifies_peer: bool = True
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
         return v4.TcpclV4Session(role, self.config, now)
@@ -278,8 +321,21 @@ class TcpclV4:
             )
         return ""
 
-    def reject(self, session: Any) -> None:
-        session.terminate(v4_messages.TermReason.CONTACT_FAILURE)
+    def reject(self, session: Any, why: Rejection = Rejection.CONTACT_FAILURE) -> None:
+        session.terminate(_V4_REJECTION[why])
+
+    def refuse_receiving(self, session: Any) -> bool:
+        tid = session.receiving_transfer
+        if tid is None:
+            return False
+        session.refuse(tid, v4_messages.RefuseReason.NO_RESOURCES)
+        return True
+
+
+_V4_REJECTION = {
+    Rejection.CONTACT_FAILURE: v4_messages.TermReason.CONTACT_FAILURE,
+    Rejection.RESOURCE_EXHAUSTION: v4_messages.TermReason.RESOURCE_EXHAUSTION,
+}
 
 
 class _WithoutTls:
@@ -297,8 +353,8 @@ class _WithoutTls:
     def check_peer(self, stream: trio.abc.Stream, established: SessionEstablished) -> str:
         return ""
 
-    def reject(self, session: Any) -> None:
-        session.terminate()
+    def refuse_receiving(self, session: Any) -> bool:
+        return False  # no refusal of one transfer mid-way: the link ends the session
 
 
 @attrs.frozen(slots=True)
@@ -308,6 +364,7 @@ class TcpclV3(_WithoutTls):
     config: v3.TcpclV3Config
     name: str = "tcpclv3"
     server_hostname: str | None = None
+    identifies_peer: bool = True
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
         return v3.TcpclV3Session(role, self.config)
@@ -323,6 +380,11 @@ class TcpclV3(_WithoutTls):
         session.refuse(transfer_id, _V3_REFUSAL[reason])
         return True
 
+    def reject(self, session: Any, why: Rejection = Rejection.CONTACT_FAILURE) -> None:
+        # RFC 7242 §6.1 has "Busy" for exhaustion and no code for a wrong peer.
+        busy = why is Rejection.RESOURCE_EXHAUSTION
+        session.terminate(v3.ShutdownReason.BUSY if busy else None)
+
 
 @attrs.frozen(slots=True)
 class Mtcp(_WithoutTls):
@@ -331,6 +393,7 @@ class Mtcp(_WithoutTls):
     config: mtcp.MtcpConfig = attrs.field(factory=mtcp.MtcpConfig)
     name: str = "mtcp"
     server_hostname: str | None = None
+    identifies_peer: bool = False
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
         return mtcp.MtcpSession(role, self.config)
@@ -341,6 +404,9 @@ class Mtcp(_WithoutTls):
     def refuse(self, session: Any, transfer_id: int, reason: Refusal) -> bool:
         return False
 
+    def reject(self, session: Any, why: Rejection = Rejection.CONTACT_FAILURE) -> None:
+        session.terminate()  # MTCP has no termination message: the connection just closes
+
 
 @attrs.frozen(slots=True)
 class LinkTimeouts:
@@ -348,8 +414,10 @@ class LinkTimeouts:
 
     #: Whole establishment (contact headers, TLS handshake, SESS_INIT) must finish within this.
     establish: float = 30.0
-    #: ``aclose``: wait this long for a clean termination before forcing the close.
-    close: float = 5.0
+    #: ``aclose``: the whole orderly close (SESS_TERM / SHUTDOWN, flush, TLS close_notify,
+    #: the peer's EOF) is bounded by this; a peer that never answers (some TCPCLv3 agents
+    #: never reply to SHUTDOWN) costs this long and no more.
+    close: float = 1.0
     #: After the session ended: time to write what it still has to say.
     flush: float = 2.0
     #: After flushing: time to read the peer's remaining bytes up to its EOF.
@@ -414,12 +482,15 @@ class ClLink:
         peer: int | None,
         accept: Accept | None,
         timeouts: LinkTimeouts,
+        budget: LinkBudget | None = None,
+        peer_node_id: str | None = None,
     ) -> None:
         self._stream = stream
         self._layer = layer
         self.role = role
         self._local = local
         self._peer = peer
+        self._expected_node_id = peer_node_id
         self._timeouts = timeouts
         self._session = layer.new_session(role, trio.current_time())
         self._confirms = True
@@ -445,6 +516,16 @@ class ClLink:
         )
         self._backlog = 0
         self._backlog_lot = trio.lowlevel.ParkingLot()
+        # Budget: bytes held (reassembly + bundles waiting for custody) as last reported.
+        self._budget = budget
+        self._admitted = False
+        self._custody_bytes = 0
+        self._held = 0
+        self._held_custody = 0
+        if budget is not None:
+            budget.holders.add(self)
+        self._close_deadline = math.inf
+        self._slot = -1
         # Sending.
         self._pending: dict[int, _Pending] = {}
         self._unconfirmed: list[int] = []  # written-to-TCP completion for CLs without acks
@@ -481,11 +562,27 @@ class ClLink:
         if self._peer is not None:
             return self._peer
         match = _IPN.fullmatch(self.peer_node_id)
-        return int(match.group(1)) if match else -1
+        return int(match.group(1)) if match else self._slot
+
+    def use_slot(self, number: int) -> None:
+        """Name a neighbour without an ``ipn`` node number (MTCP, a ``dtn:`` TCPCLv3 peer) by
+        ``number`` (negative, unique per session), so that such neighbours do not share
+        one place in a node's link table."""
+        self._slot = number
 
     @property
     def is_up(self) -> bool:
         return self._up
+
+    @property
+    def confirms_delivery(self) -> bool:
+        """True when ``send`` returns on the peer's acknowledgement of the whole bundle;
+        False when it can only mean "written to TCP" (MTCP; TCPCLv3 without acks)."""
+        return self._confirms
+
+    @property
+    def layer_name(self) -> str:
+        return self._layer.name
 
     @property
     def incoming(self) -> trio.MemoryReceiveChannel[bytes]:
@@ -542,6 +639,7 @@ class ClLink:
         """Terminate cleanly (bounded by ``timeouts.close``), then close the stream."""
         if not self._closing:
             self._closing = True
+            self._close_deadline = trio.current_time() + self._timeouts.close
             self._go_down("closed locally")
             if not self._over:
                 try:
@@ -550,7 +648,7 @@ class ClLink:
                     pass  # already ending
                 self._pump()
                 self._poke_writer()
-            with trio.move_on_after(self._timeouts.close):
+            with trio.move_on_at(self._close_deadline):
                 await self._over_event.wait()
             self._set_over("closed locally")
         await self._finished.wait()
@@ -580,6 +678,7 @@ class ClLink:
                 nursery.cancel_scope.cancel()
         finally:
             self._set_over(self.down_reason or "link closed")
+            self._release_budget()
             self._in_send.close()
             try:
                 await trio.aclose_forcefully(self._stream)
@@ -591,17 +690,34 @@ class ClLink:
             raise LinkDown(f"{self._layer.name} session not established: {self.down_reason}")
 
     async def _wind_down(self) -> None:
-        """The session is over: flush its last words, half-close, read to the peer's EOF."""
-        with trio.move_on_after(self._timeouts.flush):
+        """The session is over: flush its last words, half-close, read to the peer's EOF.
+
+        Every wait here also ends at the close deadline, so a local close stays within
+        :attr:`LinkTimeouts.close` however silent the peer is.
+        """
+        deadline = self._close_deadline
+        with trio.move_on_at(min(trio.current_time() + self._timeouts.flush, deadline)):
             await self._writer_done.wait()
-        if self._writer_done.is_set() and isinstance(self._stream, trio.abc.HalfCloseableStream):
+        if not self._writer_done.is_set():
+            return
+        stream = self._stream
+        if isinstance(stream, trio.SSLStream):
+            # TLS has no half-close: close_notify (RFC 8446 §6.1) tells the peer the
+            # session's last bytes were all there is; trio sends it and does not wait.
+            with trio.move_on_at(min(trio.current_time() + self._timeouts.linger, deadline)):
+                try:
+                    await stream.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            return
+        if isinstance(stream, trio.abc.HalfCloseableStream):
             try:
-                await self._stream.send_eof()
+                await stream.send_eof()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             # The peer sees our EOF and closes too; until then its last bytes are read, so
             # closing does not turn unread data into a reset that could cut its last words.
-            with trio.move_on_after(self._timeouts.linger):
+            with trio.move_on_at(min(trio.current_time() + self._timeouts.linger, deadline)):
                 await self._reader_done.wait()
 
     async def _reader(self) -> None:
@@ -609,6 +725,8 @@ class ClLink:
             while True:
                 while self._backlog >= self._timeouts.max_custody_backlog and not self._over:
                     await self._backlog_lot.park()
+                if self._budget is not None and self._budget.must_wait and not self._over:
+                    await self._budget.wait_room()  # custody gives bytes back
                 try:
                     data = await self._stream.receive_some(self._timeouts.read_size)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
@@ -623,6 +741,8 @@ class ClLink:
                 self._session.receive_data(data if isinstance(data, bytes) else bytes(data))
                 self._tick()
                 self._pump()
+                if self._budget is not None:
+                    self._account()
                 if self._start_tls:
                     await self._switch_to_tls()
                 if not data:
@@ -659,7 +779,7 @@ class ClLink:
             if self._start_tls:
                 return  # the reader writes the clear-text tail itself, then switches
             written = list(self._unconfirmed)
-            buf = session.data_to_send()
+            buf: bytes | bytearray = session.data_to_send()
             if not buf:
                 if wrote:
                     self._tick()  # once per drain: the writes were activity (common contract)
@@ -693,6 +813,69 @@ class ClLink:
             self._pump()
             self._poke_writer()
 
+    def _account(self) -> None:
+        """Report the bytes this link holds to the budget; over it, have it relieved."""
+        budget = self._budget
+        assert budget is not None
+        self._report_held()
+        if budget.receive_over:
+            budget.relieve()
+
+    def _report_held(self) -> None:
+        budget = self._budget
+        assert budget is not None
+        held = getattr(self._session, "buffered", 0) + self._custody_bytes
+        budget.hold(held - self._held, self._custody_bytes - self._held_custody)
+        self._held, self._held_custody = held, self._custody_bytes
+
+    @property
+    def reassembling(self) -> int:
+        """Bytes of the unfinished incoming transfer (what refusing it gives back)."""
+        if self._ending or self._over:
+            return 0
+        size = getattr(self._session, "reassembly_size", None)
+        return int(size if size is not None else getattr(self._session, "buffered", 0))
+
+    def shed(self) -> bool:
+        """The budget's request: give back the unfinished transfer's memory (see budgets)."""
+        budget = self._budget
+        assert budget is not None
+        who = self.peer_node_id or "?"
+        try:
+            refused = self._layer.refuse_receiving(self._session)
+        except LocalProtocolError:
+            refused = False
+        if refused:
+            log.warning(
+                "code=%s refused a transfer from %s (No Resources): %d received bytes held "
+                "across sessions (max_receive_bytes %d)",
+                BUDGET_EXCEEDED, who, budget.receive_bytes, budget.max_receive_bytes,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "code=%s ending the session with %s: %d received bytes held across sessions "
+                "(max_receive_bytes %d) and %s cannot refuse one transfer",
+                BUDGET_EXCEEDED, who, budget.receive_bytes, budget.max_receive_bytes,
+                self._layer.name,
+            )  # fmt: skip
+            self._note_reason("receive budget exceeded")
+            try:
+                self._layer.reject(self._session, Rejection.RESOURCE_EXHAUSTION)
+            except LocalProtocolError:
+                return False
+        self._pump()
+        self._report_held()
+        return True
+
+    def _release_budget(self) -> None:
+        if self._budget is not None:
+            self._budget.holders.discard(self)
+            self._budget.hold(-self._held, -self._held_custody)
+            self._held = self._held_custody = 0
+            if self._admitted:
+                self._admitted = False
+                self._budget.session_done()
+
     async def _custody_worker(self) -> None:
         receive = self._custody_recv
         async for item in receive:
@@ -702,6 +885,10 @@ class ClLink:
                 finally:
                     self._backlog -= 1
                     self._backlog_lot.unpark_all()
+                    if self._budget is not None:
+                        self._custody_bytes -= len(item[1])
+                        if not self._over:
+                            self._account()
                 try:  # take what is already queued without a scheduling round per bundle
                     item = receive.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
@@ -808,6 +995,7 @@ class ClLink:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, BundleReceived):
             self._backlog += 1
+            self._custody_bytes += len(event.data)
             self._custody_send.send_nowait((event.transfer_id, event.data))
         elif isinstance(event, TransferAcked):
             if event.complete:
@@ -833,11 +1021,18 @@ class ClLink:
             self.established = event
             self.peer_node_id = event.peer_node_id
             self._confirms = self._layer.confirms_delivery(self._session)
-            problem = self._layer.check_peer(self._stream, event)
+            why = Rejection.CONTACT_FAILURE
+            problem = self._layer.check_peer(self._stream, event) or self._identity_problem()
+            if not problem and self._budget is not None:
+                if self._budget.admit_session(self.peer_node_id):
+                    self._admitted = True
+                else:
+                    why = Rejection.RESOURCE_EXHAUSTION
+                    problem = f"too many sessions (max_sessions {self._budget.max_sessions})"
             if problem:
                 self._note_reason(problem)
                 try:
-                    self._layer.reject(self._session)
+                    self._layer.reject(self._session, why)
                 except LocalProtocolError:
                     pass
                 self._go_down(problem)
@@ -864,6 +1059,29 @@ class ClLink:
             self._set_over(self.down_reason)
         elif isinstance(event, TransferStarted):
             pass
+
+    def _identity_problem(self) -> str:
+        """A dialled neighbour must announce the node id it was configured as (module doc)."""
+        expected = self._expected_node_id
+        if self.role is not Role.ACTIVE or not self._layer.identifies_peer:
+            return ""
+        if expected is None and self._peer is None:
+            return ""
+        announced = self.peer_node_id
+        if expected is not None:  # a configured node id (a dtn: agent, say): exactly that
+            if announced == expected:
+                return ""
+        else:
+            match = _IPN.fullmatch(announced)
+            if match and int(match.group(1)) == self._peer:
+                return ""
+            expected = f"ipn:{self._peer}.0"
+        problem = (
+            f"peer configured as {expected} announced "
+            f"{announced or 'no node id'!s}: refused (Contact Failure)"
+        )
+        log.warning("%s: %s", self._layer.name, problem)
+        return problem
 
     def _note_reason(self, reason: str) -> None:
         if not self.down_reason:
@@ -934,6 +1152,8 @@ async def open_cl_link(
     peer: int | None = None,
     accept: Accept | None = None,
     timeouts: LinkTimeouts | None = None,
+    budget: LinkBudget | None = None,
+    peer_node_id: str | None = None,
 ) -> AsyncIterator[ClLink]:
     """Run a convergence-layer session over ``stream``; yield the link once it is established.
 
@@ -949,6 +1169,8 @@ async def open_cl_link(
         peer=peer,
         accept=accept,
         timeouts=timeouts or LinkTimeouts(),
+        budget=budget,
+        peer_node_id=peer_node_id,
     )
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:

@@ -1,4 +1,12 @@
-"""``fleetwire inspect``: read a bundle and say what is in it, block by block."""
+"""``fleetwire inspect``: read a bundle and say what is in it, block by block.
+
+Like a protocol analyser, ``inspect`` does not stop at the first broken rule: a bundle that
+decodes block by block but breaks a bundle-wide rule of RFC 9171 §4 (say, primary CRC type 0
+without a BIB on the primary block — RFC 9173's Appendix A.1 example does that, §4.3.1 says it
+must not) or carries a wrong CRC is still shown whole, with the broken rule marked. Only when
+the bytes stop making sense are the blocks decoded so far shown, then the error. The exit
+status is 1 whenever a rule is broken, so scripts can still rely on it.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +22,19 @@ from fleetwire.protocol.bpv7 import (
     BlockFlags,
     BlockType,
     Bundle,
+    BundleError,
     BundleFlags,
     StatusReport,
     admin_record_of,
     decode_bundle,
 )
+from fleetwire.protocol.bpv7.blocks import (
+    CanonicalBlock,
+    PrimaryBlock,
+    read_canonical_block,
+    read_primary_block,
+)
+from fleetwire.protocol.bpv7.bundle import BUNDLE_LIMITS, check_bundle
 from fleetwire.protocol.envelope import verify
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.ids import ContentId
@@ -93,6 +109,57 @@ def _flag_names(value: int, flags: type[BundleFlags] | type[BlockFlags]) -> list
     return [f.name.lower() for f in flags if f.value and f.name and value & f.value]
 
 
+def _problem(error: BundleError) -> dict[str, Any]:
+    return {"code": error.code, "detail": error.detail, "block": error.block, "rule": error.rule}
+
+
+def read_leniently(data: bytes) -> tuple[Bundle, list[BundleError]]:
+    """Decode ``data`` as far as it goes; return the bundle and every broken rule found.
+
+    Raises :class:`BundleError` only when not even the primary block can be read.
+    """
+    try:
+        return decode_bundle(data), []
+    except BundleError:
+        pass
+    problems: list[BundleError] = []
+    end = len(data)
+    if not end or data[0] != 0x9F:
+        raise BundleError("not-indefinite-array", "a bundle starts with 0x9f",
+                          rule="RFC 9171 §4.1: a CBOR indefinite-length array")  # fmt: skip
+    primary: PrimaryBlock
+    try:
+        primary, pos = read_primary_block(data, 1, end, True)
+    except BundleError as error:
+        primary, pos = read_primary_block(data, 1, end, False)  # raises if not CRC alone
+        problems.append(error)
+    blocks: list[CanonicalBlock] = []
+    max_data = BUNDLE_LIMITS.max_string_length
+    try:
+        while pos < end and data[pos] != 0xFF and len(blocks) < BUNDLE_LIMITS.max_container_items:
+            index = len(blocks) + 1
+            try:
+                block, pos = read_canonical_block(data, pos, end, max_data, index, True)
+            except BundleError as error:
+                block, pos = read_canonical_block(data, pos, end, max_data, index, False)
+                problems.append(error)
+            blocks.append(block)
+        if pos >= end:
+            problems.append(BundleError("truncated", "the bundle has no break stop code",
+                                        rule="RFC 9171 §4.1"))  # fmt: skip
+        elif data[pos] == 0xFF and pos + 1 != end:
+            problems.append(BundleError("trailing-bytes", f"{end - pos - 1} bytes after the break",
+                                        rule="RFC 9171 §4.1: the break terminates the bundle"))  # fmt: skip
+    except BundleError as error:  # the bytes stopped making sense: show what came before
+        problems.append(error)
+    bundle = Bundle(primary, tuple(blocks))
+    try:
+        check_bundle(bundle, BundleError)
+    except BundleError as error:
+        problems.append(error)
+    return bundle, problems
+
+
 def describe(bundle: Bundle, keys: Path | None, now: int) -> dict[str, Any]:
     primary = bundle.primary
     out: dict[str, Any] = {
@@ -125,14 +192,23 @@ def describe(bundle: Bundle, keys: Path | None, now: int) -> dict[str, Any]:
             "flags": _flag_names(int(block.flags), BlockFlags),
             "crc": block.crc_type.name,
         }
-        if block.block_type == BlockType.HOP_COUNT and bundle.hop_count is not None:
-            entry["hops"] = f"{bundle.hop_count.count} of {bundle.hop_count.limit}"
-        elif block.block_type == BlockType.PREVIOUS_NODE:
-            entry["node"] = str(bundle.previous_node)
-        elif block.block_type == BlockType.BUNDLE_AGE:
-            entry["age_ms"] = bundle.bundle_age
+        try:
+            if block.block_type == BlockType.HOP_COUNT and bundle.hop_count is not None:
+                entry["hops"] = f"{bundle.hop_count.count} of {bundle.hop_count.limit}"
+            elif block.block_type == BlockType.PREVIOUS_NODE:
+                entry["node"] = str(bundle.previous_node)
+            elif block.block_type == BlockType.BUNDLE_AGE:
+                entry["age_ms"] = bundle.bundle_age
+        except BundleError as error:
+            entry["error"] = f"{error.code}: {error.detail}"
         out["blocks"].append(entry)
-    out["payload"] = describe_payload(bundle, keys, now)
+    if bundle.blocks and bundle.blocks[-1].block_type == BlockType.PAYLOAD:
+        try:
+            out["payload"] = describe_payload(bundle, keys, now)
+        except BundleError as error:
+            out["payload"] = {"error": f"{error.code}: {error.detail}"}
+    else:
+        out["payload"] = {"missing": "no payload block was decoded"}
     return out
 
 
@@ -172,12 +248,14 @@ def describe_payload(bundle: Bundle, keys: Path | None, now: int) -> dict[str, A
 
 def run(args: argparse.Namespace) -> int:
     data = read_input(args.bundle)
-    bundle = decode_bundle(data)
+    bundle, problems = read_leniently(data)
     now = round((time.time() - DTN_EPOCH_UNIX) * 1000)
     info = describe(bundle, args.keys, now)
+    info["broken_rules"] = [_problem(p) for p in problems]
+    status = 1 if problems else 0
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return status
     p = info["primary"]
     print(f"bundle {len(data)} bytes, BPv7, primary CRC {p['crc']}")
     print(f"  from     {p['source']}")
@@ -204,4 +282,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         for key, value in payload.items():
             print(f"payload {key}: {value}")
-    return 0
+    for problem in info["broken_rules"]:
+        where = "" if problem["block"] is None else f" (block {problem['block']})"
+        print(f"BROKEN {problem['code']}{where}: {problem['detail']} — {problem['rule']}")
+    return status

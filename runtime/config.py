@@ -8,6 +8,11 @@ A sample, with every key (paths are relative to the file)::
     store = "node-17.sqlite3"   # durable bundle store; leave out for memory only
     bundle_lifetime_s = 86400   # lifetime of the bundles this node creates
     store_wal_limit_kb = 4096   # the store's write-ahead log is checkpointed past this size
+    accept_from = "fleet"       # whom this node relays for: "fleet" (nodes with a credential
+                                #   in keys, and peers), "peers" (configured [[peer]] nodes),
+                                #   "any", or a list of node numbers (plus the peers). Bundles
+                                #   for this node itself are taken from anyone (they are
+                                #   verified on delivery). Without TLS a node id is a claim.
 
     [[listen]]                  # accept neighbours here (any number of these)
     host = "127.0.0.1"
@@ -15,7 +20,8 @@ A sample, with every key (paths are relative to the file)::
     layer = "tcpclv4"           # tcpclv4 | tcpclv3 | mtcp
 
     [[peer]]                    # neighbours this node dials and redials with backoff
-    node = 2
+    node = 2                    # it must announce ipn:2.x, or else the session is refused
+    # node_id = "dtn://n2/"     #   ... or exactly this id (a dtn: agent), routed as node 2
     host = "127.0.0.1"
     port = 4557
     layer = "tcpclv4"
@@ -28,6 +34,11 @@ A sample, with every key (paths are relative to the file)::
     initial_s = 0.5
     maximum_s = 60
 
+    [links]                     # budgets across all sessions this node accepted
+    max_sessions = 64           # more: SESS_TERM "Resource Exhaustion" (v3: SHUTDOWN "Busy")
+    max_receive_mib = 256       # received bytes held (reassembly + custody); more: XFER_REFUSE
+    retain_unconfirmed_s = 60   # MTCP / TCPCLv3 without acks: keep a sent bundle this long and
+                                #   send it again if that session breaks meanwhile (0: never)
     [quota]                     # what the store may hold (a full store refuses transfers
     max_bytes = 1073741824      #   with TCPCLv4 "No Resources"; nothing accepted is lost)
     max_bundles = 50000
@@ -92,6 +103,8 @@ class Endpoint:
     port: int
     layer: str = "tcpclv4"
     node: int | None = None  # for peers: the neighbour's node number
+    #: For peers that announce a non-ipn Node ID (a dtn: agent): the id to expect instead.
+    node_id: str | None = None
 
 
 @attrs.frozen
@@ -104,6 +117,19 @@ class TlsConfig:
     ca: Path
     require: bool = True
     authenticate_node_id: bool = True
+
+
+#: ``accept_from`` words; a list of node numbers is the fourth form.
+ACCEPT_FROM = ("fleet", "peers", "any")
+
+
+@attrs.frozen
+class LinkLimits:
+    """The ``[links]`` table: global budgets of accepted sessions, and no-ack retention."""
+
+    max_sessions: int = 64
+    max_receive_bytes: int = 256 * 1024 * 1024
+    retain_unconfirmed_s: float = 60.0
 
 
 @attrs.frozen
@@ -120,6 +146,9 @@ class FileConfig:
     reconnect_maximum_s: float
     contact_plan: ContactPlan | None = attrs.field(eq=False)
     tls: TlsConfig | None = None
+    #: Whom this node relays for (see the sample): a word of ACCEPT_FROM or node numbers.
+    accept_from: str | tuple[int, ...] = "fleet"
+    links: LinkLimits = LinkLimits()
     quota: Quota = DEFAULT_QUOTA
     replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
     store_wal_limit_kb: int = 4096
@@ -193,7 +222,7 @@ def _replay(data: dict[str, Any]) -> ReplayPolicy:
 def _endpoint(entry: Any, where: str, peer: bool) -> Endpoint:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a table")
-    allowed = {"host", "port", "layer"} | ({"node"} if peer else set())
+    allowed = {"host", "port", "layer"} | ({"node", "node_id"} if peer else set())
     unknown = set(entry) - allowed
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
@@ -206,7 +235,13 @@ def _endpoint(entry: Any, where: str, peer: bool) -> Endpoint:
     port = _int(entry, "port", where)
     if port > 65535:
         raise ConfigError(f"{where}.port {port} is not a TCP port")
-    return Endpoint(host, port, layer, _int(entry, "node", where) if peer else None)
+    node_id = entry.get("node_id")
+    if node_id is not None and (not isinstance(node_id, str) or ":" not in node_id):
+        raise ConfigError(
+            f"{where}.node_id must be the Node ID the peer announces, a URI, got {node_id!r}",
+            hint='for example node_id = "dtn://ud3tn.dtn/"',
+        )
+    return Endpoint(host, port, layer, _int(entry, "node", where) if peer else None, node_id)
 
 
 def _tls(data: dict[str, Any], base: Path) -> TlsConfig | None:
@@ -235,6 +270,31 @@ def _tls(data: dict[str, Any], base: Path) -> TlsConfig | None:
     return TlsConfig(paths["certificate"], paths["key"], paths["ca"], **flags)
 
 
+def _accept_from(node: dict[str, Any]) -> str | tuple[int, ...]:
+    value = node.get("accept_from", "fleet")
+    if isinstance(value, str) and value in ACCEPT_FROM:
+        return value
+    if isinstance(value, list) and all(type(n) is int and n >= 0 for n in value):
+        return tuple(value)
+    raise ConfigError(
+        f"[node] accept_from must be one of {', '.join(ACCEPT_FROM)} or a list of node "
+        f"numbers, got {value!r}",
+        hint='"fleet" relays for nodes with a credential in the keys folder',
+    )
+
+
+def _links(data: dict[str, Any]) -> LinkLimits:
+    table = _table(data, "links", {"max_sessions", "max_receive_mib", "retain_unconfirmed_s"})
+    sessions = _int(table, "max_sessions", "links", 64)
+    mib = _int(table, "max_receive_mib", "links", 256)
+    retain = table.get("retain_unconfirmed_s", 60)
+    if type(retain) not in (int, float) or not 0 <= retain < math.inf:
+        raise ConfigError(f"[links] retain_unconfirmed_s must be seconds >= 0, got {retain!r}")
+    if sessions < 1 or mib < 1:
+        raise ConfigError("[links] max_sessions and max_receive_mib must be at least 1")
+    return LinkLimits(sessions, mib * 1024 * 1024, float(retain))
+
+
 def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
     """Check a parsed TOML document; relative paths are taken from ``base``."""
     sections = {
@@ -247,6 +307,7 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         "tls",
         "quota",
         "replay",
+        "links",
     }
     unknown = set(data) - sections
     if unknown:
@@ -254,7 +315,9 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
             f"unknown sections {sorted(unknown)}", hint=f"sections: {sorted(sections)}"
         )
     node = _table(
-        data, "node", {"number", "keys", "store", "bundle_lifetime_s", "store_wal_limit_kb"}
+        data,
+        "node",
+        {"number", "keys", "store", "bundle_lifetime_s", "store_wal_limit_kb", "accept_from"},
     )
     if "number" not in node:
         raise ConfigError("[node] needs `number`, the node's ipn node number")
@@ -316,6 +379,8 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         reconnect_maximum_s=_seconds(reconnect, "maximum_s", "reconnect", 60.0),
         contact_plan=plan,
         tls=tls,
+        accept_from=_accept_from(node),
+        links=_links(data),
         quota=_quota(data),
         replay=_replay(data),
         store_wal_limit_kb=max(1, _int(node, "store_wal_limit_kb", "node", 4096)),

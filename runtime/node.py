@@ -28,7 +28,15 @@ loses nothing that was acknowledged:
   for ``forwarded_memory_ms``: a resend of the bundle — the node we had it from crashed
   before deleting its copy, or our acknowledgement was lost — is answered "duplicate", so no
   bundle is taken, and forwarded on, twice by one node. On ``LinkDown`` the bundle stays in
-  the store and is routed again.
+  the store and is routed again. A link without acknowledgements (MTCP,
+  TCPCLv3 without acks: ``confirms_delivery`` false) can only say "written to TCP", so the
+  bundle is *retained*, bytes and all, for ``retain_unconfirmed_s``: if that session ends
+  meanwhile (the next hop may have crashed with it) the bundle is routed again; a reception
+  or delivery status report about it releases it early; otherwise it is released (kept as a
+  ``forwarded`` tombstone, logged) at the end.
+* **account** — no accepted bundle disappears silently: expiry, hop limit, "no known route"
+  (a ``dtn:`` destination: this node routes by ``ipn`` node number only) and retention end
+  each leave a log line and, where the bundle asked for it, a status report (RFC 9171 §6.1.1).
 * **deliver** — :class:`~.admission.Admission` decides (service, signature, trust, role,
   replay); a verified message goes to every :class:`Subscription` of its family. A message of
   a family nobody subscribed to waits (held, in memory) for the first subscriber of that
@@ -128,6 +136,8 @@ class NodeConfig:
     #: Hierarchical default route: node → its parent (cell coordinator, region coordinator).
     parents: Mapping[int, int] = attrs.field(factory=dict)
     expiry_interval_s: float = 60.0
+    #: Links without acknowledgements: keep a sent bundle this long (see the module doc).
+    retain_unconfirmed_s: float = 60.0
     #: The ``issued_at`` window and per-issuer replay bound (spec §10); the contact plan's
     #: longest light time is added to ``max_age``.
     replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
@@ -213,6 +223,8 @@ class Node:
         self._admitted: dict[bytes, Admitted] = {}
         self._acknowledged_wakeup = trio.Event()
         self._report_subscribers: list[trio.MemorySendChannel[StatusReport]] = []
+        # Sent on a no-ack link, not yet released; by BPv7 bundle id (what reports name).
+        self._retained: dict[bytes, trio.Event] = {}
         light = max((contact.owlt_ms for contact in plan), default=0)
         self.admission = Admission(
             node=config.node, service=config.service, trust_service=config.trust_service,
@@ -338,10 +350,18 @@ class Node:
         hops = bundle.hop_count
         if now >= envelope.expires_at:
             self.stats.expired += 1
+            log.info("node=%s event=expired-on-arrival from=%s bundle=%s", self.node, from_peer,
+                     bundle.id.key().hex())  # fmt: skip
+            await self._report(bundle, BundleFlags.REPORT_DELETION, StatusReason.LIFETIME_EXPIRED)
             return
         local = envelope.destination_node == self.node
         if hops is not None and hops.count > hops.limit:
             self.stats.hop_limited += 1
+            log.info("node=%s event=hop-limit-exceeded from=%s bundle=%s", self.node, from_peer,
+                     bundle.id.key().hex())  # fmt: skip
+            await self._report(
+                bundle, BundleFlags.REPORT_DELETION, StatusReason.HOP_LIMIT_EXCEEDED
+            )
             return
         result = await self._hold(
             stored(bundle, data, now, envelope, LOCAL if local else None, from_peer)
@@ -436,7 +456,12 @@ class Node:
         bundle = decode_bundle(held.data)
         destination = bundle.primary.destination
         if not isinstance(destination, IpnEid):
-            self._parked.add(bundle_id)
+            # Routes, links and the contact plan are all by ipn node number: a dtn: bundle
+            # would wait until it expired, unseen. Say so now (RFC 9171 §5.4.2, §6.1.1).
+            log.warning("node=%s event=no-known-route destination=%s bundle=%s", self.node,
+                        destination, bundle_id.hex())  # fmt: skip
+            await self.store.delete(bundle_id)
+            await self._report(bundle, BundleFlags.REPORT_DELETION, StatusReason.NO_KNOWN_ROUTE)
             return
         previous = bundle.previous_node
         exclude = {previous.node} if isinstance(previous, IpnEid) else set()
@@ -496,19 +521,76 @@ class Node:
                 log.info(
                     "node=%s event=forwarded to=%s bundle=%s", self.node, peer, bundle_id.hex()
                 )
-                # Done with it, but remembered a while (shielded: the neighbour has it now, so
-                # our copy must not be sent again): a resend from the node we had it from — it
-                # crashed before deleting its copy, or our acknowledgement was lost — is then
-                # answered "duplicate" instead of taken and forwarded a second time.
-                remember_until = min(held.expires_at, self.now() + self.config.forwarded_memory_ms)
-                with trio.CancelScope(shield=True):
-                    await self.store.tombstone(bundle_id, FORWARDED, remember_until)
-                self._forget(bundle_id)
                 await self._report(bundle, BundleFlags.REPORT_FORWARDING)
+                if not getattr(link, "confirms_delivery", True) and self.config.retain_unconfirmed_s:
+                    # Only "written to TCP": keep the bytes a while (module docstring).
+                    self._retained[bundle.id.key()] = trio.Event()
+                    self._nursery.start_soon(
+                        self._retain, bundle_id, bundle.id.key(), link, peer, held.expires_at
+                    )
+                else:
+                    await self._remember_forwarded(bundle_id, held.expires_at)
                 break
-            else:  # expired before a link took it
+            else:
+                log.info("node=%s event=expired bundle=%s waiting-for=%s", self.node,
+                         bundle_id.hex(), peer)  # fmt: skip
+                await self._report(
+                    bundle, BundleFlags.REPORT_DELETION, StatusReason.LIFETIME_EXPIRED
+                )
                 await self.store.delete(bundle_id)
                 self._forget(bundle_id)
+
+    async def _remember_forwarded(self, bundle_id: bytes, expires_at: int) -> None:
+        """Done with a bundle a neighbour took, but remembered a while (shielded: the neighbour
+        has it now, so our copy must not be sent again): a resend from the node we had it
+        from — it crashed before deleting its copy, or our acknowledgement was lost — is then
+        answered "duplicate" instead of taken and forwarded a second time."""
+        remember_until = min(expires_at, self.now() + self.config.forwarded_memory_ms)
+        with trio.CancelScope(shield=True):
+            await self.store.tombstone(bundle_id, FORWARDED, remember_until)
+        self._forget(bundle_id)
+
+    async def _retain(
+        self, bundle_id: bytes, subject: bytes, link: Link, peer: int, expires_at: int
+    ) -> None:
+        """A bundle sent on a link without acks: keep it a while (module docstring).
+
+        ``bundle_id`` is the store's key, ``subject`` the BPv7 bundle id status reports name.
+        """
+        released = self._retained[subject]
+        why = f"retention of {self.config.retain_unconfirmed_s:g} s over"
+        try:
+            with trio.move_on_after(self.config.retain_unconfirmed_s):
+                async with trio.open_nursery() as race:
+
+                    async def session_ended() -> None:
+                        nonlocal why
+                        with contextlib.suppress(LinkDown):
+                            await link.wait_down()
+                        why = ""
+                        race.cancel_scope.cancel()
+
+                    async def signalled() -> None:
+                        nonlocal why
+                        await released.wait()
+                        why = "a status report says it arrived downstream"
+                        race.cancel_scope.cancel()
+
+                    race.start_soon(session_ended)
+                    race.start_soon(signalled)
+        finally:
+            self._retained.pop(subject, None)
+        if not why:
+            log.warning(
+                "node=%s event=resend bundle=%s to=%s reason=the session without "
+                "acknowledgements ended within %g s of sending",
+                self.node, bundle_id.hex(), peer, self.config.retain_unconfirmed_s,
+            )  # fmt: skip
+            self._unrouted_send.send_nowait(bundle_id)
+            return
+        log.info("node=%s event=released bundle=%s to=%s reason=%s (no acknowledgements)",
+                 self.node, bundle_id.hex(), peer, why)  # fmt: skip
+        await self._remember_forwarded(bundle_id, expires_at)
 
     async def _wait_up_or_replaced(self, peer: int, link: Link) -> None:
         replaced = self._link_changed.setdefault(peer, trio.Event())
@@ -671,6 +753,9 @@ class Node:
             return
         if isinstance(record, StatusReport):
             self.stats.status_reports += 1
+            retained = self._retained.get(record.subject.key())
+            if retained is not None and (record.received.asserted or record.delivered.asserted):
+                retained.set()  # downstream holds it: no need to keep our copy
             for channel in self._report_subscribers:
                 await channel.send(record)
 
@@ -710,6 +795,10 @@ class Node:
             expired = await self.store.expire(self.now())
             await self.admission.prune(self.now())
             self.stats.expired += len(expired)
+            if expired:
+                shown = ",".join(b.hex() for b in list(expired)[:20])
+                log.info("node=%s event=expired count=%d bundles=%s%s", self.node, len(expired),
+                         shown, ",..." if len(expired) > 20 else "")  # fmt: skip
             self._parked.difference_update(expired)
             self._known.difference_update(expired)
             self._given_back.difference_update(expired)

@@ -24,6 +24,20 @@ collects the bundles of every session in one channel.
 TLS (TCPCLv4 only, §4.4): configured on the :class:`~.cl_link.TcpclV4` adapter (contexts and
 ``can_tls`` in its session config); the link switches to ``trio.SSLStream`` when both contact
 headers carry CAN_TLS.
+
+Orderly close under cancellation: when the owner of a node is cancelled (Ctrl-C, SIGTERM, a
+deadline), Trio cancels every task under it at once — a link's reader and writer would die
+before its SESS_TERM / SHUTDOWN could be written. So sessions run *shielded* and end only
+through their owner: a :class:`Connector` runs in a shielded scope that only
+:meth:`Connector.aclose` cancels (``open_connector`` always calls it), and a listener given a
+:class:`SessionGroup` runs each accepted session in a shielded scope that
+:meth:`SessionGroup.aclose` cancels after closing every session in order (all at once, each
+bounded by ``LinkTimeouts.close``).
+
+Logging (logger ``fleetwire.tcp``, INFO, what ``fleetwire node --verbose`` shows): every
+connection attempt, session up and down (with the reason), each backoff delay, and every
+incoming session's start and end, so an operator can see why nothing moves. Refusals (a peer
+with the wrong node id, a budget exceeded) are warnings.
 """
 
 from __future__ import annotations
@@ -39,12 +53,14 @@ import attrs
 import trio
 from fleetwire.protocol.tcpcl.common import Role
 
+from .budgets import LinkBudget
 from .cl_link import Accept, ClLink, ConvergenceLayer, LinkTimeouts, open_cl_link
 from .link import LinkDown
 
 __all__ = [
     "Backoff",
     "Connector",
+    "SessionGroup",
     "open_connector",
     "open_tcp_cl_link",
     "open_tcp_connector",
@@ -78,6 +94,22 @@ class Backoff:
 # --- passive side ------------------------------------------------------------------------
 
 
+class SessionGroup:
+    """The sessions one or more listeners accepted, closed together and in order."""
+
+    def __init__(self) -> None:
+        self.links: set[ClLink] = set()
+        self._scopes: set[trio.CancelScope] = set()
+
+    async def aclose(self) -> None:
+        """Close every session cleanly (concurrently, each bounded), then end the rest."""
+        async with trio.open_nursery() as nursery:
+            for link in list(self.links):
+                nursery.start_soon(link.aclose)
+        for scope in list(self._scopes):  # sessions still establishing, handlers still running
+            scope.cancel()
+
+
 async def serve_cl(
     handler: Handler | None,
     port: int,
@@ -87,30 +119,74 @@ async def serve_cl(
     local: int = 0,
     accept: Accept | None = None,
     timeouts: LinkTimeouts | None = None,
+    budget: LinkBudget | None = None,
+    group: SessionGroup | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Listen on ``host:port`` (``port=0``: ephemeral) and serve each connection as a link.
 
     ``task_status.started`` gets the listeners (read the bound port from their sockets).
     ``handler(link)`` runs while the link is up; without one the link just serves ``accept``
-    until the peer ends the session.
+    until the peer ends the session. With a ``group``, sessions survive the cancellation of
+    this task until ``group.aclose()`` ends them in order (module doc). ``budget`` caps the sessions and received bytes of all
+    the connections this listener (and any other sharing the budget) accepted.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
 
     async def on_stream(stream: trio.SocketStream) -> None:
+        if group is None:
+            await serve_one(stream)
+            return
+        with trio.CancelScope(shield=True) as scope:  # ended by group.aclose (module doc)
+            group._scopes.add(scope)
+            try:
+                await serve_one(stream)
+            finally:
+                group._scopes.discard(scope)
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        where = _address(stream)
+        if budget is not None and not budget.admit_connection():
+            await trio.aclose_forcefully(stream)
+            return
+        established = False
         try:
             async with open_cl_link(
-                stream, layer, role=Role.PASSIVE, local=local, accept=accept, timeouts=timeouts
-            ) as link:
-                if handler is not None:
-                    await handler(link)
-                else:
-                    await link.wait_down()
+                stream, layer, role=Role.PASSIVE, local=local, accept=accept, timeouts=timeouts,
+                budget=budget,
+            ) as link:  # fmt: skip
+                if budget is not None:
+                    budget.connection_done()
+                    established = True
+                log.info("%s: incoming session from %s up (peer %s)", layer.name, where,
+                         link.peer_node_id or "unnamed")  # fmt: skip
+                if group is not None:
+                    group.links.add(link)
+                try:
+                    if handler is not None:
+                        await handler(link)
+                    else:
+                        await link.wait_down()
+                finally:
+                    if group is not None:
+                        group.links.discard(link)
+            log.info("%s: incoming session from %s down: %s", layer.name, where, link.down_reason)
         except LinkDown as error:
-            log.info("%s: incoming session failed: %s", layer.name, error)
+            log.info("%s: incoming session from %s failed: %s", layer.name, where, error)
+        finally:
+            if budget is not None and not established:
+                budget.connection_done()
 
     await trio.serve_listeners(on_stream, listeners, task_status=task_status)
     raise AssertionError("serve_listeners returned")  # pragma: no cover
+
+
+def _address(stream: trio.SocketStream) -> str:
+    try:
+        host, port, *_ = stream.socket.getpeername()
+    except (OSError, ValueError, TypeError):
+        return "?"
+    return f"{host}:{port}"
 
 
 # --- active side -------------------------------------------------------------------------
@@ -159,12 +235,14 @@ class Connector:
         timeouts: LinkTimeouts | None = None,
         connect_timeout: float = 10.0,
         name: str = "",
+        peer_node_id: str | None = None,
     ) -> None:
         self._connect = connect
         self._layer = layer
         self._rng = rng
         self._local = local
         self._peer = peer
+        self._peer_node_id = peer_node_id
         self._backoff = backoff or Backoff()
         self._timeouts = timeouts or LinkTimeouts()
         self._connect_timeout = connect_timeout
@@ -215,6 +293,11 @@ class Connector:
         return self._link is not None and self._link.is_up
 
     @property
+    def confirms_delivery(self) -> bool:
+        """Whether the current session's ``send`` means "acknowledged" (see ClLink)."""
+        return self._link.confirms_delivery if self._link is not None else True
+
+    @property
     def incoming(self) -> trio.MemoryReceiveChannel[bytes]:
         return self._in_recv
 
@@ -257,9 +340,13 @@ class Connector:
         self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, serve, reconnect, until :meth:`aclose` (or cancellation)."""
+        """Connect, serve, reconnect, until :meth:`aclose`.
+
+        Shielded: cancelling the caller does not end it (the session's orderly close needs
+        its tasks); only :meth:`aclose` does, which :func:`open_connector` always calls.
+        """
         task_status.started()
-        with trio.CancelScope() as scope:
+        with trio.CancelScope(shield=True) as scope:
             self._scope = scope
             attempt = 0
             while not self._closed:
@@ -272,17 +359,20 @@ class Connector:
                 attempt += 1
                 self.delays.append(delay)
                 del self.delays[:-64]
+                log.info("%s: next attempt in %.1f s (backoff)", self.name, delay)
                 await trio.sleep(delay)
 
     async def _one_session(self) -> float:
         """Connect and run one session to its end; returns a minimum delay asked by the peer."""
         self._link_was_up = False
         self.attempts += 1
+        log.info("%s: connecting (attempt %d)", self.name, self.attempts)
         try:
             with trio.fail_after(self._connect_timeout):
                 stream = await self._connect()
         except (OSError, trio.TooSlowError, trio.BrokenResourceError) as error:
             self.last_error = f"connect failed: {error or 'timed out'}"
+            log.info("%s: %s", self.name, self.last_error)
             return 0.0
         hint = 0.0
         try:
@@ -294,16 +384,20 @@ class Connector:
                 peer=self._peer,
                 accept=self._accept,
                 timeouts=self._timeouts,
+                peer_node_id=self._peer_node_id,
             ) as link:
                 self._link_was_up = True
                 self.sessions += 1
                 self._link = link
                 self._notify()
+                log.info("%s: up (peer %s)", self.name, link.peer_node_id or "unnamed")
                 await link.wait_down()
                 self.last_error = link.down_reason
+                log.info("%s: down: %s", self.name, link.down_reason)
                 hint = float(link.reconnect_delay_s or 0)
         except LinkDown as error:
             self.last_error = str(error)
+            log.info("%s: session failed: %s", self.name, error)
         finally:
             self._link = None
             self._notify()

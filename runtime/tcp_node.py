@@ -4,10 +4,32 @@ The listeners accept neighbours over TCPCLv4 / TCPCLv3 / MTCP and hand each esta
 session to the node as a link; the connectors keep dialling the configured peers (with
 backoff) and are links themselves. Either way the custody callback is the node's ``accept``:
 a transfer is acknowledged only after the bundle is in the store.
+
+The link table (one link per neighbour node number) follows three rules:
+
+* a session we accepted never displaces a link to the same node that is up (our own
+  connector, or an earlier session): it stays open and its bundles are taken, but nothing is
+  sent on it — so a process that merely *claims* ``ipn:7.0`` cannot capture node 7's traffic;
+* when an accepted session that held a node's place ends, the configured connector for that
+  node (if any) takes the place back, so traffic never stays stuck on a dead session;
+* a neighbour without an ``ipn`` node number (MTCP, a ``dtn:`` TCPCLv3 peer) gets a place of
+  its own (negative numbers, one per session) instead of sharing one.
+
+Relaying (``[node] accept_from``): bundles for this node are taken from anyone (they are
+verified on delivery); bundles to relay are taken only from known neighbours — by default
+``"fleet"``: configured peers and nodes holding a credential in the keys folder. Without TLS a
+neighbour's node id is only a claim, so this stops strangers, not a liar; with TLS and
+``authenticate_node_id`` the claim is checked against the certificate (RFC 9174 §4.4.3).
+
+Shutdown: when the block exits, every session (accepted and dialled) is closed at once and
+in an orderly way (SESS_TERM / SHUTDOWN, TLS close_notify), all within
+:attr:`~.cl_link.LinkTimeouts.close` (1 s) however silent the peers are.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import random
 import ssl
 import time
@@ -17,9 +39,11 @@ from functools import partial
 from typing import Any
 
 import trio
+from fleetwire.protocol.bpv7 import BundleError, IpnEid, decode_bundle
 from fleetwire.protocol.tcpcl import v3, v4
 
 from . import keyfiles
+from .budgets import LinkBudget
 from .cl_link import ClLink, ConvergenceLayer, CustodyRefused, Mtcp, Refusal, TcpclV3, TcpclV4
 from .config import ConfigError, Endpoint, FileConfig, TlsConfig
 from .contacts import DTN_EPOCH_UNIX, Clock
@@ -28,7 +52,9 @@ from .node import BundleRefused, Node, NodeConfig, open_node
 from .revocation_files import watch_revocations
 from .sqlite_store import open_sqlite_store
 from .store import BundleStore
-from .tcp import Backoff, Connector, open_connector, serve_cl
+from .tcp import Backoff, Connector, SessionGroup, open_connector, serve_cl
+
+log = logging.getLogger("fleetwire.tcp")
 
 
 def tls_contexts(tls: TlsConfig) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -93,35 +119,51 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
         contact_plan=config.contact_plan,
         static_routes=config.static_routes,
         parents={config.node: config.parent} if config.parent is not None else {},
+        retain_unconfirmed_s=config.links.retain_unconfirmed_s,
         replay=config.replay,
         replay_floor_at_start=config.store is None,
         revocations_file=config.keys / keyfiles.REVOCATIONS_NAME,
     )
     clock = Clock.from_unix(trio.current_time(), time.time())
     async with _open_store(config) as store, open_node(node_config, store, clock=clock) as node:
+        relay = RelayPolicy(config, node_config)
+
         async def accept(data: bytes, link: ClLink | Any) -> None:
+            peer = getattr(link, "peer", None)
+            relay.check(data, peer)
             try:
-                await node.accept(data, getattr(link, "peer", None))
+                await node.accept(data, peer)
             except BundleRefused as exc:
                 reason = Refusal.NO_RESOURCES if exc.store_full else Refusal.NOT_ACCEPTABLE
                 raise CustodyRefused(reason, exc.message) from None
 
+        connectors: dict[int, Connector] = {}
+        accepted = SessionGroup()
+        slots = itertools.count(-2, -1)
+
         async def serve_neighbour(link: ClLink) -> None:
-            node.add_link(link)
-            await link.wait_closed()
+            await _serve_neighbour(node, link, connectors, slots)
 
         backoff = Backoff(initial=config.reconnect_initial_s, maximum=config.reconnect_maximum_s)
-        async with AsyncExitStack() as connectors:
+        budget = LinkBudget(
+            max_sessions=config.links.max_sessions,
+            max_receive_bytes=config.links.max_receive_bytes,
+            max_connections=2 * config.links.max_sessions,
+        )
+        async with AsyncExitStack() as stack:
             for peer in config.peers:
                 connector = _connector(peer, config, accept, backoff)
-                await connectors.enter_async_context(open_connector(connector))
+                await stack.enter_async_context(open_connector(connector))
+                assert peer.node is not None
+                connectors[peer.node] = connector
                 node.add_link(connector)
             async with trio.open_nursery() as listeners:
                 for endpoint in config.listen:
                     serve = partial(
                         serve_cl, serve_neighbour, endpoint.port,
                         layer_for(endpoint.layer, config.node, config.tls),
-                        host=endpoint.host, local=config.node, accept=accept,
+                        host=endpoint.host, local=config.node, accept=accept, budget=budget,
+                        group=accepted,
                     )  # fmt: skip
                     try:
                         await listeners.start(serve)
@@ -135,7 +177,80 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
                 try:
                     yield node
                 finally:
+                    with trio.CancelScope(shield=True):
+                        await _close_all(accepted, list(connectors.values()))
                     listeners.cancel_scope.cancel()
+
+
+async def _close_all(accepted: SessionGroup, connectors: list[Connector]) -> None:
+    """Close every session at once, each the layer's orderly way (each bounded, 1 s)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accepted.aclose)
+        for connector in connectors:
+            nursery.start_soon(connector.aclose)
+
+
+async def _serve_neighbour(
+    node: Node, link: ClLink, connectors: dict[int, Connector], slots: itertools.count[int]
+) -> None:
+    """Keep ``link`` (a session we accepted) in the link table by the rules above."""
+    if link.peer < 0:
+        link.use_slot(next(slots))
+    peer = link.peer
+    current = node.links.get(peer)
+    if current is not None and current is not link and current.is_up:
+        log.warning(
+            "%s session announcing %s not used for sending: the link to node %d is up "
+            "(an unsolicited session never displaces it)",
+            link.layer_name, link.peer_node_id or "no node id", peer,
+        )  # fmt: skip
+        await link.wait_closed()
+        return
+    node.add_link(link)
+    try:
+        await link.wait_closed()
+    finally:
+        fallback = connectors.get(peer)
+        if node.links.get(peer) is link and fallback is not None:
+            node.add_link(fallback)  # the configured neighbour takes its place back
+
+
+class RelayPolicy:
+    """``[node] accept_from``: whose bundles this node relays (module docstring)."""
+
+    def __init__(self, config: FileConfig, node_config: NodeConfig) -> None:
+        self._node = config.node
+        self._mode = config.accept_from if isinstance(config.accept_from, str) else "list"
+        listed = () if isinstance(config.accept_from, str) else config.accept_from
+        self._known = {p.node for p in config.peers if p.node is not None} | set(listed)
+        self._trust = node_config.trust
+        self._fleet: set[int] = set()
+
+    def knows(self, peer: int | None) -> bool:
+        if self._mode == "any" or (peer is not None and peer in self._known):
+            return True
+        if self._mode != "fleet" or peer is None or peer < 0:
+            return False
+        if peer not in self._fleet:  # credentials may have been added since: look again
+            self._fleet = {c.node for c in self._trust.credentials()}
+        return peer in self._fleet
+
+    def check(self, data: bytes, peer: int | None) -> None:
+        """Raise :class:`CustodyRefused` for a bundle to relay from an unknown neighbour."""
+        if self.knows(peer):
+            return
+        try:
+            destination = decode_bundle(data).primary.destination
+        except BundleError:
+            return  # the node refuses it with the precise reason
+        if isinstance(destination, IpnEid) and destination.node == self._node:
+            return  # for us: verified on delivery, whoever carried it
+        log.warning(
+            "code=relay-refused bundle for %s from unknown neighbour %s refused "
+            "(Not Acceptable; [node] accept_from = %r)",
+            destination, peer, self._mode,
+        )  # fmt: skip
+        raise CustodyRefused(Refusal.NOT_ACCEPTABLE, "this node relays only for known neighbours")
 
 
 def _connector(peer: Endpoint, config: FileConfig, accept: Any, backoff: Backoff) -> Connector:
@@ -153,4 +268,5 @@ def _connector(peer: Endpoint, config: FileConfig, accept: Any, backoff: Backoff
         accept=accept,
         backoff=backoff,
         name=f"{peer.layer}://{peer.host}:{peer.port}",
+        peer_node_id=peer.node_id,
     )

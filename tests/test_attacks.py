@@ -70,8 +70,10 @@ async def test_forged_copy_does_not_poison_a_relay(fleet: Fleet) -> None:
     with trio.fail_after(30):
         async with fleet.running(C) as c:
             inbox = c.subscribe()
+            # Eve claims to be A, a fleet member: without TLS the relay cannot tell, so it
+            # relays for her ([node] accept_from refuses strangers, not liars).
             async with fleet.running(RELAY, peers={C: fleet.ports[C]}), attacker(
-                fleet.ports[RELAY]
+                fleet.ports[RELAY], claims=A
             ) as eve:
                 for envelope in (zero_signature(genuine.envelope), genuine.envelope,
                                  marker.envelope):  # fmt: skip

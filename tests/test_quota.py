@@ -117,14 +117,16 @@ async def test_a_flooding_neighbour_is_refused_no_resources_and_nothing_accepted
     with trio.fail_after(30), caplog.at_level(logging.WARNING, logger="fleetwire.node"):
         async with fleet.running(3, extra=quota) as c:
             inbox = c.subscribe()
-            async with attacker(fleet.ports[3], claims=99) as eve:
+            # A fleet member (node 2 holds a credential), so [node] accept_from lets it relay:
+            # the quota must stop even a known neighbour from filling the store.
+            async with attacker(fleet.ports[3], claims=2) as eve:
                 with pytest.raises(TransferRefusedByPeer) as refused:
                     for _ in range(100):  # 4 KiB each, for node 77, which nobody can reach
                         await eve.send(bundle_of(bytes(4096), source=99, destination=77))
                         accepted += 1
             assert accepted == 10  # a quarter of 40
             assert refused.value.reason == v4.RefuseReason.NO_RESOURCES  # RFC 9174 §5.2.4
-            assert "code=store-source-share" in caplog.text and "from=99" in caplog.text
+            assert "code=store-source-share" in caplog.text and "from=2" in caplog.text
             assert await c.store.count() == 10  # every accepted bundle is held
             async with attacker(fleet.ports[3], claims=98) as other:
                 marker = fleet.sign(1, claim(1, 1, issued_at=c.now()))
@@ -139,9 +141,10 @@ async def test_the_reviews_flood_against_the_default_quota(tmp_path: Path) -> No
     nobody can reach, from one neighbour. The default share (a quarter of 50,000) stops it."""
     fleet = Fleet(tmp_path)
     fleet.add(3)
+    fleet.add(2)  # the flooding neighbour is a fleet member: accept_from lets it relay
     accepted = 0
     with trio.fail_after(600):
-        async with fleet.running(3) as c, attacker(fleet.ports[3], claims=99) as eve:
+        async with fleet.running(3) as c, attacker(fleet.ports[3], claims=2) as eve:
             with pytest.raises(TransferRefusedByPeer):
                 for _ in range(20_000):
                     await eve.send(bundle_of(bytes(4096), source=99, destination=77))

@@ -769,8 +769,13 @@ def test_reused_transfer_id_is_not_acceptable() -> None:
     s = passive_established()
     feed(s, XferSegment(START | END, 5, b"a"))
     events, out = feed(s, XferSegment(START | END, 5, b"b"))
-    assert out == [XferRefuse(RefuseReason.NOT_ACCEPTABLE, 5)]
+    assert out == []  # the refusal waits behind the first transfer's ack (receive order)
     assert isinstance(events[0], ProtocolViolation)
+    s.ack(5)
+    assert decode_all(s.data_to_send()) == [
+        XferAck(START | END, 5, 1),
+        XferRefuse(RefuseReason.NOT_ACCEPTABLE, 5),
+    ]
 
 
 def test_start_inside_an_unfinished_transfer_abandons_it() -> None:
@@ -990,3 +995,64 @@ def test_caller_misuse_is_local_protocol_error() -> None:
         s.terminate()
     with pytest.raises(ValueError):
         SessionConfig(node_id="no scheme")
+
+
+# --- replies leave in receive order (deployed senders match acks first in, first out) ---
+
+
+def test_final_acks_leave_in_receive_order_whatever_order_the_store_finishes() -> None:
+    s = passive_established()
+    feed(s, *(XferSegment(START | END, tid, b"x" * (tid + 1)) for tid in range(4)))
+    for tid in (2, 0, 3):  # the store finished these in another order
+        s.ack(tid)
+    # 0 may go; 1 still waits for the store, so 2 and 3 wait behind it.
+    assert decode_all(s.data_to_send()) == [XferAck(START | END, 0, 1)]
+    s.ack(1)
+    assert decode_all(s.data_to_send()) == [
+        XferAck(START | END, 1, 2),
+        XferAck(START | END, 2, 3),
+        XferAck(START | END, 3, 4),
+    ]
+
+
+def test_next_transfers_segment_acks_wait_behind_the_previous_final_ack() -> None:
+    s = passive_established()
+    feed(s, XferSegment(START | END, 0, b"one"))
+    _, out = feed(s, XferSegment(START, 1, b"ab"), XferSegment(SegmentFlags(0), 1, b"cd"))
+    assert out == []  # transfer 0 is not stored yet: its ack comes first
+    s.ack(0)
+    assert decode_all(s.data_to_send()) == [
+        XferAck(START | END, 0, 3),
+        XferAck(START, 1, 2),
+        XferAck(SegmentFlags(0), 1, 4),
+    ]
+    _, out = feed(s, XferSegment(END, 1, b"e"))
+    assert out == []
+    s.ack(1)
+    assert decode_all(s.data_to_send()) == [XferAck(END, 1, 5)]
+
+
+def test_a_refusal_takes_the_place_of_the_ack_it_replaces() -> None:
+    s = passive_established()
+    feed(s, XferSegment(START | END, 0, b"a"), XferSegment(START | END, 1, b"b"))
+    s.refuse(1, RefuseReason.NO_RESOURCES)
+    assert s.data_to_send() == b""
+    s.ack(0)
+    assert decode_all(s.data_to_send()) == [
+        XferAck(START | END, 0, 1),
+        XferRefuse(RefuseReason.NO_RESOURCES, 1),
+    ]
+
+
+def test_held_segment_acks_are_bounded_by_merging_cumulative_ones() -> None:
+    s = passive_established(
+        SessionConfig(node_id="ipn:2.0", segment_mru=1000, transfer_mru=50_000, max_held_replies=4)
+    )
+    feed(s, XferSegment(START | END, 0, b"a"))
+    feed(s, XferSegment(START, 1, b"b"), *(XferSegment(SegmentFlags(0), 1, b"c") for _ in range(20)))
+    assert len(s._replies) == 4
+    s.ack(0)
+    out = decode_all(s.data_to_send())
+    assert out[0] == XferAck(START | END, 0, 1)
+    assert out[-1] == XferAck(SegmentFlags(0), 1, 21)  # cumulative: nothing is lost
+    assert len(out) == 4

@@ -30,6 +30,9 @@ Two transfer streams run inside an established session (§3.3 Figures 11, 12):
   every segment but the last is acked automatically (§5.2.3); the last one yields
   :class:`~.common.BundleReceived` and the final XFER_ACK waits for ``ack(transfer_id)``,
   which the runtime calls once the bundle is durable. ``refuse`` answers with XFER_REFUSE.
+  Every reply (XFER_ACK, XFER_REFUSE) leaves in the order its segment arrived, across
+  transfers: the runtime may store bundles in any order and in batches, the peer still sees
+  its acks first in, first out (deployed senders need that; see ``_release_replies``).
 
 Termination (§6.1): sending SESS_TERM (ours, or the reply to the peer's) enters ENDING: no new
 transfer starts in either direction (queued ones fail with "session terminating"), transfers in
@@ -283,6 +286,9 @@ class SessionConfig:
     max_extensions_length: int = 1 << 16
     #: Require each incoming Transfer ID to exceed the previous one (§5.2.1 default rule).
     require_increasing_transfer_ids: bool = True
+    #: Replies (XFER_ACK / XFER_REFUSE) held in receive order behind a final ack that waits
+    #: for the store; past this, intermediate acks of one transfer are merged (cumulative).
+    max_held_replies: int = attrs.field(default=4096, validator=attrs.validators.ge(2))
 
     def __attrs_post_init__(self) -> None:
         if self.require_tls and not self.can_tls:
@@ -312,6 +318,17 @@ class _Incoming:
     received: int = 0
     #: Refusal reason once refused: later segments of it are refused again (§5.2.4).
     refused: int | None = None
+
+
+@attrs.define(slots=True)
+class _Reply:
+    """One reply to a received segment, in receive order; ``message`` is ``None`` while a
+    final ack waits for the runtime's ``ack`` (``flags`` and ``length`` are then its content)."""
+
+    transfer_id: int
+    message: XferAck | XferRefuse | None
+    flags: int = 0
+    length: int = 0
 
 
 def _term_reason(code: int) -> int:
@@ -355,8 +372,9 @@ class TcpclV4Session:
         self._tx: dict[int, _Outgoing] = {}
         self._rx: _Incoming | None = None
         self._last_rx_tid: int | None = None
-        self._awaiting_ack: dict[int, tuple[int, int]] = {}  # tid -> (END flags, length)
-        self._held_refusals: list[XferRefuse] = []  # wait for earlier transfers' final acks
+        self._awaiting_ack: dict[int, _Reply] = {}  # tid -> its place in ``_replies``
+        # XFER_ACK / XFER_REFUSE in the order their segments arrived (see ``_release_replies``).
+        self._replies: collections.deque[_Reply] = collections.deque()
         # Clock.
         self._created = now
         self._now = now
@@ -397,6 +415,18 @@ class TcpclV4Session:
     @property
     def reassembly_size(self) -> int:
         return len(self._rx.buffer) if self._rx is not None else 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held from the peer: unparsed input plus the bundle being reassembled."""
+        return self._recv.allocated + self.reassembly_size
+
+    @property
+    def receiving_transfer(self) -> int | None:
+        """The incoming transfer being reassembled (not refused), if any: the one
+        :meth:`refuse` can stop to give its memory back (§5.2.4)."""
+        rx = self._rx
+        return rx.transfer_id if rx is not None and rx.refused is None else None
 
     @property
     def outstanding_transfers(self) -> frozenset[int]:
@@ -538,21 +568,30 @@ class TcpclV4Session:
         return tid
 
     def ack(self, transfer_id: int) -> None:
-        """Send the final XFER_ACK of a received bundle, now that it is stored (§5.2.3)."""
+        """Send the final XFER_ACK of a received bundle, now that it is stored (§5.2.3).
+
+        It leaves once every reply to an earlier-received segment has left (receive order).
+        """
         try:
-            flags, length = self._awaiting_ack.pop(transfer_id)
+            reply = self._awaiting_ack.pop(transfer_id)
         except KeyError:
             raise LocalProtocolError(f"transfer {transfer_id} is not awaiting an ack") from None
         if self._state is not State.CLOSED:
-            self._queue(XferAck(flags, transfer_id, length))
-            self._release_refusals()
+            reply.message = XferAck(reply.flags, transfer_id, reply.length)
+            self._release_replies()
             self._maybe_drained()
 
     def refuse(self, transfer_id: int, reason: RefuseReason) -> None:
         """Refuse an incoming transfer in progress or awaiting its final ack (§5.2.4)."""
-        if transfer_id in self._awaiting_ack:
-            del self._awaiting_ack[transfer_id]
-        elif (
+        waiting = self._awaiting_ack.pop(transfer_id, None)
+        if waiting is not None:
+            # Its place in the reply order is kept: the refusal leaves where the ack would.
+            if self._state is not State.CLOSED:
+                waiting.message = XferRefuse(reason, transfer_id)
+                self._release_replies()
+                self._maybe_drained()
+            return
+        if (
             self._rx is not None
             and self._rx.transfer_id == transfer_id
             and self._rx.refused is None
@@ -592,21 +631,51 @@ class TcpclV4Session:
         self._outbox += message.encode()
 
     def _queue_refuse(self, reason: int, tid: int) -> None:
-        """XFER_REFUSE, held back while an earlier received bundle still waits for ``ack``.
-
-        §5.2.4: before refusing a transfer, every earlier one must be fully acked or refused;
-        with the final ack left to the runtime, a refusal may have to wait for it.
-        """
+        """XFER_REFUSE in its place in the reply order (§5.2.4: every earlier transfer must
+        be fully acked or refused first; a final ack left to the runtime may hold it back)."""
         refusal = XferRefuse(reason, tid)
-        if refusal not in self._held_refusals:  # crossing segments: one held refusal is enough
-            self._held_refusals.append(refusal)
-            self._held_refusals.sort(key=lambda r: r.transfer_id)  # transfers go in id order
-        self._release_refusals()
+        replies = self._replies
+        if replies and replies[-1].message == refusal:
+            return  # crossing segments of a refused transfer: one refusal is enough
+        replies.append(_Reply(tid, refusal))
+        self._release_replies()
 
-    def _release_refusals(self) -> None:
-        held = self._held_refusals
-        while held and not any(t < held[0].transfer_id for t in self._awaiting_ack):
-            self._queue(held.pop(0))
+    def _queue_segment_ack(self, flags: int, tid: int, length: int) -> None:
+        """An intermediate XFER_ACK (§5.2.3), in its place in the reply order.
+
+        While a final ack waits for the store, the intermediate acks of the next transfer
+        wait behind it. Past ``max_held_replies`` they are merged into the newest one of the
+        same transfer (acks are cumulative, §5.2.3), so a hostile stream of tiny segments
+        cannot grow this queue without bound.
+        """
+        replies = self._replies
+        if replies:
+            tail = replies[-1]
+            if (
+                len(replies) >= self.config.max_held_replies
+                and tail.transfer_id == tid
+                and isinstance(tail.message, XferAck)
+            ):
+                tail.message = XferAck(flags, tid, length)
+                return
+            replies.append(_Reply(tid, XferAck(flags, tid, length)))
+            self._release_replies()
+        else:
+            self._queue(XferAck(flags, tid, length))  # nothing ahead of it: out at once
+
+    def _release_replies(self) -> None:
+        """Send the replies that are ready, in the order their segments arrived.
+
+        Why receive order: RFC 9174 allows a final XFER_ACK whenever the bundle is stored,
+        but deployed senders (HDTN among them) match every XFER_ACK against a first-in,
+        first-out queue of the segments they sent and stall on the first one out of place.
+        Releasing in order costs nothing when the runtime commits bundles in batches.
+        """
+        replies = self._replies
+        while replies and replies[0].message is not None:
+            message = replies.popleft().message
+            assert message is not None
+            self._queue(message)
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
@@ -684,7 +753,7 @@ class TcpclV4Session:
         self._rx = None
         self._recv.clear()
         self._skip = 0
-        self._held_refusals.clear()
+        self._replies.clear()
         self._emit(ConnectionClosed(clean))
 
     def _our_sess_init(self) -> SessInit:
@@ -972,11 +1041,13 @@ class TcpclV4Session:
                     rx.buffer += seg.data
                     data = bytes(rx.buffer)
                 self._rx = None
-                self._awaiting_ack[rx.transfer_id] = (seg.flags, received)
+                reply = _Reply(rx.transfer_id, None, seg.flags, received)
+                self._awaiting_ack[rx.transfer_id] = reply
+                self._replies.append(reply)
                 self._emit(BundleReceived(rx.transfer_id, data))
                 return
             rx.buffer += seg.data
-            self._queue(XferAck(seg.flags, rx.transfer_id, received))
+            self._queue_segment_ack(seg.flags, rx.transfer_id, received)
             return
         if seg.end:
             self._rx = None
