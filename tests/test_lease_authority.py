@@ -14,6 +14,7 @@ from fleetwire.protocol.coordination.lease_authority import (
     Send,
     diagram,
 )
+from fleetwire.protocol.errors import LocalProtocolError
 from fleetwire.protocol.messages import (
     Header,
     LeaseClaim,
@@ -276,7 +277,8 @@ def test_aged_claims_leave_the_queue():
 
 
 def test_mandate_caps_every_grant_and_ends_granting():
-    authority = LeaseAuthority(AUTH, CONFIG, epoch=3, mandate_until=20_000)
+    authority = LeaseAuthority(AUTH, CONFIG, mandate_until=0)
+    authority.assume(3, 20_000, 15_000)
     (grant,) = sent(authority.receive(*Node(2).claim("dock/1", 15_000), 15_000))
     assert grant.expires_at == 20_000
     assert grant.fencing_token >> 32 == 3
@@ -290,7 +292,8 @@ def test_mandate_caps_every_grant_and_ends_granting():
 
 
 def test_a_new_epoch_starts_clean_with_higher_tokens():
-    authority = LeaseAuthority(AUTH, CONFIG, epoch=1, mandate_until=10_000)
+    authority = LeaseAuthority(AUTH, CONFIG, mandate_until=0)
+    authority.assume(1, 10_000, 0)
     (old,) = sent(authority.receive(*Node(2).claim("dock/1", 0), 0))
     authority.assume(2, 50_000, 12_000)
     assert authority.state("dock/1") is ResourceState.FREE
@@ -315,3 +318,20 @@ def test_every_state_can_become_free(state):
                 seen.add(target)
                 frontier.append(target)
     assert ResourceState.FREE in seen
+
+
+def test_a_restarted_authority_never_acts_in_an_epoch_it_may_have_granted_in():
+    # Built afresh with its durable last epoch: that epoch's grants are unknown to it.
+    authority = LeaseAuthority(AUTH, CONFIG, epoch=4, mandate_until=0)
+    assert authority.assume(4, 50_000, 0) == []
+    assert not authority.active(0)
+    assert refusals(authority.receive(*Node(2).claim("dock/1", 0), 0)) == [Refusal.NO_MANDATE]
+    authority.assume(5, 50_000, 1)
+    (grant,) = sent(authority.receive(*Node(2).claim("dock/1", 2), 2))
+    assert grant.fencing_token >> 32 == 5
+
+
+def test_epoch_must_fit_the_token():
+    authority = LeaseAuthority(AUTH, CONFIG, mandate_until=0)
+    with pytest.raises(LocalProtocolError):
+        authority.assume(1 << 32, 10, 0)

@@ -240,3 +240,13 @@ def test_replay_guard_window_sequence_and_pruning():
     assert guard.prune(1_900) == 0 and guard.prune(1_901) == 1 and len(guard) == 0
     # What the pruned entry refused is refused as stale.
     assert guard.check(1, "r", 5, 900, 1_901) is Freshness.STALE
+
+
+def test_let_go_uses_to_the_end_of_the_term_then_releases_without_renewing():
+    holder, *_ = holding(expires_at=20_000, token=5)
+    assert holder.let_go("dock/1", 1_000) == []
+    assert holder.state("dock/1") is HolderState.STOPPING
+    assert sends(holder.tick(17_000), LeaseRenew) == []  # past the renew instant: no renew
+    assert holder.use("dock/1", 18_999) == 5
+    (release,) = sends(holder.tick(19_000), LeaseRelease)
+    assert release.message.fencing_token == 5 and holder.state("dock/1") is HolderState.IDLE

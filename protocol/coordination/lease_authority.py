@@ -41,6 +41,9 @@ any holder). Every grant it makes ends no later than ``mandate_until``, so when 
 granted the authority lease after ``expires_at + max_drift`` every grant of the old epoch has
 lapsed by every clock within the drift bound, and the new authority starts from a clean slate.
 A region authority (or a lone one in a test) has no mandate: it rules without end.
+An authority built with an ``epoch`` and a mandate starts knowing nothing of that epoch's grants
+(a restart that lost its state): it never acts in that epoch again, only in a higher one — its
+runtime lets that epoch's authority lease run out (:meth:`LeaseHolder.let_go`) and claims anew.
 
 **Idempotence.** Every input is judged by a per-(issuer, resource) :class:`ReplayGuard` first:
 a message older than the freshness window, or whose sequence was overtaken, changes nothing. A
@@ -63,6 +66,7 @@ from typing import Final
 
 import attrs
 
+from ..errors import LocalProtocolError
 from ..ids import ContentId
 from ..messages.header import Header
 from ..messages.v1 import LeaseClaim, LeaseExpiry, LeaseGrant, LeaseRelease, LeaseRenew, LeaseRevoke
@@ -223,6 +227,9 @@ class LeaseAuthority:
         self._resources: dict[str, _Resource] = {}
         self._deadlines: list[tuple[int, str, int]] = []  # (when, resource, token)
         self._arrivals = 0
+        # An authority built afresh for an epoch it may have granted in before (a restart
+        # that lost its state) knows nothing of that epoch's grants and must not act in it.
+        self._knows_epoch = mandate_until is None
 
     # --- inspection -------------------------------------------------------------------
 
@@ -247,7 +254,7 @@ class LeaseAuthority:
 
     def active(self, now: int) -> bool:
         """Whether we may grant at ``now`` (inside our mandate)."""
-        return self.mandate_until is None or now < self.mandate_until
+        return self._knows_epoch and (self.mandate_until is None or now < self.mandate_until)
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -257,10 +264,13 @@ class LeaseAuthority:
         A new epoch starts clean: every grant of an older epoch ended with that epoch's
         mandate (see the theory of operation), and the new tokens are above all of them.
         """
-        if epoch < self.epoch:
-            return []
+        if not 0 <= epoch < 1 << EPOCH_SHIFT:
+            raise LocalProtocolError(f"epoch {epoch} does not fit in {EPOCH_SHIFT} bits")
+        if epoch < self.epoch or (epoch == self.epoch and not self._knows_epoch):
+            return []  # an epoch whose grants we do not know: never act in it
         if epoch > self.epoch:
             self.epoch = epoch
+            self._knows_epoch = True
             self._resources.clear()
             self._deadlines.clear()
         self.mandate_until = mandate_until

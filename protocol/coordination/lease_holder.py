@@ -13,7 +13,7 @@ Each resource moves only through :data:`TRANSITIONS`::
 
     IDLE --want--> CLAIMING --grant--> HOLDING --renew due--> RENEWING --renewed--> HOLDING
     HOLDING, RENEWING --lapse--> CLAIMING          (term ran out unrenewed: claim again)
-    HOLDING, RENEWING --revoke--> STOPPING --stop--> IDLE   (release sent at the stop instant)
+    HOLDING, RENEWING --revoke / let go--> STOPPING --stop--> IDLE   (release sent then)
     CLAIMING, HOLDING, RENEWING, STOPPING --release--> IDLE
 
 The clock rule (§6.4, Gray & Cheriton). A grant is usable from the instant it is received
@@ -77,6 +77,7 @@ class Step(enum.Enum):
     LAPSE = "lapse"
     REVOKE = "revoke"
     STOP = "stop"
+    LET_GO = "let-go"
     RELEASE = "release"
 
 
@@ -90,12 +91,14 @@ TRANSITIONS: Final[dict[HolderState, dict[Step, HolderState]]] = {
         _E.RENEWED: _S.HOLDING,
         _E.LAPSE: _S.CLAIMING,
         _E.REVOKE: _S.STOPPING,
+        _E.LET_GO: _S.STOPPING,
         _E.RELEASE: _S.IDLE,
     },
     _S.RENEWING: {
         _E.RENEWED: _S.HOLDING,
         _E.LAPSE: _S.CLAIMING,
         _E.REVOKE: _S.STOPPING,
+        _E.LET_GO: _S.STOPPING,
         _E.RELEASE: _S.IDLE,
     },
     _S.STOPPING: {_E.STOP: _S.IDLE, _E.RELEASE: _S.IDLE},
@@ -251,6 +254,19 @@ class LeaseHolder:
         actions: list[Action] = []
         self._claim(resource, lease, now, actions)
         return actions
+
+    def let_go(self, resource: str, now: int) -> list[Action]:
+        """Stop renewing ``resource``: use it to the end of its term, then release it.
+
+        Unlike :meth:`release`, the authority may not grant it again before our term is over:
+        for a holder that must not end early (an authority whose grants live as long as its
+        own lease, but whose record of them was lost).
+        """
+        lease = self._leases.get(resource)
+        if lease is None or lease.state not in (HolderState.HOLDING, HolderState.RENEWING):
+            return []
+        self._move(lease, Step.LET_GO)
+        return self.tick(now)
 
     def release(self, resource: str, now: int) -> list[Action]:
         """Stop wanting ``resource``; give back a grant in force."""
