@@ -87,6 +87,11 @@ def test_token_that_does_not_grow_is_a_violation():
     assert (v.rule, v.holders, v.instant, v.tokens) == (Rule.TOKEN_ORDER, (2, 3), 20, (5, 5))
 
 
+def test_a_use_after_the_first_grant_of_its_token_is_granted_even_if_renewed_later():
+    trace = [grant("dock/1", 2, 1, 0), use("dock/1", 2, 1, 50, 60), grant("dock/1", 2, 1, 100)]
+    assert check(trace).ok
+
+
 def test_use_without_a_grant_is_a_violation():
     trace = [grant("dock/1", 2, 1, 100), use("dock/1", 2, 1, 50, 60), use("dock/1", 4, 1, 200, 300)]
     report = check(trace)

@@ -250,3 +250,15 @@ def test_let_go_uses_to_the_end_of_the_term_then_releases_without_renewing():
     assert holder.use("dock/1", 18_999) == 5
     (release,) = sends(holder.tick(19_000), LeaseRelease)
     assert release.message.fencing_token == 5 and holder.state("dock/1") is HolderState.IDLE
+
+
+def test_release_waits_for_the_operation_in_progress():
+    holder, *_ = holding(token=5)
+    assert holder.use("dock/1", 1_000, duration_ms=500) == 5
+    assert sends(holder.release("dock/1", 1_200), LeaseRelease) == []
+    assert holder.state("dock/1") is HolderState.STOPPING
+    assert holder.use("dock/1", 1_300, duration_ms=300) is None  # would run past the release
+    assert holder.next_deadline() == 1_500
+    assert sends(holder.tick(1_499), LeaseRelease) == []
+    (release,) = sends(holder.tick(1_500), LeaseRelease)
+    assert release.message.fencing_token == 5 and holder.state("dock/1") is HolderState.IDLE

@@ -238,7 +238,11 @@ def _token_order(resource: str, granted: list[Granted]) -> list[Violation]:
 
 
 def _ungranted(resource: str, used: list[Used], granted: list[Granted]) -> list[Violation]:
-    known = {(g.holder, g.token): g.true_time for g in granted}
+    known: dict[tuple[int, int], int] = {}
+    for g in granted:  # the first grant of a token counts, not its renewals
+        at = known.get((g.holder, g.token))
+        if at is None or g.true_time < at:
+            known[(g.holder, g.token)] = g.true_time
     out = []
     for u in used:
         at = known.get((u.holder, u.token))

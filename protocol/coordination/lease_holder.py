@@ -13,8 +13,13 @@ Each resource moves only through :data:`TRANSITIONS`::
 
     IDLE --want--> CLAIMING --grant--> HOLDING --renew due--> RENEWING --renewed--> HOLDING
     HOLDING, RENEWING --lapse--> CLAIMING          (term ran out unrenewed: claim again)
-    HOLDING, RENEWING --revoke / let go--> STOPPING --stop--> IDLE   (release sent then)
+    HOLDING, RENEWING --revoke / let go / release after use--> STOPPING --stop--> IDLE
     CLAIMING, HOLDING, RENEWING, STOPPING --release--> IDLE
+
+STOPPING is a grant still in use that will not be renewed: the release goes out when it ends
+(a revoke's ``effective_at - max_drift``, the term's end for :meth:`let_go`) and never before
+the last operation :meth:`use` allowed has finished — a release tells the authority that we
+have stopped, and it may grant again at once.
 
 The clock rule (§6.4, Gray & Cheriton). A grant is usable from the instant it is received
 until ``expires_at - max_drift`` by our clock (``usable_until``); a revoke brings that forward
@@ -79,6 +84,7 @@ class Step(enum.Enum):
     STOP = "stop"
     LET_GO = "let-go"
     RELEASE = "release"
+    RELEASE_AFTER_USE = "release-after-use"
 
 
 _S, _E = HolderState, Step
@@ -93,6 +99,7 @@ TRANSITIONS: Final[dict[HolderState, dict[Step, HolderState]]] = {
         _E.REVOKE: _S.STOPPING,
         _E.LET_GO: _S.STOPPING,
         _E.RELEASE: _S.IDLE,
+        _E.RELEASE_AFTER_USE: _S.STOPPING,
     },
     _S.RENEWING: {
         _E.RENEWED: _S.HOLDING,
@@ -100,6 +107,7 @@ TRANSITIONS: Final[dict[HolderState, dict[Step, HolderState]]] = {
         _E.REVOKE: _S.STOPPING,
         _E.LET_GO: _S.STOPPING,
         _E.RELEASE: _S.IDLE,
+        _E.RELEASE_AFTER_USE: _S.STOPPING,
     },
     _S.STOPPING: {_E.STOP: _S.IDLE, _E.RELEASE: _S.IDLE},
 }
@@ -155,6 +163,7 @@ class HolderConfig:
 class _Lease:
     __slots__ = (
         "authority",
+        "busy_until",
         "expires_at",
         "grant",
         "granted_at",
@@ -179,6 +188,7 @@ class _Lease:
         self.expires_at = 0
         self.usable_until = 0
         self.next_send = 0
+        self.busy_until = 0  # end of the last operation :meth:`LeaseHolder.use` allowed
 
 
 class LeaseHolder:
@@ -219,6 +229,7 @@ class LeaseHolder:
             or now + duration_ms > lease.usable_until
         ):
             return None
+        lease.busy_until = max(lease.busy_until, now + duration_ms)
         return lease.token
 
     def usable_until(self, resource: str) -> int | None:
@@ -239,7 +250,7 @@ class LeaseHolder:
             elif lease.state is HolderState.RENEWING:
                 times.append(min(lease.next_send, lease.usable_until))
             elif lease.state is HolderState.STOPPING:
-                times.append(lease.usable_until)
+                times.append(max(lease.usable_until, lease.busy_until))
         return min(times) if times else None
 
     # --- inputs from the application --------------------------------------------------
@@ -274,6 +285,12 @@ class LeaseHolder:
         if lease is None or lease.state is HolderState.IDLE:
             return []
         actions: list[Action] = []
+        if lease.state in _USABLE and lease.busy_until > now:
+            # An operation we allowed is still running: release when it ends; none may run past it.
+            if lease.state is not HolderState.STOPPING:
+                self._move(lease, Step.RELEASE_AFTER_USE)
+            lease.usable_until = min(lease.usable_until, lease.busy_until)
+            return actions
         if lease.state in _USABLE:
             self._send_release(resource, lease.token, lease.grant, lease.authority, now, actions)
         self._move(lease, Step.RELEASE)
@@ -309,7 +326,7 @@ class LeaseHolder:
                     self._renew(resource, lease, now, actions)
                 elif state is HolderState.RENEWING and now >= lease.next_send:
                     self._renew(resource, lease, now, actions)
-            elif state is HolderState.STOPPING and now >= lease.usable_until:
+            elif state is HolderState.STOPPING and now >= max(lease.usable_until, lease.busy_until):
                 self._send_release(
                     resource, lease.token, lease.grant, lease.authority, now, actions
                 )
@@ -383,7 +400,7 @@ class LeaseHolder:
         self._move(lease, Step.REVOKE)
         lease.usable_until = min(lease.usable_until, revoke.effective_at - self.config.max_drift_ms)
         actions.append(Notice(NoticeKind.REVOKED, revoke.resource, lease.token, lease.usable_until))
-        if now >= lease.usable_until:
+        if now >= max(lease.usable_until, lease.busy_until):
             self._send_release(
                 revoke.resource, lease.token, lease.grant, lease.authority, now, actions
             )
