@@ -262,3 +262,11 @@ def test_release_waits_for_the_operation_in_progress():
     assert sends(holder.tick(1_499), LeaseRelease) == []
     (release,) = sends(holder.tick(1_500), LeaseRelease)
     assert release.message.fencing_token == 5 and holder.state("dock/1") is HolderState.IDLE
+
+
+def test_grant_from_a_node_that_is_not_our_authority_is_ignored():
+    holder = LeaseHolder(ME, (AUTH,), CONFIG)
+    (claim,) = sends(holder.want("dock/1", 20_000, 0), LeaseClaim)
+    forged, cid = Authority(number=99).grant(claim.message, 0, 5, expires_at=20_000)
+    assert holder.receive(forged, cid, 10) == []
+    assert holder.use("dock/1", 20) is None

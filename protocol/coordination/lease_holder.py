@@ -35,7 +35,8 @@ must cover the link's round trip (twice its one-way delay) plus the retries one 
 lose. Until the renewal arrives the old ``usable_until`` stands; when it passes, the lease has
 lapsed and, if still wanted, the holder claims afresh.
 
-Grants are judged by a :class:`ReplayGuard` (issuer, resource) and by the highest fencing
+Grants, revokes and expiry notices count only from the authorities we claim from. Grants are
+judged by a :class:`ReplayGuard` (issuer, resource) and by the highest fencing
 token seen per resource: an older token is ignored, a duplicate changes nothing, and a grant
 nobody here wants (a claim answered after we gave up) is released at once.
 """
@@ -337,6 +338,8 @@ class LeaseHolder:
 
     def _fresh(self, message: LeaseGrant | LeaseRevoke | LeaseExpiry, now: int) -> bool:
         h = message.header
+        if h.issuer not in self.authorities:
+            return False  # only the authorities we claim from speak for a resource
         verdict = self.replay.check(h.issuer, message.resource, h.sequence, h.issued_at, now)
         return verdict is Freshness.FRESH
 
