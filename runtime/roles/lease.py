@@ -59,9 +59,15 @@ def authority_resource(cell: int) -> str:
 class _Driver:
     """What every role does: one sequence, one inbox, deadlines, sending actions."""
 
-    def __init__(self, node: Node, lifetime_ms: int) -> None:
+    def __init__(
+        self,
+        node: Node,
+        lifetime_ms: int,
+        on_send: Callable[[SignedMessage, int], None] | None = None,
+    ) -> None:
         self.node = node
         self.lifetime_ms = lifetime_ms
+        self.on_send = on_send
         self.sequence = node.next_message_sequence()
         self._poke_send, self._poke = trio.open_memory_channel[Any](math.inf)
         #: The last messages this role sent, signed (for reports and replay tests).
@@ -87,9 +93,10 @@ class _Driver:
         for action in actions:
             to = getattr(action, "to", None)
             if to is not None:
-                self.sent.append(
-                    await self.node.send(action.message, to, lifetime_ms=self.lifetime_ms)
-                )
+                signed = await self.node.send(action.message, to, lifetime_ms=self.lifetime_ms)
+                self.sent.append(signed)
+                if self.on_send is not None:
+                    self.on_send(signed, to)
             elif isinstance(action, Notice):
                 notices.append(action)
         return notices
@@ -137,8 +144,15 @@ class _Driver:
 class RegionCoordinator(_Driver):
     """Grants the authority leases of the region's cells."""
 
-    def __init__(self, node: Node, config: AuthorityConfig, *, lifetime_ms: int) -> None:
-        super().__init__(node, lifetime_ms)
+    def __init__(
+        self,
+        node: Node,
+        config: AuthorityConfig,
+        *,
+        lifetime_ms: int,
+        on_send: Callable[[SignedMessage, int], None] | None = None,
+    ) -> None:
+        super().__init__(node, lifetime_ms, on_send)
         self.authority = LeaseAuthority(
             node.node, config, owns=lambda r: r.startswith("authority/"), sequence=self.sequence
         )
@@ -170,8 +184,9 @@ class CellCoordinator(_Driver):
         authority_term_ms: int,
         owns: Callable[[str], bool] = lambda r: not r.startswith("authority/"),
         last_epoch: int | None = None,
+        on_send: Callable[[SignedMessage, int], None] | None = None,
     ) -> None:
-        super().__init__(node, lifetime_ms)
+        super().__init__(node, lifetime_ms, on_send)
         self.resource = authority_resource(cell)
         self.authority_term_ms = authority_term_ms
         self.holder = LeaseHolder(node.node, (region,), holder_config, sequence=self.sequence)
@@ -248,9 +263,15 @@ class Member(_Driver):
     """A node's leases for its application."""
 
     def __init__(
-        self, node: Node, authorities: Sequence[int], config: HolderConfig, *, lifetime_ms: int
+        self,
+        node: Node,
+        authorities: Sequence[int],
+        config: HolderConfig,
+        *,
+        lifetime_ms: int,
+        on_send: Callable[[SignedMessage, int], None] | None = None,
     ) -> None:
-        super().__init__(node, lifetime_ms)
+        super().__init__(node, lifetime_ms, on_send)
         self.holder = LeaseHolder(node.node, authorities, config, sequence=self.sequence)
         self.notices: list[Notice] = []
 
