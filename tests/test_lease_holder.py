@@ -270,3 +270,17 @@ def test_grant_from_a_node_that_is_not_our_authority_is_ignored():
     forged, cid = Authority(number=99).grant(claim.message, 0, 5, expires_at=20_000)
     assert holder.receive(forged, cid, 10) == []
     assert holder.use("dock/1", 20) is None
+
+
+def test_replay_guard_refuses_what_was_issued_before_a_restart():
+    guard = ReplayGuard(FreshnessWindow(max_age_ms=1_000, max_skew_ms=100), not_before=500)
+    assert guard.check(1, "r", 1, 499, 600) is Freshness.STALE
+    assert guard.check(1, "r", 1, 500, 600) is Freshness.FRESH
+
+
+def test_replay_marks_are_pruned_as_time_passes():
+    holder, *_ = holding(token=5)
+    assert len(holder.replay) == 1
+    holder.tick(600_000 + 11)
+    holder.tick(900_000 + 12)
+    assert len(holder.replay) == 0

@@ -18,6 +18,9 @@ changed state because of the message. A message that changed nothing (a duplicat
 the same grant again) leaves no mark, so a reordered older message that *would* change something
 is still judged on its own.
 
+A role that restarted without its marks sets ``not_before`` to its start time: everything
+issued before is stale to it (senders retry with new messages), so no mark it lost can matter.
+
 Memory: one entry per (issuer, purpose) acted on within the window. :meth:`prune` drops entries
 whose last acted-on message is older than the window; that is safe because a writer's
 ``issued_at`` does not decrease with its ``sequence`` (§4), so any message the dropped entry
@@ -58,17 +61,23 @@ class FreshnessWindow:
 class ReplayGuard:
     """Per (issuer, purpose): the highest sequence acted on, and when it was issued."""
 
-    __slots__ = ("_acted", "window")
+    __slots__ = ("_acted", "_next_prune", "not_before", "window")
 
-    def __init__(self, window: FreshnessWindow) -> None:
+    def __init__(self, window: FreshnessWindow, not_before: int | None = None) -> None:
         self.window = window
+        #: Messages issued before this instant are stale: a role that restarted without its
+        #: marks sets it to its start time, so nothing from before can act twice.
+        self.not_before = not_before
         self._acted: dict[tuple[int, str], tuple[int, int]] = {}
+        self._next_prune: int | None = None
 
     def check(
         self, issuer: int, purpose: str, sequence: int, issued_at: int, now: int
     ) -> Freshness:
         """Judge a message without recording anything."""
         if issued_at < now - self.window.max_age_ms:
+            return Freshness.STALE
+        if self.not_before is not None and issued_at < self.not_before:
             return Freshness.STALE
         if issued_at > now + self.window.max_skew_ms:
             return Freshness.FUTURE
@@ -88,6 +97,12 @@ class ReplayGuard:
         """The highest sequence acted on for (issuer, purpose), if any."""
         seen = self._acted.get((issuer, purpose))
         return None if seen is None else seen[0]
+
+    def tick(self, now: int) -> None:
+        """Prune now and then (every half window), so memory follows the window."""
+        if self._next_prune is None or now >= self._next_prune:
+            self.prune(now)
+            self._next_prune = now + self.window.max_age_ms // 2
 
     def prune(self, now: int) -> int:
         """Forget entries older than the window; returns how many went."""

@@ -316,6 +316,7 @@ class LeaseAuthority:
     def tick(self, now: int) -> list[Action]:
         """Expire and drain what is due at ``now``; grant freed resources to their queues."""
         actions: list[Action] = []
+        self.replay.tick(now)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             when, resource, token = heapq.heappop(deadlines)

@@ -313,6 +313,7 @@ class LeaseHolder:
     def tick(self, now: int) -> list[Action]:
         """Renew, lapse, stop and resend what is due at ``now``."""
         actions: list[Action] = []
+        self.replay.tick(now)
         lead = self.config.renew_lead_ms
         for resource, lease in self._leases.items():
             state = lease.state
