@@ -335,3 +335,15 @@ def test_epoch_must_fit_the_token():
     authority = LeaseAuthority(AUTH, CONFIG, mandate_until=0)
     with pytest.raises(LocalProtocolError):
         authority.assume(1 << 32, 10, 0)
+
+
+def test_a_claim_too_short_to_use_is_refused_not_queued():
+    authority = LeaseAuthority(AUTH, CONFIG)
+    a, b, c = Node(2), Node(3), Node(4)
+    (grant,) = sent(authority.receive(*a.claim("dock/1", 0), 0))
+    assert refusals(authority.receive(*b.claim("dock/1", 1, term=2 * DRIFT), 1)) == [
+        Refusal.TERM_TOO_SHORT
+    ]
+    authority.receive(*c.claim("dock/1", 2), 2)
+    (second,) = sent(authority.receive(*a.release(grant, 3), 3))
+    assert second.holder == 4  # nobody useless stood in the way

@@ -141,6 +141,7 @@ class Refusal(enum.Enum):
     UNKNOWN_GRANT = "unknown-grant"
     QUEUE_FULL = "queue-full"
     NOT_HELD = "not-held"
+    TERM_TOO_SHORT = "term-too-short"
 
 
 @attrs.frozen(slots=True)
@@ -364,6 +365,10 @@ class LeaseAuthority:
         if not self.active(now):
             actions.append(Refused(claim, Refusal.NO_MANDATE))
             return
+        if min(claim.term_ms, self.config.max_term_ms) <= self._shortest_grant():
+            # Could never be granted: queued, it would block everyone behind it.
+            actions.append(Refused(claim, Refusal.TERM_TOO_SHORT))
+            return
         window = self.replay.window
         if claim.header.issued_at < now - window.max_age_ms:
             actions.append(Refused(claim, Refusal.STALE))
@@ -462,6 +467,10 @@ class LeaseAuthority:
 
     # --- granting ---------------------------------------------------------------------
 
+    def _shortest_grant(self) -> int:
+        """A grant no longer than this is of no use to its holder (§6.4 drift margins)."""
+        return self.config.min_term_ms + 2 * self.config.max_drift_ms
+
     def _expiry(self, now: int, term_ms: int) -> int:
         expires_at = now + min(term_ms, self.config.max_term_ms)
         if self.mandate_until is not None and expires_at > self.mandate_until:
@@ -501,7 +510,7 @@ class LeaseAuthority:
         if not self.active(now):
             return False
         expires_at = self._expiry(now, term_ms)
-        if expires_at - now <= self.config.min_term_ms + 2 * self.config.max_drift_ms:
+        if expires_at - now <= self._shortest_grant():
             return False
         self._move(r, Step.GRANT)
         r.count += 1
