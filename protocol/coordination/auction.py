@@ -40,6 +40,7 @@ No I/O, no clock: ``receive`` and ``tick`` take ``now`` (the region's clock).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 import attrs
 
@@ -49,6 +50,7 @@ from ..messages.v1 import LeaseClaim, LeaseGrant, LeaseRenew
 from .freshness import DEFAULT_WINDOW, Freshness, FreshnessWindow, ReplayGuard
 
 __all__ = [
+    "DRAFT_WIRE",
     "Ask",
     "AuctionConfig",
     "AuctionRegion",
@@ -91,6 +93,25 @@ class Award:
     price: int  # the uniform price per unit
     fencing_token: int
     expires_at: int
+
+
+#: Draft wire form (spec/v3/market.md, market.cddl): type code and body keys, for the codec to
+#: take up when version 3 is released.
+DRAFT_WIRE: Final[dict[type, tuple[int, tuple[tuple[int, str], ...]]]] = {
+    Bid: (24, ((8, "pool"), (9, "quantity"), (10, "price"))),
+    Ask: (25, ((8, "pool"), (9, "quantity"), (10, "price"))),
+    Award: (
+        26,
+        (
+            (8, "pool"),
+            (9, "bidder"),
+            (10, "quantity"),
+            (11, "price"),
+            (12, "fencing_token"),
+            (13, "expires_at"),
+        ),
+    ),
+}
 
 
 @attrs.frozen(slots=True)

@@ -43,6 +43,7 @@ from ..messages.header import Header
 from .freshness import DEFAULT_WINDOW, Freshness, FreshnessWindow, ReplayGuard
 
 __all__ = [
+    "DRAFT_WIRE",
     "MODE_TRANSITIONS",
     "BlockGrant",
     "BlockRelease",
@@ -104,6 +105,25 @@ class BlockRelease:
 
 
 Message = BlockRequest | BlockGrant | BlockRenew | BlockRelease
+
+#: Draft wire form (spec/v2/reservations.md, reservations.cddl): type code and body keys, for
+#: the codec to take up when version 2 is released.
+DRAFT_WIRE: Final[dict[type, tuple[int, tuple[tuple[int, str], ...]]]] = {
+    BlockRequest: (16, ((8, "pool"), (9, "amount"), (10, "term_ms"))),
+    BlockGrant: (
+        17,
+        (
+            (8, "pool"),
+            (9, "block"),
+            (10, "cell"),
+            (11, "amount"),
+            (12, "fencing_token"),
+            (13, "expires_at"),
+        ),
+    ),
+    BlockRenew: (18, ((8, "pool"), (9, "block"), (10, "fencing_token"), (11, "term_ms"))),
+    BlockRelease: (19, ((8, "pool"), (9, "block"), (10, "fencing_token"))),
+}
 
 
 @attrs.frozen(slots=True)
