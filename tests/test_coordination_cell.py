@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from fleetwire.protocol.coordination.invariants import Rule
 from fleetwire.protocol.coordination.lease_holder import HolderState
 from hypothesis import event, settings, target
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from .coordination_cell import COORDINATORS, MAX_DRIFT, REGION, Cell
 
@@ -89,6 +97,11 @@ class CellUnderFaults(RuleBasedStateMachine):
     def isolate(self, node: int) -> None:
         self.cell.net.isolated.add(node)
 
+    @rule(node=st.sampled_from(NODES), offset=st.integers(-MAX_DRIFT // 2, MAX_DRIFT // 2))
+    def step_clock(self, node: int, offset: int) -> None:
+        """A clock is corrected (forwards or backwards), staying within the bound."""
+        self.cell.offsets[node] = offset
+
     @rule()
     def mend(self) -> None:
         self.cell.net.cut.clear()
@@ -139,6 +152,14 @@ class CellUnderFaults(RuleBasedStateMachine):
 
 CellUnderFaults.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 test_cell_under_faults = CellUnderFaults.TestCase
+
+
+@pytest.mark.soak
+def test_cell_under_faults_long() -> None:
+    run_state_machine_as_test(
+        CellUnderFaults,
+        settings=settings(max_examples=3_000, stateful_step_count=50, deadline=None),
+    )
 
 
 def test_takeover_by_the_standby_continues_with_higher_tokens():
