@@ -14,7 +14,7 @@ from fleetwire.protocol.bpv7 import encode_bundle
 from fleetwire.protocol.coordination.freshness import FreshnessWindow
 from fleetwire.protocol.coordination.lease_authority import AuthorityConfig
 from fleetwire.protocol.coordination.lease_holder import HolderConfig, HolderState, NoticeKind
-from fleetwire.protocol.messages import LeaseClaim, LeaseGrant
+from fleetwire.protocol.messages import LeaseClaim, LeaseGrant, LeaseRenew, LeaseRevoke
 from fleetwire.runtime.bundling import message_bundle
 from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
 from fleetwire.runtime.loopback import LoopbackNetwork
@@ -225,3 +225,47 @@ async def test_replayed_claim_and_grant_in_new_bundles_change_nothing(
             delivered[0] + 1,
             delivered[1] + 1,
         )
+
+
+async def test_replayed_renew_and_revoke_in_new_bundles_change_nothing(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    async with cell() as c:
+        await trio.sleep(5)
+        (active,) = c.active()
+        role = c.coordinators[active]
+        m1 = c.members[M1]
+        await m1.want("dock/1", 10_000)
+        await trio.sleep(12)  # granted, then renewed at least once
+        renew = next(s for s in m1.sent if isinstance(s.message, LeaseRenew))
+        holder, token, expires_at = role.authority.holder("dock/1")
+        assert holder == M1 and expires_at > renew.message.header.issued_at
+
+        async def replay(envelope: bytes, source: int, to: int) -> None:
+            bundle = message_bundle(
+                envelope, source=source, destination=to, created_at=c.now(), sequence=1,
+                lifetime_ms=LIFETIME,
+            )  # fmt: skip
+            await c.nodes[to].accept(encode_bundle(bundle), from_peer=source)
+
+        # A replayed renew does not move the expiry the later renewals set.
+        current = role.authority.holder("dock/1")
+        await replay(renew.envelope, M1, active)
+        await trio.sleep(0.5)
+        assert role.authority.holder("dock/1") == current
+
+        # The authority revokes M1's grant; M1 stops and releases, then claims again.
+        now = c.now()
+        await role.act(role.call(lambda: role.authority.revoke("dock/1", now + 1_000, now)))
+        await trio.sleep(5)
+        revoke = next(s for s in role.sent if isinstance(s.message, LeaseRevoke))
+        assert m1.use("dock/1") is None
+        await m1.want("dock/1", 10_000)
+        await trio.sleep(5)
+        again = m1.use("dock/1")
+        assert again is not None and again > token
+        await replay(revoke.envelope, active, M1)
+        await trio.sleep(0.5)
+        assert m1.use("dock/1") == again  # the old revoke changed nothing
+        assert m1.holder.state("dock/1") in (HolderState.HOLDING, HolderState.RENEWING)
