@@ -256,8 +256,7 @@ async def test_replayed_renew_and_revoke_in_new_bundles_change_nothing(
         assert role.authority.holder("dock/1") == current
 
         # The authority revokes M1's grant; M1 stops and releases, then claims again.
-        now = c.now()
-        await role.act(role.call(lambda: role.authority.revoke("dock/1", now + 1_000, now)))
+        await role.revoke("dock/1", c.now() + 1_000, reason="maintenance")
         await trio.sleep(5)
         revoke = next(s for s in role.sent if isinstance(s.message, LeaseRevoke))
         assert m1.use("dock/1") is None

@@ -27,6 +27,7 @@ wants a writer's ``sequence`` to grow across all the messages it writes.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -139,7 +140,7 @@ class _Driver:
 
     async def on_tick(self, now: int) -> None:
         for m in self.machines():
-            await self.act(self.call(lambda m=m: m.tick(now)))  # type: ignore[misc]
+            await self.act(self.call(functools.partial(m.tick, now)))
 
     async def on_message(self, signed: Any, now: int) -> None:
         raise NotImplementedError
@@ -239,6 +240,13 @@ class CellCoordinator(_Driver):
                 self.call(lambda: self.authority.receive(message, signed.content_id, now))
             )
 
+    async def revoke(self, resource: str, effective_at: int, reason: str | None = None) -> None:
+        """Withdraw the grant in force on ``resource`` from ``effective_at`` (spec §6.4)."""
+        now = self.node.now()
+        await self.act(
+            self.call(functools.partial(self.authority.revoke, resource, effective_at, now, reason))
+        )
+
     async def _handle(self, actions: list[Any], now: int) -> None:
         for notice in await self.act(actions):
             if notice.resource != self.resource:
@@ -252,9 +260,8 @@ class CellCoordinator(_Driver):
                 await self.act(self.call(lambda: self.holder.let_go(self.resource, now)))
                 continue
             before = self.authority.epoch
-            await self.act(
-                self.call(lambda e=epoch, u=notice.usable_until: self.authority.assume(e, u, now))
-            )
+            assume = functools.partial(self.authority.assume, epoch, notice.usable_until, now)
+            await self.act(self.call(assume))
             if self.authority.epoch == epoch and self.authority.active(now):
                 self.last_epoch = epoch
                 if epoch != before:
