@@ -20,6 +20,7 @@ and reports exceptions; severe ones are escalated by the coordinator to the regi
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import statistics
@@ -182,6 +183,10 @@ def fleet_keys(scenario: Scenario, rng: random.Random) -> tuple[dict[int, Signin
             START,
         )
     return keys, trust
+
+
+def _in_cell(cell: int, resource: str) -> bool:
+    return resource.startswith(f"cell-{cell}/")
 
 
 class _Sequence:
@@ -408,7 +413,7 @@ async def run_demo(
                     holder_config=COORDINATOR_LEASE,
                     lifetime_ms=lifetime,
                     authority_term_ms=AUTHORITY_TERM,
-                    owns=lambda r, c=c: r.startswith(f"cell-{c}/"),
+                    owns=functools.partial(_in_cell, c),
                     last_epoch=0,  # a first start: it acted in no epoch before
                     on_send=on_send(coordinator),
                 )
