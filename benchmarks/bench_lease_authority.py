@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
+import math
 import random
 import time
 
@@ -153,11 +154,19 @@ def main() -> None:
 
     print("\nscaling (holders = 10 x resources), µs per decision:")
     print(f"{'resources':>10} {'holders':>10} {'uncontended':>12} {'contended':>10}")
+    costs = []
     for n in args.scale:
         claims = max(args.claims // 2, 5 * n)
         u, _ = uncontended(n, 10 * n, claims)
         c, _ = contended(n, 10 * n, claims)
+        costs.append((n, u, c))
         print(f"{n:>10} {10 * n:>10} {u:>12.2f} {c:>10.2f}")
+    if len(costs) > 1:
+        (n0, u0, c0), (n1, u1, c1) = costs[0], costs[-1]
+        print(
+            f"from {n0} to {n1} resources the cost grew x{u1 / u0:.2f} (uncontended) and "
+            f"x{c1 / c0:.2f} (contended); log2 of the size grew x{math.log2(n1) / math.log2(n0):.2f}"
+        )
 
 
 if __name__ == "__main__":
