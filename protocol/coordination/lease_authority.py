@@ -18,7 +18,9 @@ Each resource moves only through :data:`TRANSITIONS`::
 * **Grant.** A claim on a FREE resource is granted at once; otherwise it waits in the
   resource's queue, highest ``priority`` first, then first come. One holder has at most one
   place in a queue (a newer claim replaces its older one). Whenever a resource becomes FREE the
-  head of its queue is granted. Fencing tokens are ``epoch << 32 | n`` with ``n`` counting the
+  head of its queue is granted. A grant always leaves the holder more than ``min_term_ms`` of
+  use after both drift margins; a claim whose term cannot (``term-too-short``) is refused, not
+  queued, and the queue waits while our mandate is too short. Fencing tokens are ``epoch << 32 | n`` with ``n`` counting the
   resource's grants in this epoch, so they strictly grow per resource, and across a hand-over to
   a standby authority whose epoch is higher (the epoch rule: one active authority per resource
   set per epoch).
