@@ -284,3 +284,22 @@ def test_replay_marks_are_pruned_as_time_passes():
     holder.tick(600_000 + 11)
     holder.tick(900_000 + 12)
     assert len(holder.replay) == 0
+
+
+def test_timing_for_a_link_leaves_room_for_lost_renewals():
+    config = HolderConfig.for_link(DRIFT, one_way_delay_ms=400, retries=2)
+    assert config.retry_ms == 800 and config.renew_lead_ms > 3 * 800
+    holder = LeaseHolder(ME, (AUTH,), config)
+    (claim,) = sends(holder.want("dock/1", 20_000, 0), LeaseClaim)
+    grant, cid = Authority().grant(claim.message, 0, 5, expires_at=20_000)
+    holder.receive(grant, cid, 400)
+    usable_until = 20_000 - DRIFT
+    renews = []
+    t = 400
+    while t < usable_until:
+        renews += [a for a in sends(holder.tick(t), LeaseRenew)]
+        t += 50
+    # Three renews go out, each a round trip apart; the last answer (a round trip later) still
+    # comes before the usable end.
+    sent_at = [r.message.header.issued_at for r in renews]
+    assert len(sent_at) >= 3 and sent_at[2] + 800 < usable_until

@@ -160,6 +160,22 @@ class HolderConfig:
     min_use_ms: int = 1  # refuse a grant with less usable time than this
     freshness: FreshnessWindow = DEFAULT_WINDOW
 
+    @classmethod
+    def for_link(
+        cls, max_drift_ms: int, one_way_delay_ms: int, *, retries: int = 2, min_use_ms: int = 1
+    ) -> HolderConfig:
+        """Timing for a link whose one-way delay is at most ``one_way_delay_ms``: a renew is
+        resent every round trip, and sent early enough that ``retries`` of them may be lost
+        and the last still answered before the grant's usable end (with half a round trip to
+        spare for a late tick)."""
+        round_trip = 2 * one_way_delay_ms
+        return cls(
+            max_drift_ms=max_drift_ms,
+            renew_lead_ms=(retries + 1) * round_trip + one_way_delay_ms,
+            retry_ms=max(round_trip, 1),
+            min_use_ms=min_use_ms,
+        )
+
 
 class _Lease:
     __slots__ = (
