@@ -15,12 +15,14 @@ from fleetwire.protocol.coordination.reservations import (
     CellReservations,
     Mode,
     ModeChanged,
+    ModeInput,
     ReservationAuthority,
     ReservationConfig,
     Send,
     SubLease,
     SubLeaseRefusal,
     SubLeaseRefused,
+    diagram,
 )
 from fleetwire.protocol.messages import Header
 from hypothesis import given
@@ -206,10 +208,13 @@ def test_silence_is_broken_by_an_early_renewal_before_conservative_mode():
     assert cell.mode is Mode.NORMAL
 
 
-def test_mode_table():
-    assert MODE_TRANSITIONS[Mode.NORMAL]
+def test_mode_table_and_its_diagram():
+    assert MODE_TRANSITIONS[Mode.NORMAL][ModeInput.SILENCE] is Mode.CONSERVATIVE
+    assert MODE_TRANSITIONS[Mode.CONSERVATIVE][ModeInput.CONTACT] is Mode.NORMAL
+    text = diagram()
     for mode, moves in MODE_TRANSITIONS.items():
-        assert mode in moves.values() or any(t is not mode for t in moves.values())
+        for what, target in moves.items():
+            assert f"{mode.value} --> {target.value}: {what.value}" in text
 
 
 def test_a_cell_cut_off_for_30_days_grants_inside_its_reservations_and_reconciles():

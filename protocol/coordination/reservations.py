@@ -52,12 +52,14 @@ __all__ = [
     "CellReservations",
     "Mode",
     "ModeChanged",
+    "ModeInput",
     "ReservationAuthority",
     "ReservationConfig",
     "Send",
     "SubLease",
     "SubLeaseRefusal",
     "SubLeaseRefused",
+    "diagram",
 ]
 
 
@@ -171,6 +173,15 @@ MODE_TRANSITIONS: Final[dict[Mode, dict[ModeInput, Mode]]] = {
     Mode.NORMAL: {ModeInput.SILENCE: Mode.CONSERVATIVE, ModeInput.CONTACT: Mode.NORMAL},
     Mode.CONSERVATIVE: {ModeInput.CONTACT: Mode.NORMAL, ModeInput.SILENCE: Mode.CONSERVATIVE},
 }
+
+
+def diagram() -> str:
+    """The mode table as a Mermaid state diagram (the table is the source of truth)."""
+    lines = ["stateDiagram-v2", "    [*] --> normal"]
+    for mode, moves in MODE_TRANSITIONS.items():
+        for what, target in moves.items():
+            lines.append(f"    {mode.value} --> {target.value}: {what.value}")
+    return "\n".join(lines)
 
 
 @attrs.frozen(slots=True)
