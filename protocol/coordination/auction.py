@@ -32,7 +32,8 @@ takes part as a fixed-price bid for one unit of the pool named by its ``resource
 ``claim_price(priority)``. A version-1 renew is a bid for the next cycle by the same rule. The
 winner of such a bid is answered with a plain version-1 :class:`LeaseGrant`, so a node that knows
 nothing of auctions holds the resource with a fencing token like any lease; a bid that loses
-stands for the next cycles until ``claim_ttl_ms``.
+stands for the next cycles until ``claim_ttl_ms``. A v1 release frees nothing before the cycle
+ends: the unit was awarded for the cycle and returns to supply at the next clearing.
 
 No I/O, no clock: ``receive`` and ``tick`` take ``now`` (the region's clock).
 """
