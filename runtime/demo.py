@@ -189,15 +189,6 @@ def _in_cell(cell: int, resource: str) -> bool:
     return resource.startswith(f"cell-{cell}/")
 
 
-class _Sequence:
-    def __init__(self) -> None:
-        self.next = 0
-
-    def __call__(self) -> int:
-        self.next += 1
-        return self.next
-
-
 async def run_demo(
     scenario: Scenario, progress: Callable[[float], None] | None = None
 ) -> Observations:
@@ -219,8 +210,10 @@ async def run_demo(
     def now() -> int:
         return clock.to_dtn(trio.current_time())
 
-    def header(node: int, sequence: _Sequence, refs: tuple[ContentId, ...] = ()) -> Header:
-        return Header(issuer=node, issued_at=now(), sequence=sequence(), references=refs)
+    def header(node: int, refs: tuple[ContentId, ...] = ()) -> Header:
+        # One sequence per node across all its tasks (spec §4): readers refuse a reused one.
+        sequence = nodes[node].next_message_sequence()
+        return Header(issuer=node, issued_at=now(), sequence=sequence, references=refs)
 
     async def send(node: int, message: Message, to: int) -> None:
         await nodes[node].send(message, to, lifetime_ms=7 * DAY)
@@ -228,7 +221,6 @@ async def run_demo(
 
     async def listen(node: int) -> None:
         inbox = nodes[node].subscribe()
-        sequence = _Sequence()
         async for signed in inbox:
             message = signed.message
             family = message.TYPE.family.value
@@ -237,7 +229,7 @@ async def run_demo(
             if isinstance(message, Commitment) and message.state is CommitmentState.OFFERED:
                 assert message.terms is not None
                 accept = Commitment(
-                    header=header(node, sequence, (signed.content_id,)),
+                    header=header(node, (signed.content_id,)),
                     state=CommitmentState.ACCEPTED,
                     commitment=signed.content_id,
                 )
@@ -245,7 +237,7 @@ async def run_demo(
             elif isinstance(message, ExceptionReport) and message.severity >= 3 and node != REGION:
                 seen.escalations += 1
                 escalated = ExceptionReport(
-                    header=header(node, sequence, (signed.content_id,)),
+                    header=header(node, (signed.content_id,)),
                     code=message.code,
                     severity=message.severity,
                     scope=Scope.CELL,
@@ -293,11 +285,10 @@ async def run_demo(
 
     async def member(node: int, cell: int) -> None:
         local = random.Random(scenario.seed * 7919 + node)
-        sequence = _Sequence()
         coordinator = scenario.cell_coordinator(cell)
         await trio.sleep(local.uniform(0, 3600))
         advert = CapabilityAdvertisement(
-            header=header(node, sequence),
+            header=header(node),
             capabilities=(
                 Capability(
                     "refine/carbonaceous",
@@ -324,7 +315,7 @@ async def run_demo(
                     peers = [m for m, c in members.items() if c == cell and m != node]
                     if peers:
                         offer = Commitment(
-                            header=header(node, sequence),
+                            header=header(node),
                             state=CommitmentState.OFFERED,
                             terms=Terms(
                                 node,
@@ -338,7 +329,7 @@ async def run_demo(
                         await send(node, offer, offer.terms.promisee)  # type: ignore[union-attr]
                 else:
                     report = ExceptionReport(
-                        header=header(node, sequence),
+                        header=header(node),
                         code=local.randrange(1, 7),
                         severity=local.randrange(1, 6),
                         scope=Scope.NODE,

@@ -8,13 +8,17 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from fleetwire.protocol.bpv7 import encode_bundle
 from fleetwire.protocol.coordination.freshness import FreshnessWindow
 from fleetwire.protocol.coordination.lease_authority import AuthorityConfig
 from fleetwire.protocol.coordination.lease_holder import HolderConfig, HolderState, NoticeKind
-from fleetwire.protocol.messages import LeaseClaim, LeaseGrant, LeaseRenew, LeaseRevoke
+from fleetwire.protocol.ids import ContentId
+from fleetwire.protocol.messages import Header, LeaseClaim, LeaseGrant, LeaseRenew, LeaseRevoke
+from fleetwire.protocol.roles import check_role
+from fleetwire.protocol.trust import Credential, Role, TrustStore, WrongRole, issue_credential
 from fleetwire.runtime.bundling import message_bundle
 from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
 from fleetwire.runtime.loopback import LoopbackNetwork
@@ -22,7 +26,7 @@ from fleetwire.runtime.memory_store import MemoryBundleStore
 from fleetwire.runtime.node import Node, NodeConfig, open_node
 from fleetwire.runtime.roles.lease import CellCoordinator, Member, RegionCoordinator
 
-from .fleet import DAY, T0, node_key, trust_for
+from .fleet import DAY, ROOT, T0, node_key
 
 REGION, C1, C2, M1, M2 = 1, 2, 3, 10, 11
 NODES = (REGION, C1, C2, M1, M2)
@@ -30,6 +34,24 @@ DRIFT = 500
 WINDOW = FreshnessWindow(max_age_ms=DAY, max_skew_ms=DRIFT)
 AUTHORITY_TERM = 60_000
 LIFETIME = 10 * 60_000  # bundle lifetime: ten minutes
+CLAIM_ID = ContentId.of(b"a claim")
+
+
+def trust() -> TrustStore:
+    """Node 1 is the region coordinator, 2 and 3 the coordinators of cell 1, 10 and 11 members."""
+    store = TrustStore([ROOT.public])
+    for node in NODES:
+        roles, cell, region = [Role.NODE], None, None
+        if node == REGION:
+            roles, region = [Role.NODE, Role.REGION_COORDINATOR], 0
+        elif node in (C1, C2):
+            roles, cell = [Role.NODE, Role.CELL_COORDINATOR], 1
+        credential = issue_credential(
+            ROOT, node=node, public_key=node_key(node).public, roles=roles,
+            not_before=T0 - DAY, not_after=T0 + 365 * DAY, serial=node, cell=cell, region=region,
+        )  # fmt: skip
+        store.add_credential(credential, T0)
+    return store
 
 
 def plan() -> ContactPlan:
@@ -65,7 +87,6 @@ class Cell:
 async def cell() -> AsyncIterator[Cell]:
     clock = Clock(0.0, T0)
     contact_plan = plan()
-    trust = trust_for(NODES, coordinators=(C1, C2))
     network = LoopbackNetwork(contact_plan, clock, random.Random(5))
     authority_config = AuthorityConfig(max_drift_ms=DRIFT, max_term_ms=20_000, freshness=WINDOW)
     region_config = AuthorityConfig(
@@ -83,7 +104,9 @@ async def cell() -> AsyncIterator[Cell]:
             nodes = {
                 n: await stack.enter_async_context(
                     open_node(
-                        NodeConfig(node=n, key=node_key(n), trust=trust, contact_plan=contact_plan),
+                        NodeConfig(
+                            node=n, key=node_key(n), trust=trust(), contact_plan=contact_plan
+                        ),
                         MemoryBundleStore(),
                         links=network.links_of(n),
                         clock=clock,
@@ -184,47 +207,47 @@ async def test_replayed_claim_and_grant_in_new_bundles_change_nothing(
         m1 = c.members[M1]
         await m1.want("dock/1", 10_000)
         await trio.sleep(2)
-        claim = next(s for s in m1.sent if isinstance(s.message, LeaseClaim))
         authority_role = c.coordinators[active]
-        grant = next(s for s in authority_role.sent if isinstance(s.message, LeaseGrant))
+        grant = next(s for s, _ in authority_role.sent if isinstance(s.message, LeaseGrant))
+        claims = [(s, to) for s, to in m1.sent if isinstance(s.message, LeaseClaim)]
+        # The claim the active authority granted, and its twin sent to the standby, which the
+        # active node never saw (its own replay memory cannot know it).
+        acted = next(s for s, _ in claims if s.content_id == grant.message.claim)
+        unseen = next(s for s, to in claims if to != active)
         await m1.release("dock/1")
         await trio.sleep(LIFETIME / 1000 + 120)  # the original bundles have expired
         assert m1.holder.state("dock/1") is HolderState.IDLE
         assert authority_role.authority.holder("dock/1") is None
-        sequence = authority_role.sequence
-        grants_before = sum(1 for s in authority_role.sent if isinstance(s.message, LeaseGrant))
+        sequence = authority_role.authority.sequence
+        grants_before = sum(1 for s, _ in authority_role.sent if isinstance(s.message, LeaseGrant))
 
         async def replay(envelope: bytes, source: int, to: int) -> None:
-            now = c.now()
             bundle = message_bundle(
-                envelope,
-                source=source,
-                destination=to,
-                created_at=now,
-                sequence=0,
+                envelope, source=source, destination=to, created_at=c.now(), sequence=0,
                 lifetime_ms=LIFETIME,
-            )
+            )  # fmt: skip
             await c.nodes[to].accept(encode_bundle(bundle), from_peer=source)
 
-        delivered = c.nodes[active].stats.delivered, c.nodes[M1].stats.delivered
-        await replay(claim.envelope, M1, active)
+        delivered = c.nodes[active].stats.delivered
+        await replay(acted.envelope, M1, active)
         await replay(grant.envelope, active, M1)
-        await trio.sleep(5)
-        # The replayed claim was delivered and refused: nothing granted, nothing queued.
+        await trio.sleep(1)
+        # Copies of what the nodes accepted before: their replay memory refuses them.
+        assert c.nodes[active].stats.delivered == delivered
+        await replay(unseen.envelope, M1, active)
+        await trio.sleep(1)
+        # The twin is new to the node and reaches the authority, whose lease replay marks
+        # refuse it: nothing granted, nothing queued, nothing written.
+        assert c.nodes[active].stats.delivered == delivered + 1
         assert authority_role.authority.holder("dock/1") is None
         assert authority_role.authority.queue_length("dock/1") == 0
         assert (
-            sum(1 for s in authority_role.sent if isinstance(s.message, LeaseGrant))
+            sum(1 for s, _ in authority_role.sent if isinstance(s.message, LeaseGrant))
             == grants_before
         )
-        assert authority_role.sequence >= sequence
+        assert authority_role.authority.sequence == sequence
         # The replayed grant is not used, and no release answers it.
         assert m1.holder.state("dock/1") is HolderState.IDLE and m1.use("dock/1") is None
-        # Both replays reached the roles (verified, delivered): the machines refused them.
-        assert (c.nodes[active].stats.delivered, c.nodes[M1].stats.delivered) == (
-            delivered[0] + 1,
-            delivered[1] + 1,
-        )
 
 
 async def test_replayed_renew_and_revoke_in_new_bundles_change_nothing(
@@ -238,7 +261,7 @@ async def test_replayed_renew_and_revoke_in_new_bundles_change_nothing(
         m1 = c.members[M1]
         await m1.want("dock/1", 10_000)
         await trio.sleep(12)  # granted, then renewed at least once
-        renew = next(s for s in m1.sent if isinstance(s.message, LeaseRenew))
+        renew = next(s for s, _ in m1.sent if isinstance(s.message, LeaseRenew))
         holder, token, expires_at = role.authority.holder("dock/1")
         assert holder == M1 and expires_at > renew.message.header.issued_at
 
@@ -258,7 +281,7 @@ async def test_replayed_renew_and_revoke_in_new_bundles_change_nothing(
         # The authority revokes M1's grant; M1 stops and releases, then claims again.
         await role.revoke("dock/1", c.now() + 1_000, reason="maintenance")
         await trio.sleep(5)
-        revoke = next(s for s in role.sent if isinstance(s.message, LeaseRevoke))
+        revoke = next(s for s, _ in role.sent if isinstance(s.message, LeaseRevoke))
         assert m1.use("dock/1") is None
         await m1.want("dock/1", 10_000)
         await trio.sleep(5)
@@ -268,3 +291,29 @@ async def test_replayed_renew_and_revoke_in_new_bundles_change_nothing(
         await trio.sleep(0.5)
         assert m1.use("dock/1") == again  # the old revoke changed nothing
         assert m1.holder.state("dock/1") in (HolderState.HOLDING, HolderState.RENEWING)
+
+
+def test_region_coordinator_signs_authority_leases_and_nothing_else_of_a_cell() -> None:
+    def credential(
+        node: int, roles: list[Role], cell: int | None, region: int | None
+    ) -> Credential:
+        return Credential(
+            node, node_key(node).public, frozenset(roles), T0 - DAY, T0 + DAY, node,
+            ROOT.public.kid, cell=cell, region=region,
+        )  # fmt: skip
+
+    credentials = {
+        REGION: credential(REGION, [Role.NODE, Role.REGION_COORDINATOR], None, 0),
+        C1: credential(C1, [Role.NODE, Role.CELL_COORDINATOR], 1, None),
+        M1: credential(M1, [Role.NODE], None, None),
+    }
+
+    def grant(resource: str, issuer: int) -> LeaseGrant:
+        return LeaseGrant(Header(issuer, T0, 1), resource, C1, CLAIM_ID, 1, 1_000, T0 + 1_000)
+
+    check_role(grant("authority/cell-1", REGION), credentials[REGION], reader_cell=1)
+    with pytest.raises(WrongRole):
+        check_role(grant("dock/1", REGION), credentials[REGION], reader_cell=1)
+    with pytest.raises(WrongRole):
+        check_role(grant("authority/cell-1", M1), credentials[M1], reader_cell=1)
+    check_role(grant("dock/1", C1), credentials[C1], reader_cell=1)

@@ -218,6 +218,7 @@ class LeaseAuthority:
         epoch: int = 0,
         mandate_until: int | None = None,
         sequence: int = 0,
+        next_sequence: Callable[[], int] | None = None,
     ) -> None:
         self.node = node
         self.config = config
@@ -226,6 +227,8 @@ class LeaseAuthority:
         self.mandate_until = mandate_until
         #: The last sequence number written; persist it (a writer's sequence only grows, §4).
         self.sequence = sequence
+        #: Where sequence numbers come from when the node shares one counter among its roles.
+        self.next_sequence = next_sequence
         self.replay = ReplayGuard(config.freshness)
         self._resources: dict[str, _Resource] = {}
         self._deadlines: list[tuple[int, str, int]] = []  # (when, resource, token)
@@ -539,7 +542,7 @@ class LeaseAuthority:
         return attrs.evolve(grant, header=self._header(now, (cid,)))
 
     def _header(self, now: int, references: Iterable[ContentId]) -> Header:
-        self.sequence += 1
+        self.sequence = self.next_sequence() if self.next_sequence else self.sequence + 1
         return Header(
             issuer=self.node, issued_at=now, sequence=self.sequence, references=tuple(references)
         )

@@ -44,7 +44,7 @@ nobody here wants (a claim answered after we gave up) is released at once.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import attrs
@@ -218,6 +218,7 @@ class LeaseHolder:
         config: HolderConfig,
         *,
         sequence: int = 0,
+        next_sequence: Callable[[], int] | None = None,
     ) -> None:
         self.node = node
         #: Where claims go: the active authority and its standbys (only the active one answers).
@@ -225,6 +226,8 @@ class LeaseHolder:
         self.config = config
         #: The last sequence number written; persist it (a writer's sequence only grows, §4).
         self.sequence = sequence
+        #: Where sequence numbers come from when the node shares one counter among its roles.
+        self.next_sequence = next_sequence
         self.replay = ReplayGuard(config.freshness)
         self._leases: dict[str, _Lease] = {}
 
@@ -486,7 +489,7 @@ class LeaseHolder:
         actions.append(Send(release, authority))
 
     def _header(self, now: int, references: tuple[ContentId, ...]) -> Header:
-        self.sequence += 1
+        self.sequence = self.next_sequence() if self.next_sequence else self.sequence + 1
         return Header(
             issuer=self.node, issued_at=now, sequence=self.sequence, references=references
         )

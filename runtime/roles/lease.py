@@ -19,9 +19,9 @@ The machines never see Trio; the roles never decide anything themselves.
 - :class:`Member` claims, renews and releases for the application and answers :meth:`use` with
   the fencing token for an operation (or None).
 
-Every machine of a node writes with one sequence counter, started from
-:meth:`Node.next_message_sequence` (clock-derived, so it only grows across restarts): spec §4
-wants a writer's ``sequence`` to grow across all the messages it writes.
+Every machine of a node numbers its messages from :meth:`Node.next_message_sequence`, the
+node's one counter (clock-derived, so it only grows across restarts): spec §4 wants a writer's
+``sequence`` to grow across all the messages it writes, and readers refuse a reused one.
 """
 
 from __future__ import annotations
@@ -69,10 +69,12 @@ class _Driver:
         self.node = node
         self.lifetime_ms = lifetime_ms
         self.on_send = on_send
-        self.sequence = node.next_message_sequence()
+        #: Every machine numbers its messages from the node's one counter.
+        self.next_sequence = node.next_message_sequence
         self._poke_send, self._poke = trio.open_memory_channel[Any](math.inf)
-        #: The last messages this role sent, signed (for reports and replay tests).
-        self.sent: collections.deque[SignedMessage] = collections.deque(maxlen=256)
+        #: The last messages this role sent, signed, with their destination (for reports and
+        #: replay tests).
+        self.sent: collections.deque[tuple[SignedMessage, int]] = collections.deque(maxlen=256)
 
     def machines(self) -> Sequence[LeaseAuthority | LeaseHolder]:
         raise NotImplementedError
@@ -82,12 +84,9 @@ class _Driver:
         return min(times) if times else None
 
     def call(self, fn: Callable[[], list[Any]]) -> list[Any]:
-        """Run a machine step with the node's one sequence counter."""
-        for m in self.machines():
-            m.sequence = self.sequence
-        actions = fn()
-        self.sequence = max(m.sequence for m in self.machines())
-        return actions
+        """Run a machine step (a hook for subclasses; the machines number their own messages
+        from the node's one counter)."""
+        return fn()
 
     async def act(self, actions: list[Any]) -> list[Notice]:
         notices = []
@@ -95,7 +94,7 @@ class _Driver:
             to = getattr(action, "to", None)
             if to is not None:
                 signed = await self.node.send(action.message, to, lifetime_ms=self.lifetime_ms)
-                self.sent.append(signed)
+                self.sent.append((signed, to))
                 if self.on_send is not None:
                     self.on_send(signed, to)
             elif isinstance(action, Notice):
@@ -159,7 +158,10 @@ class RegionCoordinator(_Driver):
     ) -> None:
         super().__init__(node, lifetime_ms, on_send)
         self.authority = LeaseAuthority(
-            node.node, config, owns=lambda r: r.startswith("authority/"), sequence=self.sequence
+            node.node,
+            config,
+            owns=lambda r: r.startswith("authority/"),
+            next_sequence=self.next_sequence,
         )
 
     def machines(self) -> Sequence[LeaseAuthority]:
@@ -194,14 +196,16 @@ class CellCoordinator(_Driver):
         super().__init__(node, lifetime_ms, on_send)
         self.resource = authority_resource(cell)
         self.authority_term_ms = authority_term_ms
-        self.holder = LeaseHolder(node.node, (region,), holder_config, sequence=self.sequence)
+        self.holder = LeaseHolder(
+            node.node, (region,), holder_config, next_sequence=self.next_sequence
+        )
         self.authority = LeaseAuthority(
             node.node,
             authority_config,
             owns=owns,
             epoch=last_epoch or 0,
             mandate_until=0,
-            sequence=self.sequence,
+            next_sequence=self.next_sequence,
         )
         self.last_epoch = last_epoch
         #: (epoch, DTN ms) each time this node took up the authority; for reports and tests.
@@ -283,7 +287,7 @@ class Member(_Driver):
         on_send: Callable[[SignedMessage, int], None] | None = None,
     ) -> None:
         super().__init__(node, lifetime_ms, on_send)
-        self.holder = LeaseHolder(node.node, authorities, config, sequence=self.sequence)
+        self.holder = LeaseHolder(node.node, authorities, config, next_sequence=self.next_sequence)
         self.notices: list[Notice] = []
 
     def machines(self) -> Sequence[LeaseHolder]:
