@@ -28,7 +28,14 @@ import time
 
 import trio
 from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.sqlite_store import DEFAULT_MAX_BATCH, SCHEMA, TUNING, open_sqlite_store
+from fleetwire.runtime.sqlite_store import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_WAL_LIMIT,
+    SCHEMA,
+    TUNING,
+    open_sqlite_store,
+    wal_pragmas,
+)
 from fleetwire.runtime.store import Accepted, BundleStore, StoredBundle
 
 PAYLOAD = os.urandom(1024)
@@ -46,7 +53,8 @@ def fresh(directory: str, name: str) -> str:
 def raw_connection(path: str, minimal: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
-    for pragma in TUNING:  # synchronous=FULL and the store's cache and checkpoint settings
+    # synchronous=FULL and the store's cache and checkpoint settings
+    for pragma in (*TUNING, *wal_pragmas(DEFAULT_WAL_LIMIT)):
         conn.execute(pragma)
     if minimal:
         conn.execute("CREATE TABLE bundles (id INTEGER PRIMARY KEY, data BLOB)")

@@ -62,6 +62,11 @@ _HOP_BLOCK: Final = 2
 #: ``next_hop`` values the node keeps in the store besides ``ipn:N`` neighbours.
 LOCAL: Final = "local"  # addressed to this node, not yet handed to the application
 DELIVERED: Final = "delivered"  # handed over; kept until expiry so duplicates are dropped
+#: Forwarded (the next hop took custody); kept a while so that a resend is answered "duplicate"
+#: instead of being taken, and forwarded, a second time.
+FORWARDED: Final = "forwarded"
+#: The ``next_hop`` values of tombstones: records of bundles this node is done with.
+DONE: Final = (DELIVERED, FORWARDED)
 
 
 def message_bundle(

@@ -7,6 +7,7 @@ A sample, with every key (paths are relative to the file)::
     keys = "fleet"              # folder: node-17.key, fleet-root.pub, *.cred
     store = "node-17.sqlite3"   # durable bundle store; leave out for memory only
     bundle_lifetime_s = 86400   # lifetime of the bundles this node creates
+    store_wal_limit_kb = 4096   # the store's write-ahead log is checkpointed past this size
 
     [[listen]]                  # accept neighbours here (any number of these)
     host = "127.0.0.1"
@@ -121,6 +122,7 @@ class FileConfig:
     tls: TlsConfig | None = None
     quota: Quota = DEFAULT_QUOTA
     replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
+    store_wal_limit_kb: int = 4096
 
 
 def _table(data: dict[str, Any], key: str, allowed: set[str] | None = None) -> dict[str, Any]:
@@ -251,7 +253,9 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         raise ConfigError(
             f"unknown sections {sorted(unknown)}", hint=f"sections: {sorted(sections)}"
         )
-    node = _table(data, "node", {"number", "keys", "store", "bundle_lifetime_s"})
+    node = _table(
+        data, "node", {"number", "keys", "store", "bundle_lifetime_s", "store_wal_limit_kb"}
+    )
     if "number" not in node:
         raise ConfigError("[node] needs `number`, the node's ipn node number")
     keys = node.get("keys", ".")
@@ -314,6 +318,7 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         tls=tls,
         quota=_quota(data),
         replay=_replay(data),
+        store_wal_limit_kb=max(1, _int(node, "store_wal_limit_kb", "node", 4096)),
     )
 
 

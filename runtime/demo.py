@@ -53,7 +53,7 @@ from fleetwire.protocol.messages import (
 )
 from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 
-from .bundling import DELIVERED
+from .bundling import DONE
 from .contacts import Clock, Contact, ContactPlan
 from .loopback import LinkModel, LoopbackNetwork
 from .memory_store import MemoryBundleStore
@@ -187,6 +187,14 @@ def fleet_keys(scenario: Scenario, rng: random.Random) -> tuple[dict[int, Signin
 
 def _in_cell(cell: int, resource: str) -> bool:
     return resource.startswith(f"cell-{cell}/")
+
+
+async def on_their_way(store: MemoryBundleStore) -> int:
+    """Bundles a store holds that are not tombstones (of delivered or forwarded bundles)."""
+    done = 0
+    for hop in DONE:
+        done += len(await store.pending_ids(hop, 1 << 30))
+    return await store.count() - done
 
 
 async def run_demo(
@@ -342,18 +350,15 @@ async def run_demo(
         cut = (START + scenario.partition_days[0] * DAY, START + scenario.partition_days[1] * DAY)
         while True:
             await trio.sleep(1800)
-            # Bundles still on their way: delivered ones stay in the stores as tombstones
-            # (duplicate suppression) until they expire, and do not count here.
+            # Bundles still on their way: delivered and forwarded ones stay in the stores as
+            # tombstones (duplicate suppression) for a while, and do not count here.
             held = 0
             for store in stores.values():
-                held += await store.count() - len(await store.pending_for(DELIVERED, 1 << 30))
+                held += await on_their_way(store)
             t = now()
             seen.stored_samples.append((t - START, held))
             if cut[0] <= t < cut[1]:
-                coordinator = stores[scenario.cell_coordinator(0)]
-                waiting = await coordinator.count() - len(
-                    await coordinator.pending_for(DELIVERED, 1 << 30)
-                )
+                waiting = await on_their_way(stores[scenario.cell_coordinator(0)])
                 seen.partition_waiting.append(waiting)
             if progress is not None:
                 progress(min((t - START) / (total_ms + DAY), 1.0))

@@ -111,13 +111,21 @@ class MemoryBundleStore:
         self._queue(self._by_hop, next_hop).add(seq, bundle_id)
         return True
 
-    async def tombstone(self, bundle_id: bytes, next_hop: str) -> bool:
+    async def tombstone(
+        self, bundle_id: bytes, next_hop: str, expires_at: int | None = None
+    ) -> bool:
         if not await self.assign_next_hop(bundle_id, next_hop):
             return False
         seq, bundle = self._held[bundle_id]
         self._bytes -= bundle.size
-        self._shares.add(bundle.received_from, 0, -bundle.size)
-        self._held[bundle_id] = (seq, attrs.evolve(bundle, data=b""))
+        # A tombstone leaves its neighbour's share (see the SQLite store's tombstone).
+        self._shares.add(bundle.received_from, -1, -bundle.size)
+        bundle = attrs.evolve(bundle, data=b"", received_from=None)
+        if expires_at is not None and expires_at < bundle.expires_at:
+            bundle = attrs.evolve(bundle, expires_at=expires_at)
+            # The later heap entry goes stale: expire() finds the bundle gone by then.
+            heapq.heappush(self._expiry, (bundle.expires_at, seq, bundle_id))
+        self._held[bundle_id] = (seq, bundle)
         return True
 
     # -- replay memory --------------------------------------------------------------------
@@ -168,6 +176,11 @@ class MemoryBundleStore:
         await self._checkpoint()
         queue = self._by_hop.get(next_hop)
         return [] if queue is None else [self._held[i][1] for i in queue.first(limit)]
+
+    async def pending_ids(self, next_hop: str | None, limit: int) -> list[bytes]:
+        await self._checkpoint()
+        queue = self._by_hop.get(next_hop)
+        return [] if queue is None else queue.first(limit)
 
     async def pending_for_destination(self, destination: str, limit: int) -> list[StoredBundle]:
         await self._checkpoint()

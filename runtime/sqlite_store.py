@@ -30,11 +30,21 @@ count and byte totals in memory).
 Recovery: after a crash SQLite replays or discards the WAL on open, so the file holds exactly the
 committed transactions; opening then checks the file is ours (``application_id``), its schema
 version (``user_version``), and runs ``PRAGMA quick_check``.
+
+Disk use: the write-ahead log is copied into the database (a checkpoint) whenever it passes
+``wal_limit`` bytes, and truncated back to that size, so under load the log stays near the
+limit; once the store has been idle for ``idle_tidy_s`` the committer gives freed pages back
+(``incremental_vacuum``: a store created with ``auto_vacuum = INCREMENTAL``) and checkpoints
+with ``TRUNCATE``, so a store at rest is its database file alone — about the size of what it
+holds. Both are ordinary SQLite transactions and checkpoints: a crash in either loses nothing
+committed (the WAL is replayed on open), so the durability promise is unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import os
 import sqlite3
 from collections import deque
@@ -46,6 +56,7 @@ import trio
 from fleetwire.protocol.replay import Seen
 
 from .store import (
+    MAX_DTN_TIME,
     Accepted,
     Duplicate,
     DuplicateOf,
@@ -64,9 +75,11 @@ __all__ = [
     "APPLICATION_ID",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "DEFAULT_WAL_LIMIT",
     "TUNING",
     "SQLiteBundleStore",
     "open_sqlite_store",
+    "wal_pragmas",
 ]
 
 #: ``PRAGMA application_id`` of our files ("FWBS"), so we never adopt someone else's database.
@@ -137,13 +150,25 @@ TUNING = (
     "PRAGMA fullfsync = ON",  # macOS: fsync() alone does not flush the disk cache
     "PRAGMA checkpoint_fullfsync = ON",
     "PRAGMA cache_size = -16384",  # 16 MiB: keep the id indexes in memory
-    # Checkpoint (copy the WAL into the main file) every 16384 pages (64 MiB at 4 KiB) rather
-    # than SQLite's 1000: random content-id index pages that many batches touched are written
-    # back once per checkpoint (~25% fewer bytes written per bundle here). Recovery reads at
-    # most that much WAL. Truncate the WAL to that size afterwards.
-    "PRAGMA wal_autocheckpoint = 16384",
-    f"PRAGMA journal_size_limit = {64 * 1024 * 1024}",
 )
+
+#: Default WAL size limit (bytes): a checkpoint whenever the log passes it, and the log truncated
+#: back to it. A larger limit writes back index pages that many batches touched less often (at
+#: 64 MiB, ~25% fewer bytes written per bundle under sustained load) but keeps that much disk
+#: for the log of every store, however little it holds: 4 MiB suits the small stores of a fleet.
+DEFAULT_WAL_LIMIT = 4 * 1024 * 1024
+#: Seconds without a write after which the committer checkpoints the WAL away (see the module
+#: docstring).
+DEFAULT_IDLE_TIDY_S = 1.0
+
+
+def wal_pragmas(wal_limit: int, page_size: int = 4096) -> tuple[str, ...]:
+    """The pragmas that keep the WAL near ``wal_limit`` bytes (checkpoint, then truncate)."""
+    return (
+        f"PRAGMA wal_autocheckpoint = {max(1, wal_limit // page_size)}",
+        f"PRAGMA journal_size_limit = {wal_limit}",
+    )
+
 
 #: Default batch caps: enough rows to amortise an fsync, few enough bytes to bound a transaction.
 DEFAULT_MAX_BATCH = 1024
@@ -195,7 +220,9 @@ def _bundle(row: tuple[Any, ...]) -> StoredBundle:
     )  # fmt: skip
 
 
-def _connect(path: str, verify: bool) -> tuple[sqlite3.Connection, int, int, SourceShares]:
+def _connect(
+    path: str, verify: bool, wal_limit: int
+) -> tuple[sqlite3.Connection, int, int, SourceShares]:
     """Open (or create) the store file; returns the connection, bundle count and bytes held,
     and what each neighbour's bundles hold (the per-source quota share)."""
     try:
@@ -206,6 +233,9 @@ def _connect(path: str, verify: bool) -> tuple[sqlite3.Connection, int, int, Sou
         raise StoreError(f"cannot open bundle store {path!r}: {exc}") from exc
     try:
         _prepare(conn, path, verify)
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        for pragma in wal_pragmas(wal_limit, page_size):
+            conn.execute(pragma)
         count, used = conn.execute("SELECT count(*), total(size) FROM bundles").fetchone()
         shares = SourceShares()
         for source, n, size in conn.execute(
@@ -263,6 +293,9 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
     for pragma in TUNING:
         conn.execute(pragma)
     if fresh:
+        # Before the first table: lets the committer hand freed pages back to the file system
+        # when idle (stores created before this stay at their largest size).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.executescript(f"""
             BEGIN IMMEDIATE;
             {SCHEMA}
@@ -289,8 +322,11 @@ class SQLiteBundleStore:
         shares: SourceShares | None = None,
         max_batch: int,
         max_batch_bytes: int,
+        idle_tidy_s: float = DEFAULT_IDLE_TIDY_S,
     ) -> None:
         self._conn: sqlite3.Connection | None = conn
+        self._idle_tidy_s = idle_tidy_s
+        self._untidy = True  # written since the last idle checkpoint (or just opened)
         self._quota = quota
         self._count = count
         self._bytes = used
@@ -309,6 +345,8 @@ class SQLiteBundleStore:
         self._closed = False
         #: Transactions committed so far (a group commit shows as fewer batches than writes).
         self.batches_committed = 0
+        #: Idle tidy-ups done (vacuum freed pages, checkpoint and truncate the WAL).
+        self.tidied = 0
 
     #: What the store holds survives the process (see :class:`~.store.BundleStore`).
     durable = True
@@ -331,8 +369,12 @@ class SQLiteBundleStore:
         await self._submit([op])
         return bool(op.result)
 
-    async def tombstone(self, bundle_id: bytes, next_hop: str) -> bool:
-        op = _Op(_TOMBSTONE, (bundle_id, next_hop))
+    async def tombstone(
+        self, bundle_id: bytes, next_hop: str, expires_at: int | None = None
+    ) -> bool:
+        until = MAX_DTN_TIME if expires_at is None else expires_at
+        until = max(-MAX_DTN_TIME - 1, min(until, MAX_DTN_TIME))
+        op = _Op(_TOMBSTONE, (bundle_id, next_hop, until))
         await self._submit([op])
         return bool(op.result)
 
@@ -409,6 +451,13 @@ class SQLiteBundleStore:
         )
         return [_bundle(r) for r in rows]
 
+    async def pending_ids(self, next_hop: str | None, limit: int) -> list[bytes]:
+        rows = await self._read(
+            "SELECT bundle_id FROM bundles WHERE next_hop IS ? ORDER BY seq LIMIT ?",
+            (next_hop, max(limit, 0)),
+        )
+        return [r[0] for r in rows]
+
     async def pending_for_destination(self, destination: str, limit: int) -> list[StoredBundle]:
         rows = await self._read(
             f"{_SELECT} WHERE destination = ? ORDER BY seq LIMIT ?", (destination, max(limit, 0))
@@ -469,7 +518,11 @@ class SQLiteBundleStore:
                 if not self._batches:
                     if self._closed:
                         return
-                    await self._work.wait()
+                    with trio.move_on_after(self._idle_tidy_s if self._untidy else math.inf):
+                        await self._work.wait()
+                    if not self._work.is_set():  # idle since the last write: tidy up
+                        await self._tidy()
+                        continue
                     self._work = trio.Event()
                     continue
                 self._committing = self._batches.popleft()  # it takes no more writes now
@@ -513,6 +566,15 @@ class SQLiteBundleStore:
         value: _T = results[0].unwrap()
         return value
 
+    async def _tidy(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        self._untidy = False
+        # Not fatal: a failed checkpoint leaves the WAL as it was, and the next one retries.
+        with contextlib.suppress(sqlite3.Error):
+            await self._in_worker(_tidy, conn)
+        self.tidied += 1
+
     async def _commit(self, batch: _Batch) -> None:
         conn = self._conn
         assert conn is not None  # closed only after the committer is done
@@ -527,12 +589,20 @@ class SQLiteBundleStore:
         else:
             self._count, self._bytes, self._shares = count, used, shares
             self.batches_committed += 1
+            self._untidy = True
         self._in_flight -= len(batch.ops)
         batch.done.set()
         self._space.unpark_all()
 
 
 # -- worker-thread side: one transaction per batch ----------------------------------------------
+
+
+def _tidy(conn: sqlite3.Connection) -> None:
+    """Give freed pages back to the file system, then empty the WAL (see the module docstring)."""
+    if conn.execute("PRAGMA freelist_count").fetchone()[0]:
+        conn.execute("PRAGMA incremental_vacuum").fetchall()  # no-op unless auto_vacuum is on
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def _apply_batch(
@@ -564,18 +634,22 @@ def _apply_batch(
                 )
                 op.result = cur.rowcount == 1
             elif op.kind == _TOMBSTONE:
-                bundle_id, hop = op.arg
+                bundle_id, hop, until = op.arg
                 row = conn.execute(
                     "SELECT seq, size, received_from FROM bundles WHERE bundle_id = ?",
                     (bundle_id,),
                 ).fetchone()
                 if row is not None:
+                    # A tombstone leaves its neighbour's share: it is our own bookkeeping, and
+                    # counting it would throttle an honest neighbour by what it already
+                    # delivered, for as long as the bundle lives.
                     conn.execute(
-                        "UPDATE bundles SET next_hop = ?, size = 0, data = x'' WHERE seq = ?",
-                        (hop, row[0]),
+                        "UPDATE bundles SET next_hop = ?, size = 0, data = x'', "
+                        "received_from = NULL, expires_at = min(expires_at, ?) WHERE seq = ?",
+                        (hop, until, row[0]),
                     )
                     used -= row[1]
-                    shares.add(row[2], 0, -row[1])
+                    shares.add(row[2], -1, -row[1])
                 op.result = row is not None
             elif op.kind == _DELETE:
                 row = conn.execute(
@@ -703,16 +777,24 @@ async def open_sqlite_store(
     max_batch: int = DEFAULT_MAX_BATCH,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     verify: bool = True,
+    wal_limit: int = DEFAULT_WAL_LIMIT,
+    idle_tidy_s: float = DEFAULT_IDLE_TIDY_S,
 ) -> AsyncIterator[SQLiteBundleStore]:
     """Open (creating if absent) the store at ``path``, running its committer until exit.
 
-    ``verify`` runs ``PRAGMA quick_check`` on an existing file (linear in its size). Raises
+    ``verify`` runs ``PRAGMA quick_check`` on an existing file (linear in its size).
+    ``wal_limit`` (bytes) bounds the write-ahead log under load; after ``idle_tidy_s`` seconds
+    without writes the log is emptied and freed pages are returned (module docstring). Raises
     :class:`~.store.NotABundleStore` for a file that is not ours, :class:`~.store.StoreCorrupt`
     for one that fails the check, :class:`~.store.StoreError` if another process holds it.
     """
-    if max_batch < 1 or max_batch_bytes < 1:
-        raise ValueError("max_batch and max_batch_bytes must be positive")
-    conn, count, used, shares = await trio.to_thread.run_sync(_connect, os.fspath(path), verify)
+    if max_batch < 1 or max_batch_bytes < 1 or wal_limit < 1:
+        raise ValueError("max_batch, max_batch_bytes and wal_limit must be positive")
+    if not idle_tidy_s > 0:
+        raise ValueError("idle_tidy_s must be positive")
+    conn, count, used, shares = await trio.to_thread.run_sync(
+        _connect, os.fspath(path), verify, wal_limit
+    )
     store = SQLiteBundleStore(
         conn,
         quota=quota or Quota(),
@@ -721,6 +803,7 @@ async def open_sqlite_store(
         shares=shares,
         max_batch=max_batch,
         max_batch_bytes=max_batch_bytes,
+        idle_tidy_s=idle_tidy_s,
     )
     try:
         async with trio.open_nursery() as nursery:

@@ -340,15 +340,21 @@ class BundleStore(Protocol):
         """Up to ``limit`` held bundles addressed to ``destination``, whatever their next hop."""
         ...
 
+    async def pending_ids(self, next_hop: str | None, limit: int) -> list[bytes]:
+        """Like :meth:`pending_for`, ids only: cheap enough for a periodic sweep."""
+        ...
+
     async def assign_next_hop(self, bundle_id: bytes, next_hop: str | None) -> bool:
         """Queue the bundle for ``next_hop`` (``None``: back to unrouted); ``False`` if not held."""
         ...
 
-    async def tombstone(self, bundle_id: bytes, next_hop: str) -> bool:
-        """Keep only the record of a bundle that is done with (delivered): its ids, endpoints
-        and times stay, queued under ``next_hop``, so a duplicate is still recognised until it
-        expires; its bytes go (``data`` becomes empty) and stop counting against the quota.
-        ``False`` if it was not held."""
+    async def tombstone(
+        self, bundle_id: bytes, next_hop: str, expires_at: int | None = None
+    ) -> bool:
+        """Keep only the record of a bundle that is done with (delivered, forwarded): its ids,
+        endpoints and times stay, queued under ``next_hop``, so a duplicate is still recognised
+        until it expires — at ``expires_at`` if that is earlier; its bytes go (``data`` becomes
+        empty) and stop counting against the quota. ``False`` if it was not held."""
         ...
 
     async def delete(self, bundle_id: bytes) -> bool:

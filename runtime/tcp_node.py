@@ -76,7 +76,8 @@ async def _open_store(config: FileConfig) -> AsyncIterator[BundleStore]:
     if config.store is None:
         yield MemoryBundleStore(config.quota)
     else:
-        async with open_sqlite_store(config.store, quota=config.quota) as store:
+        wal_limit = config.store_wal_limit_kb * 1024
+        async with open_sqlite_store(config.store, quota=config.quota, wal_limit=wal_limit) as store:
             yield store
 
 

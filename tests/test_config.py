@@ -18,6 +18,7 @@ def test_the_documented_sample_parses(tmp_path: Path) -> None:
     assert loaded.node == 17
     assert loaded.keys == (tmp_path / "fleet").resolve()
     assert loaded.store == (tmp_path / "node-17.sqlite3").resolve()
+    assert loaded.store_wal_limit_kb == 4096
     assert loaded.listen[0].port == 4556 and loaded.listen[0].layer == "tcpclv4"
     assert loaded.peers[0].node == 2
     assert loaded.parent == 2 and loaded.static_routes == {3: 2}
@@ -34,6 +35,7 @@ def test_the_documented_sample_parses(tmp_path: Path) -> None:
         ("[node]\nnumber = 1\n[[peer]]\nport = 1\n", "node"),
         ("[node]\nnumber = 1\n[[peer]]\nnode = 2\nport = 1\ncolour = 'red'\n", "unknown keys"),
         ("[node]\nnumber = 1\n[nodes]\n", "unknown sections"),
+        ("[node]\nnumber = 1\nstore_wal_limit_kb = '4M'\n", "store_wal_limit_kb"),
         ("[node]\nnumber = 1\n[[contact]]\nfrom = 1\nto = 2\n", "contact"),
     ],
 )

@@ -106,12 +106,22 @@ class _Driver:
         self._poke_send.send_nowait(None)
 
     async def loop(self, task_status: trio.TaskStatus[None]) -> None:
-        inbox = self.node.subscribe(Family.LEASE)
+        # Closed when the role stops (or is cancelled): what it did not acknowledge goes back to
+        # the node, and later messages no longer wait on a reader that is gone.
+        async with self.node.subscribe(Family.LEASE) as inbox:
+            await self._serve(inbox, task_status)
+
+    async def _serve(self, inbox: Any, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
 
             async def forward() -> None:
-                async for signed in inbox:
-                    await self._poke_send.send(signed)
+                # A message is acknowledged (by asking the subscription for the next one) only
+                # once the machines have acted on it and the node holds their answers.
+                while True:
+                    signed = await inbox.receive()
+                    done = trio.Event()
+                    await self._poke_send.send((signed, done))
+                    await done.wait()
 
             nursery.start_soon(forward)
             # Our replay marks did not survive a restart: nothing issued before now may act.
@@ -129,10 +139,12 @@ class _Driver:
                 with trio.move_on_at(wake):
                     item = await self._poke.receive()
                 now = self.node.now()
-                if item is None:
+                if item is None:  # a deadline, or the application poked us
                     await self.on_tick(now)
                 else:
-                    await self.on_message(item, now)
+                    signed, done = item
+                    await self.on_message(signed, now)
+                    done.set()
 
     async def start(self) -> None:
         pass
