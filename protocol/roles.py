@@ -10,7 +10,8 @@ verified and before anything acts on the message:
 message                                         the signer's credential must grant
 ==============================================  =============================================
 lease grant, lease revoke, lease expiry notice  cell coordinator (2), of the reader's cell
-                                                when the reader has one
+                                                when the reader has one; for an authority
+                                                lease (``authority/…``), region coordinator (3)
 exception report with scope region              region coordinator (3) of region ``scope_id``
 every other message                             node (1) or any coordinator role
 ==============================================  =============================================
@@ -26,8 +27,11 @@ from typing import Final
 from .messages import ExceptionReport, LeaseExpiry, LeaseGrant, LeaseRevoke, Message, Scope
 from .trust import Credential, Role, WrongRole
 
-__all__ = ["AUTHORITY_MESSAGES", "check_role"]
+__all__ = ["AUTHORITY_MESSAGES", "REGION_RESOURCES", "check_role"]
 
+#: Resources whose authority is the region: the authority leases that make a node its cell's
+#: lease authority (spec §6.4 "Authority hand-over").
+REGION_RESOURCES: Final = ("authority/",)
 #: Messages only a resource's authority (a cell coordinator) may sign (spec §6.4, §8).
 AUTHORITY_MESSAGES: Final = (LeaseGrant, LeaseRevoke, LeaseExpiry)
 _WRITERS: Final = frozenset({Role.NODE, Role.CELL_COORDINATOR, Role.REGION_COORDINATOR})
@@ -42,6 +46,10 @@ def check_role(message: Message, signer: Credential, reader_cell: int | None = N
     who = f"key of node {signer.node} (serial {signer.serial})"
     name = type(message).__name__
     if isinstance(message, AUTHORITY_MESSAGES):
+        if Role.REGION_COORDINATOR in signer.roles and message.resource.startswith(
+            REGION_RESOURCES
+        ):
+            return  # a region is the authority of its cells' authority leases (spec §6.4)
         if Role.CELL_COORDINATOR not in signer.roles:
             raise WrongRole(f"{name} must be signed by a cell coordinator; the {who} is not one")
         if reader_cell is not None and signer.cell != reader_cell:

@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         f"lease grants {figures['grants']}, exceptions escalated to the region {figures['escalations']}"
     )
     print(
+        f"dock uses checked {figures['lease_uses']}, double-bookings {figures['double_bookings']}"
+        + (f" (first: {figures['first_double_booking']})" if figures["double_bookings"] else "")
+    )
+    print(
         f"bundles under way fleet-wide (every 30 min): {sparkline(held)}  max {figures['max_bundles_held']}"
     )
     print(

@@ -3,23 +3,24 @@
 One process, simulated time (Trio's ``MockClock``): every node is a real :class:`~.node.Node`
 with its own key, credential and store; every message is signed, carried in a BPv7 bundle over
 a simulated link with light time and contact windows, routed over the contact graph, and
-verified on arrival. What the nodes *say* is deliberately simple — the coordination roles
-(lease authority with fencing, reservations, escalation policy) are the protocol's next
-layer — but every byte of it goes through the real stack.
+verified on arrival. Leases run through the coordination roles (``roles.lease``): the region
+coordinator grants each cell coordinator its authority lease, the cell coordinator is the lease
+authority of its cell's docks, and members claim, use (with the fencing token), renew and
+release; every grant and use goes into the invariant checker, whose verdict is in the report.
 
 Fleet shape: one region coordinator, ``cells`` cell coordinators, members spread over the cells.
 Members see their coordinator in short windows every few hours; coordinators see the region
 coordinator less often, with longer light time. One cell is cut off from the region for a
 stretch of the run (a partition): its traffic waits in the stores and flows when it heals.
 
-Traffic: every member advertises its capabilities, claims a lease on a cell resource now and
-then (the coordinator answers with a grant: a growing fencing token per resource), offers
-commitments to a neighbour (who accepts), and reports exceptions; severe ones are escalated by
-the coordinator to the region.
+Traffic: every member advertises its capabilities, claims a lease on a cell's dock now and
+then and uses it for a few hours once granted, offers commitments to a neighbour (who accepts),
+and reports exceptions; severe ones are escalated by the coordinator to the region.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import statistics
@@ -30,6 +31,11 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
+from fleetwire.protocol.coordination import invariants
+from fleetwire.protocol.coordination.freshness import FreshnessWindow
+from fleetwire.protocol.coordination.lease_authority import AuthorityConfig
+from fleetwire.protocol.coordination.lease_holder import HolderConfig, HolderState
+from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import (
@@ -40,7 +46,6 @@ from fleetwire.protocol.messages import (
     ExceptionReport,
     Family,
     Header,
-    LeaseClaim,
     LeaseGrant,
     Message,
     Scope,
@@ -53,11 +58,32 @@ from .contacts import Clock, Contact, ContactPlan
 from .loopback import LinkModel, LoopbackNetwork
 from .memory_store import MemoryBundleStore
 from .node import Node, NodeConfig, open_node
+from .roles.lease import CellCoordinator, Member, RegionCoordinator
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
 START = 820_000_000_000  # DTN ms, a fixed day so runs are reproducible
 REGION = 1
+MINUTE = 60_000
+#: Lease parameters for links that open for 30 minutes every 3 hours (members) and an hour
+#: every 6 hours (coordinators), with seconds of light time; clocks agree to a second.
+MAX_DRIFT = 1_000
+WINDOW = FreshnessWindow(max_age_ms=3 * DAY, max_skew_ms=MAX_DRIFT)
+DOCK_TERM = 8 * HOUR
+AUTHORITY_TERM = 3 * DAY
+CELL_AUTHORITY = AuthorityConfig(
+    max_drift_ms=MAX_DRIFT, max_term_ms=DOCK_TERM, min_term_ms=HOUR, freshness=WINDOW
+)
+REGION_AUTHORITY = AuthorityConfig(
+    max_drift_ms=MAX_DRIFT, max_term_ms=AUTHORITY_TERM, freshness=WINDOW
+)
+MEMBER_LEASES = HolderConfig(
+    max_drift_ms=MAX_DRIFT, renew_lead_ms=4 * HOUR, retry_ms=3 * HOUR, min_use_ms=HOUR,
+    freshness=WINDOW,
+)  # fmt: skip
+COORDINATOR_LEASE = HolderConfig(
+    max_drift_ms=MAX_DRIFT, renew_lead_ms=2 * DAY, retry_ms=6 * HOUR, freshness=WINDOW
+)
 
 
 @attrs.frozen
@@ -87,6 +113,7 @@ class Observations:
     latency_ms: dict[str, list[int]] = attrs.field(factory=lambda: defaultdict(list))
     stored_samples: list[tuple[int, int]] = attrs.field(factory=list)  # (day ms, bundles held)
     grants: int = 0
+    lease_trace: list[invariants.Record] = attrs.field(factory=list)
     escalations: int = 0
     partition_waiting: list[int] = attrs.field(factory=list)
     wall_seconds: float = 0.0
@@ -158,6 +185,10 @@ def fleet_keys(scenario: Scenario, rng: random.Random) -> tuple[dict[int, Signin
     return keys, trust
 
 
+def _in_cell(cell: int, resource: str) -> bool:
+    return resource.startswith(f"cell-{cell}/")
+
+
 async def on_their_way(store: MemoryBundleStore) -> int:
     """Bundles a store holds that are not tombstones (of delivered or forwarded bundles)."""
     done = 0
@@ -198,26 +229,12 @@ async def run_demo(
 
     async def listen(node: int) -> None:
         inbox = nodes[node].subscribe()
-        tokens: Counter[str] = Counter()
         async for signed in inbox:
             message = signed.message
             family = message.TYPE.family.value
             seen.delivered[family] += 1
             seen.latency_ms[family].append(now() - message.header.issued_at)
-            if isinstance(message, LeaseClaim):
-                tokens[message.resource] += 1
-                grant = LeaseGrant(
-                    header=header(node, (signed.content_id,)),
-                    resource=message.resource,
-                    holder=message.header.issuer,
-                    claim=signed.content_id,
-                    fencing_token=tokens[message.resource],
-                    term_ms=message.term_ms,
-                    expires_at=now() + message.term_ms,
-                )
-                seen.grants += 1
-                await send(node, grant, message.header.issuer)
-            elif isinstance(message, Commitment) and message.state is CommitmentState.OFFERED:
+            if isinstance(message, Commitment) and message.state is CommitmentState.OFFERED:
                 assert message.terms is not None
                 accept = Commitment(
                     header=header(node, (signed.content_id,)),
@@ -237,6 +254,42 @@ async def run_demo(
                     detail=f"escalated from node {message.header.issuer}",
                 )
                 await send(node, escalated, REGION)
+
+    async def hold(node: int, dock: str, hold_ms: float) -> None:
+        """Claim ``dock``; once granted, use it in 15-minute operations, then release it."""
+        role = roles[node]
+        await role.want(dock, DOCK_TERM)
+        step = 15 * MINUTE
+        waited = 0
+        while role.use(dock) is None and waited < 12 * HOUR:
+            await trio.sleep(600)
+            waited += 600_000
+        started = now()
+        while role.use(dock) is not None and now() - started < hold_ms:
+            token = role.use(dock, step)
+            if token is not None:
+                t = now()
+                seen.lease_trace.append(invariants.Used(dock, node, token, t, t + step, t))
+            await trio.sleep(step / 1000)
+        await role.release(dock)
+
+    def on_send(node: int) -> Callable[[SignedMessage, int], None]:
+        def sent(signed: SignedMessage, to: int) -> None:
+            message = signed.message
+            seen.sent[message.TYPE.family.value] += 1
+            if isinstance(message, LeaseGrant) and not message.resource.startswith("authority/"):
+                if message.header.references == (message.claim,):  # a first grant, not a renewal
+                    seen.grants += 1
+                t = now()
+                seen.lease_trace.append(
+                    invariants.Granted(
+                        message.resource, to, message.fencing_token, message.expires_at, node, t, t
+                    )
+                )
+
+        return sent
+
+    roles: dict[int, Member] = {}
 
     async def member(node: int, cell: int) -> None:
         local = random.Random(scenario.seed * 7919 + node)
@@ -258,41 +311,39 @@ async def run_demo(
             cell=cell,
         )
         await send(node, advert, coordinator)
-        while True:
-            await trio.sleep(local.uniform(4, 12) * 3600)
-            roll = local.random()
-            if roll < 0.5:
-                claim = LeaseClaim(
-                    header=header(node),
-                    resource=f"cell-{cell}/dock-{local.randrange(4)}",
-                    term_ms=2 * HOUR,
-                )
-                await send(node, claim, coordinator)
-            elif roll < 0.8:
-                peers = [m for m, c in members.items() if c == cell and m != node]
-                if peers:
-                    offer = Commitment(
+        async with trio.open_nursery() as holding:
+            while True:
+                await trio.sleep(local.uniform(4, 12) * 3600)
+                roll = local.random()
+                if roll < 0.5:
+                    dock = f"cell-{cell}/dock-{local.randrange(4)}"
+                    if roles[node].holder.state(dock) is HolderState.IDLE:
+                        holding.start_soon(hold, node, dock, local.uniform(2, 6) * HOUR)
+                elif roll < 0.8:
+                    peers = [m for m, c in members.items() if c == cell and m != node]
+                    if peers:
+                        offer = Commitment(
+                            header=header(node),
+                            state=CommitmentState.OFFERED,
+                            terms=Terms(
+                                node,
+                                local.choice(peers),
+                                "deliver/refined-carbon",
+                                1200,
+                                "kg",
+                                now() + 5 * DAY,
+                            ),
+                        )
+                        await send(node, offer, offer.terms.promisee)  # type: ignore[union-attr]
+                else:
+                    report = ExceptionReport(
                         header=header(node),
-                        state=CommitmentState.OFFERED,
-                        terms=Terms(
-                            node,
-                            local.choice(peers),
-                            "deliver/refined-carbon",
-                            1200,
-                            "kg",
-                            now() + 5 * DAY,
-                        ),
+                        code=local.randrange(1, 7),
+                        severity=local.randrange(1, 6),
+                        scope=Scope.NODE,
+                        scope_id=node,
                     )
-                    await send(node, offer, offer.terms.promisee)  # type: ignore[union-attr]
-            else:
-                report = ExceptionReport(
-                    header=header(node),
-                    code=local.randrange(1, 7),
-                    severity=local.randrange(1, 6),
-                    scope=Scope.NODE,
-                    scope_id=node,
-                )
-                await send(node, report, coordinator)
+                    await send(node, report, coordinator)
 
     async def sample() -> None:
         total_ms = scenario.days * DAY
@@ -313,6 +364,7 @@ async def run_demo(
                 progress(min((t - START) / (total_ms + DAY), 1.0))
 
     all_nodes = [REGION, *(scenario.cell_coordinator(c) for c in range(scenario.cells)), *members]
+
     async def run_node(node: int, *, task_status: trio.TaskStatus[None]) -> None:
         # One task per node, side by side: a thousand nodes nested inside each other's
         # context managers would make a thousand nested cancel scopes.
@@ -342,6 +394,35 @@ async def run_demo(
             await nursery.start(run_node, node)
         nursery.start_soon(sample)
         async with trio.open_nursery() as traffic:
+            lifetime = 7 * DAY
+            region = RegionCoordinator(
+                nodes[REGION], REGION_AUTHORITY, lifetime_ms=lifetime, on_send=on_send(REGION)
+            )
+            await traffic.start(region.run)
+            for c in range(scenario.cells):
+                coordinator = scenario.cell_coordinator(c)
+                role = CellCoordinator(
+                    nodes[coordinator],
+                    cell=c,
+                    region=REGION,
+                    authority_config=CELL_AUTHORITY,
+                    holder_config=COORDINATOR_LEASE,
+                    lifetime_ms=lifetime,
+                    authority_term_ms=AUTHORITY_TERM,
+                    owns=functools.partial(_in_cell, c),
+                    last_epoch=0,  # a first start: it acted in no epoch before
+                    on_send=on_send(coordinator),
+                )
+                await traffic.start(role.run)
+            for node, cell in members.items():
+                roles[node] = Member(
+                    nodes[node],
+                    (scenario.cell_coordinator(cell),),
+                    MEMBER_LEASES,
+                    lifetime_ms=lifetime,
+                    on_send=on_send(node),
+                )
+                await traffic.start(roles[node].run)
             for node, cell in members.items():
                 traffic.start_soon(member, node, cell)
             await trio.sleep(scenario.days * DAY / 1000)
@@ -367,6 +448,7 @@ def run(scenario: Scenario, progress: Callable[[float], None] | None = None) -> 
 def summary(seen: Observations) -> dict[str, Any]:
     """The figures of a run, JSON-friendly."""
     families = [family.value for family in Family]
+    lease = invariants.check(seen.lease_trace)
     return {
         "families": {
             family: {
@@ -380,6 +462,9 @@ def summary(seen: Observations) -> dict[str, Any]:
             for family in families
         },
         "grants": seen.grants,
+        "lease_uses": lease.uses,
+        "double_bookings": lease.violations,
+        "first_double_booking": None if lease.violation is None else str(lease.violation),
         "escalations": seen.escalations,
         "max_bundles_held": max((held for _, held in seen.stored_samples), default=0),
         "max_waiting_at_partitioned_coordinator": max(seen.partition_waiting, default=0),

@@ -1,0 +1,1 @@
+"""Roles: the coordination machines of ``fleetwire.protocol.coordination`` run on a node."""
