@@ -1,0 +1,132 @@
+"""Digest traffic against a telemetry stream of the same samples: bytes per node per second.
+
+One node samples ``--metrics`` quality-control metrics at ``--rate-hz`` for ``--hours`` of
+virtual time (Gaussian noise around each metric's set point, with a drift episode in the middle
+that the control chart catches). Two ways of telling the coordinator are sent through the real
+pipeline — deterministic CBOR, COSE_Sign1 with Ed25519, one BPv7 bundle each (hop count block,
+CRC-32C) — and their bundle bytes counted:
+
+- **digests**: :class:`~fleetwire.protocol.coordination.digests.DigestBuilder`, one periodic
+  digest per ``--period-s`` plus the event-driven ones on threshold crossings; the samples stay on
+  the node as detail chunks, fetched only on demand (not counted: a pull is the exception);
+- **telemetry stream**: every sample reaches the coordinator, batched kindly into one bundle per
+  second ``{0: time, 1: [value per metric]}``.
+
+The figures are bits per node per second (the seeds' budget for all steady coordination traffic
+is 0.5–2 kbps per node) and the ratio between the two.
+
+    python benchmarks/bench_digests.py [--hours H] [--rate-hz R] [--metrics M] [--period-s P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+from fleetwire.protocol import cbor, cose
+from fleetwire.protocol.bpv7 import encode_bundle
+from fleetwire.protocol.coordination.digests import DigestBuilder, EmitDigest, MetricSpec
+from fleetwire.protocol.keys import SigningKey
+from fleetwire.runtime.bundling import message_bundle
+
+NODE, COORDINATOR = 17, 1
+T0 = 820_000_000_000
+BUDGET_BPS = 500
+
+
+def bundle_bytes(payload: bytes, key: SigningKey, now: int, sequence: int) -> int:
+    envelope = cose.sign1(payload, key)
+    bundle = message_bundle(
+        envelope,
+        source=NODE,
+        destination=COORDINATOR,
+        created_at=now,
+        sequence=sequence,
+        lifetime_ms=86_400_000,
+    )
+    return len(encode_bundle(bundle))
+
+
+def run(
+    hours: float, rate_hz: float, metrics: int, period_s: int, seed: int = 9
+) -> dict[str, float]:
+    rng = random.Random(seed)
+    key = SigningKey.from_seed(bytes(range(32)))
+    centers = [1_000 * (m + 1) for m in range(metrics)]
+    sigmas = [10 + 5 * m for m in range(metrics)]
+    specs = {
+        f"m{m}": MetricSpec(
+            edges=tuple(centers[m] + sigmas[m] * k for k in (-3, -2, -1, 0, 1, 2, 3)),
+            center=centers[m],
+            sigma=sigmas[m],
+        )
+        for m in range(metrics)
+    }
+    builder = DigestBuilder(NODE, specs, period_s * 1_000, T0)
+    step_ms = round(1_000 / rate_hz)
+    duration_ms = round(hours * 3_600_000)
+    drift_from, drift_to = duration_ms // 2, duration_ms // 2 + 600_000  # ten minutes of drift
+    digest_bytes = stream_bytes = digests = events = samples = 0
+    sequence = 0
+    batch: list[int] = []
+    for t in range(0, duration_ms, step_ms):
+        now = T0 + t
+        values = []
+        for m in range(metrics):
+            drift = 4 * sigmas[m] * (t - drift_from) // 600_000 if drift_from <= t < drift_to else 0
+            value = round(rng.gauss(centers[m] + drift, sigmas[m]))
+            values.append(value)
+            samples += 1
+            for action in builder.observe(f"m{m}", value, now):
+                if isinstance(action, EmitDigest):
+                    sequence += 1
+                    digest_bytes += bundle_bytes(action.digest.to_cbor(), key, now, sequence)
+                    digests += 1
+                    events += 1
+        for action in builder.tick(now):
+            if isinstance(action, EmitDigest):
+                sequence += 1
+                digest_bytes += bundle_bytes(action.digest.to_cbor(), key, now, sequence)
+                digests += 1
+        batch.extend(values)
+        if (t + step_ms) % 1_000 == 0 or t + step_ms >= duration_ms:
+            sequence += 1
+            stream_bytes += bundle_bytes(cbor.encode({0: now, 1: batch}), key, now, sequence)
+            batch = []
+    seconds = duration_ms / 1_000
+    return {
+        "seconds": seconds,
+        "samples": samples,
+        "digests": digests,
+        "event_digests": events,
+        "digest_bps": 8 * digest_bytes / seconds,
+        "stream_bps": 8 * stream_bytes / seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--rate-hz", type=float, default=1.0)
+    parser.add_argument("--metrics", type=int, default=8)
+    parser.add_argument("--period-s", type=int, default=60)
+    args = parser.parse_args()
+    r = run(args.hours, args.rate_hz, args.metrics, args.period_s)
+    print(
+        f"{args.metrics} metrics at {args.rate_hz:g} Hz for {r['seconds'] / 3600:g} h "
+        f"({r['samples']:.0f} samples); digest period {args.period_s} s"
+    )
+    print(
+        f"digests:          {r['digest_bps']:8.1f} bit/s per node "
+        f"({r['digests']:.0f} digests, {r['event_digests']:.0f} event-driven)"
+    )
+    print(f"telemetry stream: {r['stream_bps']:8.1f} bit/s per node (one bundle per second)")
+    print(
+        f"ratio stream/digests: {r['stream_bps'] / r['digest_bps']:.1f}; budget {BUDGET_BPS} bit/s: "
+        f"digests {'under' if r['digest_bps'] < BUDGET_BPS else 'OVER'}, "
+        f"stream {'under' if r['stream_bps'] < BUDGET_BPS else 'over'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
