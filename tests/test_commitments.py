@@ -215,8 +215,14 @@ def test_a_step_before_its_offer_waits_for_it() -> None:
     assert obs.receive(fulfil, T0 + 4) == [FetchOffer(cid, PROMISOR)]
     assert obs.receive(accept, T0 + 5) == []
     assert obs.state(cid) is None
-    obs.receive(offer, T0 + 6)
+    # The fetch may be lost too: it is asked again, with backoff, until the offer comes.
+    assert obs.next_deadline() == T0 + 4 + 10_000
+    assert obs.tick(T0 + 10_003) == []
+    assert obs.tick(T0 + 10_004) == [FetchOffer(cid, PROMISOR)]
+    assert obs.tick(T0 + 30_003) == [] and obs.tick(T0 + 30_004) == [FetchOffer(cid, PROMISOR)]
+    obs.receive(offer, T0 + 30_005)
     assert obs.state(cid) is S.FULFILLED
+    assert obs.tick(T0 + 10**9) == [] and obs._fetch == {}
 
 
 def test_pending_steps_are_bounded() -> None:
@@ -225,6 +231,7 @@ def test_pending_steps_are_bounded() -> None:
     for i, cid in enumerate(cids):
         b.receive(Commitment(Header(PROMISOR, T0, i), S.FULFILLED, commitment=cid), T0)
     assert len(b._pending) == 3 and list(b._pending) == cids[-3:]
+    assert list(b._fetch) == cids[-3:]  # the offers it asks for are bounded with them
 
 
 def test_offers_beyond_the_limit_are_refused() -> None:

@@ -39,7 +39,7 @@ open, late, fulfilled, broken, withdrawn — grouped by promisor, and by cell th
 
 Bounds: at most ``max_commitments`` tracked (further offers are refused, ignored), at most
 ``max_pending`` steps that arrived before their offer (oldest dropped), each asking for the offer
-once with :class:`FetchOffer`. Nothing here reads a clock or does I/O; the runtime seals and
+with :class:`FetchOffer` (again with backoff until it comes, as a fetch may be lost too). Nothing here reads a clock or does I/O; the runtime seals and
 sends what :class:`Send` and :class:`Raise` carry.
 """
 
@@ -288,6 +288,8 @@ class CommitmentTracker:
         self._pending: collections.OrderedDict[ContentId, list[Commitment]] = (
             collections.OrderedDict()
         )
+        #: Offers asked for by content id: cid -> [next ask, interval, node to ask].
+        self._fetch: dict[ContentId, list[int]] = {}
         self._forgotten: dict[int, Figures] = collections.defaultdict(Figures)
 
     # --- queries ---
@@ -344,6 +346,7 @@ class CommitmentTracker:
         self._entries[cid] = entry
         self._arm_resend(entry, now)
         actions: list[Action] = [Changed(cid, None, State.OFFERED), Send(message, terms.promisee)]
+        self._fetch.pop(cid, None)
         for step in self._pending.pop(cid, ()):  # unlikely, but an echo may precede our own offer
             actions.extend(self._apply_remote(cid, entry, step, now))
         return cid, actions
@@ -408,7 +411,7 @@ class CommitmentTracker:
         cid = message.commitment
         entry = self._entries.get(cid)
         if entry is None:
-            return self._park(cid, message)
+            return self._park(cid, message, now)
         return self._apply_remote(cid, entry, message, now)
 
     def tick(self, now: int) -> list[Action]:
@@ -427,6 +430,11 @@ class CommitmentTracker:
             if entry.settled_at is not None and now - entry.settled_at >= self.config.retain_ms:
                 del self._entries[cid]
                 self._forgotten[entry.terms.promisor] += _bucket(entry.state, late=False)
+        for cid, fetch in self._fetch.items():
+            if now >= fetch[0]:
+                fetch[1] = min(fetch[1] * 2, self.config.max_resend_ms)
+                fetch[0] = now + fetch[1]
+                actions.append(FetchOffer(cid, fetch[2]))
         return actions
 
     def next_deadline(self) -> int | None:
@@ -443,6 +451,7 @@ class CommitmentTracker:
                 times.append(entry.next_resend)
             if entry.settled_at is not None:
                 times.append(entry.settled_at + self.config.retain_ms)
+        times.extend(fetch[0] for fetch in self._fetch.values())
         return min(times, default=None)
 
     # --- internals ---
@@ -520,13 +529,19 @@ class CommitmentTracker:
         if entry is not None:
             return self._answer(cid, entry, now)  # a duplicate: the sender is still asking
         party = self._party(terms)
-        if party is None or party is Party.PROMISOR:
-            return [Ignored(cid, IgnoreReason.NOT_A_PARTY)]
-        if len(self._entries) >= self.config.max_commitments:
-            return [Ignored(cid, IgnoreReason.FULL)]
+        if (
+            party is None
+            or party is Party.PROMISOR
+            or len(self._entries) >= self.config.max_commitments
+        ):
+            self._fetch.pop(cid, None)  # nothing parked for it will ever apply
+            self._pending.pop(cid, None)
+            full = party is Party.PROMISEE or party is Party.OBSERVER
+            return [Ignored(cid, IgnoreReason.FULL if full else IgnoreReason.NOT_A_PARTY)]
         entry = _Entry(message, party, State.OFFERED)
         self._entries[cid] = entry
         actions: list[Action] = [Changed(cid, None, State.OFFERED)]
+        self._fetch.pop(cid, None)
         for step in self._pending.pop(cid, ()):
             actions.extend(self._apply_remote(cid, entry, step, now))
         return actions
@@ -558,13 +573,16 @@ class CommitmentTracker:
         entry.last_answer = now
         return [Send(entry.mine, self._counterparty(entry))]
 
-    def _park(self, cid: ContentId, message: Commitment) -> list[Action]:
+    def _park(self, cid: ContentId, message: Commitment, now: int) -> list[Action]:
         steps = self._pending.get(cid)
         fetch = steps is None
         if steps is None:
             if len(self._pending) >= self.config.max_pending:
-                self._pending.popitem(last=False)
+                dropped, _ = self._pending.popitem(last=False)
+                self._fetch.pop(dropped, None)
             steps = self._pending[cid] = []
+            resend = self.config.resend_ms
+            self._fetch[cid] = [now + resend, resend, message.header.issuer]
         if message not in steps and len(steps) < len(Step):
             steps.append(message)
         return [FetchOffer(cid, message.header.issuer)] if fetch else []
