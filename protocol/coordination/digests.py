@@ -23,13 +23,8 @@ when not given, from its first ``baseline_samples`` samples (Phase I of a contro
 Welford's method) — after which they stay fixed, so a slow drift shows as out-of-control counts
 instead of being absorbed into the baseline.
 
-Wire form (:meth:`Digest.to_cbor`), deterministic CBOR (RFC 8949 §4.2.1), integers only::
-
-    digest = {0: node, 1: period_start, 2: period_end, 3: trigger, 4: {* metric => stats},
-              ? 5: [+ detail content id]}
-    stats = {0: count, 1: mean_milli, 2: sigma_milli, 3: min, 4: max, 5: [* bucket count],
-             6: out_of_control, 7: anomaly_milli}
-
+Wire forms, deterministic CBOR (RFC 8949 §4.2.1), integers only, in the CDDL (RFC 8610) of
+:data:`CDDL`: a ``digest`` (:meth:`Digest.to_cbor`) and a ``detail`` chunk.
 :meth:`Digest.from_cbor` reads it from untrusted bytes with bounded sizes and typed errors
 (``digest-invalid``). Nothing here reads a clock or does I/O.
 """
@@ -49,6 +44,7 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from ..ids import ContentId, ContentIdError
 
 __all__ = [
+    "CDDL",
     "Action",
     "Digest",
     "DigestBuilder",
@@ -67,6 +63,37 @@ MAX_BUCKETS: Final = 64
 MAX_DETAILS: Final = 64
 MAX_NAME_BYTES: Final = 64
 INT64: Final = 1 << 63
+UINT64_MAX: Final = (1 << 64) - 1
+#: Samples are exact in the float arithmetic of the statistics up to 2^53, and their mean and
+#: sigma in thousandths then fit the 64-bit fields of the wire form.
+SAMPLE_LIMIT: Final = 1 << 53
+
+#: The wire forms in CDDL (RFC 8610); the tests validate encodings against it.
+CDDL: Final = """
+digest = {
+  0: uint,                     ; node
+  1: uint,                     ; period_start, DTN time
+  2: uint,                     ; period_end, DTN time, >= period_start
+  3: 0 / 1,                    ; trigger: periodic / threshold crossing
+  4: {0*64 metric => stats},
+  ? 5: [1*64 content-id],      ; detail chunks kept on the node
+}
+metric = tstr .size (1..64)
+stats = {
+  0: uint,                     ; count
+  1: int64,                    ; mean, in thousandths of the metric's unit
+  2: uint,                     ; sigma, in thousandths
+  3: int64,                    ; minimum
+  4: int64,                    ; maximum
+  5: [1*64 uint],              ; histogram counts over the metric's fixed edges
+  6: uint,                     ; samples out of control (beyond center +- k sigma)
+  7: uint,                     ; anomaly score: largest deviation, in thousandths of sigma
+}
+detail = {0: uint, 1: uint, 2: {* metric => [* sample]}}   ; node, period_start, samples
+sample = [time: uint, value: int64]
+int64 = -9223372036854775808..9223372036854775807
+content-id = bstr .size 34
+"""
 
 
 class DigestError(RemoteProtocolError):
@@ -282,8 +309,8 @@ class DigestBuilder:
         m = self._metrics.get(metric)
         if m is None:
             raise LocalProtocolError(f"unknown metric {metric!r}")
-        if not -INT64 <= value < INT64:
-            raise LocalProtocolError(f"{metric}: sample outside the 64-bit range")
+        if not -SAMPLE_LIMIT <= value <= SAMPLE_LIMIT:
+            raise LocalProtocolError(f"{metric}: sample outside ±2^53")
         if m.count == 0:
             m.minimum = m.maximum = value
         m.count += 1
@@ -297,7 +324,7 @@ class DigestBuilder:
         if m.center is None or m.sigma is None:
             self._learn(m, value)
         else:
-            z_milli = int(1000 * abs(value - m.center) / m.sigma)
+            z_milli = min(int(1000 * abs(value - m.center) / m.sigma), UINT64_MAX)
             m.anomaly_milli = max(m.anomaly_milli, z_milli)
             if z_milli > 1000 * m.spec.k:
                 m.out_of_control += 1

@@ -8,10 +8,8 @@ refused at the boundary, its leases revoked, its reservations reclaimed — and 
 
 The order (:class:`IsolationOrder`) is a small deterministic CBOR map signed as a COSE_Sign1
 (RFC 9052 §4.2) under its own ``external_aad`` (:data:`ORDER_AAD`), so no other signed object
-can pass for one (spec §7, as credentials do in §8)::
-
-    order = {1: issuer, 2: issued_at, 3: sequence, 4: action (0 sever, 1 lift),
-             5: scope (1 cell, 2 region), 6: target id, ? 7: reason (tstr .size (1..256))}
+can pass for one (spec §7, as credentials do in §8). Its payload, in the CDDL (RFC 8610) of
+:data:`CDDL`: ``{1: issuer, 2: issued_at, 3: sequence, 4: action, 5: scope, 6: target, ? 7: reason}``.
 
 An :class:`IsolationBoundary` — on every node that accepts bundles from outside — takes an
 order (:meth:`IsolationBoundary.order`) and acts on it only if all of these hold, in this order
@@ -58,6 +56,7 @@ from ..messages import Scope
 from ..trust import Role
 
 __all__ = [
+    "CDDL",
     "ORDER_AAD",
     "TRANSITIONS",
     "Action",
@@ -77,6 +76,19 @@ __all__ = [
 
 #: Binds the signature to this kind of document (RFC 9052 §4.3 externally supplied data).
 ORDER_AAD: Final = b"fleetwire isolation order v1"
+
+#: The order payload in CDDL (RFC 8610); the tests validate encodings against it.
+CDDL: Final = """
+isolation-order = {
+  1: uint,                     ; issuer: node id of a region coordinator
+  2: uint,                     ; issued_at, DTN time
+  3: uint,                     ; sequence, above every earlier order of the issuer
+  4: 0 / 1,                    ; action: sever / lift
+  5: 1 / 2,                    ; scope of the target: cell / region
+  6: uint,                     ; target: the cell or region id
+  ? 7: tstr .size (1..256),    ; reason
+}
+"""
 _U64_MAX: Final = (1 << 64) - 1
 _ORDER_LIMITS: Final = cbor.Limits(
     max_size=1024, max_depth=1, max_container_items=8, max_total_items=16,

@@ -15,12 +15,8 @@ larger of each. That is correct because **only the node itself ever counts its o
 (:meth:`Ledger.record` refuses any other node) — so of two copies of an entry, the larger one has
 seen every increment the smaller one has. The net of a resource is produced minus consumed.
 
-Wire form (:meth:`Ledger.to_cbor`), deterministic CBOR (RFC 8949 §4.2.1)::
-
-    ledger = {1: {* node => {* resource => [produced, consumed]}}}
-    node = uint, resource = tstr .size (1..256), produced/consumed = uint (< 2^64)
-
-An entry that is ``[0, 0]`` is never written (absence is its one encoding) and a node without
+Wire form (:meth:`Ledger.to_cbor`), deterministic CBOR (RFC 8949 §4.2.1), in the CDDL
+(RFC 8610) of :data:`CDDL`: ``{1: {* node => {+ resource => [produced, consumed]}}}``. An entry that is ``[0, 0]`` is never written (absence is its one encoding) and a node without
 entries is left out, so one ledger state has exactly one encoding. The reader
 (:meth:`Ledger.from_cbor`) faces hostile bytes: size, depth and entry counts are bounded
 (:class:`LedgerLimits`) before anything is built, and every refusal is a :class:`LedgerError`
@@ -37,10 +33,19 @@ import attrs
 from .. import cbor
 from ..errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["Counts", "Ledger", "LedgerError", "LedgerLimits"]
+__all__ = ["CDDL", "Counts", "Ledger", "LedgerError", "LedgerLimits"]
 
 UINT64_MAX: Final = (1 << 64) - 1
 MAX_RESOURCE_BYTES: Final = 256
+
+#: The wire form in CDDL (RFC 8610); the tests validate encodings against it.
+CDDL: Final = """
+ledger = {1: {* node => resources}}
+node = uint
+resources = {+ resource => counts}
+resource = tstr .size (1..256)
+counts = [produced: uint, consumed: uint]   ; never [0, 0]: an empty entry is left out
+"""
 
 
 class LedgerError(RemoteProtocolError):
