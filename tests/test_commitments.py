@@ -153,10 +153,24 @@ def test_accept_crossing_a_withdraw_converges_on_withdrawn() -> None:
     (withdraw,) = sends(a.withdraw(cid, T0 + 5, reason="changed plans"))
     (accept,) = sends(b.accept(cid, T0 + 5))  # crosses the withdraw in flight
     answer = a.receive(wire(accept), T0 + 10)
-    assert Ignored(cid, IgnoreReason.NO_MOVE) in answer
-    assert sends(answer) == [withdraw]  # the final view answers the late accept
+    assert answer == [Ignored(cid, IgnoreReason.NO_MOVE)]  # the withdraw is in flight already
+    # Had it been lost, the promisee's re-sent accept is answered with it.
+    assert sends(b.tick(T0 + 105)) == [accept]
+    assert sends(a.receive(wire(accept), T0 + 110)) == [withdraw]
     b.receive(wire(withdraw), T0 + 11)
     assert a.state(cid) is b.state(cid) is S.WITHDRAWN
+
+
+def test_an_accept_after_the_deadline_finds_the_offer_lapsed_whenever_tick_ran() -> None:
+    a, b = tracker(PROMISOR), tracker(PROMISEE)
+    cid, actions = a.offer(terms(), T0)
+    b.receive(sends(actions)[0], T0)
+    (accept,) = sends(b.accept(cid, T0 + 9_999))  # in time by the promisee's clock
+    answer = a.receive(wire(accept), T0 + 10_500)  # arrives after the deadline, no tick since
+    (withdraw,) = sends(answer)
+    assert withdraw.state is S.WITHDRAWN and a.state(cid) is S.WITHDRAWN
+    b.receive(wire(withdraw), T0 + 10_600)
+    assert b.state(cid) is S.WITHDRAWN
 
 
 def test_steps_from_the_wrong_party_are_ignored() -> None:

@@ -412,7 +412,10 @@ class CommitmentTracker:
         entry = self._entries.get(cid)
         if entry is None:
             return self._park(cid, message, now)
-        return self._apply_remote(cid, entry, message, now)
+        # Deadlines first, so the outcome does not depend on when tick() last ran: an accept
+        # that reaches the promisor after its deadline finds the offer already lapsed.
+        actions = self._deadline(cid, entry, now)
+        return [*actions, *self._apply_remote(cid, entry, message, now)]
 
     def tick(self, now: int) -> list[Action]:
         """Deadlines, re-sends and forgetting, as of ``now``."""
@@ -503,7 +506,8 @@ class CommitmentTracker:
         old = entry.state
         self._move(entry, TRANSITIONS[old][step], now)
         if entry.state in FINAL:
-            entry.next_resend = None  # a final step is re-sent only as an answer
+            entry.next_resend = None  # a final step is re-sent only as an answer,
+            entry.last_answer = now  # and not at once: it has just gone out
         else:
             self._arm_resend(entry, now)
         return [Changed(cid, old, entry.state), Send(message, self._counterparty(entry))]
