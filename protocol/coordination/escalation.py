@@ -227,8 +227,10 @@ class Escalator:
         self._seen: collections.OrderedDict[ContentId, int] = collections.OrderedDict()
         self._sent_at: collections.deque[int] = collections.deque()
         self._numbers = 0
-        #: Every incident ever escalated here, with the time its report first went up.
-        self.escalations: list[tuple[int, Incident]] = []
+        #: The latest incidents escalated here (bounded), with the time each report first went up.
+        self.escalations: collections.deque[tuple[int, Incident]] = collections.deque(
+            maxlen=self.policy.max_incidents
+        )
 
     def incidents(self) -> list[Incident]:
         return list(self._open.values())
