@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+import attrs
 import pytest
 from fleetwire.protocol.coordination.commitments import (
     SENDER,
@@ -33,7 +34,7 @@ from fleetwire.protocol.messages import (
     decode_message,
     encode_message,
 )
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 S = CommitmentState
@@ -239,6 +240,21 @@ def test_a_step_before_its_offer_waits_for_it() -> None:
     assert obs.tick(T0 + 10**9) == [] and obs._fetch == {}
 
 
+def test_an_observer_that_missed_the_accept_keeps_the_commitment_open_and_late() -> None:
+    a, b = tracker(PROMISOR), tracker(PROMISEE)
+    obs = tracker(COORDINATOR, attrs.evolve(CONFIG, observe_all=True))
+    cid, actions = a.offer(terms(), T0)
+    obs.receive(sends(actions)[0], T0)
+    b.receive(sends(actions)[0], T0)
+    a.receive(sends(b.accept(cid, T0 + 1))[0], T0 + 2)  # the watcher misses the accept
+    (fulfil,) = sends(a.fulfil(cid, T0 + 3))  # and, for now, the fulfilment
+    # Past the deadline it cannot tell "nobody accepted" from "I missed it": open, and late.
+    assert obs.tick(T0 + 20_000) == [] and obs.state(cid) is S.OFFERED
+    assert obs.figures(T0 + 20_000) == {PROMISOR: Figures(late=1)}
+    obs.receive(fulfil, T0 + 20_001)
+    assert obs.state(cid) is S.FULFILLED
+
+
 def test_pending_steps_are_bounded() -> None:
     b = tracker(PROMISEE, TrackerConfig(max_pending=3))
     cids = [ContentId.of(bytes([i])) for i in range(10)]
@@ -310,30 +326,38 @@ def test_the_table_is_the_spec() -> None:
 
 
 class Harness:
-    """Two trackers that offer to each other, and the messages in flight between them."""
+    """Two trackers that offer to each other, the messages in flight between them, and a cell
+    coordinator that watches whatever copies reach it (in any order, any number of times)."""
 
     def __init__(self) -> None:
-        self.nodes = {PROMISOR: tracker(PROMISOR), PROMISEE: tracker(PROMISEE)}
+        keep = attrs.evolve(CONFIG, retain_ms=10**12)  # nothing forgotten while we compare
+        self.nodes = {PROMISOR: tracker(PROMISOR, keep), PROMISEE: tracker(PROMISEE, keep)}
         self.flight: list[tuple[int, Commitment]] = []
         self.now = T0
         self.known: list[ContentId] = []
+        self.observer = tracker(COORDINATOR, attrs.evolve(keep, observe_all=True))
+        self.sent: list[Commitment] = []
 
     def act(self, actions: list[object], source: int) -> None:
         for action in actions:
             if isinstance(action, Send):
                 self.flight.append((action.to, action.message))
+                self.sent.append(action.message)
             elif isinstance(action, FetchOffer):
                 offer = self.nodes[action.source].offer_message(action.commitment)
                 if offer is not None:  # the source answers a fetch from its store
                     self.flight.append((source, offer))
 
-    def deliver(self, index: int, keep: bool) -> None:
+    def deliver(self, index: int, keep: bool, watched: bool = False) -> None:
         to, message = self.flight[index] if keep else self.flight.pop(index)
         self.act(self.nodes[to].receive(wire(message), self.now), to)
+        if watched:  # the cell coordinator gets a copy of this one too
+            self.observer.receive(wire(message), self.now)
 
     def tick(self) -> None:
         for node, t in self.nodes.items():
             self.act(t.tick(self.now), node)
+        self.observer.tick(self.now)  # it sends nothing; its fetches go unanswered here
 
 
 operations = st.lists(
@@ -341,14 +365,17 @@ operations = st.lists(
         st.tuples(st.just("offer"), st.sampled_from([PROMISOR, PROMISEE]), st.integers(50, 3_000)),
         st.tuples(st.sampled_from(["accept", "fulfil", "withdraw", "break"]), st.integers(0, 20)),
         st.tuples(st.just("advance"), st.integers(1, 1_500)),
-        st.tuples(st.sampled_from(["deliver", "duplicate", "drop"]), st.integers(0, 50)),
+        st.tuples(
+            st.sampled_from(["deliver", "duplicate", "drop"]), st.integers(0, 50), st.booleans()
+        ),
+        st.tuples(st.just("observe"), st.integers(0, 50)),
     ),
+    min_size=5,
     max_size=80,
 )
 
 
-@settings(max_examples=300)
-@given(operations)
+@given(operations)  # 200 examples by default, many more with --soak
 def test_two_views_agree_once_messages_flow(ops: list[tuple[object, ...]]) -> None:
     h = Harness()
     for op in ops:
@@ -378,13 +405,16 @@ def test_two_views_agree_once_messages_flow(ops: list[tuple[object, ...]]) -> No
             assert isinstance(op[1], int)
             h.now += op[1]
             h.tick()
-        elif h.flight:
+        elif kind == "observe" and h.sent:
+            assert isinstance(op[1], int)
+            h.observer.receive(wire(h.sent[op[1] % len(h.sent)]), h.now)
+        elif h.flight and kind != "observe":
             assert isinstance(op[1], int)
             index = op[1] % len(h.flight)
             if kind == "drop":
                 h.flight.pop(index)
             else:
-                h.deliver(index, keep=kind == "duplicate")
+                h.deliver(index, keep=kind == "duplicate", watched=bool(op[2]))
     # Now messages flow: nothing is lost any more, and time passes beyond every deadline.
     for _ in range(40):
         h.now += CONFIG.max_resend_ms
@@ -400,3 +430,9 @@ def test_two_views_agree_once_messages_flow(ops: list[tuple[object, ...]]) -> No
             # Only an offer that never reached its promisee can be known to one side alone,
             # and an offer never accepted lapses: withdrawn.
             assert (a.get(cid) or b.get(cid)) is S.WITHDRAWN
+    # The watcher may have missed steps, but a final state it holds is the parties' one.
+    for cid, state in h.observer.commitments().items():
+        watched = h.observer.terms(cid)
+        assert watched is not None
+        if state in (S.FULFILLED, S.BROKEN, S.WITHDRAWN):
+            assert h.nodes[watched.promisor].state(cid) is state
