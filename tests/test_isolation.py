@@ -141,6 +141,31 @@ def test_orders_without_authority_freshness_or_signature_are_refused(
     assert b.severed() == set() and b.admits(1100)
 
 
+REGION3 = SigningKey.from_seed(b"\x33" * 32)  # region coordinator of region 3, node 803
+
+
+def test_only_the_region_that_severed_may_lift() -> None:
+    store = trust()
+    store.add_credential(
+        issue_credential(
+            ROOT, node=803, public_key=REGION3.public, roles=[Role.REGION_COORDINATOR],
+            not_before=DAY, not_after=90 * DAY, serial=9, region=3,
+        ),
+        NOW,
+    )  # fmt: skip
+    b = boundary(store)
+    b.order(order(scope=Scope.REGION, target=2), NOW)
+    lift = order(OrderAction.LIFT, Scope.REGION, 2, issuer=803, key=REGION3, sequence=1)
+    with pytest.raises(NotAuthorised, match="severed by region 1, not 3"):
+        b.order(lift, NOW + 1)
+    assert not b.admits(2000)
+    # The refused lift did not use up region 3's sequence number; region 1 lifts.
+    assert b.order(order(OrderAction.LIFT, Scope.REGION, 2, sequence=2), NOW + 2)
+    assert b.admits(2000)
+    again = order(OrderAction.SEVER, Scope.REGION, 2, issuer=803, key=REGION3, sequence=1)
+    assert b.order(again, NOW + 3) and not b.admits(2000)
+
+
 def test_a_replayed_sever_cannot_undo_a_later_lift() -> None:
     b = boundary()
     sever = order(sequence=5)

@@ -20,7 +20,8 @@ order (:meth:`IsolationBoundary.order`) and acts on it only if all of these hold
 2. the payload is a well-formed order (``isolation-order-invalid``), issued by the node the key
    belongs to (``issuer-mismatch``);
 3. the issuer has the authority (``isolation-not-authorised``): a cell only of its own region
-   (the boundary knows which region each cell is in), a region only other than its own;
+   (the boundary knows which region each cell is in), a region only other than its own; and a
+   lift only if its region is the one whose order severed the target;
 4. it is fresh and new (``isolation-order-stale``): ``issued_at`` within ``max_age_ms`` (and not
    beyond ``max_drift_ms`` in the future), and its ``sequence`` above every order seen from that
    issuer, so a replayed sever cannot undo a later lift, however late it comes.
@@ -256,7 +257,8 @@ class IsolationBoundary:
         self.max_drift_ms = max_drift_ms
         self.max_issuers = max_issuers
         self._cell_of: dict[int, int] = {}
-        self._severed: dict[Target, IsolationOrder] = {}
+        #: Severed targets: the order that severed each, and the region of its issuer.
+        self._severed: dict[Target, tuple[IsolationOrder, int]] = {}
         self._high_water: dict[int, int] = {}
 
     def place(self, node: int, cell: int) -> None:
@@ -293,16 +295,21 @@ class IsolationBoundary:
             raise IssuerMismatch(
                 f"order claims issuer {order.issuer}, signed by node {credential.node}"
             )
-        self._check_authority(order, credential.region)
+        region = self._check_authority(order, credential.region)
         self._check_fresh(order, now)
-        self._high_water[order.issuer] = order.sequence
         target = order.target
-        state = TargetState.SEVERED if target in self._severed else TargetState.CONNECTED
-        new = TRANSITIONS[state].get(order.action)
+        severed = self._severed.get(target)
+        new = TRANSITIONS[TargetState.SEVERED if severed else TargetState.CONNECTED].get(
+            order.action
+        )
+        if new is TargetState.CONNECTED and severed is not None and severed[1] != region:
+            # Only the region that cut a target off may let it back in.
+            raise NotAuthorised(f"{_name(target)} was severed by region {severed[1]}, not {region}")
+        self._high_water[order.issuer] = order.sequence
         if new is None:
             return []  # already severed, or not severed: nothing to change
         if new is TargetState.SEVERED:
-            self._severed[target] = order
+            self._severed[target] = (order, region)
             return [
                 Severed(target, order, ContentId.of(payload)),
                 RevokeLeases(target),
@@ -311,7 +318,7 @@ class IsolationBoundary:
         del self._severed[target]
         return [Lifted(target, order)]
 
-    def _check_authority(self, order: IsolationOrder, region: int | None) -> None:
+    def _check_authority(self, order: IsolationOrder, region: int | None) -> int:
         target = order.target
         if region is None:
             raise NotAuthorised("the signer's credential names no region")
@@ -319,6 +326,7 @@ class IsolationBoundary:
             raise NotAuthorised(f"cell {target.id} is not in region {region} of the signer")
         if target.scope is Scope.REGION and target.id == region:
             raise NotAuthorised(f"region {region} cannot sever itself")
+        return region
 
     def _check_fresh(self, order: IsolationOrder, now: int) -> None:
         if order.issued_at > now + self.max_drift_ms:
@@ -330,3 +338,7 @@ class IsolationBoundary:
             raise StaleOrder(f"sequence {order.sequence} from {order.issuer} is not above {seen}")
         if seen is None and len(self._high_water) >= self.max_issuers:
             raise StaleOrder(f"{len(self._high_water)} issuers tracked (the limit)")
+
+
+def _name(target: Target) -> str:
+    return f"{target.scope.name.lower()} {target.id}"
