@@ -82,6 +82,17 @@ def test_merge_is_idempotent_and_an_upper_bound(a: Ledger, b: Ledger) -> None:
     assert a <= ab and b <= ab
 
 
+@given(ledgers, ledgers, ledgers)
+def test_a_delta_carries_exactly_what_the_peer_lacks(
+    mine: Ledger, known: Ledger, extra: Ledger
+) -> None:
+    peer = merged(known, extra)  # the peer has seen at least what we know it has
+    delta = mine.delta(known)
+    assert merged(peer, delta) == merged(peer, mine)
+    assert delta <= mine and len(delta) <= len(mine)
+    assert mine.delta(mine) == Ledger() and mine.delta(Ledger()) == mine
+
+
 # --- convergence for any interleaving, duplication and partition -------------------------
 
 ops = st.lists(
@@ -152,6 +163,7 @@ def test_a_cell_cut_off_for_30_days_reconciles_exactly() -> None:
         for n in other_nodes:
             region.merge(nodes[n])
         region.merge(cell)
+        cell.merge(region)  # each side holds the region's whole books
     before_cut = cell.copy()
     for _hour in range(30 * 24):  # 30 days apart: each side keeps its books
         for n in nodes:
@@ -165,8 +177,12 @@ def test_a_cell_cut_off_for_30_days_reconciles_exactly() -> None:
         cell.merge(nodes[n])
     for n in other_nodes:
         region.merge(nodes[n])
-    # Reconnection: the cell's books arrive three times and a pre-partition copy arrives last.
-    for copy in (cell, cell, cell, before_cut):
+    # Reconnection: the cell sends what the region lacks as of the cut (a delta: the 30 days),
+    # it arrives three times, then its whole books, then a pre-partition copy arrives last.
+    delta = cell.delta(before_cut)
+    assert {node for node, _, _ in delta.entries()} == set(cell_nodes)
+    assert len(delta.to_cbor()) < len(cell.to_cbor()) / 2
+    for copy in (delta, delta, delta, cell, before_cut):
         region.merge(Ledger.from_cbor(copy.to_cbor()))
     assert region.totals() == truth
     cell.merge(Ledger.from_cbor(region.to_cbor()))

@@ -134,6 +134,19 @@ class Ledger:
                     changed = True
         return changed
 
+    def delta(self, known: Ledger) -> Ledger:
+        """The entries of this replica that ``known`` has not seen (a join decomposition).
+
+        Merging the delta into any replica that has seen at least ``known`` gives what merging
+        this whole replica would: so a node sends only what a peer's last acknowledged state
+        lacks, and a cell back from a long partition sends its 30 days, not the fleet's books.
+        """
+        out = Ledger()
+        for node, resource, counts in self.entries():
+            if not counts <= known.counts(node, resource):
+                out._entries.setdefault(node, {})[resource] = counts
+        return out
+
     def __le__(self, other: Ledger) -> bool:
         """Whether ``other`` has seen everything this replica has (the lattice order)."""
         return all(
