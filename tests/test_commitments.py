@@ -34,7 +34,7 @@ from fleetwire.protocol.messages import (
     decode_message,
     encode_message,
 )
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 S = CommitmentState
@@ -436,3 +436,61 @@ def test_two_views_agree_once_messages_flow(ops: list[tuple[object, ...]]) -> No
         assert watched is not None
         if state in (S.FULFILLED, S.BROKEN, S.WITHDRAWN):
             assert h.nodes[watched.promisor].state(cid) is state
+
+
+# --- hostile but well-formed input --------------------------------------------------------
+
+
+NODES = st.sampled_from([PROMISOR, PROMISEE, COORDINATOR, 77])
+
+
+@st.composite
+def commitment_streams(draw: st.DrawFn) -> list[Commitment]:
+    """Well-formed offers and steps among a few nodes, mostly from the right party and about
+    those offers, sometimes from anyone about anything."""
+
+    def issuer(right: int) -> int:
+        return right if draw(st.booleans()) else draw(NODES)
+
+    offers = []
+    for _ in range(draw(st.integers(1, 8))):
+        terms = Terms(draw(NODES), draw(NODES), "x", 1, "t", draw(st.integers(0, 2 * 10**7)))
+        header = Header(
+            issuer(terms.promisor), draw(st.integers(0, 10**7)), draw(st.integers(0, 50))
+        )
+        offers.append(Commitment(header, S.OFFERED, terms=terms))
+    stream: list[Commitment] = []
+    for _ in range(draw(st.integers(0, 30))):
+        offer = draw(st.sampled_from(offers))
+        if draw(st.integers(0, 3)) == 0:
+            stream.append(offer)
+            continue
+        assert offer.terms is not None
+        state = draw(st.sampled_from([S.ACCEPTED, S.FULFILLED, S.BROKEN, S.WITHDRAWN]))
+        right = offer.terms.promisee if state is S.ACCEPTED else offer.terms.promisor
+        header = Header(issuer(right), draw(st.integers(0, 10**7)), draw(st.integers(0, 50)))
+        target = content_id(offer) if draw(st.integers(0, 5)) else ContentId.of(b"no such offer")
+        stream.append(Commitment(header, state, commitment=target))
+    return stream
+
+
+@given(commitment_streams(), st.lists(st.integers(0, 10**6), max_size=60))
+def test_any_well_formed_steps_leave_the_tracker_bounded_and_consistent(
+    stream: list[Commitment], times: list[int]
+) -> None:
+    """Signed messages from anyone (they are well-formed, the rest is up to their writers)."""
+    config = attrs.evolve(CONFIG, max_commitments=5, max_pending=4, observe_all=True)
+    t = tracker(PROMISEE, config)
+    now = T0
+    moved = 0
+    for i, message in enumerate(stream):
+        now += times[i] if i < len(times) else 1
+        for action in t.receive(message, now) + t.tick(now):
+            if isinstance(action, Changed) and action.old is not None:
+                assert action.new in TRANSITIONS[action.old].values()
+                moved += 1
+    event(f"steps applied: {min(moved, 3)}{'+' if moved >= 3 else ''}")
+    assert len(t.commitments()) <= 5 and len(t._pending) <= 4 and len(t._fetch) <= 4
+    for cid in t.commitments():
+        offer = t.offer_message(cid)
+        assert offer is not None and content_id(offer) == cid
