@@ -15,6 +15,12 @@ CRC-32C) — and their bundle bytes counted:
 The figures are bits per node per second (the seeds' budget for all steady coordination traffic
 is 0.5–2 kbps per node) and the ratio between the two.
 
+A second table puts the digests beside the other families at steady state, each a real signed
+message in its own bundle, at rates given as options (defaults: a capability advertisement an
+hour; four commitments a day, each offered, accepted and fulfilled; one lease held with a one-hour
+term, renewed every half hour, each renewal answered by a grant; an exception report a day; the
+node's ledger delta every hour), so that the total is a figure, not a guess about sizes.
+
     python benchmarks/bench_digests.py [--hours H] [--rate-hz R] [--metrics M] [--period-s P]
 """
 
@@ -26,7 +32,23 @@ import random
 from fleetwire.protocol import cbor, cose
 from fleetwire.protocol.bpv7 import encode_bundle
 from fleetwire.protocol.coordination.digests import DigestBuilder, EmitDigest, MetricSpec
+from fleetwire.protocol.coordination.ledger import Ledger
+from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import SigningKey
+from fleetwire.protocol.messages import (
+    Capability,
+    CapabilityAdvertisement,
+    Commitment,
+    CommitmentState,
+    ExceptionReport,
+    Header,
+    LeaseGrant,
+    LeaseRenew,
+    Message,
+    Scope,
+    Terms,
+    encode_message,
+)
 from fleetwire.runtime.bundling import message_bundle
 
 NODE, COORDINATOR = 17, 1
@@ -104,12 +126,58 @@ def run(
     }
 
 
+DAY_S = 86_400
+
+
+def message_bytes(message: Message, key: SigningKey) -> int:
+    header = message.header
+    return bundle_bytes(encode_message(message), key, header.issued_at, header.sequence)
+
+
+def families(key: SigningKey, per_day: dict[str, float]) -> dict[str, float]:
+    """Bits per second per node for each family, from one real message of each kind."""
+    cid = ContentId.of(b"an earlier message")
+    h = Header(NODE, T0, 1_000, references=(cid,))
+    capability = CapabilityAdvertisement(
+        Header(NODE, T0, 1_000),
+        (
+            Capability("refine/carbonaceous", 40_000, "kg", T0, T0 + 30 * DAY_S * 1000),
+            Capability("fabricate/structural", 2_000, "kg", T0, T0 + 30 * DAY_S * 1000),
+        ),
+        (1, 1),
+        "B",
+        4,
+    )
+    terms = Terms(NODE, 23, "deliver/refined-carbon", 120_000, "kg", T0 + 12 * DAY_S * 1000, (cid,))
+    offer = Commitment(Header(NODE, T0, 1_000), CommitmentState.OFFERED, terms=terms)
+    step = Commitment(h, CommitmentState.ACCEPTED, commitment=cid)
+    renew = LeaseRenew(h, "feedstock/2026-XY/volume-3", 7, cid, 3_600_000)
+    grant = LeaseGrant(h, "feedstock/2026-XY/volume-3", NODE, cid, 7, 3_600_000, T0 + 3_600_000)
+    report = ExceptionReport(h, 1, 2, Scope.NODE, NODE, (cid,), cid, "thermal margin low")
+    ledger = Ledger(owner=NODE)
+    for resource in ("feedstock/carbonaceous", "power/kWh", "refined-carbon/kg", "dock/3"):
+        ledger.record(NODE, resource, produced=123_456, consumed=98_765)
+    sizes = {
+        "capability": message_bytes(capability, key),
+        "commitment": message_bytes(offer, key) + 2 * message_bytes(step, key),
+        "lease": message_bytes(renew, key) + message_bytes(grant, key),
+        "exception": message_bytes(report, key),
+        "ledger": bundle_bytes(ledger.to_cbor(), key, T0, 1),
+    }
+    return {name: 8 * sizes[name] * per_day[name] / DAY_S for name in sizes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--rate-hz", type=float, default=1.0)
     parser.add_argument("--metrics", type=int, default=8)
     parser.add_argument("--period-s", type=int, default=60)
+    parser.add_argument("--capabilities-per-day", type=float, default=24)
+    parser.add_argument("--commitments-per-day", type=float, default=4)
+    parser.add_argument("--lease-renewals-per-day", type=float, default=48)
+    parser.add_argument("--exceptions-per-day", type=float, default=1)
+    parser.add_argument("--ledger-deltas-per-day", type=float, default=24)
     args = parser.parse_args()
     r = run(args.hours, args.rate_hz, args.metrics, args.period_s)
     print(
@@ -126,6 +194,22 @@ def main() -> None:
         f"digests {'under' if r['digest_bps'] < BUDGET_BPS else 'OVER'}, "
         f"stream {'under' if r['stream_bps'] < BUDGET_BPS else 'over'}"
     )
+    rates = {
+        "capability": args.capabilities_per_day,
+        "commitment": args.commitments_per_day,
+        "lease": args.lease_renewals_per_day,
+        "exception": args.exceptions_per_day,
+        "ledger": args.ledger_deltas_per_day,
+    }
+    others = families(SigningKey.from_seed(bytes(range(32))), rates)
+    print("\nall families at steady state, bit/s per node:")
+    for name, bps in others.items():
+        print(f"  {name:<12} {bps:8.1f}   ({rates[name]:g}/day)")
+    rest = sum(others.values())
+    for label, telemetry in (("digests", r["digest_bps"]), ("telemetry stream", r["stream_bps"])):
+        total = rest + telemetry
+        verdict = "under" if total < BUDGET_BPS else "over"
+        print(f"  total with {label:<17} {total:8.1f}   ({verdict} {BUDGET_BPS} bit/s)")
 
 
 if __name__ == "__main__":
