@@ -223,3 +223,28 @@ def test_arbitrary_bytes_are_typed_refusals(data: bytes) -> None:
 def test_payload_round_trip() -> None:
     o = IsolationOrder(801, NOW, 9, OrderAction.LIFT, Target(Scope.REGION, 2), "all clear")
     assert IsolationOrder.from_payload(o.to_payload()) == o
+
+
+def test_a_region_is_cut_off_within_one_cycle_at_every_gateway_and_lifting_restores() -> None:
+    """Sans-IO rehearsal of the fleet scenario: region 1's three gateways get the order after
+    different light delays; traffic from region 2 flows every minute throughout."""
+    cycle = 4 * 3_600_000  # the shortest auction cycle the seeds name
+    delays = {"g1": 2_000, "g2": 45_000, "g3": 600_000}
+    gateways = {name: boundary() for name in delays}
+    issued = NOW
+    sever = order(scope=Scope.REGION, target=2, at=issued, sequence=10)
+    lift = order(OrderAction.LIFT, Scope.REGION, 2, at=issued + 2 * cycle, sequence=11)
+    accepted: dict[str, list[int]] = {name: [] for name in delays}
+    for t in range(issued - 600_000, issued + 3 * cycle, 60_000):
+        for name, gateway in gateways.items():
+            for when, signed in ((issued, sever), (issued + 2 * cycle, lift)):
+                if when + delays[name] <= t < when + delays[name] + 60_000:
+                    gateway.order(signed, t)
+            if gateway.admits(2003):  # a bundle from a node of cell 20, region 2
+                accepted[name].append(t)
+            assert gateway.admits(1003)  # region 1's own traffic is never disturbed
+    for name, times in accepted.items():
+        last_before_lift = max(t for t in times if t < issued + 2 * cycle)
+        assert last_before_lift - issued < delays[name] + 60_000 <= cycle
+        assert not [t for t in times if issued + delays[name] + 60_000 <= t < issued + 2 * cycle]
+        assert any(t >= issued + 2 * cycle + delays[name] + 60_000 for t in times)  # restored
