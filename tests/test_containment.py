@@ -173,6 +173,12 @@ def test_commitments_of_quarantined_nodes_are_rehomed_to_other_lineages() -> Non
     assert all(p.terms.promisor == p.to_node and p.terms.promisee == 2 for p in plan)
     done = [(ContentId.of(b"x"), Terms(11, 2, "x", 1, "t", T0), CommitmentState.FULFILLED)]
     assert c.rehome(done) == []
+    # Only nodes that can do the work take it over; none able, and it stays where it is.
+    c.lift(T0 + 1, nodes=[11, 12, 13])
+    feed(c, [11, 12, 13], now=T0 + 2)
+    only_30 = c.rehome(((cid, t, s) for cid, t, s in view if t is not None), lambda n, t: n == 30)
+    assert {p.to_node for p in only_30} == {30}
+    assert c.rehome(((cid, t, s) for cid, t, s in view if t is not None), lambda n, t: False) == []
 
 
 # --- the three policies together -----------------------------------------------------------

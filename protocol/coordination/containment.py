@@ -252,13 +252,17 @@ class Containment:
         return actions
 
     def rehome(
-        self, commitments: Iterable[tuple[ContentId, Terms, CommitmentState]]
+        self,
+        commitments: Iterable[tuple[ContentId, Terms, CommitmentState]],
+        capable: Callable[[int, Terms], bool] | None = None,
     ) -> list[Rehome]:
         """Plan new promisors for the open commitments of quarantined nodes.
 
-        The replacement is an admitted node, preferably of another lineage (the fault may be in
-        the lineage), preferably in the same cell, and among those the one that has taken over
-        the fewest so far (ties by node id: deterministic).
+        The replacement is an admitted node that can do the work (``capable``, judged from its
+        capability advertisement, §6.1; any node if not given), preferably of another lineage
+        (the fault may be in the lineage), preferably in the same cell, and among those the one
+        that has taken over the fewest so far (ties by node id: deterministic). A commitment no
+        node can take stays where it is.
         """
         plan: list[Rehome] = []
         for cid, terms, state in commitments:
@@ -270,7 +274,9 @@ class Containment:
             candidates = [
                 (k.lineage == owner.lineage, k.cell != owner.cell, self._taken[n], n)
                 for n, k in self._nodes.items()
-                if k.state is NodeState.ACTIVE and n != terms.promisee
+                if k.state is NodeState.ACTIVE
+                and n != terms.promisee
+                and (capable is None or capable(n, terms))
             ]
             if not candidates:
                 continue
