@@ -45,6 +45,7 @@ from ..ids import ContentId, ContentIdError
 
 __all__ = [
     "CDDL",
+    "DRAFT_WIRE",
     "Action",
     "Digest",
     "DigestBuilder",
@@ -94,6 +95,16 @@ sample = [time: uint, value: int64]
 int64 = -9223372036854775808..9223372036854775807
 content-id = bstr .size 34
 """
+
+
+#: The proposed version-2 message (spec/v2/faults.md, a draft): type code and body keys. The
+#: header is the message's; the fields are :meth:`Digest.draft_body`'s.
+DRAFT_WIRE: Final[dict[str, tuple[int, tuple[tuple[int, str], ...]]]] = {
+    "digest": (
+        10,
+        ((8, "period_start"), (9, "period_end"), (10, "trigger"), (11, "metrics"), (12, "details")),
+    ),
+}
 
 
 class DigestError(RemoteProtocolError):
@@ -180,6 +191,19 @@ class Digest:
         if self.details:
             body[5] = [cid.raw for cid in self.details]
         return cbor.encode(body)
+
+    def draft_body(self) -> dict[str, Any]:
+        """The body of the draft version-2 digest message (:data:`DRAFT_WIRE`), by field name."""
+        body: dict[int, Any] = cbor.decode(self.to_cbor())
+        fields = {
+            "period_start": body[1],
+            "period_end": body[2],
+            "trigger": body[3],
+            "metrics": body[4],
+        }
+        if self.details:
+            fields["details"] = body[5]
+        return fields
 
     @classmethod
     def from_cbor(cls, data: bytes) -> Digest:

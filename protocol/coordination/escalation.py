@@ -53,6 +53,7 @@ from ..ids import ContentId
 from ..messages import ExceptionCode, ExceptionReport, Header, Scope, content_id
 
 __all__ = [
+    "DRAFT_WIRE",
     "TRANSITIONS",
     "Action",
     "Closed",
@@ -63,6 +64,7 @@ __all__ = [
     "Incident",
     "IncidentState",
     "Opened",
+    "Resolution",
     "Signature",
 ]
 
@@ -94,6 +96,21 @@ TRANSITIONS: Final[dict[IncidentState, dict[Move, IncidentState]]] = {
     _I.ESCALATED: {Move.ACKNOWLEDGE: _I.ACKNOWLEDGED, Move.CLOSE: _I.CLOSED},
     _I.ACKNOWLEDGED: {Move.CLOSE: _I.CLOSED},
     _I.CLOSED: {},
+}
+
+
+class Resolution(enum.IntEnum):
+    """How the level above closed an escalated incident (draft version-2 close message)."""
+
+    RESOLVED = 0
+    CONTAINED = 1
+    SUPERSEDED = 2
+
+
+#: The proposed version-2 messages (spec/v2/faults.md, a draft): type code and body keys.
+DRAFT_WIRE: Final[dict[str, tuple[int, tuple[tuple[int, str], ...]]]] = {
+    "escalation-ack": (13, ((8, "escalation"),)),
+    "escalation-close": (14, ((8, "escalation"), (9, "resolution"), (10, "detail"))),
 }
 
 

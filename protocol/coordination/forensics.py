@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import enum
+from typing import Final
 
 import attrs
 
@@ -36,6 +37,7 @@ from ..ids import ContentId
 from .digests import Digest, DigestError, check_detail, decode_detail
 
 __all__ = [
+    "DRAFT_WIRE",
     "Action",
     "DetailKeeper",
     "DetailReceived",
@@ -46,6 +48,13 @@ __all__ = [
     "PullPolicy",
     "RefusalReason",
 ]
+
+
+#: The proposed version-2 messages (spec/v2/faults.md, a draft): type code and body keys.
+DRAFT_WIRE: Final[dict[str, tuple[int, tuple[tuple[int, str], ...]]]] = {
+    "detail-request": (11, ((8, "details"),)),
+    "detail-answer": (12, ((8, "detail"), (9, "data"))),
+}
 
 
 class DetailKeeper:

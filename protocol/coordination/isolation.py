@@ -58,6 +58,7 @@ from ..trust import Role
 
 __all__ = [
     "CDDL",
+    "DRAFT_WIRE",
     "ORDER_AAD",
     "TRANSITIONS",
     "Action",
@@ -96,6 +97,13 @@ _ORDER_LIMITS: Final = cbor.Limits(
     max_string_length=256, allowed_tags=frozenset(),
 )  # fmt: skip
 _ENVELOPE_LIMITS: Final = cose.EnvelopeLimits(max_size=2048)
+
+#: The proposed version-2 message (spec/v2/faults.md, a draft): type code and body keys. As a
+#: message its type names it, so it needs no AAD of its own; until the codec reads version 2 the
+#: standalone form above, under :data:`ORDER_AAD`, carries the same fields.
+DRAFT_WIRE: Final[dict[str, tuple[int, tuple[tuple[int, str], ...]]]] = {
+    "isolation-order": (15, ((8, "action"), (9, "scope"), (10, "target"), (11, "reason"))),
+}
 
 
 class OrderInvalid(RemoteProtocolError):
@@ -161,6 +169,17 @@ class IsolationOrder:
         if self.reason is not None:
             body[7] = self.reason
         return cbor.encode(body)
+
+    def draft_body(self) -> dict[str, Any]:
+        """The body of the draft version-2 isolation order (:data:`DRAFT_WIRE`), by field name."""
+        fields: dict[str, Any] = {
+            "action": int(self.action),
+            "scope": int(self.target.scope),
+            "target": self.target.id,
+        }
+        if self.reason is not None:
+            fields["reason"] = self.reason
+        return fields
 
     @classmethod
     def from_payload(cls, data: bytes) -> IsolationOrder:
