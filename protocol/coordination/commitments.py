@@ -23,15 +23,19 @@ step (the identical message, so the same content id and no new sequence number) 
 a party whose view is final answers any step about that commitment by re-sending its final step.
 So as long as messages flow at all, the open side keeps asking until the final answer arrives.
 
-**Deadlines.** The tracker is given ``now`` by :meth:`CommitmentTracker.tick`:
+**Deadlines.** The tracker is given ``now`` by :meth:`CommitmentTracker.tick` (and meets the
+deadlines of a commitment before applying a step received for it, so outcomes do not depend on
+when ``tick`` last ran):
 
 - promisor, offer not accepted by the deadline: it withdraws ("offer lapsed");
 - promisor, accepted but not fulfilled by the deadline: it breaks the commitment and raises an
   exception report naming it in ``affects`` (the break step references that report, §6.2);
-- promisee or observer, offer not accepted by ``deadline + grace``: it lapses locally (the
-  promisor withdraws at its own deadline; ``grace`` covers clock drift);
-- promisee or observer, accepted and still open at ``deadline + grace``: the commitment is
-  *late*; the promisee raises an exception report naming it once (the promisor may be silent).
+- promisee, offer it did not accept by ``deadline + grace``: it lapses locally (the promisor
+  withdraws at its own deadline; ``grace`` covers clock drift);
+- promisee, accepted and still open at ``deadline + grace``: the commitment is *late*, and it
+  raises an exception report naming it, once (the promisor may be silent);
+- observer, still open at ``deadline + grace``: late. It cannot tell "nobody accepted" from "I
+  missed the accept", so it does not lapse the offer; the promisor's final step settles it.
 
 **Figures.** :meth:`CommitmentTracker.figures` puts each known commitment in exactly one bucket —
 open, late, fulfilled, broken, withdrawn — grouped by promisor, and by cell through a
