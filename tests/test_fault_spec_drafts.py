@@ -4,6 +4,7 @@ holds (a real digest, a real isolation order) written as those messages is accep
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,10 @@ from cddl_verifier import Validator, schema_diagnostics
 from fleetwire.protocol import cbor
 from fleetwire.protocol.coordination import digests, escalation, forensics, isolation
 from fleetwire.protocol.coordination.digests import DigestBuilder, EmitDigest, MetricSpec
-from fleetwire.protocol.coordination.escalation import Resolution
+from fleetwire.protocol.coordination.escalation import Escalate, Escalator, Fault, Resolution
 from fleetwire.protocol.coordination.isolation import IsolationOrder, OrderAction, Target
 from fleetwire.protocol.ids import ContentId
-from fleetwire.protocol.messages import Scope
+from fleetwire.protocol.messages import ExceptionReport, Header, Scope, content_id
 
 CDDL = Path(__file__).resolve().parent.parent / "spec" / "v2" / "faults.cddl"
 ROOT = "fault-message"
@@ -40,7 +41,24 @@ def real_digest() -> dict[str, Any]:
     return emit.digest.draft_body()
 
 
+def escalated_report() -> dict[str, Any]:
+    """A real escalation, with the lineage of its incident (spec/v2/faults.md §0)."""
+    esc = Escalator(900, Scope.CELL, 4, itertools.count(1).__next__)
+    report = ExceptionReport(Header(100, 1, 1), code=1, severity=5, scope=Scope.NODE, scope_id=100)
+    (up,) = [
+        a for a in esc.receive(Fault(report, content_id(report), "B"), 2) if isinstance(a, Escalate)
+    ]
+    r = up.report
+    fields = {"code": r.code, "severity": r.severity, "scope": int(r.scope), "scope_id": r.scope_id}
+    if r.affects:
+        fields["affects"] = [cid.raw for cid in r.affects]
+    if r.detail is not None:
+        fields["detail"] = r.detail
+    return fields | {"lineage": up.incident.signature.lineage}
+
+
 SAMPLES: dict[str, dict[str, Any]] = {
+    "exception-report": escalated_report(),
     "digest": real_digest(),
     "detail-request": {"details": [CID.raw]},
     "detail-answer": {"detail": CID.raw, "data": b"\xa0"},
@@ -66,7 +84,7 @@ def encode(name: str, fields: dict[str, Any]) -> bytes:
 def test_the_draft_cddl_is_well_formed_and_names_every_field() -> None:
     assert schema_diagnostics(CDDL) == ()
     text = CDDL.read_text(encoding="utf-8")
-    assert {code for code, _ in TABLE.values()} == set(range(10, 16))
+    assert {code for code, _ in TABLE.values()} == {3, *range(10, 16)}
     for name, (code, keys) in TABLE.items():
         rule = re.search(
             r"\n" + name + r" = \{\n  header<" + str(code) + r">,\n(.*?)\n\}", text, re.S

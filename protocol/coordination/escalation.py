@@ -109,6 +109,20 @@ class Resolution(enum.IntEnum):
 
 #: The proposed version-2 messages (spec/v2/faults.md, a draft): type code and body keys.
 DRAFT_WIRE: Final[dict[str, tuple[int, tuple[tuple[int, str], ...]]]] = {
+    # Version 1's report with the lineage added: the fault signature travels with the report.
+    "exception-report": (
+        3,
+        (
+            (8, "code"),
+            (9, "severity"),
+            (10, "scope"),
+            (11, "scope_id"),
+            (12, "affects"),
+            (13, "digest"),
+            (14, "detail"),
+            (15, "lineage"),
+        ),
+    ),
     "escalation-ack": (13, ((8, "escalation"),)),
     "escalation-close": (14, ((8, "escalation"), (9, "resolution"), (10, "detail"))),
 }
