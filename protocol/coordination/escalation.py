@@ -6,8 +6,9 @@ One :class:`Escalator` runs in each coordinator (spec §6.3): a cell coordinator
 node-scope reports of its cell, a region coordinator the cell-scope reports of its region. Each
 report comes in as a :class:`Fault` — the verified report, its content id, and the software
 lineage of the node it is about, which the coordinator knows from that node's credential (§8)
-or capability advertisement (§6.1), never from the report (spec/v2/faults.md §0). The escalator groups faults into **incidents**: one per *fault
-signature* — ``(code, lineage)``, the same kind of fault in the same software — per window.
+or capability advertisement (§6.1), never from the report (spec/v2/faults.md §0). The
+escalator groups faults into **incidents**: one per *fault signature* — ``(code, lineage)``,
+the same kind of fault in the same software — per window.
 
 An incident's life is the table :data:`TRANSITIONS`::
 
