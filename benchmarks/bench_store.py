@@ -28,7 +28,14 @@ import time
 
 import trio
 from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.sqlite_store import DEFAULT_MAX_BATCH, SCHEMA, TUNING, open_sqlite_store
+from fleetwire.runtime.sqlite_store import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_WAL_LIMIT,
+    SCHEMA,
+    TUNING,
+    open_sqlite_store,
+    wal_pragmas,
+)
 from fleetwire.runtime.store import Accepted, BundleStore, StoredBundle
 
 PAYLOAD = os.urandom(1024)
@@ -46,7 +53,8 @@ def fresh(directory: str, name: str) -> str:
 def raw_connection(path: str, minimal: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
-    for pragma in TUNING:  # synchronous=FULL and the store's cache and checkpoint settings
+    # synchronous=FULL and the store's cache and checkpoint settings
+    for pragma in (*TUNING, *wal_pragmas(DEFAULT_WAL_LIMIT)):
         conn.execute(pragma)
     if minimal:
         conn.execute("CREATE TABLE bundles (id INTEGER PRIMARY KEY, data BLOB)")
@@ -60,7 +68,7 @@ def raw_row(minimal: bool, n: int) -> tuple[object, ...]:
         return (None, PAYLOAD)
     bid = f"ipn:1.1/{n}".encode()
     cid = hashlib.sha256(bid).digest()
-    return (None, bid, cid, "ipn:1.1", "ipn:2.1", None, 10**12, 0, len(PAYLOAD), PAYLOAD)
+    return (None, bid, cid, "ipn:1.1", "ipn:2.1", None, 10**12, 0, len(PAYLOAD), PAYLOAD, None)
 
 
 def raw_rate(directory: str, seconds: float, batch: int, minimal: bool) -> float:

@@ -20,7 +20,8 @@ from .tcp_node import open_configured_node
 NODE_HELP = f"""\
 Run a node until interrupted: listen for neighbours, dial the configured peers (redialling with
 backoff), hold every bundle in the store until a link takes it, and print each verified message
-addressed to this node as a JSON line.
+addressed to this node as a JSON line. A message is marked delivered once it was printed; one
+printed just before the node was killed may be printed again after the restart (at least once).
 
 configuration file:
 {CONFIG_SAMPLE.split("::", 1)[1].rstrip()}
@@ -46,7 +47,9 @@ examples:
 
 RECV_HELP = """\
 Run the node a config file describes until it has received --count verified messages, and
-print each as a JSON line (exit 1 if --timeout passes first).
+print each as a JSON line (exit 1 if --timeout passes first). A message is marked delivered
+only after it was printed: one the command did not print (interrupted, killed) is printed by
+the next run, so every message is printed at least once.
 
 examples:
   fleetwire recv c.toml
@@ -140,10 +143,17 @@ def run_recv(args: argparse.Namespace) -> int:
     async def main() -> int:
         async with open_configured_node(config) as node:
             inbox = node.subscribe()
-            with trio.move_on_after(args.timeout if args.timeout is not None else float("inf")):
-                for _ in range(args.count):
-                    _print_delivery(await inbox.receive())
-                return 0
+            try:
+                with trio.move_on_after(
+                    args.timeout if args.timeout is not None else float("inf")
+                ):
+                    for _ in range(args.count):
+                        _print_delivery(await inbox.receive())
+                    return 0
+            finally:
+                # Printed is handed over: the node marks it delivered as it closes. A message
+                # not printed (killed first) stays held and comes again on the next run.
+                inbox.acknowledge()
             print(f"timed out after {args.timeout:g} s", file=sys.stderr)
             return 1
 

@@ -11,21 +11,37 @@ loses nothing that was acknowledged:
 * **accept** (a link received a bundle) — parse and check CRCs, drop expired or over-hop
   bundles, ``put`` (duplicates by bundle id or content id cost nothing), and only then return:
   a TCPCL link acknowledges the transfer after this returns. Bundles for this node are kept
-  with next hop ``local`` until the application has them, then ``delivered`` until they expire
-  (so a late duplicate is dropped, not delivered twice).
+  with next hop ``local`` until the application acknowledged them, then ``delivered`` until
+  they expire (so a late duplicate is dropped, not delivered twice).
+* **hold** — the step from "the store committed it" to "a queue of this node has it" cannot
+  be split by cancellation (a link task is cancelled when its neighbour dies, maybe while the
+  store commits): ``put`` and the hand-off to a queue run shielded, as one step. Two
+  reconciliations back this up, so that no held bundle waits for a restart: a "duplicate"
+  answer for a bundle that is held but in no queue queues it, and a sweep (at start, then with
+  every expiry pass) queues every held bundle no queue knows.
 * **route** — one task takes unrouted bundles and asks the :class:`~.routing.Router` (contact
   graph, static routes including every direct neighbour, hierarchical default). A bundle with
   a next hop is queued on that neighbour's sender; one with none is parked until a link comes
   up or the plan's next contact opens.
 * **forward** — one sender task per neighbour waits for the link, transmits (hop counted,
-  previous node set), and deletes the bundle once the link took custody; on ``LinkDown`` the
-  bundle stays in the store and is routed again.
-* **deliver** — verify the signature against the trust store, decode at its version, hand it
-  to subscribers, mark it delivered. A bundle that fails verification is kept as delivered
-  (dropped) and counted: it will not be retried, and a duplicate will not cost another verify.
+  previous node set), and once the link took custody keeps only a tombstone (``forwarded``)
+  for ``forwarded_memory_ms``: a resend of the bundle — the node we had it from crashed
+  before deleting its copy, or our acknowledgement was lost — is answered "duplicate", so no
+  bundle is taken, and forwarded on, twice by one node. On ``LinkDown`` the bundle stays in
+  the store and is routed again.
+* **deliver** — :class:`~.admission.Admission` decides (service, signature, trust, role,
+  replay); a verified message goes to every :class:`Subscription` of its family. A message of
+  a family nobody subscribed to waits (held, in memory) for the first subscriber of that
+  family, so subscribing after ``open_node`` loses nothing. The bundle is marked delivered (a
+  tombstone) only once every subscription it went to acknowledged it — explicitly
+  (:meth:`Subscription.acknowledge`) or by asking for the next message; one that was closed
+  unacknowledged hands its messages on. The message's replay record is made durable just
+  before its tombstone. A refused bundle is counted and deleted: its key covers its own
+  bytes, so it can never stand in for a genuine copy (see :mod:`.bundling`).
 * **restart** — on open the node reads the store back: ``local`` bundles are delivered again
-  (at-least-once to the application, exactly-once per bundle on the network side), unrouted and
-  queued ones are routed again (the routing choice is never stored).
+  (at-least-once to the application: a message handed over but not acknowledged before a
+  crash comes again; exactly-once per bundle on the network side), unrouted and queued ones
+  are routed again (the routing choice is never stored).
 """
 
 from __future__ import annotations
@@ -33,8 +49,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import attrs
 import trio
@@ -49,16 +67,20 @@ from fleetwire.protocol.bpv7 import (
     decode_bundle,
     encode_bundle,
 )
-from fleetwire.protocol.envelope import SignedMessage, seal, verify
+from fleetwire.protocol.envelope import SignedMessage, seal
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import Family, Message
+from fleetwire.protocol.replay import ReplayPolicy
 from fleetwire.protocol.trust import TrustStore
 
+from .admission import Admission, Admitted, Refusal
 from .bundling import (
     DELIVERED,
     FCP_SERVICE,
+    FORWARDED,
     LOCAL,
+    TRUST_SERVICE,
     HopLimitExceeded,
     for_next_hop,
     inspect_bundle,
@@ -69,12 +91,17 @@ from .bundling import (
 from .contacts import Clock, ContactPlan
 from .link import Link, LinkDown
 from .routing import Forward, Hierarchy, Router
-from .store import Accepted, BundleStore, Duplicate, Refused
+from .store import (
+    Accepted,
+    BundleStore,
+    Duplicate,
+    PutResult,
+    Refused,
+    StoredBundle,
+    StoreError,
+)
 
 log = logging.getLogger("fleetwire.node")
-
-#: How many held bundles the node reads back at a time on restart.
-_RECOVERY_BATCH = 512
 
 
 class BundleRefused(FleetwireError):
@@ -101,6 +128,19 @@ class NodeConfig:
     #: Hierarchical default route: node → its parent (cell coordinator, region coordinator).
     parents: Mapping[int, int] = attrs.field(factory=dict)
     expiry_interval_s: float = 60.0
+    #: The ``issued_at`` window and per-issuer replay bound (spec §10); the contact plan's
+    #: longest light time is added to ``max_age``.
+    replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
+    #: ipn service number revocation lists travel to (spec §10).
+    trust_service: int = TRUST_SERVICE
+    #: Refuse messages issued before the node started when its store keeps no replay memory
+    #: across restarts (``fleetwire node`` without a store file does; spec §10).
+    replay_floor_at_start: bool = False
+    #: Where a revocation list that arrives over the network is kept (survives restarts).
+    revocations_file: Path | None = attrs.field(default=None, eq=False)
+    #: How long a forwarded bundle's id is remembered (at most until it expires), so that a
+    #: neighbour's resend is recognised as a duplicate (see ``forward`` in the module docstring).
+    forwarded_memory_ms: int = 15 * 60_000
 
 
 @attrs.define
@@ -113,7 +153,10 @@ class NodeStats:
     refused: int = 0
     malformed: int = 0
     forwarded: int = 0
-    delivered: int = 0
+    delivered: int = 0  # messages handed to a subscription (the first time, in this run)
+    acknowledged: int = 0  # messages every subscription they went to acknowledged
+    redelivered: int = 0  # handed over again after a subscription gave them back
+    reconciled: int = 0  # held bundles found in no queue and queued again (see "hold")
     rejected: int = 0  # failed signature, trust or message validation
     expired: int = 0
     hop_limited: int = 0
@@ -151,10 +194,32 @@ class Node:
         self._link_changed: dict[int, trio.Event] = {}
         self._parked: set[bytes] = set()
         self._reroute = trio.Event()
-        self._subscribers: list[
-            tuple[frozenset[Family], trio.MemorySendChannel[SignedMessage]]
-        ] = []
+        #: Ids of held bundles some queue of this node has (routing, parked, a sender, being
+        #: delivered, waiting for a subscriber or an acknowledgement). An id joins *before* its
+        #: ``put`` and leaves once the bundle left the store, so the sweep never queues a
+        #: bundle twice.
+        self._known: set[bytes] = set()
+        self._subscriptions: list[Subscription] = []
+        #: Messages of a family nobody subscribed to yet, by family: bundle ids, oldest first.
+        self._waiting: dict[Family, list[bytes]] = {}
+        #: Messages handed to subscriptions and not yet acknowledged by all of them.
+        self._handed: dict[bytes, _Handed] = {}
+        #: Acknowledged messages whose tombstone is not yet written, oldest first.
+        self._acknowledged: deque[bytes] = deque()
+        #: Messages given back unacknowledged by a closed subscription, to be offered again.
+        self._given_back: set[bytes] = set()
+        #: What admission said of messages admitted and not yet tombstoned (waiting, handed,
+        #: given back): offering one again must not meet the replay guard a second time.
+        self._admitted: dict[bytes, Admitted] = {}
+        self._acknowledged_wakeup = trio.Event()
         self._report_subscribers: list[trio.MemorySendChannel[StatusReport]] = []
+        light = max((contact.owlt_ms for contact in plan), default=0)
+        self.admission = Admission(
+            node=config.node, service=config.service, trust_service=config.trust_service,
+            trust=config.trust, store=store, policy=config.replay.widened(light),
+            spread=self._spread_revocations, revocations_file=config.revocations_file,
+            reader_cell=_own_cell(config), floor_at_start=config.replay_floor_at_start,
+        )  # fmt: skip
 
     @property
     def node(self) -> int:
@@ -193,14 +258,12 @@ class Node:
         )
         data = encode_bundle(bundle)
         local = to == self.node
-        result = await self.store.put(
+        result = await self._hold(
             stored(bundle, data, now, inspect_bundle(bundle, now), LOCAL if local else None)
         )
         if isinstance(result, Refused):
             raise BundleRefused(result.message, store_full=True)
         self.stats.sent += 1
-        if isinstance(result, Accepted):
-            (self._deliver_send if local else self._unrouted_send).send_nowait(result.bundle_id)
         return signed
 
     def next_message_sequence(self) -> int:
@@ -212,13 +275,19 @@ class Node:
         self._message_sequence = max(self._message_sequence + 1, self.now() * 1024)
         return self._message_sequence
 
-    def subscribe(
-        self, *families: Family, buffer: int = 1024
-    ) -> trio.MemoryReceiveChannel[SignedMessage]:
-        """Verified messages for this node, of ``families`` (all when none are named)."""
-        send, receive = trio.open_memory_channel[SignedMessage](buffer)
-        self._subscribers.append((frozenset(families or Family), send))
-        return receive
+    def subscribe(self, *families: Family, buffer: int = 1024) -> Subscription:
+        """Verified messages for this node, of ``families`` (all when none are named).
+
+        Each message stays held until the subscription acknowledges it (see
+        :class:`Subscription`); messages that waited for a subscriber of their family come
+        first. ``buffer`` messages at most are handed over ahead of the application.
+        """
+        subscription = Subscription(self, frozenset(families or Family), buffer)
+        self._subscriptions.append(subscription)
+        for family in subscription.families:
+            for bundle_id in self._waiting.pop(family, ()):
+                self._deliver_send.send_nowait(bundle_id)  # offered again, now with a taker
+        return subscription
 
     def subscribe_status_reports(
         self, buffer: int = 1024
@@ -241,9 +310,7 @@ class Node:
         data = encode_bundle(report)
         envelope = inspect_bundle(report, now)
         local = envelope.destination_node == self.node
-        result = await self.store.put(stored(report, data, now, envelope, LOCAL if local else None))
-        if isinstance(result, Accepted):
-            (self._deliver_send if local else self._unrouted_send).send_nowait(result.bundle_id)
+        await self._hold(stored(report, data, now, envelope, LOCAL if local else None))
 
     def _next_sequence(self, now: int) -> int:
         # Creation timestamps must be unique per source (RFC 9171 §4.2.7).
@@ -276,12 +343,20 @@ class Node:
         if hops is not None and hops.count > hops.limit:
             self.stats.hop_limited += 1
             return
-        result = await self.store.put(stored(bundle, data, now, envelope, LOCAL if local else None))
+        result = await self._hold(
+            stored(bundle, data, now, envelope, LOCAL if local else None, from_peer)
+        )
         if isinstance(result, Refused):
             self.stats.refused += 1
+            log.warning("node=%s event=refused code=store-%s from=%s reason=%s",
+                        self.node, result.reason.value, from_peer, result.message)  # fmt: skip
             raise BundleRefused(result.message, store_full=True)
         if isinstance(result, Duplicate):
             self.stats.duplicates += 1
+            log.info(
+                "node=%s event=duplicate from=%s bundle=%s", self.node, from_peer,
+                result.bundle_id.hex(),
+            )  # fmt: skip
             return
         self.stats.accepted += 1
         log.info(
@@ -291,8 +366,52 @@ class Node:
             result.bundle_id.hex(),
             local,
         )
-        (self._deliver_send if local else self._unrouted_send).send_nowait(result.bundle_id)
         await self._report(bundle, BundleFlags.REPORT_RECEPTION)
+
+    async def _hold(self, bundle: StoredBundle) -> PutResult:
+        """``put`` ``bundle`` and hand it to the queue it belongs in, as one uncancellable step.
+
+        A cancelled ``put`` may still commit (see :mod:`.store`); were the hand-off skipped,
+        the bundle would sit in the store, answered "duplicate" to every resend, until a
+        restart. So both run shielded: cancellation waits for one commit (back-pressure bounds
+        the wait) and takes effect after the hand-off.
+        """
+        bundle_id = bundle.bundle_id
+        claimed = bundle_id not in self._known
+        self._known.add(bundle_id)  # from now on the sweep leaves it to us
+        try:
+            with trio.CancelScope(shield=True):
+                result = await self.store.put(bundle)
+        except BaseException:
+            if claimed:
+                self._known.discard(bundle_id)  # the sweep finds it if it was committed
+            raise
+        if isinstance(result, Accepted) and claimed:
+            self._queue_held(bundle_id, bundle.next_hop)
+        elif claimed:
+            self._known.discard(bundle_id)
+        # Accepted while an older copy of the same id was still leaving (``claimed`` false):
+        # the sweep queues it once the older copy is gone.
+        if isinstance(result, Duplicate) and result.existing not in self._known:
+            await self._reconcile(result.existing)
+        return result
+
+    def _queue_held(self, bundle_id: bytes, next_hop: str | None) -> None:
+        self._known.add(bundle_id)
+        (self._deliver_send if next_hop == LOCAL else self._unrouted_send).send_nowait(bundle_id)
+
+    def _forget(self, bundle_id: bytes) -> None:
+        """The bundle left the store (or left this node's care): no queue has it any more."""
+        self._known.discard(bundle_id)
+
+    async def _reconcile(self, bundle_id: bytes) -> None:
+        """Queue ``bundle_id`` if it is held, waiting for this node, and no queue has it."""
+        held = await self.store.get(bundle_id)
+        if held is None or held.next_hop not in (None, LOCAL) or bundle_id in self._known:
+            return
+        self.stats.reconciled += 1
+        log.warning("node=%s event=reconciled bundle=%s", self.node, bundle_id.hex())
+        self._queue_held(bundle_id, held.next_hop)
 
     def add_link(self, link: Link) -> None:
         """Start using ``link`` (a neighbour that connected, or a new contact)."""
@@ -310,8 +429,9 @@ class Node:
 
     async def _route(self, bundle_id: bytes) -> None:
         held = await self.store.get(bundle_id)
-        if held is None:
-            return  # expired or already gone
+        if held is None or held.next_hop is not None:
+            self._forget(bundle_id)
+            return  # expired, or already gone (a tombstone is done with)
         now = self.now()
         bundle = decode_bundle(held.data)
         destination = bundle.primary.destination
@@ -346,7 +466,8 @@ class Node:
     async def _sender(self, peer: int, queue: trio.MemoryReceiveChannel[bytes]) -> None:
         async for bundle_id in queue:
             held = await self.store.get(bundle_id)
-            if held is None:
+            if held is None or held.next_hop is not None:
+                self._forget(bundle_id)
                 continue
             bundle = decode_bundle(held.data)
             try:
@@ -354,6 +475,7 @@ class Node:
             except HopLimitExceeded:
                 self.stats.hop_limited += 1
                 await self.store.delete(bundle_id)
+                self._forget(bundle_id)
                 await self._report(
                     bundle, BundleFlags.REPORT_DELETION, StatusReason.HOP_LIMIT_EXCEEDED
                 )
@@ -374,9 +496,19 @@ class Node:
                 log.info(
                     "node=%s event=forwarded to=%s bundle=%s", self.node, peer, bundle_id.hex()
                 )
+                # Done with it, but remembered a while (shielded: the neighbour has it now, so
+                # our copy must not be sent again): a resend from the node we had it from — it
+                # crashed before deleting its copy, or our acknowledgement was lost — is then
+                # answered "duplicate" instead of taken and forwarded a second time.
+                remember_until = min(held.expires_at, self.now() + self.config.forwarded_memory_ms)
+                with trio.CancelScope(shield=True):
+                    await self.store.tombstone(bundle_id, FORWARDED, remember_until)
+                self._forget(bundle_id)
                 await self._report(bundle, BundleFlags.REPORT_FORWARDING)
                 break
-            await self.store.delete(bundle_id)
+            else:  # expired before a link took it
+                await self.store.delete(bundle_id)
+                self._forget(bundle_id)
 
     async def _wait_up_or_replaced(self, peer: int, link: Link) -> None:
         replaced = self._link_changed.setdefault(peer, trio.Event())
@@ -392,30 +524,141 @@ class Node:
 
     async def _deliver_loop(self) -> None:
         async for bundle_id in self._deliver:
+            if bundle_id in self._handed:
+                continue  # with subscriptions already, waiting for their acknowledgements
             held = await self.store.get(bundle_id)
             if held is None or held.next_hop != LOCAL:
+                self._forget(bundle_id)
                 continue
             bundle = decode_bundle(held.data)
             if bundle.primary.is_admin_record:
                 await self._deliver_admin_record(bundle)
-            else:
-                await self._deliver_message(bundle)
-            await self.store.tombstone(bundle_id, DELIVERED)  # a duplicate is still known
+                await self.store.tombstone(bundle_id, DELIVERED)  # a duplicate is still known
+                self._forget(bundle_id)
+            elif not await self._deliver_message(
+                bundle_id, bundle, _node_of(held.received_from)
+            ):
+                await self.store.delete(bundle_id)  # refused: its key stands for nothing else
+                self._forget(bundle_id)
+            # else: held until acknowledged, or until a subscriber comes
 
-    async def _deliver_message(self, bundle: Bundle) -> None:
-        try:
-            signed = verify(bundle.payload, self.config.trust, self.now())
-        except FleetwireError as exc:
-            self.stats.rejected += 1
-            log.warning("node=%s event=rejected reason=%s", self.node, exc)
-            return
+    async def _deliver_message(
+        self, bundle_id: bytes, bundle: Bundle, from_peer: int | None
+    ) -> bool:
+        """Hand a message to its subscriptions; ``False`` if it is to be dropped (refused)."""
+        admitted = self._admitted.get(bundle_id)
+        if admitted is None:  # not admitted before (given back or waiting ones were)
+            verdict = await self.admission.admit(bundle, self.now(), from_peer)
+            if isinstance(verdict, Refusal):
+                self.stats.rejected += 1
+                return False
+            if verdict is None:  # a revocation list: in force now, nothing to hand over
+                await self.store.tombstone(bundle_id, DELIVERED)
+                self._forget(bundle_id)
+                return True
+            admitted = self._admitted[bundle_id] = verdict
+        signed = admitted.signed
         family = signed.message.TYPE.family
-        for families, channel in self._subscribers:
-            if family in families:
-                await channel.send(signed)
-        self.stats.delivered += 1
-        log.info("node=%s event=delivered content_id=%s", self.node, signed.content_id)
-        await self._report(bundle, BundleFlags.REPORT_DELIVERY)
+        takers = [s for s in self._subscriptions if family in s.families]
+        if not takers:
+            self._waiting.setdefault(family, []).append(bundle_id)
+            return True
+        self._handed[bundle_id] = _Handed(bundle, len(takers))
+        if bundle_id in self._given_back:
+            self._given_back.discard(bundle_id)
+            self.stats.redelivered += 1
+        else:
+            self.stats.delivered += 1
+            log.info("node=%s event=delivered content_id=%s", self.node, signed.content_id)
+        for subscription in takers:
+            try:
+                await subscription._channel.send((bundle_id, signed))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._release(bundle_id)  # closed meanwhile: as if it gave the message back
+        return True
+
+    async def apply_revocations(self, data: bytes) -> bool:
+        """Put a root-signed revocation list (from a file, a tool) in force and spread it;
+        ``False`` if it was refused (bad signature, malformed). An older list is ignored."""
+        refusal = await self.admission.take_revocations(data, self.now(), from_file=True)
+        return not isinstance(refusal, Refusal)
+
+    async def _spread_revocations(self, data: bytes, came_from: int | None) -> None:
+        # To every neighbour (linked now or in the contact plan) but the one it came from:
+        # each holds it until a contact carries it on, as any bundle (spec §10).
+        neighbours = set(self.links) | set(self.router.plan.neighbours(self.node))
+        for peer in sorted(neighbours - {self.node, came_from}):
+            now = self.now()
+            bundle = message_bundle(
+                data, source=self.node, destination=peer, created_at=now,
+                sequence=self._next_sequence(now), lifetime_ms=self.config.bundle_lifetime_ms,
+                service=self.config.trust_service,
+            )  # fmt: skip
+            data_out = encode_bundle(bundle)
+            await self._hold(stored(bundle, data_out, now, inspect_bundle(bundle, now), None))
+
+    def _acknowledge(self, bundle_id: bytes) -> None:
+        """One subscription is done with a message; tombstone it when all are (sync: no I/O)."""
+        handed = self._handed.get(bundle_id)
+        if handed is None:
+            return
+        handed.acknowledged = True
+        handed.outstanding -= 1
+        if handed.outstanding <= 0:
+            self._finish(bundle_id, handed)
+
+    def _release(self, bundle_id: bytes) -> None:
+        """One subscription was closed before acknowledging a message it had."""
+        handed = self._handed.get(bundle_id)
+        if handed is None:
+            return
+        handed.outstanding -= 1
+        if handed.outstanding > 0:
+            return
+        if handed.acknowledged:
+            self._finish(bundle_id, handed)
+        else:  # nobody has it: offered again (to later subscribers, or when one comes)
+            del self._handed[bundle_id]
+            self._given_back.add(bundle_id)
+            self._deliver_send.send_nowait(bundle_id)
+
+    def _finish(self, bundle_id: bytes, handed: _Handed) -> None:
+        del self._handed[bundle_id]
+        self._acknowledged.append(bundle_id)
+        self._acknowledged_wakeup.set()
+        self.stats.acknowledged += 1
+        if int(handed.bundle.primary.flags) & BundleFlags.REPORT_DELIVERY:
+            # RFC 9171 §6.1.1: "delivered" is when the application has it. (An acknowledgement
+            # after the node stopped finds its nursery closed: no report then.)
+            with contextlib.suppress(RuntimeError):
+                self._nursery.start_soon(self._report, handed.bundle, BundleFlags.REPORT_DELIVERY)
+
+    async def _tombstone_loop(self) -> None:
+        """Write the tombstones of acknowledged messages (shielded: an acknowledgement the
+        node took in is not dropped by its shutdown; a crash may drop it: redelivery)."""
+        while True:
+            await self._acknowledged_wakeup.wait()
+            self._acknowledged_wakeup = trio.Event()
+            with trio.CancelScope(shield=True):
+                await self._write_tombstones()
+
+    async def _write_tombstones(self) -> None:
+        while self._acknowledged:
+            # All at once, so that the store commits them together (one fsync, not one each).
+            due = list(self._acknowledged)
+            self._acknowledged.clear()
+            async with trio.open_nursery() as nursery:
+                for bundle_id in due:
+                    nursery.start_soon(self._write_tombstone, bundle_id)
+
+    async def _write_tombstone(self, bundle_id: bytes) -> None:
+        admitted = self._admitted.pop(bundle_id, None)
+        if admitted is not None:  # replay memory first: a crash between means redelivery
+            await self.admission.settle(admitted)
+        await self.store.tombstone(bundle_id, DELIVERED)
+        self._forget(bundle_id)
+        self._given_back.discard(bundle_id)
+        log.info("node=%s event=acknowledged bundle=%s", self.node, bundle_id.hex())
 
     async def _deliver_admin_record(self, bundle: Bundle) -> None:
         # Status reports are not signed (BPSec, RFC 9172, is a later step): they inform,
@@ -424,12 +667,18 @@ class Node:
             record = admin_record_of(bundle)
         except BundleError as exc:
             self.stats.rejected += 1
-            log.warning("node=%s event=rejected-admin-record reason=%s", self.node, exc)
+            log.warning("node=%s event=refused code=%s reason=%s", self.node, exc.code, exc)
             return
         if isinstance(record, StatusReport):
             self.stats.status_reports += 1
             for channel in self._report_subscribers:
                 await channel.send(record)
+
+    def _unsubscribe(self, subscription: Subscription, unacknowledged: list[bytes]) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscriptions.remove(subscription)
+        for bundle_id in unacknowledged:
+            self._release(bundle_id)
 
     async def _watch_link(self, link: Link) -> None:
         try:
@@ -459,22 +708,36 @@ class Node:
         while True:
             await trio.sleep(self.config.expiry_interval_s)
             expired = await self.store.expire(self.now())
+            await self.admission.prune(self.now())
             self.stats.expired += len(expired)
             self._parked.difference_update(expired)
+            self._known.difference_update(expired)
+            self._given_back.difference_update(expired)
+            await self._sweep()
 
-    async def _recover(self) -> None:
-        """Re-queue what the store holds from before a restart (module docstring)."""
-        for next_hop, channel in ((LOCAL, self._deliver_send), (None, self._unrouted_send)):
-            for held in await self._all_pending(next_hop):
-                channel.send_nowait(held)
+    async def _sweep(self, *, recovering: bool = False) -> None:
+        """Queue every held bundle waiting for this node that no queue has (module docstring).
 
-    async def _all_pending(self, next_hop: str | None) -> list[bytes]:
-        found = await self.store.pending_for(next_hop, 1 << 30)
-        return [held.bundle_id for held in found]
+        At start that is everything held from before a restart; later it should find nothing,
+        and counts what it finds as ``reconciled``.
+        """
+        for next_hop in (LOCAL, None):
+            for bundle_id in await self.store.pending_ids(next_hop, 1 << 30):
+                if bundle_id in self._known:
+                    continue
+                if not recovering:
+                    self.stats.reconciled += 1
+                    log.warning("node=%s event=reconciled bundle=%s", self.node, bundle_id.hex())
+                self._queue_held(bundle_id, next_hop)
 
     async def _start(self, inbox: trio.abc.ReceiveChannel[tuple[int, bytes]] | None) -> None:
-        await self._recover()
-        for task in (self._route_loop, self._deliver_loop, self._reroute_loop, self._expiry_loop):
+        await self.admission.restore(self.now())
+        await self._sweep(recovering=True)
+        tasks = (
+            self._route_loop, self._deliver_loop, self._tombstone_loop, self._reroute_loop,
+            self._expiry_loop,
+        )  # fmt: skip
+        for task in tasks:
             self._nursery.start_soon(task)
         for link in list(self.links.values()):
             self._nursery.start_soon(self._watch_link, link)
@@ -496,7 +759,24 @@ class Node:
         try:
             await self.accept(data, peer)
         except BundleRefused as exc:
-            log.info("node=%s refused a bundle from %s: %s", self.node, peer, exc)
+            log.info("node=%s event=refused code=%s from=%s reason=%s", self.node, exc.code,
+                     peer, exc)  # fmt: skip
+
+
+def _node_of(eid: str | None) -> int | None:
+    """The node number of an ``ipn:N.0`` neighbour name as the store keeps it."""
+    if eid is None or not eid.startswith("ipn:"):
+        return None
+    number = eid[4:].partition(".")[0]
+    return int(number) if number.isdigit() else None
+
+
+def _own_cell(config: NodeConfig) -> int | None:
+    """This node's cell, from its own credential (lease authority is per cell, spec §8)."""
+    for credential in config.trust.credentials():
+        if credential.kid == config.key.kid:
+            return credential.cell
+    return None
 
 
 @asynccontextmanager
@@ -527,3 +807,74 @@ async def open_node(
             yield node
         finally:
             nursery.cancel_scope.cancel()
+            # What was acknowledged stays acknowledged: write the tombstones still due.
+            with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await node._write_tombstones()
+
+
+@attrs.define
+class _Handed:
+    """A message with subscriptions, waiting for their acknowledgements."""
+
+    bundle: Bundle
+    outstanding: int  # subscriptions that have it and neither acknowledged nor closed
+    acknowledged: bool = False  # at least one of them acknowledged it
+
+
+class Subscription(trio.abc.ReceiveChannel[SignedMessage]):
+    """Verified messages for the application, each held by the node until acknowledged.
+
+    Use it like a Trio receive channel — ``async for signed in subscription`` or
+    ``await subscription.receive()`` — and a message counts as acknowledged when the
+    application asks for the next one, or earlier with :meth:`acknowledge`. Only then is the
+    bundle marked delivered in the store; a message handed over and not acknowledged when the
+    node stops (or crashes) is delivered again after the restart. So process a message
+    completely *before* asking for the next, and call :meth:`acknowledge` after the last one
+    before leaving. Closing the subscription (``aclose``, or leaving ``async with``) gives its
+    unacknowledged messages back: other subscriptions of their family get them, or the next
+    one that subscribes.
+    """
+
+    def __init__(self, node: Node, families: frozenset[Family], buffer: int) -> None:
+        self._node = node
+        self.families = families
+        self._channel, self._receive = trio.open_memory_channel[tuple[bytes, SignedMessage]](buffer)
+        self._current: bytes | None = None
+
+    async def receive(self) -> SignedMessage:
+        """Acknowledge the message received before (if any), then wait for the next one."""
+        self.acknowledge()
+        bundle_id, signed = await self._receive.receive()
+        self._current = bundle_id
+        return signed
+
+    def receive_nowait(self) -> SignedMessage:
+        """Like :meth:`receive`, without waiting: raises ``trio.WouldBlock`` if none is ready."""
+        self.acknowledge()
+        bundle_id, signed = self._receive.receive_nowait()
+        self._current = bundle_id
+        return signed
+
+    def acknowledge(self) -> None:
+        """The application has the last message received: the node may forget it."""
+        if self._current is not None:
+            bundle_id, self._current = self._current, None
+            self._node._acknowledge(bundle_id)
+
+    def close(self) -> None:
+        """Stop receiving; messages received and not acknowledged go back to the node."""
+        unacknowledged = [] if self._current is None else [self._current]
+        self._current = None
+        self._channel.close()
+        while True:
+            try:
+                bundle_id, _ = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            unacknowledged.append(bundle_id)
+        self._receive.close()
+        self._node._unsubscribe(self, unacknowledged)
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()

@@ -30,27 +30,40 @@ count and byte totals in memory).
 Recovery: after a crash SQLite replays or discards the WAL on open, so the file holds exactly the
 committed transactions; opening then checks the file is ours (``application_id``), its schema
 version (``user_version``), and runs ``PRAGMA quick_check``.
+
+Disk use: the write-ahead log is copied into the database (a checkpoint) whenever it passes
+``wal_limit`` bytes, and truncated back to that size, so under load the log stays near the
+limit; once the store has been idle for ``idle_tidy_s`` the committer gives freed pages back
+(``incremental_vacuum``: a store created with ``auto_vacuum = INCREMENTAL``) and checkpoints
+with ``TRUNCATE``, so a store at rest is its database file alone — about the size of what it
+holds. Both are ordinary SQLite transactions and checkpoints: a crash in either loses nothing
+committed (the WAL is replayed on open), so the durability promise is unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import os
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
+from fleetwire.protocol.replay import Seen
 
 from .store import (
+    MAX_DTN_TIME,
     Accepted,
     Duplicate,
     DuplicateOf,
     NotABundleStore,
     PutResult,
     Quota,
+    SourceShares,
     StoreClosed,
     StoreCorrupt,
     StoredBundle,
@@ -62,16 +75,30 @@ __all__ = [
     "APPLICATION_ID",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "DEFAULT_WAL_LIMIT",
     "TUNING",
     "SQLiteBundleStore",
     "open_sqlite_store",
+    "wal_pragmas",
 ]
 
 #: ``PRAGMA application_id`` of our files ("FWBS"), so we never adopt someone else's database.
 APPLICATION_ID = 0x46574253
 #: ``PRAGMA user_version``; bump with a migration when the schema changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
+_REPLAY_SCHEMA = """
+CREATE TABLE replay_seen (
+    issuer      INTEGER NOT NULL,
+    sequence    INTEGER NOT NULL,
+    issued_at   INTEGER NOT NULL,
+    content_id  BLOB NOT NULL,
+    keep_until  INTEGER NOT NULL,
+    PRIMARY KEY (issuer, sequence)
+) WITHOUT ROWID;
+CREATE INDEX replay_seen_by_keep_until ON replay_seen (keep_until);
+CREATE TABLE replay_floor (issuer INTEGER PRIMARY KEY, floor INTEGER NOT NULL);
+"""
 # bundle_id is the key (NOT NULL UNIQUE). The INTEGER PRIMARY KEY is the arrival order the listings
 # promise; an explicit alias, because VACUUM may renumber a hidden rowid.
 SCHEMA = """
@@ -85,28 +112,34 @@ CREATE TABLE bundles (
     expires_at  INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
     size        INTEGER NOT NULL,
-    data        BLOB NOT NULL
+    data        BLOB NOT NULL,
+    received_from TEXT
 );
 CREATE INDEX bundles_by_destination ON bundles (destination);
 CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
 CREATE INDEX bundles_by_expiry ON bundles (expires_at);
-"""
+""" + _REPLAY_SCHEMA
+
+#: Version 1 → 2: the neighbour each bundle came from (per-source quota share) and the replay
+#: memory (:mod:`fleetwire.protocol.replay`).
+_MIGRATE_1_TO_2 = "ALTER TABLE bundles ADD COLUMN received_from TEXT;" + _REPLAY_SCHEMA
 
 _COLUMNS = (
-    "bundle_id, content_id, source, destination, next_hop, expires_at, received_at, size, data"
+    "bundle_id, content_id, source, destination, next_hop, expires_at, received_at, size, data, "
+    "received_from"
 )
-_INSERT = f"INSERT INTO bundles ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO bundles ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT = f"SELECT {_COLUMNS} FROM bundles"
 
 #: Rows per multi-row INSERT. Each statement step releases and retakes the GIL; one step per row
 #: (``executemany``) lets the busy Trio thread stall the writer at every row, one step per 64
-#: rows does not. 64 x 9 parameters stays far below SQLite's 32766 limit.
+#: rows does not. 64 x 10 parameters stays far below SQLite's 32766 limit.
 _ROWS_PER_INSERT = 64
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
 def _insert_rows(n: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
     return f"INSERT INTO bundles ({_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING"
 
 
@@ -117,13 +150,25 @@ TUNING = (
     "PRAGMA fullfsync = ON",  # macOS: fsync() alone does not flush the disk cache
     "PRAGMA checkpoint_fullfsync = ON",
     "PRAGMA cache_size = -16384",  # 16 MiB: keep the id indexes in memory
-    # Checkpoint (copy the WAL into the main file) every 16384 pages (64 MiB at 4 KiB) rather
-    # than SQLite's 1000: random content-id index pages that many batches touched are written
-    # back once per checkpoint (~25% fewer bytes written per bundle here). Recovery reads at
-    # most that much WAL. Truncate the WAL to that size afterwards.
-    "PRAGMA wal_autocheckpoint = 16384",
-    f"PRAGMA journal_size_limit = {64 * 1024 * 1024}",
 )
+
+#: Default WAL size limit (bytes): a checkpoint whenever the log passes it, and the log truncated
+#: back to it. A larger limit writes back index pages that many batches touched less often (at
+#: 64 MiB, ~25% fewer bytes written per bundle under sustained load) but keeps that much disk
+#: for the log of every store, however little it holds: 4 MiB suits the small stores of a fleet.
+DEFAULT_WAL_LIMIT = 4 * 1024 * 1024
+#: Seconds without a write after which the committer checkpoints the WAL away (see the module
+#: docstring).
+DEFAULT_IDLE_TIDY_S = 1.0
+
+
+def wal_pragmas(wal_limit: int, page_size: int = 4096) -> tuple[str, ...]:
+    """The pragmas that keep the WAL near ``wal_limit`` bytes (checkpoint, then truncate)."""
+    return (
+        f"PRAGMA wal_autocheckpoint = {max(1, wal_limit // page_size)}",
+        f"PRAGMA journal_size_limit = {wal_limit}",
+    )
+
 
 #: Default batch caps: enough rows to amortise an fsync, few enough bytes to bound a transaction.
 DEFAULT_MAX_BATCH = 1024
@@ -133,7 +178,7 @@ _MIN_BATCH = 32
 #: Producers wait once this many full batches of writes are in flight.
 _QUEUE_DEPTH = 4
 
-_PUT, _HOP, _DELETE, _EXPIRE, _TOMBSTONE = range(5)
+_PUT, _HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET = range(7)
 _T = TypeVar("_T")
 
 
@@ -163,18 +208,23 @@ class _Batch:
 
 def _row(b: StoredBundle) -> tuple[Any, ...]:
     return (b.bundle_id, b.content_id, b.source, b.destination, b.next_hop, b.expires_at,
-            b.received_at, b.size, b.data)  # fmt: skip
+            b.received_at, b.size, b.data, b.received_from)  # fmt: skip
 
 
 def _bundle(row: tuple[Any, ...]) -> StoredBundle:
-    bundle_id, content_id, source, destination, next_hop, expires_at, received_at, _, data = row
+    (bundle_id, content_id, source, destination, next_hop, expires_at, received_at, _, data,
+     received_from) = row  # fmt: skip
     return StoredBundle(
-        bundle_id, content_id, source, destination, expires_at, received_at, data, next_hop
-    )
+        bundle_id, content_id, source, destination, expires_at, received_at, data, next_hop,
+        received_from,
+    )  # fmt: skip
 
 
-def _connect(path: str, verify: bool) -> tuple[sqlite3.Connection, int, int]:
-    """Open (or create) the store file; returns the connection, bundle count and bytes held."""
+def _connect(
+    path: str, verify: bool, wal_limit: int
+) -> tuple[sqlite3.Connection, int, int, SourceShares]:
+    """Open (or create) the store file; returns the connection, bundle count and bytes held,
+    and what each neighbour's bundles hold (the per-source quota share)."""
     try:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves. timeout=0: a store held by another
         # process fails at once instead of waiting.
@@ -183,8 +233,17 @@ def _connect(path: str, verify: bool) -> tuple[sqlite3.Connection, int, int]:
         raise StoreError(f"cannot open bundle store {path!r}: {exc}") from exc
     try:
         _prepare(conn, path, verify)
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        for pragma in wal_pragmas(wal_limit, page_size):
+            conn.execute(pragma)
         count, used = conn.execute("SELECT count(*), total(size) FROM bundles").fetchone()
-        return conn, count, int(used)
+        shares = SourceShares()
+        for source, n, size in conn.execute(
+            "SELECT received_from, count(*), total(size) FROM bundles "
+            "WHERE received_from IS NOT NULL GROUP BY received_from"
+        ):
+            shares.add(source, n, int(size))
+        return conn, count, int(used), shares
     except sqlite3.DatabaseError as exc:  # past the header checks: the file is ours, but broken
         conn.close()
         raise StoreCorrupt(f"bundle store {path!r} is corrupt: {exc}") from exc
@@ -216,6 +275,13 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
         )
     elif version < 1:
         raise StoreCorrupt(f"{path!r} is marked as a bundle store but has no schema version")
+    elif version == 1:
+        conn.executescript(f"""
+            BEGIN IMMEDIATE;
+            {_MIGRATE_1_TO_2}
+            PRAGMA user_version = 2;
+            COMMIT;
+        """)
     # WAL: a commit appends to the log and fsyncs the log only (one sequential write), and readers
     # never see a half-written transaction; after a crash the log is replayed up to its last
     # complete commit. synchronous=FULL: fsync the WAL at every commit, so a committed bundle
@@ -227,6 +293,9 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
     for pragma in TUNING:
         conn.execute(pragma)
     if fresh:
+        # Before the first table: lets the committer hand freed pages back to the file system
+        # when idle (stores created before this stay at their largest size).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.executescript(f"""
             BEGIN IMMEDIATE;
             {SCHEMA}
@@ -250,13 +319,18 @@ class SQLiteBundleStore:
         quota: Quota,
         count: int,
         used: int,
+        shares: SourceShares | None = None,
         max_batch: int,
         max_batch_bytes: int,
+        idle_tidy_s: float = DEFAULT_IDLE_TIDY_S,
     ) -> None:
         self._conn: sqlite3.Connection | None = conn
+        self._idle_tidy_s = idle_tidy_s
+        self._untidy = True  # written since the last idle checkpoint (or just opened)
         self._quota = quota
         self._count = count
         self._bytes = used
+        self._shares = shares or SourceShares()
         self._max_batch = max_batch
         self._max_batch_bytes = max_batch_bytes
         self._limiter = trio.CapacityLimiter(1)
@@ -271,6 +345,11 @@ class SQLiteBundleStore:
         self._closed = False
         #: Transactions committed so far (a group commit shows as fewer batches than writes).
         self.batches_committed = 0
+        #: Idle tidy-ups done (vacuum freed pages, checkpoint and truncate the WAL).
+        self.tidied = 0
+
+    #: What the store holds survives the process (see :class:`~.store.BundleStore`).
+    durable = True
 
     # -- writes: queued for the committer --------------------------------------------------
 
@@ -290,8 +369,12 @@ class SQLiteBundleStore:
         await self._submit([op])
         return bool(op.result)
 
-    async def tombstone(self, bundle_id: bytes, next_hop: str) -> bool:
-        op = _Op(_TOMBSTONE, (bundle_id, next_hop))
+    async def tombstone(
+        self, bundle_id: bytes, next_hop: str, expires_at: int | None = None
+    ) -> bool:
+        until = MAX_DTN_TIME if expires_at is None else expires_at
+        until = max(-MAX_DTN_TIME - 1, min(until, MAX_DTN_TIME))
+        op = _Op(_TOMBSTONE, (bundle_id, next_hop, until))
         await self._submit([op])
         return bool(op.result)
 
@@ -305,6 +388,22 @@ class SQLiteBundleStore:
         await self._submit([op])
         expired: list[bytes] = op.result
         return expired
+
+    async def remember(self, seen: Sequence[Seen], floors: Mapping[int, int]) -> None:
+        rows = [(r.issuer, r.sequence, r.issued_at, r.content_id, r.keep_until) for r in seen]
+        await self._submit([_Op(_REMEMBER, (rows, list(floors.items())))])
+
+    async def forget_seen(self, now: int) -> int:
+        op = _Op(_FORGET, now)
+        await self._submit([op])
+        return int(op.result)
+
+    async def remembered(self) -> tuple[list[Seen], dict[int, int]]:
+        seen = await self._read(
+            "SELECT issuer, sequence, issued_at, content_id, keep_until FROM replay_seen", ()
+        )
+        floors = await self._read("SELECT issuer, floor FROM replay_floor", ())
+        return [Seen(*row) for row in seen], {issuer: floor for issuer, floor in floors}
 
     async def _submit(self, ops: list[_Op]) -> None:
         self._live()
@@ -351,6 +450,13 @@ class SQLiteBundleStore:
             f"{_SELECT} WHERE next_hop IS ? ORDER BY seq LIMIT ?", (next_hop, max(limit, 0))
         )
         return [_bundle(r) for r in rows]
+
+    async def pending_ids(self, next_hop: str | None, limit: int) -> list[bytes]:
+        rows = await self._read(
+            "SELECT bundle_id FROM bundles WHERE next_hop IS ? ORDER BY seq LIMIT ?",
+            (next_hop, max(limit, 0)),
+        )
+        return [r[0] for r in rows]
 
     async def pending_for_destination(self, destination: str, limit: int) -> list[StoredBundle]:
         rows = await self._read(
@@ -412,7 +518,11 @@ class SQLiteBundleStore:
                 if not self._batches:
                     if self._closed:
                         return
-                    await self._work.wait()
+                    with trio.move_on_after(self._idle_tidy_s if self._untidy else math.inf):
+                        await self._work.wait()
+                    if not self._work.is_set():  # idle since the last write: tidy up
+                        await self._tidy()
+                        continue
                     self._work = trio.Event()
                     continue
                 self._committing = self._batches.popleft()  # it takes no more writes now
@@ -456,18 +566,30 @@ class SQLiteBundleStore:
         value: _T = results[0].unwrap()
         return value
 
+    async def _tidy(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        self._untidy = False
+        # Not fatal: a failed checkpoint leaves the WAL as it was, and the next one retries.
+        with contextlib.suppress(sqlite3.Error):
+            await self._in_worker(_tidy, conn)
+        self.tidied += 1
+
     async def _commit(self, batch: _Batch) -> None:
         conn = self._conn
         assert conn is not None  # closed only after the committer is done
+        shares = SourceShares()
+        shares.held = dict(self._shares.held)  # the batch may roll back: work on a copy
         try:
             count, used = await self._in_worker(
-                _apply_batch, conn, batch.ops, self._quota, self._count, self._bytes
+                _apply_batch, conn, batch.ops, self._quota, self._count, self._bytes, shares
             )
         except Exception as exc:  # the whole batch was rolled back
             batch.error = exc
         else:
-            self._count, self._bytes = count, used
+            self._count, self._bytes, self._shares = count, used, shares
             self.batches_committed += 1
+            self._untidy = True
         self._in_flight -= len(batch.ops)
         batch.done.set()
         self._space.unpark_all()
@@ -476,10 +598,23 @@ class SQLiteBundleStore:
 # -- worker-thread side: one transaction per batch ----------------------------------------------
 
 
+def _tidy(conn: sqlite3.Connection) -> None:
+    """Give freed pages back to the file system, then empty the WAL (see the module docstring)."""
+    if conn.execute("PRAGMA freelist_count").fetchone()[0]:
+        conn.execute("PRAGMA incremental_vacuum").fetchall()  # no-op unless auto_vacuum is on
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
 def _apply_batch(
-    conn: sqlite3.Connection, batch: list[_Op], quota: Quota, count: int, used: int
+    conn: sqlite3.Connection,
+    batch: list[_Op],
+    quota: Quota,
+    count: int,
+    used: int,
+    shares: SourceShares,
 ) -> tuple[int, int]:
-    """Apply ``batch`` in order in one transaction; returns the new (count, bytes) totals."""
+    """Apply ``batch`` in order in one transaction; returns the new (count, bytes) totals
+    (and updates ``shares``, the per-neighbour totals, in place)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         i = 0
@@ -488,7 +623,7 @@ def _apply_batch(
                 j = i
                 while j < len(batch) and batch[j].kind == _PUT:
                     j += 1
-                count, used = _put_run(conn, batch[i:j], quota, count, used)
+                count, used = _put_run(conn, batch[i:j], quota, count, used, shares)
                 i = j
                 continue
             op = batch[i]
@@ -499,33 +634,59 @@ def _apply_batch(
                 )
                 op.result = cur.rowcount == 1
             elif op.kind == _TOMBSTONE:
-                bundle_id, hop = op.arg
+                bundle_id, hop, until = op.arg
                 row = conn.execute(
-                    "SELECT seq, size FROM bundles WHERE bundle_id = ?", (bundle_id,)
+                    "SELECT seq, size, received_from FROM bundles WHERE bundle_id = ?",
+                    (bundle_id,),
                 ).fetchone()
                 if row is not None:
+                    # A tombstone leaves its neighbour's share: it is our own bookkeeping, and
+                    # counting it would throttle an honest neighbour by what it already
+                    # delivered, for as long as the bundle lives.
                     conn.execute(
-                        "UPDATE bundles SET next_hop = ?, size = 0, data = x'' WHERE seq = ?",
-                        (hop, row[0]),
+                        "UPDATE bundles SET next_hop = ?, size = 0, data = x'', "
+                        "received_from = NULL, expires_at = min(expires_at, ?) WHERE seq = ?",
+                        (hop, until, row[0]),
                     )
                     used -= row[1]
+                    shares.add(row[2], -1, -row[1])
                 op.result = row is not None
             elif op.kind == _DELETE:
                 row = conn.execute(
-                    "SELECT seq, size FROM bundles WHERE bundle_id = ?", (op.arg,)
+                    "SELECT seq, size, received_from FROM bundles WHERE bundle_id = ?", (op.arg,)
                 ).fetchone()
                 if row is not None:
                     conn.execute("DELETE FROM bundles WHERE seq = ?", (row[0],))
                     count, used = count - 1, used - row[1]
+                    shares.add(row[2], -1, -row[1])
                 op.result = row is not None
+            elif op.kind == _REMEMBER:
+                seen, floors = op.arg
+                conn.executemany("INSERT OR REPLACE INTO replay_seen VALUES (?, ?, ?, ?, ?)", seen)
+                for issuer, floor in floors:
+                    conn.execute(
+                        "INSERT INTO replay_floor VALUES (?, ?) ON CONFLICT (issuer) "
+                        "DO UPDATE SET floor = max(floor, excluded.floor)",
+                        (issuer, floor),
+                    )
+                    conn.execute(
+                        "DELETE FROM replay_seen WHERE issuer = ? AND sequence <= ?",
+                        (issuer, floor),
+                    )
+            elif op.kind == _FORGET:
+                op.result = conn.execute(
+                    "DELETE FROM replay_seen WHERE keep_until <= ?", (op.arg,)
+                ).rowcount
             else:  # _EXPIRE
                 rows = conn.execute(
-                    "SELECT seq, bundle_id, size FROM bundles WHERE expires_at <= ? "
+                    "SELECT seq, bundle_id, size, received_from FROM bundles WHERE expires_at <= ? "
                     "ORDER BY expires_at, seq",
                     (op.arg,),
                 ).fetchall()
                 conn.executemany("DELETE FROM bundles WHERE seq = ?", [(r[0],) for r in rows])
                 count, used = count - len(rows), used - sum(r[2] for r in rows)
+                for r in rows:
+                    shares.add(r[3], -1, -r[2])
                 op.result = [r[1] for r in rows]
             i += 1
         conn.execute("COMMIT")
@@ -536,15 +697,41 @@ def _apply_batch(
     return count, used
 
 
+def _room_for_all(
+    ops: list[_Op], quota: Quota, count: int, used: int, shares: SourceShares
+) -> bool:
+    """Whether every put of the run fits the quota, per-source shares included."""
+    if quota.max_bundles is not None and count + len(ops) > quota.max_bundles:
+        return False
+    if quota.max_bytes is not None and used + sum(op.size for op in ops) > quota.max_bytes:
+        return False
+    share_bundles = quota.share_of(quota.max_bundles)
+    share_bytes = quota.share_of(quota.max_bytes)
+    if share_bundles is None and share_bytes is None:
+        return True
+    after: dict[str, tuple[int, int]] = {}
+    for op in ops:
+        source = op.arg[9]
+        if source is not None:
+            n, size = after.get(source) or shares.of(source)
+            after[source] = (n + 1, size + op.size)
+    return all(
+        (share_bundles is None or n <= share_bundles) and (share_bytes is None or b <= share_bytes)
+        for n, b in after.values()
+    )
+
+
 def _put_run(
-    conn: sqlite3.Connection, ops: list[_Op], quota: Quota, count: int, used: int
+    conn: sqlite3.Connection,
+    ops: list[_Op],
+    quota: Quota,
+    count: int,
+    used: int,
+    shares: SourceShares,
 ) -> tuple[int, int]:
     """Insert a run of puts; leaves ``op.result`` None for each accepted one."""
     added = sum(op.size for op in ops)
-    room_for_all = (quota.max_bundles is None or count + len(ops) <= quota.max_bundles) and (
-        quota.max_bytes is None or used + added <= quota.max_bytes
-    )
-    if room_for_all:
+    if _room_for_all(ops, quota, count, used, shares):
         conn.execute("SAVEPOINT put_run")
         inserted = 0
         for start in range(0, len(ops), _ROWS_PER_INSERT):
@@ -553,15 +740,20 @@ def _put_run(
             inserted += conn.execute(_insert_rows(len(chunk)), params).rowcount
         if inserted == len(ops):  # no duplicates: every row went in
             conn.execute("RELEASE put_run")
+            for op in ops:
+                shares.add(op.arg[9], 1, op.size)
             return count + len(ops), used + added
         conn.execute("ROLLBACK TO put_run")
         conn.execute("RELEASE put_run")
     for op in ops:
         bundle = _bundle(op.arg)
-        op.result = _duplicate_of(conn, bundle) or check_quota(quota, count, used, bundle)
+        op.result = _duplicate_of(conn, bundle) or check_quota(
+            quota, count, used, bundle, shares.of(bundle.received_from)
+        )
         if op.result is None:
             conn.execute(_INSERT, op.arg)
             count, used = count + 1, used + op.size
+            shares.add(bundle.received_from, 1, op.size)
     return count, used
 
 
@@ -585,23 +777,33 @@ async def open_sqlite_store(
     max_batch: int = DEFAULT_MAX_BATCH,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     verify: bool = True,
+    wal_limit: int = DEFAULT_WAL_LIMIT,
+    idle_tidy_s: float = DEFAULT_IDLE_TIDY_S,
 ) -> AsyncIterator[SQLiteBundleStore]:
     """Open (creating if absent) the store at ``path``, running its committer until exit.
 
-    ``verify`` runs ``PRAGMA quick_check`` on an existing file (linear in its size). Raises
+    ``verify`` runs ``PRAGMA quick_check`` on an existing file (linear in its size).
+    ``wal_limit`` (bytes) bounds the write-ahead log under load; after ``idle_tidy_s`` seconds
+    without writes the log is emptied and freed pages are returned (module docstring). Raises
     :class:`~.store.NotABundleStore` for a file that is not ours, :class:`~.store.StoreCorrupt`
     for one that fails the check, :class:`~.store.StoreError` if another process holds it.
     """
-    if max_batch < 1 or max_batch_bytes < 1:
-        raise ValueError("max_batch and max_batch_bytes must be positive")
-    conn, count, used = await trio.to_thread.run_sync(_connect, os.fspath(path), verify)
+    if max_batch < 1 or max_batch_bytes < 1 or wal_limit < 1:
+        raise ValueError("max_batch, max_batch_bytes and wal_limit must be positive")
+    if not idle_tidy_s > 0:
+        raise ValueError("idle_tidy_s must be positive")
+    conn, count, used, shares = await trio.to_thread.run_sync(
+        _connect, os.fspath(path), verify, wal_limit
+    )
     store = SQLiteBundleStore(
         conn,
         quota=quota or Quota(),
         count=count,
         used=used,
+        shares=shares,
         max_batch=max_batch,
         max_batch_bytes=max_batch_bytes,
+        idle_tidy_s=idle_tidy_s,
     )
     try:
         async with trio.open_nursery() as nursery:

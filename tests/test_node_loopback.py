@@ -11,13 +11,23 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from fleetwire.protocol.bpv7 import BundleFlags
+from fleetwire.protocol.bpv7 import BundleFlags, decode_bundle
+from fleetwire.protocol.envelope import seal
 from fleetwire.protocol.messages import Family, Header, LeaseClaim
+from fleetwire.runtime.bundling import (
+    FORWARDED,
+    LOCAL,
+    for_next_hop,
+    inspect_bundle,
+    message_bundle,
+    stored,
+)
 from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
 from fleetwire.runtime.loopback import LoopbackNetwork
 from fleetwire.runtime.memory_store import MemoryBundleStore
 from fleetwire.runtime.node import Node, NodeConfig, open_node
 from fleetwire.runtime.sqlite_store import open_sqlite_store
+from fleetwire.runtime.store import PutResult, StoredBundle
 
 from .fleet import DAY, T0, node_key, trust_for
 
@@ -25,8 +35,8 @@ HOUR = 3_600_000
 A, RELAY, C = 1, 2, 3
 
 
-def config(node: int, trust, contact_plan: ContactPlan) -> NodeConfig:  # type: ignore[no-untyped-def]
-    return NodeConfig(node=node, key=node_key(node), trust=trust, contact_plan=contact_plan)
+def config(node: int, trust, contact_plan: ContactPlan, **kw) -> NodeConfig:  # type: ignore[no-untyped-def]
+    return NodeConfig(node=node, key=node_key(node), trust=trust, contact_plan=contact_plan, **kw)
 
 
 def claim(sequence: int) -> LeaseClaim:
@@ -50,12 +60,14 @@ def plan_with(relay_to_c: list[tuple[int, int, int]]) -> ContactPlan:
 
 
 @asynccontextmanager
-async def three_nodes(contact_plan: ContactPlan, seed: int) -> AsyncIterator[Fleet]:
+async def three_nodes(
+    contact_plan: ContactPlan, seed: int, stores: dict[int, MemoryBundleStore] | None = None
+) -> AsyncIterator[Fleet]:
     """A, the relay and C with memory stores on a simulated network, in simulated time."""
     clock = Clock(0.0, T0)
     trust = trust_for([A, RELAY, C])
     network = LoopbackNetwork(contact_plan, clock, random.Random(seed))
-    stores = {n: MemoryBundleStore() for n in (A, RELAY, C)}
+    stores = {n: MemoryBundleStore() for n in (A, RELAY, C)} | (stores or {})
     with trio.fail_after(DAY / 1000):  # simulated time: a hang fails instead of spinning
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
             nursery.start_soon(network.run)
@@ -100,8 +112,14 @@ async def test_bundle_waits_at_the_relay_until_the_contact_opens(
         assert received.message == claim(1)
         assert T0 + HOUR + 1000 <= arrived < T0 + HOUR + 5000
         await trio.sleep(1)
-        assert await fleet.stores[RELAY].count() == 0
+        # The relay keeps a tombstone of what it forwarded (a resend is a duplicate), no bytes.
+        assert (await fleet.stores[RELAY].count(), await fleet.stores[RELAY].bytes_used()) == (1, 0)
+        assert len(await fleet.stores[RELAY].pending_ids(FORWARDED, 10)) == 1
         assert c.stats.delivered == 1
+        # Handed over, not yet acknowledged: C still holds the whole bundle.
+        assert await fleet.stores[C].bytes_used() > 0
+        inbox.acknowledge()
+        await trio.sleep(1)
         # At C the delivered bundle stays as a tombstone (a duplicate is still known), bytes gone.
         assert (await fleet.stores[C].count(), await fleet.stores[C].bytes_used()) == (1, 0)
 
@@ -116,8 +134,12 @@ async def test_status_reports_when_asked_for(mock_clock: trio.testing.MockClock)
     async with three_nodes(plan_with([(HOUR, 2 * HOUR, 1_000_000)]), seed=3) as fleet:
         a = fleet.nodes[A]
         reports = a.subscribe_status_reports()
+        inbox = fleet.nodes[C].subscribe()  # C's application: it acknowledges both messages
         await a.send(claim(1), to=C, reports=asked)
         await a.send(claim(2), to=C)  # asks for nothing: no reports about it
+        await inbox.receive()
+        await inbox.receive()
+        inbox.acknowledge()  # delivered, for the report, means acknowledged by the application
         got = [await reports.receive() for _ in range(3)]
         await trio.sleep(2 * HOUR / 1000)
         assert a.stats.status_reports == 3  # A forwarded it, the relay forwarded it, C delivered it
@@ -177,7 +199,7 @@ async def test_relay_restart_loses_nothing_and_delivers_once(tmp_path: Path) -> 
                     ):
                         got = [await inbox.receive() for _ in range(5)]
                         assert clock.to_dtn(trio.current_time()) >= T0 + opens_ms
-                        while await store.count() > 0:
+                        while await store.pending_ids(None, 10):  # all five forwarded
                             await trio.sleep(0.01)
                         await trio.sleep(0.2)  # time for a duplicate to show up, if any did
                 assert sorted(g.content_id for g in got) == sorted(s.content_id for s in sent)
@@ -227,3 +249,214 @@ async def test_transfer_cut_by_a_closing_window_is_sent_again_next_window(
         await trio.sleep(1)  # let C's delivery task count it
         assert relay.stats.link_down >= 1  # the cut transfer
         assert relay.stats.forwarded == 1 and c.stats.delivered == 1
+
+
+# --- nothing stuck between the store and the application ---------------------------------
+
+
+class SlowCommit(MemoryBundleStore):
+    """A store whose ``put`` commits at once and returns a second later, as on a slow disk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committed = trio.Event()
+        self.slow = True
+
+    async def put(self, bundle: StoredBundle) -> PutResult:
+        result = await super().put(bundle)
+        if self.slow:
+            self.committed.set()
+            await trio.sleep(1)
+        return result
+
+
+def bundle_from_a(to: int, sequence: int = 1) -> bytes:
+    """A's claim in a bundle to ``to``, as A's sender puts it on the wire to its next hop."""
+    signed = seal(claim(sequence), node_key(A))
+    bundle = message_bundle(
+        signed.envelope, source=A, destination=to, created_at=T0, sequence=sequence,
+        lifetime_ms=DAY,
+    )  # fmt: skip
+    return for_next_hop(bundle, A)
+
+
+async def accept_then_sender_dies(node: Node, store: SlowCommit, data: bytes) -> None:
+    """The link task that received ``data`` is cancelled after the store committed it and
+    before it was acknowledged; the sender, back up, sends it again and is told "duplicate"."""
+    async with trio.open_nursery() as link_task:
+        link_task.start_soon(node.accept, data, A)
+        await store.committed.wait()
+        link_task.cancel_scope.cancel()  # the neighbour died: its session's tasks go
+    store.slow = False
+    duplicates = node.stats.duplicates
+    await node.accept(data, A)  # the resend after the sender's restart
+    assert node.stats.duplicates == duplicates + 1
+
+
+async def test_destination_delivers_a_bundle_whose_accept_was_cancelled_after_commit(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    store = SlowCommit()
+    # Expiry (and with it the sweep) far off: the hand-off itself must survive the cancel.
+    cfg = config(C, trust_for([A, RELAY, C]), ContactPlan(), expiry_interval_s=DAY / 1000)
+    async with open_node(cfg, store, clock=Clock(0.0, T0)) as c:
+        inbox = c.subscribe()
+        await accept_then_sender_dies(c, store, bundle_from_a(C))
+        with trio.fail_after(600):
+            got = await inbox.receive()
+        assert got.message == claim(1)
+
+
+async def test_relay_forwards_a_bundle_whose_accept_was_cancelled_after_commit(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    relay_store = SlowCommit()
+    plan = plan_with([(0, DAY, 1_000_000)])
+    async with three_nodes(plan, seed=5, stores={RELAY: relay_store}) as fleet:
+        inbox = fleet.nodes[C].subscribe()
+        await accept_then_sender_dies(fleet.nodes[RELAY], relay_store, bundle_from_a(C))
+        with trio.fail_after(30):  # well before the relay's first expiry pass and sweep (60 s)
+            got = await inbox.receive()
+        assert got.message == claim(1)
+        assert fleet.nodes[RELAY].stats.forwarded == 1
+
+
+async def held_behind_the_nodes_back(store: MemoryBundleStore, data: bytes, local: bool) -> None:
+    """Put ``data`` in ``store`` as a node would, but with no queue of the node knowing it."""
+    bundle = decode_bundle(data)
+    await store.put(stored(bundle, data, T0, inspect_bundle(bundle, T0), LOCAL if local else None))
+
+
+async def test_duplicate_answer_queues_a_held_bundle_no_queue_knows(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    store = MemoryBundleStore()
+    cfg = config(C, trust_for([A, RELAY, C]), ContactPlan(), expiry_interval_s=DAY / 1000)
+    async with open_node(cfg, store, clock=Clock(0.0, T0)) as c:
+        inbox = c.subscribe()
+        data = bundle_from_a(C)
+        await held_behind_the_nodes_back(store, data, local=True)
+        await c.accept(data, A)
+        with trio.fail_after(600):
+            assert (await inbox.receive()).message == claim(1)
+        assert c.stats.reconciled == 1
+
+
+async def test_sweep_queues_held_bundles_no_queue_knows(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    relay_store = MemoryBundleStore()
+    async with three_nodes(plan_with([(0, DAY, 1_000_000)]), 6, {RELAY: relay_store}) as fleet:
+        inbox = fleet.nodes[C].subscribe()
+        await held_behind_the_nodes_back(relay_store, bundle_from_a(C), local=False)
+        with trio.fail_after(90):  # the relay's expiry pass, and its sweep, every 60 s
+            assert (await inbox.receive()).message == claim(1)
+        assert fleet.nodes[RELAY].stats.reconciled == 1
+
+
+# --- delivered means: the application acknowledged it --------------------------------------
+
+
+def c_config(**kw: float) -> NodeConfig:
+    return config(C, trust_for([A, RELAY, C]), ContactPlan(), **kw)
+
+
+async def test_message_handed_over_but_not_acknowledged_comes_again_after_restart(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    store = MemoryBundleStore()  # outlives the node: a restart with the same store
+    clock = Clock(0.0, T0)
+    async with open_node(c_config(), store, clock=clock) as c:
+        inbox = c.subscribe()
+        await c.accept(bundle_from_a(C), A)
+        first = await inbox.receive()
+        await trio.sleep(10)
+        # the application dies here, before it asked for the next message or acknowledged
+    async with open_node(c_config(), store, clock=clock) as c:
+        inbox = c.subscribe()
+        with trio.fail_after(10):
+            again = await inbox.receive()
+        assert again.content_id == first.content_id
+        inbox.acknowledge()
+    async with open_node(c_config(), store, clock=clock) as c:
+        inbox = c.subscribe()
+        await trio.sleep(10)
+        with pytest.raises(trio.WouldBlock):
+            inbox.receive_nowait()  # acknowledged: a tombstone, never delivered again
+    assert (await store.count(), await store.bytes_used()) == (1, 0)
+
+
+async def test_asking_for_the_next_message_acknowledges_the_one_before(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    store = MemoryBundleStore()
+    async with open_node(c_config(), store, clock=Clock(0.0, T0)) as c:
+        inbox = c.subscribe()
+        for n in (1, 2):
+            await c.accept(bundle_from_a(C, n), A)
+        await inbox.receive()
+        assert c.stats.acknowledged == 0
+        await inbox.receive()
+        await trio.sleep(1)
+        assert c.stats.acknowledged == 1
+        assert await store.bytes_used() == len(bundle_from_a(C, 2))  # the second one, held
+        inbox.acknowledge()
+        await trio.sleep(1)
+        assert (c.stats.acknowledged, await store.bytes_used()) == (2, 0)
+
+
+async def test_closing_a_subscription_gives_its_unacknowledged_messages_back(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    async with open_node(c_config(), MemoryBundleStore(), clock=Clock(0.0, T0)) as c:
+        async with c.subscribe(Family.LEASE) as first:
+            await c.accept(bundle_from_a(C), A)
+            got = await first.receive()
+        second = c.subscribe(Family.LEASE)
+        with trio.fail_after(10):
+            assert (await second.receive()).content_id == got.content_id
+        # handed over once, then again to the second subscription
+        assert (c.stats.delivered, c.stats.redelivered) == (1, 1)
+
+
+async def test_held_messages_wait_for_a_subscriber_after_restart(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    store = MemoryBundleStore()
+    await held_behind_the_nodes_back(store, bundle_from_a(C), local=True)  # from before
+    async with open_node(c_config(), store, clock=Clock(0.0, T0)) as c:
+        await trio.sleep(60)  # the application is slow to subscribe
+        inbox = c.subscribe(Family.LEASE)
+        with trio.fail_after(10):
+            assert (await inbox.receive()).message == claim(1)
+
+
+async def test_a_resend_of_a_forwarded_bundle_is_a_duplicate_not_forwarded_again(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # A gave the relay a bundle, the relay forwarded it to C, and A — killed before it deleted
+    # its copy, or never told of the relay's acknowledgement — sends it again.
+    mock_clock.autojump_threshold = 0
+    async with three_nodes(plan_with([(0, DAY, 1_000_000)]), seed=7) as fleet:
+        relay, c = fleet.nodes[RELAY], fleet.nodes[C]
+        inbox = c.subscribe()
+        data = bundle_from_a(C)
+        await relay.accept(data, A)
+        assert (await inbox.receive()).message == claim(1)
+        await trio.sleep(10)
+        assert relay.stats.forwarded == 1
+        await relay.accept(data, A)  # the resend, a minute later
+        await trio.sleep(60)
+        assert (relay.stats.accepted, relay.stats.duplicates) == (1, 1)
+        assert relay.stats.forwarded == 1 and c.stats.duplicates == 0
+        # Remembered for forwarded_memory_ms (15 min), then forgotten.
+        await trio.sleep(15 * 60)
+        assert await fleet.stores[RELAY].count() == 0

@@ -25,28 +25,37 @@ import os, sys, trio
 from fleetwire.runtime.sqlite_store import open_sqlite_store
 from fleetwire.runtime.store import Accepted, StoredBundle
 
-async def main(path, run):
-    async with open_sqlite_store(path) as store:
+async def main(path, run, tidy):
+    # tidy: every other bundle is deleted again, and the producers pause often, so the store
+    # keeps vacuuming and checkpointing the WAL away while it is killed.
+    options = dict(idle_tidy_s=0.002, wal_limit=64 * 1024) if tidy else {}
+    async with open_sqlite_store(path, **options) as store:
         async def producer(k):
             for i in range(1_000_000):
                 bid = f"ipn:{k}.1/{run}/{i}".encode()
                 bundle = StoredBundle(bid, os.urandom(32), f"ipn:{k}.1", "ipn:9.1",
                                       10**12, 0, os.urandom(700))
-                if isinstance(await store.put(bundle), Accepted):
-                    sys.stdout.write(bid.decode() + "\n")
-                    sys.stdout.flush()
+                if not isinstance(await store.put(bundle), Accepted):
+                    continue
+                if tidy and i % 2:
+                    await store.delete(bid)
+                    if i % 16 == 1:
+                        await trio.sleep(0.005)
+                    continue
+                sys.stdout.write(bid.decode() + "\n")
+                sys.stdout.flush()
         async with trio.open_nursery() as nursery:
             for k in range(16):
                 nursery.start_soon(producer, k)
 
-trio.run(main, sys.argv[1], sys.argv[2])
+trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3] == "tidy")
 """
 
 
-def run_and_kill(path: str, kill_after: int, run: int = 0) -> list[bytes]:
+def run_and_kill(path: str, kill_after: int, run: int = 0, tidy: bool = False) -> list[bytes]:
     """Start the child, SIGKILL it once it has printed ``kill_after`` ids; all ids it printed."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, path, str(run)],
+        [sys.executable, "-c", CHILD, path, str(run), "tidy" if tidy else "steady"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -93,4 +102,16 @@ def test_a_store_survives_repeated_crashes(tmp_path: Any) -> None:
     acknowledged: list[bytes] = []
     for run in range(2):
         acknowledged += run_and_kill(path, 100, run)
+        trio.run(reopen_and_check, path, acknowledged)
+
+
+@pytest.mark.parametrize("kill_after", [40, 300])
+def test_acknowledged_bundles_survive_sigkill_while_the_store_tidies_up(
+    tmp_path: Any, kill_after: int
+) -> None:
+    # Deletes and pauses: killed amid WAL checkpoints (TRUNCATE) and incremental vacuums.
+    path = str(tmp_path / "bundles.db")
+    acknowledged: list[bytes] = []
+    for run in range(2):
+        acknowledged += run_and_kill(path, kill_after, run, tidy=True)
         trio.run(reopen_and_check, path, acknowledged)
