@@ -1,6 +1,9 @@
-"""Coordination: the sans-IO machines that decide who may do what (DESIGN.md, spec §6).
+"""Coordination: the behaviour behind the four intent families, as sans-IO machines (spec §6).
 
-Each module is one machine or one rule and imports nothing from its siblings but what it
-names; events come in with ``now``, actions go out, and nothing here reads a clock or does I/O.
-Import the machines from their modules (``coordination.lease_authority`` and so on).
+Each module holds one idea — the lease authority and holder, the fencing guard, reservations,
+auctions, the invariant checker, the commitment tracker, the accounting ledger CRDT, exception
+escalation, correlated-fault containment, digests, forensic pull and the isolation boundary —
+as objects that take events with ``now`` and return actions. None of them reads a clock, opens
+a socket or starts a thread; the runtime's roles drive them. Import the machines from their
+modules (``coordination.lease_authority`` and so on).
 """

@@ -1,0 +1,216 @@
+"""Digest traffic against a telemetry stream of the same samples: bytes per node per second.
+
+One node samples ``--metrics`` quality-control metrics at ``--rate-hz`` for ``--hours`` of
+virtual time (Gaussian noise around each metric's set point, with a drift episode in the middle
+that the control chart catches). Two ways of telling the coordinator are sent through the real
+pipeline — deterministic CBOR, COSE_Sign1 with Ed25519, one BPv7 bundle each (hop count block,
+CRC-32C) — and their bundle bytes counted:
+
+- **digests**: :class:`~fleetwire.protocol.coordination.digests.DigestBuilder`, one periodic
+  digest per ``--period-s`` plus the event-driven ones on threshold crossings; the samples stay on
+  the node as detail chunks, fetched only on demand (not counted: a pull is the exception);
+- **telemetry stream**: every sample reaches the coordinator, batched kindly into one bundle per
+  second ``{0: time, 1: [value per metric]}``.
+
+The figures are bits per node per second (the seeds' budget for all steady coordination traffic
+is 0.5–2 kbps per node) and the ratio between the two.
+
+A second table puts the digests beside the other families at steady state, each a real signed
+message in its own bundle, at rates given as options (defaults: a capability advertisement an
+hour; four commitments a day, each offered, accepted and fulfilled; one lease held with a one-hour
+term, renewed every half hour, each renewal answered by a grant; an exception report a day; the
+node's ledger delta every hour), so that the total is a figure, not a guess about sizes.
+
+    python benchmarks/bench_digests.py [--hours H] [--rate-hz R] [--metrics M] [--period-s P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+from fleetwire.protocol import cbor, cose
+from fleetwire.protocol.bpv7 import encode_bundle
+from fleetwire.protocol.coordination.digests import DigestBuilder, EmitDigest, MetricSpec
+from fleetwire.protocol.coordination.ledger import Ledger
+from fleetwire.protocol.ids import ContentId
+from fleetwire.protocol.keys import SigningKey
+from fleetwire.protocol.messages import (
+    Capability,
+    CapabilityAdvertisement,
+    Commitment,
+    CommitmentState,
+    ExceptionReport,
+    Header,
+    LeaseGrant,
+    LeaseRenew,
+    Message,
+    Scope,
+    Terms,
+    encode_message,
+)
+from fleetwire.runtime.bundling import message_bundle
+
+NODE, COORDINATOR = 17, 1
+T0 = 820_000_000_000
+BUDGET_BPS = 500
+
+
+def bundle_bytes(payload: bytes, key: SigningKey, now: int, sequence: int) -> int:
+    envelope = cose.sign1(payload, key)
+    bundle = message_bundle(
+        envelope,
+        source=NODE,
+        destination=COORDINATOR,
+        created_at=now,
+        sequence=sequence,
+        lifetime_ms=86_400_000,
+    )
+    return len(encode_bundle(bundle))
+
+
+def run(
+    hours: float, rate_hz: float, metrics: int, period_s: int, seed: int = 9
+) -> dict[str, float]:
+    rng = random.Random(seed)
+    key = SigningKey.from_seed(bytes(range(32)))
+    centers = [1_000 * (m + 1) for m in range(metrics)]
+    sigmas = [10 + 5 * m for m in range(metrics)]
+    specs = {
+        f"m{m}": MetricSpec(
+            edges=tuple(centers[m] + sigmas[m] * k for k in (-3, -2, -1, 0, 1, 2, 3)),
+            center=centers[m],
+            sigma=sigmas[m],
+        )
+        for m in range(metrics)
+    }
+    builder = DigestBuilder(NODE, specs, period_s * 1_000, T0)
+    step_ms = round(1_000 / rate_hz)
+    duration_ms = round(hours * 3_600_000)
+    drift_from, drift_to = duration_ms // 2, duration_ms // 2 + 600_000  # ten minutes of drift
+    digest_bytes = stream_bytes = digests = events = samples = 0
+    sequence = 0
+    batch: list[int] = []
+    for t in range(0, duration_ms, step_ms):
+        now = T0 + t
+        values = []
+        for m in range(metrics):
+            drift = 4 * sigmas[m] * (t - drift_from) // 600_000 if drift_from <= t < drift_to else 0
+            value = round(rng.gauss(centers[m] + drift, sigmas[m]))
+            values.append(value)
+            samples += 1
+            for action in builder.observe(f"m{m}", value, now):
+                if isinstance(action, EmitDigest):
+                    sequence += 1
+                    digest_bytes += bundle_bytes(action.digest.to_cbor(), key, now, sequence)
+                    digests += 1
+                    events += 1
+        for action in builder.tick(now):
+            if isinstance(action, EmitDigest):
+                sequence += 1
+                digest_bytes += bundle_bytes(action.digest.to_cbor(), key, now, sequence)
+                digests += 1
+        batch.extend(values)
+        if (t + step_ms) % 1_000 == 0 or t + step_ms >= duration_ms:
+            sequence += 1
+            stream_bytes += bundle_bytes(cbor.encode({0: now, 1: batch}), key, now, sequence)
+            batch = []
+    seconds = duration_ms / 1_000
+    return {
+        "seconds": seconds,
+        "samples": samples,
+        "digests": digests,
+        "event_digests": events,
+        "digest_bps": 8 * digest_bytes / seconds,
+        "stream_bps": 8 * stream_bytes / seconds,
+    }
+
+
+DAY_S = 86_400
+
+
+def message_bytes(message: Message, key: SigningKey) -> int:
+    header = message.header
+    return bundle_bytes(encode_message(message), key, header.issued_at, header.sequence)
+
+
+def families(key: SigningKey, per_day: dict[str, float]) -> dict[str, float]:
+    """Bits per second per node for each family, from one real message of each kind."""
+    cid = ContentId.of(b"an earlier message")
+    h = Header(NODE, T0, 1_000, references=(cid,))
+    capability = CapabilityAdvertisement(
+        Header(NODE, T0, 1_000),
+        (
+            Capability("refine/carbonaceous", 40_000, "kg", T0, T0 + 30 * DAY_S * 1000),
+            Capability("fabricate/structural", 2_000, "kg", T0, T0 + 30 * DAY_S * 1000),
+        ),
+        (1, 1),
+        "B",
+        4,
+    )
+    terms = Terms(NODE, 23, "deliver/refined-carbon", 120_000, "kg", T0 + 12 * DAY_S * 1000, (cid,))
+    offer = Commitment(Header(NODE, T0, 1_000), CommitmentState.OFFERED, terms=terms)
+    step = Commitment(h, CommitmentState.ACCEPTED, commitment=cid)
+    renew = LeaseRenew(h, "feedstock/2026-XY/volume-3", 7, cid, 3_600_000)
+    grant = LeaseGrant(h, "feedstock/2026-XY/volume-3", NODE, cid, 7, 3_600_000, T0 + 3_600_000)
+    report = ExceptionReport(h, 1, 2, Scope.NODE, NODE, (cid,), cid, "thermal margin low")
+    ledger = Ledger(owner=NODE)
+    for resource in ("feedstock/carbonaceous", "power/kWh", "refined-carbon/kg", "dock/3"):
+        ledger.record(NODE, resource, produced=123_456, consumed=98_765)
+    sizes = {
+        "capability": message_bytes(capability, key),
+        "commitment": message_bytes(offer, key) + 2 * message_bytes(step, key),
+        "lease": message_bytes(renew, key) + message_bytes(grant, key),
+        "exception": message_bytes(report, key),
+        "ledger": bundle_bytes(ledger.to_cbor(), key, T0, 1),
+    }
+    return {name: 8 * sizes[name] * per_day[name] / DAY_S for name in sizes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--rate-hz", type=float, default=1.0)
+    parser.add_argument("--metrics", type=int, default=8)
+    parser.add_argument("--period-s", type=int, default=60)
+    parser.add_argument("--capabilities-per-day", type=float, default=24)
+    parser.add_argument("--commitments-per-day", type=float, default=4)
+    parser.add_argument("--lease-renewals-per-day", type=float, default=48)
+    parser.add_argument("--exceptions-per-day", type=float, default=1)
+    parser.add_argument("--ledger-deltas-per-day", type=float, default=24)
+    args = parser.parse_args()
+    r = run(args.hours, args.rate_hz, args.metrics, args.period_s)
+    print(
+        f"{args.metrics} metrics at {args.rate_hz:g} Hz for {r['seconds'] / 3600:g} h "
+        f"({r['samples']:.0f} samples); digest period {args.period_s} s"
+    )
+    print(
+        f"digests:          {r['digest_bps']:8.1f} bit/s per node "
+        f"({r['digests']:.0f} digests, {r['event_digests']:.0f} event-driven)"
+    )
+    print(f"telemetry stream: {r['stream_bps']:8.1f} bit/s per node (one bundle per second)")
+    print(
+        f"ratio stream/digests: {r['stream_bps'] / r['digest_bps']:.1f}; budget {BUDGET_BPS} bit/s: "
+        f"digests {'under' if r['digest_bps'] < BUDGET_BPS else 'OVER'}, "
+        f"stream {'under' if r['stream_bps'] < BUDGET_BPS else 'over'}"
+    )
+    rates = {
+        "capability": args.capabilities_per_day,
+        "commitment": args.commitments_per_day,
+        "lease": args.lease_renewals_per_day,
+        "exception": args.exceptions_per_day,
+        "ledger": args.ledger_deltas_per_day,
+    }
+    others = families(SigningKey.from_seed(bytes(range(32))), rates)
+    print("\nall families at steady state, bit/s per node:")
+    for name, bps in others.items():
+        print(f"  {name:<12} {bps:8.1f}   ({rates[name]:g}/day)")
+    rest = sum(others.values())
+    for label, telemetry in (("digests", r["digest_bps"]), ("telemetry stream", r["stream_bps"])):
+        total = rest + telemetry
+        verdict = "under" if total < BUDGET_BPS else "over"
+        print(f"  total with {label:<17} {total:8.1f}   ({verdict} {BUDGET_BPS} bit/s)")
+
+
+if __name__ == "__main__":
+    main()
