@@ -277,11 +277,15 @@ def _in_cell(cell: int, resource: str) -> bool:
 
 
 async def on_their_way(store: MemoryBundleStore) -> int:
-    """Bundles a store holds that are not tombstones (of delivered or forwarded bundles)."""
+    """Bundles a store holds that are not tombstones (of delivered or forwarded bundles).
+
+    Each store call is a Trio checkpoint, so the node may tombstone or expire a bundle between
+    the reads; the count is clamped at zero rather than show a negative backlog.
+    """
     done = 0
     for hop in DONE:
         done += len(await store.pending_ids(hop, 1 << 30))
-    return await store.count() - done
+    return max(0, await store.count() - done)
 
 
 @attrs.define

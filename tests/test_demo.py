@@ -121,3 +121,23 @@ def test_help_documents_every_scenario(capsys: pytest.CaptureFixture[str]) -> No
     for name in ("contention", "partition"):
         assert f"  {name} " in text
     assert "pip install 'fleetwire[report]'" in text
+
+
+def test_a_double_booking_in_the_trace_fails_the_verdict_and_the_run(tmp_path: Path) -> None:
+    from fleetwire.protocol.coordination import invariants
+    from fleetwire.runtime import report
+
+    tally = demo._Tally()
+    t = demo.START
+    tally.lease_trace += [
+        invariants.Granted("cell-0/dock-0", 1001, 1, t + demo.HOUR, 10, t, t),
+        invariants.Granted("cell-0/dock-0", 1002, 2, t + demo.HOUR, 10, t + 60_000, t + 60_000),
+        invariants.Used("cell-0/dock-0", 1001, 1, t, t + 900_000, t),
+        invariants.Used("cell-0/dock-0", 1002, 2, t + 600_000, t + 1_500_000, t + 600_000),
+    ]
+    results = demo._results(demo.Scenario(nodes=2, regions=1, cells=1, days=1), tally)
+    (verdict,) = results.verdicts
+    assert not verdict.ok and verdict.violations >= 1
+    assert verdict.first_violation is not None and "cell-0/dock-0" in verdict.first_violation
+    page = report.write(results, tmp_path).html.read_text()
+    assert "class='bad'" in page and "cell-0/dock-0" in page
