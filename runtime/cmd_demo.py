@@ -31,6 +31,7 @@ examples:
   fleetwire demo                               120 members, 3 regions × 4 cells, a week
   fleetwire demo --nodes 300                   25 members a cell (about 100 s of CPU)
   fleetwire demo --scenario partition --days 33  a cell cut off for 30 days, then healed
+  fleetwire demo --scenario contention,partition,fault   all three together
   fleetwire demo --nodes 60 --regions 1 --days 2 --out small-report
 """
 
@@ -122,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         f"(+1 to drain); scenarios: {', '.join(chosen) or 'none'}"
         + (f"; cell 0 cut off from its region on days {cut[0]:g}–{cut[1]:g}" if cut else "")
     )
+    if "fault" in chosen and args.days < 3:
+        print("(the fault scenario's defect shows from day 2 for 12 hours: use --days 3 or more)")
     if "partition" in chosen and cut is None:
         print("(the partition scenario needs --days 3 or more to cut and heal; it was left out)")
     with LiveView(args.days + 1) as live:

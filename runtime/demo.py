@@ -21,7 +21,9 @@ and reports exceptions; severe ones are escalated by the coordinator to its regi
 
 Scenarios (``demo_results.SCENARIOS``): *contention* halves the docks and doubles the claim
 rate; *partition* cuts cell 0 off from its region from day 1, heals it a day before traffic
-stops, and shows the authority lease lapsing (the cell stops granting) and the backlog draining.
+stops, and shows the authority lease lapsing (the cell stops granting) and the backlog draining;
+*fault* makes lineage B of region 0 report one anomaly for 12 hours, and every cell coordinator
+runs the containment machine (``protocol/coordination/containment.py``) on what it receives.
 
 Measurement: each node's links count the bytes it sends (:class:`CountingLink`); once per
 ``interval_ms`` of virtual time a sampler records an :class:`~.demo_results.Interval` and hands it
@@ -42,6 +44,11 @@ import attrs
 import trio
 import trio.testing
 from fleetwire.protocol.coordination import invariants
+from fleetwire.protocol.coordination.containment import (
+    Containment,
+    EscalateCluster,
+    Quarantined,
+)
 from fleetwire.protocol.coordination.freshness import FreshnessWindow
 from fleetwire.protocol.coordination.lease_authority import AuthorityConfig
 from fleetwire.protocol.coordination.lease_holder import HolderConfig, HolderState
@@ -53,6 +60,7 @@ from fleetwire.protocol.messages import (
     CapabilityAdvertisement,
     Commitment,
     CommitmentState,
+    ExceptionCode,
     ExceptionReport,
     Family,
     Header,
@@ -101,6 +109,11 @@ MEMBER_LEASES = HolderConfig(
     max_drift_ms=MAX_DRIFT, renew_lead_ms=4 * HOUR, retry_ms=3 * HOUR, min_use_ms=HOUR,
     freshness=WINDOW,
 )  # fmt: skip
+#: The fault scenario: when the defect shows, for how long, in which lineage. The cells run the
+#: containment module's own cell policy (``THRESHOLDS``), unchanged.
+FAULT_FROM = 2 * DAY
+FAULT_FOR = 12 * HOUR
+FAULTY_LINEAGE = "B"
 COORDINATOR_LEASE = HolderConfig(
     max_drift_ms=MAX_DRIFT, renew_lead_ms=2 * DAY, retry_ms=6 * HOUR, freshness=WINDOW
 )
@@ -152,6 +165,20 @@ class Scenario:
     @property
     def total_nodes(self) -> int:
         return self.nodes + self.all_cells + self.regions
+
+    def lineage(self, node: int) -> str:
+        """A member's software lineage: both lineages in every cell (the seeds' diversity)."""
+        return "AB"[(node // self.all_cells) % 2]
+
+    def faulty(self, node: int) -> bool:
+        """Whether the fault scenario's defect shows in ``node`` (lineage B in region 0)."""
+        cell = self.members().get(node)
+        return (
+            "fault" in self.scenarios
+            and cell is not None
+            and self.region_of(cell) == REGION
+            and self.lineage(node) == FAULTY_LINEAGE
+        )
 
     def command(self) -> str:
         """The command line that runs exactly this scenario."""
@@ -303,6 +330,10 @@ class _Tally:
     given_up: int = 0
     escalations: int = 0
     exceptions_open: int = 0
+    cluster_escalations: int = 0
+    quarantined: Counter[str] = attrs.field(factory=Counter)
+    quarantined_faulty: int = 0
+    quarantined_healthy: int = 0
     intervals: list[Interval] = attrs.field(factory=list)
     events: list[Event] = attrs.field(factory=list)
 
@@ -328,6 +359,9 @@ async def run_demo(
     nodes: dict[int, Node] = {}
     stores: dict[int, MemoryBundleStore] = {}
     contention = "contention" in scenario.scenarios
+    fault = "fault" in scenario.scenarios
+    #: cell coordinator → its containment machine (the fault scenario only).
+    containments: dict[int, Containment] = {}
 
     def now() -> int:
         return clock.to_dtn(trio.current_time())
@@ -348,6 +382,8 @@ async def run_demo(
             family = message.TYPE.family.value
             seen.delivered[family] += 1
             seen.latency_ms[family].append(now() - message.header.issued_at)
+            if node in containments:
+                await contain(node, signed)
             if isinstance(message, Commitment) and message.state is CommitmentState.OFFERED:
                 assert message.terms is not None
                 accept = Commitment(
@@ -371,6 +407,53 @@ async def run_demo(
                         detail=f"escalated from node {message.header.issuer}",
                     )
                     await send(node, escalated, parents[node])
+
+    async def contain(node: int, signed: SignedMessage) -> None:
+        """Feed the cell's containment machine; act on what it decides."""
+        message, containment = signed.message, containments[node]
+        if isinstance(message, CapabilityAdvertisement) and message.lineage is not None:
+            containment.advertise(message.header.issuer, message.lineage, message.cell)
+        elif isinstance(message, ExceptionReport) and message.scope is Scope.NODE:
+            for action in containment.anomaly(message, signed.content_id, now()):
+                if isinstance(action, Quarantined):
+                    seen.quarantined[action.lineage] += 1
+                    if scenario.faulty(action.node):
+                        seen.quarantined_faulty += 1
+                    else:
+                        seen.quarantined_healthy += 1
+                    seen.events.append(
+                        Event(
+                            now() - START,
+                            "quarantine",
+                            f"cell {containment.scope_id}: node {action.node} "
+                            f"(lineage {action.lineage})",
+                        )
+                    )
+                elif isinstance(action, EscalateCluster):
+                    seen.cluster_escalations += 1
+                    seen.exceptions_open += 1  # until the region has it
+                    seen.events.append(
+                        Event(now() - START, "cluster-escalated", action.report.detail or "")
+                    )
+                    await send(node, action.report, parents[node])
+
+    async def faulty(node: int, cell: int) -> None:
+        """A defect of lineage B: the same anomaly every half hour for ``FAULT_FOR``."""
+        local = random.Random(scenario.seed * 104_729 + node)
+        await trio.sleep_until(clock.to_trio(START + FAULT_FROM + local.randrange(0, HOUR)))
+        until = now() + FAULT_FOR
+        while now() < until:
+            seen.exceptions_open += 1
+            report = ExceptionReport(
+                header=header(node),
+                code=ExceptionCode.FEEDSTOCK_QUALITY,
+                severity=3,
+                scope=Scope.NODE,
+                scope_id=node,
+                detail="feedstock assessment drift",
+            )
+            await send(node, report, scenario.cell_coordinator(cell))
+            await trio.sleep(1800)
 
     async def hold(node: int, dock: str, hold_ms: float) -> None:
         """Claim ``dock``; once granted, use it in 15-minute operations, then release it."""
@@ -429,7 +512,7 @@ async def run_demo(
                 ),
             ),
             versions=(1, 1),
-            lineage="AB"[node % 2],
+            lineage=scenario.lineage(node),
             cell=cell,
         )
         await send(node, advert, coordinator)
@@ -518,7 +601,10 @@ async def run_demo(
                 exceptions_open=seen.exceptions_open,
                 cells_with_authority=sum(authority),
                 waiting_at_cut_cell=waiting,
+                quarantined=sum(len(c.quarantined()) for c in containments.values()),
             )
+            for containment in containments.values():
+                containment.tick(now())
             seen.node_bytes.clear()
             seen.dock_use_ms = 0
             seen.intervals.append(interval)
@@ -564,6 +650,15 @@ async def run_demo(
         for node in all_nodes:
             await nursery.start(run_node, node)
         lifetime = 7 * DAY
+        if fault:
+            for c in range(scenario.all_cells):
+                coordinator = scenario.cell_coordinator(c)
+                containments[coordinator] = Containment(
+                    coordinator,
+                    Scope.CELL,
+                    c,
+                    nodes[coordinator].next_message_sequence,
+                )
         async with trio.open_nursery() as traffic:
             for region in regions:
                 coordinator = RegionCoordinator(
@@ -603,6 +698,8 @@ async def run_demo(
             nursery.start_soon(sample_all)
             for node, cell in members.items():
                 traffic.start_soon(member, node, cell)
+                if fault and scenario.faulty(node):
+                    traffic.start_soon(faulty, node, cell)
             await trio.sleep_until(clock.to_trio(START + round(scenario.days * DAY)))
             traffic.cancel_scope.cancel()
         # No new traffic; one more simulated day lets what is under way arrive (the sampler
@@ -656,6 +753,11 @@ def _results(scenario: Scenario, seen: _Tally) -> Results:
         claims_given_up=seen.given_up,
         grants=seen.grants,
         escalations=seen.escalations,
+        cluster_escalations=seen.cluster_escalations,
+        faulty_nodes=sum(1 for m in scenario.members() if scenario.faulty(m)),
+        quarantined_faulty=seen.quarantined_faulty,
+        quarantined_healthy=seen.quarantined_healthy,
+        quarantined_by_lineage=tuple(sorted(seen.quarantined.items())),
     )
 
 

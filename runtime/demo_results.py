@@ -34,6 +34,12 @@ SCENARIOS: dict[str, str] = {
         "members compete for few shared feedstock docks: two docks per cell, claims every "
         "2–6 hours held for 2–6 hours, so claims queue at the cell's lease authority"
     ),
+    "fault": (
+        "a correlated fault in one software lineage: from day 2, for 12 hours, the lineage-B "
+        "members of region 0 report the same feedstock-quality anomaly every half hour; each "
+        "cell coordinator runs the containment machine, quarantines the lineage's nodes when "
+        "anomalies cluster, and escalates one cluster report to its region"
+    ),
     "partition": (
         "one cell is cut off from its region coordinator (30 days, or as much of the run as "
         "leaves a day to heal), then healed: its authority lease runs out while it is cut off, "
@@ -75,6 +81,7 @@ class Interval:
     exceptions_open: int  # at the step's end: reported, not yet at the node that handles it
     cells_with_authority: int  # at the step's end: cells whose coordinator may grant
     waiting_at_cut_cell: int  # at the step's end: bundles under way at the cut-off coordinator
+    quarantined: int = 0  # at the step's end: nodes in production quarantine
 
 
 @attrs.frozen(slots=True)
@@ -115,6 +122,12 @@ class Results:
     claims_given_up: int  # claims that waited 12 h without a grant
     grants: int
     escalations: int
+    #: Correlated-fault containment: cluster reports sent up, and quarantined nodes by lineage.
+    cluster_escalations: int = 0
+    quarantined_by_lineage: tuple[tuple[str, int], ...] = ()
+    faulty_nodes: int = 0  # nodes the fault scenario's defect shows in
+    quarantined_faulty: int = 0  # of those, quarantined (true positives)
+    quarantined_healthy: int = 0  # quarantined without the defect (false positives)
     wall_seconds: float = 0.0  # machine-dependent: never in summary.json
 
 
@@ -235,6 +248,16 @@ def summary(results: Results) -> dict[str, Any]:
         "exceptions": {
             "escalations": results.escalations,
             "max_open": max((i.exceptions_open for i in results.intervals), default=0),
+        },
+        "containment": {
+            "cluster_escalations": results.cluster_escalations,
+            "quarantined_by_lineage": dict(results.quarantined_by_lineage),
+            "faulty_nodes": results.faulty_nodes,
+            "quarantined_faulty": results.quarantined_faulty,
+            "quarantined_healthy": results.quarantined_healthy,
+            "first_quarantine_at_ms": next(
+                (e.at_ms for e in results.events if e.kind == "quarantine"), None
+            ),
         },
         "verdicts": [attrs.asdict(v) for v in results.verdicts],
         "families": [attrs.asdict(f) for f in results.families],

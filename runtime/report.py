@@ -110,6 +110,20 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
         ),
         ("exceptions", f"{exc['escalations']} escalated, at most {exc['max_open']} open"),
     ]
+    if "fault" in results.setup.scenarios:
+        k = s["containment"]
+        rows += [
+            (
+                "correlated fault (lineage B, region 0)",
+                f"{k['quarantined_faulty']} of the {k['faulty_nodes']} faulty nodes quarantined "
+                f"(first {_day(k['first_quarantine_at_ms'])}); "
+                f"{k['cluster_escalations']} cluster report(s) sent to a region",
+            ),
+            (
+                "quarantined without the defect",
+                f"{k['quarantined_healthy']} (clusters of background exceptions in one lineage)",
+            ),
+        ]
     p = s["partition"]
     if p is not None:
         rows += [

@@ -157,15 +157,22 @@ def draw(results: Results, out: Path) -> list[Figure]:
     fig, ax = plt.subplots(figsize=(9, 3))
     _shade(ax, results)
     ax.plot(days, [i.exceptions_open for i in results.intervals], color="#a33")
-    ax.set_ylabel("exceptions open")
+    ax.set_ylabel("exceptions open", color="#a33")
     ax.set_title(f"Exceptions open ({results.escalations} escalated to a region)")
+    if "fault" in results.setup.scenarios:
+        quarantined = ax.twinx()
+        quarantined.step(
+            days, [i.quarantined for i in results.intervals], where="post", color="#6a3d9a"
+        )
+        quarantined.set_ylabel("nodes in quarantine", color="#6a3d9a")
     save(
         fig,
         Figure(
             "exceptions.png",
             "Exceptions and escalations",
             "Exception reports not yet at the node that handles them (the cell coordinator, or "
-            "the region for severity 3 and above).",
+            "the region for severity 3 and above); with the fault scenario, the nodes the cell "
+            "coordinators' containment put in production quarantine.",
         ),
     )
     return figures

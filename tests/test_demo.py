@@ -141,3 +141,23 @@ def test_a_double_booking_in_the_trace_fails_the_verdict_and_the_run(tmp_path: P
     assert verdict.first_violation is not None and "cell-0/dock-0" in verdict.first_violation
     page = report.write(results, tmp_path).html.read_text()
     assert "class='bad'" in page and "cell-0/dock-0" in page
+
+
+def test_a_correlated_fault_is_contained_in_its_lineage_and_region(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two regions of one cell each: lineage B of region 0 has the defect; region 1's B has not.
+    args = ["--nodes", "20", "--regions", "2", "--cells", "1", "--days", "3"]
+    code, out = run_cli([*args, "--scenario", "fault"], tmp_path, capsys)
+    assert code == 0, out
+    data = json.loads((tmp_path / "summary.json").read_text())
+    k = data["containment"]
+    assert k["faulty_nodes"] == 5
+    assert k["quarantined_faulty"] == 5 and k["quarantined_healthy"] == 0
+    assert k["quarantined_by_lineage"] == {"B": 5}
+    assert k["cluster_escalations"] == 1
+    assert k["first_quarantine_at_ms"] >= demo.FAULT_FROM
+    clusters = [e for e in data["events"] if e["kind"] == "cluster-escalated"]
+    assert [e["detail"] for e in clusters] == ["lineage 'B' quarantined in cell 0: 3 nodes"]
+    assert max(i["quarantined"] for i in data["intervals"]) == 5
+    assert "correlated fault" in (tmp_path / "index.html").read_text()
