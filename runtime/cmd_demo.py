@@ -6,7 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from . import demo, report
+import attrs
+from rich.console import Console
+from rich.table import Table
+
+from . import demo, demo_sweep, report
 from .demo_live import LiveView
 from .demo_results import SCENARIOS
 
@@ -33,6 +37,11 @@ examples:
   fleetwire demo --scenario partition --days 33  a cell cut off for 30 days, then healed
   fleetwire demo --scenario contention,partition,fault   all three together
   fleetwire demo --nodes 60 --regions 1 --days 2 --out small-report
+  fleetwire demo --sweep 30,120,480 --out scaling   the scaling study: sweep.json, sweep.png
+
+--sweep runs the chosen scenarios for --sweep-days (default 1) at each fleet size (members),
+adding cells so that each keeps about 10 members, and plots coordination bytes per node,
+decision latency (claim to usable grant) and wall time against the fleet size.
 """
 
 
@@ -85,7 +94,27 @@ def register(subparsers: Any) -> None:
         "--out", type=Path, default=Path("fleetwire-report"),
         help="report folder (default fleetwire-report/)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sweep", type=_sizes, metavar="N[,N…]",
+        help="the scaling study: run at each fleet size (members) instead of one report",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sweep-days", type=float, default=1.0,
+        help="simulated days of traffic per size in the sweep (default 1)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of sizes"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("sizes are member counts, 1 or more")
+    return sizes
 
 
 def _fail(message: str) -> SystemExit:
@@ -116,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         scenarios=chosen,
         cut_days=args.cut_days,
     )
+    if args.sweep is not None:
+        return _run_sweep(args, attrs.evolve(scenario, days=args.sweep_days))
     cut = scenario.partition_days
     print(
         f"fleet of {scenario.total_nodes} nodes: {args.nodes} members in "
@@ -138,3 +169,28 @@ def run(args: argparse.Namespace) -> int:
     lost = sum(f.sent - f.delivered for f in results.families)
     clean = all(v.ok for v in results.verdicts)
     return 0 if clean and (args.loss or lost == 0) else 1
+
+
+def _run_sweep(args: argparse.Namespace, base: demo.Scenario) -> int:
+    console = Console()
+    table = Table(title=f"scaling study: {base.days:g} simulated days a size")
+    columns = ("nodes", "cells", "B/s per node", "busiest node B/s", "wait p50", "wait p95",
+               "verdict", "wall s", "peak MiB")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+
+    def show(p: demo_sweep.Point) -> None:
+        print(f"{p.nodes} nodes: {p.wall_seconds:.1f} s", flush=True)
+
+    points = demo_sweep.sweep(base, args.sweep, on_point=show)
+    for p in points:
+        table.add_row(
+            str(p.nodes), str(p.cells), f"{p.bytes_per_node_per_s:.3f}",
+            f"{p.busiest_node_peak_bytes_per_s:.2f}", report.duration(p.decision_wait_ms_p50),
+            report.duration(p.decision_wait_ms_p95), "clean" if p.verdict_ok else "VIOLATED",
+            f"{p.wall_seconds:.1f}", f"{p.peak_rss_mib:.0f}",
+        )  # fmt: skip
+    console.print(table)
+    written = demo_sweep.write(points, base, args.out)
+    print("written: " + ", ".join(str(p) for p in written))
+    return 0 if all(p.verdict_ok for p in points) else 1
