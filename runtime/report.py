@@ -174,7 +174,16 @@ def render_html(results: Results, out: Path, figures: list[report_figures.Figure
         parts.append(f"<li><b>{html.escape(name)}</b>: {html.escape(SCENARIOS[name])}</li>")
     if not s.scenarios:
         parts.append("<li>none: the baseline traffic only</li>")
-    parts.append("</ul><h2>Key figures</h2><table>")
+    others = [name for name in SCENARIOS if name not in s.scenarios]
+    parts.append("</ul>")
+    if others:
+        parts.append(f"<p>Also available (not in this run): {html.escape(', '.join(others))}.</p>")
+    parts.append(
+        "<p>Not simulated yet: version skew, isolation of a misbehaving region, and a staged "
+        "release with a canary cell; the baseline traffic runs on links without loss unless "
+        "<code>--loss</code> says otherwise.</p>"
+    )
+    parts.append("<h2>Key figures</h2><table>")
     parts.append(_rows(list(key_figures(results))))
     parts.append("</table><h2>Figures</h2>")
     if not figures:
