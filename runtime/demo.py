@@ -326,6 +326,7 @@ class _Tally:
     grants: int = 0
     lease_trace: list[invariants.Record] = attrs.field(factory=list)
     dock_use_ms: int = 0
+    cut_cell_dock_use_ms: int = 0
     waits_ms: list[int] = attrs.field(factory=list)
     given_up: int = 0
     escalations: int = 0
@@ -474,6 +475,8 @@ async def run_demo(
                 t = now()
                 seen.lease_trace.append(invariants.Used(dock, node, token, t, t + step, t))
                 seen.dock_use_ms += step
+                if dock.startswith("cell-0/"):
+                    seen.cut_cell_dock_use_ms += step
             await trio.sleep(step / 1000)
         await role.release(dock)
 
@@ -598,6 +601,7 @@ async def run_demo(
                     if role.use(f"cell-{members[node]}/dock-{d}") is not None
                 ),
                 dock_use_ms=seen.dock_use_ms,
+                cell0_dock_use_ms=seen.cut_cell_dock_use_ms,
                 exceptions_open=seen.exceptions_open,
                 cells_with_authority=sum(authority),
                 waiting_at_cut_cell=waiting,
@@ -607,6 +611,7 @@ async def run_demo(
                 containment.tick(now())
             seen.node_bytes.clear()
             seen.dock_use_ms = 0
+            seen.cut_cell_dock_use_ms = 0
             seen.intervals.append(interval)
             if on_interval is not None:
                 on_interval(interval, scenario)

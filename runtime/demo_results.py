@@ -82,6 +82,7 @@ class Interval:
     cells_with_authority: int  # at the step's end: cells whose coordinator may grant
     waiting_at_cut_cell: int  # at the step's end: bundles under way at the cut-off coordinator
     quarantined: int = 0  # at the step's end: nodes in production quarantine
+    cell0_dock_use_ms: int = 0  # dock_use_ms of cell 0 alone (the partition scenario's cell)
 
 
 @attrs.frozen(slots=True)
@@ -171,6 +172,12 @@ def dock_utilisation(results: Results) -> list[float]:
     ]
 
 
+def _use(intervals: Sequence[Interval], *, cell0: bool) -> int:
+    return sum(
+        i.cell0_dock_use_ms if cell0 else i.dock_use_ms - i.cell0_dock_use_ms for i in intervals
+    )
+
+
 def _first(results: Results, kind: str, detail: str) -> int | None:
     return next((e.at_ms for e in results.events if e.kind == kind and e.detail == detail), None)
 
@@ -199,6 +206,8 @@ def summary(results: Results) -> dict[str, Any]:
         usual = max(before, default=0)
         after = [i for i in results.intervals if i.start_ms >= cut_ms[1]]
         drained = next((i.end_ms for i in after if i.waiting_at_cut_cell <= usual), None)
+        during = [i for i in results.intervals if cut_ms[0] <= i.start_ms and i.end_ms <= cut_ms[1]]
+        per_cell_ms = s.docks_per_cell * sum(i.end_ms - i.start_ms for i in during)
         first_full = next(
             (k for k, i in enumerate(results.intervals) if i.cells_with_authority == s.cells), None
         )
@@ -216,6 +225,15 @@ def summary(results: Results) -> dict[str, Any]:
             )
             if first_full is not None
             else 0,
+            # What the cut cost: cell 0's docks against the other cells' over the cut.
+            "cut_cell_dock_utilisation_during_cut": _r(_use(during, cell0=True) / per_cell_ms)
+            if per_cell_ms
+            else 0.0,
+            "other_cells_dock_utilisation_during_cut": _r(
+                _use(during, cell0=False) / (per_cell_ms * (s.cells - 1))
+            )
+            if per_cell_ms and s.cells > 1
+            else None,
             "cut_cell_authority_lost_at_ms": _first(results, "authority-lost", "cell 0"),
             "cut_cell_authority_regained_at_ms": _first(results, "authority-regained", "cell 0"),
         }

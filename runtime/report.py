@@ -129,6 +129,16 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
         rows += [
             ("partition", f"cell 0 cut off {_day(p['cut_at_ms'])} – {_day(p['healed_at_ms'])}"),
             (
+                "what the cut cost cell 0",
+                f"its docks were in use {100 * p['cut_cell_dock_utilisation_during_cut']:.0f}% "
+                f"of the cut, the other cells' "
+                + (
+                    "—"
+                    if p["other_cells_dock_utilisation_during_cut"] is None
+                    else f"{100 * p['other_cells_dock_utilisation_during_cut']:.0f}%"
+                ),
+            ),
+            (
                 "cell 0's authority lease",
                 f"lost {_day(p['cut_cell_authority_lost_at_ms'])}, "
                 f"regained {_day(p['cut_cell_authority_regained_at_ms'])}",

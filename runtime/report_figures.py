@@ -103,7 +103,18 @@ def draw(results: Results, out: Path) -> list[Figure]:
     # 2. Lease utilisation and wait times.
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=(2, 1))
     _shade(left, results)
-    left.plot(days, [100 * u for u in dock_utilisation(results)], color="#2a6fb0")
+    left.plot(
+        days, [100 * u for u in dock_utilisation(results)], color="#2a6fb0", label="all cells"
+    )
+    if results.setup.partition_days is not None:
+        per_cell = results.setup.docks_per_cell
+        left.plot(
+            days,
+            [100 * i.cell0_dock_use_ms / (per_cell * (i.end_ms - i.start_ms))
+             for i in results.intervals],
+            color="#c0702a", linewidth=0.8, label="cell 0 (cut off)",
+        )  # fmt: skip
+        left.legend(loc="upper left", fontsize="small")
     left.set_ylabel("docks in use (%)")
     left.set_ylim(0, 105)
     held = left.twinx()

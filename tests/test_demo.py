@@ -79,6 +79,8 @@ def test_a_long_cut_lapses_the_cells_authority_until_it_heals(
     lapses = [e for e in data["events"] if e["kind"] == "authority-lost"]
     assert [e["detail"] for e in lapses] == ["cell 0"]
     assert p["min_cells_with_authority_after_first_grants"] == 1
+    # What the cut cost: cell 0's docks stood idler than the other cell's over the cut.
+    assert p["cut_cell_dock_utilisation_during_cut"] < p["other_cells_dock_utilisation_during_cut"]
     assert data["verdicts"][0]["ok"]
 
 
