@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,21 @@ def test_a_correlated_fault_is_contained_in_its_lineage_and_region(
     assert [e["detail"] for e in clusters] == ["lineage 'B' quarantined in cell 0: 3 nodes"]
     assert max(i["quarantined"] for i in data["intervals"]) == 5
     assert "correlated fault" in (tmp_path / "index.html").read_text()
+
+
+def test_summary_json_does_not_depend_on_the_interpreters_hash_seed(tmp_path: Path) -> None:
+    # Two real processes with different string hashing: nothing in a run may follow set order.
+    args = ["--nodes", "20", "--regions", "2", "--cells", "1", "--days", "3",
+            "--scenario", "contention,partition,fault"]  # fmt: skip
+    code = "import sys; from fleetwire.runtime.cli import main; sys.exit(main(sys.argv[1:]))"
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = tmp_path / hash_seed
+        done = subprocess.run(
+            [sys.executable, "-c", code, "demo", *args, "--out", str(out)],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "1" / "summary.json").read_bytes() == (
+        tmp_path / "2" / "summary.json"
+    ).read_bytes()
