@@ -84,6 +84,7 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
     """The figures a reader looks at first, as (label, text) pairs (HTML and terminal)."""
     s = summary(results)
     c, lease, exc = s["coordination"], s["leases"], s["exceptions"]
+    undelivered = sum(f.sent - f.delivered for f in results.families)
     rows = [
         ("coordination, fleet mean", f"{c['mean_bytes_per_node_per_s']} B/s per node"),
         (
@@ -109,6 +110,13 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
             f"{lease['claims_granted']} granted, {lease['claims_given_up']} gave up after 12 h",
         ),
         ("exceptions", f"{exc['escalations']} escalated, at most {exc['max_open']} open"),
+        (
+            "messages not delivered",
+            f"{undelivered} (expired in a store after their 7-day lifetime, refused as stale, "
+            "or lost on a lossy link)"
+            if undelivered
+            else "none: every message sent arrived",
+        ),
     ]
     if "fault" in results.setup.scenarios:
         k = s["containment"]
