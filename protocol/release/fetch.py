@@ -1,0 +1,389 @@
+"""The fetch planner: which chunks a node lacks, and from which neighbour to fetch each.
+
+Theory of operation
+-------------------
+Sans-IO, like the TCPCL sessions: :meth:`FetchPlanner.handle` takes an event with ``now``
+(DTN ms) and returns actions; the runtime carries them out in order (``StoreChunk`` is made
+durable before ``AnnounceHeld`` goes out: nothing announced is lost). The planner's state is
+exactly what the issue asks to survive a partition: the chunks held (in the
+:class:`.ledger.ArtifactLedger`), the requests in flight with their deadlines, and what each
+neighbour said it holds. :meth:`FetchPlanner.snapshot` and :meth:`FetchPlanner.resume` carry
+the in-flight part across a restart.
+
+Each distinct chunk moves through :data:`TRANSITIONS`::
+
+    MISSING --request--> REQUESTED --arrive--> HELD
+       ^                    |
+       +--timeout / lost / refused--+
+
+A chunk is requested from **one** neighbour at a time and never once held, so no chunk is
+fetched twice unless an answer outlives its deadline (the planner counts such late copies
+in :attr:`FetchPlanner.duplicates`; a deadline longer than the round trip makes it zero).
+
+Choosing the neighbour — the **cell-cache rule** that makes a release cross each region link
+once, multicast-like rather than N unicast streams (seeds: "software distribution:
+multicast/DTN style"): every neighbour is on a link of a :class:`LinkKind` — inside the cell,
+inside the region, or between regions. A node fetches over an inter-region link only if it
+is its region's gateway (``may_cross_region``); every other node waits until a holder inside
+its region has the chunk. Among holders it prefers the cheapest link kind, then the neighbour
+that timed out or sent bad bytes for this chunk least often (so retries go round the holders),
+then the least loaded, then the lowest node number (deterministic). Cell members fetch from their cell coordinator, coordinators from
+the region gateway, gateways across the region link: each link carries each chunk once.
+At most ``max_in_flight_per_neighbour`` requests wait on one neighbour (bounded work for it).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+import attrs
+
+from ..errors import LocalProtocolError
+from ..ids import ContentId
+from .errors import ChunkMismatch, ChunkNotWanted
+from .ledger import ArtifactLedger
+from .manifest import Manifest
+
+__all__ = [
+    "TRANSITIONS",
+    "AnnounceHeld",
+    "ChunkReceived",
+    "ChunkRefused",
+    "ChunkState",
+    "FetchConfig",
+    "FetchPlanner",
+    "FetchSnapshot",
+    "HolderAnnounced",
+    "InFlight",
+    "LinkKind",
+    "NeighbourLost",
+    "ReleaseComplete",
+    "ReleaseWanted",
+    "RequestChunk",
+    "StoreChunk",
+    "Tick",
+]
+
+
+class LinkKind(enum.IntEnum):
+    """What a link to a neighbour crosses; lower is cheaper and preferred."""
+
+    CELL = 0
+    REGION = 1
+    INTER_REGION = 2
+
+
+class ChunkState(enum.Enum):
+    MISSING = "missing"
+    REQUESTED = "requested"
+    HELD = "held"
+
+
+#: The chunk state machine: {state: {happening: new state}}; anything else is a bug here.
+TRANSITIONS: Final[dict[ChunkState, dict[str, ChunkState]]] = {
+    ChunkState.MISSING: {"request": ChunkState.REQUESTED, "arrive": ChunkState.HELD},
+    ChunkState.REQUESTED: {
+        "arrive": ChunkState.HELD,
+        "timeout": ChunkState.MISSING,
+        "lost": ChunkState.MISSING,
+        "refused": ChunkState.MISSING,
+    },
+    ChunkState.HELD: {},
+}
+
+
+@attrs.frozen(slots=True)
+class FetchConfig:
+    #: How long to wait for an answer before asking another holder (ms). Set it above the
+    #: round trip of the slowest link in use, or answers arrive twice.
+    request_timeout: int = 60_000
+    max_in_flight_per_neighbour: int = 8
+    #: Only the region gateway fetches across inter-region links.
+    may_cross_region: bool = False
+
+
+# --- events ----------------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class ReleaseWanted:
+    """Fetch this (verified) release; admitted against the quota first."""
+
+    manifest: Manifest
+
+
+@attrs.frozen(slots=True)
+class HolderAnnounced:
+    """``neighbour`` says it holds ``chunks`` (also sent again when a contact resumes)."""
+
+    neighbour: int
+    chunks: frozenset[ContentId]
+
+
+@attrs.frozen(slots=True)
+class ChunkReceived:
+    neighbour: int
+    chunk: ContentId
+    data: bytes
+
+
+@attrs.frozen(slots=True)
+class NeighbourLost:
+    """The link to ``neighbour`` is gone for good (not a mere gap in contact)."""
+
+    neighbour: int
+
+
+@attrs.frozen(slots=True)
+class Tick:
+    """Time passed: expire requests whose deadline is behind ``now``."""
+
+
+Event = ReleaseWanted | HolderAnnounced | ChunkReceived | NeighbourLost | Tick
+
+
+# --- actions ---------------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class RequestChunk:
+    neighbour: int
+    chunk: ContentId
+    deadline: int
+
+
+@attrs.frozen(slots=True)
+class StoreChunk:
+    """Make ``data`` durable under ``chunk`` (verified) before anything else is sent."""
+
+    chunk: ContentId
+    data: bytes
+
+
+@attrs.frozen(slots=True)
+class AnnounceHeld:
+    """Tell the neighbours this node now holds ``chunks``."""
+
+    chunks: frozenset[ContentId]
+
+
+@attrs.frozen(slots=True)
+class ChunkRefused:
+    neighbour: int
+    chunk: ContentId
+    code: str
+    reason: str
+
+
+@attrs.frozen(slots=True)
+class ReleaseComplete:
+    release_id: ContentId
+
+
+Action = RequestChunk | StoreChunk | AnnounceHeld | ChunkRefused | ReleaseComplete
+
+
+@attrs.frozen(slots=True)
+class InFlight:
+    neighbour: int
+    deadline: int
+
+
+@attrs.frozen(slots=True)
+class FetchSnapshot:
+    """What must survive a restart besides the ledger: requests in flight and the holders."""
+
+    in_flight: tuple[tuple[ContentId, InFlight], ...]
+    holders: tuple[tuple[int, frozenset[ContentId]], ...]
+
+
+class FetchPlanner:
+    """Plans chunk fetches for one node; see the module docstring."""
+
+    def __init__(
+        self,
+        neighbours: Mapping[int, LinkKind],
+        ledger: ArtifactLedger,
+        config: FetchConfig = FetchConfig(),
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self._neighbours = dict(neighbours)
+        self._holdings: dict[int, set[ContentId]] = {n: set() for n in self._neighbours}
+        self._in_flight: dict[ContentId, InFlight] = {}
+        self._load: dict[int, int] = dict.fromkeys(self._neighbours, 0)
+        # (chunk, neighbour) -> times it timed out or sent bad bytes: the fewest is asked first,
+        # so repeated timeouts go round the holders instead of hammering one.
+        self._failures: Counter[tuple[ContentId, int]] = Counter()
+        self._announced_complete: set[ContentId] = set()
+        #: Answers that arrived for chunks already held (late copies after a timeout).
+        self.duplicates = 0
+
+    # --- state -------------------------------------------------------------------------
+
+    def state_of(self, chunk: ContentId) -> ChunkState:
+        if self.ledger.holds(chunk):
+            return ChunkState.HELD
+        if chunk in self._in_flight:
+            return ChunkState.REQUESTED
+        return ChunkState.MISSING
+
+    def in_flight(self) -> dict[ContentId, InFlight]:
+        return dict(self._in_flight)
+
+    def snapshot(self) -> FetchSnapshot:
+        return FetchSnapshot(
+            in_flight=tuple(sorted(self._in_flight.items())),
+            holders=tuple(sorted((n, frozenset(c)) for n, c in self._holdings.items())),
+        )
+
+    @classmethod
+    def resume(
+        cls,
+        neighbours: Mapping[int, LinkKind],
+        ledger: ArtifactLedger,
+        snapshot: FetchSnapshot,
+        config: FetchConfig = FetchConfig(),
+    ) -> FetchPlanner:
+        """A planner after a restart: requests still in flight keep their deadlines."""
+        planner = cls(neighbours, ledger, config)
+        for neighbour, chunks in snapshot.holders:
+            if neighbour in planner._holdings:
+                planner._holdings[neighbour] |= chunks
+        for chunk, request in snapshot.in_flight:
+            if request.neighbour in planner._load and not ledger.holds(chunk):
+                planner._in_flight[chunk] = request
+                planner._load[request.neighbour] += 1
+        return planner
+
+    def _move(self, chunk: ContentId, happening: str) -> ChunkState:
+        state = self.state_of(chunk)
+        new = TRANSITIONS[state].get(happening)
+        if new is None:
+            raise LocalProtocolError(f"chunk {chunk.short()}: no '{happening}' from {state.value}")
+        return new
+
+    # --- events ------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: int) -> list[Action]:
+        """Apply ``event`` at ``now``; return the actions to carry out, in order."""
+        actions: list[Action] = []
+        if isinstance(event, ReleaseWanted):
+            self.ledger.admit(event.manifest)  # QuotaExceeded leaves everything as it was
+        elif isinstance(event, HolderAnnounced):
+            self._on_announced(event)
+        elif isinstance(event, ChunkReceived):
+            self._on_chunk(event, actions)
+        elif isinstance(event, NeighbourLost):
+            self._on_lost(event.neighbour)
+        elif isinstance(event, Tick):
+            self._expire(now)
+        self._complete(actions)
+        self._plan(now, actions)
+        return actions
+
+    def _on_announced(self, event: HolderAnnounced) -> None:
+        holding = self._holdings.get(event.neighbour)
+        if holding is None:
+            return  # not a neighbour we fetch from
+        holding |= event.chunks
+        # A neighbour heard from again gets another chance at the chunks it failed.
+        for key in [key for key in self._failures if key[1] == event.neighbour]:
+            del self._failures[key]
+
+    def _on_chunk(self, event: ChunkReceived, actions: list[Action]) -> None:
+        chunk, neighbour = event.chunk, event.neighbour
+        if self.ledger.holds(chunk):
+            self.duplicates += 1
+            self._drop_request(chunk, neighbour)
+            return
+        self._move(chunk, "arrive")
+        try:
+            self.ledger.store(chunk, event.data)
+        except (ChunkNotWanted, ChunkMismatch) as exc:
+            actions.append(ChunkRefused(neighbour, chunk, exc.code, exc.message))
+            request = self._in_flight.get(chunk)
+            if request is not None and request.neighbour == neighbour:
+                self._move(chunk, "refused")
+                self._drop_request(chunk, neighbour)
+                self._failures[chunk, neighbour] += 1
+            return
+        self._drop_any_request(chunk)
+        for key in [key for key in self._failures if key[0] == chunk]:
+            del self._failures[key]
+        actions.append(StoreChunk(chunk, event.data))
+        actions.append(AnnounceHeld(frozenset((chunk,))))
+        holding = self._holdings.get(neighbour)
+        if holding is not None:
+            holding.add(chunk)  # it just proved it holds the chunk
+
+    def _on_lost(self, neighbour: int) -> None:
+        if neighbour not in self._holdings:
+            return
+        self._holdings[neighbour].clear()
+        for chunk, request in list(self._in_flight.items()):
+            if request.neighbour == neighbour:
+                self._move(chunk, "lost")
+                self._drop_request(chunk, neighbour)
+
+    def _expire(self, now: int) -> None:
+        for chunk, request in list(self._in_flight.items()):
+            if request.deadline <= now:
+                self._move(chunk, "timeout")
+                self._drop_request(chunk, request.neighbour)
+                self._failures[chunk, request.neighbour] += 1
+
+    def _drop_request(self, chunk: ContentId, neighbour: int) -> None:
+        request = self._in_flight.get(chunk)
+        if request is not None and request.neighbour == neighbour:
+            del self._in_flight[chunk]
+            self._load[neighbour] -= 1
+
+    def _drop_any_request(self, chunk: ContentId) -> None:
+        request = self._in_flight.get(chunk)
+        if request is not None:
+            self._drop_request(chunk, request.neighbour)
+
+    def _complete(self, actions: list[Action]) -> None:
+        for release_id in self.ledger.releases():
+            if release_id not in self._announced_complete and self.ledger.complete(release_id):
+                self._announced_complete.add(release_id)
+                actions.append(ReleaseComplete(release_id))
+
+    # --- planning ----------------------------------------------------------------------
+
+    def _allowed(self, neighbour: int) -> bool:
+        kind = self._neighbours[neighbour]
+        return kind is not LinkKind.INTER_REGION or self.config.may_cross_region
+
+    def _plan(self, now: int, actions: list[Action]) -> None:
+        limit = self.config.max_in_flight_per_neighbour
+        for ref in self.ledger.missing():
+            chunk = ref.id
+            if chunk in self._in_flight:
+                continue
+            candidates = [
+                n for n in self._holders(chunk) if self._allowed(n) and self._load[n] < limit
+            ]
+            if not candidates:
+                continue
+            best = min(
+                candidates,
+                key=lambda n: (
+                    self._neighbours[n],
+                    self._failures[chunk, n],
+                    self._load[n],
+                    n,
+                ),
+            )
+            self._move(chunk, "request")
+            deadline = now + self.config.request_timeout
+            self._in_flight[chunk] = InFlight(best, deadline)
+            self._load[best] += 1
+            actions.append(RequestChunk(best, chunk, deadline))
+
+    def _holders(self, chunk: ContentId) -> Iterable[int]:
+        return (n for n, held in self._holdings.items() if chunk in held)

@@ -1,0 +1,458 @@
+"""The fetch planner: unit cases, and a small virtual-time fleet that counts every chunk
+crossing every inter-region link."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import Counter
+from collections.abc import Iterable
+
+import attrs
+import pytest
+from fleetwire.protocol.errors import LocalProtocolError
+from fleetwire.protocol.ids import ContentId
+from fleetwire.protocol.release.errors import QuotaExceeded
+from fleetwire.protocol.release.fetch import (
+    TRANSITIONS,
+    AnnounceHeld,
+    ChunkReceived,
+    ChunkRefused,
+    ChunkState,
+    FetchConfig,
+    FetchPlanner,
+    HolderAnnounced,
+    LinkKind,
+    NeighbourLost,
+    ReleaseComplete,
+    ReleaseWanted,
+    RequestChunk,
+    StoreChunk,
+    Tick,
+)
+from fleetwire.protocol.release.ledger import ArtifactLedger, ArtifactQuota
+from fleetwire.protocol.release.manifest import Manifest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from .release_support import make_release
+
+# --- unit cases ----------------------------------------------------------------------------
+
+
+def _requests(actions: Iterable[object]) -> list[RequestChunk]:
+    return [a for a in actions if isinstance(a, RequestChunk)]
+
+
+def test_asks_one_holder_per_chunk_and_prefers_the_cheapest_link() -> None:
+    manifest, _ = make_release(size=4096, chunk_size=1024)
+    planner = FetchPlanner({1: LinkKind.CELL, 2: LinkKind.REGION}, ArtifactLedger())
+    assert planner.handle(ReleaseWanted(manifest), 0) == []
+    all_chunks = frozenset(manifest.distinct_chunks())
+    sent = _requests(planner.handle(HolderAnnounced(2, all_chunks), 0))
+    assert [r.neighbour for r in sent] == [2] * 4
+    # The cell neighbour announcing later changes nothing in flight: never the same chunk twice.
+    assert _requests(planner.handle(HolderAnnounced(1, all_chunks), 5)) == []
+    assert all(planner.state_of(c) is ChunkState.REQUESTED for c in all_chunks)
+
+
+def test_stores_verified_chunks_announces_them_and_completes() -> None:
+    manifest, blobs = make_release(size=2048, chunk_size=1024)
+    planner = FetchPlanner({1: LinkKind.CELL}, ArtifactLedger())
+    planner.handle(ReleaseWanted(manifest), 0)
+    planner.handle(HolderAnnounced(1, frozenset(blobs)), 0)
+    first, second = (ref.id for ref in manifest.chunks)
+    actions = planner.handle(ChunkReceived(1, first, blobs[first]), 10)
+    assert actions == [StoreChunk(first, blobs[first]), AnnounceHeld(frozenset({first}))]
+    actions = planner.handle(ChunkReceived(1, second, blobs[second]), 11)
+    assert actions[-1] == ReleaseComplete(manifest.release_id)
+    assert planner.handle(ChunkReceived(1, second, blobs[second]), 12) == []
+    assert planner.duplicates == 1
+
+
+def test_a_chunk_with_a_wrong_hash_is_refused_and_fetched_elsewhere() -> None:
+    manifest, blobs = make_release(size=1024, chunk_size=1024)
+    (chunk,) = blobs
+    planner = FetchPlanner({1: LinkKind.CELL, 2: LinkKind.CELL}, ArtifactLedger())
+    planner.handle(ReleaseWanted(manifest), 0)
+    (request,) = _requests(planner.handle(HolderAnnounced(1, frozenset(blobs)), 0))
+    planner.handle(HolderAnnounced(2, frozenset(blobs)), 0)
+    actions = planner.handle(ChunkReceived(request.neighbour, chunk, b"\x00" * 1024), 5)
+    refused = [a for a in actions if isinstance(a, ChunkRefused)]
+    assert [r.code for r in refused] == ["chunk-hash-mismatch"]
+    assert not any(isinstance(a, StoreChunk) for a in actions)
+    # Asked again at once, of the other holder.
+    assert [r.neighbour for r in _requests(actions)] == [2]
+    assert not planner.ledger.holds(chunk)
+
+
+def test_unsolicited_chunks_are_refused_with_a_code() -> None:
+    planner = FetchPlanner({1: LinkKind.CELL}, ArtifactLedger())
+    data = b"not ours"
+    (refused,) = planner.handle(ChunkReceived(1, ContentId.of(data), data), 0)
+    assert isinstance(refused, ChunkRefused) and refused.code == "chunk-not-wanted"
+
+
+def test_timeout_moves_the_request_to_another_holder_then_back() -> None:
+    manifest, blobs = make_release(size=1024, chunk_size=1024)
+    (chunk,) = blobs
+    config = FetchConfig(request_timeout=100)
+    planner = FetchPlanner({1: LinkKind.CELL, 2: LinkKind.CELL}, ArtifactLedger(), config)
+    planner.handle(ReleaseWanted(manifest), 0)
+    (first,) = _requests(planner.handle(HolderAnnounced(2, frozenset(blobs)), 0))
+    assert first.neighbour == 2 and first.deadline == 100
+    assert _requests(planner.handle(HolderAnnounced(1, frozenset(blobs)), 0)) == []
+    assert _requests(planner.handle(Tick(), 99)) == []
+    (second,) = _requests(planner.handle(Tick(), 100))
+    assert second.neighbour == 1 and second.deadline == 200
+    (third,) = _requests(planner.handle(Tick(), 200))
+    assert third.neighbour == 1  # one failure each: the lowest node number
+    (fourth,) = _requests(planner.handle(Tick(), 300))
+    assert fourth.neighbour == 2  # round the holders, not the same one again and again
+    # A late answer from the first holder is still good: stored once.
+    actions = planner.handle(ChunkReceived(2, chunk, blobs[chunk]), 350)
+    assert StoreChunk(chunk, blobs[chunk]) in actions
+    assert planner.in_flight() == {}
+
+
+def test_a_lost_neighbour_gives_its_requests_back() -> None:
+    manifest, blobs = make_release(size=2048, chunk_size=1024)
+    planner = FetchPlanner({1: LinkKind.CELL, 2: LinkKind.REGION}, ArtifactLedger())
+    planner.handle(ReleaseWanted(manifest), 0)
+    planner.handle(HolderAnnounced(1, frozenset(blobs)), 0)
+    planner.handle(HolderAnnounced(2, frozenset(blobs)), 0)
+    moved = _requests(planner.handle(NeighbourLost(1), 1))
+    assert {r.neighbour for r in moved} == {2} and len(moved) == 2
+
+
+def test_only_a_gateway_fetches_across_regions() -> None:
+    manifest, blobs = make_release(size=1024, chunk_size=1024)
+    member = FetchPlanner({7: LinkKind.INTER_REGION}, ArtifactLedger())
+    member.handle(ReleaseWanted(manifest), 0)
+    assert _requests(member.handle(HolderAnnounced(7, frozenset(blobs)), 0)) == []
+    gateway = FetchPlanner(
+        {7: LinkKind.INTER_REGION}, ArtifactLedger(), FetchConfig(may_cross_region=True)
+    )
+    gateway.handle(ReleaseWanted(manifest), 0)
+    assert len(_requests(gateway.handle(HolderAnnounced(7, frozenset(blobs)), 0))) == 1
+
+
+def test_requests_per_neighbour_are_bounded() -> None:
+    manifest, blobs = make_release(size=20 * 1024, chunk_size=1024)
+    planner = FetchPlanner(
+        {1: LinkKind.CELL}, ArtifactLedger(), FetchConfig(max_in_flight_per_neighbour=3)
+    )
+    planner.handle(ReleaseWanted(manifest), 0)
+    assert len(_requests(planner.handle(HolderAnnounced(1, frozenset(blobs)), 0))) == 3
+    chunk = next(iter(planner.in_flight()))
+    assert len(_requests(planner.handle(ChunkReceived(1, chunk, blobs[chunk]), 1))) == 1
+
+
+def test_a_release_over_quota_is_refused_and_the_installed_one_kept() -> None:
+    installed, blobs = make_release(size=3000, seed=b"old")
+    ledger = ArtifactLedger(ArtifactQuota(max_bytes=4000))
+    planner = FetchPlanner({1: LinkKind.CELL}, ledger)
+    planner.handle(ReleaseWanted(installed), 0)
+    planner.handle(HolderAnnounced(1, frozenset(blobs)), 0)
+    for chunk, data in blobs.items():
+        planner.handle(ChunkReceived(1, chunk, data), 1)
+    bigger, _ = make_release(size=3000, seed=b"new")
+    with pytest.raises(QuotaExceeded):
+        planner.handle(ReleaseWanted(bigger), 2)
+    assert ledger.complete(installed.release_id) and len(ledger.releases()) == 1
+
+
+def test_resume_after_restart_keeps_requests_and_held_chunks() -> None:
+    manifest, blobs = make_release(size=4096, chunk_size=1024)
+    neighbours = {1: LinkKind.CELL}
+    ledger = ArtifactLedger()
+    planner = FetchPlanner(neighbours, ledger, FetchConfig(request_timeout=100))
+    planner.handle(ReleaseWanted(manifest), 0)
+    sent = _requests(planner.handle(HolderAnnounced(1, frozenset(blobs)), 0))
+    planner.handle(ChunkReceived(1, sent[0].chunk, blobs[sent[0].chunk]), 10)
+    snapshot = planner.snapshot()
+    # Restart: a fresh ledger told what the store holds, and the snapshot.
+    fresh = ArtifactLedger()
+    fresh.admit(manifest)
+    fresh.restore_held(ledger.held)
+    resumed = FetchPlanner.resume(neighbours, fresh, snapshot, FetchConfig(request_timeout=100))
+    assert set(resumed.in_flight()) == {r.chunk for r in sent[1:]}
+    assert _requests(resumed.handle(Tick(), 50)) == []  # nothing asked twice before deadlines
+    again = _requests(resumed.handle(Tick(), 100))
+    assert {r.chunk for r in again} == {r.chunk for r in sent[1:]}
+    assert sent[0].chunk not in {r.chunk for r in again}
+
+
+def test_the_transition_table_refuses_what_it_does_not_name() -> None:
+    manifest, blobs = make_release(size=1024, chunk_size=1024)
+    planner = FetchPlanner({1: LinkKind.CELL}, ArtifactLedger())
+    planner.handle(ReleaseWanted(manifest), 0)
+    (chunk,) = blobs
+    with pytest.raises(LocalProtocolError):
+        planner._move(chunk, "timeout")  # MISSING has no timeout
+    assert TRANSITIONS[ChunkState.HELD] == {}
+
+
+# --- the fleet model ---------------------------------------------------------------------
+
+
+@attrs.define
+class Fleet:
+    """Regions of cells of nodes; node 0 (region 0) is the release pipeline that holds it all."""
+
+    region_of: dict[int, int] = attrs.Factory(dict)
+    links: dict[frozenset[int], tuple[LinkKind, int]] = attrs.Factory(dict)  # kind, delay ms
+    gateways: dict[int, int] = attrs.Factory(dict)
+
+    def link(self, a: int, b: int, kind: LinkKind, delay: int) -> None:
+        self.links[frozenset((a, b))] = (kind, delay)
+
+    def neighbours(self, node: int) -> dict[int, LinkKind]:
+        out = {}
+        for pair, (kind, _) in self.links.items():
+            if node in pair:
+                (other,) = pair - {node}
+                out[other] = kind
+        return out
+
+
+def build_fleet(
+    regions: int,
+    cells: int,
+    members: int,
+    rng: random.Random,
+    *,
+    region_edges: Iterable[tuple[int, int]],
+    stray_links: int = 0,
+) -> Fleet:
+    fleet = Fleet()
+    ids = itertools.count(1)
+    fleet.region_of[0] = 0
+    delay = lambda: rng.randint(500, 20_000)  # noqa: E731 - light time, ms
+    cell_members: list[list[int]] = []
+    for region in range(regions):
+        gateway = next(ids)
+        fleet.gateways[region] = gateway
+        fleet.region_of[gateway] = region
+        for _ in range(cells):
+            coordinator = next(ids)
+            fleet.region_of[coordinator] = region
+            fleet.link(gateway, coordinator, LinkKind.REGION, delay())
+            cell = [next(ids) for _ in range(members)]
+            cell_members.append(cell)
+            for member in cell:
+                fleet.region_of[member] = region
+                fleet.link(coordinator, member, LinkKind.CELL, delay())
+            for a, b in itertools.combinations(cell, 2):
+                fleet.link(a, b, LinkKind.CELL, delay())
+    fleet.link(0, fleet.gateways[0], LinkKind.REGION, delay())
+    for a, b in region_edges:
+        fleet.link(fleet.gateways[a], fleet.gateways[b], LinkKind.INTER_REGION, delay())
+    # Members with a direct link into another region: the rule says they must not use it.
+    everyone = [m for cell in cell_members for m in cell]
+    for _ in range(stray_links):
+        a, b = rng.sample(everyone, 2)
+        if fleet.region_of[a] != fleet.region_of[b]:
+            fleet.link(a, b, LinkKind.INTER_REGION, delay())
+    return fleet
+
+
+@attrs.define
+class Outcome:
+    planners: dict[int, FetchPlanner]
+    crossings: Counter[tuple[frozenset[int], ContentId]]
+    entries: Counter[tuple[int, ContentId]]
+    deliveries: Counter[tuple[int, ContentId]]
+    refused: list[ChunkRefused]
+    end: int
+
+
+def run_fleet(
+    fleet: Fleet,
+    manifest: Manifest,
+    blobs: dict[ContentId, bytes],
+    *,
+    partitions: Iterable[tuple[int, int, int]] = (),  # node, start, end: all its links down
+    corrupt: Iterable[int] = (),  # nodes that serve flipped bytes once per chunk
+) -> Outcome:
+    """Deliver every message over its link after the link's delay, dropping what a partition
+    cuts, in virtual time; when a partition ends the two sides exchange what they hold."""
+    max_delay = max(delay for _, delay in fleet.links.values())
+    config = FetchConfig(request_timeout=2 * max_delay + 1)
+    planners: dict[int, FetchPlanner] = {}
+    store: dict[int, dict[ContentId, bytes]] = {0: dict(blobs)}
+    for node in fleet.region_of:
+        if node == 0:
+            continue
+        gateway = node in fleet.gateways.values()
+        planners[node] = FetchPlanner(
+            fleet.neighbours(node), ArtifactLedger(), attrs.evolve(config, may_cross_region=gateway)
+        )
+        store[node] = {}
+    down = [(n, s, e) for n, s, e in partitions]
+    corrupting = set(corrupt)
+    corrupted: set[tuple[int, ContentId]] = set()
+    heap: list[tuple[int, int, tuple[object, ...]]] = []
+    seq = itertools.count()
+    crossings: Counter[tuple[frozenset[int], ContentId]] = Counter()
+    entries: Counter[tuple[int, ContentId]] = Counter()
+    deliveries: Counter[tuple[int, ContentId]] = Counter()
+    refused: list[ChunkRefused] = []
+
+    def cut(a: int, b: int, at: int) -> bool:
+        return any(n in (a, b) and s <= at < e for n, s, e in down)
+
+    def send(at: int, src: int, dst: int, message: tuple[object, ...]) -> None:
+        if cut(src, dst, at):
+            return
+        _, delay = fleet.links[frozenset((src, dst))]
+        heapq.heappush(heap, (at + delay, next(seq), (src, dst, *message)))
+
+    def announce(at: int, node: int, chunks: frozenset[ContentId]) -> None:
+        for other in fleet.neighbours(node):
+            send(at, node, other, ("have", chunks))
+
+    def carry_out(at: int, node: int, actions: list[object]) -> None:
+        for action in actions:
+            if isinstance(action, RequestChunk):
+                send(at, node, action.neighbour, ("want", action.chunk))
+                heapq.heappush(heap, (action.deadline, next(seq), (node, node, "tick")))
+            elif isinstance(action, StoreChunk):
+                store[node][action.chunk] = action.data
+            elif isinstance(action, AnnounceHeld):
+                announce(at, node, action.chunks)
+            elif isinstance(action, ChunkRefused):
+                refused.append(action)
+
+    for node, planner in planners.items():
+        carry_out(0, node, planner.handle(ReleaseWanted(manifest), 0))
+    announce(0, 0, frozenset(blobs))
+    for node, _, end in down:  # contact resumes: both sides say what they hold
+        heapq.heappush(heap, (end, next(seq), (node, node, "heal")))
+    now = 0
+    while heap:
+        now, _, (src, dst, kind, *rest) = heapq.heappop(heap)
+        if kind == "tick":
+            carry_out(now, dst, planners[dst].handle(Tick(), now))
+            continue
+        if kind == "heal":
+            for other in fleet.neighbours(dst):
+                for a, b in ((dst, other), (other, dst)):
+                    if store[a]:
+                        send(now, a, b, ("have", frozenset(store[a])))
+            continue
+        if cut(src, dst, now):
+            continue  # lost in flight
+        if kind == "have":
+            (chunks,) = rest
+            if dst in planners:
+                carry_out(now, dst, planners[dst].handle(HolderAnnounced(src, chunks), now))
+        elif kind == "want":
+            (chunk,) = rest
+            data = store[dst].get(chunk)
+            assert data is not None, "asked a neighbour that never announced the chunk"
+            if dst in corrupting and (dst, chunk) not in corrupted:
+                corrupted.add((dst, chunk))
+                data = bytes([data[0] ^ 1]) + data[1:]
+            send(now, dst, src, ("chunk", chunk, data))
+        elif kind == "chunk":
+            chunk, data = rest
+            link = frozenset((src, dst))
+            if fleet.links[link][0] is LinkKind.INTER_REGION:
+                crossings[link, chunk] += 1
+                entries[fleet.region_of[dst], chunk] += 1
+            deliveries[dst, chunk] += 1
+            carry_out(now, dst, planners[dst].handle(ChunkReceived(src, chunk, data), now))
+    return Outcome(planners, crossings, entries, deliveries, refused, now)
+
+
+def check_outcome(fleet: Fleet, manifest: Manifest, outcome: Outcome, regions: int) -> None:
+    chunks = manifest.distinct_chunks()
+    for node, planner in outcome.planners.items():
+        assert planner.ledger.complete(manifest.release_id), f"node {node} did not finish"
+        assert planner.duplicates == 0
+    # Each chunk crosses each inter-region link at most once, and enters each region once.
+    assert all(count == 1 for count in outcome.crossings.values())
+    for chunk in chunks:
+        for region in range(1, regions):
+            assert outcome.entries[region, chunk] == 1
+        assert outcome.entries[0, chunk] == 0
+    # Every node received every chunk exactly once, unless a corrupt copy was refused first.
+    refused = Counter((r.chunk) for r in outcome.refused)
+    for (node, chunk), count in outcome.deliveries.items():
+        assert count == 1 or refused[chunk] > 0, (node, chunk.short(), count)
+
+
+def test_three_regions_of_four_cells_each_link_carries_each_chunk_once() -> None:
+    rng = random.Random(7)
+    fleet = build_fleet(3, 4, 3, rng, region_edges=[(0, 1), (1, 2)], stray_links=6)
+    manifest, blobs = make_release(size=8 * 1024, chunk_size=1024)
+    # A member of region 2 is cut off for most of the rollout and catches up when it heals.
+    member = max(n for n, r in fleet.region_of.items() if r == 2)
+    outcome = run_fleet(fleet, manifest, blobs, partitions=[(member, 1_000, 400_000)])
+    check_outcome(fleet, manifest, outcome, 3)
+    inter_region = [
+        pair for pair, (kind, _) in fleet.links.items() if kind is LinkKind.INTER_REGION
+    ]
+    gateway_links = [pair for pair in inter_region if pair <= set(fleet.gateways.values())]
+    assert len(gateway_links) == 2
+    for pair in gateway_links:  # a tree between regions: every chunk over every link, once
+        assert all(outcome.crossings[pair, chunk] == 1 for chunk in blobs)
+    assert sum(outcome.crossings.values()) == 2 * len(blobs)
+    assert outcome.end > 400_000  # the partitioned member finished after it healed
+    assert outcome.planners[member].ledger.complete(manifest.release_id)
+
+
+def test_corrupt_copies_are_refused_and_the_fleet_still_completes() -> None:
+    rng = random.Random(3)
+    fleet = build_fleet(2, 2, 2, rng, region_edges=[(0, 1)])
+    manifest, blobs = make_release(size=4 * 1024, chunk_size=1024)
+    corrupt = [fleet.gateways[1]]
+    outcome = run_fleet(fleet, manifest, blobs, corrupt=corrupt)
+    check_outcome(fleet, manifest, outcome, 2)
+    assert outcome.refused and {r.code for r in outcome.refused} == {"chunk-hash-mismatch"}
+    for node, planner in outcome.planners.items():
+        for chunk, data in blobs.items():
+            assert planner.ledger.holds(chunk), node
+            assert ContentId.of(data) == chunk
+
+
+@settings(max_examples=25)
+@given(
+    regions=st.integers(2, 4),
+    cells=st.integers(1, 3),
+    members=st.integers(1, 3),
+    chunks=st.integers(1, 6),
+    extra_region_edges=st.booleans(),
+    stray_links=st.integers(0, 4),
+    partitioned=st.integers(0, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_each_chunk_crosses_each_region_link_at_most_once_and_enters_each_region_once(
+    regions: int,
+    cells: int,
+    members: int,
+    chunks: int,
+    extra_region_edges: bool,
+    stray_links: int,
+    partitioned: int,
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    edges = [(r, rng.randrange(r)) for r in range(1, regions)]  # a random tree
+    if extra_region_edges:
+        edges += [
+            (a, b) for a, b in itertools.combinations(range(regions), 2) if (a, b) not in edges
+        ]
+    fleet = build_fleet(regions, cells, members, rng, region_edges=edges, stray_links=stray_links)
+    manifest, blobs = make_release(size=chunks * 512, chunk_size=512, seed=seed.to_bytes(4, "big"))
+    nodes = sorted(n for n in fleet.region_of if n)
+    partitions = []
+    for node in rng.sample(nodes, min(partitioned, len(nodes))):
+        start = rng.randint(0, 100_000)
+        partitions.append((node, start, start + rng.randint(1, 2_000_000)))
+    outcome = run_fleet(fleet, manifest, blobs, partitions=partitions)
+    check_outcome(fleet, manifest, outcome, regions)
+    if not extra_region_edges:  # a tree: exactly (regions - 1) crossings per chunk
+        assert sum(outcome.crossings.values()) == (regions - 1) * len(blobs)
