@@ -456,3 +456,16 @@ def test_property_each_chunk_crosses_each_region_link_at_most_once_and_enters_ea
     check_outcome(fleet, manifest, outcome, regions)
     if not extra_region_edges:  # a tree: exactly (regions - 1) crossings per chunk
         assert sum(outcome.crossings.values()) == (regions - 1) * len(blobs)
+
+
+def test_what_a_neighbour_announces_is_bounded_unless_wanted() -> None:
+    manifest, blobs = make_release(size=2048, chunk_size=1024)
+    planner = FetchPlanner(
+        {1: LinkKind.CELL}, ArtifactLedger(), FetchConfig(max_unwanted_per_neighbour=10)
+    )
+    noise = frozenset(ContentId.of(b"%d" % i) for i in range(1000))
+    planner.handle(HolderAnnounced(1, noise), 0)
+    assert len(planner.snapshot().holders[0][1]) == 10
+    planner.handle(ReleaseWanted(manifest), 1)
+    sent = _requests(planner.handle(HolderAnnounced(1, noise | frozenset(blobs)), 2))
+    assert {r.chunk for r in sent} == set(blobs)  # wanted ones are kept past the bound

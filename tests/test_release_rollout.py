@@ -16,6 +16,7 @@ from fleetwire.protocol.release.rollout import (
     Halt,
     HealthDigest,
     InstallShadow,
+    InteractionCases,
     RollBack,
     Rollout,
     RolloutComplete,
@@ -64,6 +65,8 @@ def prove_stage(rollout: Rollout, now: int) -> tuple[list[object], int]:
     actions: list[object] = []
     for cell in sorted(rollout.cells):
         actions += rollout.handle(CellInstalled(cell), now)
+    if rollout.stage == 0:
+        actions += rollout.handle(InteractionCases(rollout.plan.canary, passed=12, failed=0), now)
     for cell in sorted(rollout.cells):
         actions += rollout.handle(ShadowReport(cell, agreed=60, diverged=0), now)
     granted = now
@@ -101,15 +104,38 @@ def test_authority_waits_for_enough_agreeing_shadow_samples_from_every_cell() ->
     rollout.handle(CellInstalled(0), 1)
     assert rollout.state is RolloutState.SHADOW
     assert rollout.handle(ShadowReport(0, agreed=49, diverged=0), 2) == []
-    assert rollout.handle(ShadowReport(0, agreed=50, diverged=0), 3) == [
+    assert rollout.handle(ShadowReport(0, agreed=50, diverged=0), 3) == []  # gate not yet
+    assert rollout.handle(InteractionCases(0, passed=12, failed=0), 4) == [
         GrantAuthority(0, frozenset({0}))
     ]
+
+
+def test_a_failed_cross_version_interaction_case_in_the_canary_halts_the_rollout() -> None:
+    rollout = Rollout(plan())
+    rollout.handle(Start(census()), 0)
+    rollout.handle(CellInstalled(0), 1)
+    rollout.handle(ShadowReport(0, agreed=500, diverged=0), 2)
+    actions = rollout.handle(InteractionCases(0, passed=11, failed=1), 3)
+    assert actions == [
+        RollBack(frozenset({0}), Version(2, 4, 1)),
+        RolloutHalted("cell 0: 1 cross-version interaction cases failed"),
+    ]
+
+
+def test_reports_that_came_while_installing_count_once_the_stage_is_installed() -> None:
+    rollout = Rollout(plan(waves=(frozenset({1}),)))
+    rollout.handle(Start(census()), 0)
+    rollout.handle(InteractionCases(0, passed=12, failed=0), 1)
+    rollout.handle(ShadowReport(0, agreed=50, diverged=0), 2)
+    assert rollout.state is RolloutState.INSTALLING
+    assert rollout.handle(CellInstalled(0), 3) == [GrantAuthority(0, frozenset({0}))]
 
 
 def test_the_next_stage_waits_for_the_soak_and_for_every_cell_of_the_stage() -> None:
     rollout = Rollout(plan(canary=0, waves=(frozenset({1, 2}), frozenset({3}))))
     rollout.handle(Start(census()), 0)
     rollout.handle(CellInstalled(0), 0)
+    rollout.handle(InteractionCases(0, 12, 0), 0)
     rollout.handle(ShadowReport(0, 50, 0), 100)  # granted at 100
     # Healthy, but observed before the soak ends: not enough, however late it is now.
     assert rollout.handle(HealthDigest(0, True, 100 + SOAK - 1), 100 + SOAK + 5) == []
@@ -156,6 +182,7 @@ def test_a_canary_whose_digests_degrade_is_rolled_back_and_no_wave_ever_gets_aut
     rollout = Rollout(plan())
     actions: list[object] = rollout.handle(Start(census()), 0)
     actions += rollout.handle(CellInstalled(0), 1)
+    actions += rollout.handle(InteractionCases(0, 12, 0), 1)
     actions += rollout.handle(ShadowReport(0, 50, 0), 2)
     actions += rollout.handle(HealthDigest(0, True, 2 + HOUR), 2 + HOUR)
     actions += rollout.handle(HealthDigest(0, False, 2 + 5 * HOUR), 2 + 5 * HOUR)
@@ -241,15 +268,23 @@ def test_a_minor_release_of_a_running_major_fits_and_other_lineages_do_not_count
 
 # --- property: authority only ever follows the rules --------------------------------------
 
-_SMALL = dict(canary=0, waves=(frozenset({1, 2}), frozenset({3})), soak=100, shadow_samples=3)
+_SMALL = dict(
+    canary=0,
+    waves=(frozenset({1, 2}), frozenset({3})),
+    soak=100,
+    shadow_samples=3,
+    interaction_cases=2,
+)
 
 
 def _draw_event(data: st.DataObject, rollout: Rollout, now: int) -> Event:
     """Mostly events about the current stage's cells (so runs get far), sometimes any cell."""
     cell = data.draw(st.sampled_from(sorted(rollout.cells)) | st.integers(0, 3))
-    kind = data.draw(st.integers(0, 19))
+    kind = data.draw(st.integers(0, 21))
     if kind < 4:
         return CellInstalled(cell)
+    if kind >= 20:
+        return InteractionCases(cell, data.draw(st.integers(0, 3)), int(kind == 21))
     if kind < 9:
         return ShadowReport(cell, data.draw(st.integers(0, 5)), int(kind == 8))
     if kind < 16:
@@ -269,6 +304,7 @@ def test_property_authority_is_granted_only_after_shadow_agreement_and_a_proven_
     diverged = unhealthy = False
     granted_at: dict[int, int] = {}
     installs_seen: set[int] = set()
+    gate = 0
     healthy_at: dict[int, int] = {}
     for _ in range(data.draw(st.integers(0, 80))):
         now += data.draw(st.integers(0, 60))
@@ -283,6 +319,12 @@ def test_property_authority_is_granted_only_after_shadow_agreement_and_a_proven_
                 and event.cell in rollout.plan.stages[stage_before]
                 and before in (RolloutState.INSTALLING, RolloutState.SHADOW)
             )
+        if isinstance(event, InteractionCases) and event.cell == 0 and stage_before == 0:
+            gate = max(gate, event.passed)
+            diverged |= event.failed > 0 and before in (
+                RolloutState.INSTALLING,
+                RolloutState.SHADOW,
+            )
         if isinstance(event, HealthDigest):
             unhealthy |= not event.healthy and event.cell in reached
             if event.healthy:
@@ -291,6 +333,7 @@ def test_property_authority_is_granted_only_after_shadow_agreement_and_a_proven_
             if isinstance(action, GrantAuthority):
                 assert not diverged and not unhealthy
                 assert all(agreed.get(cell, 0) >= 3 for cell in action.cells)
+                assert action.stage > 0 or gate >= 2
                 for cell in action.cells:
                     granted_at[cell] = now
                 if action.stage > 0:  # the previous stage soaked, healthy at its end

@@ -29,7 +29,9 @@ its region has the chunk. Among holders it prefers the cheapest link kind, then 
 that timed out or sent bad bytes for this chunk least often (so retries go round the holders),
 then the least loaded, then the lowest node number (deterministic). Cell members fetch from their cell coordinator, coordinators from
 the region gateway, gateways across the region link: each link carries each chunk once.
-At most ``max_in_flight_per_neighbour`` requests wait on one neighbour (bounded work for it).
+At most ``max_in_flight_per_neighbour`` requests wait on one neighbour (bounded work for it),
+and what a neighbour announces is kept only for wanted chunks plus a bounded number of others
+(bounded memory for us).
 """
 
 from __future__ import annotations
@@ -101,6 +103,10 @@ class FetchConfig:
     #: round trip of the slowest link in use, or answers arrive twice.
     request_timeout: int = 60_000
     max_in_flight_per_neighbour: int = 8
+    #: Chunk ids remembered per neighbour beyond those a wanted release names: a neighbour
+    #: cannot make us keep more than this of its announcements (it re-announces when a
+    #: contact resumes, so what is forgotten is learnt again).
+    max_unwanted_per_neighbour: int = 4096
     #: Only the region gateway fetches across inter-region links.
     may_cross_region: bool = False
 
@@ -289,7 +295,12 @@ class FetchPlanner:
         holding = self._holdings.get(event.neighbour)
         if holding is None:
             return  # not a neighbour we fetch from
-        holding |= event.chunks
+        for chunk in event.chunks:
+            if (
+                self.ledger.wanted(chunk) is not None
+                or len(holding) < self.config.max_unwanted_per_neighbour
+            ):
+                holding.add(chunk)
         # A neighbour heard from again gets another chance at the chunks it failed.
         for key in [key for key in self._failures if key[1] == event.neighbour]:
             del self._failures[key]

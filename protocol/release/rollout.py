@@ -11,8 +11,8 @@ and returns actions for the runtime to send (as signed rollout-stage orders) to 
 
 A :class:`RolloutPlan` is a canary cell and then waves of cells. Each stage goes through::
 
-    INSTALLING --every cell installed--> SHADOW --every cell agreed on enough samples-->
-    SOAKING --every cell healthy at the end of the soak--> next stage's INSTALLING / COMPLETE
+    INSTALLING --every cell installed--> SHADOW --every cell agreed on enough samples
+    (and, in the canary cell, the cross-version interaction cases passed)--> SOAKING --every cell healthy at the end of the soak--> next stage's INSTALLING / COMPLETE
 
 with authority granted on the way into SOAKING and to no cell before (a cell whose nodes are
 installed runs its shadow while the rest of the stage installs, so a divergence may come in
@@ -20,7 +20,9 @@ INSTALLING too; after the grant the shadow is over). From any of the three, a
 shadow divergence or an unhealthy digest — from the stage's cells or from any earlier stage
 that holds authority — leads to ROLLED_BACK: every cell reached so far is rolled back to the
 previous release and the rollout halts for the whole fleet; nothing is granted afterwards.
-An operator's :class:`Halt` does the same. :data:`TRANSITIONS` is the table; the handlers
+So does a failed cross-version interaction case in the canary cell (the conformance suite's
+cases between updated and old nodes, run there as the canary gate), and an operator's
+:class:`Halt`. :data:`TRANSITIONS` is the table; the handlers
 around it only decide which of the table's allowed states the guards pick. Reports that a
 state does not expect (a late shadow report during the soak) are ignored, not errors: in a
 DTN fleet they are normal.
@@ -54,6 +56,7 @@ __all__ = [
     "Halt",
     "HealthDigest",
     "InstallShadow",
+    "InteractionCases",
     "RollBack",
     "Rollout",
     "RolloutComplete",
@@ -102,6 +105,16 @@ class ShadowReport:
 
 
 @attrs.frozen(slots=True)
+class InteractionCases:
+    """The canary gate: ``cell``'s run of the conformance suite's cross-version interaction
+    cases between its updated nodes and its old ones (running totals)."""
+
+    cell: int
+    passed: int
+    failed: int
+
+
+@attrs.frozen(slots=True)
 class HealthDigest:
     """``cell``'s health digest (control-chart verdict over its nodes) at ``observed_at``."""
 
@@ -122,7 +135,7 @@ class Tick:
     """Time passed (a soak may have ended)."""
 
 
-Event = Start | CellInstalled | ShadowReport | HealthDigest | Halt | Tick
+Event = Start | CellInstalled | ShadowReport | InteractionCases | HealthDigest | Halt | Tick
 
 
 # --- actions ---------------------------------------------------------------------------
@@ -168,13 +181,19 @@ Action = InstallShadow | GrantAuthority | RollBack | RolloutHalted | RolloutComp
 TRANSITIONS: Final[dict[RolloutState, dict[type[Event], frozenset[RolloutState]]]] = {
     RolloutState.PLANNED: {Start: frozenset({RolloutState.INSTALLING})},
     RolloutState.INSTALLING: {
-        CellInstalled: frozenset({RolloutState.INSTALLING, RolloutState.SHADOW}),
+        CellInstalled: frozenset(
+            {RolloutState.INSTALLING, RolloutState.SHADOW, RolloutState.SOAKING}
+        ),
         ShadowReport: frozenset({RolloutState.INSTALLING, RolloutState.ROLLED_BACK}),
+        InteractionCases: frozenset({RolloutState.INSTALLING, RolloutState.ROLLED_BACK}),
         HealthDigest: frozenset({RolloutState.INSTALLING, RolloutState.ROLLED_BACK}),
         Halt: frozenset({RolloutState.ROLLED_BACK}),
     },
     RolloutState.SHADOW: {
         ShadowReport: frozenset(
+            {RolloutState.SHADOW, RolloutState.SOAKING, RolloutState.ROLLED_BACK}
+        ),
+        InteractionCases: frozenset(
             {RolloutState.SHADOW, RolloutState.SOAKING, RolloutState.ROLLED_BACK}
         ),
         HealthDigest: frozenset({RolloutState.SHADOW, RolloutState.ROLLED_BACK}),
@@ -212,6 +231,10 @@ class RolloutPlan:
     soak: int
     #: Agreeing shadow comparisons each cell must report before it is granted authority.
     shadow_samples: int = 100
+    #: Cross-version interaction cases the canary cell must pass (none may fail) before it
+    #: is granted authority: the canary gate (seeds: canaries test the interfaces between
+    #: updated and old nodes).
+    interaction_cases: int = 1
 
     @property
     def stages(self) -> tuple[frozenset[int], ...]:
@@ -227,7 +250,7 @@ class RolloutPlan:
             if twice:
                 raise RolloutRefused(f"cells {sorted(twice)} appear in two stages")
             seen |= cells
-        if self.soak <= 0 or self.shadow_samples <= 0:
+        if self.soak <= 0 or self.shadow_samples <= 0 or self.interaction_cases < 0:
             raise RolloutRefused("soak time and shadow samples must be positive")
         if self.previous is not None and self.previous >= self.version:
             raise RolloutRefused(f"{self.version} does not follow {self.previous}")
@@ -244,6 +267,7 @@ class Rollout:
         self.reason = ""
         self._installed: set[int] = set()
         self._agreed: dict[int, int] = {}
+        self._gate_passed = 0
         self._granted_at = 0
         self._healthy_until: dict[int, int] = {}
         #: Every cell the release has reached, and those holding authority.
@@ -281,9 +305,14 @@ class Rollout:
         if isinstance(event, CellInstalled):
             if event.cell in self.cells:
                 self._installed.add(event.cell)
-            return RolloutState.SHADOW if self._installed >= self.cells else self.state
+            if self._installed >= self.cells:
+                self.state = RolloutState.SHADOW
+                return self._try_grant(now, actions)
+            return self.state
         if isinstance(event, ShadowReport):
             return self._on_shadow(event, now, actions)
+        if isinstance(event, InteractionCases):
+            return self._on_gate(event, now, actions)
         if isinstance(event, HealthDigest):
             if not event.healthy and event.cell in self.reached:
                 return self._roll_back(
@@ -304,6 +333,7 @@ class Rollout:
     def _begin_stage(self, actions: list[Action]) -> RolloutState:
         self._installed.clear()
         self._agreed.clear()
+        self._gate_passed = 0
         self._healthy_until.clear()
         self.reached |= self.cells
         actions.append(InstallShadow(self.stage, self.cells))
@@ -319,14 +349,32 @@ class Rollout:
                 actions,
             )
         self._agreed[event.cell] = max(self._agreed.get(event.cell, 0), event.agreed)
-        if self.state is RolloutState.SHADOW and all(
-            self._agreed.get(cell, 0) >= self.plan.shadow_samples for cell in self.cells
-        ):
-            self._granted_at = now
-            self.authorised |= self.cells
-            actions.append(GrantAuthority(self.stage, self.cells))
-            return RolloutState.SOAKING
-        return self.state
+        return self._try_grant(now, actions)
+
+    def _on_gate(self, event: InteractionCases, now: int, actions: list[Action]) -> RolloutState:
+        if self.stage != 0 or event.cell not in self.cells:
+            return self.state
+        if event.failed > 0:
+            return self._roll_back(
+                f"cell {event.cell}: {event.failed} cross-version interaction cases failed",
+                actions,
+            )
+        self._gate_passed = max(self._gate_passed, event.passed)
+        return self._try_grant(now, actions)
+
+    def _try_grant(self, now: int, actions: list[Action]) -> RolloutState:
+        """Authority once the whole stage is installed, every cell agreed on enough shadow
+        samples, and (in the canary stage) the interaction cases passed."""
+        if self.state is not RolloutState.SHADOW:
+            return self.state
+        if any(self._agreed.get(cell, 0) < self.plan.shadow_samples for cell in self.cells):
+            return self.state
+        if self.stage == 0 and self._gate_passed < self.plan.interaction_cases:
+            return self.state
+        self._granted_at = now
+        self.authorised |= self.cells
+        actions.append(GrantAuthority(self.stage, self.cells))
+        return RolloutState.SOAKING
 
     def _maybe_advance(self, now: int, actions: list[Action]) -> RolloutState:
         if self.state is not RolloutState.SOAKING:
