@@ -39,6 +39,7 @@ MAX_LINEAGE: Final = 64
 MANIFEST_AAD: Final = b"fleetwire release manifest v3"
 REVOCATION_AAD: Final = b"fleetwire authority revocation v3"
 POLICY_AAD: Final = b"fleetwire policy table v3"
+ROLLOUT_STAGE_AAD: Final = b"fleetwire rollout stage v3"
 
 
 class RoleBearingKey(Protocol):
