@@ -3,13 +3,11 @@ crossing every inter-region link."""
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import random
 from collections import Counter
 from collections.abc import Iterable
 
-import attrs
 import pytest
 from fleetwire.protocol.errors import LocalProtocolError
 from fleetwire.protocol.ids import ContentId
@@ -36,6 +34,7 @@ from fleetwire.protocol.release.manifest import Manifest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from .release_fleet import ChunkNetwork, Fleet, build_fleet
 from .release_support import make_release
 
 # --- unit cases ----------------------------------------------------------------------------
@@ -194,78 +193,7 @@ def test_the_transition_table_refuses_what_it_does_not_name() -> None:
     assert TRANSITIONS[ChunkState.HELD] == {}
 
 
-# --- the fleet model ---------------------------------------------------------------------
-
-
-@attrs.define
-class Fleet:
-    """Regions of cells of nodes; node 0 (region 0) is the release pipeline that holds it all."""
-
-    region_of: dict[int, int] = attrs.Factory(dict)
-    links: dict[frozenset[int], tuple[LinkKind, int]] = attrs.Factory(dict)  # kind, delay ms
-    gateways: dict[int, int] = attrs.Factory(dict)
-
-    def link(self, a: int, b: int, kind: LinkKind, delay: int) -> None:
-        self.links[frozenset((a, b))] = (kind, delay)
-
-    def neighbours(self, node: int) -> dict[int, LinkKind]:
-        out = {}
-        for pair, (kind, _) in self.links.items():
-            if node in pair:
-                (other,) = pair - {node}
-                out[other] = kind
-        return out
-
-
-def build_fleet(
-    regions: int,
-    cells: int,
-    members: int,
-    rng: random.Random,
-    *,
-    region_edges: Iterable[tuple[int, int]],
-    stray_links: int = 0,
-) -> Fleet:
-    fleet = Fleet()
-    ids = itertools.count(1)
-    fleet.region_of[0] = 0
-    delay = lambda: rng.randint(500, 20_000)  # noqa: E731 - light time, ms
-    cell_members: list[list[int]] = []
-    for region in range(regions):
-        gateway = next(ids)
-        fleet.gateways[region] = gateway
-        fleet.region_of[gateway] = region
-        for _ in range(cells):
-            coordinator = next(ids)
-            fleet.region_of[coordinator] = region
-            fleet.link(gateway, coordinator, LinkKind.REGION, delay())
-            cell = [next(ids) for _ in range(members)]
-            cell_members.append(cell)
-            for member in cell:
-                fleet.region_of[member] = region
-                fleet.link(coordinator, member, LinkKind.CELL, delay())
-            for a, b in itertools.combinations(cell, 2):
-                fleet.link(a, b, LinkKind.CELL, delay())
-    fleet.link(0, fleet.gateways[0], LinkKind.REGION, delay())
-    for a, b in region_edges:
-        fleet.link(fleet.gateways[a], fleet.gateways[b], LinkKind.INTER_REGION, delay())
-    # Members with a direct link into another region: the rule says they must not use it.
-    everyone = [m for cell in cell_members for m in cell]
-    for _ in range(stray_links):
-        a, b = rng.sample(everyone, 2)
-        if fleet.region_of[a] != fleet.region_of[b]:
-            fleet.link(a, b, LinkKind.INTER_REGION, delay())
-    return fleet
-
-
-@attrs.define
-class Outcome:
-    planners: dict[int, FetchPlanner]
-    crossings: Counter[tuple[frozenset[int], ContentId]]
-    entries: Counter[tuple[int, ContentId]]
-    deliveries: Counter[tuple[int, ContentId]]
-    refused: list[ChunkRefused]
-    end: int
+# --- the fleet model (release_fleet.py) ------------------------------------------------------
 
 
 def run_fleet(
@@ -273,101 +201,18 @@ def run_fleet(
     manifest: Manifest,
     blobs: dict[ContentId, bytes],
     *,
-    partitions: Iterable[tuple[int, int, int]] = (),  # node, start, end: all its links down
-    corrupt: Iterable[int] = (),  # nodes that serve flipped bytes once per chunk
-) -> Outcome:
-    """Deliver every message over its link after the link's delay, dropping what a partition
-    cuts, in virtual time; when a partition ends the two sides exchange what they hold."""
-    max_delay = max(delay for _, delay in fleet.links.values())
-    config = FetchConfig(request_timeout=2 * max_delay + 1)
-    planners: dict[int, FetchPlanner] = {}
-    store: dict[int, dict[ContentId, bytes]] = {0: dict(blobs)}
-    for node in fleet.region_of:
-        if node == 0:
-            continue
-        gateway = node in fleet.gateways.values()
-        planners[node] = FetchPlanner(
-            fleet.neighbours(node), ArtifactLedger(), attrs.evolve(config, may_cross_region=gateway)
-        )
-        store[node] = {}
-    down = [(n, s, e) for n, s, e in partitions]
-    corrupting = set(corrupt)
-    corrupted: set[tuple[int, ContentId]] = set()
-    heap: list[tuple[int, int, tuple[object, ...]]] = []
-    seq = itertools.count()
-    crossings: Counter[tuple[frozenset[int], ContentId]] = Counter()
-    entries: Counter[tuple[int, ContentId]] = Counter()
-    deliveries: Counter[tuple[int, ContentId]] = Counter()
-    refused: list[ChunkRefused] = []
-
-    def cut(a: int, b: int, at: int) -> bool:
-        return any(n in (a, b) and s <= at < e for n, s, e in down)
-
-    def send(at: int, src: int, dst: int, message: tuple[object, ...]) -> None:
-        if cut(src, dst, at):
-            return
-        _, delay = fleet.links[frozenset((src, dst))]
-        heapq.heappush(heap, (at + delay, next(seq), (src, dst, *message)))
-
-    def announce(at: int, node: int, chunks: frozenset[ContentId]) -> None:
-        for other in fleet.neighbours(node):
-            send(at, node, other, ("have", chunks))
-
-    def carry_out(at: int, node: int, actions: list[object]) -> None:
-        for action in actions:
-            if isinstance(action, RequestChunk):
-                send(at, node, action.neighbour, ("want", action.chunk))
-                heapq.heappush(heap, (action.deadline, next(seq), (node, node, "tick")))
-            elif isinstance(action, StoreChunk):
-                store[node][action.chunk] = action.data
-            elif isinstance(action, AnnounceHeld):
-                announce(at, node, action.chunks)
-            elif isinstance(action, ChunkRefused):
-                refused.append(action)
-
-    for node, planner in planners.items():
-        carry_out(0, node, planner.handle(ReleaseWanted(manifest), 0))
-    announce(0, 0, frozenset(blobs))
-    for node, _, end in down:  # contact resumes: both sides say what they hold
-        heapq.heappush(heap, (end, next(seq), (node, node, "heal")))
-    now = 0
-    while heap:
-        now, _, (src, dst, kind, *rest) = heapq.heappop(heap)
-        if kind == "tick":
-            carry_out(now, dst, planners[dst].handle(Tick(), now))
-            continue
-        if kind == "heal":
-            for other in fleet.neighbours(dst):
-                for a, b in ((dst, other), (other, dst)):
-                    if store[a]:
-                        send(now, a, b, ("have", frozenset(store[a])))
-            continue
-        if cut(src, dst, now):
-            continue  # lost in flight
-        if kind == "have":
-            (chunks,) = rest
-            if dst in planners:
-                carry_out(now, dst, planners[dst].handle(HolderAnnounced(src, chunks), now))
-        elif kind == "want":
-            (chunk,) = rest
-            data = store[dst].get(chunk)
-            assert data is not None, "asked a neighbour that never announced the chunk"
-            if dst in corrupting and (dst, chunk) not in corrupted:
-                corrupted.add((dst, chunk))
-                data = bytes([data[0] ^ 1]) + data[1:]
-            send(now, dst, src, ("chunk", chunk, data))
-        elif kind == "chunk":
-            chunk, data = rest
-            link = frozenset((src, dst))
-            if fleet.links[link][0] is LinkKind.INTER_REGION:
-                crossings[link, chunk] += 1
-                entries[fleet.region_of[dst], chunk] += 1
-            deliveries[dst, chunk] += 1
-            carry_out(now, dst, planners[dst].handle(ChunkReceived(src, chunk, data), now))
-    return Outcome(planners, crossings, entries, deliveries, refused, now)
+    partitions: Iterable[tuple[int, int, int]] = (),
+    corrupt: Iterable[int] = (),
+) -> ChunkNetwork:
+    """Every node wants the release at time 0; deliver everything."""
+    network = ChunkNetwork(fleet, blobs, partitions=partitions, corrupt=corrupt)
+    for node in network.planners:
+        network.want(node, manifest, 0)
+    network.run()
+    return network
 
 
-def check_outcome(fleet: Fleet, manifest: Manifest, outcome: Outcome, regions: int) -> None:
+def check_outcome(fleet: Fleet, manifest: Manifest, outcome: ChunkNetwork, regions: int) -> None:
     chunks = manifest.distinct_chunks()
     for node, planner in outcome.planners.items():
         assert planner.ledger.complete(manifest.release_id), f"node {node} did not finish"
@@ -400,7 +245,7 @@ def test_three_regions_of_four_cells_each_link_carries_each_chunk_once() -> None
     for pair in gateway_links:  # a tree between regions: every chunk over every link, once
         assert all(outcome.crossings[pair, chunk] == 1 for chunk in blobs)
     assert sum(outcome.crossings.values()) == 2 * len(blobs)
-    assert outcome.end > 400_000  # the partitioned member finished after it healed
+    assert outcome.now > 400_000  # the partitioned member finished after it healed
     assert outcome.planners[member].ledger.complete(manifest.release_id)
 
 
