@@ -266,7 +266,7 @@ def test_a_revocation_reaches_a_partitioned_cell_ten_days_late_and_takes_effect_
 
 _ops = st.lists(
     st.tuples(
-        st.sampled_from(["install", "grant", "revoke", "revoke-lineage", "policy"]),
+        st.sampled_from(["install", "grant", "roll-back", "revoke", "revoke-lineage", "policy"]),
         st.integers(0, 5),
     ),
     max_size=40,
@@ -294,6 +294,8 @@ def test_property_one_active_release_per_lineage_never_a_revoked_one_and_nothing
                 installed.add(manifest.release_id)
             elif op == "grant":
                 table.grant(manifest.release_id, T0)
+            elif op == "roll-back":
+                table.roll_back(manifest.lineage, manifest.version, T0)
             elif op == "revoke":
                 table.revoke(
                     RevocationOrder(serial, T0, PIPELINE, manifest.lineage, manifest.version), T0
@@ -317,3 +319,21 @@ def test_property_one_active_release_per_lineage_never_a_revoked_one_and_nothing
             assert len(active) <= 1
             for release in active:
                 assert not table.is_revoked(release.lineage, release.version)
+
+
+def test_a_roll_back_returns_authority_and_the_rolled_back_release_is_no_fallback() -> None:
+    table, old, new, _ = running()
+    actions = table.roll_back("B", Version(2, 4, 1), T0)
+    assert actions == [
+        AuthorityWithdrawn(new.release_id, "B", Version(3, 0, 0), "rolled back"),
+        AuthorityGranted(old.release_id, "B", Version(2, 4, 1)),
+    ]
+    assert table.installed()[new.release_id].mode is Mode.SHADOW
+    assert table.roll_back("B", Version(2, 4, 1), T0) == []
+    # Revoking 2.4.1 now leaves B without authority: 3.0.0 is not a fallback.
+    table.revoke(RevocationOrder(1, T0, PIPELINE, "B", Version(2, 4, 1)), T0)
+    assert table.active("B") is None
+    with pytest.raises(AuthorityRevoked):
+        table.roll_back("B", Version(2, 4, 1), T0)
+    with pytest.raises(ReleaseNotInstalled):
+        table.roll_back("B", Version(1, 0, 0), T0)

@@ -7,7 +7,8 @@ installed"). A node keeps every release it installed; each is in one :class:`Mod
 
 * ``SHADOW`` — installed, runs compute-only, its outputs compared with the active release's;
 * ``ACTIVE`` — holds control authority (at most one release per lineage);
-* ``STANDBY`` — held authority once and was superseded: the rollback target;
+* ``STANDBY`` — held authority once and was superseded by a newer release: the rollback
+  target (a release that is itself rolled back goes back to ``SHADOW``, never to standby);
 * ``REVOKED`` — a revocation order names it: it stays installed and is never granted again.
 
 :data:`TRANSITIONS` is the table (``{mode: {happening: new mode}}``). Sans-IO: each method takes
@@ -62,7 +63,7 @@ class Mode(enum.Enum):
 
 TRANSITIONS: Final[dict[Mode, dict[str, Mode]]] = {
     Mode.SHADOW: {"grant": Mode.ACTIVE, "revoke": Mode.REVOKED},
-    Mode.ACTIVE: {"supersede": Mode.STANDBY, "revoke": Mode.REVOKED},
+    Mode.ACTIVE: {"supersede": Mode.STANDBY, "roll-back": Mode.SHADOW, "revoke": Mode.REVOKED},
     Mode.STANDBY: {"grant": Mode.ACTIVE, "revoke": Mode.REVOKED},
     Mode.REVOKED: {"revoke": Mode.REVOKED},
 }
@@ -168,6 +169,30 @@ class AuthorityTable:
             )
         granted = self._set(release, "grant")
         actions.append(AuthorityGranted(granted.release_id, granted.lineage, granted.version))
+        return actions
+
+    def roll_back(self, lineage: str, to: Version, now: int) -> list[Action]:
+        """A rollout's roll back: authority returns to ``to``; the release that held it goes
+        back to shadow — it never proved itself, so it is no fallback later."""
+        target = next(
+            (r for r in self._releases.values() if r.lineage == lineage and r.version == to),
+            None,
+        )
+        if target is None:
+            raise ReleaseNotInstalled(f"{lineage} {to} is not installed here to roll back to")
+        if target.mode is Mode.REVOKED or self.is_revoked(lineage, to):
+            raise AuthorityRevoked(f"cannot roll back to {lineage} {to}: its authority is revoked")
+        if target.mode is Mode.ACTIVE:
+            return []
+        actions: list[Action] = []
+        current = self.active(lineage)
+        if current is not None:
+            self._set(current, "roll-back")
+            actions.append(
+                AuthorityWithdrawn(current.release_id, lineage, current.version, "rolled back")
+            )
+        granted = self._set(target, "grant")
+        actions.append(AuthorityGranted(granted.release_id, lineage, granted.version))
         return actions
 
     def revoke(self, order: RevocationOrder, now: int) -> list[Action]:
