@@ -193,9 +193,9 @@ class ChunkNetwork:
                 if self.on_complete is not None:
                     self.on_complete(node, action.release_id, at)
 
-    def run(self) -> int:
-        """Deliver everything; return the virtual time of the last event."""
-        while self._heap:
+    def run(self, until: Callable[[], bool] | None = None) -> int:
+        """Deliver everything (or until ``until()`` holds); return the virtual time."""
+        while self._heap and not (until is not None and until()):
             self.now, _, (src, dst, kind, *rest) = heapq.heappop(self._heap)
             self._step(src, dst, kind, rest)
         return self.now
