@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
 import attrs
@@ -207,7 +207,12 @@ class FetchSnapshot:
 
 
 class FetchPlanner:
-    """Plans chunk fetches for one node; see the module docstring."""
+    """Plans chunk fetches for one node; see the module docstring.
+
+    Cost: each event plans only the chunks whose situation it changed — announced, given
+    back by a timeout or a loss, or waiting on a neighbour whose load just dropped — so a
+    release of thousands of chunks costs a constant amount of work per event, not a scan.
+    """
 
     def __init__(
         self,
@@ -219,12 +224,19 @@ class FetchPlanner:
         self.ledger = ledger
         self._neighbours = dict(neighbours)
         self._holdings: dict[int, set[ContentId]] = {n: set() for n in self._neighbours}
+        self._holders_of: dict[ContentId, set[int]] = {}
         self._in_flight: dict[ContentId, InFlight] = {}
         self._load: dict[int, int] = dict.fromkeys(self._neighbours, 0)
-        # (chunk, neighbour) -> times it timed out or sent bad bytes: the fewest is asked first,
-        # so repeated timeouts go round the holders instead of hammering one.
-        self._failures: Counter[tuple[ContentId, int]] = Counter()
+        # Chunks a neighbour holds that waited because it had no room for another request.
+        self._blocked: dict[int, dict[ContentId, None]] = {n: {} for n in self._neighbours}
+        # chunk -> neighbour -> times it timed out or sent bad bytes: the fewest is asked
+        # first, so repeated timeouts go round the holders instead of hammering one.
+        self._failures: dict[ContentId, Counter[int]] = {}
         self._announced_complete: set[ContentId] = set()
+        # Per event: chunks to plan, neighbours whose load dropped, releases to check.
+        self._candidates: list[ContentId] = []
+        self._freed: set[int] = set()
+        self._check: set[ContentId] = set()
         #: Answers that arrived for chunks already held (late copies after a timeout).
         self.duplicates = 0
 
@@ -258,11 +270,13 @@ class FetchPlanner:
         planner = cls(neighbours, ledger, config)
         for neighbour, chunks in snapshot.holders:
             if neighbour in planner._holdings:
-                planner._holdings[neighbour] |= chunks
+                for chunk in chunks:
+                    planner._add_holder(neighbour, chunk)
         for chunk, request in snapshot.in_flight:
             if request.neighbour in planner._load and not ledger.holds(chunk):
                 planner._in_flight[chunk] = request
                 planner._load[request.neighbour] += 1
+        planner._announced_complete = {r for r in ledger.releases() if ledger.complete(r)}
         return planner
 
     def _move(self, chunk: ContentId, happening: str) -> ChunkState:
@@ -277,8 +291,14 @@ class FetchPlanner:
     def handle(self, event: Event, now: int) -> list[Action]:
         """Apply ``event`` at ``now``; return the actions to carry out, in order."""
         actions: list[Action] = []
+        self._candidates = []
+        self._freed = set()
+        self._check = set()
         if isinstance(event, ReleaseWanted):
-            self.ledger.admit(event.manifest)  # QuotaExceeded leaves everything as it was
+            # QuotaExceeded leaves everything as it was.
+            release_id = self.ledger.admit(event.manifest)
+            self._candidates += (ref.id for ref in self.ledger.missing_of(release_id))
+            self._check.add(release_id)
         elif isinstance(event, HolderAnnounced):
             self._on_announced(event)
         elif isinstance(event, ChunkReceived):
@@ -291,19 +311,24 @@ class FetchPlanner:
         self._plan(now, actions)
         return actions
 
+    def _add_holder(self, neighbour: int, chunk: ContentId) -> None:
+        self._holdings[neighbour].add(chunk)
+        self._holders_of.setdefault(chunk, set()).add(neighbour)
+
     def _on_announced(self, event: HolderAnnounced) -> None:
-        holding = self._holdings.get(event.neighbour)
+        neighbour = event.neighbour
+        holding = self._holdings.get(neighbour)
         if holding is None:
             return  # not a neighbour we fetch from
         for chunk in event.chunks:
-            if (
-                self.ledger.wanted(chunk) is not None
-                or len(holding) < self.config.max_unwanted_per_neighbour
-            ):
-                holding.add(chunk)
+            if self.ledger.wanted(chunk) is not None:
+                self._add_holder(neighbour, chunk)
+                self._candidates.append(chunk)
+            elif len(holding) < self.config.max_unwanted_per_neighbour:
+                self._add_holder(neighbour, chunk)
         # A neighbour heard from again gets another chance at the chunks it failed.
-        for key in [key for key in self._failures if key[1] == event.neighbour]:
-            del self._failures[key]
+        for counts in self._failures.values():
+            counts.pop(neighbour, None)
 
     def _on_chunk(self, event: ChunkReceived, actions: list[Action]) -> None:
         chunk, neighbour = event.chunk, event.neighbour
@@ -320,38 +345,44 @@ class FetchPlanner:
             if request is not None and request.neighbour == neighbour:
                 self._move(chunk, "refused")
                 self._drop_request(chunk, neighbour)
-                self._failures[chunk, neighbour] += 1
+                self._failures.setdefault(chunk, Counter())[neighbour] += 1
+                self._candidates.append(chunk)
             return
         self._drop_any_request(chunk)
-        for key in [key for key in self._failures if key[0] == chunk]:
-            del self._failures[key]
+        self._failures.pop(chunk, None)
+        self._check |= self.ledger.releases_naming(chunk)
         actions.append(StoreChunk(chunk, event.data))
         actions.append(AnnounceHeld(frozenset((chunk,))))
-        holding = self._holdings.get(neighbour)
-        if holding is not None:
-            holding.add(chunk)  # it just proved it holds the chunk
+        if neighbour in self._holdings:
+            self._add_holder(neighbour, chunk)  # it just proved it holds the chunk
 
     def _on_lost(self, neighbour: int) -> None:
         if neighbour not in self._holdings:
             return
-        self._holdings[neighbour].clear()
+        for chunk in self._holdings[neighbour]:
+            self._holders_of[chunk].discard(neighbour)
+        self._holdings[neighbour] = set()
+        self._blocked[neighbour] = {}
         for chunk, request in list(self._in_flight.items()):
             if request.neighbour == neighbour:
                 self._move(chunk, "lost")
                 self._drop_request(chunk, neighbour)
+                self._candidates.append(chunk)
 
     def _expire(self, now: int) -> None:
         for chunk, request in list(self._in_flight.items()):
             if request.deadline <= now:
                 self._move(chunk, "timeout")
                 self._drop_request(chunk, request.neighbour)
-                self._failures[chunk, request.neighbour] += 1
+                self._failures.setdefault(chunk, Counter())[request.neighbour] += 1
+                self._candidates.append(chunk)
 
     def _drop_request(self, chunk: ContentId, neighbour: int) -> None:
         request = self._in_flight.get(chunk)
         if request is not None and request.neighbour == neighbour:
             del self._in_flight[chunk]
             self._load[neighbour] -= 1
+            self._freed.add(neighbour)
 
     def _drop_any_request(self, chunk: ContentId) -> None:
         request = self._in_flight.get(chunk)
@@ -359,7 +390,7 @@ class FetchPlanner:
             self._drop_request(chunk, request.neighbour)
 
     def _complete(self, actions: list[Action]) -> None:
-        for release_id in self.ledger.releases():
+        for release_id in sorted(self._check):
             if release_id not in self._announced_complete and self.ledger.complete(release_id):
                 self._announced_complete.add(release_id)
                 actions.append(ReleaseComplete(release_id))
@@ -370,31 +401,42 @@ class FetchPlanner:
         kind = self._neighbours[neighbour]
         return kind is not LinkKind.INTER_REGION or self.config.may_cross_region
 
-    def _plan(self, now: int, actions: list[Action]) -> None:
-        limit = self.config.max_in_flight_per_neighbour
-        for ref in self.ledger.missing():
-            chunk = ref.id
-            if chunk in self._in_flight:
-                continue
-            candidates = [
-                n for n in self._holders(chunk) if self._allowed(n) and self._load[n] < limit
-            ]
-            if not candidates:
-                continue
-            best = min(
-                candidates,
-                key=lambda n: (
-                    self._neighbours[n],
-                    self._failures[chunk, n],
-                    self._load[n],
-                    n,
-                ),
-            )
-            self._move(chunk, "request")
-            deadline = now + self.config.request_timeout
-            self._in_flight[chunk] = InFlight(best, deadline)
-            self._load[best] += 1
-            actions.append(RequestChunk(best, chunk, deadline))
+    def _plannable(self, chunk: ContentId) -> bool:
+        ledger = self.ledger
+        return (
+            chunk not in self._in_flight
+            and ledger.wanted(chunk) is not None
+            and not ledger.holds(chunk)
+        )
 
-    def _holders(self, chunk: ContentId) -> Iterable[int]:
-        return (n for n, held in self._holdings.items() if chunk in held)
+    def _plan(self, now: int, actions: list[Action]) -> None:
+        """Request what this event made possible, in admission-then-manifest order; then fill
+        the room of each neighbour whose load dropped from the chunks waiting on it (one at a
+        time, so a neighbour with thousands waiting costs only the requests it can take)."""
+        todo = {chunk for chunk in self._candidates if self._plannable(chunk)}
+        for chunk in sorted(todo, key=self.ledger.position):
+            self._plan_one(chunk, now, actions)
+        limit = self.config.max_in_flight_per_neighbour
+        for neighbour in sorted(self._freed):
+            waiting = self._blocked[neighbour]
+            while waiting and self._load[neighbour] < limit:
+                chunk = next(iter(waiting))
+                del waiting[chunk]
+                if self._plannable(chunk):
+                    self._plan_one(chunk, now, actions)
+
+    def _plan_one(self, chunk: ContentId, now: int, actions: list[Action]) -> None:
+        limit = self.config.max_in_flight_per_neighbour
+        holders = [n for n in self._holders_of.get(chunk, ()) if self._allowed(n)]
+        ready = [n for n in holders if self._load[n] < limit]
+        if not ready:
+            for n in holders:
+                self._blocked[n][chunk] = None  # planned again when n has room
+            return
+        failures = self._failures.get(chunk, Counter())
+        best = min(ready, key=lambda n: (self._neighbours[n], failures[n], self._load[n], n))
+        self._move(chunk, "request")
+        deadline = now + self.config.request_timeout
+        self._in_flight[chunk] = InFlight(best, deadline)
+        self._load[best] += 1
+        actions.append(RequestChunk(best, chunk, deadline))

@@ -43,25 +43,36 @@ DEFAULT_QUOTA: Final = ArtifactQuota()
 
 
 class ArtifactLedger:
-    """Admitted releases, held chunks, and the quota they live under."""
+    """Admitted releases, held chunks, and the quota they live under.
+
+    Every query the fetch planner makes per event is O(1): the ledger keeps the missing chunks
+    in admission-then-manifest order, which releases name each chunk, and how many distinct
+    chunks each release still lacks, up to date as chunks arrive.
+    """
 
     def __init__(self, quota: ArtifactQuota = DEFAULT_QUOTA) -> None:
         self.quota = quota
         self._releases: dict[ContentId, Manifest] = {}
-        # Every distinct chunk an admitted release names -> its ref.
+        # Every distinct chunk an admitted release names -> its ref, in admission order.
         self._wanted: dict[ContentId, ChunkRef] = {}
+        self._order: dict[ContentId, int] = {}  # chunk -> position in that order
+        self._named_by: dict[ContentId, set[ContentId]] = {}  # chunk -> release ids
+        self._lacking: dict[ContentId, int] = {}  # release id -> distinct chunks not held
         self._held: set[ContentId] = set()
+        self._committed = 0
+        self._held_bytes = 0
+        self._next = 0
 
     # --- queries -----------------------------------------------------------------------
 
     @property
     def committed_bytes(self) -> int:
         """Bytes the admitted releases take once complete (each distinct chunk once)."""
-        return sum(ref.size for ref in self._wanted.values())
+        return self._committed
 
     @property
     def held_bytes(self) -> int:
-        return sum(self._wanted[cid].size for cid in self._held)
+        return self._held_bytes
 
     @property
     def held(self) -> frozenset[ContentId]:
@@ -74,23 +85,27 @@ class ArtifactLedger:
         """The ref of ``chunk`` if an admitted release names it."""
         return self._wanted.get(chunk)
 
+    def position(self, chunk: ContentId) -> int:
+        """Where ``chunk`` stands in admission-then-manifest order (for deterministic plans)."""
+        return self._order[chunk]
+
+    def releases_naming(self, chunk: ContentId) -> frozenset[ContentId]:
+        return frozenset(self._named_by.get(chunk, ()))
+
     def holds(self, chunk: ContentId) -> bool:
         return chunk in self._held
 
     def missing(self) -> list[ChunkRef]:
         """Chunks still to fetch, in admission then manifest order (deterministic)."""
-        seen: set[ContentId] = set()
-        out = []
-        for manifest in self._releases.values():
-            for ref in manifest.chunks:
-                if ref.id not in self._held and ref.id not in seen:
-                    seen.add(ref.id)
-                    out.append(ref)
-        return out
+        return [ref for cid, ref in self._wanted.items() if cid not in self._held]
+
+    def missing_of(self, release_id: ContentId) -> list[ChunkRef]:
+        """The chunks ``release_id`` still lacks, each once, in manifest order."""
+        manifest = self._releases[release_id]
+        return [ref for cid, ref in manifest.distinct_chunks().items() if cid not in self._held]
 
     def complete(self, release_id: ContentId) -> bool:
-        manifest = self._releases[release_id]
-        return all(ref.id in self._held for ref in manifest.chunks)
+        return self._lacking[release_id] == 0
 
     # --- changes -----------------------------------------------------------------------
 
@@ -107,18 +122,23 @@ class ArtifactLedger:
                 f"release {release_id.short()} refused: {len(self._releases)} releases kept "
                 f"already (quota {self.quota.max_releases}); remove an old one first"
             )
-        new = {
-            cid: ref for cid, ref in manifest.distinct_chunks().items() if cid not in self._wanted
-        }
+        chunks = manifest.distinct_chunks()
+        new = {cid: ref for cid, ref in chunks.items() if cid not in self._wanted}
         needed = sum(ref.size for ref in new.values())
-        committed = self.committed_bytes
-        if committed + needed > self.quota.max_bytes:
+        if self._committed + needed > self.quota.max_bytes:
             raise QuotaExceeded(
                 f"release {manifest.lineage} {manifest.version} needs {needed} more bytes; "
-                f"{self.quota.max_bytes - committed} of {self.quota.max_bytes} are free"
+                f"{self.quota.max_bytes - self._committed} of {self.quota.max_bytes} are free"
             )
         self._releases[release_id] = manifest
-        self._wanted.update(new)
+        for cid, ref in new.items():
+            self._wanted[cid] = ref
+            self._order[cid] = self._next
+            self._next += 1
+        self._committed += needed
+        for cid in chunks:
+            self._named_by.setdefault(cid, set()).add(release_id)
+        self._lacking[release_id] = sum(1 for cid in chunks if cid not in self._held)
         return release_id
 
     def store(self, chunk: ContentId, data: bytes) -> ChunkRef:
@@ -131,23 +151,41 @@ class ArtifactLedger:
         if ref is None:
             raise ChunkNotWanted(f"chunk {chunk.short()} is named by no admitted release")
         verify_chunk(ref, data)
-        self._held.add(chunk)
+        self._hold(chunk)
         return ref
+
+    def _hold(self, chunk: ContentId) -> None:
+        if chunk in self._held:
+            return
+        self._held.add(chunk)
+        self._held_bytes += self._wanted[chunk].size
+        for release_id in self._named_by[chunk]:
+            self._lacking[release_id] -= 1
 
     def remove(self, release_id: ContentId) -> list[ContentId]:
         """Forget a release; return the chunks no other admitted release names (to delete)."""
         manifest = self._releases.pop(release_id, None)
         if manifest is None:
             raise LocalProtocolError(f"release {release_id.short()} is not kept")
-        still = {ref.id for other in self._releases.values() for ref in other.chunks}
-        freed = [cid for cid in manifest.distinct_chunks() if cid not in still]
-        for cid in freed:
-            del self._wanted[cid]
-            self._held.discard(cid)
+        del self._lacking[release_id]
+        freed = []
+        for cid in manifest.distinct_chunks():
+            names = self._named_by[cid]
+            names.discard(release_id)
+            if names:
+                continue
+            del self._named_by[cid]
+            freed.append(cid)
+            ref = self._wanted.pop(cid)
+            self._committed -= ref.size
+            del self._order[cid]
+            if cid in self._held:
+                self._held.discard(cid)
+                self._held_bytes -= ref.size
         return freed
 
     def restore_held(self, chunks: Iterable[ContentId]) -> None:
         """After a restart: the chunks the store still holds (already verified when stored)."""
         for cid in chunks:
             if cid in self._wanted:
-                self._held.add(cid)
+                self._hold(cid)
