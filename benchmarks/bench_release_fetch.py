@@ -42,7 +42,7 @@ def release(chunks: int, size: int) -> tuple[Manifest, dict[ContentId, bytes]]:
     return Manifest("B", Version(1), refs, 1, 3, 1, 0), blobs
 
 
-def fetch(manifest: Manifest, blobs: dict[ContentId, bytes]) -> None:  # type: ignore[type-arg]
+def fetch(manifest: Manifest, blobs: dict[ContentId, bytes]) -> None:
     planner = FetchPlanner(
         {1: LinkKind.CELL, 2: LinkKind.REGION}, ArtifactLedger(ArtifactQuota(max_bytes=1 << 32))
     )
@@ -55,7 +55,7 @@ def fetch(manifest: Manifest, blobs: dict[ContentId, bytes]) -> None:  # type: i
     assert planner.ledger.complete(manifest.release_id)
 
 
-def raw(blobs: dict[ContentId, bytes]) -> None:  # type: ignore[type-arg]
+def raw(blobs: dict[ContentId, bytes]) -> None:
     for data in blobs.values():
         hashlib.sha256(data).digest()
 
