@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 
+import attrs
 import pytest
 from fleetwire.protocol import cbor
 from fleetwire.protocol.errors import LocalProtocolError, SignatureInvalid, UntrustedKey
@@ -21,14 +22,17 @@ from fleetwire.protocol.release.errors import (
     ReleaseFormatError,
     ReleaseNotInstalled,
     ReleaseSignerNotAuthorised,
+    StageOrderStale,
 )
 from fleetwire.protocol.release.manifest import Manifest, Version
+from fleetwire.protocol.release.messages import stage_order, verify_rollout_stage
 from fleetwire.protocol.release.orders import (
     PolicyTable,
     RevocationOrder,
     verify_policy,
     verify_revocation,
 )
+from fleetwire.protocol.release.rollout import GrantAuthority, InstallShadow, RollBack, RolloutPlan
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -337,3 +341,82 @@ def test_a_roll_back_returns_authority_and_the_rolled_back_release_is_no_fallbac
         table.roll_back("B", Version(2, 4, 1), T0)
     with pytest.raises(ReleaseNotInstalled):
         table.roll_back("B", Version(1, 0, 0), T0)
+
+
+# --- rollout-stage orders on a node -------------------------------------------------------
+
+
+def _plan_for(new: Manifest) -> RolloutPlan:
+    return RolloutPlan(
+        release_id=new.release_id,
+        lineage="B",
+        version=new.version,
+        previous=Version(2, 4, 1),
+        canary=4,
+        waves=(frozenset({5}),),
+        soak=DAY,
+    )
+
+
+def test_stage_orders_from_the_rollout_act_on_the_nodes_of_their_cells_only() -> None:
+    old, new, _ = releases()
+    plan = _plan_for(new)
+    trust = release_trust()
+    key = node_key(PIPELINE)
+    canary, elsewhere = AuthorityTable(), AuthorityTable()
+    for table in (canary, elsewhere):
+        table.install(old, T0)
+        table.grant(old.release_id, T0)
+        table.install(new, T0)
+    orders = [
+        stage_order(action, plan, serial=serial, issuer=PIPELINE, now=T0)
+        for serial, action in enumerate(
+            [InstallShadow(0, frozenset({4})), GrantAuthority(0, frozenset({4}))], start=1
+        )
+    ]
+    for order in orders:
+        received = verify_rollout_stage(order.sign(key), trust, T0)
+        canary.apply_stage(received, 4, T0)
+        assert elsewhere.apply_stage(received, 5, T0) == []
+    assert canary.active("B").release_id == new.release_id  # type: ignore[union-attr]
+    assert elsewhere.active("B").release_id == old.release_id  # type: ignore[union-attr]
+    assert canary.apply_stage(orders[1], 4, T0) == []  # the same order again: nothing
+
+
+def test_a_grant_replayed_after_a_roll_back_is_refused_with_a_code() -> None:
+    old, new, _ = releases()
+    plan = _plan_for(new)
+    table = AuthorityTable()
+    table.install(old, T0)
+    table.grant(old.release_id, T0)
+    table.install(new, T0)
+    grant = stage_order(GrantAuthority(0, frozenset({4})), plan, serial=2, issuer=PIPELINE, now=T0)
+    back = stage_order(
+        RollBack(frozenset({4}), Version(2, 4, 1)), plan, serial=3, issuer=PIPELINE, now=T0
+    )
+    table.apply_stage(grant, 4, T0)
+    assert table.apply_stage(back, 4, T0)[-1] == AuthorityGranted(
+        old.release_id, "B", Version(2, 4, 1)
+    )
+    with pytest.raises(StageOrderStale) as caught:
+        table.apply_stage(grant, 4, T0 + DAY)
+    assert caught.value.code == "rollout-stage-stale"
+    assert table.active("B").release_id == old.release_id  # type: ignore[union-attr]
+
+
+def test_a_roll_back_to_nothing_leaves_the_lineage_without_authority() -> None:
+    _, new, _ = releases()
+    plan = attrs.evolve(_plan_for(new), previous=None)
+    table = AuthorityTable()
+    table.install(new, T0)
+    table.apply_stage(
+        stage_order(GrantAuthority(0, frozenset({4})), plan, serial=1, issuer=PIPELINE, now=T0),
+        4,
+        T0,
+    )
+    order = stage_order(RollBack(frozenset({4}), None), plan, serial=2, issuer=PIPELINE, now=T0)
+    assert order.to is None
+    actions = table.apply_stage(order, 4, T0)
+    assert actions == [AuthorityWithdrawn(new.release_id, "B", Version(3, 0, 0), "rolled back")]
+    assert table.active("B") is None
+    assert table.installed()[new.release_id].mode is Mode.SHADOW

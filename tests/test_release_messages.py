@@ -85,7 +85,7 @@ def test_rollout_stage_from_a_plain_node_or_of_another_kind_is_refused() -> None
         ({}, {6: 9}, "action 9"),
         ({}, {7: [5, 3]}, "ascending"),
         ({}, {7: []}, "ascending"),
-        ({}, {8: [2, 4, 1]}, "only then"),
+        ({}, {8: [2, 4, 1]}, "only with a roll back"),
         ({"action": StageAction.ROLL_BACK, "to": Version(2, 0, 0)}, {8: [2, 4]}, "major"),
         ({}, {9: 1}, "not known"),
     ],

@@ -3,13 +3,15 @@ every node's manifest check, fetch planner and authority table, over the fleet m
 release_fleet.py (3 regions x 4 cells of a coordinator and three members).
 
 What the runtime will do over real links is done here by a small driver: an InstallShadow
-makes the nodes of those cells (and the gateways on the way) want the release; a cell reports
+makes the nodes of those cells (and the gateways on the way) want the release; grants and roll
+backs go to the nodes as signed rollout-stage orders, verified and applied; a cell reports
 installed once all its nodes hold it, verified; shadow agreement, the canary gate and health
 digests come from the test's idea of whether the release is good.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from fleetwire.protocol.release.authority import AuthorityTable, Mode
 from fleetwire.protocol.release.census import VersionCensus
 from fleetwire.protocol.release.fetch import LinkKind
 from fleetwire.protocol.release.manifest import Manifest, Version, assemble, verify_manifest
+from fleetwire.protocol.release.messages import stage_order, verify_rollout_stage
 from fleetwire.protocol.release.orders import RevocationOrder, verify_revocation
 from fleetwire.protocol.release.rollout import (
     CellInstalled,
@@ -89,6 +92,13 @@ def scenario(
         interaction_cases=12,
     )
     rollout = Rollout(plan)
+    serials = itertools.count(1)
+
+    def sign_stage(action: GrantAuthority | RollBack, at: int) -> bytes:
+        """The release authority's signed rollout-stage order for ``action``."""
+        order = stage_order(action, plan, serial=next(serials), issuer=PIPELINE, now=at)
+        return order.sign(node_key(PIPELINE))
+
     now = T0
     wanted: set[int] = set()
     granted: dict[int, set[ContentId]] = {n: {previous.release_id} for n in nodes}
@@ -123,9 +133,10 @@ def scenario(
                 diverged = 3 if shadow_diverges else 0
                 pending += rollout.handle(ShadowReport(cell, 200, diverged), now)
         elif isinstance(action, GrantAuthority):
+            order = sign_stage(action, now)
             for cell in action.cells:
                 for node in fleet.cell_nodes(cell):
-                    tables[node].grant(manifest.release_id, now)
+                    tables[node].apply_stage(verify_rollout_stage(order, trust, now), cell, now)
                     granted[node].add(manifest.release_id)
             now += SOAK // 2
             for cell in sorted(action.cells):
@@ -135,10 +146,10 @@ def scenario(
             for cell in sorted(action.cells):
                 pending += rollout.handle(HealthDigest(cell, True, now), now)
         elif isinstance(action, RollBack):
+            order = sign_stage(action, now)
             for cell in action.cells:
                 for node in fleet.cell_nodes(cell):
-                    if tables[node].installed().get(manifest.release_id):
-                        tables[node].roll_back("B", action.to, now)  # type: ignore[arg-type]
+                    tables[node].apply_stage(verify_rollout_stage(order, trust, now), cell, now)  # type: ignore[arg-type]
     outcome = Outcome(network, tables, log, granted, installed_at, now)
     return fleet, manifest, blobs, outcome
 

@@ -40,8 +40,9 @@ import attrs
 
 from ..errors import LocalProtocolError
 from ..ids import ContentId
-from .errors import AuthorityRevoked, PolicyStale, ReleaseNotInstalled
+from .errors import AuthorityRevoked, PolicyStale, ReleaseNotInstalled, StageOrderStale
 from .manifest import Manifest, Version
+from .messages import RolloutStage, StageAction
 from .orders import PolicyTable, RevocationOrder
 
 __all__ = [
@@ -102,6 +103,8 @@ class AuthorityTable:
         self._releases: dict[ContentId, InstalledRelease] = {}
         self._revoked: set[tuple[str, Version | None]] = set()
         self._orders: set[tuple[int, int]] = set()  # (issuer, serial) applied
+        # (issuer, release) -> highest rollout-stage serial applied
+        self._stage_serials: dict[tuple[int, ContentId], int] = {}
         self.policy: PolicyTable | None = None
 
     # --- queries -----------------------------------------------------------------------
@@ -194,6 +197,46 @@ class AuthorityTable:
         granted = self._set(target, "grant")
         actions.append(AuthorityGranted(granted.release_id, lineage, granted.version))
         return actions
+
+    def apply_stage(self, order: RolloutStage, cell: int, now: int) -> list[Action]:
+        """Act on a verified rollout-stage order as a node of ``cell``.
+
+        Once per issuer and release, in serial order: an order older than one applied raises
+        :class:`.errors.StageOrderStale` (a replayed grant must not undo a roll back); the same
+        order again is a no-op. Installing in shadow changes no authority (the runtime fetches
+        and then calls :meth:`install`).
+        """
+        if cell not in order.cells:
+            return []
+        key = (order.issuer, order.release)
+        last = self._stage_serials.get(key)
+        if last is not None and order.serial <= last:
+            if order.serial == last:
+                return []
+            raise StageOrderStale(
+                f"rollout stage {order.serial} for release {order.release.short()} is older "
+                f"than stage order {last}, already applied"
+            )
+        actions: list[Action] = []
+        if order.action is StageAction.GRANT_AUTHORITY:
+            actions = self.grant(order.release, now)
+        elif order.action is StageAction.ROLL_BACK:
+            actions = self._stage_roll_back(order, now)
+        self._stage_serials[key] = order.serial
+        return actions
+
+    def _stage_roll_back(self, order: RolloutStage, now: int) -> list[Action]:
+        release = self._releases.get(order.release)
+        if release is None:
+            return []  # never installed here: nothing to take back
+        if order.to is not None:
+            return self.roll_back(release.lineage, order.to, now)
+        if release.mode is not Mode.ACTIVE:
+            return []
+        self._set(release, "roll-back")
+        return [
+            AuthorityWithdrawn(release.release_id, release.lineage, release.version, "rolled back")
+        ]
 
     def revoke(self, order: RevocationOrder, now: int) -> list[Action]:
         """Apply a verified revocation order at once, however late it arrives."""

@@ -69,3 +69,10 @@ class ReleaseNotInstalled(LocalProtocolError):
     """Control authority or shadow mode was asked for a release this node does not hold."""
 
     code = "release-not-installed"
+
+
+class StageOrderStale(RemoteProtocolError):
+    """A rollout-stage order older than one already applied for the same release (a replay,
+    or overtaken in the store-and-forward network): acting on it could undo a roll back."""
+
+    code = "rollout-stage-stale"

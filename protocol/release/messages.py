@@ -31,7 +31,8 @@ cells it names::
       5: stage      uint                  ; 0 = the canary cell
       6: action     uint                  ; 1 install in shadow, 2 grant authority, 3 roll back
       7: cells      [+ uint]              ; ascending, no repeats, at most 1024
-    ? 8: to         [uint, uint, uint] }  ; roll back: the version that gets authority back
+    ? 8: to         [uint, uint, uint] }  ; roll back only: the version that gets authority
+                                          ; back (absent: none; the lineage runs without)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from ..ids import ContentId
 from ..keys import SigningKey
 from .errors import ReleaseFormatError
 from .manifest import MAX_CHUNK_SIZE, Version
+from .rollout import GrantAuthority, InstallShadow, RollBack, RolloutPlan
 from .wire import (
     RELEASE_ROLE,
     ROLLOUT_STAGE_AAD,
@@ -71,6 +73,7 @@ __all__ = [
     "ChunkRequest",
     "RolloutStage",
     "StageAction",
+    "stage_order",
     "verify_rollout_stage",
 ]
 
@@ -155,7 +158,7 @@ class RolloutStage:
             raise LocalProtocolError(f"a stage names 1..{MAX_CELLS} cells, ascending")
         for cell in self.cells:
             check_uint(cell, "cell")
-        if (self.to is not None) != (self.action is StageAction.ROLL_BACK):
+        if self.to is not None and self.action is not StageAction.ROLL_BACK:
             raise LocalProtocolError("only a roll back names the version to return to")
         fields: dict[int, Any] = {
             1: self.serial,
@@ -188,8 +191,8 @@ class RolloutStage:
             if len(parts) != 3:
                 raise ReleaseFormatError("rollout stage to (field 8) must be [major, minor, patch]")
             to = Version(*(uint({0: p}, 0, "rollout stage to") for p in parts))
-        if (to is not None) != (action is StageAction.ROLL_BACK):
-            raise ReleaseFormatError("rollout stage: field 8 comes with a roll back, and only then")
+        if to is not None and action is not StageAction.ROLL_BACK:
+            raise ReleaseFormatError("rollout stage: field 8 comes only with a roll back")
         return cls(
             serial=uint(fields, 1, "rollout stage serial"),
             issued_at=uint(fields, 2, "rollout stage issued_at"),
@@ -203,6 +206,30 @@ class RolloutStage:
 
     def sign(self, key: SigningKey) -> bytes:
         return sign_object(self.to_payload(), key, ROLLOUT_STAGE_AAD)
+
+
+def stage_order(
+    action: InstallShadow | GrantAuthority | RollBack,
+    plan: RolloutPlan,
+    *,
+    serial: int,
+    issuer: int,
+    now: int,
+) -> RolloutStage:
+    """The wire order for a :class:`.rollout.Rollout` action, to sign and send to its cells."""
+    if isinstance(action, RollBack):
+        return RolloutStage(
+            serial, now, issuer, plan.release_id, 0, StageAction.ROLL_BACK,
+            tuple(sorted(action.cells)), action.to,
+        )  # fmt: skip
+    kind = (
+        StageAction.INSTALL_SHADOW
+        if isinstance(action, InstallShadow)
+        else StageAction.GRANT_AUTHORITY
+    )
+    return RolloutStage(
+        serial, now, issuer, plan.release_id, action.stage, kind, tuple(sorted(action.cells))
+    )
 
 
 def verify_rollout_stage(
