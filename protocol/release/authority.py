@@ -14,7 +14,8 @@ installed"). A node keeps every release it installed; each is in one :class:`Mod
 :data:`TRANSITIONS` is the table (``{mode: {happening: new mode}}``). Sans-IO: each method takes
 ``now`` and returns actions (:class:`AuthorityGranted`, :class:`AuthorityWithdrawn`); the
 runtime tells the software supervisor. Refusals change nothing (:class:`.errors.AuthorityRevoked`,
-:class:`.errors.ReleaseNotInstalled`, :class:`.errors.PolicyStale`).
+:class:`.errors.ReleaseNotInstalled`, :class:`.errors.PolicyStale`,
+:class:`.errors.StageOrderStale`).
 
 Revocation takes effect **on arrival, whatever its age**: an order is not a coordination
 message with a freshness window, because the seeds' worst case is exactly the node 30 days into
@@ -24,6 +25,11 @@ A revocation is never lifted — a fixed release ships as a new version. When th
 of a lineage is revoked, authority falls back to the newest ``STANDBY`` release of that lineage
 that is not revoked; if there is none, the lineage runs without authority (the safety kernel
 and conservative mode only).
+
+Rollout-stage orders (:meth:`AuthorityTable.apply_stage`) grant and roll back for the node's
+own cell, once each and in serial order per issuer and release: an older one is refused
+(``rollout-stage-stale``), because a grant replayed after a roll back would hand a failed
+release authority again.
 
 Policy tables carry feature flags and the standing revocations. A table with a lower serial
 than the one in force is refused (``policy-stale``), as is a different table under the same

@@ -25,10 +25,11 @@ once, multicast-like rather than N unicast streams (seeds: "software distributio
 multicast/DTN style"): every neighbour is on a link of a :class:`LinkKind` — inside the cell,
 inside the region, or between regions. A node fetches over an inter-region link only if it
 is its region's gateway (``may_cross_region``); every other node waits until a holder inside
-its region has the chunk. Among holders it prefers the cheapest link kind, then the neighbour
-that timed out or sent bad bytes for this chunk least often (so retries go round the holders),
-then the least loaded, then the lowest node number (deterministic). Cell members fetch from their cell coordinator, coordinators from
-the region gateway, gateways across the region link: each link carries each chunk once.
+its region has the chunk. Among the holders with room for another request it prefers the
+cheapest link kind, then the neighbour that timed out or sent bad bytes for this chunk least
+often (so retries go round the holders), then the least loaded, then the lowest node number
+(deterministic). Cell members fetch from their cell coordinator, coordinators from the region
+gateway, gateways across the region link: each link carries each chunk once.
 At most ``max_in_flight_per_neighbour`` requests wait on one neighbour (bounded work for it),
 and what a neighbour announces is kept only for wanted chunks plus a bounded number of others
 (bounded memory for us).

@@ -1,5 +1,5 @@
-"""The release messages that are not signed orders: chunk fetch requests and answers, and
-the signed rollout-stage order the release authority sends to cells.
+"""Chunk fetch requests and answers (unsigned), and the signed rollout-stage order the release
+authority sends to cells.
 
 Theory of operation
 -------------------
