@@ -20,6 +20,7 @@ from fleetwire.protocol.release.fetch import (
     ChunkState,
     FetchConfig,
     FetchPlanner,
+    FetchSnapshot,
     HolderAnnounced,
     LinkKind,
     NeighbourLost,
@@ -314,3 +315,25 @@ def test_what_a_neighbour_announces_is_bounded_unless_wanted() -> None:
     planner.handle(ReleaseWanted(manifest), 1)
     sent = _requests(planner.handle(HolderAnnounced(1, noise | frozenset(blobs)), 2))
     assert {r.chunk for r in sent} == set(blobs)  # wanted ones are kept past the bound
+
+
+def test_resume_plans_the_chunks_that_were_waiting_for_room() -> None:
+    manifest, blobs = make_release(size=6 * 1024, chunk_size=1024)
+    neighbours = {1: LinkKind.CELL}
+    config = FetchConfig(request_timeout=100, max_in_flight_per_neighbour=2)
+    ledger = ArtifactLedger()
+    planner = FetchPlanner(neighbours, ledger, config)
+    planner.handle(ReleaseWanted(manifest), 0)
+    sent = _requests(planner.handle(HolderAnnounced(1, frozenset(blobs)), 0))
+    assert len(sent) == 2  # four wait for room
+    resumed = FetchPlanner.resume(neighbours, ledger, planner.snapshot(), config)
+    more: set[ContentId] = set()
+    for request in sent:  # the answers that were on their way arrive after the restart
+        actions = resumed.handle(ChunkReceived(1, request.chunk, blobs[request.chunk]), 10)
+        more |= {r.chunk for r in _requests(actions)}
+    assert len(more) == 2 and not more & {r.chunk for r in sent}
+    # A restart with nothing in flight: the first event of any kind plans again.
+    idle = FetchPlanner.resume(
+        neighbours, ledger, FetchSnapshot((), ((1, frozenset(blobs)),)), config
+    )
+    assert len(_requests(idle.handle(Tick(), 20))) == 2

@@ -238,6 +238,7 @@ class FetchPlanner:
         self._candidates: list[ContentId] = []
         self._freed: set[int] = set()
         self._check: set[ContentId] = set()
+        self._replan_all = False
         #: Answers that arrived for chunks already held (late copies after a timeout).
         self.duplicates = 0
 
@@ -278,6 +279,7 @@ class FetchPlanner:
                 planner._in_flight[chunk] = request
                 planner._load[request.neighbour] += 1
         planner._announced_complete = {r for r in ledger.releases() if ledger.complete(r)}
+        planner._replan_all = True  # the first event plans every missing chunk again
         return planner
 
     def _move(self, chunk: ContentId, happening: str) -> ChunkState:
@@ -308,6 +310,9 @@ class FetchPlanner:
             self._on_lost(event.neighbour)
         elif isinstance(event, Tick):
             self._expire(now)
+        if self._replan_all:
+            self._replan_all = False
+            self._candidates += (ref.id for ref in self.ledger.missing())
         self._complete(actions)
         self._plan(now, actions)
         return actions
