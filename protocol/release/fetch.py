@@ -233,6 +233,7 @@ class FetchPlanner:
         # chunk -> neighbour -> times it timed out or sent bad bytes: the fewest is asked
         # first, so repeated timeouts go round the holders instead of hammering one.
         self._failures: dict[ContentId, Counter[int]] = {}
+        self._failed_at: dict[int, set[ContentId]] = {}  # neighbour -> chunks it failed
         self._announced_complete: set[ContentId] = set()
         # Per event: chunks to plan, neighbours whose load dropped, releases to check.
         self._candidates: list[ContentId] = []
@@ -333,8 +334,10 @@ class FetchPlanner:
             elif len(holding) < self.config.max_unwanted_per_neighbour:
                 self._add_holder(neighbour, chunk)
         # A neighbour heard from again gets another chance at the chunks it failed.
-        for counts in self._failures.values():
-            counts.pop(neighbour, None)
+        for chunk in self._failed_at.pop(neighbour, ()):
+            counts = self._failures.get(chunk)
+            if counts is not None:
+                counts.pop(neighbour, None)
 
     def _on_chunk(self, event: ChunkReceived, actions: list[Action]) -> None:
         chunk, neighbour = event.chunk, event.neighbour
@@ -351,7 +354,7 @@ class FetchPlanner:
             if request is not None and request.neighbour == neighbour:
                 self._move(chunk, "refused")
                 self._drop_request(chunk, neighbour)
-                self._failures.setdefault(chunk, Counter())[neighbour] += 1
+                self._failed(chunk, neighbour)
                 self._candidates.append(chunk)
             return
         self._drop_any_request(chunk)
@@ -380,8 +383,12 @@ class FetchPlanner:
             if request.deadline <= now:
                 self._move(chunk, "timeout")
                 self._drop_request(chunk, request.neighbour)
-                self._failures.setdefault(chunk, Counter())[request.neighbour] += 1
+                self._failed(chunk, request.neighbour)
                 self._candidates.append(chunk)
+
+    def _failed(self, chunk: ContentId, neighbour: int) -> None:
+        self._failures.setdefault(chunk, Counter())[neighbour] += 1
+        self._failed_at.setdefault(neighbour, set()).add(chunk)
 
     def _drop_request(self, chunk: ContentId, neighbour: int) -> None:
         request = self._in_flight.get(chunk)
