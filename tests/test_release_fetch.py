@@ -7,6 +7,7 @@ import itertools
 import random
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from fleetwire.protocol.errors import LocalProtocolError
@@ -264,8 +265,7 @@ def test_corrupt_copies_are_refused_and_the_fleet_still_completes() -> None:
             assert ContentId.of(data) == chunk
 
 
-@settings(max_examples=25)
-@given(
+_FLEETS = dict(
     regions=st.integers(2, 4),
     cells=st.integers(1, 3),
     members=st.integers(1, 3),
@@ -275,7 +275,24 @@ def test_corrupt_copies_are_refused_and_the_fleet_still_completes() -> None:
     partitioned=st.integers(0, 3),
     seed=st.integers(0, 2**32 - 1),
 )
+
+
+@settings(max_examples=25)
+@given(**_FLEETS)
 def test_property_each_chunk_crosses_each_region_link_at_most_once_and_enters_each_region_once(
+    **fleet: Any,
+) -> None:
+    random_fleet(**fleet)
+
+
+@pytest.mark.soak
+@settings(max_examples=3000)
+@given(**_FLEETS)
+def test_soak_each_chunk_crosses_each_region_link_at_most_once(**fleet: Any) -> None:
+    random_fleet(**fleet)
+
+
+def random_fleet(
     regions: int,
     cells: int,
     members: int,
