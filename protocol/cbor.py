@@ -32,7 +32,13 @@ from typing import Any, Final
 import attrs
 import cbor2
 
-from .errors import DecodeError, LimitExceeded, MalformedCBOR, NonDeterministicEncoding
+from .errors import (
+    DecodeError,
+    LimitExceeded,
+    MalformedCBOR,
+    NonDeterministicEncoding,
+    TruncatedCBOR,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -196,7 +202,7 @@ class _Scan:
         width = 1 << (ai - 24)
         end = pos + 1 + width
         if end > len(data):
-            raise MalformedCBOR(f"truncated head at offset {pos}")
+            raise TruncatedCBOR(f"truncated head at offset {pos}")
         arg = int.from_bytes(data[pos + 1 : end], "big")
         if self.limits.deterministic and arg < (24 if width == 1 else 1 << (width * 4)):
             raise NonDeterministicEncoding(f"argument {arg} not in its shortest form at offset {pos}")
@@ -207,7 +213,7 @@ class _Scan:
         data = self.data
         limits = self.limits
         if pos >= len(data):
-            raise MalformedCBOR(f"truncated: item expected at offset {pos}")
+            raise TruncatedCBOR(f"truncated: item expected at offset {pos}")
         self.items += 1
         if self.items > limits.max_total_items:
             raise LimitExceeded(f"more than {limits.max_total_items} items in total")
@@ -222,13 +228,17 @@ class _Scan:
         if major <= 1:
             return pos_after
         if major <= 3:
+            # A declared length past the end of the input is truncation, whatever its size:
+            # the input cannot hold it, so no bound is reached (spec/v1/protocol.md §3.4).
+            end = pos_after + arg
+            if end > len(data):
+                raise TruncatedCBOR(f"string at offset {pos} runs past the end of the input")
             if arg > limits.max_string_length:
                 raise LimitExceeded(
                     f"string of {arg} bytes at offset {pos} (limit {limits.max_string_length})"
                 )
-            end = pos_after + arg
-            if end > len(data):
-                raise MalformedCBOR(f"string at offset {pos} runs past the end of the input")
+            if major == 3 and limits.deterministic:
+                _check_utf8(data, pos_after, end, pos)
             return end
         if depth >= limits.max_depth:
             raise LimitExceeded(f"nesting deeper than {limits.max_depth} at offset {pos}")
@@ -237,12 +247,12 @@ class _Scan:
                 raise DecodeError(f"tag {arg} at offset {pos} is not allowed here")
             return self.item(pos_after, depth + 1)
         count = arg if major == 4 else 2 * arg
+        if count > len(data) - pos_after:
+            raise TruncatedCBOR(f"container at offset {pos} declares more items than bytes remain")
         if arg > limits.max_container_items:
             raise LimitExceeded(
                 f"container of {arg} items at offset {pos} (limit {limits.max_container_items})"
             )
-        if count > len(data) - pos_after:
-            raise MalformedCBOR(f"container at offset {pos} declares more items than bytes remain")
         if major == 4:
             for _ in range(arg):
                 pos_after = self.item(pos_after, depth + 1)
@@ -275,7 +285,7 @@ class _Scan:
             return pos + 1
         if ai == 24:
             if pos + 2 > len(data):
-                raise MalformedCBOR(f"truncated simple value at offset {pos}")
+                raise TruncatedCBOR(f"truncated simple value at offset {pos}")
             if data[pos + 1] < 32:
                 raise MalformedCBOR(f"two-byte simple value below 32 at offset {pos}")
             return pos + 2
@@ -284,7 +294,7 @@ class _Scan:
         width = 1 << (ai - 24)
         end = pos + 1 + width
         if end > len(data):
-            raise MalformedCBOR(f"truncated float at offset {pos}")
+            raise TruncatedCBOR(f"truncated float at offset {pos}")
         if self.limits.deterministic and ai > 25:
             value = (_SINGLE if ai == 26 else _DOUBLE).unpack(data[pos + 1 : end])[0]
             if len(_float_bytes(value)) < 1 + width or (
@@ -314,7 +324,7 @@ class _Scan:
         total = 0
         while True:
             if cursor >= len(data):
-                raise MalformedCBOR(f"indefinite item at offset {pos} has no break")
+                raise TruncatedCBOR(f"indefinite item at offset {pos} has no break")
             if data[cursor] == 0xFF:
                 break
             if major <= 3:  # string chunks: definite strings of the same major type
@@ -333,6 +343,14 @@ class _Scan:
                 if count > self.limits.max_container_items:
                     raise LimitExceeded(f"indefinite container at offset {pos} exceeds the limit")
         return cursor + 1
+
+
+def _check_utf8(data: bytes, start: int, end: int, pos: int) -> None:
+    """Text strings are UTF-8 (RFC 8949 §3.1, a validity rule of §5.3.1, not well-formedness)."""
+    try:
+        data[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(f"text string at offset {pos} is not valid UTF-8") from None
 
 
 def item_end(data: bytes, pos: int = 0, limits: Limits = DEFAULT_LIMITS) -> int:

@@ -49,13 +49,19 @@ from .schema import (
 from .v1 import MESSAGE_CLASSES, Capability, Message, Terms
 from .writer import WRITE_ERRORS, compile_message_writer, diagnose
 
-#: Bounds for a whole message; a coordination message is small by design.
+#: The bound on a message's size (spec/v1/protocol.md §3.4).
+MAX_MESSAGE_SIZE: Final = 65536
+#: The bound on nesting; the message map is level 1 (§3.4).
+MAX_MESSAGE_DEPTH: Final = 8
+#: Bounds for a whole message: exactly the two of §3.4. A reader MUST accept everything up to
+#: them, so no other count is bounded below what they imply (a string, a container, or all
+#: items together cannot exceed the input's length without the input being truncated).
 MESSAGE_LIMITS: Final = cbor.Limits(
-    max_size=64 * 1024,
-    max_depth=8,
-    max_container_items=256,
-    max_total_items=4096,
-    max_string_length=16 * 1024,
+    max_size=MAX_MESSAGE_SIZE,
+    max_depth=MAX_MESSAGE_DEPTH,
+    max_container_items=MAX_MESSAGE_SIZE,
+    max_total_items=MAX_MESSAGE_SIZE,
+    max_string_length=MAX_MESSAGE_SIZE,
     allowed_tags=frozenset(),
 )
 
@@ -317,4 +323,7 @@ def _version_window_error(header: Header) -> MessageError | None:
     return None
 
 
-__all__ = ["MESSAGE_LIMITS", "UnknownMessageType", "content_id", "decode_message", "encode_message"]
+__all__ = [
+    "MAX_MESSAGE_DEPTH",
+    "MAX_MESSAGE_SIZE",
+    "MESSAGE_LIMITS", "UnknownMessageType", "content_id", "decode_message", "encode_message"]
