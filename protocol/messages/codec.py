@@ -187,10 +187,11 @@ def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message
         if isinstance(exc, LocalProtocolError):  # a tag cbor2 gave meaning to (a date, say)
             raise DecodeError(f"cannot re-encode: {exc.message}") from None
         raise
-    except MessageError as exc:
-        if exc.field or "re-encode" not in exc.reason:
-            raise
-        cbor.scan(data, limits)  # non-shortest, unsorted, trailing: the CBOR rule's own code
+    except MessageError:
+        # Error path only. Step 1 of §5.2 comes before any field is judged: a tag (which cbor2
+        # turns into a date, say) or a non-shortest, unsorted or trailing encoding gets the
+        # CBOR rule's own code, not the field's.
+        cbor.scan(data, limits)
         raise
     if message.extensions:
         cbor.scan(data, limits)  # rare path: refuses tags and bounds sizes in extension values
@@ -204,8 +205,8 @@ def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
     if type(raw) is not dict:
         raise MessageError("a message is a CBOR map")
     type_code = raw.get(0)
-    if type(type_code) is not int:
-        raise MessageError("required field (key 0) is missing or not an integer", "type")
+    if type(type_code) is not int or type_code < 0:
+        raise MessageError("required field (key 0) is missing or not an unsigned integer", "type")
     header: Header = _read_header(raw, "header")
     window_error = _version_window_error(header)
     if window_error is not None:
