@@ -59,8 +59,8 @@ from . import cbor
 from .errors import (
     DecodeError,
     EnvelopeError,
-    LocalProtocolError,
     LimitExceeded,
+    LocalProtocolError,
     SignatureInvalid,
     TruncatedCBOR,
 )

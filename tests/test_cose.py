@@ -32,7 +32,6 @@ from fleetwire.protocol.errors import (
     DecodeError,
     EnvelopeError,
     LocalProtocolError,
-    NonDeterministicEncoding,
     SignatureInvalid,
 )
 from fleetwire.protocol.keys import Curve, SigningKey, VerifyKey
