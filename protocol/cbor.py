@@ -49,6 +49,7 @@ __all__ = [
     "encode",
     "head",
     "item_end",
+    "map_keys",
     "scan",
 ]
 
@@ -358,6 +359,24 @@ def item_end(data: bytes, pos: int = 0, limits: Limits = DEFAULT_LIMITS) -> int:
     if len(data) > limits.max_size:
         raise LimitExceeded(f"{len(data)} bytes of input (limit {limits.max_size})")
     return _Scan(data, limits).item(pos, 0)
+
+
+def map_keys(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[bytes]:
+    """The encoded keys of the map ``data`` is (definite length), in wire order.
+
+    For error paths that must see keys as written: a decoder's dict merges keys that compare
+    equal across types (``true`` and ``1``, a simple value and an integer).
+    """
+    scanner = _Scan(data, limits)
+    if not data or data[0] >> 5 != 5 or data[0] & 31 == 31:
+        return []
+    pairs, pos = scanner._arg(0, data[0] & 31)
+    keys = []
+    for _ in range(pairs):
+        end = scanner.item(pos, 1)
+        keys.append(data[pos:end])
+        pos = scanner.item(end, 1)
+    return keys
 
 
 def scan(data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:

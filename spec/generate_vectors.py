@@ -570,6 +570,10 @@ def invalid_vectors() -> list[dict[str, Any]]:
         ("shape/text-key", "a text map key next to the integer keys",
          cbor.encode({**wire(CLAIM), "x": 1}),
          "message-invalid", None, True),
+        ("shape/simple-value-key", "simple value 8 (0xe8) as a key after key 0x1818: not key 8",
+         _grow(CLAIM_BYTES, "e8420102"), "message-invalid", None, True),
+        ("shape/true-key", "the key true (0xf5) after the integer keys: not key 1",
+         _grow(CLAIM_BYTES, "f501"), "message-invalid", None, True),
         ("shape/negative-key", "a negative map key -1", cbor.encode({**wire(CLAIM), -1: 1}),
          "message-invalid", None, True),
         # -- header fields

@@ -204,6 +204,19 @@ def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
     raw = cbor.decode_then_reencode_check(data, limits)
     if type(raw) is not dict:
         raise MessageError("a message is a CBOR map")
+    try:
+        return _read_map(raw, data)
+    except MessageError:
+        # Error path only: step 2 (every key an unsigned integer) comes before any field. The
+        # keys are read from the bytes: cbor2's dict merges `true` into 1 and simple(8) into 8.
+        for key in cbor.map_keys(data, limits):
+            if key[0] >> 5 != 0:
+                raise MessageError(f"map key 0x{key.hex():.20} is not an unsigned integer") from None
+        raise
+
+
+def _read_map(raw: dict[Any, Any], data: bytes) -> Message:
+    """Steps 3–10 of spec/v1/protocol.md §5.2 on a decoded message map."""
     type_code = raw.get(0)
     if type(type_code) is not int or type_code < 0:
         raise MessageError("required field (key 0) is missing or not an unsigned integer", "type")
