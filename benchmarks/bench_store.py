@@ -60,7 +60,7 @@ def raw_row(minimal: bool, n: int) -> tuple[object, ...]:
         return (None, PAYLOAD)
     bid = f"ipn:1.1/{n}".encode()
     cid = hashlib.sha256(bid).digest()
-    return (None, bid, cid, "ipn:1.1", "ipn:2.1", None, 10**12, 0, len(PAYLOAD), PAYLOAD)
+    return (None, bid, cid, "ipn:1.1", "ipn:2.1", None, 10**12, 0, len(PAYLOAD), PAYLOAD, None)
 
 
 def raw_rate(directory: str, seconds: float, batch: int, minimal: bool) -> float:

@@ -5,10 +5,26 @@ message travels as the payload of a bundle from ``ipn:<issuer>.<service>`` to
 ``ipn:<destination>.<service>`` with a Hop Count block (RFC 9171 §4.4.3) and CRC-32C on every
 block (§4.2.1); a node forwarding it adds or replaces a Previous Node block (§4.4.1) and
 counts the hop.
+
+What the store dedupes on is chosen so that **no unverified copy can suppress a genuine one**
+(spec §10, "Forgery"): a relay does not verify signatures, and the destination verifies only
+at delivery, after the store has taken the bundle. So both store keys cover the bytes that a
+forger cannot reproduce without the signing key:
+
+* the bundle key is the bundle id (source, creation timestamp, RFC 9171 §5.4) *plus a digest
+  of the payload*: a forged bundle that reuses a genuine bundle's id (ids are predictable) is
+  another bundle to the store, not a duplicate of the genuine one, wherever it arrives first;
+* the content key is the digest of the *whole* COSE_Sign1 envelope, signature included, for
+  this destination: the same signed message in another bundle is a duplicate, while a copy
+  with another signature (a zeroed one, say) is not — it is stored, fails verification at
+  delivery and is dropped, and the genuine envelope still goes through.
+
+Delivery deduplicates on the verified message alone (:mod:`fleetwire.protocol.replay`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 import attrs
@@ -38,6 +54,8 @@ from .store import StoredBundle
 
 #: ipn service number of the Fleet Coordination Protocol on every node (configurable).
 FCP_SERVICE: Final = 7
+#: ipn service number revocation lists (root-signed, spec §10) travel to, node to node.
+TRUST_SERVICE: Final = 8
 #: Hop limit of bundles we create: far above any fleet path (node → cell → region → …).
 HOP_LIMIT: Final = 32
 _HOP_BLOCK: Final = 2
@@ -100,11 +118,17 @@ def for_next_hop(bundle: Bundle, this_node: int, service: int = FCP_SERVICE) -> 
 
 @attrs.frozen(slots=True)
 class Envelope:
-    """What the node learns of a bundle without verifying anything."""
+    """What the node learns of a bundle without verifying anything.
+
+    ``content_id`` is the content id the payload *claims* to carry (unverified: for logs only);
+    ``envelope_digest`` names the payload bytes whole, signature included (the store's key).
+    """
 
     destination_node: int | None
     expires_at: int
     content_id: ContentId | None
+    envelope_digest: bytes | None = None
+    destination_service: int | None = None
 
 
 def inspect_bundle(bundle: Bundle, now: int) -> Envelope:
@@ -112,36 +136,55 @@ def inspect_bundle(bundle: Bundle, now: int) -> Envelope:
     primary = bundle.primary
     destination = primary.destination
     node = destination.node if isinstance(destination, IpnEid) else None
+    service = destination.service if isinstance(destination, IpnEid) else None
     if primary.creation.time:
         expires_at = primary.creation.time + primary.lifetime
     else:  # no clock at the source: the Bundle Age block says how old it is (§4.2.6, §4.4.2)
         expires_at = now - (bundle.bundle_age or 0) + primary.lifetime
     content: ContentId | None = None
+    digest: bytes | None = None
     try:
         content = ContentId.of(cose.parse_sign1(bundle.payload).payload)
+        digest = hashlib.sha256(bundle.payload).digest()
     except FleetwireError:
         pass  # not one of ours, or damaged: the signature check will say so on delivery
-    return Envelope(node, expires_at, content)
+    return Envelope(node, expires_at, content, digest, service)
+
+
+#: Bytes of the payload digest appended to the bundle id to make the store's bundle key.
+_PAYLOAD_TAG: Final = 16
 
 
 def stored(
-    bundle: Bundle, data: bytes, now: int, envelope: Envelope, next_hop: str | None
+    bundle: Bundle,
+    data: bytes,
+    now: int,
+    envelope: Envelope,
+    next_hop: str | None,
+    received_from: int | None = None,
 ) -> StoredBundle:
-    """The store's record of ``bundle`` (``data`` is its encoding as received or created)."""
+    """The store's record of ``bundle`` (``data`` is its encoding as received or created).
+
+    Keys: see the module docstring. ``received_from`` is the neighbour that handed the bundle
+    over (its per-source share of the store quota); ``None`` for a bundle made here.
+    """
     primary = bundle.primary
-    # The store drops a second bundle with the same content id. One message may rightly go
-    # to several destinations (an advertisement to every neighbour), so the key the store
-    # dedupes on is the content id *for this destination*.
+    # The store drops a second bundle with the same content key. One message may rightly go
+    # to several destinations (an advertisement to every neighbour), so the key is the
+    # envelope digest *for this destination*.
     destination = primary.destination.wire
+    digest = envelope.envelope_digest or hashlib.sha256(bundle.payload).digest()
+    payload_tag = digest[:_PAYLOAD_TAG]
     return StoredBundle(
-        bundle_id=bundle.id.key(),
-        content_id=None if envelope.content_id is None else envelope.content_id.raw + destination,
+        bundle_id=bundle.id.key() + payload_tag,
+        content_id=None if envelope.envelope_digest is None else envelope.envelope_digest + destination,
         source=str(primary.source),
         destination=str(primary.destination),
         expires_at=envelope.expires_at,
         received_at=now,
         data=data,
         next_hop=next_hop,
+        received_from=None if received_from is None else f"ipn:{received_from}.0",
     )
 
 

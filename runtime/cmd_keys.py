@@ -9,7 +9,7 @@ from typing import Any
 
 from fleetwire.protocol.cose import parse_sign1
 from fleetwire.protocol.keys import SigningKey, VerifyKey
-from fleetwire.protocol.trust import Credential, Role
+from fleetwire.protocol.trust import Credential, RevocationList, Role
 
 from . import keyfiles
 from .contacts import DTN_EPOCH_UNIX
@@ -23,7 +23,12 @@ examples:
   fleetwire keys root fleet/                      make fleet/fleet-root.key and .pub
   fleetwire keys node fleet/ --node 17            node 17: fleet/node-17.key, .pub, .cred
   fleetwire keys node fleet/ --node 2 --role cell-coordinator --cell 1
+  fleetwire keys revoke fleet/ --node 17          revoke node 17's key and credential
   fleetwire keys show fleet/node-17.cred          what a key or credential says
+
+A revocation list is root-signed and replaces the previous one whole (`keys revoke` carries
+the earlier revocations over). Copy fleet/fleet.revocations into any running node's key
+folder: the node puts it in force at once and spreads it to the fleet hop by hop.
 """
 
 ROLE_NAMES = {role.name.lower().replace("_", "-"): role for role in Role}
@@ -56,7 +61,23 @@ def register(subparsers: Any) -> None:
     )
     node.add_argument("--lineage", default="", help="software lineage, e.g. B")
     node.set_defaults(run=run_node)
-    show = sub.add_parser("show", help="print what a .key, .pub or .cred file holds")
+    revoke = sub.add_parser(
+        "revoke", help="add keys or credentials to the fleet's revocation list (root-signed)"
+    )
+    revoke.add_argument("folder", type=Path, help="the folder holding fleet-root.key")
+    revoke.add_argument(
+        "--node", type=int, action="append", default=[], help="revoke node N's key and credential"
+    )
+    revoke.add_argument(
+        "--kid", action="append", default=[], help="revoke a key by its kid (hex, 34 bytes)"
+    )
+    revoke.add_argument(
+        "--serial", type=int, action="append", default=[], help="revoke a credential serial"
+    )
+    revoke.set_defaults(run=run_revoke)
+    show = sub.add_parser(
+        "show", help="print what a .key, .pub, .cred or .revocations file holds"
+    )
     show.add_argument("file", type=Path)
     show.set_defaults(run=run_show)
 
@@ -94,9 +115,44 @@ def run_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_revoke(args: argparse.Namespace) -> int:
+    if not (args.node or args.kid or args.serial):
+        raise keyfiles.KeyFileError(
+            "nothing to revoke", hint="name one or more --node N, --kid HEX or --serial S"
+        )
+    kids = []
+    for text in args.kid:
+        try:
+            kids.append(bytes.fromhex(text))
+        except ValueError:
+            raise keyfiles.KeyFileError(
+                f"--kid {text!r} is not hexadecimal", hint="`fleetwire keys show` prints kids"
+            ) from None
+    root = keyfiles.load_root(args.folder)
+    revocations = keyfiles.revoke(
+        args.folder, root, now=dtn_now(), nodes=args.node, kids=kids, serials=args.serial
+    )
+    print(
+        f"revocation list {revocations.serial}: {len(revocations.kids)} keys, "
+        f"{len(revocations.credential_serials)} credentials revoked; written to "
+        f"{args.folder}/{keyfiles.REVOCATIONS_NAME}"
+    )
+    print("copy it into any node's key folder: the node applies it at once and spreads it")
+    return 0
+
+
 def run_show(args: argparse.Namespace) -> int:
     data = args.file.read_bytes()
-    if args.file.suffix == ".cred":
+    if args.file.suffix == ".revocations":
+        revocations = RevocationList.from_payload(parse_sign1(data).payload)
+        print(f"revocation list {revocations.serial}, issued {_date(revocations.issued_at)}")
+        for kid in sorted(revocations.kids):
+            print(f"  key      {kid.hex()}")
+        for serial in sorted(revocations.credential_serials):
+            print(f"  serial   {serial}")
+        print(f"  issuer   {revocations.issuer.hex()}")
+        print("  (signature not checked here: nodes check it against the fleet root)")
+    elif args.file.suffix == ".cred":
         credential = Credential.from_payload(parse_sign1(data).payload)
         print(f"credential for node {credential.node}, serial {credential.serial}")
         print(f"  key      {credential.kid.hex()}")

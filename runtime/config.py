@@ -27,6 +27,16 @@ A sample, with every key (paths are relative to the file)::
     initial_s = 0.5
     maximum_s = 60
 
+    [quota]                     # what the store may hold (a full store refuses transfers
+    max_bytes = 1073741824      #   with TCPCLv4 "No Resources"; nothing accepted is lost)
+    max_bundles = 50000
+    source_share = 0.25         # at most this part of each for one neighbour
+
+    [replay]                    # what counts as a replay (spec §10)
+    max_age_s = 2592000         # refuse messages issued longer ago (30 days; the contact
+    max_future_s = 300          #   plan's longest light time is added); or this far ahead
+    max_per_issuer = 4096       # accepted messages remembered per issuer
+
     [tls]                       # optional: TCPCLv4 over TLS (RFC 9174 §4.4) on every
     certificate = "node-17.pem" # tcpclv4 listener and peer; PEM, naming ipn:17.0 as a URI
     key = "node-17-tls.key"     #   subjectAltName (§4.4.1 NODE-ID); its private key (PEM)
@@ -45,14 +55,20 @@ A sample, with every key (paths are relative to the file)::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import attrs
 from fleetwire.protocol.errors import FleetwireError
+from fleetwire.protocol.replay import ReplayPolicy
 
 from .contacts import ContactPlan, ContactPlanError
+from .store import Quota
+
+#: Quota of ``fleetwire node``'s store when the config says nothing (``[quota]``).
+DEFAULT_QUOTA = Quota(max_bundles=50_000, max_bytes=1 << 30, source_share=0.25)
 
 LAYERS = ("tcpclv4", "tcpclv3", "mtcp")
 
@@ -103,12 +119,20 @@ class FileConfig:
     reconnect_maximum_s: float
     contact_plan: ContactPlan | None = attrs.field(eq=False)
     tls: TlsConfig | None = None
+    quota: Quota = DEFAULT_QUOTA
+    replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
 
 
-def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+def _table(data: dict[str, Any], key: str, allowed: set[str] | None = None) -> dict[str, Any]:
     value = data.get(key, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"[{key}] must be a table")
+        raise ConfigError(f"[{key}] must be a table, got {value!r}")
+    unknown = set(value) - allowed if allowed is not None else set()
+    if unknown:
+        raise ConfigError(
+            f"[{key}]: unknown keys {sorted(unknown)}",
+            hint=f"[{key}] takes {sorted(allowed or ())}",
+        )
     return value
 
 
@@ -117,6 +141,51 @@ def _int(table: dict[str, Any], key: str, where: str, default: int | None = None
     if type(value) is not int or value < 0:
         raise ConfigError(f"{where}.{key} must be a non-negative integer, got {value!r}")
     return value
+
+
+def _seconds(table: dict[str, Any], key: str, where: str, default: float) -> float:
+    """A positive, finite number of seconds (TOML integer or float)."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(
+            f"{where}.{key} must be a number of seconds, got {value!r}",
+            hint=f"for example {key} = {default}",
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"{where}.{key} must be more than 0 seconds, got {value!r}",
+            hint=f"for example {key} = {default}",
+        )
+    return float(value)
+
+
+def _quota(data: dict[str, Any]) -> Quota:
+    table = _table(data, "quota", {"max_bytes", "max_bundles", "source_share"})
+    default = DEFAULT_QUOTA
+    max_bytes = _int(table, "max_bytes", "quota", default.max_bytes)
+    max_bundles = _int(table, "max_bundles", "quota", default.max_bundles)
+    share = table.get("source_share", default.source_share)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        raise ConfigError(
+            f"quota.source_share must be a fraction above 0 and at most 1, got {share!r}",
+            hint="for example source_share = 0.25 (one neighbour may fill a quarter)",
+        )
+    return Quota(max_bundles=max_bundles, max_bytes=max_bytes, source_share=float(share))
+
+
+def _replay(data: dict[str, Any]) -> ReplayPolicy:
+    table = _table(data, "replay", {"max_age_s", "max_future_s", "max_per_issuer"})
+    default = ReplayPolicy()
+    max_per_issuer = _int(table, "max_per_issuer", "replay", default.max_per_issuer)
+    if max_per_issuer < 1:
+        raise ConfigError("replay.max_per_issuer must be at least 1, got 0")
+    return ReplayPolicy(
+        max_age=round(_seconds(table, "max_age_s", "replay", default.max_age / 1000) * 1000),
+        max_future=round(
+            _seconds(table, "max_future_s", "replay", default.max_future / 1000) * 1000
+        ),
+        max_per_issuer=max_per_issuer,
+    )
 
 
 def _endpoint(entry: Any, where: str, peer: bool) -> Endpoint:
@@ -166,25 +235,42 @@ def _tls(data: dict[str, Any], base: Path) -> TlsConfig | None:
 
 def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
     """Check a parsed TOML document; relative paths are taken from ``base``."""
-    unknown = set(data) - {"node", "listen", "peer", "routes", "reconnect", "contact", "tls"}
+    sections = {
+        "node",
+        "listen",
+        "peer",
+        "routes",
+        "reconnect",
+        "contact",
+        "tls",
+        "quota",
+        "replay",
+    }
+    unknown = set(data) - sections
     if unknown:
-        raise ConfigError(f"unknown sections {sorted(unknown)}")
-    node = _table(data, "node")
+        raise ConfigError(
+            f"unknown sections {sorted(unknown)}", hint=f"sections: {sorted(sections)}"
+        )
+    node = _table(data, "node", {"number", "keys", "store", "bundle_lifetime_s"})
     if "number" not in node:
         raise ConfigError("[node] needs `number`, the node's ipn node number")
     keys = node.get("keys", ".")
     store = node.get("store")
     if not isinstance(keys, str) or (store is not None and not isinstance(store, str)):
         raise ConfigError("[node] keys and store are paths (strings)")
-    routes = _table(data, "routes")
+    routes = _table(data, "routes", {"parent", "static"})
     static = routes.get("static", {})
     if not isinstance(static, dict):
         raise ConfigError("[routes] static must be a table of destination = next hop")
-    try:
-        static_routes = {int(k): int(v) for k, v in static.items()}
-    except (TypeError, ValueError):
-        raise ConfigError("[routes] static: node numbers must be integers") from None
-    reconnect = _table(data, "reconnect")
+    static_routes = {}
+    for destination, hop in static.items():
+        if not destination.isdigit() or type(hop) is not int or hop < 0:
+            raise ConfigError(
+                f"[routes] static: {destination} = {hop!r}: node numbers must be integers",
+                hint="static = { 3 = 2 } sends bundles for node 3 to neighbour 2",
+            )
+        static_routes[int(destination)] = hop
+    reconnect = _table(data, "reconnect", {"initial_s", "maximum_s"})
     plan = None
     if "contact" in data:
         try:
@@ -206,21 +292,28 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
                 raise ConfigError(
                     f"[tls] require = true, but {endpoint.host}:{endpoint.port} uses "
                     f"{endpoint.layer}, which has no TLS",
-                    hint="use layer = \"tcpclv4\" there, or set require = false",
+                    hint='use layer = "tcpclv4" there, or set require = false',
                 )
+    lifetime = _int(node, "bundle_lifetime_s", "node", 86_400)
+    if lifetime == 0:
+        raise ConfigError(
+            "node.bundle_lifetime_s must be more than 0", hint="default 86400 (a day)"
+        )
     return FileConfig(
         node=_int(node, "number", "node"),
         keys=(base / keys).resolve(),
         store=None if store is None else (base / store).resolve(),
-        bundle_lifetime_ms=_int(node, "bundle_lifetime_s", "node", 86_400) * 1000,
+        bundle_lifetime_ms=lifetime * 1000,
         listen=tuple(_endpoint(e, f"listen[{i}]", False) for i, e in enumerate(listen)),
         peers=tuple(_endpoint(e, f"peer[{i}]", True) for i, e in enumerate(peers)),
         parent=_int(routes, "parent", "routes") if "parent" in routes else None,
         static_routes=static_routes,
-        reconnect_initial_s=float(reconnect.get("initial_s", 0.5)),
-        reconnect_maximum_s=float(reconnect.get("maximum_s", 60.0)),
+        reconnect_initial_s=_seconds(reconnect, "initial_s", "reconnect", 0.5),
+        reconnect_maximum_s=_seconds(reconnect, "maximum_s", "reconnect", 60.0),
         contact_plan=plan,
         tls=tls,
+        quota=_quota(data),
+        replay=_replay(data),
     )
 
 
@@ -230,6 +323,8 @@ def load_config(path: Path) -> FileConfig:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     return parse_config(data, path.parent)

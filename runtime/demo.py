@@ -158,15 +158,6 @@ def fleet_keys(scenario: Scenario, rng: random.Random) -> tuple[dict[int, Signin
     return keys, trust
 
 
-class _Sequence:
-    def __init__(self) -> None:
-        self.next = 0
-
-    def __call__(self) -> int:
-        self.next += 1
-        return self.next
-
-
 async def run_demo(
     scenario: Scenario, progress: Callable[[float], None] | None = None
 ) -> Observations:
@@ -188,8 +179,10 @@ async def run_demo(
     def now() -> int:
         return clock.to_dtn(trio.current_time())
 
-    def header(node: int, sequence: _Sequence, refs: tuple[ContentId, ...] = ()) -> Header:
-        return Header(issuer=node, issued_at=now(), sequence=sequence(), references=refs)
+    def header(node: int, refs: tuple[ContentId, ...] = ()) -> Header:
+        # One sequence per node across all its tasks (spec §4): readers refuse a reused one.
+        sequence = nodes[node].next_message_sequence()
+        return Header(issuer=node, issued_at=now(), sequence=sequence, references=refs)
 
     async def send(node: int, message: Message, to: int) -> None:
         await nodes[node].send(message, to, lifetime_ms=7 * DAY)
@@ -197,7 +190,6 @@ async def run_demo(
 
     async def listen(node: int) -> None:
         inbox = nodes[node].subscribe()
-        sequence = _Sequence()
         tokens: Counter[str] = Counter()
         async for signed in inbox:
             message = signed.message
@@ -207,7 +199,7 @@ async def run_demo(
             if isinstance(message, LeaseClaim):
                 tokens[message.resource] += 1
                 grant = LeaseGrant(
-                    header=header(node, sequence, (signed.content_id,)),
+                    header=header(node, (signed.content_id,)),
                     resource=message.resource,
                     holder=message.header.issuer,
                     claim=signed.content_id,
@@ -220,7 +212,7 @@ async def run_demo(
             elif isinstance(message, Commitment) and message.state is CommitmentState.OFFERED:
                 assert message.terms is not None
                 accept = Commitment(
-                    header=header(node, sequence, (signed.content_id,)),
+                    header=header(node, (signed.content_id,)),
                     state=CommitmentState.ACCEPTED,
                     commitment=signed.content_id,
                 )
@@ -228,7 +220,7 @@ async def run_demo(
             elif isinstance(message, ExceptionReport) and message.severity >= 3 and node != REGION:
                 seen.escalations += 1
                 escalated = ExceptionReport(
-                    header=header(node, sequence, (signed.content_id,)),
+                    header=header(node, (signed.content_id,)),
                     code=message.code,
                     severity=message.severity,
                     scope=Scope.CELL,
@@ -240,11 +232,10 @@ async def run_demo(
 
     async def member(node: int, cell: int) -> None:
         local = random.Random(scenario.seed * 7919 + node)
-        sequence = _Sequence()
         coordinator = scenario.cell_coordinator(cell)
         await trio.sleep(local.uniform(0, 3600))
         advert = CapabilityAdvertisement(
-            header=header(node, sequence),
+            header=header(node),
             capabilities=(
                 Capability(
                     "refine/carbonaceous",
@@ -264,7 +255,7 @@ async def run_demo(
             roll = local.random()
             if roll < 0.5:
                 claim = LeaseClaim(
-                    header=header(node, sequence),
+                    header=header(node),
                     resource=f"cell-{cell}/dock-{local.randrange(4)}",
                     term_ms=2 * HOUR,
                 )
@@ -273,7 +264,7 @@ async def run_demo(
                 peers = [m for m, c in members.items() if c == cell and m != node]
                 if peers:
                     offer = Commitment(
-                        header=header(node, sequence),
+                        header=header(node),
                         state=CommitmentState.OFFERED,
                         terms=Terms(
                             node,
@@ -287,7 +278,7 @@ async def run_demo(
                     await send(node, offer, offer.terms.promisee)  # type: ignore[union-attr]
             else:
                 report = ExceptionReport(
-                    header=header(node, sequence),
+                    header=header(node),
                     code=local.randrange(1, 7),
                     severity=local.randrange(1, 6),
                     scope=Scope.NODE,

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 import attrs
 import trio
+from fleetwire.protocol.replay import Seen
 
 from .store import (
     Accepted,
@@ -26,6 +27,7 @@ from .store import (
     DuplicateOf,
     PutResult,
     Quota,
+    SourceShares,
     StoreClosed,
     StoredBundle,
     check_quota,
@@ -72,7 +74,13 @@ class MemoryBundleStore:
         self._expiry: list[tuple[int, int, bytes]] = []
         self._seq = 0
         self._bytes = 0
+        self._shares = SourceShares()
+        self._seen: dict[tuple[int, int], Seen] = {}
+        self._floors: dict[int, int] = {}
         self._closed = False
+
+    #: Nothing survives the process (see :class:`~fleetwire.runtime.store.BundleStore`).
+    durable = False
 
     async def __aenter__(self) -> MemoryBundleStore:
         return self
@@ -108,8 +116,31 @@ class MemoryBundleStore:
             return False
         seq, bundle = self._held[bundle_id]
         self._bytes -= bundle.size
+        self._shares.add(bundle.received_from, 0, -bundle.size)
         self._held[bundle_id] = (seq, attrs.evolve(bundle, data=b""))
         return True
+
+    # -- replay memory --------------------------------------------------------------------
+
+    async def remember(self, seen: Sequence[Seen], floors: Mapping[int, int]) -> None:
+        await self._checkpoint()
+        for record in seen:
+            self._seen[record.issuer, record.sequence] = record
+        for issuer, floor in floors.items():
+            self._floors[issuer] = max(floor, self._floors.get(issuer, floor))
+            for key in [k for k in self._seen if k[0] == issuer and k[1] <= floor]:
+                del self._seen[key]
+
+    async def remembered(self) -> tuple[list[Seen], dict[int, int]]:
+        await self._checkpoint()
+        return list(self._seen.values()), dict(self._floors)
+
+    async def forget_seen(self, now: int) -> int:
+        await self._checkpoint()
+        stale = [key for key, record in self._seen.items() if record.keep_until <= now]
+        for key in stale:
+            del self._seen[key]
+        return len(stale)
 
     async def delete(self, bundle_id: bytes) -> bool:
         await self._checkpoint()
@@ -173,7 +204,9 @@ class MemoryBundleStore:
             existing = self._by_content.get(bundle.content_id)
             if existing is not None:
                 return Duplicate(bundle.bundle_id, DuplicateOf.CONTENT_ID, existing)
-        refused = check_quota(self._quota, len(self._held), self._bytes, bundle)
+        refused = check_quota(
+            self._quota, len(self._held), self._bytes, bundle, self._shares.of(bundle.received_from)
+        )
         if refused is not None:
             return refused
         self._seq += 1
@@ -185,6 +218,7 @@ class MemoryBundleStore:
         self._queue(self._by_destination, bundle.destination).add(seq, bundle.bundle_id)
         heapq.heappush(self._expiry, (bundle.expires_at, seq, bundle.bundle_id))
         self._bytes += bundle.size
+        self._shares.add(bundle.received_from, 1, bundle.size)
         return Accepted(bundle.bundle_id)
 
     def _remove(self, bundle_id: bytes) -> bool:
@@ -199,6 +233,7 @@ class MemoryBundleStore:
         self._by_destination[bundle.destination].remove(seq)
         self._forget_empty(self._by_destination, bundle.destination)
         self._bytes -= bundle.size
+        self._shares.add(bundle.received_from, -1, -bundle.size)
         # Deleted bundles leave stale heap entries; rebuild once they outnumber the live ones.
         if len(self._expiry) > 64 and len(self._expiry) > 2 * len(self._held):
             self._expiry = [(b.expires_at, s, i) for i, (s, b) in self._held.items()]

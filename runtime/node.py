@@ -20,9 +20,10 @@ loses nothing that was acknowledged:
 * **forward** — one sender task per neighbour waits for the link, transmits (hop counted,
   previous node set), and deletes the bundle once the link took custody; on ``LinkDown`` the
   bundle stays in the store and is routed again.
-* **deliver** — verify the signature against the trust store, decode at its version, hand it
-  to subscribers, mark it delivered. A bundle that fails verification is kept as delivered
-  (dropped) and counted: it will not be retried, and a duplicate will not cost another verify.
+* **deliver** — :class:`~.admission.Admission` decides (service, signature, trust, role,
+  replay); a verified message goes to subscribers, its replay record is made durable, and
+  the bundle is kept as a tombstone. A refused bundle is counted and deleted: its key covers
+  its own bytes, so it can never stand in for a genuine copy (see :mod:`.bundling`).
 * **restart** — on open the node reads the store back: ``local`` bundles are delivered again
   (at-least-once to the application, exactly-once per bundle on the network side), unrouted and
   queued ones are routed again (the routing choice is never stored).
@@ -35,6 +36,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import attrs
 import trio
@@ -49,16 +51,19 @@ from fleetwire.protocol.bpv7 import (
     decode_bundle,
     encode_bundle,
 )
-from fleetwire.protocol.envelope import SignedMessage, seal, verify
+from fleetwire.protocol.envelope import SignedMessage, seal
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import Family, Message
+from fleetwire.protocol.replay import ReplayPolicy
 from fleetwire.protocol.trust import TrustStore
 
+from .admission import Admission, Refusal
 from .bundling import (
     DELIVERED,
     FCP_SERVICE,
     LOCAL,
+    TRUST_SERVICE,
     HopLimitExceeded,
     for_next_hop,
     inspect_bundle,
@@ -101,6 +106,16 @@ class NodeConfig:
     #: Hierarchical default route: node → its parent (cell coordinator, region coordinator).
     parents: Mapping[int, int] = attrs.field(factory=dict)
     expiry_interval_s: float = 60.0
+    #: The ``issued_at`` window and per-issuer replay bound (spec §10); the contact plan's
+    #: longest light time is added to ``max_age``.
+    replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
+    #: ipn service number revocation lists travel to (spec §10).
+    trust_service: int = TRUST_SERVICE
+    #: Refuse messages issued before the node started when its store keeps no replay memory
+    #: across restarts (``fleetwire node`` without a store file does; spec §10).
+    replay_floor_at_start: bool = False
+    #: Where a revocation list that arrives over the network is kept (survives restarts).
+    revocations_file: Path | None = attrs.field(default=None, eq=False)
 
 
 @attrs.define
@@ -155,6 +170,13 @@ class Node:
             tuple[frozenset[Family], trio.MemorySendChannel[SignedMessage]]
         ] = []
         self._report_subscribers: list[trio.MemorySendChannel[StatusReport]] = []
+        light = max((contact.owlt_ms for contact in plan), default=0)
+        self.admission = Admission(
+            node=config.node, service=config.service, trust_service=config.trust_service,
+            trust=config.trust, store=store, policy=config.replay.widened(light),
+            spread=self._spread_revocations, revocations_file=config.revocations_file,
+            reader_cell=_own_cell(config), floor_at_start=config.replay_floor_at_start,
+        )  # fmt: skip
 
     @property
     def node(self) -> int:
@@ -276,9 +298,13 @@ class Node:
         if hops is not None and hops.count > hops.limit:
             self.stats.hop_limited += 1
             return
-        result = await self.store.put(stored(bundle, data, now, envelope, LOCAL if local else None))
+        result = await self.store.put(
+            stored(bundle, data, now, envelope, LOCAL if local else None, from_peer)
+        )
         if isinstance(result, Refused):
             self.stats.refused += 1
+            log.warning("node=%s event=refused code=store-%s from=%s reason=%s",
+                        self.node, result.reason.value, from_peer, result.message)  # fmt: skip
             raise BundleRefused(result.message, store_full=True)
         if isinstance(result, Duplicate):
             self.stats.duplicates += 1
@@ -398,24 +424,52 @@ class Node:
             bundle = decode_bundle(held.data)
             if bundle.primary.is_admin_record:
                 await self._deliver_admin_record(bundle)
-            else:
-                await self._deliver_message(bundle)
+            elif not await self._deliver_message(bundle, _node_of(held.received_from)):
+                await self.store.delete(bundle_id)  # refused: its key stands for nothing else
+                continue
             await self.store.tombstone(bundle_id, DELIVERED)  # a duplicate is still known
 
-    async def _deliver_message(self, bundle: Bundle) -> None:
-        try:
-            signed = verify(bundle.payload, self.config.trust, self.now())
-        except FleetwireError as exc:
+    async def _deliver_message(self, bundle: Bundle, from_peer: int | None) -> bool:
+        admitted = await self.admission.admit(bundle, self.now(), from_peer)
+        if isinstance(admitted, Refusal):
             self.stats.rejected += 1
-            log.warning("node=%s event=rejected reason=%s", self.node, exc)
-            return
+            return False
+        if admitted is None:
+            return True  # a revocation list: in force now
+        signed = admitted.signed
         family = signed.message.TYPE.family
         for families, channel in self._subscribers:
             if family in families:
                 await channel.send(signed)
+        await self.admission.settle(admitted)
         self.stats.delivered += 1
         log.info("node=%s event=delivered content_id=%s", self.node, signed.content_id)
         await self._report(bundle, BundleFlags.REPORT_DELIVERY)
+        return True
+
+    async def apply_revocations(self, data: bytes) -> bool:
+        """Put a root-signed revocation list (from a file, a tool) in force and spread it;
+        ``False`` if it was refused (bad signature, malformed). An older list is ignored."""
+        refusal = await self.admission.take_revocations(data, self.now(), from_file=True)
+        return not isinstance(refusal, Refusal)
+
+    async def _spread_revocations(self, data: bytes, came_from: int | None) -> None:
+        # To every neighbour (linked now or in the contact plan) but the one it came from:
+        # each holds it until a contact carries it on, as any bundle (spec §10).
+        neighbours = set(self.links) | set(self.router.plan.neighbours(self.node))
+        for peer in sorted(neighbours - {self.node, came_from}):
+            now = self.now()
+            bundle = message_bundle(
+                data, source=self.node, destination=peer, created_at=now,
+                sequence=self._next_sequence(now), lifetime_ms=self.config.bundle_lifetime_ms,
+                service=self.config.trust_service,
+            )  # fmt: skip
+            data_out = encode_bundle(bundle)
+            result = await self.store.put(
+                stored(bundle, data_out, now, inspect_bundle(bundle, now), None)
+            )
+            if isinstance(result, Accepted):
+                self._unrouted_send.send_nowait(result.bundle_id)
 
     async def _deliver_admin_record(self, bundle: Bundle) -> None:
         # Status reports are not signed (BPSec, RFC 9172, is a later step): they inform,
@@ -424,7 +478,7 @@ class Node:
             record = admin_record_of(bundle)
         except BundleError as exc:
             self.stats.rejected += 1
-            log.warning("node=%s event=rejected-admin-record reason=%s", self.node, exc)
+            log.warning("node=%s event=refused code=%s reason=%s", self.node, exc.code, exc)
             return
         if isinstance(record, StatusReport):
             self.stats.status_reports += 1
@@ -459,6 +513,7 @@ class Node:
         while True:
             await trio.sleep(self.config.expiry_interval_s)
             expired = await self.store.expire(self.now())
+            await self.admission.prune(self.now())
             self.stats.expired += len(expired)
             self._parked.difference_update(expired)
 
@@ -473,6 +528,7 @@ class Node:
         return [held.bundle_id for held in found]
 
     async def _start(self, inbox: trio.abc.ReceiveChannel[tuple[int, bytes]] | None) -> None:
+        await self.admission.restore(self.now())
         await self._recover()
         for task in (self._route_loop, self._deliver_loop, self._reroute_loop, self._expiry_loop):
             self._nursery.start_soon(task)
@@ -496,7 +552,24 @@ class Node:
         try:
             await self.accept(data, peer)
         except BundleRefused as exc:
-            log.info("node=%s refused a bundle from %s: %s", self.node, peer, exc)
+            log.info("node=%s event=refused code=%s from=%s reason=%s", self.node, exc.code,
+                     peer, exc)  # fmt: skip
+
+
+def _node_of(eid: str | None) -> int | None:
+    """The node number of an ``ipn:N.0`` neighbour name as the store keeps it."""
+    if eid is None or not eid.startswith("ipn:"):
+        return None
+    number = eid[4:].partition(".")[0]
+    return int(number) if number.isdigit() else None
+
+
+def _own_cell(config: NodeConfig) -> int | None:
+    """This node's cell, from its own credential (lease authority is per cell, spec §8)."""
+    for credential in config.trust.credentials():
+        if credential.kid == config.key.kid:
+            return credential.cell
+    return None
 
 
 @asynccontextmanager

@@ -38,11 +38,12 @@ import functools
 import os
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
+from fleetwire.protocol.replay import Seen
 
 from .store import (
     Accepted,
@@ -51,6 +52,7 @@ from .store import (
     NotABundleStore,
     PutResult,
     Quota,
+    SourceShares,
     StoreClosed,
     StoreCorrupt,
     StoredBundle,
@@ -70,8 +72,20 @@ __all__ = [
 #: ``PRAGMA application_id`` of our files ("FWBS"), so we never adopt someone else's database.
 APPLICATION_ID = 0x46574253
 #: ``PRAGMA user_version``; bump with a migration when the schema changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
+_REPLAY_SCHEMA = """
+CREATE TABLE replay_seen (
+    issuer      INTEGER NOT NULL,
+    sequence    INTEGER NOT NULL,
+    issued_at   INTEGER NOT NULL,
+    content_id  BLOB NOT NULL,
+    keep_until  INTEGER NOT NULL,
+    PRIMARY KEY (issuer, sequence)
+) WITHOUT ROWID;
+CREATE INDEX replay_seen_by_keep_until ON replay_seen (keep_until);
+CREATE TABLE replay_floor (issuer INTEGER PRIMARY KEY, floor INTEGER NOT NULL);
+"""
 # bundle_id is the key (NOT NULL UNIQUE). The INTEGER PRIMARY KEY is the arrival order the listings
 # promise; an explicit alias, because VACUUM may renumber a hidden rowid.
 SCHEMA = """
@@ -85,28 +99,34 @@ CREATE TABLE bundles (
     expires_at  INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
     size        INTEGER NOT NULL,
-    data        BLOB NOT NULL
+    data        BLOB NOT NULL,
+    received_from TEXT
 );
 CREATE INDEX bundles_by_destination ON bundles (destination);
 CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
 CREATE INDEX bundles_by_expiry ON bundles (expires_at);
-"""
+""" + _REPLAY_SCHEMA
+
+#: Version 1 → 2: the neighbour each bundle came from (per-source quota share) and the replay
+#: memory (:mod:`fleetwire.protocol.replay`).
+_MIGRATE_1_TO_2 = "ALTER TABLE bundles ADD COLUMN received_from TEXT;" + _REPLAY_SCHEMA
 
 _COLUMNS = (
-    "bundle_id, content_id, source, destination, next_hop, expires_at, received_at, size, data"
+    "bundle_id, content_id, source, destination, next_hop, expires_at, received_at, size, data, "
+    "received_from"
 )
-_INSERT = f"INSERT INTO bundles ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO bundles ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT = f"SELECT {_COLUMNS} FROM bundles"
 
 #: Rows per multi-row INSERT. Each statement step releases and retakes the GIL; one step per row
 #: (``executemany``) lets the busy Trio thread stall the writer at every row, one step per 64
-#: rows does not. 64 x 9 parameters stays far below SQLite's 32766 limit.
+#: rows does not. 64 x 10 parameters stays far below SQLite's 32766 limit.
 _ROWS_PER_INSERT = 64
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
 def _insert_rows(n: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
     return f"INSERT INTO bundles ({_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING"
 
 
@@ -133,7 +153,7 @@ _MIN_BATCH = 32
 #: Producers wait once this many full batches of writes are in flight.
 _QUEUE_DEPTH = 4
 
-_PUT, _HOP, _DELETE, _EXPIRE, _TOMBSTONE = range(5)
+_PUT, _HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET = range(7)
 _T = TypeVar("_T")
 
 
@@ -163,18 +183,21 @@ class _Batch:
 
 def _row(b: StoredBundle) -> tuple[Any, ...]:
     return (b.bundle_id, b.content_id, b.source, b.destination, b.next_hop, b.expires_at,
-            b.received_at, b.size, b.data)  # fmt: skip
+            b.received_at, b.size, b.data, b.received_from)  # fmt: skip
 
 
 def _bundle(row: tuple[Any, ...]) -> StoredBundle:
-    bundle_id, content_id, source, destination, next_hop, expires_at, received_at, _, data = row
+    (bundle_id, content_id, source, destination, next_hop, expires_at, received_at, _, data,
+     received_from) = row  # fmt: skip
     return StoredBundle(
-        bundle_id, content_id, source, destination, expires_at, received_at, data, next_hop
-    )
+        bundle_id, content_id, source, destination, expires_at, received_at, data, next_hop,
+        received_from,
+    )  # fmt: skip
 
 
-def _connect(path: str, verify: bool) -> tuple[sqlite3.Connection, int, int]:
-    """Open (or create) the store file; returns the connection, bundle count and bytes held."""
+def _connect(path: str, verify: bool) -> tuple[sqlite3.Connection, int, int, SourceShares]:
+    """Open (or create) the store file; returns the connection, bundle count and bytes held,
+    and what each neighbour's bundles hold (the per-source quota share)."""
     try:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves. timeout=0: a store held by another
         # process fails at once instead of waiting.
@@ -184,7 +207,13 @@ def _connect(path: str, verify: bool) -> tuple[sqlite3.Connection, int, int]:
     try:
         _prepare(conn, path, verify)
         count, used = conn.execute("SELECT count(*), total(size) FROM bundles").fetchone()
-        return conn, count, int(used)
+        shares = SourceShares()
+        for source, n, size in conn.execute(
+            "SELECT received_from, count(*), total(size) FROM bundles "
+            "WHERE received_from IS NOT NULL GROUP BY received_from"
+        ):
+            shares.add(source, n, int(size))
+        return conn, count, int(used), shares
     except sqlite3.DatabaseError as exc:  # past the header checks: the file is ours, but broken
         conn.close()
         raise StoreCorrupt(f"bundle store {path!r} is corrupt: {exc}") from exc
@@ -216,6 +245,13 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
         )
     elif version < 1:
         raise StoreCorrupt(f"{path!r} is marked as a bundle store but has no schema version")
+    elif version == 1:
+        conn.executescript(f"""
+            BEGIN IMMEDIATE;
+            {_MIGRATE_1_TO_2}
+            PRAGMA user_version = 2;
+            COMMIT;
+        """)
     # WAL: a commit appends to the log and fsyncs the log only (one sequential write), and readers
     # never see a half-written transaction; after a crash the log is replayed up to its last
     # complete commit. synchronous=FULL: fsync the WAL at every commit, so a committed bundle
@@ -250,6 +286,7 @@ class SQLiteBundleStore:
         quota: Quota,
         count: int,
         used: int,
+        shares: SourceShares | None = None,
         max_batch: int,
         max_batch_bytes: int,
     ) -> None:
@@ -257,6 +294,7 @@ class SQLiteBundleStore:
         self._quota = quota
         self._count = count
         self._bytes = used
+        self._shares = shares or SourceShares()
         self._max_batch = max_batch
         self._max_batch_bytes = max_batch_bytes
         self._limiter = trio.CapacityLimiter(1)
@@ -271,6 +309,9 @@ class SQLiteBundleStore:
         self._closed = False
         #: Transactions committed so far (a group commit shows as fewer batches than writes).
         self.batches_committed = 0
+
+    #: What the store holds survives the process (see :class:`~.store.BundleStore`).
+    durable = True
 
     # -- writes: queued for the committer --------------------------------------------------
 
@@ -305,6 +346,22 @@ class SQLiteBundleStore:
         await self._submit([op])
         expired: list[bytes] = op.result
         return expired
+
+    async def remember(self, seen: Sequence[Seen], floors: Mapping[int, int]) -> None:
+        rows = [(r.issuer, r.sequence, r.issued_at, r.content_id, r.keep_until) for r in seen]
+        await self._submit([_Op(_REMEMBER, (rows, list(floors.items())))])
+
+    async def forget_seen(self, now: int) -> int:
+        op = _Op(_FORGET, now)
+        await self._submit([op])
+        return int(op.result)
+
+    async def remembered(self) -> tuple[list[Seen], dict[int, int]]:
+        seen = await self._read(
+            "SELECT issuer, sequence, issued_at, content_id, keep_until FROM replay_seen", ()
+        )
+        floors = await self._read("SELECT issuer, floor FROM replay_floor", ())
+        return [Seen(*row) for row in seen], {issuer: floor for issuer, floor in floors}
 
     async def _submit(self, ops: list[_Op]) -> None:
         self._live()
@@ -459,14 +516,16 @@ class SQLiteBundleStore:
     async def _commit(self, batch: _Batch) -> None:
         conn = self._conn
         assert conn is not None  # closed only after the committer is done
+        shares = SourceShares()
+        shares.held = dict(self._shares.held)  # the batch may roll back: work on a copy
         try:
             count, used = await self._in_worker(
-                _apply_batch, conn, batch.ops, self._quota, self._count, self._bytes
+                _apply_batch, conn, batch.ops, self._quota, self._count, self._bytes, shares
             )
         except Exception as exc:  # the whole batch was rolled back
             batch.error = exc
         else:
-            self._count, self._bytes = count, used
+            self._count, self._bytes, self._shares = count, used, shares
             self.batches_committed += 1
         self._in_flight -= len(batch.ops)
         batch.done.set()
@@ -477,9 +536,15 @@ class SQLiteBundleStore:
 
 
 def _apply_batch(
-    conn: sqlite3.Connection, batch: list[_Op], quota: Quota, count: int, used: int
+    conn: sqlite3.Connection,
+    batch: list[_Op],
+    quota: Quota,
+    count: int,
+    used: int,
+    shares: SourceShares,
 ) -> tuple[int, int]:
-    """Apply ``batch`` in order in one transaction; returns the new (count, bytes) totals."""
+    """Apply ``batch`` in order in one transaction; returns the new (count, bytes) totals
+    (and updates ``shares``, the per-neighbour totals, in place)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         i = 0
@@ -488,7 +553,7 @@ def _apply_batch(
                 j = i
                 while j < len(batch) and batch[j].kind == _PUT:
                     j += 1
-                count, used = _put_run(conn, batch[i:j], quota, count, used)
+                count, used = _put_run(conn, batch[i:j], quota, count, used, shares)
                 i = j
                 continue
             op = batch[i]
@@ -501,7 +566,8 @@ def _apply_batch(
             elif op.kind == _TOMBSTONE:
                 bundle_id, hop = op.arg
                 row = conn.execute(
-                    "SELECT seq, size FROM bundles WHERE bundle_id = ?", (bundle_id,)
+                    "SELECT seq, size, received_from FROM bundles WHERE bundle_id = ?",
+                    (bundle_id,),
                 ).fetchone()
                 if row is not None:
                     conn.execute(
@@ -509,23 +575,44 @@ def _apply_batch(
                         (hop, row[0]),
                     )
                     used -= row[1]
+                    shares.add(row[2], 0, -row[1])
                 op.result = row is not None
             elif op.kind == _DELETE:
                 row = conn.execute(
-                    "SELECT seq, size FROM bundles WHERE bundle_id = ?", (op.arg,)
+                    "SELECT seq, size, received_from FROM bundles WHERE bundle_id = ?", (op.arg,)
                 ).fetchone()
                 if row is not None:
                     conn.execute("DELETE FROM bundles WHERE seq = ?", (row[0],))
                     count, used = count - 1, used - row[1]
+                    shares.add(row[2], -1, -row[1])
                 op.result = row is not None
+            elif op.kind == _REMEMBER:
+                seen, floors = op.arg
+                conn.executemany("INSERT OR REPLACE INTO replay_seen VALUES (?, ?, ?, ?, ?)", seen)
+                for issuer, floor in floors:
+                    conn.execute(
+                        "INSERT INTO replay_floor VALUES (?, ?) ON CONFLICT (issuer) "
+                        "DO UPDATE SET floor = max(floor, excluded.floor)",
+                        (issuer, floor),
+                    )
+                    conn.execute(
+                        "DELETE FROM replay_seen WHERE issuer = ? AND sequence <= ?",
+                        (issuer, floor),
+                    )
+            elif op.kind == _FORGET:
+                op.result = conn.execute(
+                    "DELETE FROM replay_seen WHERE keep_until <= ?", (op.arg,)
+                ).rowcount
             else:  # _EXPIRE
                 rows = conn.execute(
-                    "SELECT seq, bundle_id, size FROM bundles WHERE expires_at <= ? "
+                    "SELECT seq, bundle_id, size, received_from FROM bundles WHERE expires_at <= ? "
                     "ORDER BY expires_at, seq",
                     (op.arg,),
                 ).fetchall()
                 conn.executemany("DELETE FROM bundles WHERE seq = ?", [(r[0],) for r in rows])
                 count, used = count - len(rows), used - sum(r[2] for r in rows)
+                for r in rows:
+                    shares.add(r[3], -1, -r[2])
                 op.result = [r[1] for r in rows]
             i += 1
         conn.execute("COMMIT")
@@ -536,15 +623,41 @@ def _apply_batch(
     return count, used
 
 
+def _room_for_all(
+    ops: list[_Op], quota: Quota, count: int, used: int, shares: SourceShares
+) -> bool:
+    """Whether every put of the run fits the quota, per-source shares included."""
+    if quota.max_bundles is not None and count + len(ops) > quota.max_bundles:
+        return False
+    if quota.max_bytes is not None and used + sum(op.size for op in ops) > quota.max_bytes:
+        return False
+    share_bundles = quota.share_of(quota.max_bundles)
+    share_bytes = quota.share_of(quota.max_bytes)
+    if share_bundles is None and share_bytes is None:
+        return True
+    after: dict[str, tuple[int, int]] = {}
+    for op in ops:
+        source = op.arg[9]
+        if source is not None:
+            n, size = after.get(source) or shares.of(source)
+            after[source] = (n + 1, size + op.size)
+    return all(
+        (share_bundles is None or n <= share_bundles) and (share_bytes is None or b <= share_bytes)
+        for n, b in after.values()
+    )
+
+
 def _put_run(
-    conn: sqlite3.Connection, ops: list[_Op], quota: Quota, count: int, used: int
+    conn: sqlite3.Connection,
+    ops: list[_Op],
+    quota: Quota,
+    count: int,
+    used: int,
+    shares: SourceShares,
 ) -> tuple[int, int]:
     """Insert a run of puts; leaves ``op.result`` None for each accepted one."""
     added = sum(op.size for op in ops)
-    room_for_all = (quota.max_bundles is None or count + len(ops) <= quota.max_bundles) and (
-        quota.max_bytes is None or used + added <= quota.max_bytes
-    )
-    if room_for_all:
+    if _room_for_all(ops, quota, count, used, shares):
         conn.execute("SAVEPOINT put_run")
         inserted = 0
         for start in range(0, len(ops), _ROWS_PER_INSERT):
@@ -553,15 +666,20 @@ def _put_run(
             inserted += conn.execute(_insert_rows(len(chunk)), params).rowcount
         if inserted == len(ops):  # no duplicates: every row went in
             conn.execute("RELEASE put_run")
+            for op in ops:
+                shares.add(op.arg[9], 1, op.size)
             return count + len(ops), used + added
         conn.execute("ROLLBACK TO put_run")
         conn.execute("RELEASE put_run")
     for op in ops:
         bundle = _bundle(op.arg)
-        op.result = _duplicate_of(conn, bundle) or check_quota(quota, count, used, bundle)
+        op.result = _duplicate_of(conn, bundle) or check_quota(
+            quota, count, used, bundle, shares.of(bundle.received_from)
+        )
         if op.result is None:
             conn.execute(_INSERT, op.arg)
             count, used = count + 1, used + op.size
+            shares.add(bundle.received_from, 1, op.size)
     return count, used
 
 
@@ -594,12 +712,13 @@ async def open_sqlite_store(
     """
     if max_batch < 1 or max_batch_bytes < 1:
         raise ValueError("max_batch and max_batch_bytes must be positive")
-    conn, count, used = await trio.to_thread.run_sync(_connect, os.fspath(path), verify)
+    conn, count, used, shares = await trio.to_thread.run_sync(_connect, os.fspath(path), verify)
     store = SQLiteBundleStore(
         conn,
         quota=quota or Quota(),
         count=count,
         used=used,
+        shares=shares,
         max_batch=max_batch,
         max_batch_bytes=max_batch_bytes,
     )

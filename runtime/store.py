@@ -32,11 +32,12 @@ in: a store never reads a clock. A bundle is expired once ``now >= expires_at``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import attrs
 from fleetwire.protocol.errors import FleetwireError
+from fleetwire.protocol.replay import Seen
 
 __all__ = [
     "Accepted",
@@ -49,6 +50,7 @@ __all__ = [
     "Quota",
     "RefusalReason",
     "Refused",
+    "SourceShares",
     "StoreClosed",
     "StoreCorrupt",
     "StoreError",
@@ -102,6 +104,9 @@ class StoredBundle:
     received_at: int = attrs.field(converter=_clamp_time)
     data: bytes = attrs.field(repr=False)
     next_hop: str | None = None
+    #: The neighbour that handed it over (``ipn:N.0``), ``None`` for bundles made here: the
+    #: key of the per-source share of the quota.
+    received_from: str | None = None
 
     def __attrs_post_init__(self) -> None:
         _id("bundle_id", self.bundle_id)
@@ -111,6 +116,8 @@ class StoredBundle:
         _text("destination", self.destination)
         if self.next_hop is not None:
             _text("next_hop", self.next_hop)
+        if self.received_from is not None:
+            _text("received_from", self.received_from)
         for name in ("expires_at", "received_at"):
             if type(getattr(self, name)) is not int:
                 raise TypeError(f"{name} must be int, not {type(getattr(self, name)).__name__}")
@@ -123,9 +130,21 @@ class StoredBundle:
         return len(self.data)
 
 
+def _share(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1
+    ):
+        raise ValueError(f"{attribute.name} must be a fraction in (0, 1], not {value!r}")
+
+
 @attrs.frozen(slots=True)
 class Quota:
-    """Upper bounds on what a store holds; ``None`` means unbounded."""
+    """Upper bounds on what a store holds; ``None`` means unbounded.
+
+    ``source_share`` caps what bundles received from any one neighbour (``received_from``) may
+    hold, as a fraction of ``max_bundles`` and of ``max_bytes``: one neighbour cannot fill the
+    store and lock the others out. Bundles made here (``received_from`` None) have no share.
+    """
 
     max_bundles: int | None = attrs.field(
         default=None,
@@ -139,6 +158,13 @@ class Quota:
             [attrs.validators.instance_of(int), attrs.validators.ge(0)]
         ),
     )
+    source_share: float | None = attrs.field(default=None, validator=_share)
+
+    def share_of(self, limit: int | None) -> int | None:
+        """The per-source part of ``limit`` (``None``: no per-source bound)."""
+        if limit is None or self.source_share is None:
+            return None
+        return int(limit * self.source_share)
 
 
 class DuplicateOf(enum.Enum):
@@ -153,6 +179,7 @@ class RefusalReason(enum.Enum):
 
     MAX_BUNDLES = "max-bundles"
     MAX_BYTES = "max-bytes"
+    SOURCE_SHARE = "source-share"
 
 
 @attrs.frozen(slots=True)
@@ -183,8 +210,15 @@ class Refused:
 PutResult = Accepted | Duplicate | Refused
 
 
-def check_quota(quota: Quota, count: int, used: int, bundle: StoredBundle) -> Refused | None:
-    """The refusal for adding ``bundle`` to a store holding ``count`` bundles of ``used`` bytes."""
+def check_quota(
+    quota: Quota,
+    count: int,
+    used: int,
+    bundle: StoredBundle,
+    source: tuple[int, int] = (0, 0),
+) -> Refused | None:
+    """The refusal for adding ``bundle`` to a store holding ``count`` bundles of ``used`` bytes,
+    of which ``source`` = (bundles, bytes) came from the same neighbour as ``bundle``."""
     if quota.max_bundles is not None and count + 1 > quota.max_bundles:
         return Refused(
             bundle.bundle_id,
@@ -198,7 +232,41 @@ def check_quota(quota: Quota, count: int, used: int, bundle: StoredBundle) -> Re
             f"store full: {used} bytes held + {bundle.size} bytes of this bundle "
             f"> quota max_bytes={quota.max_bytes}",
         )
+    if bundle.received_from is not None:
+        share_bundles = quota.share_of(quota.max_bundles)
+        share_bytes = quota.share_of(quota.max_bytes)
+        if (share_bundles is not None and source[0] + 1 > share_bundles) or (
+            share_bytes is not None and source[1] + bundle.size > share_bytes
+        ):
+            return Refused(
+                bundle.bundle_id,
+                RefusalReason.SOURCE_SHARE,
+                f"store share of {bundle.received_from} used up: it holds {source[0]} bundles, "
+                f"{source[1]} bytes here (source_share={quota.source_share} of the quota)",
+            )
     return None
+
+
+class SourceShares:
+    """(bundles, bytes) held per neighbour, for the per-source share of a :class:`Quota`."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[int, int]] = {}
+
+    def of(self, source: str | None) -> tuple[int, int]:
+        return (0, 0) if source is None else self.held.get(source, (0, 0))
+
+    def add(self, source: str | None, bundles: int, size: int) -> None:
+        if source is None:
+            return
+        count, used = self.held.get(source, (0, 0))
+        count, used = count + bundles, used + size
+        if count <= 0:
+            self.held.pop(source, None)
+        else:
+            self.held[source] = (count, used)
 
 
 class StoreError(FleetwireError):
@@ -229,7 +297,28 @@ class BundleStore(Protocol):
     """What the router and node need from a store; both stores implement it with equal semantics.
 
     Listing order is arrival order (the order ``put`` calls were submitted), oldest first.
+
+    Besides bundles a store keeps the node's replay memory (:mod:`fleetwire.protocol.replay`):
+    the records of accepted messages and the per-issuer floors, so that a restart does not make
+    a replay acceptable again. ``durable`` says whether any of it survives the process.
     """
+
+    @property
+    def durable(self) -> bool:
+        """Whether what the store holds survives the process (SQLite: yes, memory: no)."""
+        ...
+
+    async def remember(self, seen: Sequence[Seen], floors: Mapping[int, int]) -> None:
+        """Keep replay records and raise per-issuer floors; durable (if the store is) on return."""
+        ...
+
+    async def remembered(self) -> tuple[list[Seen], dict[int, int]]:
+        """Every replay record kept, and the per-issuer floors."""
+        ...
+
+    async def forget_seen(self, now: int) -> int:
+        """Drop replay records with ``keep_until <= now``; return how many went."""
+        ...
 
     async def put(self, bundle: StoredBundle) -> PutResult:
         """Hold ``bundle``; returns :class:`Accepted` only once it is durable."""

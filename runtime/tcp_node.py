@@ -25,6 +25,7 @@ from .config import ConfigError, Endpoint, FileConfig, TlsConfig
 from .contacts import DTN_EPOCH_UNIX, Clock
 from .memory_store import MemoryBundleStore
 from .node import BundleRefused, Node, NodeConfig, open_node
+from .revocation_files import watch_revocations
 from .sqlite_store import open_sqlite_store
 from .store import BundleStore
 from .tcp import Backoff, Connector, open_connector, serve_cl
@@ -73,9 +74,9 @@ def layer_for(kind: str, node: int, tls: TlsConfig | None = None) -> Convergence
 @asynccontextmanager
 async def _open_store(config: FileConfig) -> AsyncIterator[BundleStore]:
     if config.store is None:
-        yield MemoryBundleStore()
+        yield MemoryBundleStore(config.quota)
     else:
-        async with open_sqlite_store(config.store) as store:
+        async with open_sqlite_store(config.store, quota=config.quota) as store:
             yield store
 
 
@@ -91,6 +92,9 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
         contact_plan=config.contact_plan,
         static_routes=config.static_routes,
         parents={config.node: config.parent} if config.parent is not None else {},
+        replay=config.replay,
+        replay_floor_at_start=config.store is None,
+        revocations_file=config.keys / keyfiles.REVOCATIONS_NAME,
     )
     clock = Clock.from_unix(trio.current_time(), time.time())
     async with _open_store(config) as store, open_node(node_config, store, clock=clock) as node:
@@ -118,7 +122,15 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
                         layer_for(endpoint.layer, config.node, config.tls),
                         host=endpoint.host, local=config.node, accept=accept,
                     )  # fmt: skip
-                    await listeners.start(serve)
+                    try:
+                        await listeners.start(serve)
+                    except OSError as exc:
+                        raise ConfigError(
+                            f"cannot listen on {endpoint.host}:{endpoint.port}: "
+                            f"{exc.strerror or exc}",
+                            hint="another process may hold that port; change [[listen]] port",
+                        ) from None
+                listeners.start_soon(watch_revocations, node, config.keys)
                 try:
                     yield node
                 finally:

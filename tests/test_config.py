@@ -49,3 +49,82 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     broken.write_text("[node\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken)
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ('[reconnect]\ninitial_s = "fast"\n', "reconnect.initial_s must be a number of seconds"),
+        ("[reconnect]\ninitial_s = {a = 1}\n", "reconnect.initial_s must be a number of seconds"),
+        ("[reconnect]\ninitial_s = 0\n", "reconnect.initial_s must be more than 0"),
+        ("[reconnect]\nmaximum_s = -1.5\n", "reconnect.maximum_s must be more than 0"),
+        ("[reconnect]\ninitail_s = 1\n", r"\[reconnect\]: unknown keys \['initail_s'\]"),
+        ("[node]\nbundle_lifetime_s = 0\n", "bundle_lifetime_s must be more than 0"),
+        ("[routes]\nstatic = { x = 2 }\n", "node numbers must be integers"),
+        ("[routes]\nstatic = { 3 = 'two' }\n", "node numbers must be integers"),
+        ("[quota]\nmax_bytes = -1\n", "quota.max_bytes must be a non-negative integer"),
+        ("[quota]\nsource_share = 2\n", "quota.source_share must be a fraction"),
+        ("[quota]\nsource_share = 'half'\n", "quota.source_share must be a fraction"),
+        ("[replay]\nmax_age_s = 'long'\n", "replay.max_age_s must be a number of seconds"),
+        ("[replay]\nmax_per_issuer = 0\n", "replay.max_per_issuer must be at least 1"),
+        ("reconnect = 3\n", r"\[reconnect\] must be a table"),
+    ],
+)
+def test_bad_values_are_named_with_their_field(text: str, complaint: str) -> None:
+    document = tomllib.loads(text)
+    document.setdefault("node", {})["number"] = 1
+    with pytest.raises(ConfigError, match=complaint) as raised:
+        parse_config(document, Path("."))
+    assert raised.value.hint
+
+
+def test_quota_and_replay_defaults_and_values() -> None:
+    loaded = parse_config(
+        tomllib.loads(
+            "[node]\nnumber = 1\n[quota]\nmax_bundles = 50\nsource_share = 0.5\n"
+            "[replay]\nmax_age_s = 3600\nmax_future_s = 1.5\n"
+        ),
+        Path("."),
+    )
+    assert (loaded.quota.max_bundles, loaded.quota.source_share) == (50, 0.5)
+    assert loaded.quota.max_bytes == config_module.DEFAULT_QUOTA.max_bytes
+    assert (loaded.replay.max_age, loaded.replay.max_future) == (3_600_000, 1500)
+    default = parse_config({"node": {"number": 1}}, Path("."))
+    assert default.quota == config_module.DEFAULT_QUOTA
+    assert default.quota.max_bundles and default.quota.max_bytes and default.quota.source_share
+
+
+@pytest.mark.parametrize("value", ['"fast"', "{a = 1}", "0"])
+def test_the_cli_prints_one_line_and_a_hint_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    from fleetwire.runtime.cli import main
+
+    path = tmp_path / "node.toml"
+    path.write_text(f"[node]\nnumber = 1\n[reconnect]\ninitial_s = {value}\n")
+    assert main(["node", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("fleetwire node: error: reconnect.initial_s must be")
+    assert err[1].startswith("hint: ") and len(err) == 2
+
+
+def test_address_in_use_names_the_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from fleetwire.runtime.cli import main
+
+    main(["keys", "root", str(tmp_path / "keys")])
+    main(["keys", "node", str(tmp_path / "keys"), "--node", "1"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "node.toml"
+        path.write_text(f'[node]\nnumber = 1\nkeys = "keys"\n[[listen]]\nport = {port}\n')
+        capsys.readouterr()
+        assert main(["node", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"fleetwire node: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert err[1].startswith("hint: ")

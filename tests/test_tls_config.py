@@ -90,11 +90,12 @@ def write_fleet(folder: Path, port: int, names: dict[int, int]) -> tuple[Path, P
 
 async def test_a_message_crosses_a_tls_link_between_configured_nodes(tmp_path: Path) -> None:
     one, two = write_fleet(tmp_path, free_port(), {1: 1, 2: 2})
-    claim = LeaseClaim(header=Header(issuer=2, issued_at=0, sequence=1), resource="dock/7",
-                       term_ms=60_000)  # fmt: skip
     async with open_configured_node(load_config(one)) as receiver:
         inbox = receiver.subscribe()
         async with open_configured_node(load_config(two)) as sender:
+            # issued now: readers refuse messages from outside their issued_at window
+            claim = LeaseClaim(header=Header(issuer=2, issued_at=sender.now(), sequence=1),
+                               resource="dock/7", term_ms=60_000)  # fmt: skip
             with trio.fail_after(20):
                 await sender.links[1].wait_up()  # type: ignore[attr-defined]
                 signed = await sender.send(claim, to=1)

@@ -1,0 +1,60 @@
+"""Which role a message's signer needs (spec §8, "Roles authorise messages").
+
+Theory of operation
+-------------------
+A signature proves *who* wrote a message; the signer's credential says *what they may say*.
+:func:`check_role` is the one table of that rule, applied at delivery after the signature
+verified and before anything acts on the message:
+
+==============================================  =============================================
+message                                         the signer's credential must grant
+==============================================  =============================================
+lease grant, lease revoke, lease expiry notice  cell coordinator (2), of the reader's cell
+                                                when the reader has one
+exception report with scope region              region coordinator (3) of region ``scope_id``
+every other message                             node (1) or any coordinator role
+==============================================  =============================================
+
+An auditor-only credential (role 4) may read but not write. A refusal is a
+:class:`~.trust.WrongRole` (``key-wrong-role``). Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .messages import ExceptionReport, LeaseExpiry, LeaseGrant, LeaseRevoke, Message, Scope
+from .trust import Credential, Role, WrongRole
+
+__all__ = ["AUTHORITY_MESSAGES", "check_role"]
+
+#: Messages only a resource's authority (a cell coordinator) may sign (spec §6.4, §8).
+AUTHORITY_MESSAGES: Final = (LeaseGrant, LeaseRevoke, LeaseExpiry)
+_WRITERS: Final = frozenset({Role.NODE, Role.CELL_COORDINATOR, Role.REGION_COORDINATOR})
+
+
+def check_role(message: Message, signer: Credential, reader_cell: int | None = None) -> None:
+    """Raise :class:`WrongRole` unless ``signer`` may have written ``message`` (table above).
+
+    ``reader_cell`` is the cell of the node reading it (from its own credential), if any: a
+    lease authority speaks for its own cell's resources only.
+    """
+    who = f"key of node {signer.node} (serial {signer.serial})"
+    name = type(message).__name__
+    if isinstance(message, AUTHORITY_MESSAGES):
+        if Role.CELL_COORDINATOR not in signer.roles:
+            raise WrongRole(f"{name} must be signed by a cell coordinator; the {who} is not one")
+        if reader_cell is not None and signer.cell != reader_cell:
+            raise WrongRole(
+                f"{name} for cell {reader_cell} signed by the coordinator of cell {signer.cell}"
+            )
+        return
+    if isinstance(message, ExceptionReport) and message.scope is Scope.REGION:
+        if Role.REGION_COORDINATOR not in signer.roles or signer.region != message.scope_id:
+            raise WrongRole(
+                f"a region-scope exception report for region {message.scope_id} must be signed "
+                f"by that region's coordinator; the {who} is not"
+            )
+        return
+    if not signer.roles & _WRITERS:
+        raise WrongRole(f"{name} needs a node or coordinator role; the {who} has neither")
