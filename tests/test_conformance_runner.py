@@ -116,6 +116,24 @@ def test_an_adapter_that_always_dies_fails_every_vector_without_a_traceback(
     assert isinstance(again, AdapterFault)  # restarted, and broken again
 
 
+class BeforeTrustedOpen:
+    """An implementation written against the interface before the trusted open existed."""
+
+    name = "older implementation"
+
+    def __init__(self) -> None:
+        self._inner = Fleetwire()
+        self.decode = self._inner.decode
+        self.open_envelope = self._inner.open_envelope
+
+
+def test_an_implementation_without_the_trusted_open_fails_only_trust_vectors() -> None:
+    report = run_vectors(1, BeforeTrustedOpen(), SPEC)  # type: ignore[arg-type]
+    failed = {r.file for r in report.of(Verdict.FAIL)}
+    assert failed == {"trust.json"}
+    assert all("no open_trusted" in r.got for r in report.of(Verdict.FAIL))
+
+
 def test_command_line_names_a_missing_adapter_program(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

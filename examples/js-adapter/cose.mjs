@@ -22,13 +22,13 @@ const tooLarge = (d) => new Refusal("envelope-too-large", d);
 // A byte string element of the envelope at `pos` (rule 2): [content start, end].
 function bstrAt(data, pos, what) {
   if (pos >= data.length) throw notSign1(`truncated: ${what} expected`);
-  const [item, end] = readItemAt(data, pos, { maxDepth: 1, onTruncated: "envelope-not-sign1" }).map((x) => x);
+  const [item, end] = readItemAt(data, pos, { maxDepth: 1, onTruncated: "envelope-not-sign1" });
   if (item.kind !== "bytes") throw notSign1(`${what} is not a byte string`);
   return [end - item.value.length, end, item.value];
 }
 
 // Read the envelope's own CBOR heads with envelope codes: any CBOR fault there is rule 2.
-function envelopeItem(data, pos, what, maxDepth = 1) {
+function envelopeItem(data, pos, what) {
   try {
     return bstrAt(data, pos, what);
   } catch (e) {
