@@ -982,8 +982,8 @@ def trust_vectors() -> dict[str, Any]:
         )  # fmt: skip
 
     def revocations(serial: int, *, kids: tuple[bytes, ...] = (), serials: tuple[int, ...] = (),
-                    signer: SigningKey = root) -> bytes:  # fmt: skip
-        return issue_revocations(signer, serial=serial, issued_at=T0, kids=kids,
+                    signer: SigningKey = root, issued_at: int = T0) -> bytes:  # fmt: skip
+        return issue_revocations(signer, serial=serial, issued_at=issued_at, kids=kids,
                                  credential_serials=serials)  # fmt: skip
 
     def forged_credential(issuer_field: bytes, extra: dict[int, Any] | None = None) -> bytes:
@@ -1048,6 +1048,9 @@ def trust_vectors() -> dict[str, Any]:
         ("trust/revocations-repeat", "the same list twice: the repeat is a no-op",
          {"revocations": [revocations(1), revocations(1)], "credentials": [cred7], "now": T0},
          signed, None),
+        ("trust/revocations-reissued", "list 1 again with a later issued_at, same kids and serials: a no-op",
+         {"revocations": [revocations(1, kids=(node9.kid,)), revocations(1, kids=(node9.kid,), issued_at=T0 + 1)],
+          "credentials": [cred7], "now": T0}, signed, None),
         ("trust/revocations-not-from-root", "a revocation list signed by a key that is not a root",
          {"revocations": [revocations(1, signer=stranger)], "credentials": [cred7], "now": T0},
          signed, "issuer-untrusted"),

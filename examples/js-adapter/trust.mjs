@@ -103,10 +103,11 @@ export class TrustStore {
   }
 
   // A root-signed object: envelope, signer (an unrevoked root), signature under `aad`.
-  openRootSigned(data, aad, what) {
+  // §8: a credential envelope is at most 4096 bytes, a revocation list's 4 MiB; no payload bound.
+  openRootSigned(data, aad, what, maxSize) {
     let envelope;
     try {
-      envelope = parseSign1(data, { maxSize: 1 << 22, maxPayload: 1 << 22 });
+      envelope = parseSign1(data, { maxSize, maxPayload: maxSize });
     } catch (e) {
       throw credentialInvalid(`${what} envelope: ${e.message}`);
     }
@@ -117,14 +118,17 @@ export class TrustStore {
   }
 
   applyRevocations(data) {
-    const envelope = this.openRootSigned(data, REVOCATIONS_AAD, "revocation list");
+    const envelope = this.openRootSigned(data, REVOCATIONS_AAD, "revocation list", 4194304);
     const list = parseRevocations(envelope.payload);
     if (!sameBytes(list.issuer, envelope.kid)) throw credentialInvalid("revocation list issuer is not its signer");
     const current = this.revocations;
     if (current !== null) {
       if (list.serial < current.serial) throw new Refusal("revocations-stale", "an older revocation list");
       if (list.serial === current.serial) {
-        if (!sameBytes(list.payload, current.payload)) throw new Refusal("revocations-stale", "a conflicting list");
+        // §8: the same serial with the same revoked kids and serials is a no-op (issued_at aside).
+        const same = (a, b) => a.size === b.size && [...a].every((x) => b.has(x));
+        if (!same(list.kids, current.kids) || !same(list.serials, current.serials))
+          throw new Refusal("revocations-stale", "a conflicting list");
         return;
       }
     }
@@ -137,7 +141,7 @@ export class TrustStore {
   }
 
   addCredential(data, now) {
-    const envelope = this.openRootSigned(data, CREDENTIAL_AAD, "credential");
+    const envelope = this.openRootSigned(data, CREDENTIAL_AAD, "credential", 4096);
     const c = parseCredential(envelope.payload);
     if (!sameBytes(c.issuer, envelope.kid)) throw credentialInvalid("credential issuer is not its signer");
     if (this.revokedCredential(c)) throw new Refusal("key-revoked", "the credential is revoked");
