@@ -239,3 +239,14 @@ def test_javascript_adapter_agrees_on_mutated_inputs() -> None:
             if key(ours) != key(theirs):
                 differences.append(f"{data.hex()}: {key(ours)[:2]} vs {key(theirs)[:2]} {getattr(ours, 'detail', '')} | {getattr(theirs, 'detail', '')}")
     assert not differences, "\n".join(differences[:20])
+
+
+def test_fleetwire_conformance_command_runs_the_javascript_adapter_with_a_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fleetwire.runtime.cli import main as cli
+
+    status = cli(["conformance", "--version", "1", "--timeout", "20", "--", _node(), str(JS_ADAPTER)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "trust.json" in out and "fail" not in out
