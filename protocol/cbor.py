@@ -241,15 +241,18 @@ class _Scan:
             if major == 3 and limits.deterministic:
                 _check_utf8(data, pos_after, end, pos)
             return end
-        if depth >= limits.max_depth:
-            raise LimitExceeded(f"nesting deeper than {limits.max_depth} at offset {pos}")
         if major == 6:
             if limits.allowed_tags is not None and arg not in limits.allowed_tags:
                 raise DecodeError(f"tag {arg} at offset {pos} is not allowed here")
+            if depth >= limits.max_depth:
+                raise LimitExceeded(f"nesting deeper than {limits.max_depth} at offset {pos}")
             return self.item(pos_after, depth + 1)
+        # Truncation before any limit (spec/v1/protocol.md §3.4), the depth limit included.
         count = arg if major == 4 else 2 * arg
         if count > len(data) - pos_after:
             raise TruncatedCBOR(f"container at offset {pos} declares more items than bytes remain")
+        if depth >= limits.max_depth:
+            raise LimitExceeded(f"nesting deeper than {limits.max_depth} at offset {pos}")
         if arg > limits.max_container_items:
             raise LimitExceeded(
                 f"container of {arg} items at offset {pos} (limit {limits.max_container_items})"

@@ -539,6 +539,8 @@ def invalid_vectors() -> list[dict[str, Any]]:
          _grow(CLAIM_BYTES, "181e5bffffffffffffffff00"), "cbor-malformed", None, True),
         ("cbor/declared-array-past-end", "an extension array declaring 65535 items, 3 given",
          _grow(CLAIM_BYTES, "181e99ffff010203"), "cbor-malformed", None, True),
+        ("cbor/truncated-past-depth", "an array head at level 9 declaring 3 items where the input ends: truncation is checked before the depth limit",
+         _grow(CLAIM_BYTES, "181e" + "81" * 7 + "83"), "cbor-malformed", None, True),
         ("cbor/declared-map-past-end", "a message map head declaring 70000 pairs over a claim's 9",
          b"\xba\x00\x01\x11\x70" + CLAIM_BYTES[1:], "cbor-malformed", None, True),
         ("cbor/size-past-bound", "a lease claim of 65537 bytes (an extension text fills it): one past 65536",
