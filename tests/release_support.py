@@ -1,55 +1,33 @@
-"""Test helpers for the release machinery: a release signer, a trust resolver granting the
-release role, and a small artifact."""
+"""Test helpers for the release machinery: a release signer (a credential with the release
+role), and a small artifact."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection
 
-import attrs
 from fleetwire.protocol.ids import ContentId
-from fleetwire.protocol.keys import VerifyKey
 from fleetwire.protocol.release.manifest import ChunkRef, Manifest, Version, chunk_artifact
-from fleetwire.protocol.release.wire import RELEASE_ROLE
-from fleetwire.protocol.trust import TrustStore
+from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 
-from .fleet import T0, node_key, trust_for
+from .fleet import DAY, ROOT, T0, node_key, trust_for
 
 #: The release pipeline's node number.
 PIPELINE = 900
 
 
-@attrs.frozen
-class _Granted:
-    node: int
-    public_key: VerifyKey
-    roles: frozenset[int]
-
-
-class ReleaseRoles:
-    """A real trust store, plus the release role for the kids named.
-
-    The trust store of this version cannot carry the release role in a credential yet (its
-    ``Role`` enum ends at 4); this adds the role after the store has checked the key, exactly
-    where a credential's own role will come from once it can.
-    """
-
-    def __init__(self, trust: TrustStore, release_kids: Collection[bytes]) -> None:
-        self.trust = trust
-        self.release_kids = frozenset(release_kids)
-
-    def key_for(self, kid: bytes, now: int) -> _Granted:
-        credential = self.trust.key_for(kid, now)
-        roles = {int(role) for role in credential.roles}
-        if kid in self.release_kids:
-            roles.add(RELEASE_ROLE)
-        return _Granted(credential.node, credential.public_key, frozenset(roles))
-
-
-def release_trust(nodes: Collection[int] = (1, 2, 3)) -> ReleaseRoles:
+def release_trust(nodes: Collection[int] = (1, 2, 3)) -> TrustStore:
     """Nodes ``nodes`` with plain node credentials, and :data:`PIPELINE` with the release role."""
-    trust = trust_for([*nodes, PIPELINE])
-    return ReleaseRoles(trust, [node_key(PIPELINE).kid])
+    trust = trust_for(nodes)
+    trust.add_credential(
+        issue_credential(
+            ROOT, node=PIPELINE, public_key=node_key(PIPELINE).public,
+            roles=[Role.NODE, Role.RELEASE], not_before=T0 - DAY, not_after=T0 + 365 * DAY,
+            serial=PIPELINE,
+        ),
+        T0,
+    )  # fmt: skip
+    return trust
 
 
 def artifact(seed: bytes, size: int) -> bytes:
@@ -82,4 +60,4 @@ def make_release(
     return manifest, blobs
 
 
-__all__ = ["PIPELINE", "ChunkRef", "ReleaseRoles", "artifact", "make_release", "release_trust"]
+__all__ = ["PIPELINE", "ChunkRef", "artifact", "make_release", "release_trust"]

@@ -31,10 +31,11 @@ from fleetwire.protocol.release.manifest import (
     verify_manifest,
 )
 from fleetwire.protocol.release.wire import MANIFEST_AAD
+from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .fleet import T0, node_key
+from .fleet import DAY, ROOT, T0, node_key, trust_for
 from .release_support import PIPELINE, artifact, make_release, release_trust
 
 
@@ -61,11 +62,20 @@ def test_manifest_signed_by_a_node_without_the_release_role_is_refused_with_a_co
     assert "release role" in caught.value.message
 
 
-def test_plain_trust_store_refuses_every_manifest_until_it_knows_the_role() -> None:
+def test_a_credential_with_the_release_role_signs_manifests_through_a_plain_trust_store() -> None:
     manifest, _ = make_release()
     envelope = manifest.sign(node_key(PIPELINE))
-    with pytest.raises(ReleaseSignerNotAuthorised):
-        verify_manifest(envelope, release_trust().trust, T0)
+    with pytest.raises(ReleaseSignerNotAuthorised):  # a node credential alone: refused
+        verify_manifest(envelope, trust_for([PIPELINE]), T0)
+    trust = TrustStore([ROOT.public])
+    trust.add_credential(
+        issue_credential(
+            ROOT, node=PIPELINE, public_key=node_key(PIPELINE).public,
+            roles=[Role.RELEASE], not_before=T0 - DAY, not_after=T0 + DAY, serial=1,
+        ),
+        T0,
+    )  # fmt: skip
+    assert verify_manifest(envelope, trust, T0) == manifest
 
 
 def test_manifest_naming_another_issuer_is_refused() -> None:

@@ -39,9 +39,9 @@ from fleetwire.protocol.release.rollout import (
     Start,
 )
 
-from .fleet import DAY, T0, node_key, trust_for
+from .fleet import DAY, T0, node_key
 from .release_fleet import ChunkNetwork, Fleet, build_fleet
-from .release_support import PIPELINE, ReleaseRoles, make_release
+from .release_support import PIPELINE, make_release, release_trust
 
 SOAK = 2 * DAY
 CANARY = 21  # a cell of region 2: the release crosses both inter-region links for the canary
@@ -66,7 +66,7 @@ def scenario(
 ) -> tuple[Fleet, Manifest, dict[ContentId, bytes], Outcome]:
     fleet = build_fleet(3, 4, 3, random.Random(11), region_edges=[(0, 1), (1, 2)], stray_links=8)
     nodes = [n for n in fleet.region_of if n]
-    trust = ReleaseRoles(trust_for([*nodes, PIPELINE]), [node_key(PIPELINE).kid])
+    trust = release_trust(nodes)
     previous, _ = make_release(version=Version(2, 4, 1), seed=b"B 2.4.1")
     manifest, blobs = make_release(version=Version(3, 0, 0), size=8 * 1024, seed=b"B 3.0.0")
     envelope = manifest.sign(node_key(PIPELINE))
@@ -245,7 +245,7 @@ def test_after_a_halt_a_revocation_reaches_a_partitioned_cell_ten_days_late() ->
     for ten days gets it when it heals and applies it on arrival."""
     fleet, manifest, _, outcome = scenario(canary_degrades=True)
     nodes = [n for n in fleet.region_of if n]
-    trust = ReleaseRoles(trust_for([*nodes, PIPELINE]), [node_key(PIPELINE).kid])
+    trust = release_trust(nodes)
     order = RevocationOrder(1, outcome.now, PIPELINE, "B", Version(3, 0, 0), "canary degraded")
     envelope = order.sign(node_key(PIPELINE))
     arrival = outcome.now + 10 * DAY

@@ -32,8 +32,8 @@ from fleetwire.protocol.release.orders import (
 )
 from fleetwire.protocol.release.wire import RELEASE_ROLE
 
-from .fleet import T0, node_key
-from .release_support import PIPELINE, make_release, release_trust
+from .fleet import T0, node_key, trust_for
+from .release_support import PIPELINE, make_release
 
 SPEC = Path(__file__).resolve().parent.parent / "spec" / "v3"
 CDDL = SPEC / "release.cddl"
@@ -145,7 +145,7 @@ def test_vector_file_is_what_the_generator_writes() -> None:
 
 def test_an_older_reader_refuses_release_objects_given_as_messages() -> None:
     """release.md §8: a v1 reader's envelope check refuses each object with the code stated."""
-    trust = release_trust().trust  # v1 roles only: the pipeline's key is known as a plain node
+    trust = trust_for([1, 2, 3, PIPELINE])  # the pipeline's key known as a plain node
     signed = make_release()[0].sign(node_key(PIPELINE))
     with pytest.raises(FleetwireError) as caught:
         verify_message(signed, trust, T0)

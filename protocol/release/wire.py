@@ -13,9 +13,8 @@ on — so that no signed object can be taken for another or for a coordination m
 its bytes (the trust store keeps credentials apart from messages the same way).
 
 Who may sign: a key the trust store vouches for at ``now`` whose credential grants the
-**release role**. The trust store of this version has no such role yet (its ``Role`` ends at
-``AUDITOR = 4``); :data:`RELEASE_ROLE` is the wire code proposed for it, and the check runs
-here, against the credential's roles, so that it moves unchanged into the trust store.
+**release role** (:attr:`fleetwire.protocol.trust.Role.RELEASE`, spec §8). The check runs here,
+against the credential's roles, because only release objects ask for it.
 """
 
 from __future__ import annotations
@@ -28,11 +27,12 @@ from ..cose import EnvelopeLimits, parse_sign1, sign1, verify_sign1
 from ..errors import DecodeError, LocalProtocolError, UntrustedKey
 from ..ids import ContentId, ContentIdError
 from ..keys import SigningKey, VerifyKey
+from ..trust import Role
 from .errors import ReleaseFormatError, ReleaseSignerNotAuthorised
 
 U64_MAX: Final = (1 << 64) - 1
 #: The credential role code that lets a key sign releases, orders and policy tables.
-RELEASE_ROLE: Final = 5
+RELEASE_ROLE: Final = int(Role.RELEASE)
 #: At most this many bytes of UTF-8 in a lineage name.
 MAX_LINEAGE: Final = 64
 
