@@ -423,9 +423,13 @@ class LinkTimeouts:
     #: After flushing: time to read the peer's remaining bytes up to its EOF.
     linger: float = 1.0
     #: Received bundles waiting for or inside ``accept`` before the reader stops reading.
-    max_custody_backlog: int = 64
+    #: Large enough that one store commit (one fsync) can cover hundreds of small bundles.
+    max_custody_backlog: int = 1024
+    #: ... or bytes of them: the backlog's memory bound for large bundles.
+    max_custody_bytes: int = 16 * 1024 * 1024
     #: ``accept`` calls running at once (with the incoming channel it is always 1: order).
-    custody_workers: int = 8
+    #: Each waits for its bundle's commit, so this many bundles can share one fsync.
+    custody_workers: int = 128
     #: Capacity of the ``incoming`` channel when it is the custody.
     incoming_capacity: int = 16
     #: Largest single read and coalesced write (bytes).
@@ -723,7 +727,7 @@ class ClLink:
     async def _reader(self) -> None:
         try:
             while True:
-                while self._backlog >= self._timeouts.max_custody_backlog and not self._over:
+                while self._custody_full() and not self._over:
                     await self._backlog_lot.park()
                 if self._budget is not None and self._budget.must_wait and not self._over:
                     await self._budget.wait_room()  # custody gives bytes back
@@ -751,6 +755,13 @@ class ClLink:
                     return
         finally:
             self._reader_done.set()
+
+    def _custody_full(self) -> bool:
+        timeouts = self._timeouts
+        return (
+            self._backlog >= timeouts.max_custody_backlog
+            or self._custody_bytes >= timeouts.max_custody_bytes
+        )
 
     async def _writer(self) -> None:
         try:
@@ -885,10 +896,9 @@ class ClLink:
                 finally:
                     self._backlog -= 1
                     self._backlog_lot.unpark_all()
-                    if self._budget is not None:
-                        self._custody_bytes -= len(item[1])
-                        if not self._over:
-                            self._account()
+                    self._custody_bytes -= len(item[1])
+                    if self._budget is not None and not self._over:
+                        self._account()
                 try:  # take what is already queued without a scheduling round per bundle
                     item = receive.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
