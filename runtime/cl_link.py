@@ -92,7 +92,7 @@ import logging
 import math
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -123,6 +123,7 @@ from .link import LinkDown
 
 __all__ = [
     "Accept",
+    "AcceptMany",
     "Rejection",
     "ClLink",
     "ConvergenceLayer",
@@ -192,6 +193,9 @@ class TransferRefusedByPeer(LinkDown):
 
 #: The node's custody callback: make ``bundle`` durable, or raise :class:`CustodyRefused`.
 Accept = Callable[[bytes, "ClLink"], Awaitable[None]]
+#: Custody of many bundles at once (one store transaction for all, say): return, in order,
+#: ``None`` for each bundle now durable or the :class:`Refusal` of each one not taken.
+AcceptMany = Callable[[list[bytes], "ClLink"], Awaitable[Sequence["Refusal | None"]]]
 
 
 def custody(
@@ -432,6 +436,10 @@ class LinkTimeouts:
     custody_workers: int = 128
     #: Capacity of the ``incoming`` channel when it is the custody.
     incoming_capacity: int = 16
+    #: With ``accept_many``: bundles per call at most, and calls running at once (while one
+    #: batch commits the next gathers, so the disk and the session work at the same time).
+    custody_batch: int = 1024
+    custody_batches: int = 4
     #: Largest single read and coalesced write (bytes).
     read_size: int = 256 * 1024
     write_batch: int = 1024 * 1024
@@ -441,11 +449,20 @@ class LinkTimeouts:
 
 
 class _Pending:
-    __slots__ = ("done", "error")
+    """The sends of one ``send`` / ``send_many`` call: each transfer's outcome by index."""
 
-    def __init__(self) -> None:
+    __slots__ = ("done", "errors", "remaining")
+
+    def __init__(self, count: int) -> None:
         self.done = trio.Event()
-        self.error: LinkDown | None = None
+        self.errors: list[LinkDown | None] = [None] * count
+        self.remaining = count
+
+    def resolve(self, index: int, error: LinkDown | None) -> None:
+        self.errors[index] = error
+        self.remaining -= 1
+        if not self.remaining:
+            self.done.set()
 
 
 class _PrefixedStream(trio.abc.Stream):
@@ -488,6 +505,7 @@ class ClLink:
         timeouts: LinkTimeouts,
         budget: LinkBudget | None = None,
         peer_node_id: str | None = None,
+        accept_many: AcceptMany | None = None,
     ) -> None:
         self._stream = stream
         self._layer = layer
@@ -510,10 +528,16 @@ class ClLink:
         self.bundles_sent = 0
         # Custody.
         self._accept = accept
+        self._accept_many = accept_many
         self._in_send, self._in_recv = trio.open_memory_channel[bytes](timeouts.incoming_capacity)
-        if accept is not None:
+        if accept is not None or accept_many is not None:
             self._in_send.close()
-        workers = 1 if accept is None else timeouts.custody_workers
+        if accept_many is not None:
+            workers = timeouts.custody_batches
+        elif accept is None:
+            workers = 1
+        else:
+            workers = timeouts.custody_workers
         self._custody_workers = workers
         self._custody_send, self._custody_recv = trio.open_memory_channel[tuple[int, bytes]](
             math.inf
@@ -531,7 +555,7 @@ class ClLink:
         self._close_deadline = math.inf
         self._slot = -1
         # Sending.
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, tuple[_Pending, int]] = {}
         self._unconfirmed: list[int] = []  # written-to-TCP completion for CLs without acks
         self._send_lock = trio.Lock()
         self._write_needed = trio.Event()
@@ -623,21 +647,51 @@ class ClLink:
         """Return once the peer acknowledged the whole bundle; :class:`LinkDown` otherwise."""
         if not self._up:
             raise LinkDown(self.down_reason or f"{self._layer.name} link is not up")
+        (error,) = await self.send_many((bundle,))
+        if error is not None:
+            raise error
+
+    async def send_many(self, bundles: Sequence[bytes]) -> list[LinkDown | None]:
+        """Queue ``bundles`` in order (one transfer each) and return once every one was
+        acknowledged or failed: ``None`` for an acknowledged bundle, else its
+        :class:`LinkDown` (a refusal is :class:`TransferRefusedByPeer`).
+
+        The batch form of :meth:`send` for a backlog: one wait for many transfers instead of
+        a task and a wake-up per bundle, the transfers still acknowledged one by one.
+        """
+        pending = _Pending(len(bundles))
+        tids: list[int] = []
+        session = self._session
+        for index, bundle in enumerate(bundles):
+            if not self._up:
+                pending.resolve(
+                    index, LinkDown(self.down_reason or f"{self._layer.name} link is not up")
+                )
+                continue
+            try:
+                tid = session.send_bundle(bundle)
+            except LocalProtocolError as error:
+                pending.resolve(
+                    index, LinkDown(f"{self._layer.name} cannot take the bundle: {error}")
+                )
+                continue
+            self._pending[tid] = (pending, index)
+            tids.append(tid)
+            if not self._confirms:
+                self._unconfirmed.append(tid)
+        if tids:
+            self._poke_writer()
         try:
-            tid = self._session.send_bundle(bundle)
-        except LocalProtocolError as error:
-            raise LinkDown(f"{self._layer.name} cannot take the bundle: {error}") from error
-        pending = self._pending[tid] = _Pending()
-        if not self._confirms:
-            self._unconfirmed.append(tid)
-        self._poke_writer()
-        try:
-            await pending.done.wait()
+            if pending.remaining:
+                await pending.done.wait()
+            else:
+                await trio.lowlevel.checkpoint()
         finally:
-            self._pending.pop(tid, None)
-        if pending.error is not None:
-            raise pending.error
-        self.bundles_sent += 1
+            for tid in tids:
+                self._pending.pop(tid, None)
+        errors = pending.errors
+        self.bundles_sent += errors.count(None)
+        return errors
 
     async def aclose(self) -> None:
         """Terminate cleanly (bounded by ``timeouts.close``), then close the stream."""
@@ -666,8 +720,11 @@ class ClLink:
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._timer)
+                worker = (
+                    self._custody_worker if self._accept_many is None else self._batch_worker
+                )
                 for _ in range(self._custody_workers):
-                    nursery.start_soon(self._custody_worker)
+                    nursery.start_soon(worker)
                 self._tick()
                 self._pump()  # a session may have something to say before any byte (MTCP)
                 with trio.move_on_after(self._timeouts.establish):
@@ -904,6 +961,53 @@ class ClLink:
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
 
+    async def _batch_worker(self) -> None:
+        """With ``accept_many``: everything queued (up to ``custody_batch``) in one call."""
+        receive = self._custody_recv
+        limit = self._timeouts.custody_batch
+        async for item in receive:
+            items = [item]
+            while len(items) < limit:
+                try:
+                    items.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            try:
+                await self._take_custody_many(items)
+            finally:
+                self._backlog -= len(items)
+                self._backlog_lot.unpark_all()
+                self._custody_bytes -= sum(len(data) for _, data in items)
+                if self._budget is not None and not self._over:
+                    self._account()
+
+    async def _take_custody_many(self, items: list[tuple[int, bytes]]) -> None:
+        accept_many = self._accept_many
+        assert accept_many is not None
+        try:
+            outcomes = await accept_many([data for _, data in items], self)
+            if len(outcomes) != len(items):
+                raise ValueError(
+                    f"accept_many answered {len(outcomes)} outcomes for {len(items)} bundles"
+                )
+        except BaseException:
+            for tid, _ in items:
+                self._refuse(tid, Refusal.NO_RESOURCES)
+            raise
+        session = self._session
+        for (tid, _), outcome in zip(items, outcomes, strict=True):
+            if outcome is not None:
+                self._refuse(tid, outcome)
+                continue
+            self.bundles_received += 1
+            try:
+                session.ack(tid)  # leaves in receive order (the session keeps it)
+            except LocalProtocolError:
+                return  # the session ended meanwhile: nothing to ack on
+        if self._ending:
+            self._pump()
+        self._poke_writer()
+
     async def _take_custody(self, tid: int, data: bytes) -> None:
         try:
             if self._accept is None:
@@ -1101,10 +1205,9 @@ class ClLink:
         return f"{what}: {self.down_reason}" if self.down_reason else what
 
     def _resolve(self, tid: int, error: LinkDown | None) -> None:
-        pending = self._pending.get(tid)
-        if pending is not None and not pending.done.is_set():
-            pending.error = error
-            pending.done.set()
+        entry = self._pending.pop(tid, None)
+        if entry is not None:
+            entry[0].resolve(entry[1], error)
 
     def _confirm_written(self, tids: list[int]) -> None:
         """All bytes of ``tids`` are in the stream: that is all MTCP-like layers can confirm."""
@@ -1164,9 +1267,12 @@ async def open_cl_link(
     timeouts: LinkTimeouts | None = None,
     budget: LinkBudget | None = None,
     peer_node_id: str | None = None,
+    accept_many: AcceptMany | None = None,
 ) -> AsyncIterator[ClLink]:
     """Run a convergence-layer session over ``stream``; yield the link once it is established.
 
+    ``accept_many`` (instead of ``accept``) takes custody of the queued bundles in batches;
+    each is acknowledged once the call returned ``None`` for it (module doc).
     Raises :class:`LinkDown` if the session does not come up within ``timeouts.establish``.
     Leaving the block closes the link cleanly (bounded by ``timeouts.close``). The link owns
     ``stream`` from here on and closes it.
@@ -1181,6 +1287,7 @@ async def open_cl_link(
         timeouts=timeouts or LinkTimeouts(),
         budget=budget,
         peer_node_id=peer_node_id,
+        accept_many=accept_many,
     )
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
