@@ -12,9 +12,9 @@ bundle size the same byte volume is moved three ways, measured in the same run:
 * **raw**: Trio TCP, each message length-prefixed (4 bytes), written in batches of up to
   256 KiB (as the link's writer batches); the receiver splits the stream into messages and
   answers one byte at the end. This is the limit: framing and nothing else.
-* **tcpclv4**: a :class:`~fleetwire.runtime.cl_link.ClLink` each way, ``send`` returning on the
-  peer's final XFER_ACK, which the receiver sends after ``accept`` returned; ``accept`` does
-  nothing. Sends are pipelined (a window of concurrent ``send`` calls).
+* **tcpclv4**: a :class:`~fleetwire.runtime.cl_link.ClLink` each way, ``send_many`` returning
+  on the peer's final XFER_ACKs, which the receiver sends after its batch custody
+  (``accept_many``) returned; that does nothing.
 * **tcpclv4+sqlite**: the same with the link's batch custody (``accept_many``) putting the
   queued bundles into the SQLite store with ``put_many`` (WAL, group commit, fsync): one
   transaction for many bundles, each acked only after its commit, acks in receive order;
@@ -141,10 +141,10 @@ def _raw_database() -> sqlite3.Connection:
 async def serve_cl_once(kind: str) -> None:
     if kind == "noop":
 
-        async def accept(bundle: bytes, link: ClLink) -> None:
-            return None
+        async def accept_many(bundles: list[bytes], link: ClLink) -> Sequence[Refusal | None]:
+            return [None] * len(bundles)
 
-        await serve_one_link(accept)
+        await serve_one_link(None, accept_many)
         return
     from fleetwire.runtime.sqlite_store import open_sqlite_store
     from fleetwire.runtime.store import Accepted, StoredBundle

@@ -1114,6 +1114,8 @@ class ClLink:
         elif isinstance(event, TransferAcked):
             if event.complete:
                 self._resolve(event.transfer_id, None)
+        elif isinstance(event, TransferStarted):
+            pass  # every transfer says so; only its end (received, failed) matters here
         elif isinstance(event, TransferRefused):
             # Always one of ours (common.py): refused by the peer, or dropped unstarted
             # because the session is ending (RFC 9174 §6.1, RFC 7242 §6.1).
@@ -1171,8 +1173,6 @@ class ClLink:
         elif isinstance(event, ConnectionClosed):
             self._note_reason("session closed" if event.clean else "session aborted")
             self._set_over(self.down_reason)
-        elif isinstance(event, TransferStarted):
-            pass
 
     def _identity_problem(self) -> str:
         """A dialled neighbour must announce the node id it was configured as (module doc)."""
