@@ -100,7 +100,7 @@ async def _burst_and_kill(path: Path, custody: str) -> tuple[set[bytes], int]:
                                 for i in range(first, first + CHUNK)
                             ]
                             errors = await link.send_many(bundles)
-                            acked.update(b[:8] for b, e in zip(bundles, errors) if e is None)
+                            acked.update(b[:8] for b, e in zip(bundles, errors, strict=True) if e is None)
                             if len(acked) >= KILL_AFTER and process.returncode is None:
                                 process.send_signal(signal.SIGKILL)  # mid-burst: sends in flight
 
