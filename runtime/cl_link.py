@@ -87,6 +87,7 @@ idle timeout ends the session: the store must be faster than that.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import math
@@ -465,6 +466,40 @@ class _Pending:
             self.done.set()
 
 
+class _CustodyQueue:
+    """Received bundles waiting for custody, in arrival order, and the idle workers.
+
+    A deque and a parking lot: cheaper per bundle than a memory channel, and unbounded here
+    because the reader stops reading at ``max_custody_backlog`` (see ``_custody_full``).
+    Once closed, workers still take what is queued (its transfers are refused or fail with
+    the session) and then end.
+    """
+
+    __slots__ = ("closed", "items", "lot")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.lot = trio.lowlevel.ParkingLot()
+        self.closed = False
+
+    def put(self, item: tuple[int, bytes]) -> None:
+        self.items.append(item)
+        if self.lot:
+            self.lot.unpark()
+
+    def close(self) -> None:
+        self.closed = True
+        self.lot.unpark_all()
+
+    async def get(self) -> tuple[int, bytes] | None:
+        """The oldest waiting bundle (at once if there is one), or None once closed and empty."""
+        while not self.items:
+            if self.closed:
+                return None
+            await self.lot.park()
+        return self.items.popleft()
+
+
 class _PrefixedStream(trio.abc.Stream):
     """A stream that first yields bytes already read past the contact header (§4.4.3)."""
 
@@ -539,9 +574,7 @@ class ClLink:
         else:
             workers = timeouts.custody_workers
         self._custody_workers = workers
-        self._custody_send, self._custody_recv = trio.open_memory_channel[tuple[int, bytes]](
-            math.inf
-        )
+        self._custody = _CustodyQueue()
         self._backlog = 0
         self._backlog_lot = trio.lowlevel.ParkingLot()
         # Budget: bytes held (reassembly + bundles waiting for custody) as last reported.
@@ -945,33 +978,26 @@ class ClLink:
                 self._budget.session_done()
 
     async def _custody_worker(self) -> None:
-        receive = self._custody_recv
-        async for item in receive:
-            while True:
-                try:
-                    await self._take_custody(*item)
-                finally:
-                    self._backlog -= 1
-                    self._backlog_lot.unpark_all()
-                    self._custody_bytes -= len(item[1])
-                    if self._budget is not None and not self._over:
-                        self._account()
-                try:  # take what is already queued without a scheduling round per bundle
-                    item = receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+        queue = self._custody
+        while (item := await queue.get()) is not None:
+            try:
+                await self._take_custody(*item)
+            finally:
+                self._backlog -= 1
+                self._backlog_lot.unpark_all()
+                self._custody_bytes -= len(item[1])
+                if self._budget is not None and not self._over:
+                    self._account()
 
     async def _batch_worker(self) -> None:
         """With ``accept_many``: everything queued (up to ``custody_batch``) in one call."""
-        receive = self._custody_recv
+        queue = self._custody
+        waiting = queue.items
         limit = self._timeouts.custody_batch
-        async for item in receive:
+        while (item := await queue.get()) is not None:
             items = [item]
-            while len(items) < limit:
-                try:
-                    items.append(receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+            while waiting and len(items) < limit:
+                items.append(waiting.popleft())
             try:
                 await self._take_custody_many(items)
             finally:
@@ -1110,7 +1136,7 @@ class ClLink:
         if isinstance(event, BundleReceived):
             self._backlog += 1
             self._custody_bytes += len(event.data)
-            self._custody_send.send_nowait((event.transfer_id, event.data))
+            self._custody.put((event.transfer_id, event.data))
         elif isinstance(event, TransferAcked):
             if event.complete:
                 self._resolve(event.transfer_id, None)
@@ -1232,7 +1258,7 @@ class ClLink:
         error_text = self._why("link down")
         for tid in list(self._pending):
             self._resolve(tid, LinkDown(error_text))
-        self._custody_send.close()
+        self._custody.close()
         self._backlog_lot.unpark_all()
         self._over_event.set()
         self._write_needed.set()

@@ -796,7 +796,7 @@ class TcpclV4Session:
             self._skip -= n
             if self._skip:
                 return self._at_eof()
-        if state is State.ESTABLISHED and self._rx is None and self._lean_step():
+        if state is State.ESTABLISHED and self._rx is None and not self._term_sent and self._lean_step():
             return True
         try:
             if state is State.WAIT_CONTACT:
@@ -847,47 +847,47 @@ class TcpclV4Session:
     def _lean_step(self) -> bool:
         """The common messages of a busy established session, without message objects.
 
-        A whole one-segment transfer (START|END, no extension items) and an XFER_ACK are
-        read straight from the buffer and handled as :meth:`_on_segment` and
-        :meth:`_on_ack` would handle them; anything else, or anything those would refuse or
-        reject, returns False and takes the general path (which stays the reference).
+        Whole one-segment transfers (START|END, no extension items) and XFER_ACKs are read
+        straight from the buffer, as many as follow each other, and handled as
+        :meth:`_on_segment` and :meth:`_on_ack` would handle them; at anything else, or
+        anything those would refuse or reject, it stops and the general path (which stays
+        the reference) takes over. False if it took nothing.
         """
         buf = self._recv
-        kind = buf.first_byte
-        if kind == _XFER_SEGMENT:
-            whole = peek_whole_segment(buf, self._limits)
-            if whole is None:
-                return False
-            tid, length = whole
-            last = self._last_rx_tid
-            if (
-                self._term_sent
-                or length > self.config.transfer_mru
-                or (
-                    self.config.require_increasing_transfer_ids
-                    and last is not None
-                    and tid <= last
-                )
-            ):
-                return False
-            data = buf.take(WHOLE_SEGMENT_HEADER, length)
-            self._message_flag = True
-            self._last_rx_tid = tid
-            self._emit(TransferStarted(tid, None))
-            reply = _Reply(tid, None, FLAG_START | FLAG_END, length)
-            self._awaiting_ack[tid] = reply
-            self._replies.append(reply)
-            self._emit(BundleReceived(tid, data))
-            return True
-        if kind == _XFER_ACK:
-            ack = peek_xfer_ack(buf)
-            if ack is None:
-                return False
-            buf.skip(XFER_ACK_SIZE)
-            self._message_flag = True
-            self._on_ack(*ack)
-            return True
-        return False
+        limits = self._limits
+        config = self.config
+        awaiting = self._awaiting_ack
+        replies = self._replies
+        events = self._events
+        took = False
+        while True:
+            kind = buf.first_byte
+            if kind == _XFER_SEGMENT:
+                whole = peek_whole_segment(buf, limits)
+                if whole is None:
+                    return took
+                tid, length = whole
+                last = self._last_rx_tid
+                if length > config.transfer_mru or (
+                    config.require_increasing_transfer_ids and last is not None and tid <= last
+                ):
+                    return took
+                data = buf.take(WHOLE_SEGMENT_HEADER, length)
+                self._last_rx_tid = tid
+                reply = _Reply(tid, None, FLAG_START | FLAG_END, length)
+                awaiting[tid] = reply
+                replies.append(reply)
+                events.append(TransferStarted(tid, None))
+                events.append(BundleReceived(tid, data))
+            elif kind == _XFER_ACK:
+                ack = peek_xfer_ack(buf)
+                if ack is None:
+                    return took
+                buf.skip(XFER_ACK_SIZE)
+                self._on_ack(*ack)
+            else:
+                return took
+            self._message_flag = took = True
 
     def _at_eof(self) -> bool:
         """At the end of the stream nothing more can complete: close (§6.1 transfers fail)."""
