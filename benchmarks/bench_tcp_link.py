@@ -19,7 +19,10 @@ bundle size the same byte volume is moved three ways, measured in the same run:
   queued bundles into the SQLite store with ``put_many`` (WAL, group commit, fsync): one
   transaction for many bundles, each acked only after its commit, acks in receive order;
 * **tcpclv4+sqlite/1**: the same with a per-bundle ``accept`` (``put`` each, as the node's
-  ``accept`` does); the link runs many at once, so the store still groups their commits.
+  ``accept`` does); the link runs many at once, so the store still groups their commits;
+* **store alone**: the SQLite store taking the same bundles with ``put_many`` in this process,
+  no network: the ceiling for the two rows above (its schema keeps several indexes per
+  bundle, which the raw durable table does not).
 * **raw tcp+sqlite**: the raw limit of *durable* reception: raw TCP as above, the receiver
   inserting the messages into a plain SQLite table with the store's durability settings (WAL,
   ``synchronous=FULL``) in one transaction per batch of received messages. ``tcpclv4+sqlite``
@@ -358,6 +361,38 @@ async def measure(mode: str, payload: bytes, count: int, window: int) -> float:
     return elapsed
 
 
+async def measure_store(payload: bytes, count: int) -> float:
+    """Seconds for the SQLite store alone to take ``count`` bundles with ``put_many`` (pages of
+    1,024, four at once, as the receiver's batch custody gives them): the store's ceiling."""
+    from fleetwire.runtime.sqlite_store import open_sqlite_store
+    from fleetwire.runtime.store import StoredBundle
+
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        async with open_sqlite_store(os.path.join(tmp, "store.db")) as store:
+            next_id = 0
+
+            async def producer() -> None:
+                nonlocal next_id
+                while next_id < count:
+                    first = next_id
+                    next_id = min(count, next_id + 1024)
+                    await store.put_many(
+                        [
+                            StoredBundle(
+                                i.to_bytes(8, "big"), None, "ipn:1.0", NEIGHBOUR, 1 << 62, 0,
+                                payload,
+                            )
+                            for i in range(first, next_id)
+                        ]
+                    )
+
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(producer)
+            return time.perf_counter() - start
+
+
 def sqlite_available() -> bool:
     try:
         import fleetwire.runtime.sqlite_store  # noqa: F401
@@ -388,9 +423,12 @@ async def main(args: argparse.Namespace) -> int:
         # Modes take turns in every round (best of ``repeat`` kept), so a load that comes
         # and goes on a shared machine hits them alike.
         best = {mode: float("inf") for mode in modes}
+        store_alone = float("inf")
         for _ in range(args.repeat):
             for mode in modes:
                 best[mode] = min(best[mode], await measure(mode, payload, count, window))
+            if durable:
+                store_alone = min(store_alone, await measure_store(payload, count))
         raw = count * size / best["raw"] / 1e6
         raw_durable = count * size / best["rawsqlite"] / 1e6 if durable else None
         for mode in modes:
@@ -409,6 +447,13 @@ async def main(args: argparse.Namespace) -> int:
                 )
             if mode == "sqlite":
                 link_rate[size_name] = rate
+        if durable:
+            rate = count / store_alone
+            print(
+                f"{label:>8} {'store alone':>16} {rate:>11,.0f} {count * size / store_alone / 1e6:>8.1f}"
+                f"{'':>8} {count * size / store_alone / 1e6 / raw_durable:15.2f}"  # type: ignore[operator]
+                f"   (tcpclv4+sqlite / store alone = {store_alone / best['sqlite']:.2f})"
+            )
     if args.drain and durable:
         payload = fcp_bundle()
         if "fcp" not in link_rate:

@@ -28,8 +28,9 @@ convergence layer cannot refuse one bundle (MTCP, TCPCLv3 without negotiated ref
 the session; either way the bundle is never acked. Any other exception from ``accept`` is a
 bug or a broken store: the transfer is refused the same way and the exception propagates out
 of the link's nursery (nothing is swallowed). Once :attr:`LinkTimeouts.max_custody_backlog`
-bundles wait for or sit in ``accept``, the reader stops reading, so TCP pushes back on the
-sender instead of memory growing (the bound is that many bundles plus those one read held).
+bundles (or :attr:`LinkTimeouts.max_custody_bytes` of them) wait for or sit in ``accept``, the
+reader stops reading, so TCP pushes back on the sender instead of memory growing (the bound is
+that much plus what one read held).
 A node's own ``accept(bundle, peer)`` that raises its own refusal is adapted with
 :func:`custody`: ``accept=custody(node.accept, refusals=(BundleRefused,))``.
 
@@ -43,9 +44,15 @@ test wants and keeps the :class:`Link` surface uniform with the loopback link. W
 Many transfers in flight, committed in batches, acknowledged in order: with an ``accept``
 callback up to :attr:`LinkTimeouts.custody_workers` accepts run at once, so the store can put
 their bundles in one transaction (group commit); they finish in any order, and each calls
-``session.ack`` when its bundle is durable. The sessions themselves release the acks in the
-order the transfers arrived (TCPCLv4 and TCPCLv3 both), because deployed senders (HDTN) match
-acks first in, first out and stall on the first one out of place.
+``session.ack`` when its bundle is durable. With an ``accept_many`` callback instead (batch
+custody) the link hands it everything queued, up to :attr:`LinkTimeouts.custody_batch`
+bundles per call and :attr:`LinkTimeouts.custody_batches` calls at once, so one store
+transaction (one fsync) covers a whole batch without a task per bundle; each bundle is acked
+once the call returned ``None`` for it, refused with the :class:`Refusal` it returned
+otherwise. The sessions themselves release the acks in the order the transfers arrived
+(TCPCLv4 and TCPCLv3 both), because deployed senders (HDTN) match acks first in, first out and
+stall on the first one out of place. Small bundles are why this matters: a 250-byte bundle
+acked one fsync at a time moves a few thousand a second; hundreds per fsync, tens of thousands.
 
 Sending: ``send`` queues the bundle in the session at once (so concurrent sends are pipelined
 in call order) and returns when the peer acknowledged the whole transfer
@@ -54,7 +61,9 @@ layer without acknowledgements (MTCP, TCPCLv3 when acks were not negotiated) can
 "written to TCP": ``send`` then returns once the writer handed all the bundle's bytes to the
 stream. A refusal raises :class:`TransferRefusedByPeer`; the end of the session raises
 :class:`~fleetwire.runtime.link.LinkDown` for every transfer not yet acknowledged, with the
-reason (peer's SESS_TERM, idle timeout, stream error, protocol violation).
+reason (peer's SESS_TERM, idle timeout, stream error, protocol violation). ``send_many`` queues
+a whole batch (a drained page of a backlog) and returns each bundle's outcome, ``None`` or its
+``LinkDown``, with one wait instead of a task per bundle.
 
 Ending: when the session reports ``ConnectionClosed`` (or the stream breaks), pending sends fail
 at once; the writer gets :attr:`LinkTimeouts.flush` seconds to write what the session still has
