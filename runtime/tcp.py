@@ -131,6 +131,7 @@ async def serve_cl(
     until the peer ends the session. With a ``group``, sessions survive the cancellation of
     this task until ``group.aclose()`` ends them in order (module doc). ``budget`` caps the sessions and received bytes of all
     the connections this listener (and any other sharing the budget) accepted.
+    ``accept_many`` instead of ``accept`` takes custody in batches (see :mod:`.cl_link`).
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
 

@@ -24,7 +24,8 @@ Two transfer streams run inside an established session (§3.3 Figures 11, 12):
 * outgoing: ``send_bundle`` queues a bundle under the next Transfer ID (0, 1, 2, … §5.2.1);
   ``data_to_send`` cuts it lazily into segments no larger than the peer's Segment MRU (and our
   own ``send_segment_size``), one segment per call, so acks and keepalives queued meanwhile go
-  out between segments. XFER_ACKs come back as :class:`~.common.TransferAcked` events, an
+  out between segments; bundles that fit one segment go out several per call (up to 64 KiB),
+  so a burst of small bundles is one write, not one each. XFER_ACKs come back as :class:`~.common.TransferAcked` events, an
   XFER_REFUSE stops the remaining segments and becomes :class:`~.common.TransferRefused`.
 * incoming: segments are reassembled in one buffer that never grows past our Transfer MRU;
   every segment but the last is acked automatically (§5.2.3); the last one yields
@@ -33,6 +34,12 @@ Two transfer streams run inside an established session (§3.3 Figures 11, 12):
   Every reply (XFER_ACK, XFER_REFUSE) leaves in the order its segment arrived, across
   transfers: the runtime may store bundles in any order and in batches, the peer still sees
   its acks first in, first out (deployed senders need that; see ``_release_replies``).
+
+The lean path: most bundles of a fleet are small, one START|END segment without extension
+items, answered by one XFER_ACK. In ESTABLISHED those two messages are read straight from the
+receive buffer (and the final ack written as bytes) without message objects, every such
+message that follows in one step; the first message that is anything else, or that the
+general handlers would refuse or reject, goes the general way, which stays the reference.
 
 Termination (§6.1): sending SESS_TERM (ours, or the reply to the peer's) enters ENDING: no new
 transfer starts in either direction (queued ones fail with "session terminating"), transfers in
