@@ -22,7 +22,7 @@ from fleetwire.runtime.cl_link import (
     open_cl_link,
 )
 
-from tests.test_cl_link import LAYERS, v4_layer
+from tests.test_cl_link import LAYERS, linked, v4_layer
 
 
 class BatchStore:
@@ -135,3 +135,32 @@ async def test_send_many_on_a_link_going_down_fails_the_unacknowledged_ones() ->
 
     with trio.fail_after(10):
         await run_pair(v4_layer(1), v4_layer(2), store, body)
+
+
+async def test_custody_backlog_is_bounded_in_bytes_as_well_as_in_bundles() -> None:
+    entered = 0
+    release = trio.Event()
+
+    async def accept(bundle: bytes, link: ClLink) -> None:
+        nonlocal entered
+        entered += 1
+        await release.wait()
+
+    # Small reads, so "what one read held" is less than one bundle.
+    timeouts = LinkTimeouts(max_custody_bytes=30_000, read_size=4096)
+    outcomes: list[object] = []
+    with trio.fail_after(10):
+        async with (
+            linked(v4_layer(1), v4_layer(2), accept_b=accept, timeouts=timeouts) as (a, _),
+            trio.open_nursery() as nursery,
+        ):
+
+            async def send() -> None:
+                outcomes.extend(await a.send_many([bytes(10_000)] * 20))
+
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()
+            # 30,000 bytes in custody: the reader stopped; the rest waits in TCP's place.
+            assert entered == 3
+            release.set()
+    assert outcomes == [None] * 20 and entered == 20
