@@ -7,7 +7,7 @@
 the commonest bundle of a busy cell.
 
 The receiver runs in a child process (``sys.executable``), the sender in this one. For each
-bundle size the same byte volume is moved three ways, measured in the same run:
+bundle size the same byte volume is moved several ways, measured in the same run:
 
 * **raw**: Trio TCP, each message length-prefixed (4 bytes), written in batches of up to
   256 KiB (as the link's writer batches); the receiver splits the stream into messages and
@@ -28,7 +28,8 @@ bundle size the same byte volume is moved three ways, measured in the same run:
   ``synchronous=FULL``) in one transaction per batch of received messages. ``tcpclv4+sqlite``
   is compared with this, since no durable receiver can beat the disk.
 
-Senders keep ``--window`` bundles in flight (``send_many`` in chunks of 64).
+Senders keep ``--window`` bundles in flight (default 4 MiB worth, at most 2,048), calling
+``send_many`` with chunks of 64.
 
 Timing starts once the connection (and session) is up and stops when the last bundle is
 acknowledged (raw: when the end byte arrives). The modes take turns in each round and the best
