@@ -23,9 +23,8 @@ loses nothing that was acknowledged:
   graph, static routes including every direct neighbour, hierarchical default). A bundle with
   a next hop is queued on that neighbour's sender; one with none is parked until a link comes
   up or the plan's next contact opens.
-* **forward** — sender tasks per neighbour (32, so that many transfers are in flight and
-  the neighbour commits them in batches) wait for the link, transmit (hop counted,
-  previous node set), and once the link took custody keep only a tombstone (``forwarded``)
+* **forward** — one sender task per neighbour waits for the link, transmits (hop counted,
+  previous node set), and once the link took custody keeps only a tombstone (``forwarded``)
   for ``forwarded_memory_ms``: a resend of the bundle — the node we had it from crashed
   before deleting its copy, or our acknowledgement was lost — is answered "duplicate", so no
   bundle is taken, and forwarded on, twice by one node. On ``LinkDown`` the bundle stays in
@@ -121,10 +120,6 @@ class BundleRefused(FleetwireError):
     def __init__(self, message: str, *, store_full: bool = False) -> None:
         super().__init__(message)
         self.store_full = store_full
-
-
-#: Bundles a node sends to one neighbour at once (see ``_queue_for``).
-_SENDERS_PER_NEIGHBOUR = 32
 
 
 @attrs.frozen(slots=True)
@@ -490,10 +485,7 @@ class Node:
         if queue is None:
             queue, receive = trio.open_memory_channel[bytes](math.inf)
             self._queues[peer] = queue
-            # Several transfers in flight per neighbour, so its store commits many of them
-            # per fsync (one at a time, a backlog drains at one fsync per bundle).
-            for _ in range(_SENDERS_PER_NEIGHBOUR):
-                self._nursery.start_soon(self._sender, peer, receive)
+            self._nursery.start_soon(self._sender, peer, receive)
         return queue
 
     async def _sender(self, peer: int, queue: trio.MemoryReceiveChannel[bytes]) -> None:
