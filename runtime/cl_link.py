@@ -28,8 +28,9 @@ convergence layer cannot refuse one bundle (MTCP, TCPCLv3 without negotiated ref
 the session; either way the bundle is never acked. Any other exception from ``accept`` is a
 bug or a broken store: the transfer is refused the same way and the exception propagates out
 of the link's nursery (nothing is swallowed). Once :attr:`LinkTimeouts.max_custody_backlog`
-bundles wait for or sit in ``accept``, the reader stops reading, so TCP pushes back on the
-sender instead of memory growing (the bound is that many bundles plus those one read held).
+bundles (or :attr:`LinkTimeouts.max_custody_bytes` of them) wait for or sit in ``accept``, the
+reader stops reading, so TCP pushes back on the sender instead of memory growing (the bound is
+that much plus what one read held).
 A node's own ``accept(bundle, peer)`` that raises its own refusal is adapted with
 :func:`custody`: ``accept=custody(node.accept, refusals=(BundleRefused,))``.
 
@@ -43,9 +44,15 @@ test wants and keeps the :class:`Link` surface uniform with the loopback link. W
 Many transfers in flight, committed in batches, acknowledged in order: with an ``accept``
 callback up to :attr:`LinkTimeouts.custody_workers` accepts run at once, so the store can put
 their bundles in one transaction (group commit); they finish in any order, and each calls
-``session.ack`` when its bundle is durable. The sessions themselves release the acks in the
-order the transfers arrived (TCPCLv4 and TCPCLv3 both), because deployed senders (HDTN) match
-acks first in, first out and stall on the first one out of place.
+``session.ack`` when its bundle is durable. With an ``accept_many`` callback instead (batch
+custody) the link hands it everything queued, up to :attr:`LinkTimeouts.custody_batch`
+bundles per call and :attr:`LinkTimeouts.custody_batches` calls at once, so one store
+transaction (one fsync) covers a whole batch without a task per bundle; each bundle is acked
+once the call returned ``None`` for it, refused with the :class:`Refusal` it returned
+otherwise. The sessions themselves release the acks in the order the transfers arrived
+(TCPCLv4 and TCPCLv3 both), because deployed senders (HDTN) match acks first in, first out and
+stall on the first one out of place. Small bundles are why this matters: a 250-byte bundle
+acked one fsync at a time moves a few thousand a second; hundreds per fsync, tens of thousands.
 
 Sending: ``send`` queues the bundle in the session at once (so concurrent sends are pipelined
 in call order) and returns when the peer acknowledged the whole transfer
@@ -54,7 +61,9 @@ layer without acknowledgements (MTCP, TCPCLv3 when acks were not negotiated) can
 "written to TCP": ``send`` then returns once the writer handed all the bundle's bytes to the
 stream. A refusal raises :class:`TransferRefusedByPeer`; the end of the session raises
 :class:`~fleetwire.runtime.link.LinkDown` for every transfer not yet acknowledged, with the
-reason (peer's SESS_TERM, idle timeout, stream error, protocol violation).
+reason (peer's SESS_TERM, idle timeout, stream error, protocol violation). ``send_many`` queues
+a whole batch (a drained page of a backlog) and returns each bundle's outcome, ``None`` or its
+``LinkDown``, with one wait instead of a task per bundle.
 
 Ending: when the session reports ``ConnectionClosed`` (or the stream breaks), pending sends fail
 at once; the writer gets :attr:`LinkTimeouts.flush` seconds to write what the session still has
@@ -87,12 +96,13 @@ idle timeout ends the session: the store must be faster than that.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import math
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -123,6 +133,7 @@ from .link import LinkDown
 
 __all__ = [
     "Accept",
+    "AcceptMany",
     "Rejection",
     "ClLink",
     "ConvergenceLayer",
@@ -192,6 +203,9 @@ class TransferRefusedByPeer(LinkDown):
 
 #: The node's custody callback: make ``bundle`` durable, or raise :class:`CustodyRefused`.
 Accept = Callable[[bytes, "ClLink"], Awaitable[None]]
+#: Custody of many bundles at once (one store transaction for all, say): return, in order,
+#: ``None`` for each bundle now durable or the :class:`Refusal` of each one not taken.
+AcceptMany = Callable[[list[bytes], "ClLink"], Awaitable[Sequence["Refusal | None"]]]
 
 
 def custody(
@@ -423,11 +437,19 @@ class LinkTimeouts:
     #: After flushing: time to read the peer's remaining bytes up to its EOF.
     linger: float = 1.0
     #: Received bundles waiting for or inside ``accept`` before the reader stops reading.
-    max_custody_backlog: int = 64
+    #: Large enough that one store commit (one fsync) can cover hundreds of small bundles.
+    max_custody_backlog: int = 1024
+    #: ... or bytes of them: the backlog's memory bound for large bundles.
+    max_custody_bytes: int = 16 * 1024 * 1024
     #: ``accept`` calls running at once (with the incoming channel it is always 1: order).
-    custody_workers: int = 8
+    #: Each waits for its bundle's commit, so this many bundles can share one fsync.
+    custody_workers: int = 128
     #: Capacity of the ``incoming`` channel when it is the custody.
     incoming_capacity: int = 16
+    #: With ``accept_many``: bundles per call at most, and calls running at once (while one
+    #: batch commits the next gathers, so the disk and the session work at the same time).
+    custody_batch: int = 1024
+    custody_batches: int = 4
     #: Largest single read and coalesced write (bytes).
     read_size: int = 256 * 1024
     write_batch: int = 1024 * 1024
@@ -437,11 +459,54 @@ class LinkTimeouts:
 
 
 class _Pending:
-    __slots__ = ("done", "error")
+    """The sends of one ``send`` / ``send_many`` call: each transfer's outcome by index."""
+
+    __slots__ = ("done", "errors", "remaining")
+
+    def __init__(self, count: int) -> None:
+        self.done = trio.Event()
+        self.errors: list[LinkDown | None] = [None] * count
+        self.remaining = count
+
+    def resolve(self, index: int, error: LinkDown | None) -> None:
+        self.errors[index] = error
+        self.remaining -= 1
+        if not self.remaining:
+            self.done.set()
+
+
+class _CustodyQueue:
+    """Received bundles waiting for custody, in arrival order, and the idle workers.
+
+    A deque and a parking lot: cheaper per bundle than a memory channel, and unbounded here
+    because the reader stops reading at ``max_custody_backlog`` (see ``_custody_full``).
+    Once closed, workers still take what is queued (its transfers are refused or fail with
+    the session) and then end.
+    """
+
+    __slots__ = ("closed", "items", "lot")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
-        self.error: LinkDown | None = None
+        self.items: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.lot = trio.lowlevel.ParkingLot()
+        self.closed = False
+
+    def put(self, item: tuple[int, bytes]) -> None:
+        self.items.append(item)
+        if self.lot:
+            self.lot.unpark()
+
+    def close(self) -> None:
+        self.closed = True
+        self.lot.unpark_all()
+
+    async def get(self) -> tuple[int, bytes] | None:
+        """The oldest waiting bundle (at once if there is one), or None once closed and empty."""
+        while not self.items:
+            if self.closed:
+                return None
+            await self.lot.park()
+        return self.items.popleft()
 
 
 class _PrefixedStream(trio.abc.Stream):
@@ -484,6 +549,7 @@ class ClLink:
         timeouts: LinkTimeouts,
         budget: LinkBudget | None = None,
         peer_node_id: str | None = None,
+        accept_many: AcceptMany | None = None,
     ) -> None:
         self._stream = stream
         self._layer = layer
@@ -506,14 +572,18 @@ class ClLink:
         self.bundles_sent = 0
         # Custody.
         self._accept = accept
+        self._accept_many = accept_many
         self._in_send, self._in_recv = trio.open_memory_channel[bytes](timeouts.incoming_capacity)
-        if accept is not None:
+        if accept is not None or accept_many is not None:
             self._in_send.close()
-        workers = 1 if accept is None else timeouts.custody_workers
+        if accept_many is not None:
+            workers = timeouts.custody_batches
+        elif accept is None:
+            workers = 1
+        else:
+            workers = timeouts.custody_workers
         self._custody_workers = workers
-        self._custody_send, self._custody_recv = trio.open_memory_channel[tuple[int, bytes]](
-            math.inf
-        )
+        self._custody = _CustodyQueue()
         self._backlog = 0
         self._backlog_lot = trio.lowlevel.ParkingLot()
         # Budget: bytes held (reassembly + bundles waiting for custody) as last reported.
@@ -527,7 +597,7 @@ class ClLink:
         self._close_deadline = math.inf
         self._slot = -1
         # Sending.
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, tuple[_Pending, int]] = {}
         self._unconfirmed: list[int] = []  # written-to-TCP completion for CLs without acks
         self._send_lock = trio.Lock()
         self._write_needed = trio.Event()
@@ -619,21 +689,51 @@ class ClLink:
         """Return once the peer acknowledged the whole bundle; :class:`LinkDown` otherwise."""
         if not self._up:
             raise LinkDown(self.down_reason or f"{self._layer.name} link is not up")
+        (error,) = await self.send_many((bundle,))
+        if error is not None:
+            raise error
+
+    async def send_many(self, bundles: Sequence[bytes]) -> list[LinkDown | None]:
+        """Queue ``bundles`` in order (one transfer each) and return once every one was
+        acknowledged or failed: ``None`` for an acknowledged bundle, else its
+        :class:`LinkDown` (a refusal is :class:`TransferRefusedByPeer`).
+
+        The batch form of :meth:`send` for a backlog: one wait for many transfers instead of
+        a task and a wake-up per bundle, the transfers still acknowledged one by one.
+        """
+        pending = _Pending(len(bundles))
+        tids: list[int] = []
+        session = self._session
+        for index, bundle in enumerate(bundles):
+            if not self._up:
+                pending.resolve(
+                    index, LinkDown(self.down_reason or f"{self._layer.name} link is not up")
+                )
+                continue
+            try:
+                tid = session.send_bundle(bundle)
+            except LocalProtocolError as error:
+                pending.resolve(
+                    index, LinkDown(f"{self._layer.name} cannot take the bundle: {error}")
+                )
+                continue
+            self._pending[tid] = (pending, index)
+            tids.append(tid)
+            if not self._confirms:
+                self._unconfirmed.append(tid)
+        if tids:
+            self._poke_writer()
         try:
-            tid = self._session.send_bundle(bundle)
-        except LocalProtocolError as error:
-            raise LinkDown(f"{self._layer.name} cannot take the bundle: {error}") from error
-        pending = self._pending[tid] = _Pending()
-        if not self._confirms:
-            self._unconfirmed.append(tid)
-        self._poke_writer()
-        try:
-            await pending.done.wait()
+            if pending.remaining:
+                await pending.done.wait()
+            else:
+                await trio.lowlevel.checkpoint()
         finally:
-            self._pending.pop(tid, None)
-        if pending.error is not None:
-            raise pending.error
-        self.bundles_sent += 1
+            for tid in tids:
+                self._pending.pop(tid, None)
+        errors = pending.errors
+        self.bundles_sent += errors.count(None)
+        return errors
 
     async def aclose(self) -> None:
         """Terminate cleanly (bounded by ``timeouts.close``), then close the stream."""
@@ -662,8 +762,11 @@ class ClLink:
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._timer)
+                worker = (
+                    self._custody_worker if self._accept_many is None else self._batch_worker
+                )
                 for _ in range(self._custody_workers):
-                    nursery.start_soon(self._custody_worker)
+                    nursery.start_soon(worker)
                 self._tick()
                 self._pump()  # a session may have something to say before any byte (MTCP)
                 with trio.move_on_after(self._timeouts.establish):
@@ -723,7 +826,7 @@ class ClLink:
     async def _reader(self) -> None:
         try:
             while True:
-                while self._backlog >= self._timeouts.max_custody_backlog and not self._over:
+                while self._custody_full() and not self._over:
                     await self._backlog_lot.park()
                 if self._budget is not None and self._budget.must_wait and not self._over:
                     await self._budget.wait_room()  # custody gives bytes back
@@ -751,6 +854,13 @@ class ClLink:
                     return
         finally:
             self._reader_done.set()
+
+    def _custody_full(self) -> bool:
+        timeouts = self._timeouts
+        return (
+            self._backlog >= timeouts.max_custody_backlog
+            or self._custody_bytes >= timeouts.max_custody_bytes
+        )
 
     async def _writer(self) -> None:
         try:
@@ -877,22 +987,61 @@ class ClLink:
                 self._budget.session_done()
 
     async def _custody_worker(self) -> None:
-        receive = self._custody_recv
-        async for item in receive:
-            while True:
-                try:
-                    await self._take_custody(*item)
-                finally:
-                    self._backlog -= 1
-                    self._backlog_lot.unpark_all()
-                    if self._budget is not None:
-                        self._custody_bytes -= len(item[1])
-                        if not self._over:
-                            self._account()
-                try:  # take what is already queued without a scheduling round per bundle
-                    item = receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+        queue = self._custody
+        while (item := await queue.get()) is not None:
+            try:
+                await self._take_custody(*item)
+            finally:
+                self._backlog -= 1
+                self._backlog_lot.unpark_all()
+                self._custody_bytes -= len(item[1])
+                if self._budget is not None and not self._over:
+                    self._account()
+
+    async def _batch_worker(self) -> None:
+        """With ``accept_many``: everything queued (up to ``custody_batch``) in one call."""
+        queue = self._custody
+        waiting = queue.items
+        limit = self._timeouts.custody_batch
+        while (item := await queue.get()) is not None:
+            items = [item]
+            while waiting and len(items) < limit:
+                items.append(waiting.popleft())
+            try:
+                await self._take_custody_many(items)
+            finally:
+                self._backlog -= len(items)
+                self._backlog_lot.unpark_all()
+                self._custody_bytes -= sum(len(data) for _, data in items)
+                if self._budget is not None and not self._over:
+                    self._account()
+
+    async def _take_custody_many(self, items: list[tuple[int, bytes]]) -> None:
+        accept_many = self._accept_many
+        assert accept_many is not None
+        try:
+            outcomes = await accept_many([data for _, data in items], self)
+            if len(outcomes) != len(items):
+                raise ValueError(
+                    f"accept_many answered {len(outcomes)} outcomes for {len(items)} bundles"
+                )
+        except BaseException:
+            for tid, _ in items:
+                self._refuse(tid, Refusal.NO_RESOURCES)
+            raise
+        session = self._session
+        for (tid, _), outcome in zip(items, outcomes, strict=True):
+            if outcome is not None:
+                self._refuse(tid, outcome)
+                continue
+            self.bundles_received += 1
+            try:
+                session.ack(tid)  # leaves in receive order (the session keeps it)
+            except LocalProtocolError:
+                return  # the session ended meanwhile: nothing to ack on
+        if self._ending:
+            self._pump()
+        self._poke_writer()
 
     async def _take_custody(self, tid: int, data: bytes) -> None:
         try:
@@ -996,10 +1145,12 @@ class ClLink:
         if isinstance(event, BundleReceived):
             self._backlog += 1
             self._custody_bytes += len(event.data)
-            self._custody_send.send_nowait((event.transfer_id, event.data))
+            self._custody.put((event.transfer_id, event.data))
         elif isinstance(event, TransferAcked):
             if event.complete:
                 self._resolve(event.transfer_id, None)
+        elif isinstance(event, TransferStarted):
+            pass  # every transfer says so; only its end (received, failed) matters here
         elif isinstance(event, TransferRefused):
             # Always one of ours (common.py): refused by the peer, or dropped unstarted
             # because the session is ending (RFC 9174 §6.1, RFC 7242 §6.1).
@@ -1057,8 +1208,6 @@ class ClLink:
         elif isinstance(event, ConnectionClosed):
             self._note_reason("session closed" if event.clean else "session aborted")
             self._set_over(self.down_reason)
-        elif isinstance(event, TransferStarted):
-            pass
 
     def _identity_problem(self) -> str:
         """A dialled neighbour must announce the node id it was configured as (module doc)."""
@@ -1091,10 +1240,9 @@ class ClLink:
         return f"{what}: {self.down_reason}" if self.down_reason else what
 
     def _resolve(self, tid: int, error: LinkDown | None) -> None:
-        pending = self._pending.get(tid)
-        if pending is not None and not pending.done.is_set():
-            pending.error = error
-            pending.done.set()
+        entry = self._pending.pop(tid, None)
+        if entry is not None:
+            entry[0].resolve(entry[1], error)
 
     def _confirm_written(self, tids: list[int]) -> None:
         """All bytes of ``tids`` are in the stream: that is all MTCP-like layers can confirm."""
@@ -1119,7 +1267,7 @@ class ClLink:
         error_text = self._why("link down")
         for tid in list(self._pending):
             self._resolve(tid, LinkDown(error_text))
-        self._custody_send.close()
+        self._custody.close()
         self._backlog_lot.unpark_all()
         self._over_event.set()
         self._write_needed.set()
@@ -1154,9 +1302,12 @@ async def open_cl_link(
     timeouts: LinkTimeouts | None = None,
     budget: LinkBudget | None = None,
     peer_node_id: str | None = None,
+    accept_many: AcceptMany | None = None,
 ) -> AsyncIterator[ClLink]:
     """Run a convergence-layer session over ``stream``; yield the link once it is established.
 
+    ``accept_many`` (instead of ``accept``) takes custody of the queued bundles in batches;
+    each is acknowledged once the call returned ``None`` for it (module doc).
     Raises :class:`LinkDown` if the session does not come up within ``timeouts.establish``.
     Leaving the block closes the link cleanly (bounded by ``timeouts.close``). The link owns
     ``stream`` from here on and closes it.
@@ -1171,6 +1322,7 @@ async def open_cl_link(
         timeouts=timeouts or LinkTimeouts(),
         budget=budget,
         peer_node_id=peer_node_id,
+        accept_many=accept_many,
     )
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:

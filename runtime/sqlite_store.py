@@ -383,6 +383,12 @@ class SQLiteBundleStore:
         await self._submit([op])
         return bool(op.result)
 
+    async def delete_many(self, bundle_ids: Sequence[bytes]) -> list[bool]:
+        """:meth:`delete` for many bundles in one batch (one commit for a drained page)."""
+        ops = [_Op(_DELETE, bundle_id) for bundle_id in bundle_ids]
+        await self._submit(ops)
+        return [bool(op.result) for op in ops]
+
     async def expire(self, now: int) -> list[bytes]:
         op = _Op(_EXPIRE, now)
         await self._submit([op])
@@ -457,6 +463,21 @@ class SQLiteBundleStore:
             (next_hop, max(limit, 0)),
         )
         return [r[0] for r in rows]
+
+    async def pending_page(
+        self, next_hop: str | None, limit: int, after: int = -1
+    ) -> tuple[list[StoredBundle], int]:
+        """Up to ``limit`` bundles waiting for ``next_hop`` stored after position ``after``
+        (oldest first), and the position to continue from: a drain reads page after page
+        while earlier pages are still in flight, never reading a bundle twice."""
+        rows = await self._read(
+            f"SELECT seq, {_COLUMNS} FROM bundles WHERE next_hop IS ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (next_hop, after, max(limit, 0)),
+        )
+        if not rows:
+            return [], after
+        return [_bundle(r[1:]) for r in rows], int(rows[-1][0])
 
     async def pending_for_destination(self, destination: str, limit: int) -> list[StoredBundle]:
         rows = await self._read(

@@ -54,7 +54,7 @@ import trio
 from fleetwire.protocol.tcpcl.common import Role
 
 from .budgets import LinkBudget
-from .cl_link import Accept, ClLink, ConvergenceLayer, LinkTimeouts, open_cl_link
+from .cl_link import Accept, AcceptMany, ClLink, ConvergenceLayer, LinkTimeouts, open_cl_link
 from .link import LinkDown
 
 __all__ = [
@@ -121,6 +121,7 @@ async def serve_cl(
     timeouts: LinkTimeouts | None = None,
     budget: LinkBudget | None = None,
     group: SessionGroup | None = None,
+    accept_many: AcceptMany | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Listen on ``host:port`` (``port=0``: ephemeral) and serve each connection as a link.
@@ -130,6 +131,7 @@ async def serve_cl(
     until the peer ends the session. With a ``group``, sessions survive the cancellation of
     this task until ``group.aclose()`` ends them in order (module doc). ``budget`` caps the sessions and received bytes of all
     the connections this listener (and any other sharing the budget) accepted.
+    ``accept_many`` instead of ``accept`` takes custody in batches (see :mod:`.cl_link`).
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
 
@@ -153,7 +155,7 @@ async def serve_cl(
         try:
             async with open_cl_link(
                 stream, layer, role=Role.PASSIVE, local=local, accept=accept, timeouts=timeouts,
-                budget=budget,
+                budget=budget, accept_many=accept_many,
             ) as link:  # fmt: skip
                 if budget is not None:
                     budget.connection_done()
@@ -203,6 +205,7 @@ async def open_tcp_cl_link(
     accept: Accept | None = None,
     timeouts: LinkTimeouts | None = None,
     connect_timeout: float = 10.0,
+    accept_many: AcceptMany | None = None,
 ) -> AsyncIterator[ClLink]:
     """Connect once and run one session; raises :class:`LinkDown` if that fails."""
     try:
@@ -211,7 +214,8 @@ async def open_tcp_cl_link(
     except (OSError, trio.TooSlowError) as error:
         raise LinkDown(f"cannot connect to {host}:{port}: {error or 'timed out'}") from error
     async with open_cl_link(
-        stream, layer, role=Role.ACTIVE, local=local, peer=peer, accept=accept, timeouts=timeouts
+        stream, layer, role=Role.ACTIVE, local=local, peer=peer, accept=accept, timeouts=timeouts,
+        accept_many=accept_many,
     ) as link:
         yield link
 

@@ -66,8 +66,11 @@ class Capture:
         self._frame(Role.ACTIVE, 0x10)  # ACK
 
     def data(self, sender: Role, payload: bytes) -> None:
-        for i in range(0, len(payload), 32_000):
-            self._frame(sender, 0x18, payload[i : i + 32_000])
+        # Frames of an Ethernet MSS, as a capture on a real network has them. (The session
+        # writes many small transfers at once; with every segment of a transfer inside one
+        # 32 kB frame, the dissector's transfer reassembly finds nothing to reassemble.)
+        for i in range(0, len(payload), 1460):
+            self._frame(sender, 0x18, payload[i : i + 1460])
 
     def write(self, path: Path) -> None:
         with path.open("wb") as f:

@@ -33,7 +33,8 @@ codes onto these events (``reason`` fields carry that version's ``IntEnum``).
 from __future__ import annotations
 
 import enum
-from typing import Final, Protocol
+import struct
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -280,6 +281,29 @@ class ReceiveBuffer:
         if len(self._buf) - begin < n:
             return None
         return bytes(self._buf[begin : begin + n])
+
+    @property
+    def first_byte(self) -> int:
+        """The next byte (a message type), or -1 when nothing is held; copies nothing."""
+        return self._buf[self._start] if self._start < len(self._buf) else -1
+
+    def unpack_head(self, layout: struct.Struct) -> tuple[Any, ...] | None:
+        """``layout`` unpacked from the front without consuming or copying, ``None`` if short."""
+        if len(self._buf) - self._start < layout.size:
+            return None
+        return layout.unpack_from(self._buf, self._start)
+
+    def take(self, skip: int, n: int) -> bytes:
+        """Drop ``skip`` bytes (a header already read), then remove and return ``n`` bytes
+        with one copy (the caller has checked ``size``)."""
+        begin = self._start + skip
+        with memoryview(self._buf) as view:
+            out = bytes(view[begin : begin + n])
+        self._start = begin + n
+        if self._start > len(self._buf) // 2:
+            del self._buf[: self._start]
+            self._start = 0
+        return out
 
     def consume(self, n: int) -> bytes:
         """Remove and return the next ``n`` bytes (the caller has checked ``size``)."""

@@ -125,6 +125,10 @@ TRANSITIONS: Final[dict[State, dict[_Input, State]]] = {
 }
 
 
+#: Small frames joined by one ``data_to_send`` call (bytes).
+_SMALL_BATCH = 64 * 1024
+
+
 def _head(n: int) -> bytes:
     """CBOR head of a byte string of length ``n`` (RFC 8949 §3.1, preferred form)."""
     if n < 24:
@@ -196,8 +200,20 @@ class MtcpSession:
         return NEED_DATA
 
     def data_to_send(self) -> bytes:
-        """The next frame to write (one per call, so nothing is copied into one huge blob)."""
-        return self._outbox.popleft() if self._outbox else b""
+        """The next frame to write, or several small ones up to 64 KiB joined (one write for
+        many small bundles; a large frame alone, so nothing is copied into one huge blob)."""
+        outbox = self._outbox
+        if not outbox:
+            return b""
+        first = outbox.popleft()
+        if not outbox or len(first) + len(outbox[0]) > _SMALL_BATCH:
+            return first
+        frames = [first]
+        size = len(first)
+        while outbox and size + len(outbox[0]) <= _SMALL_BATCH:
+            size += len(outbox[0])
+            frames.append(outbox.popleft())
+        return b"".join(frames)
 
     def tick(self, now: float) -> None:
         """MTCP has no timers."""
@@ -263,12 +279,12 @@ class MtcpSession:
                         _RULE,
                     )
                 )
-            self._buffer.consume(head_len)
+            self._buffer.skip(head_len)
             self._pending = length
         length = self._pending
         if self._buffer.size < length:
             return None
-        data = self._buffer.consume(length)
+        data = self._buffer.take(0, length)
         self._pending = None
         self._received += 1
         return BundleReceived(transfer_id=self._received - 1, data=data)

@@ -156,6 +156,10 @@ _SHUTDOWN_HAS_REASON: Final = 0x02  # §6.1
 _SHUTDOWN_HAS_DELAY: Final = 0x01  # §6.1
 
 
+#: Whole small bundles written by one ``data_to_send`` call (bytes).
+_SMALL_BATCH = 64 * 1024
+
+
 class TcpclV3Error(ConvergenceLayerError):
     """The peer broke RFC 7242; ``rule`` names the section."""
 
@@ -514,11 +518,23 @@ class TcpclV3Session:
     # --- output ------------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
-        """Bytes to write now: control messages, then at most one DATA_SEGMENT. Repeat until empty."""
+        """Bytes to write now: control messages, then one DATA_SEGMENT, or several bundles
+        that fit one segment each up to 64 KiB (small bundles leave in one write; a long
+        one still goes a segment per call, so acks queued meanwhile go out between its
+        segments). Repeat until empty."""
         out = self._control
         self._control = bytearray()
-        if self.state is State.ESTABLISHED and self._to_send:
+        queue = self._to_send
+        if self.state is State.ESTABLISHED and queue:
             out += self._next_segment()
+            whole = self.config.segment_size
+            while (
+                queue
+                and (head := queue[0]).sent == 0
+                and len(head.data) <= whole
+                and len(out) + len(head.data) <= _SMALL_BATCH
+            ):
+                out += self._next_segment()
         if out:
             self._tx_activity = True
         return bytes(out)

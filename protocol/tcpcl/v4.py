@@ -24,7 +24,8 @@ Two transfer streams run inside an established session (§3.3 Figures 11, 12):
 * outgoing: ``send_bundle`` queues a bundle under the next Transfer ID (0, 1, 2, … §5.2.1);
   ``data_to_send`` cuts it lazily into segments no larger than the peer's Segment MRU (and our
   own ``send_segment_size``), one segment per call, so acks and keepalives queued meanwhile go
-  out between segments. XFER_ACKs come back as :class:`~.common.TransferAcked` events, an
+  out between segments; bundles that fit one segment go out several per call (up to 64 KiB),
+  so a burst of small bundles is one write, not one each. XFER_ACKs come back as :class:`~.common.TransferAcked` events, an
   XFER_REFUSE stops the remaining segments and becomes :class:`~.common.TransferRefused`.
 * incoming: segments are reassembled in one buffer that never grows past our Transfer MRU;
   every segment but the last is acked automatically (§5.2.3); the last one yields
@@ -33,6 +34,12 @@ Two transfer streams run inside an established session (§3.3 Figures 11, 12):
   Every reply (XFER_ACK, XFER_REFUSE) leaves in the order its segment arrived, across
   transfers: the runtime may store bundles in any order and in batches, the peer still sees
   its acks first in, first out (deployed senders need that; see ``_release_replies``).
+
+The lean path: most bundles of a fleet are small, one START|END segment without extension
+items, answered by one XFER_ACK. In ESTABLISHED those two messages are read straight from the
+receive buffer (and the final ack written as bytes) without message objects, every such
+message that follows in one step; the first message that is anything else, or that the
+general handlers would refuse or reject, goes the general way, which stays the reference.
 
 Termination (§6.1): sending SESS_TERM (ours, or the reply to the peer's) enters ENDING: no new
 transfer starts in either direction (queued ones fail with "session terminating"), transfers in
@@ -95,6 +102,8 @@ from .v4_messages import (
     FLAG_START,
     U64_MAX,
     VERSION,
+    WHOLE_SEGMENT_HEADER,
+    XFER_ACK_SIZE,
     BadMagic,
     ContactFlags,
     ContactHeader,
@@ -122,6 +131,10 @@ from .v4_messages import (
     decode_message,
     encode_extension_items,
     encode_segment_header,
+    encode_whole_segment,
+    encode_xfer_ack,
+    peek_whole_segment,
+    peek_xfer_ack,
 )
 
 __all__ = [
@@ -302,12 +315,9 @@ class SessionConfig:
 class _Outgoing:
     transfer_id: int
     data: memoryview
+    total: int
     sent: int = 0
     acked: int = 0
-
-    @property
-    def total(self) -> int:
-        return len(self.data)
 
 
 @attrs.define(slots=True)
@@ -323,10 +333,11 @@ class _Incoming:
 @attrs.define(slots=True)
 class _Reply:
     """One reply to a received segment, in receive order; ``message`` is ``None`` while a
-    final ack waits for the runtime's ``ack`` (``flags`` and ``length`` are then its content)."""
+    final ack waits for the runtime's ``ack`` (``flags`` and ``length`` are then its content;
+    the ack itself is then stored encoded)."""
 
     transfer_id: int
-    message: XferAck | XferRefuse | None
+    message: XferAck | XferRefuse | bytes | None
     flags: int = 0
     length: int = 0
 
@@ -464,13 +475,24 @@ class TcpclV4Session:
         return NEED_DATA
 
     def data_to_send(self) -> bytes:
-        """Bytes to write now: queued control messages and at most one segment. Loop until b""."""
+        """Bytes to write now: queued control messages and one segment, or several whole
+        one-segment transfers up to 64 KiB (small bundles leave in one write, not one write
+        each; a multi-segment transfer still goes one segment per call, so acks and
+        keepalives queued meanwhile go out between its segments). Loop until b""."""
         chunks: list[bytes | memoryview] = []
         if self._outbox:
             chunks.append(bytes(self._outbox))
             self._outbox.clear()
-        if self._tx_queue and self._state is not State.CLOSED:
+        queue = self._tx_queue
+        if queue and self._state is not State.CLOSED:
             chunks.extend(self._next_segment())
+            peer = self.peer_session_init
+            assert peer is not None
+            whole = min(peer.segment_mru, self.config.send_segment_size)
+            room = _SMALL_BATCH - len(chunks[-1])
+            while queue and (head := queue[0]).sent == 0 and head.total <= min(whole, room):
+                room -= head.total
+                chunks.extend(self._next_segment())
         if not chunks:
             return b""
         self._sent_flag = True
@@ -562,7 +584,8 @@ class TcpclV4Session:
             raise LocalProtocolError("Transfer ID space exhausted; session terminating (§5.2.1)")
         tid = self._next_tid
         self._next_tid += 1
-        transfer = _Outgoing(tid, memoryview(data).cast("B"))
+        view = memoryview(data).cast("B")
+        transfer = _Outgoing(tid, view, len(view))
         self._tx_queue.append(transfer)
         self._tx[tid] = transfer
         return tid
@@ -577,7 +600,7 @@ class TcpclV4Session:
         except KeyError:
             raise LocalProtocolError(f"transfer {transfer_id} is not awaiting an ack") from None
         if self._state is not State.CLOSED:
-            reply.message = XferAck(reply.flags, transfer_id, reply.length)
+            reply.message = encode_xfer_ack(reply.flags, transfer_id, reply.length)
             self._release_replies()
             self._maybe_drained()
 
@@ -672,10 +695,11 @@ class TcpclV4Session:
         Releasing in order costs nothing when the runtime commits bundles in batches.
         """
         replies = self._replies
+        outbox = self._outbox
         while replies and replies[0].message is not None:
             message = replies.popleft().message
             assert message is not None
-            self._queue(message)
+            outbox += message if isinstance(message, bytes) else message.encode()
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
@@ -779,6 +803,8 @@ class TcpclV4Session:
             self._skip -= n
             if self._skip:
                 return self._at_eof()
+        if state is State.ESTABLISHED and self._rx is None and not self._term_sent and self._lean_step():
+            return True
         try:
             if state is State.WAIT_CONTACT:
                 contact = decode_contact_header(self._recv)
@@ -824,6 +850,51 @@ class TcpclV4Session:
             self._violation(error)
             self._on_malformed(error)
         return True
+
+    def _lean_step(self) -> bool:
+        """The common messages of a busy established session, without message objects.
+
+        Whole one-segment transfers (START|END, no extension items) and XFER_ACKs are read
+        straight from the buffer, as many as follow each other, and handled as
+        :meth:`_on_segment` and :meth:`_on_ack` would handle them; at anything else, or
+        anything those would refuse or reject, it stops and the general path (which stays
+        the reference) takes over. False if it took nothing.
+        """
+        buf = self._recv
+        limits = self._limits
+        config = self.config
+        awaiting = self._awaiting_ack
+        replies = self._replies
+        events = self._events
+        took = False
+        while True:
+            kind = buf.first_byte
+            if kind == _XFER_SEGMENT:
+                whole = peek_whole_segment(buf, limits)
+                if whole is None:
+                    return took
+                tid, length = whole
+                last = self._last_rx_tid
+                if length > config.transfer_mru or (
+                    config.require_increasing_transfer_ids and last is not None and tid <= last
+                ):
+                    return took
+                data = buf.take(WHOLE_SEGMENT_HEADER, length)
+                self._last_rx_tid = tid
+                reply = _Reply(tid, None, FLAG_START | FLAG_END, length)
+                awaiting[tid] = reply
+                replies.append(reply)
+                events.append(TransferStarted(tid, None))
+                events.append(BundleReceived(tid, data))
+            elif kind == _XFER_ACK:
+                ack = peek_xfer_ack(buf)
+                if ack is None:
+                    return took
+                buf.skip(XFER_ACK_SIZE)
+                self._on_ack(*ack)
+            else:
+                return took
+            self._message_flag = took = True
 
     def _at_eof(self) -> bool:
         """At the end of the stream nothing more can complete: close (§6.1 transfers fail)."""
@@ -932,7 +1003,7 @@ class TcpclV4Session:
         if isinstance(message, XferSegment):
             self._on_segment(message)
         elif isinstance(message, XferAck):
-            self._on_ack(message)
+            self._on_ack(message.flags, message.transfer_id, message.length)
         elif isinstance(message, XferRefuse):
             self._on_refuse(message)
         elif isinstance(message, SessTerm):
@@ -1085,27 +1156,27 @@ class TcpclV4Session:
                 return int(_U64.unpack(item.value)[0])
         return None
 
-    def _on_ack(self, ack: XferAck) -> None:
+    def _on_ack(self, flags: int, tid: int, length: int) -> None:
         """§5.2.3: cumulative acknowledgement of one of our transfers."""
-        tx = self._tx.get(ack.transfer_id)
+        tx = self._tx.get(tid)
         if tx is None:
-            if ack.transfer_id >= self._next_tid:
+            if tid >= self._next_tid:
                 self._reject(
                     RejectReason.UNEXPECTED,
                     MessageType.XFER_ACK,
-                    f"ack of unknown transfer {ack.transfer_id}",
+                    f"ack of unknown transfer {tid}",
                 )
             return  # an ack crossing our refusal-driven stop, or a late duplicate: harmless
-        complete = bool(ack.flags & FLAG_END)
-        if ack.length > tx.sent or ack.length < tx.acked or (complete and ack.length != tx.total):
+        complete = bool(flags & FLAG_END)
+        if length > tx.sent or length < tx.acked or (complete and length != tx.total):
             self._reject(
-                RejectReason.UNEXPECTED, MessageType.XFER_ACK, f"ack length {ack.length} impossible"
+                RejectReason.UNEXPECTED, MessageType.XFER_ACK, f"ack length {length} impossible"
             )
             return
-        tx.acked = ack.length
+        tx.acked = length
         if complete:
-            del self._tx[ack.transfer_id]
-        self._emit(TransferAcked(ack.transfer_id, ack.length, complete))
+            del self._tx[tid]
+        self._emit(TransferAcked(tid, length, complete))
         self._maybe_drained()
 
     def _on_refuse(self, refuse: XferRefuse) -> None:
@@ -1132,6 +1203,10 @@ class TcpclV4Session:
         assert peer is not None
         tx = self._tx_queue[0]
         size = min(peer.segment_mru, self.config.send_segment_size, tx.total - tx.sent)
+        if tx.sent == 0 and size == tx.total:  # the lean path: one whole segment
+            self._tx_queue.popleft()
+            tx.sent = size
+            return [encode_whole_segment(tx.transfer_id, size), tx.data]
         flags = 0
         items = b""
         if tx.sent == 0:
@@ -1148,6 +1223,11 @@ class TcpclV4Session:
         tx.sent += size
         return [encode_segment_header(flags, tx.transfer_id, size, items), chunk]
 
+
+_XFER_SEGMENT: Final = int(MessageType.XFER_SEGMENT)
+_XFER_ACK: Final = int(MessageType.XFER_ACK)
+#: Whole small transfers written by one ``data_to_send`` call (bytes).
+_SMALL_BATCH: Final = 64 * 1024
 
 _TYPE_OF: Final[dict[type, MessageType]] = {
     SessInit: MessageType.SESS_INIT,

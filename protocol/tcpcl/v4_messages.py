@@ -408,6 +408,58 @@ def encode_segment_header(
     return _SEG_PREFIX.pack(MessageType.XFER_SEGMENT, flags, transfer_id) + _U64.pack(data_length)
 
 
+# --- the lean path: one-segment transfers and their acks ----------------------------------
+#
+# Most bundles of a fleet are small and travel as one XFER_SEGMENT with START|END and no
+# transfer extension items (§5.2.5.1 asks for Transfer Length only when there are several
+# segments), answered by one XFER_ACK. These helpers read and write exactly those shapes
+# straight from and into bytes, without message objects; anything else (or anything
+# doubtful) is left to :func:`decode_message`, which is the reference.
+
+#: type, flags, transfer id, extension items length (0), data length (§5.2.2).
+_WHOLE = struct.Struct(">BBQIQ")
+#: Bytes before the data of a one-segment transfer.
+WHOLE_SEGMENT_HEADER: Final = _WHOLE.size
+#: Bytes of an XFER_ACK (§5.2.3).
+XFER_ACK_SIZE: Final = _ACK.size
+
+
+def encode_whole_segment(transfer_id: int, data_length: int) -> bytes:
+    """The header of a one-segment transfer (START|END, no extension items), §5.2.2."""
+    return _WHOLE.pack(0x01, FLAG_START | FLAG_END, transfer_id, 0, data_length)
+
+
+def encode_xfer_ack(flags: int, transfer_id: int, length: int) -> bytes:
+    """An XFER_ACK (§5.2.3); the caller's values are already in range (they echo a segment)."""
+    return _ACK.pack(0x02, flags, transfer_id, length)
+
+
+def peek_whole_segment(buf: ReceiveBuffer, limits: DecodeLimits) -> tuple[int, int] | None:
+    """``(transfer id, data length)`` when ``buf`` starts with a complete START|END segment
+    without extension items within ``limits``; ``None`` means: use :func:`decode_message`."""
+    head = buf.unpack_head(_WHOLE)
+    if head is None:
+        return None
+    kind, flags, tid, ext_len, n = head
+    if (
+        kind != 0x01
+        or flags != FLAG_START | FLAG_END
+        or ext_len
+        or n > limits.segment_mru
+        or buf.size < _WHOLE.size + n
+    ):
+        return None
+    return tid, n
+
+
+def peek_xfer_ack(buf: ReceiveBuffer) -> tuple[int, int, int] | None:
+    """``(flags, transfer id, length)`` of a complete XFER_ACK at the front of ``buf``."""
+    head = buf.unpack_head(_ACK)
+    if head is None or head[0] != 0x02:
+        return None
+    return head[1], head[2], head[3]
+
+
 # --- decoding --------------------------------------------------------------------------
 
 

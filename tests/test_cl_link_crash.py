@@ -1,0 +1,154 @@
+"""Acknowledged means durable: a TCPCLv4 receiver is SIGKILLed in the middle of a burst.
+
+The receiver is a real child process serving TCPCLv4 on 127.0.0.1 into the real SQLite store,
+with the link's batch custody (``accept_many`` → ``put_many``) or its per-bundle custody
+(``accept`` → ``put``, many at once). The sender (this process) keeps thousands of small
+bundles in flight with ``send_many`` and notes each one the receiver acknowledged with its
+final XFER_ACK; once enough were acknowledged it kills the receiver outright. Reopening the
+receiver's store afterwards, every acknowledged bundle must be there: an XFER_ACK may only
+leave once its bundle's transaction committed (RFC 9174 §5.2.3 leaves the moment to us; our
+custody promise fixes it). Bundles in flight at the kill may or may not be there; nothing
+else may.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from fleetwire.protocol.tcpcl import v4
+from fleetwire.runtime.cl_link import TcpclV4
+from fleetwire.runtime.link import LinkDown
+from fleetwire.runtime.sqlite_store import open_sqlite_store
+from fleetwire.runtime.tcp import open_tcp_cl_link
+
+RECEIVER = r"""
+import sys, trio
+from fleetwire.protocol.tcpcl import v4
+from fleetwire.runtime.cl_link import Refusal, TcpclV4
+from fleetwire.runtime.sqlite_store import open_sqlite_store
+from fleetwire.runtime.store import Accepted, StoredBundle
+from fleetwire.runtime.tcp import serve_cl
+
+def record(data):
+    return StoredBundle(data[:8], None, "ipn:1.0", "ipn:2.0", 1 << 40, 0, data)
+
+async def main(path, custody):
+    async with open_sqlite_store(path) as store:
+        async def accept(data, link):
+            await store.put(record(data))
+
+        async def accept_many(bundles, link):
+            results = await store.put_many([record(b) for b in bundles])
+            return [None if isinstance(r, Accepted) else Refusal.NO_RESOURCES for r in results]
+
+        layer = TcpclV4(v4.SessionConfig(node_id="ipn:2.0", keepalive_s=0))
+        options = {"accept_many": accept_many} if custody == "batch" else {"accept": accept}
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                lambda task_status: serve_cl(
+                    None, 0, layer, host="127.0.0.1", task_status=task_status, **options
+                )
+            )
+            print(listeners[0].socket.getsockname()[1], flush=True)
+
+trio.run(main, sys.argv[1], sys.argv[2])
+"""
+
+#: Acknowledged bundles before the kill; the sender keeps WINDOW more in flight.
+KILL_AFTER = 3000
+WINDOW = 2048
+CHUNK = 64
+
+
+async def _port_of(process: trio.Process) -> int:
+    assert process.stdout is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await process.stdout.receive_some(64)
+        if not chunk:
+            raise AssertionError("receiver died before listening")
+        line += chunk
+    return int(line)
+
+
+async def _burst_and_kill(path: Path, custody: str) -> tuple[set[bytes], int]:
+    """Send until KILL_AFTER were acked, SIGKILL the receiver; (acked ids, bundles sent)."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", RECEIVER, str(path), custody], stdout=-1
+    )
+    acked: set[bytes] = set()
+    sent = 0
+    try:
+        with trio.fail_after(60):
+            port = await _port_of(process)
+            layer = TcpclV4(v4.SessionConfig(node_id="ipn:1.0", keepalive_s=0))
+            try:
+                async with open_tcp_cl_link("127.0.0.1", port, layer) as link:
+
+                    async def sender() -> None:
+                        nonlocal sent
+                        while link.is_up:
+                            first = sent
+                            sent += CHUNK
+                            bundles = [
+                                i.to_bytes(8, "big") + os.urandom(240)
+                                for i in range(first, first + CHUNK)
+                            ]
+                            errors = await link.send_many(bundles)
+                            acked.update(b[:8] for b, e in zip(bundles, errors, strict=True) if e is None)
+                            if len(acked) >= KILL_AFTER and process.returncode is None:
+                                process.send_signal(signal.SIGKILL)  # mid-burst: sends in flight
+
+                    async with trio.open_nursery() as nursery:
+                        for _ in range(WINDOW // CHUNK):
+                            nursery.start_soon(sender)
+                    await link.wait_down()
+            except LinkDown:
+                pass
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+    assert process.returncode == -signal.SIGKILL
+    return acked, sent
+
+
+async def _stored_ids(path: Path) -> set[bytes]:
+    async with open_sqlite_store(str(path)) as store:
+        assert await store.integrity_check() == []
+        ids: set[bytes] = set()
+        after = -1
+        while True:
+            page, after = await store.pending_page(None, 4096, after)
+            if not page:
+                return ids
+            for bundle in page:
+                assert bundle.data[:8] == bundle.bundle_id  # whole, not torn
+                ids.add(bundle.bundle_id)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize("custody", ["batch", "each"])
+def test_receiver_killed_mid_burst_keeps_every_acknowledged_bundle(
+    tmp_path: Path, custody: str
+) -> None:
+    path = tmp_path / "receiver.db"
+
+    async def main() -> None:
+        acked, sent = await _burst_and_kill(path, custody)
+        assert len(acked) >= KILL_AFTER
+        assert sent > len(acked)  # killed with bundles still unacknowledged: mid-burst
+        stored = await _stored_ids(path)
+        lost = acked - stored
+        assert not lost, f"{len(lost)} acknowledged bundles missing after the kill"
+        sent_ids = {i.to_bytes(8, "big") for i in range(sent)}
+        assert stored <= sent_ids
+
+    trio.run(main)
