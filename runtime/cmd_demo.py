@@ -1,110 +1,199 @@
-"""``fleetwire demo``: run a loopback fleet in simulated time and report what happened."""
+"""``fleetwire demo``: run a fleet in simulated time, watch it live, and write a report."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from . import demo
-from .report import Progress, duration, sparkline, svg_chart, table
+import attrs
+from rich.console import Console
+from rich.table import Table
 
-HELP = """\
-Run a whole fleet in one process: a region coordinator, cell coordinators and member nodes,
+from . import demo, demo_sweep, report
+from .demo_live import LiveView
+from .demo_results import SCENARIOS
+
+_SCENARIO_HELP = "\n".join(f"  {name:<11} {text}" for name, text in SCENARIOS.items())
+
+HELP = f"""\
+Run a whole fleet in one process: region coordinators, cell coordinators and member nodes,
 each with its own Ed25519 key, credential and bundle store, talking over simulated links with
-seconds of light time and contact windows that open a few times a day. One cell is cut off
-from the region for a day (a partition); its traffic waits in the stores and flows when the
-partition heals. Every message is signed, carried in a Bundle Protocol v7 bundle, routed over
-the contact graph and verified on arrival. Simulated time runs days in seconds.
+seconds of light time and contact windows that open a few times a day. Every message is signed,
+carried in a Bundle Protocol v7 bundle, routed over the contact graph and verified on arrival;
+dock leases run through the real lease roles, and every grant and use goes through the lease
+invariant checker. Simulated time runs days in seconds.
+
+The report folder gets summary.json (every figure; one seed gives the same file byte for
+byte), index.html (one self-contained page) and PNG figures; the figures need matplotlib:
+  pip install 'fleetwire[report]'
+
+scenarios (--scenario, comma-separated or repeated; "none" for the baseline traffic only):
+{_SCENARIO_HELP}
 
 examples:
-  fleetwire demo                         200 nodes, 4 cells, 3 days
-  fleetwire demo --nodes 1000 --cells 20 --days 2 --svg fleet.svg
-  fleetwire demo --loss 0.05 --json run.json
+  fleetwire demo                               120 members, 3 regions × 4 cells, a week
+  fleetwire demo --nodes 300                   25 members a cell (about 100 s of CPU)
+  fleetwire demo --scenario partition --days 33  a cell cut off for 30 days, then healed
+  fleetwire demo --scenario contention,partition,fault   all three together
+  fleetwire demo --nodes 60 --regions 1 --days 2 --out small-report
+  fleetwire demo --sweep 30,120,480 --out scaling   the scaling study: sweep.json, sweep.png
+
+--sweep runs the chosen scenarios for --sweep-days (default 1) at each fleet size (members),
+adding cells so that each keeps about 10 members, and plots coordination bytes per node,
+decision latency (claim to usable grant) and wall time against the fleet size.
 """
+
+
+def _scenarios(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name != "none" and name not in SCENARIOS:
+            raise argparse.ArgumentTypeError(
+                f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)}, none)"
+            )
+    return [n for n in names if n != "none"]
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run a loopback fleet in simulated time and report",
+        help="run a fleet in simulated time, watch it, and write a report",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--nodes", type=int, default=200, help="nodes in the fleet (default 200)")
-    parser.add_argument("--cells", type=int, default=4, help="cells (default 4)")
+    defaults = demo.Scenario()
     parser.add_argument(
-        "--days", type=float, default=3.0, help="simulated days of traffic (default 3)"
-    )
+        "--nodes", type=int, default=defaults.nodes,
+        help=f"member nodes; coordinators come on top (default {defaults.nodes})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--regions", type=int, default=defaults.regions,
+        help=f"regions, each with its coordinator (default {defaults.regions})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cells", type=int, default=defaults.cells,
+        help=f"cells per region (default {defaults.cells})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--days", type=float, default=defaults.days,
+        help=f"simulated days of traffic, one more drains (default {defaults.days:g})",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="random seed; a seed gives one run")
     parser.add_argument("--loss", type=float, default=0.0, help="probability a link loses a bundle")
-    parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
-    parser.add_argument("--svg", type=Path, help="also write a chart of bundles held over time")
+    parser.add_argument(
+        "--scenario", type=_scenarios, action="append", metavar="NAME[,NAME]",
+        help=f"scenarios to play (default {','.join(defaults.scenarios)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cut-days", type=float, default=defaults.cut_days,
+        help="how long the partition scenario cuts a cell off; clipped so that it heals a day "
+        f"before traffic stops (default {defaults.cut_days:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=Path("fleetwire-report"),
+        help="report folder (default fleetwire-report/)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sweep", type=_sizes, metavar="N[,N…]",
+        help="the scaling study: run at each fleet size (members) instead of one report",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sweep-days", type=float, default=1.0,
+        help="simulated days of traffic per size in the sweep (default 1)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of sizes"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("sizes are member counts, 1 or more")
+    return sizes
+
+
+def _fail(message: str) -> SystemExit:
+    return SystemExit(f"fleetwire demo: error: {message}")
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.nodes < args.cells + 2:
-        raise SystemExit("fleetwire demo: error: --nodes must be at least --cells + 2")
+    if args.regions < 1 or args.cells < 1:
+        raise _fail("--regions and --cells must be at least 1")
+    if args.nodes < args.regions * args.cells:
+        raise _fail("--nodes must be at least --regions × --cells (a member per cell)")
+    if args.days <= 0 or args.cut_days <= 0:
+        raise _fail("--days and --cut-days must be positive")
+    if not 0.0 <= args.loss <= 1.0:
+        raise _fail("--loss is a probability, between 0 and 1")
+    chosen: tuple[str, ...]
+    if args.scenario is None:
+        chosen = demo.Scenario().scenarios
+    else:
+        chosen = tuple(dict.fromkeys(n for group in args.scenario for n in group))
     scenario = demo.Scenario(
-        nodes=args.nodes, cells=args.cells, days=args.days, seed=args.seed, loss=args.loss
+        nodes=args.nodes,
+        regions=args.regions,
+        cells=args.cells,
+        days=args.days,
+        seed=args.seed,
+        loss=args.loss,
+        scenarios=chosen,
+        cut_days=args.cut_days,
     )
+    if args.sweep is not None:
+        return _run_sweep(args, attrs.evolve(scenario, days=args.sweep_days))
+    cut = scenario.partition_days
     print(
-        f"fleet of {args.nodes} nodes in {args.cells} cells, {args.days:g} simulated days "
-        f"(+1 day to drain); cell 0 partitioned from the region on days "
-        f"{scenario.partition_days[0]:g}–{scenario.partition_days[1]:g}"
+        f"fleet of {scenario.total_nodes} nodes: {args.nodes} members in "
+        f"{scenario.all_cells} cells of {args.regions} region(s); {args.days:g} simulated days "
+        f"(+1 to drain); scenarios: {', '.join(chosen) or 'none'}"
+        + (f"; cell 0 cut off from its region on days {cut[0]:g}–{cut[1]:g}" if cut else "")
     )
-    progress = Progress("simulating")
-    seen = demo.run(scenario, progress)
-    progress(1.0)
-    figures = demo.summary(seen)
-    rows = []
-    for family, f in figures["families"].items():
-        share = f"{100 * f['delivered'] / f['sent']:.1f}%" if f["sent"] else "—"
-        rows.append(
-            [
-                family,
-                f["sent"],
-                f["delivered"],
-                share,
-                duration(f["latency_ms_median"]),
-                duration(f["latency_ms_p95"]),
-            ]
-        )
-    print()
-    print(table(rows, ["family", "sent", "delivered", "delivered %", "latency p50", "latency p95"]))
-    print()
-    held = [h for _, h in seen.stored_samples]
+    if "fault" in chosen and args.days < 3:
+        print("(the fault scenario's defect shows from day 2 for 12 hours: use --days 3 or more)")
+    if "partition" in chosen and cut is None:
+        print("(the partition scenario needs --days 3 or more to cut and heal; it was left out)")
+    with LiveView(args.days + 1) as live:
+        results = demo.run(scenario, live)
+    report.print_summary(results)
+    written = report.write(results, args.out)
     print(
-        f"lease grants {figures['grants']}, exceptions escalated to the region {figures['escalations']}"
+        f"report: {written.html}  (figures: {len(written.figures) or 'none, ' + report.INSTALL_HINT})"
     )
-    print(
-        f"dock uses checked {figures['lease_uses']}, double-bookings {figures['double_bookings']}"
-        + (f" (first: {figures['first_double_booking']})" if figures["double_bookings"] else "")
-    )
-    print(
-        f"bundles under way fleet-wide (every 30 min): {sparkline(held)}  max {figures['max_bundles_held']}"
-    )
-    print(
-        "waiting at the partitioned cell's coordinator: "
-        f"max {figures['max_waiting_at_partitioned_coordinator']} bundles"
-    )
-    print(f"wall time {figures['wall_seconds']} s for {args.days + 1:g} simulated days")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-        print(f"figures written to {args.json}")
-    if args.svg:
-        series = [(t / demo.DAY, float(h)) for t, h in seen.stored_samples]
-        args.svg.write_text(
-            svg_chart(
-                "bundles under way across the fleet (shaded: partition)",
-                series,
-                "simulated day",
-                "bundles",
-                shade=scenario.partition_days,
-            )
-        )
-        print(f"chart written to {args.svg}")
-    lost = sum(f["sent"] - f["delivered"] for f in figures["families"].values())
-    return 0 if args.loss or lost == 0 else 1
+    print(f"wall time {results.wall_seconds:.1f} s for {args.days + 1:g} simulated days")
+    lost = sum(f.sent - f.delivered for f in results.families)
+    clean = all(v.ok for v in results.verdicts)
+    # Without loss or a cut, every message must arrive: a shortfall is a fault of the stack. A
+    # cut longer than a bundle's 7-day lifetime loses what waited too long, by design.
+    expected = lost == 0 or args.loss > 0 or cut is not None
+    return 0 if clean and expected else 1
+
+
+def _run_sweep(args: argparse.Namespace, base: demo.Scenario) -> int:
+    console = Console()
+    table = Table(title=f"scaling study: {base.days:g} simulated days a size")
+    columns = ("nodes", "cells", "B/s per node", "busiest node B/s", "wait p50", "wait p95",
+               "verdict", "wall s", "peak MiB")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+
+    def show(p: demo_sweep.Point) -> None:
+        print(f"{p.nodes} nodes: {p.wall_seconds:.1f} s", flush=True)
+
+    points = demo_sweep.sweep(base, args.sweep, on_point=show)
+    for p in points:
+        table.add_row(
+            str(p.nodes), str(p.cells), f"{p.bytes_per_node_per_s:.3f}",
+            f"{p.busiest_node_peak_bytes_per_s:.2f}", report.duration(p.decision_wait_ms_p50),
+            report.duration(p.decision_wait_ms_p95), "clean" if p.verdict_ok else "VIOLATED",
+            f"{p.wall_seconds:.1f}", f"{p.peak_rss_mib:.0f}",
+        )  # fmt: skip
+    console.print(table)
+    written = demo_sweep.write(points, base, args.out)
+    print("written: " + ", ".join(str(p) for p in written))
+    return 0 if all(p.verdict_ok for p in points) else 1

@@ -1,21 +1,34 @@
-"""The loopback fleet demo: cells of nodes coordinating over delayed, scheduled, partitioned links.
+"""The loopback fleet demo: regions of cells of nodes coordinating over delayed, scheduled links.
 
+Theory of operation
+-------------------
 One process, simulated time (Trio's ``MockClock``): every node is a real :class:`~.node.Node`
 with its own key, credential and store; every message is signed, carried in a BPv7 bundle over
 a simulated link with light time and contact windows, routed over the contact graph, and
-verified on arrival. Leases run through the coordination roles (``roles.lease``): the region
-coordinator grants each cell coordinator its authority lease, the cell coordinator is the lease
-authority of its cell's docks, and members claim, use (with the fencing token), renew and
-release; every grant and use goes into the invariant checker, whose verdict is in the report.
+verified on arrival. Leases run through the coordination roles (``roles.lease``): each region
+coordinator grants its cell coordinators their authority leases, a cell coordinator is the
+lease authority of its cell's docks while its lease lasts, and members claim, use (with the
+fencing token), renew and release; every grant and use goes into the invariant checker
+(``protocol/coordination/invariants.py``), whose verdict is in the report.
 
-Fleet shape: one region coordinator, ``cells`` cell coordinators, members spread over the cells.
-Members see their coordinator in short windows every few hours; coordinators see the region
-coordinator less often, with longer light time. One cell is cut off from the region for a
-stretch of the run (a partition): its traffic waits in the stores and flows when it heals.
+Fleet shape: ``regions`` region coordinators, ``cells`` cell coordinators under each, members
+spread over the cells. Members see their coordinator in short windows every few hours;
+coordinators see their region coordinator less often, with longer light time.
 
 Traffic: every member advertises its capabilities, claims a lease on a cell's dock now and
 then and uses it for a few hours once granted, offers commitments to a neighbour (who accepts),
-and reports exceptions; severe ones are escalated by the coordinator to the region.
+and reports exceptions; severe ones are escalated by the coordinator to its region.
+
+Scenarios (``demo_results.SCENARIOS``): *contention* halves the docks and doubles the claim
+rate; *partition* cuts cell 0 off from its region from day 1, heals it a day before traffic
+stops, and shows the authority lease lapsing (the cell stops granting) and the backlog draining;
+*fault* makes lineage B of region 0 report one anomaly for 12 hours, and every cell coordinator
+runs the containment machine (``protocol/coordination/containment.py``) on what it receives.
+
+Measurement: each node's links count the bytes it sends (:class:`CountingLink`); once per
+``interval_ms`` of virtual time a sampler records an :class:`~.demo_results.Interval` and hands it
+to the caller's callback (the live view). The run ends in a :class:`~.demo_results.Results`,
+the plain object the report reads, so another engine can feed the same report.
 """
 
 from __future__ import annotations
@@ -23,15 +36,19 @@ from __future__ import annotations
 import functools
 import math
 import random
-import statistics
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import trio
 import trio.testing
 from fleetwire.protocol.coordination import invariants
+from fleetwire.protocol.coordination.containment import (
+    Containment,
+    EscalateCluster,
+    Quarantined,
+)
 from fleetwire.protocol.coordination.freshness import FreshnessWindow
 from fleetwire.protocol.coordination.lease_authority import AuthorityConfig
 from fleetwire.protocol.coordination.lease_holder import HolderConfig, HolderState
@@ -43,6 +60,7 @@ from fleetwire.protocol.messages import (
     CapabilityAdvertisement,
     Commitment,
     CommitmentState,
+    ExceptionCode,
     ExceptionReport,
     Family,
     Header,
@@ -55,6 +73,16 @@ from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 
 from .bundling import DONE
 from .contacts import Clock, Contact, ContactPlan
+from .demo_results import (
+    Event,
+    FamilyFigures,
+    Interval,
+    Results,
+    Setup,
+    Verdict,
+    percentile,
+)
+from .link import Link
 from .loopback import LinkModel, LoopbackNetwork
 from .memory_store import MemoryBundleStore
 from .node import Node, NodeConfig, open_node
@@ -81,6 +109,11 @@ MEMBER_LEASES = HolderConfig(
     max_drift_ms=MAX_DRIFT, renew_lead_ms=4 * HOUR, retry_ms=3 * HOUR, min_use_ms=HOUR,
     freshness=WINDOW,
 )  # fmt: skip
+#: The fault scenario: when the defect shows, for how long, in which lineage. The cells run the
+#: containment module's own cell policy (``THRESHOLDS``), unchanged.
+FAULT_FROM = 2 * DAY
+FAULT_FOR = 12 * HOUR
+FAULTY_LINEAGE = "B"
 COORDINATOR_LEASE = HolderConfig(
     max_drift_ms=MAX_DRIFT, renew_lead_ms=2 * DAY, retry_ms=6 * HOUR, freshness=WINDOW
 )
@@ -88,35 +121,115 @@ COORDINATOR_LEASE = HolderConfig(
 
 @attrs.frozen
 class Scenario:
-    nodes: int = 200
-    cells: int = 4
-    days: float = 3.0
+    """The fleet's shape, the run's length and the scenarios it plays (``demo_results.SCENARIOS``)."""
+
+    # Member nodes; coordinators come on top. The issue asks for 300 (3 × 4 × 25) in under a
+    # minute; the loopback engine runs 300 members for a week in about 100 s of CPU, so the
+    # default is 10 per cell (about 30 s). ``--nodes 300`` runs the larger fleet.
+    nodes: int = 120
+    regions: int = 3
+    cells: int = 4  # per region
+    days: float = 7.0
     seed: int = 1
     loss: float = 0.0
-    partition_days: tuple[float, float] = (0.5, 1.5)  # cell 0 cut off from the region
+    scenarios: tuple[str, ...] = ("contention", "partition")
+    cut_days: float = 30.0  # how long the partition scenario cuts a cell off (clipped to the run)
+    interval_ms: int = HOUR
+
+    @property
+    def all_cells(self) -> int:
+        return self.regions * self.cells
+
+    @property
+    def docks_per_cell(self) -> int:
+        return 2 if "contention" in self.scenarios else 4
+
+    @property
+    def partition_days(self) -> tuple[float, float] | None:
+        """(from, to) in run days: from day 1, as long as ``cut_days`` but healed a day before
+        traffic ends, so the run shows the reconciliation."""
+        if "partition" not in self.scenarios or self.days < 3:
+            return None
+        return (1.0, 1.0 + min(self.cut_days, self.days - 2))
+
+    def region_of(self, cell: int) -> int:
+        return REGION + cell // self.cells
 
     def cell_coordinator(self, cell: int) -> int:
         return 10 + cell
 
     def members(self) -> dict[int, int]:
         """member node id → cell."""
-        count = max(self.nodes - self.cells - 1, 0)
-        return {1000 + i: i % self.cells for i in range(count)}
+        return {1000 + i: i % self.all_cells for i in range(self.nodes)}
+
+    @property
+    def total_nodes(self) -> int:
+        return self.nodes + self.all_cells + self.regions
+
+    def lineage(self, node: int) -> str:
+        """A member's software lineage: both lineages in every cell (the seeds' diversity)."""
+        return "AB"[(node // self.all_cells) % 2]
+
+    def faulty(self, node: int) -> bool:
+        """Whether the fault scenario's defect shows in ``node`` (lineage B in region 0)."""
+        cell = self.members().get(node)
+        return (
+            "fault" in self.scenarios
+            and cell is not None
+            and self.region_of(cell) == REGION
+            and self.lineage(node) == FAULTY_LINEAGE
+        )
+
+    def command(self) -> str:
+        """The command line that runs exactly this scenario."""
+        scenarios = ",".join(self.scenarios) or "none"
+        parts = [
+            f"fleetwire demo --nodes {self.nodes} --regions {self.regions} --cells {self.cells}",
+            f"--days {self.days:g} --seed {self.seed} --scenario {scenarios}",
+        ]
+        if self.loss:
+            parts.append(f"--loss {self.loss:g}")
+        if "partition" in self.scenarios and self.cut_days != 30.0:
+            parts.append(f"--cut-days {self.cut_days:g}")
+        return " ".join(parts)
 
 
-@attrs.define
-class Observations:
-    """What the demo measured; the report is made from this."""
+class CountingLink:
+    """A link that counts the bytes its node puts on it (a :class:`~.link.Link`)."""
 
-    sent: Counter[str] = attrs.field(factory=Counter)
-    delivered: Counter[str] = attrs.field(factory=Counter)
-    latency_ms: dict[str, list[int]] = attrs.field(factory=lambda: defaultdict(list))
-    stored_samples: list[tuple[int, int]] = attrs.field(factory=list)  # (day ms, bundles held)
-    grants: int = 0
-    lease_trace: list[invariants.Record] = attrs.field(factory=list)
-    escalations: int = 0
-    partition_waiting: list[int] = attrs.field(factory=list)
-    wall_seconds: float = 0.0
+    def __init__(self, link: Link, counts: dict[int, int]) -> None:
+        self._link = link
+        self._counts = counts
+
+    @property
+    def local(self) -> int:
+        return self._link.local
+
+    @property
+    def peer(self) -> int:
+        return self._link.peer
+
+    @property
+    def is_up(self) -> bool:
+        return self._link.is_up
+
+    @property
+    def incoming(self) -> trio.abc.ReceiveChannel[bytes]:
+        return self._link.incoming
+
+    async def send(self, bundle: bytes) -> None:
+        await self._link.send(bundle)
+        # Counted once the link took it: a transfer cut off by the window's end is not traffic.
+        self._counts[self._link.local] += len(bundle)
+
+    async def wait_up(self) -> None:
+        await self._link.wait_up()
+
+    async def wait_down(self) -> None:
+        await self._link.wait_down()
+
+    async def aclose(self) -> None:
+        await self._link.aclose()
 
 
 def contact_plan(scenario: Scenario, rng: random.Random) -> ContactPlan:
@@ -135,19 +248,20 @@ def contact_plan(scenario: Scenario, rng: random.Random) -> ContactPlan:
         while t < end:
             both(member, scenario.cell_coordinator(cell), max(t, START), 30 * 60_000, owlt, 256_000)
             t += 3 * HOUR
-    cut_from = START + round(scenario.partition_days[0] * DAY)
-    cut_to = START + round(scenario.partition_days[1] * DAY)
-    for cell in range(scenario.cells):
+    cut = scenario.partition_days
+    cut_from = START + round(cut[0] * DAY) if cut else 0
+    cut_to = START + round(cut[1] * DAY) if cut else 0
+    for cell in range(scenario.all_cells):
         t = START
         while t < end:
             partitioned = cell == 0 and cut_from <= t < cut_to
             if not partitioned:
                 both(
                     scenario.cell_coordinator(cell),
-                    REGION,
+                    scenario.region_of(cell),
                     t,
                     HOUR,
-                    20_000 + 5_000 * cell,
+                    20_000 + 5_000 * (cell % scenario.cells),
                     2_000_000,
                 )
             t += 6 * HOUR
@@ -158,15 +272,15 @@ def fleet_keys(scenario: Scenario, rng: random.Random) -> tuple[dict[int, Signin
     root = SigningKey.from_seed(rng.randbytes(32))
     trust = TrustStore([root.public])
     keys: dict[int, SigningKey] = {}
-    nodes: list[tuple[int, list[Role], int | None]] = [
-        (REGION, [Role.NODE, Role.REGION_COORDINATOR], None)
+    nodes: list[tuple[int, list[Role], int | None, int | None]] = [
+        (REGION + r, [Role.NODE, Role.REGION_COORDINATOR], None, r) for r in range(scenario.regions)
     ]
     nodes += [
-        (scenario.cell_coordinator(c), [Role.NODE, Role.CELL_COORDINATOR], c)
-        for c in range(scenario.cells)
+        (scenario.cell_coordinator(c), [Role.NODE, Role.CELL_COORDINATOR], c, None)
+        for c in range(scenario.all_cells)
     ]
-    nodes += [(m, [Role.NODE], None) for m in scenario.members()]
-    for serial, (node, roles, cell) in enumerate(nodes, 1):
+    nodes += [(m, [Role.NODE], None, None) for m in scenario.members()]
+    for serial, (node, roles, cell, region) in enumerate(nodes, 1):
         keys[node] = SigningKey.from_seed(rng.randbytes(32))
         trust.add_credential(
             issue_credential(
@@ -178,7 +292,7 @@ def fleet_keys(scenario: Scenario, rng: random.Random) -> tuple[dict[int, Signin
                 not_after=START + 400 * DAY,
                 serial=serial,
                 cell=cell,
-                region=0 if Role.REGION_COORDINATOR in roles else None,
+                region=region,
             ),
             START,
         )
@@ -190,17 +304,45 @@ def _in_cell(cell: int, resource: str) -> bool:
 
 
 async def on_their_way(store: MemoryBundleStore) -> int:
-    """Bundles a store holds that are not tombstones (of delivered or forwarded bundles)."""
+    """Bundles a store holds that are not tombstones (of delivered or forwarded bundles).
+
+    Each store call is a Trio checkpoint, so the node may tombstone or expire a bundle between
+    the reads; the count is clamped at zero rather than show a negative backlog.
+    """
     done = 0
     for hop in DONE:
         done += len(await store.pending_ids(hop, 1 << 30))
-    return await store.count() - done
+    return max(0, await store.count() - done)
+
+
+@attrs.define
+class _Tally:
+    """Running counts the sampler turns into :class:`Interval` s."""
+
+    sent: Counter[str] = attrs.field(factory=Counter)
+    delivered: Counter[str] = attrs.field(factory=Counter)
+    latency_ms: dict[str, list[int]] = attrs.field(factory=lambda: defaultdict(list))
+    node_bytes: dict[int, int] = attrs.field(factory=lambda: defaultdict(int))
+    grants: int = 0
+    lease_trace: list[invariants.Record] = attrs.field(factory=list)
+    dock_use_ms: int = 0
+    cut_cell_dock_use_ms: int = 0
+    waits_ms: list[int] = attrs.field(factory=list)
+    given_up: int = 0
+    escalations: int = 0
+    exceptions_open: int = 0
+    cluster_escalations: int = 0
+    quarantined: Counter[str] = attrs.field(factory=Counter)
+    quarantined_faulty: int = 0
+    quarantined_healthy: int = 0
+    intervals: list[Interval] = attrs.field(factory=list)
+    events: list[Event] = attrs.field(factory=list)
 
 
 async def run_demo(
-    scenario: Scenario, progress: Callable[[float], None] | None = None
-) -> Observations:
-    """Run the scenario in simulated time; call ``progress(fraction)`` as days pass."""
+    scenario: Scenario, on_interval: Callable[[Interval, Scenario], None] | None = None
+) -> Results:
+    """Run the scenario in simulated time; call ``on_interval`` after each sampling step."""
     rng = random.Random(scenario.seed)
     plan = contact_plan(scenario, rng)
     keys, trust = fleet_keys(scenario, rng)
@@ -209,11 +351,18 @@ async def run_demo(
         plan, clock, random.Random(scenario.seed), LinkModel(loss=scenario.loss)
     )
     members = scenario.members()
+    regions = [REGION + r for r in range(scenario.regions)]
     parents = {m: scenario.cell_coordinator(c) for m, c in members.items()}
-    parents |= {scenario.cell_coordinator(c): REGION for c in range(scenario.cells)}
-    seen = Observations()
+    parents |= {
+        scenario.cell_coordinator(c): scenario.region_of(c) for c in range(scenario.all_cells)
+    }
+    seen = _Tally()
     nodes: dict[int, Node] = {}
     stores: dict[int, MemoryBundleStore] = {}
+    contention = "contention" in scenario.scenarios
+    fault = "fault" in scenario.scenarios
+    #: cell coordinator → its containment machine (the fault scenario only).
+    containments: dict[int, Containment] = {}
 
     def now() -> int:
         return clock.to_dtn(trio.current_time())
@@ -234,6 +383,8 @@ async def run_demo(
             family = message.TYPE.family.value
             seen.delivered[family] += 1
             seen.latency_ms[family].append(now() - message.header.issued_at)
+            if node in containments:
+                await contain(node, signed)
             if isinstance(message, Commitment) and message.state is CommitmentState.OFFERED:
                 assert message.terms is not None
                 accept = Commitment(
@@ -242,34 +393,90 @@ async def run_demo(
                     commitment=signed.content_id,
                 )
                 await send(node, accept, message.header.issuer)
-            elif isinstance(message, ExceptionReport) and message.severity >= 3 and node != REGION:
-                seen.escalations += 1
-                escalated = ExceptionReport(
-                    header=header(node, (signed.content_id,)),
-                    code=message.code,
-                    severity=message.severity,
-                    scope=Scope.CELL,
-                    scope_id=node,
-                    affects=message.affects,
-                    detail=f"escalated from node {message.header.issuer}",
-                )
-                await send(node, escalated, REGION)
+            elif isinstance(message, ExceptionReport):
+                if node in regions or message.severity < 3:
+                    seen.exceptions_open -= 1  # it reached the node that handles it
+                else:
+                    seen.escalations += 1
+                    escalated = ExceptionReport(
+                        header=header(node, (signed.content_id,)),
+                        code=message.code,
+                        severity=message.severity,
+                        scope=Scope.CELL,
+                        scope_id=node,
+                        affects=message.affects,
+                        detail=f"escalated from node {message.header.issuer}",
+                    )
+                    await send(node, escalated, parents[node])
+
+    async def contain(node: int, signed: SignedMessage) -> None:
+        """Feed the cell's containment machine; act on what it decides."""
+        message, containment = signed.message, containments[node]
+        if isinstance(message, CapabilityAdvertisement) and message.lineage is not None:
+            containment.advertise(message.header.issuer, message.lineage, message.cell)
+        elif isinstance(message, ExceptionReport) and message.scope is Scope.NODE:
+            for action in containment.anomaly(message, signed.content_id, now()):
+                if isinstance(action, Quarantined):
+                    seen.quarantined[action.lineage] += 1
+                    if scenario.faulty(action.node):
+                        seen.quarantined_faulty += 1
+                    else:
+                        seen.quarantined_healthy += 1
+                    seen.events.append(
+                        Event(
+                            now() - START,
+                            "quarantine",
+                            f"cell {containment.scope_id}: node {action.node} "
+                            f"(lineage {action.lineage})",
+                        )
+                    )
+                elif isinstance(action, EscalateCluster):
+                    seen.cluster_escalations += 1
+                    seen.exceptions_open += 1  # until the region has it
+                    seen.events.append(
+                        Event(now() - START, "cluster-escalated", action.report.detail or "")
+                    )
+                    await send(node, action.report, parents[node])
+
+    async def faulty(node: int, cell: int) -> None:
+        """A defect of lineage B: the same anomaly every half hour for ``FAULT_FOR``."""
+        local = random.Random(scenario.seed * 104_729 + node)
+        await trio.sleep_until(clock.to_trio(START + FAULT_FROM + local.randrange(0, HOUR)))
+        until = now() + FAULT_FOR
+        while now() < until:
+            seen.exceptions_open += 1
+            report = ExceptionReport(
+                header=header(node),
+                code=ExceptionCode.FEEDSTOCK_QUALITY,
+                severity=3,
+                scope=Scope.NODE,
+                scope_id=node,
+                detail="feedstock assessment drift",
+            )
+            await send(node, report, scenario.cell_coordinator(cell))
+            await trio.sleep(1800)
 
     async def hold(node: int, dock: str, hold_ms: float) -> None:
         """Claim ``dock``; once granted, use it in 15-minute operations, then release it."""
         role = roles[node]
+        claimed = now()
         await role.want(dock, DOCK_TERM)
         step = 15 * MINUTE
-        waited = 0
-        while role.use(dock) is None and waited < 12 * HOUR:
+        while role.use(dock) is None and now() - claimed < 12 * HOUR:
             await trio.sleep(600)
-            waited += 600_000
+        if role.use(dock) is None:
+            seen.given_up += 1
+        else:
+            seen.waits_ms.append(now() - claimed)
         started = now()
         while role.use(dock) is not None and now() - started < hold_ms:
             token = role.use(dock, step)
             if token is not None:
                 t = now()
                 seen.lease_trace.append(invariants.Used(dock, node, token, t, t + step, t))
+                seen.dock_use_ms += step
+                if dock.startswith("cell-0/"):
+                    seen.cut_cell_dock_use_ms += step
             await trio.sleep(step / 1000)
         await role.release(dock)
 
@@ -290,6 +497,7 @@ async def run_demo(
         return sent
 
     roles: dict[int, Member] = {}
+    coordinators: dict[int, CellCoordinator] = {}
 
     async def member(node: int, cell: int) -> None:
         local = random.Random(scenario.seed * 7919 + node)
@@ -307,20 +515,20 @@ async def run_demo(
                 ),
             ),
             versions=(1, 1),
-            lineage="AB"[node % 2],
+            lineage=scenario.lineage(node),
             cell=cell,
         )
         await send(node, advert, coordinator)
+        peers = [m for m, c in members.items() if c == cell and m != node]
         async with trio.open_nursery() as holding:
             while True:
-                await trio.sleep(local.uniform(4, 12) * 3600)
+                await trio.sleep(local.uniform(*((2, 6) if contention else (4, 12))) * 3600)
                 roll = local.random()
                 if roll < 0.5:
-                    dock = f"cell-{cell}/dock-{local.randrange(4)}"
+                    dock = f"cell-{cell}/dock-{local.randrange(scenario.docks_per_cell)}"
                     if roles[node].holder.state(dock) is HolderState.IDLE:
                         holding.start_soon(hold, node, dock, local.uniform(2, 6) * HOUR)
                 elif roll < 0.8:
-                    peers = [m for m, c in members.items() if c == cell and m != node]
                     if peers:
                         offer = Commitment(
                             header=header(node),
@@ -343,27 +551,77 @@ async def run_demo(
                         scope=Scope.NODE,
                         scope_id=node,
                     )
+                    seen.exceptions_open += 1
                     await send(node, report, coordinator)
 
+    cut = scenario.partition_days
+    cut_cell = scenario.cell_coordinator(0)
+
     async def sample() -> None:
-        total_ms = scenario.days * DAY
-        cut = (START + scenario.partition_days[0] * DAY, START + scenario.partition_days[1] * DAY)
-        while True:
-            await trio.sleep(1800)
+        step = scenario.interval_ms
+        end = round((scenario.days + 1) * DAY)
+        had_authority = [False] * scenario.all_cells
+        ever_granted: set[int] = set()
+        t0 = 0
+        while t0 < end:
+            t1 = t0 + step
+            await trio.sleep_until(clock.to_trio(START + t1))
             # Bundles still on their way: delivered and forwarded ones stay in the stores as
             # tombstones (duplicate suppression) for a while, and do not count here.
-            held = 0
+            in_flight = 0
             for store in stores.values():
-                held += await on_their_way(store)
-            t = now()
-            seen.stored_samples.append((t - START, held))
-            if cut[0] <= t < cut[1]:
-                waiting = await on_their_way(stores[scenario.cell_coordinator(0)])
-                seen.partition_waiting.append(waiting)
-            if progress is not None:
-                progress(min((t - START) / (total_ms + DAY), 1.0))
+                in_flight += await on_their_way(store)
+            waiting = await on_their_way(stores[cut_cell]) if cut else 0
+            authority = [
+                coordinators[scenario.cell_coordinator(c)].active()
+                for c in range(scenario.all_cells)
+            ]
+            for c, (was, now_) in enumerate(zip(had_authority, authority, strict=True)):
+                if was != now_:
+                    kind = "authority-lost" if was else "authority-regained"
+                    if c not in ever_granted:
+                        kind = "authority-granted"
+                        ever_granted.add(c)
+                    seen.events.append(Event(t1, kind, f"cell {c}"))
+            had_authority = authority
+            if cut:
+                for at, kind in ((cut[0], "partition-cut"), (cut[1], "partition-healed")):
+                    if t0 < round(at * DAY) <= t1:
+                        seen.events.append(Event(round(at * DAY), kind, "cell 0 ⇄ its region"))
+            interval = Interval(
+                start_ms=t0,
+                end_ms=t1,
+                bytes_sent=sum(seen.node_bytes.values()),
+                busiest_node_bytes=max(seen.node_bytes.values(), default=0),
+                bundles_in_flight=in_flight,
+                leases_held=sum(
+                    1
+                    for node, role in roles.items()
+                    for d in range(scenario.docks_per_cell)
+                    if role.use(f"cell-{members[node]}/dock-{d}") is not None
+                ),
+                dock_use_ms=seen.dock_use_ms,
+                cell0_dock_use_ms=seen.cut_cell_dock_use_ms,
+                exceptions_open=seen.exceptions_open,
+                cells_with_authority=sum(authority),
+                waiting_at_cut_cell=waiting,
+                quarantined=sum(len(c.quarantined()) for c in containments.values()),
+            )
+            for containment in containments.values():
+                containment.tick(now())
+            seen.node_bytes.clear()
+            seen.dock_use_ms = 0
+            seen.cut_cell_dock_use_ms = 0
+            seen.intervals.append(interval)
+            if on_interval is not None:
+                on_interval(interval, scenario)
+            t0 = t1
 
-    all_nodes = [REGION, *(scenario.cell_coordinator(c) for c in range(scenario.cells)), *members]
+    all_nodes = [
+        *regions,
+        *(scenario.cell_coordinator(c) for c in range(scenario.all_cells)),
+        *members,
+    ]
 
     async def run_node(node: int, *, task_status: trio.TaskStatus[None]) -> None:
         # One task per node, side by side: a thousand nodes nested inside each other's
@@ -377,10 +635,14 @@ async def run_demo(
             parents=parents,
             expiry_interval_s=6 * 3600,
         )
+        links = {
+            peer: CountingLink(link, seen.node_bytes)
+            for peer, link in network.links_of(node).items()
+        }
         async with open_node(
             config,
             stores[node],
-            links=network.links_of(node),
+            links=links,
             inbox=network.open_inbox(node),
             clock=clock,
         ) as running:
@@ -392,28 +654,37 @@ async def run_demo(
         nursery.start_soon(network.run)
         for node in all_nodes:
             await nursery.start(run_node, node)
-        nursery.start_soon(sample)
-        async with trio.open_nursery() as traffic:
-            lifetime = 7 * DAY
-            region = RegionCoordinator(
-                nodes[REGION], REGION_AUTHORITY, lifetime_ms=lifetime, on_send=on_send(REGION)
-            )
-            await traffic.start(region.run)
-            for c in range(scenario.cells):
+        lifetime = 7 * DAY
+        if fault:
+            for c in range(scenario.all_cells):
                 coordinator = scenario.cell_coordinator(c)
-                role = CellCoordinator(
-                    nodes[coordinator],
+                containments[coordinator] = Containment(
+                    coordinator,
+                    Scope.CELL,
+                    c,
+                    nodes[coordinator].next_message_sequence,
+                )
+        async with trio.open_nursery() as traffic:
+            for region in regions:
+                coordinator = RegionCoordinator(
+                    nodes[region], REGION_AUTHORITY, lifetime_ms=lifetime, on_send=on_send(region)
+                )
+                await traffic.start(coordinator.run)
+            for c in range(scenario.all_cells):
+                node = scenario.cell_coordinator(c)
+                coordinators[node] = CellCoordinator(
+                    nodes[node],
                     cell=c,
-                    region=REGION,
+                    region=scenario.region_of(c),
                     authority_config=CELL_AUTHORITY,
                     holder_config=COORDINATOR_LEASE,
                     lifetime_ms=lifetime,
                     authority_term_ms=AUTHORITY_TERM,
                     owns=functools.partial(_in_cell, c),
                     last_epoch=0,  # a first start: it acted in no epoch before
-                    on_send=on_send(coordinator),
+                    on_send=on_send(node),
                 )
-                await traffic.start(role.run)
+                await traffic.start(coordinators[node].run)
             for node, cell in members.items():
                 roles[node] = Member(
                     nodes[node],
@@ -423,57 +694,84 @@ async def run_demo(
                     on_send=on_send(node),
                 )
                 await traffic.start(roles[node].run)
+            sampled = trio.Event()
+
+            async def sample_all() -> None:
+                await sample()
+                sampled.set()
+
+            nursery.start_soon(sample_all)
             for node, cell in members.items():
                 traffic.start_soon(member, node, cell)
-            await trio.sleep(scenario.days * DAY / 1000)
+                if fault and scenario.faulty(node):
+                    traffic.start_soon(faulty, node, cell)
+            await trio.sleep_until(clock.to_trio(START + round(scenario.days * DAY)))
             traffic.cancel_scope.cancel()
-        # No new traffic; one more simulated day lets what is under way arrive.
-        await trio.sleep(DAY / 1000)
+        # No new traffic; one more simulated day lets what is under way arrive (the sampler
+        # ends with it, and with it the run).
+        await sampled.wait()
         nursery.cancel_scope.cancel()
-    return seen
+    return _results(scenario, seen)
 
 
-def run(scenario: Scenario, progress: Callable[[float], None] | None = None) -> Observations:
-    """Run the demo to completion in a fresh Trio run with a mock clock."""
-    import time
-
-    started = time.perf_counter()
-    seen = trio.run(
-        run_demo, scenario, progress, clock=trio.testing.MockClock(autojump_threshold=0)
-    )
-    seen.wall_seconds = time.perf_counter() - started
-    return seen
-
-
-def summary(seen: Observations) -> dict[str, Any]:
-    """The figures of a run, JSON-friendly."""
-    families = [family.value for family in Family]
+def _results(scenario: Scenario, seen: _Tally) -> Results:
     lease = invariants.check(seen.lease_trace)
-    return {
-        "families": {
-            family: {
-                "sent": seen.sent[family],
-                "delivered": seen.delivered[family],
-                "latency_ms_median": statistics.median(seen.latency_ms[family])
-                if seen.latency_ms[family]
-                else None,
-                "latency_ms_p95": _percentile(seen.latency_ms[family], 0.95),
-            }
-            for family in families
-        },
-        "grants": seen.grants,
-        "lease_uses": lease.uses,
-        "double_bookings": lease.violations,
-        "first_double_booking": None if lease.violation is None else str(lease.violation),
-        "escalations": seen.escalations,
-        "max_bundles_held": max((held for _, held in seen.stored_samples), default=0),
-        "max_waiting_at_partitioned_coordinator": max(seen.partition_waiting, default=0),
-        "wall_seconds": round(seen.wall_seconds, 2),
-    }
+    families = tuple(
+        FamilyFigures(
+            family.value,
+            seen.sent[family.value],
+            seen.delivered[family.value],
+            percentile(seen.latency_ms[family.value], 0.5),
+            percentile(seen.latency_ms[family.value], 0.95),
+        )
+        for family in Family
+    )
+    verdict = Verdict(
+        checker="lease invariants (protocol/coordination/invariants.py): no overlapping uses",
+        ok=lease.violations == 0,
+        checked=lease.uses,
+        violations=lease.violations,
+        first_violation=None if lease.violation is None else str(lease.violation),
+    )
+    setup = Setup(
+        nodes=scenario.total_nodes,
+        regions=scenario.regions,
+        cells=scenario.all_cells,
+        members=scenario.nodes,
+        docks_per_cell=scenario.docks_per_cell,
+        days=scenario.days,
+        seed=scenario.seed,
+        loss=scenario.loss,
+        scenarios=scenario.scenarios,
+        partition_days=scenario.partition_days,
+        interval_ms=scenario.interval_ms,
+        command=scenario.command(),
+        engine="loopback: Trio MockClock, real nodes, stores and signatures",
+    )
+    return Results(
+        setup=setup,
+        intervals=tuple(seen.intervals),
+        events=tuple(sorted(seen.events, key=lambda e: (e.at_ms, e.kind, e.detail))),
+        verdicts=(verdict,),
+        families=families,
+        lease_waits_ms=tuple(seen.waits_ms),
+        claims_given_up=seen.given_up,
+        grants=seen.grants,
+        escalations=seen.escalations,
+        cluster_escalations=seen.cluster_escalations,
+        faulty_nodes=sum(1 for m in scenario.members() if scenario.faulty(m)),
+        quarantined_faulty=seen.quarantined_faulty,
+        quarantined_healthy=seen.quarantined_healthy,
+        quarantined_by_lineage=tuple(sorted(seen.quarantined.items())),
+    )
 
 
-def _percentile(values: list[int], q: float) -> int | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.floor(q * len(ordered)))]
+def run(
+    scenario: Scenario, on_interval: Callable[[Interval, Scenario], None] | None = None
+) -> Results:
+    """Run the demo to completion in a fresh Trio run with a mock clock."""
+    started = time.perf_counter()
+    results = trio.run(
+        run_demo, scenario, on_interval, clock=trio.testing.MockClock(autojump_threshold=0)
+    )
+    return attrs.evolve(results, wall_seconds=time.perf_counter() - started)

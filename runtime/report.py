@@ -1,27 +1,45 @@
-"""Reports people look at: a terminal summary with bars, and an SVG chart file.
+"""The report of a fleet run: ``summary.json``, a self-contained HTML page, and PNG figures.
 
-No plotting library: the charts are a few dozen lines of SVG, which every browser shows and
-every diff tool can read.
+Theory of operation
+-------------------
+:func:`write` takes a :class:`~.demo_results.Results` (whichever engine filled it) and a
+folder, and writes:
+
+- ``summary.json``: every figure (:func:`~.demo_results.summary`), sorted keys, so a seed gives
+  the same file byte for byte;
+- the PNG figures of :mod:`.report_figures` when matplotlib is installed (the ``report`` extra);
+- ``index.html``: one page with the figures embedded as data URIs (it can be mailed or opened
+  from anywhere, no other file needed), the invariant verdicts, the scenarios played, the
+  figures as tables, the events, and the command that reproduces the run. Without matplotlib
+  the page says so where the figures would be.
+
+:func:`print_summary` shows the key figures on a terminal with ``rich``.
 """
 
 from __future__ import annotations
 
+import base64
 import html
-import sys
-from collections.abc import Sequence
-from typing import Any, TextIO
+import json
+from pathlib import Path
+from typing import Any
 
-BARS = " ▁▂▃▄▅▆▇█"
+import attrs
+from rich.console import Console
+from rich.table import Table
+
+from . import report_figures
+from .demo_results import SCENARIOS, Results, summary
+
+INSTALL_HINT = "pip install 'fleetwire[report]'"
 
 
-def sparkline(values: Sequence[float], width: int = 60) -> str:
-    """``values`` squeezed into ``width`` block characters (max of each bucket)."""
-    if not values:
-        return ""
-    step = max(1, -(-len(values) // width))
-    buckets = [max(values[i : i + step]) for i in range(0, len(values), step)]
-    top = max(buckets) or 1
-    return "".join(BARS[round(v / top * (len(BARS) - 1))] for v in buckets)
+@attrs.frozen(slots=True)
+class Written:
+    folder: Path
+    summary: Path
+    html: Path
+    figures: tuple[Path, ...]
 
 
 def duration(ms: float | None) -> str:
@@ -37,94 +55,215 @@ def duration(ms: float | None) -> str:
     return f"{ms / 3_600_000:.1f} h"
 
 
-class Progress:
-    """A one-line progress bar on a terminal; a few plain lines otherwise."""
-
-    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr  # looked up late: tests and tools swap sys.stderr
-        self.width = width
-        self.tty = self.stream.isatty()
-        self._last = -1
-
-    def __call__(self, fraction: float) -> None:
-        percent = int(fraction * 100)
-        if percent == self._last or (not self.tty and percent % 25):
-            return
-        self._last = percent
-        filled = round(fraction * self.width)
-        bar = "█" * filled + "·" * (self.width - filled)
-        end = "\r" if self.tty and percent < 100 else "\n"
-        self.stream.write(f"{self.label} [{bar}] {percent:3d}%{end}")
-        self.stream.flush()
+def summary_json(results: Results) -> str:
+    return json.dumps(summary(results), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def svg_chart(
-    title: str, series: Sequence[tuple[float, float]], x_label: str, y_label: str,
-    shade: tuple[float, float] | None = None, width: int = 720, height: int = 260,
-) -> str:  # fmt: skip
-    """A line chart of ``(x, y)`` points; ``shade`` marks an x interval (e.g. a partition)."""
-    left, right, top, bottom = 60, 20, 34, 40
-    xs = [x for x, _ in series] or [0.0]
-    ys = [y for _, y in series] or [0.0]
-    x0, x1 = min(xs), max(xs) or 1.0
-    y1 = max(ys) or 1.0
+def write(results: Results, out: Path) -> Written:
+    """Write the report into ``out`` (made if missing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / "summary.json"
+    summary_path.write_text(summary_json(results), encoding="utf-8")
+    figures = report_figures.draw(results, out)
+    page = out / "index.html"
+    page.write_text(render_html(results, out, figures), encoding="utf-8")
+    return Written(out, summary_path, page, tuple(out / f.name for f in figures))
 
-    def px(x: float) -> float:
-        return left + (x - x0) / ((x1 - x0) or 1) * (width - left - right)
 
-    def py(y: float) -> float:
-        return height - bottom - y / y1 * (height - top - bottom)
+def _rows(rows: list[tuple[str, Any]]) -> str:
+    return "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<text x="{left}" y="20" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+
+def _day(ms: int | None) -> str:
+    return "—" if ms is None else f"day {ms / 86_400_000:.2f}"
+
+
+def key_figures(results: Results) -> list[tuple[str, str]]:
+    """The figures a reader looks at first, as (label, text) pairs (HTML and terminal)."""
+    s = summary(results)
+    c, lease, exc = s["coordination"], s["leases"], s["exceptions"]
+    undelivered = sum(f.sent - f.delivered for f in results.families)
+    rows = [
+        ("coordination, fleet mean", f"{c['mean_bytes_per_node_per_s']} B/s per node"),
+        (
+            "coordination, busiest hour (mean per node)",
+            f"{c['peak_interval_bytes_per_node_per_s']} B/s per node "
+            f"(budget {s['budget_bytes_per_node_per_s']['low']}–"
+            f"{s['budget_bytes_per_node_per_s']['high']} B/s)",
+        ),
+        ("coordination, busiest node's busiest hour", f"{c['busiest_node_peak_bytes_per_s']} B/s"),
+        ("dock leases granted", str(lease["grants"])),
+        (
+            "dock utilisation",
+            f"mean {100 * lease['mean_dock_utilisation']:.0f}%, "
+            f"peak {100 * lease['peak_dock_utilisation']:.0f}%",
+        ),
+        (
+            "wait from claim to usable grant",
+            f"p50 {duration(lease['wait_ms_p50'])}, p95 {duration(lease['wait_ms_p95'])}, "
+            f"max {duration(lease['wait_ms_max'])}",
+        ),
+        (
+            "claims",
+            f"{lease['claims_granted']} granted, {lease['claims_given_up']} gave up after 12 h",
+        ),
+        ("exceptions", f"{exc['escalations']} escalated, at most {exc['max_open']} open"),
+        (
+            "messages not delivered",
+            f"{undelivered} (expired in a store after their 7-day lifetime, refused as stale, "
+            "or lost on a lossy link)"
+            if undelivered
+            else "none: every message sent arrived",
+        ),
     ]
-    if shade is not None:
-        parts.append(
-            f'<rect x="{px(shade[0]):.1f}" y="{top}" width="{px(shade[1]) - px(shade[0]):.1f}" '
-            f'height="{height - top - bottom}" fill="#f4d7d7"/>'
+    if "fault" in results.setup.scenarios:
+        k = s["containment"]
+        rows += [
+            (
+                "correlated fault (lineage B, region 0)",
+                f"{k['quarantined_faulty']} of the {k['faulty_nodes']} faulty nodes quarantined "
+                f"(first {_day(k['first_quarantine_at_ms'])}); "
+                f"{k['cluster_escalations']} cluster report(s) sent to a region",
+            ),
+            (
+                "quarantined without the defect",
+                f"{k['quarantined_healthy']} (clusters of background exceptions in one lineage)",
+            ),
+        ]
+    p = s["partition"]
+    if p is not None:
+        rows += [
+            ("partition", f"cell 0 cut off {_day(p['cut_at_ms'])} – {_day(p['healed_at_ms'])}"),
+            (
+                "what the cut cost cell 0",
+                f"its docks were in use {100 * p['cut_cell_dock_utilisation_during_cut']:.0f}% "
+                f"of the cut, the other cells' "
+                + (
+                    "—"
+                    if p["other_cells_dock_utilisation_during_cut"] is None
+                    else f"{100 * p['other_cells_dock_utilisation_during_cut']:.0f}%"
+                ),
+            ),
+            (
+                "cell 0's authority lease",
+                f"lost {_day(p['cut_cell_authority_lost_at_ms'])}, "
+                f"regained {_day(p['cut_cell_authority_regained_at_ms'])}",
+            ),
+            (
+                "reconciliation",
+                f"at most {p['max_waiting_at_cut_cell']} bundles waited at cell 0's coordinator; "
+                f"its backlog was back to the day before's ({p['usual_waiting_before_cut']}) "
+                f"{duration(p['reconciliation_ms'])} after healing",
+            ),
+        ]
+    return rows
+
+
+def render_html(results: Results, out: Path, figures: list[report_figures.Figure]) -> str:
+    s = results.setup
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>fleetwire demo report</title><style>",
+        "body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em;color:#222}",
+        "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;"
+        "padding:.25em .6em;text-align:left}th{background:#f3f3f3}",
+        ".ok{background:#d8ecd8;padding:.6em}.bad{background:#f4d7d7;padding:.6em}",
+        "code{background:#f3f3f3;padding:.1em .3em}img{max-width:100%}",
+        "</style></head><body>",
+        "<h1>fleetwire demo report</h1>",
+        f"<p>{s.nodes} nodes ({s.members} members in {s.cells} cells of {s.regions} region(s), "
+        f"with their coordinators), {s.days:g} virtual days of traffic and one to drain, "
+        f"seed {s.seed}, loss {s.loss:g}. Engine: {html.escape(s.engine)}.</p>",
+        "<p>Reproduce exactly: <code>" + html.escape(s.command) + "</code></p>",
+        "<h2>Invariant verdicts</h2>",
+    ]
+    for v in results.verdicts:
+        klass = "ok" if v.ok else "bad"
+        text = (
+            f"clean: {v.checked} uses checked, zero overlapping"
+            if v.ok
+            else f"{v.violations} violations; first: {v.first_violation}"
         )
-    axis_y = height - bottom
+        parts.append(f"<p class='{klass}'><b>{html.escape(v.checker)}</b>: {html.escape(text)}</p>")
+    parts.append("<h2>Scenarios</h2><ul>")
+    for name in s.scenarios:
+        parts.append(f"<li><b>{html.escape(name)}</b>: {html.escape(SCENARIOS[name])}</li>")
+    if not s.scenarios:
+        parts.append("<li>none: the baseline traffic only</li>")
+    others = [name for name in SCENARIOS if name not in s.scenarios]
+    parts.append("</ul>")
+    if others:
+        parts.append(f"<p>Also available (not in this run): {html.escape(', '.join(others))}.</p>")
     parts.append(
-        f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#333"/>'
+        "<p>Not simulated yet: version skew, isolation of a misbehaving region, and a staged "
+        "release with a canary cell; the baseline traffic runs on links without loss unless "
+        "<code>--loss</code> says otherwise.</p>"
     )
-    parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{axis_y}" stroke="#333"/>')
-    for i in range(5):
-        value = y1 * i / 4
+    parts.append("<h2>Key figures</h2><table>")
+    parts.append(_rows(list(key_figures(results))))
+    parts.append("</table><h2>Figures</h2>")
+    if not figures:
         parts.append(
-            f'<text x="{left - 6}" y="{py(value) + 4:.1f}" text-anchor="end">{value:.0f}</text>'
+            "<p class='bad'>Figures omitted: matplotlib is not installed. "
+            f"<code>{html.escape(INSTALL_HINT)}</code> adds them; "
+            "every figure is in <code>summary.json</code> either way.</p>"
         )
-        xv = x0 + (x1 - x0) * i / 4
+    for f in figures:
+        data = base64.b64encode((out / f.name).read_bytes()).decode("ascii")
         parts.append(
-            f'<text x="{px(xv):.1f}" y="{axis_y + 16}" text-anchor="middle">{xv:.1f}</text>'
+            f"<figure><img alt='{html.escape(f.title)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption><b>{html.escape(f.title)}</b>. {html.escape(f.caption)}</figcaption>"
+            "</figure>"
         )
-    points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in series)
-    parts.append(f'<polyline points="{points}" fill="none" stroke="#2a6fb0" stroke-width="2"/>')
     parts.append(
-        f'<text x="{(width + left) / 2}" y="{height - 6}" text-anchor="middle">{html.escape(x_label)}</text>'
+        "<h2>Messages by family</h2><table><tr><th>family</th><th>sent</th><th>delivered</th>"
+        "<th>latency p50</th><th>latency p95</th></tr>"
     )
+    for fam in results.families:
+        parts.append(
+            f"<tr><td>{fam.family}</td><td>{fam.sent}</td><td>{fam.delivered}</td>"
+            f"<td>{duration(fam.latency_ms_p50)}</td><td>{duration(fam.latency_ms_p95)}</td></tr>"
+        )
+    parts.append("</table><h2>Events</h2><table><tr><th>when</th><th>what</th></tr>")
+    for e in results.events:
+        parts.append(
+            f"<tr><td>{_day(e.at_ms)}</td><td>{html.escape(e.kind)}: "
+            f"{html.escape(e.detail)}</td></tr>"
+        )
     parts.append(
-        f'<text x="14" y="{(height) / 2}" transform="rotate(-90 14 {(height) / 2})" '
-        f'text-anchor="middle">{html.escape(y_label)}</text>'
+        "</table><p>Every figure, per hour, is in <code>summary.json</code> beside this page. "
+        f"This run took {results.wall_seconds:.1f} s of wall time.</p></body></html>\n"
     )
-    parts.append("</svg>")
     return "\n".join(parts)
 
 
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    """A plain text table, columns right-aligned except the first."""
-    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
+def print_summary(results: Results, console: Console | None = None) -> None:
+    """The key figures and the per-family counts on a terminal (plain text when piped)."""
+    console = console or Console()
+    figures = Table(title="fleet run", show_header=False)
+    figures.add_column("figure")
+    figures.add_column("value")
+    for verdict in results.verdicts:
+        figures.add_row(
+            "invariant verdict",
+            f"clean: {verdict.checked} uses, none overlapping"
+            if verdict.ok
+            else f"{verdict.violations} violations, first: {verdict.first_violation}",
         )
-        if n == 0:
-            lines.append("  ".join("─" * w for w in widths))
-    return "\n".join(lines)
+    for label, text in key_figures(results):
+        figures.add_row(label, text)
+    console.print(figures)
+    families = Table(title="messages by family")
+    for column in ("family", "sent", "delivered", "latency p50", "latency p95"):
+        families.add_column(column, justify="left" if column == "family" else "right")
+    for fam in results.families:
+        families.add_row(
+            fam.family,
+            str(fam.sent),
+            str(fam.delivered),
+            duration(fam.latency_ms_p50),
+            duration(fam.latency_ms_p95),
+        )
+    console.print(families)

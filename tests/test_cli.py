@@ -110,36 +110,25 @@ def test_errors_are_clear_and_exit_nonzero(
 
 
 def test_demo_runs_a_small_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    figures = tmp_path / "figures.json"
-    chart = tmp_path / "chart.svg"
+    out_dir = tmp_path / "report"
     code = main(
-        [
-            "demo",
-            "--nodes",
-            "14",
-            "--cells",
-            "2",
-            "--days",
-            "0.5",
-            "--json",
-            str(figures),
-            "--svg",
-            str(chart),
-        ]
-    )
+        ["demo", "--nodes", "12", "--regions", "1", "--cells", "2", "--days", "0.5",
+         "--out", str(out_dir)]
+    )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
-    data = json.loads(figures.read_text())
-    for family, f in data["families"].items():
-        assert f["sent"] == f["delivered"], family
-    assert data["grants"] > 0
-    assert chart.read_text().startswith("<svg")
+    data = json.loads((out_dir / "summary.json").read_text())
+    for f in data["families"]:
+        assert f["sent"] == f["delivered"], f["family"]
+    assert data["leases"]["grants"] > 0
+    assert (out_dir / "index.html").read_text().startswith("<!doctype html>")
     assert "latency p50" in out
 
 
 @pytest.mark.soak
 def test_demo_at_a_thousand_nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    figures = tmp_path / "figures.json"
-    assert main(["demo", "--nodes", "1000", "--cells", "20", "--days", "1", "--json", str(figures)]) == 0
-    data = json.loads(figures.read_text())
-    assert all(f["sent"] == f["delivered"] > 0 for f in data["families"].values())
+    out_dir = tmp_path / "report"
+    args = ["demo", "--nodes", "1000", "--cells", "7", "--days", "1", "--out", str(out_dir)]
+    assert main(args) == 0
+    data = json.loads((out_dir / "summary.json").read_text())
+    assert all(f["sent"] == f["delivered"] > 0 for f in data["families"])
