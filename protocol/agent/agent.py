@@ -120,6 +120,8 @@ class AgentConfig:
     static_routes: Mapping[int, int] = attrs.field(factory=dict)
     #: Hierarchical default route: node → its parent (cell coordinator, region coordinator).
     parents: Mapping[int, int] = attrs.field(factory=dict)
+    #: The same tree, built once and shared (a simulator's many agents); wins over ``parents``.
+    hierarchy: Hierarchy | None = attrs.field(default=None, eq=False)
     retain_unconfirmed_ms: int = 60_000
     forwarded_memory_ms: int = 15 * 60_000
     replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
@@ -183,7 +185,9 @@ class BundleAgent:
         self.node = config.node
         self.stats = AgentStats()
         plan = config.contact_plan or ContactPlan()
-        hierarchy = Hierarchy(config.parents) if config.parents else None
+        hierarchy = config.hierarchy
+        if hierarchy is None and config.parents:
+            hierarchy = Hierarchy(config.parents)
         self.router = Router(config.node, plan, static=dict(config.static_routes),
                              hierarchy=hierarchy)  # fmt: skip
         light = max((contact.owlt_ms for contact in plan), default=0)
