@@ -437,3 +437,16 @@ def test_store_record_helpers_key_on_envelope_and_destination() -> None:
     record = stored(bundle, bundle_bytes(C), T0, inspect_bundle(bundle, T0), None, A)
     assert record.received_from == f"ipn:{A}.0"
     assert MemoryAgentStore().put(record).bundle_id == record.bundle_id
+
+
+def test_forward_bytes_are_the_bytes_a_full_encode_gives() -> None:
+    from fleetwire.protocol.agent.bundling import for_next_hop, forward_bytes
+
+    data = bundle_bytes(C, reports=BundleFlags.REPORT_DELIVERY)
+    bundle = decode_bundle(data)
+    for node in (B, 300, 70_000):
+        first = forward_bytes(bundle, data, node)
+        assert first == for_next_hop(bundle, node)
+        again = decode_bundle(first)  # a second hop replaces the Previous Node block
+        assert forward_bytes(again, first, C) == for_next_hop(again, C)
+        assert decode_bundle(forward_bytes(again, first, C)).hop_count == HopCount(HOP_LIMIT, 2)

@@ -89,7 +89,7 @@ from .bundling import (
     LOCAL,
     TRUST_SERVICE,
     HopLimitExceeded,
-    for_next_hop,
+    forward_bytes,
     inspect_bundle,
     message_bundle,
     status_report_for,
@@ -129,6 +129,8 @@ class AgentConfig:
     replay_floor_at_start: bool = False
     #: Expiry wakes are rounded up to this: bundles expiring close together share one wake.
     expiry_granularity_ms: int = 60_000
+    #: The replay memory is pruned at most this often (it is bounded by count meanwhile).
+    replay_prune_interval_ms: int = 600_000
     #: After a neighbour refused a bundle (its store is full), wait this long before retrying.
     refused_retry_ms: int = 60_000
 
@@ -201,6 +203,7 @@ class BundleAgent:
         self._timers: list[tuple[int, int, int, bytes]] = []
         self._timer_seq = 0
         self._expiry_at: int | None = None
+        self._next_prune = 0
         self._reroute_at: set[int] = set()
         self._last_created = -1
         self._sequence = 0
@@ -484,7 +487,7 @@ class BundleAgent:
                 self._discard(key, held, StatusReason.LIFETIME_EXPIRED, now, actions)
                 continue
             try:
-                data = for_next_hop(held.bundle, self.node, self.config.service)
+                data = forward_bytes(held.bundle, held.record.data, self.node)
             except HopLimitExceeded:
                 self.stats.hop_limited += 1
                 self._discard(key, held, StatusReason.HOP_LIMIT_EXCEEDED, now, actions)
@@ -600,8 +603,10 @@ class BundleAgent:
                 self._retained.pop(held.bundle.id.key(), None)
                 self._parked.discard(key)
                 self._move(key, held, _E.EXPIRE)
-        self.guard.prune(now)
-        self.store.forget_seen(now)
+        if now >= self._next_prune:
+            self._next_prune = now + self.config.replay_prune_interval_ms
+            self.guard.prune(now)
+            self.store.forget_seen(now)
 
     def _report(
         self, bundle: Bundle, request: BundleFlags, now: int, actions: list[Action],

@@ -110,7 +110,7 @@ class MemoryAgentStore:
     """An :class:`AgentStore` in memory (module docstring)."""
 
     __slots__ = ("_by_content", "_bundles", "_bytes", "_expiry", "_floors", "_quota",
-                 "_seen", "_shares", "_sequence")  # fmt: skip
+                 "_seen", "_seen_expiry", "_shares", "_sequence")  # fmt: skip
 
     def __init__(self, quota: Quota | None = None) -> None:
         self._quota = quota or Quota()
@@ -122,6 +122,7 @@ class MemoryAgentStore:
         self._bytes = 0
         self._shares = SourceShares()
         self._seen: dict[tuple[int, int], Seen] = {}
+        self._seen_expiry: list[tuple[int, int, int]] = []
         self._floors: dict[int, int] = {}
 
     @property
@@ -213,6 +214,7 @@ class MemoryAgentStore:
     def remember(self, seen: Sequence[Seen], floors: Mapping[int, int]) -> None:
         for record in seen:
             self._seen[(record.issuer, record.sequence)] = record
+            heapq.heappush(self._seen_expiry, (record.keep_until, record.issuer, record.sequence))
         for issuer, floor in floors.items():
             if floor > self._floors.get(issuer, -1):
                 self._floors[issuer] = floor
@@ -221,10 +223,15 @@ class MemoryAgentStore:
         return list(self._seen.values()), dict(self._floors)
 
     def forget_seen(self, now: int) -> int:
-        due = [key for key, record in self._seen.items() if record.keep_until <= now]
-        for key in due:
-            del self._seen[key]
-        return len(due)
+        gone = 0
+        heap = self._seen_expiry
+        while heap and heap[0][0] <= now:
+            keep_until, issuer, sequence = heapq.heappop(heap)
+            record = self._seen.get((issuer, sequence))
+            if record is not None and record.keep_until == keep_until:
+                del self._seen[(issuer, sequence)]
+                gone += 1
+        return gone
 
     def count(self) -> int:
         return len(self._bundles)

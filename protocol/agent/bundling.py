@@ -35,6 +35,7 @@ from ..bpv7 import (
     BlockType,
     Bundle,
     BundleFlags,
+    CanonicalBlock,
     CreationTimestamp,
     HopCount,
     IpnEid,
@@ -48,6 +49,7 @@ from ..bpv7 import (
     previous_node_block,
     status_report_bundle,
 )
+from ..bpv7.blocks import canonical_block_parts
 from ..errors import FleetwireError
 from ..ids import ContentId
 from .store import StoredBundle
@@ -119,6 +121,102 @@ def for_next_hop(bundle: Bundle, this_node: int, service: int = FCP_SERVICE) -> 
     number = previous.number if previous is not None else bundle.next_block_number()
     bundle = bundle.with_block(previous_node_block(number, IpnEid(this_node, 0)))
     return encode_bundle(bundle)
+
+
+def forward_bytes(bundle: Bundle, data: bytes, this_node: int) -> bytes:
+    """:func:`for_next_hop` for a bundle whose encoding ``data`` we hold: the same bytes,
+    but only the Hop Count and Previous Node blocks are encoded again — every other block,
+    the primary block included, is copied as received (its CRC still holds: RFC 9171 §4.2.1
+    covers each block alone). A relay forwards every bundle it takes, so this is its
+    commonest encoding; re-encoding the whole bundle would cost several times as much.
+
+    ``data`` must be the encoding ``bundle`` was decoded from (or made into).
+    """
+    hops = bundle.hop_count
+    blocks = bundle.blocks
+    if hops is not None:
+        if hops.count + 1 > hops.limit:
+            raise HopLimitExceeded(f"hop limit {hops.limit} reached")
+        hop_block = bundle.first_of_type(BlockType.HOP_COUNT)
+        assert hop_block is not None
+        bundle = bundle.with_block(
+            hop_count_block(hop_block.number, HopCount(hops.limit, hops.count + 1))
+        )
+    previous = bundle.first_of_type(BlockType.PREVIOUS_NODE)
+    number = previous.number if previous is not None else bundle.next_block_number()
+    bundle = bundle.with_block(previous_node_block(number, IpnEid(this_node, 0)))
+    spans = _top_level_spans(data)
+    if len(spans) != len(blocks) + 1:
+        return encode_bundle(bundle)
+    raw = {id(block): span for block, span in zip(blocks, spans[1:], strict=True)}
+    start, end = spans[0]
+    parts = [b"\x9f", data[start:end]]
+    for block in bundle.blocks:
+        span = raw.get(id(block))
+        if span is not None:
+            parts.append(data[span[0] : span[1]])
+        elif block.block_type == BlockType.HOP_COUNT and hops is not None:
+            parts.append(_encoded(block, (1, block.number, hops.limit, hops.count + 1)))
+        elif block.block_type == BlockType.PREVIOUS_NODE:
+            parts.append(_encoded(block, (2, block.number, this_node, 0)))
+        else:
+            parts += canonical_block_parts(block)
+    parts.append(b"\xff")
+    return b"".join(parts)
+
+
+def _top_level_spans(data: bytes) -> list[tuple[int, int]]:
+    """Start and end of each block in an encoded bundle (an indefinite array, §4.1)."""
+    spans: list[tuple[int, int]] = []
+    pos, end = 1, len(data)
+    while pos < end and data[pos] != 0xFF:
+        after = _skip(data, pos)
+        spans.append((pos, after))
+        pos = after
+    return spans
+
+
+def _skip(data: bytes, pos: int) -> int:
+    """The position after the CBOR item at ``pos`` (definite lengths: what the decoder took).
+
+    Iterative: ``pending`` counts the items still to skip in the open arrays and maps.
+    """
+    pending = 1
+    while pending:
+        pending -= 1
+        initial = data[pos]
+        major, info = initial >> 5, initial & 31
+        if info < 24:
+            arg = info
+            pos += 1
+        else:
+            width = 1 << (info - 24)
+            arg = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+            pos += 1 + width
+        if major == 2 or major == 3:
+            pos += arg
+        elif major == 4:
+            pending += arg
+        elif major == 5:
+            pending += 2 * arg
+        elif major == 6:
+            pending += 1
+    return pos
+
+
+#: Encoded Hop Count and Previous Node blocks by their fields: a node writes the same few
+#: again and again (bounded, so hostile block numbers cannot grow it).
+_BLOCK_CACHE: dict[tuple[int, int, int, int], bytes] = {}
+_BLOCK_CACHE_MAX: Final = 4096
+
+
+def _encoded(block: CanonicalBlock, key: tuple[int, int, int, int]) -> bytes:
+    found = _BLOCK_CACHE.get(key)
+    if found is None:
+        found = b"".join(canonical_block_parts(block))
+        if len(_BLOCK_CACHE) < _BLOCK_CACHE_MAX:
+            _BLOCK_CACHE[key] = found
+    return found
 
 
 @attrs.frozen(slots=True)

@@ -75,6 +75,7 @@ def build_fleet(
     member_link: LinkModel | None = None,
     backbone_link: LinkModel | None = None,
     bundle_lifetime_ms: int = DAY_MS,
+    expiry_granularity_ms: int = 3_600_000,
 ) -> Fleet:
     """Build the agents and links of a ``nodes``-node fleet (module docstring)."""
     member_link = member_link or LinkModel(owlt_ms=50, rate_bps=1_000_000)
@@ -115,7 +116,7 @@ def build_fleet(
     for node, key in keys.items():
         config = AgentConfig(
             node=node, key=key, trust=trust, hierarchy=hierarchy,
-            bundle_lifetime_ms=bundle_lifetime_ms,
+            bundle_lifetime_ms=bundle_lifetime_ms, expiry_granularity_ms=expiry_granularity_ms,
         )  # fmt: skip
         sim.add(BundleAgent(config, MemoryAgentStore()))
     for coordinator, cell in members.items():
