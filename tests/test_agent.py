@@ -26,6 +26,7 @@ from fleetwire.protocol.agent.bundling import (
     HOP_LIMIT,
     inspect_bundle,
     message_bundle,
+    status_report_for,
     stored,
 )
 from fleetwire.protocol.agent.contacts import Contact, ContactPlan
@@ -450,3 +451,9 @@ def test_forward_bytes_are_the_bytes_a_full_encode_gives() -> None:
         again = decode_bundle(first)  # a second hop replaces the Previous Node block
         assert forward_bytes(again, first, C) == for_next_hop(again, C)
         assert decode_bundle(forward_bytes(again, first, C)).hop_count == HopCount(HOP_LIMIT, 2)
+    # A bundle with neither block (a status report made elsewhere) gets a Previous Node block.
+    report = status_report_for(bundle, BundleFlags.REPORT_DELIVERY, this_node=C, now=T0,
+                               sequence=0, lifetime_ms=DAY)  # fmt: skip
+    assert report is not None and report.hop_count is None
+    encoded = encode_bundle(report)
+    assert forward_bytes(report, encoded, B) == for_next_hop(report, B)

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ..replay import Seen
+from .bundling import LOCAL
 from .store import (
     Accepted,
     Duplicate,
@@ -45,6 +46,13 @@ from .store import (
 )
 
 __all__ = ["AgentStore", "MemoryAgentStore"]
+
+_Tombstone = tuple[str, int, bytes | None, str, str, int]
+
+
+def _record(key: bytes, tombstone: _Tombstone) -> StoredBundle:
+    next_hop, expires_at, content, source, destination, received_at = tombstone
+    return StoredBundle(key, content, source, destination, expires_at, received_at, b"", next_hop)
 
 
 class AgentStore(Protocol):
@@ -110,12 +118,15 @@ class MemoryAgentStore:
     """An :class:`AgentStore` in memory (module docstring)."""
 
     __slots__ = ("_by_content", "_bundles", "_bytes", "_expiry", "_floors", "_quota",
-                 "_seen", "_seen_expiry", "_shares", "_sequence")  # fmt: skip
+                 "_seen", "_seen_expiry", "_shares", "_sequence", "_tombstones")  # fmt: skip
 
     def __init__(self, quota: Quota | None = None) -> None:
         self._quota = quota or Quota()
         #: Held bundles by key, in arrival order (dicts keep insertion order).
         self._bundles: dict[bytes, StoredBundle] = {}
+        #: Tombstones, lighter than a record (a relay keeps one per bundle it forwarded):
+        #: key → (next hop, expires at, content key, source, destination, received at).
+        self._tombstones: dict[bytes, _Tombstone] = {}
         self._by_content: dict[bytes, bytes] = {}
         self._expiry: list[tuple[int, int, bytes]] = []
         self._sequence = 0
@@ -131,7 +142,7 @@ class MemoryAgentStore:
 
     def put(self, bundle: StoredBundle) -> PutResult:
         key = bundle.bundle_id
-        if key in self._bundles:
+        if key in self._bundles or key in self._tombstones:
             return Duplicate(key, DuplicateOf.BUNDLE_ID, key)
         content = bundle.content_id
         if content is not None:
@@ -139,7 +150,7 @@ class MemoryAgentStore:
             if existing is not None:
                 return Duplicate(key, DuplicateOf.CONTENT_ID, existing)
         refused = check_quota(
-            self._quota, len(self._bundles), self._bytes, bundle,
+            self._quota, len(self._bundles) + len(self._tombstones), self._bytes, bundle,
             self._shares.of(bundle.received_from),
         )  # fmt: skip
         if refused is not None:
@@ -154,28 +165,41 @@ class MemoryAgentStore:
         return Accepted(key)
 
     def get(self, bundle_id: bytes) -> StoredBundle | None:
-        return self._bundles.get(bundle_id)
+        found = self._bundles.get(bundle_id)
+        if found is None and bundle_id in self._tombstones:
+            return _record(bundle_id, self._tombstones[bundle_id])
+        return found
 
     def pending_for(self, next_hop: str | None, limit: int) -> list[StoredBundle]:
         found: list[StoredBundle] = []
-        for bundle in self._bundles.values():
-            if bundle.next_hop == next_hop:
-                found.append(bundle)
+        if next_hop is None or next_hop == LOCAL or not next_hop.isalpha():
+            for bundle in self._bundles.values():
+                if bundle.next_hop == next_hop:
+                    found.append(bundle)
+                    if len(found) >= limit:
+                        break
+            return found
+        for key, tombstone in self._tombstones.items():
+            if tombstone[0] == next_hop:
+                found.append(_record(key, tombstone))
                 if len(found) >= limit:
                     break
         return found
 
     def tombstone(self, bundle_id: bytes, next_hop: str, expires_at: int | None = None) -> bool:
-        bundle = self._bundles.get(bundle_id)
+        bundle = self._bundles.pop(bundle_id, None)
         if bundle is None:
-            return False
-        self._release(bundle)
+            tombstone = self._tombstones.get(bundle_id)
+            if tombstone is None:
+                return False
+            bundle = _record(bundle_id, tombstone)
+        else:
+            self._release(bundle)
         until = bundle.expires_at if expires_at is None else min(expires_at, bundle.expires_at)
-        record = StoredBundle(
-            bundle_id, bundle.content_id, bundle.source, bundle.destination, until,
-            bundle.received_at, b"", next_hop, None,
+        self._tombstones[bundle_id] = (
+            next_hop, until, bundle.content_id, bundle.source, bundle.destination,
+            bundle.received_at,
         )  # fmt: skip
-        self._bundles[bundle_id] = record
         if until < bundle.expires_at:
             self._sequence += 1
             heapq.heappush(self._expiry, (until, self._sequence, bundle_id))
@@ -183,11 +207,16 @@ class MemoryAgentStore:
 
     def delete(self, bundle_id: bytes) -> bool:
         bundle = self._bundles.pop(bundle_id, None)
-        if bundle is None:
-            return False
-        self._release(bundle)
-        if bundle.content_id is not None and self._by_content.get(bundle.content_id) == bundle_id:
-            del self._by_content[bundle.content_id]
+        if bundle is not None:
+            self._release(bundle)
+            content = bundle.content_id
+        else:
+            tombstone = self._tombstones.pop(bundle_id, None)
+            if tombstone is None:
+                return False
+            content = tombstone[2]
+        if content is not None and self._by_content.get(content) == bundle_id:
+            del self._by_content[content]
         return True
 
     def expire(self, now: int) -> list[bytes]:
@@ -195,9 +224,8 @@ class MemoryAgentStore:
         heap = self._expiry
         while heap and heap[0][0] <= now:
             expires_at, _, key = heapq.heappop(heap)
-            bundle = self._bundles.get(key)
             # Lazy deletion: the entry may be stale (deleted, or tombstoned to an earlier time).
-            if bundle is not None and bundle.expires_at == expires_at and self.delete(key):
+            if self._expires_at(key) == expires_at and self.delete(key):
                 gone.append(key)
         return gone
 
@@ -205,8 +233,7 @@ class MemoryAgentStore:
         heap = self._expiry
         while heap:
             expires_at, _, key = heap[0]
-            bundle = self._bundles.get(key)
-            if bundle is not None and bundle.expires_at == expires_at:
+            if self._expires_at(key) == expires_at:
                 return expires_at
             heapq.heappop(heap)  # stale
         return None
@@ -234,10 +261,17 @@ class MemoryAgentStore:
         return gone
 
     def count(self) -> int:
-        return len(self._bundles)
+        return len(self._bundles) + len(self._tombstones)
 
     def bytes_used(self) -> int:
         return self._bytes
+
+    def _expires_at(self, key: bytes) -> int | None:
+        bundle = self._bundles.get(key)
+        if bundle is not None:
+            return bundle.expires_at
+        tombstone = self._tombstones.get(key)
+        return None if tombstone is None else tombstone[1]
 
     def _release(self, bundle: StoredBundle) -> None:
         self._bytes -= bundle.size

@@ -133,34 +133,27 @@ def forward_bytes(bundle: Bundle, data: bytes, this_node: int) -> bytes:
     ``data`` must be the encoding ``bundle`` was decoded from (or made into).
     """
     hops = bundle.hop_count
+    if hops is not None and hops.count + 1 > hops.limit:
+        raise HopLimitExceeded(f"hop limit {hops.limit} reached")
     blocks = bundle.blocks
-    if hops is not None:
-        if hops.count + 1 > hops.limit:
-            raise HopLimitExceeded(f"hop limit {hops.limit} reached")
-        hop_block = bundle.first_of_type(BlockType.HOP_COUNT)
-        assert hop_block is not None
-        bundle = bundle.with_block(
-            hop_count_block(hop_block.number, HopCount(hops.limit, hops.count + 1))
-        )
-    previous = bundle.first_of_type(BlockType.PREVIOUS_NODE)
-    number = previous.number if previous is not None else bundle.next_block_number()
-    bundle = bundle.with_block(previous_node_block(number, IpnEid(this_node, 0)))
     spans = _top_level_spans(data)
-    if len(spans) != len(blocks) + 1:
-        return encode_bundle(bundle)
-    raw = {id(block): span for block, span in zip(blocks, spans[1:], strict=True)}
+    if len(spans) != len(blocks) + 1:  # not the encoding of this bundle: encode it whole
+        return for_next_hop(bundle, this_node)
     start, end = spans[0]
     parts = [b"\x9f", data[start:end]]
-    for block in bundle.blocks:
-        span = raw.get(id(block))
-        if span is not None:
-            parts.append(data[span[0] : span[1]])
-        elif block.block_type == BlockType.HOP_COUNT and hops is not None:
-            parts.append(_encoded(block, (1, block.number, hops.limit, hops.count + 1)))
-        elif block.block_type == BlockType.PREVIOUS_NODE:
-            parts.append(_encoded(block, (2, block.number, this_node, 0)))
+    hop_done = previous_done = False
+    for block, (start, end) in zip(blocks, spans[1:], strict=True):
+        kind = block.block_type
+        if kind == BlockType.HOP_COUNT and hops is not None and not hop_done:
+            hop_done = True  # the first one counts (as ``Bundle.hop_count`` reads it)
+            parts.append(_encoded(1, block.number, hops.limit, hops.count + 1))
+        elif kind == BlockType.PREVIOUS_NODE and not previous_done:
+            previous_done = True
+            parts.append(_encoded(2, block.number, this_node, 0))
         else:
-            parts += canonical_block_parts(block)
+            if block is blocks[-1] and not previous_done:  # a new one goes before the payload
+                parts.append(_encoded(2, bundle.next_block_number(), this_node, 0))
+            parts.append(data[start:end])
     parts.append(b"\xff")
     return b"".join(parts)
 
@@ -210,9 +203,16 @@ _BLOCK_CACHE: dict[tuple[int, int, int, int], bytes] = {}
 _BLOCK_CACHE_MAX: Final = 4096
 
 
-def _encoded(block: CanonicalBlock, key: tuple[int, int, int, int]) -> bytes:
+def _encoded(kind: int, number: int, a: int, b: int) -> bytes:
+    """A Hop Count block (``kind`` 1: limit ``a``, count ``b``) or a Previous Node block
+    (``kind`` 2: node ``a``), encoded as :func:`for_next_hop` encodes it."""
+    key = (kind, number, a, b)
     found = _BLOCK_CACHE.get(key)
     if found is None:
+        block: CanonicalBlock = (
+            hop_count_block(number, HopCount(a, b)) if kind == 1
+            else previous_node_block(number, IpnEid(a, 0))
+        )  # fmt: skip
         found = b"".join(canonical_block_parts(block))
         if len(_BLOCK_CACHE) < _BLOCK_CACHE_MAX:
             _BLOCK_CACHE[key] = found
