@@ -457,3 +457,27 @@ def test_forward_bytes_are_the_bytes_a_full_encode_gives() -> None:
     assert report is not None and report.hop_count is None
     encoded = encode_bundle(report)
     assert forward_bytes(report, encoded, B) == for_next_hop(report, B)
+
+
+def test_revocations_from_a_file_apply_and_spread_and_an_older_list_is_ignored() -> None:
+    trust = trust_for([A, B, C])
+    b = agent(B, trust=trust)
+    b.link_up(A, T0)
+    b.link_up(C, T0)
+    newer = issue_revocations(ROOT, serial=2, issued_at=T0, kids=[node_key(C).kid])
+    actions = b.apply_revocations(newer, T0)
+    assert one(actions, RevocationsApplied).serial == 2
+    assert sorted(t.link for t in only(actions, Transmit)) == [A, C]
+    older = issue_revocations(ROOT, serial=1, issued_at=T0)
+    assert not only(b.apply_revocations(older, T0 + 1), Transmit)
+    # A list already in force when the node started (loaded from its file): spread, since no
+    # link had it yet, but not applied again; not spread when the driver wrote that file.
+    loaded = trust_for([A, B, C])
+    loaded.apply_revocations(newer, T0)
+    for spread, links in ((False, []), (True, [A, C])):
+        restarted = agent(B, trust=loaded)
+        restarted.link_up(A, T0)
+        restarted.link_up(C, T0)
+        again = restarted.apply_revocations(newer, T0 + 2, spread=spread)
+        assert not only(again, RevocationsApplied)
+        assert sorted(t.link for t in only(again, Transmit)) == links

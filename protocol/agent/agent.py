@@ -309,6 +309,28 @@ class BundleAgent:
             self._deliver(delivery, held, now, actions)
         return self._finish(now, actions)
 
+    def apply_revocations(self, data: bytes, now: int, *, spread: bool = True) -> list[Action]:
+        """Put a root-signed revocation list (from a file, a tool) in force and spread it to
+        every neighbour (spec §10). ``spread`` also when it is the list in force already — a
+        list loaded at start, before any link was up — unless the driver wrote that file
+        itself on receiving the list. Refused lists come back as :class:`DeliveryRefused`."""
+        actions: list[Action] = []
+        trust = self.config.trust
+        current = trust.revocations
+        try:
+            revocations = trust.apply_revocations(data, now)
+        except RevocationsRefused:
+            return self._finish(now, actions)  # older than the one in force
+        except FleetwireError as exc:
+            actions.append(DeliveryRefused(b"", exc.code, exc.message))
+            return self._finish(now, actions)
+        if current is None or revocations.serial != current.serial:
+            actions.append(RevocationsApplied(data, revocations.serial))
+        elif not spread:
+            return self._finish(now, actions)
+        self._spread_revocations(data, None, now, actions)
+        return self._finish(now, actions)
+
     # --- the links' side ---------------------------------------------------------------
 
     def link_up(self, peer: int, now: int, *, confirms: bool = True) -> list[Action]:
@@ -564,7 +586,13 @@ class BundleAgent:
         if current is not None and revocations.serial == current.serial:
             return
         actions.append(RevocationsApplied(data, revocations.serial))
-        came_from = _node_of(record.received_from)
+        self._spread_revocations(data, _node_of(record.received_from), now, actions)
+
+    def _spread_revocations(
+        self, data: bytes, came_from: int | None, now: int, actions: list[Action]
+    ) -> None:
+        # To every neighbour (linked, or in the contact plan) but the one it came from: each
+        # holds it until a contact carries it on, as any bundle (spec §10).
         neighbours = set(self._links) | set(self.router.plan.neighbours(self.node))
         for peer in sorted(neighbours - {self.node, came_from}):
             bundle = message_bundle(
