@@ -15,10 +15,15 @@ field). Two implementations ship here:
   JSON object per line (spec/README.md, "Adapter protocol"). ``python -m
   fleetwire.conformance.vectors --serve`` is that program for fleetwire itself.
 
-Verdicts: a refusal with the exact code (and the field, where the vector names one and the
-implementation reports one) passes; a refusal with an *ancestor* of the code in the published
-code tree (``codes.json``), or without a field, is **imprecise**: conforming (MUST) but not
-as specific as the spec asks (SHOULD); anything else fails.
+Verdicts (spec/README.md, "Verdicts"): a refusal with the exact code (and the field, where the
+vector names one and the implementation reports one) passes; a refusal with an *ancestor* of
+the code in the published code tree (``codes.json``), or without a field, is **imprecise**:
+conforming (MUST) but not as specific as the spec asks (SHOULD); anything else fails.
+
+A broken adapter is a fact about that vector, never a crash of the runner: a line that is not
+a JSON answer, no answer within the timeout, or an exit becomes an :class:`AdapterFault` for
+the request that met it (failing that vector, with the request named), and the adapter is
+started afresh for the next request, so one fault does not shift every later answer.
 """
 
 from __future__ import annotations
@@ -27,23 +32,30 @@ import argparse
 import enum
 import importlib.resources
 import json
+import os
+import selectors
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
 import attrs
+from fleetwire.protocol import envelope
 from fleetwire.protocol.cose import parse_sign1, verify_sign1
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import VerifyKey
 from fleetwire.protocol.messages import decode_message, encode_message
+from fleetwire.protocol.trust import Role, TrustStore
 
 FORMAT: Final = "fleetwire-vectors/1"
 #: Vector files of a version, in the order they are run.
-FILES: Final = ("valid.json", "extensions.json", "invalid.json", "envelopes.json")
+FILES: Final = ("valid.json", "extensions.json", "invalid.json", "envelopes.json", "trust.json")
+#: Files a version's folder may lack (added after the first vectors of a version).
+OPTIONAL_FILES: Final = frozenset({"trust.json"})
 
 
 class VectorFormatError(Exception):
@@ -70,7 +82,50 @@ class Refused:
     detail: str = ""
 
 
-Outcome = Accepted | Refused
+@attrs.frozen(slots=True)
+class AdapterFault:
+    """The adapter broke the adapter protocol on this request: no verdict but a failure."""
+
+    reason: str
+
+
+Outcome = Accepted | Refused | AdapterFault
+
+
+@attrs.frozen(slots=True)
+class TrustInput:
+    """What a trusted ``open`` is given (spec/README.md, "Adapter protocol")."""
+
+    roots: tuple[bytes, ...]
+    now: int
+    revocations: tuple[bytes, ...] = ()
+    credentials: tuple[bytes, ...] = ()
+    role: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "roots": [key.hex() for key in self.roots],
+            "revocations": [data.hex() for data in self.revocations],
+            "credentials": [data.hex() for data in self.credentials],
+            "now": self.now,
+        }
+        if self.role is not None:
+            out["role"] = self.role
+        return out
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> TrustInput:
+        role = value.get("role")
+        now = value["now"]
+        if type(now) is not int or (role is not None and type(role) is not int):
+            raise TypeError("now and role are integers")
+        return cls(
+            roots=tuple(bytes.fromhex(key) for key in value["roots"]),
+            now=now,
+            revocations=tuple(bytes.fromhex(item) for item in value.get("revocations", [])),
+            credentials=tuple(bytes.fromhex(item) for item in value.get("credentials", [])),
+            role=role,
+        )
 
 
 class Implementation(Protocol):
@@ -84,6 +139,10 @@ class Implementation(Protocol):
 
     def open_envelope(self, data: bytes, public_key: bytes) -> Outcome:
         """Verify a COSE_Sign1 under the Ed25519 ``public_key`` and decode its payload."""
+        ...
+
+    def open_trusted(self, data: bytes, trust: TrustInput) -> Outcome:
+        """Open a COSE_Sign1 as a reader with a trust store does (protocol.md §7, §8)."""
         ...
 
 
@@ -107,6 +166,20 @@ class Fleetwire:
             return _refused(exc)
         return self.decode(payload)
 
+    def open_trusted(self, data: bytes, trust: TrustInput) -> Outcome:
+        try:
+            store = TrustStore(VerifyKey(key) for key in trust.roots)
+            for revocations in trust.revocations:
+                store.apply_revocations(revocations, trust.now)
+            for credential in trust.credentials:
+                store.add_credential(credential, trust.now)
+            role = None if trust.role is None else Role(trust.role)
+            signed = envelope.verify(data, store, trust.now, role=role)
+        except FleetwireError as exc:
+            return _refused(exc)
+        encoded = encode_message(signed.message)
+        return Accepted(encoded.hex(), ContentId.of(encoded).raw.hex())
+
 
 def _refused(exc: FleetwireError) -> Refused:
     field = getattr(exc, "field", "") or None
@@ -117,45 +190,111 @@ class AdapterProcess:
     """An implementation behind an adapter program (spec/README.md, "Adapter protocol").
 
     Use as a context manager; the program is started on entry and its stdin closed on exit.
+    Each request waits at most ``timeout`` seconds for its answer line. A request the adapter
+    breaks on (see the module docstring) gets an :class:`AdapterFault`, and the program is
+    started again for the next request.
     """
+
+    #: Longest answer line read; an adapter that writes more without a newline is broken.
+    MAX_LINE: Final = 1 << 22
 
     def __init__(self, argv: list[str], name: str | None = None, timeout: float = 30.0) -> None:
         self.argv = argv
         self.name = name or " ".join(argv)
         self.timeout = timeout
-        self._process: subprocess.Popen[str] | None = None
+        self.restarts = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pending = b""
 
     def __enter__(self) -> AdapterProcess:
-        self._process = subprocess.Popen(
-            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8"
-        )
+        self._start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        self._process = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+        )
+        self._pending = b""
+
+    def _stop(self) -> None:
         process = self._process
         if process is None:
             return
+        self._process = None
         assert process.stdin is not None and process.stdout is not None
-        process.stdin.close()
+        try:
+            process.stdin.close()
+        except OSError:
+            pass  # it is gone already
         try:
             process.wait(self.timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
         process.stdout.close()
-        self._process = None
 
-    def _ask(self, request: dict[str, str]) -> Outcome:
+    def _restart(self) -> None:
         process = self._process
-        if process is None:
+        if process is not None and process.poll() is None:
+            process.kill()
+        self._stop()
+        self.restarts += 1
+        self._start()
+
+    def _read_line(self, deadline: float) -> bytes | None:
+        """The next line of the adapter's stdout, or None at its end or at the deadline."""
+        process = self._process
+        assert process is not None and process.stdout is not None
+        fd = process.stdout.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._pending:
+                if len(self._pending) > self.MAX_LINE:
+                    raise _Broken(f"an answer line longer than {self.MAX_LINE} bytes")
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    raise _Broken(f"no answer within {self.timeout:g} s")
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return None
+                self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line
+
+    def _ask(self, request: dict[str, Any]) -> Outcome:
+        if self._process is None:
             raise RuntimeError("use AdapterProcess as a context manager")
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(json.dumps(request) + "\n")
-        process.stdin.flush()
-        line = process.stdout.readline()
-        if not line:
-            return Refused("adapter-died", None, f"exit status {process.poll()}")
-        return outcome_from_json(json.loads(line))
+        try:
+            outcome = self._exchange(request)
+        except _Broken as exc:
+            what = request.get("op", "?")
+            self._restart()
+            return AdapterFault(f"adapter broke on the {what!s:.20} request: {exc}")
+        return outcome
+
+    def _exchange(self, request: dict[str, Any]) -> Outcome:
+        process = self._process
+        assert process is not None and process.stdin is not None
+        try:
+            process.stdin.write((json.dumps(request) + "\n").encode())
+            process.stdin.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            raise _Broken(_exited(process)) from None
+        line = self._read_line(time.monotonic() + self.timeout)
+        if line is None:
+            raise _Broken(_exited(process))
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            text = line.decode("utf-8", "replace")
+            raise _Broken(f"an answer line that is not JSON: {text!r:.80}") from None
+        outcome = outcome_from_json(answer)
+        if isinstance(outcome, AdapterFault):
+            raise _Broken(outcome.reason)
+        return outcome
 
     def decode(self, data: bytes) -> Outcome:
         return self._ask({"op": "decode", "hex": data.hex()})
@@ -163,10 +302,27 @@ class AdapterProcess:
     def open_envelope(self, data: bytes, public_key: bytes) -> Outcome:
         return self._ask({"op": "open", "hex": data.hex(), "public_key": public_key.hex()})
 
+    def open_trusted(self, data: bytes, trust: TrustInput) -> Outcome:
+        return self._ask({"op": "open", "hex": data.hex(), **trust.to_json()})
+
+
+class _Broken(Exception):
+    """The adapter broke the adapter protocol (the message says how)."""
+
+
+def _exited(process: subprocess.Popen[bytes]) -> str:
+    try:
+        status = process.wait(5)
+    except subprocess.TimeoutExpired:
+        return "it closed its output without answering"
+    return f"it exited (status {status}) without answering"
+
 
 def outcome_to_json(outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, Accepted):
         return {"ok": True, "hex": outcome.hex, "content_id": outcome.content_id}
+    if isinstance(outcome, AdapterFault):
+        return {"ok": False, "code": "adapter-protocol", "detail": outcome.reason}
     answer: dict[str, Any] = {"ok": False, "code": outcome.code}
     if outcome.field:
         answer["field"] = outcome.field
@@ -177,12 +333,16 @@ def outcome_to_json(outcome: Outcome) -> dict[str, Any]:
 
 def outcome_from_json(answer: Any) -> Outcome:
     if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
-        return Refused("adapter-protocol", None, f"not an answer: {answer!r:.80}")
+        return AdapterFault(f"not an answer: {answer!r:.80}")
     if answer["ok"]:
-        return Accepted(str(answer.get("hex", "")), str(answer.get("content_id", "")))
-    field = answer.get("field")
-    return Refused(str(answer.get("code", "")), field if isinstance(field, str) else None,
-                   str(answer.get("detail", "")))  # fmt: skip
+        hex_, cid = answer.get("hex"), answer.get("content_id")
+        if not isinstance(hex_, str) or not isinstance(cid, str):
+            return AdapterFault(f"an acceptance without hex and content_id: {answer!r:.80}")
+        return Accepted(hex_, cid)
+    code, field = answer.get("code"), answer.get("field")
+    if not isinstance(code, str):
+        return AdapterFault(f"a refusal without a code: {answer!r:.80}")
+    return Refused(code, field if isinstance(field, str) else None, str(answer.get("detail", "")))
 
 
 def serve_adapter(implementation: Implementation, stdin: IO[str], stdout: IO[str]) -> None:
@@ -193,6 +353,8 @@ def serve_adapter(implementation: Implementation, stdin: IO[str], stdout: IO[str
             data = bytes.fromhex(request["hex"])
             if request["op"] == "decode":
                 outcome = implementation.decode(data)
+            elif request["op"] == "open" and "roots" in request:
+                outcome = implementation.open_trusted(data, TrustInput.from_json(request))
             elif request["op"] == "open":
                 outcome = implementation.open_envelope(data, bytes.fromhex(request["public_key"]))
             else:
@@ -230,6 +392,8 @@ def load_vectors(version: int, spec_dir: Path | None = None) -> dict[str, dict[s
     documents: dict[str, dict[str, Any]] = {}
     for name in (*FILES, "codes.json"):
         path = folder / name
+        if name in OPTIONAL_FILES and not path.exists():
+            continue
         document = json.loads(path.read_text(encoding="utf-8"))
         if document.get("format") != FORMAT:
             raise VectorFormatError(f"{path.name}: format is not {FORMAT}")
@@ -302,6 +466,8 @@ def _ancestors(code: str, tree: dict[str, str | None]) -> set[str]:
 
 
 def _describe(outcome: Outcome) -> str:
+    if isinstance(outcome, AdapterFault):
+        return outcome.reason
     if isinstance(outcome, Accepted):
         return f"accepted as {outcome.hex[:16]}… id {outcome.content_id[:12]}…"
     where = f" at {outcome.field}" if outcome.field else ""
@@ -313,7 +479,11 @@ def _judge_accept(outcome: Outcome, hex_: str | None, cid: str) -> Verdict:
         return Verdict.FAIL
     if hex_ is not None and outcome.hex != hex_:
         return Verdict.FAIL
-    if ContentId.of(bytes.fromhex(outcome.hex)).raw.hex() != cid:
+    try:
+        named = ContentId.of(bytes.fromhex(outcome.hex)).raw.hex()
+    except ValueError:
+        return Verdict.FAIL  # not hex
+    if named != cid:
         return Verdict.FAIL  # the implementation's id must name the bytes it returned
     return Verdict.PASS
 
@@ -353,8 +523,32 @@ def _run(documents: dict[str, dict[str, Any]], implementation: Implementation) -
                      f"accept, payload id {vector['payload_content_id'][:12]}…", _describe(outcome))  # fmt: skip
     for vector in envelopes["invalid"]:
         outcome = implementation.open_envelope(bytes.fromhex(vector["hex"]), public_key)
-        verdict = _judge_refuse(outcome, vector["code"], None, tree)
-        yield Result("envelopes.json", vector["id"], verdict, vector["code"], _describe(outcome))
+        field = vector.get("field")
+        verdict = _judge_refuse(outcome, vector["code"], field, tree)
+        expected = vector["code"] + (f" at {field}" if field else "")
+        yield Result("envelopes.json", vector["id"], verdict, expected, _describe(outcome))
+    trust = documents.get("trust.json")
+    if trust is None:
+        return
+    for vector in trust["valid"]:
+        outcome = _open_trusted(implementation, vector)
+        verdict = _judge_accept(outcome, None, vector["payload_content_id"])
+        yield Result("trust.json", vector["id"], verdict,
+                     f"accept, payload id {vector['payload_content_id'][:12]}…", _describe(outcome))  # fmt: skip
+    for vector in trust["invalid"]:
+        outcome = _open_trusted(implementation, vector)
+        field = vector.get("field")
+        verdict = _judge_refuse(outcome, vector["code"], field, tree)
+        expected = vector["code"] + (f" at {field}" if field else "")
+        yield Result("trust.json", vector["id"], verdict, expected, _describe(outcome))
+
+
+def _open_trusted(implementation: Implementation, vector: dict[str, Any]) -> Outcome:
+    open_trusted = getattr(implementation, "open_trusted", None)
+    if open_trusted is None:  # an implementation written before the trusted open existed
+        return AdapterFault("the implementation has no open_trusted (spec/README.md)")
+    outcome: Outcome = open_trusted(bytes.fromhex(vector["hex"]), TrustInput.from_json(vector))
+    return outcome
 
 
 def run_vectors(
@@ -377,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", type=int, default=None, help="protocol version (default: all)")
     parser.add_argument("--spec", type=Path, default=None, help="the spec/ folder")
     parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds an adapter has per answer (default 30)"
+    )
+    parser.add_argument(
         "adapter", nargs=argparse.REMAINDER, help="adapter program and its arguments"
     )
     args = parser.parse_args(argv)
@@ -388,8 +585,13 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for version in versions:
         if adapter:
-            with AdapterProcess(adapter) as implementation:
-                report = run_vectors(version, implementation, args.spec)
+            try:
+                with AdapterProcess(adapter, timeout=args.timeout) as implementation:
+                    report = run_vectors(version, implementation, args.spec)
+            except OSError as exc:
+                print(f"error: cannot run the adapter {adapter[0]!r}: {exc.strerror or exc} "
+                      "(hint: give the program and its arguments after --)", file=sys.stderr)  # fmt: skip
+                return 2
         else:
             report = run_vectors(version, Fleetwire(), args.spec)
         print(report.summary())

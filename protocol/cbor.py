@@ -32,7 +32,13 @@ from typing import Any, Final
 import attrs
 import cbor2
 
-from .errors import DecodeError, LimitExceeded, MalformedCBOR, NonDeterministicEncoding
+from .errors import (
+    DecodeError,
+    LimitExceeded,
+    MalformedCBOR,
+    NonDeterministicEncoding,
+    TruncatedCBOR,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -43,6 +49,7 @@ __all__ = [
     "encode",
     "head",
     "item_end",
+    "map_keys",
     "scan",
 ]
 
@@ -196,7 +203,7 @@ class _Scan:
         width = 1 << (ai - 24)
         end = pos + 1 + width
         if end > len(data):
-            raise MalformedCBOR(f"truncated head at offset {pos}")
+            raise TruncatedCBOR(f"truncated head at offset {pos}")
         arg = int.from_bytes(data[pos + 1 : end], "big")
         if self.limits.deterministic and arg < (24 if width == 1 else 1 << (width * 4)):
             raise NonDeterministicEncoding(f"argument {arg} not in its shortest form at offset {pos}")
@@ -207,7 +214,7 @@ class _Scan:
         data = self.data
         limits = self.limits
         if pos >= len(data):
-            raise MalformedCBOR(f"truncated: item expected at offset {pos}")
+            raise TruncatedCBOR(f"truncated: item expected at offset {pos}")
         self.items += 1
         if self.items > limits.max_total_items:
             raise LimitExceeded(f"more than {limits.max_total_items} items in total")
@@ -222,27 +229,34 @@ class _Scan:
         if major <= 1:
             return pos_after
         if major <= 3:
+            # A declared length past the end of the input is truncation, whatever its size:
+            # the input cannot hold it, so no bound is reached (spec/v1/protocol.md §3.4).
+            end = pos_after + arg
+            if end > len(data):
+                raise TruncatedCBOR(f"string at offset {pos} runs past the end of the input")
             if arg > limits.max_string_length:
                 raise LimitExceeded(
                     f"string of {arg} bytes at offset {pos} (limit {limits.max_string_length})"
                 )
-            end = pos_after + arg
-            if end > len(data):
-                raise MalformedCBOR(f"string at offset {pos} runs past the end of the input")
+            if major == 3 and limits.deterministic:
+                _check_utf8(data, pos_after, end, pos)
             return end
-        if depth >= limits.max_depth:
-            raise LimitExceeded(f"nesting deeper than {limits.max_depth} at offset {pos}")
         if major == 6:
             if limits.allowed_tags is not None and arg not in limits.allowed_tags:
                 raise DecodeError(f"tag {arg} at offset {pos} is not allowed here")
+            if depth >= limits.max_depth:
+                raise LimitExceeded(f"nesting deeper than {limits.max_depth} at offset {pos}")
             return self.item(pos_after, depth + 1)
+        # Truncation before any limit (spec/v1/protocol.md §3.4), the depth limit included.
         count = arg if major == 4 else 2 * arg
+        if count > len(data) - pos_after:
+            raise TruncatedCBOR(f"container at offset {pos} declares more items than bytes remain")
+        if depth >= limits.max_depth:
+            raise LimitExceeded(f"nesting deeper than {limits.max_depth} at offset {pos}")
         if arg > limits.max_container_items:
             raise LimitExceeded(
                 f"container of {arg} items at offset {pos} (limit {limits.max_container_items})"
             )
-        if count > len(data) - pos_after:
-            raise MalformedCBOR(f"container at offset {pos} declares more items than bytes remain")
         if major == 4:
             for _ in range(arg):
                 pos_after = self.item(pos_after, depth + 1)
@@ -275,7 +289,7 @@ class _Scan:
             return pos + 1
         if ai == 24:
             if pos + 2 > len(data):
-                raise MalformedCBOR(f"truncated simple value at offset {pos}")
+                raise TruncatedCBOR(f"truncated simple value at offset {pos}")
             if data[pos + 1] < 32:
                 raise MalformedCBOR(f"two-byte simple value below 32 at offset {pos}")
             return pos + 2
@@ -284,7 +298,7 @@ class _Scan:
         width = 1 << (ai - 24)
         end = pos + 1 + width
         if end > len(data):
-            raise MalformedCBOR(f"truncated float at offset {pos}")
+            raise TruncatedCBOR(f"truncated float at offset {pos}")
         if self.limits.deterministic and ai > 25:
             value = (_SINGLE if ai == 26 else _DOUBLE).unpack(data[pos + 1 : end])[0]
             if len(_float_bytes(value)) < 1 + width or (
@@ -314,7 +328,7 @@ class _Scan:
         total = 0
         while True:
             if cursor >= len(data):
-                raise MalformedCBOR(f"indefinite item at offset {pos} has no break")
+                raise TruncatedCBOR(f"indefinite item at offset {pos} has no break")
             if data[cursor] == 0xFF:
                 break
             if major <= 3:  # string chunks: definite strings of the same major type
@@ -335,11 +349,37 @@ class _Scan:
         return cursor + 1
 
 
+def _check_utf8(data: bytes, start: int, end: int, pos: int) -> None:
+    """Text strings are UTF-8 (RFC 8949 §3.1, a validity rule of §5.3.1, not well-formedness)."""
+    try:
+        data[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(f"text string at offset {pos} is not valid UTF-8") from None
+
+
 def item_end(data: bytes, pos: int = 0, limits: Limits = DEFAULT_LIMITS) -> int:
     """Check one item starting at ``pos`` against ``limits``; return the offset after it."""
     if len(data) > limits.max_size:
         raise LimitExceeded(f"{len(data)} bytes of input (limit {limits.max_size})")
     return _Scan(data, limits).item(pos, 0)
+
+
+def map_keys(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[bytes]:
+    """The encoded keys of the map ``data`` is (definite length), in wire order.
+
+    For error paths that must see keys as written: a decoder's dict merges keys that compare
+    equal across types (``true`` and ``1``, a simple value and an integer).
+    """
+    scanner = _Scan(data, limits)
+    if not data or data[0] >> 5 != 5 or data[0] & 31 == 31:
+        return []
+    pairs, pos = scanner._arg(0, data[0] & 31)
+    keys = []
+    for _ in range(pairs):
+        end = scanner.item(pos, 1)
+        keys.append(data[pos:end])
+        pos = scanner.item(end, 1)
+    return keys
 
 
 def scan(data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:

@@ -14,18 +14,23 @@ The signature covers the Sig_structure of RFC 9052 §4.4,
 lets a caller bind context that is not carried (the trust store uses it to keep credentials,
 revocation lists and messages from being taken for one another).
 
-What we write and what we read
-------------------------------
+What we write and what we read (spec/v1/protocol.md §7)
+-------------------------------------------------------
 We write the core deterministic encoding of RFC 8949 §4.2.1, with protected header
 ``a1 01 27`` (``{1: -8}``) and unprotected ``{4: kid}`` unless the caller asks otherwise. We
 read only what a deterministic writer could have produced for the envelope: shortest heads,
 definite lengths, deterministic header maps. On top, the COSE rules: tag 18 and a 4-element
 array; the protected bucket a bstr holding a non-empty map with ``alg`` = -8 (RFC 9053 §2.2);
 ``crit`` (label 2, RFC 9052 §3.1) protected, non-empty, and naming only labels we understand
-({1, 2, 3, 4}); ``alg`` and ``crit`` never unprotected; no label in both buckets (§3);
-``kid`` a bstr; the payload present (detached content needs an agreement we have none of,
-§4.1); the signature exactly 64 bytes; a bound on every size. Each refusal is a typed
-:class:`~.errors.EnvelopeError` (or a :class:`~.errors.DecodeError` for bad CBOR in a header).
+({1, 2, 3, 4}); ``alg`` and ``crit`` never unprotected; no label in both buckets (§3); a
+``kid`` in one bucket, a 34-byte content id; the payload present (detached content needs an
+agreement we have none of, §4.1); the signature exactly 64 bytes; a bound on every size.
+
+Every refusal is a typed :class:`~.errors.EnvelopeError`, by where the fault is: the
+envelope's own CBOR (tag, array, element heads, truncation, trailing bytes) is
+:class:`NotCoseSign1`; anything inside a header bucket (its CBOR or its content) is
+:class:`BadHeader` or one of the alg / crit codes; a size or depth past its bound is
+:class:`EnvelopeTooLarge`. Only the payload, after the signature verifies, gets message codes.
 
 Non-malleability: the unprotected bucket is not signed, so by default we read nothing from
 it but ``kid`` (:attr:`EnvelopeLimits.unprotected_labels` widens that), and
@@ -54,15 +59,18 @@ from . import cbor
 from .errors import (
     DecodeError,
     EnvelopeError,
+    LimitExceeded,
     LocalProtocolError,
-    MalformedCBOR,
-    NonDeterministicEncoding,
     SignatureInvalid,
+    TruncatedCBOR,
 )
 from .keys import ALG_EDDSA, SigningKey, VerifyKey
 
 __all__ = [
     "DEFAULT_ENVELOPE_LIMITS",
+    "MAX_ENVELOPE_SIZE",
+    "MAX_HEADER_SIZE",
+    "MAX_PAYLOAD_SIZE",
     "PROTECTED_EDDSA",
     "TAG_COSE_SIGN1",
     "BadHeader",
@@ -153,14 +161,29 @@ class KeyMismatch(SignatureInvalid):
     code = "envelope-kid-mismatch"
 
 
+#: spec/v1/protocol.md §7 bounds for an envelope that carries a protocol message.
+MAX_HEADER_SIZE: Final = 1024
+MAX_HEADER_DEPTH: Final = 8
+MAX_PAYLOAD_SIZE: Final = 65536
+#: The longest envelope within those bounds: tag and array heads, a 1024-byte protected
+#: bucket (3-byte head), ``{4: kid}``, a 65536-byte payload (5-byte head), the signature.
+MAX_ENVELOPE_SIZE: Final = 1 + 1 + 3 + MAX_HEADER_SIZE + 38 + 5 + MAX_PAYLOAD_SIZE + 2 + 64
+
+
 @attrs.frozen(slots=True)
 class EnvelopeLimits:
-    """Bounds for :func:`parse_sign1`."""
+    """Bounds for :func:`parse_sign1`; every crossing is :class:`EnvelopeTooLarge`."""
 
     #: Whole envelope, bytes.
     max_size: int = 1 << 20
-    #: Each header bucket (encoded), bytes.
-    max_header_size: int = 1024
+    #: Each header bucket (encoded), bytes; deeper nesting than ``max_header_depth`` too.
+    max_header_size: int = MAX_HEADER_SIZE
+    max_header_depth: int = MAX_HEADER_DEPTH
+    #: The payload, bytes; ``None``: only ``max_size`` bounds it.
+    max_payload_size: int | None = None
+    #: The fleet's rule (§7): a kid in one bucket, a 34-byte content id. Off only to read
+    #: COSE from elsewhere (the RFC examples name keys by labels such as ``"11"``).
+    require_kid: bool = True
     #: Accept 114-byte (Ed448) signatures; the fleet signs with Ed25519 only.
     allow_ed448: bool = False
     #: Labels besides ``kid`` the unprotected bucket may carry; ``None`` allows any. That
@@ -168,7 +191,10 @@ class EnvelopeLimits:
     unprotected_labels: frozenset[int | str] | None = frozenset()
 
 
-DEFAULT_ENVELOPE_LIMITS: Final = EnvelopeLimits()
+#: The envelope of a protocol message (spec/v1/protocol.md §7).
+DEFAULT_ENVELOPE_LIMITS: Final = EnvelopeLimits(
+    max_size=MAX_ENVELOPE_SIZE, max_payload_size=MAX_PAYLOAD_SIZE
+)
 
 
 @attrs.frozen(slots=True)
@@ -224,13 +250,14 @@ def sign1(
     protected: bytes = PROTECTED_EDDSA,
     unprotected: dict[int | str, Any] | None = None,
     external_aad: bytes = b"",
+    limits: EnvelopeLimits = DEFAULT_ENVELOPE_LIMITS,
 ) -> bytes:
     """Sign ``payload`` into a tagged COSE_Sign1 (RFC 9052 §4.2, §4.4), deterministic CBOR.
 
     ``protected`` is the encoded protected bucket (default ``{1: -8}``); ``unprotected``
     defaults to ``{4: key.kid}``, which names the signer (and which :func:`verify_sign1`
-    requires unless told otherwise). Headers that :func:`parse_sign1` would refuse with its
-    default limits raise :class:`LocalProtocolError`.
+    requires unless told otherwise). Headers that :func:`parse_sign1` would refuse with
+    ``limits`` raise :class:`LocalProtocolError`.
     """
     size = len(payload)
     head = _SMALL_BSTR_HEADS[size] if size < 256 else _bstr_head(size)
@@ -240,9 +267,11 @@ def sign1(
     unprotected_bytes = _KID_HEAD + key.kid if unprotected is None else cbor.encode(unprotected)
     # The general road: check we would accept what we are about to write.
     try:
-        protected_map = _decode_protected(protected, DEFAULT_ENVELOPE_LIMITS)
+        protected_map = _decode_protected(protected, limits)
         header = {_KID: key.kid} if unprotected is None else unprotected
-        _check_unprotected(header, protected_map, DEFAULT_ENVELOPE_LIMITS)
+        _check_unprotected(header, protected_map, limits)
+        if limits.require_kid and _KID not in header and _KID not in protected_map:
+            raise BadHeader("no kid: a reader refuses an envelope that names no key (§7)")
     except (EnvelopeError, DecodeError) as exc:
         raise LocalProtocolError(f"refusing to sign with these headers: {exc.message}") from None
     signature = key.sign(sig_structure(protected, external_aad, payload))
@@ -274,14 +303,14 @@ def _bstr_at(data: bytes, pos: int, what: str) -> tuple[int, int]:
         width = 1 << (info - 24)
         start = pos + 1 + width
         if start > len(data):
-            raise MalformedCBOR(f"truncated head of {what} at offset {pos}")
+            raise NotCoseSign1(f"truncated head of {what} at offset {pos}")
         length = int.from_bytes(data[pos + 1 : start], "big")
         if length < (24 if width == 1 else 1 << (width * 4)):
-            raise NonDeterministicEncoding(f"{what} length not in shortest form at {pos}")
+            raise NotCoseSign1(f"{what} length not in shortest form at {pos} (§7: deterministic)")
     elif info == 31:
-        raise NonDeterministicEncoding(f"indefinite-length {what} at offset {pos}")
+        raise NotCoseSign1(f"indefinite-length {what} at offset {pos} (§7: deterministic)")
     else:
-        raise MalformedCBOR(f"reserved additional information {info} at offset {pos}")
+        raise NotCoseSign1(f"reserved additional information {info} at offset {pos}")
     end = start + length
     if end > len(data):
         raise NotCoseSign1(f"{what} at offset {pos} runs past the end of the envelope")
@@ -289,22 +318,32 @@ def _bstr_at(data: bytes, pos: int, what: str) -> tuple[int, int]:
 
 
 def _header_limits(limits: EnvelopeLimits) -> cbor.Limits:
+    # Counts and strings are bounded by the bucket's size; only size and depth are limits.
     return cbor.Limits(
         max_size=max(limits.max_size, limits.max_header_size),
-        max_depth=4,
-        max_container_items=64,
-        max_total_items=256,
+        max_depth=limits.max_header_depth,
+        max_container_items=limits.max_header_size,
+        max_total_items=limits.max_header_size,
         max_string_length=limits.max_header_size,
         allowed_tags=frozenset(),
     )
 
 
-def _check_labels(header: dict[Any, Any], bucket: str) -> None:
+def _kid_ok(kid: Any) -> bool:
+    """A kid is a v1 content id: 34 bytes, 0x12 0x20 then the SHA-256 digest (§3.3, §7)."""
+    return type(kid) is bytes and len(kid) == 34 and kid[0] == 0x12 and kid[1] == 0x20
+
+
+def _check_labels(header: dict[Any, Any], bucket: str, limits: EnvelopeLimits) -> None:
     for label in header:
         if type(label) not in (int, str):
             raise BadHeader(f"{bucket} header label {label!r} is not an int or text (§3)")
-    if _KID in header and type(header[_KID]) is not bytes:
-        raise BadHeader(f"{bucket} kid (label 4) is not a byte string (§3.1)")
+    if _KID in header:
+        kid = header[_KID]
+        if type(kid) is not bytes:
+            raise BadHeader(f"{bucket} kid (label 4) is not a byte string (§3.1)")
+        if limits.require_kid and not _kid_ok(kid):
+            raise BadHeader(f"{bucket} kid is not a 34-byte content id 0x12 0x20 ... (§7)")
     if _CONTENT_TYPE in header and type(header[_CONTENT_TYPE]) not in (int, str):
         raise BadHeader(f"{bucket} content type (label 3) is not a uint or text (§3.1)")
 
@@ -315,12 +354,17 @@ def _decode_protected(protected_bytes: bytes, limits: EnvelopeLimits) -> dict[in
         raise EnvelopeTooLarge(f"protected header of {len(protected_bytes)} bytes")
     if not protected_bytes:
         raise UnsupportedAlgorithm("protected header is empty: alg -8 must be protected")
-    header = cbor.decode(protected_bytes, _header_limits(limits))
+    try:
+        header = cbor.decode(protected_bytes, _header_limits(limits))
+    except LimitExceeded as exc:
+        raise EnvelopeTooLarge(f"protected header: {exc.message}") from None
+    except DecodeError as exc:  # inside a bstr of known length: even truncation is the header's
+        raise BadHeader(f"protected header is not acceptable CBOR: {exc.message}") from None
     if not isinstance(header, dict):
         raise BadHeader("protected header is not a map (RFC 9052 §3)")
     if not header:
         raise BadHeader("empty protected map must be a zero-length bstr (RFC 9052 §3)")
-    _check_labels(header, "protected")
+    _check_labels(header, "protected", limits)
     alg = header.get(_ALG)
     if type(alg) is not int or alg != ALG_EDDSA:
         raise UnsupportedAlgorithm(f"protected alg is {alg!r}, only -8 (EdDSA) is accepted")
@@ -341,7 +385,7 @@ def _check_unprotected(
 ) -> None:
     if not isinstance(header, dict):
         raise BadHeader("unprotected header is not a map (RFC 9052 §3)")
-    _check_labels(header, "unprotected")
+    _check_labels(header, "unprotected", limits)
     if _ALG in header or _CRIT in header:
         raise BadHeader("alg and crit must be in the protected header (RFC 9052 §3.1)")
     for label in header:
@@ -386,7 +430,7 @@ def parse_sign1(
         protected = _decode_protected(protected_bytes, limits)
     # Unprotected bucket: {4: kid} or {} nearly always.
     unprotected: dict[int | str, Any]
-    if data[pos : pos + 4] == _KID_HEAD and pos + 38 <= size:
+    if data[pos : pos + 4] == _KID_HEAD and pos + 38 <= size and data[pos + 4 : pos + 6] == b"\x12\x20":
         unprotected = {_KID: data[pos + 4 : pos + 38]}
         pos += 38
         if _KID in protected:
@@ -397,16 +441,28 @@ def parse_sign1(
     else:
         if pos >= size or data[pos] >> 5 != 5:
             raise NotCoseSign1(f"unprotected header at offset {pos} is not a map")
-        end = cbor.item_end(data, pos, _header_limits(limits))
-        if end - pos > limits.max_header_size:
-            raise EnvelopeTooLarge(f"unprotected header of {end - pos} bytes")
-        unprotected = cbor.decode(data[pos:end], _header_limits(limits))
+        header_limits = _header_limits(limits)
+        try:
+            end = cbor.item_end(data, pos, header_limits)
+            if end - pos > limits.max_header_size:
+                raise EnvelopeTooLarge(f"unprotected header of {end - pos} bytes")
+            unprotected = cbor.decode(data[pos:end], header_limits)
+        except TruncatedCBOR as exc:  # the envelope ends inside the bucket
+            raise NotCoseSign1(f"truncated unprotected header: {exc.message}") from None
+        except LimitExceeded as exc:
+            raise EnvelopeTooLarge(f"unprotected header: {exc.message}") from None
+        except DecodeError as exc:
+            raise BadHeader(f"unprotected header is not acceptable CBOR: {exc.message}") from None
         _check_unprotected(unprotected, protected, limits)
         pos = end
+    if limits.require_kid and _KID not in unprotected and _KID not in protected:
+        raise BadHeader("no kid (label 4): the envelope must name its signing key (§7)")
     # Payload, then the signature, then nothing.
     if data[pos : pos + 1] == b"\xf6":
         raise DetachedPayload("payload is nil (detached content is not used, RFC 9052 §4.1)")
     start, pos = _bstr_at(data, pos, "payload")
+    if limits.max_payload_size is not None and pos - start > limits.max_payload_size:
+        raise EnvelopeTooLarge(f"payload of {pos - start} bytes (limit {limits.max_payload_size})")
     payload = data[start:pos]
     head = data[pos : pos + 2]
     if head == _SIG_HEAD:

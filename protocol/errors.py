@@ -53,6 +53,14 @@ class MalformedCBOR(DecodeError):
     code = "cbor-malformed"
 
 
+class TruncatedCBOR(MalformedCBOR):
+    """The input ends before the item does, including a declared length past its end.
+
+    Same code as any malformed input (spec/v1/protocol.md §3.4); the class lets a container
+    format (an envelope, §7) tell "the whole input is cut short" from a fault inside it.
+    """
+
+
 class NonDeterministicEncoding(DecodeError):
     """Well-formed, but not the core deterministic encoding of RFC 8949 §4.2.1."""
 

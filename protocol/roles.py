@@ -16,7 +16,8 @@ exception report with scope region              region coordinator (3) of region
 every other message                             node (1) or any coordinator role
 ==============================================  =============================================
 
-An auditor-only credential (role 4) may read but not write. A refusal is a
+An auditor-only credential (role 4) may read but not write; a release-only one (role 5)
+signs release objects (:mod:`.release`) and no message. A refusal is a
 :class:`~.trust.WrongRole` (``key-wrong-role``). Pure: no I/O, no clock.
 """
 

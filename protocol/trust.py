@@ -110,6 +110,9 @@ class Role(enum.IntEnum):
     CELL_COORDINATOR = 2
     REGION_COORDINATOR = 3
     AUDITOR = 4
+    #: Signs release manifests, rollout stages, policy tables and authority revocations
+    #: (spec/v3/release.md); holds no lease or coordination authority.
+    RELEASE = 5
 
 
 class CredentialError(RemoteProtocolError):

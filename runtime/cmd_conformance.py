@@ -16,6 +16,10 @@ examples:
   fleetwire conformance                       fleetwire against its own vectors
   fleetwire conformance --version 1 -- ./my-adapter --flag
   fleetwire conformance --serve               be the adapter for fleetwire (for other suites)
+
+An adapter that writes a line that is not a JSON answer, does not answer within --timeout
+seconds, or exits fails the vector it was asked about (the report names it); the adapter is
+then started afresh for the next vector.
 """
 
 
@@ -28,6 +32,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--serve", action="store_true", help="be the adapter program for fleetwire")
     parser.add_argument("--version", type=int, help="protocol version (default: all)")
+    parser.add_argument("--timeout", type=float, help="seconds an adapter has per answer")
     parser.add_argument("adapter", nargs=argparse.REMAINDER, help="-- adapter program and its arguments")
     parser.set_defaults(run=run)
 
@@ -39,4 +44,6 @@ def run(args: argparse.Namespace) -> int:
     argv = ["--serve"] if args.serve else []
     if args.version is not None:
         argv += ["--version", str(args.version)]
+    if args.timeout is not None:
+        argv += ["--timeout", str(args.timeout)]
     return main(argv + list(args.adapter))

@@ -802,6 +802,8 @@ class Node:
             self._parked.difference_update(expired)
             self._known.difference_update(expired)
             self._given_back.difference_update(expired)
+            for bundle_id in expired:  # admitted but never acknowledged before it expired
+                self._admitted.pop(bundle_id, None)
             await self._sweep()
 
     async def _sweep(self, *, recovering: bool = False) -> None:

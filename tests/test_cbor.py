@@ -244,3 +244,21 @@ def test_mutated_encodings_raise_only_decode_errors(value: Any, data: st.DataObj
         return
     # Whatever survives the deterministic decoder is deterministic: it re-encodes identically.
     assert cbor.encode(decoded) == bytes(encoded)
+
+
+def test_truncation_is_found_before_any_limit() -> None:
+    """spec/v1/protocol.md §3.4: a declared length past the end is truncation, never a limit."""
+    from fleetwire.protocol.errors import LimitExceeded, TruncatedCBOR
+
+    limits = cbor.Limits(max_depth=8, max_string_length=16, max_container_items=4)
+    for data in (
+        b"\x81" * 8 + b"\x83",  # an array at level 9 that the input cannot hold
+        b"\x7a\xff\xff\xff\xff",  # a text of 2^32-1 bytes, nothing after the head
+        b"\x99\xff\xff\x01",  # an array of 65535 items, one given
+    ):
+        with pytest.raises(TruncatedCBOR):
+            cbor.scan(data, limits)
+    with pytest.raises(LimitExceeded):
+        cbor.scan(b"\x81" * 8 + b"\x80", limits)  # the same depth, held whole
+    with pytest.raises(LimitExceeded):
+        cbor.scan(b"\x71" + b"x" * 17, limits)  # a string over its limit, held whole

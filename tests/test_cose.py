@@ -9,6 +9,10 @@ import cbor2
 import pytest
 from fleetwire.protocol import cbor
 from fleetwire.protocol.cose import (
+    DEFAULT_ENVELOPE_LIMITS,
+    MAX_ENVELOPE_SIZE,
+    MAX_HEADER_SIZE,
+    MAX_PAYLOAD_SIZE,
     PROTECTED_EDDSA,
     BadHeader,
     BadSignatureSize,
@@ -28,7 +32,6 @@ from fleetwire.protocol.errors import (
     DecodeError,
     EnvelopeError,
     LocalProtocolError,
-    NonDeterministicEncoding,
     SignatureInvalid,
 )
 from fleetwire.protocol.keys import Curve, SigningKey, VerifyKey
@@ -55,9 +58,15 @@ def _envelope(protected: Any, unprotected: Any, payload: Any, signature: Any) ->
     return cbor.encode(cbor2.CBORTag(18, [protected, unprotected, payload, signature]))
 
 
-def _refused(data: bytes, error: type[Exception], match: str | None = None) -> None:
+#: Most refusal cases below write no kid to keep them short; the kid rule has its own tests.
+NO_KID = EnvelopeLimits(require_kid=False)
+
+
+def _refused(
+    data: bytes, error: type[Exception], match: str | None = None, limits: EnvelopeLimits = NO_KID
+) -> None:
     with pytest.raises(error, match=match):
-        parse_sign1(data)
+        parse_sign1(data, limits)
 
 
 # --- vectors ---------------------------------------------------------------------------
@@ -70,10 +79,13 @@ def test_eddsa_sig_01_byte_for_byte() -> None:
     protected = bytes.fromhex("a201270300")  # {1: -8, 3: 0}
     tbs = sig_structure(protected, b"", CONTENT)
     assert tbs == bytes.fromhex(example["intermediates"]["ToBeSign_hex"])
-    out = sign1(CONTENT, KEY, protected=protected, unprotected={4: b"11"})
+    foreign = EnvelopeLimits(require_kid=False)  # the example names its key "11"
+    out = sign1(CONTENT, KEY, protected=protected, unprotected={4: b"11"}, limits=foreign)
     assert out == bytes.fromhex(example["output"]["cbor"])
+    with pytest.raises(BadHeader, match="content id"):
+        parse_sign1(out)
 
-    parsed = parse_sign1(out)
+    parsed = parse_sign1(out, foreign)
     assert parsed.protected_bytes == protected
     assert parsed.protected == {1: -8, 3: 0}
     assert parsed.unprotected == {4: b"11"} and parsed.kid == b"11"
@@ -88,8 +100,8 @@ def test_eddsa_sig_02_is_ed448_verified_only_when_allowed() -> None:
     example = _example("eddsa-sig-02.json")
     data = bytes.fromhex(example["output"]["cbor"])
     with pytest.raises(BadSignatureSize, match="114 bytes"):
-        parse_sign1(data)
-    parsed = parse_sign1(data, EnvelopeLimits(allow_ed448=True))
+        parse_sign1(data, NO_KID)
+    parsed = parse_sign1(data, EnvelopeLimits(allow_ed448=True, require_kid=False))
     key = VerifyKey(bytes.fromhex(example["input"]["sign0"]["key"]["x_hex"]), Curve.ED448)
     assert sig_structure(parsed.protected_bytes, b"", parsed.payload) == bytes.fromhex(
         example["intermediates"]["ToBeSign_hex"]
@@ -119,9 +131,9 @@ def test_default_envelope_layout_matches_the_generic_deterministic_encoder() -> 
 @pytest.mark.parametrize("size", [0, 23, 24, 255, 256, 65535, 65536])
 def test_payload_sizes_across_head_widths(size: int) -> None:
     payload = bytes(size)
-    out = sign1(payload, KEY, unprotected={})
-    assert out == _envelope(PROTECTED_EDDSA, {}, payload, out[-64:])
-    assert verify_sign1(parse_sign1(out), KEY.public, check_kid=False) == payload
+    out = sign1(payload, KEY)
+    assert out == _envelope(PROTECTED_EDDSA, {4: KEY.kid}, payload, out[-64:])
+    assert verify_sign1(parse_sign1(out), KEY.public) == payload
 
 
 def test_parse_accepts_bytearray_and_memoryview() -> None:
@@ -146,7 +158,12 @@ def test_wrong_key_and_kid_mismatch() -> None:
         verify_sign1(parsed, OTHER.public)
     with pytest.raises(SignatureInvalid):
         verify_sign1(parsed, OTHER.public, check_kid=False)
-    anonymous = parse_sign1(sign1(b"payload", KEY, unprotected={}))
+    with pytest.raises(LocalProtocolError, match="no kid"):
+        sign1(b"payload", KEY, unprotected={})
+    anonymous_bytes = sign1(b"payload", KEY, unprotected={}, limits=EnvelopeLimits(require_kid=False))
+    with pytest.raises(BadHeader, match="no kid"):
+        parse_sign1(anonymous_bytes)
+    anonymous = parse_sign1(anonymous_bytes, EnvelopeLimits(require_kid=False))
     assert anonymous.kid is None
     with pytest.raises(KeyMismatch, match="names no key"):
         verify_sign1(anonymous, KEY.public)
@@ -280,13 +297,50 @@ def test_every_refusal_is_an_envelope_or_decode_error() -> None:
     ],
 )
 def test_only_deterministic_envelopes_are_read(data: bytes) -> None:
-    with pytest.raises((NonDeterministicEncoding, NotCoseSign1, BadSignatureSize)):
-        parse_sign1(data)
+    # §7: the envelope's own CBOR is envelope-not-sign1, a header bucket's envelope-header-invalid.
+    with pytest.raises((NotCoseSign1, BadHeader)):
+        parse_sign1(data, NO_KID)
 
 
-def test_non_deterministic_heads_name_the_rule() -> None:
-    _refused(b"\xd2\x84\x58\x03\xa1\x01\x27\xa0\x41x\x58\x40" + SIG, NonDeterministicEncoding)
-    _refused(b"\xd2\x84\x43\xa1\x01\x27\xa0\x5f\x41x\xff\x58\x40" + SIG, NonDeterministicEncoding)
+def test_non_deterministic_heads_are_envelope_codes() -> None:
+    _refused(b"\xd2\x84\x58\x03\xa1\x01\x27\xa0\x41x\x58\x40" + SIG, NotCoseSign1, "shortest")
+    _refused(b"\xd2\x84\x43\xa1\x01\x27\xa0\x5f\x41x\xff\x58\x40" + SIG, NotCoseSign1, "indefinite")
+    _refused(b"\xd2\x84\x43\xa1\x01\x27\xa2\x04\x40\x03\x00\x41x\x58\x40" + SIG, BadHeader, "unprotected")
+    _refused(b"\xd2\x84\x45\xa2\x03\x00\x01\x27\xa0\x41x\x58\x40" + SIG, BadHeader, "protected")
+
+
+def test_kid_is_required_and_is_a_content_id() -> None:
+    payload = b"x"
+    _refused(_envelope(PROTECTED_EDDSA, {}, payload, SIG), BadHeader, "no kid", DEFAULT_ENVELOPE_LIMITS)
+    for kid in (KEY.kid[:-1], b"\x13" + KEY.kid[1:], b"\x12\x21" + KEY.kid[2:], KEY.kid + b"\x00"):
+        _refused(_envelope(PROTECTED_EDDSA, {4: kid}, payload, SIG), BadHeader, "content id",
+                 DEFAULT_ENVELOPE_LIMITS)  # fmt: skip
+    protected = cbor.encode({1: -8, 4: KEY.kid})
+    assert parse_sign1(_envelope(protected, {}, payload, SIG)).kid == KEY.kid
+
+
+def test_faults_inside_the_protected_bucket_are_header_faults() -> None:
+    # Truncated, trailing, tagged or invalid UTF-8 CBOR inside the protected bstr.
+    for protected in (b"\xa1\x01", b"\xa1\x01\x27\x00", b"\xa1\x01\xc1\x27", b"\xa2\x01\x27\x03\x61\xff"):
+        _refused(_envelope(protected, {4: KEY.kid}, b"x", SIG), BadHeader, "protected header")
+    # A truncated unprotected bucket is a truncated envelope.
+    cut = _envelope(PROTECTED_EDDSA, {4: KEY.kid}, b"x", SIG)[:20]
+    _refused(cut, NotCoseSign1)
+
+
+def test_envelope_bounds_are_exact() -> None:
+    at = sign1(bytes(MAX_PAYLOAD_SIZE), KEY)
+    assert parse_sign1(at).payload == bytes(MAX_PAYLOAD_SIZE)
+    _refused(sign1(bytes(MAX_PAYLOAD_SIZE + 1), KEY, limits=EnvelopeLimits()), EnvelopeTooLarge,
+             "payload", DEFAULT_ENVELOPE_LIMITS)  # fmt: skip
+    protected = cbor.encode({1: -8, 99: bytes(MAX_HEADER_SIZE - 8)})
+    assert len(protected) == MAX_HEADER_SIZE
+    widest = sign1(bytes(MAX_PAYLOAD_SIZE), KEY, protected=protected)
+    assert len(widest) == MAX_ENVELOPE_SIZE and parse_sign1(widest).kid == KEY.kid
+    protected = cbor.encode({1: -8, 99: bytes(MAX_HEADER_SIZE - 7)})
+    _refused(_envelope(protected, {4: KEY.kid}, b"x", SIG), EnvelopeTooLarge, "protected",
+             DEFAULT_ENVELOPE_LIMITS)  # fmt: skip
+    _refused(widest + b"\x00", EnvelopeTooLarge, "envelope of", DEFAULT_ENVELOPE_LIMITS)
 
 
 def test_hostile_sizes() -> None:
@@ -296,12 +350,12 @@ def test_hostile_sizes() -> None:
         parse_sign1(sign1(bytes(2000), KEY), EnvelopeLimits(max_size=1000))
     big_header = cbor.encode({1: -8, 3: "t" * 2000})
     _refused(_envelope(big_header, {}, b"x", SIG), EnvelopeTooLarge)
-    _refused(_envelope(PROTECTED_EDDSA, {5: bytes(2000)}, b"x", SIG), DecodeError)
+    _refused(_envelope(PROTECTED_EDDSA, {5: bytes(2000)}, b"x", SIG), EnvelopeTooLarge)
     deep: Any = 0
     for _ in range(40):
         deep = [deep]
-    _refused(_envelope(PROTECTED_EDDSA, {5: deep}, b"x", SIG), DecodeError)
-    _refused(_envelope(PROTECTED_EDDSA, {5: cbor2.CBORTag(1, 0)}, b"x", SIG), DecodeError)
+    _refused(_envelope(PROTECTED_EDDSA, {5: deep}, b"x", SIG), EnvelopeTooLarge)
+    _refused(_envelope(PROTECTED_EDDSA, {5: cbor2.CBORTag(1, 0)}, b"x", SIG), BadHeader)
 
 
 def test_every_truncation_is_refused() -> None:
@@ -327,14 +381,14 @@ headers = st.sampled_from([None, {}, {4: b"a hint, not our kid"}])
 
 @given(st.binary(max_size=600), st.binary(max_size=40), headers)
 def test_roundtrip(payload: bytes, aad: bytes, unprotected: Any) -> None:
-    out = sign1(payload, KEY, unprotected=unprotected, external_aad=aad)
-    parsed = parse_sign1(out)
+    out = sign1(payload, KEY, unprotected=unprotected, external_aad=aad, limits=NO_KID)
+    parsed = parse_sign1(out, NO_KID)
     assert parsed.payload == payload
     assert parsed.unprotected == ({4: KEY.kid} if unprotected is None else unprotected)
     check = unprotected is None
     assert verify_sign1(parsed, KEY.public, aad, check_kid=check) == payload
     # Deterministic: signing again gives the same bytes (Ed25519 is deterministic too).
-    assert sign1(payload, KEY, unprotected=unprotected, external_aad=aad) == out
+    assert sign1(payload, KEY, unprotected=unprotected, external_aad=aad, limits=NO_KID) == out
 
 
 @given(st.binary(max_size=300), st.data())

@@ -49,13 +49,19 @@ from .schema import (
 from .v1 import MESSAGE_CLASSES, Capability, Message, Terms
 from .writer import WRITE_ERRORS, compile_message_writer, diagnose
 
-#: Bounds for a whole message; a coordination message is small by design.
+#: The bound on a message's size (spec/v1/protocol.md §3.4).
+MAX_MESSAGE_SIZE: Final = 65536
+#: The bound on nesting; the message map is level 1 (§3.4).
+MAX_MESSAGE_DEPTH: Final = 8
+#: Bounds for a whole message: exactly the two of §3.4. A reader MUST accept everything up to
+#: them, so no other count is bounded below what they imply (a string, a container, or all
+#: items together cannot exceed the input's length without the input being truncated).
 MESSAGE_LIMITS: Final = cbor.Limits(
-    max_size=64 * 1024,
-    max_depth=8,
-    max_container_items=256,
-    max_total_items=4096,
-    max_string_length=16 * 1024,
+    max_size=MAX_MESSAGE_SIZE,
+    max_depth=MAX_MESSAGE_DEPTH,
+    max_container_items=MAX_MESSAGE_SIZE,
+    max_total_items=MAX_MESSAGE_SIZE,
+    max_string_length=MAX_MESSAGE_SIZE,
     allowed_tags=frozenset(),
 )
 
@@ -181,10 +187,11 @@ def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message
         if isinstance(exc, LocalProtocolError):  # a tag cbor2 gave meaning to (a date, say)
             raise DecodeError(f"cannot re-encode: {exc.message}") from None
         raise
-    except MessageError as exc:
-        if exc.field or "re-encode" not in exc.reason:
-            raise
-        cbor.scan(data, limits)  # non-shortest, unsorted, trailing: the CBOR rule's own code
+    except MessageError:
+        # Error path only. Step 1 of §5.2 comes before any field is judged: a tag (which cbor2
+        # turns into a date, say) or a non-shortest, unsorted or trailing encoding gets the
+        # CBOR rule's own code, not the field's.
+        cbor.scan(data, limits)
         raise
     if message.extensions:
         cbor.scan(data, limits)  # rare path: refuses tags and bounds sizes in extension values
@@ -197,9 +204,22 @@ def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
     raw = cbor.decode_then_reencode_check(data, limits)
     if type(raw) is not dict:
         raise MessageError("a message is a CBOR map")
+    try:
+        return _read_map(raw, data)
+    except MessageError:
+        # Error path only: step 2 (every key an unsigned integer) comes before any field. The
+        # keys are read from the bytes: cbor2's dict merges `true` into 1 and simple(8) into 8.
+        for key in cbor.map_keys(data, limits):
+            if key[0] >> 5 != 0:
+                raise MessageError(f"map key 0x{key.hex():.20} is not an unsigned integer") from None
+        raise
+
+
+def _read_map(raw: dict[Any, Any], data: bytes) -> Message:
+    """Steps 3–10 of spec/v1/protocol.md §5.2 on a decoded message map."""
     type_code = raw.get(0)
-    if type(type_code) is not int:
-        raise MessageError("required field (key 0) is missing or not an integer", "type")
+    if type(type_code) is not int or type_code < 0:
+        raise MessageError("required field (key 0) is missing or not an unsigned integer", "type")
     header: Header = _read_header(raw, "header")
     window_error = _version_window_error(header)
     if window_error is not None:
@@ -317,4 +337,7 @@ def _version_window_error(header: Header) -> MessageError | None:
     return None
 
 
-__all__ = ["MESSAGE_LIMITS", "UnknownMessageType", "content_id", "decode_message", "encode_message"]
+__all__ = [
+    "MAX_MESSAGE_DEPTH",
+    "MAX_MESSAGE_SIZE",
+    "MESSAGE_LIMITS", "UnknownMessageType", "content_id", "decode_message", "encode_message"]

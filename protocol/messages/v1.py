@@ -134,11 +134,16 @@ class Commitment:
     )
 
     def check(self) -> None:
+        # The field named is the one whose absence or presence breaks the rule (§6.2).
         if self.state is CommitmentState.OFFERED:
-            if self.terms is None or self.commitment is not None:
-                raise MessageError("an offer carries terms and no commitment reference", "terms")
-        elif self.terms is not None or self.commitment is None:
-            raise MessageError("a state change names the offer and carries no terms", "commitment")
+            if self.terms is None:
+                raise MessageError("an offer carries terms", "terms")
+            if self.commitment is not None:
+                raise MessageError("an offer names no commitment: it is the commitment", "commitment")
+        elif self.commitment is None:
+            raise MessageError("a state change names the offer it is about", "commitment")
+        elif self.terms is not None:
+            raise MessageError("only the offer carries terms, not a state change", "terms")
 
 
 # --- exception ---------------------------------------------------------------------------
