@@ -1,0 +1,123 @@
+"""Fleet simulation throughput against the Ed25519 sign+verify bound, measured in the same run.
+
+Every delivered message costs one signature (at its source) and one verification (at its
+destination); that pair is the floor no node can go below. The bound is measured here with
+bare ``cryptography`` Ed25519 calls on a message-sized payload, and the simulator's
+throughput — delivered messages per second of wall time, everything included: the agents'
+parsing, store, routing and forwarding on every hop, the event heap, the link model, the
+signatures — is reported as a ratio to it:
+
+    ratio = (delivered / run seconds) / (1 / sign+verify seconds)
+
+1.0 would mean the agent and the simulator cost nothing beside the signatures; the target is
+>= 0.5 (everything else costs no more than the signatures themselves).
+
+Scaling: the same traffic per node over the same virtual time at each fleet size; the wall
+time per delivered message should stay flat (target: max/min within 1.5x). The fleet is the
+simulator's standard shape (:mod:`fleetwire.runtime.sim.fleet`): cells of 20 under
+coordinators under one hub, traffic of all four families, mostly within a cell.
+
+The bound is the best of several short rounds taken before and after each fleet, so that
+the bound is not inflated by a noisy moment. A fleet run cannot be repeated the same way, so
+on a shared machine its wall time includes other processes' load: the process CPU time per
+message (``cpu µs``) and its ratio are printed beside the wall figures. Building a fleet
+(keys, credentials) is timed apart and not counted.
+
+    python benchmarks/bench_sim.py [--sizes 100,1000] [--hours 24] [--per-node 100] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fleetwire.runtime.sim.fleet import DAY_MS, add_traffic, build_fleet
+
+T0 = 820_000_000_000  # DTN ms, 2025-12-26
+PAYLOAD = bytes(range(200)) + b"deliver feedstock to node 7 by day 12"
+
+
+def sign_verify_us(pairs: int = 300, rounds: int = 5) -> float:
+    """Best-of-rounds µs for one Ed25519 sign plus one verify of a message-sized payload."""
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    public = key.public_key()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(pairs):
+            public.verify(key.sign(PAYLOAD), PAYLOAD)
+        best = min(best, (time.perf_counter() - start) / pairs)
+    return best * 1e6
+
+
+def run_fleet(nodes: int, hours: float, per_node: float, seed: int) -> dict[str, float]:
+    started = time.perf_counter()
+    fleet = build_fleet(nodes, seed=seed, start=T0)
+    built = time.perf_counter() - started
+    until = T0 + int(hours * 3_600_000)
+    made = add_traffic(fleet, per_node_per_day=per_node, until=until)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    fleet.sim.run(until + 3_600_000)  # an hour more, for the last messages to arrive
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    stats = fleet.sim.stats
+    forwarded = sum(agent.stats.forwarded for agent in fleet.sim.agents.values())
+    delivered = stats.delivered
+    return {
+        "nodes": nodes,
+        "build_s": built,
+        "run_s": elapsed,
+        "messages": made(),
+        "delivered": delivered,
+        "hops": forwarded / max(1, delivered),
+        "events": stats.events,
+        "us_per_message": elapsed / max(1, delivered) * 1e6,
+        "cpu_us_per_message": cpu / max(1, delivered) * 1e6,
+        "latency_s": stats.latency_ms_total / max(1, delivered) / 1000,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100,1000", help="fleet sizes, comma-separated")
+    parser.add_argument("--hours", type=float, default=24.0, help="virtual hours of traffic")
+    parser.add_argument("--per-node", type=float, default=100.0, help="messages/node/day")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    sizes = [int(size) for size in args.sizes.split(",")]
+    print(f"traffic: {args.per_node:g} messages/node/day for {args.hours:g} virtual hours, "
+          f"seed {args.seed}")  # fmt: skip
+    print(f"{'nodes':>6} {'delivered':>9} {'hops':>5} {'build s':>8} {'run s':>8} "
+          f"{'µs/msg':>8} {'cpu µs':>8} {'bound µs':>8} {'ratio':>6} {'cpu ratio':>9} "
+          f"{'latency s':>9} {'peak MiB':>8}")  # fmt: skip
+    per_message: list[float] = []
+    cpu_per_message: list[float] = []
+    for nodes in sizes:
+        before = sign_verify_us()
+        result = run_fleet(nodes, args.hours, args.per_node, args.seed)
+        bound = min(before, sign_verify_us())
+        ratio = bound / result["us_per_message"]
+        cpu_ratio = bound / result["cpu_us_per_message"]
+        per_message.append(result["us_per_message"])
+        cpu_per_message.append(result["cpu_us_per_message"])
+        print(f"{nodes:>6} {result['delivered']:>9.0f} {result['hops']:>5.2f} "
+              f"{result['build_s']:>8.1f} {result['run_s']:>8.1f} "
+              f"{result['us_per_message']:>8.0f} {result['cpu_us_per_message']:>8.0f} "
+              f"{bound:>8.0f} {ratio:>6.2f} {cpu_ratio:>9.2f} "
+              f"{result['latency_s']:>9.2f} {result['peak_rss_mib']:>8.0f}", flush=True)  # fmt: skip
+        if result["delivered"] != result["messages"]:
+            print(f"       {result['messages'] - result['delivered']:.0f} of "
+                  f"{result['messages']:.0f} messages not delivered")  # fmt: skip
+    if len(per_message) > 1:
+        print(f"wall time per message, largest/smallest over the sizes: "
+              f"{max(per_message) / min(per_message):.2f}x wall, "
+              f"{max(cpu_per_message) / min(cpu_per_message):.2f}x cpu (target <= 1.5x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["DAY_MS", "main", "run_fleet", "sign_verify_us"]

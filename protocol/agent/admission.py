@@ -1,0 +1,88 @@
+"""What the agent delivers: the checks between "a bundle for me" and "the application has it".
+
+Theory of operation
+-------------------
+Pure function of the bundle, the trust store, the replay guard and ``now``
+(:func:`admit`); the same order as the runtime's admission, cheapest and least trusting first
+(spec §10):
+
+1. **service** — the trust service carries a revocation list (:class:`RevocationBundle`, for
+   the agent to apply); the FCP service a message; anything else is refused
+   (``service-unknown``), so one message cannot be delivered twice under two service numbers.
+2. **signature and trust** — :func:`fleetwire.protocol.envelope.verify` (key known, valid now,
+   not revoked, issuer is the key's node).
+3. **role** — :func:`fleetwire.protocol.roles.check_role` (spec §8, ``key-wrong-role``).
+4. **replay** — :meth:`fleetwire.protocol.replay.ReplayGuard.check`. The guard remembers at
+   once; the agent persists the record (``store.remember``) when the application acknowledged
+   the message, just before the bundle becomes a tombstone.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..bpv7 import Bundle, IpnEid
+from ..envelope import SignedMessage, verify
+from ..errors import FleetwireError
+from ..replay import Accept, ReplayGuard
+from ..roles import check_role
+from ..trust import TrustStore
+
+__all__ = ["Admitted", "Refusal", "RevocationBundle", "admit"]
+
+
+@attrs.frozen(slots=True)
+class Refusal:
+    """A bundle for this node that will not be delivered; ``code`` is the stable code."""
+
+    code: str
+    reason: str
+
+
+@attrs.frozen(slots=True)
+class Admitted:
+    """A verified message to deliver; ``accept`` is what the replay guard recorded."""
+
+    signed: SignedMessage
+    accept: Accept
+
+
+@attrs.frozen(slots=True)
+class RevocationBundle:
+    """A bundle on the trust service: a root-signed revocation list for the agent to apply."""
+
+    data: bytes
+
+
+def admit(
+    bundle: Bundle,
+    now: int,
+    *,
+    service: int,
+    trust_service: int,
+    trust: TrustStore,
+    guard: ReplayGuard,
+    reader_cell: int | None = None,
+) -> Admitted | Refusal | RevocationBundle:
+    """Decide delivery of ``bundle`` (module docstring)."""
+    destination = bundle.primary.destination
+    to_service = destination.service if isinstance(destination, IpnEid) else None
+    if to_service == trust_service:
+        return RevocationBundle(bundle.payload)
+    if to_service != service:
+        return Refusal(
+            "service-unknown",
+            f"bundle for service {to_service}; this node delivers messages on service {service}",
+        )
+    try:
+        signed = verify(bundle.payload, trust, now)
+        check_role(signed.message, trust.key_for(signed.kid, now), reader_cell)
+    except FleetwireError as exc:
+        return Refusal(exc.code, exc.message)
+    header = signed.message.header
+    verdict = guard.check(
+        header.issuer, header.sequence, header.issued_at, signed.content_id.raw, now
+    )
+    if not isinstance(verdict, Accept):
+        return Refusal(verdict.code.value, verdict.reason)
+    return Admitted(signed, verdict)

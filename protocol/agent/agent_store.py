@@ -1,0 +1,278 @@
+"""The bundle agent's store: a small synchronous interface, and the in-memory implementation.
+
+Theory of operation
+-------------------
+The agent (:mod:`.agent`) never does I/O; it calls its store synchronously, as NASA's bplib
+calls its storage service. Whatever a method returns is the truth the agent acts on:
+
+* ``put`` returns :class:`~.store.Accepted` only once the bundle is held as durably as the
+  store can hold it (a file-backed store: committed). The agent answers a link's transfer
+  "accepted" only after ``put`` returned, so an acknowledged bundle is never lost. A driver
+  that wants group commit batches *around* the agent: it feeds several received bundles,
+  then commits once, then sends the link acknowledgements the agent asked for — the agent
+  never acknowledges by itself.
+* duplicates (same store bundle key, or same content key) are answered
+  :class:`~.store.Duplicate` and change nothing; quotas (:func:`~.store.check_quota`) are
+  answered :class:`~.store.Refused` with nothing stored.
+* ``tombstone`` keeps only a bundle's record (ids, times) under ``delivered``/``forwarded``
+  so a late copy is still a duplicate until the record expires; ``expire`` drops every
+  record whose time has come, earliest first.
+* the replay memory (:mod:`fleetwire.protocol.replay`) lives beside the bundles so that a
+  restart cannot make a replay acceptable again (``remember``/``remembered``/``forget_seen``).
+
+:class:`MemoryAgentStore` keeps all of it in dicts and one expiry heap (lazy deletion): O(1)
+put/get/tombstone, O(k log n) to expire k records. It is not durable (``durable`` is
+``False``): the simulator and tests use it; a SQLite store behind the same interface is the
+runtime's durable one.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from ..replay import Seen
+from .bundling import LOCAL
+from .store import (
+    Accepted,
+    Duplicate,
+    DuplicateOf,
+    PutResult,
+    Quota,
+    SourceShares,
+    StoredBundle,
+    check_quota,
+)
+
+__all__ = ["AgentStore", "MemoryAgentStore"]
+
+_Tombstone = tuple[str, int, bytes | None, str, str, int]
+
+
+def _record(key: bytes, tombstone: _Tombstone) -> StoredBundle:
+    next_hop, expires_at, content, source, destination, received_at = tombstone
+    return StoredBundle(key, content, source, destination, expires_at, received_at, b"", next_hop)
+
+
+class AgentStore(Protocol):
+    """What the bundle agent needs from a store (module docstring); all calls synchronous."""
+
+    @property
+    def durable(self) -> bool:
+        """Whether what the store holds survives the process."""
+        ...
+
+    def put(self, bundle: StoredBundle) -> PutResult:
+        """Hold ``bundle``; :class:`Accepted` only once it is durable."""
+        ...
+
+    def get(self, bundle_id: bytes) -> StoredBundle | None:
+        """The held bundle (or tombstone) with this key, or ``None``."""
+        ...
+
+    def pending_for(self, next_hop: str | None, limit: int) -> list[StoredBundle]:
+        """Up to ``limit`` bundles held under ``next_hop`` (``None``: not delivered or
+        forwarded yet), oldest first."""
+        ...
+
+    def tombstone(self, bundle_id: bytes, next_hop: str, expires_at: int | None = None) -> bool:
+        """Keep only the record of a bundle that is done with, until ``expires_at`` at the
+        latest; ``False`` if it was not held."""
+        ...
+
+    def delete(self, bundle_id: bytes) -> bool:
+        """Drop a bundle; ``False`` if it was not held."""
+        ...
+
+    def expire(self, now: int) -> list[bytes]:
+        """Drop every bundle and record with ``expires_at <= now``; their keys, earliest first."""
+        ...
+
+    def next_expiry(self) -> int | None:
+        """The earliest ``expires_at`` held, or ``None`` when the store is empty."""
+        ...
+
+    def remember(self, seen: Sequence[Seen], floors: Mapping[int, int]) -> None:
+        """Keep replay records and raise per-issuer floors (durable on return if the store is)."""
+        ...
+
+    def remembered(self) -> tuple[list[Seen], dict[int, int]]:
+        """Every replay record kept, and the per-issuer floors."""
+        ...
+
+    def forget_seen(self, now: int) -> int:
+        """Drop replay records with ``keep_until <= now``; how many went."""
+        ...
+
+    def count(self) -> int:
+        """Bundles and records held."""
+        ...
+
+    def bytes_used(self) -> int:
+        """Bytes of the bundles held (tombstones count nothing)."""
+        ...
+
+
+class MemoryAgentStore:
+    """An :class:`AgentStore` in memory (module docstring)."""
+
+    __slots__ = ("_by_content", "_bundles", "_bytes", "_expiry", "_floors", "_quota",
+                 "_seen", "_seen_expiry", "_shares", "_sequence", "_tombstones")  # fmt: skip
+
+    def __init__(self, quota: Quota | None = None) -> None:
+        self._quota = quota or Quota()
+        #: Held bundles by key, in arrival order (dicts keep insertion order).
+        self._bundles: dict[bytes, StoredBundle] = {}
+        #: Tombstones, lighter than a record (a relay keeps one per bundle it forwarded):
+        #: key → (next hop, expires at, content key, source, destination, received at).
+        self._tombstones: dict[bytes, _Tombstone] = {}
+        self._by_content: dict[bytes, bytes] = {}
+        self._expiry: list[tuple[int, int, bytes]] = []
+        self._sequence = 0
+        self._bytes = 0
+        self._shares = SourceShares()
+        self._seen: dict[tuple[int, int], Seen] = {}
+        self._seen_expiry: list[tuple[int, int, int]] = []
+        self._floors: dict[int, int] = {}
+
+    @property
+    def durable(self) -> bool:
+        return False
+
+    def put(self, bundle: StoredBundle) -> PutResult:
+        key = bundle.bundle_id
+        if key in self._bundles or key in self._tombstones:
+            return Duplicate(key, DuplicateOf.BUNDLE_ID, key)
+        content = bundle.content_id
+        if content is not None:
+            existing = self._by_content.get(content)
+            if existing is not None:
+                return Duplicate(key, DuplicateOf.CONTENT_ID, existing)
+        refused = check_quota(
+            self._quota, len(self._bundles) + len(self._tombstones), self._bytes, bundle,
+            self._shares.of(bundle.received_from),
+        )  # fmt: skip
+        if refused is not None:
+            return refused
+        self._bundles[key] = bundle
+        if content is not None:
+            self._by_content[content] = key
+        self._bytes += bundle.size
+        self._shares.add(bundle.received_from, 1, bundle.size)
+        self._sequence += 1
+        heapq.heappush(self._expiry, (bundle.expires_at, self._sequence, key))
+        return Accepted(key)
+
+    def get(self, bundle_id: bytes) -> StoredBundle | None:
+        found = self._bundles.get(bundle_id)
+        if found is None and bundle_id in self._tombstones:
+            return _record(bundle_id, self._tombstones[bundle_id])
+        return found
+
+    def pending_for(self, next_hop: str | None, limit: int) -> list[StoredBundle]:
+        found: list[StoredBundle] = []
+        if next_hop is None or next_hop == LOCAL or not next_hop.isalpha():
+            for bundle in self._bundles.values():
+                if bundle.next_hop == next_hop:
+                    found.append(bundle)
+                    if len(found) >= limit:
+                        break
+            return found
+        for key, tombstone in self._tombstones.items():
+            if tombstone[0] == next_hop:
+                found.append(_record(key, tombstone))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def tombstone(self, bundle_id: bytes, next_hop: str, expires_at: int | None = None) -> bool:
+        bundle = self._bundles.pop(bundle_id, None)
+        if bundle is None:
+            tombstone = self._tombstones.get(bundle_id)
+            if tombstone is None:
+                return False
+            bundle = _record(bundle_id, tombstone)
+        else:
+            self._release(bundle)
+        until = bundle.expires_at if expires_at is None else min(expires_at, bundle.expires_at)
+        self._tombstones[bundle_id] = (
+            next_hop, until, bundle.content_id, bundle.source, bundle.destination,
+            bundle.received_at,
+        )  # fmt: skip
+        if until < bundle.expires_at:
+            self._sequence += 1
+            heapq.heappush(self._expiry, (until, self._sequence, bundle_id))
+        return True
+
+    def delete(self, bundle_id: bytes) -> bool:
+        bundle = self._bundles.pop(bundle_id, None)
+        if bundle is not None:
+            self._release(bundle)
+            content = bundle.content_id
+        else:
+            tombstone = self._tombstones.pop(bundle_id, None)
+            if tombstone is None:
+                return False
+            content = tombstone[2]
+        if content is not None and self._by_content.get(content) == bundle_id:
+            del self._by_content[content]
+        return True
+
+    def expire(self, now: int) -> list[bytes]:
+        gone: list[bytes] = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            expires_at, _, key = heapq.heappop(heap)
+            # Lazy deletion: the entry may be stale (deleted, or tombstoned to an earlier time).
+            if self._expires_at(key) == expires_at and self.delete(key):
+                gone.append(key)
+        return gone
+
+    def next_expiry(self) -> int | None:
+        heap = self._expiry
+        while heap:
+            expires_at, _, key = heap[0]
+            if self._expires_at(key) == expires_at:
+                return expires_at
+            heapq.heappop(heap)  # stale
+        return None
+
+    def remember(self, seen: Sequence[Seen], floors: Mapping[int, int]) -> None:
+        for record in seen:
+            self._seen[(record.issuer, record.sequence)] = record
+            heapq.heappush(self._seen_expiry, (record.keep_until, record.issuer, record.sequence))
+        for issuer, floor in floors.items():
+            if floor > self._floors.get(issuer, -1):
+                self._floors[issuer] = floor
+
+    def remembered(self) -> tuple[list[Seen], dict[int, int]]:
+        return list(self._seen.values()), dict(self._floors)
+
+    def forget_seen(self, now: int) -> int:
+        gone = 0
+        heap = self._seen_expiry
+        while heap and heap[0][0] <= now:
+            keep_until, issuer, sequence = heapq.heappop(heap)
+            record = self._seen.get((issuer, sequence))
+            if record is not None and record.keep_until == keep_until:
+                del self._seen[(issuer, sequence)]
+                gone += 1
+        return gone
+
+    def count(self) -> int:
+        return len(self._bundles) + len(self._tombstones)
+
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def _expires_at(self, key: bytes) -> int | None:
+        bundle = self._bundles.get(key)
+        if bundle is not None:
+            return bundle.expires_at
+        tombstone = self._tombstones.get(key)
+        return None if tombstone is None else tombstone[1]
+
+    def _release(self, bundle: StoredBundle) -> None:
+        self._bytes -= bundle.size
+        self._shares.add(bundle.received_from, -1, -bundle.size)

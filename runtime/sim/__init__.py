@@ -1,0 +1,1 @@
+"""The discrete-event fleet simulator (:mod:`.engine`)."""

@@ -1,0 +1,264 @@
+"""The discrete-event fleet simulator: many bundle agents, one heap of timed events.
+
+Theory of operation
+-------------------
+:class:`Simulator` drives many :class:`~fleetwire.protocol.agent.agent.BundleAgent` s in
+virtual DTN time (ms) with no Trio, no threads and no sleeping: it pops the earliest event
+from one heap, hands it to the agent it concerns, and turns the actions that come back into
+later events. Time jumps straight from one event to the next, so a quiet virtual day costs
+nothing; what costs is the work per message — the signature at the sender, the check at the
+receiver, and the agent's parsing and store work on every hop.
+
+Links are directed (``connect(a, b, model)``) and follow a :class:`LinkModel`, the loopback
+network's model as events:
+
+* **contact windows** — a link is up only inside its windows (``None``: always); the agents
+  are told ``link_up``/``link_down`` at each edge, and a transfer the window closes on is
+  lost (the sender is told it failed, and routes the bundle again).
+* **rate** — one bundle at a time per direction: a transfer leaves when the previous one has
+  finished, and takes ``bytes × 8 / rate`` to serialise.
+* **light time and jitter** — arrival is the end of serialisation plus ``owlt_ms`` plus a
+  uniform draw in ``[0, jitter_ms]`` (so bundles may overtake each other).
+* **loss and duplication** — a lost transfer never arrives; its sender hears nothing and
+  learns of the loss when no acknowledgement comes back (one round trip later); a duplicated
+  one arrives twice (the second copy a little later).
+* **acknowledgement** — on a confirming link (TCPCL with acks) the receiver's "accepted"
+  travels back in ``owlt_ms`` and the sender's agent then lets the bundle go; a refusal (the
+  receiver's store is full) travels back the same way. On a link that does not confirm the
+  sender is told "transmitted" once the bytes are written.
+
+Applications are callbacks: ``on_deliver(sim, node, Deliver)`` sees every delivered message
+(the default acknowledges at once); traffic is scheduled with :meth:`Simulator.send_at` or a
+generator via :meth:`Simulator.every`. All randomness comes from one ``random.Random(seed)``
+and ties in the heap break by insertion order, so a run is a function of its seed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from fleetwire.protocol.agent.actions import (
+    Action,
+    Deliver,
+    Discarded,
+    Sent,
+    TransferAccepted,
+    TransferRefused,
+    Transmit,
+    WakeAt,
+)
+from fleetwire.protocol.agent.agent import BundleAgent
+from fleetwire.protocol.envelope import SignedMessage
+from fleetwire.protocol.messages import Message
+
+__all__ = ["LinkModel", "SimStats", "Simulator"]
+
+
+@attrs.frozen(slots=True)
+class LinkModel:
+    """How one direction of a link behaves (module docstring)."""
+
+    owlt_ms: int = 0
+    rate_bps: int = 1_000_000
+    loss: float = 0.0
+    duplicate: float = 0.0
+    jitter_ms: int = 0
+    #: Contact windows ``(start, end)`` in DTN ms; ``None``: up from the start, for ever.
+    windows: tuple[tuple[int, int], ...] | None = None
+    confirms: bool = True
+
+
+@attrs.define
+class SimStats:
+    events: int = 0
+    sent: int = 0
+    transfers: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    delivered: int = 0
+    discarded: int = 0
+    latency_ms_total: int = 0
+
+
+@attrs.define(slots=True)
+class _Direction:
+    model: LinkModel
+    up: bool = False
+    busy_until: int = 0
+    window_end: int | None = None
+
+
+# Event kinds (heap entries are (time, seq, kind, a, b, c)).
+_WAKE, _ARRIVE, _ANSWER, _UP, _DOWN, _CALL = range(6)
+
+OnDeliver = Callable[["Simulator", int, Deliver], None]
+
+
+def acknowledge_at_once(sim: Simulator, node: int, delivery: Deliver) -> None:
+    """The default application: takes every message as it comes."""
+    sim.acknowledge(node, delivery.delivery)
+
+
+class Simulator:
+    """Many agents over modelled links in virtual time (module docstring)."""
+
+    def __init__(self, *, seed: int, start: int, on_deliver: OnDeliver = acknowledge_at_once):
+        self.now = start
+        self.random = random.Random(seed)
+        self.agents: dict[int, BundleAgent] = {}
+        self.stats = SimStats()
+        self.on_deliver = on_deliver
+        self._links: dict[tuple[int, int], _Direction] = {}
+        self._heap: list[tuple[int, int, int, Any, Any, Any]] = []
+        self._seq = 0
+        self._wake: dict[int, int] = {}
+        self._sent_at: dict[bytes, int] = {}
+
+    # --- building a fleet --------------------------------------------------------------
+
+    def add(self, agent: BundleAgent) -> None:
+        """Add an agent and run its restart recovery now."""
+        self.agents[agent.node] = agent
+        self._run_actions(agent.node, agent.start(self.now))
+
+    def connect(self, a: int, b: int, model: LinkModel, *, both_ways: bool = True) -> None:
+        """A link from ``a`` to ``b`` (and back, with the same model, unless ``both_ways``
+        is false): up in each of its windows."""
+        for src, dst in ((a, b), (b, a)) if both_ways else ((a, b),):
+            self._links[(src, dst)] = _Direction(model)
+            windows = model.windows if model.windows is not None else ((self.now, None),)
+            for start, end in windows:
+                self._push(max(start, self.now), _UP, src, dst, end)
+                if end is not None:
+                    self._push(end, _DOWN, src, dst, None)
+
+    def send_at(self, at: int, source: int, to: int, message: Message | SignedMessage) -> None:
+        """The application at ``source`` sends ``message`` to node ``to`` at ``at``."""
+        self._push(at, _CALL, source, to, message)
+
+    def every(self, at: int, call: Callable[[Simulator], int | None]) -> None:
+        """Call ``call(sim)`` at ``at``, then again whenever it returns a time (None: stop)."""
+        self._push(at, _CALL, None, None, call)
+
+    def acknowledge(self, node: int, delivery: bytes) -> None:
+        """The application at ``node`` has the delivered message ``delivery``."""
+        self._run_actions(node, self.agents[node].acknowledge(delivery, self.now))
+
+    # --- running -----------------------------------------------------------------------
+
+    def run(self, until: int) -> None:
+        """Process every event up to and including DTN time ``until``."""
+        heap = self._heap
+        agents = self.agents
+        stats = self.stats
+        while heap and heap[0][0] <= until:
+            at, _, kind, a, b, c = heapq.heappop(heap)
+            self.now = at
+            stats.events += 1
+            if kind == _ARRIVE:  # a: (sender, key), b: receiver, c: data
+                sender, key = a
+                self._run_actions(b, agents[b].receive(c, sender, at), (sender, key))
+            elif kind == _ANSWER:  # a: sender, b: (peer, key), c: outcome
+                peer, key = b
+                agent = agents[a]
+                if c == "ok":
+                    actions = agent.transmitted(peer, key, at)
+                else:
+                    actions = agent.transmit_failed(peer, key, at, refused=c == "refused")
+                self._run_actions(a, actions)
+            elif kind == _WAKE:
+                if self._wake.get(a) == at:
+                    del self._wake[a]
+                    self._run_actions(a, agents[a].poll(at))
+            elif kind == _UP:
+                direction = self._links[(a, b)]
+                direction.up, direction.window_end = True, c
+                direction.busy_until = max(direction.busy_until, at)
+                self._run_actions(a, agents[a].link_up(b, at, confirms=direction.model.confirms))
+            elif kind == _DOWN:
+                self._links[(a, b)].up = False
+                self._run_actions(a, agents[a].link_down(b, at))
+            elif a is None:  # a scheduled callable
+                again = c(self)
+                if again is not None:
+                    self._push(again, _CALL, None, None, c)
+            else:
+                stats.sent += 1
+                self._run_actions(a, agents[a].send(c, b, at))
+        self.now = max(self.now, until)
+
+    # --- actions -----------------------------------------------------------------------
+
+    def _run_actions(
+        self, node: int, actions: list[Action], came: tuple[int, bytes] | None = None
+    ) -> None:
+        now = self.now
+        for action in actions:
+            kind = type(action)
+            if kind is Transmit:
+                self._transmit(node, action)  # type: ignore[arg-type]
+            elif kind is WakeAt:
+                at = action.at  # type: ignore[union-attr]
+                pending = self._wake.get(node)
+                if pending is None or at < pending:
+                    self._wake[node] = at
+                    self._push(at, _WAKE, node, None, None)
+            elif kind is Deliver:
+                self.stats.delivered += 1
+                created = self._sent_at.pop(action.message.content_id.raw, None)  # type: ignore[union-attr]
+                if created is not None:
+                    self.stats.latency_ms_total += now - created
+                self.on_deliver(self, node, action)  # type: ignore[arg-type]
+            elif came is not None and kind is TransferAccepted:
+                sender, key = came
+                back = self._links.get((sender, node))
+                owlt = 0 if back is None else back.model.owlt_ms
+                if back is not None and back.model.confirms:
+                    self._push(now + owlt, _ANSWER, sender, (node, key), "ok")
+            elif came is not None and kind is TransferRefused:
+                sender, key = came
+                back = self._links.get((sender, node))
+                owlt = 0 if back is None else back.model.owlt_ms
+                self._push(now + owlt, _ANSWER, sender, (node, key), "refused")
+            elif kind is Sent:
+                self._sent_at[action.message.content_id.raw] = now  # type: ignore[union-attr]
+            elif kind is Discarded:
+                self.stats.discarded += 1
+
+    def _transmit(self, node: int, action: Transmit) -> None:
+        now = self.now
+        peer, key = action.link, action.bundle
+        direction = self._links.get((node, peer))
+        if direction is None or not direction.up:
+            self._push(now, _ANSWER, node, (peer, key), "failed")
+            return
+        model = direction.model
+        self.stats.transfers += 1
+        departure = max(now, direction.busy_until)
+        done = departure + (len(action.data) * 8000) // model.rate_bps
+        direction.busy_until = done
+        end = direction.window_end
+        if end is not None and done > end:  # the window closes on the transfer
+            self._push(end, _ANSWER, node, (peer, key), "failed")
+            return
+        rng = self.random
+        arrival = done + model.owlt_ms + (rng.randint(0, model.jitter_ms) if model.jitter_ms else 0)
+        if not model.confirms:
+            self._push(done, _ANSWER, node, (peer, key), "ok")
+        if model.loss and rng.random() < model.loss:
+            self.stats.lost += 1
+            if model.confirms:  # no acknowledgement comes back: the sender gives up on it
+                self._push(arrival + model.owlt_ms, _ANSWER, node, (peer, key), "failed")
+            return
+        self._push(arrival, _ARRIVE, (node, key), peer, action.data)
+        if model.duplicate and rng.random() < model.duplicate:
+            self.stats.duplicated += 1
+            self._push(arrival + 1 + model.jitter_ms, _ARRIVE, (node, key), peer, action.data)
+
+    def _push(self, at: int, kind: int, a: Any, b: Any, c: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, kind, a, b, c))
