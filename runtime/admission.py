@@ -3,7 +3,10 @@
 Theory of operation
 -------------------
 The node's deliver task hands every bundle addressed to it here (:meth:`Admission.admit`),
-and acts only on what comes back. In order, cheapest and least trusting first:
+and acts only on what comes back. The decision itself is the sans-IO agent's
+(:func:`fleetwire.protocol.agent.admission.admit`); this driver logs refusals, applies and
+spreads revocation lists, and keeps the replay memory durable. In order, cheapest and least
+trusting first:
 
 1. **service** — the bundle's destination service must be the node's FCP service (a message)
    or its trust service (a revocation list); anything else is refused (``service-unknown``),
@@ -34,13 +37,11 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import attrs
 import trio
-from fleetwire.protocol.bpv7 import Bundle, IpnEid
-from fleetwire.protocol.envelope import SignedMessage, verify
+from fleetwire.protocol.agent.admission import Admitted, Refusal, RevocationBundle, admit
+from fleetwire.protocol.bpv7 import Bundle
 from fleetwire.protocol.errors import FleetwireError
-from fleetwire.protocol.replay import Accept, ReplayGuard, ReplayPolicy
-from fleetwire.protocol.roles import check_role
+from fleetwire.protocol.replay import ReplayGuard, ReplayPolicy
 from fleetwire.protocol.trust import RevocationsRefused, TrustStore
 
 from .store import BundleStore
@@ -48,22 +49,6 @@ from .store import BundleStore
 log = logging.getLogger("fleetwire.node")
 
 __all__ = ["Admission", "Admitted", "Refusal"]
-
-
-@attrs.frozen(slots=True)
-class Refusal:
-    """A bundle for this node that will not be delivered; ``code`` is the stable code."""
-
-    code: str
-    reason: str
-
-
-@attrs.frozen(slots=True)
-class Admitted:
-    """A message to deliver; pass it to :meth:`Admission.settle` once delivered."""
-
-    signed: SignedMessage
-    accept: Accept
 
 
 #: Spread a revocation list: (envelope bytes, neighbour it came from or None).
@@ -120,28 +105,15 @@ class Admission:
     ) -> Admitted | Refusal | None:
         """The verified message to deliver, a :class:`Refusal`, or None (a revocation list,
         handled here)."""
-        destination = bundle.primary.destination
-        service = destination.service if isinstance(destination, IpnEid) else None
-        if service == self.trust_service:
-            return await self.take_revocations(bundle.payload, now, from_peer)
-        if service != self.service:
-            return self._refuse(
-                "service-unknown",
-                f"bundle for service {service}; this node delivers messages on service "
-                f"{self.service}",
-            )
-        try:
-            signed = verify(bundle.payload, self.trust, now)
-            check_role(signed.message, self.trust.key_for(signed.kid, now), self.reader_cell)
-        except FleetwireError as exc:
-            return self._refuse(exc.code, exc.message)
-        header = signed.message.header
-        verdict = self.guard.check(
-            header.issuer, header.sequence, header.issued_at, signed.content_id.raw, now
-        )
-        if not isinstance(verdict, Accept):
-            return self._refuse(verdict.code.value, verdict.reason)
-        return Admitted(signed, verdict)
+        verdict = admit(
+            bundle, now, service=self.service, trust_service=self.trust_service,
+            trust=self.trust, guard=self.guard, reader_cell=self.reader_cell,
+        )  # fmt: skip
+        if isinstance(verdict, RevocationBundle):
+            return await self.take_revocations(verdict.data, now, from_peer)
+        if isinstance(verdict, Refusal):
+            return self._refuse(verdict.code, verdict.reason)
+        return verdict
 
     async def settle(self, admitted: Admitted) -> None:
         """Make the guard's record of a delivered message durable (module docstring, 4)."""
