@@ -26,6 +26,7 @@ node's one counter (clock-derived, so it only grows across restarts): spec §4 w
 
 from __future__ import annotations
 
+import abc
 import collections
 import functools
 import math
@@ -57,7 +58,7 @@ def authority_resource(cell: int) -> str:
     return f"authority/cell-{cell}"
 
 
-class _Driver:
+class _Driver(abc.ABC):
     """What every role does: one sequence, one inbox, deadlines, sending actions."""
 
     def __init__(
@@ -76,8 +77,9 @@ class _Driver:
         #: replay tests).
         self.sent: collections.deque[tuple[SignedMessage, int]] = collections.deque(maxlen=256)
 
+    @abc.abstractmethod
     def machines(self) -> Sequence[LeaseAuthority | LeaseHolder]:
-        raise NotImplementedError
+        """The sans-IO machines this role drives."""
 
     def deadline(self) -> int | None:
         times = [t for m in self.machines() if (t := m.next_deadline()) is not None]
@@ -146,15 +148,16 @@ class _Driver:
                     await self.on_message(signed, now)
                     done.set()
 
-    async def start(self) -> None:
-        pass
+    async def start(self) -> None:  # noqa: B027 (a hook: most roles have nothing to start)
+        """Called once before the role's loop; roles that claim at start override it."""
 
     async def on_tick(self, now: int) -> None:
         for m in self.machines():
             await self.act(self.call(functools.partial(m.tick, now)))
 
+    @abc.abstractmethod
     async def on_message(self, signed: Any, now: int) -> None:
-        raise NotImplementedError
+        """Hand one delivered message to the machines it concerns."""
 
 
 class RegionCoordinator(_Driver):
