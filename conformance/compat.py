@@ -30,7 +30,14 @@ from typing import Any
 import attrs
 from fleetwire.protocol.messages import OLDEST_READ_VERSION, PROTOCOL_VERSION
 
-from .vectors import Accepted, Implementation, Refused, load_vectors, versions_available
+from .vectors import (
+    Accepted,
+    AdapterFault,
+    Implementation,
+    Refused,
+    load_vectors,
+    versions_available,
+)
 
 #: Codes whose rules may never loosen within the window (their descendants included).
 NEVER_LOOSEN = frozenset({"cbor-decode", "content-id-invalid"})
@@ -91,7 +98,9 @@ def _check_version(
     for name in ("valid.json", "extensions.json"):
         for vector in documents[name]["vectors"]:
             outcome = implementation.decode(bytes.fromhex(vector["hex"]))
-            if not isinstance(outcome, Accepted):
+            if isinstance(outcome, AdapterFault):
+                yield Issue(version, vector["id"], f"no verdict: {outcome.reason}")
+            elif not isinstance(outcome, Accepted):
                 yield Issue(version, vector["id"], f"no longer accepted ({outcome.code})")
             elif outcome.hex != vector["hex"] or outcome.content_id != vector["content_id"]:
                 yield Issue(

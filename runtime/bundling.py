@@ -20,3 +20,21 @@ from fleetwire.protocol.agent.bundling import (  # noqa: F401
     status_report_for,
     stored,
 )
+
+__all__ = [
+    "DELIVERED",
+    "DONE",
+    "FCP_SERVICE",
+    "FORWARDED",
+    "HOP_LIMIT",
+    "LOCAL",
+    "REPORT_ITEMS",
+    "TRUST_SERVICE",
+    "Envelope",
+    "HopLimitExceeded",
+    "for_next_hop",
+    "inspect_bundle",
+    "message_bundle",
+    "status_report_for",
+    "stored",
+]

@@ -17,3 +17,12 @@ from fleetwire.protocol.agent.contacts import (  # noqa: F401
     _positive,
     dtn_ms_from_datetime,
 )
+
+__all__ = [
+    "DTN_EPOCH_UNIX",
+    "Clock",
+    "Contact",
+    "ContactPlan",
+    "ContactPlanError",
+    "dtn_ms_from_datetime",
+]

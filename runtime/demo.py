@@ -666,10 +666,10 @@ async def run_demo(
                 )
         async with trio.open_nursery() as traffic:
             for region in regions:
-                coordinator = RegionCoordinator(
+                region_coordinator = RegionCoordinator(
                     nodes[region], REGION_AUTHORITY, lifetime_ms=lifetime, on_send=on_send(region)
                 )
-                await traffic.start(coordinator.run)
+                await traffic.start(region_coordinator.run)
             for c in range(scenario.all_cells):
                 node = scenario.cell_coordinator(c)
                 coordinators[node] = CellCoordinator(

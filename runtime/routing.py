@@ -18,3 +18,16 @@ from fleetwire.protocol.agent.routing import (  # noqa: F401
     route_from_labels,
     search,
 )
+
+__all__ = [
+    "Forward",
+    "Hierarchy",
+    "NoRoute",
+    "Route",
+    "RouteKind",
+    "Router",
+    "best_route",
+    "evaluate",
+    "route_from_labels",
+    "search",
+]

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from fleetwire.protocol.agent.store import (  # noqa: F401  (the store's records, re-exported)
+from fleetwire.protocol.agent.store import (  # the store's records, re-exported
     MAX_DTN_TIME,
     Accepted,
     Duplicate,
@@ -69,6 +69,7 @@ __all__ = [
     "StoreCorrupt",
     "StoreError",
     "StoredBundle",
+    "check_quota",
 ]
 
 
