@@ -26,9 +26,9 @@ from __future__ import annotations
 from typing import Final
 
 from .messages import ExceptionReport, LeaseExpiry, LeaseGrant, LeaseRevoke, Message, Scope
-from .trust import Credential, Role, WrongRole
+from .trust import Credential, Role, TrustStore, WrongRole
 
-__all__ = ["AUTHORITY_MESSAGES", "REGION_RESOURCES", "check_role"]
+__all__ = ["AUTHORITY_MESSAGES", "REGION_RESOURCES", "check_role", "reader_cell"]
 
 #: Resources whose authority is the region: the authority leases that make a node its cell's
 #: lease authority (spec §6.4 "Authority hand-over").
@@ -67,3 +67,12 @@ def check_role(message: Message, signer: Credential, reader_cell: int | None = N
         return
     if not signer.roles & _WRITERS:
         raise WrongRole(f"{name} needs a node or coordinator role; the {who} has neither")
+
+
+def reader_cell(trust: TrustStore, kid: bytes) -> int | None:
+    """The cell of the node whose key is ``kid``, from its own credential: the ``reader_cell``
+    :func:`check_role` takes (a lease authority speaks for its own cell only, spec §8)."""
+    for credential in trust.credentials():
+        if credential.kid == kid:
+            return credential.cell
+    return None

@@ -17,6 +17,7 @@ from fleetwire.protocol.agent.bundling import (  # noqa: F401
     for_next_hop,
     inspect_bundle,
     message_bundle,
+    neighbour_node,
     status_report_for,
     stored,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "for_next_hop",
     "inspect_bundle",
     "message_bundle",
+    "neighbour_node",
     "status_report_for",
     "stored",
 ]

@@ -80,6 +80,7 @@ from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import Family, Message
 from fleetwire.protocol.replay import ReplayPolicy
+from fleetwire.protocol.roles import reader_cell
 from fleetwire.protocol.trust import TrustStore
 
 from .admission import Admission, Admitted, Refusal
@@ -93,6 +94,7 @@ from .bundling import (
     for_next_hop,
     inspect_bundle,
     message_bundle,
+    neighbour_node,
     status_report_for,
     stored,
 )
@@ -230,7 +232,8 @@ class Node:
             node=config.node, service=config.service, trust_service=config.trust_service,
             trust=config.trust, store=store, policy=config.replay.widened(light),
             spread=self._spread_revocations, revocations_file=config.revocations_file,
-            reader_cell=_own_cell(config), floor_at_start=config.replay_floor_at_start,
+            reader_cell=reader_cell(config.trust, config.key.kid),
+            floor_at_start=config.replay_floor_at_start,
         )  # fmt: skip
 
     @property
@@ -618,7 +621,7 @@ class Node:
                 await self.store.tombstone(bundle_id, DELIVERED)  # a duplicate is still known
                 self._forget(bundle_id)
             elif not await self._deliver_message(
-                bundle_id, bundle, _node_of(held.received_from)
+                bundle_id, bundle, neighbour_node(held.received_from)
             ):
                 await self.store.delete(bundle_id)  # refused: its key stands for nothing else
                 self._forget(bundle_id)
@@ -854,20 +857,6 @@ class Node:
                      peer, exc)  # fmt: skip
 
 
-def _node_of(eid: str | None) -> int | None:
-    """The node number of an ``ipn:N.0`` neighbour name as the store keeps it."""
-    if eid is None or not eid.startswith("ipn:"):
-        return None
-    number = eid[4:].partition(".")[0]
-    return int(number) if number.isdigit() else None
-
-
-def _own_cell(config: NodeConfig) -> int | None:
-    """This node's cell, from its own credential (lease authority is per cell, spec §8)."""
-    for credential in config.trust.credentials():
-        if credential.kid == config.key.kid:
-            return credential.cell
-    return None
 
 
 @asynccontextmanager

@@ -66,6 +66,7 @@ from ..errors import FleetwireError
 from ..keys import SigningKey
 from ..messages import Message
 from ..replay import ReplayGuard, ReplayPolicy
+from ..roles import reader_cell
 from ..trust import RevocationsRefused, TrustStore
 from .actions import (
     Action,
@@ -92,6 +93,7 @@ from .bundling import (
     forward_bytes,
     inspect_bundle,
     message_bundle,
+    neighbour_node,
     status_report_for,
     stored,
 )
@@ -194,7 +196,7 @@ class BundleAgent:
                              hierarchy=hierarchy)  # fmt: skip
         light = max((contact.owlt_ms for contact in plan), default=0)
         self.guard = ReplayGuard(config.replay.widened(light))
-        self._reader_cell = _own_cell(config)
+        self._reader_cell = reader_cell(config.trust, config.key.kid)
         self._held: dict[bytes, _Held] = {}
         self._links: dict[int, _Link] = {}
         self._parked: set[bytes] = set()
@@ -552,7 +554,7 @@ class BundleAgent:
             held.admitted = verdict
             self.stats.delivered += 1
         self._move(key, held, _E.HAND)
-        from_link = _node_of(held.record.received_from)
+        from_link = neighbour_node(held.record.received_from)
         actions.append(Deliver(key, held.admitted.signed, from_link))
 
     def _admin_record(self, bundle: Bundle, actions: list[Action]) -> None:
@@ -586,7 +588,7 @@ class BundleAgent:
         if current is not None and revocations.serial == current.serial:
             return
         actions.append(RevocationsApplied(data, revocations.serial))
-        self._spread_revocations(data, _node_of(record.received_from), now, actions)
+        self._spread_revocations(data, neighbour_node(record.received_from), now, actions)
 
     def _spread_revocations(
         self, data: bytes, came_from: int | None, now: int, actions: list[Action]
@@ -697,17 +699,3 @@ class BundleAgent:
         return actions
 
 
-def _node_of(eid: str | None) -> int | None:
-    """The node number of an ``ipn:N.0`` neighbour name as the store keeps it."""
-    if eid is None or not eid.startswith("ipn:"):
-        return None
-    number = eid[4:].partition(".")[0]
-    return int(number) if number.isdigit() else None
-
-
-def _own_cell(config: AgentConfig) -> int | None:
-    """This node's cell, from its own credential (lease authority is per cell, spec §8)."""
-    for credential in config.trust.credentials():
-        if credential.kid == config.key.kid:
-            return credential.cell
-    return None

@@ -300,6 +300,14 @@ REPORT_ITEMS: Final = {
 }
 
 
+def neighbour_node(received_from: str | None) -> int | None:
+    """The node number in a neighbour name as :func:`stored` keeps it (``ipn:N.0``), if any."""
+    if received_from is None or not received_from.startswith("ipn:"):
+        return None
+    number = received_from[4:].partition(".")[0]
+    return int(number) if number.isdigit() else None
+
+
 def status_report_for(
     bundle: Bundle,
     request: BundleFlags,
