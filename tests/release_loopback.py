@@ -53,9 +53,9 @@ HOUR = 3_600_000
 REGIONS = 3
 CELLS = 4
 MEMBERS = 2
-#: An operator's key with the release role whose credential ends three days in.
+#: An operator's key with the release role whose credential ends six days in.
 OPERATOR = 901
-OPERATOR_UNTIL = T0 + 3 * DAY
+OPERATOR_UNTIL = T0 + 6 * DAY
 CANARY = 21  # region 2: the release crosses both inter-region links for the canary
 WAVES = (frozenset({0, 1, 10, 11}), frozenset({2, 3, 12, 13, 20, 22, 23}))
 SOAK = DAY
@@ -99,7 +99,11 @@ def links() -> dict[frozenset[int], LinkKind]:
 
 
 def all_nodes() -> list[int]:
-    return [PIPELINE, *(gateway(r) for r in range(REGIONS)), *(n for c in cells() for n in cell_nodes(c))]
+    return [
+        PIPELINE,
+        *(gateway(r) for r in range(REGIONS)),
+        *(n for c in cells() for n in cell_nodes(c)),
+    ]
 
 
 def parents() -> dict[int, int]:
@@ -252,7 +256,9 @@ class LoopbackFleet:
         bad = ChunkAnswer(answer.chunk, bytes([answer.data[0] ^ 1]) + answer.data[1:])
         from fleetwire.protocol.release.carriage import encode_carriage
 
-        payload = attrs.evolve(bundle.blocks[-1], data=encode_carriage(Kind.CHUNK_ANSWER, bad.to_payload()))
+        payload = attrs.evolve(
+            bundle.blocks[-1], data=encode_carriage(Kind.CHUNK_ANSWER, bad.to_payload())
+        )
         return encode_bundle(attrs.evolve(bundle, blocks=(*bundle.blocks[:-1], payload)))
 
     def plan(self) -> RolloutPlan:
@@ -302,7 +308,10 @@ async def loopback_fleet(
             split = ServiceSplit(node, network.open_inbox(node))
             nursery.start_soon(split.run)
             config = NodeConfig(
-                node=node, key=node_key(node), trust=trust, parents=parents(),
+                node=node,
+                key=node_key(node),
+                trust=trust,
+                parents=parents(),
                 expiry_interval_s=6 * 3600,
             )
             watched = {p: WatchedLink(link, fleet) for p, link in network.links_of(node).items()}

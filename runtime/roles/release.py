@@ -546,6 +546,10 @@ class ReleaseAuthority(ReleaseRole):
         self._seen.add(ContentId.of(envelope))
         await self._flood(kind, envelope, None)
 
+    async def send_to(self, node: int, kind: Kind, envelope: bytes) -> None:
+        """Send a signed object to one node only (routed through the fleet, not flooded)."""
+        await self._send(kind, envelope, node)
+
     async def _carry_out(self, actions: list[Any]) -> None:
         assert self.rollout is not None
         now = self.node.now()
