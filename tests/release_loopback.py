@@ -14,6 +14,7 @@ inter-region link is counted from the bytes sent (:class:`WatchedLink`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections import Counter
@@ -86,6 +87,7 @@ def cell_nodes(cell: int) -> list[int]:
 STRAY = (members(0)[0], members(10)[0])
 
 
+@functools.cache
 def links() -> dict[frozenset[int], LinkKind]:
     out = {frozenset((PIPELINE, gateway(0))): LinkKind.REGION}
     for region in range(1, REGIONS):

@@ -14,9 +14,11 @@ them (spec v3 release §4.2, §5.1):
 
 Holdings (unsigned; a neighbour telling what chunks it holds, so that the fetch planner knows
 whom to ask — a forged one only makes us ask a node that then does not answer, and the request
-times out)::
+times out). A node sends its holdings, even empty, to every neighbour when it starts, and
+answers the first holdings it hears from a neighbour after its own start with its own (if it
+holds anything): so a node that restarted learns again who holds what::
 
-    { 1: chunks [+ bstr] }                  ; content ids, at most MAX_HOLDINGS, no repeats
+    { 1: chunks [* bstr] }                  ; content ids, at most MAX_HOLDINGS, no repeats
 
 Node report (signed by the reporting node's own key, which must grant the node role,
 ``external_aad`` = ``"fleetwire release report v3"``): what a node tells the release
@@ -133,8 +135,8 @@ class Holdings:
     chunks: frozenset[ContentId]
 
     def to_payload(self) -> bytes:
-        if not 1 <= len(self.chunks) <= MAX_HOLDINGS:
-            raise LocalProtocolError(f"holdings name 1..{MAX_HOLDINGS} chunks")
+        if len(self.chunks) > MAX_HOLDINGS:
+            raise LocalProtocolError(f"holdings name at most {MAX_HOLDINGS} chunks")
         return cbor.encode({1: sorted(chunk.raw for chunk in self.chunks)})
 
     @classmethod
@@ -142,8 +144,8 @@ class Holdings:
         fields = decode_map(data, _HOLDINGS_CBOR, (1,), (1,), "holdings")
         items = array(fields, 1, "holdings chunks", MAX_HOLDINGS)
         chunks = frozenset(content_id(item, "holdings chunk") for item in items)
-        if not chunks or len(chunks) != len(items):
-            raise ReleaseFormatError("holdings must name 1.. distinct chunks")
+        if len(chunks) != len(items):
+            raise ReleaseFormatError("holdings must name distinct chunks")
         return cls(chunks)
 
 

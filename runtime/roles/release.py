@@ -219,6 +219,7 @@ class ReleaseRole:
         self.planner = FetchPlanner(config.neighbours, store.ledger, config.fetch)
         self._preinstalled = tuple(preinstalled)
         self._seen: set[ContentId] = set()  # signed objects flooded already
+        self._heard: set[int] = set()  # neighbours whose holdings we had since we started
         self._manifests: dict[ContentId, tuple[Manifest, bytes]] = {}
         self._wanted: set[ContentId] = set()  # release ids an install order asked us to fetch
         self._pending: list[RolloutStage] = []  # grants waiting for their release's install
@@ -298,10 +299,11 @@ class ReleaseRole:
         for kind, envelope, arrived_at in self.store.orders(self._verify_at):
             self._seen.add(ContentId.of(envelope))
             await self._obey(kind, envelope, arrived_at, came_from=None, journal=False)
-        held = self.store.held()
-        if held:
-            for neighbour in sorted(self.config.neighbours):
-                await self._send(Kind.HOLDINGS, Holdings(held).to_payload(), neighbour)
+        # Tell every neighbour what we hold, even nothing: each answers once with what it
+        # holds, so a node that restarted knows again whom to ask (spec v3 release §5.5).
+        body = Holdings(self.store.held()).to_payload()
+        for neighbour in sorted(self.config.neighbours):
+            await self._send(Kind.HOLDINGS, body, neighbour)
 
     def _verify_at(self, kind: Kind, envelope: bytes, at: int) -> object:
         verifiers: dict[Kind, Callable[[bytes, ReleaseKeyResolver, int], object]] = {
@@ -324,6 +326,11 @@ class ReleaseRole:
             if kind is Kind.HOLDINGS:
                 held = Holdings.from_payload(body).chunks
                 await self._act(self.planner.handle(HolderAnnounced(sender, held), now))
+                if sender in self.config.neighbours and sender not in self._heard:
+                    self._heard.add(sender)
+                    mine = self.store.held()
+                    if mine:
+                        await self._send(Kind.HOLDINGS, Holdings(mine).to_payload(), sender)
             elif kind is Kind.CHUNK_REQUEST:
                 await self._answer(sender, ChunkRequest.from_payload(body))
             elif kind is Kind.CHUNK_ANSWER:
