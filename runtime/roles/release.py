@@ -39,6 +39,7 @@ cell events, and signs and floods the stage orders it asks for.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from collections.abc import Callable, Collection, Mapping
@@ -226,8 +227,8 @@ class ReleaseRole:
         self._health: dict[ContentId, tuple[int, int]] = {}  # release -> (next at, reports left)
         self._canary: set[ContentId] = set()  # releases whose canary cell is ours
         self._created = (-1, 0)
-        #: Every refusal, with its code (what a test or a report reads).
-        self.refusals: list[Refusal] = []
+        #: The latest refusals, with their codes (bounded: a neighbour can send junk forever).
+        self.refusals: collections.deque[Refusal] = collections.deque(maxlen=1024)
         #: When authority changed here: (time, release id, granted?).
         self.authority_log: list[tuple[int, ContentId, bool]] = []
         #: Releases this node installed, and when.
@@ -272,8 +273,11 @@ class ReleaseRole:
             now = self.node.now()
             if item is not None:
                 await self._receive(item[1], now)
-            await self._act(self.planner.handle(Tick(), now))
-            await self._due(now)
+            try:
+                await self._act(self.planner.handle(Tick(), now))
+                await self._due(now)
+            except FleetwireError as exc:  # a chunk gone bad on disk, found as it was read
+                self._refuse("tick", exc, now)
 
     def _next_wake(self) -> int | None:
         times = [request.deadline for request in self.planner.in_flight().values()]
@@ -377,13 +381,18 @@ class ReleaseRole:
         if journal:
             self.store.journal(kind, envelope, now)
             self._seen.add(name)
-        if isinstance(obj, Manifest):
-            self._manifests[obj.release_id] = (obj, envelope)
-            await self._maybe_want(obj.release_id, now)
-        elif isinstance(obj, RolloutStage):
-            await self._on_stage(obj, now)
-        elif isinstance(obj, RevocationOrder):
-            self._log_authority(self.table.revoke(obj, now), now)  # on arrival, whatever its age
+        try:
+            if isinstance(obj, Manifest):
+                self._manifests[obj.release_id] = (obj, envelope)
+                await self._maybe_want(obj.release_id, now)
+            elif isinstance(obj, RolloutStage):
+                await self._on_stage(obj, now)
+            elif isinstance(obj, RevocationOrder):
+                # On arrival, whatever its age (spec v3 release §5.3).
+                self._log_authority(self.table.revoke(obj, now), now)
+        except FleetwireError as exc:
+            # Refused here (a stale stage, no room for the release): others may still need it.
+            self._refuse(kind.name.lower(), exc, now)
         if journal:
             await self._flood(kind, envelope, came_from)
 
