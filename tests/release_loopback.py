@@ -4,8 +4,9 @@ Shape: the release pipeline (node 900, the release authority) feeds region 0's g
 regions in a chain (gateway 100 — 101 — 102, the inter-region links), four cells per region
 (cells ``10 * region + k``), each a coordinator (``200 + cell``) linked to its gateway and two
 members (``300 + 2 * cell + j``) linked to the coordinator and to each other. One stray
-inter-region link joins a member of cell 0 to a member of cell 10: the cell-cache rule says
-it must carry no chunk. Every node is a :class:`~fleetwire.runtime.node.Node` with a memory
+inter-region link joins a member of cell 0 (first wave) to a member of the canary cell 21: when
+the first wave starts, that neighbour is the only holder a cell-0 member has, and the cell-cache
+rule says it must wait for its coordinator instead — the link carries no chunk. Every node is a :class:`~fleetwire.runtime.node.Node` with a memory
 bundle store, a disk-backed :class:`~fleetwire.runtime.artifact_store.ArtifactStore` and a
 :class:`~fleetwire.runtime.roles.release.ReleaseRole`; every bundle crosses a
 :class:`~fleetwire.runtime.loopback.LoopbackNetwork` link, and every chunk answer put on an
@@ -84,7 +85,7 @@ def cell_nodes(cell: int) -> list[int]:
     return [coordinator(cell), *members(cell)]
 
 
-STRAY = (members(0)[0], members(10)[0])
+STRAY = (members(0)[0], members(CANARY)[0])
 
 
 @functools.cache
