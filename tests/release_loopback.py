@@ -27,7 +27,12 @@ import attrs
 import trio
 from fleetwire.protocol.bpv7 import IpnEid, decode_bundle, encode_bundle
 from fleetwire.protocol.ids import ContentId
-from fleetwire.protocol.release.carriage import RELEASE_SERVICE, Kind, decode_carriage
+from fleetwire.protocol.release.carriage import (
+    RELEASE_SERVICE,
+    Kind,
+    decode_carriage,
+    encode_carriage,
+)
 from fleetwire.protocol.release.census import VersionCensus
 from fleetwire.protocol.release.fetch import FetchConfig, LinkKind
 from fleetwire.protocol.release.manifest import Manifest, Version
@@ -184,8 +189,10 @@ class WatchedLink:
         return self._link.incoming
 
     async def send(self, bundle: bytes) -> None:
-        data = self._fleet.watch(self.local, self.peer, bundle)
+        data, chunk = self._fleet.watch(self.local, self.peer, bundle)
         await self._link.send(data)
+        if chunk is not None:  # counted once the link took it (LinkDown: not traffic)
+            self._fleet.crossings[self.local, self.peer, chunk] += 1
 
     async def wait_up(self) -> None:
         await self._link.wait_up()
@@ -238,31 +245,30 @@ class LoopbackFleet:
     def now(self) -> int:
         return self.clock.to_dtn(trio.current_time())
 
-    def watch(self, a: int, b: int, data: bytes) -> bytes:
+    def watch(self, a: int, b: int, data: bytes) -> tuple[bytes, ContentId | None]:
+        """The bytes to put on the link ``a -> b``, and the chunk to count if it is an
+        inter-region link carrying a chunk answer."""
         kind = links()[frozenset((a, b))]
         if kind is not LinkKind.INTER_REGION and (a, b) not in self.corrupt_next:
-            return data
+            return data, None
         bundle = decode_bundle(data)
         dest = bundle.primary.destination
         if not isinstance(dest, IpnEid) or dest.service != RELEASE_SERVICE:
-            return data
+            return data, None
         carried, body = decode_carriage(bundle.payload)
         if carried is not Kind.CHUNK_ANSWER:
-            return data
+            return data, None
         answer = ChunkAnswer.from_payload(body)
-        if kind is LinkKind.INTER_REGION:
-            self.crossings[a, b, answer.chunk] += 1
+        counted = answer.chunk if kind is LinkKind.INTER_REGION else None
         if (a, b) not in self.corrupt_next:
-            return data
+            return data, counted
         self.corrupt_next.discard((a, b))
         self.corrupted.append((a, b, answer.chunk))
         bad = ChunkAnswer(answer.chunk, bytes([answer.data[0] ^ 1]) + answer.data[1:])
-        from fleetwire.protocol.release.carriage import encode_carriage
-
         payload = attrs.evolve(
             bundle.blocks[-1], data=encode_carriage(Kind.CHUNK_ANSWER, bad.to_payload())
         )
-        return encode_bundle(attrs.evolve(bundle, blocks=(*bundle.blocks[:-1], payload)))
+        return encode_bundle(attrs.evolve(bundle, blocks=(*bundle.blocks[:-1], payload))), counted
 
     def plan(self) -> RolloutPlan:
         return RolloutPlan(
