@@ -115,9 +115,15 @@ async def test_a_node_restarted_mid_fetch_resumes_and_keeps_what_it_was_ordered(
             assert NEW.release_id not in first.role.installed_at
 
         async with life(path) as second:
-            # It still wants the release and holds half of it; told again who holds the rest.
+            # It still wants the release and holds half of it, and says so to its neighbour,
+            # which answers with what it holds (a restarted node learns again whom to ask).
             assert second.role.store.held() == {cid for cid, _ in chunks[:3]}
+            assert await holdings_sent(second) == [frozenset(cid for cid, _ in chunks[:3])]
             await second.give(Kind.HOLDINGS, Holdings(frozenset(BLOBS)).to_payload())
+            # The neighbour's first holdings since our start get ours once in answer.
+            assert len(await holdings_sent(second)) == 2
+            await second.give(Kind.HOLDINGS, Holdings(frozenset(BLOBS)).to_payload())
+            assert len(await holdings_sent(second)) == 2
             asked = await requests_for(second)
             assert asked == {cid for cid, _ in chunks[3:]}  # never a chunk it holds
             for cid, data in chunks[3:]:
@@ -138,6 +144,18 @@ async def test_a_node_restarted_mid_fetch_resumes_and_keeps_what_it_was_ordered(
             assert third.role.table.active("B").version == PREVIOUS.version  # type: ignore[union-attr]
             for cid, data in chunks:
                 assert third.role.store.get_chunk(cid) == data
+
+
+async def holdings_sent(life: Life) -> list[frozenset[object]]:
+    """The holdings the role handed to its node for the neighbour, oldest first."""
+    out: list[frozenset[object]] = []
+    for bundle_id in await life.store.pending_ids(None, 1000):
+        held = await life.store.get(bundle_id)
+        assert held is not None
+        kind, body = decode_carriage(decode_bundle(held.data).payload)
+        if kind is Kind.HOLDINGS:
+            out.append(frozenset(Holdings.from_payload(body).chunks))
+    return out
 
 
 async def requests_for(life: Life) -> set[object]:
