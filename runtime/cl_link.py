@@ -113,6 +113,7 @@ from fleetwire.protocol.tcpcl import mtcp, v3, v4, v4_messages
 from fleetwire.protocol.tcpcl.common import (
     NEED_DATA,
     BundleReceived,
+    BundlesReceived,
     ConnectionClosed,
     ConvergenceLayerSession,
     Event,
@@ -123,6 +124,7 @@ from fleetwire.protocol.tcpcl.common import (
     SessionTerminated,
     StartTls,
     TransferAcked,
+    TransfersAcked,
     TransferFailed,
     TransferRefused,
     TransferStarted,
@@ -301,9 +303,11 @@ class TcpclV4:
     authenticate_node_id: bool = False
     name: str = "tcpclv4"
     identifies_peer: bool = True
+    #: Runs of small transfers and acks as one event each (see :mod:`~.tcpcl.v4`).
+    batch_events: bool = True
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
-        return v4.TcpclV4Session(role, self.config, now)
+        return v4.TcpclV4Session(role, self.config, now, batch_events=self.batch_events)
 
     def confirms_delivery(self, session: Any) -> bool:
         return True
@@ -495,6 +499,11 @@ class _CustodyQueue:
         self.items.append(item)
         if self.lot:
             self.lot.unpark()
+
+    def put_many(self, tids: Sequence[int], data: Sequence[bytes]) -> None:
+        self.items.extend(zip(tids, data, strict=True))
+        if self.lot:
+            self.lot.unpark(count=len(tids))
 
     def close(self) -> None:
         self.closed = True
@@ -702,8 +711,20 @@ class ClLink:
         a task and a wake-up per bundle, the transfers still acknowledged one by one.
         """
         pending = _Pending(len(bundles))
-        tids: list[int] = []
+        tids: Sequence[int] = ()
+        one_by_one: list[int] = []
         session = self._session
+        send_bundles = getattr(session, "send_bundles", None)
+        if send_bundles is not None and self._up and self._confirms and bundles:
+            try:
+                tids = send_bundles(bundles)  # checked as a whole, queued in order
+            except LocalProtocolError:
+                pass  # one of them cannot go: each is tried alone below, for its error
+            else:
+                table = self._pending
+                for index, tid in enumerate(tids):
+                    table[tid] = (pending, index)
+                bundles = ()
         for index, bundle in enumerate(bundles):
             if not self._up:
                 pending.resolve(
@@ -718,9 +739,10 @@ class ClLink:
                 )
                 continue
             self._pending[tid] = (pending, index)
-            tids.append(tid)
+            one_by_one.append(tid)
             if not self._confirms:
                 self._unconfirmed.append(tid)
+        tids = tids or one_by_one
         if tids:
             self._poke_writer()
         try:
@@ -1030,6 +1052,17 @@ class ClLink:
                 self._refuse(tid, Refusal.NO_RESOURCES)
             raise
         session = self._session
+        ack_many = getattr(session, "ack_many", None)
+        if ack_many is not None and not any(outcomes):  # all taken: the common case
+            self.bundles_received += len(items)
+            try:
+                ack_many([tid for tid, _ in items])  # leave in receive order
+            except LocalProtocolError:
+                return  # the session ended meanwhile: nothing to ack on
+            if self._ending:
+                self._pump()
+            self._poke_writer()
+            return
         for (tid, _), outcome in zip(items, outcomes, strict=True):
             if outcome is not None:
                 self._refuse(tid, outcome)
@@ -1142,7 +1175,18 @@ class ClLink:
         self._poke_writer()
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, BundleReceived):
+        if isinstance(event, BundlesReceived):
+            tids, data = event.transfer_ids, event.data
+            self._backlog += len(tids)
+            self._custody_bytes += sum(map(len, data))
+            self._custody.put_many(tids, data)
+        elif isinstance(event, TransfersAcked):
+            pending = self._pending
+            for tid in event.transfer_ids:
+                entry = pending.pop(tid, None)
+                if entry is not None:
+                    entry[0].resolve(entry[1], None)
+        elif isinstance(event, BundleReceived):
             self._backlog += 1
             self._custody_bytes += len(event.data)
             self._custody.put((event.transfer_id, event.data))
