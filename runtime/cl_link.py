@@ -124,9 +124,9 @@ from fleetwire.protocol.tcpcl.common import (
     SessionTerminated,
     StartTls,
     TransferAcked,
-    TransfersAcked,
     TransferFailed,
     TransferRefused,
+    TransfersAcked,
     TransferStarted,
 )
 

@@ -85,7 +85,7 @@ __all__ = [
 #: ``PRAGMA application_id`` of our files ("FWBS"), so we never adopt someone else's database.
 APPLICATION_ID = 0x46574253
 #: ``PRAGMA user_version``; bump with a migration when the schema changes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _REPLAY_SCHEMA = """
 CREATE TABLE replay_seen (
@@ -101,11 +101,21 @@ CREATE TABLE replay_floor (issuer INTEGER PRIMARY KEY, floor INTEGER NOT NULL);
 """
 # bundle_id is the key (NOT NULL UNIQUE). The INTEGER PRIMARY KEY is the arrival order the listings
 # promise; an explicit alias, because VACUUM may renumber a hidden rowid.
-SCHEMA = """
-CREATE TABLE bundles (
+#
+# Every index is paid for by every put; each one here answers a query of the hot path, and no
+# other index is kept (``test_store_schema`` checks each query's plan):
+#   bundle_id (UNIQUE)          get, delete, tombstone, assign_next_hop; duplicate by bundle id
+#   content_id (UNIQUE, partial) duplicate by content (the put's ON CONFLICT); NULL content ids
+#                               are never compared (NULL is distinct from NULL), so they are
+#                               not indexed: bundles without a content id cost no entry
+#   next_hop (+ seq, implicit)   pending_for, pending_ids, pending_page: in arrival order
+#   expires_at                   expire: the periodic sweep reads only what is due
+# ``pending_for_destination`` (an operator's or a test's question, not the node's) scans.
+_BUNDLES_TABLE = """
+CREATE TABLE {name} (
     seq         INTEGER PRIMARY KEY,
     bundle_id   BLOB NOT NULL UNIQUE,
-    content_id  BLOB UNIQUE,
+    content_id  BLOB,
     source      TEXT NOT NULL,
     destination TEXT NOT NULL,
     next_hop    TEXT,
@@ -115,14 +125,33 @@ CREATE TABLE bundles (
     data        BLOB NOT NULL,
     received_from TEXT
 );
-CREATE INDEX bundles_by_destination ON bundles (destination);
+"""
+_BUNDLES_INDEXES = """
+CREATE UNIQUE INDEX bundles_by_content_id ON bundles (content_id) WHERE content_id IS NOT NULL;
 CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
 CREATE INDEX bundles_by_expiry ON bundles (expires_at);
-""" + _REPLAY_SCHEMA
+"""
+SCHEMA = _BUNDLES_TABLE.format(name="bundles") + _BUNDLES_INDEXES + _REPLAY_SCHEMA
 
 #: Version 1 → 2: the neighbour each bundle came from (per-source quota share) and the replay
 #: memory (:mod:`fleetwire.protocol.replay`).
 _MIGRATE_1_TO_2 = "ALTER TABLE bundles ADD COLUMN received_from TEXT;" + _REPLAY_SCHEMA
+#: Version 2 → 3: the index by destination goes (no query of the node used it) and content ids
+#: are indexed only where present. A column constraint cannot be changed in place, so the table
+#: is copied (every column, ``seq`` included: the arrival order stays) inside the migration's
+#: one transaction: a crash leaves the version-2 file as it was.
+_MIGRATE_2_TO_3 = (
+    _BUNDLES_TABLE.format(name="bundles_v3")
+    + """
+INSERT INTO bundles_v3 (seq, bundle_id, content_id, source, destination, next_hop, expires_at,
+    received_at, size, data, received_from)
+SELECT seq, bundle_id, content_id, source, destination, next_hop, expires_at,
+    received_at, size, data, received_from FROM bundles;
+DROP TABLE bundles;
+ALTER TABLE bundles_v3 RENAME TO bundles;
+"""
+    + _BUNDLES_INDEXES
+)
 
 _COLUMNS = (
     "bundle_id, content_id, source, destination, next_hop, expires_at, received_at, size, data, "
@@ -275,13 +304,8 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
         )
     elif version < 1:
         raise StoreCorrupt(f"{path!r} is marked as a bundle store but has no schema version")
-    elif version == 1:
-        conn.executescript(f"""
-            BEGIN IMMEDIATE;
-            {_MIGRATE_1_TO_2}
-            PRAGMA user_version = 2;
-            COMMIT;
-        """)
+    else:
+        _migrate(conn, version)
     # WAL: a commit appends to the log and fsyncs the log only (one sequential write), and readers
     # never see a half-written transaction; after a crash the log is replayed up to its last
     # complete commit. synchronous=FULL: fsync the WAL at every commit, so a committed bundle
@@ -307,6 +331,25 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
         problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
         if problems != ["ok"]:
             raise StoreCorrupt(f"bundle store {path!r} failed its integrity check: {problems[:5]}")
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a store of an older schema ``version`` up to :data:`SCHEMA_VERSION`, one step per
+    transaction (each step's crash leaves the file at the step before)."""
+    steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+    while version < SCHEMA_VERSION:
+        try:
+            conn.executescript(f"""
+                BEGIN IMMEDIATE;
+                {steps[version]}
+                PRAGMA user_version = {version + 1};
+                COMMIT;
+            """)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        version += 1
 
 
 class SQLiteBundleStore:

@@ -42,7 +42,9 @@ def _unbatched(events: list[Event]) -> list[object]:
     out: list[object] = []
     for event in events:
         if isinstance(event, BundlesReceived):
-            out += [BundleReceived(t, d) for t, d in zip(event.transfer_ids, event.data)]
+            out += [
+                BundleReceived(t, d) for t, d in zip(event.transfer_ids, event.data, strict=True)
+            ]
         elif isinstance(event, ProtocolViolation):  # exceptions do not compare equal
             out.append((type(event.error), str(event.error)))
         elif not isinstance(event, TransferStarted):

@@ -100,9 +100,9 @@ from .common import (
     SessionTerminated,
     StartTls,
     TransferAcked,
-    TransfersAcked,
     TransferFailed,
     TransferRefused,
+    TransfersAcked,
     TransferStarted,
 )
 from .v4_messages import (
@@ -871,9 +871,9 @@ class TcpclV4Session:
             self._skip -= n
             if self._skip:
                 return self._at_eof()
-        if state is State.ESTABLISHED and self._rx is None and not self._term_sent:
-            if self._lean_batch() if self.batch_events else self._lean_step():
-                return True
+        lean = self._lean_batch if self.batch_events else self._lean_step
+        if state is State.ESTABLISHED and self._rx is None and not self._term_sent and lean():
+            return True
         try:
             if state is State.WAIT_CONTACT:
                 contact = decode_contact_header(self._recv)
