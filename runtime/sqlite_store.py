@@ -42,8 +42,10 @@ committed (the WAL is replayed on open), so the durability promise is unchanged.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import itertools
 import math
 import os
 import sqlite3
@@ -207,30 +209,35 @@ _MIN_BATCH = 32
 #: Producers wait once this many full batches of writes are in flight.
 _QUEUE_DEPTH = 4
 
-_PUT, _HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET = range(7)
+_PUT, _HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET, _PUTS = range(8)
 _T = TypeVar("_T")
 
 
 class _Op:
-    """One queued write; ``result`` is filled in by the worker thread."""
+    """One queued write, or (``_PUTS``) a group of puts; ``result`` is filled in by the worker
+    thread. ``writes`` is how many writes it stands for (batch caps count writes, not ops)."""
 
-    __slots__ = ("arg", "kind", "result", "size")
+    __slots__ = ("arg", "kind", "result", "size", "writes")
 
-    def __init__(self, kind: int, arg: Any, size: int = 0) -> None:
+    def __init__(self, kind: int, arg: Any, size: int = 0, writes: int = 1) -> None:
         self.kind = kind
-        self.arg = arg  # for a put: the row tuple, built here on the Trio thread
+        # A put: the row tuple, built here on the Trio thread; _PUTS: a list of them.
+        self.arg = arg
         self.size = size
-        self.result: Any = None  # for a put: None means accepted
+        self.writes = writes
+        # A put: None means accepted. _PUTS: None if all were, else one result per row.
+        self.result: Any = None
 
 
 class _Batch:
     """Writes that commit in one transaction, and the event all their waiters park on."""
 
-    __slots__ = ("done", "error", "ops", "size")
+    __slots__ = ("done", "error", "ops", "size", "writes")
 
     def __init__(self) -> None:
         self.ops: list[_Op] = []
         self.size = 0
+        self.writes = 0
         self.error: BaseException | None = None
         self.done = trio.Event()
 
@@ -403,9 +410,23 @@ class SQLiteBundleStore:
         return result
 
     async def put_many(self, bundles: Sequence[StoredBundle]) -> list[PutResult]:
-        ops = [_Op(_PUT, _row(b), b.size) for b in bundles]
-        await self._submit(ops)
-        return [op.result or Accepted(b.bundle_id) for op, b in zip(ops, bundles, strict=True)]
+        # Groups of one multi-row INSERT each: the per-bundle cost here is the row tuple.
+        rows = [
+            (b.bundle_id, b.content_id, b.source, b.destination, b.next_hop, b.expires_at,
+             b.received_at, len(b.data), b.data, b.received_from)
+            for b in bundles
+        ]  # fmt: skip
+        ops = []
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            group = rows[start : start + _ROWS_PER_INSERT]
+            ops.append(_Op(_PUTS, group, sum(row[7] for row in group), len(group)))
+        results: list[PutResult] = []
+        for op in await self._submit(ops):
+            if op.result is None:  # the common case: every bundle of the group went in
+                results += [Accepted(row[0]) for row in op.arg]
+            else:
+                results += [r or Accepted(row[0]) for r, row in zip(op.result, op.arg, strict=True)]
+        return results
 
     async def assign_next_hop(self, bundle_id: bytes, next_hop: str | None) -> bool:
         op = _Op(_HOP, (bundle_id, next_hop))
@@ -454,31 +475,45 @@ class SQLiteBundleStore:
         floors = await self._read("SELECT issuer, floor FROM replay_floor", ())
         return [Seen(*row) for row in seen], {issuer: floor for issuer, floor in floors}
 
-    async def _submit(self, ops: list[_Op]) -> None:
+    async def _submit(self, ops: list[_Op]) -> list[_Op]:
+        """Queue ``ops`` and wait for their commit; returns them as queued (a group of puts
+        split at a batch's cap becomes two groups), in order."""
         self._live()
         # Back-pressure: producers faster than the disk wait here, not in an unbounded queue (a
         # put_many larger than the bound still goes through, alone).
-        while self._in_flight and self._in_flight + len(ops) > self._max_in_flight:
+        writes = sum(op.writes for op in ops)
+        while self._in_flight and self._in_flight + writes > self._max_in_flight:
             await self._space.park()
             self._live()
         if not ops:
             await trio.lowlevel.checkpoint()
-            return
+            return ops
         # Cap each batch at half the writes in flight: while one half commits, the other half's
         # producers (woken by the previous commit) fill the next batch, so the disk and the Trio
         # thread work at the same time instead of taking turns.
-        self._in_flight += len(ops)
+        self._in_flight += writes
         cap = min(self._max_batch, max(_MIN_BATCH, self._in_flight // 2))
         batches: list[_Batch] = []
-        for op in ops:
+        queued: list[_Op] = []
+        todo = collections.deque(ops)
+        while todo:
+            op = todo.popleft()
             batch = self._batches[-1] if self._batches else None
-            if batch is None or len(batch.ops) >= cap or batch.size >= self._max_batch_bytes:
+            if batch is None or batch.writes >= cap or batch.size >= self._max_batch_bytes:
                 batch = _Batch()
                 self._batches.append(batch)
+            room = cap - batch.writes
+            if op.writes > room:  # only a group can be: its rest opens the next batch
+                rows = op.arg
+                rest = rows[room:]
+                todo.appendleft(_Op(_PUTS, rest, sum(row[7] for row in rest), len(rest)))
+                op = _Op(_PUTS, rows[:room], op.size - todo[0].size, room)
             if not batches or batches[-1] is not batch:
                 batches.append(batch)
             batch.ops.append(op)
             batch.size += op.size
+            batch.writes += op.writes
+            queued.append(op)
         self._work.set()
         # Batches commit in queue order, so the last one done means all of them are.
         await batches[-1].done.wait()
@@ -487,6 +522,7 @@ class SQLiteBundleStore:
                 raise StoreClosed(batch.error.message) from batch.error
             if batch.error is not None:
                 raise StoreError(f"bundle store write failed: {batch.error}") from batch.error
+        return queued
 
     # -- reads: straight to the connection ---------------------------------------------------
 
@@ -596,7 +632,7 @@ class SQLiteBundleStore:
             # Cancelled with writes still queued: their waiters must not hang.
             unfinished = [self._committing] if self._committing else []
             for batch in [*unfinished, *self._batches]:
-                self._in_flight -= len(batch.ops)
+                self._in_flight -= batch.writes
                 batch.error = StoreClosed("bundle store closed before this write was committed")
                 batch.done.set()
             self._batches.clear()
@@ -654,7 +690,7 @@ class SQLiteBundleStore:
             self._count, self._bytes, self._shares = count, used, shares
             self.batches_committed += 1
             self._untidy = True
-        self._in_flight -= len(batch.ops)
+        self._in_flight -= batch.writes
         batch.done.set()
         self._space.unpark_all()
 
@@ -683,9 +719,9 @@ def _apply_batch(
     try:
         i = 0
         while i < len(batch):
-            if batch[i].kind == _PUT:
+            if batch[i].kind in _PUT_KINDS:
                 j = i
-                while j < len(batch) and batch[j].kind == _PUT:
+                while j < len(batch) and batch[j].kind in _PUT_KINDS:
                     j += 1
                 count, used = _put_run(conn, batch[i:j], quota, count, used, shares)
                 i = j
@@ -761,24 +797,27 @@ def _apply_batch(
     return count, used
 
 
+_PUT_KINDS = (_PUT, _PUTS)
+
+
 def _room_for_all(
-    ops: list[_Op], quota: Quota, count: int, used: int, shares: SourceShares
+    rows: list[tuple[Any, ...]], quota: Quota, count: int, used: int, shares: SourceShares
 ) -> bool:
     """Whether every put of the run fits the quota, per-source shares included."""
-    if quota.max_bundles is not None and count + len(ops) > quota.max_bundles:
+    if quota.max_bundles is not None and count + len(rows) > quota.max_bundles:
         return False
-    if quota.max_bytes is not None and used + sum(op.size for op in ops) > quota.max_bytes:
+    if quota.max_bytes is not None and used + sum(row[7] for row in rows) > quota.max_bytes:
         return False
     share_bundles = quota.share_of(quota.max_bundles)
     share_bytes = quota.share_of(quota.max_bytes)
     if share_bundles is None and share_bytes is None:
         return True
     after: dict[str, tuple[int, int]] = {}
-    for op in ops:
-        source = op.arg[9]
+    for row in rows:
+        source = row[9]
         if source is not None:
             n, size = after.get(source) or shares.of(source)
-            after[source] = (n + 1, size + op.size)
+            after[source] = (n + 1, size + row[7])
     return all(
         (share_bundles is None or n <= share_bundles) and (share_bytes is None or b <= share_bytes)
         for n, b in after.values()
@@ -793,31 +832,49 @@ def _put_run(
     used: int,
     shares: SourceShares,
 ) -> tuple[int, int]:
-    """Insert a run of puts; leaves ``op.result`` None for each accepted one."""
-    added = sum(op.size for op in ops)
-    if _room_for_all(ops, quota, count, used, shares):
+    """Insert a run of puts (single ones and groups); leaves ``op.result`` None for each
+    accepted put and each group whose puts were all accepted."""
+    rows: list[tuple[Any, ...]] = []
+    for op in ops:
+        if op.kind == _PUTS:
+            rows += op.arg
+        else:
+            rows.append(op.arg)
+    if _room_for_all(rows, quota, count, used, shares):
         conn.execute("SAVEPOINT put_run")
         inserted = 0
-        for start in range(0, len(ops), _ROWS_PER_INSERT):
-            chunk = ops[start : start + _ROWS_PER_INSERT]
-            params = [value for op in chunk for value in op.arg]
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            params = list(itertools.chain.from_iterable(chunk))
             inserted += conn.execute(_insert_rows(len(chunk)), params).rowcount
-        if inserted == len(ops):  # no duplicates: every row went in
+        if inserted == len(rows):  # no duplicates: every row went in
             conn.execute("RELEASE put_run")
-            for op in ops:
-                shares.add(op.arg[9], 1, op.size)
-            return count + len(ops), used + added
+            for row in rows:
+                if row[9] is not None:
+                    shares.add(row[9], 1, row[7])
+            return count + len(rows), used + sum(row[7] for row in rows)
         conn.execute("ROLLBACK TO put_run")
         conn.execute("RELEASE put_run")
-    for op in ops:
-        bundle = _bundle(op.arg)
-        op.result = _duplicate_of(conn, bundle) or check_quota(
+    results: list[PutResult | None] = []
+    for row in rows:
+        bundle = _bundle(row)
+        result = _duplicate_of(conn, bundle) or check_quota(
             quota, count, used, bundle, shares.of(bundle.received_from)
         )
-        if op.result is None:
-            conn.execute(_INSERT, op.arg)
-            count, used = count + 1, used + op.size
-            shares.add(bundle.received_from, 1, op.size)
+        results.append(result)
+        if result is None:
+            conn.execute(_INSERT, row)
+            count, used = count + 1, used + row[7]
+            shares.add(bundle.received_from, 1, row[7])
+    at = 0
+    for op in ops:
+        if op.kind == _PUTS:
+            mine = results[at : at + op.writes]
+            op.result = None if not any(mine) else mine
+            at += op.writes
+        else:
+            op.result = results[at]
+            at += 1
     return count, used
 
 
