@@ -53,6 +53,11 @@ otherwise. The sessions themselves release the acks in the order the transfers a
 (TCPCLv4 and TCPCLv3 both), because deployed senders (HDTN) match acks first in, first out and
 stall on the first one out of place. Small bundles are why this matters: a 250-byte bundle
 acked one fsync at a time moves a few thousand a second; hundreds per fsync, tens of thousands.
+A TCPCLv4 session made for the link batches its events (``TcpclV4.batch_events``): a run of
+small transfers arrives as one ``BundlesReceived`` that extends the custody queue at once, a
+custody batch is acked with one ``ack_many``, ``send_many`` queues its batch with one
+``send_bundles`` and the peer's acks resolve it as one ``TransfersAcked``: per bundle, a few list
+operations on each side rather than an event, an object and a call each.
 
 Sending: ``send`` queues the bundle in the session at once (so concurrent sends are pipelined
 in call order) and returns when the peer acknowledged the whole transfer
