@@ -241,8 +241,6 @@ async def serve_cl_once(kind: str) -> None:
                 await serve_one_link(put)
             else:
                 await serve_one_link(None, put_many)
-            if os.environ.get("BENCH_DEBUG"):
-                print(f"batches {store.batches_committed} for {counter}", file=sys.stderr)
 
 
 async def serve_one_link(accept: Accept | None, accept_many: AcceptMany | None = None) -> None:
