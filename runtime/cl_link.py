@@ -103,6 +103,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import itertools
 import logging
 import math
 import re
@@ -726,9 +727,8 @@ class ClLink:
             except LocalProtocolError:
                 pass  # one of them cannot go: each is tried alone below, for its error
             else:
-                table = self._pending
-                for index, tid in enumerate(tids):
-                    table[tid] = (pending, index)
+                places = zip(itertools.repeat(pending), range(len(tids)))  # (call, index)
+                self._pending.update(zip(tids, places, strict=False))
                 bundles = ()
         for index, bundle in enumerate(bundles):
             if not self._up:
@@ -1031,44 +1031,44 @@ class ClLink:
         waiting = queue.items
         limit = self._timeouts.custody_batch
         while (item := await queue.get()) is not None:
-            items = [item]
-            while waiting and len(items) < limit:
-                items.append(waiting.popleft())
+            take = waiting.popleft
+            items = [item, *[take() for _ in range(min(len(waiting), limit - 1))]]
+            tids, bundles = zip(*items, strict=True)
             try:
-                await self._take_custody_many(items)
+                await self._take_custody_many(tids, bundles)
             finally:
                 self._backlog -= len(items)
                 self._backlog_lot.unpark_all()
-                self._custody_bytes -= sum(len(data) for _, data in items)
+                self._custody_bytes -= sum(map(len, bundles))
                 if self._budget is not None and not self._over:
                     self._account()
 
-    async def _take_custody_many(self, items: list[tuple[int, bytes]]) -> None:
+    async def _take_custody_many(self, tids: Sequence[int], bundles: Sequence[bytes]) -> None:
         accept_many = self._accept_many
         assert accept_many is not None
         try:
-            outcomes = await accept_many([data for _, data in items], self)
-            if len(outcomes) != len(items):
+            outcomes = await accept_many(list(bundles), self)
+            if len(outcomes) != len(tids):
                 raise ValueError(
-                    f"accept_many answered {len(outcomes)} outcomes for {len(items)} bundles"
+                    f"accept_many answered {len(outcomes)} outcomes for {len(tids)} bundles"
                 )
         except BaseException:
-            for tid, _ in items:
+            for tid in tids:
                 self._refuse(tid, Refusal.NO_RESOURCES)
             raise
         session = self._session
         ack_many = getattr(session, "ack_many", None)
         if ack_many is not None and not any(outcomes):  # all taken: the common case
-            self.bundles_received += len(items)
+            self.bundles_received += len(tids)
             try:
-                ack_many([tid for tid, _ in items])  # leave in receive order
+                ack_many(tids)  # leave in receive order
             except LocalProtocolError:
                 return  # the session ended meanwhile: nothing to ack on
             if self._ending:
                 self._pump()
             self._poke_writer()
             return
-        for (tid, _), outcome in zip(items, outcomes, strict=True):
+        for tid, outcome in zip(tids, outcomes, strict=True):
             if outcome is not None:
                 self._refuse(tid, outcome)
                 continue
@@ -1189,8 +1189,11 @@ class ClLink:
             pending = self._pending
             for tid in event.transfer_ids:
                 entry = pending.pop(tid, None)
-                if entry is not None:
-                    entry[0].resolve(entry[1], None)
+                if entry is not None:  # _Pending.resolve(index, None), inline: per bundle
+                    sends = entry[0]
+                    sends.remaining -= 1
+                    if not sends.remaining:
+                        sends.done.set()
         elif isinstance(event, BundleReceived):
             self._backlog += 1
             self._custody_bytes += len(event.data)

@@ -618,7 +618,7 @@ class TcpclV4Session:
         assert peer is not None
         if not bundles:
             return range(0)
-        sizes = [memoryview(b).nbytes for b in bundles]
+        sizes = [len(b) if type(b) is bytes else memoryview(b).nbytes for b in bundles]
         if max(sizes) > peer.transfer_mru:
             raise LocalProtocolError(
                 f"bundle of {max(sizes)} octets exceeds the peer's Transfer MRU "
@@ -763,11 +763,12 @@ class TcpclV4Session:
         Releasing in order costs nothing when the runtime commits bundles in batches.
         """
         replies = self._replies
-        outbox = self._outbox
-        while replies and replies[0].message is not None:
-            message = replies.popleft().message
-            assert message is not None
-            outbox += message if isinstance(message, bytes) else message.encode()
+        ready: list[bytes] = []
+        while replies and (message := replies[0].message) is not None:
+            replies.popleft()
+            ready.append(message if isinstance(message, bytes) else message.encode())
+        if ready:
+            self._outbox += b"".join(ready)
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
