@@ -71,6 +71,8 @@ __all__ = [
 
 MAX_REFERENCES: Final = 64  # §2: arrays of content ids hold at most 64
 MAX_DETAIL_BYTES: Final = 256
+#: spec/v2/faults.md §0: the exception report's lineage key.
+LINEAGE_KEY: Final = 15
 KNOWN_CODES: Final = frozenset(int(code) for code in ExceptionCode)
 
 
@@ -397,6 +399,9 @@ class Escalator:
             scope_id=self.scope_id,
             affects=tuple(incident.affects),
             detail=_truncate(detail),
+            # spec/v2/faults.md §0: the report names the lineage of the nodes it lists, so the
+            # level above groups it by the same fault signature (a v1 reader keeps key 15).
+            extensions=((LINEAGE_KEY, signature.lineage),) if signature.lineage else (),
         )
         self._move(incident, Move.SEND)
         incident.escalation = report
