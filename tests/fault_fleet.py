@@ -42,8 +42,11 @@ class Shape:
     regions: int = 3
     cells_per_region: int = 2
     members_per_cell: int = 20
-    #: member → lineage; default: the first ``b_per_cell`` of every cell run lineage "B".
+    #: The first ``b_per_cell`` members of a full cell run lineage "B" (the same share of a
+    #: lighter one), the rest "A".
     b_per_cell: int = 15
+    #: Members per cell outside region 0, when fewer (a lighter fleet around the one watched).
+    members_elsewhere: int | None = None
 
     def region_coordinator(self, region: int) -> int:
         return 1 + region
@@ -59,7 +62,10 @@ class Shape:
         return range(self.regions * self.cells_per_region)
 
     def members(self, cell: int) -> list[int]:
-        return [1000 + 100 * cell + i for i in range(self.members_per_cell)]
+        count = self.members_per_cell
+        if self.members_elsewhere is not None and self.region_of_cell(cell) != 0:
+            count = self.members_elsewhere
+        return [1000 + 100 * cell + i for i in range(count)]
 
     def cell_of(self, node: int) -> int:
         if node >= 1000:
@@ -72,7 +78,11 @@ class Shape:
         return node - 1 if node < 10 else self.region_of_cell(self.cell_of(node))
 
     def lineage(self, node: int) -> str:
-        return "B" if node >= 1000 and (node - 1000) % 100 < self.b_per_cell else "A"
+        if node < 1000:
+            return "A"
+        cell, index = divmod(node - 1000, 100)
+        share = self.b_per_cell * len(self.members(cell)) // self.members_per_cell
+        return "B" if index < share else "A"
 
     def all_nodes(self) -> list[int]:
         nodes = [self.region_coordinator(r) for r in range(self.regions)]
