@@ -15,7 +15,7 @@ import functools
 
 import trio
 import trio.testing
-from fleetwire.protocol.coordination.escalation import EscalationPolicy, Signature
+from fleetwire.protocol.coordination.escalation import EscalationPolicy, Resolution, Signature
 from fleetwire.protocol.coordination.freshness import FreshnessWindow
 from fleetwire.protocol.coordination.isolation import IsolationBoundary, OrderAction, Target
 from fleetwire.protocol.coordination.lease_authority import AuthorityConfig, ResourceState
@@ -168,7 +168,12 @@ async def test_a_lineage_fault_in_30_nodes_of_one_region_is_one_incident_and_sta
                 bursts.start_soon(defect, node, (i * 10_000) % (5 * MINUTE))
             for c in range(2, len(shape.cells)):
                 bursts.start_soon(members[shape.members(c)[-1]].report, ExceptionCode.THERMAL, 2)
+        await fleet.until(START + HOUR + 40 * MINUTE)
+        # The region has dealt with it: its incident closed, and with it the cells' (type 14).
+        (incident,) = regions[0].incidents.opened
+        await regions[0].close(incident, Resolution.CONTAINED)
         await fleet.until(START + 3 * HOUR)
+        assert [cells[c].incidents.closed for c in shape.cells] == [1, 1, 0, 0, 0, 0]
 
         # One incident per cell, listing all 15 of its faulty nodes; one at the region.
         signature = Signature(int(ExceptionCode.SOFTWARE), "B")
@@ -221,7 +226,7 @@ async def test_a_lineage_fault_in_30_nodes_of_one_region_is_one_incident_and_sta
         assert exception_reports(fleet, crossing=True) == []
         assert any(shape.region_of(a) != shape.region_of(b) for _, a, b, _bundle in fleet.tap)
         for r in (1, 2):
-            assert regions[r].received == []  # no cell report of region 0 reached them
+            assert all(shape.region_of(i) == r for _, i in regions[r].received)
         nursery.cancel_scope.cancel()
 
 

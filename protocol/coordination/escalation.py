@@ -318,6 +318,12 @@ class Escalator:
             return []
         return self._finish(incident)
 
+    def close_escalation(self, escalation: ContentId, now: int) -> list[Action]:
+        """The level above closed the report with content id ``escalation`` (spec/v2/faults.md
+        §3, type 14); unknown or already closed: nothing (closes are idempotent)."""
+        incident = self._by_escalation.get(escalation)
+        return [] if incident is None else self.close(incident, now)
+
     def tick(self, now: int) -> list[Action]:
         actions: list[Action] = []
         while self._sent_at and now - self._sent_at[0] >= self.policy.rate_window_ms:

@@ -71,6 +71,7 @@ from fleetwire.protocol.coordination.escalation import (
     Fault,
     Incident,
     Opened,
+    Resolution,
 )
 from fleetwire.protocol.coordination.forensics import (
     DetailKeeper,
@@ -500,6 +501,7 @@ class Incidents:
     opened: list[Incident] = attrs.Factory(list)
     escalated: list[tuple[int, ExceptionReport]] = attrs.Factory(list)
     acknowledged: int = 0
+    closed: int = 0
 
 
 class CellFaults(_FaultDriver):
@@ -586,6 +588,11 @@ class CellFaults(_FaultDriver):
         elif kind is Draft.ESCALATION_ACK and issuer == self.region_coordinator:
             self.incidents.acknowledged += 1
             self.escalator.acknowledge(_cid(body), now)
+        elif kind is Draft.ESCALATION_CLOSE and issuer == self.region_coordinator:
+            if not isinstance(body, list) or len(body) != 2 or body[1] not in set(Resolution):
+                raise CarrierInvalid("an escalation close is [content id, resolution]")
+            closed = self.escalator.close_escalation(_cid(body[0]), now)
+            self.incidents.closed += len(closed)
         else:
             await super().on_draft(signed, kind, body, now)
 
@@ -658,8 +665,8 @@ class RegionFaults(_FaultDriver):
         self.region = region
         self.escalator = Escalator(node.node, Scope.REGION, region, self.next_sequence, policy)
         self.incidents = Incidents()
-        #: Cell-scope reports taken (content id, issuer), in order.
-        self.received: list[tuple[ContentId, int]] = []
+        #: The latest cell-scope reports taken (content id, issuer), oldest first (bounded).
+        self.received: collections.deque[tuple[ContentId, int]] = collections.deque(maxlen=4096)
 
     def deadlines(self) -> Iterable[int | None]:
         yield self.escalator.next_deadline()
@@ -678,6 +685,18 @@ class RegionFaults(_FaultDriver):
         await self.send_draft(
             Draft.ESCALATION_ACK, signed.content_id.raw, message.header.issuer
         )  # idempotent at the cell: a resend is acknowledged again
+
+    async def close(self, incident: Incident, resolution: Resolution) -> None:
+        """Close a region incident: every cell report it rests on is closed at its cell
+        (spec/v2/faults.md §3, type 14), and the incident here."""
+        now = self.node.now()
+        issuers = dict(self.received)
+        for cid in incident.reports:
+            if cid in issuers:
+                await self.send_draft(
+                    Draft.ESCALATION_CLOSE, [cid.raw, int(resolution)], issuers[cid]
+                )
+        await self._escalations(self.escalator.close(incident, now), now)
 
     async def _escalations(self, actions: list[Any], now: int) -> None:
         for action in actions:
