@@ -217,6 +217,16 @@ def _read_terms(value: Any) -> Terms:
     return Terms(*(value[i] for i in range(len(_TERMS_KEYS))))
 
 
+def install_boundary(node: Node, admits: Callable[[int], bool]) -> None:
+    """Make ``node`` refuse, at delivery, messages from sources ``admits`` refuses: the hook of
+    the agent's admission (``admit(boundary=...)``), wherever this node's admission runs."""
+    agent = getattr(node, "agent", None)  # a node driving the sans-IO agent admits there
+    if agent is not None:
+        agent.boundary = admits
+    else:
+        node.admission.boundary = admits
+
+
 class _FaultDriver(_Driver):
     """The lease roles' driver, on other families, with the fault machines' deadlines."""
 
@@ -241,7 +251,7 @@ class _FaultDriver(_Driver):
         #: Orders refused, by stable code.
         self.orders_refused: collections.Counter[str] = collections.Counter()
         if boundary is not None:
-            node.admission.boundary = boundary.admits
+            install_boundary(node, boundary.admits)
 
     def machines(self) -> Sequence[Any]:
         return ()  # no lease machines: the replay marks of _serve concern none of ours
