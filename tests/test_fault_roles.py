@@ -18,6 +18,7 @@ from fleetwire.runtime.roles.faults import (
     CellFaults,
     Draft,
     FaultMember,
+    RegionFaults,
     carrier,
     read_carrier,
 )
@@ -70,7 +71,7 @@ async def test_members_send_digests_and_the_coordinator_pulls_only_the_anomalous
         assert {d.node for d in cell.details} == {sick}
         drifted = [v for d in cell.details for _, v in d.samples["feedstock-moisture"]]
         assert max(drifted) >= 1060
-        assert cell.pull_failures == []
+        assert not cell.pull_failures
         assert members[sick].details_answered == len(cell.details)
         # Digest traffic member → coordinator on the links, in bits per member per second
         # (the seeds' budget for all steady coordination traffic is 500).
@@ -124,4 +125,28 @@ async def test_a_coordinator_refuses_hostile_carriers_and_keeps_serving() -> Non
         assert [d.node for d in cell.digests] == [liar]  # only the honest digest was taken
         assert [f.reason.name for f in cell.pull_failures] == ["UNREQUESTED"]
         assert all(carried(b) is not None for _, a, _, b in fleet.tap if a == liar)
+        nursery.cancel_scope.cancel()
+
+
+@run
+async def test_a_region_takes_cell_reports_only_from_the_coordinator_of_that_cell() -> None:
+    shape = Shape(regions=2, cells_per_region=2, members_per_cell=1, b_per_cell=0)
+    async with open_fleet(shape) as fleet, trio.open_nursery() as nursery:
+        region = RegionFaults(fleet.nodes[1], region=0, lifetime_ms=LIFETIME)
+        await nursery.start(region.run)
+
+        async def report(issuer: int, cell: int) -> None:
+            node = fleet.nodes[issuer]
+            header = Header(issuer, fleet.now(), node.next_message_sequence())
+            message = ExceptionReport(header, ExceptionCode.POWER, 4, Scope.CELL, cell)
+            await node.send(message, 1)
+
+        await report(shape.members(0)[0], 0)  # a member speaking for its cell
+        await report(shape.cell_coordinator(1), 0)  # the coordinator of another cell
+        await report(shape.cell_coordinator(2), 2)  # a cell of another region
+        await report(shape.cell_coordinator(0), 0)  # the one that may
+        await fleet.until(START + 10 * MINUTE)
+        assert region.refused == 3
+        assert [issuer for _, issuer in region.received] == [shape.cell_coordinator(0)]
+        assert [i.nodes for i in region.incidents.opened] == [[0]]
         nursery.cancel_scope.cancel()

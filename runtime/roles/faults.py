@@ -37,6 +37,14 @@ the standalone form the coordination module defines (a digest's CBOR, an isolati
 COSE_Sign1). A version-1 reader keeps the key as an extension (v1 §5.3); :func:`read_carrier`
 reads it back with typed, bounded checks. One private kind, :attr:`Draft.REHOME` (a commitment
 re-homed, ``[old commitment, new terms]``), is proposed for the draft.
+
+**Switching digests on** (a fleet, the demo): give each member
+``FaultMember(node, coordinator, lineage, lifetime_ms=..., digests=METRICS,
+digest_period_ms=...)``, run it, and feed it samples with :meth:`FaultMember.observe`; its
+cell coordinator's :class:`CellFaults` reads the digests, pulls the detail of anomalous ones
+and keeps what it got (:attr:`CellFaults.digests`, :attr:`CellFaults.details`). What the
+members put on their links is the traffic figure (``benchmarks/bench_digests.py`` measures a
+cell of real nodes this way).
 """
 
 from __future__ import annotations
@@ -108,6 +116,7 @@ from fleetwire.protocol.messages import (
     Scope,
     Terms,
 )
+from fleetwire.protocol.trust import Role
 
 from ..node import Node
 from .lease import _Driver
@@ -132,6 +141,8 @@ LINEAGE_KEY: Final = 15
 DRAFT_KEY: Final = 16
 #: Whom a carrier is about when it is about nothing: its own issuer, advisory.
 _CARRIER_SEVERITY: Final = 1
+#: How many of the latest events of each kind a role keeps for reports and tests.
+_KEEP: Final = 4096
 
 
 class Draft(enum.IntEnum):
@@ -246,8 +257,10 @@ class _FaultDriver(_Driver):
         self.boundary = boundary
         self.authority = authority
         self.on_reclaim = on_reclaim
-        #: (DTN ms, action) of every isolation order applied here, for reports and tests.
-        self.isolation_log: list[tuple[int, Severed | Lifted]] = []
+        #: (DTN ms, action) of the latest isolation orders applied here (reports, tests).
+        self.isolation_log: collections.deque[tuple[int, Severed | Lifted]] = collections.deque(
+            maxlen=_KEEP
+        )
         #: Orders refused, by stable code.
         self.orders_refused: collections.Counter[str] = collections.Counter()
         if boundary is not None:
@@ -507,9 +520,12 @@ class FaultMember(_FaultDriver):
 class Incidents:
     """What a coordinator's escalation did, for reports and tests."""
 
-    #: Every incident opened here (they close when their window is over).
-    opened: list[Incident] = attrs.Factory(list)
-    escalated: list[tuple[int, ExceptionReport]] = attrs.Factory(list)
+    #: The latest incidents opened here (they close when their window is over).
+    opened: collections.deque[Incident] = attrs.Factory(lambda: collections.deque(maxlen=_KEEP))
+    #: The latest reports sent up, with the time each first went.
+    escalated: collections.deque[tuple[int, ExceptionReport]] = attrs.Factory(
+        lambda: collections.deque(maxlen=_KEEP)
+    )
     acknowledged: int = 0
     closed: int = 0
 
@@ -544,12 +560,18 @@ class CellFaults(_FaultDriver):
         self.lineages: dict[int, str] = {}
         self.incidents = Incidents()
         #: The containment's cluster reports (kept here: the escalator sends the cluster up).
-        self.clusters: list[EscalateCluster] = []
-        self.quarantines: list[tuple[int, Quarantined]] = []
+        self.clusters: collections.deque[EscalateCluster] = collections.deque(maxlen=_KEEP)
+        self.quarantines: collections.deque[tuple[int, Quarantined]] = collections.deque(
+            maxlen=_KEEP
+        )
+        #: Commitments re-homed (bounded by the commitments the observer tracks).
         self.rehomed: dict[ContentId, Rehome] = {}
-        self.digests: list[Digest] = []
-        self.details: list[DetailReceived] = []
-        self.pull_failures: list[FetchFailed | DetailRefused] = []
+        #: The latest digests and detail received, and pulls that failed (bounded).
+        self.digests: collections.deque[Digest] = collections.deque(maxlen=_KEEP)
+        self.details: collections.deque[DetailReceived] = collections.deque(maxlen=_KEEP)
+        self.pull_failures: collections.deque[FetchFailed | DetailRefused] = collections.deque(
+            maxlen=_KEEP
+        )
 
     def admits(self, node: int) -> bool:
         """The gate for the cell's lease authority (``CellCoordinator(admits=...)``)."""
@@ -568,8 +590,8 @@ class CellFaults(_FaultDriver):
         message = signed.message
         issuer = message.header.issuer
         if isinstance(message, CapabilityAdvertisement):
+            self.containment.advertise(issuer, message.lineage, message.cell)  # bounded there
             self.lineages[issuer] = message.lineage
-            self.containment.advertise(issuer, message.lineage, message.cell)
         elif isinstance(message, Commitment):
             self.observer.receive(message, now)  # observing: its actions are not ours to send
         elif (
@@ -675,6 +697,8 @@ class RegionFaults(_FaultDriver):
         self.region = region
         self.escalator = Escalator(node.node, Scope.REGION, region, self.next_sequence, policy)
         self.incidents = Incidents()
+        #: Cell-scope reports refused: not from the coordinator of the cell they are about.
+        self.refused = 0
         #: The latest cell-scope reports taken (content id, issuer), oldest first (bounded).
         self.received: collections.deque[tuple[ContentId, int]] = collections.deque(maxlen=4096)
 
@@ -687,6 +711,19 @@ class RegionFaults(_FaultDriver):
     async def on_plain(self, signed: SignedMessage, now: int) -> None:
         message = signed.message
         if not isinstance(message, ExceptionReport) or message.scope is not Scope.CELL:
+            return
+        # Only the coordinator of the cell a report is about may speak for it (§8 roles), and
+        # only a cell of this region (when the credential names its region) is ours.
+        try:
+            signer = self.node.config.trust.key_for(signed.kid, now, Role.CELL_COORDINATOR)
+            code = "not-its-cell"
+            ours = signer.cell == message.scope_id and signer.region in (None, self.region)
+        except FleetwireError as exc:
+            code, ours = exc.code, False
+        if not ours:
+            self.refused += 1
+            log.warning("node=%s event=cell-report-refused code=%s from=%s cell=%s",
+                        self.node.node, code, message.header.issuer, message.scope_id)  # fmt: skip
             return
         # The cell coordinator's statement of its nodes' lineage (§0); signed by it.
         fault = Fault(message, signed.content_id, lineage_of_report(message) or "")
