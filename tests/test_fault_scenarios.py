@@ -280,12 +280,21 @@ async def test_a_region_is_cut_off_within_one_cycle_at_every_gateway_and_lifting
                     accepted[gateway].append((fleet.now(), signed.message.header.issuer))
 
         # Members of the suspect region and of region 2 advertise to both gateways every
-        # 5 minutes; one suspect member holds a lease on a dock of region 0.
+        # 5 minutes, every 10 seconds around the order and the lift (so that bundles are on
+        # their way while the order travels); one suspect member holds a lease on a dock of
+        # region 0.
+        order_at, lift_at = START + 2 * HOUR, START + 4 * HOUR
+        busy = [(t - 2 * MINUTE, t + 5 * MINUTE) for t in (order_at, lift_at)]
+
         async def chatter(node: int) -> None:
             while True:
                 for gateway in gateways:
                     await fleet.nodes[node].send(advert(fleet, node), gateway)
-                await trio.sleep(300)
+                now = fleet.now()
+                if any(a <= now < b for a, b in busy):
+                    await trio.sleep(10)
+                else:
+                    await fleet.until(min([now + 5 * MINUTE] + [a for a, _ in busy if a > now]))
 
         for gateway in gateways:
             nursery.start_soon(listen, gateway)
@@ -297,7 +306,7 @@ async def test_a_region_is_cut_off_within_one_cycle_at_every_gateway_and_lifting
         await nursery.start(holder.run)
         await fleet.until(START + 10 * MINUTE)
         await holder.want("cell-0/dock-0", 3 * HOUR)
-        await fleet.until(START + 2 * HOUR)
+        await fleet.until(order_at)
         assert holder.use("cell-0/dock-0") is not None  # granted across the gateways
 
         target = Target(Scope.REGION, suspect)
@@ -305,7 +314,7 @@ async def test_a_region_is_cut_off_within_one_cycle_at_every_gateway_and_lifting
         await faults[gateways[0]].order(
             OrderAction.SEVER, target, [gateways[1], dock_authority], "suspect lineage rollout"
         )
-        await fleet.until(START + 4 * HOUR)
+        await fleet.until(lift_at)
         lifted_at = fleet.now()
         await faults[gateways[0]].order(OrderAction.LIFT, target, [gateways[1], dock_authority])
         await fleet.until(START + 5 * HOUR)
@@ -319,7 +328,7 @@ async def test_a_region_is_cut_off_within_one_cycle_at_every_gateway_and_lifting
         # Cut off within one auction cycle of the order at every gateway (in fact within the
         # light time of the gateway links), and nothing accepted after until the lift.
         assert last - severed_at <= AUCTION_CYCLE_MS
-        assert last - severed_at <= 2 * MINUTE
+        assert 0 < last - severed_at <= 2 * MINUTE  # bundles were on their way meanwhile
         assert all(t <= last or t >= lifted_at for t in from_suspect)
         assert [t for t in from_suspect if severed_at + 2 * MINUTE < t < lifted_at] == []
         for gateway in gateways:
