@@ -104,7 +104,8 @@ def exception_reports(fleet: Fleet, crossing: bool) -> list[ExceptionReport]:
 
 @run
 async def test_a_lineage_fault_in_30_nodes_of_one_region_is_one_incident_and_stays_there() -> None:
-    shape = Shape(members_elsewhere=6)  # lineages A and B in every cell of every region
+    # Region 0: two cells of 15 lineage-B and 3 lineage-A members; elsewhere 4 a cell, both.
+    shape = Shape(members_per_cell=18, members_elsewhere=4)
     async with open_fleet(shape) as fleet, trio.open_nursery() as nursery:
         regions = {
             r: RegionFaults(
@@ -206,14 +207,14 @@ async def test_a_lineage_fault_in_30_nodes_of_one_region_is_one_incident_and_sta
             assert promisee.tracker.state(old).name in ("BROKEN", "WITHDRAWN")
             assert members[node].handed_over[old] == plan.to_node
         # Their claims refused; a healthy node's granted.
-        sick, healthy = shape.members(0)[0], shape.members(0)[19]
+        sick, healthy = shape.members(0)[0], shape.members(0)[-1]
         holders = {}
         for n in (sick, healthy):
             holders[n] = Member(
                 fleet.nodes[n], (shape.cell_coordinator(0),), HOLDER, lifetime_ms=LIFETIME
             )
             await nursery.start(holders[n].run)
-            await holders[n].want(f"cell-0/dock-{n}", HOUR)
+            await holders[n].want(f"cell-0/dock-{n}", 3 * HOUR)
         await fleet.until(START + 4 * HOUR)
         assert holders[healthy].use(f"cell-0/dock-{healthy}") is not None
         assert holders[sick].use(f"cell-0/dock-{sick}") is None
@@ -247,7 +248,7 @@ def boundary_for(fleet: Fleet) -> IsolationBoundary:
 
 @run
 async def test_a_region_is_cut_off_within_one_cycle_at_every_gateway_and_lifting_restores() -> None:
-    shape = Shape(regions=3, cells_per_region=1, members_per_cell=6, b_per_cell=0)
+    shape = Shape(regions=3, cells_per_region=1, members_per_cell=4, b_per_cell=0)
     suspect, gateways = 1, (shape.region_coordinator(0), shape.region_coordinator(2))
     dock_authority = shape.cell_coordinator(0)  # region 0's cell 0: leases docks to anyone
     async with open_fleet(shape) as fleet, trio.open_nursery() as nursery:
@@ -284,7 +285,7 @@ async def test_a_region_is_cut_off_within_one_cycle_at_every_gateway_and_lifting
         # their way while the order travels); one suspect member holds a lease on a dock of
         # region 0.
         order_at, lift_at = START + 2 * HOUR, START + 4 * HOUR
-        busy = [(t - 2 * MINUTE, t + 5 * MINUTE) for t in (order_at, lift_at)]
+        busy = [(t - MINUTE, t + 2 * MINUTE) for t in (order_at, lift_at)]
 
         async def chatter(node: int) -> None:
             while True:
