@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -197,6 +197,9 @@ class BundleAgent:
         light = max((contact.owlt_ms for contact in plan), default=0)
         self.guard = ReplayGuard(config.replay.widened(light))
         self._reader_cell = reader_cell(config.trust, config.key.kid)
+        #: An isolation boundary's filter on a message's source (:func:`.admission.admit`,
+        #: ``source-isolated``); set by whoever applies isolation orders here. None: no filter.
+        self.boundary: Callable[[int], bool] | None = None
         self._held: dict[bytes, _Held] = {}
         self._links: dict[int, _Link] = {}
         self._parked: set[bytes] = set()
@@ -538,7 +541,7 @@ class BundleAgent:
             verdict = admit(
                 bundle, now, service=self.config.service,
                 trust_service=self.config.trust_service, trust=self.config.trust,
-                guard=self.guard, reader_cell=self._reader_cell,
+                guard=self.guard, reader_cell=self._reader_cell, boundary=self.boundary,
             )  # fmt: skip
             if isinstance(verdict, Refusal):
                 self.stats.rejected += 1
