@@ -96,7 +96,7 @@ class _Run:
 
     def sends(self) -> Iterator[tuple[int, int, Message, ContentId, int | None]]:
         """(step index, time, message, its content id, destination) of every message sent."""
-        for index, (step, output) in enumerate(zip(self.steps, self.outputs)):
+        for index, (step, output) in enumerate(zip(self.steps, self.outputs, strict=True)):
             for item in output:
                 if not isinstance(item, dict) or "send" not in item:
                     continue
@@ -119,6 +119,8 @@ class _Run:
             wrong = judge(self)
         except _Unreadable as exc:
             wrong = str(exc)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            wrong = f"an answer the suite cannot read: {exc!r:.200}"
         got = "as expected" if wrong is None else wrong
         return Check(label, self.request, expected, got, Status.PASS if wrong is None else Status.FAIL)
 
@@ -188,7 +190,7 @@ def _case_exclusion(context: Context) -> list[Check]:
                                       g.expires_at - DRIFT, sent_at))  # fmt: skip
         report = inv.check(trace)
         if not report.ok:
-            return f"the invariant checker: {report.violations[0]}"
+            return f"the invariant checker: {report.violation}"
         to_a = [(t, g) for t, g, _ in grants if g.holder == A]
         if not to_a:
             return "no grant to the first claimant"
@@ -325,7 +327,7 @@ def _holder_case(context: Context, label: str, expected: str, grant_at: int, exp
         tokens = run.answers("use")
         if len(tokens) != len(uses):
             return f"{len(tokens)} answers to {len(uses)} use queries"
-        for (at, d, ok), token in zip(uses, tokens):
+        for (at, d, ok), token in zip(uses, tokens, strict=True):
             when = f"use at expires_at {at - expires_at:+} ms for {d} ms"
             if ok and token != 7:
                 return f"{when}: refused, but the grant allows it"
