@@ -66,7 +66,8 @@ def junit_xml(report: SuiteReport) -> bytes:
                 out = ET.SubElement(element, "system-out")
                 out.text = "imprecise (conforming): " + "; ".join(
                     f"{c.label}: {c.got}" for c in result.checks if c.status is Status.IMPRECISE)  # fmt: skip
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
+    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False)
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + body
 
 
 _CSS = """

@@ -229,7 +229,10 @@ def _case_lapse(context: Context) -> list[Check]:
 
 def _case_expiry_notice(context: Context) -> list[Check]:
     expires = T0 + TERM
-    steps = [{"at": T0, "receive": _hex(claim(A, T0))}, {"at": expires + 1, "tick": True}]
+    steps: list[dict[str, Any]] = [
+        {"at": T0, "receive": _hex(claim(A, T0))},
+        {"at": expires + 1, "tick": True},
+    ]
     run = _Run(context, "lease-authority", AUTHORITY_CONFIG, steps)
 
     def judge(run: _Run) -> str | None:
