@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,13 @@ from typing import Any
 import attrs
 
 from .cases import Case, CaseResult, Context, Level, Probe, Status, run_case, select, vector_cases
+from .live import NodeUnderTest, live_cases, run_live_sync
 from .scenarios import behaviour_cases
 from .vectors import AdapterFault, AdapterProcess, default_spec_dir, versions_available
 
 __all__ = ["FAMILIES", "SuiteReport", "all_cases", "in_window", "main", "matrix", "run_suite"]
 
-FAMILIES = ("codec", "envelope", "trust", "writer", "behaviour")
+FAMILIES = ("codec", "envelope", "trust", "writer", "behaviour", "live")
 #: How far apart a writer and a reader may be (spec/README.md, "Version policy").
 WINDOW = 2
 
@@ -143,13 +145,26 @@ class SuiteReport:
 
 
 def run_suite(probe: Probe, *, name: str, command: str = "", patterns: Iterable[str] | None = None,
-              spec_dir: Path | None = None) -> SuiteReport:  # fmt: skip
-    """Run the selected cases against the implementation behind ``probe``."""
+              spec_dir: Path | None = None, live: NodeUnderTest | None = None,
+              live_timeout: float = 30.0) -> SuiteReport:  # fmt: skip
+    """Run the selected cases against the implementation behind ``probe``; with ``live``, also
+    the live cases against that node (:mod:`.live`)."""
     said = hello(probe, name)
     context = Context(probe, said.versions, said.ops, said.machines, spec_dir)
-    results = tuple(run_case(case, context) for case in select(all_cases(spec_dir), patterns))
+    chosen = select(all_cases(spec_dir), patterns)
+    results = [run_case(case, context) for case in chosen]
+    live_chosen = select(live_cases(), patterns)
+    if live_chosen:
+        if live is None:
+            results += [CaseResult(case, Status.SKIP, (), "live cases not asked for (--live)")
+                        for case in live_chosen]  # fmt: skip
+        else:
+            with tempfile.TemporaryDirectory(prefix="fcp-live-") as scratch:
+                ran = run_live_sync(Path(scratch), live, live_timeout)
+            results += [r for r in ran if r.case in live_chosen]
+    results.sort(key=lambda r: (_key(r.case.id), r.case.writer, r.case.reader))
     versions = sorted(set(spec_versions(spec_dir)) | set(range(said.versions[0], said.versions[1] + 1)))
-    return SuiteReport(said.name, command, said.versions, results, tuple(versions),
+    return SuiteReport(said.name, command, said.versions, tuple(results), tuple(versions),
                        matrix(results, versions, said.versions))  # fmt: skip
 
 
@@ -195,7 +210,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for index.json, junit.xml and index.html")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per answer")
     parser.add_argument("--spec", type=Path, default=None, help="the spec/ folder")
+    parser.add_argument("--live", action="store_true",
+                        help="also run the live cases: reference nodes on loopback TCPCLv4 and "
+                             "the node under test (default: fleetwire's own node)")  # fmt: skip
+    parser.add_argument("--live-node", metavar="COMMAND",
+                        help='the node under test, quoted, {config} for its config file '
+                             '(default: "fleetwire node {config} --stdin"; implies --live)')  # fmt: skip
     args = parser.parse_args(argv)
+    live = None
+    if args.live_node:
+        live = NodeUnderTest(tuple(shlex.split(args.live_node)))
+    elif args.live:
+        live = NodeUnderTest()
     if args.impl:
         argv_impl = shlex.split(args.impl)
         if not argv_impl:
@@ -206,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with AdapterProcess(argv_impl, timeout=args.timeout) as adapter:
             report = run_suite(adapter, name=command, command=command, patterns=args.cases,
-                               spec_dir=args.spec)  # fmt: skip
+                               spec_dir=args.spec, live=live, live_timeout=args.timeout)  # fmt: skip
     except OSError as exc:
         print(f"error: cannot start the adapter {argv_impl[0]!r}: {exc.strerror or exc} "
               "(hint: --impl takes the whole command in quotes)", file=sys.stderr)  # fmt: skip

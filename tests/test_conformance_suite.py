@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from fleetwire.conformance.broken import CAUGHT_BY, FLAWS
 from fleetwire.conformance.cases import Level, Status
+from fleetwire.conformance.live import NodeUnderTest, live_cases, run_live_sync
 from fleetwire.conformance.suite import all_cases, in_window, matrix, run_suite
 from fleetwire.conformance.vectors import AdapterProcess, load_vectors
 from fleetwire.runtime.cli import main as cli
@@ -36,7 +37,7 @@ def test_reference_adapter_passes_every_case_and_writes_the_reports(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report"
-    assert cli(["conformance", "run", "--out", str(out)]) == 0
+    assert cli(["conformance", "run", "--live", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "0 fail (0 MUST), 0 skipped" in printed
     index = json.loads((out / "index.json").read_text())
@@ -45,7 +46,10 @@ def test_reference_adapter_passes_every_case_and_writes_the_reports(
     assert set(statuses.values()) == {"pass"}
     # Every family of case ran: codec, envelope, trust, writer, behaviour.
     assert {case["family"] for case in index["cases"]} == {
-        "codec", "envelope", "trust", "writer", "behaviour"}  # fmt: skip
+        "codec", "envelope", "trust", "writer", "behaviour", "live"}  # fmt: skip
+    live = {case["id"]: case for case in index["cases"] if case["family"] == "live"}
+    assert set(live) == {"6.4.11", "7.6"}
+    assert "no overlap" in live["6.4.11"]["checks"][0]["got"]
     v1 = next(cell for cell in index["matrix"] if cell["writer"] == cell["reader"] == 1)
     assert set(v1["families"].values()) == {"pass"}
     suites = ET.parse(out / "junit.xml").getroot()
@@ -75,9 +79,10 @@ def test_cases_are_numbered_by_section_with_quoted_requirements() -> None:
     protocol = (ROOT / "spec" / "v1" / "protocol.md").read_text()
     sections = {line.split()[1].rstrip(".") for line in protocol.splitlines()
                 if line.startswith("#") and line.split()[1][0].isdigit()}  # fmt: skip
-    ids = [case.id for case in all_cases()]
+    cases = [*all_cases(), *live_cases()]
+    ids = [case.id for case in cases]
     assert len(ids) == len(set(ids))
-    for case in all_cases():
+    for case in cases:
         assert case.spec_section() in sections, case.id
         # The requirement is quoted from the spec: each line of it is in protocol.md.
         words = " ".join(protocol.split())
@@ -175,3 +180,12 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     colours = {tuple(int(c) for c in px) for px in rgb[:: max(1, len(rgb) // 200_000)]}
     assert (0xD8, 0xEC, 0xD8) in colours  # passing matrix cells and cases
     assert (0xF4, 0xD7, 0xD7) in colours  # the failing verdict band and cases
+
+
+def test_live_cases_fail_for_a_node_that_never_connects(tmp_path: Path) -> None:
+    """A program that reads its input and does nothing else is no node: both live cases fail."""
+    silent = NodeUnderTest((sys.executable, "-c", "import sys; sys.stdin.read()"))
+    results = {r.case.id: r for r in run_live_sync(tmp_path, silent, timeout=2.0)}
+    assert results["7.6"].status is Status.FAIL
+    assert "did not connect" in results["7.6"].checks[0].got
+    assert results["6.4.11"].status is Status.FAIL
