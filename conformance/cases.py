@@ -29,11 +29,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
+import cbor2
 from fleetwire.protocol.ids import ContentId
 
 from .vectors import (
+    Accepted,
     AdapterFault,
     Outcome,
+    Refused,
     Verdict,
     _describe,
     _judge_accept,
@@ -50,6 +53,7 @@ __all__ = [
     "Level",
     "Probe",
     "Status",
+    "cross_version_cases",
     "select",
     "vector_cases",
 ]
@@ -517,3 +521,89 @@ def vector_cases(version: int) -> Iterator[Case]:
         "credential `external_aad`, and its `issuer` field is that key's kid",
         "each untrusted, expired, revoked or wrong-role signer is refused with its code", "trust",
         lambda c: _trust_checks(c, v, False), ("open",))  # fmt: skip
+
+
+# --- cases across versions (the N-2 matrix) --------------------------------------------------
+
+
+def _cross_read_checks(context: Context, writer: int, reader: int) -> list[Check]:
+    """Messages written at ``writer`` (its valid vectors) read by the implementation as a
+    reader of ``reader``: accepted with the same bytes and id when ``min_version <= reader``,
+    refused with version-unsupported otherwise (protocol.md §5.1)."""
+    out = []
+    tree = context.vectors(writer)["codes.json"]["codes"]
+    for vector in context.vectors(writer)["valid.json"]["vectors"]:
+        request = {"op": "decode", "hex": vector["hex"], "version": reader}
+        outcome = context.outcome(request)
+        if vector["message"].get("min_version", 1) <= reader:
+            verdict = _judge_accept(outcome, vector["hex"], vector["content_id"])
+            expected = f"accept; same bytes, content id {vector['content_id']}"
+        else:
+            verdict = _judge_refuse(outcome, "version-unsupported", "header.min_version", tree)
+            expected = "refuse with version-unsupported at header.min_version"
+        out.append(Check(f"v{writer} valid.json:{vector['id']}", request, expected,
+                         _describe(outcome), _FROM_VERDICT[verdict]))  # fmt: skip
+    return out
+
+
+def _convert_checks(context: Context, writer: int, reader: int,
+                    judge_read: Callable[[bytes, int], Outcome] | None) -> list[Check]:  # fmt: skip
+    """Each valid vector of ``writer`` converted to version ``reader``: either a message that
+    names version ``reader`` and that a reader of ``reader`` accepts, or the typed refusal
+    ``not-expressible`` — never anything else, never a silent drop."""
+    out = []
+    for vector in context.vectors(writer)["valid.json"]["vectors"]:
+        request = {"op": "convert", "hex": vector["hex"], "version": reader}
+        outcome = context.outcome(request)
+        label = f"v{writer} valid.json:{vector['id']} → v{reader}"
+        expected = f"a message written at v{reader} that a v{reader} reader accepts, or not-expressible"
+        if isinstance(outcome, Refused):
+            ok = outcome.code == "not-expressible"
+            out.append(Check(label, request, expected, _describe(outcome),
+                             Status.PASS if ok else Status.FAIL))  # fmt: skip
+            continue
+        if not isinstance(outcome, Accepted):
+            out.append(Check(label, request, expected, _describe(outcome), Status.FAIL))
+            continue
+        data = bytes.fromhex(outcome.hex)
+        read = judge_read(data, reader) if judge_read is not None else None
+        if read is None:
+            got, status = "converted; no reference reader of that version to judge it", Status.SKIP
+        elif not isinstance(read, Accepted):
+            got, status = f"converted, but a v{reader} reader says: {_describe(read)}", Status.FAIL
+        elif _version_of(data) != reader:
+            got, status = f"converted, but the message names version {_version_of(data)}", Status.FAIL
+        else:
+            got, status = f"converted and read at v{reader}", Status.PASS
+        out.append(Check(label, request, expected, got, status))
+    return out
+
+
+def _version_of(data: bytes) -> int | None:
+    try:
+        value = cbor2.loads(data)
+    except (ValueError, cbor2.CBORDecodeError):
+        return None
+    version = value.get(1) if isinstance(value, dict) else None
+    return version if isinstance(version, int) else None
+
+
+def cross_version_cases(pairs: Iterable[tuple[int, int]],
+                        judge_read: Callable[[bytes, int], Outcome] | None = None) -> Iterator[Case]:  # fmt: skip
+    """The cases of each (writer, reader) pair of different versions inside the window."""
+    for writer, reader in pairs:
+        yield Case(
+            "5.1.3", f"A v{reader} reader reads what v{writer} wrote", Level.MUST,
+            "An implementation of version N reads messages written at N, N-1 and N-2",
+            "each valid message of the writer's version is accepted with its bytes and id, or "
+            "refused as version-unsupported where its min_version is newer than the reader",
+            "codec", lambda c, w=writer, r=reader: _cross_read_checks(c, w, r),  # type: ignore[misc]
+            writer=writer, reader=reader)  # fmt: skip
+        if reader < writer:
+            yield Case(
+                "5.1.4", f"Write v{writer} messages for a v{reader} peer", Level.MUST,
+                "and writes messages at N, or at N-1 or N-2 for peers that only read those.",
+                f"each message converts to one a v{reader} reader accepts, or is refused with "
+                "not-expressible", "writer",
+                lambda c, w=writer, r=reader: _convert_checks(c, w, r, judge_read),  # type: ignore[misc]
+                ("convert",), writer=writer, reader=reader)  # fmt: skip

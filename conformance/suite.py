@@ -31,10 +31,29 @@ from typing import Any
 
 import attrs
 
-from .cases import Case, CaseResult, Context, Level, Probe, Status, run_case, select, vector_cases
+from .cases import (
+    Case,
+    CaseResult,
+    Context,
+    Level,
+    Probe,
+    Status,
+    cross_version_cases,
+    run_case,
+    select,
+    vector_cases,
+)
 from .live import NodeUnderTest, live_cases, run_live_sync
+from .reference import Reference
 from .scenarios import behaviour_cases
-from .vectors import AdapterFault, AdapterProcess, default_spec_dir, versions_available
+from .vectors import (
+    AdapterFault,
+    AdapterProcess,
+    Outcome,
+    default_spec_dir,
+    outcome_from_json,
+    versions_available,
+)
 
 __all__ = ["FAMILIES", "SuiteReport", "all_cases", "in_window", "main", "matrix", "run_suite"]
 
@@ -54,10 +73,23 @@ def _key(case_id: str) -> tuple[int, ...]:
 def all_cases(spec_dir: Path | None = None) -> list[Case]:
     """Every case, ordered by section number."""
     cases: list[Case] = []
-    for version in versions_available(spec_dir):
+    with_vectors = versions_available(spec_dir)
+    for version in with_vectors:
         cases.extend(vector_cases(version))
+    known = spec_versions(spec_dir)
+    pairs = [(w, r) for w in with_vectors for r in known if w != r and in_window(w, r)]
+    cases.extend(cross_version_cases(pairs, _reference_read))
     cases.extend(behaviour_cases())
     return sorted(cases, key=lambda case: (_key(case.id), case.writer, case.reader))
+
+
+def _reference_read(data: bytes, version: int) -> Outcome | None:
+    """fleetwire's reader of ``version`` judging a converted message (None: it reads no such
+    version, so the conversion cannot be judged here)."""
+    reference = Reference()
+    if not reference.versions[0] <= version <= reference.versions[1]:
+        return None
+    return outcome_from_json(reference.op_decode({"hex": data.hex(), "version": version}))
 
 
 def spec_versions(spec_dir: Path | None = None) -> list[int]:

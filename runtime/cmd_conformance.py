@@ -17,6 +17,7 @@ the N-2 matrix, and reports (index.json, junit.xml, index.html) — is the `run`
 
   fleetwire conformance run --impl "node examples/js-adapter/adapter.mjs" --out report/
   fleetwire conformance run --cases '6.4.*'   fleetwire's own adapter, the lease cases only
+  fleetwire conformance run --live            with the live cases: nodes on loopback TCPCLv4
   fleetwire conformance run --help            its options
 
 examples:

@@ -39,11 +39,15 @@ def test_reference_adapter_passes_every_case_and_writes_the_reports(
     out = tmp_path / "report"
     assert cli(["conformance", "run", "--live", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "0 fail (0 MUST), 0 skipped" in printed
+    assert "0 fail (0 MUST)" in printed
     index = json.loads((out / "index.json").read_text())
     assert index["summary"]["fail"] == 0 and index["summary"]["exit_status"] == 0
-    statuses = {case["id"]: case["status"] for case in index["cases"]}
-    assert set(statuses.values()) == {"pass"}
+    # Everything ran and passed, but the pairs with versions fleetwire does not speak yet.
+    for case in index["cases"]:
+        if case["status"] == "skip":
+            assert "does not speak" in case["note"] and case["writer"] != case["reader"]
+        else:
+            assert case["status"] == "pass", case["id"]
     # Every family of case ran: codec, envelope, trust, writer, behaviour.
     assert {case["family"] for case in index["cases"]} == {
         "codec", "envelope", "trust", "writer", "behaviour", "live"}  # fmt: skip
@@ -80,7 +84,7 @@ def test_cases_are_numbered_by_section_with_quoted_requirements() -> None:
     sections = {line.split()[1].rstrip(".") for line in protocol.splitlines()
                 if line.startswith("#") and line.split()[1][0].isdigit()}  # fmt: skip
     cases = [*all_cases(), *live_cases()]
-    ids = [case.id for case in cases]
+    ids = [(case.id, case.writer, case.reader) for case in cases]
     assert len(ids) == len(set(ids))
     for case in cases:
         assert case.spec_section() in sections, case.id
@@ -150,7 +154,8 @@ def test_js_adapter_passes_the_v1_codec_envelope_and_trust_cases(tmp_path: Path)
     ran = {r.case.family for r in report.results if r.status is Status.PASS}
     assert {"codec", "envelope", "trust", "writer"} <= ran
     must_skipped = [r.case.id for r in report.results
-                    if r.status is Status.SKIP and r.case.family in ("codec", "envelope", "trust")]  # fmt: skip
+                    if r.status is Status.SKIP and r.case.family in ("codec", "envelope", "trust")
+                    and r.case.writer == r.case.reader == 1]  # fmt: skip
     assert must_skipped == []
     assert report.exit_code == 0
 
