@@ -257,7 +257,9 @@ async def _exchange(version: int, node: Node, nut: NodeUnderTest, stdin: trio.ab
     checks = []
     label = f"v{version} reference node {node.node} → node under test (v{nut.version})"
     with trio.move_on_after(timeout) as scope:
-        while UNDER_TEST not in node.links:  # the node under test dials every reference node
+        # Send only once the node under test is up and has dialled in: a node without durable
+        # replay memory refuses messages issued before it started (protocol.md §10.2).
+        while UNDER_TEST not in node.links:
             await trio.sleep(0.02)
     if scope.cancelled_caught:
         return [Check(label, {"live": "connect", "to": node.node}, "a TCPCLv4 session",
