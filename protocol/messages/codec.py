@@ -150,10 +150,10 @@ def _check_writable(message: Message) -> None:
             f"cannot encode {cls.__name__}: versions must satisfy 1 <= min_version "
             f"({header.min_version}) <= version ({header.version})"
         )
-    if header.min_version < cls.SINCE:
+    if header.version < cls.SINCE:  # a reader would not know the type at that version
         raise LocalProtocolError(
-            f"cannot encode {cls.__name__}: the type exists from version {cls.SINCE} on, so "
-            f"min_version must be at least {cls.SINCE}, not {header.min_version} "
+            f"cannot encode {cls.__name__}: the type exists from version {cls.SINCE} on, and "
+            f"the message is written at {header.version} "
             "(hint: versions.convert(message, version) writes it at a version)"
         )
     for field in _LATER_FIELDS[cls]:
@@ -282,9 +282,9 @@ def _known_as_read(message: Message, version: int) -> bool:
     """Whether the accelerator's reading (every version's fields) is the reading of ``version``:
     the type exists there and no field it does not know yet is present."""
     cls = type(message)
-    if version < cls.SINCE:
-        return False
     knows = min(message.header.version, version)
+    if knows < cls.SINCE:
+        return False
     return all(
         field.since <= knows or getattr(message, field.name) in (None, ())
         for field in _LATER_FIELDS[cls]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import json
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
@@ -186,7 +187,9 @@ class MapOf(Kind[tuple[tuple[str, T], ...]]):
                 raise MessageError(
                     f"a name is text of 1..{self.max_name} bytes, got {_describe(name)}", path
                 )
-            out.append((name, self.value.from_wire(item, f"{path}[{name!r}]")))
+            # An entry is named by its key as a JSON string: metrics["temp"].mean (§9 paths).
+            where = f"{path}[{json.dumps(name, ensure_ascii=False)}]"
+            out.append((name, self.value.from_wire(item, where)))
         out.sort(key=lambda pair: (len(pair[0].encode()), pair[0].encode()))
         return tuple(out)
 
