@@ -46,7 +46,8 @@ from fleetwire.protocol.messages import (
     encode_message,
 )
 from fleetwire.protocol.messages.header import HEADER_FIELDS
-from fleetwire.protocol.messages.schema import CID, Field, Kind, ListOf, Struct
+from fleetwire.protocol.messages.schema import BYTES, CID, Field, Kind, ListOf, MapOf, Struct
+from fleetwire.protocol.messages.versions import convert, decode_any
 
 from .machines import MACHINES, ScenarioError, run_scenario
 from .vectors import Fleetwire, TrustInput, outcome_to_json
@@ -73,7 +74,11 @@ def _item(kind: Kind[Any], value: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise ValueError(f"{path}: expected a list")
         return [_item(kind.item, item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if kind is CID:
+    if isinstance(kind, MapOf):
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected an object")
+        return {name: _item(kind.value, item, f"{path}[{name}]") for name, item in value.items()}
+    if kind is CID or kind is BYTES:
         return bytes.fromhex(value)
     return value
 
@@ -104,7 +109,9 @@ def fields_to_bytes(message: dict[str, Any]) -> bytes:
         raise ValueError(f"no message type {type_code}")
     header = {k: fields.pop(k) for k in [f.name for f in HEADER_FIELDS] if k in fields}
     raw = {0: type_code, **_map(HEADER_FIELDS, header, ""), **_map(cls.FIELDS, fields, "")}
-    return cbor2.dumps(dict(sorted(raw.items())))
+    # cbor2's canonical order (RFC 7049 §3.9, length first) is RFC 8949 §4.2.1's bytewise
+    # order for every key a message has: small unsigned integers and short names.
+    return cbor2.dumps(raw, canonical=True)
 
 
 class Reference:
@@ -156,36 +163,48 @@ class Reference:
             "machines": list(MACHINES),
         }
 
-    def op_decode(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _reader(self, request: dict[str, Any]) -> Fleetwire | None:
+        """fleetwire reading as the version the request names (its newest by default)."""
         version = request.get("version", self.versions[1])
-        if not self._spoken(version):
-            return refusal("version-unsupported", f"this implementation reads no v{version}")
-        return outcome_to_json(self.reader.decode(bytes.fromhex(request["hex"])))
+        return self.reader.at_version(version) if self._spoken(version) else None
+
+    def op_decode(self, request: dict[str, Any]) -> dict[str, Any]:
+        reader = self._reader(request)
+        if reader is None:
+            return refusal("version-unsupported", f"this implementation reads no v{request['version']}")
+        return outcome_to_json(reader.decode(bytes.fromhex(request["hex"])))
 
     def op_open(self, request: dict[str, Any]) -> dict[str, Any]:
+        reader = self._reader(request)
+        if reader is None:
+            return refusal("version-unsupported", f"this implementation reads no v{request['version']}")
         data = bytes.fromhex(request["hex"])
         if "roots" in request:
-            return outcome_to_json(self.reader.open_trusted(data, TrustInput.from_json(request)))
+            return outcome_to_json(reader.open_trusted(data, TrustInput.from_json(request)))
         key = bytes.fromhex(request["public_key"])
-        return outcome_to_json(self.reader.open_envelope(data, key))
+        return outcome_to_json(reader.open_envelope(data, key))
 
     def op_encode(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The message given by its fields, written at ``version`` (protocol.md §5.1)."""
         version = request.get("version", self.versions[1])
         if not self._spoken(version):
             return refusal("version-unsupported", f"this implementation writes no v{version}")
-        message = decode_message(fields_to_bytes(request["message"]))
-        if message.header.version != version:
-            return refusal("not-expressible", f"the message is written at v{message.header.version}")
-        return self.accepted(self.write(message))
+        message = decode_message(fields_to_bytes(request["message"]), version=self.versions[1])
+        return self.accepted(self.write_at(message, version))
 
     def op_convert(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A message's bytes rewritten at ``version`` (up or down), or not-expressible."""
         version = request["version"]
         if not self._spoken(version):
             return refusal("version-unsupported", f"this implementation writes no v{version}")
-        message = decode_message(bytes.fromhex(request["hex"]))
-        if message.header.version != version:
-            return refusal("not-expressible", f"no conversion from v{message.header.version}")
-        return self.accepted(self.write(message))
+        message = decode_any(bytes.fromhex(request["hex"]), self.versions[1])
+        return self.accepted(self.write_at(message, version))
+
+    def write_at(self, message: Any, version: int) -> bytes:
+        """The writer at ``version``: :func:`~fleetwire.protocol.messages.versions.convert`,
+        then the deterministic encoding (NotExpressible, code version-not-expressible, where
+        that version cannot say it)."""
+        return self.write(convert(message, version))
 
     def op_content_id(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "content_id": self.content_id(bytes.fromhex(request["hex"]))}

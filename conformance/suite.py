@@ -32,6 +32,8 @@ from typing import Any
 import attrs
 
 from .cases import (
+    NOTHING_TO_CHECK,
+    UNSPOKEN,
     Case,
     CaseResult,
     Context,
@@ -185,6 +187,7 @@ def run_suite(probe: Probe, *, name: str, command: str = "", patterns: Iterable[
     context = Context(probe, said.versions, said.ops, said.machines, spec_dir)
     chosen = select(all_cases(spec_dir), patterns)
     results = [run_case(case, context) for case in chosen]
+    results = [r for r in results if r.note != NOTHING_TO_CHECK]
     live_chosen = select(live_cases(), patterns)
     if live_chosen:
         if live is None:
@@ -203,8 +206,12 @@ def run_suite(probe: Probe, *, name: str, command: str = "", patterns: Iterable[
 def console(report: SuiteReport) -> str:
     """The console summary: a line per case that did not pass, then the totals."""
     lines = []
+    unspoken = 0
     for result in report.results:
         if result.status is Status.PASS:
+            continue
+        if result.note.startswith(UNSPOKEN):
+            unspoken += 1
             continue
         case = result.case
         lines.append(f"  {result.status.value:9} {case.id:7} {case.level.value:6} {case.title}"
@@ -212,6 +219,8 @@ def console(report: SuiteReport) -> str:
         for check in result.checks:
             if check.status in (Status.FAIL, Status.IMPRECISE):
                 lines.append(f"      {check.label}: expected {check.expected}; got {check.got:.300}")
+    if unspoken:
+        lines.append(f"  skip      {unspoken} cases at versions the implementation does not speak")
     lines.append("  matrix (writer → reader): " + "; ".join(
         f"v{w}→v{r} {_cell_word(cell)}" for (w, r), cell in report.matrix.items()))  # fmt: skip
     lines.append(report.summary_line())
