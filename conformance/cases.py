@@ -554,7 +554,7 @@ def _cross_read_checks(context: Context, writer: int, reader: int) -> list[Check
 
 
 def _convert_checks(context: Context, writer: int, reader: int,
-                    judge_read: Callable[[bytes, int], Outcome] | None) -> list[Check]:  # fmt: skip
+                    judge_read: Callable[[bytes, int], Outcome | None] | None) -> list[Check]:  # fmt: skip
     """Each valid vector of ``writer`` converted to version ``reader``: either a message that
     names version ``reader`` and that a reader of ``reader`` accepts, or the typed refusal
     ``version-not-expressible`` — never anything else, never a silent drop."""
@@ -597,7 +597,7 @@ def _version_of(data: bytes) -> int | None:
 
 
 def cross_version_cases(pairs: Iterable[tuple[int, int]],
-                        judge_read: Callable[[bytes, int], Outcome] | None = None) -> Iterator[Case]:  # fmt: skip
+                        judge_read: Callable[[bytes, int], Outcome | None] | None = None) -> Iterator[Case]:  # fmt: skip
     """The cases of each (writer, reader) pair of different versions inside the window."""
     for writer, reader in pairs:
         yield Case(
