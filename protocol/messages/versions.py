@@ -138,6 +138,15 @@ def convert(message: Message, to_version: int) -> Message:
 
 def _restamp(message: Message, to_version: int) -> Message:
     cls, header = type(message), message.header
+    if (
+        header.version == to_version
+        and header.min_version >= cls.SINCE
+        and all(
+            field.since <= to_version or getattr(message, field.name) in (None, ())
+            for field in cls.FIELDS
+        )
+    ):
+        return message  # already written at that version: nothing to restamp
     name = cls.__name__
     changes: dict[str, Any] = {}
     extensions = dict(message.extensions)
