@@ -161,3 +161,42 @@ def test_a_protocol_version_we_do_not_speak_is_a_one_line_error(value: object, t
         parse_config({"node": {"number": 5, "protocol_version": value}}, tmp_path)
     assert "\n" not in info.value.message and "protocol_version" in info.value.message
     assert "pins" in info.value.hint
+
+
+# --- a cell of mixed versions -------------------------------------------------------------------
+
+
+async def test_a_cell_of_v1_v2_and_v3_nodes_grants_leases_in_turn(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """Members pinned at 1 and 2, a coordinator at 3 and its standby at 2, the region at 3;
+    after every node has advertised its versions, each pair writes at the newest version both
+    read, and the dock still goes to one member at a time."""
+    from .test_lease_roles import C1, C2, M1, M2, REGION, cell, granted
+
+    mock_clock.autojump_threshold = 0
+    pinned = {M1: 1, M2: 2, C1: 3, C2: 2, REGION: 3}
+    async with cell(pinned) as c:
+        nodes = c.nodes
+        for number, node in nodes.items():
+            mine = (max(1, pinned[number] - 2), pinned[number])
+            for peer in nodes:
+                if peer != number:
+                    await node.send(advert(number, mine, sequence=1000 + peer), to=peer)
+        await trio.sleep(5)
+        assert nodes[C1].versions.versions_of(M1) == (1, 1)
+        assert nodes[C1].versions.write_version(M2) == 2
+        assert nodes[C1].versions.write_version(REGION) == 3
+        assert len(c.active()) == 1
+        await c.members[M1].want("dock/1", 10_000)
+        await trio.sleep(2)
+        first = c.members[M1].use("dock/1", 1_000)
+        assert first is not None
+        await c.members[M2].want("dock/1", 10_000)
+        await trio.sleep(30)
+        assert c.members[M2].use("dock/1") is None and granted(c.members[M2]) == []
+        await c.members[M1].release("dock/1")
+        await trio.sleep(2)
+        second = c.members[M2].use("dock/1", 1_000)
+        assert second is not None and second > first
+        assert all(node.stats.rejected == 0 for node in nodes.values())
