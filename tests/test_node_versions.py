@@ -200,3 +200,40 @@ async def test_a_cell_of_v1_v2_and_v3_nodes_grants_leases_in_turn(
         second = c.members[M2].use("dock/1", 1_000)
         assert second is not None and second > first
         assert all(node.stats.rejected == 0 for node in nodes.values())
+
+
+# --- the sans-IO agent (the simulator's, and the node's from the agent-driven node on) -----------
+
+
+def test_an_agent_pinned_at_one_reads_and_writes_as_version_one() -> None:
+    from fleetwire.protocol.agent.actions import Deliver, DeliveryRefused
+    from fleetwire.protocol.agent.agent import AgentConfig, BundleAgent
+    from fleetwire.protocol.agent.agent_store import MemoryAgentStore
+    from fleetwire.protocol.agent.bundling import message_bundle
+    from fleetwire.protocol.bpv7 import encode_bundle
+    from fleetwire.protocol.envelope import seal
+
+    trust = trust_for([V1, V3])
+    pinned = BundleAgent(AgentConfig(node=V1, key=node_key(V1), trust=trust, protocol_version=1),
+                         MemoryAgentStore())  # fmt: skip
+    newest = BundleAgent(AgentConfig(node=V3, key=node_key(V3), trust=trust), MemoryAgentStore())
+    for agent in (pinned, newest):
+        agent.start(T0)
+
+    def arriving(message: object, sequence: int) -> bytes:
+        signed = seal(message, node_key(V3))  # type: ignore[arg-type]
+        bundle = message_bundle(signed.envelope, source=V3, destination=V1, created_at=T0,
+                                sequence=sequence, lifetime_ms=DAY)  # fmt: skip
+        return encode_bundle(bundle)
+
+    refused = pinned.receive(arriving(digest(1), 1), V3, T0)
+    assert [a.code for a in refused if isinstance(a, DeliveryRefused)] == ["version-unsupported"]
+    claim = LeaseClaim(header(V3, 2), "dock/7", 60_000)
+    assert any(isinstance(a, Deliver) for a in pinned.receive(arriving(claim, 2), V3, T0))
+    # The newest agent writes a bid to a peer not heard from as a lease claim, a digest not at all.
+    sent = newest.send(Bid(header(V3, 3, 3), "dock/7", 1, 40, term_ms=60_000), V1, T0)
+    assert isinstance(sent[0].message.message, LeaseClaim)  # type: ignore[union-attr]
+    with pytest.raises(NotExpressible):
+        newest.send(digest(4), V1, T0)
+    newest.versions.learn(advert(V1, (1, 2)))
+    assert newest.versions.write_version(V1) == 2
