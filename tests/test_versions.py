@@ -429,3 +429,23 @@ def test_a_digest_refuses_what_its_table_refuses() -> None:
     raw[11][""] = raw[11]["temp"]
     with pytest.raises(MessageError):
         decode_message(cbor.encode(raw))
+
+
+def test_convert_at_the_messages_own_version_still_moves_a_newer_field() -> None:
+    odd = report(header=header(1))  # built at 1 with a v2 field: not writable as it is
+    assert convert(odd, 1).extensions == ((15, "B"),)  # type: ignore[union-attr]
+    claim = LeaseClaim(header(1), "dock/7", 60_000)
+    assert convert(claim, 1) is claim
+
+
+@pytest.mark.parametrize("message", SAMPLES.values(), ids=lambda m: type(m).__name__)
+def test_later_types_are_the_same_with_and_without_the_accelerator(message: Message) -> None:
+    from fleetwire.protocol.messages import codec
+    from fleetwire.protocol.messages.text import message_from_json, message_to_json
+
+    data = encode_message(message)
+    with codec.without_accelerator():
+        assert encode_message(message) == data
+        slow = [decode_any(data, reader) for reader in range(message.SINCE, 4)]
+    assert slow == [decode_any(data, reader) for reader in range(message.SINCE, 4)]
+    assert message_from_json(message_to_json(message)) == message  # the JSON view too

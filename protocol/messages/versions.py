@@ -69,6 +69,10 @@ __all__ = [
 
 #: The versions this implementation reads and writes, oldest first.
 SUPPORTED_VERSIONS: Final = tuple(range(1, PROTOCOL_VERSION + 1))
+#: Per class, the fields added after version 1 (most classes have none).
+_LATER_FIELDS: Final = {
+    cls: tuple(field for field in cls.FIELDS if field.since > 1) for cls in MESSAGE_CLASSES.values()
+}
 
 
 class NotExpressible(LocalProtocolError):
@@ -121,8 +125,17 @@ def convert(message: Message, to_version: int) -> Message:
     Raises :class:`NotExpressible` naming what ``to_version`` cannot say. The result is a
     new message (new bytes, new content id): its signer signs it as written.
     """
+    cls, header = type(message), message.header
+    if header.version == to_version and header.min_version >= cls.SINCE:
+        # Already written at that version (the common case of every send): nothing to do,
+        # unless it carries a field its version does not have.
+        later = _LATER_FIELDS[cls]
+        if not later or all(
+            field.since <= to_version or getattr(message, field.name) in (None, ())
+            for field in later
+        ):
+            return message
     _check_version(to_version)
-    cls = type(message)
     if to_version < cls.SINCE:
         down = DOWN_CONVERSIONS.get(cls)
         if down is None:
@@ -374,6 +387,8 @@ class PeerVersions:
 
     def write_version(self, peer: int) -> int:
         """The version to write to ``peer``: the newest both read."""
+        if peer not in self._peers:  # every send to a peer not heard from: the short road
+            return max(1, self.own - WINDOW)
         return self.write_version_for((peer,))
 
     def write_version_for(self, peers: Iterable[int]) -> int:
