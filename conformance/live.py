@@ -15,7 +15,7 @@ id>}``; ``fleetwire node <config> --stdin`` is that program for fleetwire.
 
 Cases:
 
-- **7.6** at every (reference version, node under test) pair: a reference node sends a signed
+- **7.6** at every (reference version, node under test version) pair: a reference node sends a signed
   capability advertisement that the node under test must deliver with the same content id, and
   the node under test sends a signed exception report that the reference node must verify
   against the fleet's trust store and deliver.
@@ -25,8 +25,9 @@ Cases:
   (each holder using its grant until ``expires_at - max_drift``), which must find no two
   holders at one instant.
 
-Reference nodes are pinned at versions through ``[node] protocol_version`` where the runtime
-supports it; until then only version 1 is pinned and the other pairs are reported as not run.
+Reference nodes are pinned at versions 1, 2 and 3 through ``[node] protocol_version``; the node
+under test runs once per version it speaks, pinned the same way, so every (writer, reader) pair
+of the matrix's live family is one exchange. Every exchange and lease waits at most ``timeout``.
 """
 
 from __future__ import annotations
@@ -63,21 +64,22 @@ from .cases import Case, CaseResult, Check, Level, Status
 __all__ = ["LIVE_VERSIONS", "NodeUnderTest", "live_cases", "run_live"]
 
 HOST = "127.0.0.1"
-#: Versions a reference node can be pinned at today.
-LIVE_VERSIONS: tuple[int, ...] = (1,)
+#: Versions a reference node is pinned at (``[node] protocol_version``).
+LIVE_VERSIONS: tuple[int, ...] = (1, 2, 3)
 REFERENCE = {1: 11, 2: 12, 3: 13}  # version → reference node number
 CLAIMANT, UNDER_TEST = 60, 50
-RESOURCE = "dock/7"
 DRIFT_MS, TERM_MS = 200, 1_500
 
 
 @attrs.frozen(slots=True)
 class NodeUnderTest:
-    """How to start the node under test: ``{config}`` in ``command`` is its config file."""
+    """How to start the node under test: ``{config}`` in ``command`` is its config file, which
+    pins it at each of ``versions`` in turn (one process per version; the suite passes the
+    versions the implementation's ``hello`` names)."""
 
     command: tuple[str, ...] = (sys.executable, "-m", "fleetwire.runtime.cli", "node",
                                 "{config}", "--stdin")  # fmt: skip
-    version: int = 1
+    versions: tuple[int, ...] = (1, 2, 3)
 
 
 def _free_port() -> int:
@@ -103,7 +105,7 @@ def _keys(folder: Path) -> None:
 
 def _config(folder: Path, node: int, port: int, peers: dict[int, int], version: int | None) -> Path:
     text = f'[node]\nnumber = {node}\nkeys = "keys"\n'
-    if version is not None and version != 1:
+    if version is not None:
         text += f"protocol_version = {version}\n"
     text += f'[[listen]]\nhost = "{HOST}"\nport = {port}\n'
     for peer, peer_port in peers.items():
@@ -179,11 +181,13 @@ class _Lines:
         self.pending = b""
         self.seen: list[dict[str, Any]] = []
 
-    async def until(self, wanted: Any) -> dict[str, Any]:
+    async def until(self, wanted: Any, *, take: bool = False) -> dict[str, Any]:
+        """The first line ``wanted`` accepts, reading more as needed; ``take`` removes it, so
+        that the next answer (``{"sent": ...}``) is not this one again."""
         while True:
-            for line in self.seen:
+            for index, line in enumerate(self.seen):
                 if wanted(line):
-                    return line
+                    return self.seen.pop(index) if take else line
             chunk = await self.stream.receive_some(65536)
             if not chunk:
                 raise EOFError("the node under test closed its output")
@@ -199,28 +203,44 @@ class _Lines:
 
 
 async def run_live(folder: Path, nut: NodeUnderTest = NodeUnderTest(),
-                   timeout: float = 30.0) -> dict[str, list[Check]]:  # fmt: skip
-    """Run the live cases; case id → its checks."""
+                   timeout: float = 30.0) -> list[CaseResult]:  # fmt: skip
+    """Run the live cases: per version of the node under test, one process of it."""
     (folder / "keys").mkdir(parents=True, exist_ok=True)
     _keys(folder / "keys")
     ports = {node: _free_port() for node in (*REFERENCE.values(), CLAIMANT, UNDER_TEST)}
     pinned = {v: REFERENCE[v] for v in LIVE_VERSIONS}
-    out: dict[str, list[Check]] = {"7.6": [], "6.4.11": []}
-    nut_config = _config(folder, UNDER_TEST, ports[UNDER_TEST],
-                         {n: ports[n] for n in pinned.values()}, nut.version)  # fmt: skip
-    argv = [part.replace("{config}", str(nut_config)) for part in nut.command]
+    cases = {case.id: case for case in live_cases()}
+    results: list[CaseResult] = []
     async with _nodes(folder, pinned, ports) as (references, claimant):
         authority = _Authority(references[1])
         async with trio.open_nursery() as nursery:
             nursery.start_soon(authority.run)
-            async with _process(argv) as process:
-                assert process.stdout is not None and process.stdin is not None
-                lines = _Lines(process.stdout)
-                for version, node in references.items():
-                    out["7.6"] += await _exchange(version, node, nut, process.stdin, lines, timeout)
-                out["6.4.11"] += await _lease(authority, claimant, process.stdin, lines, timeout)
+            for own in nut.versions:
+                config = _config(folder, UNDER_TEST, ports[UNDER_TEST],
+                                 {n: ports[n] for n in pinned.values()}, own)  # fmt: skip
+                argv = [part.replace("{config}", str(config)) for part in nut.command]
+                before = {v: node.links.get(UNDER_TEST) for v, node in references.items()}
+                async with _process(argv) as process:
+                    assert process.stdout is not None and process.stdin is not None
+                    lines = _Lines(process.stdout)
+                    for version, node in references.items():
+                        to_nut, from_nut = await _exchange(version, node, own, before[version],
+                                                           process.stdin, lines, timeout)  # fmt: skip
+                        if version == own:
+                            results.append(_result(cases["7.6"], own, own, [to_nut, from_nut]))
+                        else:
+                            results.append(_result(cases["7.6"], version, own, [to_nut]))
+                            results.append(_result(cases["7.6"], own, version, [from_nut]))
+                    check = await _lease(authority, claimant, f"dock/{own}", process.stdin,
+                                         lines, timeout)  # fmt: skip
+                    results.append(_result(cases["6.4.11"], own, 1, [check]))
             nursery.cancel_scope.cancel()
-    return out
+    return results
+
+
+def _result(case: Case, writer: int, reader: int, checks: list[Check]) -> CaseResult:
+    worst = max((c.status for c in checks), key=lambda s: s.rank)
+    return CaseResult(attrs.evolve(case, writer=writer, reader=reader), worst, tuple(checks))
 
 
 @asynccontextmanager
@@ -252,23 +272,28 @@ def _send_line(to: int, message: dict[str, Any]) -> bytes:
     return (json.dumps({"to": to, "message": message}) + "\n").encode()
 
 
-async def _exchange(version: int, node: Node, nut: NodeUnderTest, stdin: trio.abc.SendStream,
-                    lines: _Lines, timeout: float) -> list[Check]:  # fmt: skip
-    checks = []
-    label = f"v{version} reference node {node.node} → node under test (v{nut.version})"
+async def _exchange(version: int, node: Node, own: int, old_link: object,
+                    stdin: trio.abc.SendStream, lines: _Lines,
+                    timeout: float) -> tuple[Check, Check]:  # fmt: skip
+    """A message each way between a reference node of ``version`` and the node under test
+    speaking ``own``: (reference → node under test, node under test → reference)."""
+    label = f"v{version} reference node {node.node} → node under test (v{own})"
     with trio.move_on_after(timeout) as scope:
         # Send only once the node under test is up and has dialled in: a node without durable
         # replay memory refuses messages issued before it started (protocol.md §10.2).
-        while UNDER_TEST not in node.links:
+        # (A session of an earlier run of it does not count: it is going away.)
+        while node.links.get(UNDER_TEST) in (None, old_link):
             await trio.sleep(0.02)
     if scope.cancelled_caught:
-        return [Check(label, {"live": "connect", "to": node.node}, "a TCPCLv4 session",
-                      f"the node under test did not connect within {timeout:g} s", Status.FAIL)]  # fmt: skip
+        failed = Check(label, {"live": "connect", "to": node.node}, "a TCPCLv4 session",
+                       f"the node under test did not connect within {timeout:g} s", Status.FAIL)
+        return failed, attrs.evolve(failed, label=f"node under test (v{own}) → v{version} "
+                                                   f"reference node {node.node}")  # fmt: skip
     now = node.now()
     advert = CapabilityAdvertisement(
         Header(issuer=node.node, issued_at=now, sequence=node.next_message_sequence()),
         capabilities=(Capability("dock", 1, "slot", now, now + 86_400_000),),
-        versions=(1, version), lineage="R",
+        versions=(max(1, version - 2), version), lineage="R",
     )  # fmt: skip
     inbox = node.subscribe(Family.EXCEPTION)
     request = {"live": "reference sends", "from": node.node, "to": UNDER_TEST,
@@ -277,10 +302,10 @@ async def _exchange(version: int, node: Node, nut: NodeUnderTest, stdin: trio.ab
     want = str(signed.content_id)
     with trio.move_on_after(timeout) as scope:
         await lines.until(lambda item: item.get("content_id") == want)
-    checks.append(Check(label, request, f"the node under test delivers {want}",
-                        "not delivered within the timeout" if scope.cancelled_caught else "delivered",
-                        Status.FAIL if scope.cancelled_caught else Status.PASS))  # fmt: skip
-    label = f"node under test (v{nut.version}) → v{version} reference node {node.node}"
+    to_nut = Check(label, request, f"the node under test delivers {want}",
+                   "not delivered within the timeout" if scope.cancelled_caught else "delivered",
+                   Status.FAIL if scope.cancelled_caught else Status.PASS)  # fmt: skip
+    label = f"node under test (v{own}) → v{version} reference node {node.node}"
     report = {"type": "exception-report", "code": 4, "severity": 1, "scope": "node",
               "scope_id": UNDER_TEST, "detail": f"live case to v{version}"}  # fmt: skip
     request = {"live": "node under test sends", "to": node.node, "message": report}
@@ -288,7 +313,7 @@ async def _exchange(version: int, node: Node, nut: NodeUnderTest, stdin: trio.ab
     got = "no verified exception report from the node under test within the timeout"
     status = Status.FAIL
     with trio.move_on_after(timeout):
-        sent = await lines.until(lambda item: "sent" in item or "error" in item)
+        sent = await lines.until(lambda item: "sent" in item or "error" in item, take=True)
         if "error" in sent:
             got = f"the node under test could not send: {sent['error']}"
         else:
@@ -297,31 +322,32 @@ async def _exchange(version: int, node: Node, nut: NodeUnderTest, stdin: trio.ab
                 if str(delivered.content_id) == sent["sent"]:
                     got, status = "verified and delivered, same content id", Status.PASS
                     break
-    checks.append(Check(label, request, "the reference node verifies and delivers it", got, status))
-    return checks
+    inbox.close()
+    return to_nut, Check(label, request, "the reference node verifies and delivers it", got, status)
 
 
-async def _lease(authority: _Authority, claimant: Node, stdin: trio.abc.SendStream,
-                 lines: _Lines, timeout: float) -> list[Check]:  # fmt: skip
+async def _lease(authority: _Authority, claimant: Node, resource: str,
+                 stdin: trio.abc.SendStream, lines: _Lines, timeout: float) -> Check:  # fmt: skip
     label = "node under test and a reference claimant claim one resource"
-    request = {"live": "both claim", "resource": RESOURCE, "term_ms": TERM_MS,
+    request = {"live": "both claim", "resource": resource, "term_ms": TERM_MS,
                "authority": authority.node.node}  # fmt: skip
     expected = ("the node under test delivers its grant; both are granted in turn; the invariant "
                 "checker finds no two holders at one instant")  # fmt: skip
-    claim = {"type": "lease-claim", "resource": RESOURCE, "term_ms": TERM_MS}
+    claim = {"type": "lease-claim", "resource": resource, "term_ms": TERM_MS}
     await stdin.send_all(_send_line(authority.node.node, claim))
     now = claimant.now()
     await claimant.send(LeaseClaim(Header(issuer=claimant.node, issued_at=now,
                                           sequence=claimant.next_message_sequence()),
-                                   RESOURCE, TERM_MS), authority.node.node)  # fmt: skip
+                                   resource, TERM_MS), authority.node.node)  # fmt: skip
     got, status = "", Status.FAIL
     with trio.move_on_after(timeout) as scope:
         await lines.until(lambda item: item.get("message", {}).get("type") == "lease-grant"
-                          and item["message"].get("holder") == UNDER_TEST)  # fmt: skip
-        while {g.holder for g in authority.grants} < {UNDER_TEST, CLAIMANT}:
+                          and item["message"].get("holder") == UNDER_TEST
+                          and item["message"].get("resource") == resource)  # fmt: skip
+        while {g.holder for g in authority.grants if g.resource == resource} < {UNDER_TEST, CLAIMANT}:
             await trio.sleep(0.05)
     if scope.cancelled_caught:
-        holders = sorted({g.holder for g in authority.grants})
+        holders = sorted({g.holder for g in authority.grants if g.resource == resource})
         got = f"within {timeout:g} s: grants to {holders}; the node under test's grant delivered: " \
               f"{any(i.get('message', {}).get('type') == 'lease-grant' for i in lines.seen)}"  # fmt: skip
     else:
@@ -330,7 +356,7 @@ async def _lease(authority: _Authority, claimant: Node, stdin: trio.abc.SendStre
             got, status = f"granted in turn ({report.grants} grants, no overlap)", Status.PASS
         else:
             got = f"the invariant checker: {report.violation}"
-    return [Check(label, request, expected, got, status)]
+    return Check(label, request, expected, got, status)
 
 
 def live_cases() -> list[Case]:
@@ -352,21 +378,14 @@ def live_cases() -> list[Case]:
     ]  # fmt: skip
 
 
-def live_results(checks: dict[str, list[Check]]) -> list[CaseResult]:
-    out = []
-    for case in live_cases():
-        got = tuple(checks.get(case.id, ()))
-        worst = max((c.status for c in got), key=lambda s: s.rank) if got else Status.SKIP
-        out.append(CaseResult(case, worst, got, "" if got else "not run"))
-    return out
-
-
 def run_live_sync(folder: Path, nut: NodeUnderTest = NodeUnderTest(),
                   timeout: float = 30.0) -> list[CaseResult]:  # fmt: skip
     """:func:`run_live` from synchronous code, bounded by ``timeout`` per exchange."""
-    async def main() -> dict[str, list[Check]]:
-        with trio.fail_after(max(60.0, 4 * timeout)):
+    async def main() -> list[CaseResult]:
+        # Each exchange and each lease is bounded by ``timeout``; this bounds the whole run.
+        runs = len(nut.versions) * (2 * len(LIVE_VERSIONS) + 1)
+        with trio.fail_after(60.0 + runs * timeout):
             return await run_live(folder, nut, timeout)
 
-    return live_results(trio.run(main))
+    return trio.run(main)
 

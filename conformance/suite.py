@@ -194,9 +194,12 @@ def run_suite(probe: Probe, *, name: str, command: str = "", patterns: Iterable[
             results += [CaseResult(case, Status.SKIP, (), "live cases not asked for (--live)")
                         for case in live_chosen]  # fmt: skip
         else:
+            spoken = tuple(range(said.versions[0], said.versions[1] + 1))
+            live = attrs.evolve(live, versions=live.versions or spoken)
             with tempfile.TemporaryDirectory(prefix="fcp-live-") as scratch:
                 ran = run_live_sync(Path(scratch), live, live_timeout)
-            results += [r for r in ran if r.case in live_chosen]
+            wanted = {case.id for case in live_chosen}
+            results += [r for r in ran if r.case.id in wanted]
     results.sort(key=lambda r: (_key(r.case.id), r.case.writer, r.case.reader))
     versions = sorted(set(spec_versions(spec_dir)) | set(range(said.versions[0], said.versions[1] + 1)))
     return SuiteReport(said.name, command, said.versions, tuple(results), tuple(versions),
@@ -260,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     live = None
     if args.live_node:
-        live = NodeUnderTest(tuple(shlex.split(args.live_node)))
+        live = NodeUnderTest(tuple(shlex.split(args.live_node)), versions=())
     elif args.live:
-        live = NodeUnderTest()
+        live = NodeUnderTest(versions=())
     if args.impl:
         argv_impl = shlex.split(args.impl)
         if not argv_impl:
