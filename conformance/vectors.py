@@ -29,6 +29,7 @@ started afresh for the next request, so one fault does not shift every later ans
 from __future__ import annotations
 
 import argparse
+import copy
 import enum
 import importlib.resources
 import json
@@ -48,7 +49,7 @@ from fleetwire.protocol.cose import parse_sign1, verify_sign1
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import VerifyKey
-from fleetwire.protocol.messages import decode_message, encode_message
+from fleetwire.protocol.messages import PROTOCOL_VERSION, decode_message, encode_message
 from fleetwire.protocol.trust import Role, TrustStore
 
 FORMAT: Final = "fleetwire-vectors/1"
@@ -151,9 +152,20 @@ class Fleetwire:
 
     name = "fleetwire (in process)"
 
+    def __init__(self, version: int = PROTOCOL_VERSION) -> None:
+        #: The version it reads as: the vectors of version N describe a reader of N, which
+        #: fleetwire is when pinned to N.
+        self.version = min(max(version, 1), PROTOCOL_VERSION)
+
+    def at_version(self, version: int) -> Fleetwire:
+        """fleetwire reading as an implementation of ``version``."""
+        reader = copy.copy(self)
+        reader.version = min(max(version, 1), PROTOCOL_VERSION)
+        return reader
+
     def decode(self, data: bytes) -> Outcome:
         try:
-            message = decode_message(data)
+            message = decode_message(data, version=self.version)
         except FleetwireError as exc:
             return _refused(exc)
         encoded = encode_message(message)
@@ -174,7 +186,7 @@ class Fleetwire:
             for credential in trust.credentials:
                 store.add_credential(credential, trust.now)
             role = None if trust.role is None else Role(trust.role)
-            signed = envelope.verify(data, store, trust.now, role=role)
+            signed = envelope.verify(data, store, trust.now, role=role, version=self.version)
         except FleetwireError as exc:
             return _refused(exc)
         encoded = encode_message(signed.message)
@@ -203,6 +215,7 @@ class AdapterProcess:
         self.name = name or " ".join(argv)
         self.timeout = timeout
         self.restarts = 0
+        self.version: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._pending = b""
 
@@ -265,19 +278,36 @@ class AdapterProcess:
         return line
 
     def _ask(self, request: dict[str, Any]) -> Outcome:
+        answer = self.request(request)
+        if isinstance(answer, AdapterFault):
+            return answer
+        outcome = outcome_from_json(answer)
+        if isinstance(outcome, AdapterFault):
+            self._restart()
+            what = request.get("op", "?")
+            return AdapterFault(f"adapter broke on the {what!s:.20} request: {outcome.reason}")
+        return outcome
+
+    def request(self, request: dict[str, Any]) -> dict[str, Any] | AdapterFault:
+        """Send one request; its answer object, or the fault the adapter met (then restarted).
+
+        The answer is any JSON object: each op of the adapter protocol says what it holds.
+        """
         if self._process is None:
             raise RuntimeError("use AdapterProcess as a context manager")
         try:
-            outcome = self._exchange(request)
+            answer = self._exchange(request)
         except _Broken as exc:
             what = request.get("op", "?")
             self._restart()
             return AdapterFault(f"adapter broke on the {what!s:.20} request: {exc}")
-        return outcome
+        return answer
 
-    def _exchange(self, request: dict[str, Any]) -> Outcome:
+    def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
         process = self._process
         assert process is not None and process.stdin is not None
+        if self.version is not None:
+            request = {**request, "version": self.version}
         try:
             process.stdin.write((json.dumps(request) + "\n").encode())
             process.stdin.flush()
@@ -291,10 +321,15 @@ class AdapterProcess:
         except ValueError:
             text = line.decode("utf-8", "replace")
             raise _Broken(f"an answer line that is not JSON: {text!r:.80}") from None
-        outcome = outcome_from_json(answer)
-        if isinstance(outcome, AdapterFault):
-            raise _Broken(outcome.reason)
-        return outcome
+        if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+            raise _Broken(f"not an answer: {answer!r:.80}")
+        return answer
+
+    def at_version(self, version: int) -> AdapterProcess:
+        """From now on, every request names ``version``: the reader version the vectors
+        describe; an adapter of one version ignores it (spec/README.md, "Adapter protocol")."""
+        self.version = version
+        return self
 
     def decode(self, data: bytes) -> Outcome:
         return self._ask({"op": "decode", "hex": data.hex()})
@@ -351,6 +386,9 @@ def serve_adapter(implementation: Implementation, stdin: IO[str], stdout: IO[str
         try:
             request = json.loads(line)
             data = bytes.fromhex(request["hex"])
+            at_version = getattr(implementation, "at_version", None)
+            if "version" in request and at_version is not None:
+                implementation = at_version(int(request["version"]))
             if request["op"] == "decode":
                 outcome = implementation.decode(data)
             elif request["op"] == "open" and "roots" in request:
@@ -500,16 +538,22 @@ def _judge_refuse(
     return Verdict.IMPRECISE if outcome.code in _ancestors(code, tree) else Verdict.FAIL
 
 
-def _run(documents: dict[str, dict[str, Any]], implementation: Implementation) -> Iterator[Result]:
+def _run(
+    documents: dict[str, dict[str, Any]], implementation: Implementation, version: int
+) -> Iterator[Result]:
     tree: dict[str, str | None] = documents["codes.json"]["codes"]
+    at_version = getattr(implementation, "at_version", None)
+    if at_version is not None:  # its reader of that version, where it offers one
+        implementation = at_version(version)
+    decode = implementation.decode
     for name in ("valid.json", "extensions.json"):
         for vector in documents[name]["vectors"]:
-            outcome = implementation.decode(bytes.fromhex(vector["hex"]))
+            outcome = decode(bytes.fromhex(vector["hex"]))
             verdict = _judge_accept(outcome, vector["hex"], vector["content_id"])
             yield Result(name, vector["id"], verdict, f"accept, id {vector['content_id'][:12]}…",
                          _describe(outcome))  # fmt: skip
     for vector in documents["invalid.json"]["vectors"]:
-        outcome = implementation.decode(bytes.fromhex(vector["hex"]))
+        outcome = decode(bytes.fromhex(vector["hex"]))
         field = vector.get("field")
         verdict = _judge_refuse(outcome, vector["code"], field, tree)
         expected = vector["code"] + (f" at {field}" if field else "")
@@ -556,7 +600,7 @@ def run_vectors(
 ) -> Report:
     """Run every vector of ``version`` against ``implementation``."""
     documents = load_vectors(version, spec_dir)
-    return Report(version, implementation.name, tuple(_run(documents, implementation)))
+    return Report(version, implementation.name, tuple(_run(documents, implementation, version)))
 
 
 # --- command line ---------------------------------------------------------------------------

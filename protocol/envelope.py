@@ -21,7 +21,7 @@ from . import cose
 from .errors import UntrustedKey
 from .ids import ContentId
 from .keys import SigningKey, VerifyKey
-from .messages import Message, accel, decode_message, encode_message
+from .messages import PROTOCOL_VERSION, Message, accel, decode_message, encode_message
 from .trust import Role
 
 __all__ = ["IssuerMismatch", "KeyResolver", "SignedMessage", "TrustedKey", "seal", "verify"]
@@ -86,13 +86,15 @@ def verify(
     *,
     role: Role | None = None,
     limits: cose.EnvelopeLimits = cose.DEFAULT_ENVELOPE_LIMITS,
+    version: int = PROTOCOL_VERSION,
 ) -> SignedMessage:
     """Return the message in envelope ``data`` only if a key trusted at ``now`` signed it.
 
     ``role``, when given, is required of the signer's credential (e.g. a lease grant must come
     from a cell coordinator). Raises :class:`~.errors.EnvelopeError` (malformed, bad
     signature), :class:`~.errors.UntrustedKey` (unknown, revoked, expired, wrong role, issuer
-    mismatch), or the message errors of :func:`.messages.decode_message`.
+    mismatch), or the message errors of :func:`.messages.decode_message`, reading as an
+    implementation of ``version`` (a node pinned to an older version passes its own).
     """
     envelope = cose.parse_sign1(data, limits)
     kid = envelope.kid
@@ -100,7 +102,7 @@ def verify(
         raise UntrustedKey("the envelope names no signing key (kid)")
     trusted = trust.key_for(kid, now, role)
     payload = cose.verify_sign1(envelope, trusted.public_key)
-    message = decode_message(payload)
+    message = decode_message(payload, version=version)
     if message.header.issuer != trusted.node:
         raise IssuerMismatch(
             f"message claims issuer {message.header.issuer} but is signed by the key of node "

@@ -44,6 +44,7 @@ import trio
 from fleetwire.protocol.agent.admission import Admitted, Refusal, RevocationBundle, admit
 from fleetwire.protocol.bpv7 import Bundle
 from fleetwire.protocol.errors import FleetwireError
+from fleetwire.protocol.messages import PROTOCOL_VERSION
 from fleetwire.protocol.replay import ReplayGuard, ReplayPolicy
 from fleetwire.protocol.trust import RevocationsRefused, TrustStore
 
@@ -74,8 +75,11 @@ class Admission:
         revocations_file: Path | None = None,
         reader_cell: int | None = None,
         floor_at_start: bool = False,
+        protocol_version: int = PROTOCOL_VERSION,
     ) -> None:
         self.node = node
+        #: The version this node reads as (``[node] protocol_version``; spec/v2/versions.md §1).
+        self.protocol_version = protocol_version
         self.service = service
         self.trust_service = trust_service
         self.trust = trust
@@ -115,6 +119,7 @@ class Admission:
             bundle, now, service=self.service, trust_service=self.trust_service,
             trust=self.trust, guard=self.guard, reader_cell=self.reader_cell,
             boundary=self.boundary,
+            version=self.protocol_version,
         )  # fmt: skip
         if isinstance(verdict, RevocationBundle):
             return await self.take_revocations(verdict.data, now, from_peer)

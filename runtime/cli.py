@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from fleetwire.protocol.errors import FleetwireError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("cmd_demo", "cmd_node", "cmd_keys", "cmd_inspect", "cmd_conformance")
+COMMANDS: tuple[str, ...] = (
+    "cmd_demo", "cmd_node", "cmd_keys", "cmd_inspect", "cmd_conformance", "cmd_spec"
+)
 
 DESCRIPTION = """\
 fleetwire — the Fleet Coordination Protocol reference implementation.

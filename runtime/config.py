@@ -13,6 +13,9 @@ A sample, with every key (paths are relative to the file)::
                                 #   "any", or a list of node numbers (plus the peers). Bundles
                                 #   for this node itself are taken from anyone (they are
                                 #   verified on delivery). Without TLS a node id is a claim.
+    protocol_version = 3        # the protocol version this node speaks (default: the newest,
+                                #   3); an older one pins it: it then reads and writes exactly
+                                #   as an implementation of that version (spec/v2/versions.md)
 
     [[listen]]                  # accept neighbours here (any number of these)
     host = "127.0.0.1"
@@ -74,6 +77,7 @@ from typing import Any
 
 import attrs
 from fleetwire.protocol.errors import FleetwireError
+from fleetwire.protocol.messages import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 from fleetwire.protocol.replay import ReplayPolicy
 
 from .contacts import ContactPlan, ContactPlanError
@@ -152,6 +156,8 @@ class FileConfig:
     quota: Quota = DEFAULT_QUOTA
     replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
     store_wal_limit_kb: int = 4096
+    #: ``[node] protocol_version``: the version the node speaks (pinned if older than ours).
+    protocol_version: int = PROTOCOL_VERSION
 
 
 def _table(data: dict[str, Any], key: str, allowed: set[str] | None = None) -> dict[str, Any]:
@@ -317,7 +323,15 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
     node = _table(
         data,
         "node",
-        {"number", "keys", "store", "bundle_lifetime_s", "store_wal_limit_kb", "accept_from"},
+        {
+            "number",
+            "keys",
+            "store",
+            "bundle_lifetime_s",
+            "store_wal_limit_kb",
+            "accept_from",
+            "protocol_version",
+        },
     )
     if "number" not in node:
         raise ConfigError("[node] needs `number`, the node's ipn node number")
@@ -384,7 +398,20 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         quota=_quota(data),
         replay=_replay(data),
         store_wal_limit_kb=max(1, _int(node, "store_wal_limit_kb", "node", 4096)),
+        protocol_version=_protocol_version(node),
     )
+
+
+def _protocol_version(node: dict[str, Any]) -> int:
+    """``[node] protocol_version``: one of the versions this implementation speaks."""
+    value = node.get("protocol_version", PROTOCOL_VERSION)
+    if type(value) is not int or value not in SUPPORTED_VERSIONS:
+        raise ConfigError(
+            f"[node] protocol_version must be one of {', '.join(map(str, SUPPORTED_VERSIONS))}, "
+            f"got {value!r}",
+            hint=f"protocol_version = 1 pins the node to version 1; leave it out for {PROTOCOL_VERSION}",
+        )
+    return value
 
 
 def load_config(path: Path) -> FileConfig:

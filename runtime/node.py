@@ -78,7 +78,13 @@ from fleetwire.protocol.bpv7 import (
 from fleetwire.protocol.envelope import SignedMessage, seal
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.keys import SigningKey
-from fleetwire.protocol.messages import Family, Message
+from fleetwire.protocol.messages import (
+    PROTOCOL_VERSION,
+    CapabilityAdvertisement,
+    Family,
+    Message,
+    PeerVersions,
+)
 from fleetwire.protocol.replay import ReplayPolicy
 from fleetwire.protocol.roles import reader_cell
 from fleetwire.protocol.trust import TrustStore
@@ -153,6 +159,9 @@ class NodeConfig:
     #: How long a forwarded bundle's id is remembered (at most until it expires), so that a
     #: neighbour's resend is recognised as a duplicate (see ``forward`` in the module docstring).
     forwarded_memory_ms: int = 15 * 60_000
+    #: The protocol version the node speaks: its newest, or an older one it is pinned to
+    #: (``[node] protocol_version``); it reads and writes exactly as that version would.
+    protocol_version: int = PROTOCOL_VERSION
 
 
 @attrs.define
@@ -234,7 +243,10 @@ class Node:
             spread=self._spread_revocations, revocations_file=config.revocations_file,
             reader_cell=reader_cell(config.trust, config.key.kid),
             floor_at_start=config.replay_floor_at_start,
+            protocol_version=config.protocol_version,
         )  # fmt: skip
+        #: Which version to write to each peer, learnt from their capability advertisements.
+        self.versions = PeerVersions(config.protocol_version)
 
     @property
     def node(self) -> int:
@@ -259,7 +271,8 @@ class Node:
         ``reports`` asks the nodes on the way for status reports (RFC 9171 §4.2.3, e.g.
         ``BundleFlags.REPORT_DELIVERY``); they arrive on :meth:`subscribe_status_reports`.
         """
-        signed = seal(message, self.config.key)
+        # At the version ``to`` reads (spec/v2/versions.md §2); NotExpressible if it cannot.
+        signed = seal(self.versions.convert_for(message, to), self.config.key)
         now = self.now()
         bundle = message_bundle(
             signed.envelope,
@@ -643,6 +656,8 @@ class Node:
                 return True
             admitted = self._admitted[bundle_id] = verdict
         signed = admitted.signed
+        if isinstance(signed.message, CapabilityAdvertisement):
+            self.versions.learn(signed.message)
         family = signed.message.TYPE.family
         takers = [s for s in self._subscriptions if family in s.families]
         if not takers:

@@ -123,6 +123,7 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
         replay=config.replay,
         replay_floor_at_start=config.store is None,
         revocations_file=config.keys / keyfiles.REVOCATIONS_NAME,
+        protocol_version=config.protocol_version,
     )
     clock = Clock.from_unix(trio.current_time(), time.time())
     async with _open_store(config) as store, open_node(node_config, store, clock=clock) as node:

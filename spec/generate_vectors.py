@@ -741,8 +741,9 @@ def extension_vectors() -> list[dict[str, Any]]:
 
 def _body_keys(type_code: int) -> set[int]:
     from fleetwire.protocol.messages import MESSAGE_CLASSES, MessageType
+    from fleetwire.protocol.messages.schema import fields_at
 
-    return {field.key for field in MESSAGE_CLASSES[MessageType(type_code)].FIELDS}
+    return {field.key for field in fields_at(MESSAGE_CLASSES[MessageType(type_code)].FIELDS, VERSION)}
 
 
 # --- signed envelopes ------------------------------------------------------------------

@@ -26,7 +26,9 @@ from fleetwire.protocol.cose import parse_sign1
 from fleetwire.protocol.errors import FleetwireError, MessageError
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import (
-    MESSAGE_CLASSES,
+    V1_MESSAGE_CLASSES as MESSAGE_CLASSES,
+)
+from fleetwire.protocol.messages import (
     Message,
     MessageType,
     decode_message,
@@ -43,6 +45,7 @@ from fleetwire.protocol.messages.schema import (
     Field,
     ListOf,
     Struct,
+    fields_at,
 )
 from fleetwire.protocol.trust import (
     Credential,
@@ -182,8 +185,8 @@ def test_message_rules_mirror_fields_tables(cls: type[Message]) -> None:
         members = cddl_rules()[rule]
         assert f"{rule} = {{\n  header<{int(cls.TYPE)}>,\n" in text, rule
         assert members, rule
-        assert set(members) <= {field.key for field in cls.FIELDS}, f"{rule}: keys not in FIELDS"
-        for field in cls.FIELDS:
+        assert set(members) <= {field.key for field in fields_at(cls.FIELDS, 1)}, f"{rule}: keys not in FIELDS"
+        for field in fields_at(cls.FIELDS, 1):
             if field.key not in members:
                 assert field.optional, f"{rule} leaves out required {field.name}"
                 continue
@@ -193,8 +196,8 @@ def test_message_rules_mirror_fields_tables(cls: type[Message]) -> None:
             assert optional <= field.optional, f"{rule}.{name} optional"
             check_type(field, type_, rule)
             union.setdefault(field.key, set()).add(type_)
-    assert set(union) == {field.key for field in cls.FIELDS}
-    for field in cls.FIELDS:
+    assert set(union) == {field.key for field in fields_at(cls.FIELDS, 1)}
+    for field in fields_at(cls.FIELDS, 1):
         if isinstance(field.kind, EnumKind):  # the choice covers every value between them
             covered = set().union(*(int_set(t) for t in union[field.key]))
             assert covered == {int(m) for m in field.kind.enum_type}, field.name
@@ -277,7 +280,7 @@ def mutations(message: Message) -> list[tuple[str, bytes, bool]]:
     """(what, bytes, must be refused) for every body field of ``message``."""
     raw = cbor2.loads(encode_message(message))
     out = []
-    for field in message.FIELDS:
+    for field in fields_at(message.FIELDS, 1):
         changed = dict(raw)
         changed[field.key] = 1.5  # no v1 field is a float
         out.append((f"{field.name} = 1.5", cbor.encode(changed), True))

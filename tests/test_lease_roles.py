@@ -84,7 +84,9 @@ class Cell:
 
 
 @asynccontextmanager
-async def cell() -> AsyncIterator[Cell]:
+async def cell(versions: dict[int, int] | None = None) -> AsyncIterator[Cell]:
+    """The cell, each node at the protocol version ``versions`` gives it (else the newest)."""
+    versions = versions or {}
     clock = Clock(0.0, T0)
     contact_plan = plan()
     network = LoopbackNetwork(contact_plan, clock, random.Random(5))
@@ -105,7 +107,8 @@ async def cell() -> AsyncIterator[Cell]:
                 n: await stack.enter_async_context(
                     open_node(
                         NodeConfig(
-                            node=n, key=node_key(n), trust=trust(), contact_plan=contact_plan
+                            node=n, key=node_key(n), trust=trust(), contact_plan=contact_plan,
+                            **({"protocol_version": versions[n]} if n in versions else {}),
                         ),
                         MemoryBundleStore(),
                         links=network.links_of(n),

@@ -163,14 +163,22 @@ def test_unknown_critical_key_is_refused_with_its_code() -> None:
 
 
 @pytest.mark.parametrize(
-    ("version", "min_version", "error"),
-    [(3, 2, UnsupportedVersion), (2, 3, MessageError), (0, 0, UnsupportedVersion)],
+    ("reader", "version", "min_version", "error"),
+    [
+        (1, 3, 2, UnsupportedVersion),
+        (3, 5, 4, UnsupportedVersion),
+        (3, 2, 3, MessageError),
+        (3, 0, 0, UnsupportedVersion),
+        (3, 1, 0, MessageError),
+    ],
 )
-def test_version_window(version: int, min_version: int, error: type[Exception]) -> None:
+def test_version_window(
+    reader: int, version: int, min_version: int, error: type[Exception]
+) -> None:
     raw = wire(CLAIM)
     raw[1], raw[2] = version, min_version
     with pytest.raises(error):
-        decode_message(cbor.encode(raw))
+        decode_message(cbor.encode(raw), version=reader)
 
 
 def test_newer_writer_readable_at_our_version_is_accepted() -> None:

@@ -35,7 +35,14 @@ from fleetwire.protocol.messages import (
 )
 from fleetwire.protocol.messages.codec import _WRITERS
 from fleetwire.protocol.messages.header import FIRST_BODY_KEY, HEADER_FIELDS
-from fleetwire.protocol.messages.schema import MAX_LIST, MAX_TEXT, UINT, Field, fields_to_wire
+from fleetwire.protocol.messages.schema import (
+    MAX_LIST,
+    MAX_TEXT,
+    UINT,
+    Field,
+    fields_at,
+    fields_to_wire,
+)
 from fleetwire.protocol.messages.writer import check_ascending, compile_message_writer, uint
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -69,7 +76,8 @@ def assert_written_and_read(message: Message) -> None:
 def with_critical(draw: Any) -> Message:
     """A generated message whose header also lists some of its own keys as critical."""
     message = draw(messages)
-    known = list(range(FIRST_BODY_KEY)) + [field.key for field in type(message).FIELDS]
+    fields = fields_at(type(message).FIELDS, message.header.version)
+    known = list(range(FIRST_BODY_KEY)) + [field.key for field in fields]
     critical = draw(st.lists(st.sampled_from(known), max_size=16).map(tuple))
     return attrs.evolve(message, header=attrs.evolve(message.header, critical=critical))
 

@@ -32,6 +32,7 @@ import attrs
 from ..bpv7 import Bundle, IpnEid
 from ..envelope import SignedMessage, verify
 from ..errors import FleetwireError
+from ..messages import PROTOCOL_VERSION
 from ..replay import Accept, ReplayGuard
 from ..roles import check_role
 from ..trust import TrustStore
@@ -72,8 +73,10 @@ def admit(
     guard: ReplayGuard,
     reader_cell: int | None = None,
     boundary: Callable[[int], bool] | None = None,
+    version: int = PROTOCOL_VERSION,
 ) -> Admitted | Refusal | RevocationBundle:
-    """Decide delivery of ``bundle`` (module docstring)."""
+    """Decide delivery of ``bundle`` (module docstring); the message is read as an
+    implementation of ``version`` reads it (a node pinned to an older version passes its own)."""
     destination = bundle.primary.destination
     to_service = destination.service if isinstance(destination, IpnEid) else None
     if to_service == trust_service:
@@ -87,7 +90,7 @@ def admit(
     if boundary is not None and isinstance(source, IpnEid) and not boundary(source.node):
         return _isolated(source.node)
     try:
-        signed = verify(bundle.payload, trust, now)
+        signed = verify(bundle.payload, trust, now, version=version)
         check_role(signed.message, trust.key_for(signed.kid, now), reader_cell)
     except FleetwireError as exc:
         return Refusal(exc.code, exc.message)

@@ -64,7 +64,7 @@ from ..bpv7 import (
 from ..envelope import SignedMessage, seal
 from ..errors import FleetwireError
 from ..keys import SigningKey
-from ..messages import Message
+from ..messages import PROTOCOL_VERSION, CapabilityAdvertisement, Message, PeerVersions
 from ..replay import ReplayGuard, ReplayPolicy
 from ..roles import reader_cell
 from ..trust import RevocationsRefused, TrustStore
@@ -135,6 +135,9 @@ class AgentConfig:
     replay_prune_interval_ms: int = 600_000
     #: After a neighbour refused a bundle (its store is full), wait this long before retrying.
     refused_retry_ms: int = 60_000
+    #: The protocol version the node speaks: its newest, or an older one it is pinned to; it
+    #: reads and writes exactly as that version would (spec/v2/versions.md).
+    protocol_version: int = PROTOCOL_VERSION
 
 
 @attrs.define
@@ -200,6 +203,8 @@ class BundleAgent:
         #: An isolation boundary's filter on a message's source (:func:`.admission.admit`,
         #: ``source-isolated``); set by whoever applies isolation orders here. None: no filter.
         self.boundary: Callable[[int], bool] | None = None
+        #: Which version to write to each peer, learnt from their capability advertisements.
+        self.versions = PeerVersions(config.protocol_version)
         self._held: dict[bytes, _Held] = {}
         self._links: dict[int, _Link] = {}
         self._parked: set[bytes] = set()
@@ -267,7 +272,10 @@ class BundleAgent:
         The first action is :class:`Sent` — or :class:`TransferRefused` (link ``-1``) when
         the store is full: nothing was held.
         """
-        signed = message if isinstance(message, SignedMessage) else seal(message, self.config.key)
+        if not isinstance(message, SignedMessage):
+            # At the version ``to`` reads (spec/v2/versions.md §2); NotExpressible if it cannot.
+            message = seal(self.versions.convert_for(message, to), self.config.key)
+        signed = message
         bundle = message_bundle(
             signed.envelope, source=self.node, destination=to, created_at=now,
             sequence=self._next_sequence(now),
@@ -542,6 +550,7 @@ class BundleAgent:
                 bundle, now, service=self.config.service,
                 trust_service=self.config.trust_service, trust=self.config.trust,
                 guard=self.guard, reader_cell=self._reader_cell, boundary=self.boundary,
+                version=self.config.protocol_version,
             )  # fmt: skip
             if isinstance(verdict, Refusal):
                 self.stats.rejected += 1
@@ -556,6 +565,8 @@ class BundleAgent:
                 return
             held.admitted = verdict
             self.stats.delivered += 1
+            if isinstance(verdict.signed.message, CapabilityAdvertisement):
+                self.versions.learn(verdict.signed.message)
         self._move(key, held, _E.HAND)
         from_link = neighbour_node(held.record.received_from)
         actions.append(Deliver(key, held.admitted.signed, from_link))

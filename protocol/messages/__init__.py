@@ -1,9 +1,22 @@
-"""Coordination messages: the four intent families, their header, and their codec."""
+"""Coordination messages: the four intent families, their header, their codec, and versions.
+
+Version 1's types are in :mod:`.v1`, version 2's in :mod:`.v2`, version 3's in :mod:`.v3`;
+:mod:`.registry` lists them all and :mod:`.versions` converts between versions.
+"""
 
 from .codec import MESSAGE_LIMITS, UnknownMessageType, content_id, decode_message, encode_message
-from .header import OLDEST_READ_VERSION, PROTOCOL_VERSION, Family, Header, MessageType
+from .header import (
+    DEFAULT_WRITE_VERSION,
+    OLDEST_READ_VERSION,
+    PROTOCOL_VERSION,
+    WINDOW,
+    Family,
+    Header,
+    MessageType,
+)
+from .registry import MESSAGE_CLASSES, Message
 from .v1 import (
-    MESSAGE_CLASSES,
+    V1_MESSAGE_CLASSES,
     Capability,
     CapabilityAdvertisement,
     Commitment,
@@ -16,13 +29,69 @@ from .v1 import (
     LeaseRelease,
     LeaseRenew,
     LeaseRevoke,
-    Message,
     Scope,
     Terms,
 )
+from .v2 import (
+    BlockGrant,
+    BlockRelease,
+    BlockRenew,
+    BlockRequest,
+    DetailAnswer,
+    DetailRequest,
+    Digest,
+    EscalationAck,
+    EscalationClose,
+    IsolationAction,
+    IsolationOrder,
+    IsolationScope,
+    Resolution,
+    Stats,
+    Trigger,
+)
+from .v3 import Ask, Award, Bid
+from .versions import (
+    SUPPORTED_VERSIONS,
+    NoCommonVersion,
+    NotExpressible,
+    PeerVersions,
+    convert,
+    decode_any,
+    encode_at,
+    in_window,
+)
 
 __all__ = [
+    "DEFAULT_WRITE_VERSION",
     "MESSAGE_CLASSES",
+    "SUPPORTED_VERSIONS",
+    "V1_MESSAGE_CLASSES",
+    "WINDOW",
+    "Ask",
+    "Award",
+    "Bid",
+    "BlockGrant",
+    "BlockRelease",
+    "BlockRenew",
+    "BlockRequest",
+    "DetailAnswer",
+    "DetailRequest",
+    "Digest",
+    "EscalationAck",
+    "EscalationClose",
+    "IsolationAction",
+    "IsolationOrder",
+    "IsolationScope",
+    "NoCommonVersion",
+    "NotExpressible",
+    "PeerVersions",
+    "Resolution",
+    "Stats",
+    "Trigger",
+    "convert",
+    "decode_any",
+    "encode_at",
+    "in_window",
     "MESSAGE_LIMITS",
     "OLDEST_READ_VERSION",
     "PROTOCOL_VERSION",

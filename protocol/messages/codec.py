@@ -9,12 +9,20 @@ Decoding is strict, in this order, so the error is the most useful one:
 
 1. the bytes are bounded in size and depth and decode (no indefinite lengths or duplicate keys);
 2. the item is a map with unsigned keys; the header (keys 0–7) validates;
-3. the version window: ``min_version`` must not exceed the newest version we read and
-   ``version`` must not be older than the oldest (N-2 policy) — :class:`UnsupportedVersion`;
-4. the type is known, the body validates field by field (errors name the field);
+3. the version window of the reader's version *k* (``version=`` of :func:`decode_message`,
+   this implementation's newest by default): ``min_version`` must not exceed *k* and
+   ``version`` must not be older than ``k - 2`` (N-2 policy) — :class:`UnsupportedVersion`;
+4. the type is known at *k*, the body validates field by field (errors name the field);
 5. unknown keys are kept as extensions unless the header lists them as critical —
-   :class:`UnknownCriticalField`;
+   :class:`UnknownCriticalField`. A key is known if its field existed at the older of *k* and
+   the message's own ``version`` (protocol.md §5.3: "at the message's version, or at all"),
+   so a reader of *k* reads exactly as an implementation of version *k* would;
 6. the message re-encodes to exactly its input bytes, so one content has one content id.
+
+Encoding (:func:`encode_message`) writes a message at the version its header names and
+refuses what no reader of that version could read as meant: a type or a field newer than
+``version``, or a type written with ``min_version`` below the version that introduced it.
+Writing one message at another version is :func:`.versions.convert`'s work.
 """
 
 from __future__ import annotations
@@ -38,15 +46,19 @@ from . import accel
 from .header import (
     FIRST_BODY_KEY,
     HEADER_FIELDS,
-    OLDEST_READ_VERSION,
     PROTOCOL_VERSION,
+    WINDOW,
     Header,
 )
+from .registry import MESSAGE_CLASSES, Message
 from .schema import (
     UINT64_MAX,
+    Field,
     compile_from_wire,
+    fields_at,
 )
-from .v1 import MESSAGE_CLASSES, Capability, Message, Terms
+from .v1 import Capability, Terms
+from .v2 import Stats
 from .writer import WRITE_ERRORS, compile_message_writer, diagnose
 
 #: The bound on a message's size (spec/v1/protocol.md §3.4).
@@ -88,11 +100,25 @@ def _with_accelerator(cls: type[Message]) -> Callable[[Any], bytes]:
 
 #: The writers in use: the C accelerator in front of the Python writer, where it is built.
 _WRITERS: Final = {cls: _with_accelerator(cls) for cls in MESSAGE_CLASSES.values()}
-#: The keys each message class knows: the header's and its body's.
+#: The keys each message class knows at each version: the header's and its body's.
 _KNOWN: Final = {
-    cls: frozenset(range(FIRST_BODY_KEY)) | {field.key for field in cls.FIELDS}
+    (cls, version): frozenset(range(FIRST_BODY_KEY))
+    | {field.key for field in fields_at(cls.FIELDS, version)}
     for cls in MESSAGE_CLASSES.values()
+    for version in range(1, PROTOCOL_VERSION + 1)
 }
+#: Body key → field, per class (every version's fields).
+_FIELD_OF: Final[dict[type[Message], dict[int, Field]]] = {
+    cls: {field.key: field for field in cls.FIELDS} for cls in MESSAGE_CLASSES.values()
+}
+#: The fields added after version 1, per class: what a reader of an older version must not see.
+_LATER_FIELDS: Final[dict[type[Message], tuple[Field, ...]]] = {
+    cls: tuple(field for field in cls.FIELDS if field.since > 1) for cls in MESSAGE_CLASSES.values()
+}
+#: Classes of version 1 that no later version added a field to: read alike by every reader.
+_READ_AS_IS: Final = frozenset(
+    cls for cls in MESSAGE_CLASSES.values() if cls.SINCE == 1 and not _LATER_FIELDS[cls]
+)
 #: Cross-field rules (a reader's too), for the classes that have them.
 _CHECKS: Final[dict[type[Message], Callable[[Any], None]]] = {
     cls: cls.check for cls in MESSAGE_CLASSES.values() if hasattr(cls, "check")
@@ -109,7 +135,38 @@ def encode_message(message: Message) -> bytes:
     cls = type(message)
     write = _WRITERS.get(cls)
     if write is None:
-        raise LocalProtocolError(f"{cls.__name__} is not a message of version {PROTOCOL_VERSION}")
+        raise LocalProtocolError(f"{cls.__name__} is not a message of any version")
+    data = _encode(message, write)  # first: it names any field a reader would refuse
+    _check_writable(message)
+    return data
+
+
+def _check_writable(message: Message) -> None:
+    """Refuse a message its header's version cannot carry (see the module docstring)."""
+    cls, header = type(message), message.header
+    # A version above ours is allowed: a message read from a newer writer keeps its header.
+    if not 1 <= header.min_version <= header.version:
+        raise LocalProtocolError(
+            f"cannot encode {cls.__name__}: versions must satisfy 1 <= min_version "
+            f"({header.min_version}) <= version ({header.version})"
+        )
+    if header.version < cls.SINCE:  # a reader would not know the type at that version
+        raise LocalProtocolError(
+            f"cannot encode {cls.__name__}: the type exists from version {cls.SINCE} on, and "
+            f"the message is written at {header.version} "
+            "(hint: versions.convert(message, version) writes it at a version)"
+        )
+    for field in _LATER_FIELDS[cls]:
+        if field.since > header.version and getattr(message, field.name) not in (None, ()):
+            raise LocalProtocolError(
+                f"cannot encode {cls.__name__}: {field.name} (key {field.key}) exists from "
+                f"version {field.since} on, and the message is written at {header.version} "
+                "(hint: versions.convert(message, version) carries it as an extension)"
+            )
+
+
+def _encode(message: Message, write: Callable[[Any], bytes]) -> bytes:
+    cls = type(message)
     try:
         data = write(message)
         if cls in _CHECKS:
@@ -123,14 +180,23 @@ def encode_message(message: Message) -> bytes:
 
 def _encode_rare(message: Message, data: bytes) -> bytes:
     """Critical keys and extensions: checked as a reader would, then the general encoder."""
-    known = _KNOWN[type(message)]
-    for key in message.header.critical:
+    cls, header = type(message), message.header
+    known = _KNOWN[cls, min(header.version, PROTOCOL_VERSION)]
+    for key in header.critical:
         if key not in known:
-            raise MessageError(f"key {key} is not part of {type(message).__name__}", "header.critical")
+            raise MessageError(f"key {key} is not part of {cls.__name__}", "header.critical")
     if not message.extensions:
         return data
+    fields = _FIELD_OF[cls]
     for key, _ in message.extensions:
-        if type(key) is not int or not FIRST_BODY_KEY <= key <= UINT64_MAX or key in known:
+        if type(key) is not int or not FIRST_BODY_KEY <= key <= UINT64_MAX:
+            raise MessageError(f"key {key!r} is not an unknown unsigned key", "extensions")
+        field = fields.get(key)
+        # A field added after the oldest version that may read the message is an extension to
+        # that reader (§5.3); it may travel as one, provided the field itself is absent.
+        if field is not None and (
+            field.since <= header.min_version or getattr(message, field.name) not in (None, ())
+        ):
             raise MessageError(f"key {key!r} is not an unknown unsigned key", "extensions")
     out = cbor2.loads(data)  # our own bytes: ints, text, bytes, lists and maps only
     out.update(message.extensions)
@@ -155,9 +221,19 @@ def content_id(message: Message) -> ContentId:
     return ContentId.of(encode_message(message))
 
 
-def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message:
-    """Decode and validate one message; raises only :class:`~..errors.DecodeError` or
-    :class:`~..errors.MessageError` subclasses, each naming the rule or field broken."""
+def decode_message(
+    data: bytes, limits: cbor.Limits = MESSAGE_LIMITS, *, version: int = PROTOCOL_VERSION
+) -> Message:
+    """Decode and validate one message as a reader of ``version`` (this implementation's
+    newest by default; an older one for a node pinned to it, :mod:`.versions`).
+
+    Raises only :class:`~..errors.DecodeError` or :class:`~..errors.MessageError` subclasses,
+    each naming the rule or field broken.
+    """
+    if not 1 <= version <= PROTOCOL_VERSION:
+        raise LocalProtocolError(
+            f"cannot read as version {version}: this implementation reads as 1..{PROTOCOL_VERSION}"
+        )
     if (
         _fast_read is not None
         and limits is MESSAGE_LIMITS
@@ -171,7 +247,11 @@ def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message
         message: Message | None = _fast_read(data)
         if message is not None:
             header = message.header
-            if not header.critical and _version_window_error(header) is None:
+            if (
+                not header.critical
+                and _version_window_error(header, version) is None
+                and (type(message) in _READ_AS_IS or _known_as_read(message, version))
+            ):
                 check = _CHECKS.get(type(message))
                 if check is None:
                     return message
@@ -181,7 +261,7 @@ def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message
                 except MessageError:
                     pass
     try:
-        message = _decode_message(data, limits)
+        message = _decode_message(data, limits, version)
     except (DecodeError, LocalProtocolError) as exc:
         cbor.scan(data, limits)  # error path only: the strict scanner names the exact rule
         if isinstance(exc, LocalProtocolError):  # a tag cbor2 gave meaning to (a date, say)
@@ -198,14 +278,27 @@ def decode_message(data: bytes, limits: cbor.Limits = MESSAGE_LIMITS) -> Message
     return message
 
 
-def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
+def _known_as_read(message: Message, version: int) -> bool:
+    """Whether the accelerator's reading (every version's fields) is the reading of ``version``:
+    the type exists there and no field it does not know yet is present."""
+    cls = type(message)
+    knows = min(message.header.version, version)
+    if knows < cls.SINCE:
+        return False
+    return all(
+        field.since <= knows or getattr(message, field.name) in (None, ())
+        for field in _LATER_FIELDS[cls]
+    )
+
+
+def _decode_message(data: bytes, limits: cbor.Limits, version: int) -> Message:
     # Determinism is proven by the re-encoding check at the end (step 6), which is much
     # cheaper than the pure-Python scan; cbor2 bounds size and depth meanwhile.
     raw = cbor.decode_then_reencode_check(data, limits)
     if type(raw) is not dict:
         raise MessageError("a message is a CBOR map")
     try:
-        return _read_map(raw, data)
+        return _read_map(raw, data, version)
     except MessageError:
         # Error path only: step 2 (every key an unsigned integer) comes before any field. The
         # keys are read from the bytes: cbor2's dict merges `true` into 1 and simple(8) into 8.
@@ -215,20 +308,21 @@ def _decode_message(data: bytes, limits: cbor.Limits) -> Message:
         raise
 
 
-def _read_map(raw: dict[Any, Any], data: bytes) -> Message:
+def _read_map(raw: dict[Any, Any], data: bytes, version: int) -> Message:
     """Steps 3–10 of spec/v1/protocol.md §5.2 on a decoded message map."""
     type_code = raw.get(0)
     if type(type_code) is not int or type_code < 0:
         raise MessageError("required field (key 0) is missing or not an unsigned integer", "type")
     header: Header = _read_header(raw, "header")
-    window_error = _version_window_error(header)
+    window_error = _version_window_error(header, version)
     if window_error is not None:
         raise window_error
-    reader = _READERS.get(type_code)
-    if reader is None:
+    # Keys are known as the message's version defined them, if older than ours (§5.3).
+    reader = _READERS[min(header.version, version)].get(type_code)
+    if reader is None or version < reader[0].SINCE:
         raise UnknownMessageType(
             f"message type {type_code} is not known at versions "
-            f"{OLDEST_READ_VERSION}..{PROTOCOL_VERSION}",
+            f"{max(1, version - WINDOW)}..{version}",
             "type",
         )
     cls, known, read, check, write = reader
@@ -242,13 +336,13 @@ def _read_map(raw: dict[Any, Any], data: bytes) -> Message:
         if key not in known:
             raise UnknownCriticalField(
                 f"key {key} is marked critical but is not part of {cls.__name__} "
-                f"at version {PROTOCOL_VERSION}",
+                f"at version {min(header.version, version)}",
                 "header.critical",
             )
     message: Message = read(raw, "", header, extensions)
     if check is not None:
         check(message)
-    if (encode_message(message) if extensions else write(message)) != data:
+    if (_encode(message, write) if extensions else write(message)) != data:
         raise MessageError(
             "message does not re-encode to its own bytes (an optional field written empty?)"
         )
@@ -256,19 +350,29 @@ def _read_map(raw: dict[Any, Any], data: bytes) -> Message:
 
 
 _read_header: Final = compile_from_wire(HEADER_FIELDS, "header", Header)
-#: Per type code: class, the keys it knows, its generated reader, and its cross-field check.
-_READERS: Final[
-    dict[int, tuple[type[Message], frozenset[int], Callable[..., Any], Any, Callable[[Any], bytes]]]
-] = {
-    cls.TYPE.value: (
-        cls,
-        _KNOWN[cls],
-        compile_from_wire(cls.FIELDS, cls.__name__, cls, "header", "extensions"),
-        _CHECKS.get(cls),
-        _PY_WRITERS[cls],
-    )
-    for cls in MESSAGE_CLASSES.values()
-}
+_Reader = tuple[type[Message], frozenset[int], Callable[..., Any], Any, Callable[[Any], bytes]]
+
+
+def _readers_at(version: int) -> dict[int, _Reader]:
+    """Per type code known at ``version``: class, the keys it knows there, its generated
+    reader of those fields, its cross-field check, and its writer."""
+    readers: dict[int, _Reader] = {}
+    for cls in MESSAGE_CLASSES.values():
+        if version < cls.SINCE:
+            continue
+        fields = fields_at(cls.FIELDS, version)
+        readers[cls.TYPE.value] = (
+            cls,
+            _KNOWN[cls, version],
+            compile_from_wire(fields, f"{cls.__name__} v{version}", cls, "header", "extensions"),
+            _CHECKS.get(cls),
+            _PY_WRITERS[cls],
+        )
+    return readers
+
+
+#: The readers of each version, by type code.
+_READERS: Final = {version: _readers_at(version) for version in range(1, PROTOCOL_VERSION + 1)}
 
 
 def _fast_specs() -> dict[int, tuple[Any, ...]]:
@@ -308,28 +412,32 @@ def without_accelerator() -> Iterator[None]:
 
 #: Classes whose objects every message is built of; with the accelerator their __init__ is
 #: the C one (:func:`.accel.install_fast_init`), which binds arguments exactly as attrs does.
-FAST_INIT_CLASSES: Final = (ContentId, Header, Capability, Terms, *MESSAGE_CLASSES.values())
+FAST_INIT_CLASSES: Final = (
+    ContentId, Header, Capability, Terms, Stats, *MESSAGE_CLASSES.values()
+)
 for _cls in FAST_INIT_CLASSES:
     accel.install_fast_init(_cls)
 
 
-def _version_window_error(header: Header) -> MessageError | None:
-    """Why ``header`` is outside the version window (N-2 policy), or None if it is inside."""
+def _version_window_error(header: Header, version: int) -> MessageError | None:
+    """Why ``header`` is outside the window of a reader of ``version`` (N-2 policy,
+    protocol.md §5.1, checked in the order listed there), or None if it is inside."""
+    oldest = max(1, version - WINDOW)
     if header.min_version > header.version:
         return MessageError(
             f"min_version {header.min_version} is newer than version {header.version}",
             "header.min_version",
         )
-    if header.min_version > PROTOCOL_VERSION:
+    if header.min_version > version:
         return UnsupportedVersion(
-            f"needs a reader of version {header.min_version} or newer; this implementation "
-            f"reads {OLDEST_READ_VERSION}..{PROTOCOL_VERSION}",
+            f"needs a reader of version {header.min_version} or newer; this reader "
+            f"reads {oldest}..{version}",
             "header.min_version",
         )
-    if header.version < OLDEST_READ_VERSION:
+    if header.version < oldest:
         return UnsupportedVersion(
-            f"written at version {header.version}, older than the oldest this implementation "
-            f"reads ({OLDEST_READ_VERSION})",
+            f"written at version {header.version}, older than the oldest this reader "
+            f"reads ({oldest})",
             "header.version",
         )
     if header.min_version < 1:

@@ -29,13 +29,22 @@ from ..ids import ContentId
 from .schema import CIDS, UINT, Field, ListOf
 
 #: The newest protocol version this implementation writes and reads.
-PROTOCOL_VERSION: Final = 1
-#: The version window (N-2 policy, DESIGN.md "Versions and N-2").
-OLDEST_READ_VERSION: Final = max(1, PROTOCOL_VERSION - 2)
+PROTOCOL_VERSION: Final = 3
+#: How many versions back a reader reads (N-2 policy, DESIGN.md "Versions and N-2";
+#: protocol.md §5.1).
+WINDOW: Final = 2
+#: The oldest version a reader of :data:`PROTOCOL_VERSION` reads.
+OLDEST_READ_VERSION: Final = max(1, PROTOCOL_VERSION - WINDOW)
+#: The version a header is written at unless its writer names one: the oldest of the window,
+#: which is what a node writes to a peer whose versions it does not know (protocol.md §5.1).
+#: Messages of later types are written at their version by :func:`.versions.convert`.
+DEFAULT_WRITE_VERSION: Final = OLDEST_READ_VERSION
 
 
 class Family(enum.Enum):
-    """The four intent families."""
+    """The four intent families. Later types join one: the fault messages of version 2
+    (digests, forensic pull, escalation, isolation) are exceptions; reservations and the
+    market of version 3 are leases."""
 
     CAPABILITY = "capability"
     COMMITMENT = "commitment"
@@ -44,7 +53,8 @@ class Family(enum.Enum):
 
 
 class MessageType(enum.IntEnum):
-    """Key 0 of every message."""
+    """Key 0 of every message. Codes are never reused (protocol.md §5.5); the version that
+    introduced each type is its class's ``SINCE`` (:mod:`.registry`)."""
 
     CAPABILITY_ADVERTISEMENT = 1
     COMMITMENT = 2
@@ -55,16 +65,38 @@ class MessageType(enum.IntEnum):
     LEASE_RELEASE = 7
     LEASE_REVOKE = 8
     LEASE_EXPIRY = 9
+    # version 2 (spec/v2/faults.md, spec/v2/reservations.md)
+    DIGEST = 10
+    DETAIL_REQUEST = 11
+    DETAIL_ANSWER = 12
+    ESCALATION_ACK = 13
+    ESCALATION_CLOSE = 14
+    ISOLATION_ORDER = 15
+    BLOCK_REQUEST = 16
+    BLOCK_GRANT = 17
+    BLOCK_RENEW = 18
+    BLOCK_RELEASE = 19
+    # version 3 (spec/v3/market.md); 20-23 are kept free for the release objects' version
+    BID = 24
+    ASK = 25
+    AWARD = 26
 
     @property
     def family(self) -> Family:
-        if self is MessageType.CAPABILITY_ADVERTISEMENT:
-            return Family.CAPABILITY
-        if self is MessageType.COMMITMENT:
-            return Family.COMMITMENT
-        if self is MessageType.EXCEPTION_REPORT:
-            return Family.EXCEPTION
-        return Family.LEASE
+        return _FAMILIES.get(self, Family.LEASE)
+
+
+_FAMILIES: Final = {
+    MessageType.CAPABILITY_ADVERTISEMENT: Family.CAPABILITY,
+    MessageType.COMMITMENT: Family.COMMITMENT,
+    MessageType.EXCEPTION_REPORT: Family.EXCEPTION,
+    MessageType.DIGEST: Family.EXCEPTION,
+    MessageType.DETAIL_REQUEST: Family.EXCEPTION,
+    MessageType.DETAIL_ANSWER: Family.EXCEPTION,
+    MessageType.ESCALATION_ACK: Family.EXCEPTION,
+    MessageType.ESCALATION_CLOSE: Family.EXCEPTION,
+    MessageType.ISOLATION_ORDER: Family.EXCEPTION,
+}
 
 
 #: First body key; keys below it belong to the header.
@@ -79,8 +111,8 @@ class Header:
     issued_at: int
     sequence: int
     references: tuple[ContentId, ...] = ()
-    version: int = PROTOCOL_VERSION
-    min_version: int = OLDEST_READ_VERSION
+    version: int = DEFAULT_WRITE_VERSION
+    min_version: int = DEFAULT_WRITE_VERSION
     critical: tuple[int, ...] = ()
 
 

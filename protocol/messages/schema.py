@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import json
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
@@ -140,7 +141,63 @@ class Struct(Kind[T]):
         return self.cls(**values)
 
 
+class _Int64(Kind[int]):
+    cddl = "int64"
+
+    def from_wire(self, raw: Any, path: str) -> int:
+        if type(raw) is not int or not -INT64_LIMIT <= raw < INT64_LIMIT:
+            raise MessageError(f"expected a 64-bit signed integer, got {_describe(raw)}", path)
+        return raw
+
+
+class _Bytes(Kind[bytes]):
+    """A byte string; the message's own size bound (§3.4) is its bound."""
+
+    cddl = "bstr"
+
+    def from_wire(self, raw: Any, path: str) -> bytes:
+        if type(raw) is not bytes:
+            raise MessageError(f"expected a byte string, got {_describe(raw)}", path)
+        return raw
+
+
+class MapOf(Kind[tuple[tuple[str, T], ...]]):
+    """A bounded map from short text names to one kind, held as (name, value) pairs in the
+    map's deterministic key order (RFC 8949 §4.2.1: shorter encodings first, then bytewise),
+    so that one value has one encoding and the pairs compare equal whenever the maps do."""
+
+    def __init__(self, value: Kind[T], max_items: int, max_name: int) -> None:
+        self.value = value
+        self.max_items = max_items
+        self.max_name = max_name
+        self.cddl = f"{{0*{max_items} tstr .size (1..{max_name}) => {value.cddl}}}"
+
+    def to_wire(self, value: tuple[tuple[str, T], ...]) -> dict[str, Any]:
+        to_wire = self.value.to_wire
+        return {name: to_wire(item) for name, item in value}
+
+    def from_wire(self, raw: Any, path: str) -> tuple[tuple[str, T], ...]:
+        if type(raw) is not dict:
+            raise MessageError(f"expected a map, got {_describe(raw)}", path)
+        if len(raw) > self.max_items:
+            raise MessageError(f"more than {self.max_items} entries", path)
+        out = []
+        for name, item in raw.items():
+            if type(name) is not str or not 1 <= len(name.encode()) <= self.max_name:
+                raise MessageError(
+                    f"a name is text of 1..{self.max_name} bytes, got {_describe(name)}", path
+                )
+            # An entry is named by its key as a JSON string: metrics["temp"].mean (§9 paths).
+            where = f"{path}[{json.dumps(name, ensure_ascii=False)}]"
+            out.append((name, self.value.from_wire(item, where)))
+        out.sort(key=lambda pair: (len(pair[0].encode()), pair[0].encode()))
+        return tuple(out)
+
+
+INT64_LIMIT: Final = 1 << 63
 UINT: Final = _UInt()
+INT64: Final = _Int64()
+BYTES: Final = _Bytes()
 TEXT: Final = _Text()
 CID: Final = _Cid()
 CIDS: Final = ListOf(CID)
@@ -156,6 +213,16 @@ class Field:
     optional: bool = False
     #: Checks across the decoded value (ranges, relations); raises MessageError.
     check: Callable[[Any, str], None] | None = None
+    #: The protocol version that added the field to its type; a reader of an older version
+    #: does not know the key and keeps it as an extension (protocol.md §5.3).
+    since: int = 1
+
+
+def fields_at(fields: tuple[Field, ...], version: int) -> tuple[Field, ...]:
+    """The fields of a table that a reader or writer of ``version`` knows."""
+    if all(field.since <= version for field in fields):
+        return fields
+    return tuple(field for field in fields if field.since <= version)
 
 
 def fields_to_wire(fields: tuple[Field, ...], value: Any) -> dict[int, Any]:

@@ -1,8 +1,8 @@
 """Messages as JSON-friendly values: for the command line, logs, reports and adapters.
 
-The form follows the field tables (names, not keys): ``{"type": "lease-claim", "header": {...},
-"resource": "dock/7", "term_ms": 60000, ...}``. Content ids are hex strings, enums their
-lower-case names, nested structures objects. It is a view for people and scripts; the wire
+The form follows the field tables (names, not keys; every version's types): ``{"type": "lease-claim", "header": {...},
+"resource": "dock/7", "term_ms": 60000, ...}``. Content ids and byte strings are hex
+strings, enums their lower-case names, nested structures and named maps objects. It is a view for people and scripts; the wire
 form is CBOR and only the CBOR is signed.
 """
 
@@ -16,8 +16,8 @@ import attrs
 from ..errors import MessageError
 from ..ids import ContentId
 from .header import HEADER_FIELDS, Header, MessageType
-from .schema import CID, EnumKind, Field, Kind, ListOf, Struct
-from .v1 import MESSAGE_CLASSES, Message
+from .registry import MESSAGE_CLASSES, Message
+from .schema import BYTES, CID, EnumKind, Field, Kind, ListOf, MapOf, Struct
 
 __all__ = ["TYPE_NAMES", "message_from_json", "message_to_json", "type_name"]
 
@@ -40,8 +40,12 @@ def _to_json(kind: Kind[Any], value: Any) -> Any:
         return value.name.lower()
     if isinstance(kind, ListOf):
         return [_to_json(kind.item, item) for item in value]
+    if isinstance(kind, MapOf):
+        return {name: _to_json(kind.value, item) for name, item in value}
     if isinstance(kind, Struct):
         return _fields_to_json(kind.fields, value)
+    if kind is BYTES:
+        return value.hex()
     return value
 
 
@@ -83,8 +87,18 @@ def _from_json(kind: Kind[Any], value: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise MessageError("expected a list", path)
         return tuple(_from_json(kind.item, item, f"{path}[{i}]") for i, item in enumerate(value))
+    if isinstance(kind, MapOf):
+        if not isinstance(value, dict):
+            raise MessageError("expected an object", path)
+        items = {name: _from_json(kind.value, item, f"{path}[{name!r}]") for name, item in value.items()}
+        return kind.from_wire({name: kind.value.to_wire(item) for name, item in items.items()}, path)
     if isinstance(kind, Struct):
         return kind.cls(**_fields_from_json(kind.fields, value, path))
+    if kind is BYTES:
+        try:
+            return bytes.fromhex(value) if isinstance(value, str) else kind.from_wire(value, path)
+        except ValueError:
+            raise MessageError("expected bytes as hex", path) from None
     # Plain kinds check themselves exactly as on the wire.
     return kind.from_wire(value, path)
 

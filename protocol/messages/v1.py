@@ -67,6 +67,7 @@ class CapabilityAdvertisement:
     cell: int | None = None
     extensions: tuple[tuple[int, Any], ...] = ()
 
+    SINCE: ClassVar[int] = 1
     TYPE: ClassVar = MessageType.CAPABILITY_ADVERTISEMENT
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field(8, "capabilities", ListOf(Struct(Capability, "capability"))),
@@ -125,6 +126,7 @@ class Commitment:
     reason: str | None = None
     extensions: tuple[tuple[int, Any], ...] = ()
 
+    SINCE: ClassVar[int] = 1
     TYPE: ClassVar = MessageType.COMMITMENT
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field(8, "state", EnumKind(CommitmentState)),
@@ -186,8 +188,12 @@ class ExceptionReport:
     affects: tuple[ContentId, ...] = ()
     digest: ContentId | None = None  # telemetry digest that backs the report
     detail: str | None = None
+    #: Software lineage of the node(s) the report is about (version 2, spec/v2/faults.md §0);
+    #: a version-1 reader keeps key 15 as an extension.
+    lineage: str | None = None
     extensions: tuple[tuple[int, Any], ...] = ()
 
+    SINCE: ClassVar[int] = 1
     TYPE: ClassVar = MessageType.EXCEPTION_REPORT
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field(8, "code", UINT),
@@ -197,6 +203,7 @@ class ExceptionReport:
         Field(12, "affects", CIDS, optional=True),
         Field(13, "digest", CID, optional=True),
         Field(14, "detail", TEXT, optional=True),
+        Field(15, "lineage", TEXT, optional=True, since=2),
     )
 
 
@@ -213,6 +220,7 @@ class LeaseClaim:
     priority: int = 0
     extensions: tuple[tuple[int, Any], ...] = ()
 
+    SINCE: ClassVar[int] = 1
     TYPE: ClassVar = MessageType.LEASE_CLAIM
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field(8, "resource", TEXT),
@@ -239,6 +247,7 @@ class LeaseGrant:
     expires_at: int
     extensions: tuple[tuple[int, Any], ...] = ()
 
+    SINCE: ClassVar[int] = 1
     TYPE: ClassVar = MessageType.LEASE_GRANT
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field(8, "resource", TEXT),
@@ -261,6 +270,7 @@ class LeaseRenew:
     term_ms: int
     extensions: tuple[tuple[int, Any], ...] = ()
 
+    SINCE: ClassVar[int] = 1
     TYPE: ClassVar = MessageType.LEASE_RENEW
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field(8, "resource", TEXT),
@@ -280,6 +290,7 @@ class LeaseRelease:
     grant: ContentId
     extensions: tuple[tuple[int, Any], ...] = ()
 
+    SINCE: ClassVar[int] = 1
     TYPE: ClassVar = MessageType.LEASE_RELEASE
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field(8, "resource", TEXT),
@@ -300,6 +311,7 @@ class LeaseRevoke:
     reason: str | None = None
     extensions: tuple[tuple[int, Any], ...] = ()
 
+    SINCE: ClassVar[int] = 1
     TYPE: ClassVar = MessageType.LEASE_REVOKE
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field(8, "resource", TEXT),
@@ -321,6 +333,7 @@ class LeaseExpiry:
     expired_at: int
     extensions: tuple[tuple[int, Any], ...] = ()
 
+    SINCE: ClassVar[int] = 1
     TYPE: ClassVar = MessageType.LEASE_EXPIRY
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field(8, "resource", TEXT),
@@ -342,8 +355,8 @@ Message = (
     | LeaseExpiry
 )
 
-#: Message classes of version 1 by type code.
-MESSAGE_CLASSES: Final[dict[MessageType, type[Message]]] = {
+#: Message classes of version 1 by type code (every version's: :data:`.registry.MESSAGE_CLASSES`).
+V1_MESSAGE_CLASSES: Final[dict[MessageType, type[Message]]] = {
     cls.TYPE: cls
     for cls in (
         CapabilityAdvertisement,
@@ -357,3 +370,6 @@ MESSAGE_CLASSES: Final[dict[MessageType, type[Message]]] = {
         LeaseExpiry,
     )
 }
+
+#: Kept for code written before versions 2 and 3: the version-1 classes.
+MESSAGE_CLASSES: Final = V1_MESSAGE_CLASSES
