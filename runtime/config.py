@@ -6,7 +6,8 @@ A sample, with every key (paths are relative to the file)::
     number = 17                 # ipn node number
     keys = "fleet"              # folder: node-17.key, fleet-root.pub, *.cred
     store = "node-17.sqlite3"   # durable bundle store; leave out for memory only
-    bundle_lifetime_s = 86400   # lifetime of the bundles this node creates
+    bundle_lifetime_s = 2592000 # lifetime of the bundles this node creates (30 days: the
+                                #   autonomy window, so a cell's backlog outlives a cut)
     store_wal_limit_kb = 4096   # the store's write-ahead log is checkpointed past this size
     accept_from = "fleet"       # whom this node relays for: "fleet" (nodes with a credential
                                 #   in keys, and peers), "peers" (configured [[peer]] nodes),
@@ -74,7 +75,7 @@ from typing import Any
 
 import attrs
 from fleetwire.protocol.errors import FleetwireError
-from fleetwire.protocol.replay import ReplayPolicy
+from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS, ReplayPolicy
 
 from .contacts import ContactPlan, ContactPlanError
 from .store import Quota
@@ -361,10 +362,11 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
                     f"{endpoint.layer}, which has no TLS",
                     hint='use layer = "tcpclv4" there, or set require = false',
                 )
-    lifetime = _int(node, "bundle_lifetime_s", "node", 86_400)
+    lifetime = _int(node, "bundle_lifetime_s", "node", DEFAULT_BUNDLE_LIFETIME_MS // 1000)
     if lifetime == 0:
         raise ConfigError(
-            "node.bundle_lifetime_s must be more than 0", hint="default 86400 (a day)"
+            "node.bundle_lifetime_s must be more than 0",
+            hint="default 2592000 (30 days, the autonomy window)",
         )
     return FileConfig(
         node=_int(node, "number", "node"),

@@ -65,6 +65,7 @@ class Setup:
     interval_ms: int
     command: str
     engine: str
+    lifetime_days: float = 30.0  # the bundles' lifetime: the autonomy window by default
 
 
 @attrs.frozen(slots=True)
@@ -129,6 +130,16 @@ class Results:
     faulty_nodes: int = 0  # nodes the fault scenario's defect shows in
     quarantined_faulty: int = 0  # of those, quarantined (true positives)
     quarantined_healthy: int = 0  # quarantined without the defect (false positives)
+    #: Telemetry digests the members sent (``demo_digests``): periodic and on threshold
+    #: crossings, the carrying messages' bytes, those that reached a coordinator showing
+    #: samples out of control, and those refused as malformed.
+    digests_periodic: int = 0
+    digests_event_driven: int = 0
+    digest_bytes: int = 0
+    digests_anomalous: int = 0
+    digests_refused: int = 0
+    #: What streaming the raw telemetry instead would cost per member (B/s).
+    stream_baseline_bytes_per_node_per_s: float = 0.0
     wall_seconds: float = 0.0  # machine-dependent: never in summary.json
 
 
@@ -193,6 +204,7 @@ def summary(results: Results) -> dict[str, Any]:
     run_s = (results.intervals[-1].end_ms / 1000) if results.intervals else 0.0
     util = dock_utilisation(results)
     waits = results.lease_waits_ms
+    digests = results.digests_periodic + results.digests_event_driven
     partition: dict[str, Any] | None = None
     if s.partition_days is not None:
         cut_ms = (round(s.partition_days[0] * 86_400_000), round(s.partition_days[1] * 86_400_000))
@@ -250,6 +262,16 @@ def summary(results: Results) -> dict[str, Any]:
             "peak_interval_bytes_per_node_per_s": _r(max(traffic_rates, default=0.0)),
             "intervals_over_budget_high": sum(1 for r in traffic_rates if r > BUDGET_HIGH_BPS),
             "busiest_node_peak_bytes_per_s": _r(max(busiest_rate(results), default=0.0)),
+            "telemetry_stream_baseline_bytes_per_node_per_s": _r(
+                results.stream_baseline_bytes_per_node_per_s
+            ),
+        },
+        "digests": {
+            "periodic": results.digests_periodic,
+            "event_driven": results.digests_event_driven,
+            "mean_bytes": round(results.digest_bytes / digests) if digests else None,
+            "anomalous_at_coordinators": results.digests_anomalous,
+            "refused": results.digests_refused,
         },
         "leases": {
             "grants": results.grants,

@@ -83,7 +83,7 @@ def _day(ms: int | None) -> str:
 def key_figures(results: Results) -> list[tuple[str, str]]:
     """The figures a reader looks at first, as (label, text) pairs (HTML and terminal)."""
     s = summary(results)
-    c, lease, exc = s["coordination"], s["leases"], s["exceptions"]
+    c, lease, exc, d = s["coordination"], s["leases"], s["exceptions"], s["digests"]
     undelivered = sum(f.sent - f.delivered for f in results.families)
     rows = [
         ("coordination, fleet mean", f"{c['mean_bytes_per_node_per_s']} B/s per node"),
@@ -94,6 +94,17 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
             f"{s['budget_bytes_per_node_per_s']['high']} B/s)",
         ),
         ("coordination, busiest node's busiest hour", f"{c['busiest_node_peak_bytes_per_s']} B/s"),
+        (
+            "telemetry digests",
+            f"{d['periodic']} periodic, {d['event_driven']} on threshold crossings, "
+            f"{d['mean_bytes'] or 0} B each; {d['anomalous_at_coordinators']} showed samples "
+            "out of control at a coordinator",
+        ),
+        (
+            "streaming raw telemetry instead",
+            f"{c['telemetry_stream_baseline_bytes_per_node_per_s']} B/s per member (1 Hz, "
+            "no envelopes)",
+        ),
         ("dock leases granted", str(lease["grants"])),
         (
             "dock utilisation",
@@ -112,7 +123,8 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
         ("exceptions", f"{exc['escalations']} escalated, at most {exc['max_open']} open"),
         (
             "messages not delivered",
-            f"{undelivered} (expired in a store after their 7-day lifetime, refused as stale, "
+            f"{undelivered} (expired in a store after their "
+            f"{results.setup.lifetime_days:g}-day lifetime, refused as stale, "
             "or lost on a lossy link)"
             if undelivered
             else "none: every message sent arrived",

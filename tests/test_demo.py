@@ -184,3 +184,22 @@ def test_summary_json_does_not_depend_on_the_interpreters_hash_seed(tmp_path: Pa
     assert (tmp_path / "1" / "summary.json").read_bytes() == (
         tmp_path / "2" / "summary.json"
     ).read_bytes()
+
+
+def test_a_30_day_cut_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The autonomy window is 30 days: bundles live that long, so a cell cut off for all of it
+    # still delivers its backlog (before, a 7-day lifetime expired what waited at the cut).
+    args = ["--nodes", "4", "--regions", "1", "--cells", "1", "--days", "32"]
+    code, out = run_cli([*args, "--scenario", "partition"], tmp_path, capsys)
+    assert code == 0, out
+    data = json.loads((tmp_path / "summary.json").read_text())
+    p = data["partition"]
+    assert (p["cut_at_ms"], p["healed_at_ms"]) == (demo.DAY, 31 * demo.DAY)
+    assert data["setup"]["lifetime_days"] == 30
+    assert p["max_waiting_at_cut_cell"] > 0
+    for family in data["families"]:
+        assert family["sent"] == family["delivered"] > 0, family
+    # The exceptions escalated across the cut waited it out and still arrived.
+    (exceptions,) = [f for f in data["families"] if f["family"] == "exception"]
+    assert exceptions["latency_ms_p95"] > 20 * demo.DAY
+    assert "none: every message sent arrived" in (tmp_path / "index.html").read_text()

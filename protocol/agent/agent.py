@@ -65,7 +65,7 @@ from ..envelope import SignedMessage, seal
 from ..errors import FleetwireError
 from ..keys import SigningKey
 from ..messages import Message
-from ..replay import ReplayGuard, ReplayPolicy
+from ..replay import DEFAULT_BUNDLE_LIFETIME_MS, ReplayGuard, ReplayPolicy
 from ..roles import reader_cell
 from ..trust import RevocationsRefused, TrustStore
 from .actions import (
@@ -117,7 +117,7 @@ class AgentConfig:
     trust: TrustStore = attrs.field(eq=False)
     service: int = FCP_SERVICE
     trust_service: int = TRUST_SERVICE
-    bundle_lifetime_ms: int = 86_400_000
+    bundle_lifetime_ms: int = DEFAULT_BUNDLE_LIFETIME_MS
     contact_plan: ContactPlan | None = attrs.field(default=None, eq=False)
     static_routes: Mapping[int, int] = attrs.field(factory=dict)
     #: Hierarchical default route: node → its parent (cell coordinator, region coordinator).
