@@ -10,7 +10,7 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from . import demo, demo_sweep, report
+from . import demo, demo_processes, demo_sweep, report
 from .demo_live import LiveView
 from .demo_results import SCENARIOS
 
@@ -76,8 +76,9 @@ def register(subparsers: Any) -> None:
         help=f"cells per region (default {defaults.cells})",
     )  # fmt: skip
     parser.add_argument(
-        "--days", type=float, default=defaults.days,
-        help=f"simulated days of traffic, one more drains (default {defaults.days:g})",
+        "--days", type=float,
+        help=f"simulated days of traffic, one more drains (default {defaults.days:g}; "
+        f"{PROCESS_DAYS:g} with --processes)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="random seed; a seed gives one run")
     parser.add_argument("--loss", type=float, default=0.0, help="probability a link loses a bundle")
@@ -102,6 +103,16 @@ def register(subparsers: Any) -> None:
         "--sweep-days", type=float, default=1.0,
         help="simulated days of traffic per size in the sweep (default 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--processes", type=int, metavar="N",
+        help="run N members (and their coordinators: 1 region, a cell per 4 members) as real "
+        "`fleetwire node` processes on 127.0.0.1 instead of simulating them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--time-scale", type=int, default=demo_processes.DEFAULT_SCALE,
+        help="with --processes: virtual ms per real ms "
+        f"(default {demo_processes.DEFAULT_SCALE}: a virtual hour a second)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -121,7 +132,15 @@ def _fail(message: str) -> SystemExit:
     return SystemExit(f"fleetwire demo: error: {message}")
 
 
+#: ``--processes`` runs a virtual day unless told otherwise (24 s at the default time scale).
+PROCESS_DAYS = 1.0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.processes is not None:
+        return _run_processes(args)
+    if args.days is None:
+        args.days = demo.Scenario().days
     if args.regions < 1 or args.cells < 1:
         raise _fail("--regions and --cells must be at least 1")
     if args.nodes < args.regions * args.cells:
@@ -198,3 +217,39 @@ def _run_sweep(args: argparse.Namespace, base: demo.Scenario) -> int:
     written = demo_sweep.write(points, base, args.out)
     print("written: " + ", ".join(str(p) for p in written))
     return 0 if all(p.verdict_ok for p in points) else 1
+
+
+def _run_processes(args: argparse.Namespace) -> int:
+    if not 1 <= args.processes <= 64:
+        raise _fail("--processes takes 1 to 64 members (each is an OS process)")
+    if args.time_scale < 1:
+        raise _fail("--time-scale must be at least 1")
+    days = PROCESS_DAYS if args.days is None else args.days
+    if days <= 0:
+        raise _fail("--days must be positive")
+    cells = max(1, args.processes // 4)
+    chosen = demo.Scenario().scenarios if args.scenario is None else tuple(
+        dict.fromkeys(n for group in args.scenario for n in group)
+    )
+    scenario = demo.Scenario(
+        nodes=args.processes, regions=1, cells=cells, days=days, seed=args.seed, scenarios=chosen
+    )
+    played = demo_processes.small(scenario)
+    left = [name for name in chosen if name not in played.scenarios]
+    print(
+        f"fleet of {played.total_nodes} OS processes: {args.processes} members in {cells} "
+        f"cell(s) of 1 region, TCPCLv4 on 127.0.0.1; {days:g} virtual days (+1 to drain) at "
+        f"{args.time_scale} virtual ms per ms; scenarios: {', '.join(played.scenarios) or 'none'}"
+        + (f" ({', '.join(left)}: not with processes, whose links are always up)" if left else "")
+    )
+    try:
+        results = demo_processes.run_processes(played, args.time_scale)
+    except demo_processes.ProcessesFailed as exc:
+        raise _fail(str(exc)) from None
+    report.print_summary(results)
+    written = report.write(results, args.out)
+    print(
+        f"report: {written.html}  (figures: {len(written.figures) or 'none, ' + report.INSTALL_HINT})"
+    )
+    print(f"wall time {results.wall_seconds:.1f} s for {days + 1:g} virtual days")
+    return 0 if all(v.ok for v in results.verdicts) else 1

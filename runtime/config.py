@@ -153,6 +153,8 @@ class FileConfig:
     quota: Quota = DEFAULT_QUOTA
     replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
     store_wal_limit_kb: int = 4096
+    #: ``[demo]``: the node plays its part of ``fleetwire demo --processes`` (checked there).
+    demo: dict[str, Any] | None = attrs.field(default=None, eq=False)
 
 
 def _table(data: dict[str, Any], key: str, allowed: set[str] | None = None) -> dict[str, Any]:
@@ -309,6 +311,7 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         "quota",
         "replay",
         "links",
+        "demo",
     }
     unknown = set(data) - sections
     if unknown:
@@ -386,6 +389,7 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         quota=_quota(data),
         replay=_replay(data),
         store_wal_limit_kb=max(1, _int(node, "store_wal_limit_kb", "node", 4096)),
+        demo=_table(data, "demo") if "demo" in data else None,
     )
 
 

@@ -64,6 +64,7 @@ from .demo_behaviour import (
     Timing,
 )
 from .demo_digests import stream_bytes_per_s
+from .demo_isolation import IsolationTally, RegionGuard, flood
 from .demo_results import (
     Event,
     FamilyFigures,
@@ -78,6 +79,7 @@ from .loopback import LinkModel, LoopbackNetwork
 from .memory_store import MemoryBundleStore
 from .node import Node, NodeConfig, open_node
 from .roles.lease import CellCoordinator, Member, RegionCoordinator
+from .store import BundleStore
 
 __all__ = [
     "DAY",
@@ -137,6 +139,11 @@ class Scenario:
 
     def cell_coordinator(self, cell: int) -> int:
         return 10 + cell
+
+    @property
+    def isolating(self) -> bool:
+        """Whether the isolation scenario plays (it needs a second region to sever)."""
+        return "isolation" in self.scenarios and self.regions >= 2
 
     def cell_of_coordinator(self, node: int) -> int | None:
         """The cell ``node`` coordinates, or None if it is no cell coordinator."""
@@ -236,6 +243,12 @@ def contact_plan(scenario: Scenario, rng: random.Random) -> ContactPlan:
     cut = scenario.partition_days
     cut_from = START + round(cut[0] * DAY) if cut else 0
     cut_to = START + round(cut[1] * DAY) if cut else 0
+    if scenario.isolating:
+        # The regions see each other an hour every 6 hours, a minute of light time apart.
+        for a in range(scenario.regions):
+            for b in range(a + 1, scenario.regions):
+                for t in range(START, end, 6 * HOUR):
+                    both(REGION + a, REGION + b, t + 3 * HOUR, HOUR, 60_000, 2_000_000)
     for cell in range(scenario.all_cells):
         t = START
         while t < end:
@@ -288,7 +301,7 @@ def _in_cell(cell: int, resource: str) -> bool:
     return resource.startswith(f"cell-{cell}/")
 
 
-async def on_their_way(store: MemoryBundleStore) -> int:
+async def on_their_way(store: BundleStore) -> int:
     """Bundles a store holds that are not tombstones (of delivered or forwarded bundles).
 
     Each store call is a Trio checkpoint, so the node may tombstone or expire a bundle between
@@ -319,6 +332,7 @@ async def run_demo(
         scenario.cell_coordinator(c): scenario.region_of(c) for c in range(scenario.all_cells)
     }
     seen = Tally()
+    isolation = IsolationTally()
     nodes: dict[int, Node] = {}
     behaviours: dict[int, NodeBehaviour] = {}
     stores: dict[int, MemoryBundleStore] = {}
@@ -433,6 +447,8 @@ async def run_demo(
             await nursery.start(run_node, node)
         async with trio.open_nursery() as traffic:
             await start_roles(scenario, nodes, behaviours, TIMING, traffic, roles, coordinators)
+            if scenario.isolating:
+                start_isolation(scenario, behaviours, isolation, traffic)
             sampled = trio.Event()
 
             async def sample_all() -> None:
@@ -450,7 +466,23 @@ async def run_demo(
         # ends with it, and with it the run).
         await sampled.wait()
         nursery.cancel_scope.cancel()
-    return _results(scenario, seen)
+    return _results(scenario, seen, isolation)
+
+
+def start_isolation(
+    scenario: Scenario,
+    behaviours: dict[int, NodeBehaviour],
+    tally: IsolationTally,
+    nursery: trio.Nursery,
+) -> None:
+    """Guards on every region coordinator; the last region's cell coordinators misbehave."""
+    for r in range(scenario.regions):
+        behaviour = behaviours[REGION + r]
+        behaviour.guard = RegionGuard(behaviour, r, tally)
+        nursery.start_soon(behaviour.guard.watch)
+    for c in range(scenario.all_cells):
+        if scenario.region_of(c) == REGION + scenario.regions - 1:
+            nursery.start_soon(flood, behaviours[scenario.cell_coordinator(c)], REGION, tally)
 
 
 def authority_events(
@@ -513,7 +545,9 @@ async def start_roles(
             await nursery.start(roles[node].run)
 
 
-def _results(scenario: Scenario, seen: _Tally) -> Results:
+def _results(
+    scenario: Scenario, seen: _Tally, isolation: IsolationTally | None = None
+) -> Results:
     lease = invariants.check(seen.lease_trace)
     families = tuple(
         FamilyFigures(
@@ -569,6 +603,9 @@ def _results(scenario: Scenario, seen: _Tally) -> Results:
         digests_anomalous=seen.digests_anomalous,
         digests_refused=seen.digests_refused,
         stream_baseline_bytes_per_node_per_s=stream_bytes_per_s(seen.samples, seen.detail_bytes),
+        isolation=None
+        if isolation is None or not scenario.isolating
+        else tuple(sorted(attrs.asdict(isolation).items())),
     )
 
 

@@ -63,6 +63,7 @@ from .roles.lease import Member
 
 if TYPE_CHECKING:
     from .demo import Scenario
+    from .demo_isolation import RegionGuard
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -192,6 +193,8 @@ class NodeBehaviour:
         self.parent = parent
         self.containment = containment
         self.role: Member | None = None
+        #: A region coordinator's isolation boundary (the isolation scenario; ``demo_isolation``).
+        self.guard: RegionGuard | None = None
 
     @property
     def number(self) -> int:
@@ -235,6 +238,11 @@ class NodeBehaviour:
         async for signed in self.node.subscribe():
             message = signed.message
             family = message.TYPE.family.value
+            if self.guard is not None and not await self.guard.on_message(signed):
+                seen.delivered[family] += 1  # delivered, and refused at the boundary
+                if isinstance(message, ExceptionReport):
+                    seen.exceptions_open -= 1
+                continue
             if isinstance(message, CapabilityAdvertisement) and message.extensions:
                 try:
                     digest = digest_of(message)

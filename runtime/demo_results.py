@@ -40,6 +40,13 @@ SCENARIOS: dict[str, str] = {
         "cell coordinator runs the containment machine, quarantines the lineage's nodes when "
         "anomalies cluster, and escalates one cluster report to its region"
     ),
+    "isolation": (
+        "a misbehaving region (needs --regions 2 or more): from day 2, for 12 hours, the last "
+        "region's cell coordinators flood the first region's coordinator with severity-5 "
+        "reports; past 12 in 6 hours it signs an isolation order severing that region, applies "
+        "it at its boundary and sends it to the other regions, which verify and apply it; once "
+        "nothing from the region was refused for 12 hours it signs the lift"
+    ),
     "partition": (
         "one cell is cut off from its region coordinator (30 days, or as much of the run as "
         "leaves a day to heal), then healed: its authority lease runs out while it is cut off, "
@@ -140,6 +147,8 @@ class Results:
     digests_refused: int = 0
     #: What streaming the raw telemetry instead would cost per member (B/s).
     stream_baseline_bytes_per_node_per_s: float = 0.0
+    #: The isolation scenario's counts (``demo_isolation.IsolationTally``), when it played.
+    isolation: tuple[tuple[str, int], ...] | None = None
     wall_seconds: float = 0.0  # machine-dependent: never in summary.json
 
 
@@ -191,6 +200,10 @@ def _use(intervals: Sequence[Interval], *, cell0: bool) -> int:
 
 def _first(results: Results, kind: str, detail: str) -> int | None:
     return next((e.at_ms for e in results.events if e.kind == kind and e.detail == detail), None)
+
+
+def _first_kind(results: Results, kind: str) -> int | None:
+    return next((e.at_ms for e in results.events if e.kind == kind), None)
 
 
 def summary(results: Results) -> dict[str, Any]:
@@ -298,6 +311,13 @@ def summary(results: Results) -> dict[str, Any]:
             "first_quarantine_at_ms": next(
                 (e.at_ms for e in results.events if e.kind == "quarantine"), None
             ),
+        },
+        "isolation": None
+        if results.isolation is None
+        else {
+            **dict(results.isolation),
+            "severed_at_ms": _first_kind(results, "isolation-severed"),
+            "lifted_at_ms": _first_kind(results, "isolation-lifted"),
         },
         "verdicts": [attrs.asdict(v) for v in results.verdicts],
         "families": [attrs.asdict(f) for f in results.families],

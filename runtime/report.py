@@ -144,6 +144,22 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
                 f"{k['quarantined_healthy']} (clusters of background exceptions in one lineage)",
             ),
         ]
+    iso = s["isolation"]
+    if iso is not None:
+        rows += [
+            (
+                "isolation of the misbehaving region",
+                f"severed {_day(iso['severed_at_ms'])}, lifted {_day(iso['lifted_at_ms'])}; "
+                f"{iso['orders_issued']} signed orders issued, applied "
+                f"{iso['orders_applied']} times at region boundaries, {iso['orders_refused']} "
+                "refused",
+            ),
+            (
+                "the flood",
+                f"{iso['flood_sent']} reports sent, {iso['refused_at_boundary']} refused at the "
+                "boundary while the region was severed",
+            ),
+        ]
     p = s["partition"]
     if p is not None:
         rows += [
@@ -209,9 +225,10 @@ def render_html(results: Results, out: Path, figures: list[report_figures.Figure
     if others:
         parts.append(f"<p>Also available (not in this run): {html.escape(', '.join(others))}.</p>")
     parts.append(
-        "<p>Not simulated yet: version skew, isolation of a misbehaving region, and a staged "
-        "release with a canary cell; the baseline traffic runs on links without loss unless "
-        "<code>--loss</code> says otherwise.</p>"
+        "<p>Not simulated yet: version skew (it needs the version machinery: nodes that "
+        "read and write more than protocol version 1) and a staged release with a canary "
+        "cell (its orders and reports have no carrier between real nodes yet); the baseline "
+        "traffic runs on links without loss unless <code>--loss</code> says otherwise.</p>"
     )
     parts.append("<h2>Key figures</h2><table>")
     parts.append(_rows(list(key_figures(results))))
