@@ -59,6 +59,7 @@ from ..bpv7 import (
     StatusReport,
     admin_record_of,
     decode_bundle,
+    decode_bundle_offsets,
     encode_bundle,
 )
 from ..envelope import SignedMessage, seal
@@ -90,6 +91,7 @@ from .bundling import (
     LOCAL,
     TRUST_SERVICE,
     HopLimitExceeded,
+    encode_message_bundle,
     forward_bytes,
     inspect_bundle,
     message_bundle,
@@ -167,6 +169,8 @@ class _Held:
     bundle: Bundle
     peer: int | None = None
     admitted: Admitted | None = None
+    #: Where the blocks of ``record.data`` start (forwarding copies them from there).
+    offsets: tuple[int, ...] | None = None
 
 
 @attrs.define(slots=True)
@@ -272,9 +276,10 @@ class BundleAgent:
             service=self.config.service, reports=reports,
         )  # fmt: skip
         actions: list[Action] = []
-        data = encode_bundle(bundle)
+        data, offsets = encode_message_bundle(bundle)
         local = to == self.node
-        record = stored(bundle, data, now, inspect_bundle(bundle, now), LOCAL if local else None)
+        envelope = inspect_bundle(bundle, now, content_id=False)
+        record = stored(bundle, data, now, envelope, LOCAL if local else None)
         result = self.store.put(record)
         if isinstance(result, Refused):
             actions.append(TransferRefused(-1, f"store-{result.reason.value}", result.message))
@@ -282,7 +287,7 @@ class BundleAgent:
         actions.append(Sent(signed, record.bundle_id))
         if isinstance(result, Accepted):
             self.stats.sent += 1
-            self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions)
+            self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets)
         return self._finish(now, actions)
 
     def acknowledge(self, delivery: bytes, now: int) -> list[Action]:
@@ -373,12 +378,12 @@ class BundleAgent:
         actions: list[Action] = []
         link = -1 if from_link is None else from_link
         try:
-            bundle = decode_bundle(data)
+            bundle, offsets = decode_bundle_offsets(data)
         except BundleError as exc:
             self.stats.malformed += 1
             actions.append(TransferRefused(link, exc.code, f"malformed bundle: {exc}"))
             return self._finish(now, actions)
-        envelope = inspect_bundle(bundle, now)
+        envelope = inspect_bundle(bundle, now, content_id=False)
         hops = bundle.hop_count
         if now >= envelope.expires_at:  # RFC 9171 §5.4 step 1 / §4.3.1: taken and dropped
             self.stats.expired += 1
@@ -407,7 +412,7 @@ class BundleAgent:
             return self._finish(now, actions)
         self.stats.accepted += 1
         self._report(bundle, BundleFlags.REPORT_RECEPTION, now, actions)
-        self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions)
+        self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets)
         return self._finish(now, actions)
 
     def transmitted(self, peer: int, bundle: bytes, now: int) -> list[Action]:
@@ -456,10 +461,10 @@ class BundleAgent:
 
     def _take(
         self, record: StoredBundle, bundle: Bundle, state: BundleState, now: int,
-        actions: list[Action],
+        actions: list[Action], offsets: tuple[int, ...] | None = None,
     ) -> None:  # fmt: skip
         key = record.bundle_id
-        held = self._held[key] = _Held(state, record, bundle)
+        held = self._held[key] = _Held(state, record, bundle, offsets=offsets)
         if state is _S.LOCAL:
             self._deliver(key, held, now, actions)
         else:
@@ -511,7 +516,7 @@ class BundleAgent:
                 self._discard(key, held, StatusReason.LIFETIME_EXPIRED, now, actions)
                 continue
             try:
-                data = forward_bytes(held.bundle, held.record.data, self.node)
+                data = forward_bytes(held.bundle, held.record.data, self.node, held.offsets)
             except HopLimitExceeded:
                 self.stats.hop_limited += 1
                 self._discard(key, held, StatusReason.HOP_LIMIT_EXCEEDED, now, actions)
@@ -655,7 +660,7 @@ class BundleAgent:
     def _hold_new(self, bundle: Bundle, now: int, actions: list[Action]) -> None:
         """Hold a bundle this node made (a report, a revocation list to spread) and route it."""
         data = encode_bundle(bundle)
-        envelope = inspect_bundle(bundle, now)
+        envelope = inspect_bundle(bundle, now, content_id=False)
         local = envelope.destination_node == self.node
         record = stored(bundle, data, now, envelope, LOCAL if local else None)
         if isinstance(self.store.put(record), Accepted):
