@@ -65,7 +65,7 @@ from ..bpv7 import (
 from ..envelope import SignedMessage, seal
 from ..errors import FleetwireError
 from ..keys import SigningKey
-from ..messages import Message
+from ..messages import Family, Message
 from ..replay import ReplayGuard, ReplayPolicy
 from ..roles import reader_cell
 from ..trust import RevocationsRefused, TrustStore
@@ -74,6 +74,7 @@ from .actions import (
     Deliver,
     DeliveryRefused,
     Discarded,
+    Handled,
     RevocationsApplied,
     Sent,
     StatusReportReceived,
@@ -100,6 +101,7 @@ from .bundling import (
     stored,
 )
 from .contacts import ContactPlan
+from .handlers import Handler, Outgoing
 from .routing import Forward, Hierarchy, Router
 from .states import BundleEvent, BundleState, next_state
 from .store import Accepted, Duplicate, Refused, StoredBundle
@@ -181,7 +183,7 @@ class _Link:
 
 
 # Timer kinds, in the agent's one heap of (time, seq, kind, key).
-_EXPIRY, _REROUTE, _RETENTION = 0, 1, 2
+_EXPIRY, _REROUTE, _RETENTION, _HANDLER = 0, 1, 2, 3
 
 
 class BundleAgent:
@@ -214,6 +216,10 @@ class BundleAgent:
         self._last_created = -1
         self._sequence = 0
         self._message_sequence = 0
+        #: Roles attached (:mod:`.handlers`), and which takes each family.
+        self._handlers: list[Handler] = []
+        self._handler_of: dict[Family, Handler] = {}
+        self._handler_at: set[int] = set()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -243,6 +249,13 @@ class BundleAgent:
             elif kind == _REROUTE:
                 self._reroute_at.discard(at)
                 self._reroute_parked(now, actions)
+            elif kind == _HANDLER:
+                self._handler_at.discard(at)
+                for handler in self._handlers:
+                    due = handler.deadline()
+                    if due is not None and due <= now:
+                        handler.at(now)
+                        self._act(handler, handler.on_tick(now), now, actions)
             else:
                 self._release(key, now, actions)
         return self._finish(now, actions)
@@ -268,6 +281,12 @@ class BundleAgent:
         The first action is :class:`Sent` — or :class:`TransferRefused` (link ``-1``) when
         the store is full: nothing was held.
         """
+        return self._finish(now, self._send(message, to, now, lifetime_ms, reports))
+
+    def _send(
+        self, message: Message | SignedMessage, to: int, now: int,
+        lifetime_ms: int | None = None, reports: BundleFlags = BundleFlags.NONE,
+    ) -> list[Action]:  # fmt: skip
         signed = message if isinstance(message, SignedMessage) else seal(message, self.config.key)
         bundle = message_bundle(
             signed.envelope, source=self.node, destination=to, created_at=now,
@@ -283,12 +302,12 @@ class BundleAgent:
         result = self.store.put(record)
         if isinstance(result, Refused):
             actions.append(TransferRefused(-1, f"store-{result.reason.value}", result.message))
-            return self._finish(now, actions)
+            return actions
         actions.append(Sent(signed, record.bundle_id))
         if isinstance(result, Accepted):
             self.stats.sent += 1
             self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets)
-        return self._finish(now, actions)
+        return actions
 
     def acknowledge(self, delivery: bytes, now: int) -> list[Action]:
         """The application has the message of ``Deliver(delivery, …)``: forget the bundle."""
@@ -296,6 +315,11 @@ class BundleAgent:
         held = self._held.get(delivery)
         if held is None or held.state is not _S.HANDED:
             return self._finish(now, actions)
+        self._acknowledge(delivery, held, now, actions)
+        return self._finish(now, actions)
+
+    def _acknowledge(self, delivery: bytes, held: _Held, now: int, actions: list[Action]
+                     ) -> None:  # fmt: skip
         admitted = held.admitted
         if admitted is not None:  # replay memory first: a crash between means redelivery
             accept = admitted.accept
@@ -305,7 +329,6 @@ class BundleAgent:
         self.store.tombstone(delivery, DELIVERED)
         self.stats.acknowledged += 1
         self._report(held.bundle, BundleFlags.REPORT_DELIVERY, now, actions)
-        return self._finish(now, actions)
 
     def give_back(self, delivery: bytes, now: int) -> list[Action]:
         """The application will not take this message after all: offer it again."""
@@ -315,6 +338,37 @@ class BundleAgent:
             self._move(delivery, held, _E.GIVE_BACK)
             self._deliver(delivery, held, now, actions)
         return self._finish(now, actions)
+
+    # --- roles (:mod:`.handlers`) ------------------------------------------------------
+
+    def attach(self, handler: Handler, now: int) -> list[Action]:
+        """Let ``handler`` take the messages of its families from now on, and start it."""
+        handler.bind(self.next_message_sequence)
+        self._handlers.append(handler)
+        for family in handler.families:
+            self._handler_of[family] = handler
+        actions: list[Action] = []
+        handler.at(now)
+        self._act(handler, handler.start(now), now, actions)
+        return self._finish(now, actions)
+
+    def act(self, handler: Handler, sends: list[Outgoing], now: int) -> list[Action]:
+        """Send what an attached role's application side returned (a member's ``want``, …)
+        and keep its deadline among the agent's timers."""
+        actions: list[Action] = []
+        self._act(handler, sends, now, actions)
+        return self._finish(now, actions)
+
+    def _act(self, handler: Handler, sends: list[Outgoing], now: int, actions: list[Action]
+             ) -> None:  # fmt: skip
+        for send in sends:
+            actions.extend(self._send(send.message, send.to, now))
+        due = handler.deadline()
+        if due is not None:
+            at = max(due, now + 1)  # a machine that is late is woken next ms, never in a loop
+            if at not in self._handler_at:
+                self._handler_at.add(at)
+                self._timer(at, _HANDLER, b"")
 
     def apply_revocations(self, data: bytes, now: int, *, spread: bool = True) -> list[Action]:
         """Put a root-signed revocation list (from a file, a tool) in force and spread it to
@@ -560,7 +614,17 @@ class BundleAgent:
             self.stats.delivered += 1
         self._move(key, held, _E.HAND)
         from_link = neighbour_node(held.record.received_from)
-        actions.append(Deliver(key, held.admitted.signed, from_link))
+        signed = held.admitted.signed
+        handler = self._handler_of.get(signed.message.TYPE.family) if self._handler_of else None
+        if handler is None:
+            actions.append(Deliver(key, signed, from_link))
+            return
+        # A role takes it: its answers are held before the bundle is acknowledged.
+        actions.append(Handled(key, signed, from_link))
+        handler.at(now)
+        self._act(handler, handler.on_message(signed, now), now, actions)
+        if held.state is _S.HANDED:
+            self._acknowledge(key, held, now, actions)
 
     def _admin_record(self, bundle: Bundle, actions: list[Action]) -> None:
         # Status reports are not signed (BPSec is a later step): they inform, never authorise.
