@@ -15,15 +15,20 @@ Fleet shape: ``regions`` region coordinators, ``cells`` cell coordinators under 
 spread over the cells. Members see their coordinator in short windows every few hours;
 coordinators see their region coordinator less often, with longer light time.
 
-Traffic: every member advertises its capabilities, claims a lease on a cell's dock now and
-then and uses it for a few hours once granted, offers commitments to a neighbour (who accepts),
-and reports exceptions; severe ones are escalated by the coordinator to its region.
+Traffic (:mod:`.demo_behaviour`, shared with the process engine): every member advertises its
+capabilities, claims a lease on a cell's dock now and then and uses it for a few hours once
+granted, offers commitments to a neighbour (who accepts), reports exceptions (severe ones are
+escalated by the coordinator to its region), and digests its telemetry (a digest every 3 hours
+and one at once on a threshold crossing, :mod:`.demo_digests`). Bundles live for the autonomy
+window, 30 days.
 
 Scenarios (``demo_results.SCENARIOS``): *contention* halves the docks and doubles the claim
 rate; *partition* cuts cell 0 off from its region from day 1, heals it a day before traffic
 stops, and shows the authority lease lapsing (the cell stops granting) and the backlog draining;
 *fault* makes lineage B of region 0 report one anomaly for 12 hours, and every cell coordinator
-runs the containment machine (``protocol/coordination/containment.py``) on what it receives.
+runs the containment machine (``protocol/coordination/containment.py``) on what it receives;
+*isolation* has the last region flood the first, which severs it with a signed isolation order
+and lifts it later (:mod:`.demo_isolation`).
 
 Measurement: each node's links count the bytes it sends (:class:`CountingLink`); once per
 ``interval_ms`` of virtual time a sampler records an :class:`~.demo_results.Interval` and hands it

@@ -52,7 +52,6 @@ from fleetwire.protocol.messages import (
     Message,
     Scope,
     Terms,
-    encode_message,
 )
 from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS
 
@@ -164,7 +163,7 @@ class Tally:
     intervals: list[Interval] = attrs.field(factory=list)
     events: list[Event] = attrs.field(factory=list)
     digests: Counter[str] = attrs.field(factory=Counter)  # by trigger: periodic, threshold
-    digest_bytes: int = 0  # the carrying messages' encoded bytes
+    digest_bytes: int = 0  # the carrying messages' signed envelopes (COSE_Sign1) in bytes
     digests_anomalous: int = 0  # received by a coordinator with samples out of control
     digests_refused: int = 0  # received malformed (never, unless a node is broken)
     samples: int = 0  # telemetry samples taken on the members
@@ -212,9 +211,10 @@ class NodeBehaviour:
         sequence = self.node.next_message_sequence()
         return Header(issuer=self.number, issued_at=self.now(), sequence=sequence, references=refs)
 
-    async def send(self, message: Message, to: int, family: str | None = None) -> None:
-        await self.node.send(message, to, lifetime_ms=LIFETIME)
+    async def send(self, message: Message, to: int, family: str | None = None) -> SignedMessage:
+        signed = await self.node.send(message, to, lifetime_ms=LIFETIME)
         self.seen.sent[family or message.TYPE.family.value] += 1
+        return signed
 
     def on_send(self, signed: SignedMessage, to: int) -> None:
         """The lease roles' sends: counted, and grants go into the invariant checker's trace."""
@@ -426,8 +426,8 @@ class NodeBehaviour:
     ) -> None:
         message = carrier(attrs.evolve(advert, header=self.header()), digest)
         self.seen.digests["threshold" if digest.trigger is Trigger.THRESHOLD else "periodic"] += 1
-        self.seen.digest_bytes += len(encode_message(message))
-        await self.send(message, coordinator, DIGEST)
+        signed = await self.send(message, coordinator, DIGEST)
+        self.seen.digest_bytes += len(signed.envelope)
 
     async def faulty(self, coordinator: int) -> None:
         """A defect of lineage B: the same anomaly every half hour for ``FAULT_FOR``."""

@@ -128,6 +128,8 @@ class Simulator:
         self._sent_at: dict[bytes, int] = {}
         #: Called with every :class:`Sent` (``None``: nobody listens).
         self.on_sent: OnSent | None = None
+        #: Called with ``(node, bytes)`` for every transfer a link takes (a traffic count).
+        self.on_transmit: Callable[[int, int], None] | None = None
 
     # --- building a fleet --------------------------------------------------------------
 
@@ -266,6 +268,8 @@ class Simulator:
             return
         model = direction.model
         self.stats.transfers += 1
+        if self.on_transmit is not None:
+            self.on_transmit(node, len(action.data))
         departure = max(now, direction.busy_until)
         done = departure + (len(action.data) * 8000) // model.rate_bps
         direction.busy_until = done
