@@ -193,7 +193,8 @@ async def _apply(backing: BundleStore, writes: list[_Write]) -> list[Any]:
         elif kind == "expire":
             results.append(await backing.expire(arg))
         elif kind == "remember":
-            results.append(await backing.remember(*arg))
+            await backing.remember(*arg)
+            results.append(None)
         else:
             results.append(await backing.forget_seen(arg))
     return results

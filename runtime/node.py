@@ -195,7 +195,7 @@ class Node:
         self._senders: dict[int, _Sender] = {}
         self._neighbours: set[int] = set()  # peers the agent was told of
         self._link_changed: dict[int, trio.Event] = {}
-        self._wake_at = math.inf
+        self._wake_at: int | None = None
         self._wake_changed = trio.Event()
         self._subscriptions: list[Subscription] = []
         #: Messages of a family nobody subscribed to yet, by family, oldest first.
@@ -428,13 +428,14 @@ class Node:
     async def _timer(self) -> None:
         """Poll the agent at its latest WakeAt (one task for every timer the agent keeps)."""
         while True:
-            with trio.move_on_at(self.clock.to_trio(self._wake_at) if self._wake_at < math.inf
-                                 else math.inf):  # fmt: skip
+            wake_at = self._wake_at
+            with trio.move_on_at(math.inf if wake_at is None else self.clock.to_trio(wake_at)):
                 await self._wake_changed.wait()
                 self._wake_changed = trio.Event()
                 continue
             # Never before the wake asked for (DTN ms from Trio's float clock may round down).
-            now, self._wake_at = max(self.now(), int(self._wake_at)), math.inf
+            assert wake_at is not None
+            now, self._wake_at = max(self.now(), wake_at), None
             expired = self.agent.stats.expired
             self._dispatch(self.agent.poll(now))
             if self.agent.stats.expired > expired:
