@@ -42,7 +42,7 @@ from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 from fleetwire.runtime.cl_link import ClLink, Refusal, TcpclV4, custody
 from fleetwire.runtime.contacts import DTN_EPOCH_UNIX, Clock
 from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import BundleRefused, NodeConfig, open_node
+from fleetwire.runtime.node import BundleRefused, Node, NodeConfig, open_node
 from fleetwire.runtime.sqlite_store import open_sqlite_store
 from fleetwire.runtime.tcp import open_tcp_cl_link, serve_cl
 
@@ -102,6 +102,11 @@ async def listening(nursery: trio.Nursery, **kw: object) -> AsyncIterator[int]:
     yield listeners[0].socket.getsockname()[1]
 
 
+async def batch_custody(relay: Node, datas: list[bytes], link: ClLink) -> list[Refusal | None]:
+    refusals = await relay.accept_many(datas, link.peer)
+    return [None if refusal is None else Refusal.NO_RESOURCES for refusal in refusals]
+
+
 async def push(port: int, data: list[bytes], window: int, sink: Sink) -> float:
     """Send ``data`` to the node at ``port``; seconds until the sink holds all of it."""
     sink.expect(len(data))
@@ -156,9 +161,13 @@ async def run(args: argparse.Namespace) -> None:
                             open_tcp_cl_link(HOST, sink_port, layer(RELAY), local=RELAY, peer=SINK)
                         )
                         relay.add_link(out)
-                        accept = custody(relay.accept, refusals=(BundleRefused,))
+                        custody_kw: dict[str, object]
+                        if args.batch_custody:
+                            custody_kw = {"accept_many": partial(batch_custody, relay)}
+                        else:
+                            custody_kw = {"accept": custody(relay.accept, refusals=(BundleRefused,))}
                         relay_port = await stack.enter_async_context(
-                            listening(nursery, layer=layer(RELAY), local=RELAY, accept=accept)
+                            listening(nursery, layer=layer(RELAY), local=RELAY, **custody_kw)
                         )
                         best["relay"] = min(best["relay"], await push(relay_port, data, args.window, sink))
                         assert relay.stats.forwarded == args.count, relay.stats
@@ -177,6 +186,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--window", type=int, default=1024, help="source's bundles in flight")
     parser.add_argument("--memory", action="store_true", help="the relay's store in memory")
+    parser.add_argument("--batch-custody", action="store_true",
+                        help="the relay takes custody in batches (node.accept_many)")
     trio.run(run, parser.parse_args())
 
 

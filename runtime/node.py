@@ -309,13 +309,30 @@ class Node:
         Raises :class:`BundleRefused` (the link refuses the transfer) for malformed bundles and
         a full store. Expired or over-hop bundles are taken and dropped, as RFC 9171 §5.4 says.
         """
+        refused = self._take(data, from_peer)
+        await self._agent_store.commit()
+        if refused is not None:
+            raise refused
+
+    async def accept_many(
+        self, datas: Sequence[bytes], from_peer: int | None = None
+    ) -> list[BundleRefused | None]:
+        """:meth:`accept` for a batch received from one neighbour, in order, with one commit
+        (a link's batch custody): ``None`` for each bundle taken, its refusal otherwise."""
+        outcomes = [self._take(data, from_peer) for data in datas]
+        await self._agent_store.commit()
+        return outcomes
+
+    def _take(self, data: bytes, from_peer: int | None) -> BundleRefused | None:
+        """Feed one received bundle to the agent and dispatch what it says (before any commit,
+        so that a cancelled link task loses nothing the agent took into its care)."""
         duplicates = self.agent.stats.duplicates
         actions = self.agent.receive(data, from_peer, self.now())
         answer = actions[0]
         if isinstance(answer, TransferRefused):
             log.warning("node=%s event=refused code=%s from=%s reason=%s", self.node,
                         answer.code, from_peer, answer.reason)  # fmt: skip
-            raise BundleRefused(answer.reason, store_full=answer.code.startswith("store-"))
+            return BundleRefused(answer.reason, store_full=answer.code.startswith("store-"))
         assert isinstance(answer, TransferAccepted)
         if self.agent.stats.duplicates > duplicates:
             log.info("node=%s event=duplicate from=%s bundle=%s", self.node, from_peer,
@@ -328,8 +345,8 @@ class Node:
                 # Routes are by ipn node number: say which destination was not one (§5.4.2).
                 log.warning("node=%s event=no-known-route destination=%s from=%s", self.node,
                             decode_bundle(data).primary.destination, from_peer)  # fmt: skip
-        self._dispatch(actions)  # before the commit: a cancelled accept loses nothing taken
-        await self._agent_store.commit()
+        self._dispatch(actions)
+        return None
 
     def add_link(self, link: Link) -> None:
         """Start using ``link`` (a neighbour that connected, or a new contact)."""

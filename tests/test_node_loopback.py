@@ -464,3 +464,17 @@ async def test_a_resend_of_a_forwarded_bundle_is_a_duplicate_not_forwarded_again
         # Remembered for forwarded_memory_ms (15 min), then forgotten.
         await trio.sleep(15 * 60)
         assert await fleet.stores[RELAY].count() == 0
+
+
+async def test_accept_many_takes_a_batch_in_one_commit_and_refuses_only_the_bad_one(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    store = MemoryBundleStore()
+    async with open_node(c_config(), store, clock=Clock(0.0, T0)) as c:
+        inbox = c.subscribe()
+        good = [bundle_from_a(C, n) for n in (1, 2)]
+        outcomes = await c.accept_many([good[0], b"\x00not a bundle", good[1]], A)
+        assert [type(o).__name__ for o in outcomes] == ["NoneType", "BundleRefused", "NoneType"]
+        assert await store.count() == 2  # durable on return, both of them
+        assert [(await inbox.receive()).message for _ in good] == [claim(1), claim(2)]
