@@ -21,11 +21,11 @@ carries out the actions it returns.
 * **forward** — each :class:`~fleetwire.protocol.agent.actions.Transmit` goes to the
   neighbour's **ordered pipelined sender**: bundles leave in the order the agent queued
   them, without waiting for each acknowledgement (a TCPCL link has many transfers in flight,
-  acknowledged in order), at most :data:`SEND_WINDOW` per neighbour. Before a batch leaves the
-  store is committed (a bundle is durable here before any neighbour can have it); each
-  outcome goes back as ``transmitted`` / ``transmit_failed``. A link that is down or being
-  replaced is waited for; a bundle the agent has meanwhile taken back (link lost, expired) is
-  skipped.
+  acknowledged in order), at most :data:`~.sender.SEND_WINDOW` per neighbour
+  (:mod:`.sender`). Before a batch leaves the store is committed (a bundle is durable here
+  before any neighbour can have it); each outcome goes back as ``transmitted`` /
+  ``transmit_failed``. A link that is down or being replaced is waited for; a bundle the
+  agent has meanwhile taken back (link lost, expired) is skipped.
 * **links** — one watcher per link reports ``link_up`` (with whether the link acknowledges:
   ``confirms_delivery``) and ``link_down``; only the neighbour's current link speaks for it, so
   a replaced session's end does not take down its successor.
@@ -45,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -81,12 +81,10 @@ from .contacts import Clock, ContactPlan
 from .link import Link, LinkDown
 from .revocation_files import write_atomically
 from .routing import Router
+from .sender import OrderedSender
 from .store import BundleStore
 
 log = logging.getLogger("fleetwire.node")
-
-#: Bundles in flight (sent, not yet acknowledged) per neighbour.
-SEND_WINDOW = 256
 
 _REASONS = {
     StatusReason.LIFETIME_EXPIRED: "expired",
@@ -192,7 +190,7 @@ class Node:
         self._nursery = nursery
         self._redelivered = 0
         self._link_down = 0
-        self._senders: dict[int, _Sender] = {}
+        self._senders: dict[int, OrderedSender] = {}
         self._neighbours: set[int] = set()  # peers the agent was told of
         self._link_changed: dict[int, trio.Event] = {}
         self._wake_at: int | None = None
@@ -309,23 +307,27 @@ class Node:
         Raises :class:`BundleRefused` (the link refuses the transfer) for malformed bundles and
         a full store. Expired or over-hop bundles are taken and dropped, as RFC 9171 §5.4 says.
         """
-        refused = self._take(data, from_peer)
+        taken = self._take(data, from_peer)
         await self._agent_store.commit()
-        if refused is not None:
-            raise refused
+        self._log_taken(taken, from_peer)
+        if isinstance(taken, BundleRefused):
+            raise taken
 
     async def accept_many(
         self, datas: Sequence[bytes], from_peer: int | None = None
     ) -> list[BundleRefused | None]:
         """:meth:`accept` for a batch received from one neighbour, in order, with one commit
         (a link's batch custody): ``None`` for each bundle taken, its refusal otherwise."""
-        outcomes = [self._take(data, from_peer) for data in datas]
+        taken = [self._take(data, from_peer) for data in datas]
         await self._agent_store.commit()
-        return outcomes
+        for one in taken:
+            self._log_taken(one, from_peer)
+        return [one if isinstance(one, BundleRefused) else None for one in taken]
 
-    def _take(self, data: bytes, from_peer: int | None) -> BundleRefused | None:
+    def _take(self, data: bytes, from_peer: int | None) -> BundleRefused | _Taken | None:
         """Feed one received bundle to the agent and dispatch what it says (before any commit,
-        so that a cancelled link task loses nothing the agent took into its care)."""
+        so that a cancelled link task loses nothing the agent took into its care); what to log
+        once it is durable (``None``: taken and dropped, RFC 9171 §5.4)."""
         duplicates = self.agent.stats.duplicates
         actions = self.agent.receive(data, from_peer, self.now())
         answer = actions[0]
@@ -334,19 +336,24 @@ class Node:
                         answer.code, from_peer, answer.reason)  # fmt: skip
             return BundleRefused(answer.reason, store_full=answer.code.startswith("store-"))
         assert isinstance(answer, TransferAccepted)
-        if self.agent.stats.duplicates > duplicates:
-            log.info("node=%s event=duplicate from=%s bundle=%s", self.node, from_peer,
-                     answer.bundle.hex())  # fmt: skip
-        elif not (len(actions) > 1 and isinstance(actions[1], Discarded)):
-            log.info("node=%s event=accepted from=%s bundle=%s", self.node, from_peer,
-                     answer.bundle.hex())  # fmt: skip
         for action in actions:
             if isinstance(action, Discarded) and action.reason == StatusReason.NO_KNOWN_ROUTE:
                 # Routes are by ipn node number: say which destination was not one (§5.4.2).
                 log.warning("node=%s event=no-known-route destination=%s from=%s", self.node,
                             decode_bundle(data).primary.destination, from_peer)  # fmt: skip
         self._dispatch(actions)
-        return None
+        if self.agent.stats.duplicates > duplicates:
+            return _Taken(answer.bundle, duplicate=True)
+        if len(actions) > 1 and isinstance(actions[1], Discarded):
+            return None
+        return _Taken(answer.bundle, duplicate=False)
+
+    def _log_taken(self, taken: BundleRefused | _Taken | None, from_peer: int | None) -> None:
+        # Logged once durable: "accepted" twice by one node would mean it took a bundle twice.
+        if isinstance(taken, _Taken):
+            log.info("node=%s event=%s from=%s bundle=%s", self.node,
+                     "duplicate" if taken.duplicate else "accepted", from_peer,
+                     taken.bundle.hex())  # fmt: skip
 
     def add_link(self, link: Link) -> None:
         """Start using ``link`` (a neighbour that connected, or a new contact)."""
@@ -389,14 +396,21 @@ class Node:
         self.revocations_applied.set()
         self.revocations_applied = trio.Event()
 
-    def _sender(self, peer: int) -> _Sender:
+    def _sender(self, peer: int) -> OrderedSender:
         sender = self._senders.get(peer)
         if sender is None:
-            sender = self._senders[peer] = _Sender(self, peer)
+            sender = self._senders[peer] = OrderedSender(
+                peer, self.links, self._link_changed, commit=self._agent_store.commit,
+                in_flight=self._in_flight, outcome=self._transmitted,
+            )  # fmt: skip
             self._nursery.start_soon(sender.run)
         return sender
 
-    def _transmitted(self, transmit: Transmit, error: LinkDown | None, link: Link) -> None:
+    def _in_flight(self, bundle: bytes) -> bool:
+        # Still the agent's to send (not taken back by a lost link, expiry, a reroute).
+        return self.agent.held_state(bundle) is BundleState.IN_FLIGHT
+
+    def _transmitted(self, transmit: Transmit, error: LinkDown | None) -> None:
         now = self.now()
         if error is None:
             forwarded = self.agent.stats.forwarded
@@ -476,18 +490,6 @@ class Node:
             if self.links.get(peer) is link:  # closed for good; a replacement gets its own watcher
                 self._dispatch(self.agent.link_down(peer, self.now()))
                 self._note_retained()
-
-    async def _wait_up_or_replaced(self, peer: int, link: Link) -> None:
-        replaced = self._link_changed.setdefault(peer, trio.Event())
-        async with trio.open_nursery() as race:
-
-            async def until(wait: Callable[[], Awaitable[None]]) -> None:
-                with contextlib.suppress(LinkDown):  # closed for good: wait for a replacement
-                    await wait()
-                    race.cancel_scope.cancel()
-
-            race.start_soon(until, link.wait_up)
-            race.start_soon(until, replaced.wait)
 
     async def _deliver_loop(self) -> None:
         async for item in self._deliveries:
@@ -597,96 +599,6 @@ class Node:
             await self.accept(data, peer)
 
 
-class _Sender:
-    """The ordered pipelined sender of one neighbour (module docstring, "forward")."""
-
-    def __init__(self, node: Node, peer: int) -> None:
-        self._node = node
-        self._peer = peer
-        #: Transmit actions not yet handed to the link, in the agent's order (by store key:
-        #: a bundle the agent transmits again replaces its stale entry).
-        self._queue: dict[bytes, Transmit] = {}
-        self._queued = trio.Event()
-        self._in_flight = 0
-        self._space = trio.Event()
-
-    def push(self, transmit: Transmit) -> None:
-        self._queue.pop(transmit.bundle, None)
-        self._queue[transmit.bundle] = transmit
-        self._queued.set()
-
-    async def run(self) -> None:
-        node = self._node
-        async with trio.open_nursery() as in_flight:
-            while True:
-                if not self._queue:
-                    await self._queued.wait()
-                    self._queued = trio.Event()
-                    continue
-                link = node.links[self._peer]
-                if not link.is_up:
-                    await node._wait_up_or_replaced(self._peer, link)
-                    continue
-                if self._in_flight >= SEND_WINDOW:
-                    await self._space.wait()
-                    self._space = trio.Event()
-                    continue
-                await node._agent_store.commit()  # durable here before a neighbour has it
-                batch = self._take(SEND_WINDOW - self._in_flight)
-                if not batch:
-                    continue
-                self._in_flight += len(batch)
-                if hasattr(link, "send_many"):
-                    await in_flight.start(self._send_many, link, batch)
-                else:
-                    for transmit in batch:
-                        await in_flight.start(self._send_one, link, transmit)
-
-    def _take(self, limit: int) -> list[Transmit]:
-        agent = self._node.agent
-        batch: list[Transmit] = []
-        queue = self._queue
-        while queue and len(batch) < limit:
-            key = next(iter(queue))
-            transmit = queue.pop(key)
-            if agent.held_state(key) is BundleState.IN_FLIGHT:  # else taken back meanwhile
-                batch.append(transmit)
-        return batch
-
-    # Both start the transfer(s) before their first checkpoint, right after ``started``: the
-    # link queues them in call order, so they leave in the agent's order while acks overlap.
-
-    async def _send_many(
-        self, link: Link, batch: list[Transmit], *, task_status: trio.TaskStatus[None]
-    ) -> None:
-        task_status.started()
-        try:
-            errors: list[LinkDown | None] = await link.send_many(  # type: ignore[attr-defined]
-                [transmit.data for transmit in batch]
-            )
-        finally:
-            self._done(len(batch))
-        for transmit, error in zip(batch, errors, strict=True):
-            self._node._transmitted(transmit, error, link)
-
-    async def _send_one(
-        self, link: Link, transmit: Transmit, *, task_status: trio.TaskStatus[None]
-    ) -> None:
-        task_status.started()
-        error: LinkDown | None = None
-        try:
-            await link.send(transmit.data)
-        except LinkDown as exc:
-            error = exc
-        finally:
-            self._done(1)
-        self._node._transmitted(transmit, error, link)
-
-    def _done(self, count: int) -> None:
-        self._in_flight -= count
-        self._space.set()
-
-
 @asynccontextmanager
 async def open_node(
     config: NodeConfig,
@@ -716,6 +628,14 @@ async def open_node(
             yield node
         finally:
             nursery.cancel_scope.cancel()
+
+
+@attrs.frozen(slots=True)
+class _Taken:
+    """A received bundle the agent took (or knew already), to log once it is durable."""
+
+    bundle: bytes
+    duplicate: bool
 
 
 @attrs.define
