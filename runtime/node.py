@@ -207,9 +207,10 @@ class Node:
         ](math.inf)
         self._report_subscribers: list[trio.MemorySendChannel[StatusReport]] = []
         #: Sent on a link without acknowledgements and not yet released, by store key:
-        #: (BPv7 bundle id, neighbour, why it was released if a report said so).
+        #: (BPv7 bundle id, neighbour) — only to say in the log what became of them.
         self._retained: dict[bytes, tuple[bytes, int]] = {}
-        self._reported: set[bytes] = set()  # BPv7 ids a reception/delivery report named
+        #: BPv7 ids of retained bundles a reception or delivery report named.
+        self._reported: set[bytes] = set()
         self._written: bytes | None = None  # the revocation list this node last wrote
         #: Set (and replaced) each time a newer revocation list is put in force.
         self.revocations_applied = trio.Event()
@@ -377,6 +378,8 @@ class Node:
                     self._wake_at = action.at
                     self._wake_changed.set()
             elif isinstance(action, Deliver | StatusReportReceived):
+                if isinstance(action, StatusReportReceived):
+                    self._note_report(action.report)
                 self._deliveries_send.send_nowait(action)
             elif isinstance(action, DeliveryRefused):
                 log.warning("node=%s event=refused code=%s reason=%s", self.node, action.code,
@@ -428,6 +431,14 @@ class Node:
                                                  refused=refused)  # fmt: skip
         self._dispatch(actions)
         self._note_retained()
+
+    def _note_report(self, report: StatusReport) -> None:
+        # Before the agent's next poll releases the bundle it names (for the log line's why).
+        subject = report.subject.key()
+        if (report.received.asserted or report.delivered.asserted) and any(
+            subject == retained for retained, _ in self._retained.values()
+        ):
+            self._reported.add(subject)
 
     def _note_retained(self) -> None:
         """Log what the agent did with bundles retained after a link without acknowledgements:
@@ -495,8 +506,6 @@ class Node:
         async for item in self._deliveries:
             if isinstance(item, StatusReportReceived):
                 report = item.report
-                if report.received.asserted or report.delivered.asserted:
-                    self._reported.add(report.subject.key())
                 for channel in self._report_subscribers:
                     await channel.send(report)
                 continue
