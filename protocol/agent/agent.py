@@ -422,7 +422,10 @@ class BundleAgent:
         """The link to ``peer`` went down: what it did not confirm is routed again."""
         actions: list[Action] = []
         link = self._links.get(peer)
-        if link is not None:
+        if link is None:  # a neighbour known before its first contact: revocations go to it
+            self._links[peer] = _Link(False, True)
+            self.router.static.setdefault(peer, peer)
+        else:
             link.up = False
         for key, held in list(self._held.items()):
             if held.peer != peer:
