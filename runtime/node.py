@@ -70,7 +70,7 @@ from fleetwire.protocol.bpv7 import BundleFlags, StatusReason, StatusReport, dec
 from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.keys import SigningKey
-from fleetwire.protocol.messages import PROTOCOL_VERSION, Family, Message
+from fleetwire.protocol.messages import PROTOCOL_VERSION, Family, Message, PeerVersions
 from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS, ReplayPolicy
 from fleetwire.protocol.trust import TrustStore
 
@@ -218,6 +218,12 @@ class Node:
         self._written: bytes | None = None  # the revocation list this node last wrote
         #: Set (and replaced) each time a newer revocation list is put in force.
         self.revocations_applied = trio.Event()
+
+    @property
+    def versions(self) -> PeerVersions:
+        """Which version this node writes to each peer, learnt from their capability
+        advertisements (the agent's table; spec/v2/versions.md §2)."""
+        return self.agent.versions
 
     @property
     def node(self) -> int:
