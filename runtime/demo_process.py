@@ -15,9 +15,9 @@ A node's configuration file with a ``[demo]`` table (written by :mod:`.demo_proc
 4. after ``days`` of traffic and one more day to drain it writes its :class:`Tally` and its
    samples to ``tally`` as JSON, and the node closes; the parent merges the files.
 
-The node's links are wrapped so that the bytes it puts on them are counted
-(:class:`~.demo.CountingLink`, as in the loopback engine), including sessions that neighbours
-open to it later.
+The bytes the node puts on its links are counted through the node's ``on_transmitted`` hook
+(the loopback engine wraps its links in :class:`~.demo.CountingLink` instead), including
+sessions that neighbours open to it later.
 
 ``[demo]`` keys: ``role`` (``region``, ``cell`` or ``member``), ``members``, ``regions``,
 ``cells``, ``days``, ``seed``, ``scenarios`` (list), ``scale``, ``tally`` (where to write the
@@ -40,7 +40,7 @@ from fleetwire.protocol.coordination.containment import Containment
 from fleetwire.protocol.messages import Scope
 
 from .config import ConfigError, FileConfig
-from .demo import CountingLink, Scenario, on_their_way, start_roles
+from .demo import Scenario, on_their_way, start_roles
 from .demo_behaviour import DAY, HOUR, NodeBehaviour, Tally, Timing
 from .demo_results import SCENARIOS
 from .node import Node
@@ -94,16 +94,14 @@ def part_of(table: dict[str, Any], base: Path) -> Part:
 
 
 def count_bytes(node: Node, counts: dict[int, int]) -> None:
-    """Count what ``node`` puts on its links, now and on links it adds later."""
-    for peer, link in list(node.links.items()):
-        node.links[peer] = CountingLink(link, counts)
-    add = node.add_link
+    """Count the bytes ``node``'s links take from it, on every link, including sessions that
+    neighbours open later (the node's ``on_transmitted`` hook)."""
+    number = node.node
 
-    def counted(link: Any) -> None:
-        add(CountingLink(link, counts))
+    def counted(peer: int, size: int) -> None:
+        counts[number] = counts.get(number, 0) + size
 
-    # The node adds a link for every session a neighbour opens; wrap those as they come.
-    node.add_link = counted  # type: ignore[method-assign]
+    node.on_transmitted = counted
 
 
 async def read_start() -> int:

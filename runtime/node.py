@@ -45,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -210,6 +210,9 @@ class Node:
             Deliver | StatusReportReceived
         ](math.inf)
         self._report_subscribers: list[trio.MemorySendChannel[StatusReport]] = []
+        #: Told ``(neighbour, size in bytes)`` each time a link took one of this node's bundles:
+        #: a measurement hook (the demo counts coordination traffic with it).
+        self.on_transmitted: Callable[[int, int], None] | None = None
         #: Sent on a link without acknowledgements and not yet released, by store key:
         #: (BPv7 bundle id, neighbour) — only to say in the log what became of them.
         self._retained: dict[bytes, tuple[bytes, int]] = {}
@@ -426,6 +429,8 @@ class Node:
     def _transmitted(self, transmit: Transmit, error: LinkDown | None) -> None:
         now = self.now()
         if error is None:
+            if self.on_transmitted is not None:
+                self.on_transmitted(transmit.link, len(transmit.data))
             forwarded = self.agent.stats.forwarded
             actions = self.agent.transmitted(transmit.link, transmit.bundle, now)
             if self.agent.stats.forwarded > forwarded:
