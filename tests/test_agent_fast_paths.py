@@ -44,8 +44,10 @@ reports = st.one_of(
 
 @given(
     envelope=st.binary(max_size=400), source=nodes, destination=nodes,
-    created=st.integers(0, 1 << 50), sequence=st.integers(0, 1 << 40),
-    lifetime=st.integers(1, 1 << 40), service=st.integers(0, 1 << 20), flags=reports,
+    created=st.one_of(st.integers(0, 1 << 50), st.integers(-3, 1 << 66)),
+    sequence=st.one_of(st.integers(0, 1 << 40), st.integers(-3, 1 << 66)),
+    lifetime=st.one_of(st.integers(1, 1 << 40), st.integers(-3, 1 << 66)),
+    service=st.integers(0, 1 << 20), flags=reports,
 )  # fmt: skip
 def test_message_bundle_encoding_equals_the_reference(
     envelope: bytes, source: int, destination: int, created: int, sequence: int,
