@@ -44,8 +44,10 @@ reports = st.one_of(
 
 @given(
     envelope=st.binary(max_size=400), source=nodes, destination=nodes,
-    created=st.integers(0, 1 << 50), sequence=st.integers(0, 1 << 40),
-    lifetime=st.integers(1, 1 << 40), service=st.integers(0, 1 << 20), flags=reports,
+    created=st.one_of(st.integers(0, 1 << 50), st.integers(-3, 1 << 66)),
+    sequence=st.one_of(st.integers(0, 1 << 40), st.integers(-3, 1 << 66)),
+    lifetime=st.one_of(st.integers(1, 1 << 40), st.integers(-3, 1 << 66)),
+    service=st.integers(0, 1 << 20), flags=reports,
 )  # fmt: skip
 def test_message_bundle_encoding_equals_the_reference(
     envelope: bytes, source: int, destination: int, created: int, sequence: int,
@@ -149,3 +151,34 @@ def test_records_built_by_the_agent_equal_checked_ones(args: tuple[object, ...])
             StoredBundle.checked_by_caller(*args)  # type: ignore[arg-type]
         return
     assert StoredBundle.checked_by_caller(*args) == expected  # type: ignore[arg-type]
+
+
+def _decoded(data: bytes, common: bool) -> object:
+    try:
+        return decode_bundle_offsets(data, common=common)
+    except BundleError as exc:
+        return ("refused", exc.code, exc.block)
+
+
+@given(
+    bundle=st.one_of(
+        bundles(),
+        st.builds(
+            lambda envelope, a, b, t: message_bundle(
+                envelope, source=a, destination=b, created_at=t, sequence=0, lifetime_ms=9
+            ),
+            st.binary(max_size=70_000).filter(lambda e: len(e) < 30 or len(e) > 250),
+            nodes, nodes, st.integers(1, 1 << 40),
+        ),
+    ),
+    flips=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=3),
+    cut=st.one_of(st.none(), st.integers(0, 1 << 20)),
+)  # fmt: skip
+def test_one_pass_block_readers_decide_as_the_general_ones(
+    bundle: object, flips: list[tuple[int, int]], cut: int | None
+) -> None:
+    data = bytearray(encode_bundle(bundle))  # type: ignore[arg-type]
+    for where, value in flips:  # damage: other bytes, other shapes, CRCs that fail
+        data[where % len(data)] = value
+    damaged = bytes(data if cut is None else data[: cut % (len(data) + 1)])
+    assert _decoded(damaged, True) == _decoded(damaged, False)

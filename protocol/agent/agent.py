@@ -729,7 +729,7 @@ class BundleAgent:
         reason: int = StatusReason.NO_INFO,
     ) -> None:  # fmt: skip
         """The status report ``bundle`` asked for with ``request``, if it asked (§6.1.1)."""
-        if not int(bundle.primary.flags) & request:
+        if not int(bundle.primary.flags) & int(request):  # plain ints: no enum arithmetic
             return
         report = status_report_for(
             bundle, request, this_node=self.node, now=now, sequence=self._next_sequence(now),

@@ -53,6 +53,9 @@ from ..bpv7 import (
     status_report_bundle,
 )
 from ..bpv7.blocks import canonical_block_parts, primary_block_parts
+from ..bpv7.crc import CrcType, crc32c
+from ..bpv7.wire import head as _head
+from ..bpv7.wire import uint
 from ..errors import FleetwireError
 from ..ids import ContentId
 from .store import StoredBundle
@@ -115,11 +118,42 @@ def encode_message_bundle(bundle: Bundle) -> tuple[bytes, tuple[int, ...]]:
         # Not one of the bundles the fast road knows valid: the full road (checks, refuses).
         data = encode_bundle(bundle)
         return data, _offsets(data)
-    primary = b"".join(primary_block_parts(bundle.primary))
-    payload = b"".join(canonical_block_parts(blocks[1]))
+    primary = _message_primary(primary_block)
+    payload = blocks[1]
+    data = payload.data
+    if payload.flags or payload.crc_type != CrcType.CRC32C or type(data) is not bytes:
+        payload_bytes = b"".join(canonical_block_parts(payload))
+    else:  # type 1, number 1, no flags, CRC-32C (§4.3.2): the CRC covers the zeroed field
+        prefix = _PAYLOAD_PREFIX + _head(2, len(data))
+        crc = crc32c(_ZERO_CRC32C, crc32c(data, crc32c(prefix)))
+        payload_bytes = b"".join((prefix, data, b"\x44", crc.to_bytes(4, "big")))
     hops_end = 1 + len(primary) + len(_NEW_HOPS_BYTES)
-    data = b"".join((b"\x9f", primary, _NEW_HOPS_BYTES, payload, b"\xff"))
-    return data, (1, 1 + len(primary), hops_end, hops_end + len(payload))
+    whole = b"".join((b"\x9f", primary, _NEW_HOPS_BYTES, payload_bytes, b"\xff"))
+    return whole, (1, 1 + len(primary), hops_end, hops_end + len(payload_bytes))
+
+
+def _message_primary(primary: PrimaryBlock) -> bytes:
+    """The primary block of a message bundle (§4.3.1): ipn or null EIDs, not a fragment,
+    CRC-32C — as :func:`~fleetwire.protocol.bpv7.blocks.primary_block_parts` writes it."""
+    creation = primary.creation
+    if (
+        primary.crc_type != CrcType.CRC32C or primary.fragment_offset is not None
+        or primary.total_adu_length is not None
+        or max(int(primary.flags), creation.time, creation.sequence, primary.lifetime) > _U64
+        or min(int(primary.flags), creation.time, creation.sequence, primary.lifetime) < 0
+    ):  # fmt: skip
+        return b"".join(primary_block_parts(primary))  # its checks refuse what is wrong
+    body = b"".join((
+        b"\x89\x07", uint(int(primary.flags)), b"\x02", primary.destination.wire,
+        primary.source.wire, primary.report_to.wire, b"\x82", uint(creation.time),
+        uint(creation.sequence), uint(primary.lifetime),
+    ))  # fmt: skip
+    return body + b"\x44" + crc32c(_ZERO_CRC32C, crc32c(body)).to_bytes(4, "big")
+
+
+_U64: Final = (1 << 64) - 1
+_PAYLOAD_PREFIX: Final = b"\x86\x01\x01\x00\x02"
+_ZERO_CRC32C: Final = b"\x44\x00\x00\x00\x00"
 
 
 def _offsets(data: bytes) -> tuple[int, ...]:

@@ -33,6 +33,10 @@ class BundleState(enum.Enum):
     HANDED = "handed"  # delivered to the application, waiting for its acknowledgement
     GONE = "gone"
 
+    # Members are singletons, so identity hashes them; Enum's own hash runs Python code on
+    # every transition-table lookup (two per move, several moves per bundle per hop).
+    __hash__ = object.__hash__
+
 
 class BundleEvent(enum.Enum):
     ROUTE = "route"  # a next hop with a link
@@ -51,6 +55,8 @@ class BundleEvent(enum.Enum):
     REFUSE = "refuse"  # failed admission
     DISCARD = "discard"  # expired, hop limit, no known route (a deletion report if asked)
     EXPIRE = "expire"  # the store dropped it (its lifetime is over)
+
+    __hash__ = object.__hash__  # as BundleState's
 
 
 S, E = BundleState, BundleEvent

@@ -114,6 +114,11 @@ class CreationTimestamp:
     sequence: int = 0
 
 
+# Plain ints: ``int & IntFlag`` goes through the enum machinery and costs a microsecond.
+_IS_FRAGMENT: Final = int(BundleFlags.IS_FRAGMENT)
+_ADMIN_RECORD: Final = int(BundleFlags.ADMIN_RECORD)
+
+
 @attrs.frozen(slots=True)
 class PrimaryBlock:
     """The primary block (§4.3.1). Fragment fields are present iff the IS_FRAGMENT flag is set."""
@@ -131,11 +136,11 @@ class PrimaryBlock:
 
     @property
     def is_fragment(self) -> bool:
-        return bool(self.flags & BundleFlags.IS_FRAGMENT)
+        return bool(int(self.flags) & _IS_FRAGMENT)
 
     @property
     def is_admin_record(self) -> bool:
-        return bool(self.flags & BundleFlags.ADMIN_RECORD)
+        return bool(int(self.flags) & _ADMIN_RECORD)
 
 
 @attrs.frozen(slots=True)
@@ -376,6 +381,77 @@ def read_canonical_block(data: bytes, pos: int, end: int, max_data: int, index: 
     return block, pos
 
 
+# --- the common shapes in one pass --------------------------------------------------------
+#
+# Nearly every block a fleet node reads has one-byte fields and a CRC-32C. These readers take
+# exactly that shape in one pass and return None for anything else — another shape, a CRC that
+# does not match, a truncation — so that the general readers above decide it, errors included:
+# the result is the same either way (tests/test_agent_fast_paths.py).
+
+_ZERO_CRC: Final = b"\x00\x00\x00\x00"
+
+
+def read_primary_block_common(data: bytes, pos: int, end: int
+                              ) -> tuple[PrimaryBlock, int] | None:  # fmt: skip
+    """:func:`read_primary_block` of a CRC-32C, non-fragment primary block with flags below
+    24 (no status reports asked), or None."""
+    if pos + 4 > end or data[pos] != 0x89 or data[pos + 1] != 7 or data[pos + 3] != 2:
+        return None
+    flags = data[pos + 2]
+    if flags >= 24 or flags & 1:
+        return None
+    try:
+        destination, at = read_eid(data, pos + 4, end, MAX_EID_LENGTH)
+        source, at = read_eid(data, at, end, MAX_EID_LENGTH)
+        report_to, at = read_eid(data, at, end, MAX_EID_LENGTH)
+        if at >= end or data[at] != 0x82:
+            return None
+        time, at = read_uint(data, at + 1, end)
+        sequence, at = read_uint(data, at, end)
+        lifetime, at = read_uint(data, at, end)
+    except (WireError, InvalidEid):
+        return None
+    if at + 5 > end or data[at] != 0x44:
+        return None
+    if crc32c(_ZERO_CRC, crc32c(memoryview(data)[pos : at + 1])) != int.from_bytes(
+        data[at + 1 : at + 5], "big"
+    ):
+        return None
+    block = PrimaryBlock(destination, source, report_to, CreationTimestamp(time, sequence),
+                         lifetime, flags, CrcType.CRC32C)  # fmt: skip
+    return block, at + 5
+
+
+def read_canonical_block_common(data: bytes, pos: int, end: int, max_data: int
+                                ) -> tuple[CanonicalBlock, int] | None:  # fmt: skip
+    """:func:`read_canonical_block` of a CRC-32C block whose type, number and flags are
+    below 24 and whose data is shorter than 64 KiB, or None."""
+    if pos + 6 > end or data[pos] != 0x86 or data[pos + 4] != 2:
+        return None
+    block_type, number, flags = data[pos + 1], data[pos + 2], data[pos + 3]
+    if block_type >= 24 or number >= 24 or flags >= 24:
+        return None
+    initial = data[pos + 5]
+    if 0x40 <= initial < 0x58:
+        length, begin = initial - 0x40, pos + 6
+    elif initial == 0x58 and pos + 7 <= end and data[pos + 6] >= 24:
+        length, begin = data[pos + 6], pos + 7
+    elif initial == 0x59 and pos + 8 <= end:
+        length, begin = int.from_bytes(data[pos + 6 : pos + 8], "big"), pos + 8
+        if length < 0x100:
+            return None
+    else:
+        return None
+    stop = begin + length
+    if length > max_data or stop + 5 > end or data[stop] != 0x44:
+        return None
+    if crc32c(_ZERO_CRC, crc32c(memoryview(data)[pos : stop + 1])) != int.from_bytes(
+        data[stop + 1 : stop + 5], "big"
+    ):
+        return None
+    return CanonicalBlock(block_type, number, data[begin:stop], flags, CrcType.CRC32C), stop + 5
+
+
 def _whole(data: bytes | bytearray | memoryview) -> bytes:
     return data if type(data) is bytes else bytes(data)
 
@@ -401,4 +477,5 @@ def decode_canonical_block(data: bytes, max_data: int = 1 << 26, verify_crc: boo
     return block
 
 
-__all__ += ["STATUS_REPORT_REQUESTS", "primary_block_parts", "canonical_block_parts"]
+__all__ += ["STATUS_REPORT_REQUESTS", "primary_block_parts", "canonical_block_parts",
+            "read_canonical_block_common", "read_primary_block_common"]

@@ -57,7 +57,9 @@ from .blocks import (
     canonical_block_parts,
     primary_block_parts,
     read_canonical_block,
+    read_canonical_block_common,
     read_primary_block,
+    read_primary_block_common,
 )
 from .crc import CrcType
 from .eid import Eid, IpnEid, read_eid
@@ -342,12 +344,15 @@ def decode_bundle(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify_crc: bo
     return decode_bundle_offsets(data, limits=limits, verify_crc=verify_crc)[0]
 
 
-def decode_bundle_offsets(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify_crc: bool = True
-                          ) -> tuple[Bundle, tuple[int, ...]]:
+def decode_bundle_offsets(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify_crc: bool = True,
+                          common: bool = True) -> tuple[Bundle, tuple[int, ...]]:
     """:func:`decode_bundle`, and where each block starts in ``data``: the primary block's
     offset, each canonical block's, then the break's (so block ``i`` spans
     ``offsets[i]:offsets[i + 1]``). A forwarding node copies the blocks it does not change
-    from these spans instead of scanning the bytes again."""
+    from these spans instead of scanning the bytes again.
+
+    ``common``: read blocks of the common shape with the one-pass readers (same result;
+    anything else, errors included, goes to the general readers)."""
     if type(data) is not bytes:
         data = bytes(data)
     end = len(data)
@@ -356,7 +361,9 @@ def decode_bundle_offsets(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify
     if not end or data[0] != 0x9F:
         raise BundleError("not-indefinite-array", "a bundle starts with 0x9f",
                           rule="RFC 9171 §4.1: a CBOR indefinite-length array")
-    primary, pos = read_primary_block(data, 1, end, verify_crc)
+    common = common and verify_crc
+    found = read_primary_block_common(data, 1, end) if common else None
+    primary, pos = found if found is not None else read_primary_block(data, 1, end, verify_crc)
     offsets = [1, pos]
     blocks: list[CanonicalBlock] = []
     max_blocks = limits.max_container_items
@@ -369,7 +376,10 @@ def decode_bundle_offsets(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify
             break
         if len(blocks) >= max_blocks:
             raise BundleError("limit", f"more than {max_blocks} blocks", rule="bundle limits")
-        block, pos = read_canonical_block(data, pos, end, max_data, len(blocks) + 1, verify_crc)
+        read = read_canonical_block_common(data, pos, end, max_data) if common else None
+        if read is None:
+            read = read_canonical_block(data, pos, end, max_data, len(blocks) + 1, verify_crc)
+        block, pos = read
         blocks.append(block)
         offsets.append(pos)
     if pos != end:

@@ -1,1 +1,31 @@
-"""The discrete-event fleet simulator (:mod:`.engine`)."""
+"""The discrete-event fleet simulator (:mod:`.engine`) and its standard fleet (:mod:`.fleet`).
+
+Public API, for anything that runs a scenario on the simulator:
+
+* :class:`.engine.Simulator` (``seed``, ``start``, ``on_deliver``) — ``add(agent)``,
+  ``connect(a, b, LinkModel)``, ``send_at(at, source, to, message)``, ``every(at, call)``,
+  ``attach(node, handler)`` / ``act(node, handler, sends)`` for roles running in an agent,
+  ``on_sent`` (every message signed and held), ``run(until)``, ``stats`` (:class:`SimStats`:
+  ``messages`` signed, ``delivered``, ``handled`` by roles, latency, losses…).
+* :class:`.engine.LinkModel` — light time, rate, loss, duplication, jitter, contact windows.
+* :func:`.fleet.build_fleet` (``nodes``, ``seed``, ``start``, ``cell_size``, link models,
+  ``leases=LeaseSetup(...)`` to run the lease roles) → :class:`.fleet.Fleet` (the simulator,
+  keys, ``coordinator_of``, ``members``, the trust store, the roles, the grant/use ``trace``
+  and ``check_leases()``).
+* :func:`.fleet.add_traffic` (a Poisson stream of all four families — three when the lease
+  roles carry the fourth) and :func:`.fleet.add_lease_work` (members want, use, release).
+"""
+
+from .engine import LinkModel, SimStats, Simulator
+from .fleet import Fleet, LeaseSetup, add_lease_work, add_traffic, build_fleet
+
+__all__ = [
+    "Fleet",
+    "LeaseSetup",
+    "LinkModel",
+    "SimStats",
+    "Simulator",
+    "add_lease_work",
+    "add_traffic",
+    "build_fleet",
+]
