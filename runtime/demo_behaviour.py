@@ -212,7 +212,10 @@ class NodeBehaviour:
         return Header(issuer=self.number, issued_at=self.now(), sequence=sequence, references=refs)
 
     async def send(self, message: Message, to: int, family: str | None = None) -> SignedMessage:
-        signed = await self.node.send(message, to, lifetime_ms=LIFETIME)
+        # Shielded: once the node holds the message it will go, so a run's end that cancels
+        # this task while the send waits for its commit must not leave it uncounted.
+        with trio.CancelScope(shield=True):
+            signed = await self.node.send(message, to, lifetime_ms=LIFETIME)
         self.seen.sent[family or message.TYPE.family.value] += 1
         return signed
 
