@@ -17,11 +17,14 @@ from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.messages import (
     Bid,
     CapabilityAdvertisement,
+    Commitment,
+    CommitmentState,
     Digest,
     Family,
     Header,
     LeaseClaim,
     NotExpressible,
+    Terms,
     Trigger,
 )
 from fleetwire.runtime.config import ConfigError, parse_config
@@ -171,7 +174,8 @@ async def test_a_cell_of_v1_v2_and_v3_nodes_grants_leases_in_turn(
 ) -> None:
     """Members pinned at 1 and 2, a coordinator at 3 and its standby at 2, the region at 3;
     after every node has advertised its versions, each pair writes at the newest version both
-    read, and the dock still goes to one member at a time."""
+    read, the dock still goes to one member at a time, and a commitment between every ordered
+    pair is offered, accepted and fulfilled at that version."""
     from .test_lease_roles import C1, C2, M1, M2, REGION, cell, granted
 
     mock_clock.autojump_threshold = 0
@@ -199,6 +203,53 @@ async def test_a_cell_of_v1_v2_and_v3_nodes_grants_leases_in_turn(
         await trio.sleep(2)
         second = c.members[M2].use("dock/1", 1_000)
         assert second is not None and second > first
+        assert all(node.stats.rejected == 0 for node in nodes.values())
+
+        # Commitments kept between every ordered pair: offered, accepted, fulfilled, each at
+        # the newest version both ends read.
+        offers: dict[ContentId, tuple[int, int]] = {}  # offer -> (promisor, promisee)
+        lifecycle: dict[tuple[int, int], list[tuple[CommitmentState, int]]] = {}
+        subscriptions = {number: node.subscribe(Family.COMMITMENT) for number, node in nodes.items()}
+
+        async def keep(number: int) -> None:
+            node = nodes[number]
+            async for signed in subscriptions[number]:
+                message = signed.message
+                assert isinstance(message, Commitment)
+                if message.state is CommitmentState.OFFERED:  # a step names the offer (§6.2)
+                    offer = signed.content_id
+                    offers[offer] = (message.header.issuer, number)
+                else:
+                    assert message.commitment is not None
+                    offer = message.commitment
+                lifecycle.setdefault(offers[offer], []).append(
+                    (message.state, message.header.version)
+                )
+                answer = {CommitmentState.OFFERED: CommitmentState.ACCEPTED,
+                          CommitmentState.ACCEPTED: CommitmentState.FULFILLED}.get(message.state)
+                if answer is not None:
+                    reply = Commitment(header(number, node.next_message_sequence() + 5000),
+                                       answer, commitment=offer)  # fmt: skip
+                    await node.send(reply, to=message.header.issuer)
+
+        async with trio.open_nursery() as keepers:
+            for number in nodes:
+                keepers.start_soon(keep, number)
+            for a, node in nodes.items():
+                for b in nodes:
+                    if a != b:
+                        terms = Terms(a, b, "deliver/refined-carbon", 10, "kg", T0 + DAY)
+                        offer = Commitment(header(a, node.next_message_sequence() + 5000),
+                                           CommitmentState.OFFERED, terms=terms)  # fmt: skip
+                        await node.send(offer, to=b)
+            await trio.sleep(30)
+            keepers.cancel_scope.cancel()
+        pairs = [(a, b) for a in nodes for b in nodes if a != b]
+        for a, b in pairs:
+            both = min(pinned[a], pinned[b])
+            assert lifecycle[(a, b)] == [(CommitmentState.OFFERED, both),
+                                         (CommitmentState.ACCEPTED, both),
+                                         (CommitmentState.FULFILLED, both)], (a, b)  # fmt: skip
         assert all(node.stats.rejected == 0 for node in nodes.values())
 
 
