@@ -490,3 +490,15 @@ def test_a_source_behind_the_agents_isolation_boundary_is_refused_at_delivery() 
     assert refused.code == "source-isolated" and b.stats.rejected == 1
     b.boundary = None  # the order lifted
     assert one(b.receive(bundle_bytes(B, sequence=2), A, T0 + 1), Deliver)
+
+
+def test_a_bundle_relayed_from_behind_the_isolation_boundary_goes_no_further() -> None:
+    b = agent(B)
+    b.link_up(C, T0)
+    b.boundary = lambda node: node != A  # A is severed here; B would relay A's bundles to C
+    actions = b.receive(bundle_bytes(C, sequence=1), A, T0)
+    assert one(actions, Discarded).reason == StatusReason.TRAFFIC_PARED
+    assert only(actions, TransferAccepted) and not only(actions, Transmit)
+    assert b.stats.isolated == 1 and b.stats.accepted == 0
+    b.boundary = None  # the order lifted: relayed again
+    assert one(b.receive(bundle_bytes(C, sequence=2), A, T0 + 1), Transmit).link == C

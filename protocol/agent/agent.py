@@ -159,6 +159,8 @@ class AgentStats:
     rejected: int = 0
     expired: int = 0
     hop_limited: int = 0
+    #: Relayed bundles from a source behind this node's isolation boundary, dropped.
+    isolated: int = 0
     no_route: int = 0
     link_failures: int = 0
     status_reports: int = 0
@@ -468,6 +470,18 @@ class BundleAgent:
                          StatusReason.HOP_LIMIT_EXCEEDED)  # fmt: skip
             return self._finish(now, actions)
         local = envelope.destination_node == self.node
+        source = bundle.primary.source
+        if (not local and self.boundary is not None and isinstance(source, IpnEid)
+                and not self.boundary(source.node)):  # fmt: skip
+            # Relayed from behind an isolation boundary (spec/v2/faults.md, isolation): taken
+            # and dropped, so the severed part's traffic goes no further than this node (a
+            # refusal would only make the neighbour hold it and try again).
+            self.stats.isolated += 1
+            actions.append(TransferAccepted(link, bundle.id.key()))
+            actions.append(Discarded(bundle.id.key(), StatusReason.TRAFFIC_PARED))
+            self._report(bundle, BundleFlags.REPORT_DELETION, now, actions,
+                         StatusReason.TRAFFIC_PARED)  # fmt: skip
+            return self._finish(now, actions)
         record = stored(bundle, data, now, envelope, LOCAL if local else None, from_link)
         result = self.store.put(record)
         if isinstance(result, Refused):
