@@ -79,7 +79,7 @@ from .demo_results import (
     Verdict,
     percentile,
 )
-from .link import Link
+from .link import Link, LinkWrapper
 from .loopback import LinkModel, LoopbackNetwork
 from .memory_store import MemoryBundleStore
 from .node import Node, NodeConfig, open_node
@@ -191,42 +191,17 @@ class Scenario:
         return " ".join(parts)
 
 
-class CountingLink:
+class CountingLink(LinkWrapper):
     """A link that counts the bytes its node puts on it (a :class:`~.link.Link`)."""
 
     def __init__(self, link: Link, counts: dict[int, int]) -> None:
-        self._link = link
+        super().__init__(link)
         self._counts = counts
-
-    @property
-    def local(self) -> int:
-        return self._link.local
-
-    @property
-    def peer(self) -> int:
-        return self._link.peer
-
-    @property
-    def is_up(self) -> bool:
-        return self._link.is_up
-
-    @property
-    def incoming(self) -> trio.abc.ReceiveChannel[bytes]:
-        return self._link.incoming
 
     async def send(self, bundle: bytes) -> None:
         await self._link.send(bundle)
         # Counted once the link took it: a transfer cut off by the window's end is not traffic.
         self._counts[self._link.local] += len(bundle)
-
-    async def wait_up(self) -> None:
-        await self._link.wait_up()
-
-    async def wait_down(self) -> None:
-        await self._link.wait_down()
-
-    async def aclose(self) -> None:
-        await self._link.aclose()
 
 
 def contact_plan(scenario: Scenario, rng: random.Random) -> ContactPlan:

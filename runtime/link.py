@@ -72,3 +72,46 @@ class Link(Protocol):
     async def aclose(self) -> None:
         """Close this end: later sends raise :class:`LinkDown`, ``incoming`` ends."""
         ...
+
+
+class LinkWrapper:
+    """A :class:`Link` that passes everything to the link it wraps: subclass it and override
+    :meth:`send` to watch or count what a node puts on a link (the demo's byte count, a test's
+    chunk count). ``send_many`` is deliberately not passed on, so every bundle goes through
+    :meth:`send`."""
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+
+    @property
+    def local(self) -> int:
+        return self._link.local
+
+    @property
+    def peer(self) -> int:
+        return self._link.peer
+
+    @property
+    def is_up(self) -> bool:
+        return self._link.is_up
+
+    @property
+    def confirms_delivery(self) -> bool:
+        """Whether the wrapped link's layer acknowledges transfers (no-ack layers say False)."""
+        return bool(getattr(self._link, "confirms_delivery", True))
+
+    @property
+    def incoming(self) -> trio.abc.ReceiveChannel[bytes]:
+        return self._link.incoming
+
+    async def send(self, bundle: bytes) -> None:
+        await self._link.send(bundle)
+
+    async def wait_up(self) -> None:
+        await self._link.wait_up()
+
+    async def wait_down(self) -> None:
+        await self._link.wait_down()
+
+    async def aclose(self) -> None:
+        await self._link.aclose()

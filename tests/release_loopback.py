@@ -41,7 +41,7 @@ from fleetwire.protocol.release.rollout import RolloutPlan
 from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 from fleetwire.runtime.artifact_store import ArtifactStore
 from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
-from fleetwire.runtime.link import Link
+from fleetwire.runtime.link import Link, LinkWrapper
 from fleetwire.runtime.loopback import LoopbackNetwork
 from fleetwire.runtime.memory_store import MemoryBundleStore
 from fleetwire.runtime.node import Node, NodeConfig, open_node
@@ -165,43 +165,18 @@ def fleet_trust() -> TrustStore:
     return trust
 
 
-class WatchedLink:
+class WatchedLink(LinkWrapper):
     """A link that counts every chunk answer its node puts on it, and may corrupt one."""
 
     def __init__(self, link: Link, fleet: LoopbackFleet) -> None:
-        self._link = link
+        super().__init__(link)
         self._fleet = fleet
-
-    @property
-    def local(self) -> int:
-        return self._link.local
-
-    @property
-    def peer(self) -> int:
-        return self._link.peer
-
-    @property
-    def is_up(self) -> bool:
-        return self._link.is_up
-
-    @property
-    def incoming(self) -> trio.abc.ReceiveChannel[bytes]:
-        return self._link.incoming
 
     async def send(self, bundle: bytes) -> None:
         data, chunk = self._fleet.watch(self.local, self.peer, bundle)
         await self._link.send(data)
         if chunk is not None:  # counted once the link took it (LinkDown: not traffic)
             self._fleet.crossings[self.local, self.peer, chunk] += 1
-
-    async def wait_up(self) -> None:
-        await self._link.wait_up()
-
-    async def wait_down(self) -> None:
-        await self._link.wait_down()
-
-    async def aclose(self) -> None:
-        await self._link.aclose()
 
 
 def judge_for(fault: str | None) -> Callable[[Manifest, bytes, bool, bool], Verdict]:

@@ -457,31 +457,19 @@ class BundleAgent:
         hops = bundle.hop_count
         if now >= envelope.expires_at:  # RFC 9171 §5.4 step 1 / §4.3.1: taken and dropped
             self.stats.expired += 1
-            actions.append(TransferAccepted(link, bundle.id.key()))
-            actions.append(Discarded(bundle.id.key(), StatusReason.LIFETIME_EXPIRED))
-            self._report(bundle, BundleFlags.REPORT_DELETION, now, actions,
-                         StatusReason.LIFETIME_EXPIRED)  # fmt: skip
-            return self._finish(now, actions)
+            return self._take_and_drop(bundle, link, StatusReason.LIFETIME_EXPIRED, now)
         if hops is not None and hops.count > hops.limit:  # §4.4.3
             self.stats.hop_limited += 1
-            actions.append(TransferAccepted(link, bundle.id.key()))
-            actions.append(Discarded(bundle.id.key(), StatusReason.HOP_LIMIT_EXCEEDED))
-            self._report(bundle, BundleFlags.REPORT_DELETION, now, actions,
-                         StatusReason.HOP_LIMIT_EXCEEDED)  # fmt: skip
-            return self._finish(now, actions)
+            return self._take_and_drop(bundle, link, StatusReason.HOP_LIMIT_EXCEEDED, now)
         local = envelope.destination_node == self.node
         source = bundle.primary.source
         if (not local and self.boundary is not None and isinstance(source, IpnEid)
                 and not self.boundary(source.node)):  # fmt: skip
-            # Relayed from behind an isolation boundary (spec/v2/faults.md, isolation): taken
-            # and dropped, so the severed part's traffic goes no further than this node (a
-            # refusal would only make the neighbour hold it and try again).
+            # Relayed from behind an isolation boundary (spec/v2/faults.md §4): taken and
+            # dropped, so the severed part's traffic goes no further than this node (a refusal
+            # would only make the neighbour hold it and try again).
             self.stats.isolated += 1
-            actions.append(TransferAccepted(link, bundle.id.key()))
-            actions.append(Discarded(bundle.id.key(), StatusReason.TRAFFIC_PARED))
-            self._report(bundle, BundleFlags.REPORT_DELETION, now, actions,
-                         StatusReason.TRAFFIC_PARED)  # fmt: skip
-            return self._finish(now, actions)
+            return self._take_and_drop(bundle, link, StatusReason.TRAFFIC_PARED, now)
         record = stored(bundle, data, now, envelope, LOCAL if local else None, from_link)
         result = self.store.put(record)
         if isinstance(result, Refused):
@@ -495,6 +483,16 @@ class BundleAgent:
         self.stats.accepted += 1
         self._report(bundle, BundleFlags.REPORT_RECEPTION, now, actions)
         self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets)
+        return self._finish(now, actions)
+
+    def _take_and_drop(
+        self, bundle: Bundle, link: int, reason: StatusReason, now: int
+    ) -> list[Action]:
+        """Accept the transfer (the sender is done with it) and delete the bundle at once,
+        with a deletion status report if its source asked for one (RFC 9171 §5.13)."""
+        actions: list[Action] = [TransferAccepted(link, bundle.id.key()),
+                                 Discarded(bundle.id.key(), reason)]  # fmt: skip
+        self._report(bundle, BundleFlags.REPORT_DELETION, now, actions, reason)
         return self._finish(now, actions)
 
     def transmitted(self, peer: int, bundle: bytes, now: int) -> list[Action]:
