@@ -278,7 +278,8 @@ def stored(
     destination = primary.destination.wire
     digest = envelope.envelope_digest or hashlib.sha256(bundle.payload).digest()
     payload_tag = digest[:_PAYLOAD_TAG]
-    return StoredBundle(
+    # Every field below comes from the decoded bundle or this node: no need to check it again.
+    return StoredBundle.from_decoded(
         bundle_id=bundle.id.key() + payload_tag,
         content_id=None if envelope.envelope_digest is None else envelope.envelope_digest + destination,
         source=str(primary.source),

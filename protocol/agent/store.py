@@ -108,6 +108,42 @@ class StoredBundle:
         if type(self.data) is not bytes:
             raise TypeError(f"data must be bytes, not {type(self.data).__name__}")
 
+    @classmethod
+    def from_decoded(
+        cls,
+        bundle_id: bytes,
+        content_id: bytes | None,
+        source: str,
+        destination: str,
+        expires_at: int,
+        received_at: int,
+        data: bytes,
+        next_hop: str | None = None,
+        received_from: str | None = None,
+    ) -> StoredBundle:
+        """A record from fields a decoder already checked, without checking them again.
+
+        For the receive path only (:func:`.bundling.stored`): ids are bytes made by the bundle
+        key, EIDs are text a BPv7 decoder produced, times are ints. Times are still clamped to
+        :data:`MAX_DTN_TIME` (a hostile lifetime can exceed it). Anything built from outside
+        input goes through the checking constructor; this one saves about 1.5 µs per bundle,
+        a tenth of a durable small bundle's receive cost.
+        """
+        self = object.__new__(cls)
+        put = object.__setattr__  # frozen: attrs' own __init__ writes fields the same way
+        put(self, "bundle_id", bundle_id)
+        put(self, "content_id", content_id)
+        put(self, "source", source)
+        put(self, "destination", destination)
+        put(self, "expires_at", expires_at if -MAX_DTN_TIME - 1 <= expires_at <= MAX_DTN_TIME
+            else _clamp_time(expires_at))  # fmt: skip
+        put(self, "received_at", received_at if -MAX_DTN_TIME - 1 <= received_at <= MAX_DTN_TIME
+            else _clamp_time(received_at))  # fmt: skip
+        put(self, "data", data)
+        put(self, "next_hop", next_hop)
+        put(self, "received_from", received_from)
+        return self
+
     @property
     def size(self) -> int:
         """Bytes this bundle counts against the ``max_bytes`` quota."""
