@@ -18,6 +18,7 @@ These value classes are shared by every store: the agent's synchronous interface
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 import attrs
 
@@ -126,28 +127,39 @@ class StoredBundle:
         For the receive path only (:func:`.bundling.stored`): ids are bytes made by the bundle
         key, EIDs are text a BPv7 decoder produced, times are ints. Times are still clamped to
         :data:`MAX_DTN_TIME` (a hostile lifetime can exceed it). Anything built from outside
-        input goes through the checking constructor; this one saves about 1.5 µs per bundle,
-        a tenth of a durable small bundle's receive cost.
+        input goes through the checking constructor. This one takes a third to a half of its
+        time: about 2 µs less per bundle, a sixth of a small bundle's durable receive CPU.
         """
+        if not -MAX_DTN_TIME - 1 <= expires_at <= MAX_DTN_TIME:
+            expires_at = _clamp_time(expires_at)
+        if not -MAX_DTN_TIME - 1 <= received_at <= MAX_DTN_TIME:
+            received_at = _clamp_time(received_at)
+        # The slots' own descriptors, fetched once (_SLOT_SETTERS): a frozen class refuses
+        # setattr, and object.__setattr__ looks each name up again (measured 2.4 against 1.0 µs).
         self = object.__new__(cls)
-        put = object.__setattr__  # frozen: attrs' own __init__ writes fields the same way
-        put(self, "bundle_id", bundle_id)
-        put(self, "content_id", content_id)
-        put(self, "source", source)
-        put(self, "destination", destination)
-        put(self, "expires_at", expires_at if -MAX_DTN_TIME - 1 <= expires_at <= MAX_DTN_TIME
-            else _clamp_time(expires_at))  # fmt: skip
-        put(self, "received_at", received_at if -MAX_DTN_TIME - 1 <= received_at <= MAX_DTN_TIME
-            else _clamp_time(received_at))  # fmt: skip
-        put(self, "data", data)
-        put(self, "next_hop", next_hop)
-        put(self, "received_from", received_from)
+        (set_bundle_id, set_content_id, set_source, set_destination, set_expires_at,
+         set_received_at, set_data, set_next_hop, set_received_from) = _SLOT_SETTERS  # fmt: skip
+        set_bundle_id(self, bundle_id)
+        set_content_id(self, content_id)
+        set_source(self, source)
+        set_destination(self, destination)
+        set_expires_at(self, expires_at)
+        set_received_at(self, received_at)
+        set_data(self, data)
+        set_next_hop(self, next_hop)
+        set_received_from(self, received_from)
         return self
 
     @property
     def size(self) -> int:
         """Bytes this bundle counts against the ``max_bytes`` quota."""
         return len(self.data)
+
+
+#: The slot descriptors' setters of :class:`StoredBundle`, in field order (``from_decoded``).
+_SLOT_SETTERS: tuple[Callable[[StoredBundle, object], None], ...] = tuple(
+    StoredBundle.__dict__[field.name].__set__ for field in attrs.fields(StoredBundle)
+)
 
 
 def _share(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
