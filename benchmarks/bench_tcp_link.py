@@ -230,7 +230,7 @@ async def serve_cl_once(kind: str) -> None:
                 nonlocal counter
                 counter += 1
                 # As the node's receive path builds it (``bundling.stored``): from decoded fields.
-                return StoredBundle.from_decoded(
+                return StoredBundle.checked_by_caller(
                     bundle_id=counter.to_bytes(8, "big"),
                     content_id=None,
                     source="ipn:1.0",

@@ -150,6 +150,11 @@ def run_node(args: argparse.Namespace) -> int:
             print(f"node {config.node} running", file=sys.stderr, flush=True)
             if args.stdin:
                 nursery.start_soon(_send_lines, node, config.node)
+            if config.demo is not None:
+                from .demo_process import play  # the demo's part, only for such a config
+
+                await play(node, config)
+                return 0
             async for signed in node.subscribe():
                 _print_delivery(signed)
         return 0

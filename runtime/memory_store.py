@@ -88,6 +88,11 @@ class MemoryBundleStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    @property
+    def quota(self) -> Quota:
+        """The bounds this store enforces."""
+        return self._quota
+
     # -- writes ---------------------------------------------------------------------------
 
     async def put(self, bundle: StoredBundle) -> PutResult:

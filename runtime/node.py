@@ -3,53 +3,41 @@
 Theory of operation
 -------------------
 ``async with open_node(config, store, links=...) as node`` runs one node inside the caller's
-Trio run. Everything it does is a path through the store, so that a crash at any point
-loses nothing that was acknowledged:
+Trio run. Every decision — accept, dedupe, route, forward, retain, deliver, expire, report,
+recover after a restart — is the sans-IO :class:`~fleetwire.protocol.agent.agent.BundleAgent`'s
+(the same object the simulator and an embedder's loop drive; its tests cover the decisions
+without Trio). This module is its Trio driver: it feeds the agent events with ``now`` and
+carries out the actions it returns.
 
-* **send** — seal the message (sign, name), wrap it in a bundle, ``put`` it (durable), then
-  queue it for routing. ``send`` returns after the ``put``: "sent" means "held durably here".
-* **accept** (a link received a bundle) — parse and check CRCs, drop expired or over-hop
-  bundles, ``put`` (duplicates by bundle id or content id cost nothing), and only then return:
-  a TCPCL link acknowledges the transfer after this returns. Bundles for this node are kept
-  with next hop ``local`` until the application acknowledged them, then ``delivered`` until
-  they expire (so a late duplicate is dropped, not delivered twice).
-* **hold** — the step from "the store committed it" to "a queue of this node has it" cannot
-  be split by cancellation (a link task is cancelled when its neighbour dies, maybe while the
-  store commits): ``put`` and the hand-off to a queue run shielded, as one step. Two
-  reconciliations back this up, so that no held bundle waits for a restart: a "duplicate"
-  answer for a bundle that is held but in no queue queues it, and a sweep (at start, then with
-  every expiry pass) queues every held bundle no queue knows.
-* **route** — one task takes unrouted bundles and asks the :class:`~.routing.Router` (contact
-  graph, static routes including every direct neighbour, hierarchical default). A bundle with
-  a next hop is queued on that neighbour's sender; one with none is parked until a link comes
-  up or the plan's next contact opens.
-* **forward** — one sender task per neighbour waits for the link, transmits (hop counted,
-  previous node set), and once the link took custody keeps only a tombstone (``forwarded``)
-  for ``forwarded_memory_ms``: a resend of the bundle — the node we had it from crashed
-  before deleting its copy, or our acknowledgement was lost — is answered "duplicate", so no
-  bundle is taken, and forwarded on, twice by one node. On ``LinkDown`` the bundle stays in
-  the store and is routed again. A link without acknowledgements (MTCP,
-  TCPCLv3 without acks: ``confirms_delivery`` false) can only say "written to TCP", so the
-  bundle is *retained*, bytes and all, for ``retain_unconfirmed_s``: if that session ends
-  meanwhile (the next hop may have crashed with it) the bundle is routed again; a reception
-  or delivery status report about it releases it early; otherwise it is released (kept as a
-  ``forwarded`` tombstone, logged) at the end.
-* **account** — no accepted bundle disappears silently: expiry, hop limit, "no known route"
-  (a ``dtn:`` destination: this node routes by ``ipn`` node number only) and retention end
-  each leave a log line and, where the bundle asked for it, a status report (RFC 9171 §6.1.1).
-* **deliver** — :class:`~.admission.Admission` decides (service, signature, trust, role,
-  replay); a verified message goes to every :class:`Subscription` of its family. A message of
-  a family nobody subscribed to waits (held, in memory) for the first subscriber of that
-  family, so subscribing after ``open_node`` loses nothing. The bundle is marked delivered (a
-  tombstone) only once every subscription it went to acknowledged it — explicitly
-  (:meth:`Subscription.acknowledge`) or by asking for the next message; one that was closed
-  unacknowledged hands its messages on. The message's replay record is made durable just
-  before its tombstone. A refused bundle is counted and deleted: its key covers its own
-  bytes, so it can never stand in for a genuine copy (see :mod:`.bundling`).
-* **restart** — on open the node reads the store back: ``local`` bundles are delivered again
-  (at-least-once to the application: a message handed over but not acknowledged before a
-  crash comes again; exactly-once per bundle on the network side), unrouted and queued ones
-  are routed again (the routing choice is never stored).
+* **the store** — the agent calls its store synchronously; :mod:`.agent_store` answers from
+  memory and journals every write, which one writer task commits to the runtime store
+  (SQLite in a worker thread) in batches. ``await store.commit()`` returns once everything
+  the agent wrote before the call is durable.
+* **accept** (a link received a bundle) — ``agent.receive``; the actions are dispatched at
+  once (so a cancelled link task loses nothing the agent took into its care), then the
+  driver commits, and only then returns: the link acknowledges the transfer after that.
+  Accepted means durable, as before; concurrent accepts share one commit (group commit).
+* **send** — ``agent.send``, commit, return the signed message: "sent" means "held durably".
+* **forward** — each :class:`~fleetwire.protocol.agent.actions.Transmit` goes to the
+  neighbour's **ordered pipelined sender**: bundles leave in the order the agent queued
+  them, without waiting for each acknowledgement (a TCPCL link has many transfers in flight,
+  acknowledged in order), at most :data:`~.sender.SEND_WINDOW` per neighbour
+  (:mod:`.sender`). Before a batch leaves the store is committed (a bundle is durable here
+  before any neighbour can have it); each outcome goes back as ``transmitted`` /
+  ``transmit_failed``. A link that is down or being replaced is waited for; a bundle the
+  agent has meanwhile taken back (link lost, expired) is skipped.
+* **links** — one watcher per link reports ``link_up`` (with whether the link acknowledges:
+  ``confirms_delivery``) and ``link_down``; only the neighbour's current link speaks for it, so
+  a replaced session's end does not take down its successor.
+* **timers** — one task sleeps until the agent's latest :class:`WakeAt` and polls it (expiry,
+  contacts opening, retention ends).
+* **deliver** — :class:`Subscription` is the application's side: a verified message goes to
+  every subscription of its family (or waits, in memory, for the first subscriber of its
+  family); the agent is told ``acknowledge`` once every subscription it went to acknowledged
+  it, ``give_back`` when they all closed without. A message handed over and not acknowledged
+  before a crash comes again after the restart (at-least-once to the application).
+* **revocations** — a newer list the agent put in force is written to the node's revocation
+  file; a file the node wrote itself is not spread again when it is read back.
 """
 
 from __future__ import annotations
@@ -57,67 +45,52 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
 import trio
-from fleetwire.protocol.bpv7 import (
-    Bundle,
-    BundleError,
-    BundleFlags,
-    IpnEid,
-    StatusReason,
-    StatusReport,
-    admin_record_of,
-    decode_bundle,
-    encode_bundle,
+from fleetwire.protocol.agent.actions import (
+    Action,
+    Deliver,
+    DeliveryRefused,
+    Discarded,
+    RevocationsApplied,
+    Sent,
+    StatusReportReceived,
+    TransferAccepted,
+    TransferRefused,
+    Transmit,
+    WakeAt,
 )
-from fleetwire.protocol.envelope import SignedMessage, seal
+from fleetwire.protocol.agent.agent import AgentConfig, BundleAgent
+from fleetwire.protocol.agent.states import BundleState
+from fleetwire.protocol.bpv7 import BundleFlags, StatusReason, StatusReport, decode_bundle
+from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.keys import SigningKey
-from fleetwire.protocol.messages import (
-    PROTOCOL_VERSION,
-    CapabilityAdvertisement,
-    Family,
-    Message,
-    PeerVersions,
-)
-from fleetwire.protocol.replay import ReplayPolicy
-from fleetwire.protocol.roles import reader_cell
+from fleetwire.protocol.messages import PROTOCOL_VERSION, Family, Message, PeerVersions
+from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS, ReplayPolicy
 from fleetwire.protocol.trust import TrustStore
 
-from .admission import Admission, Admitted, Refusal
-from .bundling import (
-    DELIVERED,
-    FCP_SERVICE,
-    FORWARDED,
-    LOCAL,
-    TRUST_SERVICE,
-    HopLimitExceeded,
-    for_next_hop,
-    inspect_bundle,
-    message_bundle,
-    neighbour_node,
-    status_report_for,
-    stored,
-)
+from .agent_store import JournalledAgentStore, open_agent_store
+from .bundling import FCP_SERVICE, TRUST_SERVICE
+from .cl_link import TransferRefusedByPeer
 from .contacts import Clock, ContactPlan
 from .link import Link, LinkDown
-from .routing import Forward, Hierarchy, Router
-from .store import (
-    Accepted,
-    BundleStore,
-    Duplicate,
-    PutResult,
-    Refused,
-    StoredBundle,
-    StoreError,
-)
+from .revocation_files import write_atomically
+from .routing import Router
+from .sender import OrderedSender
+from .store import BundleStore
 
 log = logging.getLogger("fleetwire.node")
+
+_REASONS = {
+    StatusReason.LIFETIME_EXPIRED: "expired",
+    StatusReason.HOP_LIMIT_EXCEEDED: "hop-limit-exceeded",
+    StatusReason.NO_KNOWN_ROUTE: "no-known-route",
+}
 
 
 class BundleRefused(FleetwireError):
@@ -138,13 +111,14 @@ class NodeConfig:
     key: SigningKey
     trust: TrustStore = attrs.field(eq=False)
     service: int = FCP_SERVICE
-    bundle_lifetime_ms: int = 86_400_000
+    bundle_lifetime_ms: int = DEFAULT_BUNDLE_LIFETIME_MS
     contact_plan: ContactPlan | None = attrs.field(default=None, eq=False)
     static_routes: Mapping[int, int] = attrs.field(factory=dict)
     #: Hierarchical default route: node → its parent (cell coordinator, region coordinator).
     parents: Mapping[int, int] = attrs.field(factory=dict)
+    #: Expiry passes are this far apart at most (bundles expiring close together share one).
     expiry_interval_s: float = 60.0
-    #: Links without acknowledgements: keep a sent bundle this long (see the module doc).
+    #: Links without acknowledgements: keep a sent bundle this long (see the agent).
     retain_unconfirmed_s: float = 60.0
     #: The ``issued_at`` window and per-issuer replay bound (spec §10); the contact plan's
     #: longest light time is added to ``max_age``.
@@ -157,11 +131,26 @@ class NodeConfig:
     #: Where a revocation list that arrives over the network is kept (survives restarts).
     revocations_file: Path | None = attrs.field(default=None, eq=False)
     #: How long a forwarded bundle's id is remembered (at most until it expires), so that a
-    #: neighbour's resend is recognised as a duplicate (see ``forward`` in the module docstring).
+    #: neighbour's resend is recognised as a duplicate.
     forwarded_memory_ms: int = 15 * 60_000
     #: The protocol version the node speaks: its newest, or an older one it is pinned to
     #: (``[node] protocol_version``); it reads and writes exactly as that version would.
     protocol_version: int = PROTOCOL_VERSION
+
+    def for_agent(self, neighbours: Iterable[int]) -> AgentConfig:
+        """The agent's settings; every ``neighbours`` is a static route to itself."""
+        return AgentConfig(
+            node=self.node, key=self.key, trust=self.trust, service=self.service,
+            trust_service=self.trust_service, bundle_lifetime_ms=self.bundle_lifetime_ms,
+            contact_plan=self.contact_plan,
+            static_routes={peer: peer for peer in neighbours} | dict(self.static_routes),
+            parents=self.parents,
+            retain_unconfirmed_ms=round(self.retain_unconfirmed_s * 1000),
+            forwarded_memory_ms=self.forwarded_memory_ms, replay=self.replay,
+            replay_floor_at_start=self.replay_floor_at_start,
+            expiry_granularity_ms=max(1, round(self.expiry_interval_s * 1000)),
+            protocol_version=self.protocol_version,
+        )  # fmt: skip
 
 
 @attrs.define
@@ -177,7 +166,6 @@ class NodeStats:
     delivered: int = 0  # messages handed to a subscription (the first time, in this run)
     acknowledged: int = 0  # messages every subscription they went to acknowledged
     redelivered: int = 0  # handed over again after a subscription gave them back
-    reconciled: int = 0  # held bundles found in no queue and queued again (see "hold")
     rejected: int = 0  # failed signature, trust or message validation
     expired: int = 0
     hop_limited: int = 0
@@ -192,6 +180,7 @@ class Node:
         self,
         config: NodeConfig,
         store: BundleStore,
+        agent_store: JournalledAgentStore,
         clock: Clock,
         links: Mapping[int, Link],
         nursery: trio.Nursery,
@@ -200,57 +189,60 @@ class Node:
         self.store = store
         self.clock = clock
         self.links: dict[int, Link] = dict(links)
-        self.stats = NodeStats()
+        self.agent = BundleAgent(config.for_agent(self.links), agent_store)
+        self._agent_store = agent_store
         self._nursery = nursery
-        self._sequence = 0
-        self._last_created = -1
-        self._message_sequence = 0
-        plan = config.contact_plan or ContactPlan()
-        static = {peer: peer for peer in self.links} | dict(config.static_routes)
-        hierarchy = Hierarchy(config.parents) if config.parents else None
-        self.router = Router(config.node, plan, static=static, hierarchy=hierarchy)
-        self._unrouted_send, self._unrouted = trio.open_memory_channel[bytes](math.inf)
-        self._deliver_send, self._deliver = trio.open_memory_channel[bytes](math.inf)
-        self._queues: dict[int, trio.MemorySendChannel[bytes]] = {}
+        self._redelivered = 0
+        self._link_down = 0
+        self._senders: dict[int, OrderedSender] = {}
+        self._neighbours: set[int] = set()  # peers the agent was told of
         self._link_changed: dict[int, trio.Event] = {}
-        self._parked: set[bytes] = set()
-        self._reroute = trio.Event()
-        #: Ids of held bundles some queue of this node has (routing, parked, a sender, being
-        #: delivered, waiting for a subscriber or an acknowledgement). An id joins *before* its
-        #: ``put`` and leaves once the bundle left the store, so the sweep never queues a
-        #: bundle twice.
-        self._known: set[bytes] = set()
+        self._wake_at: int | None = None
+        self._wake_changed = trio.Event()
         self._subscriptions: list[Subscription] = []
-        #: Messages of a family nobody subscribed to yet, by family: bundle ids, oldest first.
-        self._waiting: dict[Family, list[bytes]] = {}
+        #: Messages of a family nobody subscribed to yet, by family, oldest first.
+        self._waiting: dict[Family, list[Deliver]] = {}
         #: Messages handed to subscriptions and not yet acknowledged by all of them.
         self._handed: dict[bytes, _Handed] = {}
-        #: Acknowledged messages whose tombstone is not yet written, oldest first.
-        self._acknowledged: deque[bytes] = deque()
-        #: Messages given back unacknowledged by a closed subscription, to be offered again.
+        #: Messages given back unacknowledged by every subscription: the next offer is a redelivery.
         self._given_back: set[bytes] = set()
-        #: What admission said of messages admitted and not yet tombstoned (waiting, handed,
-        #: given back): offering one again must not meet the replay guard a second time.
-        self._admitted: dict[bytes, Admitted] = {}
-        self._acknowledged_wakeup = trio.Event()
+        self._deliveries_send, self._deliveries = trio.open_memory_channel[
+            Deliver | StatusReportReceived
+        ](math.inf)
         self._report_subscribers: list[trio.MemorySendChannel[StatusReport]] = []
-        # Sent on a no-ack link, not yet released; by BPv7 bundle id (what reports name).
-        self._retained: dict[bytes, trio.Event] = {}
-        light = max((contact.owlt_ms for contact in plan), default=0)
-        self.admission = Admission(
-            node=config.node, service=config.service, trust_service=config.trust_service,
-            trust=config.trust, store=store, policy=config.replay.widened(light),
-            spread=self._spread_revocations, revocations_file=config.revocations_file,
-            reader_cell=reader_cell(config.trust, config.key.kid),
-            floor_at_start=config.replay_floor_at_start,
-            protocol_version=config.protocol_version,
-        )  # fmt: skip
-        #: Which version to write to each peer, learnt from their capability advertisements.
-        self.versions = PeerVersions(config.protocol_version)
+        #: Sent on a link without acknowledgements and not yet released, by store key:
+        #: (BPv7 bundle id, neighbour) — only to say in the log what became of them.
+        self._retained: dict[bytes, tuple[bytes, int]] = {}
+        #: BPv7 ids of retained bundles a reception or delivery report named.
+        self._reported: set[bytes] = set()
+        self._written: bytes | None = None  # the revocation list this node last wrote
+        #: Set (and replaced) each time a newer revocation list is put in force.
+        self.revocations_applied = trio.Event()
+
+    @property
+    def versions(self) -> PeerVersions:
+        """Which version this node writes to each peer, learnt from their capability
+        advertisements (the agent's table; spec/v2/versions.md §2)."""
+        return self.agent.versions
 
     @property
     def node(self) -> int:
         return self.config.node
+
+    @property
+    def router(self) -> Router:
+        return self.agent.router
+
+    @property
+    def stats(self) -> NodeStats:
+        s = self.agent.stats
+        return NodeStats(
+            sent=s.sent, accepted=s.accepted, duplicates=s.duplicates, refused=s.refused,
+            malformed=s.malformed, forwarded=s.forwarded, delivered=s.delivered,
+            acknowledged=s.acknowledged, redelivered=self._redelivered, rejected=s.rejected,
+            expired=s.expired, hop_limited=s.hop_limited, link_down=self._link_down,
+            status_reports=s.status_reports,
+        )  # fmt: skip
 
     def now(self) -> int:
         """DTN time now (ms), from Trio's clock."""
@@ -271,28 +263,14 @@ class Node:
         ``reports`` asks the nodes on the way for status reports (RFC 9171 §4.2.3, e.g.
         ``BundleFlags.REPORT_DELIVERY``); they arrive on :meth:`subscribe_status_reports`.
         """
-        # At the version ``to`` reads (spec/v2/versions.md §2); NotExpressible if it cannot.
-        signed = seal(self.versions.convert_for(message, to), self.config.key)
-        now = self.now()
-        bundle = message_bundle(
-            signed.envelope,
-            source=self.node,
-            destination=to,
-            created_at=now,
-            sequence=self._next_sequence(now),
-            lifetime_ms=lifetime_ms or self.config.bundle_lifetime_ms,
-            service=self.config.service,
-            reports=reports,
-        )
-        data = encode_bundle(bundle)
-        local = to == self.node
-        result = await self._hold(
-            stored(bundle, data, now, inspect_bundle(bundle, now), LOCAL if local else None)
-        )
-        if isinstance(result, Refused):
-            raise BundleRefused(result.message, store_full=True)
-        self.stats.sent += 1
-        return signed
+        actions = self.agent.send(message, to, self.now(), lifetime_ms=lifetime_ms, reports=reports)
+        self._dispatch(actions)
+        answer = actions[0]
+        if isinstance(answer, TransferRefused):
+            raise BundleRefused(answer.reason, store_full=True)
+        assert isinstance(answer, Sent)
+        await self._agent_store.commit()
+        return answer.message
 
     def next_message_sequence(self) -> int:
         """A header sequence number larger than any this node used before, across restarts.
@@ -300,8 +278,7 @@ class Node:
         Derived from the clock (ms × 1024) so that no counter has to be stored; a node making
         more than 1024 messages in one millisecond simply runs ahead of the clock.
         """
-        self._message_sequence = max(self._message_sequence + 1, self.now() * 1024)
-        return self._message_sequence
+        return self.agent.next_message_sequence(self.now())
 
     def subscribe(self, *families: Family, buffer: int = 1024) -> Subscription:
         """Verified messages for this node, of ``families`` (all when none are named).
@@ -313,8 +290,8 @@ class Node:
         subscription = Subscription(self, frozenset(families or Family), buffer)
         self._subscriptions.append(subscription)
         for family in subscription.families:
-            for bundle_id in self._waiting.pop(family, ()):
-                self._deliver_send.send_nowait(bundle_id)  # offered again, now with a taker
+            for deliver in self._waiting.pop(family, ()):
+                self._deliveries_send.send_nowait(deliver)  # offered again, now with a taker
         return subscription
 
     def subscribe_status_reports(
@@ -325,28 +302,13 @@ class Node:
         self._report_subscribers.append(send)
         return receive
 
-    async def _report(self, bundle: Bundle, request: BundleFlags, reason: int = 0) -> None:
-        """Send the status report ``bundle`` asked for with ``request``, if it asked (§5)."""
-        now = self.now()
-        report = status_report_for(
-            bundle, request, this_node=self.node, now=now,
-            sequence=self._next_sequence(now), lifetime_ms=self.config.bundle_lifetime_ms,
-            reason=reason,
-        )  # fmt: skip
-        if report is None:
-            return
-        data = encode_bundle(report)
-        envelope = inspect_bundle(report, now)
-        local = envelope.destination_node == self.node
-        await self._hold(stored(report, data, now, envelope, LOCAL if local else None))
-
-    def _next_sequence(self, now: int) -> int:
-        # Creation timestamps must be unique per source (RFC 9171 §4.2.7).
-        if now != self._last_created:
-            self._last_created, self._sequence = now, 0
-        else:
-            self._sequence += 1
-        return self._sequence
+    async def apply_revocations(self, data: bytes) -> bool:
+        """Put a root-signed revocation list (from a file, a tool) in force and spread it;
+        ``False`` if it was refused (bad signature, malformed). An older list is ignored."""
+        actions = self.agent.apply_revocations(data, self.now(), spread=data != self._written)
+        self._dispatch(actions, from_file=True)
+        await self._agent_store.commit()
+        return not any(isinstance(a, DeliveryRefused) for a in actions)
 
     # --- the links' side ---------------------------------------------------------------
 
@@ -356,498 +318,285 @@ class Node:
         Raises :class:`BundleRefused` (the link refuses the transfer) for malformed bundles and
         a full store. Expired or over-hop bundles are taken and dropped, as RFC 9171 §5.4 says.
         """
-        now = self.now()
-        try:
-            bundle = decode_bundle(data)
-        except BundleError as exc:
-            self.stats.malformed += 1
-            raise BundleRefused(f"malformed bundle: {exc}") from None
-        envelope = inspect_bundle(bundle, now)
-        hops = bundle.hop_count
-        if now >= envelope.expires_at:
-            self.stats.expired += 1
-            log.info("node=%s event=expired-on-arrival from=%s bundle=%s", self.node, from_peer,
-                     bundle.id.key().hex())  # fmt: skip
-            await self._report(bundle, BundleFlags.REPORT_DELETION, StatusReason.LIFETIME_EXPIRED)
-            return
-        local = envelope.destination_node == self.node
-        if hops is not None and hops.count > hops.limit:
-            self.stats.hop_limited += 1
-            log.info("node=%s event=hop-limit-exceeded from=%s bundle=%s", self.node, from_peer,
-                     bundle.id.key().hex())  # fmt: skip
-            await self._report(
-                bundle, BundleFlags.REPORT_DELETION, StatusReason.HOP_LIMIT_EXCEEDED
-            )
-            return
-        result = await self._hold(
-            stored(bundle, data, now, envelope, LOCAL if local else None, from_peer)
-        )
-        if isinstance(result, Refused):
-            self.stats.refused += 1
-            log.warning("node=%s event=refused code=store-%s from=%s reason=%s",
-                        self.node, result.reason.value, from_peer, result.message)  # fmt: skip
-            raise BundleRefused(result.message, store_full=True)
-        if isinstance(result, Duplicate):
-            self.stats.duplicates += 1
-            log.info(
-                "node=%s event=duplicate from=%s bundle=%s", self.node, from_peer,
-                result.bundle_id.hex(),
-            )  # fmt: skip
-            return
-        self.stats.accepted += 1
-        log.info(
-            "node=%s event=accepted from=%s bundle=%s local=%s",
-            self.node,
-            from_peer,
-            result.bundle_id.hex(),
-            local,
-        )
-        await self._report(bundle, BundleFlags.REPORT_RECEPTION)
+        taken = self._take(data, from_peer)
+        await self._agent_store.commit()
+        self._log_taken(taken, from_peer)
+        if isinstance(taken, BundleRefused):
+            raise taken
 
-    async def _hold(self, bundle: StoredBundle) -> PutResult:
-        """``put`` ``bundle`` and hand it to the queue it belongs in, as one uncancellable step.
+    async def accept_many(
+        self, datas: Sequence[bytes], from_peer: int | None = None
+    ) -> list[BundleRefused | None]:
+        """:meth:`accept` for a batch received from one neighbour, in order, with one commit
+        (a link's batch custody): ``None`` for each bundle taken, its refusal otherwise."""
+        taken = [self._take(data, from_peer) for data in datas]
+        await self._agent_store.commit()
+        for one in taken:
+            self._log_taken(one, from_peer)
+        return [one if isinstance(one, BundleRefused) else None for one in taken]
 
-        A cancelled ``put`` may still commit (see :mod:`.store`); were the hand-off skipped,
-        the bundle would sit in the store, answered "duplicate" to every resend, until a
-        restart. So both run shielded: cancellation waits for one commit (back-pressure bounds
-        the wait) and takes effect after the hand-off.
-        """
-        bundle_id = bundle.bundle_id
-        claimed = bundle_id not in self._known
-        self._known.add(bundle_id)  # from now on the sweep leaves it to us
-        try:
-            with trio.CancelScope(shield=True):
-                result = await self.store.put(bundle)
-        except BaseException:
-            if claimed:
-                self._known.discard(bundle_id)  # the sweep finds it if it was committed
-            raise
-        if isinstance(result, Accepted) and claimed:
-            self._queue_held(bundle_id, bundle.next_hop)
-        elif claimed:
-            self._known.discard(bundle_id)
-        # Accepted while an older copy of the same id was still leaving (``claimed`` false):
-        # the sweep queues it once the older copy is gone.
-        if isinstance(result, Duplicate) and result.existing not in self._known:
-            await self._reconcile(result.existing)
-        return result
+    def _take(self, data: bytes, from_peer: int | None) -> BundleRefused | _Taken | None:
+        """Feed one received bundle to the agent and dispatch what it says (before any commit,
+        so that a cancelled link task loses nothing the agent took into its care); what to log
+        once it is durable (``None``: taken and dropped, RFC 9171 §5.4)."""
+        duplicates = self.agent.stats.duplicates
+        actions = self.agent.receive(data, from_peer, self.now())
+        answer = actions[0]
+        if isinstance(answer, TransferRefused):
+            log.warning("node=%s event=refused code=%s from=%s reason=%s", self.node,
+                        answer.code, from_peer, answer.reason)  # fmt: skip
+            return BundleRefused(answer.reason, store_full=answer.code.startswith("store-"))
+        assert isinstance(answer, TransferAccepted)
+        for action in actions:
+            if isinstance(action, Discarded) and action.reason == StatusReason.NO_KNOWN_ROUTE:
+                # Routes are by ipn node number: say which destination was not one (§5.4.2).
+                log.warning("node=%s event=no-known-route destination=%s from=%s", self.node,
+                            decode_bundle(data).primary.destination, from_peer)  # fmt: skip
+        self._dispatch(actions)
+        if self.agent.stats.duplicates > duplicates:
+            return _Taken(answer.bundle, duplicate=True)
+        if len(actions) > 1 and isinstance(actions[1], Discarded):
+            return None
+        return _Taken(answer.bundle, duplicate=False)
 
-    def _queue_held(self, bundle_id: bytes, next_hop: str | None) -> None:
-        self._known.add(bundle_id)
-        (self._deliver_send if next_hop == LOCAL else self._unrouted_send).send_nowait(bundle_id)
-
-    def _forget(self, bundle_id: bytes) -> None:
-        """The bundle left the store (or left this node's care): no queue has it any more."""
-        self._known.discard(bundle_id)
-
-    async def _reconcile(self, bundle_id: bytes) -> None:
-        """Queue ``bundle_id`` if it is held, waiting for this node, and no queue has it."""
-        held = await self.store.get(bundle_id)
-        if held is None or held.next_hop not in (None, LOCAL) or bundle_id in self._known:
-            return
-        self.stats.reconciled += 1
-        log.warning("node=%s event=reconciled bundle=%s", self.node, bundle_id.hex())
-        self._queue_held(bundle_id, held.next_hop)
+    def _log_taken(self, taken: BundleRefused | _Taken | None, from_peer: int | None) -> None:
+        # Logged once durable: "accepted" twice by one node would mean it took a bundle twice.
+        if isinstance(taken, _Taken):
+            log.info("node=%s event=%s from=%s bundle=%s", self.node,
+                     "duplicate" if taken.duplicate else "accepted", from_peer,
+                     taken.bundle.hex())  # fmt: skip
 
     def add_link(self, link: Link) -> None:
         """Start using ``link`` (a neighbour that connected, or a new contact)."""
-        self.links[link.peer] = link
-        self._link_changed.pop(link.peer, trio.Event()).set()
-        self.router.static.setdefault(link.peer, link.peer)
+        peer = link.peer
+        self.links[peer] = link
+        self._link_changed.pop(peer, trio.Event()).set()
+        if peer not in self._neighbours:  # known from now on (a revocation list goes to it)
+            self._neighbours.add(peer)
+            self._dispatch(self.agent.link_down(peer, self.now()))
         self._nursery.start_soon(self._watch_link, link)
-        self._trigger_reroute()
+
+    # --- carrying out the agent's actions ------------------------------------------------
+
+    def _dispatch(self, actions: Sequence[Action], *, from_file: bool = False) -> None:
+        """Hand every action to whoever carries it out; nothing here waits."""
+        for action in actions:
+            if isinstance(action, Transmit):
+                self._sender(action.link).push(action)
+            elif isinstance(action, WakeAt):
+                if action.at != self._wake_at:
+                    self._wake_at = action.at
+                    self._wake_changed.set()
+            elif isinstance(action, Deliver | StatusReportReceived):
+                if isinstance(action, StatusReportReceived):
+                    self._note_report(action.report)
+                self._deliveries_send.send_nowait(action)
+            elif isinstance(action, DeliveryRefused):
+                log.warning("node=%s event=refused code=%s reason=%s", self.node, action.code,
+                            action.reason)  # fmt: skip
+            elif isinstance(action, Discarded):
+                log.info("node=%s event=%s bundle=%s", self.node,
+                         _REASONS.get(StatusReason(action.reason), "discarded"),
+                         action.bundle.hex())  # fmt: skip
+            elif isinstance(action, RevocationsApplied):
+                self._revocations_applied(action, from_file)
+
+    def _revocations_applied(self, action: RevocationsApplied, from_file: bool) -> None:
+        log.warning("node=%s event=revocations-applied serial=%s", self.node, action.serial)
+        if self.config.revocations_file is not None and not from_file:
+            write_atomically(self.config.revocations_file, action.data)
+            self._written = action.data
+        self.revocations_applied.set()
+        self.revocations_applied = trio.Event()
+
+    def _sender(self, peer: int) -> OrderedSender:
+        sender = self._senders.get(peer)
+        if sender is None:
+            sender = self._senders[peer] = OrderedSender(
+                peer, self.links, self._link_changed, commit=self._agent_store.commit,
+                in_flight=self._in_flight, outcome=self._transmitted,
+            )  # fmt: skip
+            self._nursery.start_soon(sender.run)
+        return sender
+
+    def _in_flight(self, bundle: bytes) -> bool:
+        # Still the agent's to send (not taken back by a lost link, expiry, a reroute).
+        return self.agent.held_state(bundle) is BundleState.IN_FLIGHT
+
+    def _transmitted(self, transmit: Transmit, error: LinkDown | None) -> None:
+        now = self.now()
+        if error is None:
+            forwarded = self.agent.stats.forwarded
+            actions = self.agent.transmitted(transmit.link, transmit.bundle, now)
+            if self.agent.stats.forwarded > forwarded:
+                log.info("node=%s event=forwarded to=%s bundle=%s", self.node, transmit.link,
+                         transmit.bundle.hex())  # fmt: skip
+                if self.agent.held_state(transmit.bundle) is BundleState.RETAINED:
+                    subject = decode_bundle(transmit.data).id.key()
+                    self._retained[transmit.bundle] = (subject, transmit.link)
+        else:
+            self._link_down += 1
+            refused = isinstance(error, TransferRefusedByPeer)  # its store is full: wait a while
+            actions = self.agent.transmit_failed(transmit.link, transmit.bundle, now,
+                                                 refused=refused)  # fmt: skip
+        self._dispatch(actions)
+        self._note_retained()
+
+    def _note_report(self, report: StatusReport) -> None:
+        # Before the agent's next poll releases the bundle it names (for the log line's why).
+        subject = report.subject.key()
+        if (report.received.asserted or report.delivered.asserted) and any(
+            subject == retained for retained, _ in self._retained.values()
+        ):
+            self._reported.add(subject)
+
+    def _note_retained(self) -> None:
+        """Log what the agent did with bundles retained after a link without acknowledgements:
+        released (a forwarded tombstone now) or sent again (its session ended)."""
+        if not self._retained:
+            return
+        for key, (subject, peer) in list(self._retained.items()):
+            state = self.agent.held_state(key)
+            if state is BundleState.RETAINED:
+                continue
+            del self._retained[key]
+            if state is None:
+                why = (
+                    "a status report says it arrived downstream" if subject in self._reported
+                    else f"retention of {self.config.retain_unconfirmed_s:g} s over"
+                )  # fmt: skip
+                log.info("node=%s event=released bundle=%s to=%s reason=%s (no acknowledgements)",
+                         self.node, key.hex(), peer, why)  # fmt: skip
+            else:
+                log.warning(
+                    "node=%s event=resend bundle=%s to=%s reason=the session without "
+                    "acknowledgements ended within %g s of sending",
+                    self.node, key.hex(), peer, self.config.retain_unconfirmed_s,
+                )  # fmt: skip
+            self._reported.discard(subject)
 
     # --- tasks -------------------------------------------------------------------------
 
-    async def _route_loop(self) -> None:
-        async for bundle_id in self._unrouted:
-            await self._route(bundle_id)
-
-    async def _route(self, bundle_id: bytes) -> None:
-        held = await self.store.get(bundle_id)
-        if held is None or held.next_hop is not None:
-            self._forget(bundle_id)
-            return  # expired, or already gone (a tombstone is done with)
-        now = self.now()
-        bundle = decode_bundle(held.data)
-        destination = bundle.primary.destination
-        if not isinstance(destination, IpnEid):
-            # Routes, links and the contact plan are all by ipn node number: a dtn: bundle
-            # would wait until it expired, unseen. Say so now (RFC 9171 §5.4.2, §6.1.1).
-            log.warning("node=%s event=no-known-route destination=%s bundle=%s", self.node,
-                        destination, bundle_id.hex())  # fmt: skip
-            await self.store.delete(bundle_id)
-            await self._report(bundle, BundleFlags.REPORT_DELETION, StatusReason.NO_KNOWN_ROUTE)
-            return
-        previous = bundle.previous_node
-        exclude = {previous.node} if isinstance(previous, IpnEid) else set()
-        decision = self.router.route(
-            destination.node, now, size=len(held.data), expires_at=held.expires_at, exclude=exclude
-        )
-        if isinstance(decision, Forward) and decision.next_hop in self.links:
-            if decision.route is not None:
-                self.router.book(decision.route, len(held.data))
-            # The choice stays in memory: after a restart every held bundle is routed afresh
-            # (links and the plan may have changed), so the store needs no record of it.
-            self._queue_for(decision.next_hop).send_nowait(bundle_id)
-            return
-        self._parked.add(bundle_id)
-        log.info("node=%s event=parked bundle=%s decision=%s", self.node, bundle_id.hex(), decision)
-        if not isinstance(decision, Forward) and decision.next_check_at is not None:
-            self._nursery.start_soon(self._reroute_at, decision.next_check_at)
-
-    def _queue_for(self, peer: int) -> trio.MemorySendChannel[bytes]:
-        queue = self._queues.get(peer)
-        if queue is None:
-            queue, receive = trio.open_memory_channel[bytes](math.inf)
-            self._queues[peer] = queue
-            self._nursery.start_soon(self._sender, peer, receive)
-        return queue
-
-    async def _sender(self, peer: int, queue: trio.MemoryReceiveChannel[bytes]) -> None:
-        async for bundle_id in queue:
-            held = await self.store.get(bundle_id)
-            if held is None or held.next_hop is not None:
-                self._forget(bundle_id)
+    async def _timer(self) -> None:
+        """Poll the agent at its latest WakeAt (one task for every timer the agent keeps)."""
+        while True:
+            wake_at = self._wake_at
+            with trio.move_on_at(math.inf if wake_at is None else self.clock.to_trio(wake_at)):
+                await self._wake_changed.wait()
+                self._wake_changed = trio.Event()
                 continue
-            bundle = decode_bundle(held.data)
-            try:
-                data = for_next_hop(bundle, self.node, self.config.service)
-            except HopLimitExceeded:
-                self.stats.hop_limited += 1
-                await self.store.delete(bundle_id)
-                self._forget(bundle_id)
-                await self._report(
-                    bundle, BundleFlags.REPORT_DELETION, StatusReason.HOP_LIMIT_EXCEEDED
-                )
-                continue
-            while self.now() < held.expires_at:
-                # The neighbour's link may be replaced (it reconnected to our listener): look
-                # it up on every attempt, and wake when it comes up *or* is replaced.
-                link = self.links[peer]
-                if not link.is_up:
-                    await self._wait_up_or_replaced(peer, link)
-                    continue
-                try:
-                    await link.send(data)
-                except LinkDown:
-                    self.stats.link_down += 1
-                    continue
-                self.stats.forwarded += 1
-                log.info(
-                    "node=%s event=forwarded to=%s bundle=%s", self.node, peer, bundle_id.hex()
-                )
-                await self._report(bundle, BundleFlags.REPORT_FORWARDING)
-                if not getattr(link, "confirms_delivery", True) and self.config.retain_unconfirmed_s:
-                    # Only "written to TCP": keep the bytes a while (module docstring).
-                    self._retained[bundle.id.key()] = trio.Event()
-                    self._nursery.start_soon(
-                        self._retain, bundle_id, bundle.id.key(), link, peer, held.expires_at
-                    )
-                else:
-                    await self._remember_forwarded(bundle_id, held.expires_at)
-                break
-            else:
-                log.info("node=%s event=expired bundle=%s waiting-for=%s", self.node,
-                         bundle_id.hex(), peer)  # fmt: skip
-                await self._report(
-                    bundle, BundleFlags.REPORT_DELETION, StatusReason.LIFETIME_EXPIRED
-                )
-                await self.store.delete(bundle_id)
-                self._forget(bundle_id)
+            # Never before the wake asked for (DTN ms from Trio's float clock may round down).
+            assert wake_at is not None
+            now, self._wake_at = max(self.now(), wake_at), None
+            expired = self.agent.stats.expired
+            self._dispatch(self.agent.poll(now))
+            if self.agent.stats.expired > expired:
+                log.info("node=%s event=expired count=%d", self.node,
+                         self.agent.stats.expired - expired)  # fmt: skip
+            self._note_retained()
 
-    async def _remember_forwarded(self, bundle_id: bytes, expires_at: int) -> None:
-        """Done with a bundle a neighbour took, but remembered a while (shielded: the neighbour
-        has it now, so our copy must not be sent again): a resend from the node we had it
-        from — it crashed before deleting its copy, or our acknowledgement was lost — is then
-        answered "duplicate" instead of taken and forwarded a second time."""
-        remember_until = min(expires_at, self.now() + self.config.forwarded_memory_ms)
-        with trio.CancelScope(shield=True):
-            await self.store.tombstone(bundle_id, FORWARDED, remember_until)
-        self._forget(bundle_id)
-
-    async def _retain(
-        self, bundle_id: bytes, subject: bytes, link: Link, peer: int, expires_at: int
-    ) -> None:
-        """A bundle sent on a link without acks: keep it a while (module docstring).
-
-        ``bundle_id`` is the store's key, ``subject`` the BPv7 bundle id status reports name.
-        """
-        released = self._retained[subject]
-        why = f"retention of {self.config.retain_unconfirmed_s:g} s over"
+    async def _watch_link(self, link: Link) -> None:
+        peer = link.peer
         try:
-            with trio.move_on_after(self.config.retain_unconfirmed_s):
-                async with trio.open_nursery() as race:
-
-                    async def session_ended() -> None:
-                        nonlocal why
-                        with contextlib.suppress(LinkDown):
-                            await link.wait_down()
-                        why = ""
-                        race.cancel_scope.cancel()
-
-                    async def signalled() -> None:
-                        nonlocal why
-                        await released.wait()
-                        why = "a status report says it arrived downstream"
-                        race.cancel_scope.cancel()
-
-                    race.start_soon(session_ended)
-                    race.start_soon(signalled)
-        finally:
-            self._retained.pop(subject, None)
-        if not why:
-            log.warning(
-                "node=%s event=resend bundle=%s to=%s reason=the session without "
-                "acknowledgements ended within %g s of sending",
-                self.node, bundle_id.hex(), peer, self.config.retain_unconfirmed_s,
-            )  # fmt: skip
-            self._unrouted_send.send_nowait(bundle_id)
-            return
-        log.info("node=%s event=released bundle=%s to=%s reason=%s (no acknowledgements)",
-                 self.node, bundle_id.hex(), peer, why)  # fmt: skip
-        await self._remember_forwarded(bundle_id, expires_at)
-
-    async def _wait_up_or_replaced(self, peer: int, link: Link) -> None:
-        replaced = self._link_changed.setdefault(peer, trio.Event())
-        async with trio.open_nursery() as race:
-
-            async def until(wait: Callable[[], Awaitable[None]]) -> None:
-                with contextlib.suppress(LinkDown):  # closed for good: wait for a replacement
-                    await wait()
-                    race.cancel_scope.cancel()
-
-            race.start_soon(until, link.wait_up)
-            race.start_soon(until, replaced.wait)
+            while True:
+                await link.wait_up()
+                if self.links.get(peer) is link:
+                    confirms = bool(getattr(link, "confirms_delivery", True))
+                    self._dispatch(self.agent.link_up(peer, self.now(), confirms=confirms))
+                await link.wait_down()
+                if self.links.get(peer) is link:
+                    self._dispatch(self.agent.link_down(peer, self.now()))
+                    self._note_retained()
+        except LinkDown:
+            if self.links.get(peer) is link:  # closed for good; a replacement gets its own watcher
+                self._dispatch(self.agent.link_down(peer, self.now()))
+                self._note_retained()
 
     async def _deliver_loop(self) -> None:
-        async for bundle_id in self._deliver:
-            if bundle_id in self._handed:
-                continue  # with subscriptions already, waiting for their acknowledgements
-            held = await self.store.get(bundle_id)
-            if held is None or held.next_hop != LOCAL:
-                self._forget(bundle_id)
+        async for item in self._deliveries:
+            if isinstance(item, StatusReportReceived):
+                report = item.report
+                for channel in self._report_subscribers:
+                    await channel.send(report)
                 continue
-            bundle = decode_bundle(held.data)
-            if bundle.primary.is_admin_record:
-                await self._deliver_admin_record(bundle)
-                await self.store.tombstone(bundle_id, DELIVERED)  # a duplicate is still known
-                self._forget(bundle_id)
-            elif not await self._deliver_message(
-                bundle_id, bundle, neighbour_node(held.received_from)
-            ):
-                await self.store.delete(bundle_id)  # refused: its key stands for nothing else
-                self._forget(bundle_id)
-            # else: held until acknowledged, or until a subscriber comes
+            await self._offer(item)
 
-    async def _deliver_message(
-        self, bundle_id: bytes, bundle: Bundle, from_peer: int | None
-    ) -> bool:
-        """Hand a message to its subscriptions; ``False`` if it is to be dropped (refused)."""
-        admitted = self._admitted.get(bundle_id)
-        if admitted is None:  # not admitted before (given back or waiting ones were)
-            verdict = await self.admission.admit(bundle, self.now(), from_peer)
-            if isinstance(verdict, Refusal):
-                self.stats.rejected += 1
-                return False
-            if verdict is None:  # a revocation list: in force now, nothing to hand over
-                await self.store.tombstone(bundle_id, DELIVERED)
-                self._forget(bundle_id)
-                return True
-            admitted = self._admitted[bundle_id] = verdict
-        signed = admitted.signed
-        if isinstance(signed.message, CapabilityAdvertisement):
-            self.versions.learn(signed.message)
-        family = signed.message.TYPE.family
+    async def _offer(self, deliver: Deliver) -> None:
+        key = deliver.delivery
+        if key in self._handed or self.agent.held_state(key) is not BundleState.HANDED:
+            return  # with subscriptions already, or expired meanwhile
+        family = deliver.message.message.TYPE.family
         takers = [s for s in self._subscriptions if family in s.families]
         if not takers:
-            self._waiting.setdefault(family, []).append(bundle_id)
-            return True
-        self._handed[bundle_id] = _Handed(bundle, len(takers))
-        if bundle_id in self._given_back:
-            self._given_back.discard(bundle_id)
-            self.stats.redelivered += 1
+            self._waiting.setdefault(family, []).append(deliver)
+            return
+        # Durable before the application sees it (a crash then cannot un-send it upstream).
+        await self._agent_store.commit()
+        self._handed[key] = _Handed(len(takers))
+        if key in self._given_back:
+            self._given_back.discard(key)
+            self._redelivered += 1
         else:
-            self.stats.delivered += 1
-            log.info("node=%s event=delivered content_id=%s", self.node, signed.content_id)
+            log.info("node=%s event=delivered content_id=%s", self.node,
+                     deliver.message.content_id)  # fmt: skip
         for subscription in takers:
             try:
-                await subscription._channel.send((bundle_id, signed))
+                await subscription._channel.send((key, deliver.message))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._release(bundle_id)  # closed meanwhile: as if it gave the message back
-        return True
+                self._release(key)  # closed meanwhile: as if it gave the message back
 
-    async def apply_revocations(self, data: bytes) -> bool:
-        """Put a root-signed revocation list (from a file, a tool) in force and spread it;
-        ``False`` if it was refused (bad signature, malformed). An older list is ignored."""
-        refusal = await self.admission.take_revocations(data, self.now(), from_file=True)
-        return not isinstance(refusal, Refusal)
-
-    async def _spread_revocations(self, data: bytes, came_from: int | None) -> None:
-        # To every neighbour (linked now or in the contact plan) but the one it came from:
-        # each holds it until a contact carries it on, as any bundle (spec §10).
-        neighbours = set(self.links) | set(self.router.plan.neighbours(self.node))
-        for peer in sorted(neighbours - {self.node, came_from}):
-            now = self.now()
-            bundle = message_bundle(
-                data, source=self.node, destination=peer, created_at=now,
-                sequence=self._next_sequence(now), lifetime_ms=self.config.bundle_lifetime_ms,
-                service=self.config.trust_service,
-            )  # fmt: skip
-            data_out = encode_bundle(bundle)
-            await self._hold(stored(bundle, data_out, now, inspect_bundle(bundle, now), None))
-
-    def _acknowledge(self, bundle_id: bytes) -> None:
-        """One subscription is done with a message; tombstone it when all are (sync: no I/O)."""
-        handed = self._handed.get(bundle_id)
+    def _acknowledge(self, key: bytes) -> None:
+        """One subscription is done with a message; the agent forgets it when all are."""
+        handed = self._handed.get(key)
         if handed is None:
             return
         handed.acknowledged = True
         handed.outstanding -= 1
         if handed.outstanding <= 0:
-            self._finish(bundle_id, handed)
+            self._finish(key)
 
-    def _release(self, bundle_id: bytes) -> None:
+    def _release(self, key: bytes) -> None:
         """One subscription was closed before acknowledging a message it had."""
-        handed = self._handed.get(bundle_id)
+        handed = self._handed.get(key)
         if handed is None:
             return
         handed.outstanding -= 1
         if handed.outstanding > 0:
             return
         if handed.acknowledged:
-            self._finish(bundle_id, handed)
+            self._finish(key)
         else:  # nobody has it: offered again (to later subscribers, or when one comes)
-            del self._handed[bundle_id]
-            self._given_back.add(bundle_id)
-            self._deliver_send.send_nowait(bundle_id)
+            del self._handed[key]
+            self._given_back.add(key)
+            with contextlib.suppress(RuntimeError):  # the node stopped: redelivered at restart
+                self._dispatch(self.agent.give_back(key, self.now()))
 
-    def _finish(self, bundle_id: bytes, handed: _Handed) -> None:
-        del self._handed[bundle_id]
-        self._acknowledged.append(bundle_id)
-        self._acknowledged_wakeup.set()
-        self.stats.acknowledged += 1
-        if int(handed.bundle.primary.flags) & BundleFlags.REPORT_DELIVERY:
-            # RFC 9171 §6.1.1: "delivered" is when the application has it. (An acknowledgement
-            # after the node stopped finds its nursery closed: no report then.)
-            with contextlib.suppress(RuntimeError):
-                self._nursery.start_soon(self._report, handed.bundle, BundleFlags.REPORT_DELIVERY)
-
-    async def _tombstone_loop(self) -> None:
-        """Write the tombstones of acknowledged messages (shielded: an acknowledgement the
-        node took in is not dropped by its shutdown; a crash may drop it: redelivery)."""
-        while True:
-            await self._acknowledged_wakeup.wait()
-            self._acknowledged_wakeup = trio.Event()
-            with trio.CancelScope(shield=True):
-                await self._write_tombstones()
-
-    async def _write_tombstones(self) -> None:
-        while self._acknowledged:
-            # All at once, so that the store commits them together (one fsync, not one each).
-            due = list(self._acknowledged)
-            self._acknowledged.clear()
-            async with trio.open_nursery() as nursery:
-                for bundle_id in due:
-                    nursery.start_soon(self._write_tombstone, bundle_id)
-
-    async def _write_tombstone(self, bundle_id: bytes) -> None:
-        admitted = self._admitted.pop(bundle_id, None)
-        if admitted is not None:  # replay memory first: a crash between means redelivery
-            await self.admission.settle(admitted)
-        await self.store.tombstone(bundle_id, DELIVERED)
-        self._forget(bundle_id)
-        self._given_back.discard(bundle_id)
-        log.info("node=%s event=acknowledged bundle=%s", self.node, bundle_id.hex())
-
-    async def _deliver_admin_record(self, bundle: Bundle) -> None:
-        # Status reports are not signed (BPSec, RFC 9172, is a later step): they inform,
-        # they never authorise anything.
-        try:
-            record = admin_record_of(bundle)
-        except BundleError as exc:
-            self.stats.rejected += 1
-            log.warning("node=%s event=refused code=%s reason=%s", self.node, exc.code, exc)
-            return
-        if isinstance(record, StatusReport):
-            self.stats.status_reports += 1
-            retained = self._retained.get(record.subject.key())
-            if retained is not None and (record.received.asserted or record.delivered.asserted):
-                retained.set()  # downstream holds it: no need to keep our copy
-            for channel in self._report_subscribers:
-                await channel.send(record)
+    def _finish(self, key: bytes) -> None:
+        del self._handed[key]
+        log.info("node=%s event=acknowledged bundle=%s", self.node, key.hex())
+        with contextlib.suppress(RuntimeError):
+            self._dispatch(self.agent.acknowledge(key, self.now()))
 
     def _unsubscribe(self, subscription: Subscription, unacknowledged: list[bytes]) -> None:
         with contextlib.suppress(ValueError):
             self._subscriptions.remove(subscription)
-        for bundle_id in unacknowledged:
-            self._release(bundle_id)
-
-    async def _watch_link(self, link: Link) -> None:
-        try:
-            while True:
-                await link.wait_up()
-                self._trigger_reroute()
-                await link.wait_down()
-        except LinkDown:
-            return  # the link was closed for good; a replacement gets its own watcher
-
-    async def _reroute_at(self, dtn_ms: int) -> None:
-        await trio.sleep_until(self.clock.to_trio(dtn_ms))
-        self._trigger_reroute()
-
-    def _trigger_reroute(self) -> None:
-        self._reroute.set()
-
-    async def _reroute_loop(self) -> None:
-        while True:
-            await self._reroute.wait()
-            self._reroute = trio.Event()
-            parked, self._parked = self._parked, set()
-            for bundle_id in sorted(parked):
-                self._unrouted_send.send_nowait(bundle_id)
-
-    async def _expiry_loop(self) -> None:
-        while True:
-            await trio.sleep(self.config.expiry_interval_s)
-            expired = await self.store.expire(self.now())
-            await self.admission.prune(self.now())
-            self.stats.expired += len(expired)
-            if expired:
-                shown = ",".join(b.hex() for b in list(expired)[:20])
-                log.info("node=%s event=expired count=%d bundles=%s%s", self.node, len(expired),
-                         shown, ",..." if len(expired) > 20 else "")  # fmt: skip
-            self._parked.difference_update(expired)
-            self._known.difference_update(expired)
-            self._given_back.difference_update(expired)
-            for bundle_id in expired:  # admitted but never acknowledged before it expired
-                self._admitted.pop(bundle_id, None)
-            await self._sweep()
-
-    async def _sweep(self, *, recovering: bool = False) -> None:
-        """Queue every held bundle waiting for this node that no queue has (module docstring).
-
-        At start that is everything held from before a restart; later it should find nothing,
-        and counts what it finds as ``reconciled``.
-        """
-        for next_hop in (LOCAL, None):
-            for bundle_id in await self.store.pending_ids(next_hop, 1 << 30):
-                if bundle_id in self._known:
-                    continue
-                if not recovering:
-                    self.stats.reconciled += 1
-                    log.warning("node=%s event=reconciled bundle=%s", self.node, bundle_id.hex())
-                self._queue_held(bundle_id, next_hop)
+        for key in unacknowledged:
+            self._release(key)
 
     async def _start(self, inbox: trio.abc.ReceiveChannel[tuple[int, bytes]] | None) -> None:
-        await self.admission.restore(self.now())
-        await self._sweep(recovering=True)
-        tasks = (
-            self._route_loop, self._deliver_loop, self._tombstone_loop, self._reroute_loop,
-            self._expiry_loop,
-        )  # fmt: skip
-        for task in tasks:
-            self._nursery.start_soon(task)
+        now = self.now()
+        if not self._agent_store.durable and self.config.replay_floor_at_start:
+            log.warning(
+                "node=%s event=replay-memory-volatile hint=without a durable store, messages "
+                "issued before this start are refused; set [node] store to keep replay memory",
+                self.node,
+            )
+        for peer in self.links:  # known neighbours, down until their watcher says otherwise
+            self._neighbours.add(peer)
+            self.agent.link_down(peer, now)
+        self._dispatch(self.agent.start(now))
+        self._nursery.start_soon(self._timer)
+        self._nursery.start_soon(self._deliver_loop)
         for link in list(self.links.values()):
             self._nursery.start_soon(self._watch_link, link)
             if inbox is None:
@@ -865,13 +614,8 @@ class Node:
 
     async def _accept_quietly(self, data: bytes, peer: int) -> None:
         # A link without custody acknowledgement (the simulated one): a refusal is logged.
-        try:
+        with contextlib.suppress(BundleRefused):
             await self.accept(data, peer)
-        except BundleRefused as exc:
-            log.info("node=%s event=refused code=%s from=%s reason=%s", self.node, exc.code,
-                     peer, exc)  # fmt: skip
-
-
 
 
 @asynccontextmanager
@@ -883,7 +627,8 @@ async def open_node(
     inbox: trio.abc.ReceiveChannel[tuple[int, bytes]] | None = None,
     clock: Clock | None = None,
 ) -> AsyncIterator[Node]:
-    """Run a node until the block exits (then its tasks are cancelled; the store stays open).
+    """Run a node until the block exits (then its tasks are cancelled; the store stays open,
+    with everything the node decided written to it).
 
     Received bundles come from each link's ``incoming`` channel, or from ``inbox`` when given
     (one ``(peer, bundle)`` channel for all links, as :meth:`LoopbackNetwork.open_inbox`
@@ -895,23 +640,27 @@ async def open_node(
 
         clock = Clock.from_unix(trio.current_time(), time.time())
     by_peer = dict(links) if isinstance(links, Mapping) else {link.peer: link for link in links}
-    async with trio.open_nursery() as nursery:
-        node = Node(config, store, clock, by_peer, nursery)
+    async with open_agent_store(store) as agent_store, trio.open_nursery() as nursery:
+        node = Node(config, store, agent_store, clock, by_peer, nursery)
         await node._start(inbox)
         try:
             yield node
         finally:
             nursery.cancel_scope.cancel()
-            # What was acknowledged stays acknowledged: write the tombstones still due.
-            with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
-                await node._write_tombstones()
+
+
+@attrs.frozen(slots=True)
+class _Taken:
+    """A received bundle the agent took (or knew already), to log once it is durable."""
+
+    bundle: bytes
+    duplicate: bool
 
 
 @attrs.define
 class _Handed:
     """A message with subscriptions, waiting for their acknowledgements."""
 
-    bundle: Bundle
     outstanding: int  # subscriptions that have it and neither acknowledged nor closed
     acknowledged: bool = False  # at least one of them acknowledged it
 

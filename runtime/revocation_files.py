@@ -11,11 +11,14 @@ seconds for the next look is still far faster than the light time to the next no
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
-from .node import Node
+if TYPE_CHECKING:  # the node writes revocation files with write_atomically below
+    from .node import Node
 
 log = logging.getLogger("fleetwire.keys")
 
@@ -42,3 +45,13 @@ async def watch_revocations(node: Node, folder: Path, interval: float = DEFAULT_
                 log.warning("revocation file %s is not a revocation list of this fleet's root "
                             "(see the refusal above)", path)  # fmt: skip
         await trio.sleep(interval)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so a reader sees the old file or the new, never half."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)

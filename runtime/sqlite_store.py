@@ -524,6 +524,50 @@ class SQLiteBundleStore:
                 raise StoreError(f"bundle store write failed: {batch.error}") from batch.error
         return queued
 
+    async def apply_writes(self, writes: Sequence[tuple[str, Any]]) -> list[Any]:
+        """Writes of any kind, applied in the order given as one submission (so they commit
+        together, group commit) — a journal of a synchronous store's writes replayed here.
+
+        Each write is ``("put", bundle)``, ``("tombstone", (bundle_id, next_hop, until))``,
+        ``("delete", bundle_id)``, ``("expire", now)``, ``("remember", (seen, floors))`` or
+        ``("forget", now)``; one result each, as the single-write method returns it.
+        """
+        ops: list[_Op] = []
+        for kind, arg in writes:
+            if kind == "put":
+                ops.append(_Op(_PUT, _row(arg), arg.size))
+            elif kind == "tombstone":
+                bundle_id, next_hop, until = arg
+                until = MAX_DTN_TIME if until is None else until
+                until = max(-MAX_DTN_TIME - 1, min(until, MAX_DTN_TIME))
+                ops.append(_Op(_TOMBSTONE, (bundle_id, next_hop, until)))
+            elif kind == "delete":
+                ops.append(_Op(_DELETE, arg))
+            elif kind == "expire":
+                ops.append(_Op(_EXPIRE, arg))
+            elif kind == "remember":
+                seen, floors = arg
+                rows = [(r.issuer, r.sequence, r.issued_at, r.content_id, r.keep_until)
+                        for r in seen]  # fmt: skip
+                ops.append(_Op(_REMEMBER, (rows, list(floors.items()))))
+            elif kind == "forget":
+                ops.append(_Op(_FORGET, arg))
+            else:
+                raise ValueError(f"unknown store write {kind!r}")
+        await self._submit(ops)
+        results: list[Any] = []
+        for (kind, arg), op in zip(writes, ops, strict=True):
+            if kind == "put":
+                results.append(op.result or Accepted(arg.bundle_id))
+            else:
+                results.append(op.result)
+        return results
+
+    @property
+    def quota(self) -> Quota:
+        """The bounds this store enforces."""
+        return self._quota
+
     # -- reads: straight to the connection ---------------------------------------------------
 
     async def get(self, bundle_id: bytes) -> StoredBundle | None:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import NoReturn
@@ -322,6 +322,15 @@ class Connector:
         if link is None or not link.is_up:
             raise LinkDown(f"{self.name}: no session ({self.last_error or 'connecting'})")
         await link.send(bundle)
+
+    async def send_many(self, bundles: Sequence[bytes]) -> list[LinkDown | None]:
+        """:meth:`ClLink.send_many` on the current session (every bundle fails without one)."""
+        link = self._link
+        if link is None or not link.is_up:
+            down = LinkDown(f"{self.name}: no session ({self.last_error or 'connecting'})")
+            await trio.lowlevel.checkpoint()
+            return [down] * len(bundles)
+        return await link.send_many(bundles)
 
     async def aclose(self) -> None:
         """Stop reconnecting and close the current session cleanly."""

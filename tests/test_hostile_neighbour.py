@@ -156,7 +156,7 @@ async def run(fleet: Fleet, plan: list[Action]) -> None:
         assert await c.store.bytes_used() <= 4_000_000
         share = c.store._shares.of(f"ipn:{HOSTILE}.0")
         assert share[0] <= MAX_BUNDLES * SHARE
-        assert c.admission.guard.remembered() <= 3 * 64
+        assert c.agent.guard.remembered() <= 3 * 64
 
 
 def _cid(envelope: bytes) -> bytes:

@@ -324,38 +324,42 @@ async def test_relay_forwards_a_bundle_whose_accept_was_cancelled_after_commit(
 
 
 async def held_behind_the_nodes_back(store: MemoryBundleStore, data: bytes, local: bool) -> None:
-    """Put ``data`` in ``store`` as a node would, but with no queue of the node knowing it."""
+    """Put ``data`` in ``store`` as a node would, before that node starts (held from a run
+    that ended before it could deliver or forward it)."""
     bundle = decode_bundle(data)
     await store.put(stored(bundle, data, T0, inspect_bundle(bundle, T0), LOCAL if local else None))
 
 
-async def test_duplicate_answer_queues_a_held_bundle_no_queue_knows(
+async def test_a_resend_of_a_bundle_held_from_before_is_a_duplicate_and_delivered_once(
     mock_clock: trio.testing.MockClock,
 ) -> None:
     mock_clock.autojump_threshold = 0
     store = MemoryBundleStore()
+    data = bundle_from_a(C)
+    await held_behind_the_nodes_back(store, data, local=True)
     cfg = config(C, trust_for([A, RELAY, C]), ContactPlan(), expiry_interval_s=DAY / 1000)
     async with open_node(cfg, store, clock=Clock(0.0, T0)) as c:
         inbox = c.subscribe()
-        data = bundle_from_a(C)
-        await held_behind_the_nodes_back(store, data, local=True)
-        await c.accept(data, A)
+        await c.accept(data, A)  # the sender never had our acknowledgement: it sends again
+        assert c.stats.duplicates == 1
         with trio.fail_after(600):
             assert (await inbox.receive()).message == claim(1)
-        assert c.stats.reconciled == 1
+        await trio.sleep(60)
+        with pytest.raises(trio.WouldBlock):
+            inbox.receive_nowait()  # once, not once per copy
 
 
-async def test_sweep_queues_held_bundles_no_queue_knows(
+async def test_relay_forwards_a_bundle_held_from_before_its_start(
     mock_clock: trio.testing.MockClock,
 ) -> None:
     mock_clock.autojump_threshold = 0
     relay_store = MemoryBundleStore()
+    await held_behind_the_nodes_back(relay_store, bundle_from_a(C), local=False)
     async with three_nodes(plan_with([(0, DAY, 1_000_000)]), 6, {RELAY: relay_store}) as fleet:
         inbox = fleet.nodes[C].subscribe()
-        await held_behind_the_nodes_back(relay_store, bundle_from_a(C), local=False)
-        with trio.fail_after(90):  # the relay's expiry pass, and its sweep, every 60 s
+        with trio.fail_after(30):  # at once, not at some later pass over the store
             assert (await inbox.receive()).message == claim(1)
-        assert fleet.nodes[RELAY].stats.reconciled == 1
+        assert fleet.nodes[RELAY].stats.forwarded == 1
 
 
 # --- delivered means: the application acknowledged it --------------------------------------
@@ -460,3 +464,17 @@ async def test_a_resend_of_a_forwarded_bundle_is_a_duplicate_not_forwarded_again
         # Remembered for forwarded_memory_ms (15 min), then forgotten.
         await trio.sleep(15 * 60)
         assert await fleet.stores[RELAY].count() == 0
+
+
+async def test_accept_many_takes_a_batch_in_one_commit_and_refuses_only_the_bad_one(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    store = MemoryBundleStore()
+    async with open_node(c_config(), store, clock=Clock(0.0, T0)) as c:
+        inbox = c.subscribe()
+        good = [bundle_from_a(C, n) for n in (1, 2)]
+        outcomes = await c.accept_many([good[0], b"\x00not a bundle", good[1]], A)
+        assert [type(o).__name__ for o in outcomes] == ["NoneType", "BundleRefused", "NoneType"]
+        assert await store.count() == 2  # durable on return, both of them
+        assert [(await inbox.receive()).message for _ in good] == [claim(1), claim(2)]

@@ -89,7 +89,7 @@ async def test_revocation_reaches_a_partitioned_cell_within_its_first_contact(
         await nodes[BAD].send(claim_from(BAD, 2, nodes[BAD].now()), to=DEEP)
         # The partition heals at 2 h: DEEP gets the list and BAD's message in that contact.
         while nodes[DEEP].config.trust.revocations is None:
-            await nodes[DEEP].admission.revocations_applied.wait()
+            await nodes[DEEP].revocations_applied.wait()
         assert T0 + 2 * HOUR <= nodes[DEEP].now() < T0 + 3 * HOUR
         marker = await nodes[RELAY].send(claim_from(RELAY, 1, nodes[RELAY].now()), to=DEEP)
         got = await receive_until(deep_inbox, marker.content_id.raw)
@@ -137,7 +137,7 @@ async def test_keys_revoke_file_is_applied_and_spread_over_tcpclv4(fleet: Fleet)
                 assert main(["keys", "revoke", str(fleet.keys), "--node", "1"]) == 0
                 for node in (relay, c):
                     while node.config.trust.revocations is None:
-                        await node.admission.revocations_applied.wait()
+                        await node.revocations_applied.wait()
             assert (fleet.folder / "keys-3" / "fleet.revocations").exists()  # kept by node 3
             async with attacker(fleet.ports[3]) as eve:
                 revoked = fleet.sign(1, claim(1, 1, issued_at=c.now()))

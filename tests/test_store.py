@@ -203,10 +203,12 @@ def test_stored_bundle_refuses_what_a_store_could_not_write() -> None:
         (b"id", b"cid", "ipn:1.0", "dtn://a/", 2**65, -(2**70), b"", "ipn:3.0", "ipn:4.0"),
     ],
 )
-def test_stored_bundle_from_decoded_equals_the_checked_record(fields: tuple[Any, ...]) -> None:
+def test_stored_bundle_checked_by_caller_equals_the_checked_record(
+    fields: tuple[Any, ...],
+) -> None:
     # The receive path's unchecked constructor must build exactly what the checked one does,
     # absurd times clamped alike (a hostile lifetime), so stores cannot tell them apart.
-    checked, trusted = StoredBundle(*fields), StoredBundle.from_decoded(*fields)
+    checked, trusted = StoredBundle(*fields), StoredBundle.checked_by_caller(*fields)
     assert trusted == checked and hash(trusted) == hash(checked) and repr(trusted) == repr(checked)
     assert trusted.expires_at <= MAX_DTN_TIME and trusted.received_at >= -MAX_DTN_TIME - 1
     with pytest.raises(attrs.exceptions.FrozenInstanceError):

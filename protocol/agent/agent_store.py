@@ -164,6 +164,18 @@ class MemoryAgentStore:
         heapq.heappush(self._expiry, (bundle.expires_at, self._sequence, key))
         return Accepted(key)
 
+    def restore(self, bundle: StoredBundle) -> None:
+        """Hold ``bundle`` read back from a durable store at start, tombstone or not, without
+        the quota check: it was within the quota when it was accepted, and refusing it now
+        would lose an acknowledged bundle."""
+        quota, self._quota = self._quota, Quota()
+        try:
+            self.put(bundle)
+        finally:
+            self._quota = quota
+        if bundle.next_hop not in (None, LOCAL):
+            self.tombstone(bundle.bundle_id, bundle.next_hop, bundle.expires_at)
+
     def get(self, bundle_id: bytes) -> StoredBundle | None:
         found = self._bundles.get(bundle_id)
         if found is None and bundle_id in self._tombstones:

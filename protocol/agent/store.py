@@ -110,45 +110,42 @@ class StoredBundle:
             raise TypeError(f"data must be bytes, not {type(self.data).__name__}")
 
     @classmethod
-    def from_decoded(
-        cls,
-        bundle_id: bytes,
-        content_id: bytes | None,
-        source: str,
-        destination: str,
-        expires_at: int,
-        received_at: int,
-        data: bytes,
-        next_hop: str | None = None,
+    def checked_by_caller(
+        cls, bundle_id: bytes, content_id: bytes | None, source: str, destination: str,
+        expires_at: int, received_at: int, data: bytes, next_hop: str | None = None,
         received_from: str | None = None,
-    ) -> StoredBundle:
-        """A record from fields a decoder already checked, without checking them again.
-
-        For the receive path only (:func:`.bundling.stored`): ids are bytes made by the bundle
-        key, EIDs are text a BPv7 decoder produced, times are ints. Times are still clamped to
-        :data:`MAX_DTN_TIME` (a hostile lifetime can exceed it). Anything built from outside
-        input goes through the checking constructor. This one takes a third to a half of its
-        time: about 2 µs less per bundle, a sixth of a small bundle's durable receive CPU.
-        """
-        if not -MAX_DTN_TIME - 1 <= expires_at <= MAX_DTN_TIME:
-            expires_at = _clamp_time(expires_at)
-        if not -MAX_DTN_TIME - 1 <= received_at <= MAX_DTN_TIME:
-            received_at = _clamp_time(received_at)
-        # The slots' own descriptors, fetched once (_SLOT_SETTERS): a frozen class refuses
-        # setattr, and object.__setattr__ looks each name up again (measured 2.4 against 1.0 µs).
-        self = object.__new__(cls)
+    ) -> StoredBundle:  # fmt: skip
+        """A record whose fields the caller built from a decoded bundle (bytes keys, EID
+        text, int times): the checks of :meth:`__attrs_post_init__` are only re-run for
+        values of another type; times are clamped as always. The agent builds one of these
+        for every bundle on every hop."""
+        if (
+            type(bundle_id) is not bytes or not bundle_id or type(data) is not bytes
+            or type(expires_at) is not int or type(received_at) is not int
+            or (content_id is not None and (type(content_id) is not bytes or not content_id))
+            or type(source) is not str or not source.isascii()
+            or type(destination) is not str or not destination.isascii()
+            or (next_hop is not None and (type(next_hop) is not str or not next_hop.isascii()))
+            or (received_from is not None
+                and (type(received_from) is not str or not received_from.isascii()))
+        ):  # fmt: skip
+            return cls(bundle_id, content_id, source, destination, expires_at, received_at,
+                       data, next_hop, received_from)  # fmt: skip
+        # The slots' own descriptors, fetched once (_SLOT_SETTERS): object.__setattr__ looks
+        # each name up again (measured 2.4 against 1.0 µs for the nine fields).
+        record = object.__new__(cls)
         (set_bundle_id, set_content_id, set_source, set_destination, set_expires_at,
          set_received_at, set_data, set_next_hop, set_received_from) = _SLOT_SETTERS  # fmt: skip
-        set_bundle_id(self, bundle_id)
-        set_content_id(self, content_id)
-        set_source(self, source)
-        set_destination(self, destination)
-        set_expires_at(self, expires_at)
-        set_received_at(self, received_at)
-        set_data(self, data)
-        set_next_hop(self, next_hop)
-        set_received_from(self, received_from)
-        return self
+        set_bundle_id(record, bundle_id)
+        set_content_id(record, content_id)
+        set_source(record, source)
+        set_destination(record, destination)
+        set_expires_at(record, max(-MAX_DTN_TIME - 1, min(expires_at, MAX_DTN_TIME)))
+        set_received_at(record, max(-MAX_DTN_TIME - 1, min(received_at, MAX_DTN_TIME)))
+        set_data(record, data)
+        set_next_hop(record, next_hop)
+        set_received_from(record, received_from)
+        return record
 
     @property
     def size(self) -> int:
@@ -156,7 +153,8 @@ class StoredBundle:
         return len(self.data)
 
 
-#: The slot descriptors' setters of :class:`StoredBundle`, in field order (``from_decoded``).
+#: The slot descriptors' setters of :class:`StoredBundle`, in field order (see
+#: ``checked_by_caller``).
 _SLOT_SETTERS: tuple[Callable[[StoredBundle, object], None], ...] = tuple(
     StoredBundle.__dict__[field.name].__set__ for field in attrs.fields(StoredBundle)
 )

@@ -230,12 +230,8 @@ def _read_terms(value: Any) -> Terms:
 
 def install_boundary(node: Node, admits: Callable[[int], bool]) -> None:
     """Make ``node`` refuse, at delivery, messages from sources ``admits`` refuses: the hook of
-    the agent's admission (``admit(boundary=...)``), wherever this node's admission runs."""
-    agent = getattr(node, "agent", None)  # a node driving the sans-IO agent admits there
-    if agent is not None:
-        agent.boundary = admits
-    else:
-        node.admission.boundary = admits
+    the agent's admission (``admit(boundary=...)``)."""
+    node.agent.boundary = admits
 
 
 class _FaultDriver(_Driver):
