@@ -132,7 +132,7 @@ class StoredBundle:
             return cls(bundle_id, content_id, source, destination, expires_at, received_at,
                        data, next_hop, received_from)  # fmt: skip
         # The slots' own descriptors, fetched once (_SLOT_SETTERS): object.__setattr__ looks
-        # each name up again (measured 2.4 against 1.0 µs for the nine fields).
+        # each name up again (the whole record: 1.7 against 2.1-2.2 µs).
         record = object.__new__(cls)
         (set_bundle_id, set_content_id, set_source, set_destination, set_expires_at,
          set_received_at, set_data, set_next_hop, set_received_from) = _SLOT_SETTERS  # fmt: skip
