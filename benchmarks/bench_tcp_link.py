@@ -109,10 +109,19 @@ def layer(node: int) -> TcpclV4:
 # --- receiver (child process) ----------------------------------------------------------------
 
 
+#: The receiver's CPU clock when it announced its port (setup before that is not counted).
+_STARTED = [0.0]
+
+
+def announce(port: int) -> None:
+    print(port, flush=True)
+    _STARTED[0] = time.process_time()
+
+
 async def serve_raw(count: int) -> None:
     """Raw Trio TCP: split the stream into messages, answer one byte at the end."""
     listeners = await trio.open_tcp_listeners(0, host=HOST)
-    print(listeners[0].socket.getsockname()[1], flush=True)
+    announce(listeners[0].socket.getsockname()[1])
     stream = await listeners[0].accept()
     buf = bytearray()
     received = 0
@@ -140,7 +149,7 @@ async def serve_raw_durable(count: int) -> None:
     acknowledged only after the transaction holding it committed (group commit: while one
     batch of at most ``MAX_BATCH`` rows commits on a worker thread, the next one gathers)."""
     listeners = await trio.open_tcp_listeners(0, host=HOST)
-    print(listeners[0].socket.getsockname()[1], flush=True)
+    announce(listeners[0].socket.getsockname()[1])
     stream = await listeners[0].accept()
     db = _raw_database()
     gathered: list[bytes] = []
@@ -220,7 +229,8 @@ async def serve_cl_once(kind: str) -> None:
             def record(bundle: bytes) -> StoredBundle:
                 nonlocal counter
                 counter += 1
-                return StoredBundle(
+                # As the node's receive path builds it (``bundling.stored``): from decoded fields.
+                return StoredBundle.checked_by_caller(
                     bundle_id=counter.to_bytes(8, "big"),
                     content_id=None,
                     source="ipn:1.0",
@@ -257,15 +267,22 @@ async def serve_one_link(accept: Accept | None, accept_many: AcceptMany | None =
                 task_status=task_status,
             )
         )
-        print(listeners[0].socket.getsockname()[1], flush=True)
+        announce(listeners[0].socket.getsockname()[1])
 
 
 # --- sender (this process) -------------------------------------------------------------------
 
 
+#: Receiver CPU seconds (all its threads) per mode, of the run that gave each best time.
+RECEIVER_CPU: dict[str, list[float]] = {}
+#: ``--profile FILE``: the receiver of each link mode runs under cProfile, stats to FILE.<mode>.
+PROFILE: str = ""
+
+
 async def spawn(mode: str, count: int) -> tuple[trio.Process, int]:
+    extra = ["--profile", f"{PROFILE}.{mode}"] if PROFILE and mode not in ("raw",) else []
     process = await trio.lowlevel.open_process(
-        [sys.executable, __file__, "--serve", mode, "--count", str(count)],
+        [sys.executable, __file__, "--serve", mode, "--count", str(count), *extra],
         stdout=-1,  # subprocess.PIPE
     )
     assert process.stdout is not None
@@ -454,7 +471,13 @@ async def measure(mode: str, payload: bytes, count: int, window: int) -> float:
         else:
             elapsed = await send_cl(port, payload, count, window)
         with trio.fail_after(30):
+            assert process.stdout is not None
+            tail = b""
+            while chunk := await process.stdout.receive_some(64):
+                tail += chunk
             await process.wait()
+        if tail.startswith(b"cpu "):  # the receiver's own CPU seconds, all threads
+            RECEIVER_CPU.setdefault(mode, []).append(float(tail.split()[1]) / count)
     finally:
         if process.returncode is None:
             process.kill()
@@ -518,7 +541,10 @@ async def main(args: argparse.Namespace) -> int:
     }
     missed: list[str] = []
     link_rate: dict[str, float] = {}
-    print(f"{'size':>8} {'mode':>16} {'bundles/s':>11} {'MB/s':>8} {'vs raw':>7} {'vs raw durable':>15}")
+    print(
+        f"{'size':>8} {'mode':>16} {'bundles/s':>11} {'MB/s':>8} {'vs raw':>7} "
+        f"{'vs raw durable':>15} {'recv CPU µs/bundle':>19}"
+    )
     for size_name in args.sizes:
         payload = payload_for(size_name)
         size = len(payload)
@@ -528,6 +554,7 @@ async def main(args: argparse.Namespace) -> int:
         # Modes take turns in every round (best of ``repeat`` kept), so a load that comes
         # and goes on a shared machine hits them alike.
         best = {mode: float("inf") for mode in modes}
+        RECEIVER_CPU.clear()
         store_alone = float("inf")
         for _ in range(args.repeat):
             for mode in modes:
@@ -540,8 +567,14 @@ async def main(args: argparse.Namespace) -> int:
             rate = count / best[mode]
             mbps = count * size / best[mode] / 1e6
             ratio = mbps / raw
-            versus = f"{mbps / raw_durable:15.2f}" if raw_durable and mode in durable else ""
-            print(f"{label:>8} {names[mode]:>16} {rate:>11,.0f} {mbps:>8.1f} {ratio:>7.2f} {versus}")
+            versus = f"{mbps / raw_durable:.2f}" if raw_durable and mode in durable else ""
+            cpu = RECEIVER_CPU.get(mode, [])
+            # CPU per bundle is far less sensitive to a shared machine's load than the rate.
+            spent = f"{min(cpu) * 1e6:.1f}-{max(cpu) * 1e6:.1f}" if cpu else ""
+            print(
+                f"{label:>8} {names[mode]:>16} {rate:>11,.0f} {mbps:>8.1f} {ratio:>7.2f} "
+                f"{versus:>15} {spent:>19}"
+            )
             if mode == "noop" and size >= 65536 and ratio < 0.5:
                 missed.append(f"{label}: tcpclv4 {ratio:.2f} of raw (goal 0.5)")
             if mode == "noop" and size == 1024 and ratio < 0.2:
@@ -607,18 +640,39 @@ def parse() -> argparse.Namespace:
         "--serve", choices=["raw", "rawsqlite", "noop", "sqlite", "sqlite1"], help=argparse.SUPPRESS
     )
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--profile", default="", help="profile each receiver (cProfile, CPU time of its Trio thread) into "
+        "FILE.<mode>; read with python -m pstats"
+    )
     args = parser.parse_args()
     args.sizes = args.sizes.split(",")
     return args
 
 
-if __name__ == "__main__":
-    options = parse()
+def serve(options: argparse.Namespace) -> None:
+    """The receiver's side; prints its port first and its CPU seconds (all threads) last."""
+    profiler = None
+    if options.profile:
+        import cProfile
+
+        profiler = cProfile.Profile(time.thread_time)  # CPU, not wall: the machine may be busy
+        profiler.enable()
     if options.serve == "raw":
         trio.run(serve_raw, options.count)
     elif options.serve == "rawsqlite":
         trio.run(serve_raw_durable, options.count)
-    elif options.serve:
-        trio.run(serve_cl_once, options.serve)
     else:
+        trio.run(serve_cl_once, options.serve)
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(options.profile)
+    print(f"cpu {time.process_time() - _STARTED[0]:.6f}", flush=True)
+
+
+if __name__ == "__main__":
+    options = parse()
+    if options.serve:
+        serve(options)
+    else:
+        PROFILE = options.profile
         sys.exit(trio.run(main, options))

@@ -386,7 +386,7 @@ class SQLiteBundleStore:
         self._limiter = trio.CapacityLimiter(1)
         # Batches not yet started, oldest first; only the newest one takes more writes.
         self._batches: deque[_Batch] = deque()
-        self._committing: _Batch | None = None
+        self._committing: list[_Batch] = []
         self._work = trio.Event()  # set when a batch is queued (or on close)
         self._space = trio.lowlevel.ParkingLot()  # producers waiting for the queue to drain
         self._committer_done = trio.Event()
@@ -669,18 +669,32 @@ class SQLiteBundleStore:
                         continue
                     self._work = trio.Event()
                     continue
-                self._committing = self._batches.popleft()  # it takes no more writes now
+                self._committing = self._next_batches()  # they take no more writes now
                 await self._commit(self._committing)
-                self._committing = None
+                self._committing = []
         finally:
             # Cancelled with writes still queued: their waiters must not hang.
-            unfinished = [self._committing] if self._committing else []
-            for batch in [*unfinished, *self._batches]:
+            for batch in [*self._committing, *self._batches]:
                 self._in_flight -= batch.writes
                 batch.error = StoreClosed("bundle store closed before this write was committed")
                 batch.done.set()
             self._batches.clear()
             self._committer_done.set()
+
+    def _next_batches(self) -> list[_Batch]:
+        """The queued batches the next transaction commits: the oldest, and those after it
+        while the caps allow. The half-in-flight cap of ``_submit`` splits a burst before the
+        disk is free; once it is, everything waiting goes in one fsync (group commit), or a
+        steady stream settles at two half-size commits where one would do."""
+        batches = [self._batches.popleft()]
+        writes, size = batches[0].writes, batches[0].size
+        while self._batches:
+            following = self._batches[0]
+            writes, size = writes + following.writes, size + following.size
+            if writes > self._max_batch or size > self._max_batch_bytes:
+                break
+            batches.append(self._batches.popleft())
+        return batches
 
     async def _in_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` on a worker thread that holds the connection, for the committer.
@@ -719,23 +733,28 @@ class SQLiteBundleStore:
             await self._in_worker(_tidy, conn)
         self.tidied += 1
 
-    async def _commit(self, batch: _Batch) -> None:
+    async def _commit(self, batches: list[_Batch]) -> None:
+        """Commit ``batches`` in one transaction (all or none), then wake their waiters."""
         conn = self._conn
         assert conn is not None  # closed only after the committer is done
         shares = SourceShares()
         shares.held = dict(self._shares.held)  # the batch may roll back: work on a copy
+        ops = batches[0].ops if len(batches) == 1 else [op for b in batches for op in b.ops]
+        error: Exception | None = None
         try:
             count, used = await self._in_worker(
-                _apply_batch, conn, batch.ops, self._quota, self._count, self._bytes, shares
+                _apply_batch, conn, ops, self._quota, self._count, self._bytes, shares
             )
-        except Exception as exc:  # the whole batch was rolled back
-            batch.error = exc
+        except Exception as exc:  # the whole transaction was rolled back
+            error = exc
         else:
             self._count, self._bytes, self._shares = count, used, shares
             self.batches_committed += 1
             self._untidy = True
-        self._in_flight -= batch.writes
-        batch.done.set()
+        for batch in batches:
+            batch.error = error
+            self._in_flight -= batch.writes
+            batch.done.set()
         self._space.unpark_all()
 
 

@@ -196,6 +196,43 @@ def test_stored_bundle_refuses_what_a_store_could_not_write() -> None:
         StoredBundle(b"x", None, "s", "d", 0, 0, "not bytes")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (b"id", None, "ipn:1.0", "ipn:2.0", 5, 6, b"data"),
+        (b"id", b"cid", "ipn:1.0", "dtn://a/", 2**65, -(2**70), b"", "ipn:3.0", "ipn:4.0"),
+    ],
+)
+def test_stored_bundle_checked_by_caller_equals_the_checked_record(
+    fields: tuple[Any, ...],
+) -> None:
+    # The receive path's unchecked constructor must build exactly what the checked one does,
+    # absurd times clamped alike (a hostile lifetime), so stores cannot tell them apart.
+    checked, trusted = StoredBundle(*fields), StoredBundle.checked_by_caller(*fields)
+    assert trusted == checked and hash(trusted) == hash(checked) and repr(trusted) == repr(checked)
+    assert trusted.expires_at <= MAX_DTN_TIME and trusted.received_at >= -MAX_DTN_TIME - 1
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        trusted.data = b"other"  # type: ignore[misc]
+
+
+async def test_sqlite_merges_queued_batches_into_one_commit(tmp_path: Any) -> None:
+    # Group commit: batches split by the in-flight cap while the disk was busy go in one
+    # transaction once it is free (up to max_batch), not one fsync each.
+    async with open_sqlite_store(tmp_path / "b.db", max_batch=64) as store:
+        assert isinstance(store, SQLiteBundleStore)
+        async with trio.open_nursery() as nursery:
+            await store._limiter.acquire()  # the disk is busy (the committer waits for it)
+            nursery.start_soon(store.put_many, [bundle(f"first-{i}") for i in range(8)])
+            await trio.testing.wait_all_tasks_blocked()  # the first batch is taken
+            for n in range(7):
+                nursery.start_soon(store.put_many, [bundle(f"{n}-{i}") for i in range(8)])
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(store._batches) >= 2  # the in-flight cap split them
+            store._limiter.release()
+        assert await store.count() == 64
+        assert store.batches_committed == 2  # the first, then all that waited
+
+
 async def test_pending_for_lists_each_hop_in_arrival_order(open_store: Opener) -> None:
     async with open_store() as store:
         a, b, c, d = (bundle(x) for x in "abcd")

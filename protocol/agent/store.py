@@ -18,6 +18,7 @@ These value classes are shared by every store: the agent's synchronous interface
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 import attrs
 
@@ -130,23 +131,33 @@ class StoredBundle:
         ):  # fmt: skip
             return cls(bundle_id, content_id, source, destination, expires_at, received_at,
                        data, next_hop, received_from)  # fmt: skip
+        # The slots' own descriptors, fetched once (_SLOT_SETTERS): object.__setattr__ looks
+        # each name up again (the whole record: 1.7 against 2.1-2.2 µs).
         record = object.__new__(cls)
-        set_ = object.__setattr__
-        set_(record, "bundle_id", bundle_id)
-        set_(record, "content_id", content_id)
-        set_(record, "source", source)
-        set_(record, "destination", destination)
-        set_(record, "expires_at", max(-MAX_DTN_TIME - 1, min(expires_at, MAX_DTN_TIME)))
-        set_(record, "received_at", max(-MAX_DTN_TIME - 1, min(received_at, MAX_DTN_TIME)))
-        set_(record, "data", data)
-        set_(record, "next_hop", next_hop)
-        set_(record, "received_from", received_from)
+        (set_bundle_id, set_content_id, set_source, set_destination, set_expires_at,
+         set_received_at, set_data, set_next_hop, set_received_from) = _SLOT_SETTERS  # fmt: skip
+        set_bundle_id(record, bundle_id)
+        set_content_id(record, content_id)
+        set_source(record, source)
+        set_destination(record, destination)
+        set_expires_at(record, max(-MAX_DTN_TIME - 1, min(expires_at, MAX_DTN_TIME)))
+        set_received_at(record, max(-MAX_DTN_TIME - 1, min(received_at, MAX_DTN_TIME)))
+        set_data(record, data)
+        set_next_hop(record, next_hop)
+        set_received_from(record, received_from)
         return record
 
     @property
     def size(self) -> int:
         """Bytes this bundle counts against the ``max_bytes`` quota."""
         return len(self.data)
+
+
+#: The slot descriptors' setters of :class:`StoredBundle`, in field order (see
+#: ``checked_by_caller``).
+_SLOT_SETTERS: tuple[Callable[[StoredBundle, object], None], ...] = tuple(
+    StoredBundle.__dict__[field.name].__set__ for field in attrs.fields(StoredBundle)
+)
 
 
 def _share(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
