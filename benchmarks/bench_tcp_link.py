@@ -23,10 +23,14 @@ bundle size the same byte volume is moved several ways, measured in the same run
 * **store alone**: the SQLite store taking the same bundles with ``put_many`` in this process,
   no network: the ceiling for the two rows above (its schema keeps several indexes per
   bundle, which the raw durable table does not).
-* **raw tcp+sqlite**: the raw limit of *durable* reception: raw TCP as above, the receiver
-  inserting the messages into a plain SQLite table with the store's durability settings (WAL,
-  ``synchronous=FULL``) in one transaction per batch of received messages. ``tcpclv4+sqlite``
-  is compared with this, since no durable receiver can beat the disk.
+* **raw tcp+sqlite**: the raw limit of *durable* reception, with custody as the link has it:
+  raw TCP as above, the receiver inserting the messages into a plain SQLite table (an integer
+  key and the bytes, no store code) with the store's durability settings (WAL,
+  ``synchronous=FULL``, the same checkpoint bound), one transaction per batch of at most
+  1,024 messages (the store's ``max_batch``) on a worker thread while the next batch gathers
+  (group commit), and acknowledging each batch (4 bytes: how many) only after its commit;
+  the sender keeps at most the link's window unacknowledged. ``tcpclv4+sqlite`` is compared
+  with this: no durable receiver can beat the disk, and none may ack before the commit.
 
 Senders keep ``--window`` bundles in flight (default 4 MiB worth, at most 2,048), calling
 ``send_many`` with chunks of 64.
@@ -69,6 +73,8 @@ BATCH = 256 * 1024
 #: Bundles per ``send_many`` call.
 CHUNK = 64
 NEIGHBOUR = "ipn:2.0"
+#: Rows per transaction at most in the raw durable receiver: the store's ``max_batch``.
+MAX_BATCH = 1024
 
 
 def fcp_bundle() -> bytes:
@@ -103,11 +109,11 @@ def layer(node: int) -> TcpclV4:
 # --- receiver (child process) ----------------------------------------------------------------
 
 
-async def serve_raw(count: int, durable: bool = False) -> None:
+async def serve_raw(count: int) -> None:
+    """Raw Trio TCP: split the stream into messages, answer one byte at the end."""
     listeners = await trio.open_tcp_listeners(0, host=HOST)
     print(listeners[0].socket.getsockname()[1], flush=True)
     stream = await listeners[0].accept()
-    db = _raw_database() if durable else None
     buf = bytearray()
     received = 0
     while received < count:
@@ -125,20 +131,74 @@ async def serve_raw(count: int, durable: bool = False) -> None:
             start += 4 + n
             received += 1
         del buf[:start]
-        if db is not None and batch:
-            with db:  # one transaction, one fsync, per batch received
-                db.executemany("INSERT INTO bundles (data) VALUES (?)", [(b,) for b in batch])
     await stream.send_all(b"k")
     await stream.aclose()
 
 
+async def serve_raw_durable(count: int) -> None:
+    """The raw durable limit: length-prefixed messages into a plain SQLite table, each
+    acknowledged only after the transaction holding it committed (group commit: while one
+    batch of at most ``MAX_BATCH`` rows commits on a worker thread, the next one gathers)."""
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+    print(listeners[0].socket.getsockname()[1], flush=True)
+    stream = await listeners[0].accept()
+    db = _raw_database()
+    gathered: list[bytes] = []
+    arrived = trio.Event()
+    received = 0
+
+    def commit(rows: list[bytes]) -> None:  # on the worker thread
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO bundles (data) VALUES (?)", [(r,) for r in rows])
+        db.execute("COMMIT")
+
+    async def committer() -> None:
+        nonlocal gathered, arrived
+        committed = 0
+        while committed < count:
+            if not gathered:
+                await arrived.wait()
+                arrived = trio.Event()
+                continue
+            rows, gathered = gathered[:MAX_BATCH], gathered[MAX_BATCH:]
+            await trio.to_thread.run_sync(commit, rows)
+            committed += len(rows)
+            await stream.send_all(_LEN.pack(len(rows)))  # durable: now acknowledge them
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(committer)
+        buf = bytearray()
+        while received < count:
+            data = await stream.receive_some(BATCH)
+            if not data:
+                raise SystemExit("raw sender closed early")
+            buf += data
+            start = 0
+            while len(buf) - start >= 4:
+                (n,) = _LEN.unpack_from(buf, start)
+                if len(buf) - start - 4 < n:
+                    break
+                gathered.append(bytes(buf[start + 4 : start + 4 + n]))
+                start += 4 + n
+                received += 1
+            del buf[:start]
+            arrived.set()
+    await stream.aclose()
+
+
 def _raw_database() -> sqlite3.Connection:
+    """A plain table (an integer key and the bytes) with the store's durability settings:
+    WAL, ``synchronous=FULL`` and the same checkpoint bound (``TUNING``, ``wal_pragmas``)."""
+    from fleetwire.runtime.sqlite_store import DEFAULT_WAL_LIMIT, TUNING, wal_pragmas
+
     folder = tempfile.mkdtemp(prefix="bench-raw-sqlite-")
-    db = sqlite3.connect(os.path.join(folder, "raw.db"), isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    db = sqlite3.connect(
+        os.path.join(folder, "raw.db"), isolation_level=None, check_same_thread=False
+    )
+    assert db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    for pragma in (*TUNING, *wal_pragmas(DEFAULT_WAL_LIMIT)):
+        db.execute(pragma)
     db.execute("CREATE TABLE bundles (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
-    db.isolation_level = ""  # back to implicit transactions for the `with db:` blocks
     return db
 
 
@@ -230,6 +290,45 @@ async def send_raw(port: int, payload: bytes, count: int) -> float:
         await stream.send_all(message * n)
         sent += n
     assert await stream.receive_some(1) == b"k"
+    elapsed = time.perf_counter() - start
+    await stream.aclose()
+    return elapsed
+
+
+async def send_raw_durable(port: int, payload: bytes, count: int, window: int) -> float:
+    """Raw TCP with custody: at most ``window`` messages sent and not yet acknowledged (the
+    link's window), each acknowledged once the receiver committed it."""
+    stream = await trio.open_tcp_stream(HOST, port)
+    message = _LEN.pack(len(payload)) + payload
+    per_batch = max(1, min(window, BATCH // len(message)))
+    acked = 0
+    room = trio.Event()
+    start = time.perf_counter()
+
+    async def read_acks() -> None:
+        nonlocal acked, room
+        buf = b""
+        while acked < count:
+            data = await stream.receive_some(4096)
+            if not data:
+                raise SystemExit("raw durable receiver closed early")
+            buf += data
+            while len(buf) >= 4:
+                acked += _LEN.unpack_from(buf)[0]
+                buf = buf[4:]
+            room.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_acks)
+        sent = 0
+        while sent < count:
+            n = min(per_batch, count - sent, window - (sent - acked))
+            if n <= 0:
+                room = trio.Event()
+                await room.wait()
+                continue
+            await stream.send_all(message * n)
+            sent += n
     elapsed = time.perf_counter() - start
     await stream.aclose()
     return elapsed
@@ -348,8 +447,10 @@ async def measure_drain(count: int, payload: bytes) -> tuple[float, float]:
 async def measure(mode: str, payload: bytes, count: int, window: int) -> float:
     process, port = await spawn(mode, count)
     try:
-        if mode in ("raw", "rawsqlite"):
+        if mode == "raw":
             elapsed = await send_raw(port, payload, count)
+        elif mode == "rawsqlite":
+            elapsed = await send_raw_durable(port, payload, count, window)
         else:
             elapsed = await send_cl(port, payload, count, window)
         with trio.fail_after(30):
@@ -405,6 +506,9 @@ def sqlite_available() -> bool:
 async def main(args: argparse.Namespace) -> int:
     durable = ["rawsqlite", "sqlite", "sqlite1"] if args.sqlite and sqlite_available() else []
     modes = ["raw", "noop", *durable]
+    if args.modes:
+        # The raw limits always run: every ratio needs them.
+        modes = [m for m in modes if m in ("raw", "rawsqlite", *args.modes.split(","))]
     names = {
         "raw": "raw trio tcp",
         "noop": "tcpclv4",
@@ -428,7 +532,7 @@ async def main(args: argparse.Namespace) -> int:
         for _ in range(args.repeat):
             for mode in modes:
                 best[mode] = min(best[mode], await measure(mode, payload, count, window))
-            if durable:
+            if "sqlite" in modes:
                 store_alone = min(store_alone, await measure_store(payload, count))
         raw = count * size / best["raw"] / 1e6
         raw_durable = count * size / best["rawsqlite"] / 1e6 if durable else None
@@ -448,14 +552,14 @@ async def main(args: argparse.Namespace) -> int:
                 )
             if mode == "sqlite":
                 link_rate[size_name] = rate
-        if durable:
+        if "sqlite" in modes:
             rate = count / store_alone
             print(
                 f"{label:>8} {'store alone':>16} {rate:>11,.0f} {count * size / store_alone / 1e6:>8.1f}"
                 f"{'':>8} {count * size / store_alone / 1e6 / raw_durable:15.2f}"  # type: ignore[operator]
                 f"   (tcpclv4+sqlite / store alone = {store_alone / best['sqlite']:.2f})"
             )
-    if args.drain and durable:
+    if args.drain and "sqlite" in modes:
         payload = fcp_bundle()
         if "fcp" not in link_rate:
             count = max(100, args.mb * 1_000_000 // len(payload))
@@ -496,6 +600,10 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--no-sqlite", dest="sqlite", action="store_false")
     parser.add_argument("--check", action="store_true")
     parser.add_argument(
+        "--modes", default="", help="only these link modes besides the raw limits (comma "
+        "separated: noop, sqlite, sqlite1; the store alone runs with sqlite)"
+    )
+    parser.add_argument(
         "--serve", choices=["raw", "rawsqlite", "noop", "sqlite", "sqlite1"], help=argparse.SUPPRESS
     )
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
@@ -506,8 +614,10 @@ def parse() -> argparse.Namespace:
 
 if __name__ == "__main__":
     options = parse()
-    if options.serve in ("raw", "rawsqlite"):
-        trio.run(serve_raw, options.count, options.serve == "rawsqlite")
+    if options.serve == "raw":
+        trio.run(serve_raw, options.count)
+    elif options.serve == "rawsqlite":
+        trio.run(serve_raw_durable, options.count)
     elif options.serve:
         trio.run(serve_cl_once, options.serve)
     else:

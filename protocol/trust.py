@@ -90,6 +90,11 @@ _U64_MAX: Final = (1 << 64) - 1
 _MAX_LINEAGE: Final = 256
 #: Credentials kept per kid; a renewal overlaps at most one or two older ones.
 _MAX_PER_KID: Final = 4
+#: How long a credential granting the release role is kept after it expires (three times the
+#: 30-day partition a cell must survive): an authority revocation signed while it was valid
+#: may arrive that late and must still verify (spec v3 release §5.3). Such a key is never
+#: trusted at a ``now`` past ``not_after``; it is only looked up at an order's ``issued_at``.
+RELEASE_KEY_KEPT_MS: Final = 90 * 86_400_000
 
 _CREDENTIAL_ENVELOPE: Final = EnvelopeLimits(max_size=4096)
 _CREDENTIAL_CBOR: Final = cbor.Limits(
@@ -431,7 +436,7 @@ class TrustStore:
         self._check_not_revoked(credential)
         if now >= credential.not_after:
             raise KeyExpired(_describe(credential, f"expired at {credential.not_after}"))
-        kept = [c for c in self._credentials.get(credential.kid, []) if now < c.not_after]
+        kept = [c for c in self._credentials.get(credential.kid, []) if _kept(c, now)]
         if all(c.serial != credential.serial for c in kept):
             kept.append(credential)
         kept.sort(key=lambda c: c.serial, reverse=True)
@@ -466,7 +471,7 @@ class TrustStore:
         self._revoked_kids = revocations.kids
         self._revoked_serials = revocations.credential_serials
         for kid in list(self._credentials):
-            kept = [c for c in self._credentials[kid] if now < c.not_after]
+            kept = [c for c in self._credentials[kid] if _kept(c, now)]
             if kept:
                 self._credentials[kid] = kept
             else:
@@ -512,6 +517,13 @@ class TrustStore:
     def credentials(self) -> list[Credential]:
         """Every credential kept, newest first per kid."""
         return [c for kept in self._credentials.values() for c in kept]
+
+
+def _kept(credential: Credential, now: int) -> bool:
+    """Whether the store still keeps ``credential`` at ``now`` (see :data:`RELEASE_KEY_KEPT_MS`)."""
+    if Role.RELEASE in credential.roles:
+        return now < credential.not_after + RELEASE_KEY_KEPT_MS
+    return now < credential.not_after
 
 
 def _describe(credential: Credential, why: str) -> str:

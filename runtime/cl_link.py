@@ -53,6 +53,11 @@ otherwise. The sessions themselves release the acks in the order the transfers a
 (TCPCLv4 and TCPCLv3 both), because deployed senders (HDTN) match acks first in, first out and
 stall on the first one out of place. Small bundles are why this matters: a 250-byte bundle
 acked one fsync at a time moves a few thousand a second; hundreds per fsync, tens of thousands.
+A TCPCLv4 session made for the link batches its events (``TcpclV4.batch_events``): a run of
+small transfers arrives as one ``BundlesReceived`` that extends the custody queue at once, a
+custody batch is acked with one ``ack_many``, ``send_many`` queues its batch with one
+``send_bundles`` and the peer's acks resolve it as one ``TransfersAcked``: per bundle, a few list
+operations on each side rather than an event, an object and a call each.
 
 Sending: ``send`` queues the bundle in the session at once (so concurrent sends are pipelined
 in call order) and returns when the peer acknowledged the whole transfer
@@ -98,6 +103,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import itertools
 import logging
 import math
 import re
@@ -113,6 +119,7 @@ from fleetwire.protocol.tcpcl import mtcp, v3, v4, v4_messages
 from fleetwire.protocol.tcpcl.common import (
     NEED_DATA,
     BundleReceived,
+    BundlesReceived,
     ConnectionClosed,
     ConvergenceLayerSession,
     Event,
@@ -125,6 +132,7 @@ from fleetwire.protocol.tcpcl.common import (
     TransferAcked,
     TransferFailed,
     TransferRefused,
+    TransfersAcked,
     TransferStarted,
 )
 
@@ -301,9 +309,11 @@ class TcpclV4:
     authenticate_node_id: bool = False
     name: str = "tcpclv4"
     identifies_peer: bool = True
+    #: Runs of small transfers and acks as one event each (see :mod:`~.tcpcl.v4`).
+    batch_events: bool = True
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
-        return v4.TcpclV4Session(role, self.config, now)
+        return v4.TcpclV4Session(role, self.config, now, batch_events=self.batch_events)
 
     def confirms_delivery(self, session: Any) -> bool:
         return True
@@ -495,6 +505,11 @@ class _CustodyQueue:
         self.items.append(item)
         if self.lot:
             self.lot.unpark()
+
+    def put_many(self, tids: Sequence[int], data: Sequence[bytes]) -> None:
+        self.items.extend(zip(tids, data, strict=True))
+        if self.lot:
+            self.lot.unpark(count=len(tids))
 
     def close(self) -> None:
         self.closed = True
@@ -702,8 +717,19 @@ class ClLink:
         a task and a wake-up per bundle, the transfers still acknowledged one by one.
         """
         pending = _Pending(len(bundles))
-        tids: list[int] = []
+        tids: Sequence[int] = ()
+        one_by_one: list[int] = []
         session = self._session
+        send_bundles = getattr(session, "send_bundles", None)
+        if send_bundles is not None and self._up and self._confirms and bundles:
+            try:
+                tids = send_bundles(bundles)  # checked as a whole, queued in order
+            except LocalProtocolError:
+                pass  # one of them cannot go: each is tried alone below, for its error
+            else:
+                places = zip(itertools.repeat(pending), range(len(tids)))  # (call, index)
+                self._pending.update(zip(tids, places, strict=False))
+                bundles = ()
         for index, bundle in enumerate(bundles):
             if not self._up:
                 pending.resolve(
@@ -718,9 +744,10 @@ class ClLink:
                 )
                 continue
             self._pending[tid] = (pending, index)
-            tids.append(tid)
+            one_by_one.append(tid)
             if not self._confirms:
                 self._unconfirmed.append(tid)
+        tids = tids or one_by_one
         if tids:
             self._poke_writer()
         try:
@@ -1004,33 +1031,44 @@ class ClLink:
         waiting = queue.items
         limit = self._timeouts.custody_batch
         while (item := await queue.get()) is not None:
-            items = [item]
-            while waiting and len(items) < limit:
-                items.append(waiting.popleft())
+            take = waiting.popleft
+            items = [item, *[take() for _ in range(min(len(waiting), limit - 1))]]
+            tids, bundles = zip(*items, strict=True)
             try:
-                await self._take_custody_many(items)
+                await self._take_custody_many(tids, bundles)
             finally:
                 self._backlog -= len(items)
                 self._backlog_lot.unpark_all()
-                self._custody_bytes -= sum(len(data) for _, data in items)
+                self._custody_bytes -= sum(map(len, bundles))
                 if self._budget is not None and not self._over:
                     self._account()
 
-    async def _take_custody_many(self, items: list[tuple[int, bytes]]) -> None:
+    async def _take_custody_many(self, tids: Sequence[int], bundles: Sequence[bytes]) -> None:
         accept_many = self._accept_many
         assert accept_many is not None
         try:
-            outcomes = await accept_many([data for _, data in items], self)
-            if len(outcomes) != len(items):
+            outcomes = await accept_many(list(bundles), self)
+            if len(outcomes) != len(tids):
                 raise ValueError(
-                    f"accept_many answered {len(outcomes)} outcomes for {len(items)} bundles"
+                    f"accept_many answered {len(outcomes)} outcomes for {len(tids)} bundles"
                 )
         except BaseException:
-            for tid, _ in items:
+            for tid in tids:
                 self._refuse(tid, Refusal.NO_RESOURCES)
             raise
         session = self._session
-        for (tid, _), outcome in zip(items, outcomes, strict=True):
+        ack_many = getattr(session, "ack_many", None)
+        if ack_many is not None and not any(outcomes):  # all taken: the common case
+            self.bundles_received += len(tids)
+            try:
+                ack_many(tids)  # leave in receive order
+            except LocalProtocolError:
+                return  # the session ended meanwhile: nothing to ack on
+            if self._ending:
+                self._pump()
+            self._poke_writer()
+            return
+        for tid, outcome in zip(tids, outcomes, strict=True):
             if outcome is not None:
                 self._refuse(tid, outcome)
                 continue
@@ -1142,7 +1180,21 @@ class ClLink:
         self._poke_writer()
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, BundleReceived):
+        if isinstance(event, BundlesReceived):
+            tids, data = event.transfer_ids, event.data
+            self._backlog += len(tids)
+            self._custody_bytes += sum(map(len, data))
+            self._custody.put_many(tids, data)
+        elif isinstance(event, TransfersAcked):
+            pending = self._pending
+            for tid in event.transfer_ids:
+                entry = pending.pop(tid, None)
+                if entry is not None:  # _Pending.resolve(index, None), inline: per bundle
+                    sends = entry[0]
+                    sends.remaining -= 1
+                    if not sends.remaining:
+                        sends.done.set()
+        elif isinstance(event, BundleReceived):
             self._backlog += 1
             self._custody_bytes += len(event.data)
             self._custody.put((event.transfer_id, event.data))

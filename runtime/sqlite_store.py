@@ -42,8 +42,10 @@ committed (the WAL is replayed on open), so the durability promise is unchanged.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import itertools
 import math
 import os
 import sqlite3
@@ -85,7 +87,7 @@ __all__ = [
 #: ``PRAGMA application_id`` of our files ("FWBS"), so we never adopt someone else's database.
 APPLICATION_ID = 0x46574253
 #: ``PRAGMA user_version``; bump with a migration when the schema changes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _REPLAY_SCHEMA = """
 CREATE TABLE replay_seen (
@@ -101,11 +103,21 @@ CREATE TABLE replay_floor (issuer INTEGER PRIMARY KEY, floor INTEGER NOT NULL);
 """
 # bundle_id is the key (NOT NULL UNIQUE). The INTEGER PRIMARY KEY is the arrival order the listings
 # promise; an explicit alias, because VACUUM may renumber a hidden rowid.
-SCHEMA = """
-CREATE TABLE bundles (
+#
+# Every index is paid for by every put; each one here answers a query of the hot path, and no
+# other index is kept (``test_store_schema`` checks each query's plan):
+#   bundle_id (UNIQUE)          get, delete, tombstone, assign_next_hop; duplicate by bundle id
+#   content_id (UNIQUE, partial) duplicate by content (the put's ON CONFLICT); NULL content ids
+#                               are never compared (NULL is distinct from NULL), so they are
+#                               not indexed: bundles without a content id cost no entry
+#   next_hop (+ seq, implicit)   pending_for, pending_ids, pending_page: in arrival order
+#   expires_at                   expire: the periodic sweep reads only what is due
+# ``pending_for_destination`` (an operator's or a test's question, not the node's) scans.
+_BUNDLES_TABLE = """
+CREATE TABLE {name} (
     seq         INTEGER PRIMARY KEY,
     bundle_id   BLOB NOT NULL UNIQUE,
-    content_id  BLOB UNIQUE,
+    content_id  BLOB,
     source      TEXT NOT NULL,
     destination TEXT NOT NULL,
     next_hop    TEXT,
@@ -115,14 +127,33 @@ CREATE TABLE bundles (
     data        BLOB NOT NULL,
     received_from TEXT
 );
-CREATE INDEX bundles_by_destination ON bundles (destination);
+"""
+_BUNDLES_INDEXES = """
+CREATE UNIQUE INDEX bundles_by_content_id ON bundles (content_id) WHERE content_id IS NOT NULL;
 CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
 CREATE INDEX bundles_by_expiry ON bundles (expires_at);
-""" + _REPLAY_SCHEMA
+"""
+SCHEMA = _BUNDLES_TABLE.format(name="bundles") + _BUNDLES_INDEXES + _REPLAY_SCHEMA
 
 #: Version 1 → 2: the neighbour each bundle came from (per-source quota share) and the replay
 #: memory (:mod:`fleetwire.protocol.replay`).
 _MIGRATE_1_TO_2 = "ALTER TABLE bundles ADD COLUMN received_from TEXT;" + _REPLAY_SCHEMA
+#: Version 2 → 3: the index by destination goes (no query of the node used it) and content ids
+#: are indexed only where present. A column constraint cannot be changed in place, so the table
+#: is copied (every column, ``seq`` included: the arrival order stays) inside the migration's
+#: one transaction: a crash leaves the version-2 file as it was.
+_MIGRATE_2_TO_3 = (
+    _BUNDLES_TABLE.format(name="bundles_v3")
+    + """
+INSERT INTO bundles_v3 (seq, bundle_id, content_id, source, destination, next_hop, expires_at,
+    received_at, size, data, received_from)
+SELECT seq, bundle_id, content_id, source, destination, next_hop, expires_at,
+    received_at, size, data, received_from FROM bundles;
+DROP TABLE bundles;
+ALTER TABLE bundles_v3 RENAME TO bundles;
+"""
+    + _BUNDLES_INDEXES
+)
 
 _COLUMNS = (
     "bundle_id, content_id, source, destination, next_hop, expires_at, received_at, size, data, "
@@ -178,30 +209,35 @@ _MIN_BATCH = 32
 #: Producers wait once this many full batches of writes are in flight.
 _QUEUE_DEPTH = 4
 
-_PUT, _HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET = range(7)
+_PUT, _HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET, _PUTS = range(8)
 _T = TypeVar("_T")
 
 
 class _Op:
-    """One queued write; ``result`` is filled in by the worker thread."""
+    """One queued write, or (``_PUTS``) a group of puts; ``result`` is filled in by the worker
+    thread. ``writes`` is how many writes it stands for (batch caps count writes, not ops)."""
 
-    __slots__ = ("arg", "kind", "result", "size")
+    __slots__ = ("arg", "kind", "result", "size", "writes")
 
-    def __init__(self, kind: int, arg: Any, size: int = 0) -> None:
+    def __init__(self, kind: int, arg: Any, size: int = 0, writes: int = 1) -> None:
         self.kind = kind
-        self.arg = arg  # for a put: the row tuple, built here on the Trio thread
+        # A put: the row tuple, built here on the Trio thread; _PUTS: a list of them.
+        self.arg = arg
         self.size = size
-        self.result: Any = None  # for a put: None means accepted
+        self.writes = writes
+        # A put: None means accepted. _PUTS: None if all were, else one result per row.
+        self.result: Any = None
 
 
 class _Batch:
     """Writes that commit in one transaction, and the event all their waiters park on."""
 
-    __slots__ = ("done", "error", "ops", "size")
+    __slots__ = ("done", "error", "ops", "size", "writes")
 
     def __init__(self) -> None:
         self.ops: list[_Op] = []
         self.size = 0
+        self.writes = 0
         self.error: BaseException | None = None
         self.done = trio.Event()
 
@@ -275,13 +311,8 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
         )
     elif version < 1:
         raise StoreCorrupt(f"{path!r} is marked as a bundle store but has no schema version")
-    elif version == 1:
-        conn.executescript(f"""
-            BEGIN IMMEDIATE;
-            {_MIGRATE_1_TO_2}
-            PRAGMA user_version = 2;
-            COMMIT;
-        """)
+    else:
+        _migrate(conn, version)
     # WAL: a commit appends to the log and fsyncs the log only (one sequential write), and readers
     # never see a half-written transaction; after a crash the log is replayed up to its last
     # complete commit. synchronous=FULL: fsync the WAL at every commit, so a committed bundle
@@ -307,6 +338,25 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
         problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
         if problems != ["ok"]:
             raise StoreCorrupt(f"bundle store {path!r} failed its integrity check: {problems[:5]}")
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a store of an older schema ``version`` up to :data:`SCHEMA_VERSION`, one step per
+    transaction (each step's crash leaves the file at the step before)."""
+    steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+    while version < SCHEMA_VERSION:
+        try:
+            conn.executescript(f"""
+                BEGIN IMMEDIATE;
+                {steps[version]}
+                PRAGMA user_version = {version + 1};
+                COMMIT;
+            """)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        version += 1
 
 
 class SQLiteBundleStore:
@@ -360,9 +410,23 @@ class SQLiteBundleStore:
         return result
 
     async def put_many(self, bundles: Sequence[StoredBundle]) -> list[PutResult]:
-        ops = [_Op(_PUT, _row(b), b.size) for b in bundles]
-        await self._submit(ops)
-        return [op.result or Accepted(b.bundle_id) for op, b in zip(ops, bundles, strict=True)]
+        # Groups of one multi-row INSERT each: the per-bundle cost here is the row tuple.
+        rows = [
+            (b.bundle_id, b.content_id, b.source, b.destination, b.next_hop, b.expires_at,
+             b.received_at, len(b.data), b.data, b.received_from)
+            for b in bundles
+        ]  # fmt: skip
+        ops = []
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            group = rows[start : start + _ROWS_PER_INSERT]
+            ops.append(_Op(_PUTS, group, sum(row[7] for row in group), len(group)))
+        results: list[PutResult] = []
+        for op in await self._submit(ops):
+            if op.result is None:  # the common case: every bundle of the group went in
+                results += [Accepted(row[0]) for row in op.arg]
+            else:
+                results += [r or Accepted(row[0]) for r, row in zip(op.result, op.arg, strict=True)]
+        return results
 
     async def assign_next_hop(self, bundle_id: bytes, next_hop: str | None) -> bool:
         op = _Op(_HOP, (bundle_id, next_hop))
@@ -411,31 +475,45 @@ class SQLiteBundleStore:
         floors = await self._read("SELECT issuer, floor FROM replay_floor", ())
         return [Seen(*row) for row in seen], {issuer: floor for issuer, floor in floors}
 
-    async def _submit(self, ops: list[_Op]) -> None:
+    async def _submit(self, ops: list[_Op]) -> list[_Op]:
+        """Queue ``ops`` and wait for their commit; returns them as queued (a group of puts
+        split at a batch's cap becomes two groups), in order."""
         self._live()
         # Back-pressure: producers faster than the disk wait here, not in an unbounded queue (a
         # put_many larger than the bound still goes through, alone).
-        while self._in_flight and self._in_flight + len(ops) > self._max_in_flight:
+        writes = sum(op.writes for op in ops)
+        while self._in_flight and self._in_flight + writes > self._max_in_flight:
             await self._space.park()
             self._live()
         if not ops:
             await trio.lowlevel.checkpoint()
-            return
+            return ops
         # Cap each batch at half the writes in flight: while one half commits, the other half's
         # producers (woken by the previous commit) fill the next batch, so the disk and the Trio
         # thread work at the same time instead of taking turns.
-        self._in_flight += len(ops)
+        self._in_flight += writes
         cap = min(self._max_batch, max(_MIN_BATCH, self._in_flight // 2))
         batches: list[_Batch] = []
-        for op in ops:
+        queued: list[_Op] = []
+        todo = collections.deque(ops)
+        while todo:
+            op = todo.popleft()
             batch = self._batches[-1] if self._batches else None
-            if batch is None or len(batch.ops) >= cap or batch.size >= self._max_batch_bytes:
+            if batch is None or batch.writes >= cap or batch.size >= self._max_batch_bytes:
                 batch = _Batch()
                 self._batches.append(batch)
+            room = cap - batch.writes
+            if op.writes > room:  # only a group can be: its rest opens the next batch
+                rows = op.arg
+                rest = rows[room:]
+                todo.appendleft(_Op(_PUTS, rest, sum(row[7] for row in rest), len(rest)))
+                op = _Op(_PUTS, rows[:room], op.size - todo[0].size, room)
             if not batches or batches[-1] is not batch:
                 batches.append(batch)
             batch.ops.append(op)
             batch.size += op.size
+            batch.writes += op.writes
+            queued.append(op)
         self._work.set()
         # Batches commit in queue order, so the last one done means all of them are.
         await batches[-1].done.wait()
@@ -444,6 +522,7 @@ class SQLiteBundleStore:
                 raise StoreClosed(batch.error.message) from batch.error
             if batch.error is not None:
                 raise StoreError(f"bundle store write failed: {batch.error}") from batch.error
+        return queued
 
     # -- reads: straight to the connection ---------------------------------------------------
 
@@ -553,7 +632,7 @@ class SQLiteBundleStore:
             # Cancelled with writes still queued: their waiters must not hang.
             unfinished = [self._committing] if self._committing else []
             for batch in [*unfinished, *self._batches]:
-                self._in_flight -= len(batch.ops)
+                self._in_flight -= batch.writes
                 batch.error = StoreClosed("bundle store closed before this write was committed")
                 batch.done.set()
             self._batches.clear()
@@ -611,7 +690,7 @@ class SQLiteBundleStore:
             self._count, self._bytes, self._shares = count, used, shares
             self.batches_committed += 1
             self._untidy = True
-        self._in_flight -= len(batch.ops)
+        self._in_flight -= batch.writes
         batch.done.set()
         self._space.unpark_all()
 
@@ -640,9 +719,9 @@ def _apply_batch(
     try:
         i = 0
         while i < len(batch):
-            if batch[i].kind == _PUT:
+            if batch[i].kind in _PUT_KINDS:
                 j = i
-                while j < len(batch) and batch[j].kind == _PUT:
+                while j < len(batch) and batch[j].kind in _PUT_KINDS:
                     j += 1
                 count, used = _put_run(conn, batch[i:j], quota, count, used, shares)
                 i = j
@@ -718,24 +797,27 @@ def _apply_batch(
     return count, used
 
 
+_PUT_KINDS = (_PUT, _PUTS)
+
+
 def _room_for_all(
-    ops: list[_Op], quota: Quota, count: int, used: int, shares: SourceShares
+    rows: list[tuple[Any, ...]], quota: Quota, count: int, used: int, shares: SourceShares
 ) -> bool:
     """Whether every put of the run fits the quota, per-source shares included."""
-    if quota.max_bundles is not None and count + len(ops) > quota.max_bundles:
+    if quota.max_bundles is not None and count + len(rows) > quota.max_bundles:
         return False
-    if quota.max_bytes is not None and used + sum(op.size for op in ops) > quota.max_bytes:
+    if quota.max_bytes is not None and used + sum(row[7] for row in rows) > quota.max_bytes:
         return False
     share_bundles = quota.share_of(quota.max_bundles)
     share_bytes = quota.share_of(quota.max_bytes)
     if share_bundles is None and share_bytes is None:
         return True
     after: dict[str, tuple[int, int]] = {}
-    for op in ops:
-        source = op.arg[9]
+    for row in rows:
+        source = row[9]
         if source is not None:
             n, size = after.get(source) or shares.of(source)
-            after[source] = (n + 1, size + op.size)
+            after[source] = (n + 1, size + row[7])
     return all(
         (share_bundles is None or n <= share_bundles) and (share_bytes is None or b <= share_bytes)
         for n, b in after.values()
@@ -750,31 +832,49 @@ def _put_run(
     used: int,
     shares: SourceShares,
 ) -> tuple[int, int]:
-    """Insert a run of puts; leaves ``op.result`` None for each accepted one."""
-    added = sum(op.size for op in ops)
-    if _room_for_all(ops, quota, count, used, shares):
+    """Insert a run of puts (single ones and groups); leaves ``op.result`` None for each
+    accepted put and each group whose puts were all accepted."""
+    rows: list[tuple[Any, ...]] = []
+    for op in ops:
+        if op.kind == _PUTS:
+            rows += op.arg
+        else:
+            rows.append(op.arg)
+    if _room_for_all(rows, quota, count, used, shares):
         conn.execute("SAVEPOINT put_run")
         inserted = 0
-        for start in range(0, len(ops), _ROWS_PER_INSERT):
-            chunk = ops[start : start + _ROWS_PER_INSERT]
-            params = [value for op in chunk for value in op.arg]
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            params = list(itertools.chain.from_iterable(chunk))
             inserted += conn.execute(_insert_rows(len(chunk)), params).rowcount
-        if inserted == len(ops):  # no duplicates: every row went in
+        if inserted == len(rows):  # no duplicates: every row went in
             conn.execute("RELEASE put_run")
-            for op in ops:
-                shares.add(op.arg[9], 1, op.size)
-            return count + len(ops), used + added
+            for row in rows:
+                if row[9] is not None:
+                    shares.add(row[9], 1, row[7])
+            return count + len(rows), used + sum(row[7] for row in rows)
         conn.execute("ROLLBACK TO put_run")
         conn.execute("RELEASE put_run")
-    for op in ops:
-        bundle = _bundle(op.arg)
-        op.result = _duplicate_of(conn, bundle) or check_quota(
+    results: list[PutResult | None] = []
+    for row in rows:
+        bundle = _bundle(row)
+        result = _duplicate_of(conn, bundle) or check_quota(
             quota, count, used, bundle, shares.of(bundle.received_from)
         )
-        if op.result is None:
-            conn.execute(_INSERT, op.arg)
-            count, used = count + 1, used + op.size
-            shares.add(bundle.received_from, 1, op.size)
+        results.append(result)
+        if result is None:
+            conn.execute(_INSERT, row)
+            count, used = count + 1, used + row[7]
+            shares.add(bundle.received_from, 1, row[7])
+    at = 0
+    for op in ops:
+        if op.kind == _PUTS:
+            mine = results[at : at + op.writes]
+            op.result = None if not any(mine) else mine
+            at += op.writes
+        else:
+            op.result = results[at]
+            at += 1
     return count, used
 
 

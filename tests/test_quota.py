@@ -22,7 +22,7 @@ import trio
 from fleetwire.protocol.tcpcl import v4
 from fleetwire.runtime.cl_link import TransferRefusedByPeer
 from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.sqlite_store import open_sqlite_store
+from fleetwire.runtime.sqlite_store import SCHEMA_VERSION, open_sqlite_store
 from fleetwire.runtime.store import Accepted, Quota, RefusalReason, Refused, StoredBundle
 
 from .hostile import Fleet, attacker, bundle_of, claim, receive_until
@@ -102,7 +102,7 @@ async def test_sqlite_migrates_a_version_1_store(tmp_path: Path) -> None:
         assert old is not None and old.data == b"\xaa\xbb\xcc" and old.received_from is None
         assert await store.remembered() == ([], {})
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 

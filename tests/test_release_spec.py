@@ -17,6 +17,7 @@ from fleetwire.protocol.envelope import verify as verify_message
 from fleetwire.protocol.errors import FleetwireError, SignatureInvalid
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import VerifyKey
+from fleetwire.protocol.release.carriage import Holdings, NodeReport
 from fleetwire.protocol.release.manifest import Manifest, verify_manifest
 from fleetwire.protocol.release.messages import (
     ChunkAnswer,
@@ -46,6 +47,8 @@ DECODERS: dict[str, Any] = {
     "rollout-stage": RolloutStage.from_payload,
     "authority-revocation": RevocationOrder.from_payload,
     "policy-table": PolicyTable.from_payload,
+    "holdings": Holdings.from_payload,
+    "node-report": NodeReport.from_payload,
 }
 VERIFIERS: dict[str, Any] = {
     "manifest": verify_manifest,

@@ -725,3 +725,24 @@ async def test_sqlite_disk_use_stays_bounded_and_shrinks_at_rest(tmp_path: Any) 
             assert len(await store.pending_for(None, 1000)) == 76  # nothing lost on the way
     assert largest_wal <= limit + 1024 * 1024  # the limit plus about one batch
     assert at_rest <= 2 * 1024 * 1024, at_rest
+
+
+async def test_sqlite_put_many_groups_split_at_batch_caps_keep_each_bundles_answer(
+    tmp_path: Any,
+) -> None:
+    # Groups of puts are cut where a batch is full (max_batch 5): every bundle must still get
+    # its own answer, in order, whichever piece of which group it ended up in.
+    async with open_sqlite_store(tmp_path / "b.db", max_batch=5) as store:
+        assert isinstance(await store.put(bundle(3)), Accepted)
+        batch = [bundle(n) for n in range(23)]
+        batch[12] = bundle(100, cid=b"cid-" + bundle(2).bundle_id)  # same content as #2
+        results = await store.put_many(batch)
+        kinds = [type(r).__name__ for r in results]
+        assert kinds == ["Accepted"] * 3 + ["Duplicate"] + ["Accepted"] * 8 + ["Duplicate"] + [
+            "Accepted"
+        ] * 10
+        assert results[3].of is DuplicateOf.BUNDLE_ID  # type: ignore[union-attr]
+        assert results[12].of is DuplicateOf.CONTENT_ID  # type: ignore[union-attr]
+        assert [r.bundle_id for r in results] == [b.bundle_id for b in batch]
+        assert await store.count() == 22
+        assert store.batches_committed >= 1 + 23 // 5

@@ -184,6 +184,15 @@ class ArtifactLedger:
                 self._held_bytes -= ref.size
         return freed
 
+    def forget_held(self, chunk: ContentId) -> None:
+        """A held chunk was lost (its stored bytes went bad): count it missing again."""
+        if chunk not in self._held:
+            return
+        self._held.discard(chunk)
+        self._held_bytes -= self._wanted[chunk].size
+        for release_id in self._named_by[chunk]:
+            self._lacking[release_id] += 1
+
     def restore_held(self, chunks: Iterable[ContentId]) -> None:
         """After a restart: the chunks the store still holds (already verified when stored)."""
         for cid in chunks:

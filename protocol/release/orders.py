@@ -39,10 +39,11 @@ from typing import Any, Final
 import attrs
 
 from .. import cbor
-from ..cose import EnvelopeLimits
+from ..cose import EnvelopeLimits, parse_sign1
 from ..envelope import IssuerMismatch
-from ..errors import LocalProtocolError
+from ..errors import DecodeError, LocalProtocolError
 from ..keys import SigningKey
+from ..trust import KeyExpired
 from .errors import ReleaseFormatError
 from .manifest import Version
 from .wire import (
@@ -200,14 +201,42 @@ def verify_revocation(
     *,
     signer_roles: Collection[int] = (RELEASE_ROLE,),
 ) -> RevocationOrder:
-    """The order in envelope ``data`` if a release-role key signed it (errors as manifests)."""
-    payload, signer = open_signed(
-        data, trust, now, REVOCATION_AAD, "revocation order",
-        limits=_ORDER_ENVELOPE, signer_roles=signer_roles,
-    )  # fmt: skip
+    """The order in envelope ``data`` if a release-role key signed it (errors as manifests).
+
+    The **late-order rule** (spec v3 release §5.3): an order whose key has *expired* by ``now``
+    is still accepted if the key was trusted, with the release role, at the order's
+    ``issued_at``, that time is not after ``now``, and the key, its credential and its issuer
+    are not revoked (the trust store checks revocation whatever the time). Expiry is the end of
+    a key's ordinary life, not a compromise: the order a partitioned node receives weeks late
+    was signed while the key was good, and it only takes authority away. A *revoked* key is
+    refused (``key-revoked``), because whoever holds it can sign any ``issued_at``.
+    """
+    try:
+        payload, signer = open_signed(
+            data, trust, now, REVOCATION_AAD, "revocation order",
+            limits=_ORDER_ENVELOPE, signer_roles=signer_roles,
+        )  # fmt: skip
+    except KeyExpired:
+        issued_at = _claimed_issued_at(data)
+        if issued_at is None or issued_at > now:
+            raise
+        # Verified against the key as it stood when the order says it was signed: the
+        # signature covers issued_at, so the claim is the signer's, checked below.
+        payload, signer = open_signed(
+            data, trust, issued_at, REVOCATION_AAD, "revocation order",
+            limits=_ORDER_ENVELOPE, signer_roles=signer_roles,
+        )  # fmt: skip
     order = RevocationOrder.from_payload(payload)
     _check_issuer(order.issuer, signer.node, "revocation order")
     return order
+
+
+def _claimed_issued_at(data: bytes) -> int | None:
+    """The ``issued_at`` an order's (not yet verified) payload claims, or None if unreadable."""
+    try:
+        return RevocationOrder.from_payload(parse_sign1(data, _ORDER_ENVELOPE).payload).issued_at
+    except (DecodeError, ReleaseFormatError):
+        return None
 
 
 def verify_policy(

@@ -136,6 +136,25 @@ class BundleReceived:
 
 
 @attrs.frozen(slots=True)
+class BundlesReceived:
+    """Several whole bundles arrived one after the other (the batched form of
+    :class:`BundleReceived`, for a session asked to batch): persist them, then ack each
+    (``session.ack_many``). ``transfer_ids[i]`` carried ``data[i]``; no
+    :class:`TransferStarted` precedes them."""
+
+    transfer_ids: tuple[int, ...]
+    data: tuple[bytes, ...]
+
+
+@attrs.frozen(slots=True)
+class TransfersAcked:
+    """The peer acknowledged the whole of each of these transfers of ours (the batched form
+    of :class:`TransferAcked` with ``complete``, for a session asked to batch)."""
+
+    transfer_ids: tuple[int, ...]
+
+
+@attrs.frozen(slots=True)
 class TransferAcked:
     """The peer acknowledged ``acked_length`` bytes of our transfer; ``complete`` on the last."""
 
@@ -212,7 +231,9 @@ Event = (
     | SessionEstablished
     | TransferStarted
     | BundleReceived
+    | BundlesReceived
     | TransferAcked
+    | TransfersAcked
     | TransferRefused
     | TransferFailed
     | SessionTerminated
@@ -304,6 +325,18 @@ class ReceiveBuffer:
             del self._buf[: self._start]
             self._start = 0
         return out
+
+    def window(self) -> tuple[bytearray, int]:
+        """The bytes held and where the unconsumed ones start, for a scanner that reads many
+        small messages in one loop; it must not keep the bytearray past :meth:`consume_to`."""
+        return self._buf, self._start
+
+    def consume_to(self, position: int) -> None:
+        """Everything before ``position`` (an index into :meth:`window`'s bytes) is consumed."""
+        self._start = position
+        if position > len(self._buf) // 2:
+            del self._buf[:position]
+            self._start = 0
 
     def consume(self, n: int) -> bytes:
         """Remove and return the next ``n`` bytes (the caller has checked ``size``)."""

@@ -40,6 +40,11 @@ items, answered by one XFER_ACK. In ESTABLISHED those two messages are read stra
 receive buffer (and the final ack written as bytes) without message objects, every such
 message that follows in one step; the first message that is anything else, or that the
 general handlers would refuse or reject, goes the general way, which stays the reference.
+A session made with ``batch_events=True`` reports each such run as one event
+(:class:`~.common.BundlesReceived`: no per-transfer ``TransferStarted``;
+:class:`~.common.TransfersAcked` for the final acks of our transfers), and takes acks and
+bundles in batches (``ack_many``, ``send_bundles``): a runtime that moves thousands of small
+bundles a second then spends its time per batch, not per bundle.
 
 Termination (§6.1): sending SESS_TERM (ours, or the reply to the peer's) enters ENDING: no new
 transfer starts in either direction (queued ones fail with "session terminating"), transfers in
@@ -72,6 +77,7 @@ import collections
 import enum
 import re
 import struct
+from collections.abc import Sequence
 from typing import Final
 
 import attrs
@@ -80,6 +86,7 @@ from ..errors import LocalProtocolError
 from .common import (
     NEED_DATA,
     BundleReceived,
+    BundlesReceived,
     ConnectionClosed,
     ConvergenceLayerError,
     ConvergenceLayerSession,
@@ -95,6 +102,7 @@ from .common import (
     TransferAcked,
     TransferFailed,
     TransferRefused,
+    TransfersAcked,
     TransferStarted,
 )
 from .v4_messages import (
@@ -314,7 +322,7 @@ class SessionConfig:
 @attrs.define(slots=True)
 class _Outgoing:
     transfer_id: int
-    data: memoryview
+    data: bytes | memoryview
     total: int
     sent: int = 0
     acked: int = 0
@@ -355,9 +363,14 @@ def _refuse_reason(code: int) -> int:
 class TcpclV4Session:
     """One side of one TCPCLv4 session. See the module docstring for how to drive it."""
 
-    def __init__(self, role: Role, config: SessionConfig, now: float) -> None:
+    def __init__(
+        self, role: Role, config: SessionConfig, now: float, *, batch_events: bool = False
+    ) -> None:
         self.role = role
         self.config = config
+        #: Report runs of lean transfers as one :class:`~.common.BundlesReceived` and runs of
+        #: final acks as one :class:`~.common.TransfersAcked` (module docstring).
+        self.batch_events = batch_events
         self._state = State.WAIT_CONTACT
         self._limits = DecodeLimits(config.segment_mru, config.max_extensions_length)
         self._recv = ReceiveBuffer()
@@ -490,9 +503,15 @@ class TcpclV4Session:
             assert peer is not None
             whole = min(peer.segment_mru, self.config.send_segment_size)
             room = _SMALL_BATCH - len(chunks[-1])
+            # Whole transfers that follow: the lean path of _next_segment, inline.
+            pack = _WHOLE_HEAD.pack
+            append = chunks.append
             while queue and (head := queue[0]).sent == 0 and head.total <= min(whole, room):
+                queue.popleft()
                 room -= head.total
-                chunks.extend(self._next_segment())
+                head.sent = head.total
+                append(pack(_XFER_SEGMENT, _WHOLE_FLAGS, head.transfer_id, 0, head.total))
+                append(head.data)
         if not chunks:
             return b""
         self._sent_flag = True
@@ -590,6 +609,37 @@ class TcpclV4Session:
         self._tx[tid] = transfer
         return tid
 
+    def send_bundles(self, bundles: Sequence[bytes]) -> range:
+        """:meth:`send_bundle` for each of ``bundles``, checked first as a whole (nothing is
+        queued if one cannot be); returns their Transfer IDs, consecutive (§5.2.1)."""
+        if self._state is not State.ESTABLISHED or self._term_sent:
+            raise LocalProtocolError(f"cannot start a transfer in state {self._state.value} (§6.1)")
+        peer = self.peer_session_init
+        assert peer is not None
+        if not bundles:
+            return range(0)
+        sizes = [len(b) if type(b) is bytes else memoryview(b).nbytes for b in bundles]
+        if max(sizes) > peer.transfer_mru:
+            raise LocalProtocolError(
+                f"bundle of {max(sizes)} octets exceeds the peer's Transfer MRU "
+                f"{peer.transfer_mru} (§4.6)"
+            )
+        first = self._next_tid
+        if first + len(bundles) - 1 > U64_MAX:
+            self._terminate(TermReason.RESOURCE_EXHAUSTION)  # §5.2.1
+            raise LocalProtocolError("Transfer ID space exhausted; session terminating (§5.2.1)")
+        queue = self._tx_queue
+        table = self._tx
+        tid = first
+        for data, size in zip(bundles, sizes, strict=True):
+            view = data if type(data) is bytes else memoryview(data).cast("B")
+            transfer = _Outgoing(tid, view, size)
+            queue.append(transfer)
+            table[tid] = transfer
+            tid += 1
+        self._next_tid = tid
+        return range(first, tid)
+
     def ack(self, transfer_id: int) -> None:
         """Send the final XFER_ACK of a received bundle, now that it is stored (§5.2.3).
 
@@ -603,6 +653,24 @@ class TcpclV4Session:
             reply.message = encode_xfer_ack(reply.flags, transfer_id, reply.length)
             self._release_replies()
             self._maybe_drained()
+
+    def ack_many(self, transfer_ids: Sequence[int]) -> None:
+        """:meth:`ack` for each of ``transfer_ids`` in turn, the replies released once; on a
+        transfer not awaiting an ack it raises, the ones before it acked."""
+        awaiting = self._awaiting_ack
+        live = self._state is not State.CLOSED
+        try:
+            for tid in transfer_ids:
+                try:
+                    reply = awaiting.pop(tid)
+                except KeyError:
+                    raise LocalProtocolError(f"transfer {tid} is not awaiting an ack") from None
+                if live:
+                    reply.message = _ACK_HEAD.pack(_XFER_ACK, reply.flags, tid, reply.length)
+        finally:
+            if live:
+                self._release_replies()
+                self._maybe_drained()
 
     def refuse(self, transfer_id: int, reason: RefuseReason) -> None:
         """Refuse an incoming transfer in progress or awaiting its final ack (§5.2.4)."""
@@ -695,11 +763,12 @@ class TcpclV4Session:
         Releasing in order costs nothing when the runtime commits bundles in batches.
         """
         replies = self._replies
-        outbox = self._outbox
-        while replies and replies[0].message is not None:
-            message = replies.popleft().message
-            assert message is not None
-            outbox += message if isinstance(message, bytes) else message.encode()
+        ready: list[bytes] = []
+        while replies and (message := replies[0].message) is not None:
+            replies.popleft()
+            ready.append(message if isinstance(message, bytes) else message.encode())
+        if ready:
+            self._outbox += b"".join(ready)
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
@@ -803,7 +872,8 @@ class TcpclV4Session:
             self._skip -= n
             if self._skip:
                 return self._at_eof()
-        if state is State.ESTABLISHED and self._rx is None and not self._term_sent and self._lean_step():
+        lean = self._lean_batch if self.batch_events else self._lean_step
+        if state is State.ESTABLISHED and self._rx is None and not self._term_sent and lean():
             return True
         try:
             if state is State.WAIT_CONTACT:
@@ -895,6 +965,80 @@ class TcpclV4Session:
             else:
                 return took
             self._message_flag = took = True
+
+    def _lean_batch(self) -> bool:
+        """:meth:`_lean_step` for a session that batches its events: the same messages under
+        the same checks, read in one loop over the buffer, reported as one
+        :class:`~.common.BundlesReceived` and one :class:`~.common.TransfersAcked`. An ack
+        that is not the complete ack of a whole sent transfer stops the run (the general
+        path judges it)."""
+        raw, pos = self._recv.window()
+        end = len(raw)
+        config = self.config
+        segment_mru = self._limits.segment_mru
+        transfer_mru = config.transfer_mru
+        increasing = config.require_increasing_transfer_ids
+        last = self._last_rx_tid
+        awaiting = self._awaiting_ack
+        replies = self._replies
+        sending = self._tx
+        unpack_whole = _WHOLE_HEAD.unpack_from
+        unpack_ack = _ACK_HEAD.unpack_from
+        tids: list[int] = []
+        bundles: list[bytes] = []
+        acked: list[int] = []
+        with memoryview(raw) as view:
+            while pos < end:
+                kind = raw[pos]
+                if kind == _XFER_SEGMENT:
+                    if end - pos < WHOLE_SEGMENT_HEADER:
+                        break
+                    _, flags, tid, ext_len, n = unpack_whole(raw, pos)
+                    start = pos + WHOLE_SEGMENT_HEADER
+                    if (
+                        flags != _WHOLE_FLAGS
+                        or ext_len
+                        or n > segment_mru
+                        or end - start < n
+                        or n > transfer_mru
+                        or (increasing and last is not None and tid <= last)
+                    ):
+                        break
+                    bundles.append(bytes(view[start : start + n]))
+                    tids.append(tid)
+                    last = tid
+                    pos = start + n
+                    reply = _Reply(tid, None, _WHOLE_FLAGS, n)
+                    awaiting[tid] = reply
+                    replies.append(reply)
+                elif kind == _XFER_ACK:
+                    if end - pos < XFER_ACK_SIZE:
+                        break
+                    _, flags, tid, length = unpack_ack(raw, pos)
+                    tx = sending.get(tid)
+                    if (
+                        tx is None
+                        or not flags & FLAG_END
+                        or length != tx.total
+                        or tx.sent != tx.total
+                    ):
+                        break
+                    del sending[tid]
+                    acked.append(tid)
+                    pos += XFER_ACK_SIZE
+                else:
+                    break
+        if not tids and not acked:
+            return False
+        self._recv.consume_to(pos)
+        self._last_rx_tid = last
+        self._message_flag = True
+        if tids:
+            self._events.append(BundlesReceived(tuple(tids), tuple(bundles)))
+        if acked:
+            self._events.append(TransfersAcked(tuple(acked)))
+            self._maybe_drained()
+        return True
 
     def _at_eof(self) -> bool:
         """At the end of the stream nothing more can complete: close (§6.1 transfers fail)."""
@@ -1219,13 +1363,17 @@ class TcpclV4Session:
             items = encode_extension_items(
                 (ExtensionItem(TransferExtensionType.TRANSFER_LENGTH, _U64.pack(tx.total)),)
             )
-        chunk = tx.data[tx.sent : tx.sent + size]
+        chunk = memoryview(tx.data)[tx.sent : tx.sent + size]
         tx.sent += size
         return [encode_segment_header(flags, tx.transfer_id, size, items), chunk]
 
 
 _XFER_SEGMENT: Final = int(MessageType.XFER_SEGMENT)
 _XFER_ACK: Final = int(MessageType.XFER_ACK)
+#: Headers of the lean path's messages (§5.2.2, §5.2.3), as in :mod:`.v4_messages`.
+_WHOLE_HEAD: Final = struct.Struct(">BBQIQ")
+_ACK_HEAD: Final = struct.Struct(">BBQQ")
+_WHOLE_FLAGS: Final = FLAG_START | FLAG_END
 #: Whole small transfers written by one ``data_to_send`` call (bytes).
 _SMALL_BATCH: Final = 64 * 1024
 

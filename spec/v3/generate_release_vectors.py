@@ -18,6 +18,7 @@ import cbor2
 from fleetwire.protocol import cbor
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import SigningKey
+from fleetwire.protocol.release.carriage import Holdings, NodeReport
 from fleetwire.protocol.release.manifest import ChunkRef, Manifest, Version
 from fleetwire.protocol.release.messages import (
     ChunkAnswer,
@@ -83,6 +84,11 @@ UNSIGNED: list[tuple[str, str, str, Any]] = [
      ChunkRequest(RELEASE, (CHUNKS[0].id, CHUNKS[2].id))),
     ("chunk-answer/basic", "one chunk and its bytes", "chunk-answer",
      ChunkAnswer(CHUNKS[1].id, CHUNK_BYTES[1])),
+    ("holdings/two", "a neighbour holds two chunks (§5.5)", "holdings",
+     Holdings(frozenset((CHUNKS[0].id, CHUNKS[1].id)))),
+    ("node-report/shadow", "node 12 of cell 3 installed the release; 40 shadow comparisons "
+     "agreed; the payload only: its envelope is signed by the node's own key (§5.5)",
+     "node-report", NodeReport(12, T, RELEASE, 3, True, agreed=40, passed=2)),
 ]  # fmt: skip
 
 
@@ -136,6 +142,11 @@ INVALID: list[tuple[str, str, str, bytes, str, bool]] = [
      _payload({1: 1, 2: T, 3: SIGNER, 4: "B", 5: [3, 0]}), "release-format", True),
     ("policy-table/flag-not-bool", "a flag that is not true or false", "policy-table",
      _payload({1: 1, 2: T, 3: SIGNER, 4: {"x": 1}, 5: []}), "release-format", True),
+    ("holdings/repeated", "the same chunk named twice", "holdings",
+     _payload({1: [CID, CID]}), "release-format", False),
+    ("node-report/installed-not-bool", "installed given as 1", "node-report",
+     _payload({1: 12, 2: T, 3: RELEASE.raw, 4: 3, 5: 1, 6: 0, 7: 0, 8: 0, 9: 0, 10: True}),
+     "release-format", True),
 ]  # fmt: skip
 
 
