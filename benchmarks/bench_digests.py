@@ -7,8 +7,10 @@ pipeline — deterministic CBOR, COSE_Sign1 with Ed25519, one BPv7 bundle each (
 CRC-32C) — and their bundle bytes counted:
 
 - **digests**: :class:`~fleetwire.protocol.coordination.digests.DigestBuilder`, one periodic
-  digest per ``--period-s`` plus the event-driven ones on threshold crossings; the samples stay on
-  the node as detail chunks, fetched only on demand (not counted: a pull is the exception);
+  digest per ``--period-s`` plus the event-driven ones on threshold crossings, each in the form
+  it travels in today (``runtime/roles/faults.py``: a signed version-1 exception report carrying
+  the draft version-2 digest); the samples stay on the node as detail chunks, fetched only on
+  demand (not counted: a pull is the exception);
 - **telemetry stream**: every sample reaches the coordinator, batched kindly into one bundle per
   second ``{0: time, 1: [value per metric]}``.
 
@@ -21,17 +23,25 @@ hour; four commitments a day, each offered, accepted and fulfilled; one lease he
 term, renewed every half hour, each renewal answered by a grant; an exception report a day; the
 node's ledger delta every hour), so that the total is a figure, not a guess about sizes.
 
+A third figure is measured, not computed: ``--cell-members`` real Trio nodes (keys, credentials,
+stores, loopback links with light time, ``MockClock``) run the fault roles' digest behaviour
+(``FaultMember(digests=...)``) toward a cell coordinator (``CellFaults``) for ``--cell-hours``;
+every bundle a member puts on a link is counted, all families together (digests and anything
+the roles send besides).
+
     python benchmarks/bench_digests.py [--hours H] [--rate-hz R] [--metrics M] [--period-s P]
+        [--cell-members N] [--cell-hours H]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+from typing import Any
 
 from fleetwire.protocol import cbor, cose
 from fleetwire.protocol.bpv7 import encode_bundle
-from fleetwire.protocol.coordination.digests import DigestBuilder, EmitDigest, MetricSpec
+from fleetwire.protocol.coordination.digests import Digest, DigestBuilder, EmitDigest, MetricSpec
 from fleetwire.protocol.coordination.ledger import Ledger
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import SigningKey
@@ -50,6 +60,7 @@ from fleetwire.protocol.messages import (
     encode_message,
 )
 from fleetwire.runtime.bundling import message_bundle
+from fleetwire.runtime.roles.faults import Draft, carrier
 
 NODE, COORDINATOR = 17, 1
 T0 = 820_000_000_000
@@ -67,6 +78,12 @@ def bundle_bytes(payload: bytes, key: SigningKey, now: int, sequence: int) -> in
         lifetime_ms=86_400_000,
     )
     return len(encode_bundle(bundle))
+
+
+def digest_message_bytes(digest: Digest, key: SigningKey, now: int, sequence: int) -> int:
+    """A digest's bundle bytes as it travels (the fault roles' carrier)."""
+    message = carrier(Header(NODE, now, sequence), Draft.DIGEST, digest.to_cbor())
+    return bundle_bytes(encode_message(message), key, now, sequence)
 
 
 def run(
@@ -102,13 +119,13 @@ def run(
             for action in builder.observe(f"m{m}", value, now):
                 if isinstance(action, EmitDigest):
                     sequence += 1
-                    digest_bytes += bundle_bytes(action.digest.to_cbor(), key, now, sequence)
+                    digest_bytes += digest_message_bytes(action.digest, key, now, sequence)
                     digests += 1
                     events += 1
         for action in builder.tick(now):
             if isinstance(action, EmitDigest):
                 sequence += 1
-                digest_bytes += bundle_bytes(action.digest.to_cbor(), key, now, sequence)
+                digest_bytes += digest_message_bytes(action.digest, key, now, sequence)
                 digests += 1
         batch.extend(values)
         if (t + step_ms) % 1_000 == 0 or t + step_ms >= duration_ms:
@@ -167,6 +184,107 @@ def families(key: SigningKey, per_day: dict[str, float]) -> dict[str, float]:
     return {name: 8 * sizes[name] * per_day[name] / DAY_S for name in sizes}
 
 
+def measure_cell(
+    members: int, hours: float, metrics: int, rate_hz: float, period_s: int, seed: int = 9
+) -> dict[str, float]:
+    """Members on real Trio nodes digest toward their cell coordinator; count link bytes."""
+    import trio
+    import trio.testing
+    from fleetwire.protocol.trust import Role, TrustStore, issue_credential
+    from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
+    from fleetwire.runtime.loopback import LoopbackNetwork
+    from fleetwire.runtime.memory_store import MemoryBundleStore
+    from fleetwire.runtime.node import NodeConfig, open_node
+    from fleetwire.runtime.roles.faults import CellFaults, FaultMember
+
+    rng = random.Random(seed)
+    coordinator, nodes = 10, [10, *range(1000, 1000 + members)]
+    root = SigningKey.from_seed(rng.randbytes(32))
+    trust = TrustStore([root.public])
+    keys = {}
+    for serial, node in enumerate(nodes, 1):
+        keys[node] = SigningKey.from_seed(rng.randbytes(32))
+        roles = [Role.NODE, Role.CELL_COORDINATOR] if node == coordinator else [Role.NODE]
+        trust.add_credential(
+            issue_credential(
+                root, node=node, public_key=keys[node].public, roles=roles,
+                not_before=T0 - 86_400_000, not_after=T0 + 30 * 86_400_000, serial=serial,
+                cell=0 if node == coordinator else None,
+            ),
+            T0,
+        )  # fmt: skip
+    end = T0 + round((hours + 1) * 3_600_000)
+    contacts = []
+    for m in nodes[1:]:
+        contacts += [Contact(m, coordinator, T0, end, 256_000, 1_000)]
+        contacts += [Contact(coordinator, m, T0, end, 256_000, 1_000)]
+    plan = ContactPlan(contacts)
+    specs = {
+        f"m{i}": MetricSpec(edges=(970, 980, 990, 1000, 1010, 1020, 1030), center=1000, sigma=10)
+        for i in range(metrics)
+    }
+    sent: dict[int, int] = dict.fromkeys(nodes, 0)
+
+    class Counting:
+        def __init__(self, link: Any) -> None:
+            self._link = link
+            self.local, self.peer = link.local, link.peer
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._link, name)
+
+        async def send(self, bundle: bytes) -> None:
+            await self._link.send(bundle)
+            sent[self.local] += len(bundle)
+
+    async def main() -> None:
+        clock = Clock(trio.current_time(), T0)
+        network = LoopbackNetwork(plan, clock, random.Random(seed))
+        running = {}
+
+        async def run_node(node: int, *, task_status: Any) -> None:
+            config = NodeConfig(node=node, key=keys[node], trust=trust, contact_plan=plan,
+                                parents={m: coordinator for m in nodes[1:]})  # fmt: skip
+            links = {p: Counting(link) for p, link in network.links_of(node).items()}
+            async with open_node(config, MemoryBundleStore(), links=links,
+                                 inbox=network.open_inbox(node), clock=clock) as n:  # fmt: skip
+                running[node] = n
+                task_status.started()
+                await trio.sleep_forever()
+
+        async def sample(role: FaultMember, node: int) -> None:
+            noise = random.Random(node)
+            while clock.to_dtn(trio.current_time()) < T0 + round(hours * 3_600_000):
+                for i in range(metrics):
+                    await role.observe(f"m{i}", round(noise.gauss(1000, 10)))
+                await trio.sleep(1 / rate_hz)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            for node in nodes:
+                await nursery.start(run_node, node)
+            await nursery.start(
+                CellFaults(running[coordinator], cell=0, region_coordinator=1,
+                           lifetime_ms=86_400_000).run
+            )  # fmt: skip
+            async with trio.open_nursery() as sampling:
+                for node in nodes[1:]:
+                    role = FaultMember(running[node], coordinator, "A", lifetime_ms=86_400_000,
+                                       digests=specs, digest_period_ms=period_s * 1000)  # fmt: skip
+                    await nursery.start(role.run)
+                    sampling.start_soon(sample, role, node)
+            await trio.sleep(60)  # the last digests reach the links
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    seconds = hours * 3_600
+    member_bytes = [sent[m] for m in nodes[1:]]
+    return {
+        "mean_bps": 8 * sum(member_bytes) / len(member_bytes) / seconds,
+        "max_bps": 8 * max(member_bytes) / seconds,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=2.0)
@@ -178,6 +296,8 @@ def main() -> None:
     parser.add_argument("--lease-renewals-per-day", type=float, default=48)
     parser.add_argument("--exceptions-per-day", type=float, default=1)
     parser.add_argument("--ledger-deltas-per-day", type=float, default=24)
+    parser.add_argument("--cell-members", type=int, default=4)
+    parser.add_argument("--cell-hours", type=float, default=1.0)
     args = parser.parse_args()
     r = run(args.hours, args.rate_hz, args.metrics, args.period_s)
     print(
@@ -210,6 +330,16 @@ def main() -> None:
         total = rest + telemetry
         verdict = "under" if total < BUDGET_BPS else "over"
         print(f"  total with {label:<17} {total:8.1f}   ({verdict} {BUDGET_BPS} bit/s)")
+    if args.cell_members > 0:
+        cell = measure_cell(
+            args.cell_members, args.cell_hours, args.metrics, args.rate_hz, args.period_s
+        )
+        print(
+            f"\nmeasured on a loopback cell of real nodes ({args.cell_members} members, "
+            f"{args.cell_hours:g} h, every bundle a member put on a link): "
+            f"{cell['mean_bps']:.1f} bit/s per member (busiest {cell['max_bps']:.1f}); "
+            f"{'under' if cell['max_bps'] < BUDGET_BPS else 'OVER'} {BUDGET_BPS} bit/s"
+        )
 
 
 if __name__ == "__main__":

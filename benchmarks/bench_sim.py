@@ -23,17 +23,27 @@ on a shared machine its wall time includes other processes' load: the process CP
 message (``cpu µs``) and its ratio are printed beside the wall figures. Building a fleet
 (keys, credentials) is timed apart and not counted.
 
+With ``--roles`` the coordination roles run in the agents (the lease roles as handlers:
+the hub grants each cell's authority lease, coordinators are their cells' lease authorities,
+members want, use and release shared resources); the lease family is then theirs, and the
+application stream carries the other three. Their messages are signed, routed and delivered
+like any other and count as delivered messages; the run ends with the lease invariant
+checker's verdict over every grant and use (mutual exclusion, token order, every use
+granted).
+
     python benchmarks/bench_sim.py [--sizes 100,1000] [--hours 24] [--per-node 100] [--seed 1]
+                                   [--roles]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fleetwire.runtime.sim.fleet import DAY_MS, add_traffic, build_fleet
+from fleetwire.runtime.sim.fleet import DAY_MS, LeaseSetup, add_lease_work, add_traffic, build_fleet
 
 T0 = 820_000_000_000  # DTN ms, 2025-12-26
 PAYLOAD = bytes(range(200)) + b"deliver feedstock to node 7 by day 12"
@@ -52,12 +62,16 @@ def sign_verify_us(pairs: int = 300, rounds: int = 5) -> float:
     return best * 1e6
 
 
-def run_fleet(nodes: int, hours: float, per_node: float, seed: int) -> dict[str, float]:
+def run_fleet(
+    nodes: int, hours: float, per_node: float, seed: int, roles: bool = False
+) -> dict[str, float]:
     started = time.perf_counter()
-    fleet = build_fleet(nodes, seed=seed, start=T0)
+    fleet = build_fleet(nodes, seed=seed, start=T0, leases=LeaseSetup() if roles else None)
     built = time.perf_counter() - started
     until = T0 + int(hours * 3_600_000)
-    made = add_traffic(fleet, per_node_per_day=per_node, until=until)
+    add_traffic(fleet, per_node_per_day=per_node, until=until)
+    if roles:
+        add_lease_work(fleet, until=until)
     started, cpu_started = time.perf_counter(), time.process_time()
     fleet.sim.run(until + 3_600_000)  # an hour more, for the last messages to arrive
     elapsed = time.perf_counter() - started
@@ -65,12 +79,17 @@ def run_fleet(nodes: int, hours: float, per_node: float, seed: int) -> dict[str,
     stats = fleet.sim.stats
     forwarded = sum(agent.stats.forwarded for agent in fleet.sim.agents.values())
     delivered = stats.delivered
+    verdict = fleet.check_leases() if roles else None
     return {
         "nodes": nodes,
         "build_s": built,
         "run_s": elapsed,
-        "messages": made(),
+        "messages": stats.messages,
         "delivered": delivered,
+        "role_messages": stats.handled,
+        "grants": -1 if verdict is None else verdict.grants,
+        "uses": -1 if verdict is None else verdict.uses,
+        "violations": -1 if verdict is None else verdict.violations,
         "hops": forwarded / max(1, delivered),
         "events": stats.events,
         "us_per_message": elapsed / max(1, delivered) * 1e6,
@@ -86,10 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hours", type=float, default=24.0, help="virtual hours of traffic")
     parser.add_argument("--per-node", type=float, default=100.0, help="messages/node/day")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--roles", action="store_true", help="run the lease roles in the agents")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"traffic: {args.per_node:g} messages/node/day for {args.hours:g} virtual hours, "
-          f"seed {args.seed}")  # fmt: skip
+          f"seed {args.seed}, roles {'on' if args.roles else 'off'}; load average "
+          f"{os.getloadavg()[0]:.2f} at start")  # fmt: skip
     print(f"{'nodes':>6} {'delivered':>9} {'hops':>5} {'build s':>8} {'run s':>8} "
           f"{'µs/msg':>8} {'cpu µs':>8} {'bound µs':>8} {'ratio':>6} {'cpu ratio':>9} "
           f"{'latency s':>9} {'peak MiB':>8}")  # fmt: skip
@@ -97,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     cpu_per_message: list[float] = []
     for nodes in sizes:
         before = sign_verify_us()
-        result = run_fleet(nodes, args.hours, args.per_node, args.seed)
+        result = run_fleet(nodes, args.hours, args.per_node, args.seed, args.roles)
         bound = min(before, sign_verify_us())
         ratio = bound / result["us_per_message"]
         cpu_ratio = bound / result["cpu_us_per_message"]
@@ -111,6 +132,13 @@ def main(argv: list[str] | None = None) -> None:
         if result["delivered"] != result["messages"]:
             print(f"       {result['messages'] - result['delivered']:.0f} of "
                   f"{result['messages']:.0f} messages not delivered")  # fmt: skip
+        if args.roles:
+            per_day = result["messages"] / nodes / (args.hours / 24)
+            print(f"       {per_day:.0f} messages/node/day; "
+                  f"roles: {result['role_messages']:.0f} lease messages handled, "
+                  f"{result['grants']:.0f} grants, {result['uses']:.0f} uses, "
+                  f"{result['violations']:.0f} invariant violations; load average "
+                  f"{os.getloadavg()[0]:.2f}")  # fmt: skip
     if len(per_message) > 1:
         print(f"wall time per message, largest/smallest over the sizes: "
               f"{max(per_message) / min(per_message):.2f}x wall, "

@@ -278,17 +278,32 @@ class AdapterProcess:
         return line
 
     def _ask(self, request: dict[str, Any]) -> Outcome:
+        answer = self.request(request)
+        if isinstance(answer, AdapterFault):
+            return answer
+        outcome = outcome_from_json(answer)
+        if isinstance(outcome, AdapterFault):
+            self._restart()
+            what = request.get("op", "?")
+            return AdapterFault(f"adapter broke on the {what!s:.20} request: {outcome.reason}")
+        return outcome
+
+    def request(self, request: dict[str, Any]) -> dict[str, Any] | AdapterFault:
+        """Send one request; its answer object, or the fault the adapter met (then restarted).
+
+        The answer is any JSON object: each op of the adapter protocol says what it holds.
+        """
         if self._process is None:
             raise RuntimeError("use AdapterProcess as a context manager")
         try:
-            outcome = self._exchange(request)
+            answer = self._exchange(request)
         except _Broken as exc:
             what = request.get("op", "?")
             self._restart()
             return AdapterFault(f"adapter broke on the {what!s:.20} request: {exc}")
-        return outcome
+        return answer
 
-    def _exchange(self, request: dict[str, Any]) -> Outcome:
+    def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
         process = self._process
         assert process is not None and process.stdin is not None
         if self.version is not None:
@@ -306,10 +321,9 @@ class AdapterProcess:
         except ValueError:
             text = line.decode("utf-8", "replace")
             raise _Broken(f"an answer line that is not JSON: {text!r:.80}") from None
-        outcome = outcome_from_json(answer)
-        if isinstance(outcome, AdapterFault):
-            raise _Broken(outcome.reason)
-        return outcome
+        if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+            raise _Broken(f"not an answer: {answer!r:.80}")
+        return answer
 
     def at_version(self, version: int) -> AdapterProcess:
         """From now on, every request names ``version``: the reader version the vectors

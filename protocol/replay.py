@@ -52,6 +52,8 @@ from typing import Final
 import attrs
 
 __all__ = [
+    "AUTONOMY_WINDOW_MS",
+    "DEFAULT_BUNDLE_LIFETIME_MS",
     "DEFAULT_MAX_AGE_MS",
     "DEFAULT_MAX_FUTURE_MS",
     "DEFAULT_MAX_PER_ISSUER",
@@ -63,8 +65,15 @@ __all__ = [
     "Seen",
 ]
 
-#: 30 days: the longest partition a cell is designed to run through (DESIGN.md, Fleet shape).
-DEFAULT_MAX_AGE_MS: Final = 30 * 86_400_000
+#: The autonomy window, 30 days: the longest partition a cell is designed to run through
+#: (DESIGN.md, Fleet shape; spec §10).
+AUTONOMY_WINDOW_MS: Final = 30 * 86_400_000
+#: A message may wait out the whole window in a store and still be read: the replay window is
+#: the autonomy window (widened by light time), ...
+DEFAULT_MAX_AGE_MS: Final = AUTONOMY_WINDOW_MS
+#: ... and the bundles a node creates live as long, so nothing sent into a partition expires
+#: before the partition the fleet is designed for has healed.
+DEFAULT_BUNDLE_LIFETIME_MS: Final = AUTONOMY_WINDOW_MS
 #: Five minutes of clock error between writer and reader.
 DEFAULT_MAX_FUTURE_MS: Final = 5 * 60_000
 DEFAULT_MAX_PER_ISSUER: Final = 4096

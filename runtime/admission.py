@@ -27,6 +27,9 @@ spread to every neighbour as a bundle of its own, so it crosses the fleet hop by
 bundle, waiting out partitions in the stores on the way. A node spreads only a list that was
 new to it, so the flood stops by itself.
 
+A node at an isolation boundary sets :attr:`Admission.boundary` (the faults role does): the
+agent's ``admit`` then refuses a message from a severed cell or region (``source-isolated``).
+
 Every refusal is logged as one line with its stable code (``event=refused code=...``).
 """
 
@@ -87,6 +90,9 @@ class Admission:
         self.reader_cell = reader_cell
         self.floor_at_start = floor_at_start
         self._written: bytes | None = None  # the revocation list this node last wrote
+        #: The isolation boundary's filter on a message's source node (set by the faults
+        #: role at a boundary node; ``source-isolated``); None admits every source.
+        self.boundary: Callable[[int], bool] | None = None
         #: Set (and replaced) each time a newer revocation list is put in force.
         self.revocations_applied = trio.Event()
 
@@ -112,6 +118,7 @@ class Admission:
         verdict = admit(
             bundle, now, service=self.service, trust_service=self.trust_service,
             trust=self.trust, guard=self.guard, reader_cell=self.reader_cell,
+            boundary=self.boundary,
             version=self.protocol_version,
         )  # fmt: skip
         if isinstance(verdict, RevocationBundle):

@@ -12,6 +12,14 @@ program that answers JSON lines on standard input and output (the protocol is in
 spec/README.md). Each vector passes, is imprecise (a parent error code: still conforming) or
 fails; the exit status is 1 if any fails.
 
+The full suite — cases numbered by spec section, the adapter's writer and state machines,
+the N-2 matrix, and reports (index.json, junit.xml, index.html) — is the `run` form:
+
+  fleetwire conformance run --impl "node examples/js-adapter/adapter.mjs" --out report/
+  fleetwire conformance run --cases '6.4.*'   fleetwire's own adapter, the lease cases only
+  fleetwire conformance run --live            with the live cases: nodes on loopback TCPCLv4
+  fleetwire conformance run --help            its options
+
 examples:
   fleetwire conformance                       fleetwire against its own vectors
   fleetwire conformance --version 1 -- ./my-adapter --flag
@@ -41,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     # The suite sits above the runtime (DESIGN.md layout); only this command reaches up to it.
     from fleetwire.conformance.vectors import main
 
+    if args.adapter[:1] == ["run"]:
+        from fleetwire.conformance.suite import main as run_suite
+
+        return run_suite(list(args.adapter[1:]))
     argv = ["--serve"] if args.serve else []
     if args.version is not None:
         argv += ["--version", str(args.version)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.messages import Header
 from fleetwire.protocol.messages.text import TYPE_NAMES, message_from_json, message_to_json
 
@@ -34,9 +36,15 @@ printed just before the node was killed may be printed again after the restart (
 configuration file:
 {CONFIG_SAMPLE.split("::", 1)[1].rstrip()}
 
+With --stdin the node also sends: each line of standard input is a JSON object
+{{"to": N, "message": {{"type": ..., body fields}}}}; the node fills the header, signs and sends
+it, and prints {{"sent": "<content id>", "to": N}} (or {{"error": "<why>"}} for a line it cannot
+send) among the deliveries. The conformance suite's live cases drive a node this way.
+
 examples:
   fleetwire node relay.toml
   fleetwire node relay.toml --verbose
+  fleetwire node member.toml --stdin
 """
 
 SEND_HELP = f"""\
@@ -75,6 +83,9 @@ def register(subparsers: Any) -> None:
     )
     node.add_argument("config", type=Path)
     node.add_argument("--verbose", action="store_true", help="log what the node does")
+    node.add_argument(
+        "--stdin", action="store_true", help="send the messages given as JSON lines on stdin"
+    )
     node.set_defaults(run=run_node)
     send = subparsers.add_parser(
         "send", help="send one message and exit", description=SEND_HELP, formatter_class=formatter
@@ -135,14 +146,46 @@ def run_node(args: argparse.Namespace) -> int:
     )
 
     async def main() -> int:
-        async with open_configured_node(config) as node:
+        async with open_configured_node(config) as node, trio.open_nursery() as nursery:
             print(f"node {config.node} running", file=sys.stderr, flush=True)
+            if args.stdin:
+                nursery.start_soon(_send_lines, node, config.node)
+            if config.demo is not None:
+                from .demo_process import play  # the demo's part, only for such a config
+
+                await play(node, config)
+                return 0
             async for signed in node.subscribe():
                 _print_delivery(signed)
         return 0
 
     trio.run(until_stopped, main)
     return 0  # stopped by a signal is how a node normally ends
+
+
+async def _send_lines(node: Any, number: int) -> None:
+    """``--stdin``: send each JSON line of standard input (see NODE_HELP)."""
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    pending = b""
+    async with stdin:
+        while chunk := await stdin.receive_some(65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    print(json.dumps(await _send_line(node, number, line)), flush=True)
+
+
+async def _send_line(node: Any, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+        header = Header(issuer=number, issued_at=node.now(), sequence=node.next_message_sequence())
+        message = message_from_json(request["message"], header)
+        to = int(request["to"])
+    except (ValueError, KeyError, TypeError, FleetwireError) as exc:
+        return {"error": f"cannot send this line: {exc}"}
+    signed = await node.send(message, to)
+    return {"sent": str(signed.content_id), "to": to}
 
 
 def run_send(args: argparse.Namespace) -> int:

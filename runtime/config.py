@@ -6,7 +6,8 @@ A sample, with every key (paths are relative to the file)::
     number = 17                 # ipn node number
     keys = "fleet"              # folder: node-17.key, fleet-root.pub, *.cred
     store = "node-17.sqlite3"   # durable bundle store; leave out for memory only
-    bundle_lifetime_s = 86400   # lifetime of the bundles this node creates
+    bundle_lifetime_s = 2592000 # lifetime of the bundles this node creates (30 days: the
+                                #   autonomy window, so a cell's backlog outlives a cut)
     store_wal_limit_kb = 4096   # the store's write-ahead log is checkpointed past this size
     accept_from = "fleet"       # whom this node relays for: "fleet" (nodes with a credential
                                 #   in keys, and peers), "peers" (configured [[peer]] nodes),
@@ -78,7 +79,7 @@ from typing import Any
 import attrs
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.messages import PROTOCOL_VERSION, SUPPORTED_VERSIONS
-from fleetwire.protocol.replay import ReplayPolicy
+from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS, ReplayPolicy
 
 from .contacts import ContactPlan, ContactPlanError
 from .store import Quota
@@ -158,6 +159,8 @@ class FileConfig:
     store_wal_limit_kb: int = 4096
     #: ``[node] protocol_version``: the version the node speaks (pinned if older than ours).
     protocol_version: int = PROTOCOL_VERSION
+    #: ``[demo]``: the node plays its part of ``fleetwire demo --processes`` (checked there).
+    demo: dict[str, Any] | None = attrs.field(default=None, eq=False)
 
 
 def _table(data: dict[str, Any], key: str, allowed: set[str] | None = None) -> dict[str, Any]:
@@ -314,6 +317,7 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         "quota",
         "replay",
         "links",
+        "demo",
     }
     unknown = set(data) - sections
     if unknown:
@@ -375,10 +379,11 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
                     f"{endpoint.layer}, which has no TLS",
                     hint='use layer = "tcpclv4" there, or set require = false',
                 )
-    lifetime = _int(node, "bundle_lifetime_s", "node", 86_400)
+    lifetime = _int(node, "bundle_lifetime_s", "node", DEFAULT_BUNDLE_LIFETIME_MS // 1000)
     if lifetime == 0:
         raise ConfigError(
-            "node.bundle_lifetime_s must be more than 0", hint="default 86400 (a day)"
+            "node.bundle_lifetime_s must be more than 0",
+            hint="default 2592000 (30 days, the autonomy window)",
         )
     return FileConfig(
         node=_int(node, "number", "node"),
@@ -399,6 +404,7 @@ def parse_config(data: dict[str, Any], base: Path) -> FileConfig:
         replay=_replay(data),
         store_wal_limit_kb=max(1, _int(node, "store_wal_limit_kb", "node", 4096)),
         protocol_version=_protocol_version(node),
+        demo=_table(data, "demo") if "demo" in data else None,
     )
 
 

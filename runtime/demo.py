@@ -15,15 +15,20 @@ Fleet shape: ``regions`` region coordinators, ``cells`` cell coordinators under 
 spread over the cells. Members see their coordinator in short windows every few hours;
 coordinators see their region coordinator less often, with longer light time.
 
-Traffic: every member advertises its capabilities, claims a lease on a cell's dock now and
-then and uses it for a few hours once granted, offers commitments to a neighbour (who accepts),
-and reports exceptions; severe ones are escalated by the coordinator to its region.
+Traffic (:mod:`.demo_behaviour`, shared with the process engine): every member advertises its
+capabilities, claims a lease on a cell's dock now and then and uses it for a few hours once
+granted, offers commitments to a neighbour (who accepts), reports exceptions (severe ones are
+escalated by the coordinator to its region), and digests its telemetry (a digest every 3 hours
+and one at once on a threshold crossing, :mod:`.demo_digests`). Bundles live for the autonomy
+window, 30 days.
 
 Scenarios (``demo_results.SCENARIOS``): *contention* halves the docks and doubles the claim
 rate; *partition* cuts cell 0 off from its region from day 1, heals it a day before traffic
 stops, and shows the authority lease lapsing (the cell stops granting) and the backlog draining;
 *fault* makes lineage B of region 0 report one anomaly for 12 hours, and every cell coordinator
-runs the containment machine (``protocol/coordination/containment.py``) on what it receives.
+runs the containment machine (``protocol/coordination/containment.py``) on what it receives;
+*isolation* has the last region flood the first, which severs it with a signed isolation order
+and lifts it later (:mod:`.demo_isolation`).
 
 Measurement: each node's links count the bytes it sends (:class:`CountingLink`); once per
 ``interval_ms`` of virtual time a sampler records an :class:`~.demo_results.Interval` and hands it
@@ -37,42 +42,34 @@ import functools
 import math
 import random
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import attrs
 import trio
 import trio.testing
 from fleetwire.protocol.coordination import invariants
-from fleetwire.protocol.coordination.containment import (
-    Containment,
-    EscalateCluster,
-    Quarantined,
-)
-from fleetwire.protocol.coordination.freshness import FreshnessWindow
-from fleetwire.protocol.coordination.lease_authority import AuthorityConfig
-from fleetwire.protocol.coordination.lease_holder import HolderConfig, HolderState
-from fleetwire.protocol.envelope import SignedMessage
-from fleetwire.protocol.ids import ContentId
+from fleetwire.protocol.coordination.containment import Containment
 from fleetwire.protocol.keys import SigningKey
-from fleetwire.protocol.messages import (
-    Capability,
-    CapabilityAdvertisement,
-    Commitment,
-    CommitmentState,
-    ExceptionCode,
-    ExceptionReport,
-    Family,
-    Header,
-    LeaseGrant,
-    Message,
-    Scope,
-    Terms,
-)
+from fleetwire.protocol.messages import Family, Scope
 from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 
 from .bundling import DONE
 from .contacts import Clock, Contact, ContactPlan
+from .demo_behaviour import (
+    DAY,
+    DIGEST,
+    FAULT_FOR,
+    FAULT_FROM,
+    FAULTY_LINEAGE,
+    HOUR,
+    LIFETIME,
+    MINUTE,
+    NodeBehaviour,
+    Tally,
+    Timing,
+)
+from .demo_digests import stream_bytes_per_s
+from .demo_isolation import IsolationTally, RegionGuard, flood
 from .demo_results import (
     Event,
     FamilyFigures,
@@ -87,36 +84,26 @@ from .loopback import LinkModel, LoopbackNetwork
 from .memory_store import MemoryBundleStore
 from .node import Node, NodeConfig, open_node
 from .roles.lease import CellCoordinator, Member, RegionCoordinator
+from .store import BundleStore
 
-HOUR = 3_600_000
-DAY = 24 * HOUR
+__all__ = [
+    "DAY",
+    "FAULT_FOR",
+    "FAULT_FROM",
+    "HOUR",
+    "LIFETIME",
+    "MINUTE",
+    "START",
+    "Scenario",
+    "run",
+    "run_demo",
+]
+
 START = 820_000_000_000  # DTN ms, a fixed day so runs are reproducible
 REGION = 1
-MINUTE = 60_000
-#: Lease parameters for links that open for 30 minutes every 3 hours (members) and an hour
-#: every 6 hours (coordinators), with seconds of light time; clocks agree to a second.
-MAX_DRIFT = 1_000
-WINDOW = FreshnessWindow(max_age_ms=3 * DAY, max_skew_ms=MAX_DRIFT)
-DOCK_TERM = 8 * HOUR
-AUTHORITY_TERM = 3 * DAY
-CELL_AUTHORITY = AuthorityConfig(
-    max_drift_ms=MAX_DRIFT, max_term_ms=DOCK_TERM, min_term_ms=HOUR, freshness=WINDOW
-)
-REGION_AUTHORITY = AuthorityConfig(
-    max_drift_ms=MAX_DRIFT, max_term_ms=AUTHORITY_TERM, freshness=WINDOW
-)
-MEMBER_LEASES = HolderConfig(
-    max_drift_ms=MAX_DRIFT, renew_lead_ms=4 * HOUR, retry_ms=3 * HOUR, min_use_ms=HOUR,
-    freshness=WINDOW,
-)  # fmt: skip
-#: The fault scenario: when the defect shows, for how long, in which lineage. The cells run the
-#: containment module's own cell policy (``THRESHOLDS``), unchanged.
-FAULT_FROM = 2 * DAY
-FAULT_FOR = 12 * HOUR
-FAULTY_LINEAGE = "B"
-COORDINATOR_LEASE = HolderConfig(
-    max_drift_ms=MAX_DRIFT, renew_lead_ms=2 * DAY, retry_ms=6 * HOUR, freshness=WINDOW
-)
+#: The loopback engine runs on simulated time: durations as they are.
+TIMING = Timing()
+_Tally = Tally  # the name the tests used
 
 
 @attrs.frozen
@@ -157,6 +144,16 @@ class Scenario:
 
     def cell_coordinator(self, cell: int) -> int:
         return 10 + cell
+
+    @property
+    def isolating(self) -> bool:
+        """Whether the isolation scenario plays (it needs a second region to sever)."""
+        return "isolation" in self.scenarios and self.regions >= 2
+
+    def cell_of_coordinator(self, node: int) -> int | None:
+        """The cell ``node`` coordinates, or None if it is no cell coordinator."""
+        cell = node - 10
+        return cell if 0 <= cell < self.all_cells else None
 
     def members(self) -> dict[int, int]:
         """member node id → cell."""
@@ -251,6 +248,12 @@ def contact_plan(scenario: Scenario, rng: random.Random) -> ContactPlan:
     cut = scenario.partition_days
     cut_from = START + round(cut[0] * DAY) if cut else 0
     cut_to = START + round(cut[1] * DAY) if cut else 0
+    if scenario.isolating:
+        # The regions see each other an hour every 6 hours, a minute of light time apart.
+        for a in range(scenario.regions):
+            for b in range(a + 1, scenario.regions):
+                for t in range(START, end, 6 * HOUR):
+                    both(REGION + a, REGION + b, t + 3 * HOUR, HOUR, 60_000, 2_000_000)
     for cell in range(scenario.all_cells):
         t = START
         while t < end:
@@ -303,7 +306,7 @@ def _in_cell(cell: int, resource: str) -> bool:
     return resource.startswith(f"cell-{cell}/")
 
 
-async def on_their_way(store: MemoryBundleStore) -> int:
+async def on_their_way(store: BundleStore) -> int:
     """Bundles a store holds that are not tombstones (of delivered or forwarded bundles).
 
     Each store call is a Trio checkpoint, so the node may tombstone or expire a bundle between
@@ -314,29 +317,6 @@ async def on_their_way(store: MemoryBundleStore) -> int:
         done += len(await store.pending_ids(hop, 1 << 30))
     return max(0, await store.count() - done)
 
-
-@attrs.define
-class _Tally:
-    """Running counts the sampler turns into :class:`Interval` s."""
-
-    sent: Counter[str] = attrs.field(factory=Counter)
-    delivered: Counter[str] = attrs.field(factory=Counter)
-    latency_ms: dict[str, list[int]] = attrs.field(factory=lambda: defaultdict(list))
-    node_bytes: dict[int, int] = attrs.field(factory=lambda: defaultdict(int))
-    grants: int = 0
-    lease_trace: list[invariants.Record] = attrs.field(factory=list)
-    dock_use_ms: int = 0
-    cut_cell_dock_use_ms: int = 0
-    waits_ms: list[int] = attrs.field(factory=list)
-    given_up: int = 0
-    escalations: int = 0
-    exceptions_open: int = 0
-    cluster_escalations: int = 0
-    quarantined: Counter[str] = attrs.field(factory=Counter)
-    quarantined_faulty: int = 0
-    quarantined_healthy: int = 0
-    intervals: list[Interval] = attrs.field(factory=list)
-    events: list[Event] = attrs.field(factory=list)
 
 
 async def run_demo(
@@ -356,206 +336,19 @@ async def run_demo(
     parents |= {
         scenario.cell_coordinator(c): scenario.region_of(c) for c in range(scenario.all_cells)
     }
-    seen = _Tally()
+    seen = Tally()
+    isolation = IsolationTally()
     nodes: dict[int, Node] = {}
+    behaviours: dict[int, NodeBehaviour] = {}
     stores: dict[int, MemoryBundleStore] = {}
-    contention = "contention" in scenario.scenarios
     fault = "fault" in scenario.scenarios
-    #: cell coordinator → its containment machine (the fault scenario only).
-    containments: dict[int, Containment] = {}
+    roles: dict[int, Member] = {}
+    coordinators: dict[int, CellCoordinator] = {}
+    cut = scenario.partition_days
+    cut_cell = scenario.cell_coordinator(0)
 
     def now() -> int:
         return clock.to_dtn(trio.current_time())
-
-    def header(node: int, refs: tuple[ContentId, ...] = ()) -> Header:
-        # One sequence per node across all its tasks (spec §4): readers refuse a reused one.
-        sequence = nodes[node].next_message_sequence()
-        return Header(issuer=node, issued_at=now(), sequence=sequence, references=refs)
-
-    async def send(node: int, message: Message, to: int) -> None:
-        await nodes[node].send(message, to, lifetime_ms=7 * DAY)
-        seen.sent[message.TYPE.family.value] += 1
-
-    async def listen(node: int) -> None:
-        inbox = nodes[node].subscribe()
-        async for signed in inbox:
-            message = signed.message
-            family = message.TYPE.family.value
-            seen.delivered[family] += 1
-            seen.latency_ms[family].append(now() - message.header.issued_at)
-            if node in containments:
-                await contain(node, signed)
-            if isinstance(message, Commitment) and message.state is CommitmentState.OFFERED:
-                assert message.terms is not None
-                accept = Commitment(
-                    header=header(node, (signed.content_id,)),
-                    state=CommitmentState.ACCEPTED,
-                    commitment=signed.content_id,
-                )
-                await send(node, accept, message.header.issuer)
-            elif isinstance(message, ExceptionReport):
-                if node in regions or message.severity < 3:
-                    seen.exceptions_open -= 1  # it reached the node that handles it
-                else:
-                    seen.escalations += 1
-                    escalated = ExceptionReport(
-                        header=header(node, (signed.content_id,)),
-                        code=message.code,
-                        severity=message.severity,
-                        scope=Scope.CELL,
-                        scope_id=node,
-                        affects=message.affects,
-                        detail=f"escalated from node {message.header.issuer}",
-                    )
-                    await send(node, escalated, parents[node])
-
-    async def contain(node: int, signed: SignedMessage) -> None:
-        """Feed the cell's containment machine; act on what it decides."""
-        message, containment = signed.message, containments[node]
-        if isinstance(message, CapabilityAdvertisement) and message.lineage is not None:
-            containment.advertise(message.header.issuer, message.lineage, message.cell)
-        elif isinstance(message, ExceptionReport) and message.scope is Scope.NODE:
-            for action in containment.anomaly(message, signed.content_id, now()):
-                if isinstance(action, Quarantined):
-                    seen.quarantined[action.lineage] += 1
-                    if scenario.faulty(action.node):
-                        seen.quarantined_faulty += 1
-                    else:
-                        seen.quarantined_healthy += 1
-                    seen.events.append(
-                        Event(
-                            now() - START,
-                            "quarantine",
-                            f"cell {containment.scope_id}: node {action.node} "
-                            f"(lineage {action.lineage})",
-                        )
-                    )
-                elif isinstance(action, EscalateCluster):
-                    seen.cluster_escalations += 1
-                    seen.exceptions_open += 1  # until the region has it
-                    seen.events.append(
-                        Event(now() - START, "cluster-escalated", action.report.detail or "")
-                    )
-                    await send(node, action.report, parents[node])
-
-    async def faulty(node: int, cell: int) -> None:
-        """A defect of lineage B: the same anomaly every half hour for ``FAULT_FOR``."""
-        local = random.Random(scenario.seed * 104_729 + node)
-        await trio.sleep_until(clock.to_trio(START + FAULT_FROM + local.randrange(0, HOUR)))
-        until = now() + FAULT_FOR
-        while now() < until:
-            seen.exceptions_open += 1
-            report = ExceptionReport(
-                header=header(node),
-                code=ExceptionCode.FEEDSTOCK_QUALITY,
-                severity=3,
-                scope=Scope.NODE,
-                scope_id=node,
-                detail="feedstock assessment drift",
-            )
-            await send(node, report, scenario.cell_coordinator(cell))
-            await trio.sleep(1800)
-
-    async def hold(node: int, dock: str, hold_ms: float) -> None:
-        """Claim ``dock``; once granted, use it in 15-minute operations, then release it."""
-        role = roles[node]
-        claimed = now()
-        await role.want(dock, DOCK_TERM)
-        step = 15 * MINUTE
-        while role.use(dock) is None and now() - claimed < 12 * HOUR:
-            await trio.sleep(600)
-        if role.use(dock) is None:
-            seen.given_up += 1
-        else:
-            seen.waits_ms.append(now() - claimed)
-        started = now()
-        while role.use(dock) is not None and now() - started < hold_ms:
-            token = role.use(dock, step)
-            if token is not None:
-                t = now()
-                seen.lease_trace.append(invariants.Used(dock, node, token, t, t + step, t))
-                seen.dock_use_ms += step
-                if dock.startswith("cell-0/"):
-                    seen.cut_cell_dock_use_ms += step
-            await trio.sleep(step / 1000)
-        await role.release(dock)
-
-    def on_send(node: int) -> Callable[[SignedMessage, int], None]:
-        def sent(signed: SignedMessage, to: int) -> None:
-            message = signed.message
-            seen.sent[message.TYPE.family.value] += 1
-            if isinstance(message, LeaseGrant) and not message.resource.startswith("authority/"):
-                if message.header.references == (message.claim,):  # a first grant, not a renewal
-                    seen.grants += 1
-                t = now()
-                seen.lease_trace.append(
-                    invariants.Granted(
-                        message.resource, to, message.fencing_token, message.expires_at, node, t, t
-                    )
-                )
-
-        return sent
-
-    roles: dict[int, Member] = {}
-    coordinators: dict[int, CellCoordinator] = {}
-
-    async def member(node: int, cell: int) -> None:
-        local = random.Random(scenario.seed * 7919 + node)
-        coordinator = scenario.cell_coordinator(cell)
-        await trio.sleep(local.uniform(0, 3600))
-        advert = CapabilityAdvertisement(
-            header=header(node),
-            capabilities=(
-                Capability(
-                    "refine/carbonaceous",
-                    local.randrange(10_000, 50_000),
-                    "kg",
-                    now(),
-                    now() + 30 * DAY,
-                ),
-            ),
-            versions=(1, 1),
-            lineage=scenario.lineage(node),
-            cell=cell,
-        )
-        await send(node, advert, coordinator)
-        peers = [m for m, c in members.items() if c == cell and m != node]
-        async with trio.open_nursery() as holding:
-            while True:
-                await trio.sleep(local.uniform(*((2, 6) if contention else (4, 12))) * 3600)
-                roll = local.random()
-                if roll < 0.5:
-                    dock = f"cell-{cell}/dock-{local.randrange(scenario.docks_per_cell)}"
-                    if roles[node].holder.state(dock) is HolderState.IDLE:
-                        holding.start_soon(hold, node, dock, local.uniform(2, 6) * HOUR)
-                elif roll < 0.8:
-                    if peers:
-                        offer = Commitment(
-                            header=header(node),
-                            state=CommitmentState.OFFERED,
-                            terms=Terms(
-                                node,
-                                local.choice(peers),
-                                "deliver/refined-carbon",
-                                1200,
-                                "kg",
-                                now() + 5 * DAY,
-                            ),
-                        )
-                        await send(node, offer, offer.terms.promisee)  # type: ignore[union-attr]
-                else:
-                    report = ExceptionReport(
-                        header=header(node),
-                        code=local.randrange(1, 7),
-                        severity=local.randrange(1, 6),
-                        scope=Scope.NODE,
-                        scope_id=node,
-                    )
-                    seen.exceptions_open += 1
-                    await send(node, report, coordinator)
-
-    cut = scenario.partition_days
-    cut_cell = scenario.cell_coordinator(0)
 
     async def sample() -> None:
         step = scenario.interval_ms
@@ -576,18 +369,13 @@ async def run_demo(
                 coordinators[scenario.cell_coordinator(c)].active()
                 for c in range(scenario.all_cells)
             ]
-            for c, (was, now_) in enumerate(zip(had_authority, authority, strict=True)):
-                if was != now_:
-                    kind = "authority-lost" if was else "authority-regained"
-                    if c not in ever_granted:
-                        kind = "authority-granted"
-                        ever_granted.add(c)
-                    seen.events.append(Event(t1, kind, f"cell {c}"))
+            authority_events(seen, t1, had_authority, authority, ever_granted)
             had_authority = authority
             if cut:
                 for at, kind in ((cut[0], "partition-cut"), (cut[1], "partition-healed")):
                     if t0 < round(at * DAY) <= t1:
                         seen.events.append(Event(round(at * DAY), kind, "cell 0 ⇄ its region"))
+            containments = [b.containment for b in behaviours.values() if b.containment]
             interval = Interval(
                 start_ms=t0,
                 end_ms=t1,
@@ -605,9 +393,9 @@ async def run_demo(
                 exceptions_open=seen.exceptions_open,
                 cells_with_authority=sum(authority),
                 waiting_at_cut_cell=waiting,
-                quarantined=sum(len(c.quarantined()) for c in containments.values()),
+                quarantined=sum(len(c.quarantined()) for c in containments),
             )
-            for containment in containments.values():
+            for containment in containments:
                 containment.tick(now())
             seen.node_bytes.clear()
             seen.dock_use_ms = 0
@@ -647,53 +435,25 @@ async def run_demo(
             clock=clock,
         ) as running:
             nodes[node] = running
+            coordinated = scenario.cell_of_coordinator(node)
+            behaviours[node] = NodeBehaviour(
+                running, scenario, seen, start=START, timing=TIMING,
+                parent=scenario.region_of(coordinated) if coordinated is not None else None,
+                containment=Containment(node, Scope.CELL, coordinated, running.next_message_sequence)
+                if fault and coordinated is not None
+                else None,
+            )  # fmt: skip
             task_status.started()
-            await listen(node)
+            await behaviours[node].listen()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(network.run)
         for node in all_nodes:
             await nursery.start(run_node, node)
-        lifetime = 7 * DAY
-        if fault:
-            for c in range(scenario.all_cells):
-                coordinator = scenario.cell_coordinator(c)
-                containments[coordinator] = Containment(
-                    coordinator,
-                    Scope.CELL,
-                    c,
-                    nodes[coordinator].next_message_sequence,
-                )
         async with trio.open_nursery() as traffic:
-            for region in regions:
-                region_coordinator = RegionCoordinator(
-                    nodes[region], REGION_AUTHORITY, lifetime_ms=lifetime, on_send=on_send(region)
-                )
-                await traffic.start(region_coordinator.run)
-            for c in range(scenario.all_cells):
-                node = scenario.cell_coordinator(c)
-                coordinators[node] = CellCoordinator(
-                    nodes[node],
-                    cell=c,
-                    region=scenario.region_of(c),
-                    authority_config=CELL_AUTHORITY,
-                    holder_config=COORDINATOR_LEASE,
-                    lifetime_ms=lifetime,
-                    authority_term_ms=AUTHORITY_TERM,
-                    owns=functools.partial(_in_cell, c),
-                    last_epoch=0,  # a first start: it acted in no epoch before
-                    on_send=on_send(node),
-                )
-                await traffic.start(coordinators[node].run)
-            for node, cell in members.items():
-                roles[node] = Member(
-                    nodes[node],
-                    (scenario.cell_coordinator(cell),),
-                    MEMBER_LEASES,
-                    lifetime_ms=lifetime,
-                    on_send=on_send(node),
-                )
-                await traffic.start(roles[node].run)
+            await start_roles(scenario, nodes, behaviours, TIMING, traffic, roles, coordinators)
+            if scenario.isolating:
+                start_isolation(scenario, behaviours, isolation, traffic)
             sampled = trio.Event()
 
             async def sample_all() -> None:
@@ -702,29 +462,107 @@ async def run_demo(
 
             nursery.start_soon(sample_all)
             for node, cell in members.items():
-                traffic.start_soon(member, node, cell)
-                if fault and scenario.faulty(node):
-                    traffic.start_soon(faulty, node, cell)
+                traffic.start_soon(
+                    behaviours[node].member, cell, scenario.cell_coordinator(cell), roles[node]
+                )
             await trio.sleep_until(clock.to_trio(START + round(scenario.days * DAY)))
             traffic.cancel_scope.cancel()
         # No new traffic; one more simulated day lets what is under way arrive (the sampler
         # ends with it, and with it the run).
         await sampled.wait()
         nursery.cancel_scope.cancel()
-    return _results(scenario, seen)
+    return _results(scenario, seen, isolation)
 
 
-def _results(scenario: Scenario, seen: _Tally) -> Results:
+def start_isolation(
+    scenario: Scenario,
+    behaviours: dict[int, NodeBehaviour],
+    tally: IsolationTally,
+    nursery: trio.Nursery,
+) -> None:
+    """Guards on every region coordinator; the last region's cell coordinators misbehave."""
+    for r in range(scenario.regions):
+        behaviour = behaviours[REGION + r]
+        behaviour.guard = RegionGuard(behaviour, r, tally)
+        nursery.start_soon(behaviour.guard.watch)
+    for c in range(scenario.all_cells):
+        if scenario.region_of(c) == REGION + scenario.regions - 1:
+            nursery.start_soon(flood, behaviours[scenario.cell_coordinator(c)], REGION, tally)
+
+
+def authority_events(
+    seen: Tally,
+    at_ms: int,
+    had: list[bool],
+    has: list[bool],
+    ever_granted: set[int],
+) -> None:
+    """Note each cell whose coordinator gained or lost its authority lease since the last look."""
+    for c, (was, now_) in enumerate(zip(had, has, strict=True)):
+        if was != now_:
+            kind = "authority-lost" if was else "authority-regained"
+            if c not in ever_granted:
+                kind = "authority-granted"
+                ever_granted.add(c)
+            seen.events.append(Event(at_ms, kind, f"cell {c}"))
+
+
+async def start_roles(
+    scenario: Scenario,
+    nodes: dict[int, Node],
+    behaviours: dict[int, NodeBehaviour],
+    timing: Timing,
+    nursery: trio.Nursery,
+    roles: dict[int, Member],
+    coordinators: dict[int, CellCoordinator],
+) -> None:
+    """Start the lease role of each node in ``nodes``: regions, then cells, then members."""
+    for node in sorted(nodes):
+        on_send = behaviours[node].on_send
+        cell = scenario.cell_of_coordinator(node)
+        if node < REGION + scenario.regions:
+            region = RegionCoordinator(
+                nodes[node], timing.region_authority(), lifetime_ms=LIFETIME, on_send=on_send
+            )
+            await nursery.start(region.run)
+        elif cell is not None:
+            coordinators[node] = CellCoordinator(
+                nodes[node],
+                cell=cell,
+                region=scenario.region_of(cell),
+                authority_config=timing.cell_authority(),
+                holder_config=timing.coordinator_lease(),
+                lifetime_ms=LIFETIME,
+                authority_term_ms=timing.authority_term,
+                owns=functools.partial(_in_cell, cell),
+                last_epoch=0,  # a first start: it acted in no epoch before
+                on_send=on_send,
+            )
+            await nursery.start(coordinators[node].run)
+        else:
+            roles[node] = Member(
+                nodes[node],
+                (scenario.cell_coordinator(scenario.members()[node]),),
+                timing.member_leases(),
+                lifetime_ms=LIFETIME,
+                on_send=on_send,
+            )
+            await nursery.start(roles[node].run)
+
+
+def _results(
+    scenario: Scenario, seen: _Tally, isolation: IsolationTally | None = None
+) -> Results:
     lease = invariants.check(seen.lease_trace)
     families = tuple(
         FamilyFigures(
-            family.value,
-            seen.sent[family.value],
-            seen.delivered[family.value],
-            percentile(seen.latency_ms[family.value], 0.5),
-            percentile(seen.latency_ms[family.value], 0.95),
+            family,
+            seen.sent[family],
+            seen.delivered[family],
+            percentile(seen.latency_ms[family], 0.5),
+            percentile(seen.latency_ms[family], 0.95),
         )
-        for family in Family
+        for family in [f.value for f in Family] + [DIGEST]
     )
     verdict = Verdict(
         checker="lease invariants (protocol/coordination/invariants.py): no overlapping uses",
@@ -747,6 +585,7 @@ def _results(scenario: Scenario, seen: _Tally) -> Results:
         interval_ms=scenario.interval_ms,
         command=scenario.command(),
         engine="loopback: Trio MockClock, real nodes, stores and signatures",
+        lifetime_days=LIFETIME / DAY,
     )
     return Results(
         setup=setup,
@@ -763,6 +602,15 @@ def _results(scenario: Scenario, seen: _Tally) -> Results:
         quarantined_faulty=seen.quarantined_faulty,
         quarantined_healthy=seen.quarantined_healthy,
         quarantined_by_lineage=tuple(sorted(seen.quarantined.items())),
+        digests_periodic=seen.digests["periodic"],
+        digests_event_driven=seen.digests["threshold"],
+        digest_bytes=seen.digest_bytes,
+        digests_anomalous=seen.digests_anomalous,
+        digests_refused=seen.digests_refused,
+        stream_baseline_bytes_per_node_per_s=stream_bytes_per_s(seen.samples, seen.detail_bytes),
+        isolation=None
+        if isolation is None or not scenario.isolating
+        else tuple(sorted(attrs.asdict(isolation).items())),
     )
 
 

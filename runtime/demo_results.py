@@ -40,6 +40,13 @@ SCENARIOS: dict[str, str] = {
         "cell coordinator runs the containment machine, quarantines the lineage's nodes when "
         "anomalies cluster, and escalates one cluster report to its region"
     ),
+    "isolation": (
+        "a misbehaving region (needs --regions 2 or more): from day 2, for 12 hours, the last "
+        "region's cell coordinators flood the first region's coordinator with severity-5 "
+        "reports; past 12 in 6 hours it signs an isolation order severing that region, applies "
+        "it at its boundary and sends it to the other regions, which verify and apply it; once "
+        "nothing from the region was refused for 12 hours it signs the lift"
+    ),
     "partition": (
         "one cell is cut off from its region coordinator (30 days, or as much of the run as "
         "leaves a day to heal), then healed: its authority lease runs out while it is cut off, "
@@ -65,6 +72,7 @@ class Setup:
     interval_ms: int
     command: str
     engine: str
+    lifetime_days: float = 30.0  # the bundles' lifetime: the autonomy window by default
 
 
 @attrs.frozen(slots=True)
@@ -129,6 +137,18 @@ class Results:
     faulty_nodes: int = 0  # nodes the fault scenario's defect shows in
     quarantined_faulty: int = 0  # of those, quarantined (true positives)
     quarantined_healthy: int = 0  # quarantined without the defect (false positives)
+    #: Telemetry digests the members sent (``demo_digests``): periodic and on threshold
+    #: crossings, the carrying messages' bytes, those that reached a coordinator showing
+    #: samples out of control, and those refused as malformed.
+    digests_periodic: int = 0
+    digests_event_driven: int = 0
+    digest_bytes: int = 0
+    digests_anomalous: int = 0
+    digests_refused: int = 0
+    #: What streaming the raw telemetry instead would cost per member (B/s).
+    stream_baseline_bytes_per_node_per_s: float = 0.0
+    #: The isolation scenario's counts (``demo_isolation.IsolationTally``), when it played.
+    isolation: tuple[tuple[str, int], ...] | None = None
     wall_seconds: float = 0.0  # machine-dependent: never in summary.json
 
 
@@ -182,6 +202,10 @@ def _first(results: Results, kind: str, detail: str) -> int | None:
     return next((e.at_ms for e in results.events if e.kind == kind and e.detail == detail), None)
 
 
+def _first_kind(results: Results, kind: str) -> int | None:
+    return next((e.at_ms for e in results.events if e.kind == kind), None)
+
+
 def summary(results: Results) -> dict[str, Any]:
     """Every figure of the run, JSON-friendly and deterministic (see the module docstring)."""
     s = results.setup
@@ -193,6 +217,7 @@ def summary(results: Results) -> dict[str, Any]:
     run_s = (results.intervals[-1].end_ms / 1000) if results.intervals else 0.0
     util = dock_utilisation(results)
     waits = results.lease_waits_ms
+    digests = results.digests_periodic + results.digests_event_driven
     partition: dict[str, Any] | None = None
     if s.partition_days is not None:
         cut_ms = (round(s.partition_days[0] * 86_400_000), round(s.partition_days[1] * 86_400_000))
@@ -250,6 +275,16 @@ def summary(results: Results) -> dict[str, Any]:
             "peak_interval_bytes_per_node_per_s": _r(max(traffic_rates, default=0.0)),
             "intervals_over_budget_high": sum(1 for r in traffic_rates if r > BUDGET_HIGH_BPS),
             "busiest_node_peak_bytes_per_s": _r(max(busiest_rate(results), default=0.0)),
+            "telemetry_stream_baseline_bytes_per_node_per_s": _r(
+                results.stream_baseline_bytes_per_node_per_s
+            ),
+        },
+        "digests": {
+            "periodic": results.digests_periodic,
+            "event_driven": results.digests_event_driven,
+            "mean_bytes": round(results.digest_bytes / digests) if digests else None,
+            "anomalous_at_coordinators": results.digests_anomalous,
+            "refused": results.digests_refused,
         },
         "leases": {
             "grants": results.grants,
@@ -276,6 +311,13 @@ def summary(results: Results) -> dict[str, Any]:
             "first_quarantine_at_ms": next(
                 (e.at_ms for e in results.events if e.kind == "quarantine"), None
             ),
+        },
+        "isolation": None
+        if results.isolation is None
+        else {
+            **dict(results.isolation),
+            "severed_at_ms": _first_kind(results, "isolation-severed"),
+            "lifted_at_ms": _first_kind(results, "isolation-lifted"),
         },
         "verdicts": [attrs.asdict(v) for v in results.verdicts],
         "families": [attrs.asdict(f) for f in results.families],

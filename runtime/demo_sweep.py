@@ -21,6 +21,7 @@ import json
 import math
 import resource
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class Point:
     verdict_ok: bool
     wall_seconds: float
     peak_rss_mib: float
+    engine: str = "loopback"  # or "sim": the discrete-event simulator (``demo_sweep_sim``)
+    cpu_seconds: float = 0.0  # this process's CPU time for the run (wall time counts others')
 
 
 def shape(base: demo.Scenario, members: int, members_per_cell: int) -> demo.Scenario:
@@ -52,7 +55,7 @@ def shape(base: demo.Scenario, members: int, members_per_cell: int) -> demo.Scen
     return attrs.evolve(base, nodes=members, cells=cells)
 
 
-def _peak_rss_mib() -> float:
+def peak_rss_mib() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
@@ -71,7 +74,7 @@ def point(results: Results) -> Point:
         grants=s["leases"]["grants"],
         verdict_ok=all(v.ok for v in results.verdicts),
         wall_seconds=round(results.wall_seconds, 2),
-        peak_rss_mib=round(_peak_rss_mib(), 1),
+        peak_rss_mib=round(peak_rss_mib(), 1),
     )
 
 
@@ -80,12 +83,21 @@ def sweep(
     sizes: Sequence[int],
     members_per_cell: int = 10,
     on_point: Callable[[Point], None] | None = None,
+    engine: str = "loopback",
 ) -> list[Point]:
-    """Run ``base`` at each size (members), smallest first."""
+    """Run ``base`` at each size, smallest first: members on the loopback engine, nodes on
+    the simulator (``engine="sim"``, :mod:`.demo_sweep_sim`: its own fleet shape and traffic;
+    only ``base``'s days and seed apply)."""
     points = []
-    for members in sorted(sizes):
-        results = demo.run(shape(base, members, members_per_cell))
-        points.append(point(results))
+    for size in sorted(sizes):
+        if engine == "sim":
+            from . import demo_sweep_sim
+
+            points.append(demo_sweep_sim.point(size, base.days, base.seed))
+        else:
+            cpu = time.process_time()
+            measured = point(demo.run(shape(base, size, members_per_cell)))
+            points.append(attrs.evolve(measured, cpu_seconds=round(time.process_time() - cpu, 2)))
         if on_point is not None:
             on_point(points[-1])
     return points

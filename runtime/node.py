@@ -85,7 +85,7 @@ from fleetwire.protocol.messages import (
     Message,
     PeerVersions,
 )
-from fleetwire.protocol.replay import ReplayPolicy
+from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS, ReplayPolicy
 from fleetwire.protocol.roles import reader_cell
 from fleetwire.protocol.trust import TrustStore
 
@@ -138,7 +138,7 @@ class NodeConfig:
     key: SigningKey
     trust: TrustStore = attrs.field(eq=False)
     service: int = FCP_SERVICE
-    bundle_lifetime_ms: int = 86_400_000
+    bundle_lifetime_ms: int = DEFAULT_BUNDLE_LIFETIME_MS
     contact_plan: ContactPlan | None = attrs.field(default=None, eq=False)
     static_routes: Mapping[int, int] = attrs.field(factory=dict)
     #: Hierarchical default route: node → its parent (cell coordinator, region coordinator).

@@ -83,7 +83,7 @@ def _day(ms: int | None) -> str:
 def key_figures(results: Results) -> list[tuple[str, str]]:
     """The figures a reader looks at first, as (label, text) pairs (HTML and terminal)."""
     s = summary(results)
-    c, lease, exc = s["coordination"], s["leases"], s["exceptions"]
+    c, lease, exc, d = s["coordination"], s["leases"], s["exceptions"], s["digests"]
     undelivered = sum(f.sent - f.delivered for f in results.families)
     rows = [
         ("coordination, fleet mean", f"{c['mean_bytes_per_node_per_s']} B/s per node"),
@@ -94,6 +94,17 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
             f"{s['budget_bytes_per_node_per_s']['high']} B/s)",
         ),
         ("coordination, busiest node's busiest hour", f"{c['busiest_node_peak_bytes_per_s']} B/s"),
+        (
+            "telemetry digests",
+            f"{d['periodic']} periodic, {d['event_driven']} on threshold crossings, "
+            f"{d['mean_bytes'] or 0} B each; {d['anomalous_at_coordinators']} showed samples "
+            "out of control at a coordinator",
+        ),
+        (
+            "streaming raw telemetry instead",
+            f"{c['telemetry_stream_baseline_bytes_per_node_per_s']} B/s per member (1 Hz, "
+            "no envelopes)",
+        ),
         ("dock leases granted", str(lease["grants"])),
         (
             "dock utilisation",
@@ -112,7 +123,8 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
         ("exceptions", f"{exc['escalations']} escalated, at most {exc['max_open']} open"),
         (
             "messages not delivered",
-            f"{undelivered} (expired in a store after their 7-day lifetime, refused as stale, "
+            f"{undelivered} (expired in a store after their "
+            f"{results.setup.lifetime_days:g}-day lifetime, refused as stale, "
             "or lost on a lossy link)"
             if undelivered
             else "none: every message sent arrived",
@@ -130,6 +142,22 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
             (
                 "quarantined without the defect",
                 f"{k['quarantined_healthy']} (clusters of background exceptions in one lineage)",
+            ),
+        ]
+    iso = s["isolation"]
+    if iso is not None:
+        rows += [
+            (
+                "isolation of the misbehaving region",
+                f"severed {_day(iso['severed_at_ms'])}, lifted {_day(iso['lifted_at_ms'])}; "
+                f"{iso['orders_issued']} signed orders issued, applied "
+                f"{iso['orders_applied']} times at region boundaries, {iso['orders_refused']} "
+                "refused",
+            ),
+            (
+                "the flood",
+                f"{iso['flood_sent']} reports sent, {iso['refused_at_boundary']} refused at the "
+                "boundary while the region was severed",
             ),
         ]
     p = s["partition"]
@@ -197,9 +225,10 @@ def render_html(results: Results, out: Path, figures: list[report_figures.Figure
     if others:
         parts.append(f"<p>Also available (not in this run): {html.escape(', '.join(others))}.</p>")
     parts.append(
-        "<p>Not simulated yet: version skew, isolation of a misbehaving region, and a staged "
-        "release with a canary cell; the baseline traffic runs on links without loss unless "
-        "<code>--loss</code> says otherwise.</p>"
+        "<p>Not simulated yet: version skew (it needs the version machinery: nodes that "
+        "read and write more than protocol version 1) and a staged release with a canary "
+        "cell (its orders and reports have no carrier between real nodes yet); the baseline "
+        "traffic runs on links without loss unless <code>--loss</code> says otherwise.</p>"
     )
     parts.append("<h2>Key figures</h2><table>")
     parts.append(_rows(list(key_figures(results))))

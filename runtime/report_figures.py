@@ -86,6 +86,11 @@ def draw(results: Results, out: Path) -> list[Figure]:
     ax.axhspan(BUDGET_LOW_BPS, BUDGET_HIGH_BPS, color="#d8ecd8", label="budget 0.5–2 kbps")
     ax.plot(days, coordination_rate(results), label="fleet mean per node", color="#2a6fb0")
     ax.plot(days, busiest_rate(results), label="busiest node", color="#c0702a", linewidth=0.8)
+    if results.stream_baseline_bytes_per_node_per_s:
+        ax.axhline(
+            results.stream_baseline_bytes_per_node_per_s, color="#a33", linestyle="--",
+            label="streaming the raw telemetry instead (1 Hz)",
+        )  # fmt: skip
     ax.set_yscale("symlog", linthresh=0.01)
     ax.set_ylabel("bytes per second")
     ax.set_title("Coordination traffic per node, hourly")
@@ -95,8 +100,10 @@ def draw(results: Results, out: Path) -> list[Figure]:
         Figure(
             "coordination.png",
             "Coordination bytes per node per second",
-            "Bundle bytes each node put on its links, averaged over the fleet and for the "
-            "busiest node (a coordinator), per hour, against the seeds' 0.5–2 kbps budget.",
+            "Bundle bytes each node put on its links (intents and telemetry digests), averaged "
+            "over the fleet and for the busiest node (a coordinator), per hour, against the "
+            "seeds' 0.5–2 kbps budget; dashed, what a member would send streaming its raw "
+            "telemetry at 1 Hz instead of digests.",
         ),
     )
 

@@ -481,3 +481,12 @@ def test_revocations_from_a_file_apply_and_spread_and_an_older_list_is_ignored()
         again = restarted.apply_revocations(newer, T0 + 2, spread=spread)
         assert not only(again, RevocationsApplied)
         assert sorted(t.link for t in only(again, Transmit)) == links
+
+
+def test_a_source_behind_the_agents_isolation_boundary_is_refused_at_delivery() -> None:
+    b = agent(B)
+    b.boundary = lambda node: node != A  # A's cell or region is severed here
+    refused = one(b.receive(bundle_bytes(B, sequence=1), A, T0), DeliveryRefused)
+    assert refused.code == "source-isolated" and b.stats.rejected == 1
+    b.boundary = None  # the order lifted
+    assert one(b.receive(bundle_bytes(B, sequence=2), A, T0 + 1), Deliver)

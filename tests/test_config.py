@@ -130,3 +130,25 @@ def test_address_in_use_names_the_address(
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"fleetwire node: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert err[1].startswith("hint: ")
+
+
+def test_bundles_live_for_the_autonomy_window_by_default() -> None:
+    # A cell is designed to run through a 30-day cut: what it sends into the cut must outlive
+    # it, and the readers' replay window (max_age) must still take it when it arrives.
+    from fleetwire.protocol.agent.agent import AgentConfig
+    from fleetwire.protocol.replay import AUTONOMY_WINDOW_MS, DEFAULT_MAX_AGE_MS, ReplayPolicy
+    from fleetwire.runtime.node import NodeConfig
+
+    assert AUTONOMY_WINDOW_MS == 30 * 86_400_000
+    loaded = parse_config(tomllib.loads("[node]\nnumber = 1\n"), Path("."))
+    assert loaded.bundle_lifetime_ms == AUTONOMY_WINDOW_MS
+    for fields in (attrs_fields(NodeConfig), attrs_fields(AgentConfig)):
+        assert fields["bundle_lifetime_ms"] == AUTONOMY_WINDOW_MS
+    assert DEFAULT_MAX_AGE_MS >= AUTONOMY_WINDOW_MS
+    assert ReplayPolicy().max_age >= loaded.bundle_lifetime_ms
+
+
+def attrs_fields(cls: type) -> dict[str, object]:
+    import attrs
+
+    return {f.name: f.default for f in attrs.fields(cls)}

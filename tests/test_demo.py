@@ -58,6 +58,12 @@ def test_default_scenarios_report_a_clean_verdict_and_the_partition(
     assert len(data["intervals"]) == 4 * 24
     assert sum(i["bytes_sent"] for i in data["intervals"]) == data["coordination"]["total_bytes"]
     assert data["coordination"]["total_bytes"] > 0
+    # Members digest their telemetry: a periodic digest every 3 hours, none refused, and
+    # streaming the raw samples instead would cost far more than all the coordination traffic.
+    d = data["digests"]
+    assert d["periodic"] >= 16 * 2 * 8 and d["refused"] == 0 and d["mean_bytes"] > 200
+    c = data["coordination"]
+    assert c["telemetry_stream_baseline_bytes_per_node_per_s"] > 10 * c["mean_bytes_per_node_per_s"]
     page = (tmp_path / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 4
     assert "clean:" in page and "invariant verdict" in out
@@ -165,6 +171,10 @@ def test_a_correlated_fault_is_contained_in_its_lineage_and_region(
     clusters = [e for e in data["events"] if e["kind"] == "cluster-escalated"]
     assert [e["detail"] for e in clusters] == ["lineage 'B' quarantined in cell 0: 3 nodes"]
     assert max(i["quarantined"] for i in data["intervals"]) == 5
+    # The defect crossed the feedstock metric's control limits: event-driven digests went out
+    # at once, and the coordinators saw samples out of control in them.
+    assert data["digests"]["event_driven"] > 0
+    assert data["digests"]["anomalous_at_coordinators"] >= data["digests"]["event_driven"]
     assert "correlated fault" in (tmp_path / "index.html").read_text()
 
 
@@ -184,3 +194,42 @@ def test_summary_json_does_not_depend_on_the_interpreters_hash_seed(tmp_path: Pa
     assert (tmp_path / "1" / "summary.json").read_bytes() == (
         tmp_path / "2" / "summary.json"
     ).read_bytes()
+
+
+def test_a_30_day_cut_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The autonomy window is 30 days: bundles live that long, so a cell cut off for all of it
+    # still delivers its backlog (before, a 7-day lifetime expired what waited at the cut).
+    args = ["--nodes", "4", "--regions", "1", "--cells", "1", "--days", "32"]
+    code, out = run_cli([*args, "--scenario", "partition"], tmp_path, capsys)
+    assert code == 0, out
+    data = json.loads((tmp_path / "summary.json").read_text())
+    p = data["partition"]
+    assert (p["cut_at_ms"], p["healed_at_ms"]) == (demo.DAY, 31 * demo.DAY)
+    assert data["setup"]["lifetime_days"] == 30
+    assert p["max_waiting_at_cut_cell"] > 0
+    for family in data["families"]:
+        assert family["sent"] == family["delivered"] > 0, family
+    # The exceptions escalated across the cut waited it out and still arrived.
+    (exceptions,) = [f for f in data["families"] if f["family"] == "exception"]
+    assert exceptions["latency_ms_p95"] > 20 * demo.DAY
+    assert "none: every message sent arrived" in (tmp_path / "index.html").read_text()
+
+
+def test_a_misbehaving_region_is_severed_everywhere_and_lifted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Three regions of one cell: region 2's cell floods region 0's coordinator from day 2.
+    args = ["--nodes", "12", "--regions", "3", "--cells", "1", "--days", "4"]
+    code, out = run_cli([*args, "--scenario", "isolation"], tmp_path, capsys)
+    assert code == 0, out
+    data = json.loads((tmp_path / "summary.json").read_text())
+    iso = data["isolation"]
+    assert demo.FAULT_FROM <= iso["severed_at_ms"] < iso["lifted_at_ms"]
+    # Region 0 signed a sever and a lift; it and region 1 verified and applied both; nothing
+    # was refused, and the flood was stopped at the boundary while the region was severed.
+    assert iso["orders_issued"] == 2 and iso["orders_applied"] == 4 and iso["orders_refused"] == 0
+    assert 0 < iso["refused_at_boundary"] < iso["flood_sent"]
+    details = sorted(e["detail"] for e in data["events"] if e["kind"].startswith("isolation"))
+    assert details == ["region 2 at region 0"] * 2 + ["region 2 at region 1"] * 2
+    assert data["verdicts"][0]["ok"]
+    assert "isolation of the misbehaving region" in (tmp_path / "index.html").read_text()

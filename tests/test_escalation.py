@@ -288,3 +288,15 @@ def test_exactly_one_incident_per_signature_inside_its_window(
     listed = {cid for _, incident in esc.escalations for cid in incident.reports}
     assert severe <= listed  # every severe fault went up, in exactly one incident
     assert len(esc.escalations) == len({id(i) for _, i in esc.escalations})
+
+
+def test_the_escalated_report_names_its_lineage_and_a_close_by_content_id_closes_it_once() -> None:
+    esc = escalator()
+    (up,) = escalations(esc.receive(fault(100, severity=5), T0))
+    assert dict(up.report.extensions) == {15: "B"}  # spec/v2/faults.md section 0
+    assert decode_message(encode_message(up.report)) == up.report  # still a valid v1 report
+    assert esc.close_escalation(ContentId.of(b"some other report"), T0 + 1) == []
+    (closed,) = esc.close_escalation(content_id(up.report), T0 + 1)
+    assert isinstance(closed, Closed) and closed.escalated
+    assert up.incident.state is IncidentState.CLOSED
+    assert esc.close_escalation(content_id(up.report), T0 + 2) == []  # idempotent

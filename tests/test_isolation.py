@@ -248,3 +248,43 @@ def test_a_region_is_cut_off_within_one_cycle_at_every_gateway_and_lifting_resto
         assert last_before_lift - issued < delays[name] + 60_000 <= cycle
         assert not [t for t in times if issued + delays[name] + 60_000 <= t < issued + 2 * cycle]
         assert any(t >= issued + 2 * cycle + delays[name] + 60_000 for t in times)  # restored
+
+
+def test_a_node_placed_in_a_region_but_no_cell_is_refused_while_the_region_is_severed() -> None:
+    b = boundary()
+    b.place_in_region(2, 2)  # region 2's coordinator: in the region, in none of its cells
+    assert b.admits(2)
+    b.order(order(scope=Scope.REGION, target=2), NOW)
+    assert not b.admits(2) and b.admits(1) and b.admits(99_999)
+
+
+def test_the_agents_admission_refuses_a_source_its_boundary_does_not_admit() -> None:
+    from fleetwire.protocol.agent.admission import Admitted, Refusal, admit
+    from fleetwire.protocol.agent.bundling import FCP_SERVICE, TRUST_SERVICE, message_bundle
+    from fleetwire.protocol.envelope import seal
+    from fleetwire.protocol.messages import ExceptionReport, Header
+    from fleetwire.protocol.replay import ReplayGuard
+
+    store = trust()
+    b = boundary(store)
+    b.place(7, 11)  # the worker, in cell 11 of region 1
+
+    def deliver(sequence: int) -> Admitted | Refusal:
+        report = ExceptionReport(Header(7, NOW, sequence), 1, 2, Scope.NODE, 7)
+        bundle = message_bundle(
+            seal(report, WORKER).envelope, source=7, destination=9, created_at=NOW,
+            sequence=sequence, lifetime_ms=60_000,
+        )  # fmt: skip
+        verdict = admit(
+            bundle, NOW, service=FCP_SERVICE, trust_service=TRUST_SERVICE, trust=store,
+            guard=ReplayGuard(), boundary=b.admits,
+        )  # fmt: skip
+        assert not isinstance(verdict, bytes)
+        return verdict  # type: ignore[return-value]
+
+    assert isinstance(deliver(1), Admitted)
+    b.order(order(), NOW)  # cell 11 severed
+    refused = deliver(2)
+    assert isinstance(refused, Refusal) and refused.code == "source-isolated"
+    b.order(order(OrderAction.LIFT, sequence=2), NOW)
+    assert isinstance(deliver(3), Admitted)

@@ -347,3 +347,32 @@ def test_a_claim_too_short_to_use_is_refused_not_queued():
     authority.receive(*c.claim("dock/1", 2), 2)
     (second,) = sent(authority.receive(*a.release(grant, 3), 3))
     assert second.holder == 4  # nobody useless stood in the way
+
+
+def test_a_contained_node_is_refused_claims_and_renewals_and_skipped_in_the_queue():
+    contained: set[int] = set()
+    authority = LeaseAuthority(AUTH, CONFIG, admits=lambda node: node not in contained)
+    a, b, c = Node(10), Node(11), Node(12)
+    (grant,) = sent(authority.receive(*a.claim("dock", 1_000), 1_000))
+    assert refusals(authority.receive(*b.claim("dock", 1_100), 1_100)) == []  # queued
+    authority.receive(*c.claim("dock", 1_200), 1_200)  # queued behind b
+    contained |= {10, 11}
+    assert refusals(authority.receive(*a.renew(grant, 2_000), 2_000)) == [Refusal.CONTAINED]
+    assert refusals(authority.receive(*b.claim("other", 2_100), 2_100)) == [Refusal.CONTAINED]
+    # a's grant is not extended; when it is released, quarantined b is skipped for c.
+    (next_grant,) = sent(authority.receive(*a.release(grant, 3_000), 3_000))
+    assert next_grant.holder == 12
+
+
+def test_revoke_holders_revokes_the_named_holders_grants_and_their_queued_claims():
+    authority = LeaseAuthority(AUTH, CONFIG)
+    a, b, c = Node(10), Node(11), Node(12)
+    authority.receive(*a.claim("dock-0", 1_000), 1_000)
+    authority.receive(*b.claim("dock-1", 1_000), 1_000)
+    authority.receive(*c.claim("dock-0", 1_100), 1_100)  # queued behind a
+    actions = authority.revoke_holders(lambda node: node in (10, 12), 2_000, 1_500, "isolated")
+    revokes = sent(actions, LeaseRevoke)
+    assert [(r.resource, r.holder) for r in revokes] == [("dock-0", 10)]
+    assert authority.state("dock-0") is ResourceState.REVOKED
+    assert authority.state("dock-1") is ResourceState.HELD
+    assert authority.queue_length("dock-0") == 0

@@ -8,6 +8,9 @@ import { Refusal } from "./cbor.mjs";
 import { contentIdOf, parseSign1, sameBytes, verifyWith } from "./cose.mjs";
 import { decodeMessage } from "./messages.mjs";
 import { TrustStore } from "./trust.mjs";
+import { encodeFields, seal } from "./writer.mjs";
+
+const OPS = ["hello", "decode", "open", "encode", "content_id", "sign"];
 
 const fromHex = (text) => {
   if (typeof text !== "string" || !/^([0-9a-f]{2})*$/i.test(text)) throw new TypeError("not hex");
@@ -47,13 +50,30 @@ function openTrusted(data, request) {
 function answer(line) {
   let request;
   try {
-    request = JSON.parse(line);
+    // Integers beyond 2^53 (uint64 fields) would lose digits as JSON numbers: read them as text.
+    request = JSON.parse(line.replace(/([:,[]\s*)(\d{16,})(?=\s*[,\]}])/g, '$1"$2"'));
   } catch {
     return { ok: false, code: "adapter-protocol", detail: "a request that is not JSON" };
   }
   try {
+    if (request.op === "hello")
+      return { ok: true, name: "FCP v1 adapter in JavaScript (examples/js-adapter)", versions: [1, 1], ops: OPS, machines: [] };
+    if (request.op === "encode") {
+      if (request.version !== undefined && request.version !== 1)
+        return { ok: false, code: "version-unsupported", detail: `this adapter writes v1 only` };
+      return accepted(encodeFields(request.message));
+    }
     const data = fromHex(request.hex);
-    if (request.op === "decode") return accepted(data);
+    if (request.op === "decode") {
+      if (request.version !== undefined && request.version !== 1)
+        return { ok: false, code: "version-unsupported", detail: `this adapter reads v1 only` };
+      return accepted(data);
+    }
+    if (request.op === "content_id") return { ok: true, content_id: toHex(contentIdOf(data)) };
+    if (request.op === "sign") {
+      decodeMessage(data); // sign only what a reader accepts
+      return { ok: true, hex: toHex(seal(data, fromHex(request.seed))) };
+    }
     if (request.op === "open" && request.roots !== undefined) return openTrusted(data, request);
     if (request.op === "open") return open(data, fromHex(request.public_key));
     return { ok: false, code: "adapter-protocol", detail: `unknown op ${request.op}` };

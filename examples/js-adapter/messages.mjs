@@ -244,3 +244,34 @@ export function decodeMessage(bytes) {
   if (type === 2n) commitmentRules(values);
   return { issuer: header.issuer, type, header, body: values };
 }
+
+// Name → [key, kind] tables of a type, for the writer (writer.mjs): the same tables as the
+// reader's, so the two cannot disagree on a key.
+const KIND_NAMES = new Map([[uint, "uint"], [text, "text"], [contentId, "cid"], [versions, ["uint"]]]);
+const NESTED = new Map([[capability, "capability"], [terms, "terms"]]);
+const TABLES = {
+  capability: [[0, "kind", text], [1, "capacity", uint], [2, "unit", text], [3, "valid_from", uint], [4, "valid_until", uint]],
+  terms: [[0, "promisor", uint], [1, "promisee", uint], [2, "action", text], [3, "quantity", uint], [4, "unit", text],
+    [5, "deadline", uint], [6, "rests_on", "cids"]],
+};
+function writerKind(kind, name) {
+  if (KIND_NAMES.has(kind)) return KIND_NAMES.get(kind);
+  if (kind === "cids") return ["cid"];
+  if (NESTED.has(kind)) return writerTable(TABLES[NESTED.get(kind)]);
+  // range() and arrayOf() make closures: their names say what they hold.
+  if (["state", "severity", "scope"].includes(name)) return "uint";
+  if (["references", "affects", "rests_on"].includes(name)) return ["cid"];
+  if (name === "critical") return ["uint"];
+  if (name === "capabilities") return [writerTable(TABLES.capability)];
+  throw new Error(`no writer kind for ${name}`);
+}
+function writerTable(rows) {
+  const out = {};
+  for (const [key, name, kind] of rows) out[name] = [key, writerKind(kind, name)];
+  return out;
+}
+export function FIELD_KEYS(type) {
+  const body = BODIES[type];
+  if (body === undefined) return undefined;
+  return { type: [0, "uint"], ...writerTable(HEADER), ...writerTable(body) };
+}

@@ -76,6 +76,17 @@ class Deliver:
 
 
 @attrs.frozen(slots=True)
+class Handled:
+    """A role attached to the agent (:mod:`.handlers`) took ``message`` in place of the
+    application; its answers are held and the bundle is acknowledged. For the driver's
+    records only: there is nothing to do."""
+
+    delivery: bytes
+    message: SignedMessage
+    from_link: int | None
+
+
+@attrs.frozen(slots=True)
 class DeliveryRefused:
     """A bundle for this node failed admission (signature, trust, role, replay, service)."""
 
@@ -116,6 +127,6 @@ class WakeAt:
 
 
 Action = (
-    Transmit | TransferAccepted | TransferRefused | Sent | Deliver | DeliveryRefused
+    Transmit | TransferAccepted | TransferRefused | Sent | Deliver | Handled | DeliveryRefused
     | StatusReportReceived | RevocationsApplied | Discarded | WakeAt
 )  # fmt: skip

@@ -15,9 +15,17 @@ Pure function of the bundle, the trust store, the replay guard and ``now``
 4. **replay** — :meth:`fleetwire.protocol.replay.ReplayGuard.check`. The guard remembers at
    once; the agent persists the record (``store.remember``) when the application acknowledged
    the message, just before the bundle becomes a tombstone.
+
+A node at an isolation boundary passes ``boundary`` (an
+:meth:`~fleetwire.protocol.coordination.isolation.IsolationBoundary.admits`): a message from a
+node it does not admit is refused (``source-isolated``, spec/v2/faults.md §4) — by the bundle's
+source before anything is verified (cheap), and by the verified issuer after (the source is not
+signed). Revocation lists pass: they are root-signed and protect the fleet whoever carries them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import attrs
 
@@ -64,6 +72,7 @@ def admit(
     trust: TrustStore,
     guard: ReplayGuard,
     reader_cell: int | None = None,
+    boundary: Callable[[int], bool] | None = None,
     version: int = PROTOCOL_VERSION,
 ) -> Admitted | Refusal | RevocationBundle:
     """Decide delivery of ``bundle`` (module docstring); the message is read as an
@@ -77,15 +86,24 @@ def admit(
             "service-unknown",
             f"bundle for service {to_service}; this node delivers messages on service {service}",
         )
+    source = bundle.primary.source
+    if boundary is not None and isinstance(source, IpnEid) and not boundary(source.node):
+        return _isolated(source.node)
     try:
         signed = verify(bundle.payload, trust, now, version=version)
         check_role(signed.message, trust.key_for(signed.kid, now), reader_cell)
     except FleetwireError as exc:
         return Refusal(exc.code, exc.message)
     header = signed.message.header
+    if boundary is not None and not boundary(header.issuer):
+        return _isolated(header.issuer)
     verdict = guard.check(
         header.issuer, header.sequence, header.issued_at, signed.content_id.raw, now
     )
     if not isinstance(verdict, Accept):
         return Refusal(verdict.code.value, verdict.reason)
     return Admitted(signed, verdict)
+
+
+def _isolated(node: int) -> Refusal:
+    return Refusal("source-isolated", f"node {node} is behind an isolation order")

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -59,13 +59,14 @@ from ..bpv7 import (
     StatusReport,
     admin_record_of,
     decode_bundle,
+    decode_bundle_offsets,
     encode_bundle,
 )
 from ..envelope import SignedMessage, seal
 from ..errors import FleetwireError
 from ..keys import SigningKey
-from ..messages import PROTOCOL_VERSION, CapabilityAdvertisement, Message, PeerVersions
-from ..replay import ReplayGuard, ReplayPolicy
+from ..messages import PROTOCOL_VERSION, CapabilityAdvertisement, Family, Message, PeerVersions
+from ..replay import DEFAULT_BUNDLE_LIFETIME_MS, ReplayGuard, ReplayPolicy
 from ..roles import reader_cell
 from ..trust import RevocationsRefused, TrustStore
 from .actions import (
@@ -73,6 +74,7 @@ from .actions import (
     Deliver,
     DeliveryRefused,
     Discarded,
+    Handled,
     RevocationsApplied,
     Sent,
     StatusReportReceived,
@@ -90,6 +92,7 @@ from .bundling import (
     LOCAL,
     TRUST_SERVICE,
     HopLimitExceeded,
+    encode_message_bundle,
     forward_bytes,
     inspect_bundle,
     message_bundle,
@@ -98,6 +101,7 @@ from .bundling import (
     stored,
 )
 from .contacts import ContactPlan
+from .handlers import Handler, Outgoing
 from .routing import Forward, Hierarchy, Router
 from .states import BundleEvent, BundleState, next_state
 from .store import Accepted, Duplicate, Refused, StoredBundle
@@ -117,7 +121,7 @@ class AgentConfig:
     trust: TrustStore = attrs.field(eq=False)
     service: int = FCP_SERVICE
     trust_service: int = TRUST_SERVICE
-    bundle_lifetime_ms: int = 86_400_000
+    bundle_lifetime_ms: int = DEFAULT_BUNDLE_LIFETIME_MS
     contact_plan: ContactPlan | None = attrs.field(default=None, eq=False)
     static_routes: Mapping[int, int] = attrs.field(factory=dict)
     #: Hierarchical default route: node → its parent (cell coordinator, region coordinator).
@@ -170,6 +174,8 @@ class _Held:
     bundle: Bundle
     peer: int | None = None
     admitted: Admitted | None = None
+    #: Where the blocks of ``record.data`` start (forwarding copies them from there).
+    offsets: tuple[int, ...] | None = None
 
 
 @attrs.define(slots=True)
@@ -180,7 +186,7 @@ class _Link:
 
 
 # Timer kinds, in the agent's one heap of (time, seq, kind, key).
-_EXPIRY, _REROUTE, _RETENTION = 0, 1, 2
+_EXPIRY, _REROUTE, _RETENTION, _HANDLER = 0, 1, 2, 3
 
 
 class BundleAgent:
@@ -200,6 +206,9 @@ class BundleAgent:
         light = max((contact.owlt_ms for contact in plan), default=0)
         self.guard = ReplayGuard(config.replay.widened(light))
         self._reader_cell = reader_cell(config.trust, config.key.kid)
+        #: An isolation boundary's filter on a message's source (:func:`.admission.admit`,
+        #: ``source-isolated``); set by whoever applies isolation orders here. None: no filter.
+        self.boundary: Callable[[int], bool] | None = None
         #: Which version to write to each peer, learnt from their capability advertisements.
         self.versions = PeerVersions(config.protocol_version)
         self._held: dict[bytes, _Held] = {}
@@ -215,6 +224,10 @@ class BundleAgent:
         self._last_created = -1
         self._sequence = 0
         self._message_sequence = 0
+        #: Roles attached (:mod:`.handlers`), and which takes each family.
+        self._handlers: list[Handler] = []
+        self._handler_of: dict[Family, Handler] = {}
+        self._handler_at: set[int] = set()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -244,6 +257,13 @@ class BundleAgent:
             elif kind == _REROUTE:
                 self._reroute_at.discard(at)
                 self._reroute_parked(now, actions)
+            elif kind == _HANDLER:
+                self._handler_at.discard(at)
+                for handler in self._handlers:
+                    due = handler.deadline()
+                    if due is not None and due <= now:
+                        handler.at(now)
+                        self._act(handler, handler.on_tick(now), now, actions)
             else:
                 self._release(key, now, actions)
         return self._finish(now, actions)
@@ -269,6 +289,12 @@ class BundleAgent:
         The first action is :class:`Sent` — or :class:`TransferRefused` (link ``-1``) when
         the store is full: nothing was held.
         """
+        return self._finish(now, self._send(message, to, now, lifetime_ms, reports))
+
+    def _send(
+        self, message: Message | SignedMessage, to: int, now: int,
+        lifetime_ms: int | None = None, reports: BundleFlags = BundleFlags.NONE,
+    ) -> list[Action]:  # fmt: skip
         if not isinstance(message, SignedMessage):
             # At the version ``to`` reads (spec/v2/versions.md §2); NotExpressible if it cannot.
             message = seal(self.versions.convert_for(message, to), self.config.key)
@@ -280,18 +306,19 @@ class BundleAgent:
             service=self.config.service, reports=reports,
         )  # fmt: skip
         actions: list[Action] = []
-        data = encode_bundle(bundle)
+        data, offsets = encode_message_bundle(bundle)
         local = to == self.node
-        record = stored(bundle, data, now, inspect_bundle(bundle, now), LOCAL if local else None)
+        envelope = inspect_bundle(bundle, now, content_id=False)
+        record = stored(bundle, data, now, envelope, LOCAL if local else None)
         result = self.store.put(record)
         if isinstance(result, Refused):
             actions.append(TransferRefused(-1, f"store-{result.reason.value}", result.message))
-            return self._finish(now, actions)
+            return actions
         actions.append(Sent(signed, record.bundle_id))
         if isinstance(result, Accepted):
             self.stats.sent += 1
-            self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions)
-        return self._finish(now, actions)
+            self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets)
+        return actions
 
     def acknowledge(self, delivery: bytes, now: int) -> list[Action]:
         """The application has the message of ``Deliver(delivery, …)``: forget the bundle."""
@@ -299,6 +326,11 @@ class BundleAgent:
         held = self._held.get(delivery)
         if held is None or held.state is not _S.HANDED:
             return self._finish(now, actions)
+        self._acknowledge(delivery, held, now, actions)
+        return self._finish(now, actions)
+
+    def _acknowledge(self, delivery: bytes, held: _Held, now: int, actions: list[Action]
+                     ) -> None:  # fmt: skip
         admitted = held.admitted
         if admitted is not None:  # replay memory first: a crash between means redelivery
             accept = admitted.accept
@@ -308,7 +340,6 @@ class BundleAgent:
         self.store.tombstone(delivery, DELIVERED)
         self.stats.acknowledged += 1
         self._report(held.bundle, BundleFlags.REPORT_DELIVERY, now, actions)
-        return self._finish(now, actions)
 
     def give_back(self, delivery: bytes, now: int) -> list[Action]:
         """The application will not take this message after all: offer it again."""
@@ -318,6 +349,37 @@ class BundleAgent:
             self._move(delivery, held, _E.GIVE_BACK)
             self._deliver(delivery, held, now, actions)
         return self._finish(now, actions)
+
+    # --- roles (:mod:`.handlers`) ------------------------------------------------------
+
+    def attach(self, handler: Handler, now: int) -> list[Action]:
+        """Let ``handler`` take the messages of its families from now on, and start it."""
+        handler.bind(self.next_message_sequence)
+        self._handlers.append(handler)
+        for family in handler.families:
+            self._handler_of[family] = handler
+        actions: list[Action] = []
+        handler.at(now)
+        self._act(handler, handler.start(now), now, actions)
+        return self._finish(now, actions)
+
+    def act(self, handler: Handler, sends: list[Outgoing], now: int) -> list[Action]:
+        """Send what an attached role's application side returned (a member's ``want``, …)
+        and keep its deadline among the agent's timers."""
+        actions: list[Action] = []
+        self._act(handler, sends, now, actions)
+        return self._finish(now, actions)
+
+    def _act(self, handler: Handler, sends: list[Outgoing], now: int, actions: list[Action]
+             ) -> None:  # fmt: skip
+        for send in sends:
+            actions.extend(self._send(send.message, send.to, now))
+        due = handler.deadline()
+        if due is not None:
+            at = max(due, now + 1)  # a machine that is late is woken next ms, never in a loop
+            if at not in self._handler_at:
+                self._handler_at.add(at)
+                self._timer(at, _HANDLER, b"")
 
     def apply_revocations(self, data: bytes, now: int, *, spread: bool = True) -> list[Action]:
         """Put a root-signed revocation list (from a file, a tool) in force and spread it to
@@ -381,12 +443,12 @@ class BundleAgent:
         actions: list[Action] = []
         link = -1 if from_link is None else from_link
         try:
-            bundle = decode_bundle(data)
+            bundle, offsets = decode_bundle_offsets(data)
         except BundleError as exc:
             self.stats.malformed += 1
             actions.append(TransferRefused(link, exc.code, f"malformed bundle: {exc}"))
             return self._finish(now, actions)
-        envelope = inspect_bundle(bundle, now)
+        envelope = inspect_bundle(bundle, now, content_id=False)
         hops = bundle.hop_count
         if now >= envelope.expires_at:  # RFC 9171 §5.4 step 1 / §4.3.1: taken and dropped
             self.stats.expired += 1
@@ -415,7 +477,7 @@ class BundleAgent:
             return self._finish(now, actions)
         self.stats.accepted += 1
         self._report(bundle, BundleFlags.REPORT_RECEPTION, now, actions)
-        self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions)
+        self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets)
         return self._finish(now, actions)
 
     def transmitted(self, peer: int, bundle: bytes, now: int) -> list[Action]:
@@ -464,10 +526,10 @@ class BundleAgent:
 
     def _take(
         self, record: StoredBundle, bundle: Bundle, state: BundleState, now: int,
-        actions: list[Action],
+        actions: list[Action], offsets: tuple[int, ...] | None = None,
     ) -> None:  # fmt: skip
         key = record.bundle_id
-        held = self._held[key] = _Held(state, record, bundle)
+        held = self._held[key] = _Held(state, record, bundle, offsets=offsets)
         if state is _S.LOCAL:
             self._deliver(key, held, now, actions)
         else:
@@ -519,7 +581,7 @@ class BundleAgent:
                 self._discard(key, held, StatusReason.LIFETIME_EXPIRED, now, actions)
                 continue
             try:
-                data = forward_bytes(held.bundle, held.record.data, self.node)
+                data = forward_bytes(held.bundle, held.record.data, self.node, held.offsets)
             except HopLimitExceeded:
                 self.stats.hop_limited += 1
                 self._discard(key, held, StatusReason.HOP_LIMIT_EXCEEDED, now, actions)
@@ -546,7 +608,7 @@ class BundleAgent:
             verdict = admit(
                 bundle, now, service=self.config.service,
                 trust_service=self.config.trust_service, trust=self.config.trust,
-                guard=self.guard, reader_cell=self._reader_cell,
+                guard=self.guard, reader_cell=self._reader_cell, boundary=self.boundary,
                 version=self.config.protocol_version,
             )  # fmt: skip
             if isinstance(verdict, Refusal):
@@ -566,7 +628,17 @@ class BundleAgent:
                 self.versions.learn(verdict.signed.message)
         self._move(key, held, _E.HAND)
         from_link = neighbour_node(held.record.received_from)
-        actions.append(Deliver(key, held.admitted.signed, from_link))
+        signed = held.admitted.signed
+        handler = self._handler_of.get(signed.message.TYPE.family) if self._handler_of else None
+        if handler is None:
+            actions.append(Deliver(key, signed, from_link))
+            return
+        # A role takes it: its answers are held before the bundle is acknowledged.
+        actions.append(Handled(key, signed, from_link))
+        handler.at(now)
+        self._act(handler, handler.on_message(signed, now), now, actions)
+        if held.state is _S.HANDED:
+            self._acknowledge(key, held, now, actions)
 
     def _admin_record(self, bundle: Bundle, actions: list[Action]) -> None:
         # Status reports are not signed (BPSec is a later step): they inform, never authorise.
@@ -666,7 +738,7 @@ class BundleAgent:
     def _hold_new(self, bundle: Bundle, now: int, actions: list[Action]) -> None:
         """Hold a bundle this node made (a report, a revocation list to spread) and route it."""
         data = encode_bundle(bundle)
-        envelope = inspect_bundle(bundle, now)
+        envelope = inspect_bundle(bundle, now, content_id=False)
         local = envelope.destination_node == self.node
         record = stored(bundle, data, now, envelope, LOCAL if local else None)
         if isinstance(self.store.put(record), Accepted):

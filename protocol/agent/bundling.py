@@ -25,6 +25,8 @@ Delivery deduplicates on the verified message alone (:mod:`fleetwire.protocol.re
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections.abc import Sequence
 from typing import Final
 
 import attrs
@@ -37,6 +39,7 @@ from ..bpv7 import (
     BundleFlags,
     CanonicalBlock,
     CreationTimestamp,
+    Eid,
     HopCount,
     IpnEid,
     PrimaryBlock,
@@ -49,7 +52,7 @@ from ..bpv7 import (
     previous_node_block,
     status_report_bundle,
 )
-from ..bpv7.blocks import canonical_block_parts
+from ..bpv7.blocks import canonical_block_parts, primary_block_parts
 from ..errors import FleetwireError
 from ..ids import ContentId
 from .store import StoredBundle
@@ -88,16 +91,60 @@ def message_bundle(
     to the source node's administrative endpoint ``ipn:<source>.0``.
     """
     primary = PrimaryBlock(
-        destination=IpnEid(destination, service),
-        source=IpnEid(source, service),
-        report_to=IpnEid(source, 0) if reports else DTN_NONE,
+        destination=_ipn(destination, service),
+        source=_ipn(source, service),
+        report_to=_ipn(source, 0) if reports else DTN_NONE,
         creation=CreationTimestamp(created_at, sequence),
         lifetime=lifetime_ms,
         flags=reports,
     )
-    return Bundle(
-        primary, (hop_count_block(_HOP_BLOCK, HopCount(HOP_LIMIT)), payload_block(envelope))
-    )
+    return Bundle(primary, (_NEW_HOPS, payload_block(envelope)))
+
+
+def encode_message_bundle(bundle: Bundle) -> tuple[bytes, tuple[int, ...]]:
+    """:func:`~fleetwire.protocol.bpv7.encode_bundle` of a bundle :func:`message_bundle`
+    made, and where its blocks start (as :func:`~fleetwire.protocol.bpv7.decode_bundle_offsets`
+    gives them): the same bytes, without checking the §4 rules again (that function builds
+    only valid bundles) and with the new Hop Count block's bytes made once."""
+    blocks, primary_block = bundle.blocks, bundle.primary
+    if (
+        len(blocks) != 2 or blocks[0] is not _NEW_HOPS
+        or not primary_block.creation.time or primary_block.source.is_null
+        or int(primary_block.flags) & ~_REPORT_FLAGS
+    ):  # fmt: skip
+        # Not one of the bundles the fast road knows valid: the full road (checks, refuses).
+        data = encode_bundle(bundle)
+        return data, _offsets(data)
+    primary = b"".join(primary_block_parts(bundle.primary))
+    payload = b"".join(canonical_block_parts(blocks[1]))
+    hops_end = 1 + len(primary) + len(_NEW_HOPS_BYTES)
+    data = b"".join((b"\x9f", primary, _NEW_HOPS_BYTES, payload, b"\xff"))
+    return data, (1, 1 + len(primary), hops_end, hops_end + len(payload))
+
+
+def _offsets(data: bytes) -> tuple[int, ...]:
+    spans = _top_level_spans(data)
+    return (*(start for start, _ in spans), spans[-1][1]) if spans else ()
+
+
+_REPORT_FLAGS: Final = int(
+    BundleFlags.REPORT_RECEPTION | BundleFlags.REPORT_FORWARDING | BundleFlags.REPORT_DELIVERY
+    | BundleFlags.REPORT_DELETION | BundleFlags.STATUS_TIME_REQUESTED
+)  # fmt: skip
+#: The Hop Count block every new bundle starts with, and its encoding.
+_NEW_HOPS: Final = hop_count_block(_HOP_BLOCK, HopCount(HOP_LIMIT))
+_NEW_HOPS_BYTES: Final = b"".join(canonical_block_parts(_NEW_HOPS))
+#: ipn EIDs by (node, service): frozen, and a node names the same few again and again.
+_EIDS: dict[tuple[int, int], IpnEid] = {}
+
+
+def _ipn(node: int, service: int) -> IpnEid:
+    eid = _EIDS.get((node, service))
+    if eid is None:
+        eid = IpnEid(node, service)
+        if len(_EIDS) < 65_536:
+            _EIDS[(node, service)] = eid
+    return eid
 
 
 class HopLimitExceeded(FleetwireError):
@@ -123,20 +170,27 @@ def for_next_hop(bundle: Bundle, this_node: int, service: int = FCP_SERVICE) -> 
     return encode_bundle(bundle)
 
 
-def forward_bytes(bundle: Bundle, data: bytes, this_node: int) -> bytes:
+def forward_bytes(
+    bundle: Bundle, data: bytes, this_node: int, offsets: Sequence[int] | None = None
+) -> bytes:
     """:func:`for_next_hop` for a bundle whose encoding ``data`` we hold: the same bytes,
     but only the Hop Count and Previous Node blocks are encoded again — every other block,
     the primary block included, is copied as received (its CRC still holds: RFC 9171 §4.2.1
     covers each block alone). A relay forwards every bundle it takes, so this is its
     commonest encoding; re-encoding the whole bundle would cost several times as much.
 
-    ``data`` must be the encoding ``bundle`` was decoded from (or made into).
+    ``data`` must be the encoding ``bundle`` was decoded from (or made into); ``offsets``,
+    if given, where its blocks start (:func:`~fleetwire.protocol.bpv7.decode_bundle_offsets`),
+    saves scanning it again.
     """
     hops = bundle.hop_count
     if hops is not None and hops.count + 1 > hops.limit:
         raise HopLimitExceeded(f"hop limit {hops.limit} reached")
     blocks = bundle.blocks
-    spans = _top_level_spans(data)
+    if offsets is not None and len(offsets) == len(blocks) + 2:
+        spans = list(itertools.pairwise(offsets))
+    else:
+        spans = _top_level_spans(data)
     if len(spans) != len(blocks) + 1:  # not the encoding of this bundle: encode it whole
         return for_next_hop(bundle, this_node)
     start, end = spans[0]
@@ -234,8 +288,11 @@ class Envelope:
     destination_service: int | None = None
 
 
-def inspect_bundle(bundle: Bundle, now: int) -> Envelope:
-    """Destination node, expiry and carried content id (if the payload is a COSE_Sign1)."""
+def inspect_bundle(bundle: Bundle, now: int, *, content_id: bool = True) -> Envelope:
+    """Destination node, expiry and carried content id (if the payload is a COSE_Sign1).
+
+    ``content_id=False`` leaves the (log-only) content id out: the agent, which inspects
+    every bundle on every hop, does not log it."""
     primary = bundle.primary
     destination = primary.destination
     node = destination.node if isinstance(destination, IpnEid) else None
@@ -247,7 +304,9 @@ def inspect_bundle(bundle: Bundle, now: int) -> Envelope:
     content: ContentId | None = None
     digest: bytes | None = None
     try:
-        content = ContentId.of(cose.parse_sign1(bundle.payload).payload)
+        sign1 = cose.parse_sign1(bundle.payload)
+        if content_id:
+            content = ContentId.of(sign1.payload)
         digest = hashlib.sha256(bundle.payload).digest()
     except FleetwireError:
         pass  # not one of ours, or damaged: the signature check will say so on delivery
@@ -278,17 +337,42 @@ def stored(
     destination = primary.destination.wire
     digest = envelope.envelope_digest or hashlib.sha256(bundle.payload).digest()
     payload_tag = digest[:_PAYLOAD_TAG]
-    return StoredBundle(
-        bundle_id=bundle.id.key() + payload_tag,
-        content_id=None if envelope.envelope_digest is None else envelope.envelope_digest + destination,
-        source=str(primary.source),
-        destination=str(primary.destination),
-        expires_at=envelope.expires_at,
-        received_at=now,
-        data=data,
-        next_hop=next_hop,
-        received_from=None if received_from is None else f"ipn:{received_from}.0",
+    return StoredBundle.checked_by_caller(
+        bundle.id.key() + payload_tag,
+        None if envelope.envelope_digest is None else envelope.envelope_digest + destination,
+        _text_of(primary.source),
+        _text_of(primary.destination),
+        envelope.expires_at,
+        now,
+        data,
+        next_hop,
+        None if received_from is None else _neighbour_name(received_from),
     )
+
+
+#: EIDs' text by their CBOR, and neighbours' names by node number: the store keeps text, and
+#: a node writes the same few again and again (bounded: hostile EIDs cannot grow them).
+_TEXT: dict[bytes, str] = {}
+_NEIGHBOURS: dict[int, str] = {}
+
+
+def _text_of(eid: Eid) -> str:
+    wire = eid.wire
+    text = _TEXT.get(wire)
+    if text is None:
+        text = str(eid)
+        if len(_TEXT) < 65_536:
+            _TEXT[wire] = text
+    return text
+
+
+def _neighbour_name(node: int) -> str:
+    name = _NEIGHBOURS.get(node)
+    if name is None:
+        name = f"ipn:{node}.0"
+        if len(_NEIGHBOURS) < 65_536:
+            _NEIGHBOURS[node] = name
+    return name
 
 
 #: Which status item each request flag asks for (RFC 9171 §4.2.3, §6.1.1).

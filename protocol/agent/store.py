@@ -108,6 +108,41 @@ class StoredBundle:
         if type(self.data) is not bytes:
             raise TypeError(f"data must be bytes, not {type(self.data).__name__}")
 
+    @classmethod
+    def checked_by_caller(
+        cls, bundle_id: bytes, content_id: bytes | None, source: str, destination: str,
+        expires_at: int, received_at: int, data: bytes, next_hop: str | None = None,
+        received_from: str | None = None,
+    ) -> StoredBundle:  # fmt: skip
+        """A record whose fields the caller built from a decoded bundle (bytes keys, EID
+        text, int times): the checks of :meth:`__attrs_post_init__` are only re-run for
+        values of another type; times are clamped as always. The agent builds one of these
+        for every bundle on every hop."""
+        if (
+            type(bundle_id) is not bytes or not bundle_id or type(data) is not bytes
+            or type(expires_at) is not int or type(received_at) is not int
+            or (content_id is not None and (type(content_id) is not bytes or not content_id))
+            or type(source) is not str or not source.isascii()
+            or type(destination) is not str or not destination.isascii()
+            or (next_hop is not None and (type(next_hop) is not str or not next_hop.isascii()))
+            or (received_from is not None
+                and (type(received_from) is not str or not received_from.isascii()))
+        ):  # fmt: skip
+            return cls(bundle_id, content_id, source, destination, expires_at, received_at,
+                       data, next_hop, received_from)  # fmt: skip
+        record = object.__new__(cls)
+        set_ = object.__setattr__
+        set_(record, "bundle_id", bundle_id)
+        set_(record, "content_id", content_id)
+        set_(record, "source", source)
+        set_(record, "destination", destination)
+        set_(record, "expires_at", max(-MAX_DTN_TIME - 1, min(expires_at, MAX_DTN_TIME)))
+        set_(record, "received_at", max(-MAX_DTN_TIME - 1, min(received_at, MAX_DTN_TIME)))
+        set_(record, "data", data)
+        set_(record, "next_hop", next_hop)
+        set_(record, "received_from", received_from)
+        return record
+
     @property
     def size(self) -> int:
         """Bytes this bundle counts against the ``max_bytes`` quota."""

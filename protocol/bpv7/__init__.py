@@ -36,6 +36,7 @@ from .bundle import (
     ReceptionOutcome,
     check_bundle,
     decode_bundle,
+    decode_bundle_offsets,
     encode_bundle,
     process_unprocessable_blocks,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "crc32c",
     "decode_admin_record",
     "decode_bundle",
+    "decode_bundle_offsets",
     "decode_canonical_block",
     "decode_primary_block",
     "eid_from_cbor",

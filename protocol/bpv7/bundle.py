@@ -73,6 +73,7 @@ __all__ = [
     "ReceptionOutcome",
     "encode_bundle",
     "decode_bundle",
+    "decode_bundle_offsets",
     "check_bundle",
     "process_unprocessable_blocks",
 ]
@@ -338,6 +339,15 @@ def encode_bundle(bundle: Bundle) -> bytes:
 def decode_bundle(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify_crc: bool = True
                   ) -> Bundle:
     """Decode and check a received bundle; raise :class:`BundleError` (naming block and rule)."""
+    return decode_bundle_offsets(data, limits=limits, verify_crc=verify_crc)[0]
+
+
+def decode_bundle_offsets(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify_crc: bool = True
+                          ) -> tuple[Bundle, tuple[int, ...]]:
+    """:func:`decode_bundle`, and where each block starts in ``data``: the primary block's
+    offset, each canonical block's, then the break's (so block ``i`` spans
+    ``offsets[i]:offsets[i + 1]``). A forwarding node copies the blocks it does not change
+    from these spans instead of scanning the bytes again."""
     if type(data) is not bytes:
         data = bytes(data)
     end = len(data)
@@ -347,6 +357,7 @@ def decode_bundle(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify_crc: bo
         raise BundleError("not-indefinite-array", "a bundle starts with 0x9f",
                           rule="RFC 9171 §4.1: a CBOR indefinite-length array")
     primary, pos = read_primary_block(data, 1, end, verify_crc)
+    offsets = [1, pos]
     blocks: list[CanonicalBlock] = []
     max_blocks = limits.max_container_items
     max_data = limits.max_string_length
@@ -360,6 +371,7 @@ def decode_bundle(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify_crc: bo
             raise BundleError("limit", f"more than {max_blocks} blocks", rule="bundle limits")
         block, pos = read_canonical_block(data, pos, end, max_data, len(blocks) + 1, verify_crc)
         blocks.append(block)
+        offsets.append(pos)
     if pos != end:
         raise BundleError("trailing-bytes", f"{end - pos} bytes after the break",
                           rule="RFC 9171 §4.1: the break terminates the bundle")
@@ -367,7 +379,7 @@ def decode_bundle(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify_crc: bo
         raise BundleError("too-few-blocks", "no canonical blocks", rule="RFC 9171 §4.1")
     bundle = Bundle(primary, tuple(blocks))
     check_bundle(bundle, BundleError)
-    return bundle
+    return bundle, tuple(offsets)
 
 
 # --- reception (§5.6 step 4) ---------------------------------------------------------------

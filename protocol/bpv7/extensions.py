@@ -98,8 +98,27 @@ def _bad(block: BlockRef, rule: str, exc: WireError | InvalidEid | None = None,
     return BundleError("extension-data", detail, block=block, rule=rule)
 
 
+#: Decoded Previous Node and Hop Count data by their bytes. A node reads the same few values
+#: again and again (a neighbour's node ID, a count below the limit): the results are frozen,
+#: so one decoding serves every bundle that carries the same bytes. Bounded, so hostile input
+#: cannot grow them; faults are never cached (each is raised again, with its block).
+_PREVIOUS_MEMO: dict[bytes, Eid] = {}
+_HOPS_MEMO: dict[bytes, HopCount] = {}
+_MEMO_MAX: Final = 4096
+
+
 def decode_previous_node(data: bytes, block: BlockRef = None) -> Eid:
     """The node ID in a Previous Node block's data (§4.4.1)."""
+    found = _PREVIOUS_MEMO.get(data) if type(data) is bytes else None
+    if found is not None:
+        return found
+    node = _decode_previous_node(data, block)
+    if len(_PREVIOUS_MEMO) < _MEMO_MAX and type(data) is bytes:
+        _PREVIOUS_MEMO[data] = node
+    return node
+
+
+def _decode_previous_node(data: bytes, block: BlockRef) -> Eid:
     try:
         node, pos = read_eid(data, 0, len(data), _MAX_EID)
     except (WireError, InvalidEid) as exc:
@@ -122,6 +141,16 @@ def decode_bundle_age(data: bytes, block: BlockRef = None) -> int:
 
 def decode_hop_count(data: bytes, block: BlockRef = None) -> HopCount:
     """The hop limit and count in a Hop Count block's data (§4.4.3)."""
+    found = _HOPS_MEMO.get(data) if type(data) is bytes else None
+    if found is not None:
+        return found
+    hops = _decode_hop_count(data, block)
+    if len(_HOPS_MEMO) < _MEMO_MAX and type(data) is bytes:
+        _HOPS_MEMO[data] = hops
+    return hops
+
+
+def _decode_hop_count(data: bytes, block: BlockRef) -> HopCount:
     end = len(data)
     try:
         items, pos = read_head(data, 0, end, 4)

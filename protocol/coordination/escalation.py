@@ -71,6 +71,8 @@ __all__ = [
 
 MAX_REFERENCES: Final = 64  # §2: arrays of content ids hold at most 64
 MAX_DETAIL_BYTES: Final = 256
+#: spec/v2/faults.md §0: the exception report's lineage key.
+LINEAGE_KEY: Final = 15
 KNOWN_CODES: Final = frozenset(int(code) for code in ExceptionCode)
 
 
@@ -316,6 +318,12 @@ class Escalator:
             return []
         return self._finish(incident)
 
+    def close_escalation(self, escalation: ContentId, now: int) -> list[Action]:
+        """The level above closed the report with content id ``escalation`` (spec/v2/faults.md
+        §3, type 14); unknown or already closed: nothing (closes are idempotent)."""
+        incident = self._by_escalation.get(escalation)
+        return [] if incident is None else self.close(incident, now)
+
     def tick(self, now: int) -> list[Action]:
         actions: list[Action] = []
         while self._sent_at and now - self._sent_at[0] >= self.policy.rate_window_ms:
@@ -397,6 +405,9 @@ class Escalator:
             scope_id=self.scope_id,
             affects=tuple(incident.affects),
             detail=_truncate(detail),
+            # spec/v2/faults.md §0: the report names the lineage of the nodes it lists, so the
+            # level above groups it by the same fault signature (a v1 reader keeps key 15).
+            extensions=((LINEAGE_KEY, signature.lineage),) if signature.lineage else (),
         )
         self._move(incident, Move.SEND)
         incident.escalation = report

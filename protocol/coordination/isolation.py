@@ -276,6 +276,7 @@ class IsolationBoundary:
         self.max_drift_ms = max_drift_ms
         self.max_issuers = max_issuers
         self._cell_of: dict[int, int] = {}
+        self._region_of_node: dict[int, int] = {}
         #: Severed targets: the order that severed each, and the region of its issuer.
         self._severed: dict[Target, tuple[IsolationOrder, int]] = {}
         self._high_water: dict[int, int] = {}
@@ -283,6 +284,11 @@ class IsolationBoundary:
     def place(self, node: int, cell: int) -> None:
         """Where ``node`` is (from its capability advertisement, §6.1, or configuration)."""
         self._cell_of[node] = cell
+
+    def place_in_region(self, node: int, region: int) -> None:
+        """``node`` is in ``region`` but in no cell (its region coordinator, from its credential
+        §8, or configuration): refused while that region is severed."""
+        self._region_of_node[node] = region
 
     def severed(self) -> set[Target]:
         return set(self._severed)
@@ -293,7 +299,9 @@ class IsolationBoundary:
             return True
         cell = self._cell_of.get(source)
         if cell is None:
-            return True  # a node we cannot place belongs to no severed target we know of
+            region = self._region_of_node.get(source)
+            # A node we cannot place belongs to no severed target we know of.
+            return region is None or Target(Scope.REGION, region) not in self._severed
         if Target(Scope.CELL, cell) in self._severed:
             return False
         region = self._region_of_cell.get(cell)

@@ -36,6 +36,12 @@ Each resource moves only through :data:`TRANSITIONS`::
   (**drain**) — the rule "never a second holder before ``expires_at + max_drift`` unless
   released" (§6.4, Gray & Cheriton).
 
+**Containment.** An authority may be given a gate (``admits``): a cell coordinator's
+:meth:`Containment.admits <.containment.Containment.admits>`, an isolation boundary's. A claim or
+renewal from a node it does not admit is refused (``contained``) and its queued claim is skipped,
+so a quarantined node's grant runs out at its ``expires_at`` and it gets no other; an isolation
+order's "its leases revoked" is :meth:`revoke_holders`.
+
 **Mandate.** A cell authority rules by lease itself (its *authority lease*, whose fencing token
 is the epoch). :meth:`assume` sets the epoch and the instant ``mandate_until`` after which it
 may no longer act (its authority lease's ``expires_at - max_drift``, by its own clock, as for
@@ -144,6 +150,9 @@ class Refusal(enum.Enum):
     QUEUE_FULL = "queue-full"
     NOT_HELD = "not-held"
     TERM_TOO_SHORT = "term-too-short"
+    #: The claimant is contained: in production quarantine or behind an isolation order
+    #: (``containment.py``, ``isolation.py``); its claims and renewals are refused.
+    CONTAINED = "contained"
 
 
 @attrs.frozen(slots=True)
@@ -219,8 +228,13 @@ class LeaseAuthority:
         mandate_until: int | None = None,
         sequence: int = 0,
         next_sequence: Callable[[], int] | None = None,
+        admits: Callable[[int], bool] | None = None,
     ) -> None:
         self.node = node
+        #: The containment gate (``Containment.admits``, an isolation boundary's ``admits``):
+        #: claims and renewals of a node it does not admit are refused (``contained``), and
+        #: such a node's queued claims are skipped. None admits everyone.
+        self.admits = admits
         self.config = config
         self.owns = owns
         self.epoch = epoch
@@ -319,6 +333,21 @@ class LeaseAuthority:
         actions.append(Send(revoke, r.holder))
         return actions
 
+    def revoke_holders(
+        self, which: Callable[[int], bool], effective_at: int, now: int, reason: str | None = None
+    ) -> list[Action]:
+        """Revoke every grant in force whose holder ``which`` names, and drop their queued
+        claims (an isolation order's "its leases revoked"; ``isolation.py``). As for
+        :meth:`revoke`, a revoked resource is free only at release or ``expires_at + max_drift``.
+        """
+        actions = self.tick(now)
+        for resource, r in sorted(self._resources.items()):
+            for holder in [h for h in r.queued if which(h)]:
+                del r.queued[holder]  # its heap entry goes stale and is skipped
+            if r.state is ResourceState.HELD and which(r.holder):
+                actions.extend(self.revoke(resource, effective_at, now, reason))
+        return actions
+
     def tick(self, now: int) -> list[Action]:
         """Expire and drain what is due at ``now``; grant freed resources to their queues."""
         actions: list[Action] = []
@@ -369,6 +398,9 @@ class LeaseAuthority:
             return
         if not self.active(now):
             actions.append(Refused(claim, Refusal.NO_MANDATE))
+            return
+        if not self._admitted(issuer):
+            actions.append(Refused(claim, Refusal.CONTAINED))
             return
         if min(claim.term_ms, self.config.max_term_ms) <= self._shortest_grant():
             # Could never be granted: queued, it would block everyone behind it.
@@ -427,6 +459,9 @@ class LeaseAuthority:
         if not self.active(now):
             actions.append(Refused(renew, Refusal.NO_MANDATE))
             return
+        if not self._admitted(renew.header.issuer):
+            actions.append(Refused(renew, Refusal.CONTAINED))  # the grant runs out
+            return
         refusal = self._judge(renew, now)
         if refusal is not None:
             actions.append(Refused(renew, refusal))
@@ -472,6 +507,9 @@ class LeaseAuthority:
 
     # --- granting ---------------------------------------------------------------------
 
+    def _admitted(self, node: int) -> bool:
+        return self.admits is None or self.admits(node)
+
     def _shortest_grant(self) -> int:
         """A grant no longer than this is of no use to its holder (§6.4 drift margins)."""
         return self.config.min_term_ms + 2 * self.config.max_drift_ms
@@ -492,7 +530,7 @@ class LeaseAuthority:
                 heapq.heappop(r.queue)
                 continue
             _, cid, term_ms, received = place
-            if now - received > ttl:
+            if now - received > ttl or not self._admitted(holder):
                 heapq.heappop(r.queue)
                 del r.queued[holder]
                 continue

@@ -207,6 +207,7 @@ class CellCoordinator(_Driver):
         owns: Callable[[str], bool] = lambda r: not r.startswith("authority/"),
         last_epoch: int | None = None,
         on_send: Callable[[SignedMessage, int], None] | None = None,
+        admits: Callable[[int], bool] | None = None,
     ) -> None:
         super().__init__(node, lifetime_ms, on_send)
         self.resource = authority_resource(cell)
@@ -221,6 +222,7 @@ class CellCoordinator(_Driver):
             epoch=last_epoch or 0,
             mandate_until=0,
             next_sequence=self.next_sequence,
+            admits=admits,  # the containment gate (roles.faults.CellFaults.admits)
         )
         self.last_epoch = last_epoch
         #: (epoch, DTN ms) each time this node took up the authority; for reports and tests.

@@ -28,7 +28,9 @@ network's model as events:
   sender is told "transmitted" once the bytes are written.
 
 Applications are callbacks: ``on_deliver(sim, node, Deliver)`` sees every delivered message
-(the default acknowledges at once); traffic is scheduled with :meth:`Simulator.send_at` or a
+(the default acknowledges at once), ``on_sent(sim, node, Sent)`` every message sent (a trace
+of grants, say); roles attached to an agent (``agent.attach``) take their families' messages
+themselves, and count as delivered (:class:`~fleetwire.protocol.agent.actions.Handled`). Traffic is scheduled with :meth:`Simulator.send_at` or a
 generator via :meth:`Simulator.every`. All randomness comes from one ``random.Random(seed)``
 and ties in the heap break by insertion order, so a run is a function of its seed.
 """
@@ -45,6 +47,7 @@ from fleetwire.protocol.agent.actions import (
     Action,
     Deliver,
     Discarded,
+    Handled,
     Sent,
     TransferAccepted,
     TransferRefused,
@@ -52,6 +55,7 @@ from fleetwire.protocol.agent.actions import (
     WakeAt,
 )
 from fleetwire.protocol.agent.agent import BundleAgent
+from fleetwire.protocol.agent.handlers import Handler, Outgoing
 from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.messages import Message
 
@@ -76,10 +80,14 @@ class LinkModel:
 class SimStats:
     events: int = 0
     sent: int = 0
+    #: Every message signed and held (the applications' and the roles').
+    messages: int = 0
     transfers: int = 0
     lost: int = 0
     duplicated: int = 0
     delivered: int = 0
+    #: Of ``delivered``: taken by roles attached to the agents.
+    handled: int = 0
     discarded: int = 0
     latency_ms_total: int = 0
 
@@ -96,6 +104,7 @@ class _Direction:
 _WAKE, _ARRIVE, _ANSWER, _UP, _DOWN, _CALL = range(6)
 
 OnDeliver = Callable[["Simulator", int, Deliver], None]
+OnSent = Callable[["Simulator", int, Sent], None]
 
 
 def acknowledge_at_once(sim: Simulator, node: int, delivery: Deliver) -> None:
@@ -117,6 +126,10 @@ class Simulator:
         self._seq = 0
         self._wake: dict[int, int] = {}
         self._sent_at: dict[bytes, int] = {}
+        #: Called with every :class:`Sent` (``None``: nobody listens).
+        self.on_sent: OnSent | None = None
+        #: Called with ``(node, bytes)`` for every transfer a link takes (a traffic count).
+        self.on_transmit: Callable[[int, int], None] | None = None
 
     # --- building a fleet --------------------------------------------------------------
 
@@ -143,6 +156,14 @@ class Simulator:
     def every(self, at: int, call: Callable[[Simulator], int | None]) -> None:
         """Call ``call(sim)`` at ``at``, then again whenever it returns a time (None: stop)."""
         self._push(at, _CALL, None, None, call)
+
+    def attach(self, node: int, handler: Handler) -> None:
+        """Attach a role to the agent of ``node`` (it takes its families' messages)."""
+        self._run_actions(node, self.agents[node].attach(handler, self.now))
+
+    def act(self, node: int, handler: Handler, sends: list[Outgoing]) -> None:
+        """Send what a role's application side returned (``member.want(…)``, …)."""
+        self._run_actions(node, self.agents[node].act(handler, sends, self.now))
 
     def acknowledge(self, node: int, delivery: bytes) -> None:
         """The application at ``node`` has the delivered message ``delivery``."""
@@ -224,8 +245,17 @@ class Simulator:
                 back = self._links.get((sender, node))
                 owlt = 0 if back is None else back.model.owlt_ms
                 self._push(now + owlt, _ANSWER, sender, (node, key), "refused")
+            elif kind is Handled:
+                self.stats.delivered += 1
+                self.stats.handled += 1
+                created = self._sent_at.pop(action.message.content_id.raw, None)  # type: ignore[union-attr]
+                if created is not None:
+                    self.stats.latency_ms_total += now - created
             elif kind is Sent:
+                self.stats.messages += 1
                 self._sent_at[action.message.content_id.raw] = now  # type: ignore[union-attr]
+                if self.on_sent is not None:
+                    self.on_sent(self, node, action)  # type: ignore[arg-type]
             elif kind is Discarded:
                 self.stats.discarded += 1
 
@@ -238,6 +268,8 @@ class Simulator:
             return
         model = direction.model
         self.stats.transfers += 1
+        if self.on_transmit is not None:
+            self.on_transmit(node, len(action.data))
         departure = max(now, direction.busy_until)
         done = departure + (len(action.data) * 8000) // model.rate_bps
         direction.busy_until = done

@@ -18,6 +18,17 @@ copy each.
 all four families (capability advertisements, commitment offers, exception reports, lease
 claims), most to its own coordinator (or, for a coordinator, to a member), the rest to a
 random node of another cell.
+
+**Coordination roles** (``build_fleet(..., leases=LeaseSetup())``): the lease roles of
+:mod:`fleetwire.protocol.coordination.lease_roles` run inside the agents as handlers — the
+hub a :class:`RegionRole` granting each cell's authority lease, each coordinator a
+:class:`CellRole` (holding that lease from the hub and, while it does, its cell's lease
+authority), each member a :class:`MemberRole`. :func:`add_lease_work` is the members'
+application: each in turn wants one of its cell's few shared resources (so members queue for
+them), uses it in short operations under the fencing token it is given, and releases it after
+a while. Every grant the authorities send and every use a member makes is recorded in
+``Fleet.trace`` for :func:`fleetwire.protocol.coordination.invariants.check`; with leases on,
+:func:`add_traffic` leaves the lease family to the roles (its stream carries the other three).
 """
 
 from __future__ import annotations
@@ -26,9 +37,14 @@ import hashlib
 from collections.abc import Callable
 
 import attrs
+from fleetwire.protocol.agent.actions import Sent
 from fleetwire.protocol.agent.agent import AgentConfig, BundleAgent
 from fleetwire.protocol.agent.agent_store import MemoryAgentStore
 from fleetwire.protocol.agent.routing import Hierarchy
+from fleetwire.protocol.coordination import invariants
+from fleetwire.protocol.coordination.lease_authority import AuthorityConfig
+from fleetwire.protocol.coordination.lease_holder import HolderConfig, HolderState
+from fleetwire.protocol.coordination.lease_roles import CellRole, MemberRole, RegionRole
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import (
     Capability,
@@ -39,6 +55,7 @@ from fleetwire.protocol.messages import (
     ExceptionReport,
     Header,
     LeaseClaim,
+    LeaseGrant,
     Message,
     Scope,
     Terms,
@@ -47,19 +64,59 @@ from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 
 from .engine import LinkModel, Simulator
 
-__all__ = ["Fleet", "add_traffic", "build_fleet"]
+__all__ = ["Fleet", "LeaseSetup", "add_lease_work", "add_traffic", "build_fleet"]
 
 DAY_MS = 86_400_000
 HUB = 1
 
 
+@attrs.frozen
+class LeaseSetup:
+    """The lease roles' timing in a simulated fleet (all DTN ms)."""
+
+    #: Bound on clock error between nodes (spec §6.4); the simulator's clocks agree, but
+    #: the holders still stop this long before a grant's end.
+    max_drift_ms: int = 1_000
+    #: A member's lease term (renewed while it holds the resource).
+    member_term_ms: int = 3_600_000
+    #: The cell coordinators' authority lease term (renewed while they live).
+    authority_term_ms: int = 6 * 3_600_000
+    #: Shared resources per cell: members queue for them.
+    resources_per_cell: int = 8
+    #: A member holds a resource this long (on average) before releasing it, and rests this
+    #: long (on average) before wanting one again.
+    hold_ms: int = 3_600_000
+    rest_ms: int = 2 * 3_600_000
+    #: While it holds a resource, a member runs an operation this often, this long.
+    use_every_ms: int = 20 * 60_000
+    use_ms: int = 60_000
+    #: A holder resends an unanswered claim or renewal this often. A queued claim is not
+    #: answered until its turn, so this paces a waiting member's resends (hours of waiting
+    #: at one round trip apart would be thousands of claims).
+    retry_ms: int = 15 * 60_000
+    #: Renew this long before a grant's usable end (two retries fit in it).
+    renew_lead_ms: int = 40 * 60_000
+
+
 @attrs.define
 class Fleet:
+    """A built fleet: the simulator, every node's key, the tree, and (with leases) the roles
+    and the trace of grants and uses."""
+
     sim: Simulator
     keys: dict[int, SigningKey]
     coordinator_of: dict[int, int]
     members: dict[int, list[int]]
     trust: TrustStore
+    leases: LeaseSetup | None = None
+    region: RegionRole | None = None
+    cells: dict[int, CellRole] = attrs.field(factory=dict)
+    holders: dict[int, MemberRole] = attrs.field(factory=dict)
+    trace: list[invariants.Record] = attrs.field(factory=list)
+
+    def check_leases(self) -> invariants.Report:
+        """The invariant checker's verdict on the trace (mutual exclusion, token order…)."""
+        return invariants.check(self.trace)
 
 
 def _key(seed: int, node: int) -> SigningKey:
@@ -76,8 +133,10 @@ def build_fleet(
     backbone_link: LinkModel | None = None,
     bundle_lifetime_ms: int = DAY_MS,
     expiry_granularity_ms: int = 3_600_000,
+    leases: LeaseSetup | None = None,
 ) -> Fleet:
-    """Build the agents and links of a ``nodes``-node fleet (module docstring)."""
+    """Build the agents and links of a ``nodes``-node fleet (module docstring); with
+    ``leases``, the lease roles run in the agents."""
     member_link = member_link or LinkModel(owlt_ms=50, rate_bps=1_000_000)
     backbone_link = backbone_link or LinkModel(owlt_ms=1_300, rate_bps=10_000_000)
     root = SigningKey.from_seed(hashlib.sha256(b"sim %d root" % seed).digest())
@@ -123,7 +182,89 @@ def build_fleet(
         sim.connect(coordinator, HUB, backbone_link)
         for member in cell:
             sim.connect(member, coordinator, member_link)
-    return Fleet(sim, keys, coordinator_of, members, trust)
+    fleet = Fleet(sim, keys, coordinator_of, members, trust, leases)
+    if leases is not None:
+        _attach_lease_roles(fleet, leases, member_link, backbone_link)
+    return fleet
+
+
+def _attach_lease_roles(
+    fleet: Fleet, leases: LeaseSetup, member_link: LinkModel, backbone_link: LinkModel
+) -> None:
+    sim, drift = fleet.sim, leases.max_drift_ms
+    # A round trip to the authority is far shorter than the retry period on either link.
+    assert 2 * max(member_link.owlt_ms, backbone_link.owlt_ms) < leases.retry_ms
+    holding = HolderConfig(
+        max_drift_ms=drift, renew_lead_ms=leases.renew_lead_ms, retry_ms=leases.retry_ms
+    )
+    region = fleet.region = RegionRole(
+        HUB, AuthorityConfig(max_drift_ms=drift, max_term_ms=leases.authority_term_ms)
+    )
+    sim.attach(HUB, region)
+    for coordinator in fleet.members:
+        role = fleet.cells[coordinator] = CellRole(
+            coordinator, cell=coordinator, region=HUB,
+            authority_config=AuthorityConfig(max_drift_ms=drift,
+                                             max_term_ms=leases.member_term_ms),
+            holder_config=holding,
+            authority_term_ms=leases.authority_term_ms,
+            last_epoch=0,  # a first start: it never acted in any epoch
+        )  # fmt: skip
+        sim.attach(coordinator, role)
+    for member, coordinator in fleet.coordinator_of.items():
+        holder = fleet.holders[member] = MemberRole(member, (coordinator,), holding)
+        sim.attach(member, holder)
+    trace = fleet.trace
+
+    def on_sent(sim: Simulator, node: int, sent: Sent) -> None:
+        message = sent.message.message
+        if isinstance(message, LeaseGrant):
+            trace.append(invariants.Granted(
+                message.resource, message.holder, message.fencing_token, message.expires_at,
+                node, sim.now, sim.now,
+            ))  # fmt: skip
+
+    sim.on_sent = on_sent
+
+
+def add_lease_work(fleet: Fleet, *, until: int) -> None:
+    """Every member's application (module docstring): want, use, release, rest, again."""
+    leases = fleet.leases
+    if leases is None:
+        raise ValueError("the fleet was built without leases")
+    sim, rng, trace = fleet.sim, fleet.sim.random, fleet.trace
+
+    def work(member: int, role: MemberRole) -> Callable[[Simulator], int | None]:
+        cell = fleet.coordinator_of[member]
+        resource = ""
+        release_at = 0
+
+        def step(sim: Simulator) -> int | None:
+            nonlocal resource, release_at
+            now = sim.now
+            role.notices.clear()  # this application learns by trying to use the lease
+            if not resource:  # resting: want one of the cell's resources
+                resource = f"dock/{cell}/{rng.randrange(leases.resources_per_cell)}"
+                release_at = now + int(rng.expovariate(1 / leases.hold_ms))
+                sim.act(member, role, role.want(resource, leases.member_term_ms, now))
+                at = now + leases.use_every_ms
+            elif now >= release_at and role.holder.state(resource) is not HolderState.CLAIMING:
+                sim.act(member, role, role.release(resource, now))
+                resource = ""
+                at = now + int(rng.expovariate(1 / leases.rest_ms))
+            else:
+                token = role.use(resource, now, leases.use_ms)
+                if token is not None:
+                    trace.append(invariants.Used(
+                        resource, member, token, now, now + leases.use_ms, now
+                    ))  # fmt: skip
+                at = now + leases.use_every_ms
+            return at if at <= until else None
+
+        return step
+
+    for member, role in sorted(fleet.holders.items()):
+        sim.every(sim.now + int(rng.expovariate(1 / leases.rest_ms)), work(member, role))
 
 
 def _message(kind: int, node: int, now: int, sequence: int, to: int) -> Message:
@@ -157,8 +298,12 @@ def add_traffic(
     rate = per_node_per_day / DAY_MS  # messages per ms
     made = [0]
 
+    # With the lease roles on, the lease family is theirs (a claim from nowhere would be
+    # granted to a holder that never wanted it).
+    families = 3 if fleet.leases is not None else 4
+
     def stream(node: int) -> Callable[[Simulator], int | None]:
-        kind = node % 4
+        kind = node % families
 
         def next_message(sim: Simulator) -> int | None:
             nonlocal kind
@@ -177,7 +322,7 @@ def add_traffic(
             sequence = agent.next_message_sequence(now)
             sim.send_at(now, node, to, _message(kind, node, now, sequence, to))
             made[0] += 1
-            kind = (kind + 1) % 4
+            kind = (kind + 1) % families
             at = now + max(1, int(rng.expovariate(rate)))
             return at if at <= until else None
 

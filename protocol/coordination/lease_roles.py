@@ -1,0 +1,186 @@
+"""The lease roles as agent handlers: region coordinator, cell coordinator, member (spec §6.4).
+
+Theory of operation
+-------------------
+The same three roles as the Trio node's (``runtime/roles/lease.py``), in the sans-IO shape
+of :class:`~fleetwire.protocol.agent.handlers.Handler`, so that a bundle agent runs them
+wherever it runs — the discrete-event simulator, an embedder's loop: each wraps the
+machines of :mod:`.lease_authority` and :mod:`.lease_holder`, hands them the verified lease
+messages the agent gives it, ticks them at their deadlines, and returns their sends. The
+roles decide nothing themselves beyond what the Trio roles decide:
+
+- :class:`RegionRole` grants the authority leases ``authority/cell-<cell>`` (a
+  :class:`LeaseAuthority` without mandate that owns only those).
+- :class:`CellRole` always wants its cell's authority lease from the region (a
+  :class:`LeaseHolder`); while it holds it, it is the cell's :class:`LeaseAuthority` for the
+  epoch the lease's fencing token names, until the lease's usable end. A coordinator that
+  does not know the last epoch it acted in (``last_epoch=None``) lets its first authority
+  lease run out instead of acting in an epoch whose grants it may have lost.
+- :class:`MemberRole` claims, renews and releases for the application (:meth:`want`,
+  :meth:`release`, whose sends the driver passes to ``agent.act``) and answers :meth:`use`
+  with the fencing token for an operation, or ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..agent.handlers import Handler, Outgoing, outgoing
+from ..envelope import SignedMessage
+from ..messages import Family
+from .lease_authority import AuthorityConfig, LeaseAuthority
+from .lease_holder import HolderConfig, HolderState, LeaseHolder, Notice, NoticeKind
+
+__all__ = ["CellRole", "MemberRole", "RegionRole", "authority_resource"]
+
+_LEASE = frozenset({Family.LEASE})
+
+
+def authority_resource(cell: int) -> str:
+    """The resource whose lease makes a node its cell's lease authority."""
+    return f"authority/cell-{cell}"
+
+
+def _earliest(*times: int | None) -> int | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+class RegionRole(Handler):
+    """Grants the authority leases of the region's cells."""
+
+    families = _LEASE
+
+    def __init__(self, node: int, config: AuthorityConfig) -> None:
+        super().__init__()
+        self.authority = LeaseAuthority(
+            node, config, owns=lambda r: r.startswith("authority/"),
+            next_sequence=self.next_sequence,
+        )  # fmt: skip
+
+    def on_message(self, signed: SignedMessage, now: int) -> list[Outgoing]:
+        return outgoing(self.authority.receive(signed.message, signed.content_id, now))
+
+    def on_tick(self, now: int) -> list[Outgoing]:
+        return outgoing(self.authority.tick(now))
+
+    def deadline(self) -> int | None:
+        return self.authority.next_deadline()
+
+
+class CellRole(Handler):
+    """The cell's lease authority while it holds the authority lease; a standby otherwise."""
+
+    families = _LEASE
+
+    def __init__(
+        self,
+        node: int,
+        *,
+        cell: int,
+        region: int,
+        authority_config: AuthorityConfig,
+        holder_config: HolderConfig,
+        authority_term_ms: int,
+        owns: Callable[[str], bool] = lambda r: not r.startswith("authority/"),
+        last_epoch: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.resource = authority_resource(cell)
+        self.authority_term_ms = authority_term_ms
+        self.holder = LeaseHolder(node, (region,), holder_config, next_sequence=self.next_sequence)
+        self.authority = LeaseAuthority(
+            node, authority_config, owns=owns, epoch=last_epoch or 0, mandate_until=0,
+            next_sequence=self.next_sequence,
+        )  # fmt: skip
+        self.last_epoch = last_epoch
+        #: (epoch, DTN ms) each time this node took up the authority.
+        self.terms: list[tuple[int, int]] = []
+
+    def active(self, now: int) -> bool:
+        return self.authority.active(now)
+
+    def start(self, now: int) -> list[Outgoing]:
+        return self._handle(self.holder.want(self.resource, self.authority_term_ms, now), now)
+
+    def on_message(self, signed: SignedMessage, now: int) -> list[Outgoing]:
+        message = signed.message
+        if getattr(message, "resource", None) == self.resource:
+            return self._handle(self.holder.receive(message, signed.content_id, now), now)
+        return outgoing(self.authority.receive(message, signed.content_id, now))
+
+    def on_tick(self, now: int) -> list[Outgoing]:
+        sends = self._handle(self.holder.tick(now), now)
+        if self.holder.state(self.resource) is HolderState.IDLE:
+            sends += self._handle(
+                self.holder.want(self.resource, self.authority_term_ms, now), now
+            )
+        return sends + outgoing(self.authority.tick(now))
+
+    def deadline(self) -> int | None:
+        return _earliest(self.holder.next_deadline(), self.authority.next_deadline())
+
+    def _handle(self, actions: Sequence[object], now: int) -> list[Outgoing]:
+        """The holder's sends, and what its notices about the authority lease call for."""
+        sends = outgoing(actions)
+        for notice in actions:
+            if not isinstance(notice, Notice) or notice.resource != self.resource:
+                continue
+            if notice.kind not in (NoticeKind.GRANTED, NoticeKind.RENEWED):
+                continue
+            epoch = notice.fencing_token
+            if self.last_epoch is None:
+                # We do not know whether we acted in this epoch before a restart: sit it out.
+                self.last_epoch = epoch
+                sends += outgoing(self.holder.let_go(self.resource, now))
+                continue
+            before = self.authority.epoch
+            sends += outgoing(self.authority.assume(epoch, notice.usable_until, now))
+            if self.authority.epoch == epoch and self.authority.active(now):
+                self.last_epoch = epoch
+                if epoch != before:
+                    self.terms.append((epoch, now))
+            else:
+                sends += outgoing(self.holder.let_go(self.resource, now))
+        return sends
+
+
+class MemberRole(Handler):
+    """A node's leases for its application."""
+
+    families = _LEASE
+
+    def __init__(self, node: int, authorities: Sequence[int], config: HolderConfig) -> None:
+        super().__init__()
+        self.holder = LeaseHolder(node, authorities, config, next_sequence=self.next_sequence)
+        #: What happened to the application's leases, oldest first (the application reads
+        #: and clears it).
+        self.notices: list[Notice] = []
+
+    def want(self, resource: str, term_ms: int, now: int, priority: int = 0) -> list[Outgoing]:
+        """Ask for ``resource`` (renewed until :meth:`release`); pass the result to
+        ``agent.act``."""
+        self.at(now)
+        return self._notes(self.holder.want(resource, term_ms, now, priority))
+
+    def release(self, resource: str, now: int) -> list[Outgoing]:
+        """Give ``resource`` back; pass the result to ``agent.act``."""
+        self.at(now)
+        return self._notes(self.holder.release(resource, now))
+
+    def use(self, resource: str, now: int, duration_ms: int = 0) -> int | None:
+        """The fencing token for an operation on ``resource`` over ``[now, now + duration)``."""
+        return self.holder.use(resource, now, duration_ms)
+
+    def on_message(self, signed: SignedMessage, now: int) -> list[Outgoing]:
+        return self._notes(self.holder.receive(signed.message, signed.content_id, now))
+
+    def on_tick(self, now: int) -> list[Outgoing]:
+        return self._notes(self.holder.tick(now))
+
+    def deadline(self) -> int | None:
+        return self.holder.next_deadline()
+
+    def _notes(self, actions: Sequence[object]) -> list[Outgoing]:
+        self.notices += [a for a in actions if isinstance(a, Notice)]
+        return outgoing(actions)

@@ -1,0 +1,452 @@
+"""What each node of the demo fleet does, on whichever engine runs it.
+
+Theory of operation
+-------------------
+A :class:`NodeBehaviour` drives one running :class:`~.node.Node`: it listens to what arrives
+(counting it, accepting commitments offered, escalating severe exceptions, feeding a cell's
+containment machine), and for a member it plays the traffic script — capabilities once, then
+now and then a dock claim through its lease role, a commitment offered to a neighbour, or an
+exception report — beside its telemetry, digested and sent (``demo_digests``). What happened
+goes into a :class:`Tally`; the engine turns tallies into the report's
+:class:`~.demo_results.Results`.
+
+Two engines use it. The loopback engine (:mod:`.demo`) runs every node in one process on
+Trio's ``MockClock`` with one shared tally; the process engine (:mod:`.demo_processes`) runs one
+node per OS process on the real clock, each with its own tally, merged at the end. So that a
+run on the real clock ends in minutes, :class:`Timing` divides every duration of the script and
+of the lease parameters by ``scale`` (3600: a virtual hour is a real second); what the tally
+records — dock use, waits, latencies — it records in virtual time again, so the two engines'
+reports read alike.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+from fleetwire.protocol.coordination import invariants
+from fleetwire.protocol.coordination.containment import (
+    Containment,
+    EscalateCluster,
+    Quarantined,
+)
+from fleetwire.protocol.coordination.digests import Digest, DigestError, Trigger
+from fleetwire.protocol.coordination.freshness import FreshnessWindow
+from fleetwire.protocol.coordination.lease_authority import AuthorityConfig
+from fleetwire.protocol.coordination.lease_holder import HolderConfig, HolderState
+from fleetwire.protocol.envelope import SignedMessage
+from fleetwire.protocol.ids import ContentId
+from fleetwire.protocol.messages import (
+    Capability,
+    CapabilityAdvertisement,
+    Commitment,
+    CommitmentState,
+    ExceptionCode,
+    ExceptionReport,
+    Header,
+    LeaseGrant,
+    Message,
+    Scope,
+    Terms,
+)
+from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS
+
+from .demo_digests import Telemetry, carrier, digest_of
+from .demo_results import Event, Interval
+from .node import Node
+from .roles.lease import Member
+
+if TYPE_CHECKING:
+    from .demo import Scenario
+    from .demo_isolation import RegionGuard
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+#: Bundles live as long as the autonomy window (the nodes' default): a cell cut off for the
+#: 30 days it is designed for still delivers its backlog when it heals.
+LIFETIME = DEFAULT_BUNDLE_LIFETIME_MS
+#: The fault scenario: when the defect shows, for how long, in which lineage. The cells run the
+#: containment module's own cell policy (``THRESHOLDS``), unchanged.
+FAULT_FROM = 2 * DAY
+FAULT_FOR = 12 * HOUR
+FAULTY_LINEAGE = "B"
+#: Members sample telemetry continuously and wake to digest it every half hour.
+TELEMETRY_WAKE_MS = 30 * MINUTE
+#: The figures' name for digests (carried on capability advertisements; ``demo_digests``).
+DIGEST = "digest"
+#: Dock operations are this long; a claim not usable after ``GIVE_UP`` is abandoned.
+STEP = 15 * MINUTE
+GIVE_UP = 12 * HOUR
+
+
+@attrs.frozen
+class Timing:
+    """Durations of the script and the lease parameters, divided by ``scale`` (module doc).
+
+    Lease parameters are for links that open for 30 minutes every 3 hours (members) and an
+    hour every 6 hours (coordinators), with seconds of light time; clocks agree to a second.
+    """
+
+    scale: int = 1
+
+    def ms(self, virtual_ms: float) -> int:
+        """Real ms for a virtual duration (at least 1)."""
+        return max(1, round(virtual_ms / self.scale))
+
+    def s(self, virtual_ms: float) -> float:
+        """Real seconds for a virtual duration, for ``trio.sleep``."""
+        return virtual_ms / self.scale / 1000
+
+    def virtual(self, real_ms: int) -> int:
+        return real_ms * self.scale
+
+    @property
+    def dock_term(self) -> int:
+        return self.ms(8 * HOUR)
+
+    @property
+    def authority_term(self) -> int:
+        return self.ms(3 * DAY)
+
+    def _window(self) -> FreshnessWindow:
+        return FreshnessWindow(max_age_ms=self.ms(3 * DAY), max_skew_ms=self.ms(1_000))
+
+    def cell_authority(self) -> AuthorityConfig:
+        return AuthorityConfig(
+            max_drift_ms=self.ms(1_000), max_term_ms=self.dock_term, min_term_ms=self.ms(HOUR),
+            freshness=self._window(),
+        )  # fmt: skip
+
+    def region_authority(self) -> AuthorityConfig:
+        return AuthorityConfig(
+            max_drift_ms=self.ms(1_000), max_term_ms=self.authority_term, freshness=self._window()
+        )
+
+    def member_leases(self) -> HolderConfig:
+        return HolderConfig(
+            max_drift_ms=self.ms(1_000), renew_lead_ms=self.ms(4 * HOUR),
+            retry_ms=self.ms(3 * HOUR), min_use_ms=self.ms(HOUR), freshness=self._window(),
+        )  # fmt: skip
+
+    def coordinator_lease(self) -> HolderConfig:
+        return HolderConfig(
+            max_drift_ms=self.ms(1_000), renew_lead_ms=self.ms(2 * DAY),
+            retry_ms=self.ms(6 * HOUR), freshness=self._window(),
+        )  # fmt: skip
+
+
+@attrs.define
+class Tally:
+    """Running counts; the engine's sampler turns them into intervals."""
+
+    sent: Counter[str] = attrs.field(factory=Counter)
+    delivered: Counter[str] = attrs.field(factory=Counter)
+    latency_ms: dict[str, list[int]] = attrs.field(factory=lambda: defaultdict(list))
+    node_bytes: dict[int, int] = attrs.field(factory=lambda: defaultdict(int))
+    grants: int = 0
+    lease_trace: list[invariants.Record] = attrs.field(factory=list)
+    dock_use_ms: int = 0
+    cut_cell_dock_use_ms: int = 0
+    waits_ms: list[int] = attrs.field(factory=list)
+    given_up: int = 0
+    escalations: int = 0
+    exceptions_open: int = 0
+    cluster_escalations: int = 0
+    quarantined: Counter[str] = attrs.field(factory=Counter)
+    quarantined_faulty: int = 0
+    quarantined_healthy: int = 0
+    intervals: list[Interval] = attrs.field(factory=list)
+    events: list[Event] = attrs.field(factory=list)
+    digests: Counter[str] = attrs.field(factory=Counter)  # by trigger: periodic, threshold
+    digest_bytes: int = 0  # the carrying messages' signed envelopes (COSE_Sign1) in bytes
+    digests_anomalous: int = 0  # received by a coordinator with samples out of control
+    digests_refused: int = 0  # received malformed (never, unless a node is broken)
+    samples: int = 0  # telemetry samples taken on the members
+    detail_bytes: int = 0  # their encoded size, kept on the nodes
+
+
+class NodeBehaviour:
+    """One node's part in the demo (module docstring)."""
+
+    def __init__(
+        self,
+        node: Node,
+        scenario: Scenario,
+        tally: Tally,
+        *,
+        start: int,
+        timing: Timing = Timing(),
+        parent: int | None = None,
+        containment: Containment | None = None,
+    ) -> None:
+        self.node = node
+        self.scenario = scenario
+        self.seen = tally
+        self.start = start  # DTN ms of run time 0
+        self.timing = timing
+        self.parent = parent
+        self.containment = containment
+        self.role: Member | None = None
+        #: A region coordinator's isolation boundary (the isolation scenario; ``demo_isolation``).
+        self.guard: RegionGuard | None = None
+
+    @property
+    def number(self) -> int:
+        return self.node.node
+
+    def now(self) -> int:
+        return self.node.now()
+
+    def run_ms(self) -> int:
+        """Virtual time since the run began."""
+        return self.timing.virtual(self.now() - self.start)
+
+    def header(self, refs: tuple[ContentId, ...] = ()) -> Header:
+        # One sequence per node across all its tasks (spec §4): readers refuse a reused one.
+        sequence = self.node.next_message_sequence()
+        return Header(issuer=self.number, issued_at=self.now(), sequence=sequence, references=refs)
+
+    async def send(self, message: Message, to: int, family: str | None = None) -> SignedMessage:
+        signed = await self.node.send(message, to, lifetime_ms=LIFETIME)
+        self.seen.sent[family or message.TYPE.family.value] += 1
+        return signed
+
+    def on_send(self, signed: SignedMessage, to: int) -> None:
+        """The lease roles' sends: counted, and grants go into the invariant checker's trace."""
+        message = signed.message
+        self.seen.sent[message.TYPE.family.value] += 1
+        if isinstance(message, LeaseGrant) and not message.resource.startswith("authority/"):
+            if message.header.references == (message.claim,):  # a first grant, not a renewal
+                self.seen.grants += 1
+            t = self.now()
+            self.seen.lease_trace.append(
+                invariants.Granted(
+                    message.resource, to, message.fencing_token, message.expires_at,
+                    self.number, t, t,
+                )
+            )  # fmt: skip
+
+    # --- what arrives ---------------------------------------------------------------------
+
+    async def listen(self) -> None:
+        seen = self.seen
+        async for signed in self.node.subscribe():
+            message = signed.message
+            family = message.TYPE.family.value
+            if self.guard is not None and not await self.guard.on_message(signed):
+                seen.delivered[family] += 1  # delivered, and refused at the boundary
+                if isinstance(message, ExceptionReport):
+                    seen.exceptions_open -= 1
+                continue
+            if isinstance(message, CapabilityAdvertisement) and message.extensions:
+                try:
+                    digest = digest_of(message)
+                except DigestError:
+                    seen.digests_refused += 1
+                    digest = None
+                if digest is not None:
+                    family = DIGEST
+                    if any(m.out_of_control for m in digest.metrics.values()):
+                        seen.digests_anomalous += 1
+            seen.delivered[family] += 1
+            seen.latency_ms[family].append(
+                self.timing.virtual(self.now() - message.header.issued_at)
+            )
+            if self.containment is not None:
+                await self.contain(signed)
+            if isinstance(message, Commitment) and message.state is CommitmentState.OFFERED:
+                accept = Commitment(
+                    header=self.header((signed.content_id,)),
+                    state=CommitmentState.ACCEPTED,
+                    commitment=signed.content_id,
+                )
+                await self.send(accept, message.header.issuer)
+            elif isinstance(message, ExceptionReport):
+                if self.parent is None or message.severity < 3:
+                    seen.exceptions_open -= 1  # it reached the node that handles it
+                else:
+                    seen.escalations += 1
+                    escalated = ExceptionReport(
+                        header=self.header((signed.content_id,)),
+                        code=message.code,
+                        severity=message.severity,
+                        scope=Scope.CELL,
+                        scope_id=self.number,
+                        affects=message.affects,
+                        detail=f"escalated from node {message.header.issuer}",
+                    )
+                    await self.send(escalated, self.parent)
+
+    async def contain(self, signed: SignedMessage) -> None:
+        """Feed the cell's containment machine; act on what it decides."""
+        message, containment, seen = signed.message, self.containment, self.seen
+        assert containment is not None
+        if isinstance(message, CapabilityAdvertisement) and message.lineage is not None:
+            containment.advertise(message.header.issuer, message.lineage, message.cell)
+        elif isinstance(message, ExceptionReport) and message.scope is Scope.NODE:
+            for action in containment.anomaly(message, signed.content_id, self.now()):
+                if isinstance(action, Quarantined):
+                    seen.quarantined[action.lineage] += 1
+                    if self.scenario.faulty(action.node):
+                        seen.quarantined_faulty += 1
+                    else:
+                        seen.quarantined_healthy += 1
+                    seen.events.append(
+                        Event(
+                            self.run_ms(),
+                            "quarantine",
+                            f"cell {containment.scope_id}: node {action.node} "
+                            f"(lineage {action.lineage})",
+                        )
+                    )
+                elif isinstance(action, EscalateCluster):
+                    seen.cluster_escalations += 1
+                    seen.exceptions_open += 1  # until the region has it
+                    seen.events.append(
+                        Event(self.run_ms(), "cluster-escalated", action.report.detail or "")
+                    )
+                    assert self.parent is not None
+                    await self.send(action.report, self.parent)
+
+    # --- a member's script ------------------------------------------------------------------
+
+    def defect(self) -> Callable[[int], bool]:
+        """Whether the fault scenario's defect shows in this node at DTN time ``t``."""
+        shows, t0, timing = self.scenario.faulty(self.number), self.start, self.timing
+        return lambda t: shows and FAULT_FROM <= timing.virtual(t - t0) < FAULT_FROM + FAULT_FOR
+
+    async def member(self, cell: int, coordinator: int, role: Member) -> None:
+        """Advertise, then claim docks, offer commitments and report exceptions now and then."""
+        scenario, timing, node = self.scenario, self.timing, self.number
+        self.role = role
+        local = random.Random(scenario.seed * 7919 + node)
+        contention = "contention" in scenario.scenarios
+        await trio.sleep(timing.s(local.uniform(0, HOUR)))
+        advert = CapabilityAdvertisement(
+            header=self.header(),
+            capabilities=(
+                Capability(
+                    "refine/carbonaceous",
+                    local.randrange(10_000, 50_000),
+                    "kg",
+                    self.now(),
+                    self.now() + timing.ms(30 * DAY),
+                ),
+            ),
+            versions=(1, 1),
+            lineage=scenario.lineage(node),
+            cell=cell,
+        )
+        await self.send(advert, coordinator)
+        peers = [m for m, c in scenario.members().items() if c == cell and m != node]
+        async with trio.open_nursery() as holding:
+            holding.start_soon(self.telemetry, coordinator, advert)
+            if scenario.faulty(node):
+                holding.start_soon(self.faulty, coordinator)
+            while True:
+                await trio.sleep(timing.s(local.uniform(*((2, 6) if contention else (4, 12))) * HOUR))
+                roll = local.random()
+                if roll < 0.5:
+                    dock = f"cell-{cell}/dock-{local.randrange(scenario.docks_per_cell)}"
+                    if role.holder.state(dock) is HolderState.IDLE:
+                        holding.start_soon(self.hold, dock, local.uniform(2, 6) * HOUR)
+                elif roll < 0.8:
+                    if peers:
+                        offer = Commitment(
+                            header=self.header(),
+                            state=CommitmentState.OFFERED,
+                            terms=Terms(
+                                node,
+                                local.choice(peers),
+                                "deliver/refined-carbon",
+                                1200,
+                                "kg",
+                                self.now() + timing.ms(5 * DAY),
+                            ),
+                        )
+                        await self.send(offer, offer.terms.promisee)  # type: ignore[union-attr]
+                else:
+                    report = ExceptionReport(
+                        header=self.header(),
+                        code=local.randrange(1, 7),
+                        severity=local.randrange(1, 6),
+                        scope=Scope.NODE,
+                        scope_id=node,
+                    )
+                    self.seen.exceptions_open += 1
+                    await self.send(report, coordinator)
+
+    async def hold(self, dock: str, hold_ms: float) -> None:
+        """Claim ``dock``; once granted, use it in 15-minute operations, then release it."""
+        role, seen, timing = self.role, self.seen, self.timing
+        assert role is not None
+        claimed = self.run_ms()
+        await role.want(dock, timing.dock_term)
+        while role.use(dock) is None and self.run_ms() - claimed < GIVE_UP:
+            await trio.sleep(timing.s(10 * MINUTE))
+        if role.use(dock) is None:
+            seen.given_up += 1
+        else:
+            seen.waits_ms.append(self.run_ms() - claimed)
+        started = self.run_ms()
+        step = timing.ms(STEP)
+        while role.use(dock) is not None and self.run_ms() - started < hold_ms:
+            token = role.use(dock, step)
+            if token is not None:
+                t = self.now()
+                seen.lease_trace.append(invariants.Used(dock, self.number, token, t, t + step, t))
+                seen.dock_use_ms += STEP
+                if dock.startswith("cell-0/"):
+                    seen.cut_cell_dock_use_ms += STEP
+            await trio.sleep(timing.s(STEP))
+        await role.release(dock)
+
+    async def telemetry(self, coordinator: int, advert: CapabilityAdvertisement) -> None:
+        """Sample, digest, and send each digest restated on the member's advertisement."""
+        sampled = Telemetry(self.number, self.scenario.seed, self.now(), self.timing.scale)
+        shows = self.defect()
+        try:
+            while True:
+                # Wake every half hour: a threshold crossing goes out at most that late,
+                # and no sooner than the builder's gap between event-driven digests allows.
+                await trio.sleep(self.timing.s(TELEMETRY_WAKE_MS))
+                for digest in sampled.advance(self.now(), shows):
+                    await self.send_digest(coordinator, advert, digest)
+        finally:
+            self.seen.samples += sampled.samples
+            self.seen.detail_bytes += sampled.detail_bytes
+
+    async def send_digest(
+        self, coordinator: int, advert: CapabilityAdvertisement, digest: Digest
+    ) -> None:
+        message = carrier(attrs.evolve(advert, header=self.header()), digest)
+        self.seen.digests["threshold" if digest.trigger is Trigger.THRESHOLD else "periodic"] += 1
+        signed = await self.send(message, coordinator, DIGEST)
+        self.seen.digest_bytes += len(signed.envelope)
+
+    async def faulty(self, coordinator: int) -> None:
+        """A defect of lineage B: the same anomaly every half hour for ``FAULT_FOR``."""
+        scenario, timing = self.scenario, self.timing
+        local = random.Random(scenario.seed * 104_729 + self.number)
+        await trio.sleep_until(
+            trio.current_time()
+            + max(0.0, timing.s(FAULT_FROM + local.randrange(0, HOUR) - self.run_ms()))
+        )
+        until = self.run_ms() + FAULT_FOR
+        while self.run_ms() < until:
+            self.seen.exceptions_open += 1
+            report = ExceptionReport(
+                header=self.header(),
+                code=ExceptionCode.FEEDSTOCK_QUALITY,
+                severity=3,
+                scope=Scope.NODE,
+                scope_id=self.number,
+                detail="feedstock assessment drift",
+            )
+            await self.send(report, coordinator)
+            await trio.sleep(timing.s(30 * MINUTE))

@@ -1,0 +1,214 @@
+"""The isolation scenario: a misbehaving region is severed at the other regions' boundaries.
+
+Theory of operation
+-------------------
+"The ability to sacrifice a region to save the fleet" (the seeds). From :data:`MISBEHAVE_FROM`
+for :data:`MISBEHAVE_FOR`, every cell coordinator of the last region floods the first region's
+coordinator with severity-5 exception reports (:func:`flood`). Every region coordinator keeps an
+:class:`~fleetwire.protocol.coordination.isolation.IsolationBoundary` (:class:`RegionGuard`):
+
+- it counts reports arriving from each other region; past :data:`FLOOD_LIMIT` in a window of
+  :data:`FLOOD_WINDOW_MS` it signs a *sever* order for that region (``issue_order``, the
+  region coordinator's own key), applies it at its own boundary, and sends it to every other
+  region coordinator, which verifies and applies it in turn (trusted key with the region
+  coordinator role, authority over that region, fresh, a new sequence);
+- while a region is severed, what arrives from its cells is refused at the boundary (counted,
+  not acted on);
+- once nothing from the severed region was refused for :data:`QUIET_MS`, the region that
+  severed it signs a *lift* order, applies and sends it the same way.
+
+**Carrier.** An isolation order is a version-2 draft message (type 15); until the version
+machinery carries it, it travels as extension :data:`ORDER_KEY` (spec §5.3) of a v1
+exception report of scope *region* naming the issuing region (only its coordinator may sign
+one, spec §8): the order's own COSE_Sign1 bytes, verified under their own ``external_aad`` by
+each boundary.
+
+**Where the boundary runs.** A node's admission has no isolation hook yet, so the demo applies
+:meth:`RegionGuard.on_message` where the node hands a message to the application: the transport
+still carries the flood (its bytes are in the figures), the coordination acts on none of it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+from fleetwire.protocol.coordination.isolation import (
+    IsolationBoundary,
+    IsolationOrder,
+    Lifted,
+    OrderAction,
+    Severed,
+    Target,
+    issue_order,
+)
+from fleetwire.protocol.envelope import SignedMessage
+from fleetwire.protocol.errors import FleetwireError
+from fleetwire.protocol.messages import ExceptionCode, ExceptionReport, Scope
+
+from .demo_results import Event
+
+if TYPE_CHECKING:
+    from .demo_behaviour import NodeBehaviour
+
+MINUTE: Final = 60_000
+HOUR: Final = 60 * MINUTE
+DAY: Final = 24 * HOUR
+MISBEHAVE_FROM: Final = 2 * DAY
+MISBEHAVE_FOR: Final = 12 * HOUR
+FLOOD_EVERY_MS: Final = 10 * MINUTE
+FLOOD_LIMIT: Final = 12
+FLOOD_WINDOW_MS: Final = 6 * HOUR
+QUIET_MS: Final = 12 * HOUR
+#: Region coordinators' node numbers: region ``r`` is node ``REGION + r`` (as in ``demo``).
+REGION: Final = 1
+#: The extension key of an exception report that carries an isolation order (spec §5.3).
+ORDER_KEY: Final = 33
+
+
+@attrs.define
+class IsolationTally:
+    flood_sent: int = 0
+    refused_at_boundary: int = 0
+    orders_issued: int = 0
+    orders_applied: int = 0
+    orders_refused: int = 0
+
+
+class RegionGuard:
+    """A region coordinator's boundary, flood detector and order issuer (module docstring)."""
+
+    def __init__(self, behaviour: NodeBehaviour, region: int, tally: IsolationTally) -> None:
+        scenario = behaviour.scenario
+        self.behaviour = behaviour
+        self.region = region  # the region's index (credentials name regions by index)
+        self.tally = tally
+        node = behaviour.node
+        self.boundary = IsolationBoundary(
+            node.config.trust,
+            {c: c // scenario.cells for c in range(scenario.all_cells)},
+            max_age_ms=behaviour.timing.ms(DAY),
+            max_drift_ms=behaviour.timing.ms(MINUTE),
+        )
+        for c in range(scenario.all_cells):
+            self.boundary.place(scenario.cell_coordinator(c), c)
+        for member, c in scenario.members().items():
+            self.boundary.place(member, c)
+        self._seen: dict[int, deque[int]] = {}
+        self._last_refused: dict[int, int] = {}  # region → run ms
+        self._severed_by_us: set[int] = set()
+        self._sequence = 0
+
+    def _region_of(self, node: int) -> int | None:
+        scenario = self.behaviour.scenario
+        cell = scenario.cell_of_coordinator(node)
+        if cell is None:
+            cell = scenario.members().get(node)
+        return None if cell is None else cell // scenario.cells
+
+    async def on_message(self, signed: SignedMessage) -> bool:
+        """Take an arriving message; False if the boundary refuses it."""
+        message, b = signed.message, self.behaviour
+        source = message.header.issuer
+        if not self.boundary.admits(source):
+            self.tally.refused_at_boundary += 1
+            region = self._region_of(source)
+            if region is not None:
+                self._last_refused[region] = b.run_ms()
+            return False
+        order = dict(message.extensions).get(ORDER_KEY) if message.extensions else None
+        if isinstance(message, ExceptionReport) and isinstance(order, bytes):
+            await self._apply(order)
+            return True
+        region = self._region_of(source)
+        if isinstance(message, ExceptionReport) and region is not None and region != self.region:
+            seen = self._seen.setdefault(region, deque())
+            now = b.run_ms()
+            seen.append(now)
+            while seen and seen[0] < now - FLOOD_WINDOW_MS:
+                seen.popleft()
+            severed = Target(Scope.REGION, region) in self.boundary.severed()
+            if len(seen) > FLOOD_LIMIT and not severed:
+                await self._order(OrderAction.SEVER, region, f"flood: {len(seen)} reports in 6 h")
+        return True
+
+    async def watch(self) -> None:
+        """Lift what this region severed once the severed region has been quiet long enough."""
+        b = self.behaviour
+        while True:
+            await trio.sleep(b.timing.s(HOUR))
+            for region in sorted(self._severed_by_us):
+                quiet_since = self._last_refused.get(region, 0)
+                if b.run_ms() - quiet_since >= QUIET_MS:
+                    await self._order(OrderAction.LIFT, region, "quiet for 12 h")
+
+    async def _order(self, action: OrderAction, region: int, reason: str) -> None:
+        b = self.behaviour
+        self._sequence = max(self._sequence + 1, b.now())
+        order = IsolationOrder(
+            b.number, b.now(), self._sequence, action, Target(Scope.REGION, region), reason
+        )
+        data = issue_order(order, b.node.config.key)
+        self.tally.orders_issued += 1
+        if action is OrderAction.SEVER:
+            self._severed_by_us.add(region)
+            self._last_refused[region] = b.run_ms()  # quiet is counted from the sever
+        else:
+            self._severed_by_us.discard(region)
+        await self._apply(data, forward_about=region)
+
+    async def _apply(self, data: bytes, *, forward_about: int | None = None) -> None:
+        """Apply a signed order here; one this region issued goes on to every other region."""
+        b = self.behaviour
+        try:
+            actions = self.boundary.order(data, b.now())
+        except FleetwireError:
+            self.tally.orders_refused += 1
+            return
+        self.tally.orders_applied += 1
+        for action in actions:
+            if isinstance(action, Severed | Lifted):
+                kind = "isolation-severed" if isinstance(action, Severed) else "isolation-lifted"
+                b.seen.events.append(
+                    Event(b.run_ms(), kind, f"region {action.target.id} at region {self.region}")
+                )
+        if forward_about is not None:
+            for other in range(b.scenario.regions):
+                if other not in (self.region, forward_about):
+                    b.seen.exceptions_open += 1  # until the other region has it
+                    await b.send(self._carrier(data, forward_about), REGION + other)
+
+    def _carrier(self, data: bytes, target: int) -> ExceptionReport:
+        return ExceptionReport(
+            header=self.behaviour.header(),
+            code=ExceptionCode.COMMUNICATION,
+            severity=5,
+            # A region-scope report is its own region's to sign (spec §8): it names the
+            # issuing region; the order inside names the target.
+            scope=Scope.REGION,
+            scope_id=self.region,
+            detail=f"isolation order about region {target}",
+            extensions=((ORDER_KEY, data),),
+        )
+
+
+async def flood(b: NodeBehaviour, target: int, tally: IsolationTally) -> None:
+    """A misbehaving cell coordinator: severity-5 reports at ``target`` every 10 minutes."""
+    timing = b.timing
+    await trio.sleep(timing.s(max(0, MISBEHAVE_FROM - b.run_ms())))
+    until = b.run_ms() + MISBEHAVE_FOR
+    while b.run_ms() < until:
+        report = ExceptionReport(
+            header=b.header(),
+            code=ExceptionCode.OTHER,
+            severity=5,
+            scope=Scope.CELL,
+            scope_id=b.number,
+            detail="spurious",
+        )
+        tally.flood_sent += 1
+        b.seen.exceptions_open += 1
+        await b.send(report, target)
+        await trio.sleep(timing.s(FLOOD_EVERY_MS))

@@ -1,0 +1,152 @@
+"""The fault roles on real nodes: digests and forensic pull, the carrier's hostile input.
+
+A cell of members on the loopback fleet (tests/fault_fleet.py) in virtual time: members sample
+a metric and send digests (runtime/roles/faults.py, ``FaultMember(digests=...)``); the cell
+coordinator pulls the detail of an anomalous digest by content id and checks it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from fleetwire.protocol.coordination.digests import Digest, MetricSpec
+from fleetwire.protocol.ids import ContentId
+from fleetwire.protocol.messages import ExceptionCode, ExceptionReport, Header, Scope
+from fleetwire.runtime.roles.faults import (
+    DRAFT_KEY,
+    CarrierInvalid,
+    CellFaults,
+    Draft,
+    FaultMember,
+    RegionFaults,
+    carrier,
+    read_carrier,
+)
+
+from .fault_fleet import HOUR, MINUTE, START, Shape, carried, open_fleet
+from .test_fault_scenarios import LIFETIME, run
+
+SPEC = {"feedstock-moisture": MetricSpec(edges=(970, 980, 990, 1000, 1010, 1020, 1030),
+                                         center=1000, sigma=10)}  # fmt: skip
+
+
+@run
+async def test_members_send_digests_and_the_coordinator_pulls_only_the_anomalous_detail() -> None:
+    shape = Shape(regions=1, cells_per_region=1, members_per_cell=4, b_per_cell=0)
+    coordinator = shape.cell_coordinator(0)
+    async with open_fleet(shape) as fleet, trio.open_nursery() as nursery:
+        cell = CellFaults(
+            fleet.nodes[coordinator], cell=0, region_coordinator=1, lifetime_ms=LIFETIME
+        )
+        await nursery.start(cell.run)
+        members = {}
+        for m in shape.members(0):
+            members[m] = FaultMember(
+                fleet.nodes[m], coordinator, "A", lifetime_ms=LIFETIME, digests=SPEC,
+                digest_period_ms=10 * MINUTE,
+            )  # fmt: skip
+            await nursery.start(members[m].run)
+        sick = shape.members(0)[2]
+
+        async def sample(node: int) -> None:
+            t = 0
+            while fleet.now() < START + 2 * HOUR:
+                drifting = node == sick and START + HOUR <= fleet.now() < START + HOUR + 5 * MINUTE
+                value = 1000 + (t * 7919 % 21) - 10 + (80 if drifting else 0)  # within ±1 sigma
+                await members[node].observe("feedstock-moisture", value)
+                t += 1
+                await trio.sleep(10)
+
+        async with trio.open_nursery() as sampling:
+            for m in members:
+                sampling.start_soon(sample, m)
+        await fleet.until(START + 3 * HOUR)
+
+        # Periodic digests from everyone; event-driven ones from the drifting node.
+        by_node = {m: [d for d in cell.digests if d.node == m] for m in members}
+        assert all(len(ds) >= 11 for ds in by_node.values())
+        assert any(d.trigger == 1 for d in by_node[sick])
+        assert not any(d.trigger == 1 for m, ds in by_node.items() if m != sick for d in ds)
+        # The coordinator pulled the anomalous detail, checked against its id, and only that.
+        assert {d.node for d in cell.details} == {sick}
+        drifted = [v for d in cell.details for _, v in d.samples["feedstock-moisture"]]
+        assert max(drifted) >= 1060
+        assert not cell.pull_failures
+        assert members[sick].details_answered == len(cell.details)
+        # Digest traffic member → coordinator on the links, in bits per member per second
+        # (the seeds' budget for all steady coordination traffic is 500).
+        seconds = (fleet.now() - START) / 1000
+        healthy = [m for m in members if m != sick]
+        bits = sum(8 * len(b) for _, a, to, b in fleet.tap if a in healthy and to == coordinator)
+        assert bits / len(healthy) / seconds < 50
+        nursery.cancel_scope.cancel()
+
+
+def test_a_carrier_reads_back_and_malformed_ones_are_refused_with_a_code() -> None:
+    header = Header(7, START, 1)
+    kind, body = read_carrier(carrier(header, Draft.ESCALATION_ACK, b"x"))  # type: ignore[misc]
+    assert kind is Draft.ESCALATION_ACK and body == b"x"
+    plain = ExceptionReport(header, ExceptionCode.THERMAL, 2, Scope.NODE, 7)
+    assert read_carrier(plain) is None
+    for value in ([1], "x", [99, b""], ["10", b""], [10, b"", 3]):
+        bad = ExceptionReport(header, 0, 1, Scope.NODE, 7, extensions=((DRAFT_KEY, value),))
+        with pytest.raises(CarrierInvalid) as caught:
+            read_carrier(bad)
+        assert caught.value.code == "fault-carrier-invalid"
+
+
+@run
+async def test_a_coordinator_refuses_hostile_carriers_and_keeps_serving() -> None:
+    shape = Shape(regions=1, cells_per_region=1, members_per_cell=2, b_per_cell=0)
+    coordinator = shape.cell_coordinator(0)
+    async with open_fleet(shape) as fleet, trio.open_nursery() as nursery:
+        cell = CellFaults(
+            fleet.nodes[coordinator], cell=0, region_coordinator=1, lifetime_ms=LIFETIME
+        )
+        await nursery.start(cell.run)
+        liar, other = shape.members(0)
+        node = fleet.nodes[liar]
+
+        def header() -> Header:
+            return Header(liar, fleet.now(), node.next_message_sequence())
+
+        stolen = Digest(other, START, START + 1, 0, {}).to_cbor()  # a digest of another node
+        hostile = [
+            carrier(header(), Draft.DIGEST, stolen),
+            carrier(header(), Draft.DIGEST, b"\xff\x00garbage"),
+            carrier(header(), Draft.DETAIL_ANSWER, [b"\x12", b"data"]),  # not a content id
+            carrier(header(), Draft.DETAIL_ANSWER, [ContentId.of(b"x").raw, b"x"]),  # unasked
+            ExceptionReport(header(), 0, 1, Scope.NODE, liar, extensions=((DRAFT_KEY, [7]),)),
+        ]
+        for message in hostile:
+            await node.send(message, coordinator)
+        await node.send(carrier(header(), Draft.DIGEST, Digest(liar, START, START + 1, 0, {}).to_cbor()), coordinator)  # fmt: skip
+        await fleet.until(START + 10 * MINUTE)
+        assert [d.node for d in cell.digests] == [liar]  # only the honest digest was taken
+        assert [f.reason.name for f in cell.pull_failures] == ["UNREQUESTED"]
+        assert all(carried(b) is not None for _, a, _, b in fleet.tap if a == liar)
+        nursery.cancel_scope.cancel()
+
+
+@run
+async def test_a_region_takes_cell_reports_only_from_the_coordinator_of_that_cell() -> None:
+    shape = Shape(regions=2, cells_per_region=2, members_per_cell=1, b_per_cell=0)
+    async with open_fleet(shape) as fleet, trio.open_nursery() as nursery:
+        region = RegionFaults(fleet.nodes[1], region=0, lifetime_ms=LIFETIME)
+        await nursery.start(region.run)
+
+        async def report(issuer: int, cell: int) -> None:
+            node = fleet.nodes[issuer]
+            header = Header(issuer, fleet.now(), node.next_message_sequence())
+            message = ExceptionReport(header, ExceptionCode.POWER, 4, Scope.CELL, cell)
+            await node.send(message, 1)
+
+        await report(shape.members(0)[0], 0)  # a member speaking for its cell
+        await report(shape.cell_coordinator(1), 0)  # the coordinator of another cell
+        await report(shape.cell_coordinator(2), 2)  # a cell of another region
+        await report(shape.cell_coordinator(0), 0)  # the one that may
+        await fleet.until(START + 10 * MINUTE)
+        assert region.refused == 3
+        assert [issuer for _, issuer in region.received] == [shape.cell_coordinator(0)]
+        assert [i.nodes for i in region.incidents.opened] == [[0]]
+        nursery.cancel_scope.cancel()
