@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .header import MessageType
+from .header import PROTOCOL_VERSION, MessageType
 from .v1 import (
     V1_MESSAGE_CLASSES,
     CapabilityAdvertisement,
@@ -77,13 +77,8 @@ MESSAGE_CLASSES: Final[dict[MessageType, type[Message]]] = {
 #: The message classes by the version that introduced them.
 CLASSES_BY_VERSION: Final[dict[int, tuple[type[Message], ...]]] = {
     version: tuple(cls for cls in MESSAGE_CLASSES.values() if version == cls.SINCE)
-    for version in (1, 2, 3)
+    for version in range(1, PROTOCOL_VERSION + 1)
 }
 
 
-def known_at(version: int) -> dict[int, type[Message]]:
-    """Type code → class, for the types a reader or writer of ``version`` knows."""
-    return {int(code): cls for code, cls in MESSAGE_CLASSES.items() if version >= cls.SINCE}
-
-
-__all__ = ["CLASSES_BY_VERSION", "MESSAGE_CLASSES", "Message", "known_at"]
+__all__ = ["CLASSES_BY_VERSION", "MESSAGE_CLASSES", "Message"]
