@@ -169,3 +169,29 @@ async def test_a_region_takes_cell_reports_only_from_the_coordinator_of_that_cel
         assert [issuer for _, issuer in region.received] == [shape.cell_coordinator(0)]
         assert [i.nodes for i in region.incidents.opened] == [[0]]
         nursery.cancel_scope.cancel()
+
+
+@run
+async def test_a_digest_due_before_the_coordinator_said_its_versions_waits_then_goes() -> None:
+    shape = Shape(regions=1, cells_per_region=1, members_per_cell=1, b_per_cell=0)
+    coordinator, member_node = shape.cell_coordinator(0), shape.members(0)[0]
+    async with open_fleet(shape) as fleet, trio.open_nursery() as nursery:
+        member = FaultMember(fleet.nodes[member_node], coordinator, "A", lifetime_ms=LIFETIME)
+        await nursery.start(member.run)
+        digest = Digest(member_node, START, START + 1, 1,
+                        {"m": MetricStats(3, 1000, 5, 990, 1010, (1, 2), 0, 7)}, ())  # fmt: skip
+        # The coordinator has not said what it reads: a v2 digest cannot go yet, nor fail.
+        assert await member.send(digest_message(member.header(fleet.now()), digest),
+                                 coordinator) is None  # fmt: skip
+        assert len(member.deferred) == 1
+        cell = CellFaults(
+            fleet.nodes[coordinator], cell=0, region_coordinator=1, lifetime_ms=LIFETIME
+        )
+        await nursery.start(cell.run)  # answers the member's advertisement with its own
+        await fleet.until(fleet.now() + 10 * MINUTE)
+        assert fleet.nodes[member_node].versions.versions_of(coordinator) is not None
+        await member.report(ExceptionCode.SOFTWARE, 1, detail="the next send takes it along")
+        await fleet.until(fleet.now() + 10 * MINUTE)
+        assert not member.deferred
+        assert [d.node for d in cell.digests] == [member_node]
+        nursery.cancel_scope.cancel()

@@ -122,6 +122,7 @@ from fleetwire.protocol.messages import (
     Family,
     Header,
     Message,
+    NotExpressible,
     Scope,
     Terms,
     v2,
@@ -219,6 +220,8 @@ class _FaultDriver(_Driver):
         self.orders_refused: collections.Counter[str] = collections.Counter()
         #: The peers told this node's versions (:meth:`announce`), once each.
         self.announced: set[int] = set()
+        #: (message, peer) waiting for the peer's versions (:meth:`send`), oldest first.
+        self.deferred: collections.deque[tuple[Message, int]] = collections.deque(maxlen=_KEEP)
         if boundary is not None:
             install_boundary(node, boundary.admits)
 
@@ -243,7 +246,45 @@ class _FaultDriver(_Driver):
     def header(self, now: int, references: tuple[ContentId, ...] = ()) -> Header:
         return Header(self.node.node, now, self.next_sequence(), references=references)
 
-    async def send(self, message: Message, to: int) -> SignedMessage:
+    async def send(self, message: Message, to: int) -> SignedMessage | None:
+        """Sign and send ``message`` to ``to``; None if it waits for ``to``'s versions.
+
+        A peer not heard from is written at version 1 (spec/v2/versions.md §2), which has no
+        words for a version-2 message: such a message waits in :attr:`deferred` instead of
+        failing the role (a member's first digest may fall due before its coordinator's
+        advertisement arrived), and goes, in order, with the first send after the node
+        learnt that peer's versions.
+        """
+        if self.deferred:
+            await self._send_deferred()
+        try:
+            return await self._send_now(message, to)
+        except NotExpressible:
+            if self.node.versions.versions_of(to) is not None:
+                raise  # the peer said what it reads, and this is not in it: the caller's error
+            if len(self.deferred) == self.deferred.maxlen:
+                dropped, peer = self.deferred[0]
+                log.warning("node=%s event=fault-message-dropped to=%s type=%s reason=%s",
+                            self.node.node, peer, dropped.TYPE.name,
+                            "too many messages wait for peers' versions")  # fmt: skip
+            self.deferred.append((message, to))
+            log.info("node=%s event=fault-message-deferred to=%s type=%s", self.node.node, to,
+                     message.TYPE.name)  # fmt: skip
+            return None
+
+    async def _send_deferred(self) -> None:
+        """Send what waited for peers whose versions the node has learnt since, in order."""
+        known = self.node.versions.versions_of
+        ready = [(m, to) for m, to in self.deferred if known(to) is not None]
+        if not ready:
+            return
+        kept = [(m, to) for m, to in self.deferred if known(to) is None]
+        self.deferred.clear()
+        self.deferred.extend(kept)
+        for message, to in ready:
+            await self._send_now(message, to)
+
+    async def _send_now(self, message: Message, to: int) -> SignedMessage:
         signed = await self.node.send(message, to, lifetime_ms=self.lifetime_ms)
         self.sent.append((signed, to))
         if self.on_send is not None:
@@ -296,8 +337,10 @@ class _FaultDriver(_Driver):
         if isinstance(message, v2.IsolationOrder) and self.boundary is not None:
             await self.apply_order(order_from_message(message), signed.kid, signed.content_id, now)
         if isinstance(message, CapabilityAdvertisement):
-            # A peer that says what it reads hears what we read, once (versions.md §2).
+            # A peer that says what it reads hears what we read, once (versions.md §2), and
+            # gets what waited for its versions, in order.
             await self.announce((message.header.issuer,))
+            await self._send_deferred()
 
     async def apply_order(
         self, order: IsolationOrder, kid: bytes, order_id: ContentId, now: int
@@ -381,8 +424,9 @@ class FaultMember(_FaultDriver):
         *,
         affects: Iterable[ContentId] | None = None,
         detail: str | None = None,
-    ) -> SignedMessage:
-        """Report a fault of this node; ``affects`` defaults to its open commitments."""
+    ) -> SignedMessage | None:
+        """Report a fault of this node; ``affects`` defaults to its open commitments. None if
+        the report waits for the coordinator's versions (:meth:`send`)."""
         now = self.node.now()
         if affects is None:
             affects = [
