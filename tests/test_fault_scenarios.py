@@ -31,7 +31,7 @@ from fleetwire.protocol.messages import (
     Scope,
     Terms,
 )
-from fleetwire.runtime.roles.faults import CellFaults, FaultMember, RegionFaults, read_carrier
+from fleetwire.runtime.roles.faults import CellFaults, FaultMember, RegionFaults
 from fleetwire.runtime.roles.lease import CellCoordinator, Member, RegionCoordinator
 
 from .fault_fleet import DAY, HOUR, MINUTE, START, Fleet, Shape, carried, open_fleet
@@ -65,7 +65,7 @@ def advert(fleet: Fleet, node: int) -> CapabilityAdvertisement:
     return CapabilityAdvertisement(
         Header(node, now, fleet.nodes[node].next_message_sequence()),
         capabilities=(Capability("refine/carbonaceous", 20_000, "kg", now, now + 30 * DAY),),
-        versions=(1, 1),
+        versions=(1, 3),
         lineage=fleet.shape.lineage(node),
         cell=fleet.shape.cell_of(node) if node >= 10 else None,
     )
@@ -97,7 +97,7 @@ def exception_reports(fleet: Fleet, crossing: bool) -> list[ExceptionReport]:
         if (shape.region_of(a) != shape.region_of(b)) != crossing:
             continue
         message = carried(bundle)
-        if isinstance(message, ExceptionReport) and read_carrier(message) is None:
+        if isinstance(message, ExceptionReport) and type(message).__name__ == "ExceptionReport":
             found.append(message)
     return found
 

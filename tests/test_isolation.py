@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from fleetwire.protocol import cbor
 from fleetwire.protocol.coordination.isolation import (
@@ -25,6 +26,7 @@ from fleetwire.protocol.coordination.isolation import (
 from fleetwire.protocol.cose import sign1
 from fleetwire.protocol.envelope import IssuerMismatch
 from fleetwire.protocol.errors import FleetwireError, LocalProtocolError, SignatureInvalid
+from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import Scope
 from fleetwire.protocol.trust import (
@@ -288,3 +290,22 @@ def test_the_agents_admission_refuses_a_source_its_boundary_does_not_admit() -> 
     assert isinstance(refused, Refusal) and refused.code == "source-isolated"
     b.order(order(OrderAction.LIFT, sequence=2), NOW)
     assert isinstance(deliver(3), Admitted)
+
+
+def test_an_order_from_a_verified_envelope_gets_the_same_checks() -> None:
+    """faults.md §4 on the version-2 message: the node verified the envelope; the boundary
+    still checks the signer's role now, that it is the order's issuer, and its authority."""
+    b = boundary()
+    sever = IsolationOrder(801, NOW, 1, OrderAction.SEVER, Target(Scope.CELL, 11), "suspect")
+    order_id = ContentId.of(b"the signed message")
+    with pytest.raises(WrongRole):  # a plain node's key
+        b.order_message(sever, WORKER.kid, order_id, NOW)
+    with pytest.raises(IssuerMismatch):  # region 2's key, claiming to be 801
+        b.order_message(sever, REGION2.kid, order_id, NOW)
+    foreign = attrs.evolve(sever, issuer=802)  # region 2 severing a cell of region 1
+    with pytest.raises(NotAuthorised):
+        b.order_message(foreign, REGION2.kid, order_id, NOW)
+    assert b.severed() == set()
+    severed, *_ = b.order_message(sever, REGION1.kid, order_id, NOW + 5)
+    assert isinstance(severed, Severed) and severed.order_id == order_id
+    assert not b.admits(1100) and b.admits(2000)

@@ -318,6 +318,19 @@ class IsolationBoundary:
         credential = self._trust.key_for(envelope.kid, now, Role.REGION_COORDINATOR)
         payload = cose.verify_sign1(envelope, credential.public_key, ORDER_AAD)
         order = IsolationOrder.from_payload(payload)
+        return self._apply(order, credential, ContentId.of(payload), now)
+
+    def order_message(
+        self, order: IsolationOrder, kid: bytes, order_id: ContentId, now: int
+    ) -> list[Action]:
+        """Apply an order that arrived as a version-2 message (spec/v2/faults.md, type 15),
+        whose envelope the node has verified already: steps 1 (the key's role *now*) to 4."""
+        credential = self._trust.key_for(kid, now, Role.REGION_COORDINATOR)
+        return self._apply(order, credential, order_id, now)
+
+    def _apply(
+        self, order: IsolationOrder, credential: _Credential, order_id: ContentId, now: int
+    ) -> list[Action]:
         if order.issuer != credential.node:
             raise IssuerMismatch(
                 f"order claims issuer {order.issuer}, signed by node {credential.node}"
@@ -338,7 +351,7 @@ class IsolationBoundary:
         if new is TargetState.SEVERED:
             self._severed[target] = (order, region)
             return [
-                Severed(target, order, ContentId.of(payload)),
+                Severed(target, order, order_id),
                 RevokeLeases(target),
                 ReclaimReservations(target),
             ]

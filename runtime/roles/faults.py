@@ -30,13 +30,24 @@ actions go out through :meth:`Node.send`, and the role sleeps until the machines
   installs the boundary's filter in the node's admission (``source-isolated``), and, given the
   node's lease authority, revokes the leases held by nodes of a severed target.
 
-**Carrier.** Until the codec reads version 2, the version-2 fault messages (types 10–15 of
-spec/v2/faults.md) travel as version-1 exception reports — severity 1, code "other", about their
-issuer — with the draft message under extension key :data:`DRAFT_KEY` as ``[type, body]``, body
-the standalone form the coordination module defines (a digest's CBOR, an isolation order's
-COSE_Sign1). A version-1 reader keeps the key as an extension (v1 §5.3); :func:`read_carrier`
-reads it back with typed, bounded checks. One private kind, :attr:`Draft.REHOME` (a commitment
-re-homed, ``[old commitment, new terms]``), is proposed for the draft.
+**Messages.** The version-2 fault content travels as the version-2 messages themselves
+(spec/v2/faults.md types 10–15: :class:`~fleetwire.protocol.messages.v2.Digest`,
+``DetailRequest``, ``DetailAnswer``, ``EscalationAck``, ``EscalationClose``,
+``IsolationOrder``), mapped to and from the cores' values by :mod:`.fault_messages`. An isolation
+order is signed in the node's own envelope, which the node verifies on delivery; the boundary
+then checks the signer's role *now*, its authority and the order's freshness
+(:meth:`IsolationBoundary.order_message`). A re-home is no new type (faults.md §5): the cell
+coordinator's offer of terms it does not promise, referencing the commitment it replaces
+(:func:`rehome_step`, :func:`rehome_of`).
+
+**Versions.** A node writes to a peer at the newest version both read, learnt from the peer's
+signed capability advertisement, and writes version 1 to a peer not heard from
+(spec/v2/versions.md §2) — where no version-2 message can go. So each role tells the nodes
+that write version-2 messages to it what it reads (:data:`READS`) as it starts
+(:meth:`_FaultDriver.announce`): a member its coordinator, a cell coordinator its region
+coordinator, an isolation boundary every region coordinator of its trust store; and any role
+answers a peer's advertisement with its own, once, which is how a cell coordinator tells its
+members.
 
 **Switching digests on** (a fleet, the demo): give each member
 ``FaultMember(node, coordinator, lineage, lifetime_ms=..., digests=METRICS,
@@ -50,7 +61,6 @@ cell of real nodes this way).
 from __future__ import annotations
 
 import collections
-import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -99,133 +109,82 @@ from fleetwire.protocol.coordination.isolation import (
     RevokeLeases,
     Severed,
     Target,
-    issue_order,
 )
 from fleetwire.protocol.coordination.lease_authority import LeaseAuthority
 from fleetwire.protocol.envelope import SignedMessage
-from fleetwire.protocol.errors import FleetwireError, RemoteProtocolError
+from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.messages import (
     CapabilityAdvertisement,
     Commitment,
-    ExceptionCode,
+    CommitmentState,
     ExceptionReport,
     Family,
     Header,
     Message,
+    NotExpressible,
     Scope,
     Terms,
+    v2,
 )
+from fleetwire.protocol.messages.header import PROTOCOL_VERSION
 from fleetwire.protocol.trust import Role
 
 from ..node import Node
+from .fault_messages import digest_from_message, digest_message, order_from_message, order_message
 from .lease import _Driver
 
 __all__ = [
-    "DRAFT_KEY",
     "LINEAGE_KEY",
-    "CarrierInvalid",
+    "READS",
     "CellFaults",
-    "Draft",
     "FaultMember",
     "RegionFaults",
-    "carrier",
-    "read_carrier",
+    "rehome_of",
+    "rehome_step",
 ]
 
 log = logging.getLogger("fleetwire.faults")
 
 #: spec/v2/faults.md §0: the exception report's lineage key (an extension to a v1 reader).
 LINEAGE_KEY: Final = 15
-#: The extension key a carrier holds its draft message under (module docstring).
-DRAFT_KEY: Final = 16
-#: Whom a carrier is about when it is about nothing: its own issuer, advisory.
-_CARRIER_SEVERITY: Final = 1
 #: How many of the latest events of each kind a role keeps for reports and tests.
 _KEEP: Final = 4096
+#: The versions every fault role reads (spec/v2/versions.md §2): it advertises them to its peers.
+READS: Final = (1, PROTOCOL_VERSION)
 
 
-class Draft(enum.IntEnum):
-    """The version-2 draft messages a carrier holds (spec/v2/faults.md type codes)."""
-
-    DIGEST = 10
-    DETAIL_REQUEST = 11
-    DETAIL_ANSWER = 12
-    ESCALATION_ACK = 13
-    ESCALATION_CLOSE = 14
-    ISOLATION_ORDER = 15
-    #: Proposed: ``[old commitment, new terms]``; the new promisor takes over, the old hands over.
-    REHOME = 64
-
-
-class CarrierInvalid(RemoteProtocolError):
-    code = "fault-carrier-invalid"
-
-
-def carrier(header: Header, kind: Draft, body: Any) -> ExceptionReport:
-    """A version-1 exception report carrying draft message ``kind`` (module docstring)."""
-    return ExceptionReport(
-        header,
-        code=ExceptionCode.OTHER,
-        severity=_CARRIER_SEVERITY,
-        scope=Scope.NODE,
-        scope_id=header.issuer,
-        detail=f"v2 {kind.name.lower().replace('_', '-')}",
-        extensions=((DRAFT_KEY, [int(kind), body]),),
+def rehome_step(header: Header, old: ContentId, terms: Terms) -> Commitment:
+    """A re-home order in version 1's words: an offer of the new ``terms`` that its issuer (the
+    coordinator) does not promise, referencing (v1 §4, ``references``) the commitment it
+    replaces. The new promisor offers the terms in its own name; the old one hands over."""
+    return Commitment(
+        attrs.evolve(header, references=(old,)), state=CommitmentState.OFFERED, terms=terms
     )
 
 
-def read_carrier(message: Message) -> tuple[Draft, Any] | None:
-    """``(kind, body)`` of a carrier, None for any other message; :class:`CarrierInvalid` for
-    a malformed one (the body's own reader checks the body)."""
-    if not isinstance(message, ExceptionReport):
+def rehome_of(message: Commitment) -> ContentId | None:
+    """The commitment a re-home order (:func:`rehome_step`) replaces; None for any other step."""
+    refs = message.header.references
+    if (
+        message.state is not CommitmentState.OFFERED
+        or message.terms is None
+        or message.terms.promisor == message.header.issuer
+        or len(refs) != 1
+    ):
         return None
-    value = dict(message.extensions).get(DRAFT_KEY)
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) != 2 or type(value[0]) is not int:
-        raise CarrierInvalid("a carrier holds [type, body]")
-    try:
-        return Draft(value[0]), value[1]
-    except ValueError:
-        raise CarrierInvalid(f"unknown draft message type {value[0]}") from None
+    return refs[0]
 
 
 def lineage_of_report(message: ExceptionReport) -> str | None:
-    """The lineage key of a report (§0), if present and text."""
-    value = dict(message.extensions).get(LINEAGE_KEY)
+    """The lineage of a report (§0): its field when read at version 2, else the key kept as an
+    extension by a version-1 reading; None if absent or not text."""
+    value = (
+        message.lineage
+        if message.lineage is not None
+        else dict(message.extensions).get(LINEAGE_KEY)
+    )
     return value if isinstance(value, str) and 0 < len(value.encode()) <= 256 else None
-
-
-def _cid(value: Any) -> ContentId:
-    if not isinstance(value, bytes):
-        raise CarrierInvalid("a content id is a byte string")
-    return ContentId.from_bytes(value)
-
-
-def _cids(value: Any) -> list[ContentId]:
-    if not isinstance(value, list) or not 1 <= len(value) <= 64:
-        raise CarrierInvalid("1..64 content ids")
-    return [_cid(v) for v in value]
-
-
-_TERMS_KEYS: Final = ("promisor", "promisee", "action", "quantity", "unit", "deadline")
-
-
-def _terms_body(terms: Terms) -> dict[int, Any]:
-    return {i: getattr(terms, name) for i, name in enumerate(_TERMS_KEYS)}
-
-
-def _read_terms(value: Any) -> Terms:
-    if not isinstance(value, dict) or set(value) != set(range(len(_TERMS_KEYS))):
-        raise CarrierInvalid("terms are the map {0..5}")
-    for key in (0, 1, 3, 5):
-        if type(value[key]) is not int or value[key] < 0:
-            raise CarrierInvalid(f"terms {_TERMS_KEYS[key]}: an unsigned integer")
-    for key in (2, 4):
-        if not isinstance(value[key], str) or not 0 < len(value[key].encode()) <= 256:
-            raise CarrierInvalid(f"terms {_TERMS_KEYS[key]}: text of 1..256 bytes")
-    return Terms(*(value[i] for i in range(len(_TERMS_KEYS))))
 
 
 def install_boundary(node: Node, admits: Callable[[int], bool]) -> None:
@@ -259,6 +218,10 @@ class _FaultDriver(_Driver):
         )
         #: Orders refused, by stable code.
         self.orders_refused: collections.Counter[str] = collections.Counter()
+        #: The peers told this node's versions (:meth:`announce`), once each.
+        self.announced: set[int] = set()
+        #: (message, peer) waiting for the peer's versions (:meth:`send`), oldest first.
+        self.deferred: collections.deque[tuple[Message, int]] = collections.deque(maxlen=_KEEP)
         if boundary is not None:
             install_boundary(node, boundary.admits)
 
@@ -274,6 +237,7 @@ class _FaultDriver(_Driver):
 
     async def loop(self, task_status: trio.TaskStatus[None]) -> None:
         async with self.node.subscribe(*self.families) as inbox:
+            await self.announce(self.peers())
             await self._serve(inbox, task_status)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -282,26 +246,85 @@ class _FaultDriver(_Driver):
     def header(self, now: int, references: tuple[ContentId, ...] = ()) -> Header:
         return Header(self.node.node, now, self.next_sequence(), references=references)
 
-    async def send(self, message: Message, to: int) -> SignedMessage:
+    async def send(self, message: Message, to: int) -> SignedMessage | None:
+        """Sign and send ``message`` to ``to``; None if it waits for ``to``'s versions.
+
+        A peer not heard from is written at version 1 (spec/v2/versions.md §2), which has no
+        words for a version-2 message: such a message waits in :attr:`deferred` instead of
+        failing the role (a member's first digest may fall due before its coordinator's
+        advertisement arrived), and goes, in order, with the first send after the node
+        learnt that peer's versions.
+        """
+        if self.deferred:
+            await self._send_deferred()
+        try:
+            return await self._send_now(message, to)
+        except NotExpressible:
+            if self.node.versions.versions_of(to) is not None:
+                raise  # the peer said what it reads, and this is not in it: the caller's error
+            if len(self.deferred) == self.deferred.maxlen:
+                dropped, peer = self.deferred[0]
+                log.warning("node=%s event=fault-message-dropped to=%s type=%s reason=%s",
+                            self.node.node, peer, dropped.TYPE.name,
+                            "too many messages wait for peers' versions")  # fmt: skip
+            self.deferred.append((message, to))
+            log.info("node=%s event=fault-message-deferred to=%s type=%s", self.node.node, to,
+                     message.TYPE.name)  # fmt: skip
+            return None
+
+    async def _send_deferred(self) -> None:
+        """Send what waited for peers whose versions the node has learnt since, in order."""
+        known = self.node.versions.versions_of
+        ready = [(m, to) for m, to in self.deferred if known(to) is not None]
+        if not ready:
+            return
+        kept = [(m, to) for m, to in self.deferred if known(to) is None]
+        self.deferred.clear()
+        self.deferred.extend(kept)
+        for message, to in ready:
+            await self._send_now(message, to)
+
+    async def _send_now(self, message: Message, to: int) -> SignedMessage:
         signed = await self.node.send(message, to, lifetime_ms=self.lifetime_ms)
         self.sent.append((signed, to))
         if self.on_send is not None:
             self.on_send(signed, to)
         return signed
 
-    async def send_draft(self, kind: Draft, body: Any, to: int) -> SignedMessage:
-        return await self.send(carrier(self.header(self.node.now()), kind, body), to)
+    async def announce(self, peers: Iterable[int]) -> None:
+        """Tell ``peers`` which versions this node reads (:data:`READS`, spec/v2/versions.md
+        §2) in a signed capability advertisement, so that they write version-2 messages to it;
+        each role does so as it starts, before any version-2 traffic."""
+        now = self.node.now()
+        advert = CapabilityAdvertisement(
+            self.header(now), capabilities=(), versions=READS, lineage=self.lineage_name()
+        )
+        for peer in sorted(set(peers) - {self.node.node} - self.announced):
+            self.announced.add(peer)
+            await self.send(advert, peer)
+
+    def lineage_name(self) -> str:
+        return "-"
+
+    def peers(self) -> Iterable[int]:
+        """The nodes that write version-2 messages to this one (told :data:`READS` at start):
+        for an isolation boundary, every node the trust store holds as a region coordinator
+        now (only they may order it, §4)."""
+        if self.boundary is None:
+            return ()
+        now = self.node.now()
+        return {
+            c.node
+            for c in self.node.config.trust.credentials()
+            if Role.REGION_COORDINATOR in c.roles and c.valid_at(now)
+        }
 
     async def on_tick(self, now: int) -> None:
         pass
 
     async def on_message(self, signed: Any, now: int) -> None:
         try:
-            draft = read_carrier(signed.message)
-            if draft is None:
-                await self.on_plain(signed, now)
-            else:
-                await self.on_draft(signed, draft[0], draft[1], now)
+            await self.on_plain(signed, now)
         except FleetwireError as exc:
             # A signed message we cannot use: logged with its code, never a crash.
             log.warning("node=%s event=fault-message-refused code=%s from=%s reason=%s",
@@ -309,19 +332,24 @@ class _FaultDriver(_Driver):
                         exc.message)  # fmt: skip
 
     async def on_plain(self, signed: SignedMessage, now: int) -> None:
-        """A message that is not a carrier."""
+        """A verified message of the role's families."""
+        message = signed.message
+        if isinstance(message, v2.IsolationOrder) and self.boundary is not None:
+            await self.apply_order(order_from_message(message), signed.kid, signed.content_id, now)
+        if isinstance(message, CapabilityAdvertisement):
+            # A peer that says what it reads hears what we read, once (versions.md §2), and
+            # gets what waited for its versions, in order.
+            await self.announce((message.header.issuer,))
+            await self._send_deferred()
 
-    async def on_draft(self, signed: SignedMessage, kind: Draft, body: Any, now: int) -> None:
-        if kind is Draft.ISOLATION_ORDER and self.boundary is not None:
-            if not isinstance(body, bytes):
-                raise CarrierInvalid("an isolation order is COSE_Sign1 bytes")
-            await self.apply_order(body, now)
-
-    async def apply_order(self, data: bytes, now: int) -> None:
-        """Verify and apply a signed isolation order at this boundary."""
+    async def apply_order(
+        self, order: IsolationOrder, kid: bytes, order_id: ContentId, now: int
+    ) -> None:
+        """Apply an isolation order (type 15) at this boundary; the node verified its
+        envelope, the boundary checks its signer's role, authority and freshness."""
         assert self.boundary is not None
         try:
-            actions = self.boundary.order(data, now)
+            actions = self.boundary.order_message(order, kid, order_id, now)
         except FleetwireError as exc:
             self.orders_refused[exc.code] += 1
             log.warning("node=%s event=isolation-order-refused code=%s reason=%s",
@@ -396,8 +424,9 @@ class FaultMember(_FaultDriver):
         *,
         affects: Iterable[ContentId] | None = None,
         detail: str | None = None,
-    ) -> SignedMessage:
-        """Report a fault of this node; ``affects`` defaults to its open commitments."""
+    ) -> SignedMessage | None:
+        """Report a fault of this node; ``affects`` defaults to its open commitments. None if
+        the report waits for the coordinator's versions (:meth:`send`)."""
         now = self.node.now()
         if affects is None:
             affects = [
@@ -439,26 +468,36 @@ class FaultMember(_FaultDriver):
         if self.digests is not None:
             await self._digest_actions(self.digests.tick(now))
 
+    def lineage_name(self) -> str:
+        return self.lineage
+
+    def peers(self) -> Iterable[int]:
+        return (
+            *super().peers(),
+            self.coordinator,
+        )
+
     async def on_plain(self, signed: SignedMessage, now: int) -> None:
         message = signed.message
-        if isinstance(message, Commitment):
+        issuer = message.header.issuer
+        if (
+            isinstance(message, Commitment)
+            and issuer == self.coordinator
+            and (old := rehome_of(message)) is not None
+        ):
+            assert message.terms is not None
+            await self._rehome(old, message.terms, now)
+        elif isinstance(message, Commitment):
             await self._commitment_actions(self.tracker.receive(message, now))
-
-    async def on_draft(self, signed: SignedMessage, kind: Draft, body: Any, now: int) -> None:
-        issuer = signed.message.header.issuer
-        if kind is Draft.DETAIL_REQUEST and issuer == self.coordinator:
-            for cid in _cids(body):
+        elif isinstance(message, v2.DetailRequest) and issuer == self.coordinator:
+            for cid in message.details:
                 data = self.keeper.fetch(cid)
                 if data is not None:  # a chunk no longer kept goes unanswered; the puller gives up
-                    await self.send_draft(Draft.DETAIL_ANSWER, [cid.raw, data], issuer)
+                    answer = v2.DetailAnswer(self.header(now), detail=cid, data=data)
+                    await self.send(answer, issuer)
                     self.details_answered += 1
-        elif kind is Draft.REHOME and issuer == self.coordinator:
-            if not isinstance(body, list) or len(body) != 2:
-                raise CarrierInvalid("a re-home is [commitment, terms]")
-            old, terms = _cid(body[0]), _read_terms(body[1])
-            await self._rehome(old, terms, now)
         else:
-            await super().on_draft(signed, kind, body, now)
+            await super().on_plain(signed, now)
 
     async def _rehome(self, old: ContentId, terms: Terms, now: int) -> None:
         mine = self.tracker.terms(old)
@@ -508,7 +547,8 @@ class FaultMember(_FaultDriver):
             if isinstance(action, KeepDetail):
                 self.keeper.keep(action.content_id, action.data)
             elif isinstance(action, EmitDigest):
-                await self.send_draft(Draft.DIGEST, action.digest.to_cbor(), self.coordinator)
+                header = self.header(self.node.now())
+                await self.send(digest_message(header, action.digest), self.coordinator)
                 self.digests_sent += 1
 
 
@@ -582,12 +622,32 @@ class CellFaults(_FaultDriver):
         await self._escalations(self.escalator.tick(now), now)
         await self._pulls(self.puller.tick(now))
 
+    def peers(self) -> Iterable[int]:
+        # The members hear it in answer to their own advertisements (:meth:`on_plain`).
+        return (
+            *super().peers(),
+            self.region_coordinator,
+        )
+
     async def on_plain(self, signed: SignedMessage, now: int) -> None:
         message = signed.message
         issuer = message.header.issuer
-        if isinstance(message, CapabilityAdvertisement):
+        if isinstance(message, v2.Digest):
+            digest = digest_from_message(message)
+            self.digests.append(digest)
+            await self._pulls(self.puller.digest(digest, now))
+        elif isinstance(message, v2.DetailAnswer):
+            await self._pulls(self.puller.answer(issuer, message.detail, message.data, now))
+        elif isinstance(message, v2.EscalationAck) and issuer == self.region_coordinator:
+            self.incidents.acknowledged += 1
+            self.escalator.acknowledge(message.escalation, now)
+        elif isinstance(message, v2.EscalationClose) and issuer == self.region_coordinator:
+            closed = self.escalator.close_escalation(message.escalation, now)
+            self.incidents.closed += len(closed)
+        elif isinstance(message, CapabilityAdvertisement):
             self.containment.advertise(issuer, message.lineage, message.cell)  # bounded there
             self.lineages[issuer] = message.lineage
+            await self.announce((issuer,))  # a member that says what it reads hears ours
         elif isinstance(message, Commitment):
             self.observer.receive(message, now)  # observing: its actions are not ours to send
         elif (
@@ -600,29 +660,8 @@ class CellFaults(_FaultDriver):
             fault = Fault(message, signed.content_id, lineage)
             await self._escalations(self.escalator.receive(fault, now), now)
             await self._contain(self.containment.anomaly(message, signed.content_id, now), now)
-
-    async def on_draft(self, signed: SignedMessage, kind: Draft, body: Any, now: int) -> None:
-        issuer = signed.message.header.issuer
-        if kind is Draft.DIGEST:
-            digest = Digest.from_cbor(body) if isinstance(body, bytes) else None
-            if digest is None or digest.node != issuer:
-                raise CarrierInvalid("a digest is the CBOR of its issuer's digest")
-            self.digests.append(digest)
-            await self._pulls(self.puller.digest(digest, now))
-        elif kind is Draft.DETAIL_ANSWER:
-            if not isinstance(body, list) or len(body) != 2 or not isinstance(body[1], bytes):
-                raise CarrierInvalid("a detail answer is [content id, bytes]")
-            await self._pulls(self.puller.answer(issuer, _cid(body[0]), body[1], now))
-        elif kind is Draft.ESCALATION_ACK and issuer == self.region_coordinator:
-            self.incidents.acknowledged += 1
-            self.escalator.acknowledge(_cid(body), now)
-        elif kind is Draft.ESCALATION_CLOSE and issuer == self.region_coordinator:
-            if not isinstance(body, list) or len(body) != 2 or body[1] not in set(Resolution):
-                raise CarrierInvalid("an escalation close is [content id, resolution]")
-            closed = self.escalator.close_escalation(_cid(body[0]), now)
-            self.incidents.closed += len(closed)
         else:
-            await super().on_draft(signed, kind, body, now)
+            await super().on_plain(signed, now)
 
     async def _escalations(self, actions: list[Any], now: int) -> None:
         for action in actions:
@@ -655,22 +694,25 @@ class CellFaults(_FaultDriver):
         ]
         for plan in self.containment.rehome(open_):
             self.rehomed[plan.commitment] = plan
-            body = [plan.commitment.raw, _terms_body(plan.terms)]
-            await self.send_draft(Draft.REHOME, body, plan.to_node)
-            await self.send_draft(Draft.REHOME, body, plan.from_node)
+            step = rehome_step(self.header(self.node.now()), plan.commitment, plan.terms)
+            await self.send(step, plan.to_node)
+            await self.send(step, plan.from_node)
 
     async def _pulls(self, actions: list[Any]) -> None:
-        asks: dict[int, list[bytes]] = collections.defaultdict(list)
+        asks: dict[int, list[ContentId]] = collections.defaultdict(list)
         for action in actions:
             if isinstance(action, FetchDetail):
-                asks[action.node].append(action.content_id.raw)
+                asks[action.node].append(action.content_id)
             elif isinstance(action, DetailReceived):
                 self.details.append(action)
             elif isinstance(action, FetchFailed | DetailRefused):
                 self.pull_failures.append(action)
         for node, cids in sorted(asks.items()):
             for start in range(0, len(cids), 64):
-                await self.send_draft(Draft.DETAIL_REQUEST, cids[start : start + 64], node)
+                ask = v2.DetailRequest(
+                    self.header(self.node.now()), tuple(cids[start : start + 64])
+                )
+                await self.send(ask, node)
 
 
 class RegionFaults(_FaultDriver):
@@ -707,6 +749,7 @@ class RegionFaults(_FaultDriver):
     async def on_plain(self, signed: SignedMessage, now: int) -> None:
         message = signed.message
         if not isinstance(message, ExceptionReport) or message.scope is not Scope.CELL:
+            await super().on_plain(signed, now)
             return
         # Only the coordinator of the cell a report is about may speak for it (§8 roles), and
         # only a cell of this region (when the credential names its region) is ours.
@@ -725,9 +768,10 @@ class RegionFaults(_FaultDriver):
         fault = Fault(message, signed.content_id, lineage_of_report(message) or "")
         self.received.append((signed.content_id, message.header.issuer))
         await self._escalations(self.escalator.receive(fault, now), now)
-        await self.send_draft(
-            Draft.ESCALATION_ACK, signed.content_id.raw, message.header.issuer
-        )  # idempotent at the cell: a resend is acknowledged again
+        ack = v2.EscalationAck(self.header(now), escalation=signed.content_id)
+        await self.send(
+            ack, message.header.issuer
+        )  # idempotent at the cell: a resend is acked again
 
     async def close(self, incident: Incident, resolution: Resolution) -> None:
         """Close a region incident: every cell report it rests on is closed at its cell
@@ -736,9 +780,10 @@ class RegionFaults(_FaultDriver):
         issuers = dict(self.received)
         for cid in incident.reports:
             if cid in issuers:
-                await self.send_draft(
-                    Draft.ESCALATION_CLOSE, [cid.raw, int(resolution)], issuers[cid]
+                close = v2.EscalationClose(
+                    self.header(now), escalation=cid, resolution=v2.Resolution(int(resolution))
                 )
+                await self.send(close, issuers[cid])
         await self._escalations(self.escalator.close(incident, now), now)
 
     async def _escalations(self, actions: list[Any], now: int) -> None:
@@ -755,15 +800,17 @@ class RegionFaults(_FaultDriver):
         target: Target,
         boundaries: Iterable[int],
         reason: str | None = None,
-    ) -> bytes:
+    ) -> IsolationOrder:
         """Sign an isolation order, apply it here if this is a boundary, send it to
         ``boundaries``; return its bytes."""
         now = self.node.now()
-        order = IsolationOrder(self.node.node, now, self.next_sequence(), action, target, reason)
-        data = issue_order(order, self.node.config.key)
-        if self.boundary is not None:
-            await self.apply_order(data, now)
+        header = self.header(now)
+        order = IsolationOrder(header.issuer, now, header.sequence, action, target, reason)
+        message = order_message(header, order)
+        if self.boundary is not None:  # here first: the order's id is its core form's
+            order_id = ContentId.of(order.to_payload())
+            await self.apply_order(order, self.node.config.key.kid, order_id, now)
         for to in boundaries:
             if to != self.node.node:
-                await self.send_draft(Draft.ISOLATION_ORDER, data, to)
-        return data
+                await self.send(message, to)
+        return order
