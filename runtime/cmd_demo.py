@@ -40,6 +40,7 @@ examples:
   fleetwire demo --sweep 30,120,480 --out scaling   the scaling study: sweep.json, sweep.png
   fleetwire demo --sweep 100,1000,10000 --engine sim --out scaling   …on the simulator
   fleetwire demo --scenario isolation,contention    a misbehaving region severed, then lifted
+  fleetwire demo --scenario contention,partition,skew   …with nodes pinned at versions 1 and 2
   fleetwire demo --processes 8 --out real       8 members (11 nodes) as real OS processes on
                                                 127.0.0.1, a virtual hour a second: about 50 s
 
@@ -54,9 +55,8 @@ process (TCPCLv4 on 127.0.0.1, a SQLite store each) on the real clock, every dur
 by --time-scale; the report has the simulated run's shape. Its links are always up, so the
 partition scenario is left out there.
 
-Not simulated yet: version skew (nodes reading and writing protocol versions 1–3 need the
-version machinery in the node) and a staged release with a canary cell (its orders and
-reports have no carrier between nodes yet).
+Not simulated yet: a staged release with a canary cell (its orders and reports have no
+carrier between nodes yet).
 """
 
 

@@ -51,6 +51,7 @@ from fleetwire.protocol.coordination import invariants
 from fleetwire.protocol.coordination.containment import Containment
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import Family, Scope
+from fleetwire.protocol.messages.header import PROTOCOL_VERSION
 from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 
 from .bundling import DONE
@@ -176,6 +177,18 @@ class Scenario:
             and self.region_of(cell) == REGION
             and self.lineage(node) == FAULTY_LINEAGE
         )
+
+    def version_of(self, node: int) -> int:
+        """The protocol version ``node`` speaks: the skew scenario pins cell 0's members at 1
+        and the last region's cell coordinators at 2; everyone else speaks the newest."""
+        if "skew" not in self.scenarios:
+            return PROTOCOL_VERSION
+        if self.members().get(node) == 0:
+            return 1
+        cell = self.cell_of_coordinator(node)
+        if cell is not None and self.region_of(cell) == REGION + self.regions - 1:
+            return 2
+        return PROTOCOL_VERSION
 
     def command(self) -> str:
         """The command line that runs exactly this scenario."""
@@ -397,6 +410,7 @@ async def run_demo(
             contact_plan=plan,
             parents=parents,
             expiry_interval_s=6 * 3600,
+            protocol_version=scenario.version_of(node),
         )
         links = {
             peer: CountingLink(link, seen.node_bytes)
@@ -418,6 +432,7 @@ async def run_demo(
                 if fault and coordinated is not None
                 else None,
             )  # fmt: skip
+            running.on_refused = behaviours[node].on_refused
             task_status.started()
             await behaviours[node].listen()
 
@@ -429,6 +444,8 @@ async def run_demo(
             await start_roles(scenario, nodes, behaviours, TIMING, traffic, roles, coordinators)
             if scenario.isolating:
                 start_isolation(scenario, behaviours, isolation, traffic)
+            if "skew" in scenario.scenarios:
+                start_skew(scenario, behaviours, traffic)
             sampled = trio.Event()
 
             async def sample_all() -> None:
@@ -447,6 +464,27 @@ async def run_demo(
         await sampled.wait()
         nursery.cancel_scope.cancel()
     return _results(scenario, seen, isolation)
+
+
+def start_skew(
+    scenario: Scenario, behaviours: dict[int, NodeBehaviour], nursery: trio.Nursery
+) -> None:
+    """Coordinators advertise the versions they read to their parent and their children
+    (members advertise anyway), so that every peer learns whom to write at which version."""
+    members = scenario.members()
+    for c in range(scenario.all_cells):
+        coordinator = scenario.cell_coordinator(c)
+        below = tuple(m for m, cell in members.items() if cell == c)
+        nursery.start_soon(
+            behaviours[coordinator].advertise_versions, (scenario.region_of(c), *below)
+        )
+    for r in range(scenario.regions):
+        below = tuple(
+            scenario.cell_coordinator(c)
+            for c in range(scenario.all_cells)
+            if scenario.region_of(c) == REGION + r
+        )
+        nursery.start_soon(behaviours[REGION + r].advertise_versions, below)
 
 
 def start_isolation(
@@ -586,7 +624,20 @@ def _results(
         isolation=None
         if isolation is None or not scenario.isolating
         else tuple(sorted(attrs.asdict(isolation).items())),
+        skew=_skew_counts(scenario, seen) if "skew" in scenario.scenarios else None,
     )
+
+
+def _skew_counts(scenario: Scenario, seen: _Tally) -> tuple[tuple[str, int], ...]:
+    nodes: dict[str, int] = {}
+    for node in (
+        *(REGION + r for r in range(scenario.regions)),
+        *(scenario.cell_coordinator(c) for c in range(scenario.all_cells)),
+        *scenario.members(),
+    ):
+        key = f"nodes v{scenario.version_of(node)}"
+        nodes[key] = nodes.get(key, 0) + 1
+    return tuple(sorted({**nodes, **seen.versions}.items()))
 
 
 def run(

@@ -53,6 +53,7 @@ from fleetwire.protocol.messages import (
     Scope,
     Terms,
 )
+from fleetwire.protocol.messages.versions import NotExpressible, window
 from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS
 
 from .demo_digests import Telemetry, carrier, digest_of
@@ -70,6 +71,8 @@ DAY = 24 * HOUR
 #: Bundles live as long as the autonomy window (the nodes' default): a cell cut off for the
 #: 30 days it is designed for still delivers its backlog when it heals.
 LIFETIME = DEFAULT_BUNDLE_LIFETIME_MS
+#: The lineage coordinators' own advertisements name (the skew scenario has them advertise).
+COORDINATOR_LINEAGE = "C"
 #: The fault scenario: when the defect shows, for how long, in which lineage. The cells run the
 #: containment module's own cell policy (``THRESHOLDS``), unchanged.
 FAULT_FROM = 2 * DAY
@@ -168,6 +171,9 @@ class Tally:
     digests_refused: int = 0  # received malformed (never, unless a node is broken)
     samples: int = 0  # telemetry samples taken on the members
     detail_bytes: int = 0  # their encoded size, kept on the nodes
+    #: Version skew: messages by ``v<writer node>->v<reader node>``, by ``written at v<n>``
+    #: (the version on the wire), and ``refused <code>`` (not writable, or refused on arrival).
+    versions: Counter[str] = attrs.field(factory=Counter)
 
 
 class NodeBehaviour:
@@ -215,14 +221,47 @@ class NodeBehaviour:
         # Shielded: once the node holds the message it will go, so a run's end that cancels
         # this task while the send waits for its commit must not leave it uncounted.
         with trio.CancelScope(shield=True):
-            signed = await self.node.send(message, to, lifetime_ms=LIFETIME)
+            try:
+                signed = await self.node.send(message, to, lifetime_ms=LIFETIME)
+            except NotExpressible as e:
+                # The reader's version cannot say it (spec/v2/versions.md): counted, and the
+                # run goes on — the skew scenario's figures expect none while the window holds.
+                self.seen.versions[f"refused {e.code}"] += 1
+                raise
         self.seen.sent[family or message.TYPE.family.value] += 1
+        self.count_versions(signed, to)
         return signed
+
+    def on_refused(self, code: str) -> None:
+        """The node's hook: a message refused on arrival, by code."""
+        self.seen.versions[f"refused {code}"] += 1
+
+    async def advertise_versions(self, to: tuple[int, ...]) -> None:
+        """A coordinator's capability advertisement: no capabilities, the versions it reads,
+        so that its peers write to it at the newest version both read (§6.1)."""
+        for peer in to:
+            advert = CapabilityAdvertisement(
+                header=self.header(), capabilities=(), versions=self.versions_read(),
+                lineage=COORDINATOR_LINEAGE,
+            )
+            await self.send(advert, peer)
+
+    def versions_read(self) -> tuple[int, int]:
+        """(oldest, newest) version this node reads: the window of the version it speaks."""
+        speaks = window(self.node.config.protocol_version)
+        return (speaks.start, speaks.stop - 1)
+
+    def count_versions(self, signed: SignedMessage, to: int) -> None:
+        """Tally a sent message by writer → reader version and by the version on the wire."""
+        reader = self.scenario.version_of(to)
+        self.seen.versions[f"v{self.node.config.protocol_version}->v{reader}"] += 1
+        self.seen.versions[f"written at v{signed.message.header.version}"] += 1
 
     def on_send(self, signed: SignedMessage, to: int) -> None:
         """The lease roles' sends: counted, and grants go into the invariant checker's trace."""
         message = signed.message
         self.seen.sent[message.TYPE.family.value] += 1
+        self.count_versions(signed, to)
         if isinstance(message, LeaseGrant) and not message.resource.startswith("authority/"):
             if message.header.references == (message.claim,):  # a first grant, not a renewal
                 self.seen.grants += 1
@@ -289,7 +328,8 @@ class NodeBehaviour:
         """Feed the cell's containment machine; act on what it decides."""
         message, containment, seen = signed.message, self.containment, self.seen
         assert containment is not None
-        if isinstance(message, CapabilityAdvertisement) and message.lineage is not None:
+        if isinstance(message, CapabilityAdvertisement) and message.capabilities:
+            # (A coordinator's advertisement, with no capabilities, is no member's lineage.)
             containment.advertise(message.header.issuer, message.lineage, message.cell)
         elif isinstance(message, ExceptionReport) and message.scope is Scope.NODE:
             for action in containment.anomaly(message, signed.content_id, self.now()):
@@ -341,7 +381,7 @@ class NodeBehaviour:
                     self.now() + timing.ms(30 * DAY),
                 ),
             ),
-            versions=(1, 1),
+            versions=self.versions_read(),
             lineage=scenario.lineage(node),
             cell=cell,
         )

@@ -47,6 +47,13 @@ SCENARIOS: dict[str, str] = {
         "it at its boundary and sends it to the other regions, which verify and apply it; once "
         "nothing from the region was refused for 12 hours it signs the lift"
     ),
+    "skew": (
+        "version skew: the members of cell 0 are pinned at protocol version 1 and the last "
+        "region's cell coordinators at version 2, the rest speak version 3; every node "
+        "advertises the versions it reads (coordinators too), and each writes to a peer at "
+        "the newest version both read; the report counts messages by writer → reader version "
+        "and any message that could not be written or was refused on arrival"
+    ),
     "partition": (
         "one cell is cut off from its region coordinator (30 days, or as much of the run as "
         "leaves a day to heal), then healed: its authority lease runs out while it is cut off, "
@@ -149,6 +156,11 @@ class Results:
     stream_baseline_bytes_per_node_per_s: float = 0.0
     #: The isolation scenario's counts (``demo_isolation.IsolationTally``), when it played.
     isolation: tuple[tuple[str, int], ...] | None = None
+    #: The skew scenario's counts, when it played: ``nodes v1`` … (nodes per version),
+    #: ``v3->v1`` … (messages by writer node's version → reader node's version),
+    #: ``written at v1`` … (the version on the wire), ``refused <code>`` (could not be
+    #: written, or refused on arrival).
+    skew: tuple[tuple[str, int], ...] | None = None
     wall_seconds: float = 0.0  # machine-dependent: never in summary.json
 
 
@@ -204,6 +216,23 @@ def _first(results: Results, kind: str, detail: str) -> int | None:
 
 def _first_kind(results: Results, kind: str) -> int | None:
     return next((e.at_ms for e in results.events if e.kind == kind), None)
+
+
+def _skew(counts: tuple[tuple[str, int], ...]) -> dict[str, Any]:
+    """The skew scenario's counts, grouped (``Results.skew``)."""
+    groups: dict[str, dict[str, int]] = {
+        "nodes_by_version": {}, "messages": {}, "written_at": {}, "refused": {}
+    }
+    for key, n in counts:
+        if key.startswith("nodes "):
+            groups["nodes_by_version"][key[6:]] = n
+        elif key.startswith("written at "):
+            groups["written_at"][key[11:]] = n
+        elif key.startswith("refused "):
+            groups["refused"][key[8:]] = n
+        else:
+            groups["messages"][key] = n
+    return groups
 
 
 def summary(results: Results) -> dict[str, Any]:
@@ -319,6 +348,7 @@ def summary(results: Results) -> dict[str, Any]:
             "severed_at_ms": _first_kind(results, "isolation-severed"),
             "lifted_at_ms": _first_kind(results, "isolation-lifted"),
         },
+        "skew": None if results.skew is None else _skew(results.skew),
         "verdicts": [attrs.asdict(v) for v in results.verdicts],
         "families": [attrs.asdict(f) for f in results.families],
         "events": [attrs.asdict(e) for e in results.events],

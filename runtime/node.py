@@ -213,6 +213,8 @@ class Node:
         #: Told ``(neighbour, size in bytes)`` each time a link took one of this node's bundles:
         #: a measurement hook (the demo counts coordination traffic with it).
         self.on_transmitted: Callable[[int, int], None] | None = None
+        #: Told the code of each message refused on arrival (a measurement hook, as above).
+        self.on_refused: Callable[[str], None] | None = None
         #: Sent on a link without acknowledgements and not yet released, by store key:
         #: (BPv7 bundle id, neighbour) — only to say in the log what became of them.
         self._retained: dict[bytes, tuple[bytes, int]] = {}
@@ -397,6 +399,8 @@ class Node:
             elif isinstance(action, DeliveryRefused):
                 log.warning("node=%s event=refused code=%s reason=%s", self.node, action.code,
                             action.reason)  # fmt: skip
+                if self.on_refused is not None:
+                    self.on_refused(str(action.code))
             elif isinstance(action, Discarded):
                 log.info("node=%s event=%s bundle=%s", self.node,
                          _REASONS.get(StatusReason(action.reason), "discarded"),

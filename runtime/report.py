@@ -144,6 +144,25 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
                 f"{k['quarantined_healthy']} (clusters of background exceptions in one lineage)",
             ),
         ]
+    skew = s["skew"]
+    if skew is not None:
+        refused = skew["refused"]
+        rows += [
+            (
+                "version mix (nodes)",
+                ", ".join(f"{n} at {v}" for v, n in skew["nodes_by_version"].items()),
+            ),
+            (
+                "messages by writer → reader version",
+                ", ".join(f"{pair.replace('->', '→')}: {n}" for pair, n in skew["messages"].items())
+                + "; on the wire: "
+                + ", ".join(f"{v}: {n}" for v, n in skew["written_at"].items()),
+            ),
+            (
+                "not writable or refused on arrival",
+                ", ".join(f"{code}: {n}" for code, n in refused.items()) if refused else "none",
+            ),
+        ]
     iso = s["isolation"]
     if iso is not None:
         rows += [
@@ -225,8 +244,7 @@ def render_html(results: Results, out: Path, figures: list[report_figures.Figure
     if others:
         parts.append(f"<p>Also available (not in this run): {html.escape(', '.join(others))}.</p>")
     parts.append(
-        "<p>Not simulated yet: version skew (it needs the version machinery: nodes that "
-        "read and write more than protocol version 1) and a staged release with a canary "
+        "<p>Not simulated yet: a staged release with a canary "
         "cell (its orders and reports have no carrier between real nodes yet); the baseline "
         "traffic runs on links without loss unless <code>--loss</code> says otherwise.</p>"
     )

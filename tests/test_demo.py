@@ -129,8 +129,9 @@ def test_help_documents_every_scenario(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     text = capsys.readouterr().out
-    for name in ("contention", "partition"):
+    for name in ("contention", "partition", "skew"):
         assert f"  {name} " in text
+    assert "version skew" not in text.split("Not simulated yet:")[1]
     assert "pip install 'fleetwire[report]'" in text
 
 
