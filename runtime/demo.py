@@ -71,6 +71,7 @@ from .demo_behaviour import (
 )
 from .demo_digests import stream_bytes_per_s
 from .demo_isolation import IsolationTally, RegionGuard, flood
+from .demo_release import RELEASE_NODE, ReleaseDemo, release_contacts
 from .demo_results import (
     Event,
     FamilyFigures,
@@ -161,8 +162,13 @@ class Scenario:
         return {1000 + i: i % self.all_cells for i in range(self.nodes)}
 
     @property
+    def releasing(self) -> bool:
+        """Whether the release scenario plays: its pipeline node comes on top."""
+        return "release" in self.scenarios
+
+    @property
     def total_nodes(self) -> int:
-        return self.nodes + self.all_cells + self.regions
+        return self.nodes + self.all_cells + self.regions + (1 if self.releasing else 0)
 
     def lineage(self, node: int) -> str:
         """A member's software lineage: both lineages in every cell (the seeds' diversity)."""
@@ -256,6 +262,8 @@ def contact_plan(scenario: Scenario, rng: random.Random) -> ContactPlan:
                     2_000_000,
                 )
             t += 6 * HOUR
+    if scenario.releasing:
+        contacts += release_contacts(scenario, START, end)
     return ContactPlan(contacts)
 
 
@@ -271,6 +279,8 @@ def fleet_keys(scenario: Scenario, rng: random.Random) -> tuple[dict[int, Signin
         for c in range(scenario.all_cells)
     ]
     nodes += [(m, [Role.NODE], None, None) for m in scenario.members()]
+    if scenario.releasing:  # last: the other keys stay what they are without it
+        nodes.append((RELEASE_NODE, [Role.NODE, Role.RELEASE], None, None))
     for serial, (node, roles, cell, region) in enumerate(nodes, 1):
         keys[node] = SigningKey.from_seed(rng.randbytes(32))
         trust.add_credential(
@@ -334,6 +344,10 @@ async def run_demo(
     coordinators: dict[int, CellCoordinator] = {}
     cut = scenario.partition_days
     cut_cell = scenario.cell_coordinator(0)
+    release = ReleaseDemo(scenario, trust, START) if scenario.releasing else None
+    if release is not None:
+        # Reports and other release bundles for the pipeline go up through the regions.
+        parents |= {region: RELEASE_NODE for region in regions}
 
     def now() -> int:
         return clock.to_dtn(trio.current_time())
@@ -364,6 +378,8 @@ async def run_demo(
                     if t0 < round(at * DAY) <= t1:
                         seen.events.append(Event(round(at * DAY), kind, "cell 0 ⇄ its region"))
             containments = [b.containment for b in behaviours.values() if b.containment]
+            if release is not None:
+                release.sample(t1)
             interval = Interval(
                 start_ms=t0,
                 end_ms=t1,
@@ -397,6 +413,7 @@ async def run_demo(
         *regions,
         *(scenario.cell_coordinator(c) for c in range(scenario.all_cells)),
         *members,
+        *([RELEASE_NODE] if release is not None else []),
     ]
 
     async def run_node(node: int, *, task_status: trio.TaskStatus[None]) -> None:
@@ -412,17 +429,21 @@ async def run_demo(
             expiry_interval_s=6 * 3600,
             protocol_version=scenario.version_of(node),
         )
-        links = {
+        links: dict[int, Link] = {
             peer: CountingLink(link, seen.node_bytes)
             for peer, link in network.links_of(node).items()
         }
+        inbox = network.open_inbox(node)
+        if release is not None:
+            links = release.links(links)
+            inbox = release.inbox(node, inbox)
         async with open_node(
             config,
             stores[node],
             links=links,
-            inbox=network.open_inbox(node),
+            inbox=inbox,
             clock=clock,
-        ) as running:
+        ) as running, trio.open_nursery() as own:
             nodes[node] = running
             coordinated = scenario.cell_of_coordinator(node)
             behaviours[node] = NodeBehaviour(
@@ -433,6 +454,8 @@ async def run_demo(
                 else None,
             )  # fmt: skip
             running.on_refused = behaviours[node].on_refused
+            if release is not None:
+                await release.start(running, own)
             task_status.started()
             await behaviours[node].listen()
 
@@ -446,6 +469,8 @@ async def run_demo(
                 start_isolation(scenario, behaviours, isolation, traffic)
             if "skew" in scenario.scenarios:
                 start_skew(scenario, behaviours, traffic)
+            if release is not None:
+                traffic.start_soon(release.publish, seen)
             sampled = trio.Event()
 
             async def sample_all() -> None:
@@ -463,7 +488,16 @@ async def run_demo(
         # ends with it, and with it the run).
         await sampled.wait()
         nursery.cancel_scope.cancel()
-    return _results(scenario, seen, isolation)
+    if release is None:
+        return _results(scenario, seen, isolation)
+    try:
+        figures = release.figures()
+    finally:
+        release.close()
+    for at_ms, order, cells in figures.stages:
+        where = ", ".join(f"cell {c}" for c in cells) or "the rollout"
+        seen.events.append(Event(at_ms, f"release-{order.split(' ')[0]}", f"{order}: {where}"))
+    return attrs.evolve(_results(scenario, seen, isolation), release=figures)
 
 
 def start_skew(
@@ -531,6 +565,8 @@ async def start_roles(
 ) -> None:
     """Start the lease role of each node in ``nodes``: regions, then cells, then members."""
     for node in sorted(nodes):
+        if node == RELEASE_NODE and scenario.releasing:
+            continue  # the release pipeline runs no lease role
         on_send = behaviours[node].on_send
         cell = scenario.cell_of_coordinator(node)
         if node < REGION + scenario.regions:
