@@ -459,41 +459,42 @@ async def run_demo(
             task_status.started()
             await behaviours[node].listen()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(network.run)
-        for node in all_nodes:
-            await nursery.start(run_node, node)
-        async with trio.open_nursery() as traffic:
-            await start_roles(scenario, nodes, behaviours, TIMING, traffic, roles, coordinators)
-            if scenario.isolating:
-                start_isolation(scenario, behaviours, isolation, traffic)
-            if "skew" in scenario.scenarios:
-                start_skew(scenario, behaviours, traffic)
-            if release is not None:
-                traffic.start_soon(release.publish, seen)
-            sampled = trio.Event()
-
-            async def sample_all() -> None:
-                await sample()
-                sampled.set()
-
-            nursery.start_soon(sample_all)
-            for node, cell in members.items():
-                traffic.start_soon(
-                    behaviours[node].member, cell, scenario.cell_coordinator(cell), roles[node]
-                )
-            await trio.sleep_until(clock.to_trio(START + round(scenario.days * DAY)))
-            traffic.cancel_scope.cancel()
-        # No new traffic; one more simulated day lets what is under way arrive (the sampler
-        # ends with it, and with it the run).
-        await sampled.wait()
-        nursery.cancel_scope.cancel()
-    if release is None:
-        return _results(scenario, seen, isolation)
     try:
-        figures = release.figures()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            for node in all_nodes:
+                await nursery.start(run_node, node)
+            async with trio.open_nursery() as traffic:
+                await start_roles(scenario, nodes, behaviours, TIMING, traffic, roles, coordinators)
+                if scenario.isolating:
+                    start_isolation(scenario, behaviours, isolation, traffic)
+                if "skew" in scenario.scenarios:
+                    start_skew(scenario, behaviours, traffic)
+                if release is not None:
+                    traffic.start_soon(release.publish, seen)
+                sampled = trio.Event()
+
+                async def sample_all() -> None:
+                    await sample()
+                    sampled.set()
+
+                nursery.start_soon(sample_all)
+                for node, cell in members.items():
+                    traffic.start_soon(
+                        behaviours[node].member, cell, scenario.cell_coordinator(cell), roles[node]
+                    )
+                await trio.sleep_until(clock.to_trio(START + round(scenario.days * DAY)))
+                traffic.cancel_scope.cancel()
+            # No new traffic; one more simulated day lets what is under way arrive (the sampler
+            # ends with it, and with it the run).
+            await sampled.wait()
+            nursery.cancel_scope.cancel()
+        figures = None if release is None else release.figures()
     finally:
-        release.close()
+        if release is not None:
+            release.close()
+    if figures is None:
+        return _results(scenario, seen, isolation)
     for at_ms, order, cells in figures.stages:
         where = ", ".join(f"cell {c}" for c in cells) or "the rollout"
         seen.events.append(Event(at_ms, f"release-{order.split(' ')[0]}", f"{order}: {where}"))
