@@ -468,8 +468,9 @@ async def run_demo(
                 await start_roles(scenario, nodes, behaviours, TIMING, traffic, roles, coordinators)
                 if scenario.isolating:
                     start_isolation(scenario, behaviours, isolation, traffic)
-                if "skew" in scenario.scenarios:
-                    start_skew(scenario, behaviours, traffic)
+                for behaviour in behaviours.values():
+                    if peers := behaviour.version_peers():
+                        traffic.start_soon(behaviour.advertise_versions, peers)
                 if release is not None:
                     traffic.start_soon(release.publish, seen)
                 sampled = trio.Event()
@@ -499,27 +500,6 @@ async def run_demo(
         where = ", ".join(f"cell {c}" for c in cells) or "the rollout"
         seen.events.append(Event(at_ms, f"release-{order.split(' ')[0]}", f"{order}: {where}"))
     return attrs.evolve(_results(scenario, seen, isolation), release=figures)
-
-
-def start_skew(
-    scenario: Scenario, behaviours: dict[int, NodeBehaviour], nursery: trio.Nursery
-) -> None:
-    """Coordinators advertise the versions they read to their parent and their children
-    (members advertise anyway), so that every peer learns whom to write at which version."""
-    members = scenario.members()
-    for c in range(scenario.all_cells):
-        coordinator = scenario.cell_coordinator(c)
-        below = tuple(m for m, cell in members.items() if cell == c)
-        nursery.start_soon(
-            behaviours[coordinator].advertise_versions, (scenario.region_of(c), *below)
-        )
-    for r in range(scenario.regions):
-        below = tuple(
-            scenario.cell_coordinator(c)
-            for c in range(scenario.all_cells)
-            if scenario.region_of(c) == REGION + r
-        )
-        nursery.start_soon(behaviours[REGION + r].advertise_versions, below)
 
 
 def start_isolation(
@@ -657,6 +637,7 @@ def _results(
         digest_bytes=seen.digest_bytes,
         digests_anomalous=seen.digests_anomalous,
         digests_refused=seen.digests_refused,
+        digests_unwritable=seen.digests_unwritable,
         stream_baseline_bytes_per_node_per_s=stream_bytes_per_s(seen.samples, seen.detail_bytes),
         isolation=None
         if isolation is None or not scenario.isolating

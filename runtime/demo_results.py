@@ -183,6 +183,9 @@ class Results:
     digest_bytes: int = 0
     digests_anomalous: int = 0
     digests_refused: int = 0
+    #: Digests a member could not write for its coordinator (it speaks version 1, which has
+    #: no digests, or too many waited for the coordinator's versions).
+    digests_unwritable: int = 0
     #: What streaming the raw telemetry instead would cost per member (B/s).
     stream_baseline_bytes_per_node_per_s: float = 0.0
     #: The isolation scenario's counts (``demo_isolation.IsolationTally``), when it played.
@@ -359,6 +362,7 @@ def summary(results: Results) -> dict[str, Any]:
             "mean_bytes": round(results.digest_bytes / digests) if digests else None,
             "anomalous_at_coordinators": results.digests_anomalous,
             "refused": results.digests_refused,
+            "unwritable": results.digests_unwritable,
         },
         "leases": {
             "grants": results.grants,
