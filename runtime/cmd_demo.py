@@ -53,8 +53,9 @@ under one hub, the lease roles as agent handlers): fleets of 10,000 nodes and mo
 
 --processes N runs N members, a cell per 4 and one region, each as a `fleetwire node` OS
 process (TCPCLv4 on 127.0.0.1, a SQLite store each) on the real clock, every duration divided
-by --time-scale; the report has the simulated run's shape. Its links are always up, so the
-partition scenario is left out there.
+by --time-scale; the report has the simulated run's shape. It plays contention, fault and
+skew (the pinned nodes get `protocol_version` in their configuration files); its links are
+always up and it has one region, so partition, isolation and release are left out there.
 """
 
 
@@ -260,7 +261,7 @@ def _run_processes(args: argparse.Namespace) -> int:
         f"fleet of {played.total_nodes} OS processes: {args.processes} members in {cells} "
         f"cell(s) of 1 region, TCPCLv4 on 127.0.0.1; {days:g} virtual days (+1 to drain) at "
         f"{args.time_scale} virtual ms per ms; scenarios: {', '.join(played.scenarios) or 'none'}"
-        + (f" ({', '.join(left)}: not with processes, whose links are always up)" if left else "")
+        + (f" ({', '.join(left)}: not with processes: links always up, one region)" if left else "")
     )
     try:
         results = demo_processes.run_processes(played, args.time_scale)

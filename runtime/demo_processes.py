@@ -38,6 +38,7 @@ from typing import Any
 
 import attrs
 from fleetwire.protocol.coordination import invariants
+from fleetwire.protocol.messages.header import PROTOCOL_VERSION
 from fleetwire.protocol.trust import Role
 
 from . import keyfiles
@@ -51,7 +52,7 @@ DEFAULT_SCALE = 3600
 #: How long a process may take to say it is running.
 STARTUP_S = 60.0
 #: Scenarios this engine plays (links are always up: no partition).
-PLAYED = ("contention", "fault")
+PLAYED = ("contention", "fault", "skew")
 
 
 class ProcessesFailed(Exception):
@@ -102,6 +103,8 @@ def _layout(scenario: Scenario, scale: int, folder: Path) -> list[tuple[int, Pat
             'keys = "keys"',
             f'store = "node-{node}.sqlite3"',
         ]
+        if scenario.version_of(node) != PROTOCOL_VERSION:  # the skew scenario pins it
+            lines.append(f"protocol_version = {scenario.version_of(node)}")
         if node in ports:
             lines += ["[[listen]]", 'host = "127.0.0.1"', f"port = {ports[node]}"]
         if parent is not None:
@@ -224,8 +227,10 @@ def merge(scenario: Scenario, tallies: Sequence[dict[str, Any]], scale: int) -> 
         seen.digest_bytes += t["digest_bytes"]
         seen.digests_anomalous += t["digests_anomalous"]
         seen.digests_refused += t["digests_refused"]
+        seen.digests_unwritable += t["digests_unwritable"]
         seen.samples += t["samples"]
         seen.detail_bytes += t["detail_bytes"]
+        seen.versions.update(Counter(t["versions"]))
     hours = min(len(t["intervals"]) for t in tallies)
     had = [False] * scenario.all_cells
     ever: set[int] = set()
