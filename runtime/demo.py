@@ -28,7 +28,9 @@ stops, and shows the authority lease lapsing (the cell stops granting) and the b
 *fault* makes lineage B of region 0 report one anomaly for 12 hours, and every cell coordinator
 runs the containment machine (``protocol/coordination/containment.py``) on what it receives;
 *isolation* has the last region flood the first, which severs it with a signed isolation order
-and lifts it later (:mod:`.demo_isolation`).
+and lifts it later (:mod:`.demo_isolation`); *skew* pins some nodes at protocol versions 1 and 2;
+*release* adds a release pipeline node that stages a release to a canary cell, which is rolled
+back (:mod:`.demo_release`).
 
 Measurement: each node's links count the bytes it sends (:class:`CountingLink`); once per
 ``interval_ms`` of virtual time a sampler records an :class:`~.demo_results.Interval` and hands it

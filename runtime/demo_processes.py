@@ -19,8 +19,10 @@ written as for the loopback engine. A process that does not finish in time is ki
 run fails with its last words.
 
 What differs from the loopback engine, by design: links are always up (no contact plan, no
-light time), so the partition scenario is not offered here; bytes, waits and latencies are
-real ones scaled back to virtual time; wall time depends on the machine.
+light time) and there is one region, so the partition, isolation and release scenarios are not
+offered here (the skew scenario's pinned nodes get ``[node] protocol_version`` in their
+configuration files, as an operator pins a node); bytes, waits and latencies are real ones
+scaled back to virtual time; wall time depends on the machine.
 """
 
 from __future__ import annotations
