@@ -224,7 +224,7 @@ class ReleaseDemo:
 
     def inbox(
         self, node: int, inbox: trio.MemoryReceiveChannel[tuple[int, bytes]]
-    ) -> trio.abc.ReceiveChannel[tuple[int, bytes]]:
+    ) -> trio.MemoryReceiveChannel[tuple[int, bytes]]:
         """The node's own inbox: release-service bundles split off for its role."""
         if not self.runs_role(node):
             return inbox
