@@ -210,6 +210,8 @@ def _release_figure(plt: Any, results: Results, save: Any) -> None:
         ax.step(days, [dict(c).get(label, 0) for _, c in release.timeline], where="post",
                 label=label)  # fmt: skip
     for at, order, _ in release.stages:
+        if order == "halted":
+            continue  # at the rollback's time: its line would hide the rollback's
         ax.axvline(at / DAY_MS, color="#a33" if order.startswith("roll") else "#888",
                    linewidth=0.7, linestyle="--")  # fmt: skip
     ax.set_ylabel("lineage-B members")
