@@ -77,6 +77,7 @@ class IsolationTally:
     flood_sent: int = 0
     refused_at_boundary: int = 0
     orders_issued: int = 0
+    orders_received: int = 0  # version-2 isolation order messages that reached a boundary
     orders_applied: int = 0
     orders_refused: int = 0
 
@@ -122,6 +123,7 @@ class RegionGuard:
                 self._last_refused[region] = b.run_ms()
             return False
         if isinstance(message, v2.IsolationOrder):
+            self.tally.orders_received += 1
             order = order_from_message(message)
             self._apply(
                 lambda now: self.boundary.order_message(order, signed.kid, signed.content_id, now)
