@@ -152,11 +152,11 @@ async def serve_raw_durable(count: int) -> None:
     announce(listeners[0].socket.getsockname()[1])
     stream = await listeners[0].accept()
     db = _raw_database()
-    gathered: list[bytes] = []
+    gathered: list[bytearray] = []
     arrived = trio.Event()
     received = 0
 
-    def commit(rows: list[bytes]) -> None:  # on the worker thread
+    def commit(rows: list[bytearray]) -> None:  # on the worker thread
         db.execute("BEGIN IMMEDIATE")
         db.executemany("INSERT INTO bundles (data) VALUES (?)", [(r,) for r in rows])
         db.execute("COMMIT")
@@ -187,7 +187,9 @@ async def serve_raw_durable(count: int) -> None:
                 (n,) = _LEN.unpack_from(buf, start)
                 if len(buf) - start - 4 < n:
                     break
-                gathered.append(bytes(buf[start + 4 : start + 4 + n]))
+                # A bytearray (the slice is one): sqlite3 binds it as it is, where bytes goes
+                # through its adapter lookup first (see the store's ``_VALUES``).
+                gathered.append(buf[start + 4 : start + 4 + n])
                 start += 4 + n
                 received += 1
             del buf[:start]

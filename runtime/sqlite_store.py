@@ -47,6 +47,7 @@ import contextlib
 import functools
 import itertools
 import math
+import operator
 import os
 import sqlite3
 from collections import deque
@@ -208,16 +209,29 @@ _SELECT = f"SELECT {_COLUMNS} FROM bundles"
 #: the 0 back into NULL inside SQLite.
 _VALUES = "(?, NULLIF(?, 0), ?, ?, NULLIF(?, 0), NULLIF(?, 0), ?, ?, ?)"
 
-#: Rows per multi-row INSERT. Each statement step releases and retakes the GIL; one step per row
-#: (``executemany``) lets the busy Trio thread stall the writer at every row, one step per 64
-#: rows does not. 64 x 9 parameters stays far below SQLite's 32766 limit.
+#: Rows per group of ``put_many`` (the unit a batch cap may split at).
 _ROWS_PER_INSERT = 64
+#: Rows per multi-row INSERT, at most. Each statement step releases and retakes the GIL, and
+#: retaking it waits until the Trio thread lets go — up to the interpreter's switch interval
+#: (5 ms) while it parses a long read: one step per row (``executemany``) stalls the writer at
+#: every row, one per 64 rows still several times a batch. A shorter tail goes in power-of-two
+#: statements, so at most a dozen distinct ones are compiled and cached. 1024 x 9 parameters
+#: stay below SQLite's 32766.
+ROWS_PER_STATEMENT = 1024
 
 
-@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+@functools.lru_cache(maxsize=32)
 def _insert_rows(n: int) -> str:
     values = ", ".join([_VALUES] * n)
     return f"INSERT INTO bundles ({_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING"
+
+
+def _statement_sizes(n: int) -> list[int]:
+    """``n`` rows as statement sizes: full ones, then the tail's powers of two."""
+    full, tail = divmod(n, ROWS_PER_STATEMENT)
+    return [ROWS_PER_STATEMENT] * full + [
+        1 << b for b in reversed(range(tail.bit_length())) if tail >> b & 1
+    ]
 
 
 #: Per-connection settings after ``journal_mode = WAL`` (the benchmark applies them to its raw
@@ -479,8 +493,8 @@ class SQLiteBundleStore:
         ops = []
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             end = start + _ROWS_PER_INSERT
-            group = bundles[start:end]
-            ops.append(_Op(_PUTS, (rows[start:end], group), sum(map(_size, group)), len(group)))
+            chunk = rows[start:end]
+            ops.append(_Op(_PUTS, (chunk, bundles[start:end]), _bytes_of(chunk), len(chunk)))
         results: list[PutResult] = []
         for op in await self._submit(ops):
             group = op.arg[1]
@@ -570,7 +584,8 @@ class SQLiteBundleStore:
             if op.writes > room:  # only a group can be: its rest opens the next batch
                 rows, bundles = op.arg
                 rest = bundles[room:]
-                todo.appendleft(_Op(_PUTS, (rows[room:], rest), sum(map(_size, rest)), len(rest)))
+                rest_rows = rows[room:]
+                todo.appendleft(_Op(_PUTS, (rest_rows, rest), _bytes_of(rest_rows), len(rest)))
                 op = _Op(_PUTS, (rows[:room], bundles[:room]), op.size - todo[0].size, room)
             if not batches or batches[-1] is not batch:
                 batches.append(batch)
@@ -986,8 +1001,12 @@ def _apply_batch(
     return count, used
 
 
-def _size(bundle: StoredBundle) -> int:
-    return len(bundle.data)
+def _bytes_of(rows: list[tuple[Any, ...]]) -> int:
+    """The bundle bytes of ``rows`` (C loops only: this runs for every group of puts)."""
+    return sum(map(len, map(_DATA, rows)))
+
+
+_DATA = operator.itemgetter(8)  # a row's data (``_COLUMNS``)
 
 
 def _room_for_all(
@@ -996,7 +1015,7 @@ def _room_for_all(
     """Whether every put of the run fits the quota, per-source shares included."""
     if quota.max_bundles is not None and count + len(bundles) > quota.max_bundles:
         return False
-    if quota.max_bytes is not None and used + sum(map(_size, bundles)) > quota.max_bytes:
+    if quota.max_bytes is not None and used + sum(b.size for b in bundles) > quota.max_bytes:
         return False
     share_bundles = quota.share_of(quota.max_bundles)
     share_bytes = quota.share_of(quota.max_bytes)
@@ -1034,16 +1053,17 @@ def _put_run(
     if _room_for_all(bundles, quota, count, used, shares):
         conn.execute("SAVEPOINT put_run")
         inserted = 0
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            chunk = rows[start : start + _ROWS_PER_INSERT]
-            params = list(itertools.chain.from_iterable(chunk))
-            inserted += conn.execute(_insert_rows(len(chunk)), params).rowcount
+        start = 0
+        for size in _statement_sizes(len(rows)):
+            params = list(itertools.chain.from_iterable(rows[start : start + size]))
+            inserted += conn.execute(_insert_rows(size), params).rowcount
+            start += size
         if inserted == len(rows):  # no duplicates: every row went in
             conn.execute("RELEASE put_run")
             for bundle in bundles:
                 if bundle.received_from is not None:
                     shares.add(bundle.received_from, 1, len(bundle.data))
-            return count + len(rows), used + sum(map(_size, bundles))
+            return count + len(rows), used + _bytes_of(rows)
         conn.execute("ROLLBACK TO put_run")
         conn.execute("RELEASE put_run")
     results: list[PutResult | None] = []

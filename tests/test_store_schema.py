@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from fleetwire.protocol.replay import Seen
-from fleetwire.runtime.sqlite_store import SCHEMA, SCHEMA_VERSION, open_sqlite_store
 from fleetwire.runtime import store_eids
+from fleetwire.runtime.sqlite_store import SCHEMA, SCHEMA_VERSION, open_sqlite_store
 from fleetwire.runtime.store import Accepted, Duplicate, DuplicateOf, StoreCorrupt, StoredBundle
 
 DATA = Path(__file__).parent / "data"
