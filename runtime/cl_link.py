@@ -418,9 +418,11 @@ class Mtcp(_WithoutTls):
     name: str = "mtcp"
     server_hostname: str | None = None
     identifies_peer: bool = False
+    #: Runs of whole frames as one event (see :mod:`~.tcpcl.mtcp`).
+    batch_events: bool = True
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
-        return mtcp.MtcpSession(role, self.config)
+        return mtcp.MtcpSession(role, self.config, batch_events=self.batch_events)
 
     def confirms_delivery(self, session: Any) -> bool:
         return False
