@@ -921,11 +921,15 @@ def _apply_batch(
         store_eids.write_pending(conn, new_eids)
         i = 0
         while i < len(batch):
-            if batch[i].kind == _PUTS:
+            kind = batch[i].kind
+            if kind in (_PUTS, _DELETE):
                 j = i
-                while j < len(batch) and batch[j].kind == _PUTS:
+                while j < len(batch) and batch[j].kind == kind:
                     j += 1
-                count, used = _put_run(conn, batch[i:j], quota, count, used, shares)
+                if kind == _PUTS:
+                    count, used = _put_run(conn, batch[i:j], quota, count, used, shares)
+                else:
+                    count, used = _delete_run(conn, batch[i:j], count, used, shares, names)
                 i = j
                 continue
             op = batch[i]
@@ -952,16 +956,6 @@ def _apply_batch(
                         (hop, until, row[0]),
                     )
                     used -= row[1]
-                    shares.add(names[row[2]], -1, -row[1])
-                op.result = row is not None
-            elif op.kind == _DELETE:
-                row = conn.execute(
-                    "SELECT seq, length(data), received_from FROM bundles WHERE bundle_id = ?",
-                    (op.arg,),
-                ).fetchone()
-                if row is not None:
-                    conn.execute("DELETE FROM bundles WHERE seq = ?", (row[0],))
-                    count, used = count - 1, used - row[1]
                     shares.add(names[row[2]], -1, -row[1])
                 op.result = row is not None
             elif op.kind == _REMEMBER:
@@ -998,6 +992,48 @@ def _apply_batch(
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    return count, used
+
+
+#: Bundle ids per DELETE at most (a run of deletes goes in power-of-two statements, as puts).
+_IDS_PER_DELETE = 512
+
+
+@functools.lru_cache(maxsize=16)
+def _delete_ids(n: int) -> str:
+    ids = ", ".join("?" * n)
+    return (
+        f"DELETE FROM bundles WHERE bundle_id IN ({ids}) "
+        "RETURNING bundle_id, length(data), received_from"
+    )
+
+
+def _delete_run(
+    conn: sqlite3.Connection,
+    ops: list[_Op],
+    count: int,
+    used: int,
+    shares: SourceShares,
+    names: Mapping[int | None, str | None],
+) -> tuple[int, int]:
+    """Delete a run of bundles by id, a statement per up to ``_IDS_PER_DELETE`` (one
+    statement, not a lookup and a delete per bundle: a drained page is a run of 1,024); each
+    op's result says whether its bundle was there (an id named twice: the first)."""
+    ids = [bytearray(op.arg) for op in ops]  # bound without sqlite3's adapter lookup
+    gone: dict[bytes, tuple[int, int | None]] = {}
+    start = 0
+    while start < len(ids):
+        left = min(len(ids) - start, _IDS_PER_DELETE)
+        size = 1 << (left.bit_length() - 1)
+        for bundle_id, length, source in conn.execute(_delete_ids(size), ids[start : start + size]):
+            gone[bundle_id] = (length, source)
+        start += size
+    for op in ops:
+        hit = gone.pop(op.arg, None)
+        op.result = hit is not None
+        if hit is not None:
+            count, used = count - 1, used - hit[0]
+            shares.add(names[hit[1]], -1, -hit[0])
     return count, used
 
 

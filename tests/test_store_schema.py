@@ -45,7 +45,16 @@ HOT_QUERIES = {
         (5,),
         "bundles_by_expiry",
     ),
-    "delete": ("SELECT seq, length(data) FROM bundles WHERE bundle_id = ?", (b"x",), "bundle_id"),
+    "delete": (
+        "SELECT length(data), received_from FROM bundles WHERE bundle_id IN (?, ?)",
+        (b"x", b"y"),
+        "bundle_id",
+    ),
+    "tombstone": (
+        "SELECT seq, length(data) FROM bundles WHERE bundle_id = ?",
+        (b"x",),
+        "bundle_id",
+    ),
 }
 
 
