@@ -209,3 +209,32 @@ def test_a_payload_sealed_here_is_inspected_as_a_parsed_one(message_bytes: bytes
     trusted = inspect_bundle(bundle, 0, content_id=False, sealed_here=True)
     assert parsed == trusted and parsed.envelope_digest is not None
     assert parsed.sign1 == cose.parse_sign1(envelope)
+
+
+@given(
+    envelope=st.binary(max_size=300), source=st.integers(1, 1 << 20),
+    destination=st.integers(0, 1 << 20), node=nodes, hops=st.integers(1, 4),
+    limit=st.integers(1, 5), block_number=st.integers(2, 30),
+)  # fmt: skip
+def test_forwarding_message_bundles_hop_by_hop_equals_a_whole_re_encode(
+    envelope: bytes, source: int, destination: int, node: int, hops: int, limit: int,
+    block_number: int,
+) -> None:  # fmt: skip
+    """The shapes forward_bytes takes in one step (Hop Count + payload on the first hop, then
+    Hop Count + Previous Node + payload), with any hop limit and block numbers."""
+    from fleetwire.protocol.bpv7 import Bundle, HopCount, hop_count_block
+
+    made = message_bundle(envelope, source=source, destination=destination, created_at=1,
+                          sequence=0, lifetime_ms=1000)  # fmt: skip
+    bundle = Bundle(made.primary, (hop_count_block(block_number, HopCount(limit)), made.blocks[1]))
+    data = encode_bundle(bundle)
+    for hop in range(hops):
+        decoded, offsets = decode_bundle_offsets(data)
+        try:
+            expected = for_next_hop(decoded, node + hop)
+        except Exception as exc:  # the hop limit: both roads refuse alike
+            with pytest.raises(type(exc)):
+                forward_bytes(decoded, data, node + hop, offsets)
+            return
+        assert forward_bytes(decoded, data, node + hop, offsets) == expected
+        data = expected

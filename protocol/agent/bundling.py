@@ -221,6 +221,29 @@ def forward_bytes(
     if hops is not None and hops.count + 1 > hops.limit:
         raise HopLimitExceeded(f"hop limit {hops.limit} reached")
     blocks = bundle.blocks
+    if offsets is not None and len(blocks) == 2 and len(offsets) == 4 and hops is not None:
+        # The commonest shape, a bundle on its first hop: Hop Count, then the payload; the new
+        # Previous Node block goes between them (what the loop below does, in one step).
+        hop_block, payload = blocks
+        if hop_block.block_type == BlockType.HOP_COUNT and payload.block_type == BlockType.PAYLOAD:
+            return b"".join((
+                b"\x9f", data[offsets[0] : offsets[1]],
+                _encoded(1, hop_block.number, hops.limit, hops.count + 1),
+                _encoded(2, max(hop_block.number, payload.number) + 1, this_node, 0),
+                data[offsets[2] : offsets[3]], b"\xff",
+            ))  # fmt: skip
+    if offsets is not None and len(blocks) == 3 and len(offsets) == 5 and hops is not None:
+        # A relayed bundle: Hop Count, Previous Node, payload; both extensions rewritten.
+        hop_block, previous, payload = blocks
+        if (hop_block.block_type == BlockType.HOP_COUNT
+                and previous.block_type == BlockType.PREVIOUS_NODE
+                and payload.block_type == BlockType.PAYLOAD):  # fmt: skip
+            return b"".join((
+                b"\x9f", data[offsets[0] : offsets[1]],
+                _encoded(1, hop_block.number, hops.limit, hops.count + 1),
+                _encoded(2, previous.number, this_node, 0),
+                data[offsets[3] : offsets[4]], b"\xff",
+            ))  # fmt: skip
     if offsets is not None and len(offsets) == len(blocks) + 2:
         spans = list(itertools.pairwise(offsets))
     else:
