@@ -71,10 +71,9 @@ def spec_for(bundle_class: type[Any], max_blocks: int, max_data: int) -> tuple[A
     return (*spec, DTN_NONE, CrcType.CRC32C, max_blocks, max_data)
 
 
-#: ``walk(spec, data)`` → ``(bundle, offsets)`` or None; None itself without the accelerator.
-walk: Callable[[tuple[Any, ...], bytes], Any] | None = (
-    None if _speedups is None else _speedups.walk_bundle
-)
+#: ``walk(spec, data)`` → ``(bundle, offsets)`` or None; None itself without the accelerator
+#: (or with one built before the walk existed: an install not rebuilt since).
+walk: Callable[[tuple[Any, ...], bytes], Any] | None = getattr(_speedups, "walk_bundle", None)
 AVAILABLE: Final = walk is not None
 
 
