@@ -671,6 +671,331 @@ static PyTypeObject SlotInitType = {
     .tp_new = slot_init_new,
 };
 
+/* --- BPv7 bundles: the common shape in one pass (RFC 9171 §4.1, §4.3) -----------------------
+ *
+ * walk_bundle(spec, data) -> (Bundle, offsets) | None reads the bundles a fleet node nearly
+ * always sees, exactly as protocol/bpv7/blocks.py's one-pass readers take them (and no more):
+ *
+ * - 0x9f, a primary block, canonical blocks, 0xff, and nothing after it;
+ * - the primary block: 0x89 (9 items: CRC-32C, not a fragment), version 7, flags below 24
+ *   without IS_FRAGMENT, CRC type 2, destination / source / report-to each either a
+ *   2-element ipn EID [2, [node, service]] with node below 2**32 or dtn:none [1, 0],
+ *   creation [time, sequence], lifetime, and a CRC-32C that matches;
+ * - each canonical block: 0x86, type, number and flags below 24, CRC type 2, a definite byte
+ *   string of data (shortest head, at most max_data bytes), a CRC-32C that matches;
+ * - at most max_blocks canonical blocks and at least one.
+ *
+ * Every integer must be in shortest form (RFC 8949 §4.2.1). Anything else — another shape, a
+ * wrong CRC, a truncation, a limit — returns None and the Python readers decide, errors
+ * included, so this code never chooses an error, only "certainly the common shape". The
+ * bundle-wide rules of check_bundle (bundle.py, RFC 9171 §4) are checked here too, for this
+ * shape (rules_kept): a bundle that might break one is also left to the Python road, which
+ * names the rule it breaks.
+ *
+ * spec = (Bundle, (primary, blocks offsets), PrimaryBlock, (9 offsets), CanonicalBlock,
+ *         (5 offsets), CreationTimestamp, (2 offsets), IpnEid, (5 offsets: node, service,
+ *         allocator, elements, _wire), DTN_NONE, CrcType.CRC32C, max_blocks, max_data)
+ * The offsets are the classes' slot offsets (slot_offset), taken by bpv7/accel.py only for
+ * plain slotted attrs classes whose slots are exactly those fields. */
+
+/* Block numbers below 24 and unique: at most 23 canonical blocks take the common shape. */
+#define WALK_MAX_BLOCKS 24
+
+static uint32_t crc32c_table[256];
+
+static void crc32c_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc32c_table[i] = c;
+    }
+}
+
+/* CRC-32C (Castagnoli) of p[0:n] then four zero bytes (the zeroed CRC field, §4.2.1). */
+static uint32_t crc32c_zeroed(const unsigned char *p, Py_ssize_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (Py_ssize_t i = 0; i < n; i++) c = crc32c_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    for (int i = 0; i < 4; i++) c = crc32c_table[c & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+typedef struct {
+    const unsigned char *base, *p, *end;
+} Walk;
+
+/* A definite head of ``major`` in shortest form (RFC 8949 §4.2.1); 0 on success, -1: not
+ * the common shape. */
+static int walk_head(Walk *w, int major, uint64_t *out) {
+    if (w->p >= w->end || (*w->p >> 5) != major) return -1;
+    unsigned char info = *w->p & 31;
+    if (info < 24) {
+        *out = info;
+        w->p += 1;
+        return 0;
+    }
+    if (info > 27) return -1;
+    int width = 1 << (info - 24);
+    if (w->end - w->p < 1 + width) return -1;
+    uint64_t v = 0;
+    for (int i = 1; i <= width; i++) v = (v << 8) | w->p[i];
+    static const uint64_t shortest[4] = {24, 0x100, 0x10000, 0x100000000ULL};
+    if (v < shortest[info - 24]) return -1;
+    *out = v;
+    w->p += 1 + width;
+    return 0;
+}
+
+static int walk_uint(Walk *w, uint64_t *out) { return walk_head(w, 0, out); }
+
+/* A new object of ``cls`` with its n slots set (references stolen; NULL values: failure). */
+static PyObject *filled(PyObject *cls, PyObject *offsets, PyObject **values, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!values[i]) {
+            for (Py_ssize_t j = 0; j < n; j++) Py_XDECREF(values[j]);
+            return NULL;
+        }
+    }
+    return fill_new(cls, offsets, values, n);
+}
+
+/* An EID in the common forms; *status DEFER when not one (NULL returned either way on no). */
+static PyObject *walk_eid(Walk *w, PyObject *spec, int *is_null, int *status) {
+    const unsigned char *start = w->p;
+    if (w->end - w->p < 3 || w->p[0] != 0x82) goto defer;
+    if (w->p[1] == 0x01 && w->p[2] == 0x00) {
+        w->p += 3;
+        *is_null = 1;
+        return Py_NewRef(PyTuple_GET_ITEM(spec, 10));
+    }
+    if (w->p[1] != 0x02 || w->p[2] != 0x82) goto defer;
+    w->p += 3;
+    uint64_t node, service;
+    if (walk_uint(w, &node) || walk_uint(w, &service) || node > 0xFFFFFFFFu) goto defer;
+    *is_null = node == 0 && service == 0; /* ipn:0.0, the null endpoint (RFC 9758) */
+    PyObject *values[5] = {
+        PyLong_FromUnsignedLongLong(node), PyLong_FromUnsignedLongLong(service),
+        PyLong_FromLong(0), PyLong_FromLong(2),
+        PyBytes_FromStringAndSize((const char *)start, w->p - start),
+    };
+    return filled(PyTuple_GET_ITEM(spec, 8), PyTuple_GET_ITEM(spec, 9), values, 5);
+defer:
+    *status = DEFER;
+    return NULL;
+}
+
+static int check_crc(Walk *w, const unsigned char *block_start) {
+    /* at w->p: 0x44 and four bytes, the CRC-32C of the block with that field zeroed */
+    if (w->end - w->p < 5 || w->p[0] != 0x44) return -1;
+    uint32_t want = ((uint32_t)w->p[1] << 24) | ((uint32_t)w->p[2] << 16) |
+                    ((uint32_t)w->p[3] << 8) | w->p[4];
+    if (crc32c_zeroed(block_start, w->p + 1 - block_start) != want) return -1;
+    w->p += 5;
+    return 0;
+}
+
+/* What the bundle-wide rules need of the primary block. */
+typedef struct {
+    unsigned char flags;
+    int anonymous;
+    uint64_t time;
+} PrimaryFacts;
+
+static PyObject *walk_primary(Walk *w, PyObject *spec, PrimaryFacts *facts, int *status) {
+    const unsigned char *start = w->p;
+    PyObject *eids[3] = {NULL, NULL, NULL};
+    if (w->end - w->p < 4 || w->p[0] != 0x89 || w->p[1] != 7 || w->p[3] != 2) goto defer;
+    unsigned char flags = w->p[2];
+    if (flags >= 24 || (flags & 1)) goto defer;
+    w->p += 4;
+    int is_null[3] = {0, 0, 0};
+    for (int i = 0; i < 3; i++)
+        if (!(eids[i] = walk_eid(w, spec, &is_null[i], status))) goto fail;
+    facts->flags = flags;
+    facts->anonymous = is_null[1];
+    uint64_t time, sequence, lifetime;
+    if (w->p >= w->end || *w->p != 0x82) goto defer;
+    w->p += 1;
+    if (walk_uint(w, &time) || walk_uint(w, &sequence) || walk_uint(w, &lifetime)) goto defer;
+    if (check_crc(w, start)) goto defer;
+    facts->time = time;
+    PyObject *creation_values[2] = {PyLong_FromUnsignedLongLong(time),
+                                    PyLong_FromUnsignedLongLong(sequence)};
+    PyObject *creation = filled(PyTuple_GET_ITEM(spec, 6), PyTuple_GET_ITEM(spec, 7),
+                                creation_values, 2);
+    PyObject *values[9] = {
+        eids[0], eids[1], eids[2], creation, PyLong_FromUnsignedLongLong(lifetime),
+        PyLong_FromLong(flags), Py_NewRef(PyTuple_GET_ITEM(spec, 11)), Py_NewRef(Py_None),
+        Py_NewRef(Py_None),
+    };
+    return filled(PyTuple_GET_ITEM(spec, 2), PyTuple_GET_ITEM(spec, 3), values, 9);
+defer:
+    *status = DEFER;
+fail:
+    for (int i = 0; i < 3; i++) Py_XDECREF(eids[i]);
+    return NULL;
+}
+
+/* What the bundle-wide rules need of a canonical block. */
+typedef struct {
+    unsigned char type, number, flags;
+    const unsigned char *data;
+    uint64_t length;
+} BlockFacts;
+
+static PyObject *walk_canonical(Walk *w, PyObject *spec, uint64_t max_data, BlockFacts *facts,
+                                int *status) {
+    const unsigned char *start = w->p, *p = w->p;
+    if (w->end - p < 6 || p[0] != 0x86 || p[4] != 2) goto defer;
+    unsigned char type = p[1], number = p[2], flags = p[3];
+    if (type >= 24 || number >= 24 || flags >= 24) goto defer;
+    w->p += 5;
+    uint64_t length;
+    if (walk_head(w, 2, &length)) goto defer;
+    if (length > max_data || (uint64_t)(w->end - w->p) < length) goto defer;
+    const unsigned char *begin = w->p;
+    w->p += length;
+    if (check_crc(w, start)) goto defer;
+    facts->type = type;
+    facts->number = number;
+    facts->flags = flags;
+    facts->data = begin;
+    facts->length = length;
+    PyObject *values[5] = {
+        PyLong_FromLong(type), PyLong_FromLong(number),
+        PyBytes_FromStringAndSize((const char *)begin, (Py_ssize_t)length), PyLong_FromLong(flags),
+        Py_NewRef(PyTuple_GET_ITEM(spec, 11)),
+    };
+    return filled(PyTuple_GET_ITEM(spec, 4), PyTuple_GET_ITEM(spec, 5), values, 5);
+defer:
+    *status = DEFER;
+    return NULL;
+}
+
+/* Whether an extension block's data is certainly valid (§4.4.1-§4.4.3), in the forms the
+ * walk takes: a Previous Node EID in the common forms, a Bundle Age, a Hop Count with its
+ * limit in 1..255; nothing after them. Anything else: the Python decoders decide. */
+static int extension_fine(const BlockFacts *b) {
+    Walk w = {b->data, b->data, b->data + b->length};
+    uint64_t a, c;
+    if (b->type == 6) {
+        if (w.end - w.p == 3 && w.p[0] == 0x82 && w.p[1] == 0x01 && w.p[2] == 0x00) return 1;
+        if (w.end - w.p < 3 || w.p[0] != 0x82 || w.p[1] != 0x02 || w.p[2] != 0x82) return 0;
+        w.p += 3;
+        if (walk_uint(&w, &a) || walk_uint(&w, &c) || a > 0xFFFFFFFFu) return 0;
+    } else if (b->type == 7) {
+        if (walk_uint(&w, &a)) return 0;
+    } else {
+        if (walk_head(&w, 4, &a) || a != 2 || walk_uint(&w, &a) || walk_uint(&w, &c)) return 0;
+        if (a < 1 || a > 255) return 0;
+    }
+    return w.p == w.end;
+}
+
+/* check_bundle's rules (bundle.py, RFC 9171 §4) on a walked bundle: 1 if it certainly keeps
+ * every one, 0 if it may break one (the Python road then names the rule). Flags below 24
+ * rule out fragments and status report requests; the primary block has a CRC. */
+static int rules_kept(const PrimaryFacts *primary, const BlockFacts *blocks, Py_ssize_t n) {
+    uint32_t numbers = 0;
+    int singles = 0, age = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const BlockFacts *b = &blocks[i];
+        if (b->number == 0 || (numbers & (1u << b->number))) return 0;
+        numbers |= 1u << b->number;
+        if (b->type == 1) {
+            if (i != n - 1 || b->number != 1) return 0;
+        } else if (b->type == 0) {
+            return 0;
+        } else if (b->type == 6 || b->type == 7 || b->type == 10) {
+            if (singles & (1 << b->type)) return 0;
+            singles |= 1 << b->type;
+            age |= b->type == 7;
+            if (!extension_fine(b)) return 0;
+        }
+        /* report-if-unprocessable on an admin record's or an anonymous bundle's blocks */
+        if ((b->flags & 0x02) && ((primary->flags & 0x02) || primary->anonymous)) return 0;
+    }
+    if (n == 0 || blocks[n - 1].type != 1) return 0;
+    if (primary->time == 0 && !age) return 0;
+    if (primary->anonymous && !(primary->flags & 0x04)) return 0;
+    return 1;
+}
+
+static PyObject *speedups_walk_bundle(PyObject *self, PyObject *args) {
+    PyObject *spec, *data;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &spec, &PyBytes_Type, &data)) return NULL;
+    if (PyTuple_GET_SIZE(spec) != 14) {
+        PyErr_SetString(PyExc_ValueError, "walk_bundle: a spec of 14 items");
+        return NULL;
+    }
+    Py_ssize_t max_blocks = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 12));
+    Py_ssize_t max_data = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 13));
+    if ((max_blocks == -1 || max_data == -1) && PyErr_Occurred()) return NULL;
+    const unsigned char *base = (const unsigned char *)PyBytes_AS_STRING(data);
+    Walk w = {base, base, base + PyBytes_GET_SIZE(data)};
+    int status = 0;
+    PyObject *primary = NULL, *blocks = NULL, *offsets = NULL, *block;
+    if (w.p >= w.end || *w.p != 0x9F) Py_RETURN_NONE;
+    w.p += 1;
+    PrimaryFacts primary_facts;
+    BlockFacts facts[WALK_MAX_BLOCKS];
+    if (!(primary = walk_primary(&w, spec, &primary_facts, &status))) goto out;
+    if (!(blocks = PyList_New(0)) || !(offsets = PyList_New(0))) goto out;
+    PyObject *number = PyLong_FromLong(1);
+    if (!number || PyList_Append(offsets, number) < 0) {
+        Py_XDECREF(number);
+        goto out;
+    }
+    Py_DECREF(number);
+    for (;;) {
+        if (!(number = PyLong_FromSsize_t(w.p - base)) || PyList_Append(offsets, number) < 0) {
+            Py_XDECREF(number);
+            goto out;
+        }
+        Py_DECREF(number);
+        if (w.p >= w.end) {
+            status = DEFER;
+            goto out;
+        }
+        if (*w.p == 0xFF) break;
+        if (PyList_GET_SIZE(blocks) >= max_blocks || PyList_GET_SIZE(blocks) >= WALK_MAX_BLOCKS) {
+            status = DEFER;
+            goto out;
+        }
+        block = walk_canonical(&w, spec, (uint64_t)max_data, &facts[PyList_GET_SIZE(blocks)],
+                               &status);
+        if (!block) goto out;
+        int appended = PyList_Append(blocks, block);
+        Py_DECREF(block);
+        if (appended < 0) goto out;
+    }
+    w.p += 1;
+    if (w.p != w.end || !rules_kept(&primary_facts, facts, PyList_GET_SIZE(blocks))) {
+        status = DEFER;
+        goto out;
+    }
+    PyObject *values[2] = {primary, PyList_AsTuple(blocks)};
+    primary = NULL;
+    PyObject *bundle = filled(PyTuple_GET_ITEM(spec, 0), PyTuple_GET_ITEM(spec, 1), values, 2);
+    PyObject *offsets_tuple = bundle ? PyList_AsTuple(offsets) : NULL;
+    Py_CLEAR(blocks);
+    Py_CLEAR(offsets);
+    if (!offsets_tuple) {
+        Py_XDECREF(bundle);
+        return NULL;
+    }
+    PyObject *result = PyTuple_Pack(2, bundle, offsets_tuple);
+    Py_DECREF(bundle);
+    Py_DECREF(offsets_tuple);
+    return result;
+out:
+    Py_XDECREF(primary);
+    Py_XDECREF(blocks);
+    Py_XDECREF(offsets);
+    if (status == DEFER && !PyErr_Occurred()) Py_RETURN_NONE;
+    if (!PyErr_Occurred()) Py_RETURN_NONE;
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"write", speedups_write, METH_VARARGS,
      "write(spec, message) -> bytes | None: deterministic CBOR, or None for the Python road."},
@@ -682,16 +1007,22 @@ static PyMethodDef methods[] = {
     {"read_message", speedups_read_message, METH_VARARGS,
      "read_message(specs, data) -> message | None: the message if data is valid and "
      "deterministic in the common form, else None for the Python road."},
+    {"walk_bundle", speedups_walk_bundle, METH_VARARGS,
+     "walk_bundle(spec, data) -> (Bundle, offsets) | None: the decoded bundle and its block "
+     "offsets if data is a bundle of the common shape with good CRCs, else None for the Python "
+     "road (see protocol/bpv7/accel.py)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_speedups",
-    "Optional C accelerator for the message codec (see protocol/messages/accel.py).", -1,
+    "Optional C accelerator for the message codec and the BPv7 bundle walk (see "
+    "protocol/messages/accel.py and protocol/bpv7/accel.py).", -1,
     methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
+    crc32c_init();
     if (PyType_Ready(&SlotInitType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;

@@ -87,6 +87,7 @@ def verify(
     role: Role | None = None,
     limits: cose.EnvelopeLimits = cose.DEFAULT_ENVELOPE_LIMITS,
     version: int = PROTOCOL_VERSION,
+    parsed: cose.Sign1 | None = None,
 ) -> SignedMessage:
     """Return the message in envelope ``data`` only if a key trusted at ``now`` signed it.
 
@@ -95,8 +96,15 @@ def verify(
     signature), :class:`~.errors.UntrustedKey` (unknown, revoked, expired, wrong role, issuer
     mismatch), or the message errors of :func:`.messages.decode_message`, reading as an
     implementation of ``version`` (a node pinned to an older version passes its own).
+
+    ``parsed``: ``cose.parse_sign1(data)`` with the default limits, if the caller has it
+    already (the bundle agent parses every payload on reception); with other ``limits`` it is
+    not used, so the limits asked for are always the ones applied.
     """
-    envelope = cose.parse_sign1(data, limits)
+    if parsed is not None and limits is cose.DEFAULT_ENVELOPE_LIMITS:
+        envelope = parsed
+    else:
+        envelope = cose.parse_sign1(data, limits)
     kid = envelope.kid
     if not isinstance(kid, bytes):
         raise UntrustedKey("the envelope names no signing key (kid)")

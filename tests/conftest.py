@@ -1,7 +1,7 @@
 """Shared test configuration.
 
-``--soak`` runs the long fuzz and soak tests. ``--pure-python`` takes the message codec's C
-accelerator out, so the pure-Python road (what installs without a compiler get) is tested whole.
+``--soak`` runs the long fuzz and soak tests. ``--pure-python`` takes the C accelerator (codec
+and bundle walk) out, so the pure-Python road (what installs without a compiler get) is tested whole.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ settings.register_profile(
 
 
 _PURE_PYTHON = pytest.StashKey[Any]()
+_PURE_BUNDLES = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,6 +41,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # Entered for the whole session; the reference keeps it from being closed.
         config.stash[_PURE_PYTHON] = road = codec.without_accelerator()
         road.__enter__()
+        from fleetwire.protocol.bpv7 import accel as bundle_accel
+
+        config.stash[_PURE_BUNDLES] = walk = bundle_accel.without_walk()  # and the bundle walk
+        walk.__enter__()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,6 +10,8 @@ checked constructor.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fleetwire.protocol.agent.bundling import (
     _offsets,
@@ -182,3 +184,57 @@ def test_one_pass_block_readers_decide_as_the_general_ones(
         data[where % len(data)] = value
     damaged = bytes(data if cut is None else data[: cut % (len(data) + 1)])
     assert _decoded(damaged, True) == _decoded(damaged, False)
+
+
+# --- the agent's reuse of what reception already computed ----------------------------------
+
+from fleetwire.protocol import cose  # noqa: E402
+from fleetwire.protocol.agent.bundling import _id_key, inspect_bundle  # noqa: E402
+
+
+@given(bundles())
+def test_the_id_key_shortcut_equals_the_bundle_id_key(bundle: Any) -> None:
+    assert _id_key(bundle) == bundle.id.key()
+
+
+@given(st.binary(max_size=100))
+def test_a_payload_sealed_here_is_inspected_as_a_parsed_one(message_bytes: bytes) -> None:
+    from fleetwire.protocol.keys import SigningKey
+
+    key = SigningKey.from_seed(bytes(range(32)))
+    envelope = cose.sign1(message_bytes, key)
+    bundle = message_bundle(envelope, source=5, destination=9, created_at=1, sequence=0,
+                            lifetime_ms=1000)  # fmt: skip
+    parsed = inspect_bundle(bundle, 0, content_id=False)
+    trusted = inspect_bundle(bundle, 0, content_id=False, sealed_here=True)
+    assert parsed == trusted and parsed.envelope_digest is not None
+    assert parsed.sign1 == cose.parse_sign1(envelope)
+
+
+@given(
+    envelope=st.binary(max_size=300), source=st.integers(1, 1 << 20),
+    destination=st.integers(0, 1 << 20), node=nodes, hops=st.integers(1, 4),
+    limit=st.integers(1, 5), block_number=st.integers(2, 30),
+)  # fmt: skip
+def test_forwarding_message_bundles_hop_by_hop_equals_a_whole_re_encode(
+    envelope: bytes, source: int, destination: int, node: int, hops: int, limit: int,
+    block_number: int,
+) -> None:  # fmt: skip
+    """The shapes forward_bytes takes in one step (Hop Count + payload on the first hop, then
+    Hop Count + Previous Node + payload), with any hop limit and block numbers."""
+    from fleetwire.protocol.bpv7 import Bundle, HopCount, hop_count_block
+
+    made = message_bundle(envelope, source=source, destination=destination, created_at=1,
+                          sequence=0, lifetime_ms=1000)  # fmt: skip
+    bundle = Bundle(made.primary, (hop_count_block(block_number, HopCount(limit)), made.blocks[1]))
+    data = encode_bundle(bundle)
+    for hop in range(hops):
+        decoded, offsets = decode_bundle_offsets(data)
+        try:
+            expected = for_next_hop(decoded, node + hop)
+        except Exception as exc:  # the hop limit: both roads refuse alike
+            with pytest.raises(type(exc)):
+                forward_bytes(decoded, data, node + hop, offsets)
+            return
+        assert forward_bytes(decoded, data, node + hop, offsets) == expected
+        data = expected

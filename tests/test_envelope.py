@@ -130,3 +130,15 @@ def test_arbitrary_bytes_raise_only_typed_errors(data: bytes) -> None:
 def test_not_an_envelope() -> None:
     with pytest.raises(EnvelopeError):
         verify(encode_message(CLAIM), make_trust(), NOW)
+
+
+def test_a_parse_already_made_is_used_only_under_the_default_limits() -> None:
+    from fleetwire.protocol import cose
+
+    signed = seal(CLAIM, NODE_KEY)
+    parsed = cose.parse_sign1(signed.envelope)
+    assert verify(signed.envelope, make_trust(), NOW, parsed=parsed) == signed
+    # Other limits are always applied to the bytes themselves, whatever was parsed before.
+    small = attrs.evolve(cose.DEFAULT_ENVELOPE_LIMITS, max_size=16)
+    with pytest.raises(EnvelopeError):
+        verify(signed.envelope, make_trust(), NOW, limits=small, parsed=parsed)

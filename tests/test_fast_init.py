@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import pytest
 from fleetwire.protocol import envelope
+from fleetwire.protocol.agent import actions
 from fleetwire.protocol.messages import Header, LeaseClaim, accel, codec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 if not accel.AVAILABLE or not isinstance(Header.__dict__["__init__"], accel._speedups.SlotInit):
     pytest.skip("the C accelerator is not built, or --pure-python", allow_module_level=True)
 
-CLASSES = (*codec.FAST_INIT_CLASSES, *envelope.FAST_INIT_CLASSES)
+CLASSES = (*codec.FAST_INIT_CLASSES, *envelope.FAST_INIT_CLASSES, *actions.FAST_INIT_CLASSES)
 values = st.one_of(st.integers(), st.text(max_size=3), st.none(), st.tuples(st.integers()))
 
 

@@ -12,6 +12,7 @@ import attrs
 
 from ..bpv7 import StatusReport
 from ..envelope import SignedMessage
+from ..messages import accel
 
 __all__ = [
     "Action",
@@ -130,3 +131,13 @@ Action = (
     Transmit | TransferAccepted | TransferRefused | Sent | Deliver | Handled | DeliveryRefused
     | StatusReportReceived | RevocationsApplied | Discarded | WakeAt
 )  # fmt: skip
+
+
+# Every batch the agent returns is made of these (a wake, a transmission, an acceptance…): with
+# the accelerator their __init__ is the C one that stores straight into the slots, as for the
+# message classes (:func:`fleetwire.protocol.messages.accel.install_fast_init`; a no-op
+# without it, and undone on the pure-Python road).
+FAST_INIT_CLASSES = (Transmit, TransferAccepted, TransferRefused, Sent, Deliver, Handled,
+                     DeliveryRefused, StatusReportReceived, RevocationsApplied, Discarded, WakeAt)  # fmt: skip
+for _cls in FAST_INIT_CLASSES:
+    accel.install_fast_init(_cls)

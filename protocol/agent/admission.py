@@ -30,6 +30,7 @@ from collections.abc import Callable
 import attrs
 
 from ..bpv7 import Bundle, IpnEid
+from ..cose import Sign1
 from ..envelope import SignedMessage, verify
 from ..errors import FleetwireError
 from ..messages import PROTOCOL_VERSION
@@ -74,9 +75,12 @@ def admit(
     reader_cell: int | None = None,
     boundary: Callable[[int], bool] | None = None,
     version: int = PROTOCOL_VERSION,
+    sign1: Sign1 | None = None,
 ) -> Admitted | Refusal | RevocationBundle:
     """Decide delivery of ``bundle`` (module docstring); the message is read as an
-    implementation of ``version`` reads it (a node pinned to an older version passes its own)."""
+    implementation of ``version`` reads it (a node pinned to an older version passes its own).
+    ``sign1``: the payload already parsed (``cose.parse_sign1`` with the default limits), so
+    that it is not parsed twice."""
     destination = bundle.primary.destination
     to_service = destination.service if isinstance(destination, IpnEid) else None
     if to_service == trust_service:
@@ -90,7 +94,7 @@ def admit(
     if boundary is not None and isinstance(source, IpnEid) and not boundary(source.node):
         return _isolated(source.node)
     try:
-        signed = verify(bundle.payload, trust, now, version=version)
+        signed = verify(bundle.payload, trust, now, version=version, parsed=sign1)
         check_role(signed.message, trust.key_for(signed.kid, now), reader_cell)
     except FleetwireError as exc:
         return Refusal(exc.code, exc.message)

@@ -62,6 +62,7 @@ from ..bpv7 import (
     decode_bundle_offsets,
     encode_bundle,
 )
+from ..cose import Sign1
 from ..envelope import SignedMessage, seal
 from ..errors import FleetwireError
 from ..keys import SigningKey
@@ -178,6 +179,8 @@ class _Held:
     admitted: Admitted | None = None
     #: Where the blocks of ``record.data`` start (forwarding copies them from there).
     offsets: tuple[int, ...] | None = None
+    #: The payload's COSE_Sign1 as parsed on reception (delivery does not parse it again).
+    sign1: Sign1 | None = None
 
 
 @attrs.define(slots=True)
@@ -297,6 +300,7 @@ class BundleAgent:
         self, message: Message | SignedMessage, to: int, now: int,
         lifetime_ms: int | None = None, reports: BundleFlags = BundleFlags.NONE,
     ) -> list[Action]:  # fmt: skip
+        sealed_here = not isinstance(message, SignedMessage)
         if not isinstance(message, SignedMessage):
             # At the version ``to`` reads (spec/v2/versions.md §2); NotExpressible if it cannot.
             message = seal(self.versions.convert_for(message, to), self.config.key)
@@ -310,7 +314,7 @@ class BundleAgent:
         actions: list[Action] = []
         data, offsets = encode_message_bundle(bundle)
         local = to == self.node
-        envelope = inspect_bundle(bundle, now, content_id=False)
+        envelope = inspect_bundle(bundle, now, content_id=False, sealed_here=sealed_here)
         record = stored(bundle, data, now, envelope, LOCAL if local else None)
         result = self.store.put(record)
         if isinstance(result, Refused):
@@ -482,7 +486,8 @@ class BundleAgent:
             return self._finish(now, actions)
         self.stats.accepted += 1
         self._report(bundle, BundleFlags.REPORT_RECEPTION, now, actions)
-        self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets)
+        self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets,
+                   envelope.sign1 if local else None)  # fmt: skip
         return self._finish(now, actions)
 
     def _take_and_drop(
@@ -542,9 +547,10 @@ class BundleAgent:
     def _take(
         self, record: StoredBundle, bundle: Bundle, state: BundleState, now: int,
         actions: list[Action], offsets: tuple[int, ...] | None = None,
+        sign1: Sign1 | None = None,
     ) -> None:  # fmt: skip
         key = record.bundle_id
-        held = self._held[key] = _Held(state, record, bundle, offsets=offsets)
+        held = self._held[key] = _Held(state, record, bundle, offsets=offsets, sign1=sign1)
         if state is _S.LOCAL:
             self._deliver(key, held, now, actions)
         else:
@@ -624,8 +630,9 @@ class BundleAgent:
                 bundle, now, service=self.config.service,
                 trust_service=self.config.trust_service, trust=self.config.trust,
                 guard=self.guard, reader_cell=self._reader_cell, boundary=self.boundary,
-                version=self.config.protocol_version,
+                version=self.config.protocol_version, sign1=held.sign1,
             )  # fmt: skip
+            held.sign1 = None  # used: the verdict is kept instead
             if isinstance(verdict, Refusal):
                 self.stats.rejected += 1
                 self._move(key, held, _E.REFUSE)

@@ -221,6 +221,29 @@ def forward_bytes(
     if hops is not None and hops.count + 1 > hops.limit:
         raise HopLimitExceeded(f"hop limit {hops.limit} reached")
     blocks = bundle.blocks
+    if offsets is not None and len(blocks) == 2 and len(offsets) == 4 and hops is not None:
+        # The commonest shape, a bundle on its first hop: Hop Count, then the payload; the new
+        # Previous Node block goes between them (what the loop below does, in one step).
+        hop_block, payload = blocks
+        if hop_block.block_type == BlockType.HOP_COUNT and payload.block_type == BlockType.PAYLOAD:
+            return b"".join((
+                b"\x9f", data[offsets[0] : offsets[1]],
+                _encoded(1, hop_block.number, hops.limit, hops.count + 1),
+                _encoded(2, max(hop_block.number, payload.number) + 1, this_node, 0),
+                data[offsets[2] : offsets[3]], b"\xff",
+            ))  # fmt: skip
+    if offsets is not None and len(blocks) == 3 and len(offsets) == 5 and hops is not None:
+        # A relayed bundle: Hop Count, Previous Node, payload; both extensions rewritten.
+        hop_block, previous, payload = blocks
+        if (hop_block.block_type == BlockType.HOP_COUNT
+                and previous.block_type == BlockType.PREVIOUS_NODE
+                and payload.block_type == BlockType.PAYLOAD):  # fmt: skip
+            return b"".join((
+                b"\x9f", data[offsets[0] : offsets[1]],
+                _encoded(1, hop_block.number, hops.limit, hops.count + 1),
+                _encoded(2, previous.number, this_node, 0),
+                data[offsets[3] : offsets[4]], b"\xff",
+            ))  # fmt: skip
     if offsets is not None and len(offsets) == len(blocks) + 2:
         spans = list(itertools.pairwise(offsets))
     else:
@@ -320,13 +343,20 @@ class Envelope:
     content_id: ContentId | None
     envelope_digest: bytes | None = None
     destination_service: int | None = None
+    #: The payload parsed as a COSE_Sign1 (default limits), if it is one and was parsed here:
+    #: the agent hands it on to delivery, which need not parse it again.
+    sign1: cose.Sign1 | None = attrs.field(default=None, eq=False, repr=False)
 
 
-def inspect_bundle(bundle: Bundle, now: int, *, content_id: bool = True) -> Envelope:
+def inspect_bundle(
+    bundle: Bundle, now: int, *, content_id: bool = True, sealed_here: bool = False
+) -> Envelope:
     """Destination node, expiry and carried content id (if the payload is a COSE_Sign1).
 
     ``content_id=False`` leaves the (log-only) content id out: the agent, which inspects
-    every bundle on every hop, does not log it."""
+    every bundle on every hop, does not log it. ``sealed_here``: the caller made the payload
+    with :func:`fleetwire.protocol.envelope.seal` just now, so it is a COSE_Sign1 and is not
+    parsed again (only its digest is taken)."""
     primary = bundle.primary
     destination = primary.destination
     node = destination.node if isinstance(destination, IpnEid) else None
@@ -337,14 +367,19 @@ def inspect_bundle(bundle: Bundle, now: int, *, content_id: bool = True) -> Enve
         expires_at = now - (bundle.bundle_age or 0) + primary.lifetime
     content: ContentId | None = None
     digest: bytes | None = None
-    try:
-        sign1 = cose.parse_sign1(bundle.payload)
-        if content_id:
-            content = ContentId.of(sign1.payload)
-        digest = hashlib.sha256(bundle.payload).digest()
-    except FleetwireError:
-        pass  # not one of ours, or damaged: the signature check will say so on delivery
-    return Envelope(node, expires_at, content, digest, service)
+    sign1: cose.Sign1 | None = None
+    payload = bundle.payload
+    if sealed_here and not content_id:
+        digest = hashlib.sha256(payload).digest()
+    else:
+        try:
+            sign1 = cose.parse_sign1(payload)
+            if content_id:
+                content = ContentId.of(sign1.payload)
+            digest = hashlib.sha256(payload).digest()
+        except FleetwireError:
+            pass  # not one of ours, or damaged: the signature check will say so on delivery
+    return Envelope(node, expires_at, content, digest, service, sign1)
 
 
 #: Bytes of the payload digest appended to the bundle id to make the store's bundle key.
@@ -372,7 +407,7 @@ def stored(
     digest = envelope.envelope_digest or hashlib.sha256(bundle.payload).digest()
     payload_tag = digest[:_PAYLOAD_TAG]
     return StoredBundle.checked_by_caller(
-        bundle.id.key() + payload_tag,
+        _id_key(bundle) + payload_tag,
         None if envelope.envelope_digest is None else envelope.envelope_digest + destination,
         _text_of(primary.source),
         _text_of(primary.destination),
@@ -382,6 +417,22 @@ def stored(
         next_hop,
         None if received_from is None else _neighbour_name(received_from),
     )
+
+
+def _id_key(bundle: Bundle) -> bytes:
+    """``bundle.id.key()`` (:meth:`~fleetwire.protocol.bpv7.BundleId.key`) without building
+    the id: for a non-fragment from a 2-element ipn source (every bundle a fleet node makes)
+    the key is the source's own CBOR and the creation timestamp."""
+    primary = bundle.primary
+    source = primary.source
+    if (int(primary.flags) & _IS_FRAGMENT or type(source) is not IpnEid or source.allocator
+            or source.elements != 2):  # fmt: skip
+        return bundle.id.key()
+    creation = primary.creation
+    return b"".join((b"\x83", source.wire, uint(creation.time), uint(creation.sequence)))
+
+
+_IS_FRAGMENT: Final = int(BundleFlags.IS_FRAGMENT)
 
 
 #: EIDs' text by their CBOR, and neighbours' names by node number: the store keeps text, and

@@ -46,6 +46,7 @@ from typing import Final
 import attrs
 
 from ..cbor import WIRE_LIMITS, Limits
+from . import accel as _accel
 from .blocks import (
     STATUS_REPORT_REQUESTS,
     BlockFlags,
@@ -362,6 +363,12 @@ def decode_bundle_offsets(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify
         raise BundleError("not-indefinite-array", "a bundle starts with 0x9f",
                           rule="RFC 9171 §4.1: a CBOR indefinite-length array")
     common = common and verify_crc
+    if common and _accel.walk is not None:
+        # The common shape in one C pass (bpv7/accel.py); None: the Python readers decide.
+        spec = _walk_spec(limits.max_container_items, limits.max_string_length)
+        walked = _accel.walk(spec, data) if spec is not None else None
+        if walked is not None:  # the §4 rules were checked there too
+            return walked  # type: ignore[no-any-return]
     found = read_primary_block_common(data, 1, end) if common else None
     primary, pos = found if found is not None else read_primary_block(data, 1, end, verify_crc)
     offsets = [1, pos]
@@ -390,6 +397,21 @@ def decode_bundle_offsets(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify
     bundle = Bundle(primary, tuple(blocks))
     check_bundle(bundle, BundleError)
     return bundle, tuple(offsets)
+
+
+#: The C walk's specs by (max blocks, max data) — one in practice (BUNDLE_LIMITS); bounded.
+_WALK_SPECS: dict[tuple[int, int], tuple[object, ...] | None] = {}
+
+
+def _walk_spec(max_blocks: int, max_data: int) -> tuple[object, ...] | None:
+    key = (max_blocks, max_data)
+    try:
+        return _WALK_SPECS[key]
+    except KeyError:
+        spec = _accel.spec_for(Bundle, max_blocks, max_data)
+        if len(_WALK_SPECS) < 16:
+            _WALK_SPECS[key] = spec
+        return spec
 
 
 # --- reception (§5.6 step 4) ---------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""The optional C walk of a bundle's common shape (``walk_bundle`` in ``protocol/_speedups.c``).
+
+Theory of operation
+-------------------
+Every node decodes every bundle it receives, on every hop; nearly all of them have the same
+shape (ipn EIDs, one-byte block fields, CRC-32C everywhere — what
+:func:`~.blocks.read_primary_block_common` and :func:`~.blocks.read_canonical_block_common`
+take). :func:`walk` reads exactly that shape in C, CRCs included, and builds the same objects
+the Python readers build; for anything else it returns ``None`` and
+:func:`~.bundle.decode_bundle_offsets` runs the Python readers, which decide — errors
+included. So C never chooses an error, only "certainly the common shape" (the rule of the
+codec's accelerator, :mod:`fleetwire.protocol.messages.accel`). The bundle-wide rules of RFC
+9171 §4 (:func:`~.bundle.check_bundle`) are checked in C for that shape; a bundle that might
+break one goes to the Python road too, which names the rule.
+
+The C code stores values straight into the slots of the frozen attrs classes, as
+:meth:`.eid.IpnEid._trusted` does in Python; the spec below hands it the slot offsets, and is
+built only if each class's slots are exactly its fields. Without a compiler (or under
+:func:`without_walk`) :data:`walk` is ``None``: the pure-Python road, the reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+import attrs
+
+from .blocks import CanonicalBlock, CreationTimestamp, PrimaryBlock
+from .crc import CrcType
+from .eid import DTN_NONE, IpnEid
+
+try:
+    from .. import _speedups  # type: ignore[attr-defined]
+except ImportError:  # no compiler at install time: the Python readers alone
+    _speedups = None
+
+__all__ = ["spec_for", "walk", "without_walk"]
+
+
+def _offsets(cls: type[Any], names: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Slot offsets of ``names`` if they are all of ``cls``'s slots (so a filled object is
+    whole), else None."""
+    slots = {name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())}
+    if slots - {"__weakref__"} != set(names):
+        return None
+    try:
+        return tuple(_speedups.slot_offset(cls.__dict__[name]) for name in names)
+    except (KeyError, TypeError):
+        return None
+
+
+def spec_for(bundle_class: type[Any], max_blocks: int, max_data: int) -> tuple[Any, ...] | None:
+    """The C walk's spec (see ``walk_bundle`` in ``_speedups.c``), or None if it cannot be."""
+    if _speedups is None:
+        return None
+    parts = (
+        (bundle_class, ("primary", "blocks")),
+        (PrimaryBlock, tuple(a.name for a in attrs.fields(PrimaryBlock))),
+        (CanonicalBlock, tuple(a.name for a in attrs.fields(CanonicalBlock))),
+        (CreationTimestamp, ("time", "sequence")),
+        (IpnEid, ("node", "service", "allocator", "elements", "_wire")),
+    )
+    spec: list[Any] = []
+    for cls, names in parts:
+        offsets = _offsets(cls, names)
+        if offsets is None:
+            return None
+        spec += (cls, offsets)
+    return (*spec, DTN_NONE, CrcType.CRC32C, max_blocks, max_data)
+
+
+#: ``walk(spec, data)`` → ``(bundle, offsets)`` or None; None itself without the accelerator
+#: (or with one built before the walk existed: an install not rebuilt since).
+walk: Callable[[tuple[Any, ...], bytes], Any] | None = getattr(_speedups, "walk_bundle", None)
+AVAILABLE: Final = walk is not None
+
+
+@contextlib.contextmanager
+def without_walk() -> Iterator[None]:
+    """The pure-Python readers while the block runs (tests of that road)."""
+    global walk
+    saved, walk = walk, None
+    try:
+        yield
+    finally:
+        walk = saved
