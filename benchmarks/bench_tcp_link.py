@@ -16,8 +16,9 @@ bundle size the same byte volume is moved several ways, measured in the same run
   on the peer's final XFER_ACKs, which the receiver sends after its batch custody
   (``accept_many``) returned; that does nothing.
 * **tcpclv4+sqlite**: the same with the link's batch custody (``accept_many``) putting the
-  queued bundles into the SQLite store with ``put_many`` (WAL, group commit, fsync): one
-  transaction for many bundles, each acked only after its commit, acks in receive order;
+  queued bundles into the SQLite store with ``put_run`` (the run's ids and bytes, the rest of
+  its metadata shared, no record per bundle; WAL, group commit, fsync): one transaction for
+  many bundles, each acked only after its commit, acks in receive order;
 * **tcpclv4+sqlite/1**: the same with a per-bundle ``accept`` (``put`` each, as the node's
   ``accept`` does); the link runs many at once, so the store still groups their commits;
 * **store alone**: the SQLite store taking the same bundles with ``put_many`` in this process,
@@ -233,7 +234,7 @@ async def serve_cl_once(kind: str) -> None:
         await serve_one_link(None, accept_many)
         return
     from fleetwire.runtime.sqlite_store import open_sqlite_store
-    from fleetwire.runtime.store import Accepted, StoredBundle
+    from fleetwire.runtime.store import StoredBundle
 
     with tempfile.TemporaryDirectory(prefix="bench-tcp-link-") as tmp:
         async with open_sqlite_store(os.path.join(tmp, "store.db")) as store:
@@ -257,8 +258,19 @@ async def serve_cl_once(kind: str) -> None:
                 await store.put(record(bundle))
 
             async def put_many(bundles: list[bytes], link: ClLink) -> Sequence[Refusal | None]:
-                results = await store.put_many([record(b) for b in bundles])
-                return [None if isinstance(r, Accepted) else Refusal.NO_RESOURCES for r in results]
+                # The link's run as it is: the bundles and their ids, the rest shared
+                # (``put_run``: no record per bundle unless one repeats or is refused).
+                nonlocal counter
+                first = counter + 1
+                counter += len(bundles)
+                ids = [n.to_bytes(8, "big") for n in range(first, counter + 1)]
+                results = await store.put_run(
+                    ids, bundles, source="ipn:1.0", destination=NEIGHBOUR,
+                    expires_at=1 << 62, received_at=0,
+                )  # fmt: skip
+                if not any(results):
+                    return results  # all None: every one accepted
+                return [None if r is None else Refusal.NO_RESOURCES for r in results]
 
             if kind == "sqlite1":
                 await serve_one_link(put)

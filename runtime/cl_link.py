@@ -492,26 +492,35 @@ class _Pending:
 class _CustodyQueue:
     """Received bundles waiting for custody, in arrival order, and the idle workers.
 
-    A deque and a parking lot: cheaper per bundle than a memory channel, and unbounded here
-    because the reader stops reading at ``max_custody_backlog`` (see ``_custody_full``).
-    Once closed, workers still take what is queued (its transfers are refused or fail with
-    the session) and then end.
+    Two deques (transfer ids, bundles) and a parking lot: cheaper per bundle than a memory
+    channel or a tuple each, and a batch worker takes a run off both in C loops (``take``).
+    Unbounded here because the reader stops reading at ``max_custody_backlog`` (see
+    ``_custody_full``). Once closed, workers still take what is queued (its transfers are
+    refused or fail with the session) and then end.
     """
 
-    __slots__ = ("closed", "items", "lot")
+    __slots__ = ("closed", "data", "lot", "tids")
 
     def __init__(self) -> None:
-        self.items: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.tids: collections.deque[int] = collections.deque()
+        self.data: collections.deque[bytes] = collections.deque()
         self.lot = trio.lowlevel.ParkingLot()
         self.closed = False
 
+    def __len__(self) -> int:
+        return len(self.tids)
+
     def put(self, item: tuple[int, bytes]) -> None:
-        self.items.append(item)
+        self.tids.append(item[0])
+        self.data.append(item[1])
         if self.lot:
             self.lot.unpark()
 
     def put_many(self, tids: Sequence[int], data: Sequence[bytes]) -> None:
-        self.items.extend(zip(tids, data, strict=True))
+        if len(tids) != len(data):
+            raise ValueError(f"{len(tids)} transfer ids for {len(data)} bundles")
+        self.tids.extend(tids)
+        self.data.extend(data)
         if self.lot:
             self.lot.unpark(count=len(tids))
 
@@ -519,13 +528,27 @@ class _CustodyQueue:
         self.closed = True
         self.lot.unpark_all()
 
+    async def wait(self) -> bool:
+        """Until a bundle waits (at once if one does): True; False once closed and empty."""
+        while not self.tids:
+            if self.closed:
+                return False
+            await self.lot.park()
+        return True
+
     async def get(self) -> tuple[int, bytes] | None:
         """The oldest waiting bundle (at once if there is one), or None once closed and empty."""
-        while not self.items:
-            if self.closed:
-                return None
-            await self.lot.park()
-        return self.items.popleft()
+        if not await self.wait():
+            return None
+        return self.tids.popleft(), self.data.popleft()
+
+    def take(self, limit: int) -> tuple[list[int], list[bytes]]:
+        """The oldest waiting bundles, up to ``limit`` (their ids and bytes), at once."""
+        n = min(len(self.tids), limit)
+        never = itertools.repeat((), n)
+        taken = list(itertools.starmap(self.tids.popleft, never))
+        never = itertools.repeat((), n)
+        return taken, list(itertools.starmap(self.data.popleft, never))
 
 
 class _PrefixedStream(trio.abc.Stream):
@@ -1032,16 +1055,13 @@ class ClLink:
     async def _batch_worker(self) -> None:
         """With ``accept_many``: everything queued (up to ``custody_batch``) in one call."""
         queue = self._custody
-        waiting = queue.items
         limit = self._timeouts.custody_batch
-        while (item := await queue.get()) is not None:
-            take = waiting.popleft
-            items = [item, *[take() for _ in range(min(len(waiting), limit - 1))]]
-            tids, bundles = zip(*items, strict=True)
+        while await queue.wait():
+            tids, bundles = queue.take(limit)
             try:
                 await self._take_custody_many(tids, bundles)
             finally:
-                self._backlog -= len(items)
+                self._backlog -= len(tids)
                 self._backlog_lot.unpark_all()
                 self._custody_bytes -= sum(map(len, bundles))
                 if self._budget is not None and not self._over:

@@ -50,6 +50,7 @@ import math
 import operator
 import os
 import sqlite3
+import typing
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -290,6 +291,41 @@ class _Op:
         self.result: Any = None
 
 
+class _Run(Sequence[StoredBundle]):
+    """The records of a ``put_run``, made one by one only when asked for (the slow path);
+    the fast path reads its count, bytes and shared source without them."""
+
+    __slots__ = ("bundle_ids", "data", "first", "size")
+
+    def __init__(self, bundle_ids: list[bytes], data: list[bytes], first: StoredBundle) -> None:
+        self.bundle_ids = bundle_ids
+        self.data = data
+        self.first = first  # the shared fields, checked
+        self.size = sum(map(len, data))
+
+    @property
+    def received_from(self) -> str | None:
+        return self.first.received_from
+
+    def __len__(self) -> int:
+        return len(self.bundle_ids)
+
+    @typing.overload
+    def __getitem__(self, index: int) -> StoredBundle: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> _Run: ...
+
+    def __getitem__(self, index: int | slice) -> StoredBundle | _Run:
+        if isinstance(index, slice):
+            return _Run(self.bundle_ids[index], self.data[index], self.first)
+        f = self.first
+        return StoredBundle.checked_by_caller(
+            self.bundle_ids[index], None, f.source, f.destination, f.expires_at,
+            f.received_at, self.data[index], f.next_hop, f.received_from,
+        )  # fmt: skip
+
+
 class _Batch:
     """Writes that commit in one transaction, and the event all their waiters park on."""
 
@@ -507,6 +543,55 @@ class SQLiteBundleStore:
                 results += [
                     r or Accepted(b.bundle_id) for r, b in zip(op.result, group, strict=True)
                 ]
+        return results
+
+    async def put_run(
+        self,
+        bundle_ids: Sequence[bytes],
+        data: Sequence[bytes],
+        *,
+        source: str,
+        destination: str,
+        expires_at: int,
+        received_at: int,
+        received_from: str | None = None,
+        next_hop: str | None = None,
+    ) -> list[PutResult | None]:
+        """:meth:`put_many` for a run of bundles that share everything but their ids and
+        bytes (a link's run from one neighbour, say), without a record per bundle: one
+        ``None`` per bundle accepted (durable, as :class:`~.store.Accepted` says), else what
+        :meth:`put` would have answered for it. The records the duplicate and quota checks
+        need are only made when one of the run is refused or repeats."""
+        if len(bundle_ids) != len(data):
+            raise ValueError(f"{len(bundle_ids)} bundle ids for {len(data)} bundles")
+        if not bundle_ids:
+            return []
+        if not set(map(type, bundle_ids)) <= {bytes} or not all(bundle_ids):
+            raise TypeError("bundle ids must be non-empty bytes")
+        if not set(map(type, data)) <= {bytes}:
+            raise TypeError("bundle data must be bytes")
+        # The shared fields are checked (and the times clamped) once, as a record checks them.
+        first = StoredBundle(
+            bundle_ids[0], None, source, destination, expires_at, received_at, data[0],
+            next_hop, received_from,
+        )  # fmt: skip
+        run = _Run(list(bundle_ids), list(data), first)
+        ids = self._eids.ids
+        repeat = itertools.repeat
+        rows = list(zip(
+            map(bytearray, run.bundle_ids), repeat(0), repeat(ids[source]),
+            repeat(ids[destination]), repeat(ids[next_hop]), repeat(ids[received_from]),
+            repeat(first.expires_at), repeat(first.received_at), map(bytearray, run.data),
+            strict=False,  # the repeats are endless; ids and data have one length
+        ))  # fmt: skip
+        ops = []
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            end = start + _ROWS_PER_INSERT
+            chunk = rows[start:end]
+            ops.append(_Op(_PUTS, (chunk, run[start:end]), _bytes_of(chunk), len(chunk)))
+        results: list[PutResult | None] = []
+        for op in await self._submit(ops):
+            results += op.result or [None] * op.writes
         return results
 
     async def assign_next_hop(self, bundle_id: bytes, next_hop: str | None) -> bool:
@@ -1048,24 +1133,38 @@ def _bytes_of(rows: list[tuple[Any, ...]]) -> int:
 _DATA = operator.itemgetter(8)  # a row's data (``_COLUMNS``)
 
 
+def _by_source(group: Sequence[StoredBundle]) -> list[tuple[str | None, int, int]]:
+    """(received_from, bundles, bytes) of a group of puts: one entry for a run (``_Run``),
+    one per bundle with a source otherwise."""
+    if isinstance(group, _Run):
+        return [(group.received_from, len(group), group.size)]
+    return [(b.received_from, 1, len(b.data)) for b in group if b.received_from is not None]
+
+
 def _room_for_all(
-    bundles: list[StoredBundle], quota: Quota, count: int, used: int, shares: SourceShares
+    n: int,
+    size: int,
+    tallies: list[tuple[str | None, int, int]],
+    quota: Quota,
+    count: int,
+    used: int,
+    shares: SourceShares,
 ) -> bool:
-    """Whether every put of the run fits the quota, per-source shares included."""
-    if quota.max_bundles is not None and count + len(bundles) > quota.max_bundles:
+    """Whether every put of the run (``n`` bundles, ``size`` bytes, ``tallies`` by source)
+    fits the quota, per-source shares included."""
+    if quota.max_bundles is not None and count + n > quota.max_bundles:
         return False
-    if quota.max_bytes is not None and used + sum(b.size for b in bundles) > quota.max_bytes:
+    if quota.max_bytes is not None and used + size > quota.max_bytes:
         return False
     share_bundles = quota.share_of(quota.max_bundles)
     share_bytes = quota.share_of(quota.max_bytes)
     if share_bundles is None and share_bytes is None:
         return True
     after: dict[str, tuple[int, int]] = {}
-    for bundle in bundles:
-        source = bundle.received_from
+    for source, k, b in tallies:
         if source is not None:
-            n, size = after.get(source) or shares.of(source)
-            after[source] = (n + 1, size + len(bundle.data))
+            had, held = after.get(source) or shares.of(source)
+            after[source] = (had + k, held + b)
     return all(
         (share_bundles is None or n <= share_bundles) and (share_bytes is None or b <= share_bytes)
         for n, b in after.values()
@@ -1083,13 +1182,14 @@ def _put_run(
     """Insert a run of put groups; leaves ``op.result`` None for each group whose puts were
     all accepted, else one result per put (None: accepted)."""
     if len(ops) == 1:
-        rows, bundles = ops[0].arg
+        rows = ops[0].arg[0]
     else:
-        rows, bundles = [], []
+        rows = []
         for op in ops:
             rows += op.arg[0]
-            bundles += op.arg[1]
-    if _room_for_all(bundles, quota, count, used, shares):
+    tallies = [t for op in ops for t in _by_source(op.arg[1])]
+    run_bytes = _bytes_of(rows)
+    if _room_for_all(len(rows), run_bytes, tallies, quota, count, used, shares):
         conn.execute("SAVEPOINT put_run")
         inserted = 0
         start = 0
@@ -1099,12 +1199,14 @@ def _put_run(
             start += size
         if inserted == len(rows):  # no duplicates: every row went in
             conn.execute("RELEASE put_run")
-            for bundle in bundles:
-                if bundle.received_from is not None:
-                    shares.add(bundle.received_from, 1, len(bundle.data))
-            return count + len(rows), used + _bytes_of(rows)
+            for source, k, b in tallies:
+                if source is not None:
+                    shares.add(source, k, b)
+            return count + len(rows), used + run_bytes
         conn.execute("ROLLBACK TO put_run")
         conn.execute("RELEASE put_run")
+    # The slow path judges bundle by bundle: a run's records are made here, only here.
+    bundles = list(itertools.chain.from_iterable(op.arg[1] for op in ops))
     results: list[PutResult | None] = []
     insert_one = _insert_rows(1)
     for row, bundle in zip(rows, bundles, strict=True):

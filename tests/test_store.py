@@ -813,3 +813,73 @@ async def test_sqlite_delete_many_in_one_statement_keeps_every_total(tmp_path: A
         )
         assert out[0] is True and isinstance(out[1], Accepted) and out[2] is True
         assert await store.get(again.bundle_id) is None and await store.count() == 99
+
+
+# -- put_run: a run without a record per bundle --------------------------------------------------
+
+
+def _run_records(ids_: list[bytes], data: list[bytes], **shared: Any) -> list[StoredBundle]:
+    return [StoredBundle(bundle_id=i, content_id=None, data=d, **shared) for i, d in zip(
+        ids_, data, strict=True)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("quota", "held", "max_batch"),
+    [
+        (None, 0, 1024),  # the fast path: one multi-row INSERT
+        (None, 4, 5),  # two of the run already held (duplicates), groups cut at batch caps
+        (Quota(max_bundles=9), 2, 1024),  # the quota runs out inside the run
+        (Quota(max_bundles=40, source_share=0.25), 0, 3),  # the sender's share runs out
+    ],
+)
+async def test_sqlite_put_run_answers_and_stores_as_put_many(
+    tmp_path: Any, quota: Quota | None, held: int, max_batch: int
+) -> None:
+    # put_run must leave the store, its totals and per-neighbour shares, and every answer
+    # exactly as put_many of the records the run stands for (None where that says Accepted).
+    shared: dict[str, Any] = dict(
+        source="ipn:7.0", destination="ipn:2.1", expires_at=MAX_DTN_TIME + 5, received_at=3,
+        received_from="ipn:7.0",
+    )  # fmt: skip
+    run_ids = [f"run/{n % 17}".encode() for n in range(20)]  # 17 distinct: repeats inside too
+    data = [bytes([n]) * (n + 1) for n in range(20)]
+    earlier = _run_records(run_ids[:held], data[:held], **shared)
+    found = []
+    for name, put in (("many", False), ("run", True)):
+        async with open_sqlite_store(tmp_path / f"{name}.db", quota=quota,
+                                     max_batch=max_batch) as store:  # fmt: skip
+            await store.put_many(earlier)
+            if put:
+                answers = await store.put_run(run_ids, data, **shared)
+            else:
+                answers = [
+                    None if isinstance(r, Accepted) else r
+                    for r in await store.put_many(_run_records(run_ids, data, **shared))
+                ]
+            found.append((answers, await store.count(), await store.bytes_used(),
+                          dict(store._shares.held)))  # fmt: skip
+        async with open_sqlite_store(tmp_path / f"{name}.db") as store:
+            found.append(await store.pending_for(None, 100))
+    assert found[0] == found[2] and found[1] == found[3]
+    assert any(a is None for a in found[0][0])
+    if quota is not None or held:
+        assert any(a is not None for a in found[0][0])  # the slow path was taken
+
+
+async def test_sqlite_put_run_refuses_what_a_record_would(tmp_path: Any) -> None:
+    shared: dict[str, Any] = dict(
+        source="ipn:7.0", destination="ipn:2.1", expires_at=9, received_at=3
+    )
+    async with open_sqlite_store(tmp_path / "b.db") as store:
+        assert await store.put_run([], [], **shared) == []
+        with pytest.raises(ValueError, match="bundle ids for"):
+            await store.put_run([b"a"], [], **shared)
+        with pytest.raises(TypeError, match="non-empty bytes"):
+            await store.put_run([b""], [b"x"], **shared)
+        with pytest.raises(TypeError, match="non-empty bytes"):
+            await store.put_run(["a"], [b"x"], **shared)  # type: ignore[list-item]
+        with pytest.raises(TypeError, match="data must be bytes"):
+            await store.put_run([b"a"], [bytearray(b"x")], **shared)  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            await store.put_run([b"a"], [b"x"], **{**shared, "source": 5})
+        assert await store.count() == 0

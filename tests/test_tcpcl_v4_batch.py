@@ -31,6 +31,8 @@ from fleetwire.protocol.tcpcl.v4_messages import (
     XferAck,
     XferSegment,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.test_tcpcl_v4 import decode_all, drain, established_pair, passive_established
 
@@ -137,3 +139,34 @@ def test_acks_of_a_batched_sender_come_as_one_event_per_run() -> None:
     pair.a.receive_data(XferAck(START | END, 99, 1).encode())
     drain(pair.a)
     assert decode_all(pair.a.data_to_send()) == [MsgReject(RejectReason.UNEXPECTED, 0x02)]
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_ack_many_writes_what_acks_one_by_one_write(data: st.DataObject) -> None:
+    # ack_many's run path (the oldest replies, in order, encoded in one go) and its general
+    # path must both write, call by call, what ack() per transfer writes: refusals from the
+    # hostile mix wait among the final acks, and calls come in and out of receive order.
+    wire = _hostile_mix() + b"".join(
+        XferSegment(START | END, tid, bytes([tid]) * tid).encode() for tid in range(15, 40)
+    )
+    plain, batched = passive_established(), passive_established()
+    batched.batch_events = True
+    for session in (plain, batched):
+        session.receive_data(wire)
+    events = drain(batched)
+    drain(plain)
+    assert batched.data_to_send() == plain.data_to_send()  # the replies sent at once
+    waiting = [e.transfer_id for e in _unbatched(events) if isinstance(e, BundleReceived)]
+    assert len(waiting) > 20
+    if data.draw(st.booleans(), label="shuffled"):
+        waiting = data.draw(st.permutations(waiting), label="order")
+    while waiting:
+        n = data.draw(st.integers(1, len(waiting)), label="call")
+        call, waiting = waiting[:n], waiting[n:]
+        for tid in call:
+            plain.ack(tid)
+        batched.ack_many(call)
+        assert batched.data_to_send() == plain.data_to_send()
+        assert batched.awaiting_ack == plain.awaiting_ack
+    assert not batched.awaiting_ack and batched.state is plain.state is State.ESTABLISHED
