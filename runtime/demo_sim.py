@@ -3,418 +3,72 @@
 Theory of operation
 -------------------
 The loopback engine (:mod:`.demo`) runs every node as a Trio task on a mock clock, and
-Trio's scheduler bounds it to about a hundred members a minute-week. This engine runs the
-same fleet (:mod:`.demo_sim_fleet`: the loopback engine's nodes, keys, contact plan and
-lease-role timing) on the sans-IO bundle agents of :mod:`.sim` — the same signed messages,
-BPv7 bundles, stores, routing and lease roles, in virtual time with one heap of events — so
-the default run (3 regions × 4 cells × 25 members, a week) takes seconds of CPU per day.
+Trio's scheduler bounds it to about a hundred members in a minute of a virtual week. This
+engine runs the same fleet — the loopback engine's nodes, keys, contact plan, lease-role
+timing and traffic script (:mod:`.demo_sim_fleet`, :mod:`.demo_sim_region`) — on the sans-IO
+bundle agents of :mod:`.sim`: the same signed messages, BPv7 bundles, stores, routing and
+lease roles, in virtual time, with one heap of events and no scheduler.
 
-What each node does is the loopback script (:mod:`.demo_behaviour`) as simulator callbacks,
-with the same per-member random streams:
+**Regions run apart.** In the scenarios this engine plays (:data:`PLAYS`) nothing crosses
+from one region to another: a member talks to its cell, a cell coordinator to its region. So
+each region is a simulation of its own (its own simulator, seeded for it), and the regions run
+side by side in ``workers`` OS processes (``multiprocessing``, spawn: nothing inherited but the
+arguments) — a 2-core machine runs three regions in about half the time of one after the
+other. A run is a function of its seed alone: the same regions, whatever the number of
+workers (``workers=1`` runs them one after the other in this process).
 
-- every member advertises its capabilities once, then every 2–6 hours (4–12 without
-  contention) claims a dock of its cell (half the time), offers a commitment to a neighbour
-  (three times in ten; the neighbour accepts, and the promisor reports it fulfilled 1–4 days
-  later) or reports an exception (the rest; its cell coordinator escalates severity 3 and
-  above to the region). A claimed dock is polled every 10 minutes until usable (given up
-  after 12 hours), used in 15-minute operations under the fencing token for 2–6 hours, and
-  released.
-- every member samples its telemetry and sends a digest (:mod:`.demo_digests`) every 3 hours
-  and at once on a threshold crossing, on a restated capability advertisement.
+**Merging.** Each region sends its hourly :class:`~.demo_results.Interval` s as it samples
+them (the live view shows an hour once every region has it, summed: bytes, messages under
+way, leases held, exceptions open, cells granting; the busiest node is the busiest of all)
+and, at its end, its :class:`~.demo_sim_region.RegionOutcome`: counts by family, latencies,
+lease waits, the lease trace, events. :func:`merge` adds them up in region order and the
+invariant checker reads the whole fleet's trace; the outcome is the
+:class:`~.demo_results.Results` the report reads, as the loopback engine's is.
 
-Every grant an authority sends and every use a member makes goes into the lease invariant
-checker's trace; once an hour a sampler records an :class:`~.demo_results.Interval` (bytes
-each node put on its links, the messages under way, leases held, exceptions open, cells whose
-coordinator may grant, bundles held at cell 0's coordinator) and hands it to the live view.
-The run ends in the :class:`~.demo_results.Results` the report reads.
-
-Measured here and not on the loopback engine: "bundles in flight" counts messages sent and
-not yet delivered to their destination (end to end), not bundles held in stores hop by hop
-(the cut cell's coordinator is still counted hop by hop, from its store).
-
-Scenarios this engine plays: :data:`PLAYS`. The others (a correlated fault, isolation of a
-region, version skew) need machinery that has no sans-IO form yet; ``fleetwire demo`` runs
-them on the loopback engine.
+Scenarios this engine does not play — a correlated fault, isolation of a region (which
+crosses regions), version skew, a staged release — need machinery it has no sans-IO form of
+yet; ``fleetwire demo`` runs them on the loopback engine (:func:`refused`).
 """
 
 from __future__ import annotations
 
-import random
+import multiprocessing
+import os
+import queue
 import time
-from collections.abc import Callable
+import traceback
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
-from fleetwire.protocol.agent.actions import Deliver, Sent
-from fleetwire.protocol.agent.bundling import DELIVERED, FORWARDED
 from fleetwire.protocol.coordination import invariants
-from fleetwire.protocol.coordination.digests import DigestError, Trigger
-from fleetwire.protocol.coordination.lease_holder import HolderState
-from fleetwire.protocol.envelope import SignedMessage
-from fleetwire.protocol.messages import (
-    Capability,
-    CapabilityAdvertisement,
-    Commitment,
-    CommitmentState,
-    ExceptionReport,
-    Family,
-    Header,
-    LeaseGrant,
-    Message,
-    Scope,
-    Terms,
-)
-from fleetwire.protocol.messages.versions import window
+from fleetwire.protocol.messages import Family
 
-from .demo import START, Scenario, authority_events
-from .demo_behaviour import (
-    DAY,
-    DIGEST,
-    GIVE_UP,
-    HOUR,
-    LIFETIME,
-    MINUTE,
-    STEP,
-    TELEMETRY_WAKE_MS,
-    Tally,
-    Timing,
-)
-from .demo_digests import Telemetry, carrier, digest_of, stream_bytes_per_s
-from .demo_results import Event, FamilyFigures, Interval, Results, Setup, Verdict, percentile
-from .demo_sim_fleet import SimFleet, SimMemberRole, build
-from .sim.engine import Simulator
+from .demo import Scenario
+from .demo_behaviour import DAY, DIGEST, LIFETIME, Tally
+from .demo_digests import stream_bytes_per_s
+from .demo_results import FamilyFigures, Interval, Results, Setup, Verdict, percentile
+from .demo_sim_region import RegionOutcome, play
 
-__all__ = ["ENGINE", "PLAYS", "run"]
+__all__ = ["ENGINE", "PLAYS", "SimFailed", "merge", "refused", "run"]
 
 #: The scenarios this engine plays (module docstring).
 PLAYS = frozenset({"contention", "partition"})
 ENGINE = "sim: discrete-event simulator, sans-IO bundle agents, real signatures"
-TIMING = Timing()
-POLL = 10 * MINUTE
+#: A worker that says nothing for this long (no interval, no outcome) is taken for dead.
+STALL_S = 600.0
+
+OnInterval = Callable[[Interval, Scenario], None]
 
 
-class _Run:
-    """One run's state: the fleet, the tally, and the callbacks the simulator calls."""
-
-    def __init__(self, scenario: Scenario) -> None:
-        self.scenario = scenario
-        self.seen = Tally()
-        self.in_flight = 0
-        self.traffic_end = START + round(scenario.days * DAY)
-        self.telemetry: dict[int, Telemetry] = {}
-        self.fleet = build(scenario, TIMING, watch=self.watch, on_handled=self.on_handled)
-        self.sim = self.fleet.sim
-
-    def watch(self, sim: Simulator) -> None:
-        sim.on_sent = self.on_sent
-        sim.on_deliver = self.on_deliver
-        sim.on_transmit = self.on_transmit
-
-    # --- counting -------------------------------------------------------------------------
-
-    def on_transmit(self, node: int, size: int) -> None:
-        self.seen.node_bytes[node] += size
-
-    def on_sent(self, sim: Simulator, node: int, sent: Sent) -> None:
-        signed = sent.message
-        message, seen = signed.message, self.seen
-        family = _family(message)
-        seen.sent[family] += 1
-        self.in_flight += 1
-        if family == DIGEST:
-            seen.digest_bytes += len(signed.envelope)
-        if isinstance(message, LeaseGrant) and not message.resource.startswith("authority/"):
-            if message.header.references == (message.claim,):  # a first grant, not a renewal
-                seen.grants += 1
-            seen.lease_trace.append(invariants.Granted(
-                message.resource, message.holder, message.fencing_token, message.expires_at,
-                node, sim.now, sim.now,
-            ))  # fmt: skip
-
-    def arrived(self, signed: SignedMessage, now: int) -> str:
-        family = _family(signed.message)
-        self.in_flight -= 1
-        self.seen.delivered[family] += 1
-        self.seen.latency_ms[family].append(now - signed.message.header.issued_at)
-        return family
-
-    def on_handled(self, node: int, signed: SignedMessage, now: int) -> None:
-        self.arrived(signed, now)
-
-    # --- what arrives ---------------------------------------------------------------------
-
-    def on_deliver(self, sim: Simulator, node: int, delivery: Deliver) -> None:
-        signed = delivery.message
-        message, seen, now = signed.message, self.seen, sim.now
-        family = self.arrived(signed, now)
-        sim.acknowledge(node, delivery.delivery)
-        if family == DIGEST:
-            try:
-                digest = digest_of(message)
-            except DigestError:
-                seen.digests_refused += 1
-                digest = None
-            if digest is not None and any(m.out_of_control for m in digest.metrics.values()):
-                seen.digests_anomalous += 1
-        elif isinstance(message, Commitment):
-            if message.state is CommitmentState.OFFERED:
-                accept = Commitment(
-                    header=self.header(node, (signed.content_id,)),
-                    state=CommitmentState.ACCEPTED, commitment=signed.content_id,
-                )  # fmt: skip
-                self.send(node, accept, message.header.issuer)
-            elif message.state is CommitmentState.ACCEPTED and message.commitment is not None:
-                self.fulfil_later(node, message.commitment, message.header.issuer)
-        elif isinstance(message, ExceptionReport):
-            parent = self.fleet.parents.get(node)
-            if parent is None or message.severity < 3:
-                seen.exceptions_open -= 1  # it reached the node that handles it
-            else:
-                seen.escalations += 1
-                escalated = ExceptionReport(
-                    header=self.header(node, (signed.content_id,)), code=message.code,
-                    severity=message.severity, scope=Scope.CELL, scope_id=node,
-                    affects=message.affects, detail=f"escalated from node {message.header.issuer}",
-                )  # fmt: skip
-                self.send(node, escalated, parent)
-
-    def fulfil_later(self, node: int, commitment: object, promisee: int) -> None:
-        rng = random.Random(self.scenario.seed * 15_485_863 + node + self.sim.now)
-        at = self.sim.now + round(rng.uniform(1, 4) * DAY)
-        if at > self.traffic_end:
-            return  # the run ends first: the promise stays open
-
-        def fulfil(sim: Simulator) -> None:
-            done = Commitment(
-                header=self.header(node), state=CommitmentState.FULFILLED,
-                commitment=commitment,  # type: ignore[arg-type]
-            )  # fmt: skip
-            self.send(node, done, promisee)
-
-        self.sim.every(at, _once(fulfil))
-
-    # --- sending --------------------------------------------------------------------------
-
-    def header(self, node: int, refs: tuple = ()) -> Header:  # type: ignore[type-arg]
-        now = self.sim.now
-        sequence = self.sim.agents[node].next_message_sequence(now)
-        return Header(issuer=node, issued_at=now, sequence=sequence, references=refs)
-
-    def send(self, node: int, message: Message, to: int) -> None:
-        self.sim.send_at(self.sim.now, node, to, message)
-
-    # --- a member's script ----------------------------------------------------------------
-
-    def member(self, node: int) -> None:
-        """Schedule ``node``'s script (module docstring)."""
-        scenario, sim = self.scenario, self.sim
-        cell = self.fleet.cell_of[node]
-        coordinator = scenario.cell_coordinator(cell)
-        role = self.fleet.members[node]
-        local = random.Random(scenario.seed * 7919 + node)
-        contention = "contention" in scenario.scenarios
-        peers = [m for m, c in sorted(self.fleet.cell_of.items()) if c == cell and m != node]
-        versions = window(self.sim.agents[node].config.protocol_version)
-        advert: list[CapabilityAdvertisement] = []
-
-        def begin(sim: Simulator) -> None:
-            now = sim.now
-            advert.append(CapabilityAdvertisement(
-                header=self.header(node),
-                capabilities=(Capability(
-                    "refine/carbonaceous", local.randrange(10_000, 50_000), "kg", now,
-                    now + 30 * DAY,
-                ),),
-                versions=(versions.start, versions.stop - 1),
-                lineage=scenario.lineage(node), cell=cell,
-            ))  # fmt: skip
-            self.send(node, advert[0], coordinator)
-            sim.every(now + TELEMETRY_WAKE_MS, self.telemetry_of(node, coordinator, advert[0]))
-            sim.every(now + self.pause(local, contention), act)
-
-        def act(sim: Simulator) -> int | None:
-            now = sim.now
-            roll = local.random()
-            if roll < 0.5:
-                dock = f"cell-{cell}/dock-{local.randrange(scenario.docks_per_cell)}"
-                if role.holder.state(dock) is HolderState.IDLE:
-                    self.hold(node, role, dock, local.uniform(2, 6) * HOUR)
-            elif roll < 0.8:
-                if peers:
-                    offer = Commitment(
-                        header=self.header(node), state=CommitmentState.OFFERED,
-                        terms=Terms(node, local.choice(peers), "deliver/refined-carbon", 1200,
-                                    "kg", now + 5 * DAY),
-                    )  # fmt: skip
-                    self.send(node, offer, offer.terms.promisee)  # type: ignore[union-attr]
-            else:
-                report = ExceptionReport(
-                    header=self.header(node), code=local.randrange(1, 7),
-                    severity=local.randrange(1, 6), scope=Scope.NODE, scope_id=node,
-                )  # fmt: skip
-                self.seen.exceptions_open += 1
-                self.send(node, report, coordinator)
-            at = now + self.pause(local, contention)
-            return at if at < self.traffic_end else None
-
-        start = START + round(local.uniform(0, HOUR))
-        sim.every(start, _once(begin))
-
-    @staticmethod
-    def pause(local: random.Random, contention: bool) -> int:
-        return round(local.uniform(*((2, 6) if contention else (4, 12))) * HOUR)
-
-    def hold(self, node: int, role: SimMemberRole, dock: str, hold_ms: float) -> None:
-        """Claim ``dock``; once usable, use it in 15-minute operations, then release it."""
-        sim, seen = self.sim, self.seen
-        claimed = sim.now
-        sim.act(node, role, role.want(dock, TIMING.dock_term, claimed))
-        started: list[int] = []
-
-        def step(sim: Simulator) -> int | None:
-            now = sim.now
-            role.notices.clear()  # the application learns by trying to use the lease
-            if not started:  # waiting for a usable grant
-                if role.use(dock, now) is None and now - claimed < GIVE_UP:
-                    return now + POLL
-                if role.use(dock, now) is None:
-                    seen.given_up += 1
-                else:
-                    seen.waits_ms.append(now - claimed)
-                started.append(now)
-            if role.use(dock, now) is not None and now - started[0] < hold_ms:
-                token = role.use(dock, now, STEP)
-                if token is not None:
-                    seen.lease_trace.append(
-                        invariants.Used(dock, node, token, now, now + STEP, now)
-                    )
-                    seen.dock_use_ms += STEP
-                    if dock.startswith("cell-0/"):
-                        seen.cut_cell_dock_use_ms += STEP
-                return now + STEP
-            sim.act(node, role, role.release(dock, now))
-            return None
-
-        sim.every(claimed + POLL, step)
-
-    def telemetry_of(
-        self, node: int, coordinator: int, advert: CapabilityAdvertisement
-    ) -> Callable[[Simulator], int | None]:
-        """Sample, digest, and send each digest restated on the member's advertisement."""
-        sampled = self.telemetry[node] = Telemetry(node, self.scenario.seed, self.sim.now)
-        seen = self.seen
-
-        def wake(sim: Simulator) -> int | None:
-            now = sim.now
-            for digest in sampled.advance(now, _healthy):
-                message = carrier(attrs.evolve(advert, header=self.header(node)), digest)
-                seen.digests["threshold" if digest.trigger is Trigger.THRESHOLD else "periodic"] += 1
-                self.send(node, message, coordinator)
-            at = now + TELEMETRY_WAKE_MS
-            return at if at < self.traffic_end else None
-
-        return wake
-
-    # --- sampling -------------------------------------------------------------------------
-
-    def sampler(
-        self, on_interval: Callable[[Interval, Scenario], None] | None
-    ) -> Callable[[Simulator], int | None]:
-        scenario, fleet, seen = self.scenario, self.fleet, self.seen
-        step = scenario.interval_ms
-        end = round((scenario.days + 1) * DAY)
-        cut = scenario.partition_days
-        cut_store = fleet.sim.agents[scenario.cell_coordinator(0)].store
-        had = [False] * scenario.all_cells
-        ever_granted: set[int] = set()
-        docks = {
-            node: [f"cell-{fleet.cell_of[node]}/dock-{d}" for d in range(scenario.docks_per_cell)]
-            for node in fleet.members
-        }
-
-        def sample(sim: Simulator) -> int | None:
-            nonlocal had
-            now = sim.now
-            t1 = now - START
-            t0 = t1 - step
-            authority = [fleet.cells[c].active(now) for c in range(scenario.all_cells)]
-            authority_events(seen, t1, had, authority, ever_granted)
-            had = authority
-            if cut:
-                for at, kind in ((cut[0], "partition-cut"), (cut[1], "partition-healed")):
-                    if t0 < round(at * DAY) <= t1:
-                        seen.events.append(Event(round(at * DAY), kind, "cell 0 ⇄ its region"))
-            waiting = 0
-            if cut:
-                tombstones = sum(len(cut_store.pending_for(hop, 1 << 30))
-                                 for hop in (DELIVERED, FORWARDED))  # fmt: skip
-                waiting = cut_store.count() - tombstones
-            interval = Interval(
-                start_ms=t0,
-                end_ms=t1,
-                bytes_sent=sum(seen.node_bytes.values()),
-                busiest_node_bytes=max(seen.node_bytes.values(), default=0),
-                bundles_in_flight=self.in_flight,
-                leases_held=sum(
-                    1
-                    for node, role in fleet.members.items()
-                    for dock in docks[node]
-                    if role.use(dock, now) is not None
-                ),
-                dock_use_ms=seen.dock_use_ms,
-                cell0_dock_use_ms=seen.cut_cell_dock_use_ms,
-                exceptions_open=seen.exceptions_open,
-                cells_with_authority=sum(authority),
-                waiting_at_cut_cell=waiting,
-            )
-            seen.node_bytes.clear()
-            seen.dock_use_ms = 0
-            seen.cut_cell_dock_use_ms = 0
-            seen.intervals.append(interval)
-            if on_interval is not None:
-                on_interval(interval, scenario)
-            return now + step if t1 + step <= end else None
-
-        return sample
+class SimFailed(RuntimeError):
+    """A region's run failed (in a worker or here); the message says which and why."""
 
 
-def _family(message: Message) -> str:
-    if isinstance(message, CapabilityAdvertisement) and message.extensions:
-        return DIGEST
-    return message.TYPE.family.value
-
-
-def _healthy(_at: int) -> bool:
-    return False  # no defect shows: the fault scenario is the loopback engine's
-
-
-def _once(call: Callable[[Simulator], object]) -> Callable[[Simulator], int | None]:
-    def once(sim: Simulator) -> None:
-        call(sim)
-
-    return once
-
-
-def refused(scenarios: tuple[str, ...]) -> list[str]:
+def refused(scenarios: Sequence[str]) -> list[str]:
     """The scenarios among ``scenarios`` this engine cannot play."""
     return [name for name in scenarios if name not in PLAYS]
-
-
-def run(
-    scenario: Scenario, on_interval: Callable[[Interval, Scenario], None] | None = None
-) -> Results:
-    """Run ``scenario`` on the simulator to the end of its drain day; its Results."""
-    unplayable = refused(scenario.scenarios)
-    if unplayable:
-        raise ValueError(f"the simulator engine does not play {', '.join(unplayable)}")
-    started = time.perf_counter()
-    state = _Run(scenario)
-    fleet = state.fleet
-    for member in sorted(fleet.members):
-        state.member(member)
-    fleet.sim.every(START + scenario.interval_ms, state.sampler(on_interval))
-    fleet.sim.run(START + round((scenario.days + 1) * DAY))
-    results = _results(scenario, state)
-    return attrs.evolve(results, wall_seconds=time.perf_counter() - started)
 
 
 def command(scenario: Scenario) -> str:
@@ -422,13 +76,161 @@ def command(scenario: Scenario) -> str:
     return f"{scenario.command()} --engine sim"
 
 
-def _results(scenario: Scenario, state: _Run) -> Results:
-    seen = state.seen
+def default_workers(scenario: Scenario) -> int:
+    """One process per region, at most twice the cores (more would only queue)."""
+    return max(1, min(scenario.regions, 2 * (os.cpu_count() or 1)))
+
+
+class _Hours:
+    """Sums the regions' intervals hour by hour; hands on an hour once every region has it."""
+
+    def __init__(self, scenario: Scenario, on_interval: OnInterval | None) -> None:
+        self.scenario = scenario
+        self.on_interval = on_interval
+        self.by_hour: dict[int, list[Interval]] = defaultdict(list)
+
+    def __call__(self, interval: Interval, _scenario: object = None) -> None:
+        parts = self.by_hour[interval.end_ms]
+        parts.append(interval)
+        if len(parts) == self.scenario.regions and self.on_interval is not None:
+            self.on_interval(_sum(parts), self.scenario)
+            del self.by_hour[interval.end_ms]
+
+
+def _sum(parts: Sequence[Interval]) -> Interval:
+    first = parts[0]
+    return Interval(
+        start_ms=first.start_ms,
+        end_ms=first.end_ms,
+        bytes_sent=sum(p.bytes_sent for p in parts),
+        busiest_node_bytes=max(p.busiest_node_bytes for p in parts),
+        bundles_in_flight=sum(p.bundles_in_flight for p in parts),
+        leases_held=sum(p.leases_held for p in parts),
+        dock_use_ms=sum(p.dock_use_ms for p in parts),
+        exceptions_open=sum(p.exceptions_open for p in parts),
+        cells_with_authority=sum(p.cells_with_authority for p in parts),
+        waiting_at_cut_cell=sum(p.waiting_at_cut_cell for p in parts),
+        quarantined=sum(p.quarantined for p in parts),
+        cell0_dock_use_ms=sum(p.cell0_dock_use_ms for p in parts),
+    )
+
+
+def run(
+    scenario: Scenario, on_interval: OnInterval | None = None, *, workers: int | None = None
+) -> Results:
+    """Run ``scenario`` on the simulator (module docstring); raises :class:`SimFailed`."""
+    unplayable = refused(scenario.scenarios)
+    if unplayable:
+        raise SimFailed(f"the simulator engine does not play {', '.join(unplayable)}")
+    started = time.perf_counter()
+    hours = _Hours(scenario, on_interval)
+    workers = default_workers(scenario) if workers is None else max(1, workers)
+    if workers == 1 or scenario.regions == 1:
+        outcomes = [play(scenario, r, hours) for r in range(scenario.regions)]
+    else:
+        outcomes = _in_processes(scenario, min(workers, scenario.regions), hours)
+    results = merge(scenario, outcomes)
+    return attrs.evolve(results, wall_seconds=time.perf_counter() - started)
+
+
+def _worker(scenario: Scenario, regions: list[int], out: Any) -> None:
+    """A worker process: play ``regions`` one after the other, reporting on ``out``."""
+
+    def report(interval: Interval, _scenario: object = None) -> None:
+        out.put(("interval", interval))
+
+    for region in regions:
+        try:
+            out.put(("outcome", play(scenario, region, report)))
+        except BaseException as exc:
+            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            out.put(("error", f"region {region}: {text}\n{traceback.format_exc()}"))
+            return
+
+
+def _in_processes(scenario: Scenario, workers: int, hours: _Hours) -> list[RegionOutcome]:
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    shares = [list(range(scenario.regions))[w::workers] for w in range(workers)]
+    processes = [
+        context.Process(target=_worker, args=(scenario, share, out), daemon=True)
+        for share in shares
+    ]
+    outcomes: dict[int, RegionOutcome] = {}
+    try:
+        for process in processes:
+            process.start()
+        quiet_since = time.monotonic()
+        while len(outcomes) < scenario.regions:
+            try:
+                kind, payload = out.get(timeout=1.0)
+            except queue.Empty:
+                # A worker that died without a word (killed, out of memory) is seen here.
+                dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+                if dead:
+                    raise SimFailed(f"a simulator worker ended with exit code {dead[0]}") from None
+                if time.monotonic() - quiet_since > STALL_S:
+                    raise SimFailed(
+                        f"no word from the simulator's workers in {STALL_S:g} s"
+                    ) from None
+                continue
+            quiet_since = time.monotonic()
+            if kind == "interval":
+                hours(payload)
+            elif kind == "outcome":
+                outcomes[payload.region] = payload
+            else:
+                raise SimFailed(f"a simulator worker failed: {payload}")
+        for process in processes:
+            process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+        out.close()
+    return [outcomes[r] for r in range(scenario.regions)]
+
+
+def merge(scenario: Scenario, outcomes: Sequence[RegionOutcome]) -> Results:
+    """The fleet's :class:`Results` from its regions' outcomes (in region order)."""
+    seen = Tally()
+    samples = detail = 0
+    per_region: list[list[Interval]] = []
+    for outcome in outcomes:
+        t = outcome.tally
+        seen.sent.update(t.sent)
+        seen.delivered.update(t.delivered)
+        for family, values in t.latency_ms.items():
+            seen.latency_ms[family].extend(values)
+        seen.grants += t.grants
+        seen.lease_trace.extend(t.lease_trace)
+        seen.waits_ms.extend(t.waits_ms)
+        seen.given_up += t.given_up
+        seen.escalations += t.escalations
+        seen.events.extend(t.events)
+        seen.digests.update(t.digests)
+        seen.digest_bytes += t.digest_bytes
+        seen.digests_anomalous += t.digests_anomalous
+        seen.digests_refused += t.digests_refused
+        samples += outcome.samples
+        detail += outcome.detail_bytes
+        per_region.append(t.intervals)
+    intervals = tuple(_sum(hour) for hour in zip(*per_region, strict=True))
+    return _results(scenario, seen, intervals, stream_bytes_per_s(samples, detail))
+
+
+def _results(
+    scenario: Scenario, seen: Tally, intervals: tuple[Interval, ...], stream_baseline: float
+) -> Results:
     lease = invariants.check(seen.lease_trace)
     families = tuple(
         FamilyFigures(
-            family, seen.sent[family], seen.delivered[family],
-            percentile(seen.latency_ms[family], 0.5), percentile(seen.latency_ms[family], 0.95),
+            family,
+            seen.sent[family],
+            seen.delivered[family],
+            percentile(seen.latency_ms[family], 0.5),
+            percentile(seen.latency_ms[family], 0.95),
         )  # fmt: skip
         for family in [f.value for f in Family] + [DIGEST]
     )
@@ -446,11 +248,9 @@ def _results(scenario: Scenario, state: _Run) -> Results:
         partition_days=scenario.partition_days, interval_ms=scenario.interval_ms,
         command=command(scenario), engine=ENGINE, lifetime_days=LIFETIME / DAY,
     )  # fmt: skip
-    samples = sum(t.samples for t in state.telemetry.values())
-    detail = sum(t.detail_bytes for t in state.telemetry.values())
     return Results(
         setup=setup,
-        intervals=tuple(seen.intervals),
+        intervals=intervals,
         events=tuple(sorted(seen.events, key=lambda e: (e.at_ms, e.kind, e.detail))),
         verdicts=(verdict,),
         families=families,
@@ -462,5 +262,6 @@ def _results(scenario: Scenario, state: _Run) -> Results:
         digests_event_driven=seen.digests["threshold"],
         digest_bytes=seen.digest_bytes,
         digests_anomalous=seen.digests_anomalous,
-        stream_baseline_bytes_per_node_per_s=stream_bytes_per_s(samples, detail),
+        digests_refused=seen.digests_refused,
+        stream_baseline_bytes_per_node_per_s=stream_baseline,
     )

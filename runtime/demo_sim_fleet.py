@@ -109,7 +109,9 @@ def _links(scenario: Scenario, rng: random.Random) -> dict[tuple[int, int], Link
         shape[pair] = (contact.owlt_ms, contact.rate_bps)
     return {
         pair: LinkModel(
-            owlt_ms=shape[pair][0], rate_bps=shape[pair][1], loss=scenario.loss,
+            owlt_ms=shape[pair][0],
+            rate_bps=shape[pair][1],
+            loss=scenario.loss,
             windows=tuple(spans),
         )  # fmt: skip
         for pair, spans in sorted(windows.items())
@@ -120,27 +122,36 @@ def build(
     scenario: Scenario,
     timing: Timing = Timing(),
     *,
+    region: int | None = None,
     watch: Callable[[Simulator], None] | None = None,
     on_handled: OnHandled | None = None,
 ) -> SimFleet:
     """The agents, links and roles of ``scenario``'s fleet on a fresh simulator.
 
-    ``watch(sim)`` is called before any agent starts (to set the simulator's callbacks, which
+    ``region`` (0, 1, …; ``None``: all): build only that region — its coordinator, cells
+    and members, and the links among them (the regions share no link; module docstring), on
+    a simulator seeded for that region. ``watch(sim)`` is called before any agent starts (to set the simulator's callbacks, which
     then see the roles' first claims too); ``on_handled`` is told of every lease message a
     role takes."""
     rng = random.Random(scenario.seed)
     # The same draws in the same order as the loopback engine: the same plan and keys.
     links = _links(scenario, rng)
     keys, trust = fleet_keys(scenario, rng)
-    members = scenario.members()
+    all_cells = range(scenario.all_cells)
+    cell_numbers = [c for c in all_cells if region is None or c // scenario.cells == region]
+    members = {m: c for m, c in scenario.members().items() if c in cell_numbers}
     parents = {m: scenario.cell_coordinator(c) for m, c in members.items()}
-    parents |= {
-        scenario.cell_coordinator(c): scenario.region_of(c) for c in range(scenario.all_cells)
-    }
+    parents |= {scenario.cell_coordinator(c): scenario.region_of(c) for c in cell_numbers}
+    region_nodes = sorted({scenario.region_of(c) for c in cell_numbers})
+    here = set(parents) | set(region_nodes)
+    keys = {node: key for node, key in keys.items() if node in here}
+    links = {pair: model for pair, model in links.items() if here.issuperset(pair)}
     hierarchy = Hierarchy(parents)
     owlt_max = max((model.owlt_ms for model in links.values()), default=0)
     replay = ReplayPolicy().widened(owlt_max)
-    sim = Simulator(seed=scenario.seed, start=START)
+    # Each region draws (loss, jitter) from its own stream: a run does not depend on how
+    # the regions were spread over processes.
+    sim = Simulator(seed=scenario.seed * 1_000_003 + (region or 0), start=START)
     if watch is not None:
         watch(sim)
     for node in sorted(keys):
@@ -152,13 +163,12 @@ def build(
     for (a, b), model in links.items():
         sim.connect(a, b, model, both_ways=False)
     regions: dict[int, SimRegionRole] = {}
-    for r in range(scenario.regions):
-        node = scenario.region_of(0) + r
+    for node in region_nodes:
         regions[node] = SimRegionRole(node, timing.region_authority())
         regions[node].report = on_handled
         sim.attach(node, regions[node])
     cells: dict[int, SimCellRole] = {}
-    for c in range(scenario.all_cells):
+    for c in cell_numbers:
         node = scenario.cell_coordinator(c)
         prefix = f"cell-{c}/"
         cells[c] = SimCellRole(
