@@ -231,7 +231,7 @@ def _results(
             seen.delivered[family],
             percentile(seen.latency_ms[family], 0.5),
             percentile(seen.latency_ms[family], 0.95),
-        )  # fmt: skip
+        )
         for family in [f.value for f in Family] + [DIGEST]
     )
     verdict = Verdict(

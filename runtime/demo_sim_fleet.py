@@ -113,14 +113,14 @@ def _links(scenario: Scenario, rng: random.Random) -> dict[tuple[int, int], Link
             rate_bps=shape[pair][1],
             loss=scenario.loss,
             windows=tuple(spans),
-        )  # fmt: skip
+        )
         for pair, spans in sorted(windows.items())
     }
 
 
 def build(
     scenario: Scenario,
-    timing: Timing = Timing(),
+    timing: Timing | None = None,
     *,
     region: int | None = None,
     watch: Callable[[Simulator], None] | None = None,
@@ -133,6 +133,7 @@ def build(
     a simulator seeded for that region. ``watch(sim)`` is called before any agent starts (to set the simulator's callbacks, which
     then see the roles' first claims too); ``on_handled`` is told of every lease message a
     role takes."""
+    timing = timing or Timing()
     rng = random.Random(scenario.seed)
     # The same draws in the same order as the loopback engine: the same plan and keys.
     links = _links(scenario, rng)
