@@ -30,8 +30,9 @@ Two engines run it (--engine): "sim", the discrete-event simulator (sans-IO bund
 one heap of events; each region in its own OS process, --workers), which runs the default
 fleet of {SIM_NODES} members for a week in under a minute; and "loopback", every node a Trio
 node on a mock clock (about 120 members a minute). Without --engine a run uses sim when it
-plays every chosen scenario ({', '.join(sorted(demo_sim.PLAYS))}) and loopback otherwise
-({', '.join(n for n in SCENARIOS if n not in demo_sim.PLAYS)}); --engine sim with those is refused. --sweep uses loopback unless told.
+plays every chosen scenario ({", ".join(sorted(demo_sim.PLAYS))}) and loopback otherwise
+({", ".join(n for n in SCENARIOS if n not in demo_sim.PLAYS)}); --engine sim with those is
+refused. --sweep uses loopback unless told. --light-scale stretches the sim engine's light time.
 
 The report folder gets summary.json (every figure; one seed gives the same file byte for
 byte), index.html (one self-contained page) and PNG figures; the figures need matplotlib:
@@ -131,6 +132,12 @@ def register(subparsers: Any) -> None:
         "members) unless sim (sizes are nodes; 10,000 and more)",
     )  # fmt: skip
     parser.add_argument(
+        "--light-scale", type=float, default=1.0, metavar="F",
+        help="with the sim engine: every link's one-way light time times F (default 1: "
+        "0.5–4 s member to cell, 20–35 s cell to region; 100 puts the regions about an hour "
+        "away)",
+    )  # fmt: skip
+    parser.add_argument(
         "--workers", type=int, metavar="N",
         help="with the sim engine: OS processes the regions run in (default one per region; "
         "1 runs them one after the other in this process); the results do not depend on it",
@@ -179,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         args.days = demo.Scenario().days
     if args.workers is not None and args.workers < 1:
         raise _fail("--workers must be at least 1")
+    if not 0 <= args.light_scale <= 1000:
+        raise _fail("--light-scale is a factor between 0 and 1000")
     if args.regions < 1 or args.cells < 1:
         raise _fail("--regions and --cells must be at least 1")
     if args.days <= 0 or args.cut_days <= 0:
@@ -221,7 +230,9 @@ def run(args: argparse.Namespace) -> int:
     with LiveView(args.days + 1) as live:
         if engine == "sim":
             try:
-                results = demo_sim.run(scenario, live, workers=args.workers)
+                results = demo_sim.run(
+                    scenario, live, workers=args.workers, light_scale=args.light_scale
+                )
             except demo_sim.SimFailed as exc:
                 raise _fail(str(exc)) from None
         else:
@@ -250,6 +261,8 @@ def _engine(args: argparse.Namespace, chosen: tuple[str, ...]) -> str:
     if args.sweep is not None:
         return str(args.engine or "loopback")
     unplayable = demo_sim.refused(chosen)
+    if args.light_scale != 1.0 and (args.engine == "loopback" or unplayable):
+        raise _fail("--light-scale is an option of the sim engine (--engine sim)")
     if args.engine == "sim" and unplayable:
         raise _fail(
             f"the sim engine does not play {', '.join(unplayable)} yet: use --engine loopback"
@@ -259,7 +272,9 @@ def _engine(args: argparse.Namespace, chosen: tuple[str, ...]) -> str:
 
 def _run_sweep(args: argparse.Namespace, base: demo.Scenario) -> int:
     console = Console()
-    table = Table(title=f"scaling study: {base.days:g} simulated days a size ({args.engine or 'loopback'})")
+    table = Table(
+        title=f"scaling study: {base.days:g} simulated days a size ({args.engine or 'loopback'})"
+    )
     columns = ("nodes", "cells", "B/s per node", "busiest node B/s", "wait p50", "wait p95",
                "verdict", "wall s", "CPU s", "peak MiB")  # fmt: skip
     for column in columns:

@@ -71,9 +71,10 @@ def refused(scenarios: Sequence[str]) -> list[str]:
     return [name for name in scenarios if name not in PLAYS]
 
 
-def command(scenario: Scenario) -> str:
+def command(scenario: Scenario, light_scale: float = 1.0) -> str:
     """The command line that reproduces this run on this engine."""
-    return f"{scenario.command()} --engine sim"
+    light = f" --light-scale {light_scale:g}" if light_scale != 1.0 else ""
+    return f"{scenario.command()}{light} --engine sim"
 
 
 def default_workers(scenario: Scenario) -> int:
@@ -116,7 +117,11 @@ def _sum(parts: Sequence[Interval]) -> Interval:
 
 
 def run(
-    scenario: Scenario, on_interval: OnInterval | None = None, *, workers: int | None = None
+    scenario: Scenario,
+    on_interval: OnInterval | None = None,
+    *,
+    workers: int | None = None,
+    light_scale: float = 1.0,
 ) -> Results:
     """Run ``scenario`` on the simulator (module docstring); raises :class:`SimFailed`."""
     unplayable = refused(scenario.scenarios)
@@ -126,14 +131,14 @@ def run(
     hours = _Hours(scenario, on_interval)
     workers = default_workers(scenario) if workers is None else max(1, workers)
     if workers == 1 or scenario.regions == 1:
-        outcomes = [play(scenario, r, hours) for r in range(scenario.regions)]
+        outcomes = [play(scenario, r, hours, light_scale) for r in range(scenario.regions)]
     else:
-        outcomes = _in_processes(scenario, min(workers, scenario.regions), hours)
-    results = merge(scenario, outcomes)
+        outcomes = _in_processes(scenario, min(workers, scenario.regions), hours, light_scale)
+    results = merge(scenario, outcomes, light_scale)
     return attrs.evolve(results, wall_seconds=time.perf_counter() - started)
 
 
-def _worker(scenario: Scenario, regions: list[int], out: Any) -> None:
+def _worker(scenario: Scenario, regions: list[int], out: Any, light_scale: float) -> None:
     """A worker process: play ``regions`` one after the other, reporting on ``out``."""
 
     def report(interval: Interval, _scenario: object = None) -> None:
@@ -141,19 +146,21 @@ def _worker(scenario: Scenario, regions: list[int], out: Any) -> None:
 
     for region in regions:
         try:
-            out.put(("outcome", play(scenario, region, report)))
+            out.put(("outcome", play(scenario, region, report, light_scale)))
         except BaseException as exc:
             text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             out.put(("error", f"region {region}: {text}\n{traceback.format_exc()}"))
             return
 
 
-def _in_processes(scenario: Scenario, workers: int, hours: _Hours) -> list[RegionOutcome]:
+def _in_processes(
+    scenario: Scenario, workers: int, hours: _Hours, light_scale: float
+) -> list[RegionOutcome]:
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     shares = [list(range(scenario.regions))[w::workers] for w in range(workers)]
     processes = [
-        context.Process(target=_worker, args=(scenario, share, out), daemon=True)
+        context.Process(target=_worker, args=(scenario, share, out, light_scale), daemon=True)
         for share in shares
     ]
     outcomes: dict[int, RegionOutcome] = {}
@@ -192,7 +199,9 @@ def _in_processes(scenario: Scenario, workers: int, hours: _Hours) -> list[Regio
     return [outcomes[r] for r in range(scenario.regions)]
 
 
-def merge(scenario: Scenario, outcomes: Sequence[RegionOutcome]) -> Results:
+def merge(
+    scenario: Scenario, outcomes: Sequence[RegionOutcome], light_scale: float = 1.0
+) -> Results:
     """The fleet's :class:`Results` from its regions' outcomes (in region order)."""
     seen = Tally()
     samples = detail = 0
@@ -217,11 +226,16 @@ def merge(scenario: Scenario, outcomes: Sequence[RegionOutcome]) -> Results:
         detail += outcome.detail_bytes
         per_region.append(t.intervals)
     intervals = tuple(_sum(hour) for hour in zip(*per_region, strict=True))
-    return _results(scenario, seen, intervals, stream_bytes_per_s(samples, detail))
+    baseline = stream_bytes_per_s(samples, detail)
+    return _results(scenario, seen, intervals, baseline, light_scale)
 
 
 def _results(
-    scenario: Scenario, seen: Tally, intervals: tuple[Interval, ...], stream_baseline: float
+    scenario: Scenario,
+    seen: Tally,
+    intervals: tuple[Interval, ...],
+    stream_baseline: float,
+    light_scale: float,
 ) -> Results:
     lease = invariants.check(seen.lease_trace)
     families = tuple(
@@ -246,7 +260,7 @@ def _results(
         members=scenario.nodes, docks_per_cell=scenario.docks_per_cell, days=scenario.days,
         seed=scenario.seed, loss=scenario.loss, scenarios=scenario.scenarios,
         partition_days=scenario.partition_days, interval_ms=scenario.interval_ms,
-        command=command(scenario), engine=ENGINE, lifetime_days=LIFETIME / DAY,
+        command=command(scenario, light_scale), engine=ENGINE, lifetime_days=LIFETIME / DAY,
     )  # fmt: skip
     return Results(
         setup=setup,

@@ -99,8 +99,11 @@ class SimFleet:
     owlt_max_ms: int
 
 
-def _links(scenario: Scenario, rng: random.Random) -> dict[tuple[int, int], LinkModel]:
-    """The loopback engine's contact plan as one simulator link per direction."""
+def _links(
+    scenario: Scenario, rng: random.Random, light_scale: float
+) -> dict[tuple[int, int], LinkModel]:
+    """The loopback engine's contact plan as one simulator link per direction, its light
+    times times ``light_scale``."""
     windows: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
     shape: dict[tuple[int, int], tuple[int, int]] = {}
     for contact in sorted(contact_plan(scenario, rng), key=lambda c: c.sort_key()):
@@ -109,7 +112,7 @@ def _links(scenario: Scenario, rng: random.Random) -> dict[tuple[int, int], Link
         shape[pair] = (contact.owlt_ms, contact.rate_bps)
     return {
         pair: LinkModel(
-            owlt_ms=shape[pair][0],
+            owlt_ms=round(shape[pair][0] * light_scale),
             rate_bps=shape[pair][1],
             loss=scenario.loss,
             windows=tuple(spans),
@@ -123,6 +126,7 @@ def build(
     timing: Timing | None = None,
     *,
     region: int | None = None,
+    light_scale: float = 1.0,
     watch: Callable[[Simulator], None] | None = None,
     on_handled: OnHandled | None = None,
 ) -> SimFleet:
@@ -130,13 +134,14 @@ def build(
 
     ``region`` (0, 1, …; ``None``: all): build only that region — its coordinator, cells
     and members, and the links among them (the regions share no link; module docstring), on
-    a simulator seeded for that region. ``watch(sim)`` is called before any agent starts (to set the simulator's callbacks, which
+    a simulator seeded for that region. ``light_scale`` multiplies every link's light time.
+    ``watch(sim)`` is called before any agent starts (to set the simulator's callbacks, which
     then see the roles' first claims too); ``on_handled`` is told of every lease message a
     role takes."""
     timing = timing or Timing()
     rng = random.Random(scenario.seed)
     # The same draws in the same order as the loopback engine: the same plan and keys.
-    links = _links(scenario, rng)
+    links = _links(scenario, rng, light_scale)
     keys, trust = fleet_keys(scenario, rng)
     all_cells = range(scenario.all_cells)
     cell_numbers = [c for c in all_cells if region is None or c // scenario.cells == region]

@@ -96,7 +96,7 @@ class RegionOutcome:
 class RegionRun:
     """One region's run: its fleet, its tally, and the callbacks the simulator calls."""
 
-    def __init__(self, scenario: Scenario, region: int) -> None:
+    def __init__(self, scenario: Scenario, region: int, light_scale: float = 1.0) -> None:
         self.scenario = scenario
         self.region = region
         self.seen = Tally()
@@ -106,7 +106,12 @@ class RegionRun:
         #: (member, sequence) of the digest messages that show samples out of control.
         self.anomalous: set[tuple[int, int]] = set()
         self.fleet = build(
-            scenario, TIMING, region=region, watch=self.watch, on_handled=self.on_handled
+            scenario,
+            TIMING,
+            region=region,
+            light_scale=light_scale,
+            watch=self.watch,
+            on_handled=self.on_handled,
         )
         self.sim = self.fleet.sim
 
@@ -420,11 +425,14 @@ def _authority_events(
 
 
 def play(
-    scenario: Scenario, region: int, on_interval: Callable[[Interval, Scenario], None] | None
+    scenario: Scenario,
+    region: int,
+    on_interval: Callable[[Interval, Scenario], None] | None,
+    light_scale: float = 1.0,
 ) -> RegionOutcome:
     """Run region ``region`` of ``scenario`` to the end of its drain day."""
     cpu = time.process_time()
-    state = RegionRun(scenario, region)
+    state = RegionRun(scenario, region, light_scale)
     for member in sorted(state.fleet.members):
         state.member(member)
     state.sim.every(START + scenario.interval_ms, state.sampler(on_interval))

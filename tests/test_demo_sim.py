@@ -110,3 +110,26 @@ def test_scenarios_the_simulator_cannot_play_go_to_loopback_or_are_refused(
     assert "--workers must be at least 1" in str(exit_.value.code)
     with pytest.raises(demo_sim.SimFailed, match="does not play skew"):
         demo_sim.run(demo.Scenario(nodes=4, regions=1, cells=1, days=1, scenarios=("skew",)))
+
+
+def test_light_time_is_an_option_and_the_leases_stay_safe_an_hour_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--nodes", "8", "--regions", "1", "--cells", "2", "--days", "2", "--workers", "1"]
+    code, out = run_cli(args, tmp_path / "near", capsys)
+    assert code == 0, out
+    code, out = run_cli([*args, "--light-scale", "100"], tmp_path / "far", capsys)
+    assert code == 0, out
+    near = json.loads((tmp_path / "near" / "summary.json").read_text())
+    far = json.loads((tmp_path / "far" / "summary.json").read_text())
+    assert "--light-scale 100" in far["setup"]["command"]
+    assert "--light-scale" not in near["setup"]["command"]
+    # The capability advertisements go out at once over a member's first contact: their
+    # latency is the light time, a hundred times longer.
+    (cap_near,) = [f for f in near["families"] if f["family"] == "capability"]
+    (cap_far,) = [f for f in far["families"] if f["family"] == "capability"]
+    assert cap_far["latency_ms_p50"] >= 50 * cap_near["latency_ms_p50"]
+    assert far["verdicts"][0]["ok"] and far["leases"]["grants"] > 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", *args, "--light-scale", "2", "--engine", "loopback", "--out", str(tmp_path)])
+    assert "--light-scale is an option of the sim engine" in str(exit_.value.code)
