@@ -63,7 +63,12 @@ OnInterval = Callable[[Interval, Scenario], None]
 
 
 class SimFailed(RuntimeError):
-    """A region's run failed (in a worker or here); the message says which and why."""
+    """A region's run failed (in a worker or here): the message says which and why in one
+    line; ``detail`` holds the worker's traceback, if any."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 def refused(scenarios: Sequence[str]) -> list[str]:
@@ -148,8 +153,8 @@ def _worker(scenario: Scenario, regions: list[int], out: Any, light_scale: float
         try:
             out.put(("outcome", play(scenario, region, report, light_scale)))
         except BaseException as exc:
-            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            out.put(("error", f"region {region}: {text}\n{traceback.format_exc()}"))
+            text = " ".join(traceback.format_exception_only(type(exc), exc)[-1].split())
+            out.put(("error", (f"region {region}: {text}", traceback.format_exc())))
             return
 
 
@@ -187,7 +192,7 @@ def _in_processes(
             elif kind == "outcome":
                 outcomes[payload.region] = payload
             else:
-                raise SimFailed(f"a simulator worker failed: {payload}")
+                raise SimFailed(f"a simulator worker failed in {payload[0]}", payload[1])
         for process in processes:
             process.join()
     finally:

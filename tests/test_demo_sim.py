@@ -133,3 +133,16 @@ def test_light_time_is_an_option_and_the_leases_stay_safe_an_hour_apart(
     with pytest.raises(SystemExit) as exit_:
         main(["demo", *args, "--light-scale", "2", "--engine", "loopback", "--out", str(tmp_path)])
     assert "--light-scale is an option of the sim engine" in str(exit_.value.code)
+
+
+def test_a_region_failing_in_a_worker_process_is_one_line_and_no_worker_is_left() -> None:
+    # No cells: building the region fails in the worker (a real spawned process).
+    broken = demo.Scenario(nodes=4, regions=2, cells=0, days=1, scenarios=("contention",))
+    with pytest.raises(demo_sim.SimFailed) as failed:
+        demo_sim.run(broken, workers=2)
+    message = str(failed.value)
+    assert message.startswith("a simulator worker failed in region ") and "\n" not in message
+    assert "ZeroDivisionError" in message and "Traceback" in failed.value.detail
+    import multiprocessing
+
+    assert multiprocessing.active_children() == []
