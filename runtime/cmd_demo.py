@@ -245,7 +245,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"report: {written.html}  (figures: {len(written.figures) or 'none, ' + report.INSTALL_HINT})"
     )
-    print(f"wall time {results.wall_seconds:.1f} s for {args.days + 1:g} simulated days")
+    cpu = f" ({results.cpu_seconds:.1f} s of CPU)" if results.cpu_seconds else ""
+    print(f"wall time {results.wall_seconds:.1f} s{cpu} for {args.days + 1:g} simulated days")
     lost = sum(f.sent - f.delivered for f in results.families)
     clean = all(v.ok for v in results.verdicts)
     # Without loss, every message must arrive: a shortfall is a fault of the stack. Bundles

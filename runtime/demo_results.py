@@ -162,6 +162,9 @@ class Results:
     #: written, or refused on arrival).
     skew: tuple[tuple[str, int], ...] | None = None
     wall_seconds: float = 0.0  # machine-dependent: never in summary.json
+    #: CPU seconds of the simulation, summed over its processes (0: not measured); as
+    #: machine-dependent as the wall time, and never in summary.json either.
+    cpu_seconds: float = 0.0
 
 
 def percentile(values: Sequence[int], q: float) -> int | None:

@@ -140,7 +140,11 @@ def run(
     else:
         outcomes = _in_processes(scenario, min(workers, scenario.regions), hours, light_scale)
     results = merge(scenario, outcomes, light_scale)
-    return attrs.evolve(results, wall_seconds=time.perf_counter() - started)
+    return attrs.evolve(
+        results,
+        wall_seconds=time.perf_counter() - started,
+        cpu_seconds=sum(outcome.cpu_seconds for outcome in outcomes),
+    )
 
 
 def _worker(scenario: Scenario, regions: list[int], out: Any, light_scale: float) -> None:
