@@ -59,8 +59,9 @@ from fleetwire.protocol.messages import (
     Terms,
     encode_message,
 )
+from fleetwire.protocol.messages.versions import encode_at
 from fleetwire.runtime.bundling import message_bundle
-from fleetwire.runtime.roles.faults import Draft, carrier
+from fleetwire.runtime.roles.fault_messages import digest_message
 
 NODE, COORDINATOR = 17, 1
 T0 = 820_000_000_000
@@ -81,9 +82,9 @@ def bundle_bytes(payload: bytes, key: SigningKey, now: int, sequence: int) -> in
 
 
 def digest_message_bytes(digest: Digest, key: SigningKey, now: int, sequence: int) -> int:
-    """A digest's bundle bytes as it travels (the fault roles' carrier)."""
-    message = carrier(Header(NODE, now, sequence), Draft.DIGEST, digest.to_cbor())
-    return bundle_bytes(encode_message(message), key, now, sequence)
+    """A digest's bundle bytes as it travels: the version-2 Digest message (spec/v2/faults.md §1)."""
+    message = digest_message(Header(NODE, now, sequence), digest)
+    return bundle_bytes(encode_at(message, 2), key, now, sequence)
 
 
 def run(

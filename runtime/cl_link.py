@@ -389,9 +389,11 @@ class TcpclV3(_WithoutTls):
     name: str = "tcpclv3"
     server_hostname: str | None = None
     identifies_peer: bool = True
+    #: Bundles completed back to back as one event (see :mod:`~.tcpcl.v3`).
+    batch_events: bool = True
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
-        return v3.TcpclV3Session(role, self.config)
+        return v3.TcpclV3Session(role, self.config, batch_events=self.batch_events)
 
     def confirms_delivery(self, session: Any) -> bool:
         negotiated = session.negotiated
@@ -418,9 +420,11 @@ class Mtcp(_WithoutTls):
     name: str = "mtcp"
     server_hostname: str | None = None
     identifies_peer: bool = False
+    #: Runs of whole frames as one event (see :mod:`~.tcpcl.mtcp`).
+    batch_events: bool = True
 
     def new_session(self, role: Role, now: float) -> ConvergenceLayerSession:
-        return mtcp.MtcpSession(role, self.config)
+        return mtcp.MtcpSession(role, self.config, batch_events=self.batch_events)
 
     def confirms_delivery(self, session: Any) -> bool:
         return False

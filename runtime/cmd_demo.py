@@ -52,6 +52,7 @@ examples:
   fleetwire demo --sweep 100,1000,10000 --engine sim --out scaling   …on the simulator
   fleetwire demo --scenario isolation,contention    a misbehaving region severed, then lifted
   fleetwire demo --scenario contention,partition,skew   …with nodes pinned at versions 1 and 2
+  fleetwire demo --scenario contention,release  a canary cell, then a rollback (--days 3 or more)
   fleetwire demo --processes 8 --out real       8 members (11 nodes) as real OS processes on
                                                 127.0.0.1, a virtual hour a second: about 50 s
 
@@ -63,11 +64,9 @@ under one hub, the lease roles as agent handlers): fleets of 10,000 nodes and mo
 
 --processes N runs N members, a cell per 4 and one region, each as a `fleetwire node` OS
 process (TCPCLv4 on 127.0.0.1, a SQLite store each) on the real clock, every duration divided
-by --time-scale; the report has the simulated run's shape. Its links are always up, so the
-partition scenario is left out there.
-
-Not simulated yet: a staged release with a canary cell (its orders and reports have no
-carrier between nodes yet).
+by --time-scale; the report has the simulated run's shape. It plays contention, fault and
+skew (the pinned nodes get `protocol_version` in their configuration files); its links are
+always up and it has one region, so partition, isolation and release are left out there.
 """
 
 
@@ -226,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if "fault" in chosen and args.days < 3:
         print("(the fault scenario's defect shows from day 2 for 12 hours: use --days 3 or more)")
+    if "release" in chosen and args.days < 3:
+        print("(the release scenario's canary is rolled back about day 1.5: use --days 3 or more)")
     if "partition" in chosen and cut is None:
         print("(the partition scenario needs --days 3 or more to cut and heal; it was left out)")
     with LiveView(args.days + 1) as live:
@@ -320,7 +321,7 @@ def _run_processes(args: argparse.Namespace) -> int:
         f"fleet of {played.total_nodes} OS processes: {args.processes} members in {cells} "
         f"cell(s) of 1 region, TCPCLv4 on 127.0.0.1; {days:g} virtual days (+1 to drain) at "
         f"{args.time_scale} virtual ms per ms; scenarios: {', '.join(played.scenarios) or 'none'}"
-        + (f" ({', '.join(left)}: not with processes, whose links are always up)" if left else "")
+        + (f" ({', '.join(left)}: not with processes: links always up, one region)" if left else "")
     )
     try:
         results = demo_processes.run_processes(played, args.time_scale)

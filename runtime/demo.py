@@ -28,7 +28,9 @@ stops, and shows the authority lease lapsing (the cell stops granting) and the b
 *fault* makes lineage B of region 0 report one anomaly for 12 hours, and every cell coordinator
 runs the containment machine (``protocol/coordination/containment.py``) on what it receives;
 *isolation* has the last region flood the first, which severs it with a signed isolation order
-and lifts it later (:mod:`.demo_isolation`).
+and lifts it later (:mod:`.demo_isolation`); *skew* pins some nodes at protocol versions 1 and 2;
+*release* adds a release pipeline node that stages a release to a canary cell, which is rolled
+back (:mod:`.demo_release`).
 
 Measurement: each node's links count the bytes it sends (:class:`CountingLink`); once per
 ``interval_ms`` of virtual time a sampler records an :class:`~.demo_results.Interval` and hands it
@@ -71,6 +73,7 @@ from .demo_behaviour import (
 )
 from .demo_digests import stream_bytes_per_s
 from .demo_isolation import IsolationTally, RegionGuard, flood
+from .demo_release import RELEASE_NODE, ReleaseDemo, release_contacts
 from .demo_results import (
     Event,
     FamilyFigures,
@@ -161,8 +164,13 @@ class Scenario:
         return {1000 + i: i % self.all_cells for i in range(self.nodes)}
 
     @property
+    def releasing(self) -> bool:
+        """Whether the release scenario plays: its pipeline node comes on top."""
+        return "release" in self.scenarios
+
+    @property
     def total_nodes(self) -> int:
-        return self.nodes + self.all_cells + self.regions
+        return self.nodes + self.all_cells + self.regions + (1 if self.releasing else 0)
 
     def lineage(self, node: int) -> str:
         """A member's software lineage: both lineages in every cell (the seeds' diversity)."""
@@ -256,6 +264,8 @@ def contact_plan(scenario: Scenario, rng: random.Random) -> ContactPlan:
                     2_000_000,
                 )
             t += 6 * HOUR
+    if scenario.releasing:
+        contacts += release_contacts(scenario, START, end)
     return ContactPlan(contacts)
 
 
@@ -271,6 +281,8 @@ def fleet_keys(scenario: Scenario, rng: random.Random) -> tuple[dict[int, Signin
         for c in range(scenario.all_cells)
     ]
     nodes += [(m, [Role.NODE], None, None) for m in scenario.members()]
+    if scenario.releasing:  # last: the other keys stay what they are without it
+        nodes.append((RELEASE_NODE, [Role.NODE, Role.RELEASE], None, None))
     for serial, (node, roles, cell, region) in enumerate(nodes, 1):
         keys[node] = SigningKey.from_seed(rng.randbytes(32))
         trust.add_credential(
@@ -334,6 +346,10 @@ async def run_demo(
     coordinators: dict[int, CellCoordinator] = {}
     cut = scenario.partition_days
     cut_cell = scenario.cell_coordinator(0)
+    release = ReleaseDemo(scenario, trust, START) if scenario.releasing else None
+    if release is not None:
+        # Reports and other release bundles for the pipeline go up through the regions.
+        parents |= {region: RELEASE_NODE for region in regions}
 
     def now() -> int:
         return clock.to_dtn(trio.current_time())
@@ -364,6 +380,8 @@ async def run_demo(
                     if t0 < round(at * DAY) <= t1:
                         seen.events.append(Event(round(at * DAY), kind, "cell 0 ⇄ its region"))
             containments = [b.containment for b in behaviours.values() if b.containment]
+            if release is not None:
+                release.sample(t1)
             interval = Interval(
                 start_ms=t0,
                 end_ms=t1,
@@ -397,6 +415,7 @@ async def run_demo(
         *regions,
         *(scenario.cell_coordinator(c) for c in range(scenario.all_cells)),
         *members,
+        *([RELEASE_NODE] if release is not None else []),
     ]
 
     async def run_node(node: int, *, task_status: trio.TaskStatus[None]) -> None:
@@ -412,17 +431,21 @@ async def run_demo(
             expiry_interval_s=6 * 3600,
             protocol_version=scenario.version_of(node),
         )
-        links = {
+        links: dict[int, Link] = {
             peer: CountingLink(link, seen.node_bytes)
             for peer, link in network.links_of(node).items()
         }
+        inbox = network.open_inbox(node)
+        if release is not None:
+            links = release.links(links)
+            inbox = release.inbox(node, inbox)
         async with open_node(
             config,
             stores[node],
             links=links,
-            inbox=network.open_inbox(node),
+            inbox=inbox,
             clock=clock,
-        ) as running:
+        ) as running, trio.open_nursery() as own:
             nodes[node] = running
             coordinated = scenario.cell_of_coordinator(node)
             behaviours[node] = NodeBehaviour(
@@ -433,58 +456,52 @@ async def run_demo(
                 else None,
             )  # fmt: skip
             running.on_refused = behaviours[node].on_refused
+            if release is not None:
+                await release.start(running, own)
             task_status.started()
             await behaviours[node].listen()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(network.run)
-        for node in all_nodes:
-            await nursery.start(run_node, node)
-        async with trio.open_nursery() as traffic:
-            await start_roles(scenario, nodes, behaviours, TIMING, traffic, roles, coordinators)
-            if scenario.isolating:
-                start_isolation(scenario, behaviours, isolation, traffic)
-            if "skew" in scenario.scenarios:
-                start_skew(scenario, behaviours, traffic)
-            sampled = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            for node in all_nodes:
+                await nursery.start(run_node, node)
+            async with trio.open_nursery() as traffic:
+                await start_roles(scenario, nodes, behaviours, TIMING, traffic, roles, coordinators)
+                if scenario.isolating:
+                    start_isolation(scenario, behaviours, isolation, traffic)
+                for behaviour in behaviours.values():
+                    if peers := behaviour.version_peers():
+                        traffic.start_soon(behaviour.advertise_versions, peers)
+                if release is not None:
+                    traffic.start_soon(release.publish, seen)
+                sampled = trio.Event()
 
-            async def sample_all() -> None:
-                await sample()
-                sampled.set()
+                async def sample_all() -> None:
+                    await sample()
+                    sampled.set()
 
-            nursery.start_soon(sample_all)
-            for node, cell in members.items():
-                traffic.start_soon(
-                    behaviours[node].member, cell, scenario.cell_coordinator(cell), roles[node]
-                )
-            await trio.sleep_until(clock.to_trio(START + round(scenario.days * DAY)))
-            traffic.cancel_scope.cancel()
-        # No new traffic; one more simulated day lets what is under way arrive (the sampler
-        # ends with it, and with it the run).
-        await sampled.wait()
-        nursery.cancel_scope.cancel()
-    return _results(scenario, seen, isolation)
-
-
-def start_skew(
-    scenario: Scenario, behaviours: dict[int, NodeBehaviour], nursery: trio.Nursery
-) -> None:
-    """Coordinators advertise the versions they read to their parent and their children
-    (members advertise anyway), so that every peer learns whom to write at which version."""
-    members = scenario.members()
-    for c in range(scenario.all_cells):
-        coordinator = scenario.cell_coordinator(c)
-        below = tuple(m for m, cell in members.items() if cell == c)
-        nursery.start_soon(
-            behaviours[coordinator].advertise_versions, (scenario.region_of(c), *below)
-        )
-    for r in range(scenario.regions):
-        below = tuple(
-            scenario.cell_coordinator(c)
-            for c in range(scenario.all_cells)
-            if scenario.region_of(c) == REGION + r
-        )
-        nursery.start_soon(behaviours[REGION + r].advertise_versions, below)
+                nursery.start_soon(sample_all)
+                for node, cell in members.items():
+                    traffic.start_soon(
+                        behaviours[node].member, cell, scenario.cell_coordinator(cell), roles[node]
+                    )
+                await trio.sleep_until(clock.to_trio(START + round(scenario.days * DAY)))
+                traffic.cancel_scope.cancel()
+            # No new traffic; one more simulated day lets what is under way arrive (the sampler
+            # ends with it, and with it the run).
+            await sampled.wait()
+            nursery.cancel_scope.cancel()
+        figures = None if release is None else release.figures()
+    finally:
+        if release is not None:
+            release.close()
+    if figures is None:
+        return _results(scenario, seen, isolation)
+    for at_ms, order, cells in figures.stages:
+        where = ", ".join(f"cell {c}" for c in cells) or "the rollout"
+        seen.events.append(Event(at_ms, f"release-{order.split(' ')[0]}", f"{order}: {where}"))
+    return attrs.evolve(_results(scenario, seen, isolation), release=figures)
 
 
 def start_isolation(
@@ -531,6 +548,8 @@ async def start_roles(
 ) -> None:
     """Start the lease role of each node in ``nodes``: regions, then cells, then members."""
     for node in sorted(nodes):
+        if node == RELEASE_NODE and scenario.releasing:
+            continue  # the release pipeline runs no lease role
         on_send = behaviours[node].on_send
         cell = scenario.cell_of_coordinator(node)
         if node < REGION + scenario.regions:
@@ -620,6 +639,7 @@ def _results(
         digest_bytes=seen.digest_bytes,
         digests_anomalous=seen.digests_anomalous,
         digests_refused=seen.digests_refused,
+        digests_unwritable=seen.digests_unwritable,
         stream_baseline_bytes_per_node_per_s=stream_bytes_per_s(seen.samples, seen.detail_bytes),
         isolation=None
         if isolation is None or not scenario.isolating

@@ -34,11 +34,12 @@ from fleetwire.protocol.coordination.containment import (
     EscalateCluster,
     Quarantined,
 )
-from fleetwire.protocol.coordination.digests import Digest, DigestError, Trigger
+from fleetwire.protocol.coordination.digests import Digest, Trigger
 from fleetwire.protocol.coordination.freshness import FreshnessWindow
 from fleetwire.protocol.coordination.lease_authority import AuthorityConfig
 from fleetwire.protocol.coordination.lease_holder import HolderConfig, HolderState
 from fleetwire.protocol.envelope import SignedMessage
+from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.messages import (
     Capability,
@@ -52,13 +53,15 @@ from fleetwire.protocol.messages import (
     Message,
     Scope,
     Terms,
+    v2,
 )
 from fleetwire.protocol.messages.versions import NotExpressible, window
 from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS
 
-from .demo_digests import Telemetry, carrier, digest_of
+from .demo_digests import HELD_DIGESTS, Telemetry, writable
 from .demo_results import Event, Interval
 from .node import Node
+from .roles.fault_messages import digest_from_message, digest_message
 from .roles.lease import Member
 
 if TYPE_CHECKING:
@@ -80,7 +83,7 @@ FAULT_FOR = 12 * HOUR
 FAULTY_LINEAGE = "B"
 #: Members sample telemetry continuously and wake to digest it every half hour.
 TELEMETRY_WAKE_MS = 30 * MINUTE
-#: The figures' name for digests (carried on capability advertisements; ``demo_digests``).
+#: The figures' name for digests (the version-2 digest message; ``demo_digests``).
 DIGEST = "digest"
 #: Dock operations are this long; a claim not usable after ``GIVE_UP`` is abandoned.
 STEP = 15 * MINUTE
@@ -169,6 +172,9 @@ class Tally:
     digest_bytes: int = 0  # the carrying messages' signed envelopes (COSE_Sign1) in bytes
     digests_anomalous: int = 0  # received by a coordinator with samples out of control
     digests_refused: int = 0  # received malformed (never, unless a node is broken)
+    #: Digests a member could not write: it speaks version 1, or its coordinator's versions
+    #: were still unknown when more than ``HELD_DIGESTS`` waited (``demo_digests``).
+    digests_unwritable: int = 0
     samples: int = 0  # telemetry samples taken on the members
     detail_bytes: int = 0  # their encoded size, kept on the nodes
     #: Version skew: messages by ``v<writer node>->v<reader node>``, by ``written at v<n>``
@@ -246,6 +252,20 @@ class NodeBehaviour:
             )
             await self.send(advert, peer)
 
+    def version_peers(self) -> tuple[int, ...]:
+        """Whom a coordinator tells the versions it reads (:meth:`advertise_versions`): its
+        parent and the nodes below it, whose digests and replies are written for it; and in
+        the isolation scenario a region's peers, which send it version-2 isolation orders."""
+        s, number = self.scenario, self.number
+        cell = s.cell_of_coordinator(number)
+        if cell is not None:
+            return (s.region_of(cell), *(m for m, c in s.members().items() if c == cell))
+        regions = range(1, 1 + s.regions)  # region r's coordinator is node 1 + r
+        if number not in regions:
+            return ()
+        below = tuple(s.cell_coordinator(c) for c in range(s.all_cells) if s.region_of(c) == number)
+        return below + (tuple(r for r in regions if r != number) if s.isolating else ())
+
     def versions_read(self) -> tuple[int, int]:
         """(oldest, newest) version this node reads: the window of the version it speaks."""
         speaks = window(self.node.config.protocol_version)
@@ -285,14 +305,13 @@ class NodeBehaviour:
                 if isinstance(message, ExceptionReport):
                     seen.exceptions_open -= 1
                 continue
-            if isinstance(message, CapabilityAdvertisement) and message.extensions:
+            if isinstance(message, v2.Digest):
+                family = DIGEST
                 try:
-                    digest = digest_of(message)
-                except DigestError:
+                    digest = digest_from_message(message)
+                except FleetwireError:  # the codec checked it; the core's own rules may not hold
                     seen.digests_refused += 1
-                    digest = None
-                if digest is not None:
-                    family = DIGEST
+                else:
                     if any(m.out_of_control for m in digest.metrics.values()):
                         seen.digests_anomalous += 1
             seen.delivered[family] += 1
@@ -388,7 +407,7 @@ class NodeBehaviour:
         await self.send(advert, coordinator)
         peers = [m for m, c in scenario.members().items() if c == cell and m != node]
         async with trio.open_nursery() as holding:
-            holding.start_soon(self.telemetry, coordinator, advert)
+            holding.start_soon(self.telemetry, coordinator)
             if scenario.faulty(node):
                 holding.start_soon(self.faulty, coordinator)
             while True:
@@ -449,27 +468,33 @@ class NodeBehaviour:
             await trio.sleep(timing.s(STEP))
         await role.release(dock)
 
-    async def telemetry(self, coordinator: int, advert: CapabilityAdvertisement) -> None:
-        """Sample, digest, and send each digest restated on the member's advertisement."""
+    async def telemetry(self, coordinator: int) -> None:
+        """Sample, digest, and send each digest as the version-2 message once the coordinator
+        reads it; until then up to ``HELD_DIGESTS`` wait (``demo_digests``)."""
         sampled = Telemetry(self.number, self.scenario.seed, self.now(), self.timing.scale)
         shows = self.defect()
+        held: list[Digest] = []
         try:
             while True:
                 # Wake every half hour: a threshold crossing goes out at most that late,
                 # and no sooner than the builder's gap between event-driven digests allows.
                 await trio.sleep(self.timing.s(TELEMETRY_WAKE_MS))
-                for digest in sampled.advance(self.now(), shows):
-                    await self.send_digest(coordinator, advert, digest)
+                held += sampled.advance(self.now(), shows)
+                if not writable(self.node.versions, coordinator):
+                    self.seen.digests_unwritable += max(0, len(held) - HELD_DIGESTS)
+                    del held[:-HELD_DIGESTS]
+                    continue
+                while held:
+                    await self.send_digest(coordinator, held.pop(0))
         finally:
             self.seen.samples += sampled.samples
             self.seen.detail_bytes += sampled.detail_bytes
+            self.seen.digests_unwritable += len(held)
 
-    async def send_digest(
-        self, coordinator: int, advert: CapabilityAdvertisement, digest: Digest
-    ) -> None:
-        message = carrier(attrs.evolve(advert, header=self.header()), digest)
-        self.seen.digests["threshold" if digest.trigger is Trigger.THRESHOLD else "periodic"] += 1
+    async def send_digest(self, coordinator: int, digest: Digest) -> None:
+        message = digest_message(self.header(), digest)
         signed = await self.send(message, coordinator, DIGEST)
+        self.seen.digests["threshold" if digest.trigger is Trigger.THRESHOLD else "periodic"] += 1
         self.seen.digest_bytes += len(signed.envelope)
 
     async def faulty(self, coordinator: int) -> None:

@@ -11,14 +11,13 @@ defect shows (the fault scenario) reads feedstock quality :data:`DEFECT_SIGMAS` 
 centre: a threshold crossing, so the builder emits an *event-driven* digest at once (at most one
 per ``min_event_gap_ms``) besides the *periodic* one every :data:`DIGEST_PERIOD_MS`.
 
-**Carrier.** Digests are a message type of the version-2 draft (type 10), which version-1
-readers do not know. Until the version machinery carries it, a member sends each digest as an
-extension (spec §5.3: an unknown body key a v1 reader keeps and ignores) of a v1 capability
-advertisement that restates its capabilities: key :data:`DIGEST_KEY`, value the digest's own
-wire map. Its size is the digest's own CBOR plus one advertisement's header and capability —
-what a v2 digest message would cost, give or take a few bytes. A coordinator reads it back
-with :func:`digest_of`, which goes through ``Digest.from_cbor`` (bounded, typed errors) as any
-input from the network.
+**Message.** A digest travels as the version-2 message of spec/v2/faults.md §1 (type 10,
+:class:`fleetwire.protocol.messages.v2.Digest`), signed by the member: the fault roles'
+conversions (``roles/fault_messages``) turn the builder's digest into it and a received one back
+(the codec bounds and checks it on arrival, as any input from the network). A version-1 reader
+has no digests, so a member writes one only to a coordinator that advertised it reads version 2
+(:func:`writable`); until then its digests wait, a few at most (:data:`HELD_DIGESTS`), and a
+member pinned at version 1 has none to send.
 
 **Baseline.** The samples a digest summarises are kept on the node as its detail chunk; their
 encoded size per sample, times the metrics, times :data:`STREAM_HZ`, is what *streaming* the
@@ -32,21 +31,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Final
 
-import attrs
-from fleetwire.protocol import cbor
 from fleetwire.protocol.coordination.digests import (
     Action,
     Digest,
     DigestBuilder,
-    DigestError,
     EmitDigest,
     KeepDetail,
     MetricSpec,
 )
 from fleetwire.protocol.errors import FleetwireError
-from fleetwire.protocol.messages import CapabilityAdvertisement
+from fleetwire.protocol.messages import v2
+from fleetwire.protocol.messages.versions import PeerVersions
 
 MINUTE: Final = 60_000
 HOUR: Final = 60 * MINUTE
@@ -55,8 +52,8 @@ DIGEST_PERIOD_MS: Final = 3 * HOUR
 SAMPLE_EVERY_MS: Final = 15 * MINUTE
 #: Threshold crossings send a digest at once, but at most one per half hour.
 EVENT_GAP_MS: Final = 30 * MINUTE
-#: The extension key of a capability advertisement that carries a digest (spec §5.3).
-DIGEST_KEY: Final = 32
+#: Digests a member keeps while its coordinator's versions are unknown (the oldest go first).
+HELD_DIGESTS: Final = 8
 #: The rate the telemetry-stream baseline assumes: one sample per metric per second.
 STREAM_HZ: Final = 1.0
 DEFECT_SIGMAS: Final = 6
@@ -116,26 +113,13 @@ class Telemetry:
         return out
 
 
-def carrier(advert: CapabilityAdvertisement, digest: Digest) -> CapabilityAdvertisement:
-    """``advert`` restated with ``digest`` as its extension :data:`DIGEST_KEY`."""
-    return attrs.evolve(advert, extensions=((DIGEST_KEY, cbor.decode(digest.to_cbor())),))
-
-
-def digest_of(message: Any) -> Digest | None:
-    """The digest a message carries, read as untrusted input; None if it carries none.
-
-    Raises :class:`~fleetwire.protocol.coordination.digests.DigestError` for a malformed one.
-    """
-    if not isinstance(message, CapabilityAdvertisement):
-        return None
-    for key, value in message.extensions:
-        if key == DIGEST_KEY:
-            try:
-                data = cbor.encode(value)
-            except FleetwireError as exc:
-                raise DigestError(f"digest extension: {exc}") from None
-            return Digest.from_cbor(data)
-    return None
+def writable(versions: PeerVersions, coordinator: int) -> bool:
+    """Whether a digest can be written for ``coordinator``: the node writes to it at a version
+    that has the digest message (spec/v2/versions.md §2)."""
+    try:
+        return versions.write_version(coordinator) >= v2.Digest.SINCE
+    except FleetwireError:  # no version both read (NoCommonVersion): nothing can be written
+        return False
 
 
 def stream_bytes_per_s(samples: int, detail_bytes: int) -> float:

@@ -17,11 +17,13 @@ coordinator with severity-5 exception reports (:func:`flood`). Every region coor
 - once nothing from the severed region was refused for :data:`QUIET_MS`, the region that
   severed it signs a *lift* order, applies and sends it the same way.
 
-**Carrier.** An isolation order is a version-2 draft message (type 15); until the version
-machinery carries it, it travels as extension :data:`ORDER_KEY` (spec §5.3) of a v1
-exception report of scope *region* naming the issuing region (only its coordinator may sign
-one, spec §8): the order's own COSE_Sign1 bytes, verified under their own ``external_aad`` by
-each boundary.
+**Message.** An isolation order travels as the version-2 message of spec/v2/faults.md §4
+(type 15, :class:`fleetwire.protocol.messages.v2.IsolationOrder`), signed by the issuing
+region coordinator (the fault roles' conversions, ``roles/fault_messages``); the regions tell
+each other the versions they read, so each writes it at version 2 or more. A receiving
+boundary takes it with ``IsolationBoundary.order_message``: the node verified the envelope,
+the boundary checks the signer's role, its authority over the target, freshness and sequence.
+The issuing boundary applies the same order, signed by its own key (``issue_order``).
 
 **Where the boundary runs.** A node's admission has no isolation hook yet, so the demo applies
 :meth:`RegionGuard.on_message` where the node hands a message to the application: the transport
@@ -31,11 +33,13 @@ still carries the flood (its bytes are in the figures), the coordination acts on
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
 from fleetwire.protocol.coordination.isolation import (
+    Action,
     IsolationBoundary,
     IsolationOrder,
     Lifted,
@@ -46,9 +50,11 @@ from fleetwire.protocol.coordination.isolation import (
 )
 from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.errors import FleetwireError
-from fleetwire.protocol.messages import ExceptionCode, ExceptionReport, Scope
+from fleetwire.protocol.messages import ExceptionCode, ExceptionReport, Scope, v2
+from fleetwire.protocol.messages.versions import NotExpressible
 
 from .demo_results import Event
+from .roles.fault_messages import order_from_message, order_message
 
 if TYPE_CHECKING:
     from .demo_behaviour import NodeBehaviour
@@ -64,8 +70,6 @@ FLOOD_WINDOW_MS: Final = 6 * HOUR
 QUIET_MS: Final = 12 * HOUR
 #: Region coordinators' node numbers: region ``r`` is node ``REGION + r`` (as in ``demo``).
 REGION: Final = 1
-#: The extension key of an exception report that carries an isolation order (spec §5.3).
-ORDER_KEY: Final = 33
 
 
 @attrs.define
@@ -73,6 +77,7 @@ class IsolationTally:
     flood_sent: int = 0
     refused_at_boundary: int = 0
     orders_issued: int = 0
+    orders_received: int = 0  # version-2 isolation order messages that reached a boundary
     orders_applied: int = 0
     orders_refused: int = 0
 
@@ -99,7 +104,6 @@ class RegionGuard:
         self._seen: dict[int, deque[int]] = {}
         self._last_refused: dict[int, int] = {}  # region → run ms
         self._severed_by_us: set[int] = set()
-        self._sequence = 0
 
     def _region_of(self, node: int) -> int | None:
         scenario = self.behaviour.scenario
@@ -118,9 +122,12 @@ class RegionGuard:
             if region is not None:
                 self._last_refused[region] = b.run_ms()
             return False
-        order = dict(message.extensions).get(ORDER_KEY) if message.extensions else None
-        if isinstance(message, ExceptionReport) and isinstance(order, bytes):
-            await self._apply(order)
+        if isinstance(message, v2.IsolationOrder):
+            self.tally.orders_received += 1
+            order = order_from_message(message)
+            self._apply(
+                lambda now: self.boundary.order_message(order, signed.kid, signed.content_id, now)
+            )
             return True
         region = self._region_of(source)
         if isinstance(message, ExceptionReport) and region is not None and region != self.region:
@@ -145,11 +152,13 @@ class RegionGuard:
                     await self._order(OrderAction.LIFT, region, "quiet for 12 h")
 
     async def _order(self, action: OrderAction, region: int, reason: str) -> None:
+        """Sign an order about ``region``, apply it here, send it to every other region."""
         b = self.behaviour
-        self._sequence = max(self._sequence + 1, b.now())
+        header = b.header()  # one sequence for the order, here and on the wire
         order = IsolationOrder(
-            b.number, b.now(), self._sequence, action, Target(Scope.REGION, region), reason
-        )
+            b.number, header.issued_at, header.sequence, action, Target(Scope.REGION, region),
+            reason,
+        )  # fmt: skip
         data = issue_order(order, b.node.config.key)
         self.tally.orders_issued += 1
         if action is OrderAction.SEVER:
@@ -157,13 +166,19 @@ class RegionGuard:
             self._last_refused[region] = b.run_ms()  # quiet is counted from the sever
         else:
             self._severed_by_us.discard(region)
-        await self._apply(data, forward_about=region)
+        self._apply(lambda now: self.boundary.order(data, now))
+        for other in range(b.scenario.regions):
+            if other not in (self.region, region):
+                try:
+                    await b.send(order_message(header, order), REGION + other)
+                except NotExpressible:
+                    continue  # counted by the sender; the region has not said it reads v2
 
-    async def _apply(self, data: bytes, *, forward_about: int | None = None) -> None:
-        """Apply a signed order here; one this region issued goes on to every other region."""
+    def _apply(self, apply: Callable[[int], list[Action]]) -> None:
+        """Apply an order at this boundary (``apply(now)``); note what it changed."""
         b = self.behaviour
         try:
-            actions = self.boundary.order(data, b.now())
+            actions = apply(b.now())
         except FleetwireError:
             self.tally.orders_refused += 1
             return
@@ -174,24 +189,6 @@ class RegionGuard:
                 b.seen.events.append(
                     Event(b.run_ms(), kind, f"region {action.target.id} at region {self.region}")
                 )
-        if forward_about is not None:
-            for other in range(b.scenario.regions):
-                if other not in (self.region, forward_about):
-                    b.seen.exceptions_open += 1  # until the other region has it
-                    await b.send(self._carrier(data, forward_about), REGION + other)
-
-    def _carrier(self, data: bytes, target: int) -> ExceptionReport:
-        return ExceptionReport(
-            header=self.behaviour.header(),
-            code=ExceptionCode.COMMUNICATION,
-            severity=5,
-            # A region-scope report is its own region's to sign (spec §8): it names the
-            # issuing region; the order inside names the target.
-            scope=Scope.REGION,
-            scope_id=self.region,
-            detail=f"isolation order about region {target}",
-            extensions=((ORDER_KEY, data),),
-        )
 
 
 async def flood(b: NodeBehaviour, target: int, tally: IsolationTally) -> None:

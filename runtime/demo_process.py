@@ -137,6 +137,7 @@ async def play(node: Node, config: FileConfig) -> None:
         if "fault" in scenario.scenarios and cell is not None
         else None,
     )  # fmt: skip
+    node.on_refused = behaviour.on_refused
     roles: dict[int, Member] = {}
     coordinators: dict[int, CellCoordinator] = {}
     samples: list[dict[str, Any]] = []
@@ -149,6 +150,8 @@ async def play(node: Node, config: FileConfig) -> None:
                 scenario, {number: node}, {number: behaviour}, timing, traffic, roles, coordinators
             )
             nursery.start_soon(sample, node, behaviour, roles, coordinators, samples, start)
+            if peers := behaviour.version_peers():
+                traffic.start_soon(behaviour.advertise_versions, peers)
             if number in roles:
                 member_cell = scenario.members()[number]
                 traffic.start_soon(
@@ -227,7 +230,9 @@ def to_json(tally: Tally, samples: list[dict[str, Any]]) -> dict[str, Any]:
         "digest_bytes": tally.digest_bytes,
         "digests_anomalous": tally.digests_anomalous,
         "digests_refused": tally.digests_refused,
+        "digests_unwritable": tally.digests_unwritable,
         "samples": tally.samples,
         "detail_bytes": tally.detail_bytes,
+        "versions": dict(tally.versions),
         "intervals": samples,
     }

@@ -19,8 +19,10 @@ written as for the loopback engine. A process that does not finish in time is ki
 run fails with its last words.
 
 What differs from the loopback engine, by design: links are always up (no contact plan, no
-light time), so the partition scenario is not offered here; bytes, waits and latencies are
-real ones scaled back to virtual time; wall time depends on the machine.
+light time) and there is one region, so the partition, isolation and release scenarios are not
+offered here (the skew scenario's pinned nodes get ``[node] protocol_version`` in their
+configuration files, as an operator pins a node); bytes, waits and latencies are real ones
+scaled back to virtual time; wall time depends on the machine.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any
 
 import attrs
 from fleetwire.protocol.coordination import invariants
+from fleetwire.protocol.messages.header import PROTOCOL_VERSION
 from fleetwire.protocol.trust import Role
 
 from . import keyfiles
@@ -51,7 +54,7 @@ DEFAULT_SCALE = 3600
 #: How long a process may take to say it is running.
 STARTUP_S = 60.0
 #: Scenarios this engine plays (links are always up: no partition).
-PLAYED = ("contention", "fault")
+PLAYED = ("contention", "fault", "skew")
 
 
 class ProcessesFailed(Exception):
@@ -102,6 +105,8 @@ def _layout(scenario: Scenario, scale: int, folder: Path) -> list[tuple[int, Pat
             'keys = "keys"',
             f'store = "node-{node}.sqlite3"',
         ]
+        if scenario.version_of(node) != PROTOCOL_VERSION:  # the skew scenario pins it
+            lines.append(f"protocol_version = {scenario.version_of(node)}")
         if node in ports:
             lines += ["[[listen]]", 'host = "127.0.0.1"', f"port = {ports[node]}"]
         if parent is not None:
@@ -224,8 +229,10 @@ def merge(scenario: Scenario, tallies: Sequence[dict[str, Any]], scale: int) -> 
         seen.digest_bytes += t["digest_bytes"]
         seen.digests_anomalous += t["digests_anomalous"]
         seen.digests_refused += t["digests_refused"]
+        seen.digests_unwritable += t["digests_unwritable"]
         seen.samples += t["samples"]
         seen.detail_bytes += t["detail_bytes"]
+        seen.versions.update(Counter(t["versions"]))
     hours = min(len(t["intervals"]) for t in tallies)
     had = [False] * scenario.all_cells
     ever: set[int] = set()

@@ -54,6 +54,14 @@ SCENARIOS: dict[str, str] = {
         "the newest version both read; the report counts messages by writer → reader version "
         "and any message that could not be written or was refused on arrival"
     ),
+    "release": (
+        "a staged release with a canary cell and a rollback: a release pipeline node (the "
+        "release role) publishes lineage B 3.0.0 on day 0.25 and stages it to the canary cell "
+        "(the last cell), whose lineage-B members fetch its chunks hop by hop, run it in shadow "
+        "and report; granted authority, the release's health digests go out of control, so "
+        "the pipeline signs a rollback order to 2.4.1 and halts: no other cell ever runs it; "
+        "the report shows members by version over time and the bytes the release cost"
+    ),
     "partition": (
         "one cell is cut off from its region coordinator (30 days, or as much of the run as "
         "leaves a day to heal), then healed: its authority lease runs out while it is cut off, "
@@ -128,6 +136,29 @@ class FamilyFigures:
 
 
 @attrs.frozen(slots=True)
+class ReleaseFigures:
+    """The release scenario (``demo_release``): the rollout's stages and what the nodes ran."""
+
+    lineage: str
+    previous: str
+    version: str
+    canary: int
+    waves: tuple[tuple[int, ...], ...]
+    artifact_bytes: int
+    state: str  # the rollout's state at the end: complete, rolled-back, …
+    reason: str | None  # why it rolled back or halted
+    #: (run ms, stage order, cells) as the pipeline signed them.
+    stages: tuple[tuple[int, str, tuple[int, ...]], ...]
+    #: (run ms, ((what a lineage-B member runs, members), …)) at each sampling step.
+    timeline: tuple[tuple[int, tuple[tuple[str, int], ...]], ...]
+    bytes: int  # bundle bytes for release services on every link hop
+    chunk_bytes: int  # of those, chunk answers
+    bundles: int
+    nodes_installed_new: int  # lineage-B members that ever installed the new release
+    refusals: int  # release objects any role refused, with a code
+
+
+@attrs.frozen(slots=True)
 class Results:
     setup: Setup
     intervals: tuple[Interval, ...]
@@ -152,6 +183,9 @@ class Results:
     digest_bytes: int = 0
     digests_anomalous: int = 0
     digests_refused: int = 0
+    #: Digests a member could not write for its coordinator (it speaks version 1, which has
+    #: no digests, or too many waited for the coordinator's versions).
+    digests_unwritable: int = 0
     #: What streaming the raw telemetry instead would cost per member (B/s).
     stream_baseline_bytes_per_node_per_s: float = 0.0
     #: The isolation scenario's counts (``demo_isolation.IsolationTally``), when it played.
@@ -161,6 +195,8 @@ class Results:
     #: ``written at v1`` … (the version on the wire), ``refused <code>`` (could not be
     #: written, or refused on arrival).
     skew: tuple[tuple[str, int], ...] | None = None
+    #: The release scenario's figures, when it played.
+    release: ReleaseFigures | None = None
     wall_seconds: float = 0.0  # machine-dependent: never in summary.json
     #: CPU seconds of the simulation, summed over its processes (0: not measured); as
     #: machine-dependent as the wall time, and never in summary.json either.
@@ -236,6 +272,18 @@ def _skew(counts: tuple[tuple[str, int], ...]) -> dict[str, Any]:
         else:
             groups["messages"][key] = n
     return groups
+
+
+def _release(r: ReleaseFigures) -> dict[str, Any]:
+    """The release scenario's figures, JSON-friendly (``Results.release``)."""
+    out = attrs.asdict(r, recurse=False)
+    out["waves"] = [list(w) for w in r.waves]
+    out["stages"] = [{"at_ms": at, "order": order, "cells": list(cells)}
+                     for at, order, cells in r.stages]  # fmt: skip
+    out["timeline"] = [{"at_ms": at, "members": dict(counts)} for at, counts in r.timeline]
+    rolled = next((at for at, order, _ in r.stages if order.startswith("roll-back")), None)
+    out["rolled_back_at_ms"] = rolled
+    return out
 
 
 def summary(results: Results) -> dict[str, Any]:
@@ -317,6 +365,7 @@ def summary(results: Results) -> dict[str, Any]:
             "mean_bytes": round(results.digest_bytes / digests) if digests else None,
             "anomalous_at_coordinators": results.digests_anomalous,
             "refused": results.digests_refused,
+            "unwritable": results.digests_unwritable,
         },
         "leases": {
             "grants": results.grants,
@@ -352,6 +401,7 @@ def summary(results: Results) -> dict[str, Any]:
             "lifted_at_ms": _first_kind(results, "isolation-lifted"),
         },
         "skew": None if results.skew is None else _skew(results.skew),
+        "release": None if results.release is None else _release(results.release),
         "verdicts": [attrs.asdict(v) for v in results.verdicts],
         "families": [attrs.asdict(f) for f in results.families],
         "events": [attrs.asdict(e) for e in results.events],

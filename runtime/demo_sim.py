@@ -231,6 +231,7 @@ def merge(
         seen.digest_bytes += t.digest_bytes
         seen.digests_anomalous += t.digests_anomalous
         seen.digests_refused += t.digests_refused
+        seen.digests_unwritable += t.digests_unwritable
         samples += outcome.samples
         detail += outcome.detail_bytes
         per_region.append(t.intervals)
@@ -286,5 +287,6 @@ def _results(
         digest_bytes=seen.digest_bytes,
         digests_anomalous=seen.digests_anomalous,
         digests_refused=seen.digests_refused,
+        digests_unwritable=seen.digests_unwritable,
         stream_baseline_bytes_per_node_per_s=stream_baseline,
     )

@@ -42,7 +42,7 @@ import attrs
 from fleetwire.protocol.agent.actions import Deliver, Sent
 from fleetwire.protocol.agent.bundling import DELIVERED, FORWARDED
 from fleetwire.protocol.coordination import invariants
-from fleetwire.protocol.coordination.digests import Trigger
+from fleetwire.protocol.coordination.digests import Digest, Trigger
 from fleetwire.protocol.coordination.lease_holder import HolderState
 from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.messages import (
@@ -56,11 +56,13 @@ from fleetwire.protocol.messages import (
     Message,
     Scope,
     Terms,
+    v2,
 )
 from fleetwire.protocol.messages.versions import window
 
 from .demo import START, Scenario
 from .demo_behaviour import (
+    COORDINATOR_LINEAGE,
     DAY,
     DIGEST,
     GIVE_UP,
@@ -71,9 +73,10 @@ from .demo_behaviour import (
     Tally,
     Timing,
 )
-from .demo_digests import Telemetry, carrier
+from .demo_digests import HELD_DIGESTS, Telemetry, writable
 from .demo_results import Event, Interval
 from .demo_sim_fleet import SimMemberRole, build
+from .roles.fault_messages import digest_message
 from .sim.engine import Simulator
 
 __all__ = ["RegionOutcome", "RegionRun", "play"]
@@ -105,6 +108,8 @@ class RegionRun:
         self.telemetry: dict[int, Telemetry] = {}
         #: (member, sequence) of the digest messages that show samples out of control.
         self.anomalous: set[tuple[int, int]] = set()
+        #: Digests each member still held at its end (not written: counted unwritable).
+        self.unsent_digests: dict[int, list[int]] = {}
         self.fleet = build(
             scenario,
             TIMING,
@@ -209,6 +214,23 @@ class RegionRun:
     def send(self, node: int, message: Message, to: int) -> None:
         self.sim.send_at(self.sim.now, node, to, message)
 
+    def advertise_versions(self) -> None:
+        """Coordinators tell the versions they read to their parent and the nodes below them
+        (the loopback engine's ``version_peers``), so members write digests to them at v2."""
+        fleet = self.fleet
+        below: dict[int, list[int]] = {}
+        for child, parent in sorted(fleet.parents.items()):
+            below.setdefault(parent, []).append(child)
+        for node in sorted(below):
+            peers = below[node] + ([fleet.parents[node]] if node in fleet.parents else [])
+            speaks = window(self.sim.agents[node].config.protocol_version)
+            for peer in peers:
+                advert = CapabilityAdvertisement(
+                    header=self.header(node), capabilities=(),
+                    versions=(speaks.start, speaks.stop - 1), lineage=COORDINATOR_LINEAGE,
+                )  # fmt: skip
+                self.send(node, advert, peer)
+
     # --- a member's script ----------------------------------------------------------------
 
     def member(self, node: int) -> None:
@@ -306,24 +328,39 @@ class RegionRun:
     def telemetry_of(
         self, node: int, coordinator: int, advert: CapabilityAdvertisement
     ) -> Callable[[Simulator], int | None]:
-        """Sample, digest, and send each digest restated on the member's advertisement."""
+        """Sample, digest, and send each digest as the version-2 message."""
         sampled = self.telemetry[node] = Telemetry(node, self.scenario.seed, self.sim.now)
         seen = self.seen
 
+        held: list[Digest] = []
+        versions = self.sim.agents[node].versions
+
         def wake(sim: Simulator) -> int | None:
             now = sim.now
-            for digest in sampled.advance(now, _healthy):
+            held.extend(sampled.advance(now, _healthy))
+            # The version-2 digest message goes once the coordinator said it reads it; until
+            # then up to HELD_DIGESTS wait (the loopback engine's rule, ``demo_digests``).
+            if not writable(versions, coordinator):
+                seen.digests_unwritable += max(0, len(held) - HELD_DIGESTS)
+                del held[:-HELD_DIGESTS]
+                held_over[0] = len(held)
+                at = now + TELEMETRY_WAKE_MS
+                return at if at < self.traffic_end else None
+            while held:
+                digest = held.pop(0)
                 header = self.header(node)
-                message = carrier(attrs.evolve(advert, header=header), digest)
+                message = digest_message(header, digest)
                 if any(m.out_of_control for m in digest.metrics.values()):
                     self.anomalous.add((node, header.sequence))
                 seen.digests[
                     "threshold" if digest.trigger is Trigger.THRESHOLD else "periodic"
                 ] += 1
                 self.send(node, message, coordinator)
+            held_over[0] = 0
             at = now + TELEMETRY_WAKE_MS
             return at if at < self.traffic_end else None
 
+        held_over = self.unsent_digests[node] = [0]
         return wake
 
     # --- sampling -------------------------------------------------------------------------
@@ -392,7 +429,7 @@ class RegionRun:
 
 
 def _family(message: Message) -> str:
-    if isinstance(message, CapabilityAdvertisement) and message.extensions:
+    if isinstance(message, v2.Digest):
         return DIGEST
     return message.TYPE.family.value
 
@@ -433,10 +470,12 @@ def play(
     """Run region ``region`` of ``scenario`` to the end of its drain day."""
     cpu = time.process_time()
     state = RegionRun(scenario, region, light_scale)
+    state.advertise_versions()
     for member in sorted(state.fleet.members):
         state.member(member)
     state.sim.every(START + scenario.interval_ms, state.sampler(on_interval))
     state.sim.run(START + round((scenario.days + 1) * DAY))
+    state.seen.digests_unwritable += sum(n for n, in state.unsent_digests.values())
     return RegionOutcome(
         region, state.seen, sum(t.samples for t in state.telemetry.values()),
         sum(t.detail_bytes for t in state.telemetry.values()), time.process_time() - cpu,

@@ -163,6 +163,28 @@ def key_figures(results: Results) -> list[tuple[str, str]]:
                 ", ".join(f"{code}: {n}" for code, n in refused.items()) if refused else "none",
             ),
         ]
+    rel = s["release"]
+    if rel is not None:
+        stages = "; ".join(
+            st["order"]
+            + (f" (cell {', '.join(map(str, st['cells']))})" if st["cells"] else "")
+            + f" {_day(st['at_ms'])}"
+            for st in rel["stages"]
+        )
+        rows += [
+            (
+                f"staged release (lineage {rel['lineage']} {rel['previous']} → {rel['version']})",
+                f"{rel['state']}: {stages or 'no stage ordered'}"
+                + (f" — {rel['reason']}" if rel["reason"] else ""),
+            ),
+            (
+                "release bytes on the links",
+                f"{rel['bytes']} B in {rel['bundles']} bundles ({rel['chunk_bytes']} B of chunk "
+                f"answers) for a {rel['artifact_bytes']} B artifact; "
+                f"{rel['nodes_installed_new']} member(s) installed it, {rel['refusals']} "
+                "release object(s) refused",
+            ),
+        ]
     iso = s["isolation"]
     if iso is not None:
         rows += [
@@ -244,9 +266,8 @@ def render_html(results: Results, out: Path, figures: list[report_figures.Figure
     if others:
         parts.append(f"<p>Also available (not in this run): {html.escape(', '.join(others))}.</p>")
     parts.append(
-        "<p>Not simulated yet: a staged release with a canary "
-        "cell (its orders and reports have no carrier between real nodes yet); the baseline "
-        "traffic runs on links without loss unless <code>--loss</code> says otherwise.</p>"
+        "<p>The baseline traffic runs on links without loss unless <code>--loss</code> says "
+        "otherwise.</p>"
     )
     parts.append("<h2>Key figures</h2><table>")
     parts.append(_rows(list(key_figures(results))))

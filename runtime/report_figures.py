@@ -193,4 +193,40 @@ def draw(results: Results, out: Path) -> list[Figure]:
             "coordinators' containment put in production quarantine.",
         ),
     )
+    if results.release is not None:
+        _release_figure(plt, results, save)
     return figures
+
+
+def _release_figure(plt: Any, results: Results, save: Any) -> None:
+    """5. The staged release: lineage-B members by what they run, and the stage orders."""
+    release = results.release
+    assert release is not None
+    labels = sorted({label for _, counts in release.timeline for label, _ in counts})
+    days = [at / DAY_MS for at, _ in release.timeline]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    _shade(ax, results)
+    for label in labels:
+        ax.step(days, [dict(c).get(label, 0) for _, c in release.timeline], where="post",
+                label=label)  # fmt: skip
+    for at, order, _ in release.stages:
+        if order == "halted":
+            continue  # at the rollback's time: its line would hide the rollback's
+        ax.axvline(at / DAY_MS, color="#a33" if order.startswith("roll") else "#888",
+                   linewidth=0.7, linestyle="--")  # fmt: skip
+    ax.set_ylabel("lineage-B members")
+    ax.set_title(
+        f"Staged release {release.previous} → {release.version}: {release.state} "
+        f"({release.bytes / 1024:.0f} KiB on the links)"
+    )
+    ax.legend(loc="center right", fontsize="small")
+    save(
+        fig,
+        Figure(
+            "release.png",
+            "Staged release, canary and rollback",
+            "Lineage-B members by the release that holds their control authority, and those "
+            "running the new one in shadow; dashed, the stage orders the release pipeline "
+            "signed (red: the rollback).",
+        ),
+    )

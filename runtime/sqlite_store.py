@@ -47,6 +47,7 @@ import contextlib
 import functools
 import itertools
 import math
+import operator
 import os
 import sqlite3
 from collections import deque
@@ -57,6 +58,7 @@ from typing import Any, TypeVar
 import trio
 from fleetwire.protocol.replay import Seen
 
+from . import store_eids
 from .store import (
     MAX_DTN_TIME,
     Accepted,
@@ -72,6 +74,7 @@ from .store import (
     StoreError,
     check_quota,
 )
+from .store_eids import EIDS_SCHEMA, EidTable
 
 __all__ = [
     "APPLICATION_ID",
@@ -87,7 +90,7 @@ __all__ = [
 #: ``PRAGMA application_id`` of our files ("FWBS"), so we never adopt someone else's database.
 APPLICATION_ID = 0x46574253
 #: ``PRAGMA user_version``; bump with a migration when the schema changes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _REPLAY_SCHEMA = """
 CREATE TABLE replay_seen (
@@ -102,7 +105,9 @@ CREATE INDEX replay_seen_by_keep_until ON replay_seen (keep_until);
 CREATE TABLE replay_floor (issuer INTEGER PRIMARY KEY, floor INTEGER NOT NULL);
 """
 # bundle_id is the key (NOT NULL UNIQUE). The INTEGER PRIMARY KEY is the arrival order the listings
-# promise; an explicit alias, because VACUUM may renumber a hidden rowid.
+# promise; an explicit alias, because VACUUM may renumber a hidden rowid. EIDs are integer ids of
+# the ``eids`` table (:mod:`.store_eids`), NULL for none; a bundle's size is ``length(data)``
+# (SQLite reads a blob's length off the record header, without its bytes).
 #
 # Every index is paid for by every put; each one here answers a query of the hot path, and no
 # other index is kept (``test_store_schema`` checks each query's plan):
@@ -115,6 +120,34 @@ CREATE TABLE replay_floor (issuer INTEGER PRIMARY KEY, floor INTEGER NOT NULL);
 # ``pending_for_destination`` (an operator's or a test's question, not the node's) scans.
 _BUNDLES_TABLE = """
 CREATE TABLE {name} (
+    seq           INTEGER PRIMARY KEY,
+    bundle_id     BLOB NOT NULL UNIQUE,
+    content_id    BLOB,
+    source        INTEGER NOT NULL,
+    destination   INTEGER NOT NULL,
+    next_hop      INTEGER,
+    received_from INTEGER,
+    expires_at    INTEGER NOT NULL,
+    received_at   INTEGER NOT NULL,
+    data          BLOB NOT NULL
+);
+"""
+_BUNDLES_INDEXES = """
+CREATE UNIQUE INDEX bundles_by_content_id ON bundles (content_id) WHERE content_id IS NOT NULL;
+CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
+CREATE INDEX bundles_by_expiry ON bundles (expires_at);
+"""
+SCHEMA = EIDS_SCHEMA + _BUNDLES_TABLE.format(name="bundles") + _BUNDLES_INDEXES + _REPLAY_SCHEMA
+
+#: Version 1 → 2: the neighbour each bundle came from (per-source quota share) and the replay
+#: memory (:mod:`fleetwire.protocol.replay`).
+_MIGRATE_1_TO_2 = "ALTER TABLE bundles ADD COLUMN received_from TEXT;" + _REPLAY_SCHEMA
+#: Version 2 → 3: the index by destination goes (no query of the node used it) and content ids
+#: are indexed only where present. A column constraint cannot be changed in place, so the table
+#: is copied (every column, ``seq`` included: the arrival order stays) inside the migration's
+#: one transaction: a crash leaves the version-2 file as it was.
+_MIGRATE_2_TO_3 = """
+CREATE TABLE bundles_v3 (
     seq         INTEGER PRIMARY KEY,
     bundle_id   BLOB NOT NULL UNIQUE,
     content_id  BLOB,
@@ -127,51 +160,78 @@ CREATE TABLE {name} (
     data        BLOB NOT NULL,
     received_from TEXT
 );
-"""
-_BUNDLES_INDEXES = """
-CREATE UNIQUE INDEX bundles_by_content_id ON bundles (content_id) WHERE content_id IS NOT NULL;
-CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
-CREATE INDEX bundles_by_expiry ON bundles (expires_at);
-"""
-SCHEMA = _BUNDLES_TABLE.format(name="bundles") + _BUNDLES_INDEXES + _REPLAY_SCHEMA
-
-#: Version 1 → 2: the neighbour each bundle came from (per-source quota share) and the replay
-#: memory (:mod:`fleetwire.protocol.replay`).
-_MIGRATE_1_TO_2 = "ALTER TABLE bundles ADD COLUMN received_from TEXT;" + _REPLAY_SCHEMA
-#: Version 2 → 3: the index by destination goes (no query of the node used it) and content ids
-#: are indexed only where present. A column constraint cannot be changed in place, so the table
-#: is copied (every column, ``seq`` included: the arrival order stays) inside the migration's
-#: one transaction: a crash leaves the version-2 file as it was.
-_MIGRATE_2_TO_3 = (
-    _BUNDLES_TABLE.format(name="bundles_v3")
-    + """
 INSERT INTO bundles_v3 (seq, bundle_id, content_id, source, destination, next_hop, expires_at,
     received_at, size, data, received_from)
 SELECT seq, bundle_id, content_id, source, destination, next_hop, expires_at,
     received_at, size, data, received_from FROM bundles;
 DROP TABLE bundles;
 ALTER TABLE bundles_v3 RENAME TO bundles;
+CREATE UNIQUE INDEX bundles_by_content_id ON bundles (content_id) WHERE content_id IS NOT NULL;
+CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
+CREATE INDEX bundles_by_expiry ON bundles (expires_at);
+"""
+#: Version 3 → 4: EIDs move to the ``eids`` table (each once; the rows hold integer ids) and
+#: the ``size`` column goes (it was always ``length(data)``: a tombstone empties both). Copied
+#: like 2 → 3, every bundle and its ``seq`` kept, in the step's one transaction.
+_MIGRATE_3_TO_4 = (
+    EIDS_SCHEMA
+    + """
+INSERT INTO eids (eid)
+    SELECT source FROM bundles UNION SELECT destination FROM bundles
+    UNION SELECT next_hop FROM bundles WHERE next_hop IS NOT NULL
+    UNION SELECT received_from FROM bundles WHERE received_from IS NOT NULL;
+"""
+    + _BUNDLES_TABLE.format(name="bundles_v4")
+    + """
+INSERT INTO bundles_v4 (seq, bundle_id, content_id, source, destination, next_hop,
+    received_from, expires_at, received_at, data)
+SELECT b.seq, b.bundle_id, b.content_id,
+    (SELECT id FROM eids WHERE eid = b.source), (SELECT id FROM eids WHERE eid = b.destination),
+    (SELECT id FROM eids WHERE eid = b.next_hop), (SELECT id FROM eids WHERE eid = b.received_from),
+    b.expires_at, b.received_at, b.data
+FROM bundles AS b;
+DROP TABLE bundles;
+ALTER TABLE bundles_v4 RENAME TO bundles;
 """
     + _BUNDLES_INDEXES
 )
 
 _COLUMNS = (
-    "bundle_id, content_id, source, destination, next_hop, expires_at, received_at, size, data, "
-    "received_from"
+    "bundle_id, content_id, source, destination, next_hop, received_from, expires_at, "
+    "received_at, data"
 )
-_INSERT = f"INSERT INTO bundles ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT = f"SELECT {_COLUMNS} FROM bundles"
+#: One row's values, in ``_COLUMNS`` order, as :meth:`SQLiteBundleStore._rows` builds them. Why
+#: 0 for "none" and bytearray for blobs: Python's sqlite3 binds int, float, str and bytearray
+#: directly, but passes ``bytes`` and ``None`` through its adapter lookup first, which (on
+#: CPython 3.11) looks up and fails ``__adapt__`` and ``__conform__``, formatting an error
+#: message each time — measured, half of the whole insert of a small bundle. ``NULLIF`` turns
+#: the 0 back into NULL inside SQLite.
+_VALUES = "(?, NULLIF(?, 0), ?, ?, NULLIF(?, 0), NULLIF(?, 0), ?, ?, ?)"
 
-#: Rows per multi-row INSERT. Each statement step releases and retakes the GIL; one step per row
-#: (``executemany``) lets the busy Trio thread stall the writer at every row, one step per 64
-#: rows does not. 64 x 10 parameters stays far below SQLite's 32766 limit.
+#: Rows per group of ``put_many`` (the unit a batch cap may split at).
 _ROWS_PER_INSERT = 64
+#: Rows per multi-row INSERT, at most. Each statement step releases and retakes the GIL, and
+#: retaking it waits until the Trio thread lets go — up to the interpreter's switch interval
+#: (5 ms) while it parses a long read: one step per row (``executemany``) stalls the writer at
+#: every row, one per 64 rows still several times a batch. A shorter tail goes in power-of-two
+#: statements, so at most a dozen distinct ones are compiled and cached. 1024 x 9 parameters
+#: stay below SQLite's 32766.
+ROWS_PER_STATEMENT = 1024
 
 
-@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+@functools.lru_cache(maxsize=32)
 def _insert_rows(n: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+    values = ", ".join([_VALUES] * n)
     return f"INSERT INTO bundles ({_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING"
+
+
+def _statement_sizes(n: int) -> list[int]:
+    """``n`` rows as statement sizes: full ones, then the tail's powers of two."""
+    full, tail = divmod(n, ROWS_PER_STATEMENT)
+    return [ROWS_PER_STATEMENT] * full + [
+        1 << b for b in reversed(range(tail.bit_length())) if tail >> b & 1
+    ]
 
 
 #: Per-connection settings after ``journal_mode = WAL`` (the benchmark applies them to its raw
@@ -209,7 +269,7 @@ _MIN_BATCH = 32
 #: Producers wait once this many full batches of writes are in flight.
 _QUEUE_DEPTH = 4
 
-_PUT, _HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET, _PUTS = range(8)
+_HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET, _PUTS = range(7)
 _T = TypeVar("_T")
 
 
@@ -221,11 +281,12 @@ class _Op:
 
     def __init__(self, kind: int, arg: Any, size: int = 0, writes: int = 1) -> None:
         self.kind = kind
-        # A put: the row tuple, built here on the Trio thread; _PUTS: a list of them.
+        # _PUTS: (rows, bundles), each row as ``_insert_rows`` binds it (built on the Trio
+        # thread, see ``SQLiteBundleStore._rows``) and its record, for results and the slow path.
         self.arg = arg
         self.size = size
         self.writes = writes
-        # A put: None means accepted. _PUTS: None if all were, else one result per row.
+        # _PUTS: None if every put was accepted, else one result (None: accepted) per row.
         self.result: Any = None
 
 
@@ -242,25 +303,30 @@ class _Batch:
         self.done = trio.Event()
 
 
-def _row(b: StoredBundle) -> tuple[Any, ...]:
-    return (b.bundle_id, b.content_id, b.source, b.destination, b.next_hop, b.expires_at,
-            b.received_at, b.size, b.data, b.received_from)  # fmt: skip
-
-
-def _bundle(row: tuple[Any, ...]) -> StoredBundle:
-    (bundle_id, content_id, source, destination, next_hop, expires_at, received_at, _, data,
-     received_from) = row  # fmt: skip
-    return StoredBundle(
-        bundle_id, content_id, source, destination, expires_at, received_at, data, next_hop,
-        received_from,
-    )  # fmt: skip
+def _records(names: Mapping[int | None, str | None], rows: list[Any]) -> list[StoredBundle]:
+    """Rows of ``_SELECT`` as records (on the worker thread: see ``_read``)."""
+    make = StoredBundle.checked_by_caller
+    # source and destination are NOT NULL columns, so their names are never None; the mapping
+    # is read as Any here rather than paying a cast per row on the read path.
+    named: Mapping[int | None, Any] = names
+    try:
+        return [
+            make(bundle_id, content_id, named[source], named[destination], expires_at,
+                 received_at, data, names[next_hop], names[received_from])
+            for (bundle_id, content_id, source, destination, next_hop, received_from, expires_at,
+                 received_at, data) in rows
+        ]  # fmt: skip
+    except KeyError as exc:
+        raise StoreCorrupt(
+            f"a stored bundle names EID id {exc.args[0]}, which is unknown"
+        ) from None
 
 
 def _connect(
     path: str, verify: bool, wal_limit: int
-) -> tuple[sqlite3.Connection, int, int, SourceShares]:
+) -> tuple[sqlite3.Connection, int, int, SourceShares, EidTable]:
     """Open (or create) the store file; returns the connection, bundle count and bytes held,
-    and what each neighbour's bundles hold (the per-source quota share)."""
+    what each neighbour's bundles hold (the per-source quota share), and the EIDs."""
     try:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves. timeout=0: a store held by another
         # process fails at once instead of waiting.
@@ -272,14 +338,15 @@ def _connect(
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         for pragma in wal_pragmas(wal_limit, page_size):
             conn.execute(pragma)
-        count, used = conn.execute("SELECT count(*), total(size) FROM bundles").fetchone()
+        count, used = conn.execute("SELECT count(*), total(length(data)) FROM bundles").fetchone()
         shares = SourceShares()
         for source, n, size in conn.execute(
-            "SELECT received_from, count(*), total(size) FROM bundles "
-            "WHERE received_from IS NOT NULL GROUP BY received_from"
+            "SELECT e.eid, count(*), total(length(b.data)) FROM bundles AS b "
+            "JOIN eids AS e ON e.id = b.received_from GROUP BY b.received_from"
         ):
             shares.add(source, n, int(size))
-        return conn, count, int(used), shares
+        eids = EidTable.load(conn)
+        return conn, count, int(used), shares, eids
     except sqlite3.DatabaseError as exc:  # past the header checks: the file is ours, but broken
         conn.close()
         raise StoreCorrupt(f"bundle store {path!r} is corrupt: {exc}") from exc
@@ -343,7 +410,7 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Bring a store of an older schema ``version`` up to :data:`SCHEMA_VERSION`, one step per
     transaction (each step's crash leaves the file at the step before)."""
-    steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+    steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
     while version < SCHEMA_VERSION:
         try:
             conn.executescript(f"""
@@ -370,6 +437,7 @@ class SQLiteBundleStore:
         count: int,
         used: int,
         shares: SourceShares | None = None,
+        eids: EidTable | None = None,
         max_batch: int,
         max_batch_bytes: int,
         idle_tidy_s: float = DEFAULT_IDLE_TIDY_S,
@@ -381,6 +449,7 @@ class SQLiteBundleStore:
         self._count = count
         self._bytes = used
         self._shares = shares or SourceShares()
+        self._eids = eids or EidTable()
         self._max_batch = max_batch
         self._max_batch_bytes = max_batch_bytes
         self._limiter = trio.CapacityLimiter(1)
@@ -403,33 +472,45 @@ class SQLiteBundleStore:
 
     # -- writes: queued for the committer --------------------------------------------------
 
+    def _rows(self, bundles: Sequence[StoredBundle]) -> list[tuple[Any, ...]]:
+        """The rows ``_insert_rows`` binds: EIDs as ids (a new EID gets one here), blobs as
+        bytearray and "none" as 0, the types sqlite3 binds without its adapter lookup
+        (``_VALUES``)."""
+        ids = self._eids.ids
+        return [
+            (bytearray(b.bundle_id), bytearray(c) if (c := b.content_id) is not None else 0,
+             ids[b.source], ids[b.destination], ids[b.next_hop], ids[b.received_from],
+             b.expires_at, b.received_at, bytearray(b.data))
+            for b in bundles
+        ]  # fmt: skip
+
     async def put(self, bundle: StoredBundle) -> PutResult:
-        op = _Op(_PUT, _row(bundle), bundle.size)
+        op = _Op(_PUTS, (self._rows([bundle]), [bundle]), bundle.size)
         await self._submit([op])
-        result: PutResult = op.result or Accepted(bundle.bundle_id)
+        result: PutResult = op.result[0] if op.result else Accepted(bundle.bundle_id)
         return result
 
     async def put_many(self, bundles: Sequence[StoredBundle]) -> list[PutResult]:
         # Groups of one multi-row INSERT each: the per-bundle cost here is the row tuple.
-        rows = [
-            (b.bundle_id, b.content_id, b.source, b.destination, b.next_hop, b.expires_at,
-             b.received_at, len(b.data), b.data, b.received_from)
-            for b in bundles
-        ]  # fmt: skip
+        rows = self._rows(bundles)
         ops = []
         for start in range(0, len(rows), _ROWS_PER_INSERT):
-            group = rows[start : start + _ROWS_PER_INSERT]
-            ops.append(_Op(_PUTS, group, sum(row[7] for row in group), len(group)))
+            end = start + _ROWS_PER_INSERT
+            chunk = rows[start:end]
+            ops.append(_Op(_PUTS, (chunk, bundles[start:end]), _bytes_of(chunk), len(chunk)))
         results: list[PutResult] = []
         for op in await self._submit(ops):
+            group = op.arg[1]
             if op.result is None:  # the common case: every bundle of the group went in
-                results += [Accepted(row[0]) for row in op.arg]
+                results += [Accepted(b.bundle_id) for b in group]
             else:
-                results += [r or Accepted(row[0]) for r, row in zip(op.result, op.arg, strict=True)]
+                results += [
+                    r or Accepted(b.bundle_id) for r, b in zip(op.result, group, strict=True)
+                ]
         return results
 
     async def assign_next_hop(self, bundle_id: bytes, next_hop: str | None) -> bool:
-        op = _Op(_HOP, (bundle_id, next_hop))
+        op = _Op(_HOP, (bundle_id, self._eids.ids[next_hop]))
         await self._submit([op])
         return bool(op.result)
 
@@ -438,7 +519,7 @@ class SQLiteBundleStore:
     ) -> bool:
         until = MAX_DTN_TIME if expires_at is None else expires_at
         until = max(-MAX_DTN_TIME - 1, min(until, MAX_DTN_TIME))
-        op = _Op(_TOMBSTONE, (bundle_id, next_hop, until))
+        op = _Op(_TOMBSTONE, (bundle_id, self._eids.ids[next_hop], until))
         await self._submit([op])
         return bool(op.result)
 
@@ -504,10 +585,11 @@ class SQLiteBundleStore:
                 self._batches.append(batch)
             room = cap - batch.writes
             if op.writes > room:  # only a group can be: its rest opens the next batch
-                rows = op.arg
-                rest = rows[room:]
-                todo.appendleft(_Op(_PUTS, rest, sum(row[7] for row in rest), len(rest)))
-                op = _Op(_PUTS, rows[:room], op.size - todo[0].size, room)
+                rows, bundles = op.arg
+                rest = bundles[room:]
+                rest_rows = rows[room:]
+                todo.appendleft(_Op(_PUTS, (rest_rows, rest), _bytes_of(rest_rows), len(rest)))
+                op = _Op(_PUTS, (rows[:room], bundles[:room]), op.size - todo[0].size, room)
             if not batches or batches[-1] is not batch:
                 batches.append(batch)
             batch.ops.append(op)
@@ -535,12 +617,12 @@ class SQLiteBundleStore:
         ops: list[_Op] = []
         for kind, arg in writes:
             if kind == "put":
-                ops.append(_Op(_PUT, _row(arg), arg.size))
+                ops.append(_Op(_PUTS, (self._rows([arg]), [arg]), arg.size))
             elif kind == "tombstone":
                 bundle_id, next_hop, until = arg
                 until = MAX_DTN_TIME if until is None else until
                 until = max(-MAX_DTN_TIME - 1, min(until, MAX_DTN_TIME))
-                ops.append(_Op(_TOMBSTONE, (bundle_id, next_hop, until)))
+                ops.append(_Op(_TOMBSTONE, (bundle_id, self._eids.ids[next_hop], until)))
             elif kind == "delete":
                 ops.append(_Op(_DELETE, arg))
             elif kind == "expire":
@@ -558,7 +640,7 @@ class SQLiteBundleStore:
         results: list[Any] = []
         for (kind, arg), op in zip(writes, ops, strict=True):
             if kind == "put":
-                results.append(op.result or Accepted(arg.bundle_id))
+                results.append(op.result[0] if op.result else Accepted(arg.bundle_id))
             else:
                 results.append(op.result)
         return results
@@ -571,19 +653,20 @@ class SQLiteBundleStore:
     # -- reads: straight to the connection ---------------------------------------------------
 
     async def get(self, bundle_id: bytes) -> StoredBundle | None:
-        rows = await self._read(f"{_SELECT} WHERE bundle_id = ?", (bundle_id,))
-        return _bundle(rows[0]) if rows else None
+        found = await self._read_records(f"{_SELECT} WHERE bundle_id = ?", (bundle_id,))
+        return found[0] if found else None
 
     async def pending_for(self, next_hop: str | None, limit: int) -> list[StoredBundle]:
-        rows = await self._read(
-            f"{_SELECT} WHERE next_hop IS ? ORDER BY seq LIMIT ?", (next_hop, max(limit, 0))
+        found: list[StoredBundle] = await self._read_records(
+            f"{_SELECT} WHERE next_hop IS ? ORDER BY seq LIMIT ?",
+            (self._eids.query_id(next_hop), max(limit, 0)),
         )
-        return [_bundle(r) for r in rows]
+        return found
 
     async def pending_ids(self, next_hop: str | None, limit: int) -> list[bytes]:
         rows = await self._read(
             "SELECT bundle_id FROM bundles WHERE next_hop IS ? ORDER BY seq LIMIT ?",
-            (next_hop, max(limit, 0)),
+            (self._eids.query_id(next_hop), max(limit, 0)),
         )
         return [r[0] for r in rows]
 
@@ -593,20 +676,21 @@ class SQLiteBundleStore:
         """Up to ``limit`` bundles waiting for ``next_hop`` stored after position ``after``
         (oldest first), and the position to continue from: a drain reads page after page
         while earlier pages are still in flight, never reading a bundle twice."""
-        rows = await self._read(
-            f"SELECT seq, {_COLUMNS} FROM bundles WHERE next_hop IS ? AND seq > ? "
+        page: list[StoredBundle] = []
+        last = await self._read_records(
+            f"SELECT {_COLUMNS}, seq FROM bundles WHERE next_hop IS ? AND seq > ? "
             "ORDER BY seq LIMIT ?",
-            (next_hop, after, max(limit, 0)),
+            (self._eids.query_id(next_hop), after, max(limit, 0)),
+            into=page,
         )
-        if not rows:
-            return [], after
-        return [_bundle(r[1:]) for r in rows], int(rows[-1][0])
+        return page, after if last is None else last
 
     async def pending_for_destination(self, destination: str, limit: int) -> list[StoredBundle]:
-        rows = await self._read(
-            f"{_SELECT} WHERE destination = ? ORDER BY seq LIMIT ?", (destination, max(limit, 0))
+        found: list[StoredBundle] = await self._read_records(
+            f"{_SELECT} WHERE destination = ? ORDER BY seq LIMIT ?",
+            (self._eids.query_id(destination), max(limit, 0)),
         )
-        return [_bundle(r) for r in rows]
+        return found
 
     async def count(self) -> int:
         await self._checkpoint()
@@ -621,6 +705,28 @@ class SQLiteBundleStore:
         rows = await self._read("PRAGMA integrity_check", ())
         problems = [str(r[0]) for r in rows]
         return [] if problems == ["ok"] else problems
+
+    async def _read_records(
+        self, sql: str, params: tuple[Any, ...], into: list[StoredBundle] | None = None
+    ) -> Any:
+        """Records of a ``_SELECT``-shaped query, made on the worker thread while it holds the
+        connection (so no EID prune can come between the rows and their names). With ``into``
+        the query has the position (``seq``) as an extra last column: the records are appended
+        there and the last row's position returned (None if there was no row)."""
+        conn = self._live()
+        names = self._eids.names
+
+        def run() -> Any:
+            rows = conn.execute(sql, params).fetchall()
+            if into is None:
+                return _records(names, rows)
+            into.extend(_records(names, [row[:-1] for row in rows]))
+            return rows[-1][-1] if rows else None
+
+        try:
+            return await trio.to_thread.run_sync(run, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise StoreError(f"bundle store read failed: {exc}") from exc
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         conn = self._live()
@@ -672,6 +778,8 @@ class SQLiteBundleStore:
                 self._committing = self._next_batches()  # they take no more writes now
                 await self._commit(self._committing)
                 self._committing = []
+                if self._eids.due_for_prune():
+                    await self._prune_eids()
         finally:
             # Cancelled with writes still queued: their waiters must not hang.
             for batch in [*self._committing, *self._batches]:
@@ -733,6 +841,31 @@ class SQLiteBundleStore:
             await self._in_worker(_tidy, conn)
         self.tidied += 1
 
+    async def _prune_eids(self) -> None:
+        """Drop the ids no bundle refers to any more (see :mod:`.store_eids`: race-free
+        because the ids are dropped from memory with no await between the check of the
+        queued rows and the drop)."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            unreferenced = await self._in_worker(store_eids.unreferenced, conn)
+        except sqlite3.Error:
+            return  # not fatal: the table stays as it is until the next prune
+        in_use: set[int | None] = set()
+        for batch in self._batches:
+            for op in batch.ops:
+                if op.kind == _PUTS:
+                    for row in op.arg[0]:
+                        in_use.update(row[2:6])
+                elif op.kind in (_HOP, _TOMBSTONE):
+                    in_use.add(op.arg[1])
+        dropped = self._eids.drop(unreferenced, in_use)
+        if dropped:
+            # Not fatal either: an id left in the file is replaced when its EID is next
+            # written (INSERT OR REPLACE on the unique text), and pruned at the next open.
+            with contextlib.suppress(sqlite3.Error):
+                await self._in_worker(store_eids.delete, conn, dropped)
+
     async def _commit(self, batches: list[_Batch]) -> None:
         """Commit ``batches`` in one transaction (all or none), then wake their waiters."""
         conn = self._conn
@@ -740,14 +873,19 @@ class SQLiteBundleStore:
         shares = SourceShares()
         shares.held = dict(self._shares.held)  # the batch may roll back: work on a copy
         ops = batches[0].ops if len(batches) == 1 else [op for b in batches for op in b.ops]
+        # Every EID a row of these batches uses was assigned before the row was queued, so it
+        # is pending now or was committed before.
+        new_eids = dict(self._eids.pending)
         error: Exception | None = None
         try:
             count, used = await self._in_worker(
-                _apply_batch, conn, ops, self._quota, self._count, self._bytes, shares
-            )
+                _apply_batch, conn, ops, self._quota, self._count, self._bytes, shares,
+                new_eids, self._eids.names,
+            )  # fmt: skip
         except Exception as exc:  # the whole transaction was rolled back
             error = exc
         else:
+            self._eids.committed(new_eids)
             self._count, self._bytes, self._shares = count, used, shares
             self.batches_committed += 1
             self._untidy = True
@@ -775,31 +913,40 @@ def _apply_batch(
     count: int,
     used: int,
     shares: SourceShares,
+    new_eids: dict[int, str],
+    names: Mapping[int | None, str | None],
 ) -> tuple[int, int]:
-    """Apply ``batch`` in order in one transaction; returns the new (count, bytes) totals
-    (and updates ``shares``, the per-neighbour totals, in place)."""
+    """Apply ``batch`` in order in one transaction, after writing the ``new_eids`` its rows may
+    use; returns the new (count, bytes) totals (and updates ``shares``, the per-neighbour
+    totals, in place; ``names`` gives each id's EID)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        store_eids.write_pending(conn, new_eids)
         i = 0
         while i < len(batch):
-            if batch[i].kind in _PUT_KINDS:
+            kind = batch[i].kind
+            if kind in (_PUTS, _DELETE):
                 j = i
-                while j < len(batch) and batch[j].kind in _PUT_KINDS:
+                while j < len(batch) and batch[j].kind == kind:
                     j += 1
-                count, used = _put_run(conn, batch[i:j], quota, count, used, shares)
+                if kind == _PUTS:
+                    count, used = _put_run(conn, batch[i:j], quota, count, used, shares)
+                else:
+                    count, used = _delete_run(conn, batch[i:j], count, used, shares, names)
                 i = j
                 continue
             op = batch[i]
             if op.kind == _HOP:
                 bundle_id, hop = op.arg
                 cur = conn.execute(
-                    "UPDATE bundles SET next_hop = ? WHERE bundle_id = ?", (hop, bundle_id)
+                    "UPDATE bundles SET next_hop = NULLIF(?, 0) WHERE bundle_id = ?",
+                    (hop, bundle_id),
                 )
                 op.result = cur.rowcount == 1
             elif op.kind == _TOMBSTONE:
                 bundle_id, hop, until = op.arg
                 row = conn.execute(
-                    "SELECT seq, size, received_from FROM bundles WHERE bundle_id = ?",
+                    "SELECT seq, length(data), received_from FROM bundles WHERE bundle_id = ?",
                     (bundle_id,),
                 ).fetchone()
                 if row is not None:
@@ -807,21 +954,12 @@ def _apply_batch(
                     # counting it would throttle an honest neighbour by what it already
                     # delivered, for as long as the bundle lives.
                     conn.execute(
-                        "UPDATE bundles SET next_hop = ?, size = 0, data = x'', "
+                        "UPDATE bundles SET next_hop = NULLIF(?, 0), data = x'', "
                         "received_from = NULL, expires_at = min(expires_at, ?) WHERE seq = ?",
                         (hop, until, row[0]),
                     )
                     used -= row[1]
-                    shares.add(row[2], -1, -row[1])
-                op.result = row is not None
-            elif op.kind == _DELETE:
-                row = conn.execute(
-                    "SELECT seq, size, received_from FROM bundles WHERE bundle_id = ?", (op.arg,)
-                ).fetchone()
-                if row is not None:
-                    conn.execute("DELETE FROM bundles WHERE seq = ?", (row[0],))
-                    count, used = count - 1, used - row[1]
-                    shares.add(row[2], -1, -row[1])
+                    shares.add(names[row[2]], -1, -row[1])
                 op.result = row is not None
             elif op.kind == _REMEMBER:
                 seen, floors = op.arg
@@ -842,14 +980,14 @@ def _apply_batch(
                 ).rowcount
             else:  # _EXPIRE
                 rows = conn.execute(
-                    "SELECT seq, bundle_id, size, received_from FROM bundles WHERE expires_at <= ? "
-                    "ORDER BY expires_at, seq",
+                    "SELECT seq, bundle_id, length(data), received_from FROM bundles "
+                    "WHERE expires_at <= ? ORDER BY expires_at, seq",
                     (op.arg,),
                 ).fetchall()
                 conn.executemany("DELETE FROM bundles WHERE seq = ?", [(r[0],) for r in rows])
                 count, used = count - len(rows), used - sum(r[2] for r in rows)
                 for r in rows:
-                    shares.add(r[3], -1, -r[2])
+                    shares.add(names[r[3]], -1, -r[2])
                 op.result = [r[1] for r in rows]
             i += 1
         conn.execute("COMMIT")
@@ -860,27 +998,74 @@ def _apply_batch(
     return count, used
 
 
-_PUT_KINDS = (_PUT, _PUTS)
+#: Bundle ids per DELETE at most (a run of deletes goes in power-of-two statements, as puts).
+_IDS_PER_DELETE = 512
+
+
+@functools.lru_cache(maxsize=16)
+def _delete_ids(n: int) -> str:
+    ids = ", ".join("?" * n)
+    return (
+        f"DELETE FROM bundles WHERE bundle_id IN ({ids}) "
+        "RETURNING bundle_id, length(data), received_from"
+    )
+
+
+def _delete_run(
+    conn: sqlite3.Connection,
+    ops: list[_Op],
+    count: int,
+    used: int,
+    shares: SourceShares,
+    names: Mapping[int | None, str | None],
+) -> tuple[int, int]:
+    """Delete a run of bundles by id, a statement per up to ``_IDS_PER_DELETE`` (one
+    statement, not a lookup and a delete per bundle: a drained page is a run of 1,024); each
+    op's result says whether its bundle was there (an id named twice: the first)."""
+    ids = [bytearray(op.arg) for op in ops]  # bound without sqlite3's adapter lookup
+    gone: dict[bytes, tuple[int, int | None]] = {}
+    start = 0
+    while start < len(ids):
+        left = min(len(ids) - start, _IDS_PER_DELETE)
+        size = 1 << (left.bit_length() - 1)
+        for bundle_id, length, source in conn.execute(_delete_ids(size), ids[start : start + size]):
+            gone[bundle_id] = (length, source)
+        start += size
+    for op in ops:
+        hit = gone.pop(op.arg, None)
+        op.result = hit is not None
+        if hit is not None:
+            count, used = count - 1, used - hit[0]
+            shares.add(names[hit[1]], -1, -hit[0])
+    return count, used
+
+
+def _bytes_of(rows: list[tuple[Any, ...]]) -> int:
+    """The bundle bytes of ``rows`` (C loops only: this runs for every group of puts)."""
+    return sum(map(len, map(_DATA, rows)))
+
+
+_DATA = operator.itemgetter(8)  # a row's data (``_COLUMNS``)
 
 
 def _room_for_all(
-    rows: list[tuple[Any, ...]], quota: Quota, count: int, used: int, shares: SourceShares
+    bundles: list[StoredBundle], quota: Quota, count: int, used: int, shares: SourceShares
 ) -> bool:
     """Whether every put of the run fits the quota, per-source shares included."""
-    if quota.max_bundles is not None and count + len(rows) > quota.max_bundles:
+    if quota.max_bundles is not None and count + len(bundles) > quota.max_bundles:
         return False
-    if quota.max_bytes is not None and used + sum(row[7] for row in rows) > quota.max_bytes:
+    if quota.max_bytes is not None and used + sum(b.size for b in bundles) > quota.max_bytes:
         return False
     share_bundles = quota.share_of(quota.max_bundles)
     share_bytes = quota.share_of(quota.max_bytes)
     if share_bundles is None and share_bytes is None:
         return True
     after: dict[str, tuple[int, int]] = {}
-    for row in rows:
-        source = row[9]
+    for bundle in bundles:
+        source = bundle.received_from
         if source is not None:
             n, size = after.get(source) or shares.of(source)
-            after[source] = (n + 1, size + row[7])
+            after[source] = (n + 1, size + len(bundle.data))
     return all(
         (share_bundles is None or n <= share_bundles) and (share_bytes is None or b <= share_bytes)
         for n, b in after.values()
@@ -895,49 +1080,47 @@ def _put_run(
     used: int,
     shares: SourceShares,
 ) -> tuple[int, int]:
-    """Insert a run of puts (single ones and groups); leaves ``op.result`` None for each
-    accepted put and each group whose puts were all accepted."""
-    rows: list[tuple[Any, ...]] = []
-    for op in ops:
-        if op.kind == _PUTS:
-            rows += op.arg
-        else:
-            rows.append(op.arg)
-    if _room_for_all(rows, quota, count, used, shares):
+    """Insert a run of put groups; leaves ``op.result`` None for each group whose puts were
+    all accepted, else one result per put (None: accepted)."""
+    if len(ops) == 1:
+        rows, bundles = ops[0].arg
+    else:
+        rows, bundles = [], []
+        for op in ops:
+            rows += op.arg[0]
+            bundles += op.arg[1]
+    if _room_for_all(bundles, quota, count, used, shares):
         conn.execute("SAVEPOINT put_run")
         inserted = 0
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            chunk = rows[start : start + _ROWS_PER_INSERT]
-            params = list(itertools.chain.from_iterable(chunk))
-            inserted += conn.execute(_insert_rows(len(chunk)), params).rowcount
+        start = 0
+        for size in _statement_sizes(len(rows)):
+            params = list(itertools.chain.from_iterable(rows[start : start + size]))
+            inserted += conn.execute(_insert_rows(size), params).rowcount
+            start += size
         if inserted == len(rows):  # no duplicates: every row went in
             conn.execute("RELEASE put_run")
-            for row in rows:
-                if row[9] is not None:
-                    shares.add(row[9], 1, row[7])
-            return count + len(rows), used + sum(row[7] for row in rows)
+            for bundle in bundles:
+                if bundle.received_from is not None:
+                    shares.add(bundle.received_from, 1, len(bundle.data))
+            return count + len(rows), used + _bytes_of(rows)
         conn.execute("ROLLBACK TO put_run")
         conn.execute("RELEASE put_run")
     results: list[PutResult | None] = []
-    for row in rows:
-        bundle = _bundle(row)
+    insert_one = _insert_rows(1)
+    for row, bundle in zip(rows, bundles, strict=True):
         result = _duplicate_of(conn, bundle) or check_quota(
             quota, count, used, bundle, shares.of(bundle.received_from)
         )
         results.append(result)
         if result is None:
-            conn.execute(_INSERT, row)
-            count, used = count + 1, used + row[7]
-            shares.add(bundle.received_from, 1, row[7])
+            conn.execute(insert_one, row)
+            count, used = count + 1, used + bundle.size
+            shares.add(bundle.received_from, 1, bundle.size)
     at = 0
     for op in ops:
-        if op.kind == _PUTS:
-            mine = results[at : at + op.writes]
-            op.result = None if not any(mine) else mine
-            at += op.writes
-        else:
-            op.result = results[at]
-            at += 1
+        mine = results[at : at + op.writes]
+        op.result = None if not any(mine) else mine
+        at += op.writes
     return count, used
 
 
@@ -976,7 +1159,7 @@ async def open_sqlite_store(
         raise ValueError("max_batch, max_batch_bytes and wal_limit must be positive")
     if not idle_tidy_s > 0:
         raise ValueError("idle_tidy_s must be positive")
-    conn, count, used, shares = await trio.to_thread.run_sync(
+    conn, count, used, shares, eids = await trio.to_thread.run_sync(
         _connect, os.fspath(path), verify, wal_limit
     )
     store = SQLiteBundleStore(
@@ -985,6 +1168,7 @@ async def open_sqlite_store(
         count=count,
         used=used,
         shares=shares,
+        eids=eids,
         max_batch=max_batch,
         max_batch_bytes=max_batch_bytes,
         idle_tidy_s=idle_tidy_s,

@@ -1,9 +1,10 @@
-"""The demo's telemetry digests: sampled, digested, carried on a v1 message, read back safely."""
+"""The demo's telemetry digests: sampled, digested, sent as the version-2 message, read back."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
-from fleetwire.protocol.coordination.digests import DigestError, Trigger
+from fleetwire.protocol.coordination.digests import Trigger
 from fleetwire.protocol.envelope import seal
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import (
@@ -12,21 +13,23 @@ from fleetwire.protocol.messages import (
     Header,
     decode_message,
     encode_message,
+    v2,
 )
+from fleetwire.protocol.messages.versions import NotExpressible, PeerVersions, convert
 from fleetwire.runtime import demo_digests
+from fleetwire.runtime.roles.fault_messages import digest_from_message, digest_message
 
 START = 820_000_000_000
 HOUR = 3_600_000
 
 
-def advert(extensions: tuple[tuple[int, object], ...] = ()) -> CapabilityAdvertisement:
+def advert() -> CapabilityAdvertisement:
     return CapabilityAdvertisement(
         header=Header(issuer=1001, issued_at=START, sequence=1),
         capabilities=(Capability("refine/carbonaceous", 20_000, "kg", START, START + HOUR),),
         versions=(1, 1),
         lineage="A",
         cell=0,
-        extensions=extensions,
     )
 
 
@@ -52,20 +55,29 @@ def test_periodic_and_event_driven_digests() -> None:
     assert threshold[0].metrics["feedstock_quality_ppm"].out_of_control >= 1
 
 
-def test_a_digest_rides_a_v1_message_and_reads_back() -> None:
+def test_a_digest_is_the_version_2_message_and_reads_back() -> None:
     telemetry = demo_digests.Telemetry(1001, seed=1, start=START)
     (digest,) = telemetry.advance(START + 3 * HOUR, lambda t: False)
-    message = demo_digests.carrier(advert(), digest)
-    signed = seal(message, SigningKey.from_seed(bytes(32)))
-    read = decode_message(encode_message(signed.message))  # as a v1 reader gets it
-    assert demo_digests.digest_of(read) == digest
-    assert demo_digests.digest_of(advert()) is None
+    header = Header(issuer=1001, issued_at=START + 3 * HOUR, sequence=1)
+    # Written as the node writes it for a coordinator that reads version 3.
+    signed = seal(convert(digest_message(header, digest), 3), SigningKey.from_seed(bytes(32)))
+    read = decode_message(encode_message(signed.message))
+    assert isinstance(read, v2.Digest) and read.header.version >= 2
+    assert digest_from_message(read) == digest
+    # A version-1 reader has no digests: the message cannot be written at version 1.
+    with pytest.raises(NotExpressible):
+        convert(signed.message, 1)
 
 
-def test_a_malformed_digest_extension_is_a_typed_error() -> None:
-    bad = advert(((demo_digests.DIGEST_KEY, {0: 1, 1: 5, 2: 4, 3: 0, 4: {}}),))
-    with pytest.raises(DigestError, match="period_end"):
-        demo_digests.digest_of(bad)
+def test_a_digest_is_written_only_for_a_coordinator_that_reads_version_2() -> None:
+    versions = PeerVersions(own=3)
+    assert not demo_digests.writable(versions, 10)  # not heard from: the oldest version
+    versions.learn(attrs.evolve(advert(), header=Header(issuer=10, issued_at=START, sequence=1),
+                                versions=(1, 3)))  # fmt: skip
+    assert demo_digests.writable(versions, 10)
+    versions.learn(attrs.evolve(advert(), header=Header(issuer=11, issued_at=START, sequence=1)))
+    assert not demo_digests.writable(versions, 11)  # it reads version 1 only
+    assert not demo_digests.writable(PeerVersions(own=1), 10)  # a v1 node has no digests
 
 
 def test_streaming_baseline_scales_with_the_metrics() -> None:

@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from fleetwire.runtime import demo, demo_processes
 from fleetwire.runtime.cli import main
 from fleetwire.runtime.config import ConfigError, parse_config
 from fleetwire.runtime.demo_process import part_of
@@ -61,6 +62,46 @@ def test_processes_report_has_the_simulated_runs_shape(
     assert headings(page) == headings((tmp_path / "sim" / "index.html").read_text())
     assert page.count("data:image/png;base64,") == 4
     assert "TCPCLv4 on 127.0.0.1" in page
+
+
+def test_processes_pin_the_skew_scenarios_nodes_and_count_each_version_pair(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Cell 0's members are pinned at version 1 and the cell coordinators at version 2, in
+    # their own configuration files, as an operator pins a node.
+    scenario = demo.Scenario(nodes=8, regions=1, cells=2, days=1, scenarios=("skew",))
+    (tmp_path / "laid").mkdir()
+    laid = demo_processes._layout(scenario, 7200, tmp_path / "laid")
+    pinned = {
+        node: parse_config(tomllib.loads(config.read_text()), config.parent).protocol_version
+        for node, config, _ in laid
+    }
+    assert pinned == {node: scenario.version_of(node) for node, _, _ in laid}
+    assert sorted(pinned.values()) == [1] * 4 + [2] * 2 + [3] * 5
+    code = main(["demo", "--processes", "8", "--time-scale", "7200", "--days", "1",
+                 "--scenario", "contention,skew", "--out", str(tmp_path / "real")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    real = json.loads((tmp_path / "real" / "summary.json").read_text())
+    assert real["setup"]["scenarios"] == ["contention", "skew"]
+    assert real["verdicts"][0]["ok"] and real["verdicts"][0]["checked"] > 0
+    for family in real["families"]:
+        assert family["sent"] == family["delivered"], family
+    skew = real["skew"]
+    assert skew["nodes_by_version"] == {"v1": 4, "v2": 2, "v3": 5}
+    # Every cross-version pair went between the processes (members ⇄ their coordinator,
+    # coordinators ⇄ the region), none that the fleet has no peers for; nothing was
+    # unwritable or refused on arrival.
+    pairs = set(skew["messages"])
+    assert {"v1->v2", "v2->v1", "v2->v3", "v3->v2"} <= pairs
+    assert pairs <= {"v1->v1", "v1->v2", "v2->v1", "v2->v3", "v3->v2", "v3->v3"}
+    assert all(n > 0 for n in skew["messages"].values())
+    # With every coordinator at version 2 nothing is written at 3: a version-3 member writes
+    # to its coordinator at 2, and to a neighbour that never advertised to it at 1.
+    assert set(skew["written_at"]) == {"v1", "v2"} and skew["refused"] == {}
+    # Version-1 members have no digests to send; the others' arrive as version-2 messages.
+    assert real["digests"]["unwritable"] > 0 and real["digests"]["periodic"] > 0
+    assert "messages by writer → reader version" in (tmp_path / "real" / "index.html").read_text()
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ def test_a_mixed_fleet_coordinates_and_counts_each_version_pair(
     assert sum(skew["messages"].values()) == sum(skew["written_at"].values())
     html = (tmp_path / "index.html").read_text()
     assert "messages by writer → reader version" in html
-    assert "version skew" not in html.split("Not simulated yet:")[1].split("</p>")[0]
+    assert "Not simulated yet" not in html
 
 
 def test_pinned_writers_never_write_above_their_version(

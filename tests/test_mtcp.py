@@ -9,6 +9,7 @@ import pytest
 from fleetwire.protocol.errors import LocalProtocolError
 from fleetwire.protocol.tcpcl.common import (
     BundleReceived,
+    BundlesReceived,
     ConnectionClosed,
     Event,
     NeedData,
@@ -150,17 +151,74 @@ def test_caller_misuse() -> None:
     assert s.next_deadline() is None
 
 
-@given(st.lists(st.binary(max_size=64), max_size=12), st.booleans())
-def test_arbitrary_stream_only_typed_reactions(chunks: list[bytes], eof: bool) -> None:
+@given(st.lists(st.binary(max_size=64), max_size=12), st.booleans(), st.booleans())
+def test_arbitrary_stream_only_typed_reactions(chunks: list[bytes], eof: bool, batch: bool) -> None:
     limit = 40
-    s = MtcpSession(Role.PASSIVE, MtcpConfig(max_bundle_size=limit))
+    s = MtcpSession(Role.PASSIVE, MtcpConfig(max_bundle_size=limit), batch_events=batch)
     for chunk in [*chunks, b""] if eof else chunks:
         s.receive_data(chunk)
         for event in drain(s):
-            assert isinstance(event, SessionEstablished | BundleReceived | ProtocolViolation | ConnectionClosed)
+            assert isinstance(
+                event,
+                SessionEstablished | BundleReceived | BundlesReceived | ProtocolViolation
+                | ConnectionClosed,
+            )
             if isinstance(event, BundleReceived):
                 assert len(event.data) <= limit
+            if isinstance(event, BundlesReceived):
+                assert batch and all(len(data) <= limit for data in event.data)
             if isinstance(event, ProtocolViolation):
                 assert event.error.code.startswith("mtcp-")
         # Held bytes never exceed one frame plus its head once the events are drained.
         assert s.buffered <= limit + 9 + len(chunk)
+
+
+def batched(events: list[Event]) -> list[tuple[int, bytes]]:
+    """(transfer id, bundle) of every bundle event, single or batched, in order."""
+    out: list[tuple[int, bytes]] = []
+    for e in events:
+        if isinstance(e, BundleReceived):
+            out.append((e.transfer_id, e.data))
+        elif isinstance(e, BundlesReceived):
+            out += zip(e.transfer_ids, e.data, strict=True)
+    return out
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=8),
+    st.lists(st.integers(min_value=0, max_value=4000), max_size=5),
+)
+def test_batched_events_carry_the_same_bundles_under_any_split(
+    bundles: list[bytes], cuts: list[int]
+) -> None:
+    wire = b"".join(frame(b) for b in bundles)
+    session = MtcpSession(Role.PASSIVE, batch_events=True)
+    events = drain(session)
+    for chunk in split(wire, cuts):
+        session.receive_data(chunk)
+        events += drain(session)
+    assert batched(events) == list(enumerate(bundles))
+    session.ack_many([tid for tid, _ in batched(events)])
+
+
+def test_whole_frames_in_the_buffer_are_one_event() -> None:
+    session = MtcpSession(Role.PASSIVE, batch_events=True)
+    drain(session)
+    session.receive_data(b"".join(frame(bytes([i]) * 200) for i in range(1, 6)) + b"\x58")
+    events = drain(session)
+    assert len(events) == 1 and isinstance(events[0], BundlesReceived)
+    assert events[0].transfer_ids == (0, 1, 2, 3, 4)
+    with pytest.raises(LocalProtocolError, match="transfer id 5"):
+        session.ack_many([4, 5])
+
+
+def test_a_violation_inside_a_run_comes_after_the_whole_frames_before_it() -> None:
+    session = MtcpSession(Role.PASSIVE, MtcpConfig(max_bundle_size=100), batch_events=True)
+    drain(session)
+    session.receive_data(frame(b"a" * 10) + frame(b"b" * 10) + frame(b"c" * 101) + frame(b"d"))
+    events = drain(session)
+    assert isinstance(events[0], BundlesReceived) and events[0].data == (b"a" * 10, b"b" * 10)
+    assert isinstance(events[1], ProtocolViolation)
+    assert isinstance(events[1].error, MtcpBundleTooLarge)
+    assert events[2] == ConnectionClosed(clean=False) and len(events) == 3
+    assert session.state is State.FAILED

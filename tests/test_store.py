@@ -783,3 +783,33 @@ async def test_sqlite_put_many_groups_split_at_batch_caps_keep_each_bundles_answ
         assert [r.bundle_id for r in results] == [b.bundle_id for b in batch]
         assert await store.count() == 22
         assert store.batches_committed >= 1 + 23 // 5
+
+
+async def test_sqlite_delete_many_in_one_statement_keeps_every_total(tmp_path: Any) -> None:
+    # A drained page is deleted as one run (DELETE .. IN .. RETURNING): results, count,
+    # bytes and per-neighbour shares must come out as a delete per bundle would leave them.
+    records = [
+        StoredBundle(
+            i.to_bytes(4, "big"), None, "ipn:1.0", "ipn:9.0", 10**6, 0, b"x" * (1 + i % 7),
+            "ipn:9.0", f"ipn:{2 + i % 2}.0",
+        )
+        for i in range(700)
+    ]  # fmt: skip
+    async with open_sqlite_store(tmp_path / "b.db") as store:
+        await store.put_many(records)
+        gone = records[:600]
+        asked = [b.bundle_id for b in gone] + [gone[0].bundle_id, b"absent"]
+        assert await store.delete_many(asked) == [True] * 600 + [False, False]
+        left = records[600:]
+        assert await store.count() == 100
+        assert await store.bytes_used() == sum(b.size for b in left)
+        for source in ("ipn:2.0", "ipn:3.0"):
+            mine = [b for b in left if b.received_from == source]
+            assert store._shares.of(source) == (len(mine), sum(b.size for b in mine))
+        # In one batch with other writes, order still holds: delete, put again, delete.
+        again = records[0]
+        out = await store.apply_writes(
+            [("delete", left[0].bundle_id), ("put", again), ("delete", again.bundle_id)]
+        )
+        assert out[0] is True and isinstance(out[1], Accepted) and out[2] is True
+        assert await store.get(again.bundle_id) is None and await store.count() == 99

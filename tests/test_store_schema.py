@@ -1,17 +1,21 @@
 """The SQLite store's schema: every query of the node's hot path is answered by an index, no
-index is kept that no such query uses, and a store written by the previous schema version
-opens with everything it held.
+index is kept that no such query uses, a store written by an earlier schema version opens with
+everything it held, and the EID table stays as small as what the bundles name.
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 from fleetwire.protocol.replay import Seen
+from fleetwire.runtime import store_eids
 from fleetwire.runtime.sqlite_store import SCHEMA, SCHEMA_VERSION, open_sqlite_store
-from fleetwire.runtime.store import Accepted, Duplicate, DuplicateOf, StoredBundle
+from fleetwire.runtime.store import Accepted, Duplicate, DuplicateOf, StoreCorrupt, StoredBundle
+
+DATA = Path(__file__).parent / "data"
 
 #: The store's queries that run per bundle or per sweep, and the index each must use.
 HOT_QUERIES = {
@@ -41,7 +45,16 @@ HOT_QUERIES = {
         (5,),
         "bundles_by_expiry",
     ),
-    "delete": ("SELECT seq, size FROM bundles WHERE bundle_id = ?", (b"x",), "bundle_id"),
+    "delete": (
+        "SELECT length(data), received_from FROM bundles WHERE bundle_id IN (?, ?)",
+        (b"x", b"y"),
+        "bundle_id",
+    ),
+    "tombstone": (
+        "SELECT seq, length(data) FROM bundles WHERE bundle_id = ?",
+        (b"x",),
+        "bundle_id",
+    ),
 }
 
 
@@ -150,7 +163,7 @@ async def test_a_version_2_store_opens_with_everything_it_held(tmp_path: Path) -
         assert await store.remembered() == ([Seen(4711, 42, 10, b"\xaa", 99)], {4711: 40})
         assert await store.integrity_check() == []
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "bundles_by_destination" not in names and "bundles_by_content_id" in names
     # The migrated file has the schema a new store is created with (RENAME quotes the name).
@@ -162,3 +175,120 @@ async def test_a_version_2_store_opens_with_everything_it_held(tmp_path: Path) -
 
 def _normal(sql: str | None) -> str:
     return " ".join((sql or "").replace('"bundles"', "bundles").split())
+
+
+def _schema(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    query = "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY 2"
+    return [(t, n, _normal(sql)) for t, n, sql in conn.execute(query)]
+
+
+async def test_a_version_3_store_made_by_that_release_opens_with_everything_it_held(
+    tmp_path: Path,
+) -> None:
+    # store-schema-3.db was written by the schema-3 store itself (put_many of six bundles,
+    # one deleted, one tombstoned, a replay memory), so the step 3 -> 4 meets a real file.
+    path = tmp_path / "v3.db"
+    shutil.copy(DATA / "store-schema-3.db", path)
+    before = sqlite3.connect(path)
+    assert before.execute("PRAGMA user_version").fetchone()[0] == 3
+    old_rows = before.execute(
+        "SELECT seq, bundle_id, content_id, source, destination, next_hop, expires_at, "
+        "received_at, data, received_from FROM bundles ORDER BY seq"
+    ).fetchall()
+    before.close()
+    assert len(old_rows) == 5
+    async with open_sqlite_store(path) as store:
+        assert await store.count() == 5
+        assert await store.bytes_used() == 3 + 2 + 0 + 1 + 3  # b3 is a tombstone
+        for seq, bundle_id, content, source, dest, hop, expires, at, data, came in old_rows:
+            record = await store.get(bundle_id)
+            assert record == StoredBundle(
+                bundle_id, content, source, dest, expires, at, data, hop, came
+            ), seq
+        page, last = await store.pending_page("ipn:2.0", 10)
+        assert [b.bundle_id for b in page] == [b"b1", b"b2", b"b4"] and last == 4
+        assert [b.bundle_id for b in await store.pending_for("ipn:8.0", 10)] == [b"b3"]
+        assert [b.bundle_id for b in await store.pending_for_destination("ipn:9.0", 10)] == [
+            b"b1",
+            b"b2",
+            b"b4",
+            b"b5",
+        ]
+        assert store._shares.of("ipn:1.0") == (1, 3) and store._shares.of("ipn:4.0") == (1, 1)
+        # Content ids still deduplicate (the tombstone's too); new rows follow the old order.
+        for content in (b"c1", b"c3"):
+            dup = await store.put(
+                StoredBundle(b"n-" + content, content, "ipn:1.0", "ipn:2.0", 10**6, 5, b"x")
+            )
+            assert isinstance(dup, Duplicate) and dup.of is DuplicateOf.CONTENT_ID
+        fresh = StoredBundle(b"n2", None, "ipn:6.0", "ipn:2.0", 10**6, 5, b"y", "ipn:2.0")
+        assert isinstance(await store.put(fresh), Accepted)
+        page, last = await store.pending_page("ipn:2.0", 10, 2)
+        assert [b.bundle_id for b in page] == [b"b4", b"n2"] and last > 5
+        assert await store.expire(450) == [b"b3", b"b2"]
+        assert await store.remembered() == ([Seen(4711, 42, 10, b"\xaa", 99)], {4711: 40})
+        assert await store.integrity_check() == []
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert _schema(conn) == _schema(_fresh(tmp_path / "new.db"))
+    # Each EID once; the deleted bundle's EID (ipn:7.0) was never carried over.
+    eids = sorted(r[0] for r in conn.execute("SELECT eid FROM eids"))
+    assert len(eids) == len(set(eids)) and "ipn:7.0" not in eids and "dtn://far/x" in eids
+    conn.close()
+    async with open_sqlite_store(path) as store:  # and again, as schema 4
+        assert (await store.get(b"n2")) == fresh and await store.count() == 4
+
+
+def _bundle(n: int, source: str) -> StoredBundle:
+    return StoredBundle(n.to_bytes(4, "big"), None, source, "ipn:2.0", 10**6, 0, b"d", "ipn:2.0")
+
+
+async def test_eids_no_bundle_names_are_pruned_and_come_back_with_a_new_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_eids, "PRUNE_SLACK", 8)
+    path = tmp_path / "b.db"
+    async with open_sqlite_store(path) as store:
+        # A neighbour naming a new source in every bundle, each deleted once forwarded.
+        for round_ in range(20):
+            batch = [_bundle(round_ * 10 + i, f"ipn:{round_ * 10 + i + 100}.0") for i in range(10)]
+            await store.put_many(batch)
+            await store.delete_many([b.bundle_id for b in batch[1:]])
+        # What memory holds stays near what the bundles name (20 sources + ipn:2.0).
+        assert len(store._eids) <= 2 * 21 + 8 + 10
+        for n in range(0, 200, 10):  # the one bundle of each round still held
+            record = await store.get(n.to_bytes(4, "big"))
+            assert record is not None and record.source == f"ipn:{n + 100}.0"
+        # A pruned EID named again gets a new id; the file never names one EID twice.
+        again = _bundle(10_000, "ipn:105.0")
+        assert isinstance(await store.put(again), Accepted)
+        assert await store.get(again.bundle_id) == again
+    conn = sqlite3.connect(path)
+    eids = [r[0] for r in conn.execute("SELECT eid FROM eids")]
+    assert len(eids) == len(set(eids)) and len(eids) <= 2 * 22 + 8 + 10
+    assert conn.execute("SELECT count(*) FROM eids WHERE eid = 'ipn:105.0'").fetchone()[0] == 1
+    conn.close()
+    async with open_sqlite_store(path) as store:  # opening drops every unnamed one
+        assert len(store._eids) == 22
+        assert await store.get(again.bundle_id) == again
+
+
+def test_a_prune_keeps_the_ids_a_queued_row_uses() -> None:
+    table = store_eids.EidTable([(1, "ipn:1.0"), (2, "ipn:2.0"), (3, "ipn:3.0")])
+    new = table.ids["ipn:4.0"]  # assigned, not yet committed: never dropped
+    assert table.drop([1, 2, 3], in_use={2}) == [1, 3]
+    assert table.ids["ipn:2.0"] == 2 and table.names[new] == "ipn:4.0"
+    assert table.ids["ipn:1.0"] not in (1, 3, new)  # a dropped EID comes back as a new id
+
+
+async def test_a_row_naming_an_unknown_eid_id_is_reported_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    async with open_sqlite_store(path) as store:
+        await store.put(_bundle(1, "ipn:1.0"))
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE bundles SET source = 999")
+    conn.commit()
+    conn.close()
+    async with open_sqlite_store(path) as store:
+        with pytest.raises(StoreCorrupt, match="EID id 999"):
+            await store.get((1).to_bytes(4, "big"))

@@ -11,6 +11,7 @@ from fleetwire.protocol.errors import LocalProtocolError
 from fleetwire.protocol.tcpcl import sdnv
 from fleetwire.protocol.tcpcl.common import (
     BundleReceived,
+    BundlesReceived,
     ConnectionClosed,
     Event,
     NeedData,
@@ -787,3 +788,73 @@ class TwoSessions(RuleBasedStateMachine):
 
 TestTwoSessions = TwoSessions.TestCase
 TestTwoSessions.settings = settings(max_examples=50, stateful_step_count=30, deadline=None)
+
+
+# --- batched events ----------------------------------------------------------------------
+
+
+def _batched_session(batch: bool) -> TcpclV3Session:
+    s = TcpclV3Session(Role.PASSIVE, A, batch_events=batch)
+    outbox(s)
+    feed(s, PEER_HEADER.encode())
+    return s
+
+
+def _flat(events: list[Event]) -> list[Event]:
+    """Events with each batch spelt out as single ones, and no TransferStarted."""
+    out: list[Event] = []
+    for e in events:
+        if isinstance(e, BundlesReceived):
+            out += [BundleReceived(t, d) for t, d in zip(e.transfer_ids, e.data, strict=True)]
+        elif not isinstance(e, TransferStarted):
+            out.append(e)
+    return out
+
+
+@settings(max_examples=150)
+@given(
+    bundles=st.lists(st.binary(min_size=1, max_size=90), min_size=1, max_size=8),
+    segment=st.integers(1, 100),
+    cuts=st.lists(st.integers(min_value=0), max_size=6),
+)
+def test_batched_events_carry_the_same_bundles_and_acks_under_any_split(
+    bundles: list[bytes], segment: int, cuts: list[int]
+) -> None:
+    wire = b"".join(
+        encode_data_segment(b[i : i + segment], start=i == 0, end=i + segment >= len(b))
+        for b in bundles
+        for i in range(0, len(b), segment)
+    )
+    runs: dict[bool, tuple[list[Event], bytes]] = {}
+    for batch in (False, True):
+        s = _batched_session(batch)
+        events = feed(s, wire, cuts)
+        for e in events:
+            if isinstance(e, BundleReceived):
+                s.ack(e.transfer_id)
+            elif isinstance(e, BundlesReceived):
+                assert batch
+                for tid in e.transfer_ids:
+                    s.ack(tid)
+        runs[batch] = (events, outbox(s))
+    assert _flat(runs[True][0]) == _flat(runs[False][0])
+    assert [e.data for e in _flat(runs[True][0]) if isinstance(e, BundleReceived)] == bundles
+    assert runs[True][1] == runs[False][1]  # the same ACK_SEGMENTs, in the same order
+
+
+def test_bundles_back_to_back_are_one_event_and_an_unfinished_one_starts_after_it() -> None:
+    s = _batched_session(True)
+    events = feed(
+        s,
+        encode_data_segment(b"a", start=True, end=True)
+        + encode_data_segment(b"bb", start=True, end=True)
+        + encode_data_segment(b"ccc", start=True, end=True)
+        + encode_data_segment(b"d", start=True, end=False),
+    )
+    assert events == [
+        BundlesReceived((0, 1, 2), (b"a", b"bb", b"ccc")),
+        TransferStarted(3, None),
+    ]
+    events = feed(s, encode_data_segment(b"d", start=False, end=True) + encode_shutdown())
+    assert events[0] == BundleReceived(3, b"dd")
+    assert isinstance(events[1], SessionTerminated)

@@ -13,9 +13,13 @@ them alike:
 * the first event is always :class:`SessionEstablished` (there is nothing to negotiate, and the
   peer's node ID is unknown: ``""``);
 * every complete byte string becomes a :class:`BundleReceived`, numbered from 0 in arrival order;
+  a session made with ``batch_events=True`` reports the whole frames one ``next_event`` finds in
+  its buffer as one :class:`BundlesReceived` instead (the same frames under the same checks, in
+  the same order: the runtime's link takes custody of a run at once, one store commit for many);
 * ``ack(transfer_id)`` is accepted for any delivered bundle and sends nothing: MTCP cannot confirm
   delivery, so a sender learns nothing more than "written to TCP" (no :class:`TransferAcked`);
-* ``data_to_send`` returns one frame per call: call it until it returns ``b""``;
+* ``data_to_send`` returns one frame, or several small ones joined (up to 64 KiB): call it
+  until it returns ``b""``;
 * ``terminate`` ends the session locally; the runtime flushes ``data_to_send()`` and closes TCP.
 
 Hostile input: the item head is read first and its declared length checked against
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Sequence
 from typing import Final
 
 import attrs
@@ -42,6 +47,7 @@ from ..errors import LocalProtocolError
 from .common import (
     NEED_DATA,
     BundleReceived,
+    BundlesReceived,
     ConnectionClosed,
     ConvergenceLayerError,
     Event,
@@ -150,9 +156,12 @@ def frame(bundle: bytes) -> bytes:
 class MtcpSession:
     """One MTCP connection, either direction (``role`` is kept for the common surface)."""
 
-    def __init__(self, role: Role, config: MtcpConfig | None = None) -> None:
+    def __init__(
+        self, role: Role, config: MtcpConfig | None = None, *, batch_events: bool = False
+    ) -> None:
         self.role = role
         self.config = config or MtcpConfig()
+        self.batch_events = batch_events
         self.state = State.OPEN
         self._buffer = ReceiveBuffer()
         self._eof = False
@@ -236,6 +245,12 @@ class MtcpSession:
         if not 0 <= transfer_id < self._received:
             raise LocalProtocolError(f"no received bundle has transfer id {transfer_id}")
 
+    def ack_many(self, transfer_ids: Sequence[int]) -> None:
+        """:meth:`ack` for each of ``transfer_ids``: a run taken into custody at once."""
+        if transfer_ids and not (min(transfer_ids) >= 0 and max(transfer_ids) < self._received):
+            bad = next(t for t in transfer_ids if not 0 <= t < self._received)
+            raise LocalProtocolError(f"no received bundle has transfer id {bad}")
+
     def terminate(self) -> None:
         """End the session here; MTCP has no message for it, the runtime just closes TCP."""
         if self.state is State.OPEN:
@@ -252,6 +267,29 @@ class MtcpSession:
         return ProtocolViolation(error)
 
     def _parse(self) -> Event | None:
+        first = self._frame()
+        if not isinstance(first, bytes):
+            return first  # more bytes needed, or a violation
+        if not self.batch_events:
+            return BundleReceived(transfer_id=self._received - 1, data=first)
+        start = self._received - 1
+        bundles = [first]
+        while True:
+            more = self._frame()
+            if more is None:
+                break
+            if not isinstance(more, bytes):
+                # The frames before it were whole and checked: deliver them first, then the
+                # violation (``_fail`` already queued the close behind it).
+                self._events.appendleft(more)
+                break
+            bundles.append(more)
+        if len(bundles) == 1:
+            return BundleReceived(transfer_id=start, data=first)
+        return BundlesReceived(tuple(range(start, start + len(bundles))), tuple(bundles))
+
+    def _frame(self) -> bytes | Event | None:
+        """The next whole frame's bundle, None if more bytes are needed, or the violation."""
         if self._pending is None:
             first = self._buffer.peek(1)
             if first is None:
@@ -287,4 +325,4 @@ class MtcpSession:
         data = self._buffer.take(0, length)
         self._pending = None
         self._received += 1
-        return BundleReceived(transfer_id=self._received - 1, data=data)
+        return data

@@ -30,7 +30,9 @@ Receiving: segments are copied into one reassembly buffer bounded by ``max_bundl
 bundle that would exceed it (by its LENGTH message or its segments) is refused with "resources
 exhausted" when refusal was negotiated (reported as an incoming :class:`TransferFailed`; its
 remaining segments are skipped), or else the session is shut down (§5.4, §6.1). A complete
-bundle becomes :class:`BundleReceived`; its final ACK (the whole length) is sent only when the
+bundle becomes :class:`BundleReceived` (a session made with ``batch_events=True`` reports the
+bundles completed back to back in its buffer as one :class:`BundlesReceived`, without their
+:class:`TransferStarted`: the runtime's link takes custody of a run at once); its final ACK (the whole length) is sent only when the
 runtime calls ``ack(transfer_id)`` after persisting it, and since acks are matched in order,
 acks of later bundles wait for it. Acks of intermediate segments are automatic.
 
@@ -67,6 +69,7 @@ from . import sdnv
 from .common import (
     NEED_DATA,
     BundleReceived,
+    BundlesReceived,
     ConnectionClosed,
     ConvergenceLayerError,
     Event,
@@ -389,9 +392,10 @@ class _Disposition:
 class TcpclV3Session:
     """One TCPCLv3 session over one TCP connection; see the module docstring."""
 
-    def __init__(self, role: Role, config: TcpclV3Config) -> None:
+    def __init__(self, role: Role, config: TcpclV3Config, *, batch_events: bool = False) -> None:
         self.role = role
         self.config = config
+        self.batch_events = batch_events
         self.state = State.AWAIT_CONTACT
         self.negotiated: Negotiated | None = None
         self._ours = ContactHeader(config.flags, config.keepalive_s, config.local_eid)
@@ -635,6 +639,48 @@ class TcpclV3Session:
         self._rx_activity = True
 
     def next_event(self) -> Event | NeedData:
+        event = self._next_event()
+        if not self.batch_events:
+            return event
+        if isinstance(event, TransferStarted):  # the start of a bundle already complete?
+            following = self._next_event()
+            if not (
+                isinstance(following, BundleReceived)
+                and following.transfer_id == event.transfer_id
+            ):
+                if not isinstance(following, NeedData):
+                    self._events.appendleft(following)
+                return event
+            event = following
+        if type(event) is not BundleReceived:
+            return event
+        # Batched: the bundles completed back to back after this one join it. A transfer's
+        # TransferStarted is dropped when its bundle joins; anything else ends the run and is
+        # put back in front, in order, as are a TransferStarted of a bundle not complete yet.
+        tids, bundles = [event.transfer_id], [event.data]
+        started: TransferStarted | None = None
+        while True:
+            following = self._next_event()
+            if isinstance(following, TransferStarted) and started is None:
+                started = following
+                continue
+            if isinstance(following, BundleReceived) and (
+                started is None or started.transfer_id == following.transfer_id
+            ):
+                tids.append(following.transfer_id)
+                bundles.append(following.data)
+                started = None
+                continue
+            if not isinstance(following, NeedData):
+                self._events.appendleft(following)
+            if started is not None:
+                self._events.appendleft(started)
+            break
+        if len(tids) == 1:
+            return event
+        return BundlesReceived(tuple(tids), tuple(bundles))
+
+    def _next_event(self) -> Event | NeedData:
         while True:
             if self._events:
                 return self._events.popleft()

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -224,9 +224,6 @@ class _FaultDriver(_Driver):
         self.deferred: collections.deque[tuple[Message, int]] = collections.deque(maxlen=_KEEP)
         if boundary is not None:
             install_boundary(node, boundary.admits)
-
-    def machines(self) -> Sequence[Any]:
-        return ()  # no lease machines: the replay marks of _serve concern none of ours
 
     def deadlines(self) -> Iterable[int | None]:
         return ()

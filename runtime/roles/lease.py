@@ -2,45 +2,49 @@
 
 Theory of operation
 -------------------
-Each role wraps sans-IO machines from :mod:`fleetwire.protocol.coordination` and runs them on a
-:class:`~..node.Node`: verified lease messages from :meth:`Node.subscribe` go in with the node's
-``now``, the machines' actions go out through :meth:`Node.send` (signed, bundled, stored, routed),
-and the role sleeps until the machines' next deadline or the next message, whichever comes first.
-The machines never see Trio; the roles never decide anything themselves.
+The roles themselves are sans-IO: :mod:`fleetwire.protocol.coordination.lease_roles` holds
+the one code of :class:`RegionRole`, :class:`CellRole` and :class:`MemberRole`, which the
+simulator's agents and an embedder's loop run too. Here each is driven on a
+:class:`~..node.Node`: verified lease messages from :meth:`Node.subscribe` go in with the
+node's ``now``, the sends the role returns go out through :meth:`Node.send` (signed,
+bundled, stored, routed), and a Trio task sleeps until the role's next deadline or the next
+message, whichever comes first. The drivers decide nothing; the roles never see Trio.
 
 - :class:`RegionCoordinator` grants the *authority leases* ``authority/<cell>`` to cell
-  coordinators (spec §6.4 "Authority hand-over"): a plain :class:`LeaseAuthority` without mandate.
-- :class:`CellCoordinator` always wants its cell's authority lease (a :class:`LeaseHolder`
-  claiming from the region). While the lease is usable it is the cell's :class:`LeaseAuthority`
-  for the epoch the lease's token names; otherwise it waits in the region's queue — that is a
-  standby, and it takes over when the active coordinator falls silent. A coordinator started
-  without knowing the last epoch it acted in (``last_epoch=None``) lets the first authority lease
-  it is granted run out rather than act in an epoch whose grants it may have lost.
-- :class:`Member` claims, renews and releases for the application and answers :meth:`use` with
-  the fencing token for an operation (or None).
+  coordinators (spec §6.4 "Authority hand-over").
+- :class:`CellCoordinator` always wants its cell's authority lease and is the cell's lease
+  authority while the lease is usable; otherwise a standby in the region's queue.
+- :class:`Member` claims, renews and releases for the application and answers :meth:`use`
+  with the fencing token for an operation (or None).
 
-Every machine of a node numbers its messages from :meth:`Node.next_message_sequence`, the
-node's one counter (clock-derived, so it only grows across restarts): spec §4 wants a writer's
-``sequence`` to grow across all the messages it writes, and readers refuse a reused one.
+Every machine of a node numbers its messages from the node's one counter (the agent's
+``next_message_sequence``, clock-derived, so it only grows across restarts): spec §4 wants a
+writer's ``sequence`` to grow across all the messages it writes, and readers refuse a reused
+one. The roles' replay marks are not durable: each driver starts its role with
+:meth:`LeaseRole.forget_before` the node's start.
+
+:class:`_Driver` is the Trio loop itself (one inbox, deadlines, sending), which the fault
+roles (:mod:`.faults`) share.
 """
 
 from __future__ import annotations
 
 import abc
 import collections
-import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import trio
+from fleetwire.protocol.agent.handlers import Outgoing
 from fleetwire.protocol.coordination.lease_authority import AuthorityConfig, LeaseAuthority
-from fleetwire.protocol.coordination.lease_holder import (
-    HolderConfig,
-    HolderState,
-    LeaseHolder,
-    Notice,
-    NoticeKind,
+from fleetwire.protocol.coordination.lease_holder import HolderConfig, LeaseHolder, Notice
+from fleetwire.protocol.coordination.lease_roles import (
+    CellRole,
+    LeaseRole,
+    MemberRole,
+    RegionRole,
+    authority_resource,
 )
 from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.messages import Family
@@ -53,13 +57,8 @@ __all__ = ["CellCoordinator", "Member", "RegionCoordinator", "authority_resource
 _SLACK_S = 0.001
 
 
-def authority_resource(cell: int) -> str:
-    """The resource whose lease makes a node its cell's lease authority."""
-    return f"authority/cell-{cell}"
-
-
 class _Driver(abc.ABC):
-    """What every role does: one sequence, one inbox, deadlines, sending actions."""
+    """The Trio loop of a role: one inbox, deadlines, sending what it decides."""
 
     def __init__(
         self,
@@ -78,20 +77,14 @@ class _Driver(abc.ABC):
         self.sent: collections.deque[tuple[SignedMessage, int]] = collections.deque(maxlen=256)
 
     @abc.abstractmethod
-    def machines(self) -> Sequence[LeaseAuthority | LeaseHolder]:
-        """The sans-IO machines this role drives."""
-
     def deadline(self) -> int | None:
-        times = [t for m in self.machines() if (t := m.next_deadline()) is not None]
-        return min(times) if times else None
+        """When :meth:`on_tick` next has something to do (``None``: nothing pending)."""
 
-    def call(self, fn: Callable[[], list[Any]]) -> list[Any]:
-        """Run a machine step (a hook for subclasses; the machines number their own messages
-        from the node's one counter)."""
-        return fn()
+    def forget_before(self, now: int) -> None:  # noqa: B027 (a hook: not every role has marks)
+        """The role starts at ``now`` without replay marks (the lease roles override it)."""
 
-    async def act(self, actions: list[Any]) -> list[Notice]:
-        notices = []
+    async def act(self, actions: Sequence[Any]) -> None:
+        """Sign and send every send among ``actions`` (anything with ``message`` and ``to``)."""
         for action in actions:
             to = getattr(action, "to", None)
             if to is not None:
@@ -99,9 +92,6 @@ class _Driver(abc.ABC):
                 self.sent.append((signed, to))
                 if self.on_send is not None:
                     self.on_send(signed, to)
-            elif isinstance(action, Notice):
-                notices.append(action)
-        return notices
 
     def poke(self) -> None:
         """Wake the loop: the application changed what the machines want."""
@@ -127,9 +117,7 @@ class _Driver(abc.ABC):
 
             nursery.start_soon(forward)
             # Our replay marks did not survive a restart: nothing issued before now may act.
-            started = self.node.now()
-            for m in self.machines():
-                m.replay.not_before = started + m.replay.window.max_skew_ms
+            self.forget_before(self.node.now())
             await self.start()
             task_status.started()
             while True:
@@ -151,17 +139,64 @@ class _Driver(abc.ABC):
     async def start(self) -> None:  # noqa: B027 (a hook: most roles have nothing to start)
         """Called once before the role's loop; roles that claim at start override it."""
 
+    @abc.abstractmethod
     async def on_tick(self, now: int) -> None:
-        for m in self.machines():
-            await self.act(self.call(functools.partial(m.tick, now)))
+        """The deadline has come, or the application poked the loop."""
 
     @abc.abstractmethod
     async def on_message(self, signed: Any, now: int) -> None:
         """Hand one delivered message to the machines it concerns."""
 
 
-class RegionCoordinator(_Driver):
-    """Grants the authority leases of the region's cells."""
+R = TypeVar("R", bound=LeaseRole)
+
+
+class _RoleDriver(_Driver, Generic[R]):
+    """Drives one sans-IO lease role: its messages and deadlines in, its sends out."""
+
+    def __init__(
+        self,
+        node: Node,
+        role: R,
+        lifetime_ms: int,
+        on_send: Callable[[SignedMessage, int], None] | None = None,
+    ) -> None:
+        super().__init__(node, lifetime_ms, on_send)
+        #: The role itself (the code the simulator and an embedder run too).
+        self.role = role
+        role.bind(node.agent.next_message_sequence)
+
+    def deadline(self) -> int | None:
+        return self.role.deadline()
+
+    def forget_before(self, now: int) -> None:
+        self.role.forget_before(now)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.loop(task_status)
+
+    async def start(self) -> None:
+        now = self.node.now()
+        self.role.at(now)
+        await self.act(self.role.start(now))
+
+    async def on_tick(self, now: int) -> None:
+        self.role.at(now)
+        await self.act(self.role.on_tick(now))
+
+    async def on_message(self, signed: Any, now: int) -> None:
+        self.role.at(now)
+        await self.act(self.role.on_message(signed, now))
+
+    async def send_now(self, sends: list[Outgoing]) -> None:
+        """Send what the role's application side returned, and wake the loop for the role's
+        new deadline."""
+        await self.act(sends)
+        self.poke()
+
+
+class RegionCoordinator(_RoleDriver[RegionRole]):
+    """Grants the authority leases of the region's cells (:class:`RegionRole`)."""
 
     def __init__(
         self,
@@ -171,28 +206,16 @@ class RegionCoordinator(_Driver):
         lifetime_ms: int,
         on_send: Callable[[SignedMessage, int], None] | None = None,
     ) -> None:
-        super().__init__(node, lifetime_ms, on_send)
-        self.authority = LeaseAuthority(
-            node.node,
-            config,
-            owns=lambda r: r.startswith("authority/"),
-            next_sequence=self.next_sequence,
-        )
+        super().__init__(node, RegionRole(node.node, config), lifetime_ms, on_send)
 
-    def machines(self) -> Sequence[LeaseAuthority]:
-        return (self.authority,)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.loop(task_status)
-
-    async def on_message(self, signed: Any, now: int) -> None:
-        await self.act(
-            self.call(lambda: self.authority.receive(signed.message, signed.content_id, now))
-        )
+    @property
+    def authority(self) -> LeaseAuthority:
+        return self.role.authority
 
 
-class CellCoordinator(_Driver):
-    """The cell's lease authority while it holds the authority lease; a standby otherwise."""
+class CellCoordinator(_RoleDriver[CellRole]):
+    """The cell's lease authority while it holds the authority lease; a standby otherwise
+    (:class:`CellRole`)."""
 
     def __init__(
         self,
@@ -209,90 +232,50 @@ class CellCoordinator(_Driver):
         on_send: Callable[[SignedMessage, int], None] | None = None,
         admits: Callable[[int], bool] | None = None,
     ) -> None:
-        super().__init__(node, lifetime_ms, on_send)
-        self.resource = authority_resource(cell)
-        self.authority_term_ms = authority_term_ms
-        self.holder = LeaseHolder(
-            node.node, (region,), holder_config, next_sequence=self.next_sequence
-        )
-        self.authority = LeaseAuthority(
+        role = CellRole(
             node.node,
-            authority_config,
+            cell=cell,
+            region=region,
+            authority_config=authority_config,
+            holder_config=holder_config,
+            authority_term_ms=authority_term_ms,
             owns=owns,
-            epoch=last_epoch or 0,
-            mandate_until=0,
-            next_sequence=self.next_sequence,
+            last_epoch=last_epoch,
             admits=admits,  # the containment gate (roles.faults.CellFaults.admits)
         )
-        self.last_epoch = last_epoch
-        #: (epoch, DTN ms) each time this node took up the authority; for reports and tests.
-        self.terms: list[tuple[int, int]] = []
+        super().__init__(node, role, lifetime_ms, on_send)
 
-    def machines(self) -> Sequence[LeaseAuthority | LeaseHolder]:
-        return (self.holder, self.authority)
+    @property
+    def resource(self) -> str:
+        return self.role.resource
+
+    @property
+    def holder(self) -> LeaseHolder:
+        return self.role.holder
+
+    @property
+    def authority(self) -> LeaseAuthority:
+        return self.role.authority
+
+    @property
+    def last_epoch(self) -> int | None:
+        return self.role.last_epoch
+
+    @property
+    def terms(self) -> list[tuple[int, int]]:
+        """(epoch, DTN ms) each time this node took up the authority; for reports and tests."""
+        return self.role.terms
 
     def active(self) -> bool:
-        return self.authority.active(self.node.now())
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.loop(task_status)
-
-    async def start(self) -> None:
-        now = self.node.now()
-        await self._handle(
-            self.call(lambda: self.holder.want(self.resource, self.authority_term_ms, now)), now
-        )
-
-    async def on_tick(self, now: int) -> None:
-        await self._handle(self.call(lambda: self.holder.tick(now)), now)
-        if self.holder.state(self.resource) is HolderState.IDLE:
-            await self._handle(
-                self.call(lambda: self.holder.want(self.resource, self.authority_term_ms, now)), now
-            )
-        await self.act(self.call(lambda: self.authority.tick(now)))
-
-    async def on_message(self, signed: Any, now: int) -> None:
-        message = signed.message
-        if getattr(message, "resource", None) == self.resource:
-            actions = self.call(lambda: self.holder.receive(message, signed.content_id, now))
-            await self._handle(actions, now)
-        else:
-            await self.act(
-                self.call(lambda: self.authority.receive(message, signed.content_id, now))
-            )
+        return self.role.active(self.node.now())
 
     async def revoke(self, resource: str, effective_at: int, reason: str | None = None) -> None:
         """Withdraw the grant in force on ``resource`` from ``effective_at`` (spec §6.4)."""
-        now = self.node.now()
-        await self.act(
-            self.call(functools.partial(self.authority.revoke, resource, effective_at, now, reason))
-        )
-
-    async def _handle(self, actions: list[Any], now: int) -> None:
-        for notice in await self.act(actions):
-            if notice.resource != self.resource:
-                continue
-            if notice.kind not in (NoticeKind.GRANTED, NoticeKind.RENEWED):
-                continue
-            epoch = notice.fencing_token
-            if self.last_epoch is None:
-                # We do not know whether we acted in this epoch before a restart: sit it out.
-                self.last_epoch = epoch
-                await self.act(self.call(lambda: self.holder.let_go(self.resource, now)))
-                continue
-            before = self.authority.epoch
-            assume = functools.partial(self.authority.assume, epoch, notice.usable_until, now)
-            await self.act(self.call(assume))
-            if self.authority.epoch == epoch and self.authority.active(now):
-                self.last_epoch = epoch
-                if epoch != before:
-                    self.terms.append((epoch, now))
-            else:
-                await self.act(self.call(lambda: self.holder.let_go(self.resource, now)))
+        await self.act(self.role.revoke(resource, effective_at, self.node.now(), reason))
 
 
-class Member(_Driver):
-    """A node's leases for its application."""
+class Member(_RoleDriver[MemberRole]):
+    """A node's leases for its application (:class:`MemberRole`)."""
 
     def __init__(
         self,
@@ -303,36 +286,24 @@ class Member(_Driver):
         lifetime_ms: int,
         on_send: Callable[[SignedMessage, int], None] | None = None,
     ) -> None:
-        super().__init__(node, lifetime_ms, on_send)
-        self.holder = LeaseHolder(node.node, authorities, config, next_sequence=self.next_sequence)
-        self.notices: list[Notice] = []
+        super().__init__(node, MemberRole(node.node, authorities, config), lifetime_ms, on_send)
 
-    def machines(self) -> Sequence[LeaseHolder]:
-        return (self.holder,)
+    @property
+    def holder(self) -> LeaseHolder:
+        return self.role.holder
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.loop(task_status)
+    @property
+    def notices(self) -> list[Notice]:
+        """What happened to the application's leases, oldest first (the application reads
+        and clears it)."""
+        return self.role.notices
 
     async def want(self, resource: str, term_ms: int, priority: int = 0) -> None:
-        now = self.node.now()
-        self.notices += await self.act(
-            self.call(lambda: self.holder.want(resource, term_ms, now, priority))
-        )
-        self.poke()
+        await self.send_now(self.role.want(resource, term_ms, self.node.now(), priority))
 
     async def release(self, resource: str) -> None:
-        now = self.node.now()
-        self.notices += await self.act(self.call(lambda: self.holder.release(resource, now)))
-        self.poke()
+        await self.send_now(self.role.release(resource, self.node.now()))
 
     def use(self, resource: str, duration_ms: int = 0) -> int | None:
         """The fencing token for an operation on ``resource`` from now for ``duration_ms``."""
-        return self.holder.use(resource, self.node.now(), duration_ms)
-
-    async def on_tick(self, now: int) -> None:
-        self.notices += await self.act(self.call(lambda: self.holder.tick(now)))
-
-    async def on_message(self, signed: Any, now: int) -> None:
-        self.notices += await self.act(
-            self.call(lambda: self.holder.receive(signed.message, signed.content_id, now))
-        )
+        return self.role.use(resource, self.node.now(), duration_ms)
