@@ -14,7 +14,9 @@ callbacks, with the same per-member random streams:
   after 12 hours), used in 15-minute operations under the fencing token for 2–6 hours, and
   released.
 - every member samples its telemetry and sends a digest (:mod:`.demo_digests`) every 3 hours
-  and at once on a threshold crossing, on a restated capability advertisement.
+  and at once on a threshold crossing, as the version-2 digest message once its coordinator
+  has advertised that it reads version 2 (coordinators advertise the versions they read to
+  their parent and the nodes below them as the run starts).
 
 Every grant an authority sends and every use a member makes goes into the lease invariant
 checker's trace; once an hour a sampler records the region's :class:`~.demo_results.Interval`
@@ -22,10 +24,11 @@ checker's trace; once an hour a sampler records the region's :class:`~.demo_resu
 whose coordinator may grant, bundles held at cell 0's coordinator) and hands it on. What the
 region did comes back as a :class:`RegionOutcome`; :mod:`.demo_sim` merges the regions.
 
-What the simulator does not do again: a coordinator does not parse each digest back out of
-its carrier to see whether it shows samples out of control (``digest_of``, the loopback
-engine's and the digest tests' business) — about a seventh of a region's CPU went there; it counts a
-delivered digest as anomalous when the digest its member built was.
+What the simulator does not do again: a coordinator does not convert each delivered digest
+message back into the coordination core's digest to see whether it shows samples out of
+control (the loopback engine's and the digest tests' business; with the former carrier that
+was about a seventh of a region's CPU); it counts a delivered digest as anomalous when the
+digest its member built was.
 
 "Bundles in flight" counts messages sent and not yet delivered to their destination (end to
 end), not bundles held in stores hop by hop as the loopback engine does; the cut cell's
