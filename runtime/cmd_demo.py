@@ -28,7 +28,7 @@ the real lease roles, and every grant and use goes through the lease invariant c
 
 Two engines run it (--engine): "sim", the discrete-event simulator (sans-IO bundle agents in
 one heap of events; each region in its own OS process, --workers), which runs the default
-fleet of {SIM_NODES} members for a week in about 90 s of CPU over three processes; and
+fleet of {SIM_NODES} members for a week in about 60 s of CPU over three processes; and
 "loopback", every node a Trio node on a mock clock (about 120 members a minute).
 Without --engine a run uses sim when it
 plays every chosen scenario ({", ".join(sorted(demo_sim.PLAYS))}) and loopback otherwise
