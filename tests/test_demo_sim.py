@@ -146,3 +146,19 @@ def test_a_region_failing_in_a_worker_process_is_one_line_and_no_worker_is_left(
     import multiprocessing
 
     assert multiprocessing.active_children() == []
+
+
+def test_a_cut_as_long_as_the_bundle_lifetime_is_not_a_failed_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Cut off for the whole 30-day lifetime: a renewal sent as the cut began waits all of it
+    # and then the light time, so it expires on the way — the run says so and still passes.
+    args = ["--nodes", "4", "--regions", "1", "--cells", "1", "--days", "32"]
+    code, out = run_cli([*args, "--scenario", "partition"], tmp_path, capsys)
+    assert code == 0, out
+    data = json.loads((tmp_path / "summary.json").read_text())
+    p = data["partition"]
+    assert p["healed_at_ms"] - p["cut_at_ms"] == 30 * DAY
+    assert p["cut_cell_authority_regained_at_ms"] > p["healed_at_ms"]
+    lost = {f["family"]: f["sent"] - f["delivered"] for f in data["families"]}
+    assert lost == {"capability": 0, "commitment": 0, "exception": 0, "lease": 1, "digest": 0}
