@@ -198,6 +198,9 @@ class Results:
     #: The release scenario's figures, when it played.
     release: ReleaseFigures | None = None
     wall_seconds: float = 0.0  # machine-dependent: never in summary.json
+    #: CPU seconds of the simulation, summed over its processes (0: not measured); as
+    #: machine-dependent as the wall time, and never in summary.json either.
+    cpu_seconds: float = 0.0
 
 
 def percentile(values: Sequence[int], q: float) -> int | None:

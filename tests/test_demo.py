@@ -17,7 +17,9 @@ SMALL = ["--nodes", "16", "--regions", "1", "--cells", "2", "--days", "3"]
 
 
 def run_cli(args: list[str], out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(["demo", *args, "--out", str(out)])
+    # These are the loopback engine's tests (the sim engine's are in test_demo_sim.py).
+    engine = [] if "--engine" in args else ["--engine", "loopback"]
+    code = main(["demo", *args, *engine, "--out", str(out)])
     return code, capsys.readouterr().out
 
 
