@@ -1,0 +1,160 @@
+"""The fleet simulator split across OS processes: same messages, same verdicts, clean failure."""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fleetwire.protocol.agent.actions import Deliver
+from fleetwire.protocol.coordination import invariants
+from fleetwire.runtime.sim.engine import LinkModel, Simulator
+from fleetwire.runtime.sim.fleet import (
+    DAY_MS,
+    Fleet,
+    LeaseSetup,
+    add_lease_work,
+    add_traffic,
+    build_fleet,
+)
+from fleetwire.runtime.sim.parallel import WorkerError, run_fleet
+
+from .fleet import T0
+
+HOUR = 3_600_000
+UNTIL = T0 + DAY_MS // 4
+#: A lossy, jittery, duplicating fleet (for determinism) and its lossless twin.
+ROUGH = {
+    "member_link": LinkModel(owlt_ms=50, loss=0.1, duplicate=0.1, jitter_ms=40),
+    "backbone_link": LinkModel(owlt_ms=1_300, loss=0.1, duplicate=0.1, jitter_ms=400),
+}
+FLEET = {"nodes": 45, "seed": 2, "start": T0, "cell_size": 11}
+
+
+def traffic(fleet: Fleet, *, until: int, per_node: float) -> Callable[[], Any]:
+    """Scenario: every node's message stream; collects (made, [(time, node, content id)])."""
+    made = add_traffic(fleet, per_node_per_day=per_node, until=until)
+    delivered: list[tuple[int, int, bytes]] = []
+
+    def on_deliver(sim: Simulator, node: int, delivery: Deliver) -> None:
+        delivered.append((sim.now, node, delivery.message.content_id.raw))
+        sim.acknowledge(node, delivery.delivery)
+
+    fleet.sim.on_deliver = on_deliver
+    held = sorted(fleet.sim.agents)
+    return lambda: (made(), delivered, held)
+
+
+def leases(fleet: Fleet, *, until: int, rogue: int | None = None) -> Callable[[], Any]:
+    """Scenario: traffic and the lease roles; ``rogue`` (a member) also works its cell's first
+    resource every 20 minutes whether it holds it or not."""
+    add_traffic(fleet, per_node_per_day=50, until=until)
+    add_lease_work(fleet, until=until)
+    if rogue is not None and fleet.holds(rogue):
+        resource = f"dock/{fleet.coordinator_of[rogue]}/0"
+
+        def ignore_the_lease(sim: Simulator) -> int | None:
+            fleet.trace.append(invariants.Used(resource, rogue, 1, sim.now, sim.now + HOUR, sim.now))
+            return sim.now + 20 * 60_000 if sim.now < until else None
+
+        fleet.sim.every(T0 + HOUR, ignore_the_lease)
+    return lambda: sorted(fleet.sim.agents)
+
+
+def fail_at(fleet: Fleet, *, at: int, part: int, hard: bool) -> Callable[[], Any]:
+    """Scenario: traffic, and the worker holding ``part`` fails at ``at`` (an exception, or
+    ``hard``: the process ends without a word)."""
+    add_traffic(fleet, per_node_per_day=50, until=UNTIL)
+    if fleet.part is not None and fleet.part.index == part:
+
+        def fail(sim: Simulator) -> int | None:
+            if hard:
+                os._exit(3)
+            raise ValueError(f"a fault planted in part {part}")
+
+        fleet.sim.every(at, fail)
+    return lambda: None
+
+
+def test_one_worker_is_the_single_simulator() -> None:
+    scenario = functools.partial(traffic, until=UNTIL, per_node=24)
+    run = run_fleet(1, UNTIL + HOUR, scenario, **FLEET, **ROUGH)
+    fleet = build_fleet(**FLEET, **ROUGH)  # type: ignore[arg-type]
+    collect = scenario(fleet)
+    fleet.sim.run(UNTIL + HOUR)
+    assert run.stats == fleet.sim.stats
+    assert run.results == [collect()]
+    assert run.stats.lost > 0 and run.stats.duplicated > 0
+    assert run.windows == 0 and len(run.peak_rss_mib) == 1
+
+
+def test_two_workers_deliver_the_same_messages_as_one_on_a_lossless_fleet() -> None:
+    scenario = functools.partial(traffic, until=UNTIL, per_node=24)
+    one = run_fleet(1, UNTIL + HOUR, scenario, **FLEET)
+    two = run_fleet(2, UNTIL + HOUR, scenario, **FLEET)
+    (made,), (made_0, got_0, held_0), (made_1, got_1, held_1) = (
+        [r[0] for r in one.results],
+        two.results[0],
+        two.results[1],
+    )
+    # Both parts held agents (the hub and some cells, the other cells), none twice.
+    assert 1 in held_0 and held_1 and not set(held_0) & set(held_1)
+    assert sorted(held_0 + held_1) == list(range(1, 46))
+    assert made_0 + made_1 == made > 100
+    ids = sorted(cid for _, _, cid in one.results[0][1])
+    assert sorted(cid for _, _, cid in got_0 + got_1) == ids
+    assert len(set(ids)) == len(ids) == made
+    assert two.stats.delivered == two.stats.messages == one.stats.messages
+    assert two.windows > 10
+    # Latency crosses parts too: the mean is that of one process, up to same-instant order.
+    assert two.stats.latency_ms_total == pytest.approx(one.stats.latency_ms_total, rel=0.05)
+
+
+def test_a_run_is_a_function_of_seed_and_workers() -> None:
+    scenario = functools.partial(traffic, until=UNTIL, per_node=24)
+    first = run_fleet(2, UNTIL + HOUR, scenario, **FLEET, **ROUGH)
+    again = run_fleet(2, UNTIL + HOUR, scenario, **FLEET, **ROUGH)
+    assert first.stats == again.stats and first.results == again.results
+    assert first.stats.lost > 0 and first.stats.duplicated > 0
+    other = run_fleet(2, UNTIL + HOUR, scenario, **{**FLEET, "seed": 3}, **ROUGH)
+    assert other.results != first.results
+
+
+def test_the_lease_verdict_covers_every_part_and_still_catches_a_broken_rule() -> None:
+    until = T0 + 8 * HOUR
+    fleet_args = {**FLEET, "leases": LeaseSetup(resources_per_cell=2)}
+    run = run_fleet(2, until + HOUR, functools.partial(leases, until=until), **fleet_args)
+    held_0, held_1 = run.results
+    report = run.check_leases()
+    assert report.ok, report.violation
+    assert report.uses > 20 and report.grants > report.uses // 4
+    users = {r.holder for r in run.trace if isinstance(r, invariants.Used)}
+    assert users & set(held_0) and users & set(held_1)  # both parts' uses were judged
+    assert run.stats.delivered == run.stats.messages > 0
+
+    rogue = max(held_1)  # a member held by the worker process, not the caller
+    scenario = functools.partial(leases, until=until, rogue=rogue)
+    broken = run_fleet(2, until + HOUR, scenario, **fleet_args).check_leases()
+    assert broken.violation is not None and rogue in broken.violation.holders
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["exception", "exit"])
+def test_a_worker_failure_is_reported_not_hung(hard: bool) -> None:
+    scenario = functools.partial(fail_at, at=T0 + HOUR, part=1, hard=hard)
+    with pytest.raises(WorkerError) as caught:
+        run_fleet(2, UNTIL, scenario, stall_s=60, **FLEET)
+    if hard:
+        assert "worker 1 exited (code 3)" in str(caught.value)
+    else:
+        assert "worker 1 failed: ValueError: a fault planted in part 1" in str(caught.value)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_failure_in_the_callers_part_ends_the_workers() -> None:
+    scenario = functools.partial(fail_at, at=T0 + HOUR, part=0, hard=False)
+    with pytest.raises(ValueError, match="a fault planted in part 0"):
+        run_fleet(2, UNTIL, scenario, stall_s=60, **FLEET)
+    assert multiprocessing.active_children() == []
