@@ -158,3 +158,50 @@ def test_a_failure_in_the_callers_part_ends_the_workers() -> None:
     with pytest.raises(ValueError, match="a fault planted in part 0"):
         run_fleet(2, UNTIL, scenario, stall_s=60, **FLEET)
     assert multiprocessing.active_children() == []
+
+
+def announce(fleet: Fleet, *, until: int) -> Callable[[], Any]:
+    """Scenario: traffic, and each process says who it is once its part is built."""
+    add_traffic(fleet, per_node_per_day=50, until=until)
+    index = fleet.part.index if fleet.part is not None else 0
+    print(f"part {index} pid {os.getpid()}", flush=True)
+    return lambda: None
+
+
+def test_ctrl_c_ends_the_caller_and_its_workers(tmp_path: Any) -> None:
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import functools\n"
+        "from fleetwire.runtime.sim.parallel import run_fleet\n"
+        "from tests.test_sim_parallel import announce, FLEET, T0, DAY_MS\n"
+        "run_fleet(2, T0 + 60 * DAY_MS, functools.partial(announce, until=T0 + 60 * DAY_MS),"
+        " **FLEET)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    caller = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, text=True,
+    )  # fmt: skip
+    try:
+        pids: dict[str, int] = {}
+        while len(pids) < 2:
+            ready, _, _ = select.select([caller.stdout], [], [], 60)
+            assert ready, "the run did not start within a minute"
+            line = caller.stdout.readline()  # type: ignore[union-attr]
+            assert line, caller.stderr.read()  # type: ignore[union-attr]
+            _, index, _, pid = line.split()
+            pids[index] = int(pid)
+        os.killpg(caller.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        _, errors = caller.communicate(timeout=60)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    assert caller.returncode != 0 and "KeyboardInterrupt" in errors
+    assert pids["0"] == caller.pid
+    with pytest.raises(ProcessLookupError):  # the worker is gone, not orphaned
+        os.kill(pids["1"], 0)

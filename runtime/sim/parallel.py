@@ -44,8 +44,8 @@ sign (so latencies across parts are matched), its CPU time and peak memory, and 
 scenario's collector returned; :class:`ParallelRun` holds them merged.
 
 **Failure.** A worker's exception reaches the caller as :class:`WorkerError` with the worker's
-message and traceback; a worker that dies without a word (killed, ``os._exit``) is seen by its
-process sentinel; ``stall_s`` bounds the wait for any one answer. On any error or Ctrl-C in
+message and traceback; a worker that dies without a word (killed, ``os._exit``) closes its
+pipe, which the caller reads as the end; ``stall_s`` bounds the wait for any one answer. On any error or Ctrl-C in
 the caller, the pipes are closed (a worker waiting on its pipe then exits) and any worker still
 alive after a short grace is terminated and joined: no orphans. Workers ignore SIGINT — the
 caller decides — and exit when their pipe closes, so a caller killed outright leaves none
@@ -232,8 +232,9 @@ class _Workers:
     def receive(self, index: int, expect: str, stall_s: float | None) -> tuple[Any, ...]:
         """The next message from worker ``index``, or :class:`WorkerError`."""
         conn, process = self.conns[index - 1], self.processes[index - 1]
-        ready = multiprocessing.connection.wait([conn, process.sentinel], stall_s)
-        if not ready:
+        # Only the worker holds the other end of its pipe, so a worker that dies closes it:
+        # the read below ends with EOFError, with no need to watch the process itself.
+        if stall_s is not None and not conn.poll(stall_s):
             raise WorkerError(f"worker {index} did not answer within {stall_s:g} s")
         try:
             message = conn.recv()
