@@ -120,6 +120,10 @@ def register(subparsers: Any) -> None:
         "sim (the discrete-event simulator, sizes are nodes; 10,000 and more)",
     )  # fmt: skip
     parser.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="with --engine sim: split each fleet across N OS processes (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--sweep-days", type=float, default=1.0,
         help="simulated days of traffic per size in the sweep (default 1)",
     )  # fmt: skip
@@ -225,7 +229,9 @@ def _run_sweep(args: argparse.Namespace, base: demo.Scenario) -> int:
     def show(p: demo_sweep.Point) -> None:
         print(f"{p.nodes} nodes: {p.wall_seconds:.1f} s ({p.cpu_seconds:.1f} s CPU)", flush=True)
 
-    points = demo_sweep.sweep(base, args.sweep, on_point=show, engine=args.engine)
+    points = demo_sweep.sweep(
+        base, args.sweep, on_point=show, engine=args.engine, workers=args.workers
+    )
     for p in points:
         table.add_row(
             str(p.nodes), str(p.cells), f"{p.bytes_per_node_per_s:.3f}",

@@ -205,3 +205,23 @@ def test_ctrl_c_ends_the_caller_and_its_workers(tmp_path: Any) -> None:
     assert pids["0"] == caller.pid
     with pytest.raises(ProcessLookupError):  # the worker is gone, not orphaned
         os.kill(pids["1"], 0)
+
+
+def test_the_demo_sweep_runs_on_two_workers(tmp_path: Any) -> None:
+    import json
+
+    from fleetwire.runtime.cli import main
+
+    points = {}
+    for workers in (1, 2):
+        out = tmp_path / str(workers)
+        args = ["demo", "--sweep", "81", "--engine", "sim", "--sweep-days", "0.25",
+                "--workers", str(workers), "--out", str(out)]  # fmt: skip
+        assert main(args) == 0
+        points[workers] = json.loads((out / "sweep.json").read_text())["points"][0]
+    one, two = points[1], points[2]
+    assert (two["nodes"], two["cells"], two["members"]) == (one["nodes"], one["cells"], one["members"])
+    assert two["verdict_ok"] and two["grants"] > 0 and two["decision_wait_ms_p50"] is not None
+    # The same traffic and lease work, measured part by part and merged.
+    assert two["bytes_per_node_per_s"] == pytest.approx(one["bytes_per_node_per_s"], rel=0.1)
+    assert two["grants"] == pytest.approx(one["grants"], rel=0.2)
