@@ -222,3 +222,11 @@ def test_the_demo_sweep_runs_on_two_workers(tmp_path: Any) -> None:
     # The same traffic and lease work, measured part by part and merged.
     assert two["bytes_per_node_per_s"] == pytest.approx(one["bytes_per_node_per_s"], rel=0.1)
     assert two["grants"] == pytest.approx(one["grants"], rel=0.2)
+
+
+def test_a_scenario_that_cannot_reach_the_workers_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="module-level function"):
+        run_fleet(2, UNTIL, lambda fleet: (lambda: None), **FLEET)
+    with pytest.raises(ValueError, match="light time > 0"):
+        run_fleet(2, UNTIL, announce, **FLEET, backbone_link=LinkModel(owlt_ms=0))
+    assert multiprocessing.active_children() == []

@@ -56,6 +56,8 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.context
+import pickle
 import resource
 import signal
 import time
@@ -213,6 +215,19 @@ class _Workers:
         context = multiprocessing.get_context("spawn")
         self.conns: list[multiprocessing.connection.Connection] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
+        try:
+            self._start(context, count, fleet_args, scenario)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(
+        self,
+        context: multiprocessing.context.SpawnContext,
+        count: int,
+        fleet_args: dict[str, Any],
+        scenario: Scenario,
+    ) -> None:
         for index in range(1, count):
             mine, theirs = context.Pipe()
             process = context.Process(
@@ -277,6 +292,14 @@ def run_fleet(
     lookahead = backbone.owlt_ms
     if workers > 1 and lookahead <= 0:
         raise ValueError("a fleet split across processes needs backbone light time > 0")
+    if workers > 1:
+        try:
+            pickle.dumps(scenario)
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            raise ValueError(
+                f"the scenario cannot reach the worker processes ({error}): pass a module-level "
+                "function or a functools.partial of one"
+            ) from None
     pool = _Workers(workers, fleet_args, scenario) if workers > 1 else None
     try:
         own = _Part(0, workers, dict(fleet_args), scenario)
