@@ -120,8 +120,8 @@ def register(subparsers: Any) -> None:
         "sim (the discrete-event simulator, sizes are nodes; 10,000 and more)",
     )  # fmt: skip
     parser.add_argument(
-        "--workers", type=int, default=1, metavar="N",
-        help="with --engine sim: split each fleet across N OS processes (default 1)",
+        "--workers", type=int, metavar="N",
+        help="with --engine sim and --sweep: OS processes each fleet is split across (default 1)",
     )  # fmt: skip
     parser.add_argument(
         "--sweep-days", type=float, default=1.0,
@@ -219,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_sweep(args: argparse.Namespace, base: demo.Scenario) -> int:
+    if args.workers is not None and args.workers < 1:
+        raise _fail("--workers must be at least 1")
     console = Console()
     table = Table(title=f"scaling study: {base.days:g} simulated days a size ({args.engine})")
     columns = ("nodes", "cells", "B/s per node", "busiest node B/s", "wait p50", "wait p95",
@@ -230,7 +232,7 @@ def _run_sweep(args: argparse.Namespace, base: demo.Scenario) -> int:
         print(f"{p.nodes} nodes: {p.wall_seconds:.1f} s ({p.cpu_seconds:.1f} s CPU)", flush=True)
 
     points = demo_sweep.sweep(
-        base, args.sweep, on_point=show, engine=args.engine, workers=args.workers
+        base, args.sweep, on_point=show, engine=args.engine, workers=args.workers or 1
     )
     for p in points:
         table.add_row(

@@ -230,3 +230,11 @@ def test_a_scenario_that_cannot_reach_the_workers_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="light time > 0"):
         run_fleet(2, UNTIL, announce, **FLEET, backbone_link=LinkModel(owlt_ms=0))
     assert multiprocessing.active_children() == []
+
+
+def test_bad_workers_are_a_one_line_error() -> None:
+    from fleetwire.runtime.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--sweep", "41", "--engine", "sim", "--workers", "0"])
+    assert str(caught.value) == "fleetwire demo: error: --workers must be at least 1"
