@@ -32,19 +32,30 @@ like any other and count as delivered messages; the run ends with the lease inva
 checker's verdict over every grant and use (mutual exclusion, token order, every use
 granted).
 
+With ``--workers N`` the fleet is split by cells across N OS processes
+(:mod:`fleetwire.runtime.sim.parallel`: the calling process runs one part, N-1 workers the
+others, in synchronous windows of the backbone light time). ``run s`` and ``µs/msg`` are
+then wall figures for the whole fleet; ``cpu µs`` is the CPU time of every process summed,
+per message (so the ratio to one process's bound says what the work costs, not how fast it
+went); ``peak MiB`` is every process's peak RSS summed. ``workers=1`` is the single-process
+simulator, as before.
+
     python benchmarks/bench_sim.py [--sizes 100,1000] [--hours 24] [--per-node 100] [--seed 1]
-                                   [--roles]
+                                   [--roles] [--workers 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import resource
 import time
+from collections.abc import Callable
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fleetwire.runtime.sim.fleet import DAY_MS, LeaseSetup, add_lease_work, add_traffic, build_fleet
+from fleetwire.runtime.sim.fleet import DAY_MS, Fleet, LeaseSetup, add_lease_work, add_traffic
+from fleetwire.runtime.sim.parallel import run_fleet as run_parts
 
 T0 = 820_000_000_000  # DTN ms, 2025-12-26
 PAYLOAD = bytes(range(200)) + b"deliver feedstock to node 7 by day 12"
@@ -66,28 +77,32 @@ def sign_verify_us(pairs: int = 300, rounds: int = 5) -> tuple[float, float]:
     return best * 1e6, best_cpu * 1e6
 
 
-def run_fleet(
-    nodes: int, hours: float, per_node: float, seed: int, roles: bool = False
-) -> dict[str, float]:
-    started = time.perf_counter()
-    fleet = build_fleet(nodes, seed=seed, start=T0, leases=LeaseSetup() if roles else None)
-    built = time.perf_counter() - started
-    until = T0 + int(hours * 3_600_000)
+def scenario(fleet: Fleet, *, until: int, per_node: float, roles: bool) -> Callable[[], int]:
+    """One part's traffic (and lease work); collects the bundles its agents forwarded."""
     add_traffic(fleet, per_node_per_day=per_node, until=until)
     if roles:
         add_lease_work(fleet, until=until)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    fleet.sim.run(until + 3_600_000)  # an hour more, for the last messages to arrive
-    elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started
-    stats = fleet.sim.stats
-    forwarded = sum(agent.stats.forwarded for agent in fleet.sim.agents.values())
+    return lambda: sum(agent.stats.forwarded for agent in fleet.sim.agents.values())
+
+
+def run_fleet(
+    nodes: int, hours: float, per_node: float, seed: int, roles: bool = False, workers: int = 1
+) -> dict[str, Any]:
+    until = T0 + int(hours * 3_600_000)
+    setup = functools.partial(scenario, until=until, per_node=per_node, roles=roles)
+    run = run_parts(
+        workers, until + 3_600_000,  # an hour more, for the last messages to arrive
+        setup, nodes=nodes, seed=seed, start=T0, leases=LeaseSetup() if roles else None,
+    )  # fmt: skip
+    stats = run.stats
+    forwarded = sum(run.results)
     delivered = stats.delivered
-    verdict = fleet.check_leases() if roles else None
+    cpu = sum(run.run_cpu_s)
+    verdict = run.check_leases() if roles else None
     return {
         "nodes": nodes,
-        "build_s": built,
-        "run_s": elapsed,
+        "build_s": run.build_s,
+        "run_s": run.run_s,
         "messages": stats.messages,
         "delivered": delivered,
         "role_messages": stats.handled,
@@ -96,10 +111,13 @@ def run_fleet(
         "violations": -1 if verdict is None else verdict.violations,
         "hops": forwarded / max(1, delivered),
         "events": stats.events,
-        "us_per_message": elapsed / max(1, delivered) * 1e6,
+        "windows": run.windows,
+        "us_per_message": run.run_s / max(1, delivered) * 1e6,
         "cpu_us_per_message": cpu / max(1, delivered) * 1e6,
+        "cpu_s": cpu,
+        "cpu_s_per_process": run.run_cpu_s,
         "latency_s": stats.latency_ms_total / max(1, delivered) / 1000,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": sum(run.peak_rss_mib),
     }
 
 
@@ -110,10 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-node", type=float, default=100.0, help="messages/node/day")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--roles", action="store_true", help="run the lease roles in the agents")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="OS processes to split the fleet across"
+    )
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"traffic: {args.per_node:g} messages/node/day for {args.hours:g} virtual hours, "
-          f"seed {args.seed}, roles {'on' if args.roles else 'off'}; load average "
+          f"seed {args.seed}, roles {'on' if args.roles else 'off'}, {args.workers} worker(s); load average "
           f"{os.getloadavg()[0]:.2f} at start")  # fmt: skip
     print(f"{'nodes':>6} {'delivered':>9} {'hops':>5} {'build s':>8} {'run s':>8} "
           f"{'µs/msg':>8} {'cpu µs':>8} {'bound µs':>8} {'bound cpu':>9} {'ratio':>6} "
@@ -123,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     cpu_per_message: list[float] = []
     for nodes in sizes:
         before, before_cpu = sign_verify_us()
-        result = run_fleet(nodes, args.hours, args.per_node, args.seed, args.roles)
+        result = run_fleet(
+            nodes, args.hours, args.per_node, args.seed, args.roles, args.workers
+        )
         after, after_cpu = sign_verify_us()
         bound, bound_cpu = min(before, after), min(before_cpu, after_cpu)
         ratio = bound / result["us_per_message"]
@@ -145,6 +168,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"{result['grants']:.0f} grants, {result['uses']:.0f} uses, "
                   f"{result['violations']:.0f} invariant violations; load average "
                   f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+        if args.workers > 1:
+            per_process = ", ".join(f"{cpu:.0f}" for cpu in result["cpu_s_per_process"])
+            print(f"       {args.workers} processes: {result['windows']:.0f} windows, "
+                  f"run CPU {result['cpu_s']:.0f} s ({per_process}), "
+                  f"wall {result['run_s']:.0f} s")  # fmt: skip
     if len(per_message) > 1:
         print(f"wall time per message, largest/smallest over the sizes: "
               f"{max(per_message) / min(per_message):.2f}x wall, "

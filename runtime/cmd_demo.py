@@ -139,8 +139,10 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--workers", type=int, metavar="N",
-        help="with the sim engine: OS processes the regions run in (default one per region; "
-        "1 runs them one after the other in this process); the results do not depend on it",
+        help="with the sim engine: OS processes the run is spread over. A single run: the "
+        "regions' processes (default one per region; 1 runs them one after the other in this "
+        "process; the results do not depend on it). --sweep: the processes each fleet is split "
+        "across, by cells (default 1)",
     )  # fmt: skip
     parser.add_argument(
         "--sweep-days", type=float, default=1.0,
@@ -274,6 +276,8 @@ def _engine(args: argparse.Namespace, chosen: tuple[str, ...]) -> str:
 
 
 def _run_sweep(args: argparse.Namespace, base: demo.Scenario) -> int:
+    if args.workers is not None and args.workers < 1:
+        raise _fail("--workers must be at least 1")
     console = Console()
     table = Table(
         title=f"scaling study: {base.days:g} simulated days a size ({args.engine or 'loopback'})"
@@ -286,7 +290,10 @@ def _run_sweep(args: argparse.Namespace, base: demo.Scenario) -> int:
     def show(p: demo_sweep.Point) -> None:
         print(f"{p.nodes} nodes: {p.wall_seconds:.1f} s ({p.cpu_seconds:.1f} s CPU)", flush=True)
 
-    points = demo_sweep.sweep(base, args.sweep, on_point=show, engine=args.engine or "loopback")
+    points = demo_sweep.sweep(
+        base, args.sweep, on_point=show, engine=args.engine or "loopback",
+        workers=args.workers or 1,
+    )  # fmt: skip
     for p in points:
         table.add_row(
             str(p.nodes), str(p.cells), f"{p.bytes_per_node_per_s:.3f}",

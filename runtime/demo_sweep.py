@@ -84,16 +84,17 @@ def sweep(
     members_per_cell: int = 10,
     on_point: Callable[[Point], None] | None = None,
     engine: str = "loopback",
+    workers: int = 1,
 ) -> list[Point]:
     """Run ``base`` at each size, smallest first: members on the loopback engine, nodes on
     the simulator (``engine="sim"``, :mod:`.demo_sweep_sim`: its own fleet shape and traffic;
-    only ``base``'s days and seed apply)."""
+    only ``base``'s days and seed apply; split across ``workers`` processes)."""
     points = []
     for size in sorted(sizes):
         if engine == "sim":
             from . import demo_sweep_sim
 
-            points.append(demo_sweep_sim.point(size, base.days, base.seed))
+            points.append(demo_sweep_sim.point(size, base.days, base.seed, workers))
         else:
             cpu = time.process_time()
             measured = point(demo.run(shape(base, size, members_per_cell)))

@@ -21,19 +21,27 @@ Each size gives a :class:`~.demo_sweep.Point`: bytes every node put on its links
 simulator's ``on_transmit``) per node per second, fleet mean and the busiest node's busiest
 hour; decision latency p50/p95; the lease invariant verdict over every grant and use; wall
 time and peak memory.
+
+With ``workers`` > 1 (``--workers``) each size runs split by cells across that many OS
+processes (:mod:`.sim.parallel`); each part measures its own nodes and the figures are merged
+(CPU time and peak memory summed over the processes).
 """
 
 from __future__ import annotations
 
+import functools
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 from fleetwire.protocol.coordination import invariants
 from fleetwire.protocol.coordination.lease_holder import HolderState
 from fleetwire.protocol.coordination.lease_roles import MemberRole
 from fleetwire.runtime.sim.engine import Simulator
-from fleetwire.runtime.sim.fleet import Fleet, LeaseSetup, add_traffic, build_fleet
+from fleetwire.runtime.sim.fleet import Fleet, LeaseSetup, add_traffic
+from fleetwire.runtime.sim.parallel import run_fleet
 
 from .demo_results import percentile
 from .demo_sweep import Point, peak_rss_mib
@@ -50,9 +58,11 @@ def lease_work(fleet: Fleet, until: int, waits: list[int]) -> None:
     the time from wanting to the first usable operation goes into ``waits``."""
     leases = fleet.leases
     assert leases is not None
-    sim, rng, trace = fleet.sim, fleet.sim.random, fleet.trace
+    sim, trace = fleet.sim, fleet.trace
 
-    def work(member: int, role: MemberRole) -> Callable[[Simulator], int | None]:
+    def work(
+        member: int, role: MemberRole, rng: random.Random
+    ) -> Callable[[Simulator], int | None]:
         cell = fleet.coordinator_of[member]
         resource = ""
         release_at = wanted_at = 0
@@ -87,44 +97,61 @@ def lease_work(fleet: Fleet, until: int, waits: list[int]) -> None:
         return step
 
     for member, role in sorted(fleet.holders.items()):
-        sim.every(sim.now + int(rng.expovariate(1 / leases.rest_ms)), work(member, role))
+        rng = fleet.random_for("lease work", member)  # the same whichever process runs it
+        first = sim.now + int(rng.expovariate(1 / leases.rest_ms))
+        sim.every(first, work(member, role, rng))
 
 
-def point(nodes: int, days: float, seed: int) -> Point:
-    """Run a ``nodes``-node fleet for ``days`` (and an hour to drain) and measure it."""
-    started, cpu = time.perf_counter(), time.process_time()
-    fleet = build_fleet(
-        nodes, seed=seed, start=START, cell_size=CELL_SIZE, leases=LeaseSetup(),
-        bundle_lifetime_ms=DAY,
-    )  # fmt: skip
-    until = START + round(days * DAY)
-    end = until + HOUR
+def measure(fleet: Fleet, *, until: int) -> Callable[[], Any]:
+    """One part's traffic, lease work and counters; collects its bytes by (node, hour), its
+    waits and its members."""
     per_hour: dict[tuple[int, int], int] = defaultdict(int)
-    total = [0]
 
     def transmitted(node: int, size: int) -> None:
         per_hour[(node, (fleet.sim.now - START) // HOUR)] += size
-        total[0] += size
 
     fleet.sim.on_transmit = transmitted
     add_traffic(fleet, per_node_per_day=PER_NODE_PER_DAY, until=until)
     waits: list[int] = []
     lease_work(fleet, until, waits)
-    fleet.sim.run(end)
-    verdict = invariants.check(fleet.trace)
+    return lambda: (dict(per_hour), waits, len(fleet.holders), len(fleet.members))
+
+
+def point(nodes: int, days: float, seed: int, workers: int = 1) -> Point:
+    """Run a ``nodes``-node fleet for ``days`` (and an hour to drain) on ``workers``
+    processes and measure it."""
+    started, cpu = time.perf_counter(), time.process_time()
+    until = START + round(days * DAY)
+    end = until + HOUR
+    run = run_fleet(
+        workers, end, functools.partial(measure, until=until),
+        nodes=nodes, seed=seed, start=START, cell_size=CELL_SIZE, leases=LeaseSetup(),
+        bundle_lifetime_ms=DAY,
+    )  # fmt: skip
+    per_hour: dict[tuple[int, int], int] = {}
+    waits: list[int] = []
+    for part_hours, part_waits, _, _ in run.results:
+        per_hour.update(part_hours)  # each part counts only its own nodes
+        waits.extend(part_waits)
+    verdict = invariants.check(run.trace)
     seconds = (end - START) / 1000
+    if workers > 1:  # every process's share (this one's build and run included)
+        cpu_seconds = sum(run.build_cpu_s) + sum(run.run_cpu_s)
+        rss = sum(run.peak_rss_mib)
+    else:
+        cpu_seconds, rss = time.process_time() - cpu, peak_rss_mib()
     return Point(
-        members=len(fleet.holders),
+        members=sum(result[2] for result in run.results),
         nodes=nodes,
-        cells=len(fleet.members),
-        bytes_per_node_per_s=round(total[0] / nodes / seconds, 3),
+        cells=run.results[0][3],
+        bytes_per_node_per_s=round(sum(per_hour.values()) / nodes / seconds, 3),
         busiest_node_peak_bytes_per_s=round(max(per_hour.values(), default=0) / 3600, 3),
         decision_wait_ms_p50=percentile(waits, 0.5),
         decision_wait_ms_p95=percentile(waits, 0.95),
         grants=verdict.grants,
         verdict_ok=verdict.violations == 0 and verdict.uses > 0,
         wall_seconds=round(time.perf_counter() - started, 2),
-        peak_rss_mib=round(peak_rss_mib(), 1),
+        peak_rss_mib=round(rss, 1),
         engine="sim",
-        cpu_seconds=round(time.process_time() - cpu, 2),
+        cpu_seconds=round(cpu_seconds, 2),
     )

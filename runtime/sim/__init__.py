@@ -14,18 +14,27 @@ Public API, for anything that runs a scenario on the simulator:
   and ``check_leases()``).
 * :func:`.fleet.add_traffic` (a Poisson stream of all four families — three when the lease
   roles carry the fourth) and :func:`.fleet.add_lease_work` (members want, use, release).
+* :func:`.parallel.run_fleet` (``workers``, ``until``, a scenario, ``build_fleet``'s
+  arguments) → :class:`.parallel.ParallelRun`: the same fleet split by cells across OS
+  processes (:class:`.fleet.Part`), run in synchronous windows, its stats and lease trace
+  merged; :class:`.parallel.WorkerError` when a worker fails.
 """
 
 from .engine import LinkModel, SimStats, Simulator
-from .fleet import Fleet, LeaseSetup, add_lease_work, add_traffic, build_fleet
+from .fleet import Fleet, LeaseSetup, Part, add_lease_work, add_traffic, build_fleet
+from .parallel import ParallelRun, WorkerError, run_fleet
 
 __all__ = [
     "Fleet",
     "LeaseSetup",
     "LinkModel",
+    "ParallelRun",
+    "Part",
     "SimStats",
     "Simulator",
+    "WorkerError",
     "add_lease_work",
     "add_traffic",
     "build_fleet",
+    "run_fleet",
 ]

@@ -31,8 +31,18 @@ Applications are callbacks: ``on_deliver(sim, node, Deliver)`` sees every delive
 (the default acknowledges at once), ``on_sent(sim, node, Sent)`` every message sent (a trace
 of grants, say); roles attached to an agent (``agent.attach``) take their families' messages
 themselves, and count as delivered (:class:`~fleetwire.protocol.agent.actions.Handled`). Traffic is scheduled with :meth:`Simulator.send_at` or a
-generator via :meth:`Simulator.every`. All randomness comes from one ``random.Random(seed)``
-and ties in the heap break by insertion order, so a run is a function of its seed.
+generator via :meth:`Simulator.every`. The link model draws from one ``random.Random`` per
+direction, seeded by (seed, sender, receiver), so a direction's jitter, losses and duplicates
+do not depend on what other links did (a fleet split across processes draws the same);
+``Simulator.random`` is the applications'. Ties in the heap break by insertion order, so a run
+is a function of its seed.
+
+**A partition of a larger fleet** (:mod:`.parallel`): a simulator may hold only some of the
+fleet's agents. Events for a node it does not hold (an arrival at it, or the acknowledgement
+of a transfer it sent) go to ``elsewhere(node, event)`` instead of the heap, and the simulator
+holding that node takes them with :meth:`Simulator.take`; :meth:`Simulator.hear_from` makes a
+link from such a node known (for its acknowledgements' light time). A message delivered here
+but signed elsewhere is kept in ``delivered_unsent`` for the latency to be matched later.
 """
 
 from __future__ import annotations
@@ -75,6 +85,11 @@ class LinkModel:
     windows: tuple[tuple[int, int], ...] | None = None
     confirms: bool = True
 
+    @property
+    def random(self) -> bool:
+        """Whether this link draws random numbers (jitter, loss or duplication)."""
+        return bool(self.jitter_ms or self.loss or self.duplicate)
+
 
 @attrs.define
 class SimStats:
@@ -98,6 +113,8 @@ class _Direction:
     up: bool = False
     busy_until: int = 0
     window_end: int | None = None
+    #: This direction's own draws (``None`` when the model draws nothing).
+    random: random.Random | None = None
 
 
 # Event kinds (heap entries are (time, seq, kind, a, b, c)).
@@ -105,6 +122,8 @@ _WAKE, _ARRIVE, _ANSWER, _UP, _DOWN, _CALL = range(6)
 
 OnDeliver = Callable[["Simulator", int, Deliver], None]
 OnSent = Callable[["Simulator", int, Sent], None]
+#: An event as the heap holds it: (time, seq, kind, a, b, c).
+Event = tuple[int, int, int, Any, Any, Any]
 
 
 def acknowledge_at_once(sim: Simulator, node: int, delivery: Deliver) -> None:
@@ -117,6 +136,7 @@ class Simulator:
 
     def __init__(self, *, seed: int, start: int, on_deliver: OnDeliver = acknowledge_at_once):
         self.now = start
+        self.seed = seed
         self.random = random.Random(seed)
         self.agents: dict[int, BundleAgent] = {}
         self.stats = SimStats()
@@ -130,6 +150,11 @@ class Simulator:
         self.on_sent: OnSent | None = None
         #: Called with ``(node, bytes)`` for every transfer a link takes (a traffic count).
         self.on_transmit: Callable[[int, int], None] | None = None
+        #: A partition of a larger fleet (module docstring): where events for nodes not
+        #: held here go (``None``: every node is here).
+        self.elsewhere: Callable[[int, Event], None] | None = None
+        #: Content id → delivery time of messages delivered here but not signed here.
+        self.delivered_unsent: dict[bytes, int] = {}
 
     # --- building a fleet --------------------------------------------------------------
 
@@ -142,12 +167,31 @@ class Simulator:
         """A link from ``a`` to ``b`` (and back, with the same model, unless ``both_ways``
         is false): up in each of its windows."""
         for src, dst in ((a, b), (b, a)) if both_ways else ((a, b),):
-            self._links[(src, dst)] = _Direction(model)
+            draws = random.Random(f"link {self.seed} {src} {dst}") if model.random else None
+            self._links[(src, dst)] = _Direction(model, random=draws)
             windows = model.windows if model.windows is not None else ((self.now, None),)
             for start, end in windows:
                 self._push(max(start, self.now), _UP, src, dst, end)
                 if end is not None:
                     self._push(end, _DOWN, src, dst, None)
+
+    def hear_from(self, a: int, b: int, model: LinkModel) -> None:
+        """The link from ``a``, a node held elsewhere, to ``b``, held here: its model only
+        (``b`` acknowledges over it; ``a``'s simulator runs the transfers)."""
+        self._links[(a, b)] = _Direction(model)
+
+    def take(self, event: Event) -> None:
+        """An event another simulator made for a node held here (``elsewhere``)."""
+        at, _, kind, a, b, c = event
+        self._push(at, kind, a, b, c)
+
+    def next_at(self) -> int | None:
+        """The time of the earliest event waiting (``None``: none)."""
+        return self._heap[0][0] if self._heap else None
+
+    def sent_undelivered(self) -> dict[bytes, int]:
+        """Content id → signing time of messages signed here and not delivered here."""
+        return dict(self._sent_at)
 
     def send_at(self, at: int, source: int, to: int, message: Message | SignedMessage) -> None:
         """The application at ``source`` sends ``message`` to node ``to`` at ``at``."""
@@ -233,24 +277,34 @@ class Simulator:
                 created = self._sent_at.pop(action.message.content_id.raw, None)  # type: ignore[union-attr]
                 if created is not None:
                     self.stats.latency_ms_total += now - created
+                elif self.elsewhere is not None:
+                    self.delivered_unsent[action.message.content_id.raw] = now  # type: ignore[union-attr]
                 self.on_deliver(self, node, action)  # type: ignore[arg-type]
             elif came is not None and kind is TransferAccepted:
                 sender, key = came
                 back = self._links.get((sender, node))
                 owlt = 0 if back is None else back.model.owlt_ms
                 if back is not None and back.model.confirms:
-                    self._push(now + owlt, _ANSWER, sender, (node, key), "ok")
+                    if self.elsewhere is not None and sender not in self.agents:
+                        self.elsewhere(sender, (now + owlt, 0, _ANSWER, sender, (node, key), "ok"))
+                    else:
+                        self._push(now + owlt, _ANSWER, sender, (node, key), "ok")
             elif came is not None and kind is TransferRefused:
                 sender, key = came
                 back = self._links.get((sender, node))
                 owlt = 0 if back is None else back.model.owlt_ms
-                self._push(now + owlt, _ANSWER, sender, (node, key), "refused")
+                if self.elsewhere is not None and sender not in self.agents:
+                    self.elsewhere(sender, (now + owlt, 0, _ANSWER, sender, (node, key), "refused"))
+                else:
+                    self._push(now + owlt, _ANSWER, sender, (node, key), "refused")
             elif kind is Handled:
                 self.stats.delivered += 1
                 self.stats.handled += 1
                 created = self._sent_at.pop(action.message.content_id.raw, None)  # type: ignore[union-attr]
                 if created is not None:
                     self.stats.latency_ms_total += now - created
+                elif self.elsewhere is not None:
+                    self.delivered_unsent[action.message.content_id.raw] = now  # type: ignore[union-attr]
             elif kind is Sent:
                 self.stats.messages += 1
                 self._sent_at[action.message.content_id.raw] = now  # type: ignore[union-attr]
@@ -277,19 +331,27 @@ class Simulator:
         if end is not None and done > end:  # the window closes on the transfer
             self._push(end, _ANSWER, node, (peer, key), "failed")
             return
-        rng = self.random
-        arrival = done + model.owlt_ms + (rng.randint(0, model.jitter_ms) if model.jitter_ms else 0)
+        rng = direction.random
+        arrival = done + model.owlt_ms + (rng.randint(0, model.jitter_ms) if model.jitter_ms else 0)  # type: ignore[union-attr]
         if not model.confirms:
             self._push(done, _ANSWER, node, (peer, key), "ok")
-        if model.loss and rng.random() < model.loss:
+        if model.loss and rng.random() < model.loss:  # type: ignore[union-attr]
             self.stats.lost += 1
             if model.confirms:  # no acknowledgement comes back: the sender gives up on it
                 self._push(arrival + model.owlt_ms, _ANSWER, node, (peer, key), "failed")
             return
-        self._push(arrival, _ARRIVE, (node, key), peer, action.data)
-        if model.duplicate and rng.random() < model.duplicate:
+        elsewhere = self.elsewhere is not None and peer not in self.agents
+        if elsewhere:
+            self.elsewhere(peer, (arrival, 0, _ARRIVE, (node, key), peer, action.data))  # type: ignore[misc]
+        else:
+            self._push(arrival, _ARRIVE, (node, key), peer, action.data)
+        if model.duplicate and rng.random() < model.duplicate:  # type: ignore[union-attr]
             self.stats.duplicated += 1
-            self._push(arrival + 1 + model.jitter_ms, _ARRIVE, (node, key), peer, action.data)
+            again = arrival + 1 + model.jitter_ms
+            if elsewhere:
+                self.elsewhere(peer, (again, 0, _ARRIVE, (node, key), peer, action.data))  # type: ignore[misc]
+            else:
+                self._push(again, _ARRIVE, (node, key), peer, action.data)
 
     def _push(self, at: int, kind: int, a: Any, b: Any, c: Any) -> None:
         self._seq += 1

@@ -19,6 +19,19 @@ all four families (capability advertisements, commitment offers, exception repor
 claims), most to its own coordinator (or, for a coordinator, to a member), the rest to a
 random node of another cell.
 
+Randomness is per node: each node's traffic and each member's lease work draw from their own
+``random.Random`` seeded by (seed, purpose, node) (:meth:`Fleet.random_for`), so what a node
+does depends on the seed and its own history, not on the order in which other nodes' events
+ran.
+
+**Partitions** (``build_fleet(..., part=Part(index, count))``, for :mod:`.parallel`): the
+fleet's cells are split into ``count`` contiguous runs, the hub going with part 0 (counted as
+``hub_weight`` cells); a cell never straddles two parts. Everything every part must agree on
+is made in full — the tree, every node's key and credential, the trust store — but only the
+part's own agents, links and roles are built. A link from a held node to one held elsewhere is
+connected one way (its transfers run here) and heard the other way (only its light time, for
+acknowledgements). With ``part=None`` (or one part) the whole fleet is held, as before.
+
 **Coordination roles** (``build_fleet(..., leases=LeaseSetup())``): the lease roles of
 :mod:`fleetwire.protocol.coordination.lease_roles` run inside the agents as handlers — the
 hub a :class:`RegionRole` granting each cell's authority lease, each coordinator a
@@ -34,6 +47,7 @@ a while. Every grant the authorities send and every use a member makes is record
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Callable
 
 import attrs
@@ -64,7 +78,15 @@ from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 
 from .engine import LinkModel, Simulator
 
-__all__ = ["Fleet", "LeaseSetup", "add_lease_work", "add_traffic", "build_fleet"]
+__all__ = [
+    "Fleet",
+    "LeaseSetup",
+    "Part",
+    "add_lease_work",
+    "add_traffic",
+    "build_fleet",
+    "share_cells",
+]
 
 DAY_MS = 86_400_000
 HUB = 1
@@ -98,6 +120,28 @@ class LeaseSetup:
     renew_lead_ms: int = 40 * 60_000
 
 
+@attrs.frozen
+class Part:
+    """Which share of a fleet split across processes this build holds (module docstring)."""
+
+    index: int
+    count: int
+    #: The hub's load counted in cells, when the cells are shared out.
+    hub_weight: float = 1.0
+
+
+def share_cells(coordinators: list[int], count: int, hub_weight: float = 1.0) -> dict[int, int]:
+    """Coordinator → part index: contiguous runs of cells of about equal weight, the hub
+    (weighing ``hub_weight`` cells) in part 0."""
+    total = len(coordinators) + hub_weight
+    shares: dict[int, int] = {}
+    weight = hub_weight
+    for coordinator in coordinators:
+        shares[coordinator] = min(count - 1, int((weight + 0.5) * count / total))
+        weight += 1
+    return shares
+
+
 @attrs.define
 class Fleet:
     """A built fleet: the simulator, every node's key, the tree, and (with leases) the roles
@@ -113,6 +157,22 @@ class Fleet:
     cells: dict[int, CellRole] = attrs.field(factory=dict)
     holders: dict[int, MemberRole] = attrs.field(factory=dict)
     trace: list[invariants.Record] = attrs.field(factory=list)
+    seed: int = 0
+    #: Every node of the fleet, held here or not.
+    nodes: list[int] = attrs.field(factory=list)
+    #: Node → the part holding it (all 0 when the fleet is not split).
+    part_of: dict[int, int] = attrs.field(factory=dict)
+    #: The part built here (``None``: the whole fleet).
+    part: Part | None = None
+
+    def random_for(self, purpose: str, node: int) -> random.Random:
+        """The draws of one node's ``purpose`` (traffic, lease work…), the same whichever
+        part holds it."""
+        return random.Random(f"{purpose} {self.seed} {node}")
+
+    def holds(self, node: int) -> bool:
+        """Whether this build holds ``node``'s agent."""
+        return node in self.sim.agents
 
     def check_leases(self) -> invariants.Report:
         """The invariant checker's verdict on the trace (mutual exclusion, token order…)."""
@@ -134,9 +194,10 @@ def build_fleet(
     bundle_lifetime_ms: int = DAY_MS,
     expiry_granularity_ms: int = 3_600_000,
     leases: LeaseSetup | None = None,
+    part: Part | None = None,
 ) -> Fleet:
     """Build the agents and links of a ``nodes``-node fleet (module docstring); with
-    ``leases``, the lease roles run in the agents."""
+    ``leases``, the lease roles run in the agents; with ``part``, only that part's."""
     member_link = member_link or LinkModel(owlt_ms=50, rate_bps=1_000_000)
     backbone_link = backbone_link or LinkModel(owlt_ms=1_300, rate_bps=10_000_000)
     root = SigningKey.from_seed(hashlib.sha256(b"sim %d root" % seed).digest())
@@ -171,18 +232,34 @@ def build_fleet(
             start,
         )  # fmt: skip
     hierarchy = Hierarchy(parents)
+    shares = share_cells(list(members), part.count, part.hub_weight) if part else {}
+    part_of = {node: shares.get(node, shares.get(parents.get(node, 0), 0)) for node in keys}
+    here = part.index if part else 0
     sim = Simulator(seed=seed, start=start)
     for node, key in keys.items():
+        if part_of[node] != here:
+            continue
         config = AgentConfig(
             node=node, key=key, trust=trust, hierarchy=hierarchy,
             bundle_lifetime_ms=bundle_lifetime_ms, expiry_granularity_ms=expiry_granularity_ms,
         )  # fmt: skip
         sim.add(BundleAgent(config, MemoryAgentStore()))
     for coordinator, cell in members.items():
-        sim.connect(coordinator, HUB, backbone_link)
-        for member in cell:
-            sim.connect(member, coordinator, member_link)
-    fleet = Fleet(sim, keys, coordinator_of, members, trust, leases)
+        if part_of[coordinator] == part_of[HUB] == here:
+            sim.connect(coordinator, HUB, backbone_link)
+        elif part_of[coordinator] == here:  # the hub is held elsewhere
+            sim.connect(coordinator, HUB, backbone_link, both_ways=False)
+            sim.hear_from(HUB, coordinator, backbone_link)
+        elif part_of[HUB] == here:  # the cell is held elsewhere
+            sim.connect(HUB, coordinator, backbone_link, both_ways=False)
+            sim.hear_from(coordinator, HUB, backbone_link)
+        if part_of[coordinator] == here:
+            for member in cell:
+                sim.connect(member, coordinator, member_link)
+    fleet = Fleet(
+        sim, keys, coordinator_of, members, trust, leases,
+        seed=seed, nodes=sorted(keys), part_of=part_of, part=part,
+    )  # fmt: skip
     if leases is not None:
         _attach_lease_roles(fleet, leases, member_link, backbone_link)
     return fleet
@@ -200,8 +277,11 @@ def _attach_lease_roles(
     region = fleet.region = RegionRole(
         HUB, AuthorityConfig(max_drift_ms=drift, max_term_ms=leases.authority_term_ms)
     )
-    sim.attach(HUB, region)
+    if fleet.holds(HUB):
+        sim.attach(HUB, region)
     for coordinator in fleet.members:
+        if not fleet.holds(coordinator):
+            continue
         role = fleet.cells[coordinator] = CellRole(
             coordinator, cell=coordinator, region=HUB,
             authority_config=AuthorityConfig(max_drift_ms=drift,
@@ -212,6 +292,8 @@ def _attach_lease_roles(
         )  # fmt: skip
         sim.attach(coordinator, role)
     for member, coordinator in fleet.coordinator_of.items():
+        if not fleet.holds(member):
+            continue
         holder = fleet.holders[member] = MemberRole(member, (coordinator,), holding)
         sim.attach(member, holder)
     trace = fleet.trace
@@ -232,9 +314,11 @@ def add_lease_work(fleet: Fleet, *, until: int) -> None:
     leases = fleet.leases
     if leases is None:
         raise ValueError("the fleet was built without leases")
-    sim, rng, trace = fleet.sim, fleet.sim.random, fleet.trace
+    sim, trace = fleet.sim, fleet.trace
 
-    def work(member: int, role: MemberRole) -> Callable[[Simulator], int | None]:
+    def work(
+        member: int, role: MemberRole, rng: random.Random
+    ) -> Callable[[Simulator], int | None]:
         cell = fleet.coordinator_of[member]
         resource = ""
         release_at = 0
@@ -264,7 +348,9 @@ def add_lease_work(fleet: Fleet, *, until: int) -> None:
         return step
 
     for member, role in sorted(fleet.holders.items()):
-        sim.every(sim.now + int(rng.expovariate(1 / leases.rest_ms)), work(member, role))
+        rng = fleet.random_for("lease work", member)
+        first = sim.now + int(rng.expovariate(1 / leases.rest_ms))
+        sim.every(first, work(member, role, rng))
 
 
 def _message(kind: int, node: int, now: int, sequence: int, to: int) -> Message:
@@ -293,8 +379,7 @@ def add_traffic(
     """Schedule every node's message stream up to ``until`` (module docstring); returns a
     function giving the number of messages scheduled so far."""
     sim = fleet.sim
-    rng = sim.random
-    nodes = sorted(sim.agents)
+    nodes = fleet.nodes or sorted(sim.agents)
     rate = per_node_per_day / DAY_MS  # messages per ms
     made = [0]
 
@@ -302,7 +387,7 @@ def add_traffic(
     # granted to a holder that never wanted it).
     families = 3 if fleet.leases is not None else 4
 
-    def stream(node: int) -> Callable[[Simulator], int | None]:
+    def stream(node: int, rng: random.Random) -> Callable[[Simulator], int | None]:
         kind = node % families
 
         def next_message(sim: Simulator) -> int | None:
@@ -328,8 +413,9 @@ def add_traffic(
 
         return next_message
 
-    for node in nodes:
+    for node in sorted(sim.agents):
+        rng = fleet.random_for("traffic", node)
         first = sim.now + int(rng.expovariate(rate))
         if first <= until:
-            sim.every(first, stream(node))
+            sim.every(first, stream(node, rng))
     return lambda: made[0]
