@@ -40,6 +40,7 @@ import random
 from typing import Any
 
 from fleetwire.protocol import cbor, cose
+from fleetwire.protocol.agent.bundling import message_bundle
 from fleetwire.protocol.bpv7 import encode_bundle
 from fleetwire.protocol.coordination.digests import Digest, DigestBuilder, EmitDigest, MetricSpec
 from fleetwire.protocol.coordination.ledger import Ledger
@@ -60,7 +61,6 @@ from fleetwire.protocol.messages import (
     encode_message,
 )
 from fleetwire.protocol.messages.versions import encode_at
-from fleetwire.runtime.bundling import message_bundle
 from fleetwire.runtime.roles.fault_messages import digest_message
 
 NODE, COORDINATOR = 17, 1
@@ -191,12 +191,12 @@ def measure_cell(
     """Members on real Trio nodes digest toward their cell coordinator; count link bytes."""
     import trio
     import trio.testing
+    from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
     from fleetwire.protocol.trust import Role, TrustStore, issue_credential
-    from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
-    from fleetwire.runtime.loopback import LoopbackNetwork
-    from fleetwire.runtime.memory_store import MemoryBundleStore
-    from fleetwire.runtime.node import NodeConfig, open_node
+    from fleetwire.runtime.links.loopback import LoopbackNetwork
+    from fleetwire.runtime.node.node import NodeConfig, open_node
     from fleetwire.runtime.roles.faults import CellFaults, FaultMember
+    from fleetwire.runtime.store.memory_store import MemoryBundleStore
 
     rng = random.Random(seed)
     coordinator, nodes = 10, [10, *range(1000, 1000 + members)]

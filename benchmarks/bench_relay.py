@@ -7,7 +7,7 @@ Three parties in one Trio run, each with its own TCPCLv4 sessions on 127.0.0.1:
 * a **source** sends ``--count`` distinct FCP bundles (signed lease claims in BPv7 bundles,
   about 250 bytes, node 1 → node 3), ``send_many`` in chunks of 64 with ``--window`` in
   flight;
-* the **relay** (node 2) is a real :func:`~fleetwire.runtime.node.open_node` with a SQLite
+* the **relay** (node 2) is a real :func:`~fleetwire.runtime.node.node.open_node` with a SQLite
   store (``--memory``: the in-memory store): it takes custody (the transfer is acknowledged
   only once the bundle is durable), routes, forwards to node 3 over its own session and keeps
   a ``forwarded`` tombstone;
@@ -34,17 +34,17 @@ from pathlib import Path
 
 import trio
 from fleetwire.protocol.agent.bundling import for_next_hop, message_bundle
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX, Clock
 from fleetwire.protocol.envelope import seal
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import Header, LeaseClaim
 from fleetwire.protocol.tcpcl import v4
 from fleetwire.protocol.trust import Role, TrustStore, issue_credential
-from fleetwire.runtime.cl_link import ClLink, Refusal, TcpclV4, custody
-from fleetwire.runtime.contacts import DTN_EPOCH_UNIX, Clock
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import BundleRefused, Node, NodeConfig, open_node
-from fleetwire.runtime.sqlite_store import open_sqlite_store
-from fleetwire.runtime.tcp import open_tcp_cl_link, serve_cl
+from fleetwire.runtime.links.cl_link import ClLink, Refusal, TcpclV4, custody
+from fleetwire.runtime.links.tcp import open_tcp_cl_link, serve_cl
+from fleetwire.runtime.node.node import BundleRefused, Node, NodeConfig, open_node
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
+from fleetwire.runtime.store.sqlite_store import open_sqlite_store
 
 HOST = "127.0.0.1"
 SOURCE, RELAY, SINK = 1, 2, 3

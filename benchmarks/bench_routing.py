@@ -28,9 +28,9 @@ import time
 
 import trio
 import trio.testing
-from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
-from fleetwire.runtime.loopback import LinkModel, LoopbackNetwork
-from fleetwire.runtime.routing import Router
+from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
+from fleetwire.protocol.agent.routing import Router
+from fleetwire.runtime.links.loopback import LinkModel, LoopbackNetwork
 
 CELL = 50
 REGION_CELLS = 20

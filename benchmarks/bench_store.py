@@ -27,8 +27,8 @@ import tempfile
 import time
 
 import trio
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.sqlite_store import (
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
+from fleetwire.runtime.store.sqlite_store import (
     DEFAULT_MAX_BATCH,
     DEFAULT_WAL_LIMIT,
     SCHEMA,
@@ -36,7 +36,7 @@ from fleetwire.runtime.sqlite_store import (
     open_sqlite_store,
     wal_pragmas,
 )
-from fleetwire.runtime.store import Accepted, BundleStore, StoredBundle
+from fleetwire.runtime.store.store import Accepted, BundleStore, StoredBundle
 
 PAYLOAD = os.urandom(1024)
 GOAL = 20_000

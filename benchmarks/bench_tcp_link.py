@@ -12,7 +12,7 @@ bundle size the same byte volume is moved several ways, measured in the same run
 * **raw**: Trio TCP, each message length-prefixed (4 bytes), written in batches of up to
   256 KiB (as the link's writer batches); the receiver splits the stream into messages and
   answers one byte at the end. This is the limit: framing and nothing else.
-* **tcpclv4**: a :class:`~fleetwire.runtime.cl_link.ClLink` each way, ``send_many`` returning
+* **tcpclv4**: a :class:`~fleetwire.runtime.links.cl_link.ClLink` each way, ``send_many`` returning
   on the peer's final XFER_ACKs, which the receiver sends after its batch custody
   (``accept_many``) returned; that does nothing.
 * **tcpclv4+sqlite**: the same with the link's batch custody (``accept_many``) putting the
@@ -68,8 +68,8 @@ from collections.abc import Sequence
 
 import trio
 from fleetwire.protocol.tcpcl import v3, v4
-from fleetwire.runtime.cl_link import Accept, AcceptMany, ClLink, Refusal, TcpclV3, TcpclV4
-from fleetwire.runtime.tcp import open_tcp_cl_link, serve_cl
+from fleetwire.runtime.links.cl_link import Accept, AcceptMany, ClLink, Refusal, TcpclV3, TcpclV4
+from fleetwire.runtime.links.tcp import open_tcp_cl_link, serve_cl
 
 HOST = "127.0.0.1"
 _LEN = struct.Struct(">I")
@@ -83,11 +83,11 @@ MAX_BATCH = 1024
 
 def fcp_bundle() -> bytes:
     """A signed lease claim in its bundle, as a node sends it (about 250 bytes)."""
+    from fleetwire.protocol.agent.bundling import message_bundle
     from fleetwire.protocol.bpv7.bundle import encode_bundle
     from fleetwire.protocol.envelope import seal
     from fleetwire.protocol.keys import SigningKey
     from fleetwire.protocol.messages import Header, LeaseClaim
-    from fleetwire.runtime.bundling import message_bundle
 
     now = 1_780_000_000_000
     claim = LeaseClaim(
@@ -212,7 +212,7 @@ async def serve_raw_durable(count: int) -> None:
 def _raw_database() -> sqlite3.Connection:
     """A plain table (an integer key and the bytes) with the store's durability settings:
     WAL, ``synchronous=FULL`` and the same checkpoint bound (``TUNING``, ``wal_pragmas``)."""
-    from fleetwire.runtime.sqlite_store import DEFAULT_WAL_LIMIT, TUNING, wal_pragmas
+    from fleetwire.runtime.store.sqlite_store import DEFAULT_WAL_LIMIT, TUNING, wal_pragmas
 
     folder = tempfile.mkdtemp(prefix="bench-raw-sqlite-")
     db = sqlite3.connect(
@@ -233,8 +233,8 @@ async def serve_cl_once(kind: str) -> None:
 
         await serve_one_link(None, accept_many)
         return
-    from fleetwire.runtime.sqlite_store import open_sqlite_store
-    from fleetwire.runtime.store import StoredBundle
+    from fleetwire.runtime.store.sqlite_store import open_sqlite_store
+    from fleetwire.runtime.store.store import StoredBundle
 
     with tempfile.TemporaryDirectory(prefix="bench-tcp-link-") as tmp:
         async with open_sqlite_store(os.path.join(tmp, "store.db")) as store:
@@ -403,7 +403,7 @@ async def send_cl(port: int, payload: bytes, count: int, window: int) -> float:
 
 
 async def fill(store: object, payload: bytes, count: int) -> None:
-    from fleetwire.runtime.store import StoredBundle
+    from fleetwire.runtime.store.store import StoredBundle
 
     for first in range(0, count, 1000):
         await store.put_many(  # type: ignore[attr-defined]
@@ -458,7 +458,7 @@ async def drain(store: object, link: ClLink | None, page: int = 1024, depth: int
 
 async def measure_drain(count: int, payload: bytes) -> tuple[float, float]:
     """Seconds to read-and-delete ``count`` bundles without a link, and to drain them over one."""
-    from fleetwire.runtime.sqlite_store import open_sqlite_store
+    from fleetwire.runtime.store.sqlite_store import open_sqlite_store
 
     with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmp:
         async with open_sqlite_store(os.path.join(tmp, "alone.db")) as store:
@@ -514,8 +514,8 @@ async def measure(mode: str, payload: bytes, count: int, window: int) -> float:
 async def measure_store(payload: bytes, count: int) -> float:
     """Seconds for the SQLite store alone to take ``count`` bundles with ``put_many`` (pages of
     1,024, four at once, as the receiver's batch custody gives them): the store's ceiling."""
-    from fleetwire.runtime.sqlite_store import open_sqlite_store
-    from fleetwire.runtime.store import StoredBundle
+    from fleetwire.runtime.store.sqlite_store import open_sqlite_store
+    from fleetwire.runtime.store.store import StoredBundle
 
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         async with open_sqlite_store(os.path.join(tmp, "store.db")) as store:
@@ -545,7 +545,7 @@ async def measure_store(payload: bytes, count: int) -> float:
 
 def sqlite_available() -> bool:
     try:
-        import fleetwire.runtime.sqlite_store  # noqa: F401
+        import fleetwire.runtime.store.sqlite_store  # noqa: F401
     except ImportError:
         return False
     return True

@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 The suite builds a small fleet in a scratch folder: a root key and credentials (``fleetwire
 keys``), one **reference node** per protocol version it can pin (in process: Trio nodes from
-:func:`~fleetwire.runtime.tcp_node.open_configured_node`, listening on 127.0.0.1) and a second
+:func:`~fleetwire.runtime.node.tcp_node.open_configured_node`, listening on 127.0.0.1) and a second
 reference claimant, and starts the **node under test** as a real process from a configuration
-file in fleetwire's format (runtime/config.py): it dials every reference node over TCPCLv4.
+file in fleetwire's format (runtime/node/config.py): it dials every reference node over TCPCLv4.
 
 The node under test is a program that (spec/README.md, "Live cases") prints each verified
 message delivered to it as a JSON line ``{"content_id": ..., "message": {...}}`` and sends each
@@ -54,10 +54,10 @@ from fleetwire.protocol.messages import (
     LeaseGrant,
 )
 from fleetwire.protocol.messages.v1 import Capability
-from fleetwire.runtime.cli import main as cli
-from fleetwire.runtime.config import load_config
-from fleetwire.runtime.node import Node
-from fleetwire.runtime.tcp_node import open_configured_node
+from fleetwire.runtime.cli.cli import main as cli
+from fleetwire.runtime.node.config import load_config
+from fleetwire.runtime.node.node import Node
+from fleetwire.runtime.node.tcp_node import open_configured_node
 
 from .cases import Case, CaseResult, Check, Level, Status
 
@@ -77,7 +77,7 @@ class NodeUnderTest:
     pins it at each of ``versions`` in turn (one process per version; the suite passes the
     versions the implementation's ``hello`` names)."""
 
-    command: tuple[str, ...] = (sys.executable, "-m", "fleetwire.runtime.cli", "node",
+    command: tuple[str, ...] = (sys.executable, "-m", "fleetwire.runtime.cli.cli", "node",
                                 "{config}", "--stdin")  # fmt: skip
     versions: tuple[int, ...] = (1, 2, 3)
 

@@ -48,12 +48,12 @@ from fleetwire.protocol.agent.actions import (
 )
 from fleetwire.protocol.agent.agent import AgentConfig, BundleAgent
 from fleetwire.protocol.agent.agent_store import MemoryAgentStore
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
 from fleetwire.protocol.messages import Header, LeaseClaim
 from fleetwire.protocol.tcpcl import common
 from fleetwire.protocol.tcpcl.v4 import SessionConfig, TcpclV4Session
 from fleetwire.protocol.tcpcl.v4_messages import RefuseReason
-from fleetwire.runtime.contacts import DTN_EPOCH_UNIX
-from fleetwire.runtime.keyfiles import load_node_key, load_trust
+from fleetwire.runtime.node.keyfiles import load_node_key, load_trust
 
 PERIOD_S = 0.1  # 10 Hz
 

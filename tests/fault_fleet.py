@@ -1,6 +1,6 @@
 """A loopback fleet of real Trio nodes for the fault scenarios: regions of cells of members.
 
-Every node is a :class:`~fleetwire.runtime.node.Node` with its own key, root-issued credential
+Every node is a :class:`~fleetwire.runtime.node.node.Node` with its own key, root-issued credential
 (roles, cell, region, lineage) and store, over :class:`LoopbackNetwork` links that are always
 open (light time: 1 s member ⇄ cell coordinator, 5 s cell ⇄ region coordinator, 20 s between
 region coordinators, the gateways), on Trio's ``MockClock``. Every bundle a node puts on a link
@@ -21,15 +21,15 @@ from typing import Any
 import attrs
 import trio
 from fleetwire.protocol import cose
+from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
 from fleetwire.protocol.bpv7 import decode_bundle
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import Message, decode_message
 from fleetwire.protocol.trust import Role, TrustStore, issue_credential
-from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
-from fleetwire.runtime.link import Link
-from fleetwire.runtime.loopback import LoopbackNetwork
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import Node, NodeConfig, open_node
+from fleetwire.runtime.links.link import Link
+from fleetwire.runtime.links.loopback import LoopbackNetwork
+from fleetwire.runtime.node.node import Node, NodeConfig, open_node
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
 
 START = 820_000_000_000
 HOUR = 3_600_000

@@ -16,20 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from fleetwire.protocol.agent.bundling import FCP_SERVICE, message_bundle
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
 from fleetwire.protocol.bpv7 import encode_bundle
 from fleetwire.protocol.envelope import SignedMessage, seal
 from fleetwire.protocol.keys import SigningKey
 from fleetwire.protocol.messages import Header, LeaseClaim, Message
 from fleetwire.protocol.tcpcl import v4
 from fleetwire.protocol.trust import Role
-from fleetwire.runtime import keyfiles
-from fleetwire.runtime.bundling import FCP_SERVICE, message_bundle
-from fleetwire.runtime.cl_link import ClLink, TcpclV4
-from fleetwire.runtime.config import parse_config
-from fleetwire.runtime.contacts import DTN_EPOCH_UNIX
-from fleetwire.runtime.node import Node
-from fleetwire.runtime.tcp import open_tcp_cl_link
-from fleetwire.runtime.tcp_node import open_configured_node
+from fleetwire.runtime.links.cl_link import ClLink, TcpclV4
+from fleetwire.runtime.links.tcp import open_tcp_cl_link
+from fleetwire.runtime.node import keyfiles
+from fleetwire.runtime.node.config import parse_config
+from fleetwire.runtime.node.node import Node
+from fleetwire.runtime.node.tcp_node import open_configured_node
 
 LOCALHOST = "127.0.0.1"
 DAY = 86_400_000

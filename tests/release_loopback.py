@@ -6,10 +6,10 @@ regions in a chain (gateway 100 — 101 — 102, the inter-region links), four c
 members (``300 + 2 * cell + j``) linked to the coordinator and to each other. One stray
 inter-region link joins a member of cell 0 (first wave) to a member of the canary cell 21: when
 the first wave starts, that neighbour is the only holder a cell-0 member has, and the cell-cache
-rule says it must wait for its coordinator instead — the link carries no chunk. Every node is a :class:`~fleetwire.runtime.node.Node` with a memory
-bundle store, a disk-backed :class:`~fleetwire.runtime.artifact_store.ArtifactStore` and a
+rule says it must wait for its coordinator instead — the link carries no chunk. Every node is a :class:`~fleetwire.runtime.node.node.Node` with a memory
+bundle store, a disk-backed :class:`~fleetwire.runtime.store.artifact_store.ArtifactStore` and a
 :class:`~fleetwire.runtime.roles.release.ReleaseRole`; every bundle crosses a
-:class:`~fleetwire.runtime.loopback.LoopbackNetwork` link, and every chunk answer put on an
+:class:`~fleetwire.runtime.links.loopback.LoopbackNetwork` link, and every chunk answer put on an
 inter-region link is counted from the bytes sent (:class:`WatchedLink`).
 """
 
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import attrs
 import trio
+from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
 from fleetwire.protocol.bpv7 import IpnEid, decode_bundle, encode_bundle
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.release.carriage import (
@@ -39,12 +40,9 @@ from fleetwire.protocol.release.manifest import Manifest, Version
 from fleetwire.protocol.release.messages import ChunkAnswer
 from fleetwire.protocol.release.rollout import RolloutPlan
 from fleetwire.protocol.trust import Role, TrustStore, issue_credential
-from fleetwire.runtime.artifact_store import ArtifactStore
-from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
-from fleetwire.runtime.link import Link, LinkWrapper
-from fleetwire.runtime.loopback import LoopbackNetwork
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import Node, NodeConfig, open_node
+from fleetwire.runtime.links.link import Link, LinkWrapper
+from fleetwire.runtime.links.loopback import LoopbackNetwork
+from fleetwire.runtime.node.node import Node, NodeConfig, open_node
 from fleetwire.runtime.roles.release import (
     ReleaseAuthority,
     ReleaseConfig,
@@ -52,6 +50,8 @@ from fleetwire.runtime.roles.release import (
     ServiceSplit,
     Verdict,
 )
+from fleetwire.runtime.store.artifact_store import ArtifactStore
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
 
 from .fleet import DAY, ROOT, T0, node_key
 from .release_support import PIPELINE, make_release, release_trust

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleetwire.runtime.cli import main
+from fleetwire.runtime.cli.cli import main
 
 from .test_processes import fleetwire, free_port
 

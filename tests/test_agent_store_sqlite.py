@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from fleetwire.protocol.agent.bundling import FORWARDED, LOCAL
 from fleetwire.protocol.replay import Seen
-from fleetwire.runtime.agent_store import open_agent_store
-from fleetwire.runtime.bundling import FORWARDED, LOCAL
-from fleetwire.runtime.sqlite_store import open_sqlite_store
-from fleetwire.runtime.store import Accepted, Duplicate, Quota, Refused, StoreError
+from fleetwire.runtime.store.agent_store import open_agent_store
+from fleetwire.runtime.store.sqlite_store import open_sqlite_store
+from fleetwire.runtime.store.store import Accepted, Duplicate, Quota, Refused, StoreError
 
 from .test_store import bundle
 

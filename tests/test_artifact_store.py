@@ -13,7 +13,11 @@ from fleetwire.protocol.release.errors import ChunkMismatch, ChunkNotWanted, Quo
 from fleetwire.protocol.release.ledger import ArtifactQuota
 from fleetwire.protocol.release.manifest import Manifest, Version, verify_manifest
 from fleetwire.protocol.release.orders import RevocationOrder, verify_revocation
-from fleetwire.runtime.artifact_store import ArtifactCorrupt, ArtifactStore, ArtifactStoreError
+from fleetwire.runtime.store.artifact_store import (
+    ArtifactCorrupt,
+    ArtifactStore,
+    ArtifactStoreError,
+)
 
 from .fleet import T0, node_key
 from .release_support import PIPELINE, make_release, release_trust

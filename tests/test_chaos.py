@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from fleetwire.runtime.cli import main
+from fleetwire.runtime.cli.cli import main
 
 pytestmark = [
     pytest.mark.soak,
@@ -60,8 +60,8 @@ SENDER = r"""
 import sys, time, trio
 from pathlib import Path
 from fleetwire.protocol.messages import Header, LeaseClaim
-from fleetwire.runtime.config import load_config
-from fleetwire.runtime.tcp_node import open_configured_node
+from fleetwire.runtime.node.config import load_config
+from fleetwire.runtime.node.tcp_node import open_configured_node
 
 async def main(path, destinations, rate, until):
     config = load_config(Path(path))
@@ -133,7 +133,7 @@ class Proc:
             destinations = ",".join(map(str, ENDPOINTS))
             return [sys.executable, "-c", SENDER, config, destinations, str(RATE_PER_SENDER),
                     str(self.until)]  # fmt: skip
-        return [sys.executable, "-m", "fleetwire.runtime.cli", "node", config, "--verbose"]
+        return [sys.executable, "-m", "fleetwire.runtime.cli.cli", "node", config, "--verbose"]
 
     @property
     def log(self) -> Path:

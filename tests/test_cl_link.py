@@ -16,7 +16,7 @@ import trio
 import trio.testing
 from fleetwire.protocol.tcpcl import v3, v4
 from fleetwire.protocol.tcpcl.common import NEED_DATA, Role
-from fleetwire.runtime.cl_link import (
+from fleetwire.runtime.links.cl_link import (
     Accept,
     ClLink,
     ConvergenceLayer,
@@ -29,8 +29,8 @@ from fleetwire.runtime.cl_link import (
     TransferRefusedByPeer,
     open_cl_link,
 )
-from fleetwire.runtime.link import Link, LinkDown
-from fleetwire.runtime.tcp import Backoff, Connector, open_connector
+from fleetwire.runtime.links.link import Link, LinkDown
+from fleetwire.runtime.links.tcp import Backoff, Connector, open_connector
 
 
 def v4_layer(node: int, **config: object) -> TcpclV4:

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 from fleetwire.protocol.tcpcl.common import Role
-from fleetwire.runtime.cl_link import (
+from fleetwire.runtime.links.cl_link import (
     ClLink,
     LinkTimeouts,
     Mtcp,

@@ -21,18 +21,18 @@ from pathlib import Path
 import pytest
 import trio
 from fleetwire.protocol.tcpcl import v4
-from fleetwire.runtime.cl_link import TcpclV4
-from fleetwire.runtime.link import LinkDown
-from fleetwire.runtime.sqlite_store import open_sqlite_store
-from fleetwire.runtime.tcp import open_tcp_cl_link
+from fleetwire.runtime.links.cl_link import TcpclV4
+from fleetwire.runtime.links.link import LinkDown
+from fleetwire.runtime.links.tcp import open_tcp_cl_link
+from fleetwire.runtime.store.sqlite_store import open_sqlite_store
 
 RECEIVER = r"""
 import sys, trio
 from fleetwire.protocol.tcpcl import v4
-from fleetwire.runtime.cl_link import Refusal, TcpclV4
-from fleetwire.runtime.sqlite_store import open_sqlite_store
-from fleetwire.runtime.store import Accepted, StoredBundle
-from fleetwire.runtime.tcp import serve_cl
+from fleetwire.runtime.links.cl_link import Refusal, TcpclV4
+from fleetwire.runtime.store.sqlite_store import open_sqlite_store
+from fleetwire.runtime.store.store import Accepted, StoredBundle
+from fleetwire.runtime.links.tcp import serve_cl
 
 def record(data):
     return StoredBundle(data[:8], None, "ipn:1.0", "ipn:2.0", 1 << 40, 0, data)

@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from fleetwire.protocol.agent import bundling
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
 from fleetwire.protocol.bpv7 import encode_bundle
 from fleetwire.protocol.envelope import seal
 from fleetwire.protocol.messages import Header, LeaseClaim
-from fleetwire.runtime import bundling, keyfiles
-from fleetwire.runtime.cli import COMMANDS, main
-from fleetwire.runtime.contacts import DTN_EPOCH_UNIX
+from fleetwire.runtime.cli.cli import COMMANDS, main
+from fleetwire.runtime.node import keyfiles
 
 
 def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:

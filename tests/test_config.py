@@ -6,8 +6,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from fleetwire.runtime import config as config_module
-from fleetwire.runtime.config import ConfigError, load_config, parse_config
+from fleetwire.runtime.node import config as config_module
+from fleetwire.runtime.node.config import ConfigError, load_config, parse_config
 
 
 def test_the_documented_sample_parses(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_quota_and_replay_defaults_and_values() -> None:
 def test_the_cli_prints_one_line_and_a_hint_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
 ) -> None:
-    from fleetwire.runtime.cli import main
+    from fleetwire.runtime.cli.cli import main
 
     path = tmp_path / "node.toml"
     path.write_text(f"[node]\nnumber = 1\n[reconnect]\ninitial_s = {value}\n")
@@ -115,7 +115,7 @@ def test_address_in_use_names_the_address(
 ) -> None:
     import socket
 
-    from fleetwire.runtime.cli import main
+    from fleetwire.runtime.cli.cli import main
 
     main(["keys", "root", str(tmp_path / "keys")])
     main(["keys", "node", str(tmp_path / "keys"), "--node", "1"])
@@ -137,7 +137,7 @@ def test_bundles_live_for_the_autonomy_window_by_default() -> None:
     # it, and the readers' replay window (max_age) must still take it when it arrives.
     from fleetwire.protocol.agent.agent import AgentConfig
     from fleetwire.protocol.replay import AUTONOMY_WINDOW_MS, DEFAULT_MAX_AGE_MS, ReplayPolicy
-    from fleetwire.runtime.node import NodeConfig
+    from fleetwire.runtime.node.node import NodeConfig
 
     assert AUTONOMY_WINDOW_MS == 30 * 86_400_000
     loaded = parse_config(tomllib.loads("[node]\nnumber = 1\n"), Path("."))

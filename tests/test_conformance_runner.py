@@ -245,7 +245,7 @@ def test_javascript_adapter_agrees_on_mutated_inputs() -> None:
 def test_fleetwire_conformance_command_runs_the_javascript_adapter_with_a_timeout(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from fleetwire.runtime.cli import main as cli
+    from fleetwire.runtime.cli.cli import main as cli
 
     status = cli(["conformance", "--version", "1", "--timeout", "20", "--", _node(), str(JS_ADAPTER)])
     out = capsys.readouterr().out

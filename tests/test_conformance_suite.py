@@ -21,7 +21,7 @@ from fleetwire.conformance.cases import Level, Status
 from fleetwire.conformance.live import NodeUnderTest, live_cases, run_live_sync
 from fleetwire.conformance.suite import all_cases, in_window, matrix, run_suite
 from fleetwire.conformance.vectors import AdapterProcess, load_vectors
-from fleetwire.runtime.cli import main as cli
+from fleetwire.runtime.cli.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_ADAPTER = ROOT / "examples" / "js-adapter" / "adapter.mjs"

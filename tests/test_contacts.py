@@ -6,7 +6,7 @@ import datetime as dt
 import tomllib
 
 import pytest
-from fleetwire.runtime.contacts import (
+from fleetwire.protocol.agent.contacts import (
     DTN_EPOCH_UNIX,
     Clock,
     Contact,

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from fleetwire.runtime import demo
-from fleetwire.runtime.cli import main
+from fleetwire.runtime.cli.cli import main
+from fleetwire.runtime.demo import demo
 
 SMALL = ["--nodes", "16", "--regions", "1", "--cells", "2", "--days", "3"]
 
@@ -139,7 +139,7 @@ def test_help_documents_every_scenario(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_a_double_booking_in_the_trace_fails_the_verdict_and_the_run(tmp_path: Path) -> None:
     from fleetwire.protocol.coordination import invariants
-    from fleetwire.runtime import report
+    from fleetwire.runtime.demo import report
 
     tally = demo._Tally()
     t = demo.START
@@ -185,7 +185,7 @@ def test_summary_json_does_not_depend_on_the_interpreters_hash_seed(tmp_path: Pa
     # Two real processes with different string hashing: nothing in a run may follow set order.
     args = ["--nodes", "20", "--regions", "2", "--cells", "1", "--days", "3",
             "--scenario", "contention,partition,fault"]  # fmt: skip
-    code = "import sys; from fleetwire.runtime.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from fleetwire.runtime.cli.cli import main; sys.exit(main(sys.argv[1:]))"
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         out = tmp_path / hash_seed

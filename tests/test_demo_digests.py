@@ -16,7 +16,7 @@ from fleetwire.protocol.messages import (
     v2,
 )
 from fleetwire.protocol.messages.versions import NotExpressible, PeerVersions, convert
-from fleetwire.runtime import demo_digests
+from fleetwire.runtime.demo import demo_digests
 from fleetwire.runtime.roles.fault_messages import digest_from_message, digest_message
 
 START = 820_000_000_000

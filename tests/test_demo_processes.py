@@ -14,10 +14,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from fleetwire.runtime import demo, demo_processes
-from fleetwire.runtime.cli import main
-from fleetwire.runtime.config import ConfigError, parse_config
-from fleetwire.runtime.demo_process import part_of
+from fleetwire.runtime.cli.cli import main
+from fleetwire.runtime.demo import demo, demo_processes
+from fleetwire.runtime.demo.demo_process import part_of
+from fleetwire.runtime.node.config import ConfigError, parse_config
 
 SHAPE = ["--cells", "2", "--regions", "1", "--days", "1", "--scenario", "contention"]
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fleetwire.runtime import demo_release, report_figures
-from fleetwire.runtime.cli import main
+from fleetwire.runtime.cli.cli import main
+from fleetwire.runtime.demo import demo_release, report_figures
 
 #: Two regions of two cells, four members a cell (two of lineage B), three days.
 ARGS = ["--nodes", "16", "--regions", "2", "--cells", "2", "--days", "3", "--seed", "3"]

@@ -7,9 +7,9 @@ import shlex
 from pathlib import Path
 
 import pytest
-from fleetwire.runtime import demo, demo_sim, report_figures
-from fleetwire.runtime.cli import main
-from fleetwire.runtime.demo_behaviour import DAY, HOUR
+from fleetwire.runtime.cli.cli import main
+from fleetwire.runtime.demo import demo, demo_sim, report_figures
+from fleetwire.runtime.demo.demo_behaviour import DAY, HOUR
 
 SMALL = ["--nodes", "24", "--regions", "2", "--cells", "2", "--days", "3"]
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fleetwire.runtime import demo
-from fleetwire.runtime.cli import main
+from fleetwire.runtime.cli.cli import main
+from fleetwire.runtime.demo import demo
 
 # Two regions of two cells: cell 0's members at v1, region 2's cell coordinators at v2.
 SKEW = ["--nodes", "12", "--regions", "2", "--cells", "2", "--days", "3", "--scenario", "skew"]

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fleetwire.runtime import demo, demo_sweep
-from fleetwire.runtime.cli import main
+from fleetwire.runtime.cli.cli import main
+from fleetwire.runtime.demo import demo, demo_sweep
 
 
 def test_shape_adds_cells_not_members_per_cell() -> None:

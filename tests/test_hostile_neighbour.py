@@ -24,9 +24,9 @@ import trio
 from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.messages import Header, LeaseGrant
-from fleetwire.runtime import keyfiles
-from fleetwire.runtime.cl_link import TransferRefusedByPeer
-from fleetwire.runtime.node import Subscription
+from fleetwire.runtime.links.cl_link import TransferRefusedByPeer
+from fleetwire.runtime.node import keyfiles
+from fleetwire.runtime.node.node import Subscription
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

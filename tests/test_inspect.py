@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from fleetwire.protocol.agent.bundling import message_bundle
 from fleetwire.protocol.bpv7 import encode_bundle
-from fleetwire.runtime.bundling import message_bundle
-from fleetwire.runtime.cli import main
+from fleetwire.runtime.cli.cli import main
 
 from .conftest import VECTORS
 

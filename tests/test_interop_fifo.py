@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import trio
+from fleetwire.protocol.agent.bundling import message_bundle
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX, Clock
 from fleetwire.protocol.bpv7 import encode_bundle
 from fleetwire.protocol.tcpcl import v4
-from fleetwire.runtime.bundling import message_bundle
-from fleetwire.runtime.cl_link import TcpclV4, custody
-from fleetwire.runtime.contacts import DTN_EPOCH_UNIX, Clock
-from fleetwire.runtime.node import BundleRefused, NodeConfig, open_node
-from fleetwire.runtime.sqlite_store import open_sqlite_store
-from fleetwire.runtime.tcp import serve_cl
+from fleetwire.runtime.links.cl_link import TcpclV4, custody
+from fleetwire.runtime.links.tcp import serve_cl
+from fleetwire.runtime.node.node import BundleRefused, NodeConfig, open_node
+from fleetwire.runtime.store.sqlite_store import open_sqlite_store
 
 from .agents import FifoAckSender
 from .fleet import node_key, trust_for

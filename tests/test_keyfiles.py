@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fleetwire.protocol.trust import KeyUnknown, Role
-from fleetwire.runtime import keyfiles
+from fleetwire.runtime.node import keyfiles
 
 DAY = 86_400_000
 NOW = 849_000_000_000

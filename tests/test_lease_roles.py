@@ -11,6 +11,8 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from fleetwire.protocol.agent.bundling import message_bundle
+from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
 from fleetwire.protocol.bpv7 import encode_bundle
 from fleetwire.protocol.coordination.freshness import FreshnessWindow
 from fleetwire.protocol.coordination.lease_authority import AuthorityConfig
@@ -19,12 +21,10 @@ from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.messages import Header, LeaseClaim, LeaseGrant, LeaseRenew, LeaseRevoke
 from fleetwire.protocol.roles import check_role
 from fleetwire.protocol.trust import Credential, Role, TrustStore, WrongRole, issue_credential
-from fleetwire.runtime.bundling import message_bundle
-from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
-from fleetwire.runtime.loopback import LoopbackNetwork
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import Node, NodeConfig, open_node
+from fleetwire.runtime.links.loopback import LoopbackNetwork
+from fleetwire.runtime.node.node import Node, NodeConfig, open_node
 from fleetwire.runtime.roles.lease import CellCoordinator, Member, RegionCoordinator
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
 
 from .fleet import DAY, ROOT, T0, node_key
 

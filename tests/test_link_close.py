@@ -19,8 +19,8 @@ from fleetwire.protocol.tcpcl.v4_messages import (
     SessTermFlags,
     decode_contact_header,
 )
-from fleetwire.runtime.cl_link import TcpclV4
-from fleetwire.runtime.tcp import Backoff, open_tcp_connector
+from fleetwire.runtime.links.cl_link import TcpclV4
+from fleetwire.runtime.links.tcp import Backoff, open_tcp_connector
 
 from .agents import read_message, read_until_term
 from .test_tcp_links import LOCALHOST, self_signed, serving, v4_layer
@@ -87,8 +87,8 @@ async def test_ud3tn_like_peer_takes_a_large_bundle_in_segments_it_can_handle() 
     from functools import partial
 
     from fleetwire.protocol.tcpcl import v3
-    from fleetwire.runtime.cl_link import TcpclV3
-    from fleetwire.runtime.tcp import open_tcp_cl_link
+    from fleetwire.runtime.links.cl_link import TcpclV3
+    from fleetwire.runtime.links.tcp import open_tcp_cl_link
 
     from .agents import Ud3tnLikeV3Peer
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 import trio.testing
-from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
-from fleetwire.runtime.link import Link, LinkDown
-from fleetwire.runtime.loopback import LinkModel, LoopbackNetwork
+from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
+from fleetwire.runtime.links.link import Link, LinkDown
+from fleetwire.runtime.links.loopback import LinkModel, LoopbackNetwork
 
 DAY_MS = 86_400_000
 

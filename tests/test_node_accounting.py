@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from fleetwire.protocol.agent.bundling import FORWARDED
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
 from fleetwire.protocol.bpv7 import (
     Bundle,
     BundleFlags,
@@ -25,8 +27,6 @@ from fleetwire.protocol.bpv7 import (
     payload_block,
 )
 from fleetwire.protocol.tcpcl.v4_messages import XferAck
-from fleetwire.runtime.bundling import FORWARDED
-from fleetwire.runtime.contacts import DTN_EPOCH_UNIX
 
 from .agents import Ud3tnLikeV3Peer, send_v4, v4_handshake
 from .test_node_links import LOCALHOST, A, B, C, claim, free_port, keys, node_from
@@ -127,8 +127,8 @@ async def test_dtn_destination_is_reported_no_known_route_and_logged(
 async def test_a_reception_report_releases_a_retained_bundle_early(
     tmp_path: Path, keys: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from fleetwire.protocol.agent.bundling import status_report_for
     from fleetwire.protocol.bpv7 import decode_bundle
-    from fleetwire.runtime.bundling import status_report_for
 
     caplog.set_level(logging.INFO)
     peer = Ud3tnLikeV3Peer(eid=f"ipn:{C}.0")

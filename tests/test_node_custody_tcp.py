@@ -12,13 +12,13 @@ Real clock (the store and the sockets), every wait bounded by ``trio.fail_after`
 from __future__ import annotations
 
 import trio
+from fleetwire.protocol.agent.contacts import Clock, ContactPlan
 from fleetwire.protocol.messages import Family
-from fleetwire.runtime.cl_link import custody
-from fleetwire.runtime.contacts import Clock, ContactPlan
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import BundleRefused, NodeConfig, open_node
-from fleetwire.runtime.store import PutResult, StoredBundle
-from fleetwire.runtime.tcp import open_tcp_cl_link
+from fleetwire.runtime.links.cl_link import custody
+from fleetwire.runtime.links.tcp import open_tcp_cl_link
+from fleetwire.runtime.node.node import BundleRefused, NodeConfig, open_node
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
+from fleetwire.runtime.store.store import PutResult, StoredBundle
 
 from .fleet import T0, node_key, trust_for
 from .test_node_loopback import A, C, bundle_from_a, claim

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from fleetwire.protocol.agent.bundling import message_bundle
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
 from fleetwire.protocol.bpv7 import decode_bundle, encode_bundle
 from fleetwire.protocol.messages import Header, LeaseClaim
 from fleetwire.protocol.tcpcl.v4_messages import (
@@ -29,12 +31,10 @@ from fleetwire.protocol.tcpcl.v4_messages import (
     encode_extension_items,
     encode_segment_header,
 )
-from fleetwire.runtime.bundling import message_bundle
-from fleetwire.runtime.cli import main
-from fleetwire.runtime.config import load_config
-from fleetwire.runtime.contacts import DTN_EPOCH_UNIX
-from fleetwire.runtime.node import Node
-from fleetwire.runtime.tcp_node import open_configured_node
+from fleetwire.runtime.cli.cli import main
+from fleetwire.runtime.node.config import load_config
+from fleetwire.runtime.node.node import Node
+from fleetwire.runtime.node.tcp_node import open_configured_node
 
 from .agents import (
     AnnouncingPeer,
@@ -365,7 +365,7 @@ async def test_node_process_closes_sessions_in_order_on_sigterm_and_sigint(
     (tmp_path / "a.toml").write_text(
         f'[node]\nnumber = {A}\nkeys = "keys"\nstore = "a.sqlite3"\n[[listen]]\nport = {port}\n'
     )
-    command = [sys.executable, "-m", "fleetwire.runtime.cli", "node", "a.toml"]
+    command = [sys.executable, "-m", "fleetwire.runtime.cli.cli", "node", "a.toml"]
     process = await trio.lowlevel.open_process(command, cwd=tmp_path, stderr=subprocess.PIPE)
     try:
         with trio.fail_after(30):
@@ -451,7 +451,7 @@ def test_accept_from_values(tmp_path: Path, text: str, expected: object) -> None
     ],
 )
 def test_bad_link_settings_are_one_line_errors(tmp_path: Path, text: str) -> None:
-    from fleetwire.runtime.config import ConfigError
+    from fleetwire.runtime.node.config import ConfigError
 
     path = tmp_path / "n.toml"
     path.write_text(text)

@@ -11,10 +11,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from fleetwire.protocol.bpv7 import BundleFlags, decode_bundle
-from fleetwire.protocol.envelope import seal
-from fleetwire.protocol.messages import Family, Header, LeaseClaim
-from fleetwire.runtime.bundling import (
+from fleetwire.protocol.agent.bundling import (
     FORWARDED,
     LOCAL,
     for_next_hop,
@@ -22,12 +19,15 @@ from fleetwire.runtime.bundling import (
     message_bundle,
     stored,
 )
-from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
-from fleetwire.runtime.loopback import LoopbackNetwork
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import Node, NodeConfig, open_node
-from fleetwire.runtime.sqlite_store import open_sqlite_store
-from fleetwire.runtime.store import PutResult, StoredBundle
+from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
+from fleetwire.protocol.bpv7 import BundleFlags, decode_bundle
+from fleetwire.protocol.envelope import seal
+from fleetwire.protocol.messages import Family, Header, LeaseClaim
+from fleetwire.runtime.links.loopback import LoopbackNetwork
+from fleetwire.runtime.node.node import Node, NodeConfig, open_node
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
+from fleetwire.runtime.store.sqlite_store import open_sqlite_store
+from fleetwire.runtime.store.store import PutResult, StoredBundle
 
 from .fleet import DAY, T0, node_key, trust_for
 

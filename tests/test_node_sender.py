@@ -9,13 +9,13 @@ batches of one; an unordered one shows the bundles out of order.
 from __future__ import annotations
 
 import trio
+from fleetwire.protocol.agent.contacts import Clock, ContactPlan
 from fleetwire.protocol.bpv7 import decode_bundle
 from fleetwire.protocol.messages import Header, LeaseClaim
-from fleetwire.runtime.cl_link import ClLink, LinkTimeouts, Refusal
-from fleetwire.runtime.contacts import Clock, ContactPlan
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import NodeConfig, open_node
-from fleetwire.runtime.tcp import open_tcp_cl_link, serve_cl
+from fleetwire.runtime.links.cl_link import ClLink, LinkTimeouts, Refusal
+from fleetwire.runtime.links.tcp import open_tcp_cl_link, serve_cl
+from fleetwire.runtime.node.node import NodeConfig, open_node
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
 
 from .fleet import T0, node_key, trust_for
 from .test_tcp_links import LOCALHOST, v4_layer

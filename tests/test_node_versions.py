@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.messages import (
     Bid,
@@ -27,11 +28,10 @@ from fleetwire.protocol.messages import (
     Terms,
     Trigger,
 )
-from fleetwire.runtime.config import ConfigError, parse_config
-from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
-from fleetwire.runtime.loopback import LoopbackNetwork
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import Node, NodeConfig, open_node
+from fleetwire.runtime.links.loopback import LoopbackNetwork
+from fleetwire.runtime.node.config import ConfigError, parse_config
+from fleetwire.runtime.node.node import Node, NodeConfig, open_node
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
 
 from .fleet import DAY, T0, node_key, trust_for
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fleetwire.runtime.cli import main
+from fleetwire.runtime.cli.cli import main
 
 A, RELAY, C = 1, 2, 3
 
@@ -45,7 +45,7 @@ def write_configs(folder: Path, relay_port: int, c_port: int) -> None:
 
 
 def fleetwire(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fleetwire.runtime.cli", *args]
+    return [sys.executable, "-m", "fleetwire.runtime.cli.cli", *args]
 
 
 def start_relay(folder: Path) -> subprocess.Popen[bytes]:

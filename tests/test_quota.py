@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import trio
 from fleetwire.protocol.tcpcl import v4
-from fleetwire.runtime.cl_link import TransferRefusedByPeer
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.sqlite_store import SCHEMA_VERSION, open_sqlite_store
-from fleetwire.runtime.store import Accepted, Quota, RefusalReason, Refused, StoredBundle
+from fleetwire.runtime.links.cl_link import TransferRefusedByPeer
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
+from fleetwire.runtime.store.sqlite_store import SCHEMA_VERSION, open_sqlite_store
+from fleetwire.runtime.store.store import Accepted, Quota, RefusalReason, Refused, StoredBundle
 
 from .hostile import Fleet, attacker, bundle_of, claim, receive_until
 

@@ -1,7 +1,7 @@
 """One node's release role across restarts: what it fetched, installed and was ordered survives
 (the artifact store and its journal), and hostile release bundles are refused with a code.
 
-The node is a real :class:`~fleetwire.runtime.node.Node`; its neighbour (node 2) is played by
+The node is a real :class:`~fleetwire.runtime.node.node.Node`; its neighbour (node 2) is played by
 the test, which puts release bundles in the role's inbox as the service split would."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 import attrs
 import trio
 import trio.testing
+from fleetwire.protocol.agent.bundling import message_bundle
+from fleetwire.protocol.agent.contacts import Clock
 from fleetwire.protocol.bpv7 import Bundle, decode_bundle, encode_bundle
 from fleetwire.protocol.release.authority import Mode
 from fleetwire.protocol.release.carriage import (
@@ -32,12 +34,10 @@ from fleetwire.protocol.release.messages import (
     StageAction,
 )
 from fleetwire.protocol.release.orders import RevocationOrder
-from fleetwire.runtime.artifact_store import ArtifactStore
-from fleetwire.runtime.bundling import message_bundle
-from fleetwire.runtime.contacts import Clock
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import NodeConfig, open_node
+from fleetwire.runtime.node.node import NodeConfig, open_node
 from fleetwire.runtime.roles.release import ReleaseConfig, ReleaseRole, Verdict
+from fleetwire.runtime.store.artifact_store import ArtifactStore
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
 
 from .fleet import T0, node_key
 from .release_support import PIPELINE, make_release, release_trust

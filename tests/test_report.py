@@ -13,9 +13,9 @@ from pathlib import Path
 
 import attrs
 import pytest
-from fleetwire.runtime import report
-from fleetwire.runtime.demo_live import LiveView
-from fleetwire.runtime.demo_results import (
+from fleetwire.runtime.demo import report
+from fleetwire.runtime.demo.demo_live import LiveView
+from fleetwire.runtime.demo.demo_results import (
     Event,
     FamilyFigures,
     Interval,

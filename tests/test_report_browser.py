@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fleetwire.runtime.cli import main
+from fleetwire.runtime.cli.cli import main
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

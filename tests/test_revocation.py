@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
 from fleetwire.protocol.messages import Header, LeaseClaim
 from fleetwire.protocol.trust import issue_revocations
-from fleetwire.runtime.cli import main
-from fleetwire.runtime.contacts import Clock, Contact, ContactPlan
-from fleetwire.runtime.loopback import LoopbackNetwork
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.node import Node, NodeConfig, open_node
+from fleetwire.runtime.cli.cli import main
+from fleetwire.runtime.links.loopback import LoopbackNetwork
+from fleetwire.runtime.node.node import Node, NodeConfig, open_node
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
 
 from .fleet import DAY, ROOT, T0, node_key, trust_for
 from .hostile import Fleet, attacker, bundle_of, claim, receive_until

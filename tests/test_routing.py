@@ -6,8 +6,8 @@ import itertools
 import random
 
 import pytest
-from fleetwire.runtime.contacts import Contact, ContactPlan
-from fleetwire.runtime.routing import (
+from fleetwire.protocol.agent.contacts import Contact, ContactPlan
+from fleetwire.protocol.agent.routing import (
     Forward,
     Hierarchy,
     NoRoute,

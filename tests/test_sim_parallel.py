@@ -207,7 +207,7 @@ def test_ctrl_c_ends_the_caller_and_its_workers(tmp_path: Any) -> None:
 def test_the_demo_sweep_runs_on_two_workers(tmp_path: Any) -> None:
     import json
 
-    from fleetwire.runtime.cli import main
+    from fleetwire.runtime.cli.cli import main
 
     points = {}
     for workers in (1, 2):
@@ -233,7 +233,7 @@ def test_a_scenario_that_cannot_reach_the_workers_is_a_clear_error() -> None:
 
 
 def test_bad_workers_are_a_one_line_error() -> None:
-    from fleetwire.runtime.cli import main
+    from fleetwire.runtime.cli.cli import main
 
     with pytest.raises(SystemExit) as caught:
         main(["demo", "--sweep", "41", "--engine", "sim", "--workers", "0"])

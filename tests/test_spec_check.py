@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fleetwire.conformance.breaking import RULES, check, freeze
-from fleetwire.runtime.cli import main
+from fleetwire.runtime.cli.cli import main
 
 SPEC = Path(__file__).resolve().parent.parent / "spec"
 

@@ -19,9 +19,9 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from fleetwire.runtime.memory_store import MemoryBundleStore
-from fleetwire.runtime.sqlite_store import SQLiteBundleStore, open_sqlite_store
-from fleetwire.runtime.store import (
+from fleetwire.runtime.store.memory_store import MemoryBundleStore
+from fleetwire.runtime.store.sqlite_store import SQLiteBundleStore, open_sqlite_store
+from fleetwire.runtime.store.store import (
     MAX_DTN_TIME,
     Accepted,
     BundleStore,

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import trio
-from fleetwire.runtime.sqlite_store import open_sqlite_store
+from fleetwire.runtime.store.sqlite_store import open_sqlite_store
 
 CHILD = r"""
 import os, sys, trio
-from fleetwire.runtime.sqlite_store import open_sqlite_store
-from fleetwire.runtime.store import Accepted, StoredBundle
+from fleetwire.runtime.store.sqlite_store import open_sqlite_store
+from fleetwire.runtime.store.store import Accepted, StoredBundle
 
 async def main(path, run, tidy):
     # tidy: every other bundle is deleted again, and the producers pause often, so the store

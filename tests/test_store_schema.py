@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 from fleetwire.protocol.replay import Seen
-from fleetwire.runtime import store_eids
-from fleetwire.runtime.sqlite_store import SCHEMA, SCHEMA_VERSION, open_sqlite_store
-from fleetwire.runtime.store import Accepted, Duplicate, DuplicateOf, StoreCorrupt, StoredBundle
+from fleetwire.runtime.store import store_eids
+from fleetwire.runtime.store.sqlite_store import SCHEMA, SCHEMA_VERSION, open_sqlite_store
+from fleetwire.runtime.store.store import (
+    Accepted,
+    Duplicate,
+    DuplicateOf,
+    StoreCorrupt,
+    StoredBundle,
+)
 
 DATA = Path(__file__).parent / "data"
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fleetwire.protocol.tcpcl import v3, v4
-from fleetwire.runtime.cl_link import (
+from fleetwire.runtime.links.cl_link import (
     Accept,
     ClLink,
     ConvergenceLayer,
@@ -36,8 +36,8 @@ from fleetwire.runtime.cl_link import (
     TransferRefusedByPeer,
     custody,
 )
-from fleetwire.runtime.link import LinkDown
-from fleetwire.runtime.tcp import Backoff, open_tcp_cl_link, open_tcp_connector, serve_cl
+from fleetwire.runtime.links.link import LinkDown
+from fleetwire.runtime.links.tcp import Backoff, open_tcp_cl_link, open_tcp_connector, serve_cl
 
 LOCALHOST = "127.0.0.1"
 

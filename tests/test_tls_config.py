@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fleetwire.protocol.messages import Header, LeaseClaim
-from fleetwire.runtime.cli import main
-from fleetwire.runtime.config import ConfigError, load_config
-from fleetwire.runtime.tcp_node import open_configured_node, tls_contexts
+from fleetwire.runtime.cli.cli import main
+from fleetwire.runtime.node.config import ConfigError, load_config
+from fleetwire.runtime.node.tcp_node import open_configured_node, tls_contexts
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:

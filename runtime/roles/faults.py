@@ -130,7 +130,7 @@ from fleetwire.protocol.messages import (
 from fleetwire.protocol.messages.header import PROTOCOL_VERSION
 from fleetwire.protocol.trust import Role
 
-from ..node import Node
+from ..node.node import Node
 from .fault_messages import digest_from_message, digest_message, order_from_message, order_message
 from .lease import _Driver
 

@@ -49,7 +49,7 @@ from fleetwire.protocol.coordination.lease_roles import (
 from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.messages import Family
 
-from ..node import Node
+from ..node.node import Node
 
 __all__ = ["CellCoordinator", "Member", "RegionCoordinator", "authority_resource"]
 

@@ -109,8 +109,8 @@ from fleetwire.protocol.release.rollout import (
 from fleetwire.protocol.release.rollout import Tick as RolloutTick
 from fleetwire.protocol.release.wire import ReleaseKeyResolver
 
-from ..artifact_store import ArtifactStore
-from ..node import Node
+from ..node.node import Node
+from ..store.artifact_store import ArtifactStore
 
 log = logging.getLogger("fleetwire.release")
 

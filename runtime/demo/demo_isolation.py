@@ -53,8 +53,8 @@ from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.messages import ExceptionCode, ExceptionReport, Scope, v2
 from fleetwire.protocol.messages.versions import NotExpressible
 
+from ..roles.fault_messages import order_from_message, order_message
 from .demo_results import Event
-from .roles.fault_messages import order_from_message, order_message
 
 if TYPE_CHECKING:
     from .demo_behaviour import NodeBehaviour

@@ -65,6 +65,9 @@ from fleetwire.protocol.agent.actions import (
     WakeAt,
 )
 from fleetwire.protocol.agent.agent import AgentConfig, BundleAgent
+from fleetwire.protocol.agent.bundling import FCP_SERVICE, TRUST_SERVICE
+from fleetwire.protocol.agent.contacts import Clock, ContactPlan
+from fleetwire.protocol.agent.routing import Router
 from fleetwire.protocol.agent.states import BundleState
 from fleetwire.protocol.bpv7 import BundleFlags, StatusReason, StatusReport, decode_bundle
 from fleetwire.protocol.envelope import SignedMessage
@@ -74,15 +77,12 @@ from fleetwire.protocol.messages import PROTOCOL_VERSION, Family, Message, PeerV
 from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS, ReplayPolicy
 from fleetwire.protocol.trust import TrustStore
 
-from .agent_store import JournalledAgentStore, open_agent_store
-from .bundling import FCP_SERVICE, TRUST_SERVICE
-from .cl_link import TransferRefusedByPeer
-from .contacts import Clock, ContactPlan
-from .link import Link, LinkDown
+from ..links.cl_link import TransferRefusedByPeer
+from ..links.link import Link, LinkDown
+from ..store.agent_store import JournalledAgentStore, open_agent_store
+from ..store.store import BundleStore
 from .revocation_files import write_atomically
-from .routing import Router
 from .sender import OrderedSender
-from .store import BundleStore
 
 log = logging.getLogger("fleetwire.node")
 

@@ -1,4 +1,4 @@
-"""A :class:`~fleetwire.runtime.link.Link` that drives any convergence-layer session over a stream.
+"""A :class:`~fleetwire.runtime.links.link.Link` that drives any convergence-layer session over a stream.
 
 Theory of operation
 -------------------
@@ -65,7 +65,7 @@ in call order) and returns when the peer acknowledged the whole transfer
 layer without acknowledgements (MTCP, TCPCLv3 when acks were not negotiated) can only say
 "written to TCP": ``send`` then returns once the writer handed all the bundle's bytes to the
 stream. A refusal raises :class:`TransferRefusedByPeer`; the end of the session raises
-:class:`~fleetwire.runtime.link.LinkDown` for every transfer not yet acknowledged, with the
+:class:`~fleetwire.runtime.links.link.LinkDown` for every transfer not yet acknowledged, with the
 reason (peer's SESS_TERM, idle timeout, stream error, protocol violation). ``send_many`` queues
 a whole batch (a drained page of a backlog) and returns each bundle's outcome, ``None`` or its
 ``LinkDown``, with one wait instead of a task per bundle.

@@ -77,12 +77,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from fleetwire.protocol.agent.contacts import ContactPlan, ContactPlanError
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.messages import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS, ReplayPolicy
 
-from .contacts import ContactPlan, ContactPlanError
-from .store import Quota
+from ..store.store import Quota
 
 #: Quota of ``fleetwire node``'s store when the config says nothing (``[quota]``).
 DEFAULT_QUOTA = Quota(max_bundles=50_000, max_bytes=1 << 30, source_share=0.25)

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import trio
 from fleetwire.protocol.agent.actions import Transmit
 
-from .link import Link, LinkDown
+from ..links.link import Link, LinkDown
 
 __all__ = ["SEND_WINDOW", "OrderedSender"]
 

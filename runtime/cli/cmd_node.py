@@ -23,9 +23,9 @@ from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.messages import Header
 from fleetwire.protocol.messages.text import TYPE_NAMES, message_from_json, message_to_json
 
-from .config import __doc__ as CONFIG_SAMPLE
-from .config import load_config
-from .tcp_node import open_configured_node
+from ..node.config import __doc__ as CONFIG_SAMPLE
+from ..node.config import load_config
+from ..node.tcp_node import open_configured_node
 
 NODE_HELP = f"""\
 Run a node until interrupted: listen for neighbours, dial the configured peers (redialling with
@@ -151,7 +151,7 @@ def run_node(args: argparse.Namespace) -> int:
             if args.stdin:
                 nursery.start_soon(_send_lines, node, config.node)
             if config.demo is not None:
-                from .demo_process import play  # the demo's part, only for such a config
+                from ..demo.demo_process import play  # the demo's part, only for such a config
 
                 await play(node, config)
                 return 0

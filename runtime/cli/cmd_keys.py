@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
 from fleetwire.protocol.cose import parse_sign1
 from fleetwire.protocol.keys import SigningKey, VerifyKey
 from fleetwire.protocol.trust import Credential, RevocationList, Role
 
-from . import keyfiles
-from .contacts import DTN_EPOCH_UNIX
+from ..node import keyfiles
 
 HELP = """\
 Every fleet has a root key; the root signs a credential for each node: the node's public key,

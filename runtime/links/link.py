@@ -4,7 +4,7 @@ A link joins this node (``local``) to one neighbour (``peer``). Bundles are opaq
 here; parsing them is the BPv7 layer's job. Every link the node uses implements this same
 small surface:
 
-* the simulated loopback link (:mod:`fleetwire.runtime.loopback`), where ``send`` returns
+* the simulated loopback link (:mod:`fleetwire.runtime.links.loopback`), where ``send`` returns
   once the last bit has left the transmitter, and
 * the TCPCLv4 link (RFC 9174), where ``send`` returns once the peer has acknowledged the whole
   transfer (the final XFER_ACK, §5.2.3), which our peers send only after their store holds the

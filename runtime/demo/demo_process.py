@@ -39,12 +39,12 @@ import trio.lowlevel
 from fleetwire.protocol.coordination.containment import Containment
 from fleetwire.protocol.messages import Scope
 
-from .config import ConfigError, FileConfig
+from ..node.config import ConfigError, FileConfig
+from ..node.node import Node
+from ..roles.lease import CellCoordinator, Member
 from .demo import Scenario, on_their_way, start_roles
 from .demo_behaviour import DAY, HOUR, NodeBehaviour, Tally, Timing
 from .demo_results import SCENARIOS
-from .node import Node
-from .roles.lease import CellCoordinator, Member
 
 ROLES = ("region", "cell", "member")
 

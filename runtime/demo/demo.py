@@ -49,6 +49,8 @@ from collections.abc import Callable
 import attrs
 import trio
 import trio.testing
+from fleetwire.protocol.agent.bundling import DONE
+from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
 from fleetwire.protocol.coordination import invariants
 from fleetwire.protocol.coordination.containment import Containment
 from fleetwire.protocol.keys import SigningKey
@@ -56,8 +58,12 @@ from fleetwire.protocol.messages import Family, Scope
 from fleetwire.protocol.messages.header import PROTOCOL_VERSION
 from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 
-from .bundling import DONE
-from .contacts import Clock, Contact, ContactPlan
+from ..links.link import Link, LinkWrapper
+from ..links.loopback import LinkModel, LoopbackNetwork
+from ..node.node import Node, NodeConfig, open_node
+from ..roles.lease import CellCoordinator, Member, RegionCoordinator
+from ..store.memory_store import MemoryBundleStore
+from ..store.store import BundleStore
 from .demo_behaviour import (
     DAY,
     DIGEST,
@@ -83,12 +89,6 @@ from .demo_results import (
     Verdict,
     percentile,
 )
-from .link import Link, LinkWrapper
-from .loopback import LinkModel, LoopbackNetwork
-from .memory_store import MemoryBundleStore
-from .node import Node, NodeConfig, open_node
-from .roles.lease import CellCoordinator, Member, RegionCoordinator
-from .store import BundleStore
 
 __all__ = [
     "DAY",

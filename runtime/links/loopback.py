@@ -3,9 +3,9 @@ reordering and contact windows, driven by Trio time (so ``MockClock`` runs days 
 
 Theory of operation
 -------------------
-A :class:`LoopbackNetwork` is built from a :class:`~fleetwire.runtime.contacts.ContactPlan`.
+A :class:`LoopbackNetwork` is built from a :class:`~fleetwire.protocol.agent.contacts.ContactPlan`.
 For every pair of nodes with a contact in either direction it makes two link ends
-(:class:`LoopbackLink`), one per node; each implements :class:`~fleetwire.runtime.link.Link`.
+(:class:`LoopbackLink`), one per node; each implements :class:`~fleetwire.runtime.links.link.Link`.
 The end at ``a`` toward ``b`` sends on the contacts ``a -> b`` and receives what ``b`` sent.
 
 Sending (``a -> b``), for a bundle of ``n`` bytes:
@@ -51,8 +51,8 @@ from typing import Any
 
 import attrs
 import trio
+from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
 
-from .contacts import Clock, Contact, ContactPlan
 from .link import LinkDown
 
 _MASK64 = (1 << 64) - 1

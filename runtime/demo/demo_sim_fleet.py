@@ -45,9 +45,9 @@ from fleetwire.protocol.coordination.lease_roles import CellRole, MemberRole, Re
 from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.replay import ReplayPolicy
 
+from ..sim.engine import LinkModel, Simulator
 from .demo import START, Scenario, contact_plan, fleet_keys
 from .demo_behaviour import HOUR, LIFETIME, Timing
-from .sim.engine import LinkModel, Simulator
 
 __all__ = ["OnHandled", "SimFleet", "build"]
 

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"fleetwire.runtime.{name}").register(subparsers)
+        importlib.import_module(f"fleetwire.runtime.cli.{name}").register(subparsers)
     return parser
 
 

@@ -58,11 +58,11 @@ from fleetwire.protocol.messages import (
 from fleetwire.protocol.messages.versions import NotExpressible, window
 from fleetwire.protocol.replay import DEFAULT_BUNDLE_LIFETIME_MS
 
+from ..node.node import Node
+from ..roles.fault_messages import digest_from_message, digest_message
+from ..roles.lease import Member
 from .demo_digests import HELD_DIGESTS, Telemetry, writable
 from .demo_results import Event, Interval
-from .node import Node
-from .roles.fault_messages import digest_from_message, digest_message
-from .roles.lease import Member
 
 if TYPE_CHECKING:
     from .demo import Scenario

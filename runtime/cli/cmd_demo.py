@@ -10,9 +10,9 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from . import demo, demo_processes, demo_sim, demo_sweep, report
-from .demo_live import LiveView
-from .demo_results import SCENARIOS
+from ..demo import demo, demo_processes, demo_sim, demo_sweep, report
+from ..demo.demo_live import LiveView
+from ..demo.demo_results import SCENARIOS
 
 #: The sim engine's default fleet: 3 regions × 4 cells × 25 members.
 SIM_NODES = 300
@@ -276,8 +276,6 @@ def _engine(args: argparse.Namespace, chosen: tuple[str, ...]) -> str:
 
 
 def _run_sweep(args: argparse.Namespace, base: demo.Scenario) -> int:
-    if args.workers is not None and args.workers < 1:
-        raise _fail("--workers must be at least 1")
     console = Console()
     table = Table(
         title=f"scaling study: {base.days:g} simulated days a size ({args.engine or 'loopback'})"

@@ -39,20 +39,28 @@ from functools import partial
 from typing import Any
 
 import trio
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX, Clock
 from fleetwire.protocol.bpv7 import BundleError, IpnEid, decode_bundle
 from fleetwire.protocol.tcpcl import v3, v4
 
+from ..links.budgets import LinkBudget
+from ..links.cl_link import (
+    ClLink,
+    ConvergenceLayer,
+    CustodyRefused,
+    Mtcp,
+    Refusal,
+    TcpclV3,
+    TcpclV4,
+)
+from ..links.tcp import Backoff, Connector, SessionGroup, open_connector, serve_cl
+from ..store.memory_store import MemoryBundleStore
+from ..store.sqlite_store import open_sqlite_store
+from ..store.store import BundleStore
 from . import keyfiles
-from .budgets import LinkBudget
-from .cl_link import ClLink, ConvergenceLayer, CustodyRefused, Mtcp, Refusal, TcpclV3, TcpclV4
 from .config import ConfigError, Endpoint, FileConfig, TlsConfig
-from .contacts import DTN_EPOCH_UNIX, Clock
-from .memory_store import MemoryBundleStore
 from .node import BundleRefused, Node, NodeConfig, open_node
 from .revocation_files import watch_revocations
-from .sqlite_store import open_sqlite_store
-from .store import BundleStore
-from .tcp import Backoff, Connector, SessionGroup, open_connector, serve_cl
 
 log = logging.getLogger("fleetwire.tcp")
 

@@ -63,6 +63,8 @@ from fleetwire.protocol.messages import (
 )
 from fleetwire.protocol.messages.versions import window
 
+from ..roles.fault_messages import digest_message
+from ..sim.engine import Simulator
 from .demo import START, Scenario
 from .demo_behaviour import (
     COORDINATOR_LINEAGE,
@@ -79,8 +81,6 @@ from .demo_behaviour import (
 from .demo_digests import HELD_DIGESTS, Telemetry, writable
 from .demo_results import Event, Interval
 from .demo_sim_fleet import SimMemberRole, build
-from .roles.fault_messages import digest_message
-from .sim.engine import Simulator
 
 __all__ = ["RegionOutcome", "RegionRun", "play"]
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetwire.protocol import cose
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
 from fleetwire.protocol.bpv7 import (
     BlockFlags,
     BlockType,
@@ -41,8 +42,7 @@ from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.messages import decode_message
 from fleetwire.protocol.messages.text import message_to_json
 
-from . import keyfiles
-from .contacts import DTN_EPOCH_UNIX
+from ..node import keyfiles
 
 HELP = """\
 Decode a Bundle Protocol v7 bundle (RFC 9171) and print it readably: the primary block with

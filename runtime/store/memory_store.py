@@ -1,7 +1,7 @@
 """An in-memory bundle store for simulations: the semantics of the SQLite store, without a disk.
 
-Same promises as :mod:`fleetwire.runtime.store` (dedupe by bundle id and content id, quotas
-answered with :class:`~fleetwire.runtime.store.Refused`, expiry by a passed-in ``now``,
+Same promises as :mod:`fleetwire.runtime.store.store` (dedupe by bundle id and content id, quotas
+answered with :class:`~fleetwire.runtime.store.store.Refused`, expiry by a passed-in ``now``,
 arrival-order listings), except durability: everything is gone when the process ends. Use it for
 large simulated fleets, where thousands of nodes each need a store and none must survive a crash.
 
@@ -63,7 +63,7 @@ class _Queue:
 
 
 class MemoryBundleStore:
-    """A :class:`~fleetwire.runtime.store.BundleStore` held in dicts; see the module docstring."""
+    """A :class:`~fleetwire.runtime.store.store.BundleStore` held in dicts; see the module docstring."""
 
     def __init__(self, quota: Quota | None = None) -> None:
         self._quota = quota or Quota()
@@ -79,7 +79,7 @@ class MemoryBundleStore:
         self._floors: dict[int, int] = {}
         self._closed = False
 
-    #: Nothing survives the process (see :class:`~fleetwire.runtime.store.BundleStore`).
+    #: Nothing survives the process (see :class:`~fleetwire.runtime.store.store.BundleStore`).
     durable = False
 
     async def __aenter__(self) -> MemoryBundleStore:

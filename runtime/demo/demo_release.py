@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import trio
+from fleetwire.protocol.agent.contacts import Contact
 from fleetwire.protocol.bpv7 import BundleError, IpnEid, decode_bundle
 from fleetwire.protocol.errors import FleetwireError
 from fleetwire.protocol.ids import ContentId
@@ -58,12 +59,11 @@ from fleetwire.protocol.release.rollout import (
 )
 from fleetwire.protocol.trust import TrustStore
 
-from .artifact_store import ArtifactStore
-from .contacts import Contact
+from ..links.link import Link, LinkWrapper
+from ..node.node import Node
+from ..roles.release import ReleaseAuthority, ReleaseConfig, ReleaseRole, ServiceSplit, Verdict
+from ..store.artifact_store import ArtifactStore
 from .demo_results import Event, ReleaseFigures
-from .link import Link, LinkWrapper
-from .node import Node
-from .roles.release import ReleaseAuthority, ReleaseConfig, ReleaseRole, ServiceSplit, Verdict
 
 if TYPE_CHECKING:
     from .demo import Scenario

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
 from fleetwire.protocol.coordination import invariants
 from fleetwire.protocol.messages.header import PROTOCOL_VERSION
 from fleetwire.protocol.trust import Role
 
-from . import keyfiles
-from .contacts import DTN_EPOCH_UNIX
+from ..node import keyfiles
 from .demo import REGION, Scenario, _results, authority_events
 from .demo_behaviour import DAY, HOUR, Tally
 from .demo_results import Event, Interval, Results
@@ -145,7 +145,7 @@ def run_processes(
         try:
             for node, config, _ in laid:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "fleetwire.runtime.cli", "node", str(config)],
+                    [sys.executable, "-m", "fleetwire.runtime.cli.cli", "node", str(config)],
                     cwd=folder, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                 )  # fmt: skip

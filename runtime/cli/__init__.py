@@ -1,0 +1,2 @@
+"""The ``fleetwire`` command (``cli``) and its subcommands (``cmd_*``).
+"""
