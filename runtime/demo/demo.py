@@ -51,10 +51,9 @@ import trio
 import trio.testing
 from fleetwire.protocol.agent.bundling import DONE
 from fleetwire.protocol.agent.contacts import Clock, Contact, ContactPlan
-from fleetwire.protocol.coordination import invariants
 from fleetwire.protocol.coordination.containment import Containment
 from fleetwire.protocol.keys import SigningKey
-from fleetwire.protocol.messages import Family, Scope
+from fleetwire.protocol.messages import Scope
 from fleetwire.protocol.messages.header import PROTOCOL_VERSION
 from fleetwire.protocol.trust import Role, TrustStore, issue_credential
 
@@ -66,7 +65,6 @@ from ..store.memory_store import MemoryBundleStore
 from ..store.store import BundleStore
 from .demo_behaviour import (
     DAY,
-    DIGEST,
     FAULT_FOR,
     FAULT_FROM,
     FAULTY_LINEAGE,
@@ -82,12 +80,9 @@ from .demo_isolation import IsolationTally, RegionGuard, flood
 from .demo_release import RELEASE_NODE, ReleaseDemo, release_contacts
 from .demo_results import (
     Event,
-    FamilyFigures,
     Interval,
     Results,
     Setup,
-    Verdict,
-    percentile,
 )
 
 __all__ = [
@@ -585,24 +580,8 @@ async def start_roles(
 def _results(
     scenario: Scenario, seen: _Tally, isolation: IsolationTally | None = None
 ) -> Results:
-    lease = invariants.check(seen.lease_trace)
-    families = tuple(
-        FamilyFigures(
-            family,
-            seen.sent[family],
-            seen.delivered[family],
-            percentile(seen.latency_ms[family], 0.5),
-            percentile(seen.latency_ms[family], 0.95),
-        )
-        for family in [f.value for f in Family] + [DIGEST]
-    )
-    verdict = Verdict(
-        checker="lease invariants (protocol/coordination/invariants.py): no overlapping uses",
-        ok=lease.violations == 0,
-        checked=lease.uses,
-        violations=lease.violations,
-        first_violation=None if lease.violation is None else str(lease.violation),
-    )
+    families = seen.family_figures()
+    verdict = seen.lease_verdict()
     setup = Setup(
         nodes=scenario.total_nodes,
         regions=scenario.regions,

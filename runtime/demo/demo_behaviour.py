@@ -48,6 +48,7 @@ from fleetwire.protocol.messages import (
     CommitmentState,
     ExceptionCode,
     ExceptionReport,
+    Family,
     Header,
     LeaseGrant,
     Message,
@@ -62,7 +63,7 @@ from ..node.node import Node
 from ..roles.fault_messages import digest_from_message, digest_message
 from ..roles.lease import Member
 from .demo_digests import HELD_DIGESTS, Telemetry, writable
-from .demo_results import Event, Interval
+from .demo_results import Event, FamilyFigures, Interval, Verdict, percentile
 
 if TYPE_CHECKING:
     from .demo import Scenario
@@ -180,6 +181,31 @@ class Tally:
     #: Version skew: messages by ``v<writer node>->v<reader node>``, by ``written at v<n>``
     #: (the version on the wire), and ``refused <code>`` (not writable, or refused on arrival).
     versions: Counter[str] = attrs.field(factory=Counter)
+
+    def family_figures(self) -> tuple[FamilyFigures, ...]:
+        """Sent, delivered and latency per family (the four, then digests), as every engine
+        reports them."""
+        return tuple(
+            FamilyFigures(
+                family,
+                self.sent[family],
+                self.delivered[family],
+                percentile(self.latency_ms[family], 0.5),
+                percentile(self.latency_ms[family], 0.95),
+            )
+            for family in [f.value for f in Family] + [DIGEST]
+        )
+
+    def lease_verdict(self) -> Verdict:
+        """The invariant checker's verdict over every grant and use the run recorded."""
+        lease = invariants.check(self.lease_trace)
+        return Verdict(
+            checker="lease invariants (protocol/coordination/invariants.py): no overlapping uses",
+            ok=lease.violations == 0,
+            checked=lease.uses,
+            violations=lease.violations,
+            first_violation=None if lease.violation is None else str(lease.violation),
+        )
 
 
 class NodeBehaviour:

@@ -42,13 +42,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-from fleetwire.protocol.coordination import invariants
-from fleetwire.protocol.messages import Family
 
 from .demo import Scenario
-from .demo_behaviour import DAY, DIGEST, LIFETIME, Tally
+from .demo_behaviour import DAY, LIFETIME, Tally
 from .demo_digests import stream_bytes_per_s
-from .demo_results import FamilyFigures, Interval, Results, Setup, Verdict, percentile
+from .demo_results import Interval, Results, Setup
 from .demo_sim_region import RegionOutcome, play
 
 __all__ = ["ENGINE", "PLAYS", "SimFailed", "merge", "refused", "run"]
@@ -247,24 +245,8 @@ def _results(
     stream_baseline: float,
     light_scale: float,
 ) -> Results:
-    lease = invariants.check(seen.lease_trace)
-    families = tuple(
-        FamilyFigures(
-            family,
-            seen.sent[family],
-            seen.delivered[family],
-            percentile(seen.latency_ms[family], 0.5),
-            percentile(seen.latency_ms[family], 0.95),
-        )
-        for family in [f.value for f in Family] + [DIGEST]
-    )
-    verdict = Verdict(
-        checker="lease invariants (protocol/coordination/invariants.py): no overlapping uses",
-        ok=lease.violations == 0,
-        checked=lease.uses,
-        violations=lease.violations,
-        first_violation=None if lease.violation is None else str(lease.violation),
-    )
+    families = seen.family_figures()
+    verdict = seen.lease_verdict()
     setup = Setup(
         nodes=scenario.total_nodes, regions=scenario.regions, cells=scenario.all_cells,
         members=scenario.nodes, docks_per_cell=scenario.docks_per_cell, days=scenario.days,
