@@ -491,19 +491,22 @@ class TcpclV3Session:
         self._decide(transfer_id, "ack")
 
     def ack_many(self, transfer_ids: Sequence[int]) -> None:
-        """:meth:`ack` for each of ``transfer_ids`` in turn, the acks released once (they
-        still leave in receive order, §5.3); on a transfer that cannot be acked it raises as
+        """:meth:`ack` for each of ``transfer_ids`` in turn, the same bytes written (acks
+        leave in receive order, §5.3); on a transfer that cannot be acked it raises as
         :meth:`ack` would, the ones before it acked."""
         ids = self._pending_ids
-        try:
-            for tid in transfer_ids:
-                entry = ids.get(tid)
-                if entry is None or entry.decision is not None or entry.total is None:
-                    self._decide(tid, "ack", release=False)  # its answer, or its error
-                    continue
-                entry.decision = "ack"
-        finally:
-            self._release()
+        pending = self._pending
+        for tid in transfer_ids:
+            entry = ids.get(tid)
+            if entry is None or entry.decision is not None or entry.total is None:
+                self._decide(tid, "ack")  # what ack answers: nothing to write, or its error
+                continue
+            entry.decision = "ack"
+            # Between calls the oldest disposition is always undecided (``_release`` ran), so
+            # only deciding it writes anything: the acks it frees, then the next one's
+            # intermediate ack, exactly as one ``ack`` per transfer would.
+            if pending[0] is entry:
+                self._release()
 
     def refuse(self, transfer_id: int, reason: RefusalReason = RefusalReason.UNKNOWN) -> None:
         """Refuse a received or arriving bundle with REFUSE_BUNDLE (§5.4)."""
@@ -540,13 +543,7 @@ class TcpclV3Session:
         )
         self._drop_unsent()
 
-    def _decide(
-        self,
-        transfer_id: int,
-        decision: Literal["ack"] | RefusalReason,
-        *,
-        release: bool = True,
-    ) -> None:
+    def _decide(self, transfer_id: int, decision: Literal["ack"] | RefusalReason) -> None:
         received = 0 <= transfer_id < self._next_in_id
         entry = self._entry(transfer_id)
         if entry is None:
@@ -561,8 +558,7 @@ class TcpclV3Session:
         if isinstance(decision, RefusalReason) and self._rx and self._rx.transfer_id == transfer_id:
             self._rx.skipping = True
             self._rx.buf = bytearray()
-        if release:
-            self._release()
+        self._release()
 
     # --- output ------------------------------------------------------------------------
 
@@ -956,6 +952,8 @@ class TcpclV3Session:
             self._events.append(TransferStarted(rx.transfer_id, rx.announced))
             if rx.announced is not None and rx.announced > cfg.max_bundle_size:
                 self._too_large(rx)
+                if self.state is State.CLOSED:
+                    return  # no refusal negotiated: the session is over, nothing more to judge
         elif rx is None:
             self._violation("DATA_SEGMENT without S flag continues no bundle", "RFC 7242 §5.2")
             return
