@@ -381,3 +381,29 @@ def test_an_oversized_length_without_refusal_ends_the_session_once() -> None:
         assert isinstance(events[-1], ConnectionClosed) and not events[-1].clean
         assert s.state is State.CLOSED
         assert outbox(s) == encode_shutdown()
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [0, 2, 1], [1, 0, 2], [2, 1, 0]])
+def test_ack_many_writes_what_one_ack_each_writes(order: list[int]) -> None:
+    # Transfer 1 arrives in two segments: its intermediate ack leaves when it becomes the
+    # oldest undecided bundle, before its final ack, whether acked one by one or in a batch.
+    wire = (
+        encode_data_segment(b"one", start=True, end=True)
+        + encode_data_segment(b"t", start=True, end=False)
+        + encode_data_segment(b"wo", start=False, end=True)
+        + encode_data_segment(b"six", start=True, end=True)
+    )
+    written = []
+    for lean in (False, True):
+        s = session(WITH_REFUSAL, ACKS, lean=lean)
+        s.receive_data(wire)
+        assert [d for _, d in flatten(drain(s))[0]] == [b"one", b"two", b"six"]
+        if lean:
+            s.ack_many(order)
+        else:
+            for tid in order:
+                s.ack(tid)
+        written.append(outbox(s))
+    assert written[0] == written[1]
+    if order[0] == 0:
+        assert written[1].startswith(encode_ack_segment(3) + encode_ack_segment(1))

@@ -57,9 +57,10 @@ Bytes from the peer never raise: a violation is answered with SHUTDOWN (no reaso
 from __future__ import annotations
 
 import enum
+import itertools
 import struct
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
 import attrs
@@ -208,6 +209,16 @@ def encode_data_segment(payload: bytes | memoryview, *, start: bool, end: bool) 
 def encode_ack_segment(acked_length: int) -> bytes:
     """ACK_SEGMENT (§5.3): the cumulative length received of the current bundle."""
     return bytes((MessageType.ACK_SEGMENT << 4,)) + sdnv.encode(acked_length)
+
+
+def _final_ack(total: int) -> bytes:
+    """:func:`encode_ack_segment` for the common lengths written as bytes (the SDNV in its
+    shortest form, RFC 6256 §2.1); the encoder, which stays the reference, writes the rest."""
+    if total < 0x80:
+        return bytes((_ACK_SEGMENT, total))
+    if total < 0x4000:
+        return bytes((_ACK_SEGMENT, 0x80 | total >> 7, total & 0x7F))
+    return encode_ack_segment(total)
 
 
 def encode_refuse_bundle(reason: RefusalReason) -> bytes:
@@ -496,16 +507,40 @@ class TcpclV3Session:
         :meth:`ack` would, the ones before it acked."""
         ids = self._pending_ids
         pending = self._pending
-        for tid in transfer_ids:
-            entry = ids.get(tid)
-            if entry is None or entry.decision is not None or entry.total is None:
+        rest: Iterable[int] = transfer_ids
+        if self._acks and pending:
+            # The common case inline: the oldest received bundle, complete, is acked. What
+            # ``ack`` does: decide it, write its final ack, then (``_release``) the decided
+            # ones after it and the next one's intermediate ack — rare, so only when due.
+            control = self._control
+            taken = 0
+            for tid in transfer_ids:
+                entry = pending[0]
+                if entry.transfer_id != tid or entry.decision is not None or entry.total is None:
+                    break
+                pending.popleft()
+                del ids[tid]
+                entry.decision = "ack"
+                control += _final_ack(entry.total)
+                taken += 1
+                if not pending:
+                    break
+                head = pending[0]
+                if head.decision is not None or head.intermediate > head.intermediate_sent:
+                    self._release()
+                    if not pending:
+                        break
+            rest = itertools.islice(transfer_ids, taken, None)
+        for tid in rest:
+            found = ids.get(tid)
+            if found is None or found.decision is not None or found.total is None:
                 self._decide(tid, "ack")  # what ack answers: nothing to write, or its error
                 continue
-            entry.decision = "ack"
+            found.decision = "ack"
             # Between calls the oldest disposition is always undecided (``_release`` ran), so
             # only deciding it writes anything: the acks it frees, then the next one's
             # intermediate ack, exactly as one ``ack`` per transfer would.
-            if pending[0] is entry:
+            if pending[0] is found:
                 self._release()
 
     def refuse(self, transfer_id: int, reason: RefusalReason = RefusalReason.UNKNOWN) -> None:
@@ -823,17 +858,22 @@ class TcpclV3Session:
                     break
                 # The SDNV (RFC 6256): the general path's bounds, stricter — at most 9 bytes
                 # (63 bits) here; anything longer or incomplete goes the general way.
-                value = 0
                 at = pos + 1
-                stop = min(end, at + 9)
-                while at < stop:
-                    byte = raw[at]
-                    at += 1
-                    value = value << 7 | (byte & 0x7F)
-                    if byte < 0x80:
-                        break
-                else:
-                    break  # cut short, or long enough for the general path to judge
+                if at == end:
+                    break
+                value = raw[at]
+                at += 1
+                if value >= 0x80:  # more than one byte
+                    value &= 0x7F
+                    stop = min(end, at + 8)
+                    while at < stop:
+                        byte = raw[at]
+                        at += 1
+                        value = value << 7 | (byte & 0x7F)
+                        if byte < 0x80:
+                            break
+                    else:
+                        break  # cut short, or long enough for the general path to judge
                 if kind == _WHOLE_SEGMENT:
                     if not 0 < value <= limit or end - at < value:
                         break
@@ -1116,16 +1156,8 @@ class TcpclV3Session:
             if isinstance(entry.decision, RefusalReason):
                 control += encode_refuse_bundle(entry.decision)
             elif acks:
-                total = entry.total
-                assert total is not None
-                # The common final acks written as bytes; encode_ack_segment is the reference
-                # (the SDNV in its shortest form, RFC 6256 §2.1) and writes the rest.
-                if total < 0x80:
-                    control += bytes((_ACK_SEGMENT, total))
-                elif total < 0x4000:
-                    control += bytes((_ACK_SEGMENT, 0x80 | total >> 7, total & 0x7F))
-                else:
-                    control += encode_ack_segment(total)
+                assert entry.total is not None
+                control += _final_ack(entry.total)
         if acks and self._pending:
             head = self._pending[0]
             if head.intermediate > head.intermediate_sent:
