@@ -863,7 +863,12 @@ class TcpclV3Session:
                     break
                 value = raw[at]
                 at += 1
-                if value >= 0x80:  # more than one byte
+                if value < 0x80:
+                    pass  # one byte: lengths below 128
+                elif at < end and raw[at] < 0x80:  # two bytes: below 16 KiB
+                    value = (value & 0x7F) << 7 | raw[at]
+                    at += 1
+                else:
                     value &= 0x7F
                     stop = min(end, at + 8)
                     while at < stop:
