@@ -15,7 +15,9 @@ them alike:
 * every complete byte string becomes a :class:`BundleReceived`, numbered from 0 in arrival order;
   a session made with ``batch_events=True`` reports the whole frames one ``next_event`` finds in
   its buffer as one :class:`BundlesReceived` instead (the same frames under the same checks, in
-  the same order: the runtime's link takes custody of a run at once, one store commit for many);
+  the same order: the runtime's link takes custody of a run at once, one store commit for many;
+  its whole frames with heads up to 2**32-1 are read straight from the buffer in one loop,
+  anything else is judged frame by frame as without batching);
 * ``ack(transfer_id)`` is accepted for any delivered bundle and sends nothing: MTCP cannot confirm
   delivery, so a sender learns nothing more than "written to TCP" (no :class:`TransferAcked`);
 * ``data_to_send`` returns one frame, or several small ones joined (up to 64 KiB): call it

@@ -36,6 +36,17 @@ bundles completed back to back in its buffer as one :class:`BundlesReceived`, wi
 runtime calls ``ack(transfer_id)`` after persisting it, and since acks are matched in order,
 acks of later bundles wait for it. Acks of intermediate segments are automatic.
 
+The lean path: most bundles of a fleet are small, one DATA_SEGMENT with S and E answered by
+one ACK_SEGMENT of its whole length. A session made with ``batch_events=True`` reads runs of
+those two messages straight from its receive buffer in ESTABLISHED (no bundle in progress, no
+LENGTH announced), without the general parser's per-message steps, and reports each run as one
+:class:`BundlesReceived` and one :class:`TransfersAcked`; the first message that is anything
+else, or that the general path would judge (an SDNV out of range or incomplete, a length over
+``max_bundle_size``, a partial, repeated or unexpected ack), goes the general way, which stays
+the reference for hostile input. ``send_bundles`` queues a run and ``data_to_send`` writes its
+segments in one join; ``ack_many`` acks a run. The bytes on the wire are the same as the general
+path writes, acks in receive order (intermediate acks included).
+
 Keepalive and idle (§5.6, §6.2): time only enters through ``tick(now)``; bytes moved since the
 previous tick are dated to whichever end of that interval errs safe (sent: the start, so
 keepalives are never late; received: ``now``, so the peer is never timed out early). With a
