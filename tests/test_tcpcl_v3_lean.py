@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import trio
+import trio.testing
 from fleetwire.protocol.errors import LocalProtocolError
 from fleetwire.protocol.tcpcl import sdnv
 from fleetwire.protocol.tcpcl.common import (
@@ -39,8 +41,12 @@ from fleetwire.protocol.tcpcl.v3 import (
     encode_refuse_bundle,
     encode_shutdown,
 )
+from fleetwire.runtime.links.cl_link import ClLink, TransferRefusedByPeer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.test_cl_link import v3_layer
+from tests.test_cl_link_batches import BatchStore, run_pair
 
 #: Small limits so that oversized lengths are cheap to write.
 LIMIT = 64
@@ -407,3 +413,37 @@ def test_ack_many_writes_what_one_ack_each_writes(order: list[int]) -> None:
     assert written[0] == written[1]
     if order[0] == 0:
         assert written[1].startswith(encode_ack_segment(3) + encode_ack_segment(1))
+
+
+# --- on the link: runs in custody, refusals for exactly the refused ones -----------------------
+
+
+async def test_a_v3_link_batch_gets_one_outcome_per_bundle_after_the_commit() -> None:
+    store = BatchStore()
+    # Small bundles (the lean path) with a refused one every seventh and a multi-segment one
+    # (the general path) in between.
+    bundles = [bytes([i]) * 30 if i % 7 else b"\xff" + bytes(29) for i in range(1, 101)]
+    bundles[50] = b"\x01" * 5000
+    results: list[object] = []
+
+    async def body(a: ClLink) -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def send() -> None:
+                results.extend(await a.send_many(bundles))
+
+            nursery.start_soon(send)
+            while sum(map(len, store.calls)) < 32:  # two batches of 16 in custody ...
+                await trio.testing.wait_all_tasks_blocked()
+            assert results == [] and store.committed == 0  # ... and nothing acked yet
+            store.commit.set()
+
+    with trio.fail_after(10):
+        await run_pair(v3_layer(1, segment_size=1024), v3_layer(2), store, body)
+    assert len(results) == len(bundles)
+    for bundle, outcome in zip(bundles, results, strict=True):
+        if bundle.startswith(b"\xff"):
+            assert isinstance(outcome, TransferRefusedByPeer)
+        else:
+            assert outcome is None
+    assert sorted(store.held) == sorted(b for b in bundles if not b.startswith(b"\xff"))
