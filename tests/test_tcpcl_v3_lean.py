@@ -447,3 +447,36 @@ async def test_a_v3_link_batch_gets_one_outcome_per_bundle_after_the_commit() ->
         else:
             assert outcome is None
     assert sorted(store.held) == sorted(b for b in bundles if not b.startswith(b"\xff"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 60), min_size=1, max_size=12),
+    segment=st.integers(1, 40),
+    length_first=st.booleans(),
+    batched=st.booleans(),
+)
+def test_segments_written_are_the_encoders_for_any_mix_of_whole_and_long_bundles(
+    sizes: list[int], segment: int, length_first: bool, batched: bool
+) -> None:
+    config = TcpclV3Config(local_eid="dtn://a/", keepalive_s=0, segment_size=segment)
+    flags = ACKS | (ContactFlags.REQUEST_LENGTH if length_first else ContactFlags.NONE)
+    s = session(config, flags, lean=batched)
+    bundles = [bytes([n]) * n for n in sizes]
+    if batched:
+        s.send_bundles(bundles)
+    else:
+        for b in bundles:
+            s.send_bundle(b)
+    expected = b"".join(
+        (encode_length(len(b)) if length_first else b"")
+        + b"".join(
+            encode_data_segment(b[i : i + segment], start=i == 0, end=i + segment >= len(b))
+            for i in range(0, len(b), segment)
+        )
+        for b in bundles
+    )
+    assert outbox(s) == expected
+    # Acked in full, one by one, they all complete in order.
+    s.receive_data(b"".join(encode_ack_segment(len(b)) for b in bundles))
+    assert flatten(drain(s))[1] == list(range(len(bundles)))
