@@ -169,11 +169,11 @@ class ShutdownReason(enum.IntEnum):
 _DATA_START: Final = 0x02  # §5.2: S flag
 _DATA_END: Final = 0x01  # §5.2: E flag
 _SHUTDOWN_HAS_REASON: Final = 0x02  # §6.1
+_SHUTDOWN_HAS_DELAY: Final = 0x01  # §6.1
 #: First byte of a whole one-segment bundle (DATA_SEGMENT with S and E, §5.2) and of an
 #: ACK_SEGMENT (§5.3): the lean path's two messages.
 _WHOLE_SEGMENT: Final = MessageType.DATA_SEGMENT << 4 | _DATA_START | _DATA_END
 _ACK_SEGMENT: Final = MessageType.ACK_SEGMENT << 4
-_SHUTDOWN_HAS_DELAY: Final = 0x01  # §6.1
 
 
 #: Whole small bundles written by one ``data_to_send`` call (bytes).
