@@ -160,7 +160,10 @@ def test_arbitrary_stream_only_typed_reactions(chunks: list[bytes], eof: bool, b
         for event in drain(s):
             assert isinstance(
                 event,
-                SessionEstablished | BundleReceived | BundlesReceived | ProtocolViolation
+                SessionEstablished
+                | BundleReceived
+                | BundlesReceived
+                | ProtocolViolation
                 | ConnectionClosed,
             )
             if isinstance(event, BundleReceived):
@@ -222,3 +225,104 @@ def test_a_violation_inside_a_run_comes_after_the_whole_frames_before_it() -> No
     assert isinstance(events[1].error, MtcpBundleTooLarge)
     assert events[2] == ConnectionClosed(clean=False) and len(events) == 3
     assert session.state is State.FAILED
+
+
+# --- the lean path (whole frames read straight from the buffer) against the general one ------
+
+_LIMIT = 300
+
+
+def _frame_any_head(data: bytes, width: int) -> bytes:
+    """``data`` as a byte string whose head has the given width (1, 2, 3, 5 or 9 bytes),
+    preferred or not (RFC 8949 §3.1 lets a decoder accept both)."""
+    n = len(data)
+    if width == 1 and n < 24:
+        return bytes((0x40 | n,)) + data
+    if width <= 2 and n < 256:
+        return bytes((0x58, n)) + data
+    if width <= 3 and n < 1 << 16:
+        return b"\x59" + n.to_bytes(2, "big") + data
+    if width <= 5:
+        return b"\x5a" + n.to_bytes(4, "big") + data
+    return b"\x5b" + n.to_bytes(8, "big") + data
+
+
+_pieces = st.one_of(
+    st.tuples(st.binary(max_size=40), st.sampled_from([1, 2, 3, 5, 9])).map(
+        lambda t: _frame_any_head(*t)
+    ),
+    st.binary(min_size=_LIMIT - 2, max_size=_LIMIT + 2).map(frame),  # about the limit
+    st.sampled_from([1 << 16, 1 << 32, (1 << 64) - 1]).map(
+        lambda n: _frame_any_head(b"", 9)[:1] + n.to_bytes(8, "big")  # far over it
+    ),
+    st.sampled_from([b"\x5c", b"\x5f", b"\x41", b"\x60", b"\x00", b"\x5a\x00"]),  # broken or short
+    st.binary(max_size=6),
+)
+
+
+def _normal(events: list[Event]) -> tuple[list[tuple[int, bytes]], list[object]]:
+    other: list[object] = []
+    for e in events:
+        if isinstance(e, ProtocolViolation):
+            other.append((type(e.error), e.error.code, str(e.error)))
+        elif not isinstance(e, BundleReceived | BundlesReceived):
+            other.append(e)
+    return batched(events), other
+
+
+@given(
+    st.lists(_pieces, max_size=20),
+    st.lists(st.integers(min_value=0), max_size=8),
+    st.booleans(),
+)
+def test_lean_frames_are_the_general_paths_over_any_bytes_and_splits(
+    pieces: list[bytes], cuts: list[int], eof: bool
+) -> None:
+    wire = b"".join(pieces)
+    runs = []
+    for batch in (False, True):
+        s = MtcpSession(Role.PASSIVE, MtcpConfig(max_bundle_size=_LIMIT), batch_events=batch)
+        events = drain(s)
+        for chunk in [*split(wire, cuts), *([b""] if eof else [])]:
+            s.receive_data(chunk)
+            events += drain(s)
+            assert s.buffered <= _LIMIT + 9 + len(chunk)
+        runs.append((_normal(events), s.state))
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize(
+    ("tail", "error"),
+    [
+        (b"\x59\x01\x2d" + b"x" * 301, MtcpBundleTooLarge),  # 301 bytes, all here
+        (b"\x5a\x00\x00\x01\x2d" + b"x" * 301, MtcpBundleTooLarge),
+        (b"\x5b" + (1 << 63).to_bytes(8, "big"), MtcpBundleTooLarge),
+        (b"\x5f\x41a\xff", MtcpFramingError),  # indefinite length
+        (b"\x61a", MtcpFramingError),  # a text string
+    ],
+)
+def test_a_bad_frame_after_a_run_is_the_general_paths_error(tail: bytes, error: type) -> None:
+    s = MtcpSession(Role.PASSIVE, MtcpConfig(max_bundle_size=_LIMIT), batch_events=True)
+    drain(s)
+    s.receive_data(frame(b"a") + frame(b"b" * 300) + frame(b"") + tail)
+    events = drain(s)
+    assert events[0] == BundlesReceived((0, 1, 2), (b"a", b"b" * 300, b""))
+    assert isinstance(events[1], ProtocolViolation) and type(events[1].error) is error
+    assert events[2] == ConnectionClosed(clean=False) and len(events) == 3
+
+
+def test_lean_frames_split_at_every_byte() -> None:
+    # Heads of every width cut at every point: a head not all here waits, never misreads.
+    bundles = [b"a" * 30, b"b" * 300, b"c" * 7, b"d" * 20]
+    wire = b"".join(_frame_any_head(b, w) for b, w in zip(bundles, [2, 3, 5, 1], strict=True))
+    for cut in range(len(wire) + 1):
+        s = MtcpSession(Role.PASSIVE, MtcpConfig(max_bundle_size=_LIMIT), batch_events=True)
+        events = drain(s)
+        for part in (wire[:cut], wire[cut:]):
+            if part:
+                s.receive_data(part)
+                events += drain(s)
+        s.receive_data(b"")  # end of stream
+        events += drain(s)
+        assert [d for _, d in batched(events)] == bundles
+        assert events[-1] == ConnectionClosed(clean=True)

@@ -15,7 +15,9 @@ them alike:
 * every complete byte string becomes a :class:`BundleReceived`, numbered from 0 in arrival order;
   a session made with ``batch_events=True`` reports the whole frames one ``next_event`` finds in
   its buffer as one :class:`BundlesReceived` instead (the same frames under the same checks, in
-  the same order: the runtime's link takes custody of a run at once, one store commit for many);
+  the same order: the runtime's link takes custody of a run at once, one store commit for many;
+  its whole frames with heads up to 2**32-1 are read straight from the buffer in one loop,
+  anything else is judged frame by frame as without batching);
 * ``ack(transfer_id)`` is accepted for any delivered bundle and sends nothing: MTCP cannot confirm
   delivery, so a sender learns nothing more than "written to TCP" (no :class:`TransferAcked`);
 * ``data_to_send`` returns one frame, or several small ones joined (up to 64 KiB): call it
@@ -275,6 +277,7 @@ class MtcpSession:
         start = self._received - 1
         bundles = [first]
         while True:
+            self._whole_frames(bundles)
             more = self._frame()
             if more is None:
                 break
@@ -287,6 +290,43 @@ class MtcpSession:
         if len(bundles) == 1:
             return BundleReceived(transfer_id=start, data=first)
         return BundlesReceived(tuple(range(start, start + len(bundles))), tuple(bundles))
+
+    def _whole_frames(self, bundles: list[bytes]) -> None:
+        """The lean path: whole frames that follow in the buffer, appended to ``bundles``.
+
+        Heads of byte strings up to 2**32-1 long (RFC 8949 §3.1: major type 2, additional
+        information 0-26) are read straight from the buffer, every whole frame within
+        ``max_bundle_size`` taken in one loop, as :meth:`_frame` would take them. It stops at
+        anything else — another head, a frame not all here, a length over the limit — and
+        :meth:`_frame`, which stays the reference, judges that (its typed errors).
+        """
+        if self._pending is not None:
+            return
+        raw, pos = self._buffer.window()
+        end = len(raw)
+        limit = self.config.max_bundle_size
+        taken = 0
+        with memoryview(raw) as view:
+            while pos < end:
+                first = raw[pos]
+                if 0x40 <= first < 0x58:
+                    n, at = first - 0x40, pos + 1
+                elif first == 0x58 and end - pos >= 2:
+                    n, at = raw[pos + 1], pos + 2
+                elif first == 0x59 and end - pos >= 3:
+                    n, at = raw[pos + 1] << 8 | raw[pos + 2], pos + 3
+                elif first == 0x5A and end - pos >= 5:
+                    n, at = int.from_bytes(view[pos + 1 : pos + 5], "big"), pos + 5
+                else:
+                    break
+                if n > limit or end - at < n:
+                    break
+                bundles.append(bytes(view[at : at + n]))
+                pos = at + n
+                taken += 1
+        if taken:
+            self._buffer.consume_to(pos)
+            self._received += taken
 
     def _frame(self) -> bytes | Event | None:
         """The next whole frame's bundle, None if more bytes are needed, or the violation."""

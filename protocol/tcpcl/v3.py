@@ -36,6 +36,17 @@ bundles completed back to back in its buffer as one :class:`BundlesReceived`, wi
 runtime calls ``ack(transfer_id)`` after persisting it, and since acks are matched in order,
 acks of later bundles wait for it. Acks of intermediate segments are automatic.
 
+The lean path: most bundles of a fleet are small, one DATA_SEGMENT with S and E answered by
+one ACK_SEGMENT of its whole length. A session made with ``batch_events=True`` reads runs of
+those two messages straight from its receive buffer in ESTABLISHED (no bundle in progress, no
+LENGTH announced), without the general parser's per-message steps, and reports each run as one
+:class:`BundlesReceived` and one :class:`TransfersAcked`; the first message that is anything
+else, or that the general path would judge (an SDNV out of range or incomplete, a length over
+``max_bundle_size``, a partial, repeated or unexpected ack), goes the general way, which stays
+the reference for hostile input. ``send_bundles`` queues a run and ``data_to_send`` writes its
+segments in one join; ``ack_many`` acks a run. The bytes on the wire are the same as the general
+path writes, acks in receive order (intermediate acks included).
+
 Keepalive and idle (§5.6, §6.2): time only enters through ``tick(now)``; bytes moved since the
 previous tick are dated to whichever end of that interval errs safe (sent: the start, so
 keepalives are never late; received: ``now``, so the peer is never timed out early). With a
@@ -57,9 +68,10 @@ Bytes from the peer never raise: a violation is answered with SHUTDOWN (no reaso
 from __future__ import annotations
 
 import enum
+import itertools
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
 import attrs
@@ -82,6 +94,7 @@ from .common import (
     TransferAcked,
     TransferFailed,
     TransferRefused,
+    TransfersAcked,
     TransferStarted,
 )
 
@@ -157,6 +170,10 @@ _DATA_START: Final = 0x02  # §5.2: S flag
 _DATA_END: Final = 0x01  # §5.2: E flag
 _SHUTDOWN_HAS_REASON: Final = 0x02  # §6.1
 _SHUTDOWN_HAS_DELAY: Final = 0x01  # §6.1
+#: First byte of a whole one-segment bundle (DATA_SEGMENT with S and E, §5.2) and of an
+#: ACK_SEGMENT (§5.3): the lean path's two messages.
+_WHOLE_SEGMENT: Final = MessageType.DATA_SEGMENT << 4 | _DATA_START | _DATA_END
+_ACK_SEGMENT: Final = MessageType.ACK_SEGMENT << 4
 
 
 #: Whole small bundles written by one ``data_to_send`` call (bytes).
@@ -203,6 +220,16 @@ def encode_data_segment(payload: bytes | memoryview, *, start: bool, end: bool) 
 def encode_ack_segment(acked_length: int) -> bytes:
     """ACK_SEGMENT (§5.3): the cumulative length received of the current bundle."""
     return bytes((MessageType.ACK_SEGMENT << 4,)) + sdnv.encode(acked_length)
+
+
+def _final_ack(total: int) -> bytes:
+    """:func:`encode_ack_segment` for the common lengths written as bytes (the SDNV in its
+    shortest form, RFC 6256 §2.1); the encoder, which stays the reference, writes the rest."""
+    if total < 0x80:
+        return bytes((_ACK_SEGMENT, total))
+    if total < 0x4000:
+        return bytes((_ACK_SEGMENT, 0x80 | total >> 7, total & 0x7F))
+    return encode_ack_segment(total)
 
 
 def encode_refuse_bundle(reason: RefusalReason) -> bytes:
@@ -416,6 +443,9 @@ class TcpclV3Session:
         self._segment_end = False
         self._in_segment = False
         self._pending: deque[_Disposition] = deque()
+        #: ``_pending`` by transfer id: a bundle's disposition is found without a scan (many
+        #: small bundles may be in flight at once).
+        self._pending_ids: dict[int, _Disposition] = {}
         self._next_in_id = 0
         # timers: armed by the first tick
         self._started: float | None = None
@@ -463,9 +493,66 @@ class TcpclV3Session:
         self._to_send.append(transfer)
         return transfer.transfer_id
 
+    def send_bundles(self, bundles: Sequence[bytes | memoryview]) -> range:
+        """:meth:`send_bundle` for each of ``bundles``, checked first as a whole (nothing is
+        queued if one cannot be); returns their transfer ids, consecutive."""
+        if self.state not in (State.AWAIT_CONTACT, State.ESTABLISHED):
+            raise LocalProtocolError(f"cannot send a bundle in state {self.state.value}")
+        if not all(bundles):
+            raise LocalProtocolError("a bundle is never empty")
+        first = tid = self._next_out_id
+        queue = self._to_send
+        for data in bundles:
+            queue.append(_Outgoing(tid, memoryview(data if type(data) is bytes else bytes(data))))
+            tid += 1
+        self._next_out_id = tid
+        return range(first, tid)
+
     def ack(self, transfer_id: int) -> None:
         """The runtime persisted received bundle ``transfer_id``: send its final ACK (§5.3)."""
         self._decide(transfer_id, "ack")
+
+    def ack_many(self, transfer_ids: Sequence[int]) -> None:
+        """:meth:`ack` for each of ``transfer_ids`` in turn, the same bytes written (acks
+        leave in receive order, §5.3); on a transfer that cannot be acked it raises as
+        :meth:`ack` would, the ones before it acked."""
+        ids = self._pending_ids
+        pending = self._pending
+        rest: Iterable[int] = transfer_ids
+        if self._acks and pending:
+            # The common case inline: the oldest received bundle, complete, is acked. What
+            # ``ack`` does: decide it, write its final ack, then (``_release``) the decided
+            # ones after it and the next one's intermediate ack — rare, so only when due.
+            control = self._control
+            taken = 0
+            for tid in transfer_ids:
+                entry = pending[0]
+                if entry.transfer_id != tid or entry.decision is not None or entry.total is None:
+                    break
+                pending.popleft()
+                del ids[tid]
+                entry.decision = "ack"
+                control += _final_ack(entry.total)
+                taken += 1
+                if not pending:
+                    break
+                head = pending[0]
+                if head.decision is not None or head.intermediate > head.intermediate_sent:
+                    self._release()
+                    if not pending:
+                        break
+            rest = itertools.islice(transfer_ids, taken, None)
+        for tid in rest:
+            found = ids.get(tid)
+            if found is None or found.decision is not None or found.total is None:
+                self._decide(tid, "ack")  # what ack answers: nothing to write, or its error
+                continue
+            found.decision = "ack"
+            # Between calls the oldest disposition is always undecided (``_release`` ran), so
+            # only deciding it writes anything: the acks it frees, then the next one's
+            # intermediate ack, exactly as one ``ack`` per transfer would.
+            if pending[0] is found:
+                self._release()
 
     def refuse(self, transfer_id: int, reason: RefusalReason = RefusalReason.UNKNOWN) -> None:
         """Refuse a received or arriving bundle with REFUSE_BUNDLE (§5.4)."""
@@ -526,22 +613,43 @@ class TcpclV3Session:
         that fit one segment each up to 64 KiB (small bundles leave in one write; a long
         one still goes a segment per call, so acks queued meanwhile go out between its
         segments). Repeat until empty."""
-        out = self._control
+        control = self._control
         self._control = bytearray()
         queue = self._to_send
-        if self.state is State.ESTABLISHED and queue:
-            out += self._next_segment()
-            whole = self.config.segment_size
-            while (
-                queue
-                and (head := queue[0]).sent == 0
-                and len(head.data) <= whole
-                and len(out) + len(head.data) <= _SMALL_BATCH
-            ):
-                out += self._next_segment()
-        if out:
-            self._tx_activity = True
-        return bytes(out)
+        if not (self.state is State.ESTABLISHED and queue):
+            if control:
+                self._tx_activity = True
+            return bytes(control)
+        chunks: list[bytes | bytearray | memoryview] = [control, self._next_segment()]
+        size = len(control) + len(chunks[1])
+        whole = self.config.segment_size
+        negotiated = self.negotiated
+        assert negotiated is not None
+        # Whole bundles that follow, each one S|E segment: _next_segment's bytes, inline.
+        unacked = self._unacked if negotiated.acks else None
+        length_first = negotiated.send_length
+        append = chunks.append
+        while queue and (head := queue[0]).sent == 0:
+            n = len(head.data)
+            if n > whole or size + n > _SMALL_BATCH:
+                break
+            if n < 0x80:
+                header = bytes((_WHOLE_SEGMENT, n))
+            elif n < 0x4000:
+                header = bytes((_WHOLE_SEGMENT, 0x80 | n >> 7, n & 0x7F))
+            else:
+                header = bytes((_WHOLE_SEGMENT,)) + sdnv.encode(n)
+            if length_first:
+                header = encode_length(n) + header
+            queue.popleft()
+            head.sent = n
+            if unacked is not None:
+                unacked.append(head)
+            append(header)
+            append(head.data)
+            size += len(header) + n
+        self._tx_activity = True
+        return b"".join(chunks)
 
     def _next_segment(self) -> bytes:
         assert self.negotiated is not None
@@ -700,6 +808,14 @@ class TcpclV3Session:
             return self._segment_content()
         if self.negotiated is None:
             return self._contact_header()
+        if (
+            self.batch_events
+            and self.state is State.ESTABLISHED
+            and self._rx is None
+            and self._announced is None
+            and self._lean_batch()
+        ):
+            return True
         first = self._buffer.peek(1)
         if first is None:
             return False
@@ -719,6 +835,91 @@ class TcpclV3Session:
             return self._shutdown(flags)
         else:
             self._violation(f"unknown message type {kind:#x}", "RFC 7242 §5.1")
+        return True
+
+    def _lean_batch(self) -> bool:
+        """Runs of the common messages of a busy session, read straight from the buffer.
+
+        Whole one-segment bundles (DATA_SEGMENT with S|E, §5.2, complete in the buffer) and
+        ACK_SEGMENTs that complete our oldest outstanding bundle (§5.3) are handled as
+        :meth:`_data_segment`, :meth:`_segment_content` and :meth:`_ack_segment` would handle
+        them, every such message that follows in one loop, and reported as one
+        :class:`BundlesReceived` and one :class:`TransfersAcked`. At anything else — another
+        message, a segment not all here, an SDNV that is not in its valid range or not
+        complete, a length the general path would refuse, an ack that is partial, repeated or
+        wrong — it stops, and the general path (which stays the reference) takes that
+        message: the errors and bounds for hostile input are its. False if it took nothing.
+        """
+        raw, pos = self._buffer.window()
+        end = len(raw)
+        limit = self.config.max_bundle_size
+        assert self.negotiated is not None
+        acks = self.negotiated.acks
+        pending = self._pending
+        ids = self._pending_ids
+        unacked = self._unacked
+        tid = self._next_in_id
+        tids: list[int] = []
+        bundles: list[bytes] = []
+        acked: list[int] = []
+        with memoryview(raw) as view:
+            while pos < end:
+                kind = raw[pos]
+                if kind != _WHOLE_SEGMENT and kind != _ACK_SEGMENT:
+                    break
+                # The SDNV (RFC 6256): the general path's bounds, stricter — at most 9 bytes
+                # (63 bits) here; anything longer or incomplete goes the general way.
+                at = pos + 1
+                if at == end:
+                    break
+                value = raw[at]
+                at += 1
+                if value < 0x80:
+                    pass  # one byte: lengths below 128
+                elif at < end and raw[at] < 0x80:  # two bytes: below 16 KiB
+                    value = (value & 0x7F) << 7 | raw[at]
+                    at += 1
+                else:
+                    value &= 0x7F
+                    stop = min(end, at + 8)
+                    while at < stop:
+                        byte = raw[at]
+                        at += 1
+                        value = value << 7 | (byte & 0x7F)
+                        if byte < 0x80:
+                            break
+                    else:
+                        break  # cut short, or long enough for the general path to judge
+                if kind == _WHOLE_SEGMENT:
+                    if not 0 < value <= limit or end - at < value:
+                        break
+                    bundles.append(bytes(view[at : at + value]))
+                    tids.append(tid)
+                    if acks:
+                        entry = _Disposition(tid, total=value)
+                        pending.append(entry)
+                        ids[tid] = entry
+                    tid += 1
+                    pos = at + value
+                else:
+                    if not acks or not unacked:
+                        break
+                    head = unacked[0]
+                    if value != len(head.data) or head.sent != value or head.acked == value:
+                        break
+                    head.acked = value
+                    unacked.popleft()
+                    acked.append(head.transfer_id)
+                    pos = at
+        if not tids and not acked:
+            return False
+        self._buffer.consume_to(pos)
+        if tids:
+            self._next_in_id = tid
+            self._data_activity = True
+            self._events.append(BundlesReceived(tuple(tids), tuple(bundles)))
+        if acked:
+            self._events.append(TransfersAcked(tuple(acked)))
         return True
 
     def _with_sdnv(self, handle: Callable[[int], None]) -> bool:
@@ -801,10 +1002,14 @@ class TcpclV3Session:
             self._next_in_id += 1
             self._announced = None
             if self._acks:
-                self._pending.append(_Disposition(rx.transfer_id))
+                entry = _Disposition(rx.transfer_id)
+                self._pending.append(entry)
+                self._pending_ids[rx.transfer_id] = entry
             self._events.append(TransferStarted(rx.transfer_id, rx.announced))
             if rx.announced is not None and rx.announced > cfg.max_bundle_size:
                 self._too_large(rx)
+                if self.state is State.CLOSED:
+                    return  # no refusal negotiated: the session is over, nothing more to judge
         elif rx is None:
             self._violation("DATA_SEGMENT without S flag continues no bundle", "RFC 7242 §5.2")
             return
@@ -953,21 +1158,22 @@ class TcpclV3Session:
 
     def _entry(self, transfer_id: int) -> _Disposition | None:
         """The undecided disposition of a received transfer (kept only when acks are on)."""
-        for entry in self._pending:
-            if entry.transfer_id == transfer_id:
-                return entry
-        return None
+        return self._pending_ids.get(transfer_id)
 
     def _release(self) -> None:
         """Write decided acks/refusals from the oldest on, then the next one's intermediate ack."""
         acks = self._acks
-        while self._pending and self._pending[0].decision is not None:
-            entry = self._pending.popleft()
+        pending = self._pending
+        ids = self._pending_ids
+        control = self._control
+        while pending and pending[0].decision is not None:
+            entry = pending.popleft()
+            del ids[entry.transfer_id]
             if isinstance(entry.decision, RefusalReason):
-                self._control += encode_refuse_bundle(entry.decision)
+                control += encode_refuse_bundle(entry.decision)
             elif acks:
                 assert entry.total is not None
-                self._control += encode_ack_segment(entry.total)
+                control += _final_ack(entry.total)
         if acks and self._pending:
             head = self._pending[0]
             if head.intermediate > head.intermediate_sent:
@@ -1011,6 +1217,7 @@ class TcpclV3Session:
             self._events.append(TransferFailed(transfer.transfer_id, outgoing=True))
         self._unacked.clear()
         self._pending.clear()  # decisions can no longer be written
+        self._pending_ids.clear()
         self._buffer.clear()
         self._rx = None
         self._in_segment = False

@@ -21,6 +21,7 @@ import pytest
 import trio
 from fleetwire.protocol.tcpcl.common import (
     BundleReceived,
+    BundlesReceived,
     ConnectionClosed,
     ConvergenceLayerSession,
     Event,
@@ -178,6 +179,8 @@ async def drive(
             events.append(event)
             if isinstance(event, BundleReceived):
                 session.ack(event.transfer_id)  # nothing to persist here
+            elif isinstance(event, BundlesReceived):
+                session.ack_many(event.transfer_ids)  # type: ignore[attr-defined]
             if isinstance(event, ConnectionClosed):
                 return events
 
@@ -276,8 +279,23 @@ async def we_send_to_peer(
 # --- TCPCLv3 ---------------------------------------------------------------------------
 
 
-async def test_tcpclv3_pyd3tn_sends_to_our_listener(pyd3tn_python: Path, bundles: list[bytes]) -> None:
-    session = TcpclV3Session(Role.PASSIVE, TcpclV3Config(local_eid=OUR_EID))
+def received(events: list[Event]) -> list[bytes]:
+    """Every bundle received, single or in a batch (a batched session's runs), in order."""
+    out: list[bytes] = []
+    for e in events:
+        if isinstance(e, BundleReceived):
+            out.append(e.data)
+        elif isinstance(e, BundlesReceived):
+            out += e.data
+    return out
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_tcpclv3_pyd3tn_sends_to_our_listener(
+    pyd3tn_python: Path, bundles: list[bytes], batch: bool
+) -> None:
+    # Batched: runs of whole segments read straight from the buffer (the lean path).
+    session = TcpclV3Session(Role.PASSIVE, TcpclV3Config(local_eid=OUR_EID), batch_events=batch)
     with trio.fail_after(DEADLINE_S):
         events, output = await peer_sends_to_us(pyd3tn_python, TCPCL_SENDER, session, bundles)
     # pyd3tn decoded our contact header.
@@ -290,7 +308,7 @@ async def test_tcpclv3_pyd3tn_sends_to_our_listener(pyd3tn_python: Path, bundles
         0,
     )
     assert events[0] == SessionEstablished(PEER_EID, 0)
-    assert [e.data for e in events if isinstance(e, BundleReceived)] == bundles
+    assert received(events) == bundles
     assert not [e for e in events if isinstance(e, ProtocolViolation)]
     terminated = [e for e in events if isinstance(e, SessionTerminated)]
     assert len(terminated) == 1
@@ -321,12 +339,15 @@ async def test_tcpclv3_we_send_to_a_pyd3tn_listener(pyd3tn_python: Path, bundles
 # --- MTCP ------------------------------------------------------------------------------
 
 
-async def test_mtcp_pyd3tn_sends_to_our_listener(pyd3tn_python: Path, bundles: list[bytes]) -> None:
-    session = MtcpSession(Role.PASSIVE)
+@pytest.mark.parametrize("batch", [False, True])
+async def test_mtcp_pyd3tn_sends_to_our_listener(
+    pyd3tn_python: Path, bundles: list[bytes], batch: bool
+) -> None:
+    session = MtcpSession(Role.PASSIVE, batch_events=batch)
     with trio.fail_after(DEADLINE_S):
         events, output = await peer_sends_to_us(pyd3tn_python, MTCP_SENDER, session, bundles)
     assert output.strip() == b"sent"
-    assert [e.data for e in events if isinstance(e, BundleReceived)] == bundles
+    assert received(events) == bundles
     assert events[-1] == ConnectionClosed(clean=True)
 
 
