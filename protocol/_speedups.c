@@ -1163,6 +1163,14 @@ static int send_eid(PyObject *value, const char *what, const char **data, Py_ssi
     return 0;
 }
 
+/* dtn:none [1, 0] or its ipn form ipn:0.0 ([2, [0, 0]] or [2, [0, 0, 0]], RFC 9758): the
+ * null endpoint, whose bundles are anonymous (§4.2.3). */
+static int send_eid_is_null(const char *eid, Py_ssize_t len) {
+    return (len == 3 && memcmp(eid, "\x82\x01\x00", 3) == 0) ||
+           (len == 5 && memcmp(eid, "\x82\x02\x82\x00\x00", 5) == 0) ||
+           (len == 6 && memcmp(eid, "\x82\x02\x83\x00\x00\x00", 6) == 0);
+}
+
 static PyObject *speedups_message_bundle_bytes(PyObject *self, PyObject *const *args,
                                                Py_ssize_t nargs) {
     if (nargs != 9) {
@@ -1189,7 +1197,7 @@ static PyObject *speedups_message_bundle_bytes(PyObject *self, PyObject *const *
     Py_ssize_t payload_len = PyBytes_GET_SIZE(payload);
     /* The bundle-wide rules of RFC 9171 §4 this shape could break (bundle.py check_bundle). */
     const char *refused = NULL;
-    int anonymous = eid_len[1] == 3 && memcmp(eid[1], "\x82\x01\x00", 3) == 0;
+    int anonymous = send_eid_is_null(eid[1], eid_len[1]);
     if (hop_limit < 1 || hop_limit > 255)
         refused = "hop limit not in 1..255 (RFC 9171 §4.4.3)";
     else if (payload_len > SEND_MAX_PAYLOAD)
