@@ -264,7 +264,11 @@ bundle_flags = st.one_of(
     st.sampled_from([0, 0x4, 0x2, 0x1, 0x24, 0x4 | 0x4000, 0x2 | 0x20000, 0x7E0064]),
     st.integers(0, 0xFFFFFF), st.integers(0, U64),
 )  # fmt: skip
-fields = st.one_of(st.integers(0, 1 << 40), st.integers(0, U64), st.sampled_from([0, 23, 24, 255, 256, 65535, 65536, 1 << 32]))
+fields = st.one_of(
+    st.integers(0, 1 << 40),
+    st.integers(0, U64),
+    st.sampled_from([0, 23, 24, 255, 256, 65535, 65536, 1 << 32]),
+)
 
 
 def _reference(bundle: Bundle) -> tuple[bytes, tuple[int, ...]] | str:
