@@ -1049,7 +1049,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
  * decode_bundle_offsets() gives them.
  *
  * destination, source and report_to are EIDs' CBOR (Eid.wire), copied as given after a check
- * of their outer shape ([1, ...] or [2, ...], at most SEND_MAX_EID bytes). Every other input
+ * of their structure (send_eid; at most SEND_MAX_EID bytes). Every other input
  * is bounded here and refused with a typed error (TypeError for a wrong type, ValueError for
  * a value out of range or a bundle RFC 9171 §4 does not allow), so the bytes written are
  * always a valid bundle: the agent's Python wrapper then runs the reference encoder, which
@@ -1145,7 +1145,30 @@ static int send_uint(PyObject *value, const char *what, uint64_t *out) {
     return 0;
 }
 
-/* An EID's CBOR: bytes, [1, ...] (dtn) or [2, ...] (ipn), at most SEND_MAX_EID bytes. */
+/* A shortest-form head of ``major`` at p (RFC 8949 §4.2.1), before ``end``: the position
+ * after it, or NULL. */
+static const unsigned char *send_read_head(const unsigned char *p, const unsigned char *end,
+                                           int major, uint64_t *arg) {
+    if (p >= end || (*p >> 5) != major) return NULL;
+    unsigned char info = *p++ & 31;
+    if (info < 24) {
+        *arg = info;
+        return p;
+    }
+    if (info > 27) return NULL;
+    Py_ssize_t width = (Py_ssize_t)1 << (info - 24);
+    if (end - p < width) return NULL;
+    uint64_t v = 0;
+    for (Py_ssize_t i = 0; i < width; i++) v = (v << 8) | *p++;
+    if (send_head_len(v) != 1 + width) return NULL; /* not the shortest form */
+    *arg = v;
+    return p;
+}
+
+/* An EID's CBOR (RFC 9171 §4.2.5.1), at most SEND_MAX_EID bytes, one whole item: dtn:none
+ * [1, 0], a dtn EID [1, text], an ipn EID [2, [fqnn, service]] or [2, [allocator, node,
+ * service]] (RFC 9758: allocator and node below 2**32). The dtn name's characters are the
+ * Eid classes' to check; the structure is checked here, so the bundle written decodes. */
 static int send_eid(PyObject *value, const char *what, const char **data, Py_ssize_t *len) {
     if (!PyBytes_Check(value)) {
         PyErr_Format(PyExc_TypeError, "%s must be an EID's CBOR bytes, not %.100s", what,
@@ -1154,8 +1177,23 @@ static int send_eid(PyObject *value, const char *what, const char **data, Py_ssi
     }
     *data = PyBytes_AS_STRING(value);
     *len = PyBytes_GET_SIZE(value);
-    if (*len < 3 || *len > SEND_MAX_EID || (unsigned char)(*data)[0] != 0x82 ||
-        ((*data)[1] != 0x01 && (*data)[1] != 0x02)) {
+    const unsigned char *p = (const unsigned char *)*data, *end = p + *len;
+    int fine = 0;
+    uint64_t a, b, c;
+    if (*len >= 3 && *len <= SEND_MAX_EID && p[0] == 0x82) {
+        if (p[1] == 0x01) {
+            fine = (*len == 3 && p[2] == 0x00) ||
+                   ((p = send_read_head(p + 2, end, 3, &a)) && a >= 1 && (uint64_t)(end - p) == a);
+        } else if (p[1] == 0x02 && p[2] == 0x82) {
+            fine = (p = send_read_head(p + 3, end, 0, &a)) && (p = send_read_head(p, end, 0, &b)) &&
+                   p == end;
+        } else if (p[1] == 0x02 && p[2] == 0x83) {
+            fine = (p = send_read_head(p + 3, end, 0, &a)) && (p = send_read_head(p, end, 0, &b)) &&
+                   (p = send_read_head(p, end, 0, &c)) && p == end && a <= 0xFFFFFFFFu &&
+                   b <= 0xFFFFFFFFu;
+        }
+    }
+    if (!fine) {
         PyErr_Format(PyExc_ValueError, "%s is not the CBOR of a dtn or ipn EID of at most %d bytes",
                      what, SEND_MAX_EID);
         return -1;

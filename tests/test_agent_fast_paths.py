@@ -31,7 +31,7 @@ from fleetwire.protocol.bpv7 import (
     encode_bundle,
 )
 from fleetwire.protocol.bpv7 import extensions as ext
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.test_bpv7_bundle import bundles
@@ -386,6 +386,11 @@ _GOOD: tuple[Any, ...] = (0, _NODE, _NODE, b"\x82\x01\x00", 1, 0, 1000, 32, b"pa
         (1, "ipn:5.7", TypeError), (1, bytearray(_NODE), TypeError), (1, b"", ValueError),
         (1, b"\x82\x02", ValueError), (1, b"\x83\x02\x82\x05\x07", ValueError),
         (1, b"\x82\x03\x00", ValueError), (1, b"\x82\x02" + b"\x00" * 1023, ValueError),
+        (1, b"\x82\x02\x82\x05", ValueError), (1, b"\x82\x02\x82\x18\x05\x07", ValueError),
+        (1, b"\x82\x02\x82\x05\x07\x00", ValueError), (1, b"\x82\x01\x63ab", ValueError),
+        (1, b"\x82\x01\x01", ValueError), (1, b"\x82\x01\x60", ValueError),
+        (1, b"\x82\x02\x83\x1b" + b"\x01" * 8 + b"\x05\x07", ValueError),  # allocator > 2**32
+        (1, b"\x82\x02\x82\x1c\x05", ValueError),
         (2, b"\x82\x01\x00", ValueError),  # anonymous without must-not-fragment
         (3, 7, TypeError), (4, 0, ValueError),  # creation time 0 needs a Bundle Age block
         (4, 1 << 64, ValueError), (4, -(1 << 70), ValueError), (5, -1, ValueError),
@@ -426,3 +431,21 @@ def test_a_written_bundle_leaves_no_references_behind() -> None:
             bundle_accel.message_bytes(0x20000, source, source, source, 0, 1, 5, 32, payload)
     gc.collect()
     assert (sys.getrefcount(payload), sys.getrefcount(source)) == before
+
+
+@needs_writer
+@given(inner=st.binary(max_size=24), form=st.sampled_from([b"\x82\x02\x82", b"\x82\x02\x83"]))
+@example(inner=b"\x05\x07", form=b"\x82\x02\x82")
+@example(inner=b"\x1b" + b"\xff" * 8 + b"\x19\x01\x00", form=b"\x82\x02\x82")
+@example(inner=b"\x00\x05\x07", form=b"\x82\x02\x83")
+@example(inner=b"\x1a\xff\xff\xff\xff\x18\x20\x07", form=b"\x82\x02\x83")
+def test_the_writer_takes_only_whole_ipn_eids(inner: bytes, form: bytes) -> None:
+    """Any bytes as an EID: refused, or a bundle that decodes with exactly that EID."""
+    assert bundle_accel.message_bytes is not None
+    wire = form + inner
+    try:
+        data, offsets = bundle_accel.message_bytes(0, wire, _NODE, b"\x82\x01\x00", 1, 0, 9, 32, b"")
+    except ValueError:
+        return
+    decoded, decoded_offsets = decode_bundle_offsets(data)
+    assert decoded.primary.destination.wire == wire and decoded_offsets == offsets
