@@ -245,13 +245,16 @@ def test_forwarding_message_bundles_hop_by_hop_equals_a_whole_re_encode(
 
 from fleetwire.protocol.agent import bundling  # noqa: E402
 from fleetwire.protocol.bpv7 import (  # noqa: E402
+    BlockType,
     Bundle,
+    CanonicalBlock,
     CreationTimestamp,
     IpnEid,
     PrimaryBlock,
     payload_block,
 )
 from fleetwire.protocol.bpv7 import accel as bundle_accel  # noqa: E402
+from fleetwire.protocol.bpv7.crc import CrcType  # noqa: E402
 
 from tests.test_bpv7_bundle import eids  # noqa: E402
 
@@ -449,3 +452,25 @@ def test_the_writer_takes_only_whole_ipn_eids(inner: bytes, form: bytes) -> None
         return
     decoded, decoded_offsets = decode_bundle_offsets(data)
     assert decoded.primary.destination.wire == wire and decoded_offsets == offsets
+
+
+@given(
+    block_type=st.sampled_from([1, True, 1.0, BlockType.PAYLOAD, 10]),
+    number=st.sampled_from([1, True, 1.0, 2]),
+    flags=st.sampled_from([0, False, 0.0, None, 2]),
+    crc=st.sampled_from([2, 2.0, CrcType.CRC32C, CrcType.CRC16, 7]),
+    data=st.sampled_from([b"", b"abc", bytearray(b"abc"), "abc"]),
+)
+def test_message_shaped_bundles_with_odd_fields_encode_as_the_reference(
+    block_type: Any, number: Any, flags: Any, crc: Any, data: Any
+) -> None:
+    """The C road is taken only for fields the reference encoder reads the same way."""
+    made = message_bundle(b"", source=5, destination=9, created_at=1, sequence=0, lifetime_ms=9)
+    bundle = Bundle(made.primary, (made.blocks[0], CanonicalBlock(block_type, number, data, flags, crc)))
+    try:
+        reference: object = encode_bundle(bundle)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            encode_message_bundle(bundle)
+        return
+    assert encode_message_bundle(bundle)[0] == reference

@@ -34,6 +34,7 @@ import attrs
 from .. import cose
 from ..bpv7 import (
     DTN_NONE,
+    BlockFlags,
     BlockType,
     Bundle,
     BundleFlags,
@@ -162,8 +163,7 @@ def encode_message_bundle(bundle: Bundle) -> tuple[bytes, tuple[int, ...]]:
     if write is not None and len(blocks) == 2 and blocks[0] is _NEW_HOPS:
         payload = blocks[1]
         if (
-            payload.block_type == BlockType.PAYLOAD and payload.number == 1 and not payload.flags
-            and payload.crc_type == CrcType.CRC32C and type(payload.data) is bytes
+            _plain_payload(payload)
             and primary.crc_type == CrcType.CRC32C and primary.fragment_offset is None
             and primary.total_adu_length is None and type(primary.destination) in _EID_TYPES
             and type(primary.source) in _EID_TYPES and type(primary.report_to) in _EID_TYPES
@@ -194,7 +194,10 @@ def _encode_message_bundle_python(bundle: Bundle) -> tuple[bytes, tuple[int, ...
     primary = _message_primary(primary_block)
     payload = blocks[1]
     data = payload.data
-    if payload.flags or payload.crc_type != CrcType.CRC32C or type(data) is not bytes:
+    if not _plain_payload(payload):
+        if payload.block_type != BlockType.PAYLOAD or payload.number != 1:
+            data = encode_bundle(bundle)  # not a payload block where it must be: the §4 checks
+            return data, _offsets(data)
         payload_bytes = b"".join(canonical_block_parts(payload))
     else:  # type 1, number 1, no flags, CRC-32C (§4.3.2): the CRC covers the zeroed field
         prefix = _PAYLOAD_PREFIX + _head(2, len(data))
@@ -203,6 +206,18 @@ def _encode_message_bundle_python(bundle: Bundle) -> tuple[bytes, tuple[int, ...
     hops_end = 1 + len(primary) + len(_NEW_HOPS_BYTES)
     whole = b"".join((b"\x9f", primary, _NEW_HOPS_BYTES, payload_bytes, b"\xff"))
     return whole, (1, 1 + len(primary), hops_end, hops_end + len(payload_bytes))
+
+
+def _plain_payload(block: CanonicalBlock) -> bool:
+    """Whether ``block`` is the payload block (type 1, number 1: RFC 9171 §4.1) with no
+    flags and CRC-32C, its fields of the types the encoder reads as they are (so ``True``
+    or ``1.0`` for a 1, or ``None`` for no flags, go to the encoder, which refuses them)."""
+    return (
+        block.block_type == _PAYLOAD and type(block.block_type) in _PAYLOAD_TYPES
+        and block.number == 1 and type(block.number) is int
+        and type(block.flags) in _FLAG_TYPES and not block.flags
+        and block.crc_type == CrcType.CRC32C and type(block.data) is bytes
+    )  # fmt: skip
 
 
 def _message_primary(primary: PrimaryBlock) -> bytes:
@@ -227,6 +242,10 @@ def _message_primary(primary: PrimaryBlock) -> bytes:
 _U64: Final = (1 << 64) - 1
 _PAYLOAD: Final = BlockType.PAYLOAD
 _EID_TYPES: Final = (IpnEid, NullEid, DtnEid)
+#: What the encoder takes as a block type or number equal to 1 (not True, not 1.0).
+_PAYLOAD_TYPES: Final = (int, BlockType)
+#: Block flags the encoder reads as the int they are (not None, not 0.0).
+_FLAG_TYPES: Final = (int, BlockFlags)
 _PAYLOAD_PREFIX: Final = b"\x86\x01\x01\x00\x02"
 _ZERO_CRC32C: Final = b"\x44\x00\x00\x00\x00"
 
