@@ -1,7 +1,7 @@
 """Shared test configuration.
 
-``--soak`` runs the long fuzz and soak tests. ``--pure-python`` takes the C accelerator (codec
-and bundle walk) out, so the pure-Python road (what installs without a compiler get) is tested whole.
+``--soak`` runs the long fuzz and soak tests. ``--pure-python`` takes the C accelerator (codec,
+bundle walk, bundle writer) out, so the pure-Python road (what installs without a compiler get) is tested whole.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ settings.register_profile(
 
 _PURE_PYTHON = pytest.StashKey[Any]()
 _PURE_BUNDLES = pytest.StashKey[Any]()
+_PURE_SEND = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,6 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile("soak" if config.getoption("--soak") else "default")
     if config.getoption("--pure-python"):
         from fleetwire.protocol import envelope  # noqa: F401  (its classes' inits go too)
+        from fleetwire.protocol.agent import bundling  # noqa: F401  (and the bundle classes')
         from fleetwire.protocol.messages import codec
 
         # Entered for the whole session; the reference keeps it from being closed.
@@ -45,6 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.stash[_PURE_BUNDLES] = walk = bundle_accel.without_walk()  # and the bundle walk
         walk.__enter__()
+        # and the one-pass writer of new message bundles
+        config.stash[_PURE_SEND] = send = bundle_accel.without_message_bytes()
+        send.__enter__()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

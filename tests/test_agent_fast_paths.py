@@ -10,6 +10,7 @@ checked constructor.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from fleetwire.protocol.bpv7 import (
     encode_bundle,
 )
 from fleetwire.protocol.bpv7 import extensions as ext
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.test_bpv7_bundle import bundles
@@ -238,3 +239,238 @@ def test_forwarding_message_bundles_hop_by_hop_equals_a_whole_re_encode(
             return
         assert forward_bytes(decoded, data, node + hop, offsets) == expected
         data = expected
+
+
+# --- the send path: one message bundle written in one pass ----------------------------------
+
+from fleetwire.protocol.agent import bundling  # noqa: E402
+from fleetwire.protocol.bpv7 import (  # noqa: E402
+    BlockType,
+    Bundle,
+    CanonicalBlock,
+    CreationTimestamp,
+    IpnEid,
+    PrimaryBlock,
+    payload_block,
+)
+from fleetwire.protocol.bpv7 import accel as bundle_accel  # noqa: E402
+from fleetwire.protocol.bpv7.crc import CrcType  # noqa: E402
+
+from tests.test_bpv7_bundle import eids  # noqa: E402
+
+needs_writer = pytest.mark.skipif(
+    bundle_accel.message_bytes is None, reason="the C accelerator is not built, or --pure-python"
+)
+U64 = (1 << 64) - 1
+#: Every defined bundle flag, some unknown bits, and the ones that make a bundle invalid.
+bundle_flags = st.one_of(
+    st.sampled_from([0, 0x4, 0x2, 0x1, 0x24, 0x4 | 0x4000, 0x2 | 0x20000, 0x7E0064]),
+    st.integers(0, 0xFFFFFF), st.integers(0, U64),
+)  # fmt: skip
+fields = st.one_of(
+    st.integers(0, 1 << 40),
+    st.integers(0, U64),
+    st.sampled_from([0, 23, 24, 255, 256, 65535, 65536, 1 << 32]),
+)
+
+
+def _reference(bundle: Bundle) -> tuple[bytes, tuple[int, ...]] | str:
+    """encode_bundle's bytes and the decoder's offsets, or the rule it refuses."""
+    try:
+        data = encode_bundle(bundle)
+    except InvalidBundle as exc:
+        return exc.code
+    return data, decode_bundle_offsets(data)[1]
+
+
+def _written(bundle: Bundle) -> tuple[bytes, tuple[int, ...]] | type[Exception]:
+    primary, creation = bundle.primary, bundle.primary.creation
+    assert bundle_accel.message_bytes is not None
+    try:
+        return bundle_accel.message_bytes(
+            primary.flags, primary.destination.wire, primary.source.wire, primary.report_to.wire,
+            creation.time, creation.sequence, primary.lifetime, bundling.HOP_LIMIT,
+            bundle.blocks[1].data,
+        )  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        return type(exc)
+
+
+@needs_writer
+@given(
+    destination=eids, source=eids, report_to=eids, flags=bundle_flags, time=fields,
+    sequence=fields, lifetime=fields,
+    payload=st.one_of(st.binary(max_size=300), st.binary(min_size=65_530, max_size=65_540)),
+)  # fmt: skip
+def test_written_message_bundles_equal_the_python_encoder(
+    destination: Any, source: Any, report_to: Any, flags: int, time: int, sequence: int,
+    lifetime: int, payload: bytes,
+) -> None:  # fmt: skip
+    """Any EIDs (ipn, dtn, dtn:none), flags, timestamps, lifetimes and payloads: the C bytes
+    and offsets are encode_bundle's, and C refuses exactly what encode_bundle refuses."""
+    primary = PrimaryBlock(destination, source, report_to, CreationTimestamp(time, sequence),
+                           lifetime, flags)  # fmt: skip
+    bundle = Bundle(primary, (bundling._NEW_HOPS, payload_block(payload)))
+    reference, written = _reference(bundle), _written(bundle)
+    if isinstance(reference, str):
+        assert written is ValueError, reference
+        with pytest.raises(InvalidBundle):  # the agent's road falls back and names the rule
+            encode_message_bundle(bundle)
+    else:
+        assert written == reference
+        assert encode_message_bundle(bundle) == reference
+
+
+@given(
+    envelope=st.binary(max_size=400), source=nodes, destination=nodes,
+    created=st.one_of(st.integers(0, 1 << 50), st.integers(-3, 1 << 66)),
+    sequence=st.one_of(st.integers(0, 1 << 40), st.integers(-3, 1 << 66)),
+    lifetime=st.one_of(st.integers(1, 1 << 40), st.integers(-3, 1 << 66)),
+    service=st.integers(0, 1 << 20), flags=reports, writer=st.booleans(),
+)  # fmt: skip
+def test_new_message_equals_message_bundle_encoded(
+    envelope: bytes, source: int, destination: int, created: int, sequence: int,
+    lifetime: int, service: int, flags: BundleFlags, writer: bool,
+) -> None:  # fmt: skip
+    """What the agent sends: the same bundle as message_bundle, its encode_bundle bytes and
+    offsets, or the same InvalidBundle — with the C writer and on the pure-Python road."""
+    options: dict[str, Any] = dict(
+        source=source, destination=destination, created_at=created, sequence=sequence,
+        lifetime_ms=lifetime, service=service, reports=flags,
+    )  # fmt: skip
+    bundle = message_bundle(envelope, **options)
+    reference = _reference(bundle)
+    road = contextlib.nullcontext() if writer else bundle_accel.without_message_bytes()
+    with road:
+        if isinstance(reference, str):
+            with pytest.raises(InvalidBundle) as caught:
+                bundling.new_message(envelope, **options)
+            assert caught.value.code == reference
+            return
+        made, data, offsets = bundling.new_message(envelope, **options)
+    assert made == bundle
+    assert (data, offsets) == reference
+
+
+@needs_writer
+def test_the_pure_python_road_is_taken_without_the_writer() -> None:
+    calls: list[object] = []
+    real = bundle_accel.message_bytes
+    assert real is not None
+
+    def counting(*args: Any) -> tuple[bytes, tuple[int, ...]]:
+        calls.append(args)
+        return real(*args)
+
+    options: dict[str, Any] = dict(source=1, destination=2, created_at=3, sequence=4, lifetime_ms=5)
+    with bundle_accel.without_message_bytes():
+        assert bundle_accel.message_bytes is None
+        pure = bundling.new_message(b"payload", **options)
+    assert bundle_accel.message_bytes is real
+    bundle_accel.message_bytes = counting
+    try:
+        fast = bundling.new_message(b"payload", **options)
+    finally:
+        bundle_accel.message_bytes = real
+    assert len(calls) == 1 and fast == pure
+
+
+_NODE = IpnEid(5, 7).wire
+_GOOD: tuple[Any, ...] = (0, _NODE, _NODE, b"\x82\x01\x00", 1, 0, 1000, 32, b"payload")
+
+
+@needs_writer
+@pytest.mark.parametrize(
+    ("index", "value", "error"),
+    [
+        (0, -1, ValueError), (0, 1 << 64, ValueError), (0, True, TypeError), (0, 1.0, TypeError),
+        (0, None, TypeError), (0, 0x1, ValueError),  # a fragment without its fields
+        (0, 0x2 | 0x4000, ValueError),  # an administrative record asking for reports
+        (1, "ipn:5.7", TypeError), (1, bytearray(_NODE), TypeError), (1, b"", ValueError),
+        (1, b"\x82\x02", ValueError), (1, b"\x83\x02\x82\x05\x07", ValueError),
+        (1, b"\x82\x03\x00", ValueError), (1, b"\x82\x02" + b"\x00" * 1023, ValueError),
+        (1, b"\x82\x02\x82\x05", ValueError), (1, b"\x82\x02\x82\x18\x05\x07", ValueError),
+        (1, b"\x82\x02\x82\x05\x07\x00", ValueError), (1, b"\x82\x01\x63ab", ValueError),
+        (1, b"\x82\x01\x01", ValueError), (1, b"\x82\x01\x60", ValueError),
+        (1, b"\x82\x02\x83\x1b" + b"\x01" * 8 + b"\x05\x07", ValueError),  # allocator > 2**32
+        (1, b"\x82\x02\x82\x1c\x05", ValueError),
+        (2, b"\x82\x01\x00", ValueError),  # anonymous without must-not-fragment
+        (3, 7, TypeError), (4, 0, ValueError),  # creation time 0 needs a Bundle Age block
+        (4, 1 << 64, ValueError), (4, -(1 << 70), ValueError), (5, -1, ValueError),
+        (5, "1", TypeError), (6, 1 << 80, ValueError), (7, 0, ValueError), (7, 256, ValueError),
+        (7, -1, ValueError), (8, bytearray(b"payload"), TypeError), (8, memoryview(b"p"), TypeError),
+        (8, None, TypeError),
+    ],
+)  # fmt: skip
+def test_hostile_writer_inputs_raise_typed_errors(index: int, value: Any, error: type) -> None:
+    assert bundle_accel.message_bytes is not None
+    args = list(_GOOD)
+    args[index] = value
+    with pytest.raises(error):
+        bundle_accel.message_bytes(*args)
+    data, offsets = bundle_accel.message_bytes(*_GOOD)  # and the good call still works
+    assert decode_bundle_offsets(data)[1] == offsets
+
+
+@needs_writer
+@pytest.mark.parametrize("count", [0, 1, 8, 10, 100])
+def test_the_writer_takes_exactly_nine_arguments(count: int) -> None:
+    assert bundle_accel.message_bytes is not None
+    with pytest.raises(TypeError):
+        bundle_accel.message_bytes(*(_GOOD * 12)[:count])
+
+
+@needs_writer
+def test_a_written_bundle_leaves_no_references_behind() -> None:
+    import gc
+    import sys
+
+    assert bundle_accel.message_bytes is not None
+    payload, source = b"p" * 300, IpnEid(70_000, 7).wire
+    before = sys.getrefcount(payload), sys.getrefcount(source)
+    for _ in range(1000):
+        bundle_accel.message_bytes(0x20000, source, source, source, 9, 1, 5, 32, payload)
+        with pytest.raises(ValueError):
+            bundle_accel.message_bytes(0x20000, source, source, source, 0, 1, 5, 32, payload)
+    gc.collect()
+    assert (sys.getrefcount(payload), sys.getrefcount(source)) == before
+
+
+@needs_writer
+@given(inner=st.binary(max_size=24), form=st.sampled_from([b"\x82\x02\x82", b"\x82\x02\x83"]))
+@example(inner=b"\x05\x07", form=b"\x82\x02\x82")
+@example(inner=b"\x1b" + b"\xff" * 8 + b"\x19\x01\x00", form=b"\x82\x02\x82")
+@example(inner=b"\x00\x05\x07", form=b"\x82\x02\x83")
+@example(inner=b"\x1a\xff\xff\xff\xff\x18\x20\x07", form=b"\x82\x02\x83")
+def test_the_writer_takes_only_whole_ipn_eids(inner: bytes, form: bytes) -> None:
+    """Any bytes as an EID: refused, or a bundle that decodes with exactly that EID."""
+    assert bundle_accel.message_bytes is not None
+    wire = form + inner
+    try:
+        data, offsets = bundle_accel.message_bytes(0, wire, _NODE, b"\x82\x01\x00", 1, 0, 9, 32, b"")
+    except ValueError:
+        return
+    decoded, decoded_offsets = decode_bundle_offsets(data)
+    assert decoded.primary.destination.wire == wire and decoded_offsets == offsets
+
+
+@given(
+    block_type=st.sampled_from([1, True, 1.0, BlockType.PAYLOAD, 10]),
+    number=st.sampled_from([1, True, 1.0, 2]),
+    flags=st.sampled_from([0, False, 0.0, None, 2]),
+    crc=st.sampled_from([2, 2.0, CrcType.CRC32C, CrcType.CRC16, 7]),
+    data=st.sampled_from([b"", b"abc", bytearray(b"abc"), "abc"]),
+)
+def test_message_shaped_bundles_with_odd_fields_encode_as_the_reference(
+    block_type: Any, number: Any, flags: Any, crc: Any, data: Any
+) -> None:
+    """The C road is taken only for fields the reference encoder reads the same way."""
+    made = message_bundle(b"", source=5, destination=9, created_at=1, sequence=0, lifetime_ms=9)
+    bundle = Bundle(made.primary, (made.blocks[0], CanonicalBlock(block_type, number, data, flags, crc)))
+    try:
+        reference: object = encode_bundle(bundle)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            encode_message_bundle(bundle)
+        return
+    assert encode_message_bundle(bundle)[0] == reference

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import pytest
 from fleetwire.protocol import envelope
-from fleetwire.protocol.agent import actions
+from fleetwire.protocol.agent import actions, bundling
 from fleetwire.protocol.messages import Header, LeaseClaim, accel, codec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +22,10 @@ from hypothesis import strategies as st
 if not accel.AVAILABLE or not isinstance(Header.__dict__["__init__"], accel._speedups.SlotInit):
     pytest.skip("the C accelerator is not built, or --pure-python", allow_module_level=True)
 
-CLASSES = (*codec.FAST_INIT_CLASSES, *envelope.FAST_INIT_CLASSES, *actions.FAST_INIT_CLASSES)
+CLASSES = (
+    *codec.FAST_INIT_CLASSES, *envelope.FAST_INIT_CLASSES, *actions.FAST_INIT_CLASSES,
+    *bundling.FAST_INIT_CLASSES,
+)  # fmt: skip
 values = st.one_of(st.integers(), st.text(max_size=3), st.none(), st.tuples(st.integers()))
 
 
@@ -92,3 +95,20 @@ def test_introspection_sees_the_original_signature() -> None:
 
     assert list(inspect.signature(Header).parameters)[:3] == ["issuer", "issued_at", "sequence"]
     assert Header.__init__.__qualname__ == "Header.__init__"
+
+
+def test_every_class_listed_got_the_c_init() -> None:
+    """A class listed whose __init__ stayed the attrs one (a shape install_fast_init refuses)
+    would silently keep the slow road."""
+    assert all(isinstance(cls.__dict__["__init__"], accel._speedups.SlotInit) for cls in CLASSES)
+
+
+def test_pure_python_road_puts_the_bundle_inits_back() -> None:
+    with codec.without_accelerator():
+        for cls in bundling.FAST_INIT_CLASSES:
+            assert not isinstance(cls.__dict__["__init__"], accel._speedups.SlotInit)
+        primary = bundling.message_bundle(b"x", source=1, destination=2, created_at=3,
+                                          sequence=4, lifetime_ms=5).primary  # fmt: skip
+        assert (primary.creation.time, primary.creation.sequence, primary.lifetime) == (3, 4, 5)
+    assert all(isinstance(cls.__dict__["__init__"], accel._speedups.SlotInit)
+               for cls in bundling.FAST_INIT_CLASSES)  # fmt: skip

@@ -93,11 +93,11 @@ from .bundling import (
     LOCAL,
     TRUST_SERVICE,
     HopLimitExceeded,
-    encode_message_bundle,
     forward_bytes,
     inspect_bundle,
     message_bundle,
     neighbour_node,
+    new_message,
     status_report_for,
     stored,
 )
@@ -305,14 +305,13 @@ class BundleAgent:
             # At the version ``to`` reads (spec/v2/versions.md §2); NotExpressible if it cannot.
             message = seal(self.versions.convert_for(message, to), self.config.key)
         signed = message
-        bundle = message_bundle(
+        bundle, data, offsets = new_message(
             signed.envelope, source=self.node, destination=to, created_at=now,
             sequence=self._next_sequence(now),
             lifetime_ms=lifetime_ms or self.config.bundle_lifetime_ms,
             service=self.config.service, reports=reports,
         )  # fmt: skip
         actions: list[Action] = []
-        data, offsets = encode_message_bundle(bundle)
         local = to == self.node
         envelope = inspect_bundle(bundle, now, content_id=False, sealed_here=sealed_here)
         record = stored(bundle, data, now, envelope, LOCAL if local else None)

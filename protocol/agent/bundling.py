@@ -34,6 +34,7 @@ import attrs
 from .. import cose
 from ..bpv7 import (
     DTN_NONE,
+    BlockFlags,
     BlockType,
     Bundle,
     BundleFlags,
@@ -52,12 +53,15 @@ from ..bpv7 import (
     previous_node_block,
     status_report_bundle,
 )
+from ..bpv7 import accel as bundle_accel
 from ..bpv7.blocks import canonical_block_parts, primary_block_parts
 from ..bpv7.crc import CrcType, crc32c
+from ..bpv7.eid import DtnEid, NullEid
 from ..bpv7.wire import head as _head
 from ..bpv7.wire import uint
 from ..errors import FleetwireError
 from ..ids import ContentId
+from ..messages import accel as init_accel
 from .store import StoredBundle
 
 #: ipn service number of the Fleet Coordination Protocol on every node (configurable).
@@ -104,11 +108,80 @@ def message_bundle(
     return Bundle(primary, (_NEW_HOPS, payload_block(envelope)))
 
 
+def new_message(
+    envelope: bytes,
+    *,
+    source: int,
+    destination: int,
+    created_at: int,
+    sequence: int,
+    lifetime_ms: int,
+    service: int = FCP_SERVICE,
+    reports: BundleFlags = BundleFlags.NONE,
+) -> tuple[Bundle, bytes, tuple[int, ...]]:
+    """:func:`message_bundle` and :func:`encode_message_bundle` of it in one step: the bundle
+    the agent sends a message in, its bytes and its block offsets.
+
+    Every message a node sends goes through here, so the bytes come from the accelerator's
+    one-pass writer (:data:`~fleetwire.protocol.bpv7.accel.message_bytes`) when there is one:
+    the bundle's shape is known (primary, Hop Count, payload; RFC 9171 §4.1), only its fields
+    vary. Where the writer refuses an input (a range, a §4 rule) the Python encoder runs and
+    raises the :class:`~fleetwire.protocol.bpv7.InvalidBundle` that names the rule.
+    """
+    destination_eid = _ipn(destination, service)
+    source_eid = _ipn(source, service)
+    report_to: Eid = _ipn(source, 0) if reports else DTN_NONE
+    bundle = Bundle(
+        PrimaryBlock(destination_eid, source_eid, report_to,
+                     CreationTimestamp(created_at, sequence), lifetime_ms, reports),
+        (_NEW_HOPS, CanonicalBlock(_PAYLOAD, 1, envelope)),
+    )  # fmt: skip
+    write = bundle_accel.message_bytes
+    if write is not None:
+        try:
+            data, offsets = write(
+                reports, destination_eid.wire, source_eid.wire, report_to.wire, created_at,
+                sequence, lifetime_ms, HOP_LIMIT, envelope,
+            )  # fmt: skip
+        except (TypeError, ValueError):
+            pass  # refused: the Python road below raises the error that names the rule
+        else:
+            return bundle, data, offsets
+    data, offsets = _encode_message_bundle_python(bundle)
+    return bundle, data, offsets
+
+
 def encode_message_bundle(bundle: Bundle) -> tuple[bytes, tuple[int, ...]]:
     """:func:`~fleetwire.protocol.bpv7.encode_bundle` of a bundle :func:`message_bundle`
     made, and where its blocks start (as :func:`~fleetwire.protocol.bpv7.decode_bundle_offsets`
-    gives them): the same bytes, without checking the §4 rules again (that function builds
-    only valid bundles) and with the new Hop Count block's bytes made once."""
+    gives them): the same bytes, from the accelerator's one-pass writer when the bundle has
+    exactly the shape it writes (Hop Count block, then the payload block — type 1, number 1,
+    no flags, CRC-32C — and a CRC-32C primary block that is not a fragment), else from
+    Python without checking the §4 rules again (that function builds only valid bundles)."""
+    write = bundle_accel.message_bytes
+    blocks, primary = bundle.blocks, bundle.primary
+    if write is not None and len(blocks) == 2 and blocks[0] is _NEW_HOPS:
+        payload = blocks[1]
+        if (
+            _plain_payload(payload)
+            and primary.crc_type == CrcType.CRC32C and primary.fragment_offset is None
+            and primary.total_adu_length is None and type(primary.destination) in _EID_TYPES
+            and type(primary.source) in _EID_TYPES and type(primary.report_to) in _EID_TYPES
+        ):  # fmt: skip
+            creation = primary.creation
+            try:
+                return write(
+                    primary.flags, primary.destination.wire, primary.source.wire,
+                    primary.report_to.wire, creation.time, creation.sequence, primary.lifetime,
+                    HOP_LIMIT, payload.data,
+                )  # fmt: skip
+            except (TypeError, ValueError):
+                pass  # refused: the Python roads below refuse it too, naming the rule
+    return _encode_message_bundle_python(bundle)
+
+
+def _encode_message_bundle_python(bundle: Bundle) -> tuple[bytes, tuple[int, ...]]:
+    """:func:`encode_message_bundle` without the accelerator (the reference for its bytes)."""
     blocks, primary_block = bundle.blocks, bundle.primary
     if (
         len(blocks) != 2 or blocks[0] is not _NEW_HOPS
@@ -121,7 +194,10 @@ def encode_message_bundle(bundle: Bundle) -> tuple[bytes, tuple[int, ...]]:
     primary = _message_primary(primary_block)
     payload = blocks[1]
     data = payload.data
-    if payload.flags or payload.crc_type != CrcType.CRC32C or type(data) is not bytes:
+    if not _plain_payload(payload):
+        if payload.block_type != BlockType.PAYLOAD or payload.number != 1:
+            data = encode_bundle(bundle)  # not a payload block where it must be: the §4 checks
+            return data, _offsets(data)
         payload_bytes = b"".join(canonical_block_parts(payload))
     else:  # type 1, number 1, no flags, CRC-32C (§4.3.2): the CRC covers the zeroed field
         prefix = _PAYLOAD_PREFIX + _head(2, len(data))
@@ -130,6 +206,18 @@ def encode_message_bundle(bundle: Bundle) -> tuple[bytes, tuple[int, ...]]:
     hops_end = 1 + len(primary) + len(_NEW_HOPS_BYTES)
     whole = b"".join((b"\x9f", primary, _NEW_HOPS_BYTES, payload_bytes, b"\xff"))
     return whole, (1, 1 + len(primary), hops_end, hops_end + len(payload_bytes))
+
+
+def _plain_payload(block: CanonicalBlock) -> bool:
+    """Whether ``block`` is the payload block (type 1, number 1: RFC 9171 §4.1) with no
+    flags and CRC-32C, its fields of the types the encoder reads as they are (so ``True``
+    or ``1.0`` for a 1, or ``None`` for no flags, go to the encoder, which refuses them)."""
+    return (
+        block.block_type == _PAYLOAD and type(block.block_type) in _PAYLOAD_TYPES
+        and block.number == 1 and type(block.number) is int
+        and type(block.flags) in _FLAG_TYPES and not block.flags
+        and block.crc_type == CrcType.CRC32C and type(block.data) is bytes
+    )  # fmt: skip
 
 
 def _message_primary(primary: PrimaryBlock) -> bytes:
@@ -152,6 +240,12 @@ def _message_primary(primary: PrimaryBlock) -> bytes:
 
 
 _U64: Final = (1 << 64) - 1
+_PAYLOAD: Final = BlockType.PAYLOAD
+_EID_TYPES: Final = (IpnEid, NullEid, DtnEid)
+#: What the encoder takes as a block type or number equal to 1 (not True, not 1.0).
+_PAYLOAD_TYPES: Final = (int, BlockType)
+#: Block flags the encoder reads as the int they are (not None, not 0.0).
+_FLAG_TYPES: Final = (int, BlockFlags)
 _PAYLOAD_PREFIX: Final = b"\x86\x01\x01\x00\x02"
 _ZERO_CRC32C: Final = b"\x44\x00\x00\x00\x00"
 
@@ -504,3 +598,12 @@ def status_report_for(
         creation=CreationTimestamp(now, sequence),
         lifetime=lifetime_ms,
     )
+
+
+#: Classes every message sent builds objects of: with the accelerator their ``__init__`` is
+#: the C one that stores straight into the slots
+#: (:func:`fleetwire.protocol.messages.accel.install_fast_init`; a no-op without it, and undone
+#: on the pure-Python road).
+FAST_INIT_CLASSES: Final = (Bundle, PrimaryBlock, CanonicalBlock, CreationTimestamp, Envelope)
+for _cls in FAST_INIT_CLASSES:
+    init_accel.install_fast_init(_cls)

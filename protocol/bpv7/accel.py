@@ -1,4 +1,5 @@
-"""The optional C walk of a bundle's common shape (``walk_bundle`` in ``protocol/_speedups.c``).
+"""The optional C walk of a bundle's common shape (``walk_bundle`` in ``protocol/_speedups.c``),
+and the C writer of a message bundle (``message_bundle_bytes``, its send path).
 
 Theory of operation
 -------------------
@@ -17,6 +18,15 @@ The C code stores values straight into the slots of the frozen attrs classes, as
 :meth:`.eid.IpnEid._trusted` does in Python; the spec below hands it the slot offsets, and is
 built only if each class's slots are exactly its fields. Without a compiler (or under
 :func:`without_walk`) :data:`walk` is ``None``: the pure-Python road, the reference.
+
+The other direction: every message a node sends becomes one bundle of a fixed shape (primary
+block, Hop Count block, payload block, CRC-32C on each; see
+:func:`fleetwire.protocol.agent.bundling.new_message`). :data:`message_bytes` writes that
+bundle whole in C, byte for byte what :func:`~.bundle.encode_bundle` writes for it, with the
+block offsets. It takes EIDs as their CBOR (``Eid.wire``) and checks every other input's
+range and the RFC 9171 §4 rules that shape could break, raising TypeError or ValueError; the
+caller then runs the Python encoder, which names the rule. Without a compiler (or under
+:func:`without_message_bytes`) it is ``None``.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ try:
 except ImportError:  # no compiler at install time: the Python readers alone
     _speedups = None
 
-__all__ = ["spec_for", "walk", "without_walk"]
+__all__ = ["message_bytes", "spec_for", "walk", "without_message_bytes", "without_walk"]
 
 
 def _offsets(cls: type[Any], names: tuple[str, ...]) -> tuple[int, ...] | None:
@@ -86,3 +96,22 @@ def without_walk() -> Iterator[None]:
         yield
     finally:
         walk = saved
+
+
+#: ``message_bytes(flags, destination_wire, source_wire, report_to_wire, time, sequence,
+#: lifetime, hop_limit, payload)`` → ``(bytes, (start, hops, payload, end))``; None without
+#: the accelerator (or with one built before the send path existed).
+message_bytes: Callable[..., tuple[bytes, tuple[int, ...]]] | None = getattr(
+    _speedups, "message_bundle_bytes", None
+)
+
+
+@contextlib.contextmanager
+def without_message_bytes() -> Iterator[None]:
+    """The pure-Python bundle encoder for new messages while the block runs (tests of that road)."""
+    global message_bytes
+    saved, message_bytes = message_bytes, None
+    try:
+        yield
+    finally:
+        message_bytes = saved
