@@ -405,6 +405,9 @@ async def serve_node(kind: str, count: int, keys: str) -> None:
         text = (
             f'[node]\nnumber = {RECEIVER}\nkeys = "{keys}"\nstore = "{tmp}/node.sqlite3"\n'
             f"[[listen]]\nhost = \"{HOST}\"\nport = {port}\n"
+            # Room for the whole run from one neighbour (the default share is a quarter of
+            # 50,000 bundles): the bench measures custody, not the quota's refusals.
+            f"[quota]\nmax_bundles = {2 * count + 1000}\nsource_share = 1.0\n"
         )
         if kind == "noderelay":  # a configured neighbour that never answers: stored for it
             text += f"[[peer]]\nnode = {ONWARD}\nport = {free_port()}\n"
