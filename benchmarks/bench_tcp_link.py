@@ -45,8 +45,9 @@ so neither dedupe nor the replay guard refuses one:
 * **tcpclv4+node deliver**: the bundles are for the receiver: each is verified (signature,
   credential, replay) and delivered to a subscription, which acknowledges it.
 
-Both are compared with ``raw tcp+sqlite`` of the same run. The timing ends at the last
-XFER_ACK (custody); the receiver's CPU per bundle covers everything, delivery included.
+Both are compared with ``raw tcp+sqlite`` of the same run. The relay's timing ends at the
+last XFER_ACK (custody); the deliver row's once the receiver says its subscription had every
+message (it prints a line). The receiver's CPU per bundle covers everything in both.
 
 ``--cl tcpclv3`` runs the link modes (and the drain) over TCPCLv3 with acks instead; the raw
 limits are the same.
@@ -79,7 +80,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from fleetwire.protocol.tcpcl import v3, v4
@@ -317,6 +318,8 @@ async def serve_one_link(accept: Accept | None, accept_many: AcceptMany | None =
 SENDER, RECEIVER, ONWARD = 1, 2, 3
 #: The node modes: the receiver relays every bundle onward, or every bundle is for it.
 NODE_MODES = {"noderelay": ONWARD, "nodedeliver": RECEIVER}
+#: The deliver receiver's line once every message was delivered (the sender's timing ends there).
+DELIVERED = b"delivered\n"
 
 
 def _seed(node: int) -> bytes:
@@ -421,6 +424,8 @@ async def serve_node(kind: str, count: int, keys: str) -> None:
                 for _ in range(count):
                     await inbox.receive()
                 inbox.acknowledge()
+                sys.stdout.buffer.write(DELIVERED)
+                sys.stdout.flush()
             else:
                 while node.stats.accepted < count:
                     await trio.sleep(0.01)
@@ -526,9 +531,15 @@ async def send_raw_durable(port: int, payload: bytes, count: int, window: int) -
 
 
 async def send_cl(
-    port: int, payload: bytes, count: int, window: int, bundles: Sequence[bytes] = ()
+    port: int,
+    payload: bytes,
+    count: int,
+    window: int,
+    bundles: Sequence[bytes] = (),
+    finished: Callable[[], Awaitable[None]] | None = None,
 ) -> float:
-    """Send ``count`` bundles: ``bundles`` when given (distinct ones), else ``payload`` again."""
+    """Send ``count`` bundles: ``bundles`` when given (distinct ones), else ``payload`` again.
+    The time ends at the last acknowledgement, or once ``finished`` returns after it."""
     async with open_tcp_cl_link(HOST, port, layer(1)) as link:
         next_index = 0
         chunk = min(CHUNK, window)
@@ -547,6 +558,8 @@ async def send_cl(
         async with trio.open_nursery() as nursery:
             for _ in range(max(1, window // chunk)):
                 nursery.start_soon(worker)
+        if finished is not None:
+            await finished()
         elapsed = time.perf_counter() - start
         assert link.bundles_sent == count
     return elapsed
@@ -644,8 +657,23 @@ async def measure(mode: str, payload: bytes, count: int, window: int) -> float:
     # issued_at must be recent); made before the receiver starts, so not timed.
     claims = signed_claims(count, NODE_MODES[mode]) if mode in NODE_MODES else []
     process, port = await spawn(mode, count)
+    said = b""
+
+    async def delivered() -> None:
+        """Until the receiver says it delivered every message (its line before the CPU's)."""
+        nonlocal said
+        assert process.stdout is not None
+        while DELIVERED not in said:
+            chunk = await process.stdout.receive_some(64)
+            if not chunk:
+                raise SystemExit("the node receiver died before delivering everything")
+            said += chunk
+        said = said.split(DELIVERED, 1)[1]
+
     try:
-        if mode in NODE_MODES:
+        if mode == "nodedeliver":  # delivered, not only taken into custody
+            elapsed = await send_cl(port, payload, count, window, claims, delivered)
+        elif mode in NODE_MODES:
             elapsed = await send_cl(port, payload, count, window, claims)
         elif mode == "raw":
             elapsed = await send_raw(port, payload, count)
@@ -653,9 +681,11 @@ async def measure(mode: str, payload: bytes, count: int, window: int) -> float:
             elapsed = await send_raw_durable(port, payload, count, window)
         else:
             elapsed = await send_cl(port, payload, count, window)
-        with trio.fail_after(30):
+        # A node's receiver closes its sessions and store first (and, unbatched, may still be
+        # delivering): more time.
+        with trio.fail_after(120 if mode in NODE_MODES else 30):
             assert process.stdout is not None
-            tail = b""
+            tail = said
             while chunk := await process.stdout.receive_some(64):
                 tail += chunk
             await process.wait()
