@@ -16,7 +16,8 @@ carries out the actions it returns.
 * **accept** (a link received a bundle) — ``agent.receive``; the actions are dispatched at
   once (so a cancelled link task loses nothing the agent took into its care), then the
   driver commits, and only then returns: the link acknowledges the transfer after that.
-  Accepted means durable, as before; concurrent accepts share one commit (group commit).
+  Accepted means durable, as before; concurrent accepts share one commit (group commit), and
+  ``accept_many`` takes a link's whole run of received bundles with one (batch custody).
 * **send** — ``agent.send``, commit, return the signed message: "sent" means "held durably".
 * **forward** — each :class:`~fleetwire.protocol.agent.actions.Transmit` goes to the
   neighbour's **ordered pipelined sender**: bundles leave in the order the agent queued
@@ -32,9 +33,9 @@ carries out the actions it returns.
 * **timers** — one task sleeps until the agent's latest :class:`WakeAt` and polls it (expiry,
   contacts opening, retention ends).
 * **deliver** — :class:`Subscription` is the application's side: a verified message goes to
-  every subscription of its family (durable first: the messages queued for delivery at one
-  moment share one commit) (or waits, in memory, for the first subscriber of its
-  family); the agent is told ``acknowledge`` once every subscription it went to acknowledged
+  every subscription of its family (or waits, in memory, for the first subscriber of its
+  family), once it is durable — the messages queued for delivery meanwhile share that one
+  commit; the agent is told ``acknowledge`` once every subscription it went to acknowledged
   it, ``give_back`` when they all closed without. A message handed over and not acknowledged
   before a crash comes again after the restart (at-least-once to the application).
 * **revocations** — a newer list the agent put in force is written to the node's revocation
