@@ -74,7 +74,9 @@ raw; the drain ≥ 0.5 of min(store rate, link rate).
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sqlite3
 import struct
 import sys
@@ -746,6 +748,7 @@ async def main(args: argparse.Namespace) -> int:
         durable += list(NODE_MODES)
         requested += list(NODE_MODES)
         folder = tempfile.mkdtemp(prefix="bench-keys-")
+        atexit.register(shutil.rmtree, folder, True)
         make_fleet(folder)
         KEYS[:] = [folder]
     modes = ["raw", "noop", *durable]
