@@ -1,7 +1,7 @@
 """TCPCLv4 link throughput between two processes on 127.0.0.1, as a ratio to raw Trio TCP.
 
     python benchmarks/bench_tcp_link.py [--mb N] [--sizes fcp,1024,65536] [--no-sqlite]
-        [--drain 100000] [--check] [--cl tcpclv4|tcpclv3]
+        [--drain 100000] [--check] [--cl tcpclv4|tcpclv3] [--modes noop,sqlite,sqlite1,node]
 
 ``fcp`` is a real signed lease claim (COSE_Sign1, Ed25519) in its BPv7 bundle, about 250 bytes:
 the commonest bundle of a busy cell.
@@ -33,6 +33,22 @@ bundle size the same byte volume is moved several ways, measured in the same run
   the sender keeps at most the link's window unacknowledged. ``tcpclv4+sqlite`` is compared
   with this: no durable receiver can beat the disk, and none may ack before the commit.
 
+**A real node as the receiver** (``--modes node``, FCP bundles only): a ``fleetwire node``
+as a config file describes it (``open_configured_node``: the sans-IO agent, its journalled
+SQLite store, routing, the relay policy, batch custody for accepted sessions) on a TCPCLv4
+listener. The sender sends distinct lease claims signed by node 1 (real Ed25519, the fleet's
+keys derived from fixed seeds and written as ``fleetwire keys`` does), each in its own bundle,
+so neither dedupe nor the replay guard refuses one:
+
+* **tcpclv4+node relay**: the bundles are for node 3, a configured neighbour that is never up:
+  the receiver routes each one and stores it for that neighbour;
+* **tcpclv4+node deliver**: the bundles are for the receiver: each is verified (signature,
+  credential, replay) and delivered to a subscription, which acknowledges it.
+
+Both are compared with ``raw tcp+sqlite`` of the same run. The relay's timing ends at the
+last XFER_ACK (custody); the deliver row's once the receiver says its subscription had every
+message (it prints a line). The receiver's CPU per bundle covers everything in both.
+
 ``--cl tcpclv3`` runs the link modes (and the drain) over TCPCLv3 with acks instead; the raw
 limits are the same.
 
@@ -58,13 +74,15 @@ raw; the drain ≥ 0.5 of min(store rate, link rate).
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sqlite3
 import struct
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from fleetwire.protocol.tcpcl import v3, v4
@@ -295,6 +313,138 @@ async def serve_one_link(accept: Accept | None, accept_many: AcceptMany | None =
         announce(listeners[0].socket.getsockname()[1])
 
 
+# --- a real node as the receiver --------------------------------------------------------------
+
+#: The node modes' fleet: the receiver is node 2, the sender node 1, the relay's next hop node 3
+#: (configured, never up: the receiver stores every relayed bundle for it).
+SENDER, RECEIVER, ONWARD = 1, 2, 3
+#: The node modes: the receiver relays every bundle onward, or every bundle is for it.
+NODE_MODES = {"noderelay": ONWARD, "nodedeliver": RECEIVER}
+#: The deliver receiver's line once every message was delivered (the sender's timing ends there).
+DELIVERED = b"delivered\n"
+
+
+def _seed(node: int) -> bytes:
+    return bytes([node]) * 32
+
+
+def make_fleet(folder: str) -> None:
+    """A keys folder as ``fleetwire keys`` writes it, with keys derived from fixed seeds (so
+    the sender, in another process, signs with the key the receiver trusts)."""
+    from pathlib import Path
+
+    from fleetwire.protocol.keys import SigningKey
+    from fleetwire.protocol.trust import Role, issue_credential
+    from fleetwire.runtime.node.keyfiles import ROOT_NAME
+
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    root = SigningKey.from_seed(b"\xff" * 32)
+    (path / f"{ROOT_NAME}.pub").write_bytes(root.public.to_cose_key())
+    now = dtn_now()
+    for node in (SENDER, RECEIVER, ONWARD):
+        key = SigningKey.from_seed(_seed(node))
+        private = path / f"node-{node}.key"
+        private.write_bytes(key.to_cose_key())
+        private.chmod(0o600)
+        (path / f"node-{node}.pub").write_bytes(key.public.to_cose_key())
+        (path / f"node-{node}.cred").write_bytes(
+            issue_credential(
+                root, node=node, public_key=key.public, roles={Role.NODE},
+                not_before=now - 60_000, not_after=now + 86_400_000, serial=node,
+            )
+        )  # fmt: skip
+
+
+def dtn_now() -> int:
+    from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
+
+    return round((time.time() - DTN_EPOCH_UNIX) * 1000)
+
+
+def signed_claims(count: int, destination: int) -> list[bytes]:
+    """``count`` distinct lease claims by node 1 (real Ed25519 signatures), each in its own
+    bundle (distinct ids and sequences, so neither bundle dedupe nor replay refuses one)."""
+    from fleetwire.protocol.agent.bundling import message_bundle
+    from fleetwire.protocol.bpv7.bundle import encode_bundle
+    from fleetwire.protocol.envelope import seal
+    from fleetwire.protocol.keys import SigningKey
+    from fleetwire.protocol.messages import Header, LeaseClaim
+
+    key = SigningKey.from_seed(_seed(SENDER))
+    now = dtn_now()
+    bundles = []
+    for i in range(count):
+        claim = LeaseClaim(
+            header=Header(issuer=SENDER, issued_at=now, sequence=(now << 10) + i),
+            resource=f"cell-3/dock-{i % 97}",
+            term_ms=7_200_000,
+        )
+        bundle = message_bundle(
+            seal(claim, key).envelope, source=SENDER, destination=destination, created_at=now,
+            sequence=i, lifetime_ms=86_400_000,
+        )  # fmt: skip
+        bundles.append(encode_bundle(bundle))
+    return bundles
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+async def serve_node(kind: str, count: int, keys: str) -> None:
+    """A real node (``open_configured_node``: the agent, the journalled SQLite store, routing,
+    the relay policy, batch custody) on a TCPCLv4 listener; returns once it has every bundle
+    stored for node 3 (relay) or delivered to, and acknowledged by, a subscription (deliver)."""
+    from pathlib import Path
+
+    from fleetwire.runtime.node.config import load_config
+    from fleetwire.runtime.node.tcp_node import open_configured_node
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-node-") as tmp:
+        text = (
+            f'[node]\nnumber = {RECEIVER}\nkeys = "{keys}"\nstore = "{tmp}/node.sqlite3"\n'
+            f"[[listen]]\nhost = \"{HOST}\"\nport = {port}\n"
+            # Room for the whole run from one neighbour (the default share is a quarter of
+            # 50,000 bundles): the bench measures custody, not the quota's refusals.
+            f"[quota]\nmax_bundles = {2 * count + 1000}\nsource_share = 1.0\n"
+        )
+        if kind == "noderelay":  # a configured neighbour that never answers: stored for it
+            text += f"[[peer]]\nnode = {ONWARD}\nport = {free_port()}\n"
+            text += "[reconnect]\ninitial_s = 3600\nmaximum_s = 3600\n"
+        config_path = Path(tmp) / "node.toml"
+        config_path.write_text(text)
+        async with open_configured_node(load_config(config_path)) as node:
+            inbox = node.subscribe() if kind == "nodedeliver" else None
+            announce(port)
+            if inbox is not None:
+                for _ in range(count):
+                    await inbox.receive()
+                inbox.acknowledge()
+                sys.stdout.buffer.write(DELIVERED)
+                sys.stdout.flush()
+            else:
+                while node.stats.accepted < count:
+                    await trio.sleep(0.01)
+            stats = node.stats
+            if kind == "nodedeliver":
+                assert stats.delivered == count, stats
+            assert stats.accepted == count and not stats.rejected and not stats.duplicates, stats
+        if kind == "noderelay":  # every one stored for the next hop
+            from fleetwire.protocol.agent.bundling import FCP_SERVICE
+            from fleetwire.runtime.store.sqlite_store import open_sqlite_store
+
+            async with open_sqlite_store(f"{tmp}/node.sqlite3") as store:
+                destination = f"ipn:{ONWARD}.{FCP_SERVICE}"
+                held = await store.pending_for_destination(destination, count + 1)
+                assert len(held) == count, len(held)
+
+
 # --- sender (this process) -------------------------------------------------------------------
 
 
@@ -304,8 +454,14 @@ RECEIVER_CPU: dict[str, list[float]] = {}
 PROFILE: str = ""
 
 
+#: The node modes' keys folder (made once per run).
+KEYS: list[str] = []
+
+
 async def spawn(mode: str, count: int) -> tuple[trio.Process, int]:
     extra = ["--profile", f"{PROFILE}.{mode}"] if PROFILE and mode not in ("raw",) else []
+    if mode in NODE_MODES:
+        extra += ["--keys", KEYS[0]]
     process = await trio.lowlevel.open_process(
         [sys.executable, __file__, "--serve", mode, "--count", str(count), "--cl", CL[0], *extra],
         stdout=-1,  # subprocess.PIPE
@@ -376,7 +532,16 @@ async def send_raw_durable(port: int, payload: bytes, count: int, window: int) -
     return elapsed
 
 
-async def send_cl(port: int, payload: bytes, count: int, window: int) -> float:
+async def send_cl(
+    port: int,
+    payload: bytes,
+    count: int,
+    window: int,
+    bundles: Sequence[bytes] = (),
+    finished: Callable[[], Awaitable[None]] | None = None,
+) -> float:
+    """Send ``count`` bundles: ``bundles`` when given (distinct ones), else ``payload`` again.
+    The time ends at the last acknowledgement, or once ``finished`` returns after it."""
     async with open_tcp_cl_link(HOST, port, layer(1)) as link:
         next_index = 0
         chunk = min(CHUNK, window)
@@ -385,8 +550,9 @@ async def send_cl(port: int, payload: bytes, count: int, window: int) -> float:
             nonlocal next_index
             while next_index < count:
                 n = min(chunk, count - next_index)
-                next_index += n
-                errors = await link.send_many([payload] * n)
+                first, next_index = next_index, next_index + n
+                run = list(bundles[first : first + n]) if bundles else [payload] * n
+                errors = await link.send_many(run)
                 if any(errors):
                     raise SystemExit(f"send failed: {next(e for e in errors if e)}")
 
@@ -394,6 +560,8 @@ async def send_cl(port: int, payload: bytes, count: int, window: int) -> float:
         async with trio.open_nursery() as nursery:
             for _ in range(max(1, window // chunk)):
                 nursery.start_soon(worker)
+        if finished is not None:
+            await finished()
         elapsed = time.perf_counter() - start
         assert link.bundles_sent == count
     return elapsed
@@ -487,17 +655,39 @@ async def measure_drain(count: int, payload: bytes) -> tuple[float, float]:
 
 
 async def measure(mode: str, payload: bytes, count: int, window: int) -> float:
+    # Signed afresh for each run (the node's replay memory is new each time, but the claims'
+    # issued_at must be recent); made before the receiver starts, so not timed.
+    claims = signed_claims(count, NODE_MODES[mode]) if mode in NODE_MODES else []
     process, port = await spawn(mode, count)
+    said = b""
+
+    async def delivered() -> None:
+        """Until the receiver says it delivered every message (its line before the CPU's)."""
+        nonlocal said
+        assert process.stdout is not None
+        while DELIVERED not in said:
+            chunk = await process.stdout.receive_some(64)
+            if not chunk:
+                raise SystemExit("the node receiver died before delivering everything")
+            said += chunk
+        said = said.split(DELIVERED, 1)[1]
+
     try:
-        if mode == "raw":
+        if mode == "nodedeliver":  # delivered, not only taken into custody
+            elapsed = await send_cl(port, payload, count, window, claims, delivered)
+        elif mode in NODE_MODES:
+            elapsed = await send_cl(port, payload, count, window, claims)
+        elif mode == "raw":
             elapsed = await send_raw(port, payload, count)
         elif mode == "rawsqlite":
             elapsed = await send_raw_durable(port, payload, count, window)
         else:
             elapsed = await send_cl(port, payload, count, window)
-        with trio.fail_after(30):
+        # A node's receiver closes its sessions and store first (and, unbatched, may still be
+        # delivering): more time.
+        with trio.fail_after(120 if mode in NODE_MODES else 30):
             assert process.stdout is not None
-            tail = b""
+            tail = said
             while chunk := await process.stdout.receive_some(64):
                 tail += chunk
             await process.wait()
@@ -553,10 +743,18 @@ def sqlite_available() -> bool:
 
 async def main(args: argparse.Namespace) -> int:
     durable = ["rawsqlite", "sqlite", "sqlite1"] if args.sqlite and sqlite_available() else []
+    requested = args.modes.split(",") if args.modes else []
+    if durable and "node" in requested:  # a real node as the receiver (fcp bundles only)
+        durable += list(NODE_MODES)
+        requested += list(NODE_MODES)
+        folder = tempfile.mkdtemp(prefix="bench-keys-")
+        atexit.register(shutil.rmtree, folder, True)
+        make_fleet(folder)
+        KEYS[:] = [folder]
     modes = ["raw", "noop", *durable]
     if args.modes:
         # The raw limits always run: every ratio needs them.
-        modes = [m for m in modes if m in ("raw", "rawsqlite", *args.modes.split(","))]
+        modes = [m for m in modes if m in ("raw", "rawsqlite", *requested)]
     cl = CL[0]
     names = {
         "raw": "raw trio tcp",
@@ -564,11 +762,13 @@ async def main(args: argparse.Namespace) -> int:
         "rawsqlite": "raw tcp+sqlite",
         "sqlite": f"{cl}+sqlite",
         "sqlite1": f"{cl}+sqlite/1",
+        "noderelay": f"{cl}+node relay",
+        "nodedeliver": f"{cl}+node deliver",
     }
     missed: list[str] = []
     link_rate: dict[str, float] = {}
     print(
-        f"{'size':>8} {'mode':>16} {'bundles/s':>11} {'MB/s':>8} {'vs raw':>7} "
+        f"{'size':>8} {'mode':>20} {'bundles/s':>11} {'MB/s':>8} {'vs raw':>7} "
         f"{'vs raw durable':>15} {'recv CPU µs/bundle':>19}"
     )
     for size_name in args.sizes:
@@ -579,17 +779,19 @@ async def main(args: argparse.Namespace) -> int:
         window = args.window or min(2048, max(16, (4 << 20) // size))
         # Modes take turns in every round (best of ``repeat`` kept), so a load that comes
         # and goes on a shared machine hits them alike.
-        best = {mode: float("inf") for mode in modes}
+        # The node modes carry signed lease claims: FCP-sized bundles only.
+        size_modes = [m for m in modes if m not in NODE_MODES or size_name == "fcp"]
+        best = {mode: float("inf") for mode in size_modes}
         RECEIVER_CPU.clear()
         store_alone = float("inf")
         for _ in range(args.repeat):
-            for mode in modes:
+            for mode in size_modes:
                 best[mode] = min(best[mode], await measure(mode, payload, count, window))
             if "sqlite" in modes:
                 store_alone = min(store_alone, await measure_store(payload, count))
         raw = count * size / best["raw"] / 1e6
         raw_durable = count * size / best["rawsqlite"] / 1e6 if durable else None
-        for mode in modes:
+        for mode in size_modes:
             rate = count / best[mode]
             mbps = count * size / best[mode] / 1e6
             ratio = mbps / raw
@@ -598,7 +800,7 @@ async def main(args: argparse.Namespace) -> int:
             # CPU per bundle is far less sensitive to a shared machine's load than the rate.
             spent = f"{min(cpu) * 1e6:.1f}-{max(cpu) * 1e6:.1f}" if cpu else ""
             print(
-                f"{label:>8} {names[mode]:>16} {rate:>11,.0f} {mbps:>8.1f} {ratio:>7.2f} "
+                f"{label:>8} {names[mode]:>20} {rate:>11,.0f} {mbps:>8.1f} {ratio:>7.2f} "
                 f"{versus:>15} {spent:>19}"
             )
             if mode == "noop" and size >= 65536 and ratio < 0.5:
@@ -614,7 +816,7 @@ async def main(args: argparse.Namespace) -> int:
         if "sqlite" in modes:
             rate = count / store_alone
             print(
-                f"{label:>8} {'store alone':>16} {rate:>11,.0f} {count * size / store_alone / 1e6:>8.1f}"
+                f"{label:>8} {'store alone':>20} {rate:>11,.0f} {count * size / store_alone / 1e6:>8.1f}"
                 f"{'':>8} {count * size / store_alone / 1e6 / raw_durable:15.2f}"  # type: ignore[operator]
                 f"   ({cl}+sqlite / store alone = {store_alone / best['sqlite']:.2f})"
             )
@@ -660,11 +862,14 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--check", action="store_true")
     parser.add_argument(
         "--modes", default="", help="only these link modes besides the raw limits (comma "
-        "separated: noop, sqlite, sqlite1; the store alone runs with sqlite)"
+        "separated: noop, sqlite, sqlite1, node; the store alone runs with sqlite; node: a real "
+        "node receives signed FCP bundles, relaying them (node relay) or for itself (node deliver))"
     )
     parser.add_argument(
-        "--serve", choices=["raw", "rawsqlite", "noop", "sqlite", "sqlite1"], help=argparse.SUPPRESS
+        "--serve", choices=["raw", "rawsqlite", "noop", "sqlite", "sqlite1", *NODE_MODES],
+        help=argparse.SUPPRESS,
     )
+    parser.add_argument("--keys", default="", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument(
         "--cl",
@@ -693,6 +898,8 @@ def serve(options: argparse.Namespace) -> None:
         trio.run(serve_raw, options.count)
     elif options.serve == "rawsqlite":
         trio.run(serve_raw_durable, options.count)
+    elif options.serve in NODE_MODES:
+        trio.run(serve_node, options.serve, options.count, options.keys)
     else:
         trio.run(serve_cl_once, options.serve)
     if profiler is not None:

@@ -9,18 +9,29 @@ receiver's store afterwards, every acknowledged bundle must be there: an XFER_AC
 leave once its bundle's transaction committed (RFC 9174 §5.2.3 leaves the moment to us; our
 custody promise fixes it). Bundles in flight at the kill may or may not be there; nothing
 else may.
+
+The same holds for a whole node: a real ``fleetwire node`` process (the agent, its journalled
+SQLite store, batch custody for the session it accepted) relaying for a neighbour that is
+down, SIGKILLed mid-burst; after the kill its store holds every bundle it acknowledged.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import trio
+from fleetwire.protocol.agent.bundling import message_bundle
+from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
+from fleetwire.protocol.bpv7 import decode_bundle, encode_bundle
 from fleetwire.protocol.tcpcl import v4
+from fleetwire.runtime.cli.cli import main as cli
 from fleetwire.runtime.links.cl_link import TcpclV4
 from fleetwire.runtime.links.link import LinkDown
 from fleetwire.runtime.links.tcp import open_tcp_cl_link
@@ -150,5 +161,119 @@ def test_receiver_killed_mid_burst_keeps_every_acknowledged_bundle(
         assert not lost, f"{len(lost)} acknowledged bundles missing after the kill"
         sent_ids = {i.to_bytes(8, "big") for i in range(sent)}
         assert stored <= sent_ids
+
+    trio.run(main)
+
+
+# --- a whole node -----------------------------------------------------------------------------
+
+NODE, MEMBER, ONWARD = 1, 2, 3
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _relayed(sequence: int, now: int) -> bytes:
+    """A bundle from fleet member 2 for node 3, which the node relays (stores for node 3)."""
+    bundle = message_bundle(
+        sequence.to_bytes(8, "big") + os.urandom(120), source=MEMBER, destination=ONWARD,
+        created_at=now, sequence=sequence, lifetime_ms=3_600_000,
+    )  # fmt: skip
+    return encode_bundle(bundle)
+
+
+async def _burst_and_kill_node(folder: Path) -> tuple[set[bytes], int]:
+    """Run ``fleetwire node``, send it relayed bundles until KILL_AFTER were acked, SIGKILL it;
+    (the store keys of the acked bundles, bundles sent)."""
+    port = _free_port()
+    (folder / "node.toml").write_text(
+        f'[node]\nnumber = {NODE}\nkeys = "keys"\nstore = "node.sqlite3"\n'
+        f'[[listen]]\nhost = "127.0.0.1"\nport = {port}\n'
+        # Node 3 never answers: every relayed bundle stays in the store for it.
+        f"[[peer]]\nnode = {ONWARD}\nport = {_free_port()}\n"
+        "[reconnect]\ninitial_s = 3600\nmaximum_s = 3600\n"
+        "[quota]\nmax_bundles = 1000000\nsource_share = 1.0\n"
+    )
+    command = [sys.executable, "-m", "fleetwire.runtime.cli.cli", "node", "node.toml"]
+    process = await trio.lowlevel.open_process(command, cwd=folder, stderr=subprocess.PIPE)
+    acked: set[bytes] = set()
+    sent = 0
+    now = round((time.time() - DTN_EPOCH_UNIX) * 1000)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                running = trio.Event()
+
+                async def drain_stderr() -> None:  # read to the end: a full pipe would block it
+                    assert process.stderr is not None
+                    said = b""
+                    while chunk := await process.stderr.receive_some(4096):
+                        said += chunk
+                        if b"running" in said:
+                            running.set()
+
+                nursery.start_soon(drain_stderr)
+                await running.wait()
+                layer = TcpclV4(v4.SessionConfig(node_id=f"ipn:{MEMBER}.0", keepalive_s=0))
+                try:
+                    async with open_tcp_cl_link("127.0.0.1", port, layer) as link:
+
+                        async def sender() -> None:
+                            nonlocal sent
+                            while link.is_up:
+                                first = sent
+                                sent += CHUNK
+                                bundles = [_relayed(i, now) for i in range(first, first + CHUNK)]
+                                errors = await link.send_many(bundles)
+                                acked.update(
+                                    decode_bundle(b).id.key()
+                                    for b, e in zip(bundles, errors, strict=True)
+                                    if e is None
+                                )
+                                if len(acked) >= KILL_AFTER and process.returncode is None:
+                                    process.send_signal(signal.SIGKILL)  # sends in flight
+
+                        async with trio.open_nursery() as senders:
+                            for _ in range(WINDOW // CHUNK):
+                                senders.start_soon(sender)
+                        await link.wait_down()
+                except LinkDown:
+                    pass
+                await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+    assert process.returncode == -signal.SIGKILL
+    return acked, sent
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_node_killed_mid_burst_keeps_every_acknowledged_bundle(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    cli(["keys", "root", str(keys)])
+    for node in (NODE, MEMBER, ONWARD):
+        cli(["keys", "node", str(keys), "--node", str(node)])
+
+    async def main() -> None:
+        acked, sent = await _burst_and_kill_node(tmp_path)
+        assert len(acked) >= KILL_AFTER
+        assert sent > len(acked)  # killed with bundles still unacknowledged: mid-burst
+        async with open_sqlite_store(str(tmp_path / "node.sqlite3")) as store:
+            assert await store.integrity_check() == []
+            held = await store.pending_for_destination(f"ipn:{ONWARD}.7", sent + 1)
+        # Each record decodes whole (not torn) and its key is that bundle's: its BPv7 id first.
+        stored = set()
+        for record in held:
+            bpv7_id = decode_bundle(record.data).id.key()
+            assert record.bundle_id.startswith(bpv7_id)
+            stored.add(bpv7_id)
+        lost = acked - stored
+        assert not lost, f"{len(lost)} acknowledged bundles missing after the kill"
+        assert len(stored) == len(held) <= sent
 
     trio.run(main)

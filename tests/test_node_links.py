@@ -21,6 +21,8 @@ from fleetwire.protocol.agent.contacts import DTN_EPOCH_UNIX
 from fleetwire.protocol.bpv7 import decode_bundle, encode_bundle
 from fleetwire.protocol.messages import Header, LeaseClaim
 from fleetwire.protocol.tcpcl.v4_messages import (
+    FLAG_END,
+    FLAG_START,
     ExtensionItem,
     RefuseReason,
     SessTerm,
@@ -219,6 +221,41 @@ async def test_strangers_may_reach_this_node_but_not_relay_through_it(
             for stream in (stranger, member):
                 await stream.aclose()
     assert any("relay-refused" in r.message for r in caplog.records)
+
+
+async def test_a_strangers_run_is_taken_in_part_bundle_by_bundle(
+    tmp_path: Path, keys: Path
+) -> None:
+    """A run of transfers in one write reaches the node's batch custody together; the relay
+    check still applies to each bundle: those for this node are taken (one commit), those to
+    relay are refused, and every reply leaves in the order of the transfers."""
+    port = free_port()
+    config = f'[node]\nnumber = {A}\nkeys = "keys"\n[[listen]]\nport = {port}\n'
+    run = [bundle_to(C if i % 3 == 0 else A, sequence=i) for i in range(12)]
+    with trio.fail_after(20):
+        async with node_from(tmp_path, "a", config) as a:
+            stranger = await trio.open_tcp_stream(LOCALHOST, port)
+            buf, _ = await v4_handshake(stranger, "ipn:50.0", active=True)
+            await stranger.send_all(
+                b"".join(
+                    encode_segment_header(FLAG_START | FLAG_END, tid, len(bundle)) + bundle
+                    for tid, bundle in enumerate(run)
+                )
+            )
+            replies = []
+            while len(replies) < len(run):
+                reply = await read_message(stranger, buf)
+                if isinstance(reply, XferAck | XferRefuse):
+                    replies.append(reply)
+            assert [r.transfer_id for r in replies] == list(range(len(run)))  # in order
+            for i, reply in enumerate(replies):
+                if i % 3 == 0:
+                    assert reply == XferRefuse(RefuseReason.NOT_ACCEPTABLE, i)
+                else:
+                    assert isinstance(reply, XferAck) and reply.length == len(run[i])
+            assert await held_for(a, run[0]) == 0  # nothing to relay was taken
+            assert a.stats.accepted == 8
+            await stranger.aclose()
 
 
 async def held_for(node: Node, bundle: bytes) -> int:

@@ -16,7 +16,8 @@ carries out the actions it returns.
 * **accept** (a link received a bundle) — ``agent.receive``; the actions are dispatched at
   once (so a cancelled link task loses nothing the agent took into its care), then the
   driver commits, and only then returns: the link acknowledges the transfer after that.
-  Accepted means durable, as before; concurrent accepts share one commit (group commit).
+  Accepted means durable, as before; concurrent accepts share one commit (group commit), and
+  ``accept_many`` takes a link's whole run of received bundles with one (batch custody).
 * **send** — ``agent.send``, commit, return the signed message: "sent" means "held durably".
 * **forward** — each :class:`~fleetwire.protocol.agent.actions.Transmit` goes to the
   neighbour's **ordered pipelined sender**: bundles leave in the order the agent queued
@@ -33,7 +34,8 @@ carries out the actions it returns.
   contacts opening, retention ends).
 * **deliver** — :class:`Subscription` is the application's side: a verified message goes to
   every subscription of its family (or waits, in memory, for the first subscriber of its
-  family); the agent is told ``acknowledge`` once every subscription it went to acknowledged
+  family), once it is durable — the messages queued for delivery meanwhile share that one
+  commit; the agent is told ``acknowledge`` once every subscription it went to acknowledged
   it, ``give_back`` when they all closed without. A message handed over and not acknowledged
   before a crash comes again after the restart (at-least-once to the application).
 * **revocations** — a newer list the agent put in force is written to the node's revocation
@@ -85,6 +87,9 @@ from .revocation_files import write_atomically
 from .sender import OrderedSender
 
 log = logging.getLogger("fleetwire.node")
+
+#: Deliveries taken from the queue at most per store commit (a burst shares one).
+_DELIVERY_BATCH = 1024
 
 _REASONS = {
     StatusReason.LIFETIME_EXPIRED: "expired",
@@ -523,14 +528,26 @@ class Node:
 
     async def _deliver_loop(self) -> None:
         async for item in self._deliveries:
-            if isinstance(item, StatusReportReceived):
-                report = item.report
-                for channel in self._report_subscribers:
-                    await channel.send(report)
-                continue
-            await self._offer(item)
+            # Everything queued meanwhile goes with it: one commit for the batch, not one per
+            # message (a burst of deliveries shares the store's transaction and fsync).
+            batch = [item]
+            with contextlib.suppress(trio.WouldBlock):
+                while len(batch) < _DELIVERY_BATCH:
+                    batch.append(self._deliveries.receive_nowait())
+            if any(isinstance(one, Deliver) for one in batch):
+                # Durable before the application sees it (a crash then cannot un-send it
+                # upstream). Each Deliver was queued after the agent's writes for its bundle,
+                # so this one commit covers every message of the batch.
+                await self._agent_store.commit()
+            for one in batch:
+                if isinstance(one, StatusReportReceived):
+                    for channel in self._report_subscribers:
+                        await channel.send(one.report)
+                else:
+                    await self._offer(one)
 
     async def _offer(self, deliver: Deliver) -> None:
+        """Hand ``deliver`` to its family's subscriptions; the caller committed already."""
         key = deliver.delivery
         if key in self._handed or self.agent.held_state(key) is not BundleState.HANDED:
             return  # with subscriptions already, or expired meanwhile
@@ -539,8 +556,6 @@ class Node:
         if not takers:
             self._waiting.setdefault(family, []).append(deliver)
             return
-        # Durable before the application sees it (a crash then cannot un-send it upstream).
-        await self._agent_store.commit()
         self._handed[key] = _Handed(len(takers))
         if key in self._given_back:
             self._given_back.discard(key)

@@ -2,8 +2,10 @@
 
 The listeners accept neighbours over TCPCLv4 / TCPCLv3 / MTCP and hand each established
 session to the node as a link; the connectors keep dialling the configured peers (with
-backoff) and are links themselves. Either way the custody callback is the node's ``accept``:
-a transfer is acknowledged only after the bundle is in the store.
+backoff) and are links themselves. The custody callback is the node's: ``accept_many`` for
+accepted sessions (a run of received bundles, one durable commit, then the acks in order) and
+``accept`` for the connectors; either way a transfer is acknowledged only after the bundle is
+in the store.
 
 The link table (one link per neighbour node number) follows three rules:
 
@@ -146,6 +148,32 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
                 reason = Refusal.NO_RESOURCES if exc.store_full else Refusal.NOT_ACCEPTABLE
                 raise CustodyRefused(reason, exc.message) from None
 
+        async def accept_many(datas: list[bytes], link: ClLink) -> list[Refusal | None]:
+            """Batch custody for accepted sessions: the relay check per bundle (a stranger's
+            run is taken in part), one durable commit for the rest, outcomes in order (the
+            link sends the acks in receive order after this returns)."""
+            peer = link.peer
+            outcomes: list[Refusal | None] = [None] * len(datas)
+            if relay.knows(peer):
+                taken = list(range(len(datas)))
+            else:
+                taken = []
+                for index, data in enumerate(datas):
+                    try:
+                        relay.check(data, peer)
+                    except CustodyRefused as exc:
+                        outcomes[index] = exc.reason
+                    else:
+                        taken.append(index)
+            if taken:
+                refusals = await node.accept_many([datas[i] for i in taken], peer)
+                for index, refused in zip(taken, refusals, strict=True):
+                    if refused is not None:
+                        outcomes[index] = (
+                            Refusal.NO_RESOURCES if refused.store_full else Refusal.NOT_ACCEPTABLE
+                        )
+            return outcomes
+
         connectors: dict[int, Connector] = {}
         accepted = SessionGroup()
         slots = itertools.count(-2, -1)
@@ -171,8 +199,8 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
                     serve = partial(
                         serve_cl, serve_neighbour, endpoint.port,
                         layer_for(endpoint.layer, config.node, config.tls),
-                        host=endpoint.host, local=config.node, accept=accept, budget=budget,
-                        group=accepted,
+                        host=endpoint.host, local=config.node, accept_many=accept_many,
+                        budget=budget, group=accepted,
                     )  # fmt: skip
                     try:
                         await listeners.start(serve)

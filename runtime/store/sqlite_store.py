@@ -38,6 +38,11 @@ limit; once the store has been idle for ``idle_tidy_s`` the committer gives free
 with ``TRUNCATE``, so a store at rest is its database file alone — about the size of what it
 holds. Both are ordinary SQLite transactions and checkpoints: a crash in either loses nothing
 committed (the WAL is replayed on open), so the durability promise is unchanged.
+
+Modules: this one is the store's Trio side (the queue, the committer, the reads);
+:mod:`.sqlite_writes` applies a batch on the worker thread; :mod:`.sqlite_schema` is the file
+(schema, migrations, opening and its checks). The names this package exported before are all
+importable from here.
 """
 
 from __future__ import annotations
@@ -47,10 +52,8 @@ import contextlib
 import functools
 import itertools
 import math
-import operator
 import os
 import sqlite3
-import typing
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -60,12 +63,35 @@ import trio
 from fleetwire.protocol.replay import Seen
 
 from . import store_eids
+from .sqlite_schema import (
+    _COLUMNS,
+    _SELECT,
+    APPLICATION_ID,
+    DEFAULT_WAL_LIMIT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TUNING,
+    _connect,
+    wal_pragmas,
+)
+from .sqlite_writes import (
+    _DELETE,
+    _EXPIRE,
+    _FORGET,
+    _HOP,
+    _PUTS,
+    _REMEMBER,
+    _ROWS_PER_INSERT,
+    _TOMBSTONE,
+    _apply_batch,
+    _bytes_of,
+    _Op,
+    _Run,
+    _tidy,
+)
 from .store import (
     MAX_DTN_TIME,
     Accepted,
-    Duplicate,
-    DuplicateOf,
-    NotABundleStore,
     PutResult,
     Quota,
     SourceShares,
@@ -73,9 +99,8 @@ from .store import (
     StoreCorrupt,
     StoredBundle,
     StoreError,
-    check_quota,
 )
-from .store_eids import EIDS_SCHEMA, EidTable
+from .store_eids import EidTable
 
 __all__ = [
     "APPLICATION_ID",
@@ -88,179 +113,9 @@ __all__ = [
     "wal_pragmas",
 ]
 
-#: ``PRAGMA application_id`` of our files ("FWBS"), so we never adopt someone else's database.
-APPLICATION_ID = 0x46574253
-#: ``PRAGMA user_version``; bump with a migration when the schema changes.
-SCHEMA_VERSION = 4
-
-_REPLAY_SCHEMA = """
-CREATE TABLE replay_seen (
-    issuer      INTEGER NOT NULL,
-    sequence    INTEGER NOT NULL,
-    issued_at   INTEGER NOT NULL,
-    content_id  BLOB NOT NULL,
-    keep_until  INTEGER NOT NULL,
-    PRIMARY KEY (issuer, sequence)
-) WITHOUT ROWID;
-CREATE INDEX replay_seen_by_keep_until ON replay_seen (keep_until);
-CREATE TABLE replay_floor (issuer INTEGER PRIMARY KEY, floor INTEGER NOT NULL);
-"""
-# bundle_id is the key (NOT NULL UNIQUE). The INTEGER PRIMARY KEY is the arrival order the listings
-# promise; an explicit alias, because VACUUM may renumber a hidden rowid. EIDs are integer ids of
-# the ``eids`` table (:mod:`.store_eids`), NULL for none; a bundle's size is ``length(data)``
-# (SQLite reads a blob's length off the record header, without its bytes).
-#
-# Every index is paid for by every put; each one here answers a query of the hot path, and no
-# other index is kept (``test_store_schema`` checks each query's plan):
-#   bundle_id (UNIQUE)          get, delete, tombstone, assign_next_hop; duplicate by bundle id
-#   content_id (UNIQUE, partial) duplicate by content (the put's ON CONFLICT); NULL content ids
-#                               are never compared (NULL is distinct from NULL), so they are
-#                               not indexed: bundles without a content id cost no entry
-#   next_hop (+ seq, implicit)   pending_for, pending_ids, pending_page: in arrival order
-#   expires_at                   expire: the periodic sweep reads only what is due
-# ``pending_for_destination`` (an operator's or a test's question, not the node's) scans.
-_BUNDLES_TABLE = """
-CREATE TABLE {name} (
-    seq           INTEGER PRIMARY KEY,
-    bundle_id     BLOB NOT NULL UNIQUE,
-    content_id    BLOB,
-    source        INTEGER NOT NULL,
-    destination   INTEGER NOT NULL,
-    next_hop      INTEGER,
-    received_from INTEGER,
-    expires_at    INTEGER NOT NULL,
-    received_at   INTEGER NOT NULL,
-    data          BLOB NOT NULL
-);
-"""
-_BUNDLES_INDEXES = """
-CREATE UNIQUE INDEX bundles_by_content_id ON bundles (content_id) WHERE content_id IS NOT NULL;
-CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
-CREATE INDEX bundles_by_expiry ON bundles (expires_at);
-"""
-SCHEMA = EIDS_SCHEMA + _BUNDLES_TABLE.format(name="bundles") + _BUNDLES_INDEXES + _REPLAY_SCHEMA
-
-#: Version 1 → 2: the neighbour each bundle came from (per-source quota share) and the replay
-#: memory (:mod:`fleetwire.protocol.replay`).
-_MIGRATE_1_TO_2 = "ALTER TABLE bundles ADD COLUMN received_from TEXT;" + _REPLAY_SCHEMA
-#: Version 2 → 3: the index by destination goes (no query of the node used it) and content ids
-#: are indexed only where present. A column constraint cannot be changed in place, so the table
-#: is copied (every column, ``seq`` included: the arrival order stays) inside the migration's
-#: one transaction: a crash leaves the version-2 file as it was.
-_MIGRATE_2_TO_3 = """
-CREATE TABLE bundles_v3 (
-    seq         INTEGER PRIMARY KEY,
-    bundle_id   BLOB NOT NULL UNIQUE,
-    content_id  BLOB,
-    source      TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    next_hop    TEXT,
-    expires_at  INTEGER NOT NULL,
-    received_at INTEGER NOT NULL,
-    size        INTEGER NOT NULL,
-    data        BLOB NOT NULL,
-    received_from TEXT
-);
-INSERT INTO bundles_v3 (seq, bundle_id, content_id, source, destination, next_hop, expires_at,
-    received_at, size, data, received_from)
-SELECT seq, bundle_id, content_id, source, destination, next_hop, expires_at,
-    received_at, size, data, received_from FROM bundles;
-DROP TABLE bundles;
-ALTER TABLE bundles_v3 RENAME TO bundles;
-CREATE UNIQUE INDEX bundles_by_content_id ON bundles (content_id) WHERE content_id IS NOT NULL;
-CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
-CREATE INDEX bundles_by_expiry ON bundles (expires_at);
-"""
-#: Version 3 → 4: EIDs move to the ``eids`` table (each once; the rows hold integer ids) and
-#: the ``size`` column goes (it was always ``length(data)``: a tombstone empties both). Copied
-#: like 2 → 3, every bundle and its ``seq`` kept, in the step's one transaction.
-_MIGRATE_3_TO_4 = (
-    EIDS_SCHEMA
-    + """
-INSERT INTO eids (eid)
-    SELECT source FROM bundles UNION SELECT destination FROM bundles
-    UNION SELECT next_hop FROM bundles WHERE next_hop IS NOT NULL
-    UNION SELECT received_from FROM bundles WHERE received_from IS NOT NULL;
-"""
-    + _BUNDLES_TABLE.format(name="bundles_v4")
-    + """
-INSERT INTO bundles_v4 (seq, bundle_id, content_id, source, destination, next_hop,
-    received_from, expires_at, received_at, data)
-SELECT b.seq, b.bundle_id, b.content_id,
-    (SELECT id FROM eids WHERE eid = b.source), (SELECT id FROM eids WHERE eid = b.destination),
-    (SELECT id FROM eids WHERE eid = b.next_hop), (SELECT id FROM eids WHERE eid = b.received_from),
-    b.expires_at, b.received_at, b.data
-FROM bundles AS b;
-DROP TABLE bundles;
-ALTER TABLE bundles_v4 RENAME TO bundles;
-"""
-    + _BUNDLES_INDEXES
-)
-
-_COLUMNS = (
-    "bundle_id, content_id, source, destination, next_hop, received_from, expires_at, "
-    "received_at, data"
-)
-_SELECT = f"SELECT {_COLUMNS} FROM bundles"
-#: One row's values, in ``_COLUMNS`` order, as :meth:`SQLiteBundleStore._rows` builds them. Why
-#: 0 for "none" and bytearray for blobs: Python's sqlite3 binds int, float, str and bytearray
-#: directly, but passes ``bytes`` and ``None`` through its adapter lookup first, which (on
-#: CPython 3.11) looks up and fails ``__adapt__`` and ``__conform__``, formatting an error
-#: message each time — measured, half of the whole insert of a small bundle. ``NULLIF`` turns
-#: the 0 back into NULL inside SQLite.
-_VALUES = "(?, NULLIF(?, 0), ?, ?, NULLIF(?, 0), NULLIF(?, 0), ?, ?, ?)"
-
-#: Rows per group of ``put_many`` (the unit a batch cap may split at).
-_ROWS_PER_INSERT = 64
-#: Rows per multi-row INSERT, at most. Each statement step releases and retakes the GIL, and
-#: retaking it waits until the Trio thread lets go — up to the interpreter's switch interval
-#: (5 ms) while it parses a long read: one step per row (``executemany``) stalls the writer at
-#: every row, one per 64 rows still several times a batch. A shorter tail goes in power-of-two
-#: statements, so at most a dozen distinct ones are compiled and cached. 1024 x 9 parameters
-#: stay below SQLite's 32766.
-ROWS_PER_STATEMENT = 1024
-
-
-@functools.lru_cache(maxsize=32)
-def _insert_rows(n: int) -> str:
-    values = ", ".join([_VALUES] * n)
-    return f"INSERT INTO bundles ({_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING"
-
-
-def _statement_sizes(n: int) -> list[int]:
-    """``n`` rows as statement sizes: full ones, then the tail's powers of two."""
-    full, tail = divmod(n, ROWS_PER_STATEMENT)
-    return [ROWS_PER_STATEMENT] * full + [
-        1 << b for b in reversed(range(tail.bit_length())) if tail >> b & 1
-    ]
-
-
-#: Per-connection settings after ``journal_mode = WAL`` (the benchmark applies them to its raw
-#: SQLite baseline too, so the ratios show the store's own overhead).
-TUNING = (
-    "PRAGMA synchronous = FULL",  # see _prepare: fsync the WAL at every commit
-    "PRAGMA fullfsync = ON",  # macOS: fsync() alone does not flush the disk cache
-    "PRAGMA checkpoint_fullfsync = ON",
-    "PRAGMA cache_size = -16384",  # 16 MiB: keep the id indexes in memory
-)
-
-#: Default WAL size limit (bytes): a checkpoint whenever the log passes it, and the log truncated
-#: back to it. A larger limit writes back index pages that many batches touched less often (at
-#: 64 MiB, ~25% fewer bytes written per bundle under sustained load) but keeps that much disk
-#: for the log of every store, however little it holds: 4 MiB suits the small stores of a fleet.
-DEFAULT_WAL_LIMIT = 4 * 1024 * 1024
 #: Seconds without a write after which the committer checkpoints the WAL away (see the module
 #: docstring).
 DEFAULT_IDLE_TIDY_S = 1.0
-
-
-def wal_pragmas(wal_limit: int, page_size: int = 4096) -> tuple[str, ...]:
-    """The pragmas that keep the WAL near ``wal_limit`` bytes (checkpoint, then truncate)."""
-    return (
-        f"PRAGMA wal_autocheckpoint = {max(1, wal_limit // page_size)}",
-        f"PRAGMA journal_size_limit = {wal_limit}",
-    )
-
 
 #: Default batch caps: enough rows to amortise an fsync, few enough bytes to bound a transaction.
 DEFAULT_MAX_BATCH = 1024
@@ -270,60 +125,7 @@ _MIN_BATCH = 32
 #: Producers wait once this many full batches of writes are in flight.
 _QUEUE_DEPTH = 4
 
-_HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET, _PUTS = range(7)
 _T = TypeVar("_T")
-
-
-class _Op:
-    """One queued write, or (``_PUTS``) a group of puts; ``result`` is filled in by the worker
-    thread. ``writes`` is how many writes it stands for (batch caps count writes, not ops)."""
-
-    __slots__ = ("arg", "kind", "result", "size", "writes")
-
-    def __init__(self, kind: int, arg: Any, size: int = 0, writes: int = 1) -> None:
-        self.kind = kind
-        # _PUTS: (rows, bundles), each row as ``_insert_rows`` binds it (built on the Trio
-        # thread, see ``SQLiteBundleStore._rows``) and its record, for results and the slow path.
-        self.arg = arg
-        self.size = size
-        self.writes = writes
-        # _PUTS: None if every put was accepted, else one result (None: accepted) per row.
-        self.result: Any = None
-
-
-class _Run(Sequence[StoredBundle]):
-    """The records of a ``put_run``, made one by one only when asked for (the slow path);
-    the fast path reads its count, bytes and shared source without them."""
-
-    __slots__ = ("bundle_ids", "data", "first", "size")
-
-    def __init__(self, bundle_ids: list[bytes], data: list[bytes], first: StoredBundle) -> None:
-        self.bundle_ids = bundle_ids
-        self.data = data
-        self.first = first  # the shared fields, checked
-        self.size = sum(map(len, data))
-
-    @property
-    def received_from(self) -> str | None:
-        return self.first.received_from
-
-    def __len__(self) -> int:
-        return len(self.bundle_ids)
-
-    @typing.overload
-    def __getitem__(self, index: int) -> StoredBundle: ...
-
-    @typing.overload
-    def __getitem__(self, index: slice) -> _Run: ...
-
-    def __getitem__(self, index: int | slice) -> StoredBundle | _Run:
-        if isinstance(index, slice):
-            return _Run(self.bundle_ids[index], self.data[index], self.first)
-        f = self.first
-        return StoredBundle.checked_by_caller(
-            self.bundle_ids[index], None, f.source, f.destination, f.expires_at,
-            f.received_at, self.data[index], f.next_hop, f.received_from,
-        )  # fmt: skip
 
 
 class _Batch:
@@ -356,110 +158,6 @@ def _records(names: Mapping[int | None, str | None], rows: list[Any]) -> list[St
         raise StoreCorrupt(
             f"a stored bundle names EID id {exc.args[0]}, which is unknown"
         ) from None
-
-
-def _connect(
-    path: str, verify: bool, wal_limit: int
-) -> tuple[sqlite3.Connection, int, int, SourceShares, EidTable]:
-    """Open (or create) the store file; returns the connection, bundle count and bytes held,
-    what each neighbour's bundles hold (the per-source quota share), and the EIDs."""
-    try:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves. timeout=0: a store held by another
-        # process fails at once instead of waiting.
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open bundle store {path!r}: {exc}") from exc
-    try:
-        _prepare(conn, path, verify)
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        for pragma in wal_pragmas(wal_limit, page_size):
-            conn.execute(pragma)
-        count, used = conn.execute("SELECT count(*), total(length(data)) FROM bundles").fetchone()
-        shares = SourceShares()
-        for source, n, size in conn.execute(
-            "SELECT e.eid, count(*), total(length(b.data)) FROM bundles AS b "
-            "JOIN eids AS e ON e.id = b.received_from GROUP BY b.received_from"
-        ):
-            shares.add(source, n, int(size))
-        eids = EidTable.load(conn)
-        return conn, count, int(used), shares, eids
-    except sqlite3.DatabaseError as exc:  # past the header checks: the file is ours, but broken
-        conn.close()
-        raise StoreCorrupt(f"bundle store {path!r} is corrupt: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-
-
-def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
-    try:
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    except sqlite3.OperationalError as exc:
-        raise StoreError(f"bundle store {path!r} is unavailable: {exc}") from exc
-    except sqlite3.DatabaseError as exc:  # "file is not a database"
-        raise NotABundleStore(f"{path!r} is not a fleetwire bundle store: {exc}") from exc
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    fresh = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
-    if app_id == 0 and version == 0 and fresh:
-        pass  # an empty (new) file: the schema is created below
-    elif app_id != APPLICATION_ID:
-        raise NotABundleStore(
-            f"{path!r} is an SQLite database of another application (application_id={app_id:#x})"
-        )
-    elif version > SCHEMA_VERSION:
-        raise NotABundleStore(
-            f"{path!r} has bundle store schema version {version}, newer than this fleetwire "
-            f"supports ({SCHEMA_VERSION}); upgrade fleetwire"
-        )
-    elif version < 1:
-        raise StoreCorrupt(f"{path!r} is marked as a bundle store but has no schema version")
-    else:
-        _migrate(conn, version)
-    # WAL: a commit appends to the log and fsyncs the log only (one sequential write), and readers
-    # never see a half-written transaction; after a crash the log is replayed up to its last
-    # complete commit. synchronous=FULL: fsync the WAL at every commit, so a committed bundle
-    # survives power loss too (NORMAL, the usual WAL pairing, syncs only at checkpoints and may
-    # drop the last commits on power loss — which would break "accepted means durable").
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if mode != "wal":
-        raise StoreError(f"bundle store {path!r} cannot use WAL journaling (got {mode!r})")
-    for pragma in TUNING:
-        conn.execute(pragma)
-    if fresh:
-        # Before the first table: lets the committer hand freed pages back to the file system
-        # when idle (stores created before this stay at their largest size).
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        conn.executescript(f"""
-            BEGIN IMMEDIATE;
-            {SCHEMA}
-            PRAGMA application_id = {APPLICATION_ID};
-            PRAGMA user_version = {SCHEMA_VERSION};
-            COMMIT;
-        """)
-    elif verify:
-        problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-        if problems != ["ok"]:
-            raise StoreCorrupt(f"bundle store {path!r} failed its integrity check: {problems[:5]}")
-
-
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Bring a store of an older schema ``version`` up to :data:`SCHEMA_VERSION`, one step per
-    transaction (each step's crash leaves the file at the step before)."""
-    steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
-    while version < SCHEMA_VERSION:
-        try:
-            conn.executescript(f"""
-                BEGIN IMMEDIATE;
-                {steps[version]}
-                PRAGMA user_version = {version + 1};
-                COMMIT;
-            """)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        version += 1
 
 
 class SQLiteBundleStore:
@@ -979,263 +677,6 @@ class SQLiteBundleStore:
             self._in_flight -= batch.writes
             batch.done.set()
         self._space.unpark_all()
-
-
-# -- worker-thread side: one transaction per batch ----------------------------------------------
-
-
-def _tidy(conn: sqlite3.Connection) -> None:
-    """Give freed pages back to the file system, then empty the WAL (see the module docstring)."""
-    if conn.execute("PRAGMA freelist_count").fetchone()[0]:
-        conn.execute("PRAGMA incremental_vacuum").fetchall()  # no-op unless auto_vacuum is on
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-
-
-def _apply_batch(
-    conn: sqlite3.Connection,
-    batch: list[_Op],
-    quota: Quota,
-    count: int,
-    used: int,
-    shares: SourceShares,
-    new_eids: dict[int, str],
-    names: Mapping[int | None, str | None],
-) -> tuple[int, int]:
-    """Apply ``batch`` in order in one transaction, after writing the ``new_eids`` its rows may
-    use; returns the new (count, bytes) totals (and updates ``shares``, the per-neighbour
-    totals, in place; ``names`` gives each id's EID)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        store_eids.write_pending(conn, new_eids)
-        i = 0
-        while i < len(batch):
-            kind = batch[i].kind
-            if kind in (_PUTS, _DELETE):
-                j = i
-                while j < len(batch) and batch[j].kind == kind:
-                    j += 1
-                if kind == _PUTS:
-                    count, used = _put_run(conn, batch[i:j], quota, count, used, shares)
-                else:
-                    count, used = _delete_run(conn, batch[i:j], count, used, shares, names)
-                i = j
-                continue
-            op = batch[i]
-            if op.kind == _HOP:
-                bundle_id, hop = op.arg
-                cur = conn.execute(
-                    "UPDATE bundles SET next_hop = NULLIF(?, 0) WHERE bundle_id = ?",
-                    (hop, bundle_id),
-                )
-                op.result = cur.rowcount == 1
-            elif op.kind == _TOMBSTONE:
-                bundle_id, hop, until = op.arg
-                row = conn.execute(
-                    "SELECT seq, length(data), received_from FROM bundles WHERE bundle_id = ?",
-                    (bundle_id,),
-                ).fetchone()
-                if row is not None:
-                    # A tombstone leaves its neighbour's share: it is our own bookkeeping, and
-                    # counting it would throttle an honest neighbour by what it already
-                    # delivered, for as long as the bundle lives.
-                    conn.execute(
-                        "UPDATE bundles SET next_hop = NULLIF(?, 0), data = x'', "
-                        "received_from = NULL, expires_at = min(expires_at, ?) WHERE seq = ?",
-                        (hop, until, row[0]),
-                    )
-                    used -= row[1]
-                    shares.add(names[row[2]], -1, -row[1])
-                op.result = row is not None
-            elif op.kind == _REMEMBER:
-                seen, floors = op.arg
-                conn.executemany("INSERT OR REPLACE INTO replay_seen VALUES (?, ?, ?, ?, ?)", seen)
-                for issuer, floor in floors:
-                    conn.execute(
-                        "INSERT INTO replay_floor VALUES (?, ?) ON CONFLICT (issuer) "
-                        "DO UPDATE SET floor = max(floor, excluded.floor)",
-                        (issuer, floor),
-                    )
-                    conn.execute(
-                        "DELETE FROM replay_seen WHERE issuer = ? AND sequence <= ?",
-                        (issuer, floor),
-                    )
-            elif op.kind == _FORGET:
-                op.result = conn.execute(
-                    "DELETE FROM replay_seen WHERE keep_until <= ?", (op.arg,)
-                ).rowcount
-            else:  # _EXPIRE
-                rows = conn.execute(
-                    "SELECT seq, bundle_id, length(data), received_from FROM bundles "
-                    "WHERE expires_at <= ? ORDER BY expires_at, seq",
-                    (op.arg,),
-                ).fetchall()
-                conn.executemany("DELETE FROM bundles WHERE seq = ?", [(r[0],) for r in rows])
-                count, used = count - len(rows), used - sum(r[2] for r in rows)
-                for r in rows:
-                    shares.add(names[r[3]], -1, -r[2])
-                op.result = [r[1] for r in rows]
-            i += 1
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return count, used
-
-
-#: Bundle ids per DELETE at most (a run of deletes goes in power-of-two statements, as puts).
-_IDS_PER_DELETE = 512
-
-
-@functools.lru_cache(maxsize=16)
-def _delete_ids(n: int) -> str:
-    ids = ", ".join("?" * n)
-    return (
-        f"DELETE FROM bundles WHERE bundle_id IN ({ids}) "
-        "RETURNING bundle_id, length(data), received_from"
-    )
-
-
-def _delete_run(
-    conn: sqlite3.Connection,
-    ops: list[_Op],
-    count: int,
-    used: int,
-    shares: SourceShares,
-    names: Mapping[int | None, str | None],
-) -> tuple[int, int]:
-    """Delete a run of bundles by id, a statement per up to ``_IDS_PER_DELETE`` (one
-    statement, not a lookup and a delete per bundle: a drained page is a run of 1,024); each
-    op's result says whether its bundle was there (an id named twice: the first)."""
-    ids = [bytearray(op.arg) for op in ops]  # bound without sqlite3's adapter lookup
-    gone: dict[bytes, tuple[int, int | None]] = {}
-    start = 0
-    while start < len(ids):
-        left = min(len(ids) - start, _IDS_PER_DELETE)
-        size = 1 << (left.bit_length() - 1)
-        for bundle_id, length, source in conn.execute(_delete_ids(size), ids[start : start + size]):
-            gone[bundle_id] = (length, source)
-        start += size
-    for op in ops:
-        hit = gone.pop(op.arg, None)
-        op.result = hit is not None
-        if hit is not None:
-            count, used = count - 1, used - hit[0]
-            shares.add(names[hit[1]], -1, -hit[0])
-    return count, used
-
-
-def _bytes_of(rows: list[tuple[Any, ...]]) -> int:
-    """The bundle bytes of ``rows`` (C loops only: this runs for every group of puts)."""
-    return sum(map(len, map(_DATA, rows)))
-
-
-_DATA = operator.itemgetter(8)  # a row's data (``_COLUMNS``)
-
-
-def _by_source(group: Sequence[StoredBundle]) -> list[tuple[str | None, int, int]]:
-    """(received_from, bundles, bytes) of a group of puts: one entry for a run (``_Run``),
-    one per bundle with a source otherwise."""
-    if isinstance(group, _Run):
-        return [(group.received_from, len(group), group.size)]
-    return [(b.received_from, 1, len(b.data)) for b in group if b.received_from is not None]
-
-
-def _room_for_all(
-    n: int,
-    size: int,
-    tallies: list[tuple[str | None, int, int]],
-    quota: Quota,
-    count: int,
-    used: int,
-    shares: SourceShares,
-) -> bool:
-    """Whether every put of the run (``n`` bundles, ``size`` bytes, ``tallies`` by source)
-    fits the quota, per-source shares included."""
-    if quota.max_bundles is not None and count + n > quota.max_bundles:
-        return False
-    if quota.max_bytes is not None and used + size > quota.max_bytes:
-        return False
-    share_bundles = quota.share_of(quota.max_bundles)
-    share_bytes = quota.share_of(quota.max_bytes)
-    if share_bundles is None and share_bytes is None:
-        return True
-    after: dict[str, tuple[int, int]] = {}
-    for source, k, b in tallies:
-        if source is not None:
-            had, held = after.get(source) or shares.of(source)
-            after[source] = (had + k, held + b)
-    return all(
-        (share_bundles is None or n <= share_bundles) and (share_bytes is None or b <= share_bytes)
-        for n, b in after.values()
-    )
-
-
-def _put_run(
-    conn: sqlite3.Connection,
-    ops: list[_Op],
-    quota: Quota,
-    count: int,
-    used: int,
-    shares: SourceShares,
-) -> tuple[int, int]:
-    """Insert a run of put groups; leaves ``op.result`` None for each group whose puts were
-    all accepted, else one result per put (None: accepted)."""
-    if len(ops) == 1:
-        rows = ops[0].arg[0]
-    else:
-        rows = []
-        for op in ops:
-            rows += op.arg[0]
-    tallies = [t for op in ops for t in _by_source(op.arg[1])]
-    run_bytes = _bytes_of(rows)
-    if _room_for_all(len(rows), run_bytes, tallies, quota, count, used, shares):
-        conn.execute("SAVEPOINT put_run")
-        inserted = 0
-        start = 0
-        for size in _statement_sizes(len(rows)):
-            params = list(itertools.chain.from_iterable(rows[start : start + size]))
-            inserted += conn.execute(_insert_rows(size), params).rowcount
-            start += size
-        if inserted == len(rows):  # no duplicates: every row went in
-            conn.execute("RELEASE put_run")
-            for source, k, b in tallies:
-                if source is not None:
-                    shares.add(source, k, b)
-            return count + len(rows), used + run_bytes
-        conn.execute("ROLLBACK TO put_run")
-        conn.execute("RELEASE put_run")
-    # The slow path judges bundle by bundle: a run's records are made here, only here.
-    bundles = list(itertools.chain.from_iterable(op.arg[1] for op in ops))
-    results: list[PutResult | None] = []
-    insert_one = _insert_rows(1)
-    for row, bundle in zip(rows, bundles, strict=True):
-        result = _duplicate_of(conn, bundle) or check_quota(
-            quota, count, used, bundle, shares.of(bundle.received_from)
-        )
-        results.append(result)
-        if result is None:
-            conn.execute(insert_one, row)
-            count, used = count + 1, used + bundle.size
-            shares.add(bundle.received_from, 1, bundle.size)
-    at = 0
-    for op in ops:
-        mine = results[at : at + op.writes]
-        op.result = None if not any(mine) else mine
-        at += op.writes
-    return count, used
-
-
-def _duplicate_of(conn: sqlite3.Connection, b: StoredBundle) -> Duplicate | None:
-    if conn.execute("SELECT 1 FROM bundles WHERE bundle_id = ?", (b.bundle_id,)).fetchone():
-        return Duplicate(b.bundle_id, DuplicateOf.BUNDLE_ID, b.bundle_id)
-    if b.content_id is not None:
-        row = conn.execute(
-            "SELECT bundle_id FROM bundles WHERE content_id = ?", (b.content_id,)
-        ).fetchone()
-        if row is not None:
-            return Duplicate(b.bundle_id, DuplicateOf.CONTENT_ID, row[0])
-    return None
 
 
 @asynccontextmanager
