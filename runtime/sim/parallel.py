@@ -43,6 +43,12 @@ trace (grants and uses), what it signed but did not deliver and what it delivere
 sign (so latencies across parts are matched), its CPU time and peak memory, and what the
 scenario's collector returned; :class:`ParallelRun` holds them merged.
 
+**The collector.** Once its part is built, each process freezes everything it holds out of the
+cyclic garbage collector and makes its young generation large for the run
+(:func:`long_lived_heap`): a built fleet is millions of long-lived objects that the collector
+would otherwise walk again and again, while a run's own garbage is freed by reference counting.
+The settings are restored when the run ends, however it ends.
+
 **Failure.** A worker's exception reaches the caller as :class:`WorkerError` with the worker's
 message and traceback; a worker that dies without a word (killed, ``os._exit``) closes its
 pipe, which the caller reads as the end; ``stall_s`` bounds the wait for any one answer. On any error or Ctrl-C in
