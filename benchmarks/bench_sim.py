@@ -38,10 +38,10 @@ others, in synchronous windows of the backbone light time). ``run s`` and ``µs/
 then wall figures for the whole fleet; ``cpu µs`` is the CPU time of every process summed,
 per message (so the ratio to one process's bound says what the work costs, not how fast it
 went); ``peak MiB`` is every process's peak RSS summed. ``workers=1`` is the single-process
-simulator, as before.
+simulator, as before; ``--workers auto`` is one process per CPU (``os.cpu_count()``).
 
     python benchmarks/bench_sim.py [--sizes 100,1000] [--hours 24] [--per-node 100] [--seed 1]
-                                   [--roles] [--workers 1]
+                                   [--roles] [--workers 1|auto]
 """
 
 from __future__ import annotations
@@ -121,6 +121,19 @@ def run_fleet(
     }
 
 
+def workers_arg(text: str) -> int:
+    """``--workers``: a count of at least 1, or ``auto`` for one process per CPU."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'auto': {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {count}")
+    return count
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100,1000", help="fleet sizes, comma-separated")
@@ -129,7 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--roles", action="store_true", help="run the lease roles in the agents")
     parser.add_argument(
-        "--workers", type=int, default=1, help="OS processes to split the fleet across"
+        "--workers",
+        type=workers_arg,
+        default=1,
+        help="OS processes to split the fleet across, or 'auto': one per CPU",
     )
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -144,9 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     cpu_per_message: list[float] = []
     for nodes in sizes:
         before, before_cpu = sign_verify_us()
-        result = run_fleet(
-            nodes, args.hours, args.per_node, args.seed, args.roles, args.workers
-        )
+        result = run_fleet(nodes, args.hours, args.per_node, args.seed, args.roles, args.workers)
         after, after_cpu = sign_verify_us()
         bound, bound_cpu = min(before, after), min(before_cpu, after_cpu)
         ratio = bound / result["us_per_message"]
@@ -182,4 +196,4 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-__all__ = ["DAY_MS", "main", "run_fleet", "sign_verify_us"]
+__all__ = ["DAY_MS", "main", "run_fleet", "sign_verify_us", "workers_arg"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import attrs
 from fleetwire.protocol.coordination.fencing import FencingGuard
 from fleetwire.protocol.coordination.freshness import Freshness, FreshnessWindow, ReplayGuard
 from fleetwire.protocol.coordination.lease_holder import (
@@ -24,6 +27,11 @@ from fleetwire.protocol.messages import (
     LeaseRevoke,
     content_id,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+# Keep each property test well under a second; ``--soak`` (a bigger profile) runs the full count.
+EXAMPLES = 100 if settings.default.max_examples <= 200 else settings.default.max_examples
 
 DRIFT = 1_000
 CONFIG = HolderConfig(
@@ -303,3 +311,62 @@ def test_timing_for_a_link_leaves_room_for_lost_renewals():
     # comes before the usable end.
     sent_at = [r.message.header.issued_at for r in renews]
     assert len(sent_at) >= 3 and sent_at[2] + 800 < usable_until
+
+
+@settings(max_examples=EXAMPLES)
+@given(st.integers(0, 2**32))
+def test_next_deadline_kept_between_calls_always_equals_a_fresh_scan(seed: int) -> None:
+    """Any run of wants, releases, let-gos, uses, ticks, grants (new and renewing), revokes
+    and expiry notices over a few resources: the kept deadline is the scanned one."""
+    rng = random.Random(seed)
+    holder = LeaseHolder(ME, (AUTH, STANDBY), CONFIG)
+    authority = Authority()
+    resources = ("dock/1", "dock/2", "arm/1")
+    claims: dict[str, LeaseClaim] = {}
+    tokens = dict.fromkeys(resources, 0)
+    now = 0
+    for _ in range(60):
+        now += rng.choice([0, 1, 250, 999, 1_000, 2_500, 7_000])
+        resource = rng.choice(resources)
+        step = rng.randrange(9)
+        if step == 0:
+            actions = holder.want(resource, rng.choice([5_000, 20_000]), now)
+        elif step == 1:
+            actions = holder.release(resource, now)
+        elif step == 2:
+            actions = holder.let_go(resource, now)
+        elif step == 3:
+            holder.use(resource, now, rng.choice([0, 300, 4_000]))
+            actions = []
+        elif step == 4 and resource in claims:  # a new grant, or a renewal of the last one
+            tokens[resource] += rng.random() < 0.7
+            expires = now + rng.choice([400, 6_000, 20_000])
+            grant, cid = authority.grant(claims[resource], now, tokens[resource], expires)
+            actions = holder.receive(grant, cid, now)
+        elif step == 5:
+            revoke = LeaseRevoke(
+                authority.header(now), resource, tokens[resource], ME, now + rng.choice([0, 3_000])
+            )
+            actions = holder.receive(revoke, content_id(revoke), now)
+        elif step == 6:
+            notice = LeaseExpiry(authority.header(now), resource, tokens[resource], ME, now)
+            actions = holder.receive(notice, content_id(notice), now)
+        elif step == 7 and rng.random() < 0.2:  # a new config: the lead changes the deadline
+            holder.config = attrs.evolve(holder.config, renew_lead_ms=rng.choice([2_000, 3_000]))
+            actions = []
+        else:
+            actions = holder.tick(now)
+        for claim in sends(actions, LeaseClaim):
+            claims[claim.message.resource] = claim.message
+        assert holder.next_deadline() == holder.scan_deadline()
+        assert holder.next_deadline() == holder.scan_deadline()  # asked twice: still right
+
+
+def test_release_during_a_let_go_brings_the_deadline_to_the_operation_end():
+    holder, *_ = holding(expires_at=20_000)  # usable until 19_000
+    holder.let_go("dock/1", 1_000)
+    assert holder.next_deadline() == 19_000  # stopping at the end of the term
+    assert holder.use("dock/1", 1_000, 2_000) == 5
+    assert holder.next_deadline() == 19_000
+    assert holder.release("dock/1", 1_500) == []  # the operation runs until 3_000
+    assert holder.next_deadline() == holder.scan_deadline() == 3_000

@@ -218,6 +218,35 @@ def test_stale_cache_entry_is_recomputed_when_time_moves_on() -> None:
     assert router.best_route(2, 0, size=1) == Route((early,), 0, 5)
 
 
+def test_reachable_counts_the_contacts_leaving_a_node() -> None:
+    first, second = C(1, 2, 0, 100), C(1, 3, 500, 600)
+    plan = ContactPlan([first])
+    assert plan.reachable(1) and not plan.reachable(2)  # incoming contacts do not count
+    plan.add(second)
+    plan.remove(first)
+    assert plan.reachable(1)  # one contact left
+    plan.remove(second)
+    assert not plan.reachable(1)
+    assert not ContactPlan().reachable(1)
+
+
+def test_a_node_without_contacts_falls_back_without_searching() -> None:
+    plan = ContactPlan([C(2, 3, 0, 100)])  # contacts elsewhere, none from node 1
+    router = Router(1, plan, static={7: 2}, hierarchy=Hierarchy({1: 10, 3: 10}))
+    assert router.route(7, 0, size=1) == Forward(2, RouteKind.STATIC)
+    assert router.route(3, 0, size=1) == Forward(10, RouteKind.DEFAULT)
+    assert router.route(3, 0, size=1, exclude={10}) == NoRoute(None)
+    assert router.searches == 0
+    with pytest.raises(ValueError, match="locally"):
+        router.route(1, 0, size=1)
+    with pytest.raises(ValueError, match="byte"):
+        router.route(3, 0, size=0)
+    plan.add(C(1, 3, 50, 100))  # a contact appears: the contact graph is searched again
+    found = router.route(3, 0, size=1)
+    assert isinstance(found, Forward) and found.kind is RouteKind.CONTACT_GRAPH
+    assert router.searches == 1
+
+
 # --- properties -------------------------------------------------------------------------
 
 N = 5
@@ -325,3 +354,21 @@ def test_cached_router_agrees_with_fresh_search(
                 router.book(got, size)
             if rng.random() < 0.1:
                 plan.release(got.hops[0], size)
+
+
+@settings(max_examples=EXAMPLES)
+@given(plans(), st.integers(0, 2**32))
+def test_reachable_is_whether_any_contact_leaves(contacts: list[Contact], seed: int) -> None:
+    """Through any run of additions and removals, ``reachable`` matches the contacts."""
+    rng = random.Random(seed)
+    plan = ContactPlan(contacts)
+    for _ in range(len(contacts)):
+        assert all(plan.reachable(n) == any(c.from_node == n for c in plan) for n in range(N))
+        present = list(plan)
+        if present and rng.random() < 0.7:
+            plan.remove(rng.choice(present))
+        else:
+            absent = [c for c in contacts if c not in plan]
+            if absent:
+                plan.add(rng.choice(absent))
+    assert all(plan.reachable(n) == any(c.from_node == n for c in plan) for n in range(N))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from fleetwire.runtime.sim.fleet import (
     add_traffic,
     build_fleet,
 )
-from fleetwire.runtime.sim.parallel import WorkerError, run_fleet
+from fleetwire.runtime.sim.parallel import GEN0_THRESHOLD, WorkerError, run_fleet
 
 from .fleet import T0
 
@@ -155,6 +156,36 @@ def test_a_failure_in_the_callers_part_ends_the_workers() -> None:
     with pytest.raises(ValueError, match="a fault planted in part 0"):
         run_fleet(2, UNTIL, scenario, stall_s=60, **FLEET)
     assert multiprocessing.active_children() == []
+
+
+def collector(fleet: Fleet, *, fail: bool = False) -> Callable[[], Any]:
+    """Scenario: traffic, and what the cyclic collector's settings are an hour into the run
+    (``fail``: then a fault in the caller's part)."""
+    add_traffic(fleet, per_node_per_day=24, until=UNTIL)
+    seen: list[tuple[int, bool]] = []
+
+    def look(sim: Simulator) -> int | None:
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+        if fail:
+            raise ValueError("a fault planted in the run")
+        return None
+
+    fleet.sim.every(T0 + HOUR, look)
+    return lambda: seen
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_built_fleet_is_frozen_out_of_the_collector_for_the_run_only(workers: int) -> None:
+    before = gc.get_threshold()
+    run = run_fleet(workers, UNTIL, collector, **FLEET)
+    # Every process ran with the fleet frozen and a large young generation...
+    assert run.results == [[(GEN0_THRESHOLD, True)]] * workers
+    assert run.stats.delivered == run.stats.messages > 50
+    # ...and the caller's collector is as it was, its objects collectable again.
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    with pytest.raises(ValueError, match="a fault planted"):
+        run_fleet(1, UNTIL, functools.partial(collector, fail=True), **FLEET)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 def announce(fleet: Fleet, *, until: int) -> Callable[[], Any]:

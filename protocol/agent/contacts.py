@@ -193,6 +193,8 @@ class ContactPlan:
         self._neighbours: dict[int, tuple[int, ...]] = {}
         self._adjacency: dict[int, tuple[tuple[int, _PairIndex], ...]] = {}
         self._booked: dict[Contact, int] = {}
+        #: Contacts leaving each node (only nodes with at least one): :meth:`reachable`.
+        self._leaving: dict[int, int] = {}
         self._bookings_view = types.MappingProxyType(self._booked)
         self.version = 0
         self.releases = 0  # bumped when volume is given back (routers' caches key on it)
@@ -208,6 +210,7 @@ class ContactPlan:
         key = (contact.from_node, contact.to_node)
         self._pairs.setdefault(key, set()).add(contact)
         self._out.setdefault(contact.from_node, set()).add(contact.to_node)
+        self._leaving[contact.from_node] = self._leaving.get(contact.from_node, 0) + 1
         self._touch(key)
 
     def remove(self, contact: Contact) -> None:
@@ -220,6 +223,11 @@ class ContactPlan:
             del self._pairs[key]
             self._out[contact.from_node].discard(contact.to_node)
         self._booked.pop(contact, None)
+        left = self._leaving[contact.from_node] - 1
+        if left:
+            self._leaving[contact.from_node] = left
+        else:
+            del self._leaving[contact.from_node]
         self._touch(key)
 
     def _touch(self, key: tuple[int, int]) -> None:
@@ -241,6 +249,11 @@ class ContactPlan:
 
     def nodes(self) -> set[int]:
         return {n for c in self._contacts for n in (c.from_node, c.to_node)}
+
+    def reachable(self, node: int) -> bool:
+        """Whether any contact leaves ``node`` at all (past, present or future): without
+        one, no contact route starts there and a router need not search."""
+        return node in self._leaving
 
     def neighbours(self, node: int) -> tuple[int, ...]:
         """Nodes ``node`` has at least one contact to, ascending."""

@@ -33,6 +33,10 @@ returned without a search; when its arrival already exceeds the expiry, no route
 otherwise does the router search again. Adding or removing contacts bumps the plan version and
 drops the cache; bookings do not (they are re-checked per query).
 
+A node no contact leaves at all (:meth:`ContactPlan.reachable` false: a fleet routed by its
+hierarchy alone) has no contact route to anywhere, and the router goes straight to the
+fallbacks without searching.
+
 Fallbacks when no contact route exists: a static route (destination -> next hop), then the
 hierarchical default route (:class:`Hierarchy`: down the tree if the destination is below this
 node, else up to the parent: member -> cell coordinator -> region coordinator), then
@@ -292,9 +296,13 @@ class Router:
     ) -> Forward | NoRoute:
         """Decide where a bundle of ``size`` bytes for ``destination`` goes at ``now``."""
         excluded = frozenset(exclude)
-        found = self.best_route(
-            destination, now, size=size, expires_at=expires_at, exclude=excluded
-        )
+        found = None
+        if self.plan.reachable(self.node):
+            found = self.best_route(
+                destination, now, size=size, expires_at=expires_at, exclude=excluded
+            )
+        else:  # no contact leaves this node (a fleet routed by hierarchy only): no search
+            _check_query(self.node, destination, size)
         if found is not None:
             return Forward(found.next_hop, RouteKind.CONTACT_GRAPH, found)
         hop = self.static.get(destination)
@@ -316,10 +324,7 @@ class Router:
         exclude: Collection[int] = (),
     ) -> Route | None:
         """The earliest-arrival contact route, or None (cached; see the module docstring)."""
-        if destination == self.node:
-            raise ValueError("destination is this node: deliver locally, do not route")
-        if size < 1:
-            raise ValueError("bundle size must be at least one byte")
+        _check_query(self.node, destination, size)
         key = (self.plan.version, self.plan.releases)
         if self._cache_key != key:  # contacts changed or volume was given back: start over
             self._cache.clear()
@@ -401,6 +406,13 @@ class Router:
 
 
 _SEARCH = object()  # the cache cannot answer this query: run a search
+
+
+def _check_query(node: int, destination: int, size: int) -> None:
+    if destination == node:
+        raise ValueError("destination is this node: deliver locally, do not route")
+    if size < 1:
+        raise ValueError("bundle size must be at least one byte")
 
 
 def _arrival(timing: tuple[int, int] | None) -> int | None:

@@ -230,6 +230,12 @@ class LeaseHolder:
         self.next_sequence = next_sequence
         self.replay = ReplayGuard(config.freshness)
         self._leases: dict[str, _Lease] = {}
+        # next_deadline() is asked after every message and tick of the node's roles, far
+        # more often than a lease changes: its answer is kept, and dropped (_changed) by
+        # every change to what it reads — a state, next_send, usable_until, busy_until —
+        # and by a new config (renew_lead_ms). scan_deadline() is the reference it equals.
+        self._deadline: int | None = None
+        self._deadline_for: HolderConfig | None = None  # None: to be computed again
 
     # --- inspection -------------------------------------------------------------------
 
@@ -249,7 +255,9 @@ class LeaseHolder:
             or now + duration_ms > lease.usable_until
         ):
             return None
-        lease.busy_until = max(lease.busy_until, now + duration_ms)
+        if now + duration_ms > lease.busy_until:
+            lease.busy_until = now + duration_ms
+            self._changed()
         return lease.token
 
     def usable_until(self, resource: str) -> int | None:
@@ -259,7 +267,14 @@ class LeaseHolder:
         return lease.usable_until
 
     def next_deadline(self) -> int | None:
-        """When :meth:`tick` next has something to do."""
+        """When :meth:`tick` next has something to do (kept between changes: ``__init__``)."""
+        if self._deadline_for is not self.config:
+            self._deadline = self.scan_deadline()
+            self._deadline_for = self.config
+        return self._deadline
+
+    def scan_deadline(self) -> int | None:
+        """:meth:`next_deadline` computed afresh from every lease (the reference)."""
         times = []
         lead = self.config.renew_lead_ms
         for lease in self._leases.values():
@@ -310,6 +325,7 @@ class LeaseHolder:
             if lease.state is not HolderState.STOPPING:
                 self._move(lease, Step.RELEASE_AFTER_USE)
             lease.usable_until = min(lease.usable_until, lease.busy_until)
+            self._changed()
             return actions
         if lease.state in _USABLE:
             self._send_release(resource, lease.token, lease.grant, lease.authority, now, actions)
@@ -385,7 +401,7 @@ class LeaseHolder:
                     cid,
                 )
                 lease.authority = h.issuer
-                self._move(lease, Step.RENEWED)
+                self._move(lease, Step.RENEWED)  # and _changed: usable_until moved
                 actions.append(Notice(NoticeKind.RENEWED, resource, token, usable_until))
             return
         if not newer:
@@ -406,6 +422,7 @@ class LeaseHolder:
             self._move(lease, Step.RENEWED)  # a newer grant (a new epoch) replaces ours
         lease.token, lease.grant, lease.authority = token, cid, h.issuer
         lease.expires_at, lease.usable_until = grant.expires_at, usable_until
+        self._changed()
         actions.append(Notice(NoticeKind.GRANTED, resource, token, usable_until))
 
     def _on_revoke(self, revoke: LeaseRevoke, now: int, actions: list[Action]) -> None:
@@ -422,6 +439,7 @@ class LeaseHolder:
         self.replay.acted(h.issuer, revoke.resource, h.sequence, h.issued_at)
         self._move(lease, Step.REVOKE)
         lease.usable_until = min(lease.usable_until, revoke.effective_at - self.config.max_drift_ms)
+        self._changed()
         actions.append(Notice(NoticeKind.REVOKED, revoke.resource, lease.token, lease.usable_until))
         if now >= max(lease.usable_until, lease.busy_until):
             self._send_release(
@@ -452,6 +470,7 @@ class LeaseHolder:
 
     def _claim(self, resource: str, lease: _Lease, now: int, actions: list[Action]) -> None:
         lease.next_send = now + self.config.retry_ms
+        self._changed()
         for authority in self.authorities:
             claim = LeaseClaim(
                 header=self._header(now, ()),
@@ -464,6 +483,7 @@ class LeaseHolder:
     def _renew(self, resource: str, lease: _Lease, now: int, actions: list[Action]) -> None:
         assert lease.grant is not None
         lease.next_send = now + self.config.retry_ms
+        self._changed()
         renew = LeaseRenew(
             header=self._header(now, (lease.grant,)),
             resource=resource,
@@ -494,9 +514,13 @@ class LeaseHolder:
             issuer=self.node, issued_at=now, sequence=self.sequence, references=references
         )
 
-    @staticmethod
-    def _move(lease: _Lease, step: Step) -> None:
+    def _move(self, lease: _Lease, step: Step) -> None:
         lease.state = TRANSITIONS[lease.state][step]
+        self._changed()
+
+    def _changed(self) -> None:
+        """A lease changed what :meth:`next_deadline` reads: compute it again when asked."""
+        self._deadline_for = None
 
 
 _USABLE: Final = frozenset({HolderState.HOLDING, HolderState.RENEWING, HolderState.STOPPING})

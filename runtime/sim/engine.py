@@ -155,6 +155,17 @@ class Simulator:
         self.elsewhere: Callable[[int, Event], None] | None = None
         #: Content id → delivery time of messages delivered here but not signed here.
         self.delivered_unsent: dict[bytes, int] = {}
+        #: What each type of action the agents return does here (:meth:`_run_actions`).
+        self._handlers: dict[type, Callable[[int, Any, tuple[int, bytes] | None], None]] = {
+            Transmit: self._on_transmit,
+            WakeAt: self._on_wake_at,
+            Deliver: self._on_deliver,
+            TransferAccepted: self._on_accepted,
+            TransferRefused: self._on_refused,
+            Handled: self._on_handled,
+            Sent: self._on_sent,
+            Discarded: self._on_discarded,
+        }
 
     # --- building a fleet --------------------------------------------------------------
 
@@ -261,57 +272,77 @@ class Simulator:
     def _run_actions(
         self, node: int, actions: list[Action], came: tuple[int, bytes] | None = None
     ) -> None:
-        now = self.now
+        # One lookup per action by its exact type (the agent's actions are final classes);
+        # types the simulator has nothing to do for (DeliveryRefused, …) have no entry.
+        handlers = self._handlers
         for action in actions:
-            kind = type(action)
-            if kind is Transmit:
-                self._transmit(node, action)  # type: ignore[arg-type]
-            elif kind is WakeAt:
-                at = action.at  # type: ignore[union-attr]
-                pending = self._wake.get(node)
-                if pending is None or at < pending:
-                    self._wake[node] = at
-                    self._push(at, _WAKE, node, None, None)
-            elif kind is Deliver:
-                self.stats.delivered += 1
-                created = self._sent_at.pop(action.message.content_id.raw, None)  # type: ignore[union-attr]
-                if created is not None:
-                    self.stats.latency_ms_total += now - created
-                elif self.elsewhere is not None:
-                    self.delivered_unsent[action.message.content_id.raw] = now  # type: ignore[union-attr]
-                self.on_deliver(self, node, action)  # type: ignore[arg-type]
-            elif came is not None and kind is TransferAccepted:
-                sender, key = came
-                back = self._links.get((sender, node))
-                owlt = 0 if back is None else back.model.owlt_ms
-                if back is not None and back.model.confirms:
-                    if self.elsewhere is not None and sender not in self.agents:
-                        self.elsewhere(sender, (now + owlt, 0, _ANSWER, sender, (node, key), "ok"))
-                    else:
-                        self._push(now + owlt, _ANSWER, sender, (node, key), "ok")
-            elif came is not None and kind is TransferRefused:
-                sender, key = came
-                back = self._links.get((sender, node))
-                owlt = 0 if back is None else back.model.owlt_ms
-                if self.elsewhere is not None and sender not in self.agents:
-                    self.elsewhere(sender, (now + owlt, 0, _ANSWER, sender, (node, key), "refused"))
-                else:
-                    self._push(now + owlt, _ANSWER, sender, (node, key), "refused")
-            elif kind is Handled:
-                self.stats.delivered += 1
-                self.stats.handled += 1
-                created = self._sent_at.pop(action.message.content_id.raw, None)  # type: ignore[union-attr]
-                if created is not None:
-                    self.stats.latency_ms_total += now - created
-                elif self.elsewhere is not None:
-                    self.delivered_unsent[action.message.content_id.raw] = now  # type: ignore[union-attr]
-            elif kind is Sent:
-                self.stats.messages += 1
-                self._sent_at[action.message.content_id.raw] = now  # type: ignore[union-attr]
-                if self.on_sent is not None:
-                    self.on_sent(self, node, action)  # type: ignore[arg-type]
-            elif kind is Discarded:
-                self.stats.discarded += 1
+            handler = handlers.get(type(action))
+            if handler is not None:
+                handler(node, action, came)
+
+    def _on_transmit(self, node: int, action: Transmit, came: tuple[int, bytes] | None) -> None:
+        self._transmit(node, action)
+
+    def _on_wake_at(self, node: int, action: WakeAt, came: tuple[int, bytes] | None) -> None:
+        at = action.at
+        pending = self._wake.get(node)
+        if pending is None or at < pending:
+            self._wake[node] = at
+            self._push(at, _WAKE, node, None, None)
+
+    def _on_deliver(self, node: int, action: Deliver, came: tuple[int, bytes] | None) -> None:
+        self._delivered(action.message.content_id.raw)
+        self.on_deliver(self, node, action)
+
+    def _on_handled(self, node: int, action: Handled, came: tuple[int, bytes] | None) -> None:
+        self.stats.handled += 1
+        self._delivered(action.message.content_id.raw)
+
+    def _delivered(self, content_id: bytes) -> None:
+        """Count a delivery (to the application or a role) and its latency when it was
+        signed here; else keep it for the latency to be matched across parts."""
+        now = self.now
+        self.stats.delivered += 1
+        created = self._sent_at.pop(content_id, None)
+        if created is not None:
+            self.stats.latency_ms_total += now - created
+        elif self.elsewhere is not None:
+            self.delivered_unsent[content_id] = now
+
+    def _on_accepted(
+        self, node: int, action: TransferAccepted, came: tuple[int, bytes] | None
+    ) -> None:
+        if came is not None:
+            self._answer(came, node, "ok")
+
+    def _on_refused(
+        self, node: int, action: TransferRefused, came: tuple[int, bytes] | None
+    ) -> None:
+        if came is not None:
+            self._answer(came, node, "refused")
+
+    def _answer(self, came: tuple[int, bytes], node: int, outcome: str) -> None:
+        """The receiver ``node``'s answer to the transfer ``came`` (sender, key): back over
+        the reverse link in its light time. An acceptance only travels on a confirming
+        link (on the others the sender was told "transmitted" already); a refusal always."""
+        sender, key = came
+        back = self._links.get((sender, node))
+        if outcome == "ok" and (back is None or not back.model.confirms):
+            return
+        at = self.now + (0 if back is None else back.model.owlt_ms)
+        if self.elsewhere is not None and sender not in self.agents:
+            self.elsewhere(sender, (at, 0, _ANSWER, sender, (node, key), outcome))
+        else:
+            self._push(at, _ANSWER, sender, (node, key), outcome)
+
+    def _on_sent(self, node: int, action: Sent, came: tuple[int, bytes] | None) -> None:
+        self.stats.messages += 1
+        self._sent_at[action.message.content_id.raw] = self.now
+        if self.on_sent is not None:
+            self.on_sent(self, node, action)
+
+    def _on_discarded(self, node: int, action: Discarded, came: tuple[int, bytes] | None) -> None:
+        self.stats.discarded += 1
 
     def _transmit(self, node: int, action: Transmit) -> None:
         now = self.now
