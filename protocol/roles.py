@@ -72,7 +72,5 @@ def check_role(message: Message, signer: Credential, reader_cell: int | None = N
 def reader_cell(trust: TrustStore, kid: bytes) -> int | None:
     """The cell of the node whose key is ``kid``, from its own credential: the ``reader_cell``
     :func:`check_role` takes (a lease authority speaks for its own cell only, spec §8)."""
-    for credential in trust.credentials():
-        if credential.kid == kid:
-            return credential.cell
-    return None
+    kept = trust.credentials_of(kid)  # newest first
+    return kept[0].cell if kept else None

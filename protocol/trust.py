@@ -518,6 +518,11 @@ class TrustStore:
         """Every credential kept, newest first per kid."""
         return [c for kept in self._credentials.values() for c in kept]
 
+    def credentials_of(self, kid: bytes) -> list[Credential]:
+        """The credentials kept for ``kid``, newest first (one dict lookup: a fleet of N agents
+        each asking about its own key must not cost N × N)."""
+        return list(self._credentials.get(kid, ()))
+
 
 def _kept(credential: Credential, now: int) -> bool:
     """Whether the store still keeps ``credential`` at ``now`` (see :data:`RELEASE_KEY_KEPT_MS`)."""

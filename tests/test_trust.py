@@ -475,3 +475,19 @@ def test_key_for_is_sound_and_complete_over_any_history(ops: list[tuple[Any, ...
             else:
                 assert _trusted(found, now, role, revocations)
                 assert accepted[(kid, found.serial)] == found
+
+
+def test_credentials_of_answers_what_a_scan_would_for_one_kid() -> None:
+    """``credentials_of`` (one lookup) equals a scan of ``credentials()`` for that kid, newest
+    first; ``roles.reader_cell`` reads the newest credential's cell through it."""
+    from fleetwire.protocol.roles import reader_cell
+
+    store = _store()
+    store.add_credential(_issue(serial=1, not_before=0, not_after=100, cell=3), now=0)
+    store.add_credential(_issue(serial=2, not_before=50, not_after=200, cell=4), now=0)
+    store.add_credential(_issue(key=NODE2, node=8, serial=3, not_before=0, not_after=200), now=0)
+    for kid in (NODE.kid, NODE2.kid, STRANGER.kid):
+        assert store.credentials_of(kid) == [c for c in store.credentials() if c.kid == kid]
+    assert [c.serial for c in store.credentials_of(NODE.kid)] == [2, 1]
+    assert reader_cell(store, NODE.kid) == 4
+    assert reader_cell(store, STRANGER.kid) is None
