@@ -259,7 +259,10 @@ async def test_a_strangers_run_is_taken_in_part_bundle_by_bundle(
 
 
 async def held_for(node: Node, bundle: bytes) -> int:
-    """How many bundles ``node`` holds for ``bundle``'s destination."""
+    """How many bundles ``node`` holds for ``bundle``'s destination (once its agent adopted
+    what the ingress held: custody first, the ack comes before the agent reads the bundle)."""
+    if node.ingress is not None:
+        await node.ingress.wait_settled()
     destination = str(decode_bundle(bundle).primary.destination)
     return len(await node.store.pending_for_destination(destination, 100))
 
@@ -290,6 +293,8 @@ async def test_sessions_over_the_cap_end_with_resource_exhaustion(
             stream, buf, _ = kept[0]
             replies = await send_v4(stream, buf, [(0, bundle_to(C))])
             assert isinstance(replies[0], XferAck)
+            assert a.ingress is not None
+            await a.ingress.wait_settled()  # acked once held; in the agent's store once adopted
             assert await a.store.count() == 1
             await extra.aclose()
             for stream, *_ in kept:

@@ -55,6 +55,7 @@ class JournalledAgentStore:
 
     def __init__(self, backing: BundleStore, quota: Quota | None = None) -> None:
         self.backing = backing
+        self.quota = quota
         self._mirror = MemoryAgentStore(quota)
         self._journal: list[_Write] = []
         self._journaled = 0  # writes ever journaled
@@ -85,6 +86,13 @@ class JournalledAgentStore:
 
     def count(self) -> int:
         return self._mirror.count()
+
+    def held_from(self, neighbour: int) -> tuple[int, int]:
+        """(bundles, bytes) held from ``neighbour``: its per-source share of the quota."""
+        # The mirror's per-source totals (its own quota check reads them), keyed as the agent
+        # names a neighbour in its records (``received_from``: ``ipn:<node>.0``).
+        held: tuple[int, int] = self._mirror._shares.of(f"ipn:{neighbour}.0")
+        return held
 
     def bytes_used(self) -> int:
         return self._mirror.bytes_used()

@@ -63,6 +63,7 @@ import trio
 from fleetwire.protocol.replay import Seen
 
 from . import store_eids
+from .ingress import IngressRun, pack_lengths, split_run
 from .sqlite_schema import (
     _COLUMNS,
     _SELECT,
@@ -79,6 +80,8 @@ from .sqlite_writes import (
     _EXPIRE,
     _FORGET,
     _HOP,
+    _INGRESS_DELETE,
+    _INGRESS_PUT,
     _PUTS,
     _REMEMBER,
     _ROWS_PER_INSERT,
@@ -388,6 +391,40 @@ class SQLiteBundleStore:
             if batch.error is not None:
                 raise StoreError(f"bundle store write failed: {batch.error}") from batch.error
         return queued
+
+    # -- the ingress (custody first: :mod:`.ingress`) ---------------------------------------
+
+    async def ingress_put(self, bundles: Sequence[bytes], received_from: int | None) -> int:
+        """Hold a run of received bundles in the ingress, one row, durable on return (it
+        commits with whatever else is queued: group commit); returns the row's ``seq``."""
+        data = b"".join(bundles)
+        # One write (one row) for the batch caps, however many bundles the run holds.
+        op = _Op(_INGRESS_PUT, (received_from, len(bundles), pack_lengths(bundles), data),
+                 len(data))  # fmt: skip
+        await self._submit([op])
+        return int(op.result)
+
+    async def ingress_runs(self, after: int, limit: int) -> list[IngressRun]:
+        """Up to ``limit`` ingress rows with ``seq > after``, oldest first. A row whose lengths
+        do not match its data (damage) comes back with no bundles: the caller drops it."""
+        rows = await self._read(
+            "SELECT seq, received_from, lengths, data FROM ingress WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        runs = []
+        for seq, received_from, lengths, data in rows:
+            try:
+                bundles = split_run(bytes(lengths), bytes(data))
+            except (ValueError, TypeError):
+                bundles = ()
+            runs.append(IngressRun(seq, received_from, bundles))
+        return runs
+
+    async def ingress_delete(self, seqs: Sequence[int]) -> None:
+        """Drop ingress rows (adopted by the agent, whose writes committed before)."""
+        if seqs:
+            await self._submit([_Op(_INGRESS_DELETE, list(seqs))])
 
     async def apply_writes(self, writes: Sequence[tuple[str, Any]]) -> list[Any]:
         """Writes of any kind, applied in the order given as one submission (so they commit
