@@ -153,17 +153,20 @@ async def test_hostile_bundles_in_a_run_are_refused_before_the_ack_exactly_as_wi
 ) -> None:
     answers = []
     for bound in (200_000, 0):  # with the ingress, and without it (the reference)
-        async with open_sqlite_store(tmp_path / f"c{bound}.db") as store:
-            async with open_node(c_config(ingress_max_bundles=bound), store, clock=clock()) as c:
-                assert (c.ingress is not None) == (bound > 0)
-                outcomes = await c.accept_many(_hostile(), A)
-                answers.append([None if o is None else (str(o), o.store_full) for o in outcomes])
-                if c.ingress is not None:
-                    assert c.ingress.received == 2  # only what the C walk vouched for
-                    with trio.fail_after(10):
-                        await c.ingress.wait_settled()
-                    assert c.ingress.dropped == 0
-                assert c.stats.accepted == 2 and c.stats.malformed == 3
+        config = c_config(ingress_max_bundles=bound)
+        async with (
+            open_sqlite_store(tmp_path / f"c{bound}.db") as store,
+            open_node(config, store, clock=clock()) as c,
+        ):
+            assert (c.ingress is not None) == (bound > 0)
+            outcomes = await c.accept_many(_hostile(), A)
+            answers.append([None if o is None else (str(o), o.store_full) for o in outcomes])
+            if c.ingress is not None:
+                assert c.ingress.received == 2  # only what the C walk vouched for
+                with trio.fail_after(10):
+                    await c.ingress.wait_settled()
+                assert c.ingress.dropped == 0
+            assert c.stats.accepted == 2 and c.stats.malformed == 3
     with_ingress, without = answers
     assert with_ingress == without
     assert [a is None for a in with_ingress] == [True, False, False, False, True]
