@@ -49,9 +49,9 @@ log = logging.getLogger("fleetwire.node")
 
 #: Bundles adopted per agent commit at most: enough to share one commit, few enough that the
 #: links' acks are not held up for long by the agent's work (~60 us a bundle).
-ADOPT_BATCH = 256
+ADOPT_BATCH = 128
 #: While a link delivered into the ingress this recently (s), adoption waits (see ``run``).
-LINKS_FIRST_S = 0.005
+LINKS_FIRST_S = 0.01
 #: Rows read per query when adopting what a previous run left.
 _LOAD_PAGE = 1024
 
@@ -106,7 +106,8 @@ class Ingress:
         self.held_bundles = 0
         self.held_bytes = 0
         self._held_from: dict[int, tuple[int, int]] = {}
-        self._last_delivery = -1e9
+        self._last_delivery = -1e9  # when a run last arrived or was made durable
+        self._putting = 0  # runs being written now (a link waiting for its commit)
         self._work = trio.Event()
         self._lock = trio.Lock()  # one adoption at a time (the task, or a drain)
         self._settled = trio.Event()
@@ -157,12 +158,16 @@ class Ingress:
         size = sum(map(len, bundles))
         self._count(peer, len(bundles), size)
         self._settled = trio.Event() if self._settled.is_set() else self._settled
+        self._putting += 1
+        self._last_delivery = trio.current_time()
         try:
             seq = await self._store.ingress_put(bundles, peer)
         except BaseException:
             self._count(peer, -len(bundles), -size)  # not held: the link does not ack it
             self._check_settled()
             raise
+        finally:
+            self._putting -= 1
         self._queue.append(IngressRun(seq, peer, tuple(bundles)))
         self.received += len(bundles)
         self._last_delivery = trio.current_time()
@@ -207,14 +212,16 @@ class Ingress:
                 await self._work.wait()
                 self._work = trio.Event()
                 continue
-            # Links first: while a session is still delivering (within the last few ms) and
-            # the ingress has room, the event loop is theirs — parse, dedupe and route cost
-            # ~60 us a bundle here, and every one of those spent during the contact is a
-            # bundle not received. Once the links pause, or the ingress is half full (it must
-            # not fill and push runs to the slow path), adoption goes on.
-            quiet_at = self._last_delivery + LINKS_FIRST_S
+            # Links first: while a session is still delivering (a run being written, or one
+            # within the last few ms) and the ingress has room, the event loop is theirs —
+            # parse, dedupe and route cost ~60 us a bundle here, and every one of those spent
+            # during the contact is a bundle not received. Once the links pause, or the
+            # ingress is half full (it must not fill and push runs to the slow path),
+            # adoption goes on.
+            now = trio.current_time()
+            quiet_at = max(self._last_delivery, now if self._putting else -1e9) + LINKS_FIRST_S
             if (
-                trio.current_time() < quiet_at
+                now < quiet_at
                 and self.held_bundles < self.max_bundles // 2
                 and self.held_bytes < self.max_bytes // 2
             ):
