@@ -22,8 +22,9 @@ custody needs before the link acknowledges:
 Bounds: the ingress holds at most ``ingress_max_bundles`` / ``ingress_max_bytes``
 (:class:`~.node.NodeConfig`) and counts against the store quota (what the agent holds plus
 what waits here, per neighbour too when the quota has a source share). A run that does not
-fit waits for the ingress to be adopted and then takes the full path, which refuses with the
-store-full refusal when the store is full. A bundle the agent refuses at adoption (the store
+fit the ingress's bound takes the full path; one the quota has no room for waits until the
+ingress is adopted (so the agent's check counts it) and then takes the full path, which
+refuses with the store-full refusal when the store is full. A bundle the agent refuses at adoption (the store
 filled meanwhile with the node's own messages, a row damaged on disk) is dropped with a
 warning: nothing leaves the ingress without a log line. At start, rows left by the previous
 run are adopted first, before anything new (they are queued first).
@@ -31,6 +32,7 @@ run are adopted first, before anything new (they are queued first).
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -54,6 +56,14 @@ ADOPT_BATCH = 128
 LINKS_FIRST_S = 0.01
 #: Rows read per query when adopting what a previous run left.
 _LOAD_PAGE = 1024
+
+
+class Room(enum.Enum):
+    """Where a run goes (:meth:`Ingress.room`)."""
+
+    INGRESS = "ingress"
+    AGENT = "agent"  # the ingress is full; the quota has room for this run
+    DRAIN = "drain"  # the quota is near: adopt what the ingress holds, then the agent
 
 
 class IngressStore(Protocol):
@@ -119,14 +129,22 @@ class Ingress:
 
     # --- the links' side -------------------------------------------------------------------
 
-    def fits(self, bundles: int, size: int, peer: int | None) -> bool:
-        """Whether a run of ``bundles`` (``size`` bytes) from ``peer`` may go to the ingress:
-        within its bound, and within the store quota with what the agent holds and what waits
-        here (so adoption does not find the store full)."""
-        if self.held_bundles + bundles > self.max_bundles:
-            return False
-        if self.held_bytes + size > self.max_bytes:
-            return False
+    def room(self, bundles: int, size: int, peer: int | None) -> Room:
+        """Where a run of ``bundles`` (``size`` bytes) from ``peer`` goes: the ingress if it is
+        within its bound and, with what the agent holds and what waits here, within the store
+        quota (so adoption does not find the store full); the agent at once if only the
+        ingress is full; the agent after a drain if the quota is near (its check must see
+        what waits here)."""
+        if not self._within_quota(bundles, size, peer):
+            return Room.DRAIN
+        if (
+            self.held_bundles + bundles > self.max_bundles
+            or self.held_bytes + size > self.max_bytes
+        ):
+            return Room.AGENT
+        return Room.INGRESS
+
+    def _within_quota(self, bundles: int, size: int, peer: int | None) -> bool:
         agent_store = self._node._agent_store
         quota = agent_store.quota
         if quota is None:
@@ -153,7 +171,7 @@ class Ingress:
         return True
 
     async def put(self, bundles: Sequence[bytes], peer: int | None) -> None:
-        """Hold ``bundles`` durably (one row); the caller checked :meth:`fits` just before,
+        """Hold ``bundles`` durably (one row); the caller asked :meth:`room` just before,
         without awaiting in between (the room is taken here, before the write's await)."""
         size = sum(map(len, bundles))
         self._count(peer, len(bundles), size)
@@ -174,10 +192,14 @@ class Ingress:
         self._work.set()
 
     async def drain(self) -> None:
-        """Adopt everything waiting now (a run that does not fit goes the full path after this,
-        so the agent's quota check sees what the ingress held)."""
-        while self._queue:
-            await self._adopt_batch()
+        """Adopt everything held (a run the quota has no room for goes the full path after
+        this, so the agent's quota check sees what the ingress held), runs still being written
+        included: once they are durable they are queued, and adopted here too."""
+        while self.held_bundles:
+            if self._queue:
+                await self._adopt_batch()
+            else:
+                await trio.sleep(0.001)  # a run being written: durable within one commit
 
     async def wait_settled(self) -> None:
         """Return once nothing waits in the ingress (everything held was adopted)."""

@@ -84,7 +84,7 @@ from ..links.cl_link import TransferRefusedByPeer
 from ..links.link import Link, LinkDown
 from ..store.agent_store import JournalledAgentStore, open_agent_store
 from ..store.store import BundleStore
-from .ingress import Ingress, IngressStore, well_formed
+from .ingress import Ingress, IngressStore, Room, well_formed
 from .revocation_files import write_atomically
 from .sender import OrderedSender
 
@@ -364,11 +364,12 @@ class Node:
         ingress = self.ingress
         if ingress is None or not datas:
             return await self._accept_now(datas, from_peer)
-        size = sum(map(len, datas))
-        if not ingress.fits(len(datas), size, from_peer):
-            # Full (or the quota near): what waits goes to the agent first, so its store-full
-            # check counts it; then this run the agent's way (refused if the store is full).
-            await ingress.drain()
+        room = ingress.room(len(datas), sum(map(len, datas)), from_peer)
+        if room is not Room.INGRESS:
+            if room is Room.DRAIN:
+                # The quota is near: what waits goes to the agent first, so that its
+                # store-full check counts it; then this run the agent's way (refused if full).
+                await ingress.drain()
             return await self._accept_now(datas, from_peer)
         good = [well_formed(data) for data in datas]
         # No await between the room check and the two takes below (the agent's and the
