@@ -252,6 +252,13 @@ class Ingress:
             await self._adopt_batch()
 
     async def _adopt_batch(self) -> None:
+        # Shielded: a drain runs in a link's task, which its session's end may cancel; runs
+        # taken off the queue must reach the agent and leave the ingress together, or they
+        # would wait in the table (not lost, but not adopted) until the next start.
+        with trio.CancelScope(shield=True):
+            await self._adopt_batch_shielded()
+
+    async def _adopt_batch_shielded(self) -> None:
         async with self._lock:
             runs: list[IngressRun] = []
             bundles = 0

@@ -18,6 +18,12 @@ carries out the actions it returns.
   driver commits, and only then returns: the link acknowledges the transfer after that.
   Accepted means durable, as before; concurrent accepts share one commit (group commit), and
   ``accept_many`` takes a link's whole run of received bundles with one (batch custody).
+* **ingress** (custody first, :mod:`.ingress`) — for ``accept_many`` (runs from accepted
+  sessions) the bundles the C walk vouches for are written to the store's ingress in one
+  insert and the link acknowledges after that commit; a node task adopts them into the agent
+  afterwards (receive, the agent's commit, then the rows go), letting the links go first
+  while they deliver. Bundles the walk cannot vouch for, and runs the ingress or the quota
+  has no room for, take the agent's path at once, so refusals are the agent's as before.
 * **send** — ``agent.send``, commit, return the signed message: "sent" means "held durably".
 * **forward** — each :class:`~fleetwire.protocol.agent.actions.Transmit` goes to the
   neighbour's **ordered pipelined sender**: bundles leave in the order the agent queued
