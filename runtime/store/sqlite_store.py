@@ -39,6 +39,12 @@ with ``TRUNCATE``, so a store at rest is its database file alone — about the s
 holds. Both are ordinary SQLite transactions and checkpoints: a crash in either loses nothing
 committed (the WAL is replayed on open), so the durability promise is unchanged.
 
+The ingress (:mod:`.ingress`, custody first for a node's accepted sessions): ``ingress_put``
+writes a run of received bundles as one row through the same queue (so it shares the group
+commit), ``ingress_runs`` reads rows back in order and ``ingress_delete`` drops adopted ones.
+Its rows are not bundles of the store: ``count`` and the quota checks here do not see them
+(the node counts them against the quota itself).
+
 Modules: this one is the store's Trio side (the queue, the committer, the reads);
 :mod:`.sqlite_writes` applies a batch on the worker thread; :mod:`.sqlite_schema` is the file
 (schema, migrations, opening and its checks). The names this package exported before are all
