@@ -141,6 +141,20 @@ async def test_a_full_store_refuses_as_before_counting_what_the_ingress_holds() 
         assert c.stats.accepted == 2 and await store.count() == 2
 
 
+async def test_what_the_ingress_holds_counts_against_the_quota_on_every_path() -> None:
+    store = MemoryBundleStore(Quota(max_bundles=2))
+    async with open_node(c_config(), store, clock=clock()) as c:
+        assert c.ingress is not None
+        assert await c.accept_many([bundle_from_a(C, 1)], A) == [None]
+        await c.accept(bundle_from_a(C, 2), A)  # one in the ingress (or adopted) + one: room
+        with pytest.raises(BundleRefused) as refused:  # a dialled session's bundle: no room
+            await c.accept(bundle_from_a(C, 3), A)
+        assert refused.value.store_full
+        with trio.fail_after(10):
+            await c.ingress.wait_settled()
+        assert c.ingress.dropped == 0 and c.stats.accepted == 2
+
+
 def _hostile() -> list[bytes]:
     good = bundle_from_a(C, 1)
     broken_crc = bytearray(bundle_from_a(C, 2))

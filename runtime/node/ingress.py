@@ -24,9 +24,11 @@ Bounds: the ingress holds at most ``ingress_max_bundles`` / ``ingress_max_bytes`
 what waits here, per neighbour too when the quota has a source share). A run that does not
 fit the ingress's bound takes the full path; one the quota has no room for waits until the
 ingress is adopted (so the agent's check counts it) and then takes the full path, which
-refuses with the store-full refusal when the store is full. A bundle the agent refuses at adoption (the store
-filled meanwhile with the node's own messages, a row damaged on disk) is dropped with a
-warning: nothing leaves the ingress without a log line. At start, rows left by the previous
+refuses with the store-full refusal when the store is full. The agent's store counts what waits here against
+the quota on every path (the node's own messages, dialled sessions:
+``JournalledAgentStore.waiting``), so adoption finds room for it. A bundle the agent refuses
+at adoption all the same (a row damaged on disk, a quota lowered across a restart) is dropped
+with a warning: nothing leaves the ingress without a log line. At start, rows left by the previous
 run are adopted first, before anything new (they are queued first).
 """
 
@@ -56,6 +58,11 @@ ADOPT_BATCH = 128
 LINKS_FIRST_S = 0.01
 #: Rows read per query when adopting what a previous run left.
 _LOAD_PAGE = 1024
+
+
+def _name(peer: int) -> str:
+    """A neighbour as the agent's records name it (``bundling.stored``'s ``received_from``)."""
+    return f"ipn:{peer}.0"
 
 
 class Room(enum.Enum):
@@ -115,7 +122,8 @@ class Ingress:
         #: What waits to be adopted: (bundles, bytes), in all and per neighbour.
         self.held_bundles = 0
         self.held_bytes = 0
-        self._held_from: dict[int, tuple[int, int]] = {}
+        #: By neighbour as the agent's records name it (``received_from``: ``ipn:<node>.0``).
+        self._held_from: dict[str, tuple[int, int]] = {}
         self._last_delivery = -1e9  # when a run last arrived or was made durable
         self._putting = 0  # runs being written now (a link waiting for its commit)
         self._work = trio.Event()
@@ -160,8 +168,9 @@ class Ingress:
         if peer is not None and quota.source_share is not None:
             share_bundles = quota.share_of(quota.max_bundles)
             share_bytes = quota.share_of(quota.max_bytes)
-            held_bundles, held_bytes = agent_store.held_from(peer)
-            waiting_bundles, waiting_bytes = self._held_from.get(peer, (0, 0))
+            name = _name(peer)
+            held_bundles, held_bytes = agent_store.held_from(name)
+            waiting_bundles, waiting_bytes = self._held_from.get(name, (0, 0))
             if share_bundles is not None and (
                 held_bundles + waiting_bundles + bundles > share_bundles
             ):
@@ -294,16 +303,25 @@ class Ingress:
                 node._log_taken(one, peer)
         self._check_settled()
 
+    def waiting(self, neighbour: str | None) -> tuple[int, int, int, int]:
+        """What waits here, in all and from ``neighbour`` (the agent store counts it against
+        the quota: :attr:`~fleetwire.runtime.store.agent_store.JournalledAgentStore.waiting`)."""
+        from_bundles, from_bytes = (0, 0) if neighbour is None else self._held_from.get(
+            neighbour, (0, 0)
+        )  # fmt: skip
+        return self.held_bundles, self.held_bytes, from_bundles, from_bytes
+
     def _count(self, peer: int | None, bundles: int, size: int) -> None:
         self.held_bundles += bundles
         self.held_bytes += size
         if peer is not None:
-            count, used = self._held_from.get(peer, (0, 0))
+            name = _name(peer)
+            count, used = self._held_from.get(name, (0, 0))
             count, used = count + bundles, used + size
             if count <= 0:
-                self._held_from.pop(peer, None)
+                self._held_from.pop(name, None)
             else:
-                self._held_from[peer] = (count, used)
+                self._held_from[name] = (count, used)
 
     def _check_settled(self) -> None:
         if not self._queue and self.held_bundles == 0 and not self._lock.locked():

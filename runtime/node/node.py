@@ -252,6 +252,7 @@ class Node:
                 self, cast(IngressStore, store), config.ingress_max_bundles,
                 config.ingress_max_bytes,
             )  # fmt: skip
+            agent_store.waiting = self.ingress.waiting  # it counts against the quota
 
     @property
     def versions(self) -> PeerVersions:
