@@ -35,6 +35,8 @@ from fleetwire.runtime.cli.cli import main as cli
 from fleetwire.runtime.links.cl_link import TcpclV4
 from fleetwire.runtime.links.link import LinkDown
 from fleetwire.runtime.links.tcp import open_tcp_cl_link
+from fleetwire.runtime.node import keyfiles
+from fleetwire.runtime.node.node import NodeConfig, open_node
 from fleetwire.runtime.store.sqlite_store import open_sqlite_store
 
 RECEIVER = r"""
@@ -265,6 +267,20 @@ def test_node_killed_mid_burst_keeps_every_acknowledged_bundle(tmp_path: Path) -
         assert sent > len(acked)  # killed with bundles still unacknowledged: mid-burst
         async with open_sqlite_store(str(tmp_path / "node.sqlite3")) as store:
             assert await store.integrity_check() == []
+            # Custody first: what was acked may still wait in the ingress (one insert per run,
+            # committed before the ack). The restarted node adopts it before anything new.
+            left = await store.ingress_runs(0, 1 << 20)
+            now_ms = round((time.time() - DTN_EPOCH_UNIX) * 1000)
+            config = NodeConfig(
+                node=NODE, key=keyfiles.load_node_key(keys, NODE),
+                trust=keyfiles.load_trust(keys, now_ms), static_routes={ONWARD: ONWARD},
+            )  # fmt: skip
+            async with open_node(config, store) as node:
+                assert node.ingress is not None
+                assert node.ingress.held_bundles == sum(len(run.bundles) for run in left)
+                await node.ingress.wait_settled()
+                assert node.ingress.dropped == 0
+            assert await store.ingress_runs(0, 1) == []
             held = await store.pending_for_destination(f"ipn:{ONWARD}.7", sent + 1)
         # Each record decodes whole (not torn) and its key is that bundle's: its BPv7 id first.
         stored = set()

@@ -258,8 +258,51 @@ async def test_a_strangers_run_is_taken_in_part_bundle_by_bundle(
             await stranger.aclose()
 
 
+async def test_hostile_bundles_in_a_members_run_are_refused_before_the_ack(
+    tmp_path: Path, keys: Path
+) -> None:
+    """Custody first holds a run in the ingress before the acks; a bundle with a broken CRC or
+    cut short in that run is still refused (the C walk does not vouch for it, the agent
+    refuses it at once), the others are acknowledged and reach the agent's store."""
+    port = free_port()
+    config = f'[node]\nnumber = {A}\nkeys = "keys"\n[[listen]]\nport = {port}\n'
+    broken = bytearray(bundle_to(C, source=B, sequence=1))
+    broken[len(broken) // 2] ^= 0x01  # in the payload: its CRC no longer matches
+    run = [
+        bundle_to(C, source=B, sequence=0), bytes(broken),
+        bundle_to(C, source=B, sequence=2)[:-5], bundle_to(C, source=B, sequence=3),
+    ]  # fmt: skip
+    with trio.fail_after(20):
+        async with node_from(tmp_path, "a", config) as a:
+            member = await trio.open_tcp_stream(LOCALHOST, port)
+            buf, _ = await v4_handshake(member, f"ipn:{B}.0", active=True)
+            await member.send_all(
+                b"".join(
+                    encode_segment_header(FLAG_START | FLAG_END, tid, len(bundle)) + bundle
+                    for tid, bundle in enumerate(run)
+                )
+            )
+            replies = []
+            while len(replies) < len(run):
+                reply = await read_message(member, buf)
+                if isinstance(reply, XferAck | XferRefuse):
+                    replies.append(reply)
+            assert isinstance(replies[0], XferAck) and isinstance(replies[3], XferAck)
+            assert replies[1:3] == [
+                XferRefuse(RefuseReason.NOT_ACCEPTABLE, 1),
+                XferRefuse(RefuseReason.NOT_ACCEPTABLE, 2),
+            ]
+            assert a.ingress is not None and a.ingress.received == 2
+            assert await held_for(a, run[0]) == 2  # both acknowledged ones, once adopted
+            assert a.ingress.dropped == 0 and a.stats.malformed == 2
+            await member.aclose()
+
+
 async def held_for(node: Node, bundle: bytes) -> int:
-    """How many bundles ``node`` holds for ``bundle``'s destination."""
+    """How many bundles ``node`` holds for ``bundle``'s destination (once its agent adopted
+    what the ingress held: custody first, the ack comes before the agent reads the bundle)."""
+    if node.ingress is not None:
+        await node.ingress.wait_settled()
     destination = str(decode_bundle(bundle).primary.destination)
     return len(await node.store.pending_for_destination(destination, 100))
 
@@ -290,6 +333,8 @@ async def test_sessions_over_the_cap_end_with_resource_exhaustion(
             stream, buf, _ = kept[0]
             replies = await send_v4(stream, buf, [(0, bundle_to(C))])
             assert isinstance(replies[0], XferAck)
+            assert a.ingress is not None
+            await a.ingress.wait_settled()  # acked once held; in the agent's store once adopted
             assert await a.store.count() == 1
             await extra.aclose()
             for stream, *_ in kept:

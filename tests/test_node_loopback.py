@@ -476,5 +476,9 @@ async def test_accept_many_takes_a_batch_in_one_commit_and_refuses_only_the_bad_
         good = [bundle_from_a(C, n) for n in (1, 2)]
         outcomes = await c.accept_many([good[0], b"\x00not a bundle", good[1]], A)
         assert [type(o).__name__ for o in outcomes] == ["NoneType", "BundleRefused", "NoneType"]
-        assert await store.count() == 2  # durable on return, both of them
+        # Durable on return, both of them: in the ingress (custody first), then the agent's.
+        assert c.ingress is not None
+        assert c.ingress.received == 2 and c.ingress.dropped == 0
+        await c.ingress.wait_settled()
+        assert await store.count() == 2
         assert [(await inbox.receive()).message for _ in good] == [claim(1), claim(2)]

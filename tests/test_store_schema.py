@@ -169,7 +169,7 @@ async def test_a_version_2_store_opens_with_everything_it_held(tmp_path: Path) -
         assert await store.remembered() == ([Seen(4711, 42, 10, b"\xaa", 99)], {4711: 40})
         assert await store.integrity_check() == []
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "bundles_by_destination" not in names and "bundles_by_content_id" in names
     # The migrated file has the schema a new store is created with (RENAME quotes the name).
@@ -235,13 +235,13 @@ async def test_a_version_3_store_made_by_that_release_opens_with_everything_it_h
         assert await store.remembered() == ([Seen(4711, 42, 10, b"\xaa", 99)], {4711: 40})
         assert await store.integrity_check() == []
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     assert _schema(conn) == _schema(_fresh(tmp_path / "new.db"))
     # Each EID once; the deleted bundle's EID (ipn:7.0) was never carried over.
     eids = sorted(r[0] for r in conn.execute("SELECT eid FROM eids"))
     assert len(eids) == len(set(eids)) and "ipn:7.0" not in eids and "dtn://far/x" in eids
     conn.close()
-    async with open_sqlite_store(path) as store:  # and again, as schema 4
+    async with open_sqlite_store(path) as store:  # and again, as the current schema
         assert (await store.get(b"n2")) == fresh and await store.count() == 4
 
 

@@ -18,6 +18,12 @@ carries out the actions it returns.
   driver commits, and only then returns: the link acknowledges the transfer after that.
   Accepted means durable, as before; concurrent accepts share one commit (group commit), and
   ``accept_many`` takes a link's whole run of received bundles with one (batch custody).
+* **ingress** (custody first, :mod:`.ingress`) — for ``accept_many`` (runs from accepted
+  sessions) the bundles the C walk vouches for are written to the store's ingress in one
+  insert and the link acknowledges after that commit; a node task adopts them into the agent
+  afterwards (receive, the agent's commit, then the rows go), letting the links go first
+  while they deliver. Bundles the walk cannot vouch for, and runs the ingress or the quota
+  has no room for, take the agent's path at once, so refusals are the agent's as before.
 * **send** — ``agent.send``, commit, return the signed message: "sent" means "held durably".
 * **forward** — each :class:`~fleetwire.protocol.agent.actions.Transmit` goes to the
   neighbour's **ordered pipelined sender**: bundles leave in the order the agent queued
@@ -50,6 +56,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import attrs
 import trio
@@ -83,6 +90,7 @@ from ..links.cl_link import TransferRefusedByPeer
 from ..links.link import Link, LinkDown
 from ..store.agent_store import JournalledAgentStore, open_agent_store
 from ..store.store import BundleStore
+from .ingress import Ingress, IngressStore, Room, well_formed
 from .revocation_files import write_atomically
 from .sender import OrderedSender
 
@@ -141,6 +149,11 @@ class NodeConfig:
     #: The protocol version the node speaks: its newest, or an older one it is pinned to
     #: (``[node] protocol_version``); it reads and writes exactly as that version would.
     protocol_version: int = PROTOCOL_VERSION
+    #: The ingress's bound (custody first for accepted sessions, :mod:`.ingress`): runs
+    #: received and not yet adopted by the agent, at most this many bundles and bytes (and
+    #: within the store quota); 0 turns the ingress off (every bundle the agent's way at once).
+    ingress_max_bundles: int = 200_000
+    ingress_max_bytes: int = 256 * 1024 * 1024
 
     def for_agent(self, neighbours: Iterable[int]) -> AgentConfig:
         """The agent's settings; every ``neighbours`` is a static route to itself."""
@@ -228,6 +241,18 @@ class Node:
         self._written: bytes | None = None  # the revocation list this node last wrote
         #: Set (and replaced) each time a newer revocation list is put in force.
         self.revocations_applied = trio.Event()
+        #: Custody first for runs from accepted sessions (:mod:`.ingress`); None without one.
+        self.ingress: Ingress | None = None
+        if (
+            getattr(store, "ingress_put", None) is not None
+            and config.ingress_max_bundles > 0
+            and config.ingress_max_bytes > 0
+        ):
+            self.ingress = Ingress(
+                self, cast(IngressStore, store), config.ingress_max_bundles,
+                config.ingress_max_bytes,
+            )  # fmt: skip
+            agent_store.waiting = self.ingress.waiting  # it counts against the quota
 
     @property
     def versions(self) -> PeerVersions:
@@ -338,7 +363,40 @@ class Node:
         self, datas: Sequence[bytes], from_peer: int | None = None
     ) -> list[BundleRefused | None]:
         """:meth:`accept` for a batch received from one neighbour, in order, with one commit
-        (a link's batch custody): ``None`` for each bundle taken, its refusal otherwise."""
+        (a link's batch custody): ``None`` for each bundle taken, its refusal otherwise.
+
+        With an ingress (:mod:`.ingress`, custody first) the bundles the C walk vouches for
+        are held there durably (one insert) and adopted by the agent afterwards; the others
+        take the agent's path at once, so refusals are the agent's as before."""
+        ingress = self.ingress
+        if ingress is None or not datas:
+            return await self._accept_now(datas, from_peer)
+        room = ingress.room(len(datas), sum(map(len, datas)), from_peer)
+        if room is not Room.INGRESS:
+            if room is Room.DRAIN:
+                # The quota is near: what waits goes to the agent first, so that its
+                # store-full check counts it; then this run the agent's way (refused if full).
+                await ingress.drain()
+            return await self._accept_now(datas, from_peer)
+        good = [well_formed(data) for data in datas]
+        # No await between the room check and the two takes below (the agent's and the
+        # ingress's), so concurrent runs cannot both count on the same room.
+        taken = [
+            None if ok else self._take(data, from_peer)
+            for data, ok in zip(datas, good, strict=True)
+        ]
+        held = [data for data, ok in zip(datas, good, strict=True) if ok]
+        if held:
+            await ingress.put(held, from_peer)
+        if len(held) < len(datas):
+            await self._agent_store.commit()
+        for one in taken:
+            self._log_taken(one, from_peer)
+        return [one if isinstance(one, BundleRefused) else None for one in taken]
+
+    async def _accept_now(
+        self, datas: Sequence[bytes], from_peer: int | None
+    ) -> list[BundleRefused | None]:
         taken = [self._take(data, from_peer) for data in datas]
         await self._agent_store.commit()
         for one in taken:
@@ -619,6 +677,9 @@ class Node:
             self._neighbours.add(peer)
             self.agent.link_down(peer, now)
         self._dispatch(self.agent.start(now))
+        if self.ingress is not None:
+            await self.ingress.load()  # what a previous run held: adopted before anything new
+            self._nursery.start_soon(self.ingress.run)
         self._nursery.start_soon(self._timer)
         self._nursery.start_soon(self._deliver_loop)
         for link in list(self.links.values()):

@@ -3,9 +3,9 @@
 The listeners accept neighbours over TCPCLv4 / TCPCLv3 / MTCP and hand each established
 session to the node as a link; the connectors keep dialling the configured peers (with
 backoff) and are links themselves. The custody callback is the node's: ``accept_many`` for
-accepted sessions (a run of received bundles, one durable commit, then the acks in order) and
-``accept`` for the connectors; either way a transfer is acknowledged only after the bundle is
-in the store.
+accepted sessions (a run of received bundles, one durable commit — into the node's ingress,
+custody first, see :mod:`.ingress` — then the acks in order) and ``accept`` for the
+connectors; either way a transfer is acknowledged only after the bundle is in the store.
 
 The link table (one link per neighbour node number) follows three rules:
 

@@ -31,7 +31,7 @@ forwards from memory) — and a light record per tombstone.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,7 +40,15 @@ from fleetwire.protocol.agent.agent_store import MemoryAgentStore
 from fleetwire.protocol.agent.bundling import DELIVERED, FORWARDED, LOCAL
 from fleetwire.protocol.replay import Seen
 
-from .store import Accepted, BundleStore, PutResult, Quota, StoredBundle, StoreError
+from .store import (
+    Accepted,
+    BundleStore,
+    PutResult,
+    Quota,
+    StoredBundle,
+    StoreError,
+    check_quota,
+)
 
 __all__ = ["JournalledAgentStore", "open_agent_store"]
 
@@ -55,6 +63,10 @@ class JournalledAgentStore:
 
     def __init__(self, backing: BundleStore, quota: Quota | None = None) -> None:
         self.backing = backing
+        self.quota = quota
+        #: (bundles, bytes, of them from this neighbour: bundles, bytes) held outside the
+        #: mirror and counted against the quota: a node's ingress (``runtime/node/ingress``).
+        self.waiting: Callable[[str | None], tuple[int, int, int, int]] | None = None
         self._mirror = MemoryAgentStore(quota)
         self._journal: list[_Write] = []
         self._journaled = 0  # writes ever journaled
@@ -86,12 +98,34 @@ class JournalledAgentStore:
     def count(self) -> int:
         return self._mirror.count()
 
+    def held_from(self, neighbour: str) -> tuple[int, int]:
+        """(bundles, bytes) held from ``neighbour`` (as records name it, ``received_from``):
+        its per-source share of the quota."""
+        # The mirror's per-source totals (its own quota check reads them).
+        held: tuple[int, int] = self._mirror._shares.of(neighbour)
+        return held
+
     def bytes_used(self) -> int:
         return self._mirror.bytes_used()
 
     # --- writes: the mirror, then the journal ----------------------------------------------
 
     def put(self, bundle: StoredBundle) -> PutResult:
+        waiting = self.waiting
+        if waiting is not None and self.quota is not None:
+            # What a node's ingress holds counts against the quota too (custody first): a
+            # bundle that fits the mirror but not the mirror and the ingress together is
+            # refused here, so the ingress's own bundles always find room at adoption.
+            bundles, size, from_bundles, from_bytes = waiting(bundle.received_from)
+            if (bundles or size) and self._mirror.get(bundle.bundle_id) is None:
+                held_bundles, held_bytes = self._mirror._shares.of(bundle.received_from)
+                refused = check_quota(
+                    self.quota, self._mirror.count() + bundles,
+                    self._mirror.bytes_used() + size, bundle,
+                    (held_bundles + from_bundles, held_bytes + from_bytes),
+                )  # fmt: skip
+                if refused is not None:
+                    return refused
         result = self._mirror.put(bundle)
         if isinstance(result, Accepted):
             self._write(("put", bundle))

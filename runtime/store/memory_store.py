@@ -21,6 +21,7 @@ import attrs
 import trio
 from fleetwire.protocol.replay import Seen
 
+from .ingress import IngressRun
 from .store import (
     Accepted,
     Duplicate,
@@ -77,6 +78,8 @@ class MemoryBundleStore:
         self._shares = SourceShares()
         self._seen: dict[tuple[int, int], Seen] = {}
         self._floors: dict[int, int] = {}
+        self._ingress: dict[int, IngressRun] = {}  # seq -> run, in insertion (seq) order
+        self._ingress_seq = 0
         self._closed = False
 
     #: Nothing survives the process (see :class:`~fleetwire.runtime.store.store.BundleStore`).
@@ -94,6 +97,25 @@ class MemoryBundleStore:
         return self._quota
 
     # -- writes ---------------------------------------------------------------------------
+
+    # -- the ingress (:mod:`.ingress`; the same interface as the SQLite store's) -----------
+
+    async def ingress_put(self, bundles: Sequence[bytes], received_from: int | None) -> int:
+        await self._checkpoint()
+        self._ingress_seq += 1
+        self._ingress[self._ingress_seq] = IngressRun(
+            self._ingress_seq, received_from, tuple(bundles)
+        )
+        return self._ingress_seq
+
+    async def ingress_runs(self, after: int, limit: int) -> list[IngressRun]:
+        await self._checkpoint()
+        return [run for seq, run in self._ingress.items() if seq > after][:limit]
+
+    async def ingress_delete(self, seqs: Sequence[int]) -> None:
+        await self._checkpoint()
+        for seq in seqs:
+            self._ingress.pop(seq, None)
 
     async def put(self, bundle: StoredBundle) -> PutResult:
         await self._checkpoint()

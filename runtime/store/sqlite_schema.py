@@ -34,7 +34,7 @@ __all__ = [
 #: ``PRAGMA application_id`` of our files ("FWBS"), so we never adopt someone else's database.
 APPLICATION_ID = 0x46574253
 #: ``PRAGMA user_version``; bump with a migration when the schema changes.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _REPLAY_SCHEMA = """
 CREATE TABLE replay_seen (
@@ -81,7 +81,23 @@ CREATE UNIQUE INDEX bundles_by_content_id ON bundles (content_id) WHERE content_
 CREATE INDEX bundles_by_next_hop ON bundles (next_hop);
 CREATE INDEX bundles_by_expiry ON bundles (expires_at);
 """
-SCHEMA = EIDS_SCHEMA + _BUNDLES_TABLE.format(name="bundles") + _BUNDLES_INDEXES + _REPLAY_SCHEMA
+# The ingress (custody first, :mod:`.ingress`): runs of received bundles
+# held durably before the agent has read them, one row per run (one insert: the link acks after
+# its commit). ``data`` is the run's bundles end to end, ``lengths`` each one's size (4-byte
+# little-endian unsigned integers); ``received_from`` the neighbour's node number (NULL: none).
+_INGRESS_SCHEMA = """
+CREATE TABLE ingress (
+    seq           INTEGER PRIMARY KEY,
+    received_from INTEGER,
+    bundles       INTEGER NOT NULL,
+    lengths       BLOB NOT NULL,
+    data          BLOB NOT NULL
+);
+"""
+SCHEMA = (
+    EIDS_SCHEMA + _BUNDLES_TABLE.format(name="bundles") + _BUNDLES_INDEXES + _REPLAY_SCHEMA
+    + _INGRESS_SCHEMA
+)  # fmt: skip
 
 #: Version 1 → 2: the neighbour each bundle came from (per-source quota share) and the replay
 #: memory (:mod:`fleetwire.protocol.replay`).
@@ -139,6 +155,9 @@ ALTER TABLE bundles_v4 RENAME TO bundles;
 """
     + _BUNDLES_INDEXES
 )
+
+#: Version 4 → 5: the ingress table (empty: nothing was received before it existed).
+_MIGRATE_4_TO_5 = _INGRESS_SCHEMA
 
 _COLUMNS = (
     "bundle_id, content_id, source, destination, next_hop, received_from, expires_at, "
@@ -259,7 +278,7 @@ def _prepare(conn: sqlite3.Connection, path: str, verify: bool) -> None:
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Bring a store of an older schema ``version`` up to :data:`SCHEMA_VERSION`, one step per
     transaction (each step's crash leaves the file at the step before)."""
-    steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
+    steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4, 4: _MIGRATE_4_TO_5}
     while version < SCHEMA_VERSION:
         try:
             conn.executescript(f"""

@@ -39,6 +39,12 @@ with ``TRUNCATE``, so a store at rest is its database file alone — about the s
 holds. Both are ordinary SQLite transactions and checkpoints: a crash in either loses nothing
 committed (the WAL is replayed on open), so the durability promise is unchanged.
 
+The ingress (:mod:`.ingress`, custody first for a node's accepted sessions): ``ingress_put``
+writes a run of received bundles as one row through the same queue (so it shares the group
+commit), ``ingress_runs`` reads rows back in order and ``ingress_delete`` drops adopted ones.
+Its rows are not bundles of the store: ``count`` and the quota checks here do not see them
+(the node counts them against the quota itself).
+
 Modules: this one is the store's Trio side (the queue, the committer, the reads);
 :mod:`.sqlite_writes` applies a batch on the worker thread; :mod:`.sqlite_schema` is the file
 (schema, migrations, opening and its checks). The names this package exported before are all
@@ -63,6 +69,7 @@ import trio
 from fleetwire.protocol.replay import Seen
 
 from . import store_eids
+from .ingress import IngressRun, pack_lengths, split_run
 from .sqlite_schema import (
     _COLUMNS,
     _SELECT,
@@ -79,6 +86,8 @@ from .sqlite_writes import (
     _EXPIRE,
     _FORGET,
     _HOP,
+    _INGRESS_DELETE,
+    _INGRESS_PUT,
     _PUTS,
     _REMEMBER,
     _ROWS_PER_INSERT,
@@ -388,6 +397,40 @@ class SQLiteBundleStore:
             if batch.error is not None:
                 raise StoreError(f"bundle store write failed: {batch.error}") from batch.error
         return queued
+
+    # -- the ingress (custody first: :mod:`.ingress`) ---------------------------------------
+
+    async def ingress_put(self, bundles: Sequence[bytes], received_from: int | None) -> int:
+        """Hold a run of received bundles in the ingress, one row, durable on return (it
+        commits with whatever else is queued: group commit); returns the row's ``seq``."""
+        data = b"".join(bundles)
+        # One write (one row) for the batch caps, however many bundles the run holds.
+        op = _Op(_INGRESS_PUT, (received_from, len(bundles), pack_lengths(bundles), data),
+                 len(data))  # fmt: skip
+        await self._submit([op])
+        return int(op.result)
+
+    async def ingress_runs(self, after: int, limit: int) -> list[IngressRun]:
+        """Up to ``limit`` ingress rows with ``seq > after``, oldest first. A row whose lengths
+        do not match its data (damage) comes back with no bundles: the caller drops it."""
+        rows = await self._read(
+            "SELECT seq, received_from, lengths, data FROM ingress WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        runs = []
+        for seq, received_from, lengths, data in rows:
+            try:
+                bundles = split_run(bytes(lengths), bytes(data))
+            except (ValueError, TypeError):
+                bundles = ()
+            runs.append(IngressRun(seq, received_from, bundles))
+        return runs
+
+    async def ingress_delete(self, seqs: Sequence[int]) -> None:
+        """Drop ingress rows (adopted by the agent, whose writes committed before)."""
+        if seqs:
+            await self._submit([_Op(_INGRESS_DELETE, list(seqs))])
 
     async def apply_writes(self, writes: Sequence[tuple[str, Any]]) -> list[Any]:
         """Writes of any kind, applied in the order given as one submission (so they commit

@@ -67,7 +67,9 @@ def _statement_sizes(n: int) -> list[int]:
     ]
 
 
-_HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET, _PUTS = range(7)
+_HOP, _DELETE, _EXPIRE, _TOMBSTONE, _REMEMBER, _FORGET, _PUTS, _INGRESS_PUT, _INGRESS_DELETE = (
+    range(9)
+)
 
 
 class _Op:
@@ -198,6 +200,15 @@ def _apply_batch(
                         "DELETE FROM replay_seen WHERE issuer = ? AND sequence <= ?",
                         (issuer, floor),
                     )
+            elif op.kind == _INGRESS_PUT:  # one row per run (the schema's ingress table)
+                received_from, bundles, lengths, data = op.arg
+                op.result = conn.execute(
+                    "INSERT INTO ingress (received_from, bundles, lengths, data) "
+                    "VALUES (?, ?, ?, ?)",
+                    (received_from, bundles, lengths, data),
+                ).lastrowid
+            elif op.kind == _INGRESS_DELETE:
+                conn.executemany("DELETE FROM ingress WHERE seq = ?", [(seq,) for seq in op.arg])
             elif op.kind == _FORGET:
                 op.result = conn.execute(
                     "DELETE FROM replay_seen WHERE keep_until <= ?", (op.arg,)
