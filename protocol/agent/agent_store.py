@@ -117,11 +117,15 @@ class AgentStore(Protocol):
 class MemoryAgentStore:
     """An :class:`AgentStore` in memory (module docstring)."""
 
-    __slots__ = ("_by_content", "_bundles", "_bytes", "_expiry", "_floors", "_quota",
-                 "_seen", "_seen_expiry", "_shares", "_sequence", "_tombstones")  # fmt: skip
+    __slots__ = ("_bounded", "_by_content", "_bundles", "_bytes", "_expiry", "_floors",
+                 "_quota", "_seen", "_seen_expiry", "_shares", "_sequence",
+                 "_tombstones")  # fmt: skip
 
     def __init__(self, quota: Quota | None = None) -> None:
         self._quota = quota or Quota()
+        #: Whether any quota can refuse a bundle: without a bound, ``check_quota`` always
+        #: answers ``None`` (a share is a part of a bound), so ``put`` does not ask it.
+        self._bounded = self._quota.max_bundles is not None or self._quota.max_bytes is not None
         #: Held bundles by key, in arrival order (dicts keep insertion order).
         self._bundles: dict[bytes, StoredBundle] = {}
         #: Tombstones, lighter than a record (a relay keeps one per bundle it forwarded):
@@ -141,38 +145,43 @@ class MemoryAgentStore:
         return False
 
     def put(self, bundle: StoredBundle) -> PutResult:
+        return self._put(bundle, self._bounded)
+
+    def _put(self, bundle: StoredBundle, bounded: bool) -> PutResult:
+        # Called for every bundle on every hop: attributes read once into locals.
         key = bundle.bundle_id
-        if key in self._bundles or key in self._tombstones:
+        bundles = self._bundles
+        if key in bundles or key in self._tombstones:
             return Duplicate(key, DuplicateOf.BUNDLE_ID, key)
         content = bundle.content_id
         if content is not None:
             existing = self._by_content.get(content)
             if existing is not None:
                 return Duplicate(key, DuplicateOf.CONTENT_ID, existing)
-        refused = check_quota(
-            self._quota, len(self._bundles) + len(self._tombstones), self._bytes, bundle,
-            self._shares.of(bundle.received_from),
-        )  # fmt: skip
-        if refused is not None:
-            return refused
-        self._bundles[key] = bundle
+        source = bundle.received_from
+        if bounded:
+            refused = check_quota(
+                self._quota, len(bundles) + len(self._tombstones), self._bytes, bundle,
+                self._shares.of(source),
+            )  # fmt: skip
+            if refused is not None:
+                return refused
+        bundles[key] = bundle
         if content is not None:
             self._by_content[content] = key
-        self._bytes += bundle.size
-        self._shares.add(bundle.received_from, 1, bundle.size)
-        self._sequence += 1
-        heapq.heappush(self._expiry, (bundle.expires_at, self._sequence, key))
+        size = len(bundle.data)  # StoredBundle.size
+        self._bytes += size
+        if source is not None:
+            self._shares.add(source, 1, size)
+        sequence = self._sequence = self._sequence + 1
+        heapq.heappush(self._expiry, (bundle.expires_at, sequence, key))
         return Accepted(key)
 
     def restore(self, bundle: StoredBundle) -> None:
         """Hold ``bundle`` read back from a durable store at start, tombstone or not, without
         the quota check: it was within the quota when it was accepted, and refusing it now
         would lose an acknowledged bundle."""
-        quota, self._quota = self._quota, Quota()
-        try:
-            self.put(bundle)
-        finally:
-            self._quota = quota
+        self._put(bundle, False)
         if bundle.next_hop not in (None, LOCAL):
             self.tombstone(bundle.bundle_id, bundle.next_hop, bundle.expires_at)
 
@@ -242,11 +251,19 @@ class MemoryAgentStore:
         return gone
 
     def next_expiry(self) -> int | None:
+        # The agent asks after every batch: _expires_at inlined, the held bundle first.
         heap = self._expiry
+        bundles = self._bundles
         while heap:
             expires_at, _, key = heap[0]
-            if self._expires_at(key) == expires_at:
-                return expires_at
+            bundle = bundles.get(key)
+            if bundle is not None:
+                if bundle.expires_at == expires_at:
+                    return expires_at
+            else:
+                tombstone = self._tombstones.get(key)
+                if tombstone is not None and tombstone[1] == expires_at:
+                    return expires_at
             heapq.heappop(heap)  # stale
         return None
 
