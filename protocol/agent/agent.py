@@ -792,14 +792,19 @@ class BundleAgent:
     def _finish(self, now: int, actions: list[Action]) -> list[Action]:
         """Close a batch of actions with the next wake, if there is one."""
         expiry = self.store.next_expiry()
-        if expiry is not None:
+        expiry_at = self._expiry_at
+        # The wake is never before the expiry (the max below), so an expiry at or after the
+        # wake already set needs no arithmetic: the commonest case, once per batch.
+        if expiry is not None and (expiry_at is None or expiry < expiry_at):
             granularity = self.config.expiry_granularity_ms
             at = max(expiry, -(-expiry // granularity) * granularity)
-            if self._expiry_at is None or at < self._expiry_at:
+            if expiry_at is None or at < expiry_at:
                 self._expiry_at = at
                 self._timer(at, _EXPIRY, b"")
-        if self._timers:
-            actions.append(WakeAt(max(now, self._timers[0][0])))
+        timers = self._timers
+        if timers:
+            first = timers[0][0]
+            actions.append(WakeAt(first if first > now else now))
         return actions
 
 
