@@ -1,0 +1,76 @@
+"""The agent's receive path: its shortcuts answer exactly as the plain road does."""
+
+from __future__ import annotations
+
+from fleetwire.protocol.agent.agent_store import MemoryAgentStore
+from fleetwire.protocol.agent.store import Quota, RefusalReason, Refused, StoredBundle
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+# One operation on a store: (kind, bundle index, time, neighbour).
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "tombstone", "delete", "expire", "restore"]),
+        st.integers(min_value=0, max_value=11),
+        st.integers(min_value=0, max_value=40),
+        st.sampled_from([None, "ipn:2.0", "ipn:3.0"]),
+    ),
+    max_size=60,
+)
+
+
+def _record(index: int, at: int, received_from: str | None) -> StoredBundle:
+    return StoredBundle(
+        bytes([index + 1]) * 4,
+        None if index % 3 == 0 else bytes([index % 5 + 1]) * 8,
+        "ipn:9.1",
+        "ipn:1.1",
+        10 + index * 3,
+        at,
+        b"x" * (index + 1),
+        "ipn:4.0" if index % 4 == 1 else None,
+        received_from,
+    )
+
+
+def _run(store: MemoryAgentStore, ops: list[tuple[str, int, int, str | None]]) -> list[object]:
+    seen: list[object] = []
+    for kind, index, at, source in ops:
+        record = _record(index, at, source)
+        if kind == "put":
+            seen.append(store.put(record))
+        elif kind == "restore":
+            store.restore(record)
+        elif kind == "tombstone":
+            seen.append(store.tombstone(record.bundle_id, "ipn:5.0", at + 5))
+        elif kind == "delete":
+            seen.append(store.delete(record.bundle_id))
+        else:
+            seen.append(store.expire(at))
+        # The heap's lazily deleted head against the records themselves.
+        held = [store.get(_record(i, 0, None).bundle_id) for i in range(12)]
+        times = [found.expires_at for found in held if found is not None]
+        assert store.next_expiry() == min(times, default=None)
+        seen.append((store.next_expiry(), store.count(), store.bytes_used()))
+    return seen
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_an_unbounded_store_answers_as_one_checked_against_bounds_it_never_meets(
+    ops: list[tuple[str, int, int, str | None]],
+) -> None:
+    # Without a bound ``put`` skips the quota check; with bounds too large to refuse anything
+    # it runs it every time. Every answer, the next expiry and the accounts must agree.
+    huge = Quota(max_bundles=10**9, max_bytes=10**12, source_share=0.5)
+    assert _run(MemoryAgentStore(), ops) == _run(MemoryAgentStore(huge), ops)
+
+
+def test_restored_bundles_count_against_their_neighbours_share() -> None:
+    # restore takes bundles past the quota, but they still fill their neighbour's share.
+    store = MemoryAgentStore(Quota(max_bundles=4, source_share=0.5))
+    for index in range(3):
+        store.restore(_record(index, 0, "ipn:2.0"))
+    refused = store.put(_record(5, 0, "ipn:2.0"))
+    assert isinstance(refused, Refused) and refused.reason is RefusalReason.SOURCE_SHARE
+    assert not isinstance(store.put(_record(6, 0, "ipn:3.0")), Refused)
