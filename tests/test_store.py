@@ -201,6 +201,9 @@ def test_stored_bundle_refuses_what_a_store_could_not_write() -> None:
     [
         (b"id", None, "ipn:1.0", "ipn:2.0", 5, 6, b"data"),
         (b"id", b"cid", "ipn:1.0", "dtn://a/", 2**65, -(2**70), b"", "ipn:3.0", "ipn:4.0"),
+        (b"id", None, "ipn:1.0", "ipn:2.0", 2**63 - 1, -(2**63), b"d"),
+        (b"id", None, "ipn:1.0", "ipn:2.0", 2**63, -(2**63) - 1, b"d"),
+        (b"id", None, "ipn:1.0", "ipn:2.0", -(2**63) - 1, 2**63, b"d"),
     ],
 )
 def test_stored_bundle_checked_by_caller_equals_the_checked_record(

@@ -47,6 +47,7 @@ __all__ = [
 #: a later expiry (a hostile creation time + lifetime can reach 2**65) means "never" and is clamped
 #: here, so one absurd bundle cannot fail the batch it is committed in.
 MAX_DTN_TIME = 2**63 - 1
+_MIN_TIME = -MAX_DTN_TIME - 1
 
 
 def _clamp_time(value: int) -> int:
@@ -140,8 +141,13 @@ class StoredBundle:
         set_content_id(record, content_id)
         set_source(record, source)
         set_destination(record, destination)
-        set_expires_at(record, max(-MAX_DTN_TIME - 1, min(expires_at, MAX_DTN_TIME)))
-        set_received_at(record, max(-MAX_DTN_TIME - 1, min(received_at, MAX_DTN_TIME)))
+        # Clamped as _clamp_time clamps; a time in range (every real one) costs one compare.
+        if not _MIN_TIME <= expires_at <= MAX_DTN_TIME:
+            expires_at = _MIN_TIME if expires_at < _MIN_TIME else MAX_DTN_TIME
+        if not _MIN_TIME <= received_at <= MAX_DTN_TIME:
+            received_at = _MIN_TIME if received_at < _MIN_TIME else MAX_DTN_TIME
+        set_expires_at(record, expires_at)
+        set_received_at(record, received_at)
         set_data(record, data)
         set_next_hop(record, next_hop)
         set_received_from(record, received_from)
