@@ -117,7 +117,7 @@ class AgentStore(Protocol):
 class MemoryAgentStore:
     """An :class:`AgentStore` in memory (module docstring)."""
 
-    __slots__ = ("_bounded", "_by_content", "_bundles", "_bytes", "_expiry", "_floors",
+    __slots__ = ("_bounded", "_by_content", "_bundles", "_bytes", "_expiry", "_floors", "_head",
                  "_quota", "_seen", "_seen_expiry", "_shares", "_sequence",
                  "_tombstones")  # fmt: skip
 
@@ -133,6 +133,8 @@ class MemoryAgentStore:
         self._tombstones: dict[bytes, _Tombstone] = {}
         self._by_content: dict[bytes, bytes] = {}
         self._expiry: list[tuple[int, int, bytes]] = []
+        #: The heap entry next_expiry last found current (see there).
+        self._head: tuple[int, int, bytes] | None = None
         self._sequence = 0
         self._bytes = 0
         self._shares = SourceShares()
@@ -208,6 +210,8 @@ class MemoryAgentStore:
         return found
 
     def tombstone(self, bundle_id: bytes, next_hop: str, expires_at: int | None = None) -> bool:
+        # Every bundle delivered or forwarded ends here: _release inlined.
+        self._head = None
         bundle = self._bundles.pop(bundle_id, None)
         if bundle is None:
             tombstone = self._tombstones.get(bundle_id)
@@ -215,18 +219,23 @@ class MemoryAgentStore:
                 return False
             bundle = _record(bundle_id, tombstone)
         else:
-            self._release(bundle)
-        until = bundle.expires_at if expires_at is None else min(expires_at, bundle.expires_at)
+            size = len(bundle.data)
+            self._bytes -= size
+            if bundle.received_from is not None:
+                self._shares.add(bundle.received_from, -1, -size)
+        held_until = bundle.expires_at
+        until = held_until if expires_at is None or expires_at >= held_until else expires_at
         self._tombstones[bundle_id] = (
             next_hop, until, bundle.content_id, bundle.source, bundle.destination,
             bundle.received_at,
         )  # fmt: skip
-        if until < bundle.expires_at:
-            self._sequence += 1
-            heapq.heappush(self._expiry, (until, self._sequence, bundle_id))
+        if until < held_until:
+            sequence = self._sequence = self._sequence + 1
+            heapq.heappush(self._expiry, (until, sequence, bundle_id))
         return True
 
     def delete(self, bundle_id: bytes) -> bool:
+        self._head = None
         bundle = self._bundles.pop(bundle_id, None)
         if bundle is not None:
             self._release(bundle)
@@ -251,18 +260,25 @@ class MemoryAgentStore:
         return gone
 
     def next_expiry(self) -> int | None:
-        # The agent asks after every batch: _expires_at inlined, the held bundle first.
+        # The agent asks after every batch. The heap entry found current last time is still
+        # current while it heads the heap and no record was tombstoned or deleted since (only
+        # those change a held key's time; put never touches a held key).
         heap = self._expiry
+        if heap and heap[0] is self._head:
+            return heap[0][0]
         bundles = self._bundles
         while heap:
-            expires_at, _, key = heap[0]
+            head = heap[0]
+            expires_at, _, key = head
             bundle = bundles.get(key)
             if bundle is not None:
                 if bundle.expires_at == expires_at:
+                    self._head = head
                     return expires_at
             else:
                 tombstone = self._tombstones.get(key)
                 if tombstone is not None and tombstone[1] == expires_at:
+                    self._head = head
                     return expires_at
             heapq.heappop(heap)  # stale
         return None
