@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+
+from fleetwire.protocol import cose
 from fleetwire.protocol.agent.agent_store import MemoryAgentStore
+from fleetwire.protocol.agent.bundling import Envelope, inspect_bundle, message_bundle, stored
 from fleetwire.protocol.agent.store import Quota, RefusalReason, Refused, StoredBundle
+from fleetwire.protocol.bpv7 import Bundle, encode_bundle
+from fleetwire.protocol.keys import SigningKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.test_bpv7_bundle import bundles
+
+_KEY = SigningKey.from_seed(bytes(range(32)))
 
 # One operation on a store: (kind, bundle index, time, neighbour).
 _OPS = st.lists(
@@ -74,3 +84,44 @@ def test_restored_bundles_count_against_their_neighbours_share() -> None:
     refused = store.put(_record(5, 0, "ipn:2.0"))
     assert isinstance(refused, Refused) and refused.reason is RefusalReason.SOURCE_SHARE
     assert not isinstance(store.put(_record(6, 0, "ipn:3.0")), Refused)
+
+
+def _reference_record(
+    bundle: Bundle,
+    data: bytes,
+    now: int,
+    envelope: Envelope,
+    next_hop: str | None,
+    received_from: int | None,
+) -> StoredBundle:
+    """The store's record as the bundling module's docstring defines it, built the plain way."""
+    digest = envelope.envelope_digest or hashlib.sha256(bundle.payload).digest()
+    content = envelope.envelope_digest
+    return StoredBundle(
+        bundle.id.key() + digest[:16],
+        None if content is None else content + bundle.primary.destination.wire,
+        str(bundle.primary.source), str(bundle.primary.destination), envelope.expires_at, now,
+        data, next_hop, None if received_from is None else f"ipn:{received_from}.0",
+    )  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    bundle=bundles(),
+    signed=st.booleans(),
+    now=st.integers(min_value=0, max_value=2**40),
+    next_hop=st.sampled_from([None, "local", "ipn:4.0"]),
+    received_from=st.one_of(st.none(), st.integers(min_value=0, max_value=2**32)),
+)
+def test_the_stored_record_equals_the_plain_one(
+    bundle: Bundle, signed: bool, now: int, next_hop: str | None, received_from: int | None
+) -> None:
+    if signed:  # a COSE_Sign1 payload: the content key is the envelope digest
+        envelope_bytes = cose.sign1(bundle.payload, _KEY)
+        bundle = message_bundle(envelope_bytes, source=5, destination=9, created_at=now,
+                                sequence=0, lifetime_ms=1000)  # fmt: skip
+    data = encode_bundle(bundle)
+    for envelope in (inspect_bundle(bundle, now), inspect_bundle(bundle, now, content_id=False)):
+        got = stored(bundle, data, now, envelope, next_hop, received_from)
+        assert got == _reference_record(bundle, data, now, envelope, next_hop, received_from)
+        assert (got.content_id is None) == (not signed and envelope.envelope_digest is None)

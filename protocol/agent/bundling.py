@@ -453,8 +453,11 @@ def inspect_bundle(
     parsed again (only its digest is taken)."""
     primary = bundle.primary
     destination = primary.destination
-    node = destination.node if isinstance(destination, IpnEid) else None
-    service = destination.service if isinstance(destination, IpnEid) else None
+    if isinstance(destination, IpnEid):
+        node: int | None = destination.node
+        service: int | None = destination.service
+    else:
+        node = service = None
     if primary.creation.time:
         expires_at = primary.creation.time + primary.lifetime
     else:  # no clock at the source: the Bundle Age block says how old it is (§4.2.6, §4.4.2)
@@ -493,23 +496,36 @@ def stored(
     Keys: see the module docstring. ``received_from`` is the neighbour that handed the bundle
     over (its per-source share of the store quota); ``None`` for a bundle made here.
     """
+    # Every bundle on every hop comes here: each EID's CBOR is read once, and the commonest
+    # shapes (known EID text, a plain ipn source) are taken inline, as _text_of and _id_key
+    # take them; anything else goes to those.
     primary = bundle.primary
+    source, destination = primary.source, primary.destination
+    source_wire, destination_wire = source.wire, destination.wire
     # The store drops a second bundle with the same content key. One message may rightly go
     # to several destinations (an advertisement to every neighbour), so the key is the
     # envelope digest *for this destination*.
-    destination = primary.destination.wire
-    digest = envelope.envelope_digest or hashlib.sha256(bundle.payload).digest()
+    envelope_digest = envelope.envelope_digest
+    digest = envelope_digest or hashlib.sha256(bundle.payload).digest()
     payload_tag = digest[:_PAYLOAD_TAG]
+    content_key = None if envelope_digest is None else envelope_digest + destination_wire
+    if (type(source) is IpnEid and not int(primary.flags) & _IS_FRAGMENT
+            and not source.allocator and source.elements == 2):  # fmt: skip
+        creation = primary.creation
+        id_key = b"".join((b"\x83", source_wire, uint(creation.time), uint(creation.sequence)))
+    else:
+        id_key = _id_key(bundle)
     return StoredBundle.checked_by_caller(
-        _id_key(bundle) + payload_tag,
-        None if envelope.envelope_digest is None else envelope.envelope_digest + destination,
-        _text_of(primary.source),
-        _text_of(primary.destination),
+        id_key + payload_tag,
+        content_key,
+        _TEXT.get(source_wire) or _text_of(source),
+        _TEXT.get(destination_wire) or _text_of(destination),
         envelope.expires_at,
         now,
         data,
         next_hop,
-        None if received_from is None else _neighbour_name(received_from),
+        None if received_from is None else _NEIGHBOURS.get(received_from)
+        or _neighbour_name(received_from),
     )
 
 
