@@ -6,7 +6,14 @@ import hashlib
 
 from fleetwire.protocol import cose
 from fleetwire.protocol.agent.agent_store import MemoryAgentStore
-from fleetwire.protocol.agent.bundling import Envelope, inspect_bundle, message_bundle, stored
+from fleetwire.protocol.agent.bundling import (
+    Envelope,
+    _neighbour_name,
+    inspect_bundle,
+    message_bundle,
+    neighbour_node,
+    stored,
+)
 from fleetwire.protocol.agent.store import Quota, RefusalReason, Refused, StoredBundle
 from fleetwire.protocol.bpv7 import Bundle, encode_bundle
 from fleetwire.protocol.keys import SigningKey
@@ -125,3 +132,14 @@ def test_the_stored_record_equals_the_plain_one(
         got = stored(bundle, data, now, envelope, next_hop, received_from)
         assert got == _reference_record(bundle, data, now, envelope, next_hop, received_from)
         assert (got.content_id is None) == (not signed and envelope.envelope_digest is None)
+
+
+@given(st.one_of(st.integers(min_value=0, max_value=2**64), st.text(max_size=12)))
+def test_a_neighbour_name_reads_back_as_its_node(node_or_text: int | str) -> None:
+    # The names stored() keeps read back through the cache; any other text the plain way.
+    if isinstance(node_or_text, int):
+        assert neighbour_node(_neighbour_name(node_or_text)) == node_or_text
+    else:
+        number = node_or_text[4:].partition(".")[0]
+        plain = int(number) if node_or_text.startswith("ipn:") and number.isdigit() else None
+        assert neighbour_node(node_or_text) == plain

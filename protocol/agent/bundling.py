@@ -567,7 +567,12 @@ def _neighbour_name(node: int) -> str:
         name = f"ipn:{node}.0"
         if len(_NEIGHBOURS) < 65_536:
             _NEIGHBOURS[node] = name
+            _NEIGHBOUR_NODES[name] = node
     return name
+
+
+#: The inverse of _NEIGHBOURS, for :func:`neighbour_node` (every delivery reads one back).
+_NEIGHBOUR_NODES: dict[str, int] = {}
 
 
 #: Which status item each request flag asks for (RFC 9171 §4.2.3, §6.1.1).
@@ -581,7 +586,12 @@ REPORT_ITEMS: Final = {
 
 def neighbour_node(received_from: str | None) -> int | None:
     """The node number in a neighbour name as :func:`stored` keeps it (``ipn:N.0``), if any."""
-    if received_from is None or not received_from.startswith("ipn:"):
+    if received_from is None:
+        return None
+    known = _NEIGHBOUR_NODES.get(received_from)
+    if known is not None:
+        return known
+    if not received_from.startswith("ipn:"):
         return None
     number = received_from[4:].partition(".")[0]
     return int(number) if number.isdigit() else None
