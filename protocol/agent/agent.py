@@ -555,7 +555,7 @@ class BundleAgent:
         sign1: Sign1 | None = None,
     ) -> None:  # fmt: skip
         key = record.bundle_id
-        held = self._held[key] = _Held(state, record, bundle, offsets=offsets, sign1=sign1)
+        held = self._held[key] = _Held(state, record, bundle, None, None, offsets, sign1)
         if state is _S.LOCAL:
             self._deliver(key, held, now, actions)
         else:
