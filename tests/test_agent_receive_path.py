@@ -125,7 +125,7 @@ def test_the_stored_record_equals_the_plain_one(
 ) -> None:
     if signed:  # a COSE_Sign1 payload: the content key is the envelope digest
         envelope_bytes = cose.sign1(bundle.payload, _KEY)
-        bundle = message_bundle(envelope_bytes, source=5, destination=9, created_at=now,
+        bundle = message_bundle(envelope_bytes, source=5, destination=9, created_at=now + 1,
                                 sequence=0, lifetime_ms=1000)  # fmt: skip
     data = encode_bundle(bundle)
     for envelope in (inspect_bundle(bundle, now), inspect_bundle(bundle, now, content_id=False)):
