@@ -62,7 +62,9 @@ from ..bpv7.wire import uint
 from ..errors import FleetwireError
 from ..ids import ContentId
 from ..messages import accel as init_accel
-from .store import StoredBundle
+from ..replay import Accept, Seen
+from .admission import Admitted
+from .store import Accepted, Duplicate, StoredBundle
 
 #: ipn service number of the Fleet Coordination Protocol on every node (configurable).
 FCP_SERVICE: Final = 7
@@ -630,6 +632,10 @@ def status_report_for(
 #: the C one that stores straight into the slots
 #: (:func:`fleetwire.protocol.messages.accel.install_fast_init`; a no-op without it, and undone
 #: on the pure-Python road).
-FAST_INIT_CLASSES: Final = (Bundle, PrimaryBlock, CanonicalBlock, CreationTimestamp, Envelope)
+FAST_INIT_CLASSES: Final = (
+    Bundle, PrimaryBlock, CanonicalBlock, CreationTimestamp, Envelope,
+    # and every bundle received: the store's answer, the replay record, the admission
+    Accepted, Duplicate, Seen, Accept, Admitted,
+)  # fmt: skip
 for _cls in FAST_INIT_CLASSES:
     init_accel.install_fast_init(_cls)
