@@ -118,7 +118,7 @@ class MemoryAgentStore:
     """An :class:`AgentStore` in memory (module docstring)."""
 
     __slots__ = ("_bounded", "_by_content", "_bundles", "_bytes", "_expiry", "_floors", "_head",
-                 "_quota", "_seen", "_seen_expiry", "_shares", "_sequence",
+                 "_quota", "_seen", "_seen_expiry", "_shares", "_sequence", "_sharing",
                  "_tombstones")  # fmt: skip
 
     def __init__(self, quota: Quota | None = None) -> None:
@@ -126,6 +126,9 @@ class MemoryAgentStore:
         #: Whether any quota can refuse a bundle: without a bound, ``check_quota`` always
         #: answers ``None`` (a share is a part of a bound), so ``put`` does not ask it.
         self._bounded = self._quota.max_bundles is not None or self._quota.max_bytes is not None
+        #: Whether any neighbour's share is bounded: only then are the shares kept (only
+        #: check_quota reads them, and it reads them only then).
+        self._sharing = self._bounded and self._quota.source_share is not None
         #: Held bundles by key, in arrival order (dicts keep insertion order).
         self._bundles: dict[bytes, StoredBundle] = {}
         #: Tombstones, lighter than a record (a relay keeps one per bundle it forwarded):
@@ -147,9 +150,6 @@ class MemoryAgentStore:
         return False
 
     def put(self, bundle: StoredBundle) -> PutResult:
-        return self._put(bundle, self._bounded)
-
-    def _put(self, bundle: StoredBundle, bounded: bool) -> PutResult:
         # Called for every bundle on every hop: attributes read once into locals.
         key = bundle.bundle_id
         bundles = self._bundles
@@ -161,7 +161,7 @@ class MemoryAgentStore:
             if existing is not None:
                 return Duplicate(key, DuplicateOf.CONTENT_ID, existing)
         source = bundle.received_from
-        if bounded:
+        if self._bounded:
             refused = check_quota(
                 self._quota, len(bundles) + len(self._tombstones), self._bytes, bundle,
                 self._shares.of(source),
@@ -173,7 +173,7 @@ class MemoryAgentStore:
             self._by_content[content] = key
         size = len(bundle.data)  # StoredBundle.size
         self._bytes += size
-        if source is not None:
+        if source is not None and self._sharing:
             self._shares.add(source, 1, size)
         sequence = self._sequence = self._sequence + 1
         heapq.heappush(self._expiry, (bundle.expires_at, sequence, key))
@@ -183,7 +183,11 @@ class MemoryAgentStore:
         """Hold ``bundle`` read back from a durable store at start, tombstone or not, without
         the quota check: it was within the quota when it was accepted, and refusing it now
         would lose an acknowledged bundle."""
-        self._put(bundle, False)
+        bounded, self._bounded = self._bounded, False
+        try:
+            self.put(bundle)
+        finally:
+            self._bounded = bounded
         if bundle.next_hop not in (None, LOCAL):
             self.tombstone(bundle.bundle_id, bundle.next_hop, bundle.expires_at)
 
@@ -221,7 +225,7 @@ class MemoryAgentStore:
         else:
             size = len(bundle.data)
             self._bytes -= size
-            if bundle.received_from is not None:
+            if bundle.received_from is not None and self._sharing:
                 self._shares.add(bundle.received_from, -1, -size)
         held_until = bundle.expires_at
         until = held_until if expires_at is None or expires_at >= held_until else expires_at
@@ -320,4 +324,5 @@ class MemoryAgentStore:
 
     def _release(self, bundle: StoredBundle) -> None:
         self._bytes -= bundle.size
-        self._shares.add(bundle.received_from, -1, -bundle.size)
+        if self._sharing:
+            self._shares.add(bundle.received_from, -1, -bundle.size)
