@@ -14,7 +14,7 @@ from fleetwire.protocol.agent.bundling import (
     neighbour_node,
     stored,
 )
-from fleetwire.protocol.agent.store import Quota, RefusalReason, Refused, StoredBundle
+from fleetwire.protocol.agent.store import Accepted, Quota, RefusalReason, Refused, StoredBundle
 from fleetwire.protocol.bpv7 import Bundle, encode_bundle
 from fleetwire.protocol.keys import SigningKey
 from hypothesis import given, settings
@@ -85,12 +85,17 @@ def test_an_unbounded_store_answers_as_one_checked_against_bounds_it_never_meets
 
 def test_restored_bundles_count_against_their_neighbours_share() -> None:
     # restore takes bundles past the quota, but they still fill their neighbour's share.
-    store = MemoryAgentStore(Quota(max_bundles=4, source_share=0.5))
-    for index in range(3):
+    store = MemoryAgentStore(Quota(max_bundles=8, source_share=0.5))
+    for index in (0, 2, 3, 4):  # none of them forwarded already (restore would tombstone it)
         store.restore(_record(index, 0, "ipn:2.0"))
     refused = store.put(_record(5, 0, "ipn:2.0"))
     assert isinstance(refused, Refused) and refused.reason is RefusalReason.SOURCE_SHARE
-    assert not isinstance(store.put(_record(6, 0, "ipn:3.0")), Refused)
+    assert isinstance(store.put(_record(8, 0, "ipn:3.0")), Accepted)
+    # A record kept in its place frees its part of the share.
+    assert store.tombstone(_record(0, 0, None).bundle_id, "ipn:5.0")
+    assert isinstance(store.put(_record(5, 0, "ipn:2.0")), Accepted)
+    refused = store.put(_record(9, 0, "ipn:2.0"))
+    assert isinstance(refused, Refused) and refused.reason is RefusalReason.SOURCE_SHARE
 
 
 def _reference_record(
