@@ -514,7 +514,12 @@ def stored(
     if (type(source) is IpnEid and not int(primary.flags) & _IS_FRAGMENT
             and not source.allocator and source.elements == 2):  # fmt: skip
         creation = primary.creation
-        id_key = b"".join((b"\x83", source_wire, uint(creation.time), uint(creation.sequence)))
+        time = creation.time  # a clock's time needs the 8-byte head (§4.2.7): uint's last case
+        id_key = b"".join((
+            b"\x83", source_wire,
+            b"\x1b" + time.to_bytes(8, "big") if time >= 0x100000000 else uint(time),
+            uint(creation.sequence),
+        ))  # fmt: skip
     else:
         id_key = _id_key(bundle)
     return StoredBundle.checked_by_caller(
