@@ -136,7 +136,7 @@ class MemoryAgentStore:
         self._tombstones: dict[bytes, _Tombstone] = {}
         self._by_content: dict[bytes, bytes] = {}
         self._expiry: list[tuple[int, int, bytes]] = []
-        #: The heap entry next_expiry last found current (see there).
+        #: The heap entry next_expiry last found current (see there; cleared when its key changes).
         self._head: tuple[int, int, bytes] | None = None
         self._sequence = 0
         self._bytes = 0
@@ -215,7 +215,9 @@ class MemoryAgentStore:
 
     def tombstone(self, bundle_id: bytes, next_hop: str, expires_at: int | None = None) -> bool:
         # Every bundle delivered or forwarded ends here: _release inlined.
-        self._head = None
+        head = self._head
+        if head is not None and head[2] == bundle_id:
+            self._head = None  # its time may change (next_expiry)
         bundle = self._bundles.pop(bundle_id, None)
         if bundle is None:
             tombstone = self._tombstones.get(bundle_id)
@@ -239,7 +241,9 @@ class MemoryAgentStore:
         return True
 
     def delete(self, bundle_id: bytes) -> bool:
-        self._head = None
+        head = self._head
+        if head is not None and head[2] == bundle_id:
+            self._head = None  # it goes (next_expiry)
         bundle = self._bundles.pop(bundle_id, None)
         if bundle is not None:
             self._release(bundle)
@@ -265,7 +269,7 @@ class MemoryAgentStore:
 
     def next_expiry(self) -> int | None:
         # The agent asks after every batch. The heap entry found current last time is still
-        # current while it heads the heap and no record was tombstoned or deleted since (only
+        # current while it heads the heap and its key was not tombstoned or deleted since (only
         # those change a held key's time; put never touches a held key).
         heap = self._expiry
         if heap and heap[0] is self._head:
