@@ -460,7 +460,19 @@ def parse_sign1(
     # Payload, then the signature, then nothing.
     if data[pos : pos + 1] == b"\xf6":
         raise DetachedPayload("payload is nil (detached content is not used, RFC 9052 §4.1)")
-    start, pos = _bstr_at(data, pos, "payload")
+    # The payload's head inline for the usual sizes (24..65,535 bytes, shortest heads, within
+    # the envelope: what _bstr_at accepts); anything else, errors included, goes to it.
+    initial = data[pos] if pos < size else 0
+    if initial == 0x58 and pos + 2 <= size and data[pos + 1] >= 24 and pos + 2 + data[pos + 1] <= size:
+        start = pos + 2
+        pos = start + data[pos + 1]
+    elif initial == 0x59 and pos + 3 <= size and (
+        (length := data[pos + 1] << 8 | data[pos + 2]) >= 256 and pos + 3 + length <= size
+    ):
+        start = pos + 3
+        pos = start + length
+    else:
+        start, pos = _bstr_at(data, pos, "payload")
     if limits.max_payload_size is not None and pos - start > limits.max_payload_size:
         raise EnvelopeTooLarge(f"payload of {pos - start} bytes (limit {limits.max_payload_size})")
     payload = data[start:pos]

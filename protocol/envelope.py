@@ -13,7 +13,7 @@ is deterministic, so only a different key could make different bytes) has one co
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import attrs
 
@@ -24,7 +24,10 @@ from .keys import SigningKey, VerifyKey
 from .messages import PROTOCOL_VERSION, Message, accel, decode_message, encode_message
 from .trust import Role
 
-__all__ = ["IssuerMismatch", "KeyResolver", "SignedMessage", "TrustedKey", "seal", "verify"]
+__all__ = [
+    "IssuerMismatch", "KeyResolver", "SignedMessage", "TrustedKey", "seal", "verify",
+    "verify_trusted",
+]  # fmt: skip
 
 
 class IssuerMismatch(UntrustedKey):
@@ -50,6 +53,16 @@ class KeyResolver(Protocol):
     """
 
     def key_for(self, kid: bytes, now: int, role: Role | None = None) -> TrustedKey: ...
+
+
+_Key = TypeVar("_Key", bound=TrustedKey, covariant=True)
+
+
+class _ResolverOf(Protocol[_Key]):
+    """A :class:`KeyResolver` whose answers are of one known type (a trust store's
+    credentials), so :func:`verify_trusted` can hand the same type back."""
+
+    def key_for(self, kid: bytes, now: int, role: Role | None = None) -> _Key: ...
 
 
 @attrs.frozen(slots=True)
@@ -101,6 +114,23 @@ def verify(
     already (the bundle agent parses every payload on reception); with other ``limits`` it is
     not used, so the limits asked for are always the ones applied.
     """
+    return verify_trusted(
+        data, trust, now, role=role, limits=limits, version=version, parsed=parsed
+    )[0]
+
+
+def verify_trusted(
+    data: bytes,
+    trust: _ResolverOf[_Key],
+    now: int,
+    *,
+    role: Role | None = None,
+    limits: cose.EnvelopeLimits = cose.DEFAULT_ENVELOPE_LIMITS,
+    version: int = PROTOCOL_VERSION,
+    parsed: cose.Sign1 | None = None,
+) -> tuple[SignedMessage, _Key]:
+    """:func:`verify`, and the credential ``trust`` answered for the signing key at ``now``:
+    a caller that checks the signer further (its role, spec §8) need not look it up again."""
     if parsed is not None and limits is cose.DEFAULT_ENVELOPE_LIMITS:
         envelope = parsed
     else:
@@ -116,4 +146,4 @@ def verify(
             f"message claims issuer {message.header.issuer} but is signed by the key of node "
             f"{trusted.node}"
         )
-    return SignedMessage(message, ContentId.of(payload), bytes(data), kid)
+    return SignedMessage(message, ContentId.of(payload), bytes(data), kid), trusted

@@ -197,7 +197,10 @@ class ReplayGuard:
                 f"issued_at {issued_at} is before {self.not_before}, when this node's replay "
                 "memory starts (it keeps none across restarts)",
             )
-        state = self._issuer(issuer)
+        # Every delivery comes here: _issuer and _Issuer.add inlined for a known issuer.
+        state = self._issuers.get(issuer)
+        if state is None:
+            state = self._issuer(issuer)
         if sequence <= state.floor:
             return Refuse(
                 ReplayCode.SEQUENCE_OLD,
@@ -215,7 +218,8 @@ class ReplayGuard:
                 f"issuer {issuer} used sequence {sequence} for another message already",
             )
         seen = Seen(issuer, sequence, issued_at, content_id, issued_at + policy.max_age)
-        state.add(seen)
+        state.window[sequence] = seen
+        heapq.heappush(state.heap, sequence)
         floor = None
         while len(state.window) > policy.max_per_issuer:
             floor = state.floor = state.drop_lowest()

@@ -90,6 +90,8 @@ _U64_MAX: Final = (1 << 64) - 1
 _MAX_LINEAGE: Final = 256
 #: Credentials kept per kid; a renewal overlaps at most one or two older ones.
 _MAX_PER_KID: Final = 4
+#: How many key_for answers a trust store keeps (a fleet has at most this many nodes in view).
+_MAX_ANSWERS: Final = 65_536
 #: How long a credential granting the release role is kept after it expires (three times the
 #: 30-day partition a cell must survive): an authority revocation signed while it was valid
 #: may arrive that late and must still verify (spec v3 release §5.3). Such a key is never
@@ -380,6 +382,10 @@ class TrustStore:
             raise LocalProtocolError("a trust store needs at least one root key")
         # kid -> credentials for that kid, newest serial first (at most _MAX_PER_KID).
         self._credentials: dict[bytes, list[Credential]] = {}
+        #: key_for's answers without a role, by kid: only a kid's newest credential, which
+        #: answers again for as long as ``now`` is inside its window and the credentials
+        #: and revocations are the same (both changes clear this). Capped (_MAX_ANSWERS).
+        self._answers: dict[bytes, Credential] = {}
         self._revocations: RevocationList | None = None
         self._revoked_kids: frozenset[bytes] = frozenset()
         self._revoked_serials: frozenset[int] = frozenset()
@@ -441,6 +447,7 @@ class TrustStore:
             kept.append(credential)
         kept.sort(key=lambda c: c.serial, reverse=True)
         self._credentials[credential.kid] = kept[:_MAX_PER_KID]
+        self._answers.clear()
         return credential
 
     def apply_revocations(self, data: bytes, now: int) -> RevocationList:
@@ -468,6 +475,7 @@ class TrustStore:
                     )
                 return current
         self._revocations = revocations
+        self._answers.clear()
         self._revoked_kids = revocations.kids
         self._revoked_serials = revocations.credential_serials
         for kid in list(self._credentials):
@@ -492,6 +500,10 @@ class TrustStore:
         Raises an :class:`UntrustedKey` subclass naming why not: unknown, revoked, not yet
         valid, expired, or wrong role (for the newest credential when several exist).
         """
+        if role is None:  # every delivery asks this: the answer kept (see _answers)
+            kept = self._answers.get(kid)
+            if kept is not None and kept.not_before <= now < kept.not_after:
+                return kept
         candidates = self._credentials.get(kid)
         if not candidates:
             raise KeyUnknown(f"no credential for key {kid.hex()}")
@@ -510,6 +522,14 @@ class TrustStore:
             except UntrustedKey as exc:
                 failure = failure or exc
                 continue
+            # The newest credential answered: it will again, at any time inside its window,
+            # until the credentials or the revocations change (the checks above depend on
+            # nothing else). An older one answers only while the newer cannot: not kept.
+            if role is None and credential is candidates[0]:
+                answers = self._answers
+                if len(answers) >= _MAX_ANSWERS:
+                    answers.clear()
+                answers[kid] = credential
             return credential
         assert failure is not None
         raise failure

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 import pytest
-from fleetwire.protocol.envelope import IssuerMismatch, seal, verify
+from fleetwire.protocol.envelope import IssuerMismatch, SignedMessage, seal, verify, verify_trusted
 from fleetwire.protocol.errors import EnvelopeError, FleetwireError, SignatureInvalid, UntrustedKey
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.keys import SigningKey
@@ -42,7 +44,9 @@ def make_trust() -> TrustStore:
     return trust
 
 
-CLAIM = LeaseClaim(header=Header(issuer=7, issued_at=NOW, sequence=1), resource="bay/3", term_ms=60_000)
+CLAIM = LeaseClaim(
+    header=Header(issuer=7, issued_at=NOW, sequence=1), resource="bay/3", term_ms=60_000
+)
 
 
 def test_seal_then_verify() -> None:
@@ -85,7 +89,9 @@ def test_role_is_required_when_asked() -> None:
     with pytest.raises(UntrustedKey):
         verify(seal(grant, NODE_KEY).envelope, make_trust(), NOW, role=Role.CELL_COORDINATOR)
     grant = _with_issuer(grant, 1)
-    assert verify(seal(grant, COORDINATOR_KEY).envelope, make_trust(), NOW, role=Role.CELL_COORDINATOR)
+    assert verify(
+        seal(grant, COORDINATOR_KEY).envelope, make_trust(), NOW, role=Role.CELL_COORDINATOR
+    )
 
 
 def test_unknown_expired_and_revoked_keys_are_refused() -> None:
@@ -95,7 +101,9 @@ def test_unknown_expired_and_revoked_keys_are_refused() -> None:
         verify(seal(CLAIM, stranger).envelope, trust, NOW)
     with pytest.raises(UntrustedKey):
         verify(seal(CLAIM, NODE_KEY).envelope, trust, NOW + 86_400_000)
-    trust.apply_revocations(issue_revocations(ROOT, serial=1, issued_at=NOW, kids=[NODE_KEY.kid]), NOW)
+    trust.apply_revocations(
+        issue_revocations(ROOT, serial=1, issued_at=NOW, kids=[NODE_KEY.kid]), NOW
+    )
     with pytest.raises(UntrustedKey):
         verify(seal(CLAIM, NODE_KEY).envelope, trust, NOW)
 
@@ -142,3 +150,39 @@ def test_a_parse_already_made_is_used_only_under_the_default_limits() -> None:
     small = attrs.evolve(cose.DEFAULT_ENVELOPE_LIMITS, max_size=16)
     with pytest.raises(EnvelopeError):
         verify(signed.envelope, make_trust(), NOW, limits=small, parsed=parsed)
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except FleetwireError as exc:
+        return (type(exc), exc.message)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    signer=st.sampled_from([NODE_KEY, COORDINATOR_KEY, SigningKey.from_seed(b"\x09" * 32)]),
+    issuer=st.sampled_from([1, 7, 8]),
+    offset=st.sampled_from([-2000, 0, 86_399_999, 86_400_000]),
+    role=st.sampled_from([None, Role.NODE, Role.CELL_COORDINATOR]),
+    flip=st.integers(min_value=-1, max_value=400),
+)
+def test_verify_trusted_is_verify_and_the_credential_key_for_answers(
+    signer: SigningKey, issuer: int, offset: int, role: Role | None, flip: int
+) -> None:
+    # What verify_trusted returns is what verify returns (or the same error), and the
+    # credential is the one a look-up of the signing key at the same time finds.
+    trust = make_trust()
+    envelope = bytearray(seal(_with_issuer(CLAIM, issuer), signer).envelope)
+    if 0 <= flip < len(envelope):
+        envelope[flip] ^= 0x01
+    data, now = bytes(envelope), NOW + offset
+    expected = _outcome(lambda: verify(data, trust, now, role=role))
+    got = _outcome(lambda: verify_trusted(data, trust, now, role=role))
+    if isinstance(expected, SignedMessage):
+        assert isinstance(got, tuple)
+        signed, credential = got
+        assert signed == expected
+        assert credential == trust.key_for(signed.kid, now, role)
+    else:
+        assert got == expected

@@ -31,7 +31,7 @@ import attrs
 
 from ..bpv7 import Bundle, IpnEid
 from ..cose import Sign1
-from ..envelope import SignedMessage, verify
+from ..envelope import SignedMessage, verify_trusted
 from ..errors import FleetwireError
 from ..messages import PROTOCOL_VERSION
 from ..replay import Accept, ReplayGuard
@@ -94,8 +94,10 @@ def admit(
     if boundary is not None and isinstance(source, IpnEid) and not boundary(source.node):
         return _isolated(source.node)
     try:
-        signed = verify(bundle.payload, trust, now, version=version, parsed=sign1)
-        check_role(signed.message, trust.key_for(signed.kid, now), reader_cell)
+        # The credential that answered for the signature is the one whose role counts (a
+        # second look-up at the same ``now`` would find the same one).
+        signed, signer = verify_trusted(bundle.payload, trust, now, version=version, parsed=sign1)
+        check_role(signed.message, signer, reader_cell)
     except FleetwireError as exc:
         return Refusal(exc.code, exc.message)
     header = signed.message.header

@@ -47,6 +47,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import Final
 
 import attrs
 
@@ -189,6 +190,9 @@ class _Link:
     confirms: bool
     queue: deque[bytes] = attrs.field(factory=deque)
 
+
+#: The reception report request as a plain int (RFC 9171 §4.2.3).
+_REPORT_RECEPTION: Final = int(BundleFlags.REPORT_RECEPTION)
 
 # Timer kinds, in the agent's one heap of (time, seq, kind, key).
 _EXPIRY, _REROUTE, _RETENTION, _HANDLER = 0, 1, 2, 3
@@ -475,16 +479,18 @@ class BundleAgent:
             return self._take_and_drop(bundle, link, StatusReason.TRAFFIC_PARED, now)
         record = stored(bundle, data, now, envelope, LOCAL if local else None, from_link)
         result = self.store.put(record)
-        if isinstance(result, Refused):
+        accepted = type(result) is Accepted  # the commonest answer, told in one test
+        if not accepted and isinstance(result, Refused):
             self.stats.refused += 1
             actions.append(TransferRefused(link, f"store-{result.reason.value}", result.message))
             return self._finish(now, actions)
         actions.append(TransferAccepted(link, record.bundle_id))
-        if isinstance(result, Duplicate):
+        if not accepted and isinstance(result, Duplicate):
             self.stats.duplicates += 1
             return self._finish(now, actions)
         self.stats.accepted += 1
-        self._report(bundle, BundleFlags.REPORT_RECEPTION, now, actions)
+        if int(bundle.primary.flags) & _REPORT_RECEPTION:  # as _report tests it, without a call
+            self._report(bundle, BundleFlags.REPORT_RECEPTION, now, actions)
         self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets,
                    envelope.sign1 if local else None)  # fmt: skip
         return self._finish(now, actions)
@@ -549,7 +555,7 @@ class BundleAgent:
         sign1: Sign1 | None = None,
     ) -> None:  # fmt: skip
         key = record.bundle_id
-        held = self._held[key] = _Held(state, record, bundle, offsets=offsets, sign1=sign1)
+        held = self._held[key] = _Held(state, record, bundle, None, None, offsets, sign1)
         if state is _S.LOCAL:
             self._deliver(key, held, now, actions)
         else:
@@ -792,14 +798,19 @@ class BundleAgent:
     def _finish(self, now: int, actions: list[Action]) -> list[Action]:
         """Close a batch of actions with the next wake, if there is one."""
         expiry = self.store.next_expiry()
-        if expiry is not None:
+        expiry_at = self._expiry_at
+        # The wake is never before the expiry (the max below), so an expiry at or after the
+        # wake already set needs no arithmetic: the commonest case, once per batch.
+        if expiry is not None and (expiry_at is None or expiry < expiry_at):
             granularity = self.config.expiry_granularity_ms
             at = max(expiry, -(-expiry // granularity) * granularity)
-            if self._expiry_at is None or at < self._expiry_at:
+            if expiry_at is None or at < expiry_at:
                 self._expiry_at = at
                 self._timer(at, _EXPIRY, b"")
-        if self._timers:
-            actions.append(WakeAt(max(now, self._timers[0][0])))
+        timers = self._timers
+        if timers:
+            first = timers[0][0]
+            actions.append(WakeAt(first if first > now else now))
         return actions
 
 

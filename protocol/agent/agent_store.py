@@ -117,11 +117,18 @@ class AgentStore(Protocol):
 class MemoryAgentStore:
     """An :class:`AgentStore` in memory (module docstring)."""
 
-    __slots__ = ("_by_content", "_bundles", "_bytes", "_expiry", "_floors", "_quota",
-                 "_seen", "_seen_expiry", "_shares", "_sequence", "_tombstones")  # fmt: skip
+    __slots__ = ("_bounded", "_by_content", "_bundles", "_bytes", "_expiry", "_floors", "_head",
+                 "_quota", "_seen", "_seen_expiry", "_shares", "_sequence", "_sharing",
+                 "_tombstones")  # fmt: skip
 
     def __init__(self, quota: Quota | None = None) -> None:
         self._quota = quota or Quota()
+        #: Whether any quota can refuse a bundle: without a bound, ``check_quota`` always
+        #: answers ``None`` (a share is a part of a bound), so ``put`` does not ask it.
+        self._bounded = self._quota.max_bundles is not None or self._quota.max_bytes is not None
+        #: Whether any neighbour's share is bounded: only then are the shares kept (only
+        #: check_quota reads them, and it reads them only then).
+        self._sharing = self._bounded and self._quota.source_share is not None
         #: Held bundles by key, in arrival order (dicts keep insertion order).
         self._bundles: dict[bytes, StoredBundle] = {}
         #: Tombstones, lighter than a record (a relay keeps one per bundle it forwarded):
@@ -129,6 +136,8 @@ class MemoryAgentStore:
         self._tombstones: dict[bytes, _Tombstone] = {}
         self._by_content: dict[bytes, bytes] = {}
         self._expiry: list[tuple[int, int, bytes]] = []
+        #: The heap entry next_expiry last found current (see there; cleared when its key changes).
+        self._head: tuple[int, int, bytes] | None = None
         self._sequence = 0
         self._bytes = 0
         self._shares = SourceShares()
@@ -141,38 +150,44 @@ class MemoryAgentStore:
         return False
 
     def put(self, bundle: StoredBundle) -> PutResult:
+        # Called for every bundle on every hop: attributes read once into locals.
         key = bundle.bundle_id
-        if key in self._bundles or key in self._tombstones:
+        bundles = self._bundles
+        if key in bundles or key in self._tombstones:
             return Duplicate(key, DuplicateOf.BUNDLE_ID, key)
         content = bundle.content_id
         if content is not None:
             existing = self._by_content.get(content)
             if existing is not None:
                 return Duplicate(key, DuplicateOf.CONTENT_ID, existing)
-        refused = check_quota(
-            self._quota, len(self._bundles) + len(self._tombstones), self._bytes, bundle,
-            self._shares.of(bundle.received_from),
-        )  # fmt: skip
-        if refused is not None:
-            return refused
-        self._bundles[key] = bundle
+        source = bundle.received_from
+        if self._bounded:
+            refused = check_quota(
+                self._quota, len(bundles) + len(self._tombstones), self._bytes, bundle,
+                self._shares.of(source),
+            )  # fmt: skip
+            if refused is not None:
+                return refused
+        bundles[key] = bundle
         if content is not None:
             self._by_content[content] = key
-        self._bytes += bundle.size
-        self._shares.add(bundle.received_from, 1, bundle.size)
-        self._sequence += 1
-        heapq.heappush(self._expiry, (bundle.expires_at, self._sequence, key))
+        size = len(bundle.data)  # StoredBundle.size
+        self._bytes += size
+        if source is not None and self._sharing:
+            self._shares.add(source, 1, size)
+        sequence = self._sequence = self._sequence + 1
+        heapq.heappush(self._expiry, (bundle.expires_at, sequence, key))
         return Accepted(key)
 
     def restore(self, bundle: StoredBundle) -> None:
         """Hold ``bundle`` read back from a durable store at start, tombstone or not, without
         the quota check: it was within the quota when it was accepted, and refusing it now
         would lose an acknowledged bundle."""
-        quota, self._quota = self._quota, Quota()
+        bounded, self._bounded = self._bounded, False
         try:
             self.put(bundle)
         finally:
-            self._quota = quota
+            self._bounded = bounded
         if bundle.next_hop not in (None, LOCAL):
             self.tombstone(bundle.bundle_id, bundle.next_hop, bundle.expires_at)
 
@@ -199,6 +214,10 @@ class MemoryAgentStore:
         return found
 
     def tombstone(self, bundle_id: bytes, next_hop: str, expires_at: int | None = None) -> bool:
+        # Every bundle delivered or forwarded ends here: _release inlined.
+        head = self._head
+        if head is not None and head[2] == bundle_id:
+            self._head = None  # its time may change (next_expiry)
         bundle = self._bundles.pop(bundle_id, None)
         if bundle is None:
             tombstone = self._tombstones.get(bundle_id)
@@ -206,18 +225,25 @@ class MemoryAgentStore:
                 return False
             bundle = _record(bundle_id, tombstone)
         else:
-            self._release(bundle)
-        until = bundle.expires_at if expires_at is None else min(expires_at, bundle.expires_at)
+            size = len(bundle.data)
+            self._bytes -= size
+            if bundle.received_from is not None and self._sharing:
+                self._shares.add(bundle.received_from, -1, -size)
+        held_until = bundle.expires_at
+        until = held_until if expires_at is None or expires_at >= held_until else expires_at
         self._tombstones[bundle_id] = (
             next_hop, until, bundle.content_id, bundle.source, bundle.destination,
             bundle.received_at,
         )  # fmt: skip
-        if until < bundle.expires_at:
-            self._sequence += 1
-            heapq.heappush(self._expiry, (until, self._sequence, bundle_id))
+        if until < held_until:
+            sequence = self._sequence = self._sequence + 1
+            heapq.heappush(self._expiry, (until, sequence, bundle_id))
         return True
 
     def delete(self, bundle_id: bytes) -> bool:
+        head = self._head
+        if head is not None and head[2] == bundle_id:
+            self._head = None  # it goes (next_expiry)
         bundle = self._bundles.pop(bundle_id, None)
         if bundle is not None:
             self._release(bundle)
@@ -242,11 +268,26 @@ class MemoryAgentStore:
         return gone
 
     def next_expiry(self) -> int | None:
+        # The agent asks after every batch. The heap entry found current last time is still
+        # current while it heads the heap and its key was not tombstoned or deleted since (only
+        # those change a held key's time; put never touches a held key).
         heap = self._expiry
+        if heap and heap[0] is self._head:
+            return heap[0][0]
+        bundles = self._bundles
         while heap:
-            expires_at, _, key = heap[0]
-            if self._expires_at(key) == expires_at:
-                return expires_at
+            head = heap[0]
+            expires_at, _, key = head
+            bundle = bundles.get(key)
+            if bundle is not None:
+                if bundle.expires_at == expires_at:
+                    self._head = head
+                    return expires_at
+            else:
+                tombstone = self._tombstones.get(key)
+                if tombstone is not None and tombstone[1] == expires_at:
+                    self._head = head
+                    return expires_at
             heapq.heappop(heap)  # stale
         return None
 
@@ -287,4 +328,5 @@ class MemoryAgentStore:
 
     def _release(self, bundle: StoredBundle) -> None:
         self._bytes -= bundle.size
-        self._shares.add(bundle.received_from, -1, -bundle.size)
+        if self._sharing:
+            self._shares.add(bundle.received_from, -1, -bundle.size)

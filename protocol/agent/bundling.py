@@ -62,7 +62,9 @@ from ..bpv7.wire import uint
 from ..errors import FleetwireError
 from ..ids import ContentId
 from ..messages import accel as init_accel
-from .store import StoredBundle
+from ..replay import Accept, Seen
+from .admission import Admitted
+from .store import Accepted, Duplicate, StoredBundle
 
 #: ipn service number of the Fleet Coordination Protocol on every node (configurable).
 FCP_SERVICE: Final = 7
@@ -453,8 +455,11 @@ def inspect_bundle(
     parsed again (only its digest is taken)."""
     primary = bundle.primary
     destination = primary.destination
-    node = destination.node if isinstance(destination, IpnEid) else None
-    service = destination.service if isinstance(destination, IpnEid) else None
+    if isinstance(destination, IpnEid):
+        node: int | None = destination.node
+        service: int | None = destination.service
+    else:
+        node = service = None
     if primary.creation.time:
         expires_at = primary.creation.time + primary.lifetime
     else:  # no clock at the source: the Bundle Age block says how old it is (§4.2.6, §4.4.2)
@@ -493,23 +498,41 @@ def stored(
     Keys: see the module docstring. ``received_from`` is the neighbour that handed the bundle
     over (its per-source share of the store quota); ``None`` for a bundle made here.
     """
+    # Every bundle on every hop comes here: each EID's CBOR is read once, and the commonest
+    # shapes (known EID text, a plain ipn source) are taken inline, as _text_of and _id_key
+    # take them; anything else goes to those.
     primary = bundle.primary
+    source, destination = primary.source, primary.destination
+    source_wire, destination_wire = source.wire, destination.wire
     # The store drops a second bundle with the same content key. One message may rightly go
     # to several destinations (an advertisement to every neighbour), so the key is the
     # envelope digest *for this destination*.
-    destination = primary.destination.wire
-    digest = envelope.envelope_digest or hashlib.sha256(bundle.payload).digest()
+    envelope_digest = envelope.envelope_digest
+    digest = envelope_digest or hashlib.sha256(bundle.payload).digest()
     payload_tag = digest[:_PAYLOAD_TAG]
+    content_key = None if envelope_digest is None else envelope_digest + destination_wire
+    if (type(source) is IpnEid and not int(primary.flags) & _IS_FRAGMENT
+            and not source.allocator and source.elements == 2):  # fmt: skip
+        creation = primary.creation
+        time = creation.time  # a clock's time needs the 8-byte head (§4.2.7): uint's last case
+        id_key = b"".join((
+            b"\x83", source_wire,
+            b"\x1b" + time.to_bytes(8, "big") if time >= 0x100000000 else uint(time),
+            uint(creation.sequence),
+        ))  # fmt: skip
+    else:
+        id_key = _id_key(bundle)
     return StoredBundle.checked_by_caller(
-        _id_key(bundle) + payload_tag,
-        None if envelope.envelope_digest is None else envelope.envelope_digest + destination,
-        _text_of(primary.source),
-        _text_of(primary.destination),
+        id_key + payload_tag,
+        content_key,
+        _TEXT.get(source_wire) or _text_of(source),
+        _TEXT.get(destination_wire) or _text_of(destination),
         envelope.expires_at,
         now,
         data,
         next_hop,
-        None if received_from is None else _neighbour_name(received_from),
+        None if received_from is None else _NEIGHBOURS.get(received_from)
+        or _neighbour_name(received_from),
     )
 
 
@@ -551,7 +574,12 @@ def _neighbour_name(node: int) -> str:
         name = f"ipn:{node}.0"
         if len(_NEIGHBOURS) < 65_536:
             _NEIGHBOURS[node] = name
+            _NEIGHBOUR_NODES[name] = node
     return name
+
+
+#: The inverse of _NEIGHBOURS, for :func:`neighbour_node` (every delivery reads one back).
+_NEIGHBOUR_NODES: dict[str, int] = {}
 
 
 #: Which status item each request flag asks for (RFC 9171 §4.2.3, §6.1.1).
@@ -565,7 +593,12 @@ REPORT_ITEMS: Final = {
 
 def neighbour_node(received_from: str | None) -> int | None:
     """The node number in a neighbour name as :func:`stored` keeps it (``ipn:N.0``), if any."""
-    if received_from is None or not received_from.startswith("ipn:"):
+    if received_from is None:
+        return None
+    known = _NEIGHBOUR_NODES.get(received_from)
+    if known is not None:
+        return known
+    if not received_from.startswith("ipn:"):
         return None
     number = received_from[4:].partition(".")[0]
     return int(number) if number.isdigit() else None
@@ -604,6 +637,10 @@ def status_report_for(
 #: the C one that stores straight into the slots
 #: (:func:`fleetwire.protocol.messages.accel.install_fast_init`; a no-op without it, and undone
 #: on the pure-Python road).
-FAST_INIT_CLASSES: Final = (Bundle, PrimaryBlock, CanonicalBlock, CreationTimestamp, Envelope)
+FAST_INIT_CLASSES: Final = (
+    Bundle, PrimaryBlock, CanonicalBlock, CreationTimestamp, Envelope,
+    # and every bundle received: the store's answer, the replay record, the admission
+    Accepted, Duplicate, Seen, Accept, Admitted,
+)  # fmt: skip
 for _cls in FAST_INIT_CLASSES:
     init_accel.install_fast_init(_cls)

@@ -1,0 +1,150 @@
+"""The agent's receive path: its shortcuts answer exactly as the plain road does."""
+
+from __future__ import annotations
+
+import hashlib
+
+from fleetwire.protocol import cose
+from fleetwire.protocol.agent.agent_store import MemoryAgentStore
+from fleetwire.protocol.agent.bundling import (
+    Envelope,
+    _neighbour_name,
+    inspect_bundle,
+    message_bundle,
+    neighbour_node,
+    stored,
+)
+from fleetwire.protocol.agent.store import Accepted, Quota, RefusalReason, Refused, StoredBundle
+from fleetwire.protocol.bpv7 import Bundle, encode_bundle
+from fleetwire.protocol.keys import SigningKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.test_bpv7_bundle import bundles
+
+_KEY = SigningKey.from_seed(bytes(range(32)))
+
+# One operation on a store: (kind, bundle index, time, neighbour).
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "tombstone", "delete", "expire", "restore"]),
+        st.integers(min_value=0, max_value=11),
+        st.integers(min_value=0, max_value=40),
+        st.sampled_from([None, "ipn:2.0", "ipn:3.0"]),
+    ),
+    max_size=60,
+)
+
+
+def _record(index: int, at: int, received_from: str | None) -> StoredBundle:
+    return StoredBundle(
+        bytes([index + 1]) * 4,
+        None if index % 3 == 0 else bytes([index % 5 + 1]) * 8,
+        "ipn:9.1",
+        "ipn:1.1",
+        10 + index * 3,
+        at,
+        b"x" * (index + 1),
+        "ipn:4.0" if index % 4 == 1 else None,
+        received_from,
+    )
+
+
+def _run(store: MemoryAgentStore, ops: list[tuple[str, int, int, str | None]]) -> list[object]:
+    seen: list[object] = []
+    for kind, index, at, source in ops:
+        record = _record(index, at, source)
+        if kind == "put":
+            seen.append(store.put(record))
+        elif kind == "restore":
+            store.restore(record)
+        elif kind == "tombstone":
+            seen.append(store.tombstone(record.bundle_id, "ipn:5.0", at + 5))
+        elif kind == "delete":
+            seen.append(store.delete(record.bundle_id))
+        else:
+            seen.append(store.expire(at))
+        # The heap's lazily deleted head against the records themselves.
+        held = [store.get(_record(i, 0, None).bundle_id) for i in range(12)]
+        times = [found.expires_at for found in held if found is not None]
+        assert store.next_expiry() == min(times, default=None)
+        seen.append((store.next_expiry(), store.count(), store.bytes_used()))
+    return seen
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_an_unbounded_store_answers_as_one_checked_against_bounds_it_never_meets(
+    ops: list[tuple[str, int, int, str | None]],
+) -> None:
+    # Without a bound ``put`` skips the quota check; with bounds too large to refuse anything
+    # it runs it every time. Every answer, the next expiry and the accounts must agree.
+    huge = Quota(max_bundles=10**9, max_bytes=10**12, source_share=0.5)
+    assert _run(MemoryAgentStore(), ops) == _run(MemoryAgentStore(huge), ops)
+
+
+def test_restored_bundles_count_against_their_neighbours_share() -> None:
+    # restore takes bundles past the quota, but they still fill their neighbour's share.
+    store = MemoryAgentStore(Quota(max_bundles=8, source_share=0.5))
+    for index in (0, 2, 3, 4):  # none of them forwarded already (restore would tombstone it)
+        store.restore(_record(index, 0, "ipn:2.0"))
+    refused = store.put(_record(5, 0, "ipn:2.0"))
+    assert isinstance(refused, Refused) and refused.reason is RefusalReason.SOURCE_SHARE
+    assert isinstance(store.put(_record(8, 0, "ipn:3.0")), Accepted)
+    # A record kept in its place frees its part of the share.
+    assert store.tombstone(_record(0, 0, None).bundle_id, "ipn:5.0")
+    assert isinstance(store.put(_record(5, 0, "ipn:2.0")), Accepted)
+    refused = store.put(_record(9, 0, "ipn:2.0"))
+    assert isinstance(refused, Refused) and refused.reason is RefusalReason.SOURCE_SHARE
+
+
+def _reference_record(
+    bundle: Bundle,
+    data: bytes,
+    now: int,
+    envelope: Envelope,
+    next_hop: str | None,
+    received_from: int | None,
+) -> StoredBundle:
+    """The store's record as the bundling module's docstring defines it, built the plain way."""
+    digest = envelope.envelope_digest or hashlib.sha256(bundle.payload).digest()
+    content = envelope.envelope_digest
+    return StoredBundle(
+        bundle.id.key() + digest[:16],
+        None if content is None else content + bundle.primary.destination.wire,
+        str(bundle.primary.source), str(bundle.primary.destination), envelope.expires_at, now,
+        data, next_hop, None if received_from is None else f"ipn:{received_from}.0",
+    )  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    bundle=bundles(),
+    signed=st.booleans(),
+    now=st.integers(min_value=0, max_value=2**40),
+    next_hop=st.sampled_from([None, "local", "ipn:4.0"]),
+    received_from=st.one_of(st.none(), st.integers(min_value=0, max_value=2**32)),
+)
+def test_the_stored_record_equals_the_plain_one(
+    bundle: Bundle, signed: bool, now: int, next_hop: str | None, received_from: int | None
+) -> None:
+    if signed:  # a COSE_Sign1 payload: the content key is the envelope digest
+        envelope_bytes = cose.sign1(bundle.payload, _KEY)
+        bundle = message_bundle(envelope_bytes, source=5, destination=9, created_at=now + 1,
+                                sequence=0, lifetime_ms=1000)  # fmt: skip
+    data = encode_bundle(bundle)
+    for envelope in (inspect_bundle(bundle, now), inspect_bundle(bundle, now, content_id=False)):
+        got = stored(bundle, data, now, envelope, next_hop, received_from)
+        assert got == _reference_record(bundle, data, now, envelope, next_hop, received_from)
+        assert (got.content_id is None) == (not signed and envelope.envelope_digest is None)
+
+
+@given(st.one_of(st.integers(min_value=0, max_value=2**64), st.text(max_size=12)))
+def test_a_neighbour_name_reads_back_as_its_node(node_or_text: int | str) -> None:
+    # The names stored() keeps read back through the cache; any other text the plain way.
+    if isinstance(node_or_text, int):
+        assert neighbour_node(_neighbour_name(node_or_text)) == node_or_text
+    else:
+        number = node_or_text[4:].partition(".")[0]
+        plain = int(number) if node_or_text.startswith("ipn:") and number.isdigit() else None
+        assert neighbour_node(node_or_text) == plain
