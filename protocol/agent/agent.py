@@ -34,6 +34,14 @@ called synchronously and is the only thing that outlives it.
 * **expire** — the agent wakes at the store's earliest expiry (rounded up to
   ``expiry_granularity_ms``, so bundles expiring close together share one wake), drops what
   expired and prunes the replay memory (:meth:`~fleetwire.protocol.replay.ReplayGuard.prune`).
+* **wakes** — every timer (expiry, a parked bundle's next contact, a retention's end, a
+  role's deadline) is in one heap, and a batch ends with :class:`WakeAt` only when the heap's
+  earliest time is earlier than the wake returned since the last ``poll`` (or none was): after
+  a ``poll`` the next wake, if any, is always returned. So a driver keeps the earliest
+  ``WakeAt`` it was given until it fires, then calls ``poll`` and takes the wake that batch
+  names (no ``WakeAt`` in it: nothing to wake for). A wake that is not replaced by an earlier
+  one is never withdrawn: a timer that no longer matters makes one early ``poll``, never a
+  missed one. The driver sees each wake once rather than with every batch.
 * **restart** (``start``) — read the replay memory back and walk the store: bundles for this
   node are delivered again (at-least-once to the application), everything else routed afresh
   (a routing choice is never stored).
@@ -228,6 +236,8 @@ class BundleAgent:
         self._timers: list[tuple[int, int, int, bytes]] = []
         self._timer_seq = 0
         self._expiry_at: int | None = None
+        #: The last WakeAt returned since the last poll (``None``: none); see ``_finish``.
+        self._wake_sent: int | None = None
         self._next_prune = 0
         self._reroute_at: set[int] = set()
         self._last_created = -1
@@ -256,6 +266,7 @@ class BundleAgent:
     def poll(self, now: int) -> list[Action]:
         """Run what is due at ``now``: expiry, parked bundles' next contacts, retention ends."""
         actions: list[Action] = []
+        self._wake_sent = None  # a poll consumes the driver's wake: the batch names the next
         timers = self._timers
         while timers and timers[0][0] <= now:
             at, _, kind, key = heapq.heappop(timers)
@@ -807,10 +818,17 @@ class BundleAgent:
             if expiry_at is None or at < expiry_at:
                 self._expiry_at = at
                 self._timer(at, _EXPIRY, b"")
+        # The heap's head only moves earlier between polls (a poll alone pops), so a wake is
+        # news only when it is earlier than the one returned since the last poll; a driver
+        # keeps that one until it fires (module docstring, "wakes").
         timers = self._timers
         if timers:
             first = timers[0][0]
-            actions.append(WakeAt(first if first > now else now))
+            at = first if first > now else now
+            sent = self._wake_sent
+            if sent is None or at < sent:
+                self._wake_sent = at
+                actions.append(WakeAt(at))
         return actions
 
 
