@@ -201,6 +201,7 @@ class _Link:
 
 #: The reception report request as a plain int (RFC 9171 §4.2.3).
 _REPORT_RECEPTION: Final = int(BundleFlags.REPORT_RECEPTION)
+_REPORT_DELIVERY: Final = int(BundleFlags.REPORT_DELIVERY)
 
 # Timer kinds, in the agent's one heap of (time, seq, kind, key).
 _EXPIRY, _REROUTE, _RETENTION, _HANDLER = 0, 1, 2, 3
@@ -359,7 +360,8 @@ class BundleAgent:
         self._move(delivery, held, _E.ACKNOWLEDGE)
         self.store.tombstone(delivery, DELIVERED)
         self.stats.acknowledged += 1
-        self._report(held.bundle, BundleFlags.REPORT_DELIVERY, now, actions)
+        if int(held.bundle.primary.flags) & _REPORT_DELIVERY:  # as _report tests it, no call
+            self._report(held.bundle, BundleFlags.REPORT_DELIVERY, now, actions)
 
     def give_back(self, delivery: bytes, now: int) -> list[Action]:
         """The application will not take this message after all: offer it again."""
@@ -810,14 +812,14 @@ class BundleAgent:
         """Close a batch of actions with the next wake, if there is one."""
         expiry = self.store.next_expiry()
         expiry_at = self._expiry_at
-        # The wake is never before the expiry (the max below), so an expiry at or after the
-        # wake already set needs no arithmetic: the commonest case, once per batch.
-        if expiry is not None and (expiry_at is None or expiry < expiry_at):
-            granularity = self.config.expiry_granularity_ms
-            at = max(expiry, -(-expiry // granularity) * granularity)
-            if expiry_at is None or at < expiry_at:
-                self._expiry_at = at
-                self._timer(at, _EXPIRY, b"")
+        granularity = self.config.expiry_granularity_ms
+        # The expiry wake is the expiry rounded up to a multiple of the granularity, so the one
+        # set already (a multiple) stands unless the expiry is a whole granularity earlier: the
+        # commonest case, once per batch, is this one comparison.
+        if expiry is not None and (expiry_at is None or expiry <= expiry_at - granularity):
+            at = -(-expiry // granularity) * granularity
+            self._expiry_at = at
+            self._timer(at, _EXPIRY, b"")
         # The heap's head only moves earlier between polls (a poll alone pops), so a wake is
         # news only when it is earlier than the one returned since the last poll; a driver
         # keeps that one until it fires (module docstring, "wakes").
