@@ -14,7 +14,8 @@ non-blocking TCP socket to a ``fleetwire node``. Each cycle (100 ms):
    ``TransferAccepted``: the bundle is held), an acknowledged transfer is ``transmitted``, a
    refused or dropped one ``transmit_failed``, the end of the session ``link_down``;
 3. **application**: send the message this node has to send, once the session is up;
-4. **timers**: ``poll`` the agent when its last ``WakeAt`` is due;
+4. **timers**: ``poll`` the agent when its last ``WakeAt`` is due, forgetting it first (the
+   agent names a wake only when it is earlier than the one held, or in a poll's batch);
 5. **write** what the session has to send, as far as the socket takes it (the rest waits for
    the next cycle);
 6. **sleep** out the rest of the period.

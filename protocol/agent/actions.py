@@ -122,7 +122,14 @@ class Discarded:
 
 @attrs.frozen(slots=True)
 class WakeAt:
-    """Call ``poll`` at DTN time ``at`` (ms) at the latest; replaces any earlier WakeAt."""
+    """Call ``poll`` at DTN time ``at`` (ms) at the latest.
+
+    The agent returns one only when ``at`` is earlier than the wake it returned since the
+    last ``poll`` (or it returned none since), and it always names the next wake in the batch
+    ``poll`` returns. So the driver keeps the earliest ``WakeAt`` it holds until that time
+    comes, then calls ``poll`` (which consumes it) and sets the wake that batch names, if any.
+    A driver that simply keeps the latest ``WakeAt`` and forgets it when it polls follows
+    this too (each new one is earlier, or follows a poll)."""
 
     at: int
 

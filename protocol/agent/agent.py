@@ -34,6 +34,14 @@ called synchronously and is the only thing that outlives it.
 * **expire** — the agent wakes at the store's earliest expiry (rounded up to
   ``expiry_granularity_ms``, so bundles expiring close together share one wake), drops what
   expired and prunes the replay memory (:meth:`~fleetwire.protocol.replay.ReplayGuard.prune`).
+* **wakes** — every timer (expiry, a parked bundle's next contact, a retention's end, a
+  role's deadline) is in one heap, and a batch ends with :class:`WakeAt` only when the heap's
+  earliest time is earlier than the wake returned since the last ``poll`` (or none was): after
+  a ``poll`` the next wake, if any, is always returned. So a driver keeps the earliest
+  ``WakeAt`` it was given until it fires, then calls ``poll`` and takes the wake that batch
+  names (no ``WakeAt`` in it: nothing to wake for). A wake that is not replaced by an earlier
+  one is never withdrawn: a timer that no longer matters makes one early ``poll``, never a
+  missed one. The driver sees each wake once rather than with every batch.
 * **restart** (``start``) — read the replay memory back and walk the store: bundles for this
   node are delivered again (at-least-once to the application), everything else routed afresh
   (a routing choice is never stored).
@@ -193,6 +201,7 @@ class _Link:
 
 #: The reception report request as a plain int (RFC 9171 §4.2.3).
 _REPORT_RECEPTION: Final = int(BundleFlags.REPORT_RECEPTION)
+_REPORT_DELIVERY: Final = int(BundleFlags.REPORT_DELIVERY)
 
 # Timer kinds, in the agent's one heap of (time, seq, kind, key).
 _EXPIRY, _REROUTE, _RETENTION, _HANDLER = 0, 1, 2, 3
@@ -228,6 +237,8 @@ class BundleAgent:
         self._timers: list[tuple[int, int, int, bytes]] = []
         self._timer_seq = 0
         self._expiry_at: int | None = None
+        #: The last WakeAt returned since the last poll (``None``: none); see ``_finish``.
+        self._wake_sent: int | None = None
         self._next_prune = 0
         self._reroute_at: set[int] = set()
         self._last_created = -1
@@ -256,6 +267,7 @@ class BundleAgent:
     def poll(self, now: int) -> list[Action]:
         """Run what is due at ``now``: expiry, parked bundles' next contacts, retention ends."""
         actions: list[Action] = []
+        self._wake_sent = None  # a poll consumes the driver's wake: the batch names the next
         timers = self._timers
         while timers and timers[0][0] <= now:
             at, _, kind, key = heapq.heappop(timers)
@@ -348,7 +360,8 @@ class BundleAgent:
         self._move(delivery, held, _E.ACKNOWLEDGE)
         self.store.tombstone(delivery, DELIVERED)
         self.stats.acknowledged += 1
-        self._report(held.bundle, BundleFlags.REPORT_DELIVERY, now, actions)
+        if int(held.bundle.primary.flags) & _REPORT_DELIVERY:  # as _report tests it, no call
+            self._report(held.bundle, BundleFlags.REPORT_DELIVERY, now, actions)
 
     def give_back(self, delivery: bytes, now: int) -> list[Action]:
         """The application will not take this message after all: offer it again."""
@@ -799,18 +812,25 @@ class BundleAgent:
         """Close a batch of actions with the next wake, if there is one."""
         expiry = self.store.next_expiry()
         expiry_at = self._expiry_at
-        # The wake is never before the expiry (the max below), so an expiry at or after the
-        # wake already set needs no arithmetic: the commonest case, once per batch.
-        if expiry is not None and (expiry_at is None or expiry < expiry_at):
-            granularity = self.config.expiry_granularity_ms
-            at = max(expiry, -(-expiry // granularity) * granularity)
-            if expiry_at is None or at < expiry_at:
-                self._expiry_at = at
-                self._timer(at, _EXPIRY, b"")
+        granularity = self.config.expiry_granularity_ms
+        # The expiry wake is the expiry rounded up to a multiple of the granularity, so the one
+        # set already (a multiple) stands unless the expiry is a whole granularity earlier: the
+        # commonest case, once per batch, is this one comparison.
+        if expiry is not None and (expiry_at is None or expiry <= expiry_at - granularity):
+            at = -(-expiry // granularity) * granularity
+            self._expiry_at = at
+            self._timer(at, _EXPIRY, b"")
+        # The heap's head only moves earlier between polls (a poll alone pops), so a wake is
+        # news only when it is earlier than the one returned since the last poll; a driver
+        # keeps that one until it fires (module docstring, "wakes").
         timers = self._timers
         if timers:
             first = timers[0][0]
-            actions.append(WakeAt(first if first > now else now))
+            at = first if first > now else now
+            sent = self._wake_sent
+            if sent is None or at < sent:
+                self._wake_sent = at
+                actions.append(WakeAt(at))
         return actions
 
 

@@ -37,7 +37,9 @@ carries out the actions it returns.
   ``confirms_delivery``) and ``link_down``; only the neighbour's current link speaks for it, so
   a replaced session's end does not take down its successor.
 * **timers** — one task sleeps until the agent's latest :class:`WakeAt` and polls it (expiry,
-  contacts opening, retention ends).
+  contacts opening, retention ends). The agent names a wake only when it is earlier than the
+  one it named since the last poll, or in a poll's own batch, so the latest is the earliest
+  and it is kept until it fires (the poll clears it first).
 * **deliver** — :class:`Subscription` is the application's side: a verified message goes to
   every subscription of its family (or waits, in memory, for the first subscriber of its
   family), once it is durable — the messages queued for delivery meanwhile share that one

@@ -157,7 +157,7 @@ class Simulator:
         self.delivered_unsent: dict[bytes, int] = {}
         #: What each type of action the agents return does here (:meth:`_run_actions`).
         self._handlers: dict[type, Callable[[int, Any, tuple[int, bytes] | None], None]] = {
-            Transmit: self._on_transmit,
+            Transmit: self._transmit,
             WakeAt: self._on_wake_at,
             Deliver: self._on_deliver,
             TransferAccepted: self._on_accepted,
@@ -231,13 +231,14 @@ class Simulator:
         heap = self._heap
         agents = self.agents
         stats = self.stats
+        run_actions = self._run_actions
+        pop = heapq.heappop
         while heap and heap[0][0] <= until:
-            at, _, kind, a, b, c = heapq.heappop(heap)
+            at, _, kind, a, b, c = pop(heap)
             self.now = at
             stats.events += 1
             if kind == _ARRIVE:  # a: (sender, key), b: receiver, c: data
-                sender, key = a
-                self._run_actions(b, agents[b].receive(c, sender, at), (sender, key))
+                run_actions(b, agents[b].receive(c, a[0], at), a)
             elif kind == _ANSWER:  # a: sender, b: (peer, key), c: outcome
                 peer, key = b
                 agent = agents[a]
@@ -245,7 +246,7 @@ class Simulator:
                     actions = agent.transmitted(peer, key, at)
                 else:
                     actions = agent.transmit_failed(peer, key, at, refused=c == "refused")
-                self._run_actions(a, actions)
+                run_actions(a, actions)
             elif kind == _WAKE:
                 if self._wake.get(a) == at:
                     del self._wake[a]
@@ -280,10 +281,9 @@ class Simulator:
             if handler is not None:
                 handler(node, action, came)
 
-    def _on_transmit(self, node: int, action: Transmit, came: tuple[int, bytes] | None) -> None:
-        self._transmit(node, action)
-
     def _on_wake_at(self, node: int, action: WakeAt, came: tuple[int, bytes] | None) -> None:
+        # The agent names a wake only when it is earlier than the one it named since its last
+        # poll (or after a poll): the earliest is kept until it fires, as the contract asks.
         at = action.at
         pending = self._wake.get(node)
         if pending is None or at < pending:
@@ -332,8 +332,9 @@ class Simulator:
         at = self.now + (0 if back is None else back.model.owlt_ms)
         if self.elsewhere is not None and sender not in self.agents:
             self.elsewhere(sender, (at, 0, _ANSWER, sender, (node, key), outcome))
-        else:
-            self._push(at, _ANSWER, sender, (node, key), outcome)
+        else:  # _push inlined: once per transfer
+            self._seq = seq = self._seq + 1
+            heapq.heappush(self._heap, (at, seq, _ANSWER, sender, (node, key), outcome))
 
     def _on_sent(self, node: int, action: Sent, came: tuple[int, bytes] | None) -> None:
         self.stats.messages += 1
@@ -344,7 +345,8 @@ class Simulator:
     def _on_discarded(self, node: int, action: Discarded, came: tuple[int, bytes] | None) -> None:
         self.stats.discarded += 1
 
-    def _transmit(self, node: int, action: Transmit) -> None:
+    def _transmit(self, node: int, action: Transmit, came: tuple[int, bytes] | None = None
+                  ) -> None:  # fmt: skip
         now = self.now
         peer, key = action.link, action.bundle
         direction = self._links.get((node, peer))
@@ -374,8 +376,9 @@ class Simulator:
         elsewhere = self.elsewhere is not None and peer not in self.agents
         if elsewhere:
             self.elsewhere(peer, (arrival, 0, _ARRIVE, (node, key), peer, action.data))  # type: ignore[misc]
-        else:
-            self._push(arrival, _ARRIVE, (node, key), peer, action.data)
+        else:  # _push inlined: once per transfer
+            self._seq = seq = self._seq + 1
+            heapq.heappush(self._heap, (arrival, seq, _ARRIVE, (node, key), peer, action.data))
         if model.duplicate and rng.random() < model.duplicate:  # type: ignore[union-attr]
             self.stats.duplicated += 1
             again = arrival + 1 + model.jitter_ms
