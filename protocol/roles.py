@@ -44,29 +44,42 @@ def check_role(message: Message, signer: Credential, reader_cell: int | None = N
     ``reader_cell`` is the cell of the node reading it (from its own credential), if any: a
     lease authority speaks for its own cell's resources only.
     """
-    who = f"key of node {signer.node} (serial {signer.serial})"
-    name = type(message).__name__
+    # The words of a refusal are built only for a refusal: this runs on every delivery.
     if isinstance(message, AUTHORITY_MESSAGES):
         if Role.REGION_COORDINATOR in signer.roles and message.resource.startswith(
             REGION_RESOURCES
         ):
             return  # a region is the authority of its cells' authority leases (spec §6.4)
         if Role.CELL_COORDINATOR not in signer.roles:
-            raise WrongRole(f"{name} must be signed by a cell coordinator; the {who} is not one")
+            raise WrongRole(
+                f"{_name(message)} must be signed by a cell coordinator; the {_who(signer)} "
+                "is not one"
+            )
         if reader_cell is not None and signer.cell != reader_cell:
             raise WrongRole(
-                f"{name} for cell {reader_cell} signed by the coordinator of cell {signer.cell}"
+                f"{_name(message)} for cell {reader_cell} signed by the coordinator of cell "
+                f"{signer.cell}"
             )
         return
     if isinstance(message, ExceptionReport) and message.scope is Scope.REGION:
         if Role.REGION_COORDINATOR not in signer.roles or signer.region != message.scope_id:
             raise WrongRole(
                 f"a region-scope exception report for region {message.scope_id} must be signed "
-                f"by that region's coordinator; the {who} is not"
+                f"by that region's coordinator; the {_who(signer)} is not"
             )
         return
     if not signer.roles & _WRITERS:
-        raise WrongRole(f"{name} needs a node or coordinator role; the {who} has neither")
+        raise WrongRole(
+            f"{_name(message)} needs a node or coordinator role; the {_who(signer)} has neither"
+        )
+
+
+def _who(signer: Credential) -> str:
+    return f"key of node {signer.node} (serial {signer.serial})"
+
+
+def _name(message: Message) -> str:
+    return type(message).__name__
 
 
 def reader_cell(trust: TrustStore, kid: bytes) -> int | None:
