@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fleetwire.protocol.agent.actions import Transmit
 from fleetwire.protocol.agent.bundling import (
     HOP_LIMIT,
     HopLimitExceeded,
@@ -24,6 +25,7 @@ from fleetwire.protocol.agent.bundling import (
     new_message,
 )
 from fleetwire.protocol.bpv7 import (
+    BundleFlags,
     CanonicalBlock,
     CreationTimestamp,
     IpnEid,
@@ -37,10 +39,11 @@ from fleetwire.protocol.bpv7.crc import CrcType
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from tests.test_agent import A, B, C, agent, bundle_bytes, one, only
 from tests.test_bpv7_accel import damaged
 from tests.test_bpv7_bundle import bundles, raw
 
-pytestmark = pytest.mark.skipif(
+needs_c = pytest.mark.skipif(
     accel.relay_forward is None, reason="the C relay path is not built (or is off)"
 )
 
@@ -90,6 +93,7 @@ def message(hop_limit_hops: int = 0, envelope: bytes = b"\xd2\x84" + bytes(60)) 
     return data
 
 
+@needs_c
 def test_the_common_shapes_are_taken_and_agree() -> None:
     assert accel.relay_forward is not None
     for hops, expected_blocks in ((0, 4), (1, 5), (5, 5)):
@@ -106,6 +110,7 @@ def test_the_common_shapes_are_taken_and_agree() -> None:
         assert forwarded.hop_count is not None and forwarded.hop_count.count == hops + 1
 
 
+@needs_c
 def test_the_last_hop_is_left_to_python() -> None:
     primary = PrimaryBlock(IpnEid(9, 7), IpnEid(5, 7), IpnEid(5, 0), CreationTimestamp(T0, 0), 10)
     data = raw(primary, CanonicalBlock(10, 2, b"\x82\x03\x03"), CanonicalBlock(1, 1, b"x"))
@@ -184,6 +189,7 @@ def near_shapes(draw: st.DrawFn) -> bytes:
     return raw(primary, *blocks)
 
 
+@needs_c
 @given(near_shapes(), NODES)
 @example(
     raw(
@@ -205,16 +211,19 @@ def test_near_shapes_agree(data: bytes, node: int) -> None:
     agree(data, node)
 
 
+@needs_c
 @given(bundles(), NODES)
 def test_valid_bundles_agree(bundle: Any, node: int) -> None:
     agree(encode_bundle(bundle), node)
 
 
+@needs_c
 @given(damaged(), NODES)
 def test_damaged_message_bundles_agree(data: bytes, node: int) -> None:
     agree(data, node)
 
 
+@needs_c
 @given(st.integers(0, HOP_LIMIT), st.binary(max_size=300), NODES)
 def test_forwarded_message_bundles_agree(hops: int, envelope: bytes, node: int) -> None:
     agree(message(hops, envelope), node)
@@ -224,6 +233,7 @@ _ANY = st.one_of(st.none(), st.integers(-(1 << 70), 1 << 70), st.binary(max_size
                  st.text(max_size=4), st.floats(allow_nan=False))  # fmt: skip
 
 
+@needs_c
 @given(
     st.one_of(st.binary(max_size=80), damaged(), _ANY),
     st.one_of(st.lists(st.integers(-3, 90), max_size=6).map(tuple),
@@ -236,6 +246,7 @@ def test_any_arguments_give_bytes_or_none(data: Any, offsets: Any, node: Any) ->
     assert written is None or type(written) is bytes
 
 
+@needs_c
 def test_too_few_or_many_arguments_give_none() -> None:
     assert accel.relay_forward is not None
     data = message(1)
@@ -244,3 +255,29 @@ def test_too_few_or_many_arguments_give_none() -> None:
     assert accel.relay_forward(data, offsets, 1, 2) is None  # type: ignore[call-arg]
     assert accel.relay_forward(bytearray(data), offsets, 1) is None  # type: ignore[arg-type]
     assert accel.relay_forward(data, list(offsets), 1) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "reports",
+    [BundleFlags.NONE, BundleFlags.REPORT_FORWARDING, BundleFlags.REPORT_DELIVERY],
+)
+def test_a_relay_reports_forwarding_only_when_asked(reports: BundleFlags) -> None:
+    """The relay hop end to end: taken, forwarded with the C bytes, and the forwarding status
+    report (RFC 9171 §6.1.1) made on ``transmitted`` exactly when the source asked for one."""
+    relay = agent(B)
+    relay.link_up(A, T0)
+    relay.link_up(C, T0)
+    received = relay.receive(bundle_bytes(C, reports=reports), A, T0)
+    transmit = one(received, Transmit)
+    forwarded = decode_bundle(transmit.data)
+    assert forwarded.previous_node == IpnEid(B, 0)
+    assert forwarded.hop_count is not None and forwarded.hop_count.count == 1
+    done = relay.transmitted(C, transmit.bundle, T0 + 1)
+    report = only(done, Transmit)  # the report is routed back toward A, over its link
+    if reports is BundleFlags.REPORT_FORWARDING:
+        assert len(report) == 1 and report[0].link == A
+        status = decode_bundle(report[0].data)
+        assert status.primary.is_admin_record and status.primary.destination == IpnEid(A, 0)
+    else:
+        assert not report
+    assert relay.stats.forwarded == 1
