@@ -1022,13 +1022,15 @@ static struct PyModuleDef module = {
 };
 
 static int add_send_path(PyObject *m);
+static int add_relay_path(PyObject *m);
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     crc32c_init();
     if (PyType_Ready(&SlotInitType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    if (PyModule_AddObjectRef(m, "SlotInit", (PyObject *)&SlotInitType) < 0 || add_send_path(m) < 0) {
+    if (PyModule_AddObjectRef(m, "SlotInit", (PyObject *)&SlotInitType) < 0 || add_send_path(m) < 0 ||
+        add_relay_path(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
@@ -1319,3 +1321,163 @@ static int add_send_path(PyObject *m) {
 #endif
     return PyModule_AddFunctions(m, send_path_methods);
 }
+
+/* --- relay path ---------------------------------------------------------------------------
+ *
+ * relay_forward_bytes(data, offsets, this_node) -> bytes | None
+ *
+ * What a relay transmits for a bundle it received (protocol/agent/bundling.py forward_bytes,
+ * RFC 9171 §5.4): the same bytes, but the Hop Count block (§4.4.3) counts one hop more and a
+ * Previous Node block (§4.4.1) names ipn:this_node.0. ``data`` is a bundle as the C walk or
+ * decode_bundle_offsets() read it and ``offsets`` where its blocks start. Only the two shapes
+ * nearly every relayed bundle has are written here: [primary, Hop Count, payload] (the new
+ * Previous Node block goes before the payload, numbered one above the highest) and
+ * [primary, Hop Count, Previous Node, payload] (both rewritten in place). Every other block
+ * is copied as received: its CRC covers it alone (§4.2.1).
+ *
+ * The rewritten blocks are written as blocks.py writes them (no flags, CRC-32C, shortest
+ * heads). Anything else — another shape, a head not in shortest form, a hop count at its
+ * limit, a limit outside 1..255, a node number past 32 bits, offsets that do not fit ``data``
+ * — gives None, and the Python road decides (errors included): C never chooses an error.
+ * Helpers are prefixed relay_. */
+
+/* The canonical block at p[0:end - p] (§4.3.2): its type, number and, if ``data_at`` is not
+ * NULL, where its block-specific data starts and how long it is. 0 if it is not a 5- or
+ * 6-item block with shortest heads that ends exactly at ``end``. */
+static int relay_block(const unsigned char *p, const unsigned char *end, uint64_t *type,
+                       uint64_t *number, const unsigned char **data_at, uint64_t *data_len) {
+    if (p >= end || (*p != 0x85 && *p != 0x86)) return 0;
+    int with_crc = *p++ == 0x86;
+    uint64_t flags, crc_type, len;
+    if (!(p = send_read_head(p, end, 0, type))) return 0;
+    if (!(p = send_read_head(p, end, 0, number))) return 0;
+    if (!(p = send_read_head(p, end, 0, &flags))) return 0;
+    if (!(p = send_read_head(p, end, 0, &crc_type))) return 0;
+    if (!(p = send_read_head(p, end, 2, &len)) || (uint64_t)(end - p) < len) return 0;
+    if (data_at) *data_at = p;
+    if (data_len) *data_len = len;
+    p += len;
+    if (with_crc != (crc_type != 0)) return 0;
+    if (with_crc) {
+        uint64_t crc_len;
+        if (!(p = send_read_head(p, end, 2, &crc_len)) || (uint64_t)(end - p) < crc_len) return 0;
+        p += crc_len;
+    }
+    return p == end;
+}
+
+static PyObject *relay_forward_bytes(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyBytes_CheckExact(args[0]) || !PyTuple_CheckExact(args[1]) ||
+        !PyLong_CheckExact(args[2]))
+        Py_RETURN_NONE;
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), n = PyTuple_GET_SIZE(args[1]);
+    if (n != 4 && n != 5) Py_RETURN_NONE;
+    Py_ssize_t at[5];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(args[1], i);
+        if (!PyLong_CheckExact(item)) Py_RETURN_NONE;
+        at[i] = PyLong_AsSsize_t(item);
+        if (at[i] == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        if (at[i] < 1 || at[i] > size || (i && at[i] <= at[i - 1])) Py_RETURN_NONE;
+    }
+    /* an indefinite array: 0x9f, the blocks, then the break ending the bytes (§4.1) */
+    if (data[0] != 0x9f || at[0] != 1 || at[n - 1] != size - 1 || data[size - 1] != 0xff)
+        Py_RETURN_NONE;
+    unsigned long long node = PyLong_AsUnsignedLongLong(args[2]); /* OverflowError if < 0 */
+    if (node == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (node > 0xFFFFFFFFull) Py_RETURN_NONE; /* past 32 bits: IpnEid refuses it */
+    uint64_t type, hop_number, previous_number, payload_number, data_len, limit, count;
+    const unsigned char *hop_data;
+    if (!relay_block(data + at[1], data + at[2], &type, &hop_number, &hop_data, &data_len) ||
+        type != 10)
+        Py_RETURN_NONE;
+    const unsigned char *p = hop_data, *hop_end = hop_data + data_len;
+    if (p >= hop_end || *p++ != 0x82 || !(p = send_read_head(p, hop_end, 0, &limit)) ||
+        !(p = send_read_head(p, hop_end, 0, &count)) || p != hop_end)
+        Py_RETURN_NONE;
+    if (limit < 1 || limit > 255 || count >= limit) Py_RETURN_NONE; /* at the limit: Python */
+    if (!relay_block(data + at[n - 2], data + at[n - 1], &type, &payload_number, NULL, NULL) ||
+        type != 1)
+        Py_RETURN_NONE;
+    if (n == 5) {
+        if (!relay_block(data + at[2], data + at[3], &type, &previous_number, NULL, NULL) ||
+            type != 6)
+            Py_RETURN_NONE;
+    } else {
+        previous_number = hop_number > payload_number ? hop_number : payload_number;
+        if (previous_number == UINT64_MAX) Py_RETURN_NONE;
+        previous_number += 1;
+    }
+    /* the new data: [limit, count + 1] and [2, [node, 0]] */
+    unsigned char hops[12], eid[16], *q = hops;
+    *q++ = 0x82;
+    q = send_head(q, 0, limit);
+    q = send_head(q, 0, count + 1);
+    Py_ssize_t hops_len = q - hops;
+    q = eid;
+    *q++ = 0x82;
+    *q++ = 0x02;
+    *q++ = 0x82;
+    q = send_head(q, 0, node);
+    *q++ = 0x00;
+    Py_ssize_t eid_len = q - eid;
+    /* a block: head, type, number, flags 0, CRC type 2, data, CRC field */
+    Py_ssize_t hop_block_len = 1 + 1 + send_head_len(hop_number) + 2 + 1 + hops_len + 5;
+    Py_ssize_t prev_block_len = 1 + 1 + send_head_len(previous_number) + 2 + 1 + eid_len + 5;
+    Py_ssize_t primary_len = at[1] - at[0], payload_len = at[n - 1] - at[n - 2];
+    Py_ssize_t total = 1 + primary_len + hop_block_len + prev_block_len + payload_len + 1;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (!out) return NULL;
+    unsigned char *base = (unsigned char *)PyBytes_AS_STRING(out), *start;
+    q = base;
+    *q++ = 0x9f;
+    memcpy(q, data + at[0], (size_t)primary_len);
+    q += primary_len;
+    start = q;
+    *q++ = 0x86;
+    *q++ = 10;
+    q = send_head(q, 0, hop_number);
+    *q++ = 0x00;
+    *q++ = 0x02;
+    *q++ = (unsigned char)(0x40 | hops_len);
+    memcpy(q, hops, (size_t)hops_len);
+    q += hops_len;
+    q = send_crc_field(start, q);
+    start = q;
+    *q++ = 0x86;
+    *q++ = 6;
+    q = send_head(q, 0, previous_number);
+    *q++ = 0x00;
+    *q++ = 0x02;
+    *q++ = (unsigned char)(0x40 | eid_len);
+    memcpy(q, eid, (size_t)eid_len);
+    q += eid_len;
+    q = send_crc_field(start, q);
+    memcpy(q, data + at[n - 2], (size_t)payload_len);
+    q += payload_len;
+    *q++ = 0xff;
+    if (q - base != total) { /* the sizes above and the writes agree */
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_SystemError, "relay_forward_bytes: length mismatch");
+        return NULL;
+    }
+    return out;
+}
+
+static PyMethodDef relay_path_methods[] = {
+    {"relay_forward_bytes", (PyCFunction)(void (*)(void))relay_forward_bytes, METH_FASTCALL,
+     "relay_forward_bytes(data, offsets, this_node) -> bytes or None: a received bundle of the "
+     "common shape with its hop counted and ipn:this_node.0 as its Previous Node, as "
+     "bundling.forward_bytes writes it; None for anything else (the Python road decides)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int add_relay_path(PyObject *m) { return PyModule_AddFunctions(m, relay_path_methods); }

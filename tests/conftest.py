@@ -24,6 +24,7 @@ settings.register_profile(
 _PURE_PYTHON = pytest.StashKey[Any]()
 _PURE_BUNDLES = pytest.StashKey[Any]()
 _PURE_SEND = pytest.StashKey[Any]()
+_PURE_RELAY = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # and the one-pass writer of new message bundles
         config.stash[_PURE_SEND] = send = bundle_accel.without_message_bytes()
         send.__enter__()
+        # and the relay's one-pass forwarding bytes
+        config.stash[_PURE_RELAY] = relay = bundle_accel.without_relay_forward()
+        relay.__enter__()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

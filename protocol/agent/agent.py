@@ -201,6 +201,8 @@ class _Link:
 
 #: The reception report request as a plain int (RFC 9171 §4.2.3).
 _REPORT_RECEPTION: Final = int(BundleFlags.REPORT_RECEPTION)
+#: And the forwarding one: every relay hop tests it, nearly always to find it unset.
+_REPORT_FORWARDING: Final = int(BundleFlags.REPORT_FORWARDING)
 _REPORT_DELIVERY: Final = int(BundleFlags.REPORT_DELIVERY)
 
 # Timer kinds, in the agent's one heap of (time, seq, kind, key).
@@ -525,7 +527,8 @@ class BundleAgent:
         if held is None or held.state is not _S.IN_FLIGHT or held.peer != peer:
             return self._finish(now, actions)  # expired meanwhile, or a stale answer
         self.stats.forwarded += 1
-        self._report(held.bundle, BundleFlags.REPORT_FORWARDING, now, actions)
+        if int(held.bundle.primary.flags) & _REPORT_FORWARDING:  # as _report tests it
+            self._report(held.bundle, BundleFlags.REPORT_FORWARDING, now, actions)
         link = self._links.get(peer)
         if link is not None and not link.confirms and self.config.retain_unconfirmed_ms:
             self._move(bundle, held, _E.UNCONFIRMED)

@@ -27,6 +27,14 @@ block offsets. It takes EIDs as their CBOR (``Eid.wire``) and checks every other
 range and the RFC 9171 §4 rules that shape could break, raising TypeError or ValueError; the
 caller then runs the Python encoder, which names the rule. Without a compiler (or under
 :func:`without_message_bytes`) it is ``None``.
+
+A relay's side: every bundle it takes it transmits again with the hop counted and itself as
+the previous node (RFC 9171 §4.4.1, §4.4.3, §5.4). :data:`relay_forward` writes those bytes
+in one pass for the two shapes nearly every relayed bundle has (Hop Count then payload, or
+Hop Count, Previous Node, payload), copying the other blocks as received; for anything else
+— a hop count at its limit included — it returns ``None`` and
+:func:`fleetwire.protocol.agent.bundling.forward_bytes`'s Python road, the reference, decides.
+Without a compiler (or under :func:`without_relay_forward`) it is ``None``.
 """
 
 from __future__ import annotations
@@ -46,7 +54,15 @@ try:
 except ImportError:  # no compiler at install time: the Python readers alone
     _speedups = None
 
-__all__ = ["message_bytes", "spec_for", "walk", "without_message_bytes", "without_walk"]
+__all__ = [
+    "message_bytes",
+    "relay_forward",
+    "spec_for",
+    "walk",
+    "without_message_bytes",
+    "without_relay_forward",
+    "without_walk",
+]
 
 
 def _offsets(cls: type[Any], names: tuple[str, ...]) -> tuple[int, ...] | None:
@@ -115,3 +131,21 @@ def without_message_bytes() -> Iterator[None]:
         yield
     finally:
         message_bytes = saved
+
+
+#: ``relay_forward(data, offsets, this_node)`` → the bytes to transmit, or None (the Python
+#: road decides); None itself without the accelerator (or with one built before it existed).
+relay_forward: Callable[[bytes, tuple[int, ...], int], bytes | None] | None = getattr(
+    _speedups, "relay_forward_bytes", None
+)
+
+
+@contextlib.contextmanager
+def without_relay_forward() -> Iterator[None]:
+    """The pure-Python forwarding bytes while the block runs (tests of that road)."""
+    global relay_forward
+    saved, relay_forward = relay_forward, None
+    try:
+        yield
+    finally:
+        relay_forward = saved
