@@ -23,6 +23,8 @@ def test_the_documented_sample_parses(tmp_path: Path) -> None:
     assert loaded.peers[0].node == 2
     assert loaded.parent == 2 and loaded.static_routes == {3: 2}
     assert loaded.contact_plan is not None and len(loaded.contact_plan) == 1
+    assert loaded.links.ingress_max_bundles == 200_000
+    assert loaded.links.ingress_max_bytes == 256 * 1024 * 1024
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,9 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
         ("[quota]\nsource_share = 'half'\n", "quota.source_share must be a fraction"),
         ("[replay]\nmax_age_s = 'long'\n", "replay.max_age_s must be a number of seconds"),
         ("[replay]\nmax_per_issuer = 0\n", "replay.max_per_issuer must be at least 1"),
+        ("[links]\ningress_max_mib = -1\n", "links.ingress_max_mib must be a non-negative"),
+        ("[links]\ningress_max_bundles = 'many'\n", "links.ingress_max_bundles must be a"),
+        ("[links]\ningress = 0\n", r"\[links\]: unknown keys \['ingress'\]"),
         ("reconnect = 3\n", r"\[reconnect\] must be a table"),
     ],
 )
@@ -128,7 +133,10 @@ def test_address_in_use_names_the_address(
         capsys.readouterr()
         assert main(["node", str(path)]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == f"fleetwire node: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert (
+        err[0]
+        == f"fleetwire node: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
     assert err[1].startswith("hint: ")
 
 
@@ -152,3 +160,20 @@ def attrs_fields(cls: type) -> dict[str, object]:
     import attrs
 
     return {f.name: f.default for f in attrs.fields(cls)}
+
+
+def test_the_ingress_bound_is_read_from_links() -> None:
+    """``[links] ingress_max_bundles`` / ``ingress_max_mib`` bound a node's ingress (custody
+    first); 0 turns it off. Left out: 200,000 bundles and 256 MiB."""
+    loaded = parse_config(
+        tomllib.loads(
+            "[node]\nnumber = 1\n[links]\ningress_max_bundles = 0\ningress_max_mib = 8\n"
+        ),
+        Path("."),
+    )
+    assert (loaded.links.ingress_max_bundles, loaded.links.ingress_max_bytes) == (0, 8 << 20)
+    default = parse_config({"node": {"number": 1}}, Path("."))
+    assert (default.links.ingress_max_bundles, default.links.ingress_max_bytes) == (
+        200_000,
+        256 << 20,
+    )

@@ -309,6 +309,31 @@ async def held_for(node: Node, bundle: bytes) -> int:
     return len(await node.store.pending_for_destination(destination, 100))
 
 
+async def test_the_config_files_ingress_bound_reaches_the_node(tmp_path: Path, keys: Path) -> None:
+    """``[links] ingress_max_bundles = 0`` turns custody first off: an acked bundle is in the
+    agent's store at the ack; ``ingress_max_mib`` bounds the ingress in bytes."""
+    for links, held in (("ingress_max_bundles = 0", False), ("ingress_max_mib = 1", True)):
+        port = free_port()
+        config = (
+            f'[node]\nnumber = {A}\nkeys = "keys"\naccept_from = "any"\n'
+            f"[[listen]]\nport = {port}\n[links]\n{links}\n"
+        )
+        with trio.fail_after(20):
+            async with node_from(tmp_path, "a", config) as a:
+                if held:
+                    assert a.ingress is not None and a.ingress.max_bytes == 1 << 20
+                else:
+                    assert a.ingress is None
+                stream = await trio.open_tcp_stream(LOCALHOST, port)
+                buf, _ = await v4_handshake(stream, "ipn:60.0", active=True)
+                replies = await send_v4(stream, buf, [(0, bundle_to(C))])
+                assert isinstance(replies[0], XferAck)
+                if a.ingress is not None:
+                    await a.ingress.wait_settled()
+                assert await a.store.count() == 1
+                await stream.aclose()
+
+
 # --- budgets across sessions ------------------------------------------------------------------
 
 

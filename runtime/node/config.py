@@ -43,6 +43,8 @@ A sample, with every key (paths are relative to the file)::
     max_receive_mib = 256       # received bytes held (reassembly + custody); more: XFER_REFUSE
     retain_unconfirmed_s = 60   # MTCP / TCPCLv3 without acks: keep a sent bundle this long and
                                 #   send it again if that session breaks meanwhile (0: never)
+    ingress_max_bundles = 200000  # custody first: runs from accepted sessions are held (and
+    ingress_max_mib = 256       #   acked) before the node routes them; within [quota]; 0: off
     [quota]                     # what the store may hold (a full store refuses transfers
     max_bytes = 1073741824      #   with TCPCLv4 "No Resources"; nothing accepted is lost)
     max_bundles = 50000
@@ -135,6 +137,9 @@ class LinkLimits:
     max_sessions: int = 64
     max_receive_bytes: int = 256 * 1024 * 1024
     retain_unconfirmed_s: float = 60.0
+    #: The node's ingress (custody first for accepted sessions); 0 in either turns it off.
+    ingress_max_bundles: int = 200_000
+    ingress_max_bytes: int = 256 * 1024 * 1024
 
 
 @attrs.frozen
@@ -293,15 +298,29 @@ def _accept_from(node: dict[str, Any]) -> str | tuple[int, ...]:
 
 
 def _links(data: dict[str, Any]) -> LinkLimits:
-    table = _table(data, "links", {"max_sessions", "max_receive_mib", "retain_unconfirmed_s"})
+    table = _table(
+        data,
+        "links",
+        {
+            "max_sessions",
+            "max_receive_mib",
+            "retain_unconfirmed_s",
+            "ingress_max_bundles",
+            "ingress_max_mib",
+        },
+    )
     sessions = _int(table, "max_sessions", "links", 64)
     mib = _int(table, "max_receive_mib", "links", 256)
+    ingress_bundles = _int(table, "ingress_max_bundles", "links", 200_000)
+    ingress_mib = _int(table, "ingress_max_mib", "links", 256)
     retain = table.get("retain_unconfirmed_s", 60)
     if type(retain) not in (int, float) or not 0 <= retain < math.inf:
         raise ConfigError(f"[links] retain_unconfirmed_s must be seconds >= 0, got {retain!r}")
     if sessions < 1 or mib < 1:
         raise ConfigError("[links] max_sessions and max_receive_mib must be at least 1")
-    return LinkLimits(sessions, mib * 1024 * 1024, float(retain))
+    return LinkLimits(
+        sessions, mib * 1024 * 1024, float(retain), ingress_bundles, ingress_mib * 1024 * 1024
+    )
 
 
 def parse_config(data: dict[str, Any], base: Path) -> FileConfig:

@@ -130,6 +130,8 @@ async def open_configured_node(config: FileConfig) -> AsyncIterator[Node]:
         static_routes=config.static_routes,
         parents={config.node: config.parent} if config.parent is not None else {},
         retain_unconfirmed_s=config.links.retain_unconfirmed_s,
+        ingress_max_bundles=config.links.ingress_max_bundles,
+        ingress_max_bytes=config.links.ingress_max_bytes,
         replay=config.replay,
         replay_floor_at_start=config.store is None,
         revocations_file=config.keys / keyfiles.REVOCATIONS_NAME,
