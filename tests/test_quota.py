@@ -23,7 +23,16 @@ from fleetwire.protocol.tcpcl import v4
 from fleetwire.runtime.links.cl_link import TransferRefusedByPeer
 from fleetwire.runtime.store.memory_store import MemoryBundleStore
 from fleetwire.runtime.store.sqlite_store import SCHEMA_VERSION, open_sqlite_store
-from fleetwire.runtime.store.store import Accepted, Quota, RefusalReason, Refused, StoredBundle
+from fleetwire.runtime.store.store import (
+    Accepted,
+    Quota,
+    RefusalReason,
+    Refused,
+    StoredBundle,
+    check_quota,
+)
+from hypothesis import given
+from hypothesis import strategies as st
 
 from .hostile import Fleet, attacker, bundle_of, claim, receive_until
 
@@ -167,3 +176,32 @@ async def test_replay_memory_in_both_stores(open_store: Opener) -> None:
         assert (await store.remembered())[1] == {1: 6}
         assert await store.forget_seen(1009) == 1  # keep_until 1009 <= now
         assert [(r.issuer, r.sequence) for r in (await store.remembered())[0]] == [(2, 1)]
+
+
+@given(
+    max_bundles=st.none() | st.integers(0, 20),
+    max_bytes=st.none() | st.integers(0, 400),
+    share=st.none() | st.floats(0.05, 1.0),
+    count=st.integers(0, 25),
+    used=st.integers(0, 500),
+    from_source=st.tuples(st.integers(0, 25), st.integers(0, 500)),
+    size=st.integers(0, 60),
+    source=st.none() | st.just("ipn:5.0"),
+)
+def test_admits_a_run_where_check_quota_admits_one_bundle(
+    max_bundles: int | None,
+    max_bytes: int | None,
+    share: float | None,
+    count: int,
+    used: int,
+    from_source: tuple[int, int],
+    size: int,
+    source: str | None,
+) -> None:
+    """``Quota.admits`` (the ingress's check for a whole run) agrees with ``check_quota`` (the
+    stores' check, bundle by bundle) on a run of one bundle."""
+    quota = Quota(max_bundles=max_bundles, max_bytes=max_bytes, source_share=share)
+    bundle = held(0, source, size)
+    refused = check_quota(quota, count, used, bundle, from_source)
+    after = (from_source[0] + 1, from_source[1] + size) if source is not None else None
+    assert quota.admits(count + 1, used + size, after) == (refused is None)

@@ -14,7 +14,6 @@ These value classes are shared by every store: the agent's synchronous interface
 2000-01-01T00:00:00Z, RFC 9171 §4.2.6), always passed in.
 """
 
-
 from __future__ import annotations
 
 import enum
@@ -230,6 +229,21 @@ class Quota:
             return None
         return int(limit * self.source_share)
 
+    def admits(self, count: int, used: int, source: tuple[int, int] | None = None) -> bool:
+        """Whether a store holding ``count`` bundles of ``used`` bytes — ``source`` =
+        (bundles, bytes) of them from one neighbour — is within this quota (what
+        :func:`check_quota` refuses past, for a whole run at once)."""
+        if self.max_bundles is not None and count > self.max_bundles:
+            return False
+        if self.max_bytes is not None and used > self.max_bytes:
+            return False
+        if source is None or self.source_share is None:
+            return True
+        share_bundles, share_bytes = self.share_of(self.max_bundles), self.share_of(self.max_bytes)
+        return (share_bundles is None or source[0] <= share_bundles) and (
+            share_bytes is None or source[1] <= share_bytes
+        )
+
 
 class DuplicateOf(enum.Enum):
     """Which identity of a held bundle the new one repeats."""
@@ -355,5 +369,3 @@ class StoreCorrupt(StoreError):
     """The file is a bundle store but fails its integrity check."""
 
     code = "store-corrupt"
-
-

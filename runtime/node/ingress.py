@@ -157,27 +157,17 @@ class Ingress:
         quota = agent_store.quota
         if quota is None:
             return True
-        if quota.max_bundles is not None and (
-            agent_store.count() + self.held_bundles + bundles > quota.max_bundles
-        ):
-            return False
-        if quota.max_bytes is not None and (
-            agent_store.bytes_used() + self.held_bytes + size > quota.max_bytes
-        ):
-            return False
-        if peer is not None and quota.source_share is not None:
-            share_bundles = quota.share_of(quota.max_bundles)
-            share_bytes = quota.share_of(quota.max_bytes)
+        source = None
+        if peer is not None:
             name = _name(peer)
             held_bundles, held_bytes = agent_store.held_from(name)
             waiting_bundles, waiting_bytes = self._held_from.get(name, (0, 0))
-            if share_bundles is not None and (
-                held_bundles + waiting_bundles + bundles > share_bundles
-            ):
-                return False
-            if share_bytes is not None and held_bytes + waiting_bytes + size > share_bytes:
-                return False
-        return True
+            source = (held_bundles + waiting_bundles + bundles, held_bytes + waiting_bytes + size)
+        return quota.admits(
+            agent_store.count() + self.held_bundles + bundles,
+            agent_store.bytes_used() + self.held_bytes + size,
+            source,
+        )
 
     async def put(self, bundles: Sequence[bytes], peer: int | None) -> None:
         """Hold ``bundles`` durably (one row); the caller asked :meth:`room` just before,

@@ -98,9 +98,9 @@ class JournalledAgentStore:
     def count(self) -> int:
         return self._mirror.count()
 
-    def held_from(self, neighbour: str) -> tuple[int, int]:
+    def held_from(self, neighbour: str | None) -> tuple[int, int]:
         """(bundles, bytes) held from ``neighbour`` (as records name it, ``received_from``):
-        its per-source share of the quota."""
+        its per-source share of the quota; (0, 0) for ``None`` (this node's own)."""
         # The mirror's per-source totals (its own quota check reads them).
         held: tuple[int, int] = self._mirror._shares.of(neighbour)
         return held
@@ -118,7 +118,7 @@ class JournalledAgentStore:
             # refused here, so the ingress's own bundles always find room at adoption.
             bundles, size, from_bundles, from_bytes = waiting(bundle.received_from)
             if (bundles or size) and self._mirror.get(bundle.bundle_id) is None:
-                held_bundles, held_bytes = self._mirror._shares.of(bundle.received_from)
+                held_bundles, held_bytes = self.held_from(bundle.received_from)
                 refused = check_quota(
                     self.quota, self._mirror.count() + bundles,
                     self._mirror.bytes_used() + size, bundle,
