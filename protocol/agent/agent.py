@@ -835,5 +835,3 @@ class BundleAgent:
                 self._wake_sent = at
                 actions.append(WakeAt(at))
         return actions
-
-
