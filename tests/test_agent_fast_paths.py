@@ -14,27 +14,40 @@ import contextlib
 from typing import Any
 
 import pytest
+from fleetwire.protocol import cose
+from fleetwire.protocol.agent import bundling
 from fleetwire.protocol.agent.bundling import (
+    _id_key,
     _offsets,
     encode_message_bundle,
     for_next_hop,
     forward_bytes,
+    inspect_bundle,
     message_bundle,
 )
 from fleetwire.protocol.agent.store import StoredBundle
 from fleetwire.protocol.bpv7 import (
+    BlockType,
+    Bundle,
     BundleError,
     BundleFlags,
+    CanonicalBlock,
+    CreationTimestamp,
     InvalidBundle,
+    IpnEid,
+    PrimaryBlock,
     decode_bundle,
     decode_bundle_offsets,
     encode_bundle,
+    payload_block,
 )
+from fleetwire.protocol.bpv7 import accel as bundle_accel
 from fleetwire.protocol.bpv7 import extensions as ext
+from fleetwire.protocol.bpv7.crc import CrcType
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.test_bpv7_bundle import bundles
+from tests.test_bpv7_bundle import bundles, eids
 
 U32 = (1 << 32) - 1
 nodes = st.one_of(st.integers(0, 300), st.integers(0, U32))
@@ -120,7 +133,9 @@ def test_memoised_hop_count_decoding_equals_a_fresh_one(
                 assert ext.decode_hop_count(data, 5) == fresh
 
 
-@given(node=st.integers(0, 1 << 33), service=st.integers(0, (1 << 64) - 1), junk=st.binary(max_size=8))
+@given(
+    node=st.integers(0, 1 << 33), service=st.integers(0, (1 << 64) - 1), junk=st.binary(max_size=8)
+)
 def test_memoised_previous_node_decoding_equals_a_fresh_one(
     node: int, service: int, junk: bytes
 ) -> None:
@@ -143,9 +158,7 @@ _blobs = st.one_of(st.binary(max_size=8), st.none(), st.text(max_size=3))
 _times = st.one_of(st.integers(-(1 << 70), 1 << 70), st.floats(allow_nan=False), st.none())
 
 
-@given(
-    st.tuples(_blobs, _blobs, _texts, _texts, _times, _times, _blobs, _texts, _texts)
-)
+@given(st.tuples(_blobs, _blobs, _texts, _texts, _times, _times, _blobs, _texts, _texts))
 def test_records_built_by_the_agent_equal_checked_ones(args: tuple[object, ...]) -> None:
     try:
         expected = StoredBundle(*args)  # type: ignore[arg-type]
@@ -188,9 +201,6 @@ def test_one_pass_block_readers_decide_as_the_general_ones(
 
 
 # --- the agent's reuse of what reception already computed ----------------------------------
-
-from fleetwire.protocol import cose  # noqa: E402
-from fleetwire.protocol.agent.bundling import _id_key, inspect_bundle  # noqa: E402
 
 
 @given(bundles())
@@ -243,20 +253,6 @@ def test_forwarding_message_bundles_hop_by_hop_equals_a_whole_re_encode(
 
 # --- the send path: one message bundle written in one pass ----------------------------------
 
-from fleetwire.protocol.agent import bundling  # noqa: E402
-from fleetwire.protocol.bpv7 import (  # noqa: E402
-    BlockType,
-    Bundle,
-    CanonicalBlock,
-    CreationTimestamp,
-    IpnEid,
-    PrimaryBlock,
-    payload_block,
-)
-from fleetwire.protocol.bpv7 import accel as bundle_accel  # noqa: E402
-from fleetwire.protocol.bpv7.crc import CrcType  # noqa: E402
-
-from tests.test_bpv7_bundle import eids  # noqa: E402
 
 needs_writer = pytest.mark.skipif(
     bundle_accel.message_bytes is None, reason="the C accelerator is not built, or --pure-python"
@@ -447,7 +443,9 @@ def test_the_writer_takes_only_whole_ipn_eids(inner: bytes, form: bytes) -> None
     assert bundle_accel.message_bytes is not None
     wire = form + inner
     try:
-        data, offsets = bundle_accel.message_bytes(0, wire, _NODE, b"\x82\x01\x00", 1, 0, 9, 32, b"")
+        data, offsets = bundle_accel.message_bytes(
+            0, wire, _NODE, b"\x82\x01\x00", 1, 0, 9, 32, b""
+        )
     except ValueError:
         return
     decoded, decoded_offsets = decode_bundle_offsets(data)
@@ -466,7 +464,9 @@ def test_message_shaped_bundles_with_odd_fields_encode_as_the_reference(
 ) -> None:
     """The C road is taken only for fields the reference encoder reads the same way."""
     made = message_bundle(b"", source=5, destination=9, created_at=1, sequence=0, lifetime_ms=9)
-    bundle = Bundle(made.primary, (made.blocks[0], CanonicalBlock(block_type, number, data, flags, crc)))
+    bundle = Bundle(
+        made.primary, (made.blocks[0], CanonicalBlock(block_type, number, data, flags, crc))
+    )
     try:
         reference: object = encode_bundle(bundle)
     except Exception as exc:
