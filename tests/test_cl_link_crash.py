@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,47 +90,71 @@ async def _port_of(process: trio.Process) -> int:
     return int(line)
 
 
+async def _send_until_killed(
+    process: trio.Process,
+    port: int,
+    node_id: str,
+    bundles_for: Callable[[int], list[bytes]],
+    key_of: Callable[[bytes], bytes],
+) -> tuple[set[bytes], int]:
+    """Keep WINDOW bundles in flight to ``port`` (``bundles_for(first)``: CHUNK of them from
+    number ``first``) until KILL_AFTER were acked, then SIGKILL ``process`` with sends in flight;
+    (``key_of`` each acked bundle, bundles sent)."""
+    acked: set[bytes] = set()
+    sent = 0
+    layer = TcpclV4(v4.SessionConfig(node_id=node_id, keepalive_s=0))
+    try:
+        async with open_tcp_cl_link("127.0.0.1", port, layer) as link:
+
+            async def sender() -> None:
+                nonlocal sent
+                while link.is_up:
+                    first = sent
+                    sent += CHUNK
+                    bundles = bundles_for(first)
+                    errors = await link.send_many(bundles)
+                    acked.update(
+                        key_of(b) for b, e in zip(bundles, errors, strict=True) if e is None
+                    )
+                    if len(acked) >= KILL_AFTER and process.returncode is None:
+                        process.send_signal(signal.SIGKILL)  # mid-burst: sends in flight
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(WINDOW // CHUNK):
+                    nursery.start_soon(sender)
+            await link.wait_down()
+    except LinkDown:
+        pass
+    return acked, sent
+
+
+async def _reap(process: trio.Process) -> None:
+    """End ``process`` if a failure left it running; it must have died of the SIGKILL."""
+    if process.returncode is None:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
 async def _burst_and_kill(path: Path, custody: str) -> tuple[set[bytes], int]:
     """Send until KILL_AFTER were acked, SIGKILL the receiver; (acked ids, bundles sent)."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-c", RECEIVER, str(path), custody], stdout=-1
     )
-    acked: set[bytes] = set()
-    sent = 0
     try:
         with trio.fail_after(60):
             port = await _port_of(process)
-            layer = TcpclV4(v4.SessionConfig(node_id="ipn:1.0", keepalive_s=0))
-            try:
-                async with open_tcp_cl_link("127.0.0.1", port, layer) as link:
-
-                    async def sender() -> None:
-                        nonlocal sent
-                        while link.is_up:
-                            first = sent
-                            sent += CHUNK
-                            bundles = [
-                                i.to_bytes(8, "big") + os.urandom(240)
-                                for i in range(first, first + CHUNK)
-                            ]
-                            errors = await link.send_many(bundles)
-                            acked.update(b[:8] for b, e in zip(bundles, errors, strict=True) if e is None)
-                            if len(acked) >= KILL_AFTER and process.returncode is None:
-                                process.send_signal(signal.SIGKILL)  # mid-burst: sends in flight
-
-                    async with trio.open_nursery() as nursery:
-                        for _ in range(WINDOW // CHUNK):
-                            nursery.start_soon(sender)
-                    await link.wait_down()
-            except LinkDown:
-                pass
+            acked, sent = await _send_until_killed(
+                process, port, "ipn:1.0",
+                lambda first: [
+                    i.to_bytes(8, "big") + os.urandom(240) for i in range(first, first + CHUNK)
+                ],
+                lambda bundle: bundle[:8],
+            )  # fmt: skip
             await process.wait()
     finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-    assert process.returncode == -signal.SIGKILL
+        await _reap(process)
     return acked, sent
 
 
@@ -201,8 +226,6 @@ async def _burst_and_kill_node(folder: Path) -> tuple[set[bytes], int]:
     )
     command = [sys.executable, "-m", "fleetwire.runtime.cli.cli", "node", "node.toml"]
     process = await trio.lowlevel.open_process(command, cwd=folder, stderr=subprocess.PIPE)
-    acked: set[bytes] = set()
-    sent = 0
     now = round((time.time() - DTN_EPOCH_UNIX) * 1000)
     try:
         with trio.fail_after(60):
@@ -219,38 +242,14 @@ async def _burst_and_kill_node(folder: Path) -> tuple[set[bytes], int]:
 
                 nursery.start_soon(drain_stderr)
                 await running.wait()
-                layer = TcpclV4(v4.SessionConfig(node_id=f"ipn:{MEMBER}.0", keepalive_s=0))
-                try:
-                    async with open_tcp_cl_link("127.0.0.1", port, layer) as link:
-
-                        async def sender() -> None:
-                            nonlocal sent
-                            while link.is_up:
-                                first = sent
-                                sent += CHUNK
-                                bundles = [_relayed(i, now) for i in range(first, first + CHUNK)]
-                                errors = await link.send_many(bundles)
-                                acked.update(
-                                    decode_bundle(b).id.key()
-                                    for b, e in zip(bundles, errors, strict=True)
-                                    if e is None
-                                )
-                                if len(acked) >= KILL_AFTER and process.returncode is None:
-                                    process.send_signal(signal.SIGKILL)  # sends in flight
-
-                        async with trio.open_nursery() as senders:
-                            for _ in range(WINDOW // CHUNK):
-                                senders.start_soon(sender)
-                        await link.wait_down()
-                except LinkDown:
-                    pass
+                acked, sent = await _send_until_killed(
+                    process, port, f"ipn:{MEMBER}.0",
+                    lambda first: [_relayed(i, now) for i in range(first, first + CHUNK)],
+                    lambda bundle: decode_bundle(bundle).id.key(),
+                )  # fmt: skip
                 await process.wait()
     finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-    assert process.returncode == -signal.SIGKILL
+        await _reap(process)
     return acked, sent
 
 
