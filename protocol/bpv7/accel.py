@@ -104,14 +104,20 @@ AVAILABLE: Final = walk is not None
 
 
 @contextlib.contextmanager
-def without_walk() -> Iterator[None]:
-    """The pure-Python readers while the block runs (tests of that road)."""
-    global walk
-    saved, walk = walk, None
+def _without(name: str) -> Iterator[None]:
+    """The accelerator's ``name`` switched off (None) while the block runs: the callers read it
+    from this module at each call, so they take the Python road meanwhile."""
+    names = globals()
+    saved, names[name] = names[name], None
     try:
         yield
     finally:
-        walk = saved
+        names[name] = saved
+
+
+def without_walk() -> contextlib.AbstractContextManager[None]:
+    """The pure-Python readers while the block runs (tests of that road)."""
+    return _without("walk")
 
 
 #: ``message_bytes(flags, destination_wire, source_wire, report_to_wire, time, sequence,
@@ -122,15 +128,9 @@ message_bytes: Callable[..., tuple[bytes, tuple[int, ...]]] | None = getattr(
 )
 
 
-@contextlib.contextmanager
-def without_message_bytes() -> Iterator[None]:
+def without_message_bytes() -> contextlib.AbstractContextManager[None]:
     """The pure-Python bundle encoder for new messages while the block runs (tests of that road)."""
-    global message_bytes
-    saved, message_bytes = message_bytes, None
-    try:
-        yield
-    finally:
-        message_bytes = saved
+    return _without("message_bytes")
 
 
 #: ``relay_forward(data, offsets, this_node)`` → the bytes to transmit, or None (the Python
@@ -140,12 +140,6 @@ relay_forward: Callable[[bytes, tuple[int, ...], int], bytes | None] | None = ge
 )
 
 
-@contextlib.contextmanager
-def without_relay_forward() -> Iterator[None]:
+def without_relay_forward() -> contextlib.AbstractContextManager[None]:
     """The pure-Python forwarding bytes while the block runs (tests of that road)."""
-    global relay_forward
-    saved, relay_forward = relay_forward, None
-    try:
-        yield
-    finally:
-        relay_forward = saved
+    return _without("relay_forward")
