@@ -51,7 +51,7 @@ import bisect
 import enum
 import heapq
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import attrs
 
@@ -284,6 +284,8 @@ class Router:
         self._cache_key = (plan.version, plan.releases)
         self.hits = 0
         self.searches = 0
+        self._static_forwards: dict[int, Forward] = {}
+        self._default_forwards: dict[int, Forward] = {}
 
     def route(
         self,
@@ -292,27 +294,34 @@ class Router:
         *,
         size: int,
         expires_at: int | None = None,
-        exclude: Iterable[int] = (),
+        exclude: Collection[int] = (),
     ) -> Forward | NoRoute:
         """Decide where a bundle of ``size`` bytes for ``destination`` goes at ``now``."""
-        excluded = frozenset(exclude)
         found = None
         if self.plan.reachable(self.node):
             found = self.best_route(
-                destination, now, size=size, expires_at=expires_at, exclude=excluded
+                destination, now, size=size, expires_at=expires_at, exclude=frozenset(exclude)
             )
         else:  # no contact leaves this node (a fleet routed by hierarchy only): no search
             _check_query(self.node, destination, size)
         if found is not None:
             return Forward(found.next_hop, RouteKind.CONTACT_GRAPH, found)
         hop = self.static.get(destination)
-        if hop is not None and hop not in excluded:
-            return Forward(hop, RouteKind.STATIC)
-        if self.hierarchy is not None:
+        if hop is None or hop in exclude:
+            if self.hierarchy is None:
+                return NoRoute(self.plan.next_start_after(self.node, now))
             hop = self.hierarchy.next_hop(self.node, destination)
-            if hop is not None and hop not in excluded:
-                return Forward(hop, RouteKind.DEFAULT)
-        return NoRoute(self.plan.next_start_after(self.node, now))
+            if hop is None or hop in exclude:
+                return NoRoute(self.plan.next_start_after(self.node, now))
+            kind, made = RouteKind.DEFAULT, self._default_forwards
+        else:
+            kind, made = RouteKind.STATIC, self._static_forwards
+        # A static or default decision is a value of its hop alone: made once, then shared
+        # (every relayed bundle on every hop asks; Forward is frozen).
+        forward = made.get(hop)
+        if forward is None:
+            forward = made[hop] = Forward(hop, kind)
+        return forward
 
     def best_route(
         self,
