@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fleetwire.protocol.agent.actions import Deliver
 from fleetwire.protocol.agent.agent import AgentConfig, BundleAgent
 from fleetwire.protocol.agent.agent_store import MemoryAgentStore
@@ -173,3 +175,27 @@ def test_the_lease_trace_shows_a_double_booking_when_tokens_are_ignored() -> Non
     other = next(u for u in uses if u.resource == first.resource and u.holder != first.holder)
     forged = attrs.evolve(other, start=first.start, end=first.end, local_start=first.local_start)
     assert invariants.check([*fleet.trace, forged]).violation is not None
+
+
+def test_events_run_in_time_order_then_insertion_order_whatever_the_times() -> None:
+    # The heap's int keys (time << bits | sequence) must order as (time, sequence) tuples
+    # would, negative and huge times included; `run` stops at `until`, inclusive.
+    sim = Simulator(seed=1, start=-5)
+    ran: list[tuple[int, str]] = []
+
+    def note(name: str) -> Callable[[Simulator], int | None]:
+        def call(sim: Simulator) -> None:
+            ran.append((sim.now, name))
+
+        return call
+
+    huge = 2**70
+    for at, name in [(3, "a"), (-5, "b"), (huge, "c"), (3, "d"), (-5, "e"), (0, "f"), (4, "g")]:
+        sim.every(at, note(name))
+    assert sim.next_at() == -5
+    sim.run(3)
+    assert ran == [(-5, "b"), (-5, "e"), (0, "f"), (3, "a"), (3, "d")]
+    assert sim.next_at() == 4 and sim.now == 3 and sim.stats.events == 5
+    sim.run(huge)
+    assert ran[5:] == [(4, "g"), (huge, "c")] and sim.next_at() is None
+    assert sim.stats.events == 7

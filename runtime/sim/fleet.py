@@ -389,16 +389,19 @@ def add_traffic(
 
     def stream(node: int, rng: random.Random) -> Callable[[Simulator], int | None]:
         kind = node % families
+        # Looked up once, not per message: the tree does not change once built.
+        coordinator = fleet.coordinator_of.get(node)  # None: a coordinator or the hub
+        own_cell = fleet.members.get(node)
 
         def next_message(sim: Simulator) -> int | None:
             nonlocal kind
             now = sim.now
             agent = sim.agents[node]
             if rng.random() < local_share:
-                if node in fleet.coordinator_of:
-                    to = fleet.coordinator_of[node]
+                if coordinator is not None:
+                    to = coordinator
                 else:
-                    cell = fleet.members.get(node) or [fleet.members[min(fleet.members)][0]]
+                    cell = own_cell or [fleet.members[min(fleet.members)][0]]
                     to = cell[rng.randrange(len(cell))] if cell else HUB
             else:
                 to = nodes[rng.randrange(len(nodes))]
