@@ -701,6 +701,13 @@ static PyTypeObject SlotInitType = {
 /* Block numbers below 24 and unique: at most 23 canonical blocks take the common shape. */
 #define WALK_MAX_BLOCKS 24
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <nmmintrin.h>
+#define CRC32C_HAVE_SSE42 1
+/* Set once at import (crc32c_init) if the CPU has the SSE 4.2 CRC32 instruction. */
+static int crc32c_sse42 = 0;
+#endif
+
 static uint32_t crc32c_table[256];
 
 static void crc32c_init(void) {
@@ -709,14 +716,78 @@ static void crc32c_init(void) {
         for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
         crc32c_table[i] = c;
     }
+#ifdef CRC32C_HAVE_SSE42
+    __builtin_cpu_init();
+    crc32c_sse42 = __builtin_cpu_supports("sse4.2");
+#endif
 }
+
+/* The CRC-32C register carried over p[0:n], one byte at a time through the table: the
+ * reference, and the road of a CPU without SSE 4.2 (or another compiler / architecture). */
+static uint32_t crc32c_update_table(uint32_t c, const unsigned char *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) c = crc32c_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c;
+}
+
+#if defined(CRC32C_HAVE_SSE42)
+/* The CRC-32C register over p[0:n] with the SSE 4.2 instruction (same polynomial and bit
+ * order as crc32c_table): eight bytes a step where the table loop takes one, which matters
+ * on every hop (each received bundle's every block is checked, RFC 9171 §4.2.1). */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_update_hw(uint32_t c,
+                                                                   const unsigned char *p,
+                                                                   Py_ssize_t n) {
+#if defined(__x86_64__)
+    uint64_t c64 = c;
+    while (n >= 8) {
+        uint64_t word;
+        memcpy(&word, p, 8);
+        c64 = _mm_crc32_u64(c64, word);
+        p += 8;
+        n -= 8;
+    }
+    c = (uint32_t)c64;
+#endif
+    while (n-- > 0) c = _mm_crc32_u8(c, *p++);
+    return c;
+}
+#endif
+
+/* The CRC-32C register carried over p[0:n]: the hardware instruction when the CPU has it,
+ * else the table. Both give the same register (tests hold the walk and the writer, which
+ * use this, against protocol/bpv7/crc.py). */
+static uint32_t crc32c_update(uint32_t c, const unsigned char *p, Py_ssize_t n) {
+#ifdef CRC32C_HAVE_SSE42
+    if (crc32c_sse42) return crc32c_update_hw(c, p, n);
+#endif
+    return crc32c_update_table(c, p, n);
+}
+
+static const unsigned char crc32c_zero_field[4] = {0, 0, 0, 0};
 
 /* CRC-32C (Castagnoli) of p[0:n] then four zero bytes (the zeroed CRC field, §4.2.1). */
 static uint32_t crc32c_zeroed(const unsigned char *p, Py_ssize_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (Py_ssize_t i = 0; i < n; i++) c = crc32c_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    for (int i = 0; i < 4; i++) c = crc32c_table[c & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
+    uint32_t c = crc32c_update(0xFFFFFFFFu, p, n);
+    return crc32c_update(c, crc32c_zero_field, 4) ^ 0xFFFFFFFFu;
+}
+
+/* crc32c_roads(data) -> (table, hardware or None): CRC-32C of ``data`` by each road this
+ * file has, so a test can hold the one the walk and the writer take against the table and
+ * the reference (protocol/bpv7/crc.py) on any CPU; None where there is no hardware road. */
+static PyObject *speedups_crc32c_roads(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *p = (const unsigned char *)view.buf;
+    uint32_t table = crc32c_update_table(0xFFFFFFFFu, p, view.len) ^ 0xFFFFFFFFu;
+    PyObject *hardware = Py_NewRef(Py_None);
+#ifdef CRC32C_HAVE_SSE42
+    if (crc32c_sse42) {
+        Py_DECREF(hardware);
+        hardware = PyLong_FromUnsignedLong(crc32c_update_hw(0xFFFFFFFFu, p, view.len) ^ 0xFFFFFFFFu);
+    }
+#endif
+    PyBuffer_Release(&view);
+    if (!hardware) return NULL;
+    return Py_BuildValue("(kN)", (unsigned long)table, hardware);
 }
 
 typedef struct {
@@ -1007,6 +1078,9 @@ static PyMethodDef methods[] = {
     {"read_message", speedups_read_message, METH_VARARGS,
      "read_message(specs, data) -> message | None: the message if data is valid and "
      "deterministic in the common form, else None for the Python road."},
+    {"crc32c_roads", speedups_crc32c_roads, METH_O,
+     "crc32c_roads(data) -> (table, hardware | None): CRC-32C of data by the table and by the "
+     "SSE 4.2 instruction (None without it), for tests."},
     {"walk_bundle", speedups_walk_bundle, METH_VARARGS,
      "walk_bundle(spec, data) -> (Bundle, offsets) | None: the decoded bundle and its block "
      "offsets if data is a bundle of the common shape with good CRCs, else None for the Python "
@@ -1064,39 +1138,9 @@ PyMODINIT_FUNC PyInit__speedups(void) {
 #define SEND_MUST_NOT_FRAGMENT 0x000004u
 #define SEND_REPORT_REQUESTS (0x004000u | 0x010000u | 0x020000u | 0x040000u)
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <nmmintrin.h>
-#define SEND_HAVE_SSE42 1
-static int send_sse42 = 0;
-
-/* The CRC-32C register over p[0:n] with the SSE 4.2 instruction (same polynomial and bit
- * order as crc32c_table). */
-__attribute__((target("sse4.2"))) static uint32_t send_crc32c_hw(uint32_t c, const unsigned char *p,
-                                                                 Py_ssize_t n) {
-#if defined(__x86_64__)
-    uint64_t c64 = c;
-    while (n >= 8) {
-        uint64_t word;
-        memcpy(&word, p, 8);
-        c64 = _mm_crc32_u64(c64, word);
-        p += 8;
-        n -= 8;
-    }
-    c = (uint32_t)c64;
-#endif
-    while (n-- > 0) c = _mm_crc32_u8(c, *p++);
-    return c;
-}
-#endif
-
 /* CRC-32C (Castagnoli, RFC 9171 §4.2.2) of p[0:n]. */
 static uint32_t send_crc32c(const unsigned char *p, Py_ssize_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-#ifdef SEND_HAVE_SSE42
-    if (send_sse42) return send_crc32c_hw(c, p, n) ^ 0xFFFFFFFFu;
-#endif
-    for (Py_ssize_t i = 0; i < n; i++) c = crc32c_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
+    return crc32c_update(0xFFFFFFFFu, p, n) ^ 0xFFFFFFFFu;
 }
 
 /* Bytes of the shortest CBOR head for ``arg`` (RFC 8949 §4.2.1). */
@@ -1314,13 +1358,7 @@ static PyMethodDef send_path_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static int add_send_path(PyObject *m) {
-#ifdef SEND_HAVE_SSE42
-    __builtin_cpu_init();
-    send_sse42 = __builtin_cpu_supports("sse4.2");
-#endif
-    return PyModule_AddFunctions(m, send_path_methods);
-}
+static int add_send_path(PyObject *m) { return PyModule_AddFunctions(m, send_path_methods); }
 
 /* --- relay path ---------------------------------------------------------------------------
  *
