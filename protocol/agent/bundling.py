@@ -598,7 +598,7 @@ def accept_record(
     neighbour = None
     if received_from is not None:
         neighbour = _NEIGHBOURS.get(received_from) or _neighbour_name(received_from)
-    record = StoredBundle.checked_by_caller(
+    record = StoredBundle.of_decoded(
         id_key + digest[:_PAYLOAD_TAG],
         content_key,
         _TEXT.get(source.wire) or _text_of(source),
