@@ -991,9 +991,12 @@ static int rules_kept(const PrimaryFacts *primary, const BlockFacts *blocks, Py_
     return 1;
 }
 
-static PyObject *speedups_walk_bundle(PyObject *self, PyObject *args) {
-    PyObject *spec, *data;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &spec, &PyBytes_Type, &data)) return NULL;
+static PyObject *speedups_walk_bundle(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyTuple_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "walk_bundle(spec: tuple, data: bytes)");
+        return NULL;
+    }
+    PyObject *spec = args[0], *data = args[1];
     if (PyTuple_GET_SIZE(spec) != 14) {
         PyErr_SetString(PyExc_ValueError, "walk_bundle: a spec of 14 items");
         return NULL;
@@ -1001,70 +1004,78 @@ static PyObject *speedups_walk_bundle(PyObject *self, PyObject *args) {
     Py_ssize_t max_blocks = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 12));
     Py_ssize_t max_data = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 13));
     if ((max_blocks == -1 || max_data == -1) && PyErr_Occurred()) return NULL;
+    if (max_blocks > WALK_MAX_BLOCKS) max_blocks = WALK_MAX_BLOCKS;
     const unsigned char *base = (const unsigned char *)PyBytes_AS_STRING(data);
     Walk w = {base, base, base + PyBytes_GET_SIZE(data)};
     int status = 0;
-    PyObject *primary = NULL, *blocks = NULL, *offsets = NULL, *block;
+    /* The blocks and offsets in C arrays, made into tuples once the walk is through (no
+     * list to grow and copy): at most WALK_MAX_BLOCKS blocks, two offsets more. */
+    PyObject *primary = NULL, *blocks[WALK_MAX_BLOCKS];
+    Py_ssize_t offsets[WALK_MAX_BLOCKS + 2], n = 0;
     if (w.p >= w.end || *w.p != 0x9F) Py_RETURN_NONE;
     w.p += 1;
     PrimaryFacts primary_facts;
     BlockFacts facts[WALK_MAX_BLOCKS];
     if (!(primary = walk_primary(&w, spec, &primary_facts, &status))) goto out;
-    if (!(blocks = PyList_New(0)) || !(offsets = PyList_New(0))) goto out;
-    PyObject *number = PyLong_FromLong(1);
-    if (!number || PyList_Append(offsets, number) < 0) {
-        Py_XDECREF(number);
-        goto out;
-    }
-    Py_DECREF(number);
+    offsets[0] = 1;
     for (;;) {
-        if (!(number = PyLong_FromSsize_t(w.p - base)) || PyList_Append(offsets, number) < 0) {
-            Py_XDECREF(number);
-            goto out;
-        }
-        Py_DECREF(number);
+        offsets[n + 1] = w.p - base;
         if (w.p >= w.end) {
             status = DEFER;
             goto out;
         }
         if (*w.p == 0xFF) break;
-        if (PyList_GET_SIZE(blocks) >= max_blocks || PyList_GET_SIZE(blocks) >= WALK_MAX_BLOCKS) {
+        if (n >= max_blocks) {
             status = DEFER;
             goto out;
         }
-        block = walk_canonical(&w, spec, (uint64_t)max_data, &facts[PyList_GET_SIZE(blocks)],
-                               &status);
-        if (!block) goto out;
-        int appended = PyList_Append(blocks, block);
-        Py_DECREF(block);
-        if (appended < 0) goto out;
+        if (!(blocks[n] = walk_canonical(&w, spec, (uint64_t)max_data, &facts[n], &status)))
+            goto out;
+        n++;
     }
     w.p += 1;
-    if (w.p != w.end || !rules_kept(&primary_facts, facts, PyList_GET_SIZE(blocks))) {
+    if (w.p != w.end || !rules_kept(&primary_facts, facts, n)) {
         status = DEFER;
         goto out;
     }
-    PyObject *values[2] = {primary, PyList_AsTuple(blocks)};
+    PyObject *block_tuple = PyTuple_New(n), *offset_tuple = PyTuple_New(n + 2);
+    if (!block_tuple || !offset_tuple) {
+        Py_XDECREF(block_tuple);
+        Py_XDECREF(offset_tuple);
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(block_tuple, i, blocks[i]); /* stolen */
+    n = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(offset_tuple); i++) {
+        PyObject *offset = PyLong_FromSsize_t(offsets[i]);
+        if (!offset) {
+            Py_DECREF(block_tuple);
+            Py_DECREF(offset_tuple);
+            goto out;
+        }
+        PyTuple_SET_ITEM(offset_tuple, i, offset);
+    }
+    PyObject *values[2] = {primary, block_tuple};
     primary = NULL;
     PyObject *bundle = filled(PyTuple_GET_ITEM(spec, 0), PyTuple_GET_ITEM(spec, 1), values, 2);
-    PyObject *offsets_tuple = bundle ? PyList_AsTuple(offsets) : NULL;
-    Py_CLEAR(blocks);
-    Py_CLEAR(offsets);
-    if (!offsets_tuple) {
-        Py_XDECREF(bundle);
+    if (!bundle) {
+        Py_DECREF(offset_tuple);
         return NULL;
     }
-    PyObject *result = PyTuple_Pack(2, bundle, offsets_tuple);
-    Py_DECREF(bundle);
-    Py_DECREF(offsets_tuple);
+    PyObject *result = PyTuple_New(2);
+    if (!result) {
+        Py_DECREF(bundle);
+        Py_DECREF(offset_tuple);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, bundle);
+    PyTuple_SET_ITEM(result, 1, offset_tuple);
     return result;
 out:
     Py_XDECREF(primary);
-    Py_XDECREF(blocks);
-    Py_XDECREF(offsets);
-    if (status == DEFER && !PyErr_Occurred()) Py_RETURN_NONE;
-    if (!PyErr_Occurred()) Py_RETURN_NONE;
-    return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(blocks[i]);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
@@ -1081,7 +1092,7 @@ static PyMethodDef methods[] = {
     {"crc32c_roads", speedups_crc32c_roads, METH_O,
      "crc32c_roads(data) -> (table, hardware | None): CRC-32C of data by the table and by the "
      "SSE 4.2 instruction (None without it), for tests."},
-    {"walk_bundle", speedups_walk_bundle, METH_VARARGS,
+    {"walk_bundle", (PyCFunction)(void (*)(void))speedups_walk_bundle, METH_FASTCALL,
      "walk_bundle(spec, data) -> (Bundle, offsets) | None: the decoded bundle and its block "
      "offsets if data is a bundle of the common shape with good CRCs, else None for the Python "
      "road (see protocol/bpv7/accel.py)."},
