@@ -829,6 +829,26 @@ static PyObject *filled(PyObject *cls, PyObject *offsets, PyObject **values, Py_
     return fill_new(cls, offsets, values, n);
 }
 
+/* The ipn EIDs the walk built last, by their CBOR: a node reads the same few (its
+ * neighbours', its cell's) on every bundle, and an IpnEid is frozen, so the one built for
+ * those bytes before is the same value (node, service, allocator 0, elements 2, the same
+ * wire bytes). Direct-mapped, EID_CACHE_SIZE entries: a bounded number of references,
+ * whatever EIDs hostile bundles carry; an entry is only replaced. */
+#define EID_CACHE_SIZE 64
+#define EID_CACHE_WIRE 24
+typedef struct {
+    Py_ssize_t len;
+    unsigned char wire[EID_CACHE_WIRE];
+    PyObject *eid;
+} EidCacheEntry;
+static EidCacheEntry eid_cache[EID_CACHE_SIZE];
+
+static size_t eid_cache_slot(const unsigned char *p, Py_ssize_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h % EID_CACHE_SIZE;
+}
+
 /* An EID in the common forms; *status DEFER when not one (NULL returned either way on no). */
 static PyObject *walk_eid(Walk *w, PyObject *spec, int *is_null, int *status) {
     const unsigned char *start = w->p;
@@ -843,12 +863,27 @@ static PyObject *walk_eid(Walk *w, PyObject *spec, int *is_null, int *status) {
     uint64_t node, service;
     if (walk_uint(w, &node) || walk_uint(w, &service) || node > 0xFFFFFFFFu) goto defer;
     *is_null = node == 0 && service == 0; /* ipn:0.0, the null endpoint (RFC 9758) */
+    PyObject *cls = PyTuple_GET_ITEM(spec, 8);
+    Py_ssize_t len = w->p - start;
+    EidCacheEntry *entry = NULL;
+    if (len <= EID_CACHE_WIRE) {
+        entry = &eid_cache[eid_cache_slot(start, len)];
+        if (entry->eid && entry->len == len && memcmp(entry->wire, start, (size_t)len) == 0 &&
+            (PyObject *)Py_TYPE(entry->eid) == cls)
+            return Py_NewRef(entry->eid);
+    }
     PyObject *values[5] = {
         PyLong_FromUnsignedLongLong(node), PyLong_FromUnsignedLongLong(service),
         PyLong_FromLong(0), PyLong_FromLong(2),
-        PyBytes_FromStringAndSize((const char *)start, w->p - start),
+        PyBytes_FromStringAndSize((const char *)start, len),
     };
-    return filled(PyTuple_GET_ITEM(spec, 8), PyTuple_GET_ITEM(spec, 9), values, 5);
+    PyObject *eid = filled(cls, PyTuple_GET_ITEM(spec, 9), values, 5);
+    if (eid && entry) {
+        Py_XSETREF(entry->eid, Py_NewRef(eid));
+        entry->len = len;
+        memcpy(entry->wire, start, (size_t)len);
+    }
+    return eid;
 defer:
     *status = DEFER;
     return NULL;

@@ -18,6 +18,7 @@ import pytest
 from fleetwire.protocol.agent.bundling import encode_message_bundle, message_bundle
 from fleetwire.protocol.bpv7 import (
     DTN_NONE,
+    Bundle,
     BundleFlags,
     CanonicalBlock,
     CreationTimestamp,
@@ -257,3 +258,30 @@ def test_their_valid_neighbours_are_walked(name: str) -> None:
     fast, slow = both_roads(data)
     assert fast == slow and fast[0] == "ok"
     assert walked(data)
+
+
+def test_eids_read_again_are_the_same_values_whatever_else_was_read_between() -> None:
+    # The walk keeps the ipn EIDs it built by their CBOR (a bounded, direct-mapped cache):
+    # many sources and services, read in turns so entries are replaced and slots collide,
+    # each bundle still decodes as the Python road decodes it, EIDs equal field by field.
+    sources = [(node, service) for node in (1, 2, 23, 24, 255, 256, 70_000, (1 << 32) - 1)
+               for service in (0, 7, 8, 1 << 40)]  # fmt: skip
+    for _ in range(2):
+        for node, service in sources:
+            data = encode_bundle(Bundle(
+                PrimaryBlock(IpnEid(9, service), IpnEid(node, service), IpnEid(node, 0),
+                             CreationTimestamp(1, 0), 1),
+                (_HOPS, _PAYLOAD),
+            ))  # fmt: skip
+            assert walked(data)
+            fast, slow = both_roads(data)
+            assert fast == slow and fast[0] == "ok"
+            primary = fast[1][0].primary
+            for eid, (want_node, want_service) in (
+                (primary.source, (node, service)), (primary.report_to, (node, 0)),
+                (primary.destination, (9, service)),
+            ):  # fmt: skip
+                assert (eid.node, eid.service, eid.allocator, eid.elements) == (
+                    want_node, want_service, 0, 2,
+                )  # fmt: skip
+                assert eid.wire == IpnEid(want_node, want_service).wire
