@@ -701,6 +701,13 @@ static PyTypeObject SlotInitType = {
 /* Block numbers below 24 and unique: at most 23 canonical blocks take the common shape. */
 #define WALK_MAX_BLOCKS 24
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <nmmintrin.h>
+#define CRC32C_HAVE_SSE42 1
+/* Set once at import (crc32c_init) if the CPU has the SSE 4.2 CRC32 instruction. */
+static int crc32c_sse42 = 0;
+#endif
+
 static uint32_t crc32c_table[256];
 
 static void crc32c_init(void) {
@@ -709,14 +716,78 @@ static void crc32c_init(void) {
         for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
         crc32c_table[i] = c;
     }
+#ifdef CRC32C_HAVE_SSE42
+    __builtin_cpu_init();
+    crc32c_sse42 = __builtin_cpu_supports("sse4.2");
+#endif
 }
+
+/* The CRC-32C register carried over p[0:n], one byte at a time through the table: the
+ * reference, and the road of a CPU without SSE 4.2 (or another compiler / architecture). */
+static uint32_t crc32c_update_table(uint32_t c, const unsigned char *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) c = crc32c_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c;
+}
+
+#if defined(CRC32C_HAVE_SSE42)
+/* The CRC-32C register over p[0:n] with the SSE 4.2 instruction (same polynomial and bit
+ * order as crc32c_table): eight bytes a step where the table loop takes one, which matters
+ * on every hop (each received bundle's every block is checked, RFC 9171 §4.2.1). */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_update_hw(uint32_t c,
+                                                                   const unsigned char *p,
+                                                                   Py_ssize_t n) {
+#if defined(__x86_64__)
+    uint64_t c64 = c;
+    while (n >= 8) {
+        uint64_t word;
+        memcpy(&word, p, 8);
+        c64 = _mm_crc32_u64(c64, word);
+        p += 8;
+        n -= 8;
+    }
+    c = (uint32_t)c64;
+#endif
+    while (n-- > 0) c = _mm_crc32_u8(c, *p++);
+    return c;
+}
+#endif
+
+/* The CRC-32C register carried over p[0:n]: the hardware instruction when the CPU has it,
+ * else the table. Both give the same register (tests hold the walk and the writer, which
+ * use this, against protocol/bpv7/crc.py). */
+static uint32_t crc32c_update(uint32_t c, const unsigned char *p, Py_ssize_t n) {
+#ifdef CRC32C_HAVE_SSE42
+    if (crc32c_sse42) return crc32c_update_hw(c, p, n);
+#endif
+    return crc32c_update_table(c, p, n);
+}
+
+static const unsigned char crc32c_zero_field[4] = {0, 0, 0, 0};
 
 /* CRC-32C (Castagnoli) of p[0:n] then four zero bytes (the zeroed CRC field, §4.2.1). */
 static uint32_t crc32c_zeroed(const unsigned char *p, Py_ssize_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (Py_ssize_t i = 0; i < n; i++) c = crc32c_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    for (int i = 0; i < 4; i++) c = crc32c_table[c & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
+    uint32_t c = crc32c_update(0xFFFFFFFFu, p, n);
+    return crc32c_update(c, crc32c_zero_field, 4) ^ 0xFFFFFFFFu;
+}
+
+/* crc32c_roads(data) -> (table, hardware or None): CRC-32C of ``data`` by each road this
+ * file has, so a test can hold the one the walk and the writer take against the table and
+ * the reference (protocol/bpv7/crc.py) on any CPU; None where there is no hardware road. */
+static PyObject *speedups_crc32c_roads(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *p = (const unsigned char *)view.buf;
+    uint32_t table = crc32c_update_table(0xFFFFFFFFu, p, view.len) ^ 0xFFFFFFFFu;
+    PyObject *hardware = Py_NewRef(Py_None);
+#ifdef CRC32C_HAVE_SSE42
+    if (crc32c_sse42) {
+        Py_DECREF(hardware);
+        hardware = PyLong_FromUnsignedLong(crc32c_update_hw(0xFFFFFFFFu, p, view.len) ^ 0xFFFFFFFFu);
+    }
+#endif
+    PyBuffer_Release(&view);
+    if (!hardware) return NULL;
+    return Py_BuildValue("(kN)", (unsigned long)table, hardware);
 }
 
 typedef struct {
@@ -758,6 +829,26 @@ static PyObject *filled(PyObject *cls, PyObject *offsets, PyObject **values, Py_
     return fill_new(cls, offsets, values, n);
 }
 
+/* The ipn EIDs the walk built last, by their CBOR: a node reads the same few (its
+ * neighbours', its cell's) on every bundle, and an IpnEid is frozen, so the one built for
+ * those bytes before is the same value (node, service, allocator 0, elements 2, the same
+ * wire bytes). Direct-mapped, EID_CACHE_SIZE entries: a bounded number of references,
+ * whatever EIDs hostile bundles carry; an entry is only replaced. */
+#define EID_CACHE_SIZE 64
+#define EID_CACHE_WIRE 24
+typedef struct {
+    Py_ssize_t len;
+    unsigned char wire[EID_CACHE_WIRE];
+    PyObject *eid;
+} EidCacheEntry;
+static EidCacheEntry eid_cache[EID_CACHE_SIZE];
+
+static size_t eid_cache_slot(const unsigned char *p, Py_ssize_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h % EID_CACHE_SIZE;
+}
+
 /* An EID in the common forms; *status DEFER when not one (NULL returned either way on no). */
 static PyObject *walk_eid(Walk *w, PyObject *spec, int *is_null, int *status) {
     const unsigned char *start = w->p;
@@ -772,12 +863,27 @@ static PyObject *walk_eid(Walk *w, PyObject *spec, int *is_null, int *status) {
     uint64_t node, service;
     if (walk_uint(w, &node) || walk_uint(w, &service) || node > 0xFFFFFFFFu) goto defer;
     *is_null = node == 0 && service == 0; /* ipn:0.0, the null endpoint (RFC 9758) */
+    PyObject *cls = PyTuple_GET_ITEM(spec, 8);
+    Py_ssize_t len = w->p - start;
+    EidCacheEntry *entry = NULL;
+    if (len <= EID_CACHE_WIRE) {
+        entry = &eid_cache[eid_cache_slot(start, len)];
+        if (entry->eid && entry->len == len && memcmp(entry->wire, start, (size_t)len) == 0 &&
+            (PyObject *)Py_TYPE(entry->eid) == cls)
+            return Py_NewRef(entry->eid);
+    }
     PyObject *values[5] = {
         PyLong_FromUnsignedLongLong(node), PyLong_FromUnsignedLongLong(service),
         PyLong_FromLong(0), PyLong_FromLong(2),
-        PyBytes_FromStringAndSize((const char *)start, w->p - start),
+        PyBytes_FromStringAndSize((const char *)start, len),
     };
-    return filled(PyTuple_GET_ITEM(spec, 8), PyTuple_GET_ITEM(spec, 9), values, 5);
+    PyObject *eid = filled(cls, PyTuple_GET_ITEM(spec, 9), values, 5);
+    if (eid && entry) {
+        Py_XSETREF(entry->eid, Py_NewRef(eid));
+        entry->len = len;
+        memcpy(entry->wire, start, (size_t)len);
+    }
+    return eid;
 defer:
     *status = DEFER;
     return NULL;
@@ -920,9 +1026,12 @@ static int rules_kept(const PrimaryFacts *primary, const BlockFacts *blocks, Py_
     return 1;
 }
 
-static PyObject *speedups_walk_bundle(PyObject *self, PyObject *args) {
-    PyObject *spec, *data;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &spec, &PyBytes_Type, &data)) return NULL;
+static PyObject *speedups_walk_bundle(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyTuple_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "walk_bundle(spec: tuple, data: bytes)");
+        return NULL;
+    }
+    PyObject *spec = args[0], *data = args[1];
     if (PyTuple_GET_SIZE(spec) != 14) {
         PyErr_SetString(PyExc_ValueError, "walk_bundle: a spec of 14 items");
         return NULL;
@@ -930,70 +1039,78 @@ static PyObject *speedups_walk_bundle(PyObject *self, PyObject *args) {
     Py_ssize_t max_blocks = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 12));
     Py_ssize_t max_data = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 13));
     if ((max_blocks == -1 || max_data == -1) && PyErr_Occurred()) return NULL;
+    if (max_blocks > WALK_MAX_BLOCKS) max_blocks = WALK_MAX_BLOCKS;
     const unsigned char *base = (const unsigned char *)PyBytes_AS_STRING(data);
     Walk w = {base, base, base + PyBytes_GET_SIZE(data)};
     int status = 0;
-    PyObject *primary = NULL, *blocks = NULL, *offsets = NULL, *block;
+    /* The blocks and offsets in C arrays, made into tuples once the walk is through (no
+     * list to grow and copy): at most WALK_MAX_BLOCKS blocks, two offsets more. */
+    PyObject *primary = NULL, *blocks[WALK_MAX_BLOCKS];
+    Py_ssize_t offsets[WALK_MAX_BLOCKS + 2], n = 0;
     if (w.p >= w.end || *w.p != 0x9F) Py_RETURN_NONE;
     w.p += 1;
     PrimaryFacts primary_facts;
     BlockFacts facts[WALK_MAX_BLOCKS];
     if (!(primary = walk_primary(&w, spec, &primary_facts, &status))) goto out;
-    if (!(blocks = PyList_New(0)) || !(offsets = PyList_New(0))) goto out;
-    PyObject *number = PyLong_FromLong(1);
-    if (!number || PyList_Append(offsets, number) < 0) {
-        Py_XDECREF(number);
-        goto out;
-    }
-    Py_DECREF(number);
+    offsets[0] = 1;
     for (;;) {
-        if (!(number = PyLong_FromSsize_t(w.p - base)) || PyList_Append(offsets, number) < 0) {
-            Py_XDECREF(number);
-            goto out;
-        }
-        Py_DECREF(number);
+        offsets[n + 1] = w.p - base;
         if (w.p >= w.end) {
             status = DEFER;
             goto out;
         }
         if (*w.p == 0xFF) break;
-        if (PyList_GET_SIZE(blocks) >= max_blocks || PyList_GET_SIZE(blocks) >= WALK_MAX_BLOCKS) {
+        if (n >= max_blocks) {
             status = DEFER;
             goto out;
         }
-        block = walk_canonical(&w, spec, (uint64_t)max_data, &facts[PyList_GET_SIZE(blocks)],
-                               &status);
-        if (!block) goto out;
-        int appended = PyList_Append(blocks, block);
-        Py_DECREF(block);
-        if (appended < 0) goto out;
+        if (!(blocks[n] = walk_canonical(&w, spec, (uint64_t)max_data, &facts[n], &status)))
+            goto out;
+        n++;
     }
     w.p += 1;
-    if (w.p != w.end || !rules_kept(&primary_facts, facts, PyList_GET_SIZE(blocks))) {
+    if (w.p != w.end || !rules_kept(&primary_facts, facts, n)) {
         status = DEFER;
         goto out;
     }
-    PyObject *values[2] = {primary, PyList_AsTuple(blocks)};
+    PyObject *block_tuple = PyTuple_New(n), *offset_tuple = PyTuple_New(n + 2);
+    if (!block_tuple || !offset_tuple) {
+        Py_XDECREF(block_tuple);
+        Py_XDECREF(offset_tuple);
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(block_tuple, i, blocks[i]); /* stolen */
+    n = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(offset_tuple); i++) {
+        PyObject *offset = PyLong_FromSsize_t(offsets[i]);
+        if (!offset) {
+            Py_DECREF(block_tuple);
+            Py_DECREF(offset_tuple);
+            goto out;
+        }
+        PyTuple_SET_ITEM(offset_tuple, i, offset);
+    }
+    PyObject *values[2] = {primary, block_tuple};
     primary = NULL;
     PyObject *bundle = filled(PyTuple_GET_ITEM(spec, 0), PyTuple_GET_ITEM(spec, 1), values, 2);
-    PyObject *offsets_tuple = bundle ? PyList_AsTuple(offsets) : NULL;
-    Py_CLEAR(blocks);
-    Py_CLEAR(offsets);
-    if (!offsets_tuple) {
-        Py_XDECREF(bundle);
+    if (!bundle) {
+        Py_DECREF(offset_tuple);
         return NULL;
     }
-    PyObject *result = PyTuple_Pack(2, bundle, offsets_tuple);
-    Py_DECREF(bundle);
-    Py_DECREF(offsets_tuple);
+    PyObject *result = PyTuple_New(2);
+    if (!result) {
+        Py_DECREF(bundle);
+        Py_DECREF(offset_tuple);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, bundle);
+    PyTuple_SET_ITEM(result, 1, offset_tuple);
     return result;
 out:
     Py_XDECREF(primary);
-    Py_XDECREF(blocks);
-    Py_XDECREF(offsets);
-    if (status == DEFER && !PyErr_Occurred()) Py_RETURN_NONE;
-    if (!PyErr_Occurred()) Py_RETURN_NONE;
-    return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(blocks[i]);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
@@ -1007,7 +1124,10 @@ static PyMethodDef methods[] = {
     {"read_message", speedups_read_message, METH_VARARGS,
      "read_message(specs, data) -> message | None: the message if data is valid and "
      "deterministic in the common form, else None for the Python road."},
-    {"walk_bundle", speedups_walk_bundle, METH_VARARGS,
+    {"crc32c_roads", speedups_crc32c_roads, METH_O,
+     "crc32c_roads(data) -> (table, hardware | None): CRC-32C of data by the table and by the "
+     "SSE 4.2 instruction (None without it), for tests."},
+    {"walk_bundle", (PyCFunction)(void (*)(void))speedups_walk_bundle, METH_FASTCALL,
      "walk_bundle(spec, data) -> (Bundle, offsets) | None: the decoded bundle and its block "
      "offsets if data is a bundle of the common shape with good CRCs, else None for the Python "
      "road (see protocol/bpv7/accel.py)."},
@@ -1064,39 +1184,9 @@ PyMODINIT_FUNC PyInit__speedups(void) {
 #define SEND_MUST_NOT_FRAGMENT 0x000004u
 #define SEND_REPORT_REQUESTS (0x004000u | 0x010000u | 0x020000u | 0x040000u)
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <nmmintrin.h>
-#define SEND_HAVE_SSE42 1
-static int send_sse42 = 0;
-
-/* The CRC-32C register over p[0:n] with the SSE 4.2 instruction (same polynomial and bit
- * order as crc32c_table). */
-__attribute__((target("sse4.2"))) static uint32_t send_crc32c_hw(uint32_t c, const unsigned char *p,
-                                                                 Py_ssize_t n) {
-#if defined(__x86_64__)
-    uint64_t c64 = c;
-    while (n >= 8) {
-        uint64_t word;
-        memcpy(&word, p, 8);
-        c64 = _mm_crc32_u64(c64, word);
-        p += 8;
-        n -= 8;
-    }
-    c = (uint32_t)c64;
-#endif
-    while (n-- > 0) c = _mm_crc32_u8(c, *p++);
-    return c;
-}
-#endif
-
 /* CRC-32C (Castagnoli, RFC 9171 §4.2.2) of p[0:n]. */
 static uint32_t send_crc32c(const unsigned char *p, Py_ssize_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-#ifdef SEND_HAVE_SSE42
-    if (send_sse42) return send_crc32c_hw(c, p, n) ^ 0xFFFFFFFFu;
-#endif
-    for (Py_ssize_t i = 0; i < n; i++) c = crc32c_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
+    return crc32c_update(0xFFFFFFFFu, p, n) ^ 0xFFFFFFFFu;
 }
 
 /* Bytes of the shortest CBOR head for ``arg`` (RFC 8949 §4.2.1). */
@@ -1314,13 +1404,7 @@ static PyMethodDef send_path_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static int add_send_path(PyObject *m) {
-#ifdef SEND_HAVE_SSE42
-    __builtin_cpu_init();
-    send_sse42 = __builtin_cpu_supports("sse4.2");
-#endif
-    return PyModule_AddFunctions(m, send_path_methods);
-}
+static int add_send_path(PyObject *m) { return PyModule_AddFunctions(m, send_path_methods); }
 
 /* --- relay path ---------------------------------------------------------------------------
  *

@@ -107,6 +107,11 @@ _ENVELOPE_PREFIX: Final = b"\xd2\x84\x43" + PROTECTED_EDDSA  # tag 18, array(4),
 _PROTECTED_FIELD: Final = b"\x43" + PROTECTED_EDDSA
 _KID_HEAD: Final = b"\xa1\x04\x58\x22"  # {4: bstr(34) ...}: the kid map we write
 _SIG_HEAD: Final = b"\x58\x40"  # bstr(64)
+#: What every envelope sign1() writes by default starts with: tag, array, {1: -8}, {4: bstr(34)
+#: and the content id's own head 0x12 0x20 (parse_sign1's fixed-offset road).
+_OUR_PREFIX: Final = _ENVELOPE_PREFIX + _KID_HEAD + b"\x12\x20"
+#: The shortest such envelope: prefix, kid, an empty payload (0x40), the signature.
+_OUR_SMALLEST: Final = 44 + 1 + 66
 _SIG448_HEAD: Final = b"\x58\x72"  # bstr(114)
 _SMALL_BSTR_HEADS: Final = tuple(
     bytes((0x40 | n,)) if n < 24 else bytes((0x58, n)) for n in range(256)
@@ -406,6 +411,30 @@ def parse_sign1(
     Raises a typed :class:`EnvelopeError` (or :class:`DecodeError` for bad CBOR in a header)
     for everything the module docstring lists as refused.
     """
+    # The envelope sign1() writes — what every fleet message carries, on every hop — read by
+    # its fixed offsets: the prefix and kid head are constants, the kid a 34-byte content id,
+    # the payload head one to three bytes, the signature the last 66. Anything else (another
+    # shape, a size or limit that does not fit, a bytearray), errors included, goes to the
+    # general road below, which gives the same Sign1 for this shape.
+    size = len(data)
+    if type(data) is bytes and size >= _OUR_SMALLEST and data[:12] == _OUR_PREFIX:
+        initial = data[44]
+        if 0x40 <= initial < 0x58:
+            start, length = 45, initial - 0x40
+        elif initial == 0x58 and data[45] >= 24:
+            start, length = 46, data[45]
+        elif initial == 0x59 and (length := data[45] << 8 | data[46]) >= 256:
+            start = 47
+        else:
+            start = length = -1
+        end = start + length
+        if (
+            start > 0 and end + 66 == size and data[end : end + 2] == _SIG_HEAD
+            and size <= limits.max_size
+            and (limits.max_payload_size is None or length <= limits.max_payload_size)
+        ):  # fmt: skip
+            return Sign1(PROTECTED_EDDSA, {_ALG: ALG_EDDSA}, {_KID: data[10:44]},
+                         data[start:end], data[end + 2 :])  # fmt: skip
     # Slices of a bytearray or memoryview would not be bytes.
     data = data if type(data) is bytes else bytes(data)
     size = len(data)

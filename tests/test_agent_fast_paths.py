@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fleetwire.protocol import cose
 from fleetwire.protocol.agent import bundling
+from fleetwire.protocol.agent import store as store_module
 from fleetwire.protocol.agent.bundling import (
     _id_key,
     _offsets,
@@ -167,6 +168,36 @@ def test_records_built_by_the_agent_equal_checked_ones(args: tuple[object, ...])
             StoredBundle.checked_by_caller(*args)  # type: ignore[arg-type]
         return
     assert StoredBundle.checked_by_caller(*args) == expected  # type: ignore[arg-type]
+
+
+_made_ids = st.binary(min_size=1, max_size=8)
+_made_content = st.one_of(st.none(), st.binary(min_size=1, max_size=8))
+_made_hops = st.sampled_from([None, "local", "ipn:4.0"])
+
+
+@given(
+    st.tuples(_made_ids, _made_content, _texts, _texts, _times, _times, _blobs, _made_hops, _texts),
+    st.booleans(),
+)
+def test_records_of_decoded_bundles_equal_checked_ones(
+    args: tuple[object, ...], setters: bool
+) -> None:
+    # of_decoded trusts only what accept_record made (the keys, next_hop) and checks the rest:
+    # whatever the rest is, the same record as checked_by_caller's, or the same error.
+    saved = store_module._FILL
+    if setters:
+        store_module._FILL = None
+    try:
+        try:
+            expected = StoredBundle.checked_by_caller(*args)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            with pytest.raises(type(exc)):
+                StoredBundle.of_decoded(*args)  # type: ignore[arg-type]
+            return
+        got = StoredBundle.of_decoded(*args)  # type: ignore[arg-type]
+        assert got == expected and repr(got) == repr(expected)
+    finally:
+        store_module._FILL = saved
 
 
 def _decoded(data: bytes, common: bool) -> object:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hashlib
 
+import attrs
 from fleetwire.protocol import cose
 from fleetwire.protocol.agent.agent_store import MemoryAgentStore
 from fleetwire.protocol.agent.bundling import (
+    LOCAL,
     Envelope,
     _neighbour_name,
+    accept_record,
     inspect_bundle,
     message_bundle,
     neighbour_node,
     stored,
 )
 from fleetwire.protocol.agent.store import Accepted, Quota, RefusalReason, Refused, StoredBundle
-from fleetwire.protocol.bpv7 import Bundle, encode_bundle
+from fleetwire.protocol.bpv7 import Bundle, IpnEid, encode_bundle
 from fleetwire.protocol.keys import SigningKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -137,6 +140,40 @@ def test_the_stored_record_equals_the_plain_one(
         got = stored(bundle, data, now, envelope, next_hop, received_from)
         assert got == _reference_record(bundle, data, now, envelope, next_hop, received_from)
         assert (got.content_id is None) == (not signed and envelope.envelope_digest is None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bundle=bundles(),
+    payload=st.sampled_from(["as drawn", "sign1", "damaged sign1"]),
+    sealed_here=st.booleans(),
+    now=st.integers(min_value=0, max_value=2**40),
+    here=st.sampled_from(["destination", "elsewhere"]),
+    received_from=st.one_of(st.none(), st.integers(min_value=0, max_value=2**32)),
+)
+def test_accept_record_is_inspect_bundle_then_stored(
+    bundle: Bundle, payload: str, sealed_here: bool, now: int, here: str,
+    received_from: int | None,
+) -> None:  # fmt: skip
+    # Drawn bundles: ipn, dtn and null EIDs, fragments, creation time 0 with a Bundle Age
+    # block, payloads that are not COSE; plus payloads that are (or nearly are) envelopes.
+    if payload != "as drawn":
+        envelope_bytes = cose.sign1(bundle.payload, _KEY)
+        if payload == "damaged sign1":
+            envelope_bytes = envelope_bytes[:-1]
+        blocks = (*bundle.blocks[:-1], attrs.evolve(bundle.blocks[-1], data=envelope_bytes))
+        bundle = Bundle(bundle.primary, blocks)
+    destination = bundle.primary.destination
+    this_node = destination.node if isinstance(destination, IpnEid) else 7
+    if here == "elsewhere":
+        this_node += 1
+    data = b"as received"  # kept as it is: only the record holds it
+    envelope = inspect_bundle(bundle, now, content_id=False, sealed_here=sealed_here)
+    local = envelope.destination_node == this_node
+    record = stored(bundle, data, now, envelope, LOCAL if local else None, received_from)
+    got = accept_record(bundle, data, now, this_node, received_from, sealed_here=sealed_here)
+    assert got == (record, envelope.expires_at, local, envelope.sign1)
+    assert (got[3] is None) == (sealed_here or payload != "sign1")
 
 
 @given(st.one_of(st.integers(min_value=0, max_value=2**64), st.text(max_size=12)))

@@ -102,6 +102,7 @@ from .bundling import (
     LOCAL,
     TRUST_SERVICE,
     HopLimitExceeded,
+    accept_record,
     forward_bytes,
     inspect_bundle,
     message_bundle,
@@ -330,9 +331,8 @@ class BundleAgent:
             service=self.config.service, reports=reports,
         )  # fmt: skip
         actions: list[Action] = []
-        local = to == self.node
-        envelope = inspect_bundle(bundle, now, content_id=False, sealed_here=sealed_here)
-        record = stored(bundle, data, now, envelope, LOCAL if local else None)
+        # local: the destination is ipn:<to>.<service>, so it is this node exactly when to is.
+        record, _, local, _ = accept_record(bundle, data, now, self.node, sealed_here=sealed_here)
         result = self.store.put(record)
         if isinstance(result, Refused):
             actions.append(TransferRefused(-1, f"store-{result.reason.value}", result.message))
@@ -475,15 +475,16 @@ class BundleAgent:
             self.stats.malformed += 1
             actions.append(TransferRefused(link, exc.code, f"malformed bundle: {exc}"))
             return self._finish(now, actions)
-        envelope = inspect_bundle(bundle, now, content_id=False)
+        # The store's record is made before the checks below: one step (accept_record), and
+        # it is only dropped when a check does drop the bundle.
+        record, expires_at, local, sign1 = accept_record(bundle, data, now, self.node, from_link)
         hops = bundle.hop_count
-        if now >= envelope.expires_at:  # RFC 9171 §5.4 step 1 / §4.3.1: taken and dropped
+        if now >= expires_at:  # RFC 9171 §5.4 step 1 / §4.3.1: taken and dropped
             self.stats.expired += 1
             return self._take_and_drop(bundle, link, StatusReason.LIFETIME_EXPIRED, now)
         if hops is not None and hops.count > hops.limit:  # §4.4.3
             self.stats.hop_limited += 1
             return self._take_and_drop(bundle, link, StatusReason.HOP_LIMIT_EXCEEDED, now)
-        local = envelope.destination_node == self.node
         source = bundle.primary.source
         if (not local and self.boundary is not None and isinstance(source, IpnEid)
                 and not self.boundary(source.node)):  # fmt: skip
@@ -492,7 +493,6 @@ class BundleAgent:
             # would only make the neighbour hold it and try again).
             self.stats.isolated += 1
             return self._take_and_drop(bundle, link, StatusReason.TRAFFIC_PARED, now)
-        record = stored(bundle, data, now, envelope, LOCAL if local else None, from_link)
         result = self.store.put(record)
         accepted = type(result) is Accepted  # the commonest answer, told in one test
         if not accepted and isinstance(result, Refused):
@@ -507,7 +507,7 @@ class BundleAgent:
         if int(bundle.primary.flags) & _REPORT_RECEPTION:  # as _report tests it, without a call
             self._report(bundle, BundleFlags.REPORT_RECEPTION, now, actions)
         self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets,
-                   envelope.sign1 if local else None)  # fmt: skip
+                   sign1 if local else None)  # fmt: skip
         return self._finish(now, actions)
 
     def _take_and_drop(

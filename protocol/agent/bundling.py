@@ -543,6 +543,75 @@ def stored(
     )
 
 
+def accept_record(
+    bundle: Bundle,
+    data: bytes,
+    now: int,
+    this_node: int,
+    received_from: int | None = None,
+    *,
+    sealed_here: bool = False,
+) -> tuple[StoredBundle, int, bool, cose.Sign1 | None]:
+    """:func:`inspect_bundle` (``content_id=False``) and :func:`stored` in one step, for the
+    agent, which takes every bundle on every hop through both: ``(record, expires_at, local,
+    sign1)``, where ``local`` says the destination is ``ipn:this_node.*`` (the record is then
+    kept under :data:`LOCAL`, else under no next hop) and ``sign1`` is the payload parsed as a
+    COSE_Sign1, if it is one (``None`` with ``sealed_here``, as there).
+
+    The same values as the two-step road (a test holds them together), without building the
+    :class:`Envelope` between them and with each field of the primary block read once."""
+    primary = bundle.primary
+    source, destination = primary.source, primary.destination
+    destination_wire = destination.wire
+    local = isinstance(destination, IpnEid) and destination.node == this_node
+    creation = primary.creation
+    time = creation.time
+    if time:
+        expires_at = time + primary.lifetime
+    else:  # no clock at the source: the Bundle Age block says how old it is (§4.2.6, §4.4.2)
+        expires_at = now - (bundle.bundle_age or 0) + primary.lifetime
+    payload = bundle.blocks[-1].data
+    sign1: cose.Sign1 | None = None
+    # The content key: the envelope's digest for this destination, if the payload is one
+    # (module docstring); the bundle key's tag is that digest too, or the payload's.
+    if sealed_here:
+        digest = hashlib.sha256(payload).digest()
+        content_key: bytes | None = digest + destination_wire
+    else:
+        try:
+            sign1 = cose.parse_sign1(payload)
+        except FleetwireError:  # not one of ours, or damaged: delivery's check will say so
+            content_key = None
+            digest = hashlib.sha256(payload).digest()
+        else:
+            digest = hashlib.sha256(payload).digest()
+            content_key = digest + destination_wire
+    if (type(source) is IpnEid and not int(primary.flags) & _IS_FRAGMENT
+            and not source.allocator and source.elements == 2):  # fmt: skip
+        id_key = b"".join((
+            b"\x83", source.wire,
+            b"\x1b" + time.to_bytes(8, "big") if time >= 0x100000000 else uint(time),
+            uint(creation.sequence),
+        ))  # fmt: skip
+    else:
+        id_key = _id_key(bundle)
+    neighbour = None
+    if received_from is not None:
+        neighbour = _NEIGHBOURS.get(received_from) or _neighbour_name(received_from)
+    record = StoredBundle.of_decoded(
+        id_key + digest[:_PAYLOAD_TAG],
+        content_key,
+        _TEXT.get(source.wire) or _text_of(source),
+        _TEXT.get(destination_wire) or _text_of(destination),
+        expires_at,
+        now,
+        data,
+        LOCAL if local else None,
+        neighbour,
+    )
+    return record, expires_at, local, sign1
+
+
 def _id_key(bundle: Bundle) -> bytes:
     """``bundle.id.key()`` (:meth:`~fleetwire.protocol.bpv7.BundleId.key`) without building
     the id: for a non-fragment from a 2-element ipn source (every bundle a fleet node makes)

@@ -157,6 +157,34 @@ class StoredBundle:
         set_received_from(record, received_from)
         return record
 
+    @classmethod
+    def of_decoded(
+        cls, bundle_id: bytes, content_id: bytes | None, source: str, destination: str,
+        expires_at: int, received_at: int, data: bytes, next_hop: str | None = None,
+        received_from: str | None = None,
+    ) -> StoredBundle:  # fmt: skip
+        """:meth:`checked_by_caller` for a caller that made ``bundle_id`` and ``content_id``
+        itself, non-empty bytes (or ``None``), and ``next_hop`` ASCII text or ``None``
+        (:func:`~.bundling.accept_record`, on every hop): only the other fields are checked
+        (EID text, times, data), and a record with any of them unusual is built by
+        :meth:`checked_by_caller`, so the result is the same (0.5 us less a record)."""
+        if (
+            type(data) is bytes and type(expires_at) is int and type(received_at) is int
+            and _MIN_TIME <= expires_at <= MAX_DTN_TIME
+            and _MIN_TIME <= received_at <= MAX_DTN_TIME
+            and type(source) is str and source.isascii()
+            and type(destination) is str and destination.isascii()
+            and (received_from is None
+                 or (type(received_from) is str and received_from.isascii()))
+            and _FILL is not None and cls is StoredBundle
+        ):  # fmt: skip
+            record = object.__new__(cls)
+            _FILL(record, bundle_id, content_id, source, destination, expires_at, received_at,
+                  data, next_hop, received_from)  # fmt: skip
+            return record
+        return cls.checked_by_caller(bundle_id, content_id, source, destination, expires_at,
+                                     received_at, data, next_hop, received_from)  # fmt: skip
+
     @property
     def size(self) -> int:
         """Bytes this bundle counts against the ``max_bytes`` quota."""

@@ -16,7 +16,10 @@ break one goes to the Python road too, which names the rule.
 
 The C code stores values straight into the slots of the frozen attrs classes, as
 :meth:`.eid.IpnEid._trusted` does in Python; the spec below hands it the slot offsets, and is
-built only if each class's slots are exactly its fields. Without a compiler (or under
+built only if each class's slots are exactly its fields. The ipn EIDs it built last are kept
+by their CBOR (a bounded cache) and handed out again for the same bytes: an IpnEid is
+frozen, so it is the same value. Its CRC-32C checks use the SSE 4.2 instruction where the CPU
+has it, the table otherwise (``crc32c_roads`` gives both, for the tests). Without a compiler (or under
 :func:`without_walk`) :data:`walk` is ``None``: the pure-Python road, the reference.
 
 The other direction: every message a node sends becomes one bundle of a fixed shape (primary

@@ -359,16 +359,21 @@ def decode_bundle_offsets(data: bytes, *, limits: Limits = BUNDLE_LIMITS, verify
     end = len(data)
     if end > limits.max_size:
         raise BundleError("limit", f"{end} bytes (limit {limits.max_size})", rule="bundle limits")
+    common = common and verify_crc
+    walk = _accel.walk
+    if common and walk is not None:
+        # The common shape in one C pass (bpv7/accel.py); None: the Python readers decide
+        # (the walk takes only bytes starting 0x9f, so the check below still names that).
+        spec = (
+            _DEFAULT_WALK_SPEC if limits is BUNDLE_LIMITS
+            else _walk_spec(limits.max_container_items, limits.max_string_length)
+        )  # fmt: skip
+        walked = walk(spec, data) if spec is not None else None
+        if walked is not None:  # the §4 rules were checked there too
+            return walked  # type: ignore[no-any-return]
     if not end or data[0] != 0x9F:
         raise BundleError("not-indefinite-array", "a bundle starts with 0x9f",
                           rule="RFC 9171 §4.1: a CBOR indefinite-length array")
-    common = common and verify_crc
-    if common and _accel.walk is not None:
-        # The common shape in one C pass (bpv7/accel.py); None: the Python readers decide.
-        spec = _walk_spec(limits.max_container_items, limits.max_string_length)
-        walked = _accel.walk(spec, data) if spec is not None else None
-        if walked is not None:  # the §4 rules were checked there too
-            return walked  # type: ignore[no-any-return]
     found = read_primary_block_common(data, 1, end) if common else None
     primary, pos = found if found is not None else read_primary_block(data, 1, end, verify_crc)
     offsets = [1, pos]
@@ -412,6 +417,12 @@ def _walk_spec(max_blocks: int, max_data: int) -> tuple[object, ...] | None:
         if len(_WALK_SPECS) < 16:
             _WALK_SPECS[key] = spec
         return spec
+
+
+#: The spec for :data:`BUNDLE_LIMITS`, every node's (taken without a call on each decode).
+_DEFAULT_WALK_SPEC: Final = _walk_spec(
+    BUNDLE_LIMITS.max_container_items, BUNDLE_LIMITS.max_string_length
+)
 
 
 # --- reception (§5.6 step 4) ---------------------------------------------------------------
