@@ -103,6 +103,11 @@ class ResourceState(enum.Enum):
     REVOKED = "revoked"
     LAPSED = "lapsed"
 
+    # Members are singletons, so identity hashes them: Enum's own ``__hash__`` runs Python
+    # code on every TRANSITIONS lookup (two per move). Nothing iterates a set of these, so
+    # the per-run identity hashes change nothing observable.
+    __hash__ = object.__hash__
+
 
 class Step(enum.Enum):
     """What moves a resource."""
@@ -113,6 +118,8 @@ class Step(enum.Enum):
     REVOKE = "revoke"
     EXPIRE = "expire"
     DRAIN = "drain"
+
+    __hash__ = object.__hash__  # as ResourceState's
 
 
 #: The whole of what may follow what, per resource (spec §6.4).
@@ -153,6 +160,8 @@ class Refusal(enum.Enum):
     #: The claimant is contained: in production quarantine or behind an isolation order
     #: (``containment.py``, ``isolation.py``); its claims and renewals are refused.
     CONTAINED = "contained"
+
+    __hash__ = object.__hash__  # as ResourceState's
 
 
 @attrs.frozen(slots=True)

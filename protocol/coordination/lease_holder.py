@@ -74,6 +74,11 @@ class HolderState(enum.Enum):
     RENEWING = "renewing"
     STOPPING = "stopping"
 
+    # Members are singletons, so identity hashes them: Enum's own ``__hash__`` runs Python
+    # code on every TRANSITIONS lookup (two per move) and ``_USABLE`` test. Nothing iterates
+    # a set of these, so the per-run identity hashes change nothing observable.
+    __hash__ = object.__hash__
+
 
 class Step(enum.Enum):
     WANT = "want"
@@ -86,6 +91,8 @@ class Step(enum.Enum):
     LET_GO = "let-go"
     RELEASE = "release"
     RELEASE_AFTER_USE = "release-after-use"
+
+    __hash__ = object.__hash__  # as HolderState's
 
 
 _S, _E = HolderState, Step
@@ -129,6 +136,8 @@ class NoticeKind(enum.Enum):
     LAPSED = "lapsed"  # term ran out unrenewed: stop (already stopped by the clock rule)
     REVOKED = "revoked"  # the authority withdrew it: stopping at ``usable_until``
     TOO_LATE = "too-late"  # a grant came with too little usable time left; released
+
+    __hash__ = object.__hash__  # as HolderState's
 
 
 @attrs.frozen(slots=True)
