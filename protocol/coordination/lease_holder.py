@@ -356,8 +356,24 @@ class LeaseHolder:
 
     def tick(self, now: int) -> list[Action]:
         """Renew, lapse, stop and resend what is due at ``now``."""
-        actions: list[Action] = []
         self.replay.tick(now)
+        if self.config.renew_lead_ms >= 0:
+            # next_deadline() is the earliest instant at which _due finds something (with a
+            # lead of at least 0 a holding lease renews before it lapses), and it is kept
+            # between changes: before it, the scan of every lease would find nothing. Every
+            # message the holder receives ticks it first, so this is the common case.
+            due = self.next_deadline()
+            if due is None or now < due:
+                return []
+        return self._due(now)
+
+    def scan_tick(self, now: int) -> list[Action]:
+        """:meth:`tick` scanning every lease whatever the deadline (the reference)."""
+        self.replay.tick(now)
+        return self._due(now)
+
+    def _due(self, now: int) -> list[Action]:
+        actions: list[Action] = []
         lead = self.config.renew_lead_ms
         for resource, lease in self._leases.items():
             state = lease.state
