@@ -301,7 +301,7 @@ class LeaseHolder:
 
     def want(self, resource: str, term_ms: int, now: int, priority: int = 0) -> list[Action]:
         """Ask for ``resource`` for ``term_ms`` (renewed until :meth:`release`)."""
-        lease = self._leases.setdefault(resource, _Lease())
+        lease = self._lease(resource)
         lease.term_ms, lease.priority = term_ms, priority
         if lease.state is not HolderState.IDLE:
             return []
@@ -408,7 +408,7 @@ class LeaseHolder:
         if grant.holder != self.node or not self._fresh(grant, now):
             return
         resource = grant.resource
-        lease = self._leases.setdefault(resource, _Lease())
+        lease = self._lease(resource)
         token = grant.fencing_token
         if token < lease.highest:
             return  # from an older grant: a newer one exists
@@ -538,6 +538,14 @@ class LeaseHolder:
         return Header(
             issuer=self.node, issued_at=now, sequence=self.sequence, references=references
         )
+
+    def _lease(self, resource: str) -> _Lease:
+        """The resource's lease, made IDLE on first sight (``setdefault`` would build a
+        :class:`_Lease` on every call only to throw it away)."""
+        lease = self._leases.get(resource)
+        if lease is None:
+            lease = self._leases[resource] = _Lease()
+        return lease
 
     def _move(self, lease: _Lease, step: Step) -> None:
         lease.state = TRANSITIONS[lease.state][step]
