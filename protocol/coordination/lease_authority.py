@@ -585,8 +585,20 @@ class LeaseAuthority:
         return True
 
     def _reissue(self, grant: LeaseGrant, now: int, cid: ContentId) -> LeaseGrant:
-        """The grant in force, under a new header (so the holder's replay guard takes it)."""
-        return attrs.evolve(grant, header=self._header(now, (cid,)))
+        """The grant in force, under a new header (so the holder's replay guard takes it).
+
+        Built field by field: ``attrs.evolve`` would look the class's fields up on every
+        call. A field added to LeaseGrant must be added here (a test holds this to evolve)."""
+        return LeaseGrant(
+            header=self._header(now, (cid,)),
+            resource=grant.resource,
+            holder=grant.holder,
+            claim=grant.claim,
+            fencing_token=grant.fencing_token,
+            term_ms=grant.term_ms,
+            expires_at=grant.expires_at,
+            extensions=grant.extensions,
+        )
 
     def _header(self, now: int, references: Iterable[ContentId]) -> Header:
         self.sequence = self.next_sequence() if self.next_sequence else self.sequence + 1

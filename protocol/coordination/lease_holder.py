@@ -284,18 +284,27 @@ class LeaseHolder:
 
     def scan_deadline(self) -> int | None:
         """:meth:`next_deadline` computed afresh from every lease (the reference)."""
-        times = []
+        # The earliest as we go, no list: a member's IDLE leases (kept for their highest
+        # token) are most of what this walks, and are passed over first.
+        earliest: int | None = None
         lead = self.config.renew_lead_ms
         for lease in self._leases.values():
-            if lease.state is HolderState.CLAIMING:
-                times.append(lease.next_send)
-            elif lease.state is HolderState.HOLDING:
-                times.append(lease.usable_until - lead)
-            elif lease.state is HolderState.RENEWING:
-                times.append(min(lease.next_send, lease.usable_until))
-            elif lease.state is HolderState.STOPPING:
-                times.append(max(lease.usable_until, lease.busy_until))
-        return min(times) if times else None
+            state = lease.state
+            if state is HolderState.IDLE:
+                continue
+            if state is HolderState.CLAIMING:
+                when = lease.next_send
+            elif state is HolderState.HOLDING:
+                when = lease.usable_until - lead
+            elif state is HolderState.RENEWING:
+                when = min(lease.next_send, lease.usable_until)
+            elif state is HolderState.STOPPING:
+                when = max(lease.usable_until, lease.busy_until)
+            else:
+                continue
+            if earliest is None or when < earliest:
+                earliest = when
+        return earliest
 
     # --- inputs from the application --------------------------------------------------
 
