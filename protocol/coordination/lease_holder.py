@@ -266,7 +266,10 @@ class LeaseHolder:
             return None
         if now + duration_ms > lease.busy_until:
             lease.busy_until = now + duration_ms
-            self._changed()
+            if lease.state is HolderState.STOPPING:
+                # Only a STOPPING lease's deadline reads busy_until (a move into STOPPING
+                # drops the kept deadline itself): an operation on a held lease keeps it.
+                self._changed()
         return lease.token
 
     def usable_until(self, resource: str) -> int | None:
