@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from fleetwire.protocol.coordination.freshness import FreshnessWindow
 from fleetwire.protocol.coordination.lease_authority import (
@@ -376,3 +377,15 @@ def test_revoke_holders_revokes_the_named_holders_grants_and_their_queued_claims
     assert authority.state("dock-0") is ResourceState.REVOKED
     assert authority.state("dock-1") is ResourceState.HELD
     assert authority.queue_length("dock-0") == 0
+
+
+def test_reissue_is_the_grant_under_a_new_header_field_for_field() -> None:
+    """_reissue builds the grant field by field (no attrs.evolve per call): it must be what
+    evolve gives, every field copied (extensions set, so a dropped one would show)."""
+    authority = LeaseAuthority(AUTH, CONFIG)
+    claim, cid = Node(7).claim("dock/1", 0)
+    (first,) = sent(authority.receive(claim, cid, 0))
+    grant = attrs.evolve(first, extensions=((99, "x"),))
+    again = authority._reissue(grant, 50, cid)
+    assert again == attrs.evolve(grant, header=again.header)
+    assert again.header.sequence > grant.header.sequence and again.header.references == (cid,)

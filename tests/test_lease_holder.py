@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import attrs
@@ -317,7 +318,8 @@ def test_timing_for_a_link_leaves_room_for_lost_renewals():
 @given(st.integers(0, 2**32))
 def test_next_deadline_kept_between_calls_always_equals_a_fresh_scan(seed: int) -> None:
     """Any run of wants, releases, let-gos, uses, ticks, grants (new and renewing), revokes
-    and expiry notices over a few resources: the kept deadline is the scanned one."""
+    and expiry notices over a few resources: the kept deadline is the scanned one, and a tick
+    (which skips its scan before that deadline) does what a scanning tick does."""
     rng = random.Random(seed)
     holder = LeaseHolder(ME, (AUTH, STANDBY), CONFIG)
     authority = Authority()
@@ -327,6 +329,8 @@ def test_next_deadline_kept_between_calls_always_equals_a_fresh_scan(seed: int) 
     now = 0
     for _ in range(60):
         now += rng.choice([0, 1, 250, 999, 1_000, 2_500, 7_000])
+        # tick() skips the scan before the kept deadline: it must do what the scan does.
+        assert copy.deepcopy(holder).tick(now) == copy.deepcopy(holder).scan_tick(now)
         resource = rng.choice(resources)
         step = rng.randrange(9)
         if step == 0:

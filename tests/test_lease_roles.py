@@ -320,3 +320,27 @@ def test_region_coordinator_signs_authority_leases_and_nothing_else_of_a_cell() 
     with pytest.raises(WrongRole):
         check_role(grant("authority/cell-1", M1), credentials[M1], reader_cell=1)
     check_role(grant("dock/1", C1), credentials[C1], reader_cell=1)
+
+
+def test_role_sends_are_what_the_agent_outgoing_finds() -> None:
+    """lease_roles._sends (no getattr probing) picks exactly what handlers.outgoing does
+    from the machines' mixed actions: their Sends, never a Notice or a Refused."""
+    from fleetwire.protocol.agent.handlers import outgoing
+    from fleetwire.protocol.coordination import lease_authority, lease_holder
+    from fleetwire.protocol.coordination.lease_roles import _sends
+
+    header = Header(issuer=C1, issued_at=T0, sequence=1)
+    claim = LeaseClaim(header=header, resource="dock/1", term_ms=1_000)
+    grant = LeaseGrant(
+        header=header, resource="dock/1", holder=M1, claim=CLAIM_ID, fencing_token=5,
+        term_ms=1_000, expires_at=T0 + 1_000,
+    )  # fmt: skip
+    actions = [
+        lease_holder.Send(claim, C1),
+        lease_holder.Notice(NoticeKind.GRANTED, "dock/1", 5, T0 + 500),
+        lease_authority.Send(grant, M1),
+        lease_authority.Refused(claim, lease_authority.Refusal.STALE),
+        lease_holder.Send(claim, C2),
+    ]
+    assert _sends(actions) == outgoing(actions) and len(_sends(actions)) == 3
+    assert _sends([]) == []

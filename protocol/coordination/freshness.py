@@ -45,6 +45,10 @@ class Freshness(enum.Enum):
     STALE = "stale"
     FUTURE = "future"
 
+    # Identity hashes the singleton members (``_REFUSAL`` lookups skip Enum's Python-level
+    # ``__hash__``); nothing iterates a set of them.
+    __hash__ = object.__hash__
+
 
 @attrs.frozen(slots=True)
 class FreshnessWindow:

@@ -103,6 +103,11 @@ class ResourceState(enum.Enum):
     REVOKED = "revoked"
     LAPSED = "lapsed"
 
+    # Members are singletons, so identity hashes them: Enum's own ``__hash__`` runs Python
+    # code on every TRANSITIONS lookup (two per move). Nothing iterates a set of these, so
+    # the per-run identity hashes change nothing observable.
+    __hash__ = object.__hash__
+
 
 class Step(enum.Enum):
     """What moves a resource."""
@@ -113,6 +118,8 @@ class Step(enum.Enum):
     REVOKE = "revoke"
     EXPIRE = "expire"
     DRAIN = "drain"
+
+    __hash__ = object.__hash__  # as ResourceState's
 
 
 #: The whole of what may follow what, per resource (spec §6.4).
@@ -153,6 +160,8 @@ class Refusal(enum.Enum):
     #: The claimant is contained: in production quarantine or behind an isolation order
     #: (``containment.py``, ``isolation.py``); its claims and renewals are refused.
     CONTAINED = "contained"
+
+    __hash__ = object.__hash__  # as ResourceState's
 
 
 @attrs.frozen(slots=True)
@@ -576,8 +585,20 @@ class LeaseAuthority:
         return True
 
     def _reissue(self, grant: LeaseGrant, now: int, cid: ContentId) -> LeaseGrant:
-        """The grant in force, under a new header (so the holder's replay guard takes it)."""
-        return attrs.evolve(grant, header=self._header(now, (cid,)))
+        """The grant in force, under a new header (so the holder's replay guard takes it).
+
+        Built field by field: ``attrs.evolve`` would look the class's fields up on every
+        call. A field added to LeaseGrant must be added here (a test holds this to evolve)."""
+        return LeaseGrant(
+            header=self._header(now, (cid,)),
+            resource=grant.resource,
+            holder=grant.holder,
+            claim=grant.claim,
+            fencing_token=grant.fencing_token,
+            term_ms=grant.term_ms,
+            expires_at=grant.expires_at,
+            extensions=grant.extensions,
+        )
 
     def _header(self, now: int, references: Iterable[ContentId]) -> Header:
         self.sequence = self.next_sequence() if self.next_sequence else self.sequence + 1

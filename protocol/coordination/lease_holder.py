@@ -74,6 +74,11 @@ class HolderState(enum.Enum):
     RENEWING = "renewing"
     STOPPING = "stopping"
 
+    # Members are singletons, so identity hashes them: Enum's own ``__hash__`` runs Python
+    # code on every TRANSITIONS lookup (two per move) and ``_USABLE`` test. Nothing iterates
+    # a set of these, so the per-run identity hashes change nothing observable.
+    __hash__ = object.__hash__
+
 
 class Step(enum.Enum):
     WANT = "want"
@@ -86,6 +91,8 @@ class Step(enum.Enum):
     LET_GO = "let-go"
     RELEASE = "release"
     RELEASE_AFTER_USE = "release-after-use"
+
+    __hash__ = object.__hash__  # as HolderState's
 
 
 _S, _E = HolderState, Step
@@ -129,6 +136,8 @@ class NoticeKind(enum.Enum):
     LAPSED = "lapsed"  # term ran out unrenewed: stop (already stopped by the clock rule)
     REVOKED = "revoked"  # the authority withdrew it: stopping at ``usable_until``
     TOO_LATE = "too-late"  # a grant came with too little usable time left; released
+
+    __hash__ = object.__hash__  # as HolderState's
 
 
 @attrs.frozen(slots=True)
@@ -257,7 +266,10 @@ class LeaseHolder:
             return None
         if now + duration_ms > lease.busy_until:
             lease.busy_until = now + duration_ms
-            self._changed()
+            if lease.state is HolderState.STOPPING:
+                # Only a STOPPING lease's deadline reads busy_until (a move into STOPPING
+                # drops the kept deadline itself): an operation on a held lease keeps it.
+                self._changed()
         return lease.token
 
     def usable_until(self, resource: str) -> int | None:
@@ -275,24 +287,33 @@ class LeaseHolder:
 
     def scan_deadline(self) -> int | None:
         """:meth:`next_deadline` computed afresh from every lease (the reference)."""
-        times = []
+        # The earliest as we go, no list: a member's IDLE leases (kept for their highest
+        # token) are most of what this walks, and are passed over first.
+        earliest: int | None = None
         lead = self.config.renew_lead_ms
         for lease in self._leases.values():
-            if lease.state is HolderState.CLAIMING:
-                times.append(lease.next_send)
-            elif lease.state is HolderState.HOLDING:
-                times.append(lease.usable_until - lead)
-            elif lease.state is HolderState.RENEWING:
-                times.append(min(lease.next_send, lease.usable_until))
-            elif lease.state is HolderState.STOPPING:
-                times.append(max(lease.usable_until, lease.busy_until))
-        return min(times) if times else None
+            state = lease.state
+            if state is HolderState.IDLE:
+                continue
+            if state is HolderState.CLAIMING:
+                when = lease.next_send
+            elif state is HolderState.HOLDING:
+                when = lease.usable_until - lead
+            elif state is HolderState.RENEWING:
+                when = min(lease.next_send, lease.usable_until)
+            elif state is HolderState.STOPPING:
+                when = max(lease.usable_until, lease.busy_until)
+            else:
+                continue
+            if earliest is None or when < earliest:
+                earliest = when
+        return earliest
 
     # --- inputs from the application --------------------------------------------------
 
     def want(self, resource: str, term_ms: int, now: int, priority: int = 0) -> list[Action]:
         """Ask for ``resource`` for ``term_ms`` (renewed until :meth:`release`)."""
-        lease = self._leases.setdefault(resource, _Lease())
+        lease = self._lease(resource)
         lease.term_ms, lease.priority = term_ms, priority
         if lease.state is not HolderState.IDLE:
             return []
@@ -347,8 +368,24 @@ class LeaseHolder:
 
     def tick(self, now: int) -> list[Action]:
         """Renew, lapse, stop and resend what is due at ``now``."""
-        actions: list[Action] = []
         self.replay.tick(now)
+        if self.config.renew_lead_ms >= 0:
+            # next_deadline() is the earliest instant at which _due finds something (with a
+            # lead of at least 0 a holding lease renews before it lapses), and it is kept
+            # between changes: before it, the scan of every lease would find nothing. Every
+            # message the holder receives ticks it first, so this is the common case.
+            due = self.next_deadline()
+            if due is None or now < due:
+                return []
+        return self._due(now)
+
+    def scan_tick(self, now: int) -> list[Action]:
+        """:meth:`tick` scanning every lease whatever the deadline (the reference)."""
+        self.replay.tick(now)
+        return self._due(now)
+
+    def _due(self, now: int) -> list[Action]:
+        actions: list[Action] = []
         lead = self.config.renew_lead_ms
         for resource, lease in self._leases.items():
             state = lease.state
@@ -383,7 +420,7 @@ class LeaseHolder:
         if grant.holder != self.node or not self._fresh(grant, now):
             return
         resource = grant.resource
-        lease = self._leases.setdefault(resource, _Lease())
+        lease = self._lease(resource)
         token = grant.fencing_token
         if token < lease.highest:
             return  # from an older grant: a newer one exists
@@ -513,6 +550,14 @@ class LeaseHolder:
         return Header(
             issuer=self.node, issued_at=now, sequence=self.sequence, references=references
         )
+
+    def _lease(self, resource: str) -> _Lease:
+        """The resource's lease, made IDLE on first sight (``setdefault`` would build a
+        :class:`_Lease` on every call only to throw it away)."""
+        lease = self._leases.get(resource)
+        if lease is None:
+            lease = self._leases[resource] = _Lease()
+        return lease
 
     def _move(self, lease: _Lease, step: Step) -> None:
         lease.state = TRANSITIONS[lease.state][step]
