@@ -80,8 +80,9 @@ class SignedMessage:
 
 
 # The values every seal and verify builds get the accelerator's __init__ too (a no-op without
-# it); see .messages.accel.install_fast_init.
-FAST_INIT_CLASSES = (SignedMessage, cose.Sign1)
+# it); see .messages.accel.install_fast_init. ContentId is here rather than in .ids because
+# the accelerator's module imports .ids.
+FAST_INIT_CLASSES = (SignedMessage, cose.Sign1, ContentId)
 for _cls in FAST_INIT_CLASSES:
     accel.install_fast_init(_cls)
 
