@@ -13,13 +13,14 @@ is deterministic, so only a different key could make different bytes) has one co
 
 from __future__ import annotations
 
+from hashlib import sha256
 from typing import Protocol, TypeVar
 
 import attrs
 
 from . import cose
 from .errors import UntrustedKey
-from .ids import ContentId
+from .ids import SHA256_PREFIX, ContentId
 from .keys import SigningKey, VerifyKey
 from .messages import PROTOCOL_VERSION, Message, accel, decode_message, encode_message
 from .trust import Role
@@ -80,8 +81,9 @@ class SignedMessage:
 
 
 # The values every seal and verify builds get the accelerator's __init__ too (a no-op without
-# it); see .messages.accel.install_fast_init.
-FAST_INIT_CLASSES = (SignedMessage, cose.Sign1)
+# it); see .messages.accel.install_fast_init. ContentId is here rather than in .ids because
+# the accelerator's module imports .ids.
+FAST_INIT_CLASSES = (SignedMessage, cose.Sign1, ContentId)
 for _cls in FAST_INIT_CLASSES:
     accel.install_fast_init(_cls)
 
@@ -89,7 +91,9 @@ for _cls in FAST_INIT_CLASSES:
 def seal(message: Message, key: SigningKey) -> SignedMessage:
     """Encode, name and sign ``message`` with ``key``."""
     payload = encode_message(message)
-    return SignedMessage(message, ContentId.of(payload), cose.sign1(payload, key), key.kid)
+    # ContentId.of inlined (every message is sealed once and verified once per reader).
+    content_id = ContentId(SHA256_PREFIX + sha256(payload).digest())
+    return SignedMessage(message, content_id, cose.sign1(payload, key), key.kid)
 
 
 def verify(
@@ -146,4 +150,5 @@ def verify_trusted(
             f"message claims issuer {message.header.issuer} but is signed by the key of node "
             f"{trusted.node}"
         )
-    return SignedMessage(message, ContentId.of(payload), bytes(data), kid), trusted
+    content_id = ContentId(SHA256_PREFIX + sha256(payload).digest())  # ContentId.of, inlined
+    return SignedMessage(message, content_id, bytes(data), kid), trusted

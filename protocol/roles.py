@@ -68,7 +68,7 @@ def check_role(message: Message, signer: Credential, reader_cell: int | None = N
                 f"by that region's coordinator; the {_who(signer)} is not"
             )
         return
-    if not signer.roles & _WRITERS:
+    if signer.roles.isdisjoint(_WRITERS):  # no intersection set built
         raise WrongRole(
             f"{_name(message)} needs a node or coordinator role; the {_who(signer)} has neither"
         )

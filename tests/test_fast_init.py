@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import pytest
 from fleetwire.protocol import envelope
-from fleetwire.protocol.agent import actions, bundling
+from fleetwire.protocol.agent import actions, admission, bundling
 from fleetwire.protocol.messages import Header, LeaseClaim, accel, codec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,7 +24,7 @@ if not accel.AVAILABLE or not isinstance(Header.__dict__["__init__"], accel._spe
 
 CLASSES = (
     *codec.FAST_INIT_CLASSES, *envelope.FAST_INIT_CLASSES, *actions.FAST_INIT_CLASSES,
-    *bundling.FAST_INIT_CLASSES,
+    *bundling.FAST_INIT_CLASSES, *admission.FAST_INIT_CLASSES,
 )  # fmt: skip
 values = st.one_of(st.integers(), st.text(max_size=3), st.none(), st.tuples(st.integers()))
 

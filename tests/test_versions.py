@@ -18,6 +18,7 @@ from fleetwire.protocol.errors import (
 from fleetwire.protocol.ids import ContentId
 from fleetwire.protocol.messages import (
     MESSAGE_CLASSES,
+    SUPPORTED_VERSIONS,
     Award,
     Bid,
     BlockGrant,
@@ -334,6 +335,26 @@ def test_no_common_version_is_a_typed_refusal() -> None:
     peers.learn(advert(40, (2, 3)))
     with pytest.raises(NoCommonVersion):
         peers.write_version_for([40, 41])  # 41 unknown: only 1; 40 reads 2..3
+
+
+@pytest.mark.parametrize("own", SUPPORTED_VERSIONS)
+def test_write_version_answers_as_write_version_for_one_peer(own: int) -> None:
+    """write_version has its own road for one peer; it must agree with the general one, in
+    values and in refusals, over every range a peer could advertise (inverted ones too)."""
+    span = range(0, SUPPORTED_VERSIONS[-1] + 3)
+    for oldest in span:
+        for newest in span:
+            peers = PeerVersions(own=own)
+            peers.learn(advert(40, (oldest, newest)))
+            answers: list[int | str] = []
+            for one_road in (True, False):
+                try:
+                    answers.append(
+                        peers.write_version(40) if one_road else peers.write_version_for([40])
+                    )
+                except NoCommonVersion as exc:
+                    answers.append(str(exc))
+            assert answers[0] == answers[1], (own, oldest, newest)
 
 
 def test_a_message_for_a_peer_is_converted_to_its_version() -> None:

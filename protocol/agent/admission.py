@@ -33,8 +33,8 @@ from ..bpv7 import Bundle, IpnEid
 from ..cose import Sign1
 from ..envelope import SignedMessage, verify_trusted
 from ..errors import FleetwireError
-from ..messages import PROTOCOL_VERSION
-from ..replay import Accept, ReplayGuard
+from ..messages import PROTOCOL_VERSION, accel
+from ..replay import Accept, ReplayGuard, Seen
 from ..roles import check_role
 from ..trust import TrustStore
 
@@ -62,6 +62,15 @@ class RevocationBundle:
     """A bundle on the trust service: a root-signed revocation list for the agent to apply."""
 
     data: bytes
+
+
+#: What every admitted delivery builds (the replay guard's record and answer, the verdict) gets
+#: the accelerator's ``__init__`` (:func:`fleetwire.protocol.messages.accel.install_fast_init`;
+#: a no-op without it). The replay classes are listed here, not in :mod:`.replay`, which stays
+#: free of the message package.
+FAST_INIT_CLASSES = (Admitted, Seen, Accept)
+for _cls in FAST_INIT_CLASSES:
+    accel.install_fast_init(_cls)
 
 
 def admit(

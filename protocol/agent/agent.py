@@ -55,6 +55,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Final
 
 import attrs
@@ -93,7 +94,7 @@ from .actions import (
     Transmit,
     WakeAt,
 )
-from .admission import Admitted, Refusal, admit
+from .admission import Admitted, Refusal, RevocationBundle, admit
 from .agent_store import AgentStore
 from .bundling import (
     DELIVERED,
@@ -114,7 +115,7 @@ from .bundling import (
 from .contacts import ContactPlan
 from .handlers import Handler, Outgoing
 from .routing import Forward, Hierarchy, Router
-from .states import BundleEvent, BundleState, next_state
+from .states import TRANSITIONS, BundleEvent, BundleState, next_state
 from .store import Accepted, Duplicate, Refused, StoredBundle
 
 __all__ = ["AgentConfig", "AgentStats", "BundleAgent"]
@@ -205,6 +206,10 @@ _REPORT_RECEPTION: Final = int(BundleFlags.REPORT_RECEPTION)
 #: And the forwarding one: every relay hop tests it, nearly always to find it unset.
 _REPORT_FORWARDING: Final = int(BundleFlags.REPORT_FORWARDING)
 _REPORT_DELIVERY: Final = int(BundleFlags.REPORT_DELIVERY)
+_ADMIN_RECORD: Final = int(BundleFlags.ADMIN_RECORD)
+
+#: ``store.remember``'s floors when none rose (read only: ``AgentStore.remember`` takes a Mapping).
+_NO_FLOORS: Final[Mapping[int, int]] = MappingProxyType({})
 
 # Timer kinds, in the agent's one heap of (time, seq, kind, key).
 _EXPIRY, _REROUTE, _RETENTION, _HANDLER = 0, 1, 2, 3
@@ -357,8 +362,10 @@ class BundleAgent:
         admitted = held.admitted
         if admitted is not None:  # replay memory first: a crash between means redelivery
             accept = admitted.accept
-            floors = {} if accept.floor is None else {accept.seen.issuer: accept.floor}
-            self.store.remember([accept.seen], floors)
+            # A tuple and the one shared empty mapping: the floor rises rarely (count bound).
+            floor = accept.floor
+            seen = accept.seen
+            self.store.remember((seen,), _NO_FLOORS if floor is None else {seen.issuer: floor})
         self._move(delivery, held, _E.ACKNOWLEDGE)
         self.store.tombstone(delivery, DELIVERED)
         self.stats.acknowledged += 1
@@ -400,7 +407,8 @@ class BundleAgent:
             actions.extend(self._send(send.message, send.to, now))
         due = handler.deadline()
         if due is not None:
-            at = max(due, now + 1)  # a machine that is late is woken next ms, never in a loop
+            # A machine that is late is woken next ms, never in a loop (max() spelt out).
+            at = due if due > now else now + 1
             if at not in self._handler_at:
                 self._handler_at.add(at)
                 self._timer(at, _HANDLER, b"")
@@ -641,7 +649,7 @@ class BundleAgent:
 
     def _deliver(self, key: bytes, held: _Held, now: int, actions: list[Action]) -> None:
         bundle = held.bundle
-        if bundle.primary.is_admin_record:
+        if int(bundle.primary.flags) & _ADMIN_RECORD:  # as PrimaryBlock.is_admin_record, no call
             self._admin_record(bundle, actions)
             self._move(key, held, _E.FINISH)
             self.store.tombstone(key, DELIVERED)  # a duplicate is still known
@@ -654,17 +662,18 @@ class BundleAgent:
                 version=self.config.protocol_version, sign1=held.sign1,
             )  # fmt: skip
             held.sign1 = None  # used: the verdict is kept instead
-            if isinstance(verdict, Refusal):
-                self.stats.rejected += 1
-                self._move(key, held, _E.REFUSE)
-                self.store.delete(key)  # its key stands for nothing else (module docstring)
-                actions.append(DeliveryRefused(key, verdict.code, verdict.reason))
-                return
-            if not isinstance(verdict, Admitted):
-                self._revocations(verdict.data, held.record, now, actions)
-                self._move(key, held, _E.FINISH)
-                self.store.tombstone(key, DELIVERED)
-                return
+            if type(verdict) is not Admitted:  # the commonest answer, told in one test
+                if isinstance(verdict, Refusal):
+                    self.stats.rejected += 1
+                    self._move(key, held, _E.REFUSE)
+                    self.store.delete(key)  # its key stands for nothing else (module docstring)
+                    actions.append(DeliveryRefused(key, verdict.code, verdict.reason))
+                    return
+                if isinstance(verdict, RevocationBundle):
+                    self._revocations(verdict.data, held.record, now, actions)
+                    self._move(key, held, _E.FINISH)
+                    self.store.tombstone(key, DELIVERED)
+                    return
             held.admitted = verdict
             self.stats.delivered += 1
             if isinstance(verdict.signed.message, CapabilityAdvertisement):
@@ -740,7 +749,11 @@ class BundleAgent:
         self._forwarded(key, held, now)
 
     def _forwarded(self, key: bytes, held: _Held, now: int) -> None:
-        remember_until = min(held.record.expires_at, now + self.config.forwarded_memory_ms)
+        # min() spelt out: every hop's custody ends here.
+        expires_at = held.record.expires_at
+        remember_until = now + self.config.forwarded_memory_ms
+        if expires_at < remember_until:
+            remember_until = expires_at
         self.store.tombstone(key, FORWARDED, remember_until)
 
     def _discard(
@@ -790,8 +803,13 @@ class BundleAgent:
     # --- bookkeeping -------------------------------------------------------------------
 
     def _move(self, key: bytes, held: _Held, event: BundleEvent) -> None:
-        held.state = next_state(held.state, event)
-        if held.state is _S.GONE:
+        # next_state inlined (several moves per bundle per hop): the same table, the same error.
+        try:
+            state = held.state = TRANSITIONS[held.state][event]
+        except KeyError:
+            next_state(held.state, event)  # raises AgentStateError, worded in one place
+            raise
+        if state is _S.GONE:
             del self._held[key]
 
     def _next_sequence(self, now: int) -> int:

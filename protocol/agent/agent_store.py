@@ -292,12 +292,17 @@ class MemoryAgentStore:
         return None
 
     def remember(self, seen: Sequence[Seen], floors: Mapping[int, int]) -> None:
+        # Once per acknowledged delivery, nearly always one record and no floor.
+        kept = self._seen
+        heap = self._seen_expiry
         for record in seen:
-            self._seen[(record.issuer, record.sequence)] = record
-            heapq.heappush(self._seen_expiry, (record.keep_until, record.issuer, record.sequence))
-        for issuer, floor in floors.items():
-            if floor > self._floors.get(issuer, -1):
-                self._floors[issuer] = floor
+            issuer, sequence = record.issuer, record.sequence
+            kept[(issuer, sequence)] = record
+            heapq.heappush(heap, (record.keep_until, issuer, sequence))
+        if floors:
+            for issuer, floor in floors.items():
+                if floor > self._floors.get(issuer, -1):
+                    self._floors[issuer] = floor
 
     def remembered(self) -> tuple[list[Seen], dict[int, int]]:
         return list(self._seen.values()), dict(self._floors)

@@ -51,6 +51,11 @@ class Family(enum.Enum):
     EXCEPTION = "exception"
     LEASE = "lease"
 
+    # Members are singletons, so identity hashes them (as agent.states does): Enum's own hash
+    # runs Python code on every delivery (the agent finds a role's handler by family). Sets of
+    # families iterate in another order, as they did already under str hash randomisation.
+    __hash__ = object.__hash__
+
 
 class MessageType(enum.IntEnum):
     """Key 0 of every message. Codes are never reused (protocol.md §5.5); the version that
