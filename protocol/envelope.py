@@ -13,14 +13,13 @@ is deterministic, so only a different key could make different bytes) has one co
 
 from __future__ import annotations
 
-from hashlib import sha256
 from typing import Protocol, TypeVar
 
 import attrs
 
 from . import cose
 from .errors import UntrustedKey
-from .ids import SHA256_PREFIX, ContentId
+from .ids import ContentId
 from .keys import SigningKey, VerifyKey
 from .messages import PROTOCOL_VERSION, Message, accel, decode_message, encode_message
 from .trust import Role
@@ -91,9 +90,7 @@ for _cls in FAST_INIT_CLASSES:
 def seal(message: Message, key: SigningKey) -> SignedMessage:
     """Encode, name and sign ``message`` with ``key``."""
     payload = encode_message(message)
-    # ContentId.of inlined (every message is sealed once and verified once per reader).
-    content_id = ContentId(SHA256_PREFIX + sha256(payload).digest())
-    return SignedMessage(message, content_id, cose.sign1(payload, key), key.kid)
+    return SignedMessage(message, ContentId.of(payload), cose.sign1(payload, key), key.kid)
 
 
 def verify(
@@ -150,5 +147,4 @@ def verify_trusted(
             f"message claims issuer {message.header.issuer} but is signed by the key of node "
             f"{trusted.node}"
         )
-    content_id = ContentId(SHA256_PREFIX + sha256(payload).digest())  # ContentId.of, inlined
-    return SignedMessage(message, content_id, bytes(data), kid), trusted
+    return SignedMessage(message, ContentId.of(payload), bytes(data), kid), trusted

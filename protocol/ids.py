@@ -23,9 +23,7 @@ class HashAlgorithm(enum.IntEnum):
 
 
 _DIGEST_SIZE: Final = {HashAlgorithm.SHA2_256: 32}
-#: What a SHA-256 content id starts with (code, length); :mod:`.envelope` builds ids with it
-#: inline, as :meth:`ContentId.of` does.
-SHA256_PREFIX: Final = bytes((HashAlgorithm.SHA2_256, 32))
+_SHA256_PREFIX: Final = bytes((HashAlgorithm.SHA2_256, 32))
 
 
 class ContentIdError(RemoteProtocolError):
@@ -43,7 +41,7 @@ class ContentId:
     @classmethod
     def of(cls, content: bytes) -> ContentId:
         """Name ``content`` (SHA-256)."""
-        return cls(SHA256_PREFIX + hashlib.sha256(content).digest())
+        return cls(_SHA256_PREFIX + hashlib.sha256(content).digest())
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ContentId:
