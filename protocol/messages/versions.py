@@ -387,18 +387,9 @@ class PeerVersions:
 
     def write_version(self, peer: int) -> int:
         """The version to write to ``peer``: the newest both read."""
-        # Every send asks: write_version_for((peer,)) for one peer, without its loop, range
-        # and max/min calls (the same values; its error when the ranges do not meet).
-        own = self.own
-        oldest = own - WINDOW if own > WINDOW else 1  # window(own).start
-        known = self._peers.get(peer)
-        if known is None:  # a peer not heard from: the oldest version of the window (§5.1)
-            return oldest
-        low = known.oldest if known.oldest > oldest else oldest
-        high = known.newest if known.newest < own else own
-        if low > high:
-            return self.write_version_for((peer,))  # raises NoCommonVersion, worded there
-        return high
+        if peer not in self._peers:  # every send to a peer not heard from: the short road
+            return max(1, self.own - WINDOW)
+        return self.write_version_for((peer,))
 
     def write_version_for(self, peers: Iterable[int]) -> int:
         """The version to write one message read by all of ``peers`` (a cell, say)."""
