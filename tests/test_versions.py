@@ -339,8 +339,8 @@ def test_no_common_version_is_a_typed_refusal() -> None:
 
 @pytest.mark.parametrize("own", SUPPORTED_VERSIONS)
 def test_write_version_answers_as_write_version_for_one_peer(own: int) -> None:
-    """write_version has its own road for one peer; it must agree with the general one, in
-    values and in refusals, over every range a peer could advertise (inverted ones too)."""
+    """write_version (with its short road for a peer not heard from) agrees with the general
+    one, in values and in refusals, over every range a peer could advertise (inverted too)."""
     span = range(0, SUPPORTED_VERSIONS[-1] + 3)
     for oldest in span:
         for newest in span:
