@@ -323,11 +323,10 @@ def test_region_coordinator_signs_authority_leases_and_nothing_else_of_a_cell() 
 
 
 def test_role_sends_are_what_the_agent_outgoing_finds() -> None:
-    """lease_roles._sends (no getattr probing) picks exactly what handlers.outgoing does
-    from the machines' mixed actions: their Sends, never a Notice or a Refused."""
-    from fleetwire.protocol.agent.handlers import outgoing
+    """handlers.outgoing, which the lease roles hand their machines' actions to, picks from
+    the mixed actions exactly their Sends, in order, never a Notice or a Refused."""
+    from fleetwire.protocol.agent.handlers import Outgoing, outgoing
     from fleetwire.protocol.coordination import lease_authority, lease_holder
-    from fleetwire.protocol.coordination.lease_roles import _sends
 
     header = Header(issuer=C1, issued_at=T0, sequence=1)
     claim = LeaseClaim(header=header, resource="dock/1", term_ms=1_000)
@@ -342,5 +341,6 @@ def test_role_sends_are_what_the_agent_outgoing_finds() -> None:
         lease_authority.Refused(claim, lease_authority.Refusal.STALE),
         lease_holder.Send(claim, C2),
     ]
-    assert _sends(actions) == outgoing(actions) and len(_sends(actions)) == 3
-    assert _sends([]) == []
+    expected = [Outgoing(claim, C1), Outgoing(grant, M1), Outgoing(claim, C2)]
+    assert outgoing(actions) == expected and len(outgoing(actions)) == 3
+    assert outgoing([]) == []

@@ -35,13 +35,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 
-from ..agent.handlers import Handler, Outgoing
+from ..agent.handlers import Handler, Outgoing, outgoing
 from ..envelope import SignedMessage
 from ..messages import Family
 from .lease_authority import AuthorityConfig, LeaseAuthority
-from .lease_authority import Send as AuthoritySend
 from .lease_holder import HolderConfig, HolderState, LeaseHolder, Notice, NoticeKind
-from .lease_holder import Send as HolderSend
 
 __all__ = ["CellRole", "LeaseRole", "MemberRole", "RegionRole", "authority_resource"]
 
@@ -51,16 +49,6 @@ _LEASE = frozenset({Family.LEASE})
 def authority_resource(cell: int) -> str:
     """The resource whose lease makes a node its cell's lease authority."""
     return f"authority/cell-{cell}"
-
-
-def _sends(actions: Sequence[object]) -> list[Outgoing]:
-    """The machines' sends as the agent's :class:`Outgoing`: what
-    :func:`~fleetwire.protocol.agent.handlers.outgoing` finds (every action with an int
-    ``to``), known here to be exactly the machines' ``Send`` actions, so no ``getattr``
-    probes the notices and refusals (this runs on every message and tick a role hands on)."""
-    return [
-        Outgoing(a.message, a.to) for a in actions if isinstance(a, (HolderSend, AuthoritySend))
-    ]
 
 
 class LeaseRole(Handler):
@@ -94,10 +82,10 @@ class RegionRole(LeaseRole):
         return (self.authority,)
 
     def on_message(self, signed: SignedMessage, now: int) -> list[Outgoing]:
-        return _sends(self.authority.receive(signed.message, signed.content_id, now))
+        return outgoing(self.authority.receive(signed.message, signed.content_id, now))
 
     def on_tick(self, now: int) -> list[Outgoing]:
-        return _sends(self.authority.tick(now))
+        return outgoing(self.authority.tick(now))
 
     def deadline(self) -> int | None:
         return self.authority.next_deadline()
@@ -143,7 +131,7 @@ class CellRole(LeaseRole):
         """Withdraw the grant in force on ``resource`` from ``effective_at`` (spec §6.4);
         pass the result to ``agent.act``."""
         self.at(now)
-        return _sends(self.authority.revoke(resource, effective_at, now, reason))
+        return outgoing(self.authority.revoke(resource, effective_at, now, reason))
 
     def revoke_holders(
         self, which: Callable[[int], bool], effective_at: int, now: int, reason: str | None = None
@@ -151,7 +139,7 @@ class CellRole(LeaseRole):
         """Revoke every grant held by a node ``which`` names and drop its queued claims (an
         isolation order's "its leases revoked"); pass the result to ``agent.act``."""
         self.at(now)
-        return _sends(self.authority.revoke_holders(which, effective_at, now, reason))
+        return outgoing(self.authority.revoke_holders(which, effective_at, now, reason))
 
     def start(self, now: int) -> list[Outgoing]:
         return self._handle(self.holder.want(self.resource, self.authority_term_ms, now), now)
@@ -160,13 +148,13 @@ class CellRole(LeaseRole):
         message = signed.message
         if getattr(message, "resource", None) == self.resource:
             return self._handle(self.holder.receive(message, signed.content_id, now), now)
-        return _sends(self.authority.receive(message, signed.content_id, now))
+        return outgoing(self.authority.receive(message, signed.content_id, now))
 
     def on_tick(self, now: int) -> list[Outgoing]:
         sends = self._handle(self.holder.tick(now), now)
         if self.holder.state(self.resource) is HolderState.IDLE:
             sends += self._handle(self.holder.want(self.resource, self.authority_term_ms, now), now)
-        return sends + _sends(self.authority.tick(now))
+        return sends + outgoing(self.authority.tick(now))
 
     def deadline(self) -> int | None:
         # Asked after every message and tick: the earlier of the two, without a list.
@@ -177,7 +165,7 @@ class CellRole(LeaseRole):
 
     def _handle(self, actions: Sequence[object], now: int) -> list[Outgoing]:
         """The holder's sends, and what its notices about the authority lease call for."""
-        sends = _sends(actions)
+        sends = outgoing(actions)
         for notice in actions:
             if not isinstance(notice, Notice) or notice.resource != self.resource:
                 continue
@@ -187,16 +175,16 @@ class CellRole(LeaseRole):
             if self.last_epoch is None:
                 # We do not know whether we acted in this epoch before a restart: sit it out.
                 self.last_epoch = epoch
-                sends += _sends(self.holder.let_go(self.resource, now))
+                sends += outgoing(self.holder.let_go(self.resource, now))
                 continue
             before = self.authority.epoch
-            sends += _sends(self.authority.assume(epoch, notice.usable_until, now))
+            sends += outgoing(self.authority.assume(epoch, notice.usable_until, now))
             if self.authority.epoch == epoch and self.authority.active(now):
                 self.last_epoch = epoch
                 if epoch != before:
                     self.terms.append((epoch, now))
             else:
-                sends += _sends(self.holder.let_go(self.resource, now))
+                sends += outgoing(self.holder.let_go(self.resource, now))
         return sends
 
 
@@ -238,12 +226,5 @@ class MemberRole(LeaseRole):
         return self.holder.next_deadline()
 
     def _notes(self, actions: Sequence[object]) -> list[Outgoing]:
-        """The sends, and the notices kept for the application, in one pass (a holder's
-        actions are each one or the other)."""
-        sends: list[Outgoing] = []
-        for a in actions:
-            if isinstance(a, HolderSend):
-                sends.append(Outgoing(a.message, a.to))
-            elif isinstance(a, Notice):
-                self.notices.append(a)
-        return sends
+        self.notices += [a for a in actions if isinstance(a, Notice)]
+        return outgoing(actions)
