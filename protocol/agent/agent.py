@@ -105,12 +105,10 @@ from .bundling import (
     HopLimitExceeded,
     accept_record,
     forward_bytes,
-    inspect_bundle,
     message_bundle,
     neighbour_node,
     new_message,
     status_report_for,
-    stored,
 )
 from .contacts import ContactPlan
 from .handlers import Handler, Outgoing
@@ -794,9 +792,7 @@ class BundleAgent:
     def _hold_new(self, bundle: Bundle, now: int, actions: list[Action]) -> None:
         """Hold a bundle this node made (a report, a revocation list to spread) and route it."""
         data = encode_bundle(bundle)
-        envelope = inspect_bundle(bundle, now, content_id=False)
-        local = envelope.destination_node == self.node
-        record = stored(bundle, data, now, envelope, LOCAL if local else None)
+        record, _, local, _ = accept_record(bundle, data, now, self.node)
         if isinstance(self.store.put(record), Accepted):
             self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions)
 

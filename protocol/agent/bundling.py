@@ -505,12 +505,11 @@ def stored(
     Keys: see the module docstring. ``received_from`` is the neighbour that handed the bundle
     over (its per-source share of the store quota); ``None`` for a bundle made here.
     """
-    # Every bundle on every hop comes here: each EID's CBOR is read once, and the commonest
-    # shapes (known EID text, a plain ipn source) are taken inline, as _text_of and _id_key
-    # take them; anything else goes to those.
+    # The agent's hot path takes accept_record, which does this and inspect_bundle in one
+    # step (and is held to them by a test): here each rule is written once, plainly.
     primary = bundle.primary
     source, destination = primary.source, primary.destination
-    source_wire, destination_wire = source.wire, destination.wire
+    destination_wire = destination.wire
     # The store drops a second bundle with the same content key. One message may rightly go
     # to several destinations (an advertisement to every neighbour), so the key is the
     # envelope digest *for this destination*.
@@ -518,21 +517,11 @@ def stored(
     digest = envelope_digest or hashlib.sha256(bundle.payload).digest()
     payload_tag = digest[:_PAYLOAD_TAG]
     content_key = None if envelope_digest is None else envelope_digest + destination_wire
-    if (type(source) is IpnEid and not int(primary.flags) & _IS_FRAGMENT
-            and not source.allocator and source.elements == 2):  # fmt: skip
-        creation = primary.creation
-        time = creation.time  # a clock's time needs the 8-byte head (§4.2.7): uint's last case
-        id_key = b"".join((
-            b"\x83", source_wire,
-            b"\x1b" + time.to_bytes(8, "big") if time >= 0x100000000 else uint(time),
-            uint(creation.sequence),
-        ))  # fmt: skip
-    else:
-        id_key = _id_key(bundle)
+    id_key = _id_key(bundle)
     return StoredBundle.checked_by_caller(
         id_key + payload_tag,
         content_key,
-        _TEXT.get(source_wire) or _text_of(source),
+        _TEXT.get(source.wire) or _text_of(source),
         _TEXT.get(destination_wire) or _text_of(destination),
         envelope.expires_at,
         now,
