@@ -1,7 +1,8 @@
 """Shared test configuration.
 
 ``--soak`` runs the long fuzz and soak tests. ``--pure-python`` takes the C accelerator (codec,
-bundle walk, bundle writer) out, so the pure-Python road (what installs without a compiler get) is tested whole.
+bundle walk, bundle writer, content ids) out, so the pure-Python road (what installs without a
+compiler get) is tested whole.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # and the relay's one-pass forwarding bytes
         config.stash[_PURE_RELAY] = relay = bundle_accel.without_relay_forward()
         relay.__enter__()
+        # and the content ids' C SHA-256 (hashlib's road instead)
+        from fleetwire.protocol import ids
+
+        ids._content_id_raw = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
