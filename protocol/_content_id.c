@@ -162,6 +162,18 @@ static PyObject *content_id_raw(PyObject *self, PyObject *arg) {
     return out;
 }
 
+/* sha256(data) -> bytes: the 32-byte SHA-256 digest of ``data``. */
+static PyObject *sha256_digest(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 32);
+    if (out)
+        sha256_with(sha256_best(), (const unsigned char *)view.buf, (size_t)view.len,
+                    (unsigned char *)PyBytes_AS_STRING(out));
+    PyBuffer_Release(&view);
+    return out;
+}
+
 /* sha256_roads(data) -> (portable, SHA-NI or None): the digest by each road this file has. */
 static PyObject *sha256_roads(PyObject *self, PyObject *arg) {
     Py_buffer view;
@@ -187,6 +199,8 @@ static PyMethodDef content_id_methods[] = {
     {"content_id_raw", content_id_raw, METH_O,
      "content_id_raw(data) -> bytes: the multihash content id of data (0x12, 32, SHA-256), "
      "as fleetwire.protocol.ids.ContentId.of names it."},
+    {"sha256", sha256_digest, METH_O,
+     "sha256(data) -> bytes: the SHA-256 digest of data (32 bytes), as hashlib gives it."},
     {"sha256_roads", sha256_roads, METH_O,
      "sha256_roads(data) -> (portable, hardware or None): SHA-256 of data by each road this "
      "module has (None where the CPU has no SHA extensions), for the tests."},

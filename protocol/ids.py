@@ -27,6 +27,16 @@ except ImportError:  # no C compiler at install: hashlib's road
     _speedups = None
 
 _content_id_raw: Callable[[bytes], bytes] | None = getattr(_speedups, "content_id_raw", None)
+_sha256: Callable[[bytes], bytes] | None = getattr(_speedups, "sha256", None)
+
+
+def sha256_digest(content: bytes) -> bytes:
+    """The 32-byte SHA-256 digest of ``content``, as content ids hold it: the C road when it
+    is built (module docstring), hashlib's otherwise. The agent names every bundle it takes
+    by it too (bundle keys, ``protocol/agent/bundling.py``), on every hop."""
+    if _sha256 is not None:
+        return _sha256(content)
+    return hashlib.sha256(content).digest()
 
 
 class HashAlgorithm(enum.IntEnum):
@@ -82,7 +92,7 @@ class ContentId:
 
     def matches(self, content: bytes) -> bool:
         """Whether ``content`` is what this id names."""
-        return hashlib.sha256(content).digest() == self.digest
+        return sha256_digest(content) == self.digest
 
     def __str__(self) -> str:
         return self.raw.hex()

@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # and the content ids' C SHA-256 (hashlib's road instead)
         from fleetwire.protocol import ids
 
-        ids._content_id_raw = None
+        ids._content_id_raw = ids._sha256 = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -24,7 +24,6 @@ Delivery deduplicates on the verified message alone (:mod:`fleetwire.protocol.re
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Sequence
 from typing import Final
@@ -60,7 +59,7 @@ from ..bpv7.eid import DtnEid, NullEid
 from ..bpv7.wire import head as _head
 from ..bpv7.wire import uint
 from ..errors import FleetwireError
-from ..ids import ContentId
+from ..ids import ContentId, sha256_digest
 from ..messages import accel as init_accel
 from ..replay import Accept, Seen
 from .admission import Admitted
@@ -476,13 +475,13 @@ def inspect_bundle(
     sign1: cose.Sign1 | None = None
     payload = bundle.payload
     if sealed_here and not content_id:
-        digest = hashlib.sha256(payload).digest()
+        digest = sha256_digest(payload)
     else:
         try:
             sign1 = cose.parse_sign1(payload)
             if content_id:
                 content = ContentId.of(sign1.payload)
-            digest = hashlib.sha256(payload).digest()
+            digest = sha256_digest(payload)
         except FleetwireError:
             pass  # not one of ours, or damaged: the signature check will say so on delivery
     return Envelope(node, expires_at, content, digest, service, sign1)
@@ -514,7 +513,7 @@ def stored(
     # to several destinations (an advertisement to every neighbour), so the key is the
     # envelope digest *for this destination*.
     envelope_digest = envelope.envelope_digest
-    digest = envelope_digest or hashlib.sha256(bundle.payload).digest()
+    digest = envelope_digest or sha256_digest(bundle.payload)
     payload_tag = digest[:_PAYLOAD_TAG]
     content_key = None if envelope_digest is None else envelope_digest + destination_wire
     id_key = _id_key(bundle)
@@ -564,16 +563,16 @@ def accept_record(
     # The content key: the envelope's digest for this destination, if the payload is one
     # (module docstring); the bundle key's tag is that digest too, or the payload's.
     if sealed_here:
-        digest = hashlib.sha256(payload).digest()
+        digest = sha256_digest(payload)
         content_key: bytes | None = digest + destination_wire
     else:
         try:
             sign1 = cose.parse_sign1(payload)
         except FleetwireError:  # not one of ours, or damaged: delivery's check will say so
             content_key = None
-            digest = hashlib.sha256(payload).digest()
+            digest = sha256_digest(payload)
         else:
-            digest = hashlib.sha256(payload).digest()
+            digest = sha256_digest(payload)
             content_key = digest + destination_wire
     if (type(source) is IpnEid and not int(primary.flags) & _IS_FRAGMENT
             and not source.allocator and source.elements == 2):  # fmt: skip
