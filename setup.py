@@ -10,7 +10,7 @@ setup(
     ext_modules=[
         Extension(
             "fleetwire.protocol._speedups",
-            ["protocol/_speedups.c", "protocol/_content_id.c"],
+            ["protocol/_speedups.c", "protocol/_content_id.c", "protocol/_event_queue.c"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         )

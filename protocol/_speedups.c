@@ -1144,6 +1144,7 @@ static struct PyModuleDef module = {
 static int add_send_path(PyObject *m);
 static int add_relay_path(PyObject *m);
 int add_content_id(PyObject *m); /* protocol/_content_id.c */
+int add_event_queue(PyObject *m); /* protocol/_event_queue.c */
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     crc32c_init();
@@ -1151,7 +1152,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "SlotInit", (PyObject *)&SlotInitType) < 0 || add_send_path(m) < 0 ||
-        add_relay_path(m) < 0 || add_content_id(m) < 0) {
+        add_relay_path(m) < 0 || add_content_id(m) < 0 || add_event_queue(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

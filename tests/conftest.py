@@ -1,8 +1,8 @@
 """Shared test configuration.
 
 ``--soak`` runs the long fuzz and soak tests. ``--pure-python`` takes the C accelerator (codec,
-bundle walk, bundle writer, content ids) out, so the pure-Python road (what installs without a
-compiler get) is tested whole.
+bundle walk, bundle writer, content ids, the simulator's event queue) out, so the pure-Python
+road (what installs without a compiler get) is tested whole.
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from fleetwire.protocol import ids
 
         ids._content_id_raw = ids._sha256 = None
+        # and the simulator's C event queue (new simulators take the heapq road)
+        from fleetwire.runtime.sim import event_queue
+
+        event_queue.EventQueue = event_queue.PyEventQueue
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

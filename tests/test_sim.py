@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from fleetwire.protocol.agent.actions import Deliver
 from fleetwire.protocol.agent.agent import AgentConfig, BundleAgent
 from fleetwire.protocol.agent.agent_store import MemoryAgentStore
@@ -178,8 +179,8 @@ def test_the_lease_trace_shows_a_double_booking_when_tokens_are_ignored() -> Non
 
 
 def test_events_run_in_time_order_then_insertion_order_whatever_the_times() -> None:
-    # The heap's int keys (time << bits | sequence) must order as (time, sequence) tuples
-    # would, negative and huge times included; `run` stops at `until`, inclusive.
+    # The event queue orders by (time, insertion), negative times and the int64 edges
+    # included; `run` stops at `until`, inclusive (and takes any int as `until`).
     sim = Simulator(seed=1, start=-5)
     ran: list[tuple[int, str]] = []
 
@@ -189,13 +190,15 @@ def test_events_run_in_time_order_then_insertion_order_whatever_the_times() -> N
 
         return call
 
-    huge = 2**70
+    huge = 2**63 - 1  # the latest time an event may have (292 million years of ms)
+    with pytest.raises(OverflowError):
+        sim.every(huge + 1, note("never"))
     for at, name in [(3, "a"), (-5, "b"), (huge, "c"), (3, "d"), (-5, "e"), (0, "f"), (4, "g")]:
         sim.every(at, note(name))
     assert sim.next_at() == -5
     sim.run(3)
     assert ran == [(-5, "b"), (-5, "e"), (0, "f"), (3, "a"), (3, "d")]
     assert sim.next_at() == 4 and sim.now == 3 and sim.stats.events == 5
-    sim.run(huge)
+    sim.run(2**70)
     assert ran[5:] == [(4, "g"), (huge, "c")] and sim.next_at() is None
     assert sim.stats.events == 7

@@ -47,7 +47,6 @@ but signed elsewhere is kept in ``delivered_unsent`` for the latency to be match
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections.abc import Callable
 from typing import Any
@@ -68,6 +67,8 @@ from fleetwire.protocol.agent.agent import BundleAgent
 from fleetwire.protocol.agent.handlers import Handler, Outgoing
 from fleetwire.protocol.envelope import SignedMessage
 from fleetwire.protocol.messages import Message
+
+from . import event_queue
 
 __all__ = ["LinkModel", "SimStats", "Simulator"]
 
@@ -120,14 +121,10 @@ class _Direction:
 # Event kinds.
 _WAKE, _ARRIVE, _ANSWER, _UP, _DOWN, _CALL = range(6)
 
-# The heap holds one int per event, its key ``time << _SEQ_BITS | seq``: ordered by time,
-# then by insertion (``seq``), exactly as ``(time, seq)`` tuples would be, for any time,
-# negative or huge. An int key is one comparison per step of heappop/heappush where a tuple
-# costs two to four (the tuple compare, then each item), and the pops were 40% of the
-# engine's own time: with the rest of an event, (kind, a, b, c), waiting in a dict under its
-# key, a pop and a push on a heap of 3000 take a quarter fewer instructions.
-# A sequence number must stay below 2**_SEQ_BITS (10**12 events: months of CPU; checked).
-_SEQ_BITS = 40
+# The events wait in an :class:`~.event_queue.EventQueue` (C where built): ordered by time,
+# then by insertion. Each is the tuple (time, kind, a, b, c): the time rides in the item,
+# which costs nothing (the tuple is built anyway) where the queue handing it back would
+# cost an int or a tuple per event.
 
 OnDeliver = Callable[["Simulator", int, Deliver], None]
 OnSent = Callable[["Simulator", int, Sent], None]
@@ -152,10 +149,9 @@ class Simulator:
         self.stats = SimStats()
         self.on_deliver = on_deliver
         self._links: dict[tuple[int, int], _Direction] = {}
-        #: Event keys (``time << _SEQ_BITS | seq``), and each one's (kind, a, b, c).
-        self._heap: list[int] = []
-        self._pending: dict[int, tuple[int, Any, Any, Any]] = {}
-        self._seq = 0
+        #: The events, each (time, kind, a, b, c) (``event_queue.EventQueue`` is looked up
+        #: here, not at import, so the tests' ``--pure-python`` can swap the road).
+        self._events: event_queue.EventQueueType = event_queue.EventQueue()
         self._wake: dict[int, int] = {}
         self._sent_at: dict[bytes, int] = {}
         #: Called with every :class:`Sent` (``None``: nobody listens).
@@ -210,7 +206,7 @@ class Simulator:
 
     def next_at(self) -> int | None:
         """The time of the earliest event waiting (``None``: none)."""
-        return self._heap[0] >> _SEQ_BITS if self._heap else None
+        return self._events.next_time()
 
     def sent_undelivered(self) -> dict[bytes, int]:
         """Content id → signing time of messages signed here and not delivered here."""
@@ -218,10 +214,7 @@ class Simulator:
 
     def send_at(self, at: int, source: int, to: int, message: Message | SignedMessage) -> None:
         """The application at ``source`` sends ``message`` to node ``to`` at ``at``."""
-        self._seq = seq = self._seq + 1  # _push inlined: once per message of the traffic
-        key = at << _SEQ_BITS | seq
-        heapq.heappush(self._heap, key)
-        self._pending[key] = (_CALL, source, to, message)
+        self._events.push(at, (at, _CALL, source, to, message))  # _push inlined: per message
 
     def every(self, at: int, call: Callable[[Simulator], int | None]) -> None:
         """Call ``call(sim)`` at ``at``, then again whenever it returns a time (None: stop)."""
@@ -243,17 +236,15 @@ class Simulator:
 
     def run(self, until: int) -> None:
         """Process every event up to and including DTN time ``until``."""
-        heap, pending, pop, heappush = self._heap, self._pending, heapq.heappop, heapq.heappush
+        events_push, pop = self._events.push, self._events.pop_until
         agents, links, wake, handlers = self.agents, self._links, self._wake, self._handlers
         # Kinds as locals: the branches below test them on every event.
         arrive, answer, call, wake_kind, up = _ARRIVE, _ANSWER, _CALL, _WAKE, _UP
-        limit = (until + 1) << _SEQ_BITS  # every key of an event at or before ``until``
         events = 0  # counted here, stored once (however the loop ends)
         try:
-            while heap and heap[0] < limit:
-                key = pop(heap)
-                kind, a, b, c = pending.pop(key)
-                self.now = at = key >> _SEQ_BITS
+            while (event := pop(until)) is not None:
+                at, kind, a, b, c = event
+                self.now = at
                 events += 1
                 came: tuple[int, bytes] | None = None
                 if kind == arrive:  # a: (sender, key), b: receiver, c: data
@@ -271,10 +262,7 @@ class Simulator:
                     if a is None:  # a scheduled callable
                         again = c(self)
                         if again is not None:  # _push inlined: once per message of the traffic
-                            self._seq = seq = self._seq + 1
-                            key = again << _SEQ_BITS | seq
-                            heappush(heap, key)
-                            pending[key] = (call, None, None, c)
+                            events_push(again, (again, call, None, None, c))
                         continue
                     self.stats.sent += 1
                     node, actions = a, agents[a].send(c, b, at)
@@ -300,8 +288,6 @@ class Simulator:
                         handler(node, action, came)
         finally:
             self.stats.events += events
-        if self._seq >> _SEQ_BITS:  # keys are no longer in insertion order: the run is wrong
-            raise OverflowError(f"2**{_SEQ_BITS} events or more in one simulator")
         self.now = max(self.now, until)
 
     # --- actions -----------------------------------------------------------------------
@@ -324,10 +310,7 @@ class Simulator:
         pending = self._wake.get(node)
         if pending is None or at < pending:
             self._wake[node] = at
-            self._seq = seq = self._seq + 1  # _push inlined: most messages ask for a wake
-            key = at << _SEQ_BITS | seq
-            heapq.heappush(self._heap, key)
-            self._pending[key] = (_WAKE, node, None, None)
+            self._events.push(at, (at, _WAKE, node, None, None))  # _push inlined: per message
 
     def _on_deliver(self, node: int, action: Deliver, came: tuple[int, bytes] | None) -> None:
         self._delivered(action.message.content_id.raw)
@@ -372,10 +355,7 @@ class Simulator:
         if self.elsewhere is not None and sender not in self.agents:
             self.elsewhere(sender, (at, 0, _ANSWER, sender, (node, key), outcome))
         else:  # _push inlined: once per transfer
-            self._seq = seq = self._seq + 1
-            entry = at << _SEQ_BITS | seq
-            heapq.heappush(self._heap, entry)
-            self._pending[entry] = (_ANSWER, sender, (node, key), outcome)
+            self._events.push(at, (at, _ANSWER, sender, (node, key), outcome))
 
     def _on_sent(self, node: int, action: Sent, came: tuple[int, bytes] | None) -> None:
         self.stats.messages += 1
@@ -422,10 +402,7 @@ class Simulator:
         if elsewhere:
             self.elsewhere(peer, (arrival, 0, _ARRIVE, sent, peer, data))  # type: ignore[misc]
         else:  # _push inlined: once per transfer
-            self._seq = seq = self._seq + 1
-            entry = arrival << _SEQ_BITS | seq
-            heapq.heappush(self._heap, entry)
-            self._pending[entry] = (_ARRIVE, sent, peer, data)
+            self._events.push(arrival, (arrival, _ARRIVE, sent, peer, data))
         if model.duplicate and rng.random() < model.duplicate:  # type: ignore[union-attr]
             stats.duplicated += 1
             again = arrival + 1 + model.jitter_ms
@@ -435,7 +412,4 @@ class Simulator:
                 self._push(again, _ARRIVE, sent, peer, data)
 
     def _push(self, at: int, kind: int, a: Any, b: Any, c: Any) -> None:
-        self._seq = seq = self._seq + 1
-        key = at << _SEQ_BITS | seq
-        heapq.heappush(self._heap, key)
-        self._pending[key] = (kind, a, b, c)
+        self._events.push(at, (at, kind, a, b, c))
