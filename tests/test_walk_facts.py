@@ -252,3 +252,31 @@ def test_the_c_function_answers_or_refuses_its_arguments_plainly(
         assert not 0 <= tag <= 32
     with pytest.raises(TypeError):
         walk(_DEFAULT_WALK_SPEC, bytearray(data), 16, 1)  # type: ignore[arg-type]
+
+
+@needs_c
+@given(
+    st.lists(st.tuples(st.one_of(relayed(), walkable()), st.sampled_from([None, 1, 2, 3])),
+             min_size=1, max_size=4),
+    st.sampled_from([1, 2, 3, 9]),
+)  # fmt: skip
+def test_an_agent_receives_alike_on_both_roads(
+    received: list[tuple[bytes, int | None]], node: int
+) -> None:
+    # The whole receive step, routing included (the previous node is left out): the same
+    # actions, stats and store on the facts road as on the reference road.
+    from tests.test_agent import agent
+
+    fast, slow = agent(node), agent(node)
+    for peer in (1, 2, 3):
+        fast.link_up(peer, T0)
+        slow.link_up(peer, T0)
+    for data, link in received:
+        got = fast.receive(data, link, T0)
+        with accel.without_walk_facts():
+            want = slow.receive(data, link, T0)
+        assert got == want
+    assert fast.stats == slow.stats
+    assert {key: fast.held_state(key) for key in fast._held} == {
+        key: slow.held_state(key) for key in slow._held
+    }
