@@ -11,6 +11,8 @@ setup(
         Extension(
             "fleetwire.protocol._speedups",
             ["protocol/_speedups.c", "protocol/_content_id.c", "protocol/_event_queue.c"],
+            # Included by those files: listed so that a change rebuilds and an sdist has them.
+            depends=["protocol/_sha256.h", "protocol/_walk_facts.h"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         )

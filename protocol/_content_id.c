@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_sha256.h"
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define SHA256_HAVE_NI 1
@@ -145,6 +147,11 @@ static sha256_blocks_fn sha256_best(void) {
     if (sha256_ni) return sha256_blocks_ni;
 #endif
     return sha256_blocks_portable;
+}
+
+/* The C-level digest for the other files (_sha256.h): the best road, as sha256() takes. */
+void fleetwire_sha256(const unsigned char *p, size_t n, unsigned char out[32]) {
+    sha256_with(sha256_best(), p, n, out);
 }
 
 /* content_id_raw(data) -> bytes: the 34-byte multihash (0x12, 32, SHA-256) of ``data``. */

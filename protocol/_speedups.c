@@ -30,6 +30,8 @@
 #include <structmember.h>
 #include <string.h>
 
+#include "_sha256.h"
+
 enum { K_UINT = 0, K_TEXT = 1, K_CID = 2, K_ENUM = 3, K_LIST = 4, K_STRUCT = 5, K_CHECKED = 6, K_CONST = 7 };
 
 #define MAX_ENTRIES 64
@@ -840,6 +842,7 @@ typedef struct {
     Py_ssize_t len;
     unsigned char wire[EID_CACHE_WIRE];
     PyObject *eid;
+    PyObject *text; /* its text (str(eid)), made the first time walk_bundle_facts asks */
 } EidCacheEntry;
 static EidCacheEntry eid_cache[EID_CACHE_SIZE];
 
@@ -849,13 +852,24 @@ static size_t eid_cache_slot(const unsigned char *p, Py_ssize_t n) {
     return h % EID_CACHE_SIZE;
 }
 
+/* Where an EID lies in the bundle and what it names: what walk_bundle_facts reads back. */
+typedef struct {
+    const unsigned char *wire; /* its CBOR in the bundle (the EID's ``wire``) */
+    Py_ssize_t len;
+    int is_ipn; /* 0: dtn:none */
+    uint64_t node, service;
+} EidFacts;
+
 /* An EID in the common forms; *status DEFER when not one (NULL returned either way on no). */
-static PyObject *walk_eid(Walk *w, PyObject *spec, int *is_null, int *status) {
+static PyObject *walk_eid(Walk *w, PyObject *spec, EidFacts *where, int *is_null, int *status) {
     const unsigned char *start = w->p;
     if (w->end - w->p < 3 || w->p[0] != 0x82) goto defer;
+    where->wire = start;
     if (w->p[1] == 0x01 && w->p[2] == 0x00) {
         w->p += 3;
         *is_null = 1;
+        where->len = 3;
+        where->is_ipn = 0;
         return Py_NewRef(PyTuple_GET_ITEM(spec, 10));
     }
     if (w->p[1] != 0x02 || w->p[2] != 0x82) goto defer;
@@ -865,6 +879,10 @@ static PyObject *walk_eid(Walk *w, PyObject *spec, int *is_null, int *status) {
     *is_null = node == 0 && service == 0; /* ipn:0.0, the null endpoint (RFC 9758) */
     PyObject *cls = PyTuple_GET_ITEM(spec, 8);
     Py_ssize_t len = w->p - start;
+    where->len = len;
+    where->is_ipn = 1;
+    where->node = node;
+    where->service = service;
     EidCacheEntry *entry = NULL;
     if (len <= EID_CACHE_WIRE) {
         entry = &eid_cache[eid_cache_slot(start, len)];
@@ -880,6 +898,7 @@ static PyObject *walk_eid(Walk *w, PyObject *spec, int *is_null, int *status) {
     PyObject *eid = filled(cls, PyTuple_GET_ITEM(spec, 9), values, 5);
     if (eid && entry) {
         Py_XSETREF(entry->eid, Py_NewRef(eid));
+        Py_CLEAR(entry->text); /* another EID's text, if any */
         entry->len = len;
         memcpy(entry->wire, start, (size_t)len);
     }
@@ -899,11 +918,14 @@ static int check_crc(Walk *w, const unsigned char *block_start) {
     return 0;
 }
 
-/* What the bundle-wide rules need of the primary block. */
+/* What the bundle-wide rules need of the primary block, and what walk_bundle_facts reads of
+ * it: the EIDs' places, the creation timestamp's items (time, sequence) as written. */
 typedef struct {
     unsigned char flags;
     int anonymous;
-    uint64_t time;
+    uint64_t time, lifetime;
+    EidFacts destination, source;
+    const unsigned char *creation_items, *creation_end;
 } PrimaryFacts;
 
 static PyObject *walk_primary(Walk *w, PyObject *spec, PrimaryFacts *facts, int *status) {
@@ -914,16 +936,22 @@ static PyObject *walk_primary(Walk *w, PyObject *spec, PrimaryFacts *facts, int 
     if (flags >= 24 || (flags & 1)) goto defer;
     w->p += 4;
     int is_null[3] = {0, 0, 0};
+    EidFacts report_to;
+    EidFacts *where[3] = {&facts->destination, &facts->source, &report_to};
     for (int i = 0; i < 3; i++)
-        if (!(eids[i] = walk_eid(w, spec, &is_null[i], status))) goto fail;
+        if (!(eids[i] = walk_eid(w, spec, where[i], &is_null[i], status))) goto fail;
     facts->flags = flags;
     facts->anonymous = is_null[1];
     uint64_t time, sequence, lifetime;
     if (w->p >= w->end || *w->p != 0x82) goto defer;
     w->p += 1;
-    if (walk_uint(w, &time) || walk_uint(w, &sequence) || walk_uint(w, &lifetime)) goto defer;
+    facts->creation_items = w->p;
+    if (walk_uint(w, &time) || walk_uint(w, &sequence)) goto defer;
+    facts->creation_end = w->p;
+    if (walk_uint(w, &lifetime)) goto defer;
     if (check_crc(w, start)) goto defer;
     facts->time = time;
+    facts->lifetime = lifetime;
     PyObject *creation_values[2] = {PyLong_FromUnsignedLongLong(time),
                                     PyLong_FromUnsignedLongLong(sequence)};
     PyObject *creation = filled(PyTuple_GET_ITEM(spec, 6), PyTuple_GET_ITEM(spec, 7),
@@ -1026,12 +1054,11 @@ static int rules_kept(const PrimaryFacts *primary, const BlockFacts *blocks, Py_
     return 1;
 }
 
-static PyObject *speedups_walk_bundle(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyTuple_Check(args[0]) || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "walk_bundle(spec: tuple, data: bytes)");
-        return NULL;
-    }
-    PyObject *spec = args[0], *data = args[1];
+/* The walk itself: (Bundle, offsets), a new None (not the common shape: the Python road),
+ * or NULL with an error set. primary_facts and facts[0:*n] describe the bundle walked (the
+ * facts point into ``data``). */
+static PyObject *walk_whole(PyObject *spec, PyObject *data, PrimaryFacts *primary_facts,
+                            BlockFacts *facts, Py_ssize_t *walked) {
     if (PyTuple_GET_SIZE(spec) != 14) {
         PyErr_SetString(PyExc_ValueError, "walk_bundle: a spec of 14 items");
         return NULL;
@@ -1049,9 +1076,7 @@ static PyObject *speedups_walk_bundle(PyObject *self, PyObject *const *args, Py_
     Py_ssize_t offsets[WALK_MAX_BLOCKS + 2], n = 0;
     if (w.p >= w.end || *w.p != 0x9F) Py_RETURN_NONE;
     w.p += 1;
-    PrimaryFacts primary_facts;
-    BlockFacts facts[WALK_MAX_BLOCKS];
-    if (!(primary = walk_primary(&w, spec, &primary_facts, &status))) goto out;
+    if (!(primary = walk_primary(&w, spec, primary_facts, &status))) goto out;
     offsets[0] = 1;
     for (;;) {
         offsets[n + 1] = w.p - base;
@@ -1069,7 +1094,7 @@ static PyObject *speedups_walk_bundle(PyObject *self, PyObject *const *args, Py_
         n++;
     }
     w.p += 1;
-    if (w.p != w.end || !rules_kept(&primary_facts, facts, n)) {
+    if (w.p != w.end || !rules_kept(primary_facts, facts, n)) {
         status = DEFER;
         goto out;
     }
@@ -1080,6 +1105,7 @@ static PyObject *speedups_walk_bundle(PyObject *self, PyObject *const *args, Py_
         goto out;
     }
     for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(block_tuple, i, blocks[i]); /* stolen */
+    *walked = n;
     n = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(offset_tuple); i++) {
         PyObject *offset = PyLong_FromSsize_t(offsets[i]);
@@ -1113,6 +1139,19 @@ out:
     Py_RETURN_NONE;
 }
 
+static PyObject *speedups_walk_bundle(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyTuple_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "walk_bundle(spec: tuple, data: bytes)");
+        return NULL;
+    }
+    PrimaryFacts primary_facts;
+    BlockFacts facts[WALK_MAX_BLOCKS];
+    Py_ssize_t n = 0;
+    return walk_whole(args[0], args[1], &primary_facts, facts, &n);
+}
+
+#include "_walk_facts.h"
+
 static PyMethodDef methods[] = {
     {"write", speedups_write, METH_VARARGS,
      "write(spec, message) -> bytes | None: deterministic CBOR, or None for the Python road."},
@@ -1131,6 +1170,10 @@ static PyMethodDef methods[] = {
      "walk_bundle(spec, data) -> (Bundle, offsets) | None: the decoded bundle and its block "
      "offsets if data is a bundle of the common shape with good CRCs, else None for the Python "
      "road (see protocol/bpv7/accel.py)."},
+    {"walk_bundle_facts", (PyCFunction)(void (*)(void))speedups_walk_bundle_facts, METH_FASTCALL,
+     "walk_bundle_facts(spec, data, payload_tag, this_node) -> (bundle, offsets, bundle_key, "
+     "content_key, source_text, destination_text, local, expires_at, hop_over, exclude) | None: "
+     "walk_bundle and the facts each hop reads of the bundle (see protocol/_walk_facts.h)."},
     {NULL, NULL, 0, NULL},
 };
 

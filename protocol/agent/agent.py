@@ -103,6 +103,7 @@ from .bundling import (
     LOCAL,
     TRUST_SERVICE,
     HopLimitExceeded,
+    accept_received,
     accept_record,
     forward_bytes,
     message_bundle,
@@ -190,6 +191,9 @@ class _Held:
     offsets: tuple[int, ...] | None = None
     #: The payload's COSE_Sign1 as parsed on reception (delivery does not parse it again).
     sign1: Sign1 | None = None
+    #: The neighbours routing leaves out (the previous node, RFC 9171 §4.4.1), when known on
+    #: taking the bundle; ``None``: read from ``bundle`` when routing.
+    exclude: tuple[int, ...] | None = None
 
 
 @attrs.define(slots=True)
@@ -343,7 +347,9 @@ class BundleAgent:
         actions.append(Sent(signed, record.bundle_id))
         if isinstance(result, Accepted):
             self.stats.sent += 1
-            self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets)
+            # new_message's bundle has no Previous Node block: no neighbour to leave out.
+            self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets,
+                       exclude=())  # fmt: skip
         return actions
 
     def acknowledge(self, delivery: bytes, now: int) -> list[Action]:
@@ -475,20 +481,29 @@ class BundleAgent:
         """A link received ``data`` (one encoded bundle) from neighbour ``from_link``."""
         actions: list[Action] = []
         link = -1 if from_link is None else from_link
-        try:
-            bundle, offsets = decode_bundle_offsets(data)
-        except BundleError as exc:
-            self.stats.malformed += 1
-            actions.append(TransferRefused(link, exc.code, f"malformed bundle: {exc}"))
-            return self._finish(now, actions)
-        # The store's record is made before the checks below: one step (accept_record), and
-        # it is only dropped when a check does drop the bundle.
-        record, expires_at, local, sign1 = accept_record(bundle, data, now, self.node, from_link)
-        hops = bundle.hop_count
+        # The store's record is made before the checks below: one step, and it is only
+        # dropped when a check does drop the bundle. The common bundle in one step with its
+        # decoding (accept_received); anything else through the reference road below.
+        received = accept_received(data, now, self.node, from_link)
+        if received is not None:
+            bundle, offsets, record, expires_at, local, sign1, hop_over, exclude = received
+        else:
+            try:
+                bundle, offsets = decode_bundle_offsets(data)
+            except BundleError as exc:
+                self.stats.malformed += 1
+                actions.append(TransferRefused(link, exc.code, f"malformed bundle: {exc}"))
+                return self._finish(now, actions)
+            record, expires_at, local, sign1 = accept_record(
+                bundle, data, now, self.node, from_link
+            )
+            hops = bundle.hop_count
+            hop_over = hops is not None and hops.count > hops.limit
+            exclude = None
         if now >= expires_at:  # RFC 9171 §5.4 step 1 / §4.3.1: taken and dropped
             self.stats.expired += 1
             return self._take_and_drop(bundle, link, StatusReason.LIFETIME_EXPIRED, now)
-        if hops is not None and hops.count > hops.limit:  # §4.4.3
+        if hop_over:  # §4.4.3
             self.stats.hop_limited += 1
             return self._take_and_drop(bundle, link, StatusReason.HOP_LIMIT_EXCEEDED, now)
         source = bundle.primary.source
@@ -513,7 +528,7 @@ class BundleAgent:
         if int(bundle.primary.flags) & _REPORT_RECEPTION:  # as _report tests it, without a call
             self._report(bundle, BundleFlags.REPORT_RECEPTION, now, actions)
         self._take(record, bundle, _S.LOCAL if local else _S.UNROUTED, now, actions, offsets,
-                   sign1 if local else None)  # fmt: skip
+                   sign1 if local else None, exclude)  # fmt: skip
         return self._finish(now, actions)
 
     def _take_and_drop(
@@ -574,10 +589,10 @@ class BundleAgent:
     def _take(
         self, record: StoredBundle, bundle: Bundle, state: BundleState, now: int,
         actions: list[Action], offsets: tuple[int, ...] | None = None,
-        sign1: Sign1 | None = None,
+        sign1: Sign1 | None = None, exclude: tuple[int, ...] | None = None,
     ) -> None:  # fmt: skip
         key = record.bundle_id
-        held = self._held[key] = _Held(state, record, bundle, None, None, offsets, sign1)
+        held = self._held[key] = _Held(state, record, bundle, None, None, offsets, sign1, exclude)
         if state is _S.LOCAL:
             self._deliver(key, held, now, actions)
         else:
@@ -590,8 +605,10 @@ class BundleAgent:
             self.stats.no_route += 1
             self._discard(key, held, StatusReason.NO_KNOWN_ROUTE, now, actions)
             return
-        previous = held.bundle.previous_node
-        exclude = (previous.node,) if isinstance(previous, IpnEid) else ()
+        exclude = held.exclude
+        if exclude is None:  # not known on taking it: the Previous Node block says (§4.4.1)
+            previous = held.bundle.previous_node
+            exclude = (previous.node,) if isinstance(previous, IpnEid) else ()
         size = len(held.record.data)
         decision = self.router.route(
             destination.node, now, size=size, expires_at=held.record.expires_at, exclude=exclude

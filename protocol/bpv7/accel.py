@@ -38,6 +38,13 @@ Hop Count, Previous Node, payload), copying the other blocks as received; for an
 — a hop count at its limit included — it returns ``None`` and
 :func:`fleetwire.protocol.agent.bundling.forward_bytes`'s Python road, the reference, decides.
 Without a compiler (or under :func:`without_relay_forward`) it is ``None``.
+
+And the facts each hop needs: :data:`walk_facts` walks as :data:`walk` does and also reads,
+in the same pass, what the agent's ``accept_record`` and its hop checks read back from the
+bundle in Python (the bundle key with the payload's SHA-256, the EIDs' text, the expiry, the
+hop count's verdict, the previous node): see ``protocol/_walk_facts.h`` and
+:func:`fleetwire.protocol.agent.bundling.accept_received`. It is the walk, so
+:func:`without_walk` switches it off too.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ __all__ = [
     "relay_forward",
     "spec_for",
     "walk",
+    "walk_facts",
     "without_message_bytes",
     "without_relay_forward",
     "without_walk",
@@ -107,20 +115,36 @@ AVAILABLE: Final = walk is not None
 
 
 @contextlib.contextmanager
-def _without(name: str) -> Iterator[None]:
-    """The accelerator's ``name`` switched off (None) while the block runs: the callers read it
-    from this module at each call, so they take the Python road meanwhile."""
-    names = globals()
-    saved, names[name] = names[name], None
+def _without(*names: str) -> Iterator[None]:
+    """The accelerator's ``names`` switched off (None) while the block runs: the callers read
+    them from this module at each call, so they take the Python road meanwhile."""
+    found = globals()
+    saved = {name: found[name] for name in names}
+    found.update(dict.fromkeys(names))
     try:
         yield
     finally:
-        names[name] = saved
+        found.update(saved)
 
 
 def without_walk() -> contextlib.AbstractContextManager[None]:
-    """The pure-Python readers while the block runs (tests of that road)."""
-    return _without("walk")
+    """The pure-Python readers while the block runs (tests of that road): the walk and the
+    walk with the hop's facts (:data:`walk_facts`) both off."""
+    return _without("walk", "walk_facts")
+
+
+#: ``walk_facts(spec, data, payload_tag, this_node)`` → ``(bundle, offsets, bundle_key,
+#: content_key, source_text, destination_text, local, expires_at, hop_over, exclude)`` or None
+#: (the Python road decides); None itself without the accelerator (or an older build).
+walk_facts: Callable[[tuple[Any, ...], bytes, int, int], Any] | None = getattr(
+    _speedups, "walk_bundle_facts", None
+)
+
+
+def without_walk_facts() -> contextlib.AbstractContextManager[None]:
+    """The walk without the hop's facts while the block runs: the agent takes the bundle
+    through ``decode_bundle_offsets`` and ``accept_record`` (tests of that road)."""
+    return _without("walk_facts")
 
 
 #: ``message_bytes(flags, destination_wire, source_wire, report_to_wire, time, sequence,
