@@ -1,5 +1,5 @@
-/* Content ids in C: SHA-256 (FIPS 180-4) of a message's bytes, as the multihash
- * protocol/ids.py names it (0x12, 32, digest).
+/* Content ids in C: SHA-256 (FIPS 180-4) of a message's bytes, the digest of the multihash
+ * protocol/ids.py names it by (0x12, 32, digest), and of every bundle key.
  *
  * Why not hashlib: every delivered message is named twice (sealed at its source, checked
  * at its destination, spec §3), and inside a fleet run hashlib's road through OpenSSL's
@@ -154,21 +154,6 @@ void fleetwire_sha256(const unsigned char *p, size_t n, unsigned char out[32]) {
     sha256_with(sha256_best(), p, n, out);
 }
 
-/* content_id_raw(data) -> bytes: the 34-byte multihash (0x12, 32, SHA-256) of ``data``. */
-static PyObject *content_id_raw(PyObject *self, PyObject *arg) {
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, 34);
-    if (out) {
-        unsigned char *raw = (unsigned char *)PyBytes_AS_STRING(out);
-        raw[0] = 0x12;
-        raw[1] = 32;
-        sha256_with(sha256_best(), (const unsigned char *)view.buf, (size_t)view.len, raw + 2);
-    }
-    PyBuffer_Release(&view);
-    return out;
-}
-
 /* sha256(data) -> bytes: the 32-byte SHA-256 digest of ``data``. */
 static PyObject *sha256_digest(PyObject *self, PyObject *arg) {
     Py_buffer view;
@@ -203,9 +188,6 @@ static PyObject *sha256_roads(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef content_id_methods[] = {
-    {"content_id_raw", content_id_raw, METH_O,
-     "content_id_raw(data) -> bytes: the multihash content id of data (0x12, 32, SHA-256), "
-     "as fleetwire.protocol.ids.ContentId.of names it."},
     {"sha256", sha256_digest, METH_O,
      "sha256(data) -> bytes: the SHA-256 digest of data (32 bytes), as hashlib gives it."},
     {"sha256_roads", sha256_roads, METH_O,

@@ -26,7 +26,6 @@ try:
 except ImportError:  # no C compiler at install: hashlib's road
     _speedups = None
 
-_content_id_raw: Callable[[bytes], bytes] | None = getattr(_speedups, "content_id_raw", None)
 _sha256: Callable[[bytes], bytes] | None = getattr(_speedups, "sha256", None)
 
 
@@ -64,8 +63,8 @@ class ContentId:
     @classmethod
     def of(cls, content: bytes) -> ContentId:
         """Name ``content`` (SHA-256)."""
-        if _content_id_raw is not None:
-            return cls(_content_id_raw(content))
+        if _sha256 is not None:  # sha256_digest inlined: every message is named this way
+            return cls(_SHA256_PREFIX + _sha256(content))
         return cls(_SHA256_PREFIX + hashlib.sha256(content).digest())
 
     @classmethod

@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # and the content ids' C SHA-256 (hashlib's road instead)
         from fleetwire.protocol import ids
 
-        ids._content_id_raw = ids._sha256 = None
+        ids._sha256 = None
         # and the simulator's C event queue (new simulators take the heapq road)
         from fleetwire.runtime.sim import event_queue
 
