@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 from typing import Any, Protocol
 
-__all__ = ["AVAILABLE", "CEventQueue", "EventQueue", "EventQueueType", "PyEventQueue"]
+__all__ = ["CEventQueue", "EventQueue", "EventQueueType", "PyEventQueue"]
 
 # Keys ``time << _SEQ_BITS | seq``: ordered by time, then by insertion, for any time,
 # negative or huge; one int comparison per sift step where a (time, seq) tuple costs two to
@@ -88,7 +88,5 @@ except ImportError:  # no C compiler at install
 
 #: The C queue (``None``: not built).
 CEventQueue: type[EventQueueType] | None = getattr(_speedups, "EventQueue", None)
-#: Whether the C queue was built (``EventQueue`` is then it).
-AVAILABLE = CEventQueue is not None
 #: The queue the simulator uses: the C one where built.
 EventQueue: type[EventQueueType] = CEventQueue or PyEventQueue
