@@ -19,8 +19,8 @@
  *   if the payload parses as a COSE_Sign1 (that rule stays in Python);
  * - source_text / destination_text: str() of the EIDs, as the store keeps them;
  * - local: the destination is ipn:this_node.*;
- * - expires_at: creation time + lifetime (§4.3.1) when the time is not zero (and the sum
- *   fits 64 bits); None: the Python road (the Bundle Age block, §4.4.2);
+ * - expires_at: creation time + lifetime (§4.3.1) when the time is not zero; None: the
+ *   Python road (no creation time: the Bundle Age block, §4.4.2, says how old it is);
  * - hop_over: the Hop Count block's count is above its limit (§4.4.3; False without one);
  * - exclude: (node,) when a Previous Node block (§4.4.1) names an ipn node, else (): the
  *   neighbour the router must not send the bundle straight back to.
@@ -98,6 +98,16 @@ static int walk_hops_and_previous(const BlockFacts *blocks, Py_ssize_t n, int *h
     return 0;
 }
 
+/* creation time + lifetime (§4.3.1) as a Python int: past 64 bits too, as Python adds. */
+static PyObject *walk_expires_at(uint64_t time, uint64_t lifetime) {
+    if (time + lifetime >= time) return PyLong_FromUnsignedLongLong(time + lifetime);
+    PyObject *a = PyLong_FromUnsignedLongLong(time), *b = PyLong_FromUnsignedLongLong(lifetime);
+    PyObject *sum = a && b ? PyNumber_Add(a, b) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return sum;
+}
+
 static PyObject *speedups_walk_bundle_facts(PyObject *self, PyObject *const *args,
                                             Py_ssize_t nargs) {
     if (nargs != 4 || !PyTuple_Check(args[0]) || !PyBytes_Check(args[1]) ||
@@ -133,9 +143,7 @@ static PyObject *speedups_walk_bundle_facts(PyObject *self, PyObject *const *arg
     fleetwire_sha256(blocks[n - 1].data, (size_t)blocks[n - 1].length, digest);
     int local = p.destination.is_ipn && !overflow && this_node >= 0 &&
                 p.destination.node == (uint64_t)this_node;
-    PyObject *expires_at = p.time && p.time + p.lifetime >= p.time
-                               ? PyLong_FromUnsignedLongLong(p.time + p.lifetime)
-                               : Py_NewRef(Py_None);
+    PyObject *expires_at = p.time ? walk_expires_at(p.time, p.lifetime) : Py_NewRef(Py_None);
     PyObject *content_key = PyBytes_FromStringAndSize(NULL, 32 + p.destination.len);
     if (content_key) {
         unsigned char *out = (unsigned char *)PyBytes_AS_STRING(content_key);

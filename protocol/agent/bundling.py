@@ -620,8 +620,8 @@ def accept_received(
     take — or without it — and the caller runs those functions, the reference, which decide
     (errors included). A node takes every bundle on every hop this way: some twenty Python
     calls fewer each time. What stays here is what only Python knows: whether the payload
-    parses as a COSE_Sign1 (the content key is kept only then), the neighbour's name, and an
-    expiry from a Bundle Age block (creation time zero, §4.2.6)."""
+    parses as a COSE_Sign1 (the content key is kept only then) and the neighbour's name; a
+    bundle without a creation time (its expiry from a Bundle Age block) takes the reference."""
     walk = bundle_accel.walk_facts
     if walk is None or _DEFAULT_WALK_SPEC is None or type(data) is not bytes:
         return None
@@ -632,13 +632,8 @@ def accept_received(
         return None
     (bundle, offsets, bundle_key, content_key, source_text, destination_text, local,
      expires_at, hop_over, exclude) = walked  # fmt: skip
-    if expires_at is None:  # as accept_record reckons it (only C leaves it out)
-        primary = bundle.primary
-        time = primary.creation.time
-        if time:
-            expires_at = time + primary.lifetime
-        else:
-            expires_at = now - (bundle.bundle_age or 0) + primary.lifetime
+    if expires_at is None:  # no creation time (a Bundle Age block says, §4.2.6): rare, and
+        return None  # accept_record reckons it, where that rule is written once
     sign1: cose.Sign1 | None = None
     try:
         sign1 = cose.parse_sign1(bundle.blocks[-1].data)
