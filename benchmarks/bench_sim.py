@@ -229,7 +229,7 @@ def run_fleet(
         "violations": -1 if verdict is None else verdict.violations,
         "hops": forwarded / max(1, delivered),
         "events": stats.events,
-        "windows": run.windows,
+        "steps": run.steps,
         "us_per_message": run_s / max(1, delivered) * 1e6,
         "cpu_us_per_message": cpu / max(1, delivered) * 1e6,
         "cpu_s": cpu,
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{os.getloadavg()[0]:.2f}")  # fmt: skip
         if args.workers > 1:
             per_process = ", ".join(f"{cpu:.0f}" for cpu in result["cpu_s_per_process"])
-            print(f"       {args.workers} processes: {result['windows']:.0f} windows, "
+            print(f"       {args.workers} processes: {result['steps']:.0f} steps, "
                   f"run CPU {result['cpu_s']:.0f} s ({per_process}), "
                   f"wall {result['run_s']:.0f} s")  # fmt: skip
     if len(per_message) > 1:

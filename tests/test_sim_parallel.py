@@ -89,7 +89,7 @@ def test_one_worker_is_the_single_simulator() -> None:
     assert run.stats == fleet.sim.stats
     assert run.results == [collect()]
     assert run.stats.lost > 0 and run.stats.duplicated > 0
-    assert run.windows == 0 and len(run.peak_rss_mib) == 1
+    assert run.steps == 0 and len(run.peak_rss_mib) == 1
 
 
 @pytest.mark.parametrize("workers", [2, 3])
@@ -106,9 +106,41 @@ def test_more_workers_deliver_the_same_messages_as_one_on_a_lossless_fleet(worke
     assert sorted(cid for part in many.results for _, _, cid in part[1]) == ids
     assert len(set(ids)) == len(ids) == made
     assert many.stats.delivered == many.stats.messages == one.stats.messages
-    assert many.windows > 10
+    assert many.steps > 10
     # Latency crosses parts too: the mean is that of one process, up to same-instant order.
     assert many.stats.latency_ms_total == pytest.approx(one.stats.latency_ms_total, rel=0.05)
+
+
+@pytest.mark.parametrize("lag", [1, 7])
+def test_any_lag_delivers_the_same_messages_and_repeats_itself(lag: int) -> None:
+    # lag 1 is lock-step; 7 cuts the light time into steps that do not divide it evenly.
+    scenario = functools.partial(traffic, until=UNTIL, per_node=24)
+    one = run_fleet(1, UNTIL + HOUR, scenario, **FLEET)
+    many = run_fleet(2, UNTIL + HOUR, scenario, lag=lag, **FLEET)
+    ids = sorted(cid for _, _, cid in one.results[0][1])
+    assert sorted(cid for part in many.results for _, _, cid in part[1]) == ids
+    assert many.stats.delivered == many.stats.messages == one.stats.messages
+    rough = run_fleet(2, UNTIL + HOUR, scenario, lag=lag, **FLEET, **ROUGH)
+    again = run_fleet(2, UNTIL + HOUR, scenario, lag=lag, **FLEET, **ROUGH)
+    assert rough.stats == again.stats and rough.results == again.results
+
+
+def test_quiet_stretches_cost_no_steps() -> None:
+    # Two messages a node a day: the fleet is quiet nearly all the time, and the parts jump
+    # over the quiet instead of stepping through it (a step is 1300 // 4 ms).
+    scenario = functools.partial(traffic, until=UNTIL, per_node=2)
+    run = run_fleet(2, UNTIL + HOUR, scenario, **FLEET)
+    grid = (UNTIL + HOUR - T0) // (1_300 // 4)
+    assert run.stats.delivered == run.stats.messages > 5
+    assert 0 < run.steps < grid // 20
+
+
+def test_a_lag_longer_than_the_light_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="light time >= 8 ms"):
+        run_fleet(2, UNTIL, announce, lag=8, **FLEET, backbone_link=LinkModel(owlt_ms=5))
+    with pytest.raises(ValueError, match="lag must be at least 1"):
+        run_fleet(2, UNTIL, announce, lag=0, **FLEET)
+    assert multiprocessing.active_children() == []
 
 
 def test_a_run_is_a_function_of_seed_and_workers() -> None:
@@ -140,14 +172,19 @@ def test_the_lease_verdict_covers_every_part_and_still_catches_a_broken_rule() -
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["exception", "exit"])
-def test_a_worker_failure_is_reported_not_hung(hard: bool) -> None:
-    scenario = functools.partial(fail_at, at=T0 + HOUR, part=1, hard=hard)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_worker_failure_is_reported_not_hung(workers: int, hard: bool) -> None:
+    # With three, the failing worker's neighbour (waiting on its reports) stops too; the
+    # caller names the one that failed, not the one that lost its peer.
+    failing = workers - 1
+    scenario = functools.partial(fail_at, at=T0 + HOUR, part=failing, hard=hard)
     with pytest.raises(WorkerError) as caught:
-        run_fleet(2, UNTIL, scenario, stall_s=60, **FLEET)
+        run_fleet(workers, UNTIL, scenario, stall_s=60, **FLEET)
     if hard:
-        assert "worker 1 exited (code 3)" in str(caught.value)
+        assert f"worker {failing} exited (code 3)" in str(caught.value)
     else:
-        assert "worker 1 failed: ValueError: a fault planted in part 1" in str(caught.value)
+        message = f"worker {failing} failed: ValueError: a fault planted in part {failing}"
+        assert message in str(caught.value)
     assert multiprocessing.active_children() == []
 
 

@@ -12,31 +12,51 @@ own agents, links and roles.
 
 The only links between parts are coordinator ↔ hub links, whose light time is at least
 ``L = backbone_link.owlt_ms > 0``: a transfer that leaves at ``t`` arrives at ``t + L`` or
-later, and an acknowledgement takes the same light time back. So the run goes in synchronous
-windows (Chandy and Misra's conservative rule, with the lookahead ``L``):
+later, and an acknowledgement takes the same light time back. That lookahead is what lets
+the parts run side by side (Chandy and Misra's conservative rule). The run is cut into
+**steps** of ``S = L // lag`` ms on one grid (``lag``, :data:`LAG` by default, at least 1):
+step ``i`` covers ``[A + i·S, A + (i+1)·S - 1]`` from the anchor ``A``, the earliest event
+anywhere when the run starts. An event a part makes in step ``i`` (its time is at least the
+step's start) reaches another part at least ``L >= lag·S`` later, in step ``i + lag`` or
+after. So each part, on its own:
 
-1. The window starts at ``T``, the earliest event anywhere — the minimum of every part's
-   next event and of the events in flight between parts — so quiet stretches are skipped.
-2. Every part runs its own heap up to ``T + L - 1``. Nothing another part does in the window
-   can reach it before ``T + L``, so it needs nobody's events to do so.
-3. The events each part made for nodes held elsewhere (arrivals at them, acknowledgements of
-   their transfers: the engine's ``elsewhere`` hook) go, at the window's end, to the parts that
-   hold those nodes (``Simulator.take``), and the next window starts.
+1. before step ``s``, reads every other part's reports of the steps up to ``s - lag`` and
+   takes their events for it (``Simulator.take``), in step order, then part order;
+2. runs its own heap to the step's end;
+3. posts every other part a report of the step: the events it made there for nodes that part
+   holds (arrivals at them, acknowledgements of their transfers: the engine's
+   ``elsewhere`` hook), its next event time, and the earliest event it made for anyone.
 
-Exchanges go through part 0 (the calling process): it sends each worker its window's end and
-the events for it, runs its own part meanwhile, and gathers the workers' events and next event
-times. Pipes carry only event tuples (times, node numbers, bundle bytes).
+A part therefore waits only for a part more than ``lag - 1`` steps behind it. With ``lag =
+1`` this is the lock-step of synchronous windows, where every part waits at every step for
+the slowest; a few steps of slack let the parts' uneven steps (a burst of deliveries in one
+part, a quiet spell in the other) even out instead of each costing the faster part its
+difference. Steps are short (``S = L / lag``), so each is one more report; :data:`LAG` is
+the measured best of the two.
+
+**Quiet stretches are skipped.** From the reports of the steps up to ``s - lag`` every
+part knows the earliest time anything can happen anywhere after them — every part's next
+event then, and every event made in the last ``lag`` of those steps (the ones not every part
+has taken yet). If that is past step ``s``, nothing happens anywhere in between, and the
+part jumps to the step holding it; past ``until`` (or never), the run is over. Every part
+decides this from the same reports, so all jump alike and run the same steps.
+
+The reports go part to part over a socket pair between every two parts (:mod:`.mesh`:
+framed, never blocking on a write, so parts that are both writing cannot deadlock); the
+calling process only starts the run (the anchor) and gathers the results.
 
 **What a run is a function of.** Each link direction draws from its own random stream, each
 node's traffic and each member's lease work from their own (engine and fleet docstrings), so a
 node does the same thing whichever part holds it. What the parts change is the order of events
-at the *same* millisecond at one node: an event from another part is queued when the window
-ends, behind the local events of that millisecond, where one simulator would have queued it
-when it was made. A run is therefore a function of (seed, workers); with ``workers=1`` it is
-exactly the single :class:`~.engine.Simulator` run (one part, built by ``build_fleet`` as
-always, in this process). With more workers a lossless fleet without lease roles delivers the
-same messages (the same content ids); where same-millisecond order matters (two bundles queued
-on one link at one instant, two lease claims at once) times and grants may differ.
+at the *same* millisecond at one node: an event from another part is queued when the step
+that takes it starts, behind the local events of that millisecond, where one simulator would
+have queued it when it was made. Which step takes which events follows from the reports
+alone, never from which process ran faster, so a run is a function of (seed, workers, lag);
+with ``workers=1`` it is exactly the single :class:`~.engine.Simulator` run (one part, built
+by ``build_fleet`` as always, in this process). With more workers a lossless fleet without
+lease roles delivers the same messages (the same content ids); where same-millisecond order
+matters (two bundles queued on one link at one instant, two lease claims at once) times and
+grants may differ.
 
 **Results.** At the end each part sends its :class:`~.engine.SimStats`, its share of the lease
 trace (grants and uses), what it signed but did not deliver and what it delivered but did not
@@ -51,15 +71,17 @@ The settings are restored when the run ends, however it ends.
 
 **Failure.** A worker's exception reaches the caller as :class:`WorkerError` with the worker's
 message and traceback; a worker that dies without a word (killed, ``os._exit``) closes its
-pipe, which the caller reads as the end; ``stall_s`` bounds the wait for any one answer. On any error or Ctrl-C in
-the caller, the pipes are closed (a worker waiting on its pipe then exits) and any worker still
-alive after a short grace is terminated and joined: no orphans. Workers ignore SIGINT — the
-caller decides — and exit when their pipe closes, so a caller killed outright leaves none
-behind either.
+pipe and its links, which the parts waiting on it read as the end (the caller then names the
+worker and its exit code); ``stall_s`` bounds the wait for any one answer or report. On any
+error or Ctrl-C in the caller, the pipes and links are closed (a worker waiting on either
+then exits) and any worker still alive after a short grace is terminated and joined: no
+orphans. Workers ignore SIGINT — the caller decides — and exit when their pipe closes, so a
+caller killed outright leaves none behind either.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
 import multiprocessing
@@ -68,6 +90,7 @@ import multiprocessing.context
 import pickle
 import resource
 import signal
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -78,6 +101,7 @@ from fleetwire.protocol.coordination import invariants
 
 from .engine import Event, LinkModel, SimStats
 from .fleet import Fleet, Part, build_fleet
+from .mesh import Mesh, MeshStalled, PeerGone
 
 __all__ = ["ParallelRun", "Scenario", "WorkerError", "run_fleet"]
 
@@ -92,6 +116,16 @@ _GRACE_S = 5.0
 #: Allocations (less deallocations) between two young-generation collections during a run.
 #: Python's default, 700, makes the collector run every few events of a busy fleet.
 GEN0_THRESHOLD = 50_000
+
+#: Steps a part may run ahead of another by (the lookahead is cut into as many steps).
+LAG = 4
+
+#: Later than any event (a step's "nothing" in the reports).
+_NEVER = 1 << 63
+
+#: A part's report of one step to another part: (step, the events it made there for that
+#: part, its next event time, the earliest event it made there for any part).
+_Report = tuple[int, list[Event], int | None, int]
 
 
 @contextlib.contextmanager
@@ -153,8 +187,8 @@ class ParallelRun:
     #: Wall seconds: the slowest part's build, and the run from the first window to the end.
     build_s: float
     run_s: float
-    #: Synchronised windows run (0 with one worker).
-    windows: int
+    #: Steps run (each part runs the same; 0 with one worker).
+    steps: int
 
     def check_leases(self) -> invariants.Report:
         """The invariant checker's verdict over every part's grants and uses."""
@@ -175,12 +209,12 @@ class _Part:
         if count > 1:
             self.fleet.sim.elsewhere = lambda node, event: outgoing[part_of[node]].append(event)
         self.collect = scenario(self.fleet)
-        self.index = index
+        self.index, self.count = index, count
         self.build_s = time.perf_counter() - started
         self.build_cpu_s = time.process_time() - cpu
         self.run_cpu = time.process_time()
 
-    def window(self, incoming: list[Event], end: int) -> tuple[list[list[Event]], int | None]:
+    def step(self, incoming: list[Event], end: int) -> tuple[list[list[Event]], int | None]:
         """Take the events from other parts, run up to ``end``, and hand out what was made
         for them, with this part's next event time."""
         sim = self.fleet.sim
@@ -188,7 +222,7 @@ class _Part:
             if event[0] <= sim.now:  # the lookahead was broken: the run would be wrong
                 raise RuntimeError(
                     f"an event for {event[0]} reached part {self.index} at {sim.now}: a link "
-                    "between parts is shorter than the window (check backbone_link.owlt_ms)"
+                    "between parts is shorter than a step (check backbone_link.owlt_ms)"
                 )
             sim.take(event)
         sim.run(end)
@@ -213,49 +247,169 @@ class _Part:
         )
 
 
+class _Schedule:
+    """The steps one part runs, and what it has heard from the others (module docstring).
+
+    Every part runs this same schedule on its own: the steps it runs and the events it
+    takes at each are decided only from reports every part has (its own and those of the
+    steps at least ``lag`` behind), so every part runs the same steps and a run does not
+    depend on which process happened to be faster.
+    """
+
+    def __init__(self, part: _Part, mesh: Mesh, anchor: int, step_ms: int, lag: int) -> None:
+        self.part, self.mesh = part, mesh
+        self.anchor, self.step_ms, self.lag = anchor, step_ms, lag
+        self.peers = [peer for peer in range(part.count) if peer != part.index]
+        #: The steps run so far (every part runs the same ones), in order.
+        self.ran: list[int] = []
+        #: Per step: the earliest next event any part reported after it, the earliest event
+        #: any part made in it for another part, and how many parts have reported it.
+        self.summary: dict[int, list[int]] = {}
+        #: Per step: each other part's events for this part made in it.
+        self.due: dict[int, dict[int, list[Event]]] = {}
+        #: The last step heard from each other part.
+        self.heard: dict[int, int] = {peer: -1 for peer in self.peers}
+        #: How many of ``ran`` have had their reports' events taken.
+        self.taken = 0
+
+    def run(self, until: int, stall_s: float | None) -> int:
+        """Run every step up to ``until``; the number run."""
+        step = 0
+        while True:
+            start = self.anchor + step * self.step_ms
+            if start > until:
+                break
+            end = min(start + self.step_ms - 1, until)
+            # The last step run that every part's events for this one can come from: the
+            # lookahead (module docstring) guarantees nothing later reaches ``start``.
+            known = bisect.bisect_right(self.ran, step - self.lag) - 1
+            if known >= 0:
+                self._hear_through(self.ran[known], stall_s)
+                horizon = self._horizon(known)
+                if horizon >= _NEVER or horizon > until:
+                    break  # nothing will happen anywhere again
+                if horizon > end:  # nothing happens anywhere in this step: skip to it
+                    step = (horizon - self.anchor) // self.step_ms
+                    continue
+            incoming: list[Event] = []
+            while self.taken <= known:
+                ran = self.ran[self.taken]
+                for _, events in sorted(self.due.pop(ran, {}).items()):
+                    incoming += events
+                self.taken += 1
+            made, next_at = self.part.step(incoming, end)
+            earliest = min((event[0] for events in made for event in events), default=_NEVER)
+            for peer in self.peers:
+                self.mesh.post(peer, (step, made[peer], next_at, earliest))
+            self._note(step, next_at, earliest)
+            self.ran.append(step)
+            step += 1
+            if self.mesh.unsent:  # what the sockets did not take at once
+                self.mesh.pump()
+        return len(self.ran)
+
+    def _hear_through(self, step: int, stall_s: float | None) -> None:
+        """Read every other part's reports up to ``step``."""
+        heard = self.heard
+
+        def ready() -> bool:
+            self._take_inbox()
+            return all(heard[peer] >= step for peer in self.peers)
+
+        if not ready():  # most steps: already read
+            self.mesh.wait(ready, lambda peer: heard[peer] < step, stall_s)
+
+    def _take_inbox(self) -> None:
+        for peer, inbox in self.mesh.inbox.items():
+            while inbox:
+                report: _Report = inbox.popleft()  # type: ignore[assignment]
+                step, events, next_at, earliest = report
+                if events:
+                    self.due.setdefault(step, {})[peer] = events
+                self._note(step, next_at, earliest)
+                self.heard[peer] = step
+
+    def _note(self, step: int, next_at: int | None, earliest: int) -> None:
+        summary = self.summary.get(step)
+        if summary is None:
+            summary = self.summary[step] = [_NEVER, _NEVER, 0]
+        if next_at is not None and next_at < summary[0]:
+            summary[0] = next_at
+        if earliest < summary[1]:
+            summary[1] = earliest
+        summary[2] += 1
+
+    def _horizon(self, known: int) -> int:
+        """The earliest time anything can happen anywhere after step ``ran[known]``: every
+        part's next event then, and every event made in the steps whose events not every
+        part has taken yet (made in the ``lag`` steps up to it)."""
+        through = self.ran[known]
+        horizon = self.summary[through][0]
+        index = known
+        while index >= 0 and self.ran[index] > through - self.lag:
+            horizon = min(horizon, self.summary[self.ran[index]][1])
+            index -= 1
+        for old in [step for step in self.summary if step <= through - 2 * self.lag]:
+            del self.summary[old]
+        return horizon
+
+
 def _worker(
     conn: multiprocessing.connection.Connection,
     index: int,
     count: int,
     fleet_args: dict[str, Any],
     scenario: Scenario,
+    links: dict[int, socket.socket],
 ) -> None:
-    """A worker process: build one part, then run windows until told to finish."""
+    """A worker process: build one part, run the schedule, report the part's results."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides (module docstring)
+    mesh = Mesh(links)
     try:
         part = _Part(index, count, fleet_args, scenario)
         conn.send(("ready", part.fleet.sim.next_at()))
+        order = conn.recv()
         with long_lived_heap():
-            while True:
-                order = conn.recv()
-                if order[0] == "run":
-                    conn.send(("done", *part.window(order[2], order[1])))
-                else:
-                    conn.send(("result", part.finish()))
-                    return
+            if order[1] is not None:
+                _Schedule(part, mesh, *order[1:4]).run(order[4], order[5])
+                mesh.flush(order[5])
+        conn.send(("result", part.finish()))
     except (EOFError, BrokenPipeError):  # the caller has gone or given up: just stop
         return
+    except PeerGone as gone:  # another part failed; it (or the caller) says why
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("gone", gone.peer))
     except BaseException as error:  # reach the caller with the message, then stop
-        try:
+        with contextlib.suppress(OSError, ValueError):
             conn.send(("error", f"{type(error).__name__}: {error}", traceback.format_exc()))
-        except (OSError, ValueError):
-            pass
     finally:
+        mesh.close()
         conn.close()
 
 
 class _Workers:
-    """The worker processes of a run and their pipes; closing them leaves no process."""
+    """The worker processes of a run, their pipes and the caller's links to them; closing
+    them leaves no process."""
 
     def __init__(self, count: int, fleet_args: dict[str, Any], scenario: Scenario) -> None:
         context = multiprocessing.get_context("spawn")
         self.conns: list[multiprocessing.connection.Connection] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
+        # One socket pair between every two parts; the caller keeps its ends to the workers.
+        ends: list[dict[int, socket.socket]] = [{} for _ in range(count)]
+        for low in range(count):
+            for high in range(low + 1, count):
+                ends[low][high], ends[high][low] = socket.socketpair()
+        self.mesh = Mesh(ends[0])
         try:
-            self._start(context, count, fleet_args, scenario)
+            self._start(context, count, fleet_args, scenario, ends)
         except BaseException:
             self.close()
             raise
+        finally:
+            for theirs in ends[1:]:  # the workers hold their own copies now
+                for link in theirs.values():
+                    link.close()
 
     def _start(
         self,
@@ -263,12 +417,13 @@ class _Workers:
         count: int,
         fleet_args: dict[str, Any],
         scenario: Scenario,
+        ends: list[dict[int, socket.socket]],
     ) -> None:
         for index in range(1, count):
             mine, theirs = context.Pipe()
             process = context.Process(
                 target=_worker,
-                args=(theirs, index, count, dict(fleet_args), scenario),
+                args=(theirs, index, count, dict(fleet_args), scenario, ends[index]),
                 name=f"fleet part {index}",
                 daemon=True,
             )
@@ -300,7 +455,28 @@ class _Workers:
             raise WorkerError(f"worker {index} said {message[0]!r}, expected {expect!r}")
         return tuple(message[1:])
 
+    def why(self, failure: BaseException) -> WorkerError:
+        """What went wrong, when the caller's schedule met a gone or silent part: the first
+        worker's own error if one sent it, else the first that ended without a word."""
+        silent: WorkerError | None = None
+        for index, conn in enumerate(self.conns, start=1):
+            try:
+                if not conn.poll(_GRACE_S):
+                    continue
+                message = conn.recv()
+            except (EOFError, OSError):
+                process = self.processes[index - 1]
+                process.join(_GRACE_S)
+                silent = silent or WorkerError(
+                    f"worker {index} exited (code {process.exitcode}) without a word"
+                )
+                continue
+            if message[0] == "error":
+                return WorkerError(f"worker {index} failed: {message[1]}\n{message[2]}")
+        return silent or WorkerError(f"the run stopped: {failure}")
+
     def close(self) -> None:
+        self.mesh.close()
         for conn in self.conns:
             conn.close()
         for process in self.processes:
@@ -316,18 +492,25 @@ def run_fleet(
     scenario: Scenario,
     *,
     stall_s: float | None = None,
+    lag: int = LAG,
     **fleet_args: Any,
 ) -> ParallelRun:
     """Build the fleet of ``build_fleet(**fleet_args)`` in ``workers`` parts, set each up with
     ``scenario``, run every event up to ``until``, and merge (module docstring). With
-    ``hub_weight`` the hub counts as that many cells when the cells are shared out."""
+    ``hub_weight`` the hub counts as that many cells when the cells are shared out; ``lag``
+    is how many steps a part may run ahead of another (the lookahead is cut into as many)."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
+    if lag < 1:
+        raise ValueError(f"lag must be at least 1, not {lag}")
     backbone = fleet_args.get("backbone_link") or LinkModel(owlt_ms=1_300, rate_bps=10_000_000)
     fleet_args["backbone_link"] = backbone
     lookahead = backbone.owlt_ms
-    if workers > 1 and lookahead <= 0:
-        raise ValueError("a fleet split across processes needs backbone light time > 0")
+    if workers > 1 and lookahead < lag:
+        raise ValueError(
+            f"a fleet split across processes needs backbone light time >= {lag} ms (the lag)"
+            if lookahead > 0 else "a fleet split across processes needs backbone light time > 0"
+        )  # fmt: skip
     if workers > 1:
         try:
             pickle.dumps(scenario)
@@ -341,42 +524,39 @@ def run_fleet(
         own = _Part(0, workers, dict(fleet_args), scenario)
         with long_lived_heap():
             started = time.perf_counter()
-            windows = 0
+            steps = 0
             if pool is not None:
                 nexts = [own.fleet.sim.next_at()]
                 nexts += [pool.receive(index, "ready", stall_s)[0] for index in range(1, workers)]
+                times = [at for at in nexts if at is not None]
+                anchor = min(times) if times and min(times) <= until else None
+                # Steps of lookahead // lag: an event made in a step reaches another part
+                # ``lag`` steps later at the earliest (module docstring).
+                order = ("start", anchor, lookahead // lag, lag, until, stall_s)
                 started = time.perf_counter()
-                incoming: list[list[Event]] = [[] for _ in range(workers)]
-                while True:
-                    times = [at for at in nexts if at is not None]
-                    times += [event[0] for events in incoming for event in events]
-                    if not times or min(times) > until:
-                        break
-                    end = min(min(times) + lookahead - 1, until)
-                    windows += 1
-                    for index in range(1, workers):
-                        pool.send(index, ("run", end, incoming[index]))
-                    made, nexts[0] = own.window(incoming[0], end)
-                    incoming = made
-                    for index in range(1, workers):
-                        theirs, nexts[index] = pool.receive(index, "done", stall_s)
-                        for target, events in enumerate(theirs):
-                            incoming[target].extend(events)
                 for index in range(1, workers):
-                    pool.send(index, ("finish",))
+                    pool.send(index, order)
+                if anchor is not None:
+                    try:
+                        schedule = _Schedule(own, pool.mesh, anchor, lookahead // lag, lag)
+                        steps = schedule.run(until, stall_s)
+                        pool.mesh.flush(stall_s)
+                    except (PeerGone, MeshStalled) as failure:
+                        raise pool.why(failure) from None
             else:
                 own.fleet.sim.run(until)
             parts = [own.finish()]
             if pool is not None:
+                pool.mesh.close()  # a worker still flushing to this part needs it no more
                 parts += [pool.receive(index, "result", stall_s)[0] for index in range(1, workers)]
             run_s = time.perf_counter() - started
     finally:
         if pool is not None:
             pool.close()
-    return _merge(workers, parts, run_s, windows)
+    return _merge(workers, parts, run_s, steps)
 
 
-def _merge(workers: int, parts: list[PartResult], run_s: float, windows: int) -> ParallelRun:
+def _merge(workers: int, parts: list[PartResult], run_s: float, steps: int) -> ParallelRun:
     stats = SimStats()
     for part in parts:
         for name, value in part.stats.items():
@@ -400,5 +580,5 @@ def _merge(workers: int, parts: list[PartResult], run_s: float, windows: int) ->
         peak_rss_mib=[part.peak_rss_mib for part in parts],
         build_s=max(part.build_s for part in parts),
         run_s=run_s,
-        windows=windows,
+        steps=steps,
     )
