@@ -39,7 +39,8 @@ granted).
 
 With ``--workers N`` the fleet is split by cells across N OS processes
 (:mod:`fleetwire.runtime.sim.parallel`: the calling process runs one part, N-1 workers the
-others, in synchronous windows of the backbone light time). ``run s`` and ``µs/msg`` are
+others, in steps of a quarter of the backbone light time, each part up to three steps ahead
+of another). ``run s`` and ``µs/msg`` are
 then wall figures for the whole fleet; ``cpu µs`` is the CPU time of every process summed,
 per message (so the ratio to one process's bound says what the work costs, not how fast it
 went); ``peak MiB`` is every process's peak RSS summed. ``workers=1`` is the single-process

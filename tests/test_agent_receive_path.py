@@ -86,6 +86,38 @@ def test_an_unbounded_store_answers_as_one_checked_against_bounds_it_never_meets
     assert _run(MemoryAgentStore(), ops) == _run(MemoryAgentStore(huge), ops)
 
 
+class _SweepingStore(MemoryAgentStore):
+    """Sweeps its expiry heap whenever a stale entry outnumbers a live one."""
+
+    _slack = 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_sweeping_stale_expiry_entries_changes_no_answer(
+    ops: list[tuple[str, int, int, str | None]],
+) -> None:
+    assert _run(_SweepingStore(), ops) == _run(MemoryAgentStore(), ops)
+
+
+def test_a_relays_forwarded_tombstones_leave_no_pile_of_stale_entries() -> None:
+    # A relay holds each bundle for a day but keeps its forwarded record a quarter hour:
+    # every tombstone strands the day-long entry, which lazy deletion alone kept to the end.
+    store = MemoryAgentStore()
+    day, quarter = 86_400_000, 900_000
+    for index in range(30_000):
+        at = index * 100  # a bundle every 100 ms: 9,000 records live at a time
+        record = attrs.evolve(_record(0, at, None), bundle_id=index.to_bytes(4, "big"),
+                              content_id=None, expires_at=at + day)  # fmt: skip
+        assert isinstance(store.put(record), Accepted)
+        assert store.tombstone(record.bundle_id, "ipn:5.0", at + quarter)
+        store.expire(at)
+        assert len(store._expiry) <= 2 * store.count() + MemoryAgentStore._slack + 1
+    assert store.count() == quarter // 100 and store.next_expiry() == 30_000 * 100
+    assert len(store.expire(day * 2)) == quarter // 100 and store.count() == 0
+    assert store.next_expiry() is None
+
+
 def test_restored_bundles_count_against_their_neighbours_share() -> None:
     # restore takes bundles past the quota, but they still fill their neighbour's share.
     store = MemoryAgentStore(Quota(max_bundles=8, source_share=0.5))

@@ -20,8 +20,9 @@ calls its storage service. Whatever a method returns is the truth the agent acts
 * the replay memory (:mod:`fleetwire.protocol.replay`) lives beside the bundles so that a
   restart cannot make a replay acceptable again (``remember``/``remembered``/``forget_seen``).
 
-:class:`MemoryAgentStore` keeps all of it in dicts and one expiry heap (lazy deletion): O(1)
-put/get/tombstone, O(k log n) to expire k records. It is not durable (``durable`` is
+:class:`MemoryAgentStore` keeps all of it in dicts and one expiry heap (lazy deletion, swept
+when stale entries outnumber live ones): O(1) put/get/tombstone, O(k log n) to expire k
+records. It is not durable (``durable`` is
 ``False``): the simulator and tests use it; a SQLite store behind the same interface is the
 runtime's durable one.
 """
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from ..replay import Seen
 from .bundling import LOCAL
@@ -145,6 +146,9 @@ class MemoryAgentStore:
         self._seen_expiry: list[tuple[int, int, int]] = []
         self._floors: dict[int, int] = {}
 
+    #: Stale expiry entries tolerated beyond the live ones before a sweep (``_compact``).
+    _slack: ClassVar[int] = 1024
+
     @property
     def durable(self) -> bool:
         return False
@@ -237,8 +241,21 @@ class MemoryAgentStore:
         )  # fmt: skip
         if until < held_until:
             sequence = self._sequence = self._sequence + 1
-            heapq.heappush(self._expiry, (until, sequence, bundle_id))
+            expiry = self._expiry
+            heapq.heappush(expiry, (until, sequence, bundle_id))
+            # The entry at held_until is stale now; a relay's forwarded tombstones leave one
+            # each (a day's lifetime against a quarter hour's record), so sweep them out once
+            # they outnumber the live ones: amortised O(1), and the same order of expiry.
+            if len(expiry) > 2 * (len(self._bundles) + len(self._tombstones)) + self._slack:
+                self._compact()
         return True
+
+    def _compact(self) -> None:
+        """Drop every stale expiry entry (lazy deletion's leftovers) and re-heap the rest."""
+        current = [entry for entry in self._expiry if self._expires_at(entry[2]) == entry[0]]
+        heapq.heapify(current)
+        self._expiry = current
+        self._head = None
 
     def delete(self, bundle_id: bytes) -> bool:
         head = self._head

@@ -16,8 +16,9 @@ Public API, for anything that runs a scenario on the simulator:
   roles carry the fourth) and :func:`.fleet.add_lease_work` (members want, use, release).
 * :func:`.parallel.run_fleet` (``workers``, ``until``, a scenario, ``build_fleet``'s
   arguments) → :class:`.parallel.ParallelRun`: the same fleet split by cells across OS
-  processes (:class:`.fleet.Part`), run in synchronous windows, its stats and lease trace
-  merged; :class:`.parallel.WorkerError` when a worker fails.
+  processes (:class:`.fleet.Part`), run in steps with a few steps of slack between parts
+  (:mod:`.mesh` carries their reports), its stats and lease trace merged;
+  :class:`.parallel.WorkerError` when a worker fails.
 """
 
 from .engine import LinkModel, SimStats, Simulator
