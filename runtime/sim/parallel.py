@@ -265,8 +265,8 @@ class _Schedule:
         self.peers = [peer for peer in range(part.count) if peer != part.index]
         #: The steps run so far (every part runs the same ones), in order.
         self.ran: list[int] = []
-        #: Per step: the earliest next event any part reported after it, the earliest event
-        #: any part made in it for another part, and how many parts have reported it.
+        #: Per step: the earliest next event any part reported after it, and the earliest
+        #: event any part made in it for another part (of the reports read so far).
         self.summary: dict[int, list[int]] = {}
         #: Per step: each other part's events for this part made in it.
         self.due: dict[int, dict[int, list[Event]]] = {}
@@ -335,12 +335,11 @@ class _Schedule:
     def _note(self, step: int, next_at: int | None, earliest: int) -> None:
         summary = self.summary.get(step)
         if summary is None:
-            summary = self.summary[step] = [_NEVER, _NEVER, 0]
+            summary = self.summary[step] = [_NEVER, _NEVER]
         if next_at is not None and next_at < summary[0]:
             summary[0] = next_at
         if earliest < summary[1]:
             summary[1] = earliest
-        summary[2] += 1
 
     def _horizon(self, known: int) -> int:
         """The earliest time anything can happen anywhere after step ``ran[known]``: every
@@ -371,11 +370,11 @@ def _worker(
     try:
         part = _Part(index, count, fleet_args, scenario)
         conn.send(("ready", part.fleet.sim.next_at()))
-        order = conn.recv()
+        _, anchor, step_ms, lag, until, stall_s = conn.recv()  # the caller's "start"
         with long_lived_heap():
-            if order[1] is not None:
-                _Schedule(part, mesh, *order[1:4]).run(order[4], order[5])
-                mesh.flush(order[5])
+            if anchor is not None:
+                _Schedule(part, mesh, anchor, step_ms, lag).run(until, stall_s)
+                mesh.flush(stall_s)
         conn.send(("result", part.finish()))
     except (EOFError, BrokenPipeError):  # the caller has gone or given up: just stop
         return
