@@ -23,11 +23,11 @@ whichever speed held then, which swung the ratio from 0.31 to 0.50 between runs 
 seed. The samples' mean is the bound; the best before/after the run is printed beside it.
 Held against that bound, the signatures in the run and everything else are given as
 multiples of it too: figures that stay put when the machine's speed does not (the ratio is
-1 / (signatures + everything else)). A
-fleet run cannot be repeated the same way, so on a shared machine its wall time includes
-other processes' load: the process CPU time per message (``cpu µs``) is printed beside the
-wall figures, with its ratio to the bound's own process CPU time (``bound cpu``). Building a
-fleet (keys, credentials) is timed apart and not counted.
+1 / (signatures + everything else)). A fleet run cannot be repeated the same way, so on a
+shared machine its wall time includes other processes' load: the process CPU time per
+message (``cpu µs``) is printed beside the wall figures, with its ratio to the bound's own
+process CPU time (``bound cpu``). Building a fleet (keys, credentials) is timed apart and not
+counted.
 
 With ``--roles`` the coordination roles run in the agents (the lease roles as handlers:
 the hub grants each cell's authority lease, coordinators are their cells' lease authorities,
@@ -40,11 +40,11 @@ granted).
 With ``--workers N`` the fleet is split by cells across N OS processes
 (:mod:`fleetwire.runtime.sim.parallel`: the calling process runs one part, N-1 workers the
 others, in steps of a quarter of the backbone light time, each part up to three steps ahead
-of another). ``run s`` and ``µs/msg`` are
-then wall figures for the whole fleet; ``cpu µs`` is the CPU time of every process summed,
-per message (so the ratio to one process's bound says what the work costs, not how fast it
-went); ``peak MiB`` is every process's peak RSS summed. ``workers=1`` is the single-process
-simulator, as before; ``--workers auto`` is one process per CPU (``os.cpu_count()``).
+of another). ``run s`` and ``µs/msg`` are then wall figures for the whole fleet; ``cpu µs``
+is the CPU time of every process summed, per message (so the ratio to one process's bound
+says what the work costs, not how fast it went); ``peak MiB`` is every process's peak RSS
+summed. ``workers=1`` is the single-process simulator, as before; ``--workers auto`` is one
+process per CPU (``os.cpu_count()``).
 
     python benchmarks/bench_sim.py [--sizes 100,1000] [--hours 24] [--per-node 100] [--seed 1]
                                    [--roles] [--workers 1|auto]

@@ -71,6 +71,25 @@ def test_a_gone_peer_fails_a_wait_only_while_it_is_owed_something() -> None:
     mesh.close()
 
 
+def test_what_a_finished_peer_sent_is_read_even_after_a_write_to_it_failed() -> None:
+    # A part that finished closes its link without reading what a slower part posted it;
+    # Linux then resets the slower part's next write. The reports the finished part sent
+    # before closing must still be read, not lost to a "gone" taken from the failed write.
+    a, b = socket.socketpair()
+    slow, finished = Mesh({1: a}), Mesh({0: b})
+    finished.post(0, "its last report")
+    slow.post(1, "a report it will never read")
+    finished.close()
+    slow.post(1, "another")  # the reset: this write fails
+    slow.post(1, "and one more")  # dropped at once
+    assert not slow.unsent
+    slow.wait(lambda: bool(slow.inbox[1]), lambda peer: True, 10)
+    assert slow.inbox[1].popleft() == "its last report"
+    with pytest.raises(PeerGone):
+        slow.wait(lambda: bool(slow.inbox[1]), lambda peer: True, 10)
+    slow.close()
+
+
 def test_a_silent_peer_is_a_stall_after_the_limit() -> None:
     a, b = socket.socketpair()
     mesh = Mesh({1: a})

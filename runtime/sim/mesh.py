@@ -16,9 +16,13 @@ writes what the socket takes at once; the rest goes out whenever the part next w
 as well as writes, so two waiting parts always drain each other. A part's outgoing buffer
 holds at most the reports of the steps it is ahead by.
 
-A peer that closes its end (it finished, or its process ended) is *gone*: an error only for
-a part that still needs something from it (:class:`PeerGone`, raised by :meth:`Mesh.wait`).
-A peer that finished sent everything first, so its reports are read before its end is.
+A peer that closes its end (it finished, or its process ended) is *gone* once everything it
+sent before closing has been read: an error only for a part that still needs something from
+it (:class:`PeerGone`, raised by :meth:`Mesh.wait`). A peer that finished sent everything
+first, so its reports are read before its end is — even when our write to it has already
+failed (Linux resets a socket closed with unread data in it, and a part that finished does
+not read what a slower part still posts to it): a failed write only drops what was queued
+for that peer.
 
 The frames come from the caller's own worker processes, started with the caller's
 arguments: they are trusted as the pipes of ``multiprocessing`` are (a pickle each).
@@ -63,12 +67,17 @@ class Mesh:
         self.inbox: dict[int, collections.deque[object]] = {
             peer: collections.deque() for peer in links
         }
+        #: Peers whose end has closed and whose every byte has been read: nothing more comes.
         self.gone: set[int] = set()
+        #: Peers that take no more (a write failed): what is queued for them is dropped.
+        self._deaf: set[int] = set()
         for link in links.values():
             link.setblocking(False)
 
     def post(self, peer: int, message: object) -> None:
         """Queue ``message`` for ``peer`` and write what its socket takes now."""
+        if peer in self._deaf:
+            return
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         out = self._out[peer]
         out += len(data).to_bytes(_HEADER, "big")
@@ -78,14 +87,13 @@ class Mesh:
     @property
     def unsent(self) -> bool:
         """Whether some report is still waiting for its socket to take it."""
-        return any(out for peer, out in self._out.items() if peer not in self.gone)
+        return any(self._out.values())
 
     def pump(self, timeout: float | None = 0.0) -> bool:
         """Read and write what the sockets allow, waiting up to ``timeout`` for any of it;
         whether anything moved."""
         readers = [self._links[peer] for peer in self._links if peer not in self.gone]
-        writers = [self._links[peer] for peer, out in self._out.items()
-                   if out and peer not in self.gone]  # fmt: skip
+        writers = [self._links[peer] for peer, out in self._out.items() if out]
         if not readers and not writers:
             return False
         readable, writable, _ = select.select(readers, writers, [], timeout)
@@ -125,14 +133,17 @@ class Mesh:
 
     def _write(self, peer: int) -> None:
         out = self._out[peer]
-        if not out or peer in self.gone:
+        if not out:
             return
         try:
             sent = self._links[peer].send(out)
         except BlockingIOError:
             return
         except (BrokenPipeError, ConnectionResetError):
-            self.gone.add(peer)
+            # It closed. What it sent before closing may still wait in our socket: only the
+            # read side says when it has all been read (gone).
+            self._deaf.add(peer)
+            out.clear()
             return
         del out[:sent]
 
