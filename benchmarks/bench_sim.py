@@ -46,7 +46,7 @@ says what the work costs, not how fast it went); ``peak MiB`` is every process's
 summed. ``workers=1`` is the single-process simulator, as before; ``--workers auto`` is one
 process per CPU (``os.cpu_count()``). Splitting pays only for large fleets: every step costs
 each part a report whatever the step holds, so at 100 and 1,000 nodes (2 h, roles) two
-processes cost 2.9x and 1.7x the CPU per message of one and ran 2.8x and 1.2x slower on the
+processes cost 2.9x and 1.7x the CPU per message of one and ran 2.6x and 1.2x slower on the
 wall; at 10,000 nodes they ran 1.6x faster.
 
     python benchmarks/bench_sim.py [--sizes 100,1000] [--hours 24] [--per-node 100] [--seed 1]
