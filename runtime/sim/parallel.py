@@ -155,7 +155,12 @@ def long_lived_heap() -> Iterator[None]:
 
 
 class WorkerError(RuntimeError):
-    """A worker process failed: its message (and traceback) or how it exited."""
+    """A worker process failed: its message (and traceback) or how it exited (``silent``:
+    it ended without a word)."""
+
+    def __init__(self, message: str, *, silent: bool = False) -> None:
+        super().__init__(message)
+        self.silent = silent
 
 
 @attrs.define
@@ -313,14 +318,14 @@ class _Schedule:
 
     def _hear_through(self, step: int, stall_s: float | None) -> None:
         """Read every other part's reports up to ``step``."""
-        heard = self.heard
+        if not self._heard_through(step):  # most steps: read already
+            self.mesh.wait(
+                lambda: self._heard_through(step), lambda peer: self.heard[peer] < step, stall_s
+            )
 
-        def ready() -> bool:
-            self._take_inbox()
-            return all(heard[peer] >= step for peer in self.peers)
-
-        if not ready():  # most steps: already read
-            self.mesh.wait(ready, lambda peer: heard[peer] < step, stall_s)
+    def _heard_through(self, step: int) -> bool:
+        self._take_inbox()
+        return all(self.heard[peer] >= step for peer in self.peers)
 
     def _take_inbox(self) -> None:
         for peer, inbox in self.mesh.inbox.items():
@@ -439,20 +444,9 @@ class _Workers:
 
     def receive(self, index: int, expect: str, stall_s: float | None) -> tuple[Any, ...]:
         """The next message from worker ``index``, or :class:`WorkerError`."""
-        conn, process = self.conns[index - 1], self.processes[index - 1]
-        # Only the worker holds the other end of its pipe, so a worker that dies closes it:
-        # the read below ends with EOFError, with no need to watch the process itself.
-        if stall_s is not None and not conn.poll(stall_s):
+        message = self._next(index, stall_s)
+        if message is None:
             raise WorkerError(f"worker {index} did not answer within {stall_s:g} s")
-        try:
-            message = conn.recv()
-        except EOFError:
-            process.join(_GRACE_S)
-            raise WorkerError(
-                f"worker {index} exited (code {process.exitcode}) without a word"
-            ) from None
-        if message[0] == "error":
-            raise WorkerError(f"worker {index} failed: {message[1]}\n{message[2]}")
         if message[0] != expect:
             raise WorkerError(f"worker {index} said {message[0]!r}, expected {expect!r}")
         return tuple(message[1:])
@@ -461,21 +455,33 @@ class _Workers:
         """What went wrong, when the caller's schedule met a gone or silent part: the first
         worker's own error if one sent it, else the first that ended without a word."""
         silent: WorkerError | None = None
-        for index, conn in enumerate(self.conns, start=1):
+        for index in range(1, len(self.conns) + 1):
             try:
-                if not conn.poll(_GRACE_S):
-                    continue
-                message = conn.recv()
-            except (EOFError, OSError):
-                process = self.processes[index - 1]
-                process.join(_GRACE_S)
-                silent = silent or WorkerError(
-                    f"worker {index} exited (code {process.exitcode}) without a word"
-                )
-                continue
-            if message[0] == "error":
-                return WorkerError(f"worker {index} failed: {message[1]}\n{message[2]}")
+                self._next(index, _GRACE_S)  # "gone" (it lost a peer) or nothing: not it
+            except WorkerError as error:
+                if not error.silent:
+                    return error
+                silent = silent or error
         return silent or WorkerError(f"the run stopped: {failure}")
+
+    def _next(self, index: int, stall_s: float | None) -> tuple[Any, ...] | None:
+        """Worker ``index``'s next message (``None``: none within ``stall_s``); its error, or
+        its end without a word, as :class:`WorkerError`."""
+        conn, process = self.conns[index - 1], self.processes[index - 1]
+        # Only the worker holds the other end of its pipe, so a worker that dies closes it:
+        # the read below ends with EOFError, with no need to watch the process itself.
+        if stall_s is not None and not conn.poll(stall_s):
+            return None
+        try:
+            message: tuple[Any, ...] = conn.recv()
+        except EOFError:
+            process.join(_GRACE_S)
+            raise WorkerError(
+                f"worker {index} exited (code {process.exitcode}) without a word", silent=True
+            ) from None
+        if message[0] == "error":
+            raise WorkerError(f"worker {index} failed: {message[1]}\n{message[2]}")
+        return message
 
     def close(self) -> None:
         self.mesh.close()
@@ -508,11 +514,12 @@ def run_fleet(
     backbone = fleet_args.get("backbone_link") or LinkModel(owlt_ms=1_300, rate_bps=10_000_000)
     fleet_args["backbone_link"] = backbone
     lookahead = backbone.owlt_ms
+    if workers > 1 and lookahead <= 0:
+        raise ValueError("a fleet split across processes needs backbone light time > 0")
     if workers > 1 and lookahead < lag:
         raise ValueError(
             f"a fleet split across processes needs backbone light time >= {lag} ms (the lag)"
-            if lookahead > 0 else "a fleet split across processes needs backbone light time > 0"
-        )  # fmt: skip
+        )
     if workers > 1:
         try:
             pickle.dumps(scenario)
