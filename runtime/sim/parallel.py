@@ -154,9 +154,13 @@ def long_lived_heap() -> Iterator[None]:
     try:
         yield
     finally:
+        # What the run made joins the frozen fleet first, and all of it goes back to the oldest
+        # generation: with the collector off the run's objects piled up in the youngest, and
+        # turning it on over those would walk them all at the next allocation.
+        gc.freeze()
+        gc.unfreeze()
         if enabled:
             gc.enable()
-        gc.unfreeze()
 
 
 class WorkerError(RuntimeError):
