@@ -137,19 +137,28 @@ class Refuse:
     reason: str
 
 
-class _Issuer:
-    """One issuer's floor and window: sequence -> Seen, plus a min-heap of sequences."""
+#: Later than any ``keep_until``: the ``earliest`` of an issuer with nothing to let go.
+_NEVER: Final = 1 << 63
 
-    __slots__ = ("floor", "heap", "window")
+
+class _Issuer:
+    """One issuer's floor and window: sequence -> Seen, a min-heap of sequences, and a bound
+    at or below the earliest ``keep_until`` in the window (so :meth:`ReplayGuard.prune`
+    passes by an issuer with nothing to let go without reading its window)."""
+
+    __slots__ = ("earliest", "floor", "heap", "window")
 
     def __init__(self, floor: int = -1) -> None:
         self.floor = floor
         self.window: dict[int, Seen] = {}
         self.heap: list[int] = []
+        self.earliest = _NEVER
 
     def add(self, seen: Seen) -> None:
         self.window[seen.sequence] = seen
         heapq.heappush(self.heap, seen.sequence)
+        if seen.keep_until < self.earliest:
+            self.earliest = seen.keep_until
 
     def drop_lowest(self) -> int:
         sequence = heapq.heappop(self.heap)
@@ -217,19 +226,38 @@ class ReplayGuard:
                 ReplayCode.SEQUENCE_REUSED,
                 f"issuer {issuer} used sequence {sequence} for another message already",
             )
-        seen = Seen(issuer, sequence, issued_at, content_id, issued_at + policy.max_age)
+        keep_until = issued_at + policy.max_age
+        seen = Seen(issuer, sequence, issued_at, content_id, keep_until)
         state.window[sequence] = seen
         heapq.heappush(state.heap, sequence)
+        if keep_until < state.earliest:
+            state.earliest = keep_until
         floor = None
         while len(state.window) > policy.max_per_issuer:
             floor = state.floor = state.drop_lowest()
         return Accept(seen, floor)
 
     def prune(self, now: int) -> int:
-        """Let go of records whose ``keep_until`` has passed; return how many went."""
+        """Let go of records whose ``keep_until`` has passed; return how many went.
+
+        Only the windows of issuers whose ``earliest`` has passed are read: with the default
+        thirty-day ``max_age`` a node that prunes every hour would otherwise read every record
+        it holds every hour, for nothing, until the first of them is a month old (in a
+        simulated 1,000-node fleet the pruning cost seven times as much per message over a
+        day as over its first three hours, and growing).
+        """
         dropped = 0
-        for issuer, state in list(self._issuers.items()):
-            stale = [s for s, seen in state.window.items() if seen.keep_until <= now]
+        due = [(issuer, state) for issuer, state in self._issuers.items() if state.earliest <= now]
+        for issuer, state in due:
+            stale: list[int] = []
+            earliest = _NEVER
+            for sequence, seen in state.window.items():
+                keep_until = seen.keep_until
+                if keep_until <= now:
+                    stale.append(sequence)
+                elif keep_until < earliest:
+                    earliest = keep_until
+            state.earliest = earliest
             if not stale:
                 continue
             for sequence in stale:

@@ -81,6 +81,59 @@ def test_prune_lets_go_only_what_the_time_window_covers() -> None:
     assert guard.prune(NOW + 10_000) == 1 and guard.remembered() == 1
     stale = guard.check(1, 1, NOW, cid(1), NOW + 10_001)  # record gone, time check holds
     assert isinstance(stale, Refuse) and stale.code is ReplayCode.TOO_OLD
+    # The one left is let go in its turn (the issuer's next due time was read at the prune).
+    assert guard.prune(NOW + 14_999) == 0 and guard.prune(NOW + 15_000) == 1
+    assert guard.remembered() == 0
+
+
+def _windows(guard: ReplayGuard) -> dict[int, list[tuple[int, int]]]:
+    """Every issuer's remembered (sequence, keep_until), in order (the guard's state as a
+    reader sees it: what is refused as a duplicate, and for how long)."""
+    return {
+        issuer: sorted((seen.sequence, seen.keep_until) for seen in state.window.values())
+        for issuer, state in guard._issuers.items()
+    }
+
+
+@given(
+    st.lists(
+        st.one_of(
+            # a message: issuer, sequence, how long before ``now`` it was issued
+            st.tuples(st.just("check"), st.integers(1, 3), st.integers(0, 30), st.integers(0, 9_000)),
+            st.tuples(st.just("prune"), st.just(0), st.just(0), st.just(0)),
+            st.tuples(st.just("later"), st.just(0), st.just(0), st.integers(1, 6_000)),
+        ),
+        max_size=120,
+    )
+)
+def test_prune_lets_go_exactly_what_a_full_reading_would(
+    steps: list[tuple[str, int, int, int]],
+) -> None:
+    # The guard reads only the windows of issuers whose earliest record is due; a reading of
+    # every record at every prune is the reference: the same records go, the same count.
+    policy = ReplayPolicy(max_age=10_000, max_future=1_000, max_per_issuer=6)
+    guard = ReplayGuard(policy)
+    records: dict[tuple[int, int], int] = {}  # the reference: (issuer, sequence) -> keep_until
+    now = NOW
+    for kind, issuer, sequence, ago in steps:
+        if kind == "check":
+            verdict = guard.check(issuer, sequence, now - ago, cid(sequence), now)
+            if isinstance(verdict, Accept):
+                records[(issuer, sequence)] = verdict.seen.keep_until
+                if verdict.floor is not None:
+                    for key in [k for k in records if k[0] == issuer and k[1] <= verdict.floor]:
+                        del records[key]
+        elif kind == "later":
+            now += ago
+        else:
+            stale = [key for key, keep_until in records.items() if keep_until <= now]
+            for key in stale:
+                del records[key]
+            assert guard.prune(now) == len(stale)
+        expected: dict[int, list[tuple[int, int]]] = {}
+        for (who, number), keep_until in sorted(records.items()):
+            expected.setdefault(who, []).append((number, keep_until))
+        assert {who: window for who, window in _windows(guard).items() if window} == expected
 
 
 def test_restore_brings_the_memory_back() -> None:

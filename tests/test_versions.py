@@ -50,6 +50,8 @@ from fleetwire.protocol.messages import (
     in_window,
 )
 from fleetwire.protocol.messages.versions import DOWN_CONVERSIONS, window
+from hypothesis import given
+from hypothesis import strategies as st
 
 T0 = 817_000_000_000
 CLAIM_ID = ContentId.of(b"the claim")
@@ -323,6 +325,25 @@ def test_a_peer_is_written_to_at_the_newest_version_both_read() -> None:
     assert not peers.learn(advert(40, (1, 1), sequence=2))  # not newer: ignored
     assert peers.versions_of(40) == (2, 5)
     assert PeerVersions(own=2).write_version_for([]) == 2  # no reader named: its own
+
+
+@given(st.sampled_from(SUPPORTED_VERSIONS), st.integers(0, 7), st.integers(0, 7))
+def test_one_peer_is_written_to_as_a_group_of_one_would_be(
+    own: int, oldest: int, newest: int
+) -> None:
+    # write_version's own road for a peer heard from against write_version_for([peer]):
+    # the same version, or the same refusal (even for a range that is empty or out of reach).
+    peers = PeerVersions(own=own)
+    peers.learn(advert(40, (oldest, newest)))
+    try:
+        expected: int | str = peers.write_version_for([40])
+    except NoCommonVersion as refusal:
+        expected = str(refusal)
+    try:
+        got: int | str = peers.write_version(40)
+    except NoCommonVersion as refusal:
+        got = str(refusal)
+    assert got == expected
 
 
 def test_no_common_version_is_a_typed_refusal() -> None:

@@ -387,8 +387,15 @@ class PeerVersions:
 
     def write_version(self, peer: int) -> int:
         """The version to write to ``peer``: the newest both read."""
-        if peer not in self._peers:  # every send to a peer not heard from: the short road
-            return max(1, self.own - WINDOW)
+        known = self._peers.get(peer)
+        own = self.own
+        if known is None:  # every send to a peer not heard from: the short road
+            return max(1, own - WINDOW)
+        # One peer heard from (every send once its advertisement came): write_version_for
+        # of it without the loop; where there is no common version, that says why.
+        low, high = max(1, own - WINDOW, known.oldest), min(own, known.newest)
+        if low <= high:
+            return high
         return self.write_version_for((peer,))
 
     def write_version_for(self, peers: Iterable[int]) -> int:
