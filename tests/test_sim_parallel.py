@@ -225,12 +225,20 @@ def test_the_collector_is_off_for_the_run_only(workers: int) -> None:
     assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
-def cycles_left(fleet: Fleet, *, until: int) -> Callable[[], Any]:
+def cycles_left(fleet: Fleet, *, until: int, plant: bool = False) -> Callable[[], Any]:
     """Scenario: traffic and the lease roles with a rogue member; collects, at the run's end
     with the fleet still alive, the objects the run left in reference cycles (every one
     would be memory the run holds until it ends, the collector being off) and what the run
-    went through."""
+    went through. ``plant``: a list that holds itself is made and dropped every hour."""
     rogue = leases(fleet, until=until, rogue=5)
+    if plant:
+
+        def cycle(sim: Simulator) -> int | None:
+            itself: list[object] = []
+            itself.append(itself)
+            return sim.now + HOUR if sim.now < until else None
+
+        fleet.sim.every(T0 + HOUR, cycle)
 
     def collect() -> tuple[int, list[str], Any]:
         # The fleet as built is frozen: a collection now walks only what the run made, and
@@ -263,6 +271,12 @@ def test_a_run_leaves_no_reference_cycles_for_the_collector(workers: int) -> Non
     assert stats.lost > 10 and stats.duplicated > 10 and stats.discarded > 0
     assert run.check_leases().violations > 0
     assert [(found, kinds) for found, kinds, _ in run.results] == [(0, [])] * workers
+    # The same count finds the cycles a run does leave.
+    planted = run_fleet(
+        1, UNTIL, functools.partial(cycles_left, until=UNTIL - HOUR, plant=True), **FLEET,
+        leases=LeaseSetup(),
+    )  # fmt: skip
+    assert [(found, kinds) for found, kinds, _ in planted.results] == [(5, ["list"])]  # at 1 h to 5 h
 
 
 def announce(fleet: Fleet, *, until: int) -> Callable[[], Any]:

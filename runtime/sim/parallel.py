@@ -70,9 +70,8 @@ scenario's collector returned; :class:`ParallelRun` holds them merged.
 cyclic garbage collector and switches the collector off for the run (:func:`long_lived_heap`):
 a built fleet is millions of long-lived objects that the collector would otherwise walk again
 and again, and a run makes no reference cycles — its garbage is all freed by reference
-counting (a test holds a run with loss, duplication, expiry, refusals and the lease roles to
-that) — so the collector's passes found nothing and cost a tenth of the agents' own time at
-10,000 nodes. The settings are restored when the run ends, however it ends.
+counting (a test holds a run with loss, duplication, expiry and the lease roles to that) — so
+the collector's passes found nothing and cost a tenth of the agents' own time at 10,000 nodes. The settings are restored when the run ends, however it ends.
 
 **Failure.** A worker's exception reaches the caller as :class:`WorkerError` with the worker's
 message and traceback; a worker that dies without a word (killed, ``os._exit``) closes its
@@ -118,7 +117,6 @@ Scenario = Callable[[Fleet], Callable[[], Any]]
 #: How long a worker gets to finish after its pipe closes, before it is terminated.
 _GRACE_S = 5.0
 
-#: Allocations (less deallocations) between two young-generation collections during a run.
 #: Steps a part may run ahead of another by (the lookahead is cut into as many steps).
 LAG = 4
 
@@ -138,13 +136,13 @@ def long_lived_heap() -> Iterator[None]:
     event heap): every full collection walks all of them. They are frozen (moved out of every
     generation: never scanned) once built. What a run makes itself — records, tombstones,
     replay records, millions more by the end of a day — would still be walked by every
-    collection of the older generations, and more often than not there is nothing for the
-    collector to find: a run makes no reference cycles, so reference counting frees all its
-    garbage. Measured at 10,000 nodes × 2 h: with the young generation at 50,000 the
-    collections cost 22 µs a delivered message (a tenth of everything beside the signatures)
-    and found no cycle. So the collector is off for the run; a test runs a fleet with loss,
-    duplication, expiry, refusals and the lease roles and finds no cycle left at the end,
-    which is what keeps this safe. The collector's state is restored and the frozen objects
+    collection of the older generations, and there is nothing for the collector to find: a
+    run makes no reference cycles, so reference counting frees all its garbage. Measured at
+    10,000 nodes × 2 h: with the young generation at 50,000 the collections cost 22 µs a
+    delivered message (a tenth of everything beside the signatures) and found no cycle. So
+    the collector is off for the run; a test runs a fleet with loss, duplication, expiry on
+    the way, the lease roles and a member breaking the lease rule, and finds no cycle left at
+    the end (and does find one planted), which is what keeps this safe. The collector's state is restored and the frozen objects
     handed back to it afterwards, whatever happens (a test runs many fleets in one process).
     """
     enabled = gc.isenabled()
