@@ -153,7 +153,6 @@ class SignatureClock:
     def __init__(self, fleet: Fleet, every: int = 8) -> None:
         self.sign_s = self.verify_s = 0.0
         self.signs = self.verifies = 0
-        self._timed_signs = self._timed_verifies = 0
         self._every = every
         clock = time.thread_time
         for agent in fleet.sim.agents.values():
@@ -172,7 +171,6 @@ class SignatureClock:
                 raw_verify(key, signature, data)
             finally:
                 self.verify_s += clock() - start
-                self._timed_verifies += 1
 
         VerifyKey.verify = verify  # type: ignore[method-assign]
 
@@ -188,20 +186,24 @@ class SignatureClock:
             start = clock()
             signature = raw(data)
             self.sign_s += clock() - start
-            self._timed_signs += 1
             return signature
 
         return sign
 
     def close(self) -> tuple[float, float, int, int]:
         """(sign seconds, verify seconds, signs, verifies): the times estimated from the
-        timed calls for all of them."""
+        timed calls (every ``every``-th) for all of them."""
         VerifyKey.verify = self._verify  # type: ignore[method-assign]
-        sign_s = self.sign_s * self.signs / self._timed_signs if self._timed_signs else 0.0
-        verify_s = (
-            self.verify_s * self.verifies / self._timed_verifies if self._timed_verifies else 0.0
+        return (
+            self._all(self.sign_s, self.signs),
+            self._all(self.verify_s, self.verifies),
+            self.signs,
+            self.verifies,
         )
-        return sign_s, verify_s, self.signs, self.verifies
+
+    def _all(self, timed_s: float, calls: int) -> float:
+        timed = calls // self._every
+        return timed_s * calls / timed if timed else 0.0
 
 
 def scenario(

@@ -71,7 +71,8 @@ cyclic garbage collector and switches the collector off for the run (:func:`long
 a built fleet is millions of long-lived objects that the collector would otherwise walk again
 and again, and a run makes no reference cycles — its garbage is all freed by reference
 counting (a test holds a run with loss, duplication, expiry and the lease roles to that) — so
-the collector's passes found nothing and cost a tenth of the agents' own time at 10,000 nodes. The settings are restored when the run ends, however it ends.
+the collector's passes found nothing and cost a tenth of the agents' own time at 10,000 nodes.
+The settings are restored when the run ends, however it ends.
 
 **Failure.** A worker's exception reaches the caller as :class:`WorkerError` with the worker's
 message and traceback; a worker that dies without a word (killed, ``os._exit``) closes its
@@ -142,8 +143,9 @@ def long_lived_heap() -> Iterator[None]:
     delivered message (a tenth of everything beside the signatures) and found no cycle. So
     the collector is off for the run; a test runs a fleet with loss, duplication, expiry on
     the way, the lease roles and a member breaking the lease rule, and finds no cycle left at
-    the end (and does find one planted), which is what keeps this safe. The collector's state is restored and the frozen objects
-    handed back to it afterwards, whatever happens (a test runs many fleets in one process).
+    the end (and does find one planted), which is what keeps this safe. The collector's state
+    is restored and the frozen objects handed back to it afterwards, whatever happens (a test
+    runs many fleets in one process).
     """
     enabled = gc.isenabled()
     gc.collect()
