@@ -10,7 +10,8 @@ setup(
     ext_modules=[
         Extension(
             "fleetwire.protocol._speedups",
-            ["protocol/_speedups.c", "protocol/_content_id.c", "protocol/_event_queue.c"],
+            ["protocol/_speedups.c", "protocol/_content_id.c", "protocol/_event_queue.c",
+             "protocol/_arenas.c", "protocol/_agent_store.c"],
             # Included by those files: listed so that a change rebuilds and an sdist has them.
             depends=["protocol/_sha256.h", "protocol/_walk_facts.h"],
             optional=True,

@@ -1188,6 +1188,8 @@ static int add_send_path(PyObject *m);
 static int add_relay_path(PyObject *m);
 int add_content_id(PyObject *m); /* protocol/_content_id.c */
 int add_event_queue(PyObject *m); /* protocol/_event_queue.c */
+int add_arenas(PyObject *m);      /* protocol/_arenas.c */
+int add_agent_store(PyObject *m); /* protocol/_agent_store.c */
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     crc32c_init();
@@ -1195,7 +1197,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "SlotInit", (PyObject *)&SlotInitType) < 0 || add_send_path(m) < 0 ||
-        add_relay_path(m) < 0 || add_content_id(m) < 0 || add_event_queue(m) < 0) {
+        add_relay_path(m) < 0 || add_content_id(m) < 0 || add_event_queue(m) < 0 ||
+        add_arenas(m) < 0 || add_agent_store(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -25,6 +25,13 @@ when stale entries outnumber live ones): O(1) put/get/tombstone, O(k log n) to e
 records. It is not durable (``durable`` is
 ``False``): the simulator and tests use it; a SQLite store behind the same interface is the
 runtime's durable one.
+
+:class:`PyMemoryAgentStore` is the reference; :class:`MemoryAgentStore`, the one to use, is the
+same store with its per-hop methods (put, tombstone, delete, expire, next_expiry, remember) in
+the C accelerator where it is built (``_agent_store.c``): they read and write the reference's
+own slots and hand anything off the common road (a quota that can refuse, keyword arguments,
+a tombstone of a tombstone, floors) to the reference's methods, and a test holds the two to
+the same answers and the same state after every operation.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, Protocol
+
+import attrs
 
 from ..replay import Seen
 from .bundling import LOCAL
@@ -46,7 +55,7 @@ from .store import (
     check_quota,
 )
 
-__all__ = ["AgentStore", "MemoryAgentStore"]
+__all__ = ["AgentStore", "MemoryAgentStore", "PyMemoryAgentStore"]
 
 _Tombstone = tuple[str, int, bytes | None, str, str, int]
 
@@ -115,8 +124,8 @@ class AgentStore(Protocol):
         ...
 
 
-class MemoryAgentStore:
-    """An :class:`AgentStore` in memory (module docstring)."""
+class PyMemoryAgentStore:
+    """An :class:`AgentStore` in memory (module docstring): the reference, in Python."""
 
     __slots__ = ("_bounded", "_by_content", "_bundles", "_bytes", "_expiry", "_floors", "_head",
                  "_quota", "_seen", "_seen_expiry", "_shares", "_sequence", "_sharing",
@@ -352,3 +361,50 @@ class MemoryAgentStore:
         self._bytes -= bundle.size
         if self._sharing:
             self._shares.add(bundle.received_from, -1, -bundle.size)
+
+
+class MemoryAgentStore(PyMemoryAgentStore):
+    """The in-memory store to use: :class:`PyMemoryAgentStore` with its per-hop methods in C
+    where the accelerator is built (module docstring); the reference itself without it."""
+
+    __slots__ = ()
+
+
+def _accelerate() -> bool:
+    """Set the accelerator's methods on :class:`MemoryAgentStore`; ``False`` without it."""
+    try:
+        from .. import _speedups  # type: ignore[attr-defined]
+    except ImportError:  # built without a C compiler
+        return False
+    setup = getattr(_speedups, "store_setup", None)
+    if setup is None:
+        return False
+    # The C methods make Accepted and Duplicate by filling their slots: sound only while
+    # their __init__ does nothing else (no validator, converter or post-init).
+    for cls in (Accepted, Duplicate):
+        fields = attrs.fields(cls)
+        if hasattr(cls, "__attrs_post_init__") or any(
+            field.validator is not None or field.converter is not None for field in fields
+        ):
+            return False
+
+    def offsets(cls: type, names: str) -> tuple[int, ...]:
+        return tuple(_speedups.slot_offset(cls.__dict__[name]) for name in names.split())
+
+    methods = setup(
+        MemoryAgentStore, PyMemoryAgentStore, (StoredBundle, Seen, Accepted, Duplicate),
+        (DuplicateOf.BUNDLE_ID, DuplicateOf.CONTENT_ID), heapq,
+        offsets(PyMemoryAgentStore, "_bundles _tombstones _by_content _expiry _head _sequence "
+                "_bytes _bounded _sharing _seen _seen_expiry"),
+        offsets(StoredBundle, "bundle_id content_id source destination expires_at received_at "
+                "data"),
+        offsets(Seen, "issuer sequence keep_until")
+        + offsets(Accepted, "bundle_id") + offsets(Duplicate, "bundle_id of existing"),
+    )  # fmt: skip
+    for name, method in methods.items():
+        setattr(MemoryAgentStore, name, method)
+    return True
+
+
+#: Whether :class:`MemoryAgentStore` runs the accelerator's methods.
+ACCELERATED: bool = _accelerate()

@@ -13,6 +13,7 @@ from rich.table import Table
 from ..demo import demo, demo_processes, demo_sim, demo_sweep, report
 from ..demo.demo_live import LiveView
 from ..demo.demo_results import SCENARIOS
+from ..sim.huge_pages import use_huge_pages
 
 #: The sim engine's default fleet: 3 regions × 4 cells × 25 members.
 SIM_NODES = 300
@@ -202,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         chosen = tuple(dict.fromkeys(n for group in args.scenario for n in group))
     engine = _engine(args, chosen)
+    if engine == "sim":  # this process runs one large fleet: its objects in huge pages
+        use_huge_pages()
     if args.nodes is None:
         args.nodes = SIM_NODES if engine == "sim" and args.sweep is None else demo.Scenario().nodes
     if args.nodes < args.regions * args.cells:

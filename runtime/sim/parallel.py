@@ -72,7 +72,9 @@ a built fleet is millions of long-lived objects that the collector would otherwi
 and again, and a run makes no reference cycles — its garbage is all freed by reference
 counting (a test holds a run with loss, duplication, expiry and the lease roles to that) — so
 the collector's passes found nothing and cost a tenth of the agents' own time at 10,000 nodes.
-The settings are restored when the run ends, however it ends.
+The settings are restored when the run ends, however it ends. **Huge pages**: when the
+caller's process put its small objects in huge pages (:mod:`.huge_pages`), every worker does
+too before it builds its part.
 
 **Failure.** A worker's exception reaches the caller as :class:`WorkerError` with the worker's
 message and traceback; a worker that dies without a word (killed, ``os._exit``) closes its
@@ -106,6 +108,7 @@ from fleetwire.protocol.coordination import invariants
 
 from .engine import Event, LinkModel, SimStats
 from .fleet import Fleet, Part, build_fleet
+from .huge_pages import huge_pages_in_use, use_huge_pages
 from .mesh import Mesh, MeshStalled, PeerGone
 
 __all__ = ["ParallelRun", "Scenario", "WorkerError", "run_fleet"]
@@ -377,11 +380,14 @@ def _worker(
     fleet_args: dict[str, Any],
     scenario: Scenario,
     links: dict[int, socket.socket],
+    huge_pages: bool,
 ) -> None:
     """A worker process: build one part, run the schedule, report the part's results."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides (module docstring)
     mesh = Mesh(links)
     try:
+        if huge_pages:  # as the caller's heap is (module docstring), before the part is built
+            use_huge_pages()
         part = _Part(index, count, fleet_args, scenario)
         conn.send(("ready", part.fleet.sim.next_at()))
         _, anchor, step_ms, lag, until, stall_s = conn.recv()  # the caller's "start"
@@ -439,7 +445,8 @@ class _Workers:
             mine, theirs = context.Pipe()
             process = context.Process(
                 target=_worker,
-                args=(theirs, index, count, dict(fleet_args), scenario, ends[index]),
+                args=(theirs, index, count, dict(fleet_args), scenario, ends[index],
+                      huge_pages_in_use()),
                 name=f"fleet part {index}",
                 daemon=True,
             )
