@@ -51,7 +51,8 @@ wall; at 10,000 nodes they ran 1.6x faster.
 
 The benchmark's process keeps its small objects in transparent huge pages
 (:mod:`fleetwire.runtime.sim.huge_pages`, as the simulator's command-line runs do); at 10,000
-nodes that took everything beside the signatures from 0.93-1.07x the bound to 0.84-0.91x.
+nodes × 1 h that took everything beside the signatures from 0.95-1.00x the bound to
+0.86-0.96x (four runs each, interleaved).
 ``--no-huge-pages`` runs without, for comparison.
 
     python benchmarks/bench_sim.py [--sizes 100,1000] [--hours 24] [--per-node 100] [--seed 1]

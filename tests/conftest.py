@@ -1,8 +1,9 @@
 """Shared test configuration.
 
 ``--soak`` runs the long fuzz and soak tests. ``--pure-python`` takes the C accelerator (codec,
-bundle walk, bundle writer, content ids, the simulator's event queue) out, so the pure-Python
-road (what installs without a compiler get) is tested whole.
+bundle walk, bundle writer, content ids, the simulator's event queue, the in-memory store's
+methods, the huge-page heap) out, so the pure-Python road (what installs without a compiler
+get) is tested whole.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _PURE_PYTHON = pytest.StashKey[Any]()
 _PURE_BUNDLES = pytest.StashKey[Any]()
 _PURE_SEND = pytest.StashKey[Any]()
 _PURE_RELAY = pytest.StashKey[Any]()
+_PURE_STORE = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,6 +65,15 @@ def pytest_configure(config: pytest.Config) -> None:
         from fleetwire.runtime.sim import event_queue
 
         event_queue.EventQueue = event_queue.PyEventQueue
+        # and the in-memory store's C methods (the reference's instead)
+        from fleetwire.protocol.agent import agent_store
+
+        config.stash[_PURE_STORE] = store = agent_store.without_accelerator()
+        store.__enter__()
+        # and the huge-page heap (use_huge_pages answers False, as without the accelerator)
+        from fleetwire.runtime.sim import huge_pages
+
+        huge_pages._speedups = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

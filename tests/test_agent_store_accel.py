@@ -12,15 +12,20 @@ head, the counters). Quotas that can refuse take the reference's road in both.
 from __future__ import annotations
 
 import pytest
-from fleetwire.protocol.agent import agent_store
-from fleetwire.protocol.agent.agent_store import MemoryAgentStore, PyMemoryAgentStore
+from fleetwire.protocol.agent.agent_store import (
+    MemoryAgentStore,
+    PyMemoryAgentStore,
+    without_accelerator,
+)
 from fleetwire.protocol.agent.store import Accepted, Duplicate, Quota, StoredBundle
 from fleetwire.protocol.replay import Seen
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-pytestmark = pytest.mark.skipif(not agent_store.ACCELERATED, reason="accelerator not built")
+pytestmark = pytest.mark.skipif(
+    "put" not in MemoryAgentStore.__dict__, reason="the C accelerator is not built, or --pure-python"
+)
 
 SLOTS = ("_bundles", "_tombstones", "_by_content", "_expiry", "_head", "_sequence", "_bytes",
          "_seen", "_seen_expiry", "_floors")  # fmt: skip
@@ -123,3 +128,14 @@ def test_the_methods_are_the_accelerators() -> None:
     for name in ("put", "tombstone", "delete", "expire", "next_expiry", "remember"):
         assert getattr(MemoryAgentStore, name) is not getattr(PyMemoryAgentStore, name)
         assert type(getattr(MemoryAgentStore, name)).__name__ == "method_descriptor"
+
+
+def test_without_the_accelerator_the_class_runs_the_reference() -> None:
+    # What ``pytest --pure-python`` enters: every store, old or new, on the reference's road.
+    store = MemoryAgentStore()
+    with without_accelerator():
+        assert MemoryAgentStore.put is PyMemoryAgentStore.put
+        assert isinstance(store.put(StoredBundle(b"a", None, "ipn:1.1", "ipn:3.1", 9, 0, b"")),
+                          Accepted)  # fmt: skip
+    assert type(MemoryAgentStore.put).__name__ == "method_descriptor"
+    assert store.next_expiry() == 9

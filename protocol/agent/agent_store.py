@@ -36,8 +36,9 @@ the same answers and the same state after every operation.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar, Protocol
 
 import attrs
@@ -55,7 +56,7 @@ from .store import (
     check_quota,
 )
 
-__all__ = ["AgentStore", "MemoryAgentStore", "PyMemoryAgentStore"]
+__all__ = ["AgentStore", "MemoryAgentStore", "PyMemoryAgentStore", "without_accelerator"]
 
 _Tombstone = tuple[str, int, bytes | None, str, str, int]
 
@@ -403,8 +404,26 @@ def _accelerate() -> bool:
     )  # fmt: skip
     for name, method in methods.items():
         setattr(MemoryAgentStore, name, method)
+    _C_METHODS.update(methods)
     return True
 
 
+#: The accelerator's methods set on :class:`MemoryAgentStore` (empty without it).
+_C_METHODS: dict[str, object] = {}
+
 #: Whether :class:`MemoryAgentStore` runs the accelerator's methods.
 ACCELERATED: bool = _accelerate()
+
+
+@contextlib.contextmanager
+def without_accelerator() -> Iterator[None]:
+    """:class:`MemoryAgentStore` on the reference's methods while inside (every store, made
+    before or after: the methods are the class's); ``pytest --pure-python`` enters it."""
+    for name in _C_METHODS:
+        if name in MemoryAgentStore.__dict__:
+            delattr(MemoryAgentStore, name)
+    try:
+        yield
+    finally:
+        for name, method in _C_METHODS.items():
+            setattr(MemoryAgentStore, name, method)

@@ -20,12 +20,12 @@ back is kept for reuse rather than returned to the system (unmapping a piece wou
 huge page), so it is not for a long-lived process whose heap shrinks — nor for a library to
 call on its caller's behalf.
 
-Measured (``python benchmarks/bench_sim.py --sizes 10000 --hours 2 --roles``, one process):
-everything beside the signatures fell from 0.93-1.07x the Ed25519 bound to 0.84-0.91x, and
-the signatures themselves from 1.10-1.12x to 1.10x (they share the caches). Where the system
-has no huge pages (``madvise`` refused, THP ``never``) the memory is ordinary and
-nothing else changes; without the accelerator, or off Linux, :func:`use_huge_pages` answers
-``False`` and changes nothing.
+Measured (``python benchmarks/bench_sim.py --sizes 10000 --hours 1 --roles``, one process,
+four runs with and four without, interleaved): everything beside the signatures cost
+0.86-0.96x the Ed25519 bound with huge pages, 0.95-1.00x without; the CPU ratio 0.48-0.51
+against 0.47-0.48. Where the system has no huge pages (``madvise`` refused, THP ``never``)
+the memory is ordinary and nothing else changes; without the accelerator, or off Linux,
+:func:`use_huge_pages` answers ``False`` and changes nothing.
 """
 
 from __future__ import annotations
