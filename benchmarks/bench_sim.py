@@ -49,14 +49,20 @@ each part a report whatever the step holds, so at 100 and 1,000 nodes (2 h, role
 processes cost 2.9x and 1.7x the CPU per message of one and ran 2.6x and 1.2x slower on the
 wall; at 10,000 nodes they ran 1.6x faster.
 
-The benchmark's process keeps its small objects in transparent huge pages
+The benchmark's process keeps its heap in transparent huge pages
 (:mod:`fleetwire.runtime.sim.huge_pages`, as the simulator's command-line runs do); at 10,000
 nodes × 1 h that took everything beside the signatures from 0.95-1.00x the bound to
-0.86-0.96x (four runs each, interleaved).
-``--no-huge-pages`` runs without, for comparison.
+0.86-0.96x (four runs each, interleaved). ``--no-huge-pages`` runs without, to compare.
+
+The ratio of one run moves by some ±0.03 between runs of the same seed on this machine (its
+speed drifts, and a fleet's memory-bound work drifts differently from the signatures').
+``--repeat N`` runs each size N times and prints the least, median and most CPU ratio; the
+scaling line then compares the sizes' medians. ``peak MiB`` is the process's peak so far, so
+only a size's first run gives its fleet's own.
 
     python benchmarks/bench_sim.py [--sizes 100,1000] [--hours 24] [--per-node 100] [--seed 1]
-                                   [--roles] [--workers 1|auto] [--no-huge-pages]
+                                   [--roles] [--workers 1|auto] [--repeat 1]
+                                   [--no-huge-pages]
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -286,17 +293,23 @@ def run_fleet(
     }
 
 
+def at_least_one(text: str, also: str = "") -> int:
+    """``--repeat`` (and ``--workers``): a count of at least 1; ``also`` names what else the
+    option takes, for the error."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number{also}: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {count}")
+    return count
+
+
 def workers_arg(text: str) -> int:
     """``--workers``: a count of at least 1, or ``auto`` for one process per CPU."""
     if text == "auto":
         return os.cpu_count() or 1
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number or 'auto': {text!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"at least 1, not {count}")
-    return count
+    return at_least_one(text, " or 'auto'")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -313,8 +326,13 @@ def main(argv: list[str] | None = None) -> None:
         help="OS processes to split the fleet across, or 'auto': one per CPU",
     )
     parser.add_argument(
+        "--repeat", type=at_least_one, default=1,
+        help="runs of each size (the same seed): their least, median and most ratio, and the "
+        "scaling line on the medians",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-huge-pages", action="store_true",
-        help="keep this process's small objects in ordinary pages (module docstring)",
+        help="keep this process's heap in ordinary pages (module docstring)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -330,48 +348,66 @@ def main(argv: list[str] | None = None) -> None:
     per_message: list[float] = []
     cpu_per_message: list[float] = []
     for nodes in sizes:
-        before, before_cpu = sign_verify_us()
-        result = run_fleet(nodes, args.hours, args.per_node, args.seed, args.roles, args.workers)
-        after, after_cpu = sign_verify_us()
-        outside_cpu = min(before_cpu, after_cpu)
-        # The bound the run met (BoundSampler); the one outside it only if none was taken.
-        if result["bound_samples"]:
-            bound, bound_cpu = result["bound_in_run_us"], result["bound_in_run_cpu_us"]
-        else:
-            bound, bound_cpu = min(before, after), outside_cpu
-        ratio = bound / result["us_per_message"]
-        cpu_ratio = bound_cpu / result["cpu_us_per_message"]
-        per_message.append(result["us_per_message"])
-        cpu_per_message.append(result["cpu_us_per_message"])
-        print(f"{nodes:>6} {result['delivered']:>9.0f} {result['hops']:>5.2f} "
-              f"{result['build_s']:>8.1f} {result['run_s']:>8.1f} "
-              f"{result['us_per_message']:>8.0f} {result['cpu_us_per_message']:>8.0f} "
-              f"{bound:>8.0f} {bound_cpu:>9.0f} {ratio:>6.2f} {cpu_ratio:>9.2f} "
-              f"{result['latency_s']:>9.2f} {result['peak_rss_mib']:>8.0f}", flush=True)  # fmt: skip
-        signatures = result["signature_us_per_message"]
-        print(f"       signatures in the run: {signatures:.0f} µs CPU per message "
-              f"({signatures / bound_cpu:.2f}x the bound), {result['signature_share']:.0%} of "
-              f"the run's CPU; everything else {result['cpu_us_per_message'] - signatures:.0f} µs "
-              f"({(result['cpu_us_per_message'] - signatures) / bound_cpu:.2f}x the bound)")  # fmt: skip
-        low, high = result["bound_in_run_range"]
-        print(f"       bound sampled in the run: {result['bound_samples']:.0f} samples, "
-              f"{low:.0f}-{high:.0f} µs CPU, mean {bound_cpu:.0f}; outside the run "
-              f"(best before/after) {outside_cpu:.0f} µs, ratio {outside_cpu / result['cpu_us_per_message']:.2f}")  # fmt: skip
-        if result["delivered"] != result["messages"]:
-            print(f"       {result['messages'] - result['delivered']:.0f} of "
-                  f"{result['messages']:.0f} messages not delivered")  # fmt: skip
-        if args.roles:
-            per_day = result["messages"] / nodes / (args.hours / 24)
-            print(f"       {per_day:.0f} messages/node/day; "
-                  f"roles: {result['role_messages']:.0f} lease messages handled, "
-                  f"{result['grants']:.0f} grants, {result['uses']:.0f} uses, "
-                  f"{result['violations']:.0f} invariant violations; load average "
-                  f"{os.getloadavg()[0]:.2f}")  # fmt: skip
-        if args.workers > 1:
-            per_process = ", ".join(f"{cpu:.0f}" for cpu in result["cpu_s_per_process"])
-            print(f"       {args.workers} processes: {result['steps']:.0f} steps, "
-                  f"run CPU {result['cpu_s']:.0f} s ({per_process}), "
-                  f"wall {result['run_s']:.0f} s")  # fmt: skip
+        walls: list[float] = []
+        cpus: list[float] = []
+        ratios: list[float] = []
+        others: list[float] = []
+        for _ in range(args.repeat):
+            before, before_cpu = sign_verify_us()
+            result = run_fleet(
+                nodes, args.hours, args.per_node, args.seed, args.roles, args.workers
+            )
+            after, after_cpu = sign_verify_us()
+            outside_cpu = min(before_cpu, after_cpu)
+            # The bound the run met (BoundSampler); the one outside it only if none was taken.
+            if result["bound_samples"]:
+                bound, bound_cpu = result["bound_in_run_us"], result["bound_in_run_cpu_us"]
+            else:
+                bound, bound_cpu = min(before, after), outside_cpu
+            ratio = bound / result["us_per_message"]
+            cpu_ratio = bound_cpu / result["cpu_us_per_message"]
+            walls.append(result["us_per_message"])
+            cpus.append(result["cpu_us_per_message"])
+            ratios.append(cpu_ratio)
+            others.append((result["cpu_us_per_message"] - result["signature_us_per_message"])
+                          / bound_cpu)  # fmt: skip
+            print(f"{nodes:>6} {result['delivered']:>9.0f} {result['hops']:>5.2f} "
+                  f"{result['build_s']:>8.1f} {result['run_s']:>8.1f} "
+                  f"{result['us_per_message']:>8.0f} {result['cpu_us_per_message']:>8.0f} "
+                  f"{bound:>8.0f} {bound_cpu:>9.0f} {ratio:>6.2f} {cpu_ratio:>9.2f} "
+                  f"{result['latency_s']:>9.2f} {result['peak_rss_mib']:>8.0f}", flush=True)  # fmt: skip
+            signatures = result["signature_us_per_message"]
+            print(f"       signatures in the run: {signatures:.0f} µs CPU per message "
+                  f"({signatures / bound_cpu:.2f}x the bound), {result['signature_share']:.0%} of "
+                  f"the run's CPU; everything else {result['cpu_us_per_message'] - signatures:.0f} µs "
+                  f"({(result['cpu_us_per_message'] - signatures) / bound_cpu:.2f}x the bound)")  # fmt: skip
+            low, high = result["bound_in_run_range"]
+            print(f"       bound sampled in the run: {result['bound_samples']:.0f} samples, "
+                  f"{low:.0f}-{high:.0f} µs CPU, mean {bound_cpu:.0f}; outside the run "
+                  f"(best before/after) {outside_cpu:.0f} µs, ratio {outside_cpu / result['cpu_us_per_message']:.2f}")  # fmt: skip
+            if result["delivered"] != result["messages"]:
+                print(f"       {result['messages'] - result['delivered']:.0f} of "
+                      f"{result['messages']:.0f} messages not delivered")  # fmt: skip
+            if args.roles:
+                per_day = result["messages"] / nodes / (args.hours / 24)
+                print(f"       {per_day:.0f} messages/node/day; "
+                      f"roles: {result['role_messages']:.0f} lease messages handled, "
+                      f"{result['grants']:.0f} grants, {result['uses']:.0f} uses, "
+                      f"{result['violations']:.0f} invariant violations; load average "
+                      f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+            if args.workers > 1:
+                per_process = ", ".join(f"{cpu:.0f}" for cpu in result["cpu_s_per_process"])
+                print(f"       {args.workers} processes: {result['steps']:.0f} steps, "
+                      f"run CPU {result['cpu_s']:.0f} s ({per_process}), "
+                      f"wall {result['run_s']:.0f} s")  # fmt: skip
+        # The same seed each time: the spread is the machine's, not the fleet's.
+        per_message.append(statistics.median(walls))
+        cpu_per_message.append(statistics.median(cpus))
+        if args.repeat > 1:
+            print(f"       over {args.repeat} runs: cpu ratio {min(ratios):.2f} / "
+                  f"{statistics.median(ratios):.2f} / {max(ratios):.2f} (least / median / "
+                  f"most), everything else {min(others):.2f}-{max(others):.2f}x the bound",
+                  flush=True)  # fmt: skip
     if len(per_message) > 1:
         print(f"wall time per message, largest/smallest over the sizes: "
               f"{max(per_message) / min(per_message):.2f}x wall, "

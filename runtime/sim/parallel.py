@@ -73,8 +73,8 @@ and again, and a run makes no reference cycles — its garbage is all freed by r
 counting (a test holds a run with loss, duplication, expiry and the lease roles to that) — so
 the collector's passes found nothing and cost a tenth of the agents' own time at 10,000 nodes.
 The settings are restored when the run ends, however it ends. **Huge pages**: when the
-caller's process put its small objects in huge pages (:mod:`.huge_pages`), every worker does
-too before it builds its part.
+caller's process put its heap in huge pages (:mod:`.huge_pages`), every worker does too
+before it builds its part.
 
 **Failure.** A worker's exception reaches the caller as :class:`WorkerError` with the worker's
 message and traceback; a worker that dies without a word (killed, ``os._exit``) closes its
