@@ -26,7 +26,7 @@ from fleetwire.protocol.tcpcl.mtcp import (
     State,
     frame,
 )
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 
@@ -275,6 +275,14 @@ def _normal(events: list[Event]) -> tuple[list[tuple[int, bytes]], list[object]]
     st.lists(st.integers(min_value=0), max_size=8),
     st.booleans(),
 )
+# Found by a CI run: two frames consumed ahead of a 299-byte one still arriving stayed held
+# beside it (the buffer compacts only once its dead prefix is half), past the bound below.
+@example(
+    [b"\x5a\x00\x00\x00\x04" + bytes(4), b"\x4d" + bytes(13), b"\x59\x01\x2b" + bytes(299),
+     b"\x59\x01\x2b" + bytes(299)],
+    [310, 311],
+    False,
+)  # fmt: skip
 def test_lean_frames_are_the_general_paths_over_any_bytes_and_splits(
     pieces: list[bytes], cuts: list[int], eof: bool
 ) -> None:

@@ -355,6 +355,14 @@ class ReceiveBuffer:
             del self._buf[: self._start]
             self._start = 0
 
+    def compact(self) -> None:
+        """Drop the consumed bytes now (at most one copy of the unconsumed ones), so that
+        :attr:`allocated` is :attr:`size`: for an owner that bounds what it holds before it
+        takes more."""
+        if self._start:
+            del self._buf[: self._start]
+            self._start = 0
+
     def clear(self) -> None:
         self._buf = bytearray()
         self._start = 0
