@@ -64,6 +64,7 @@ static size_t arena_size;   /* the size pymalloc asks for (the first request's) 
 static void *free_arenas;   /* arenas given back: each one's first word links the next */
 static void *free_blocks[CLASSES];
 static Py_ssize_t arenas_out, arenas_kept, blocks_out, blocks_kept;
+static Py_ssize_t advised; /* bytes the kernel took the huge-page advice for */
 
 static int reserve(Range *range) {
     char *raw = mmap(NULL, RESERVE + HUGE_PAGE, PROT_NONE,
@@ -84,7 +85,8 @@ static void *carve(Range *range, size_t size) {
     while ((size_t)(range->writable - range->cursor) < size) {
         if (mprotect(range->writable, region_size, PROT_READ | PROT_WRITE) != 0) return NULL;
         /* Advice only: refused, the region is ordinary memory and still serves. */
-        (void)madvise(range->writable, region_size, MADV_HUGEPAGE);
+        if (madvise(range->writable, region_size, MADV_HUGEPAGE) == 0)
+            advised += (Py_ssize_t)region_size;
         range->writable += region_size;
     }
     void *out = range->cursor;
@@ -269,16 +271,16 @@ static PyObject *arenas_install(PyObject *self, PyObject *arg) {
 }
 
 /* stats() -> (installed, arena bytes writable, block bytes writable, arenas out, arenas kept,
- * blocks out, blocks kept) */
+ * blocks out, blocks kept, bytes advised) */
 static PyObject *arenas_stats(PyObject *self, PyObject *unused) {
 #ifdef HAVE_HUGE_ARENAS
-    return Py_BuildValue("(Onnnnnn)", installed ? Py_True : Py_False,
+    return Py_BuildValue("(Onnnnnnn)", installed ? Py_True : Py_False,
                          (Py_ssize_t)(arenas.writable - arenas.base),
                          (Py_ssize_t)(blocks.writable - blocks.base), arenas_out, arenas_kept,
-                         blocks_out, blocks_kept);
+                         blocks_out, blocks_kept, advised);
 #else
-    return Py_BuildValue("(Onnnnnn)", Py_False, (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0,
-                         (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0);
+    return Py_BuildValue("(Onnnnnnn)", Py_False, (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0,
+                         (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0);
 #endif
 }
 
@@ -302,7 +304,7 @@ static PyMethodDef arena_methods[] = {
      "process; what is given back is kept for reuse."},
     {"huge_arenas_stats", arenas_stats, METH_NOARGS,
      "huge_arenas_stats() -> (installed, arena bytes, block bytes, arenas out, arenas kept, "
-     "blocks out, blocks kept)"},
+     "blocks out, blocks kept, bytes the kernel took the huge-page advice for)"},
     {"huge_arenas_ranges", arenas_ranges, METH_NOARGS,
      "huge_arenas_ranges() -> [(start, end), (start, end)]: the arenas' and the blocks' "
      "address ranges ([] before install)"},
