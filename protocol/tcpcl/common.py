@@ -280,6 +280,13 @@ class ReceiveBuffer:
         self._start = 0
 
     def extend(self, data: bytes) -> None:
+        # What was consumed goes before more comes (deleting a bytearray's front only moves
+        # its start), so :attr:`allocated` after a read is the unconsumed bytes plus the read:
+        # the lazy compaction below alone let consumed messages stay held beside a long one
+        # still arriving, past the bound a session's owner checks.
+        if self._start:
+            del self._buf[: self._start]
+            self._start = 0
         self._buf += data
 
     @property
@@ -352,14 +359,6 @@ class ReceiveBuffer:
         """Drop the next ``n`` bytes (at most :attr:`size`) without copying them out."""
         self._start += min(n, self.size)
         if self._start > len(self._buf) // 2:
-            del self._buf[: self._start]
-            self._start = 0
-
-    def compact(self) -> None:
-        """Drop the consumed bytes now (at most one copy of the unconsumed ones), so that
-        :attr:`allocated` is :attr:`size`: for an owner that bounds what it holds before it
-        takes more."""
-        if self._start:
             del self._buf[: self._start]
             self._start = 0
 

@@ -193,11 +193,6 @@ class MtcpSession:
         if not data:
             self._eof = True
         elif not self._eof:
-            # What was consumed goes before more comes: the buffer compacts only once its
-            # dead prefix is half of it, so a frame consumed ahead of a long one still
-            # waiting would otherwise stay held beside it, past a frame's worth plus this
-            # read (the bound the hostile-input tests hold a session to).
-            self._buffer.compact()
             self._buffer.extend(data)
 
     def next_event(self) -> Event | NeedData:
