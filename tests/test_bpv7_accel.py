@@ -260,6 +260,29 @@ def test_their_valid_neighbours_are_walked(name: str) -> None:
     assert walked(data)
 
 
+def test_a_fleets_eids_are_read_again_as_the_same_objects_and_more_replace_them() -> None:
+    # A process simulating a fleet walks every agent's bundles, so the EIDs come in turn from
+    # thousands of nodes: the cache holds a fleet's worth (a 64-entry one gave back almost
+    # none of these), and past its size entries are replaced, never grown, with every EID
+    # still read as its own value.
+    limits = bundle_module.BUNDLE_LIMITS
+    spec = bundle_module._walk_spec(limits.max_container_items, limits.max_string_length)
+    assert spec is not None and accel.walk is not None
+    walk = accel.walk
+
+    def sources(nodes: range) -> list[IpnEid]:
+        return [walk(spec, message(source=node, destination=1))[0].primary.source
+                for node in nodes]  # fmt: skip
+
+    fleet = range(1_000, 6_000)
+    first = sources(fleet)
+    again = sources(fleet)
+    assert sum(a is b for a, b in zip(first, again, strict=True)) >= 0.9 * len(fleet)
+    crowd = range(100_000, 140_000)  # more EIDs than entries: slots collide, entries go
+    assert [eid.node for eid in sources(crowd)] == list(crowd)
+    assert sources(fleet) == first  # equal values, rebuilt where their entries went
+
+
 def test_eids_read_again_are_the_same_values_whatever_else_was_read_between() -> None:
     # The walk keeps the ipn EIDs it built by their CBOR (a bounded, direct-mapped cache):
     # many sources and services, read in turns so entries are replaced and slots collide,
