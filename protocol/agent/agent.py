@@ -303,8 +303,13 @@ class BundleAgent:
 
     def next_message_sequence(self, now: int) -> int:
         """A header sequence larger than any this node used, across restarts (ms × 1024)."""
-        self._message_sequence = max(self._message_sequence + 1, now * 1024)
-        return self._message_sequence
+        # max() spelt out: every message a node's application writes asks.
+        sequence = self._message_sequence + 1
+        floor = now * 1024
+        if sequence < floor:
+            sequence = floor
+        self._message_sequence = sequence
+        return sequence
 
     def send(
         self,

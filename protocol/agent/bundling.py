@@ -264,16 +264,29 @@ _REPORT_FLAGS: Final = int(
 #: The Hop Count block every new bundle starts with, and its encoding.
 _NEW_HOPS: Final = hop_count_block(_HOP_BLOCK, HopCount(HOP_LIMIT))
 _NEW_HOPS_BYTES: Final = b"".join(canonical_block_parts(_NEW_HOPS))
-#: ipn EIDs by (node, service): frozen, and a node names the same few again and again.
-_EIDS: dict[tuple[int, int], IpnEid] = {}
+#: ipn EIDs by service, then node: frozen, and a node names the same few again and again.
+#: Keyed by plain ints, not a (node, service) tuple: no tuple to build and hash per call,
+#: and a lookup that compares ints, not a stored tuple's items (a process simulating a
+#: fleet names ten thousand nodes, so the table is large and mostly out of cache). At most
+#: _EIDS_MAX kept in all.
+_EIDS: dict[int, dict[int, IpnEid]] = {}
+_EIDS_MAX: Final = 65_536
+_eids_kept = 0
 
 
 def _ipn(node: int, service: int) -> IpnEid:
-    eid = _EIDS.get((node, service))
-    if eid is None:
-        eid = IpnEid(node, service)
-        if len(_EIDS) < 65_536:
-            _EIDS[(node, service)] = eid
+    global _eids_kept
+    by_node = _EIDS.get(service)
+    if by_node is not None:
+        eid = by_node.get(node)
+        if eid is not None:
+            return eid
+    eid = IpnEid(node, service)
+    if _eids_kept < _EIDS_MAX:
+        if by_node is None:
+            by_node = _EIDS[service] = {}
+        by_node[node] = eid
+        _eids_kept += 1
     return eid
 
 

@@ -3,7 +3,8 @@
 Public API, for anything that runs a scenario on the simulator:
 
 * :class:`.engine.Simulator` (``seed``, ``start``, ``on_deliver``) — ``add(agent)``,
-  ``connect(a, b, LinkModel)``, ``send_at(at, source, to, message)``, ``every(at, call)``,
+  ``connect(a, b, LinkModel)``, ``send_at(at, source, to, message)``, ``every(at, call)``
+  (``send_now(source, to, message)`` from inside it),
   ``attach(node, handler)`` / ``act(node, handler, sends)`` for roles running in an agent,
   ``on_sent`` (every message signed and held), ``run(until)``, ``stats`` (:class:`SimStats`:
   ``messages`` signed, ``delivered``, ``handled`` by roles, latency, losses…).

@@ -31,7 +31,7 @@ Applications are callbacks: ``on_deliver(sim, node, Deliver)`` sees every delive
 (the default acknowledges at once), ``on_sent(sim, node, Sent)`` every message sent (a trace
 of grants, say); roles attached to an agent (``agent.attach``) take their families' messages
 themselves, and count as delivered (:class:`~fleetwire.protocol.agent.actions.Handled`). Traffic is scheduled with :meth:`Simulator.send_at` or a
-generator via :meth:`Simulator.every`. The link model draws from one ``random.Random`` per
+generator via :meth:`Simulator.every` (which sends with :meth:`Simulator.send_now`). The link model draws from one ``random.Random`` per
 direction, seeded by (seed, sender, receiver), so a direction's jitter, losses and duplicates
 do not depend on what other links did (a fleet split across processes draws the same);
 ``Simulator.random`` is the applications'. Ties in the heap break by insertion order, so a run
@@ -215,6 +215,14 @@ class Simulator:
     def send_at(self, at: int, source: int, to: int, message: Message | SignedMessage) -> None:
         """The application at ``source`` sends ``message`` to node ``to`` at ``at``."""
         self._events.push(at, (at, _CALL, source, to, message))  # _push inlined: per message
+
+    def send_now(self, source: int, to: int, message: Message | SignedMessage) -> None:
+        """The application at ``source`` sends ``message`` to node ``to`` now: from inside a
+        scheduled call (:meth:`every`), what ``send_at(sim.now, …)`` does one event sooner —
+        no event pushed and popped again for the same instant (a traffic stream does this
+        for every message it writes)."""
+        self.stats.sent += 1
+        self._run_actions(source, self.agents[source].send(message, to, self.now))
 
     def every(self, at: int, call: Callable[[Simulator], int | None]) -> None:
         """Call ``call(sim)`` at ``at``, then again whenever it returns a time (None: stop)."""

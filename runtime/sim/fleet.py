@@ -408,7 +408,7 @@ def add_traffic(
             if to == node:
                 to = HUB if node != HUB else nodes[-1]
             sequence = agent.next_message_sequence(now)
-            sim.send_at(now, node, to, _message(kind, node, now, sequence, to))
+            sim.send_now(node, to, _message(kind, node, now, sequence, to))
             made[0] += 1
             kind = (kind + 1) % families
             at = now + max(1, int(rng.expovariate(rate)))
