@@ -52,6 +52,7 @@ import enum
 import heapq
 import math
 from collections.abc import Collection, Mapping, Sequence
+from typing import Final
 
 import attrs
 
@@ -243,6 +244,13 @@ class RouteKind(enum.Enum):
     DEFAULT = "default"
 
 
+# Read per message as a global, not off the enum: in Python 3.11 an enum's class attribute
+# goes through EnumType's __getattr__ hook (hundreds of instructions a read, a global a few).
+_CONTACT_GRAPH: Final = RouteKind.CONTACT_GRAPH
+_DEFAULT: Final = RouteKind.DEFAULT
+_STATIC: Final = RouteKind.STATIC
+
+
 @attrs.frozen(slots=True)
 class Forward:
     """Hand the bundle to the link toward ``next_hop`` (``route`` set for contact routes)."""
@@ -305,7 +313,7 @@ class Router:
         else:  # no contact leaves this node (a fleet routed by hierarchy only): no search
             _check_query(self.node, destination, size)
         if found is not None:
-            return Forward(found.next_hop, RouteKind.CONTACT_GRAPH, found)
+            return Forward(found.next_hop, _CONTACT_GRAPH, found)
         hop = self.static.get(destination)
         if hop is None or hop in exclude:
             if self.hierarchy is None:
@@ -313,9 +321,9 @@ class Router:
             hop = self.hierarchy.next_hop(self.node, destination)
             if hop is None or hop in exclude:
                 return NoRoute(self.plan.next_start_after(self.node, now))
-            kind, made = RouteKind.DEFAULT, self._default_forwards
+            kind, made = _DEFAULT, self._default_forwards
         else:
-            kind, made = RouteKind.STATIC, self._static_forwards
+            kind, made = _STATIC, self._static_forwards
         # A static or default decision is a value of its hop alone: made once, then shared
         # (every relayed bundle on every hop asks; Forward is frozen).
         forward = made.get(hop)

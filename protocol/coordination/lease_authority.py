@@ -123,13 +123,24 @@ class Step(enum.Enum):
 
 
 #: The whole of what may follow what, per resource (spec §6.4).
+# Read per message as globals, not off the enum: in Python 3.11 an enum's class attribute
+# goes through EnumType's __getattr__ hook (hundreds of instructions a read, a global a few).
+_R_FREE: Final = ResourceState.FREE
+_R_HELD: Final = ResourceState.HELD
+_R_LAPSED: Final = ResourceState.LAPSED
+_R_REVOKED: Final = ResourceState.REVOKED
+_F_FRESH: Final = Freshness.FRESH
+_F_FUTURE: Final = Freshness.FUTURE
+_F_REPLAYED: Final = Freshness.REPLAYED
+_F_STALE: Final = Freshness.STALE
+
 TRANSITIONS: Final[dict[ResourceState, dict[Step, ResourceState]]] = {
     ResourceState.FREE: {Step.GRANT: ResourceState.HELD},
     ResourceState.HELD: {
-        Step.RENEW: ResourceState.HELD,
-        Step.RELEASE: ResourceState.FREE,
-        Step.REVOKE: ResourceState.REVOKED,
-        Step.EXPIRE: ResourceState.LAPSED,
+        Step.RENEW: _R_HELD,
+        Step.RELEASE: _R_FREE,
+        Step.REVOKE: _R_REVOKED,
+        Step.EXPIRE: _R_LAPSED,
     },
     ResourceState.REVOKED: {Step.RELEASE: ResourceState.FREE, Step.EXPIRE: ResourceState.LAPSED},
     ResourceState.LAPSED: {Step.RELEASE: ResourceState.FREE, Step.DRAIN: ResourceState.FREE},
@@ -211,7 +222,7 @@ class _Resource:
     )
 
     def __init__(self) -> None:
-        self.state = ResourceState.FREE
+        self.state = _R_FREE
         self.holder = -1
         self.token = -1
         self.expires_at = 0
@@ -264,12 +275,12 @@ class LeaseAuthority:
 
     def state(self, resource: str) -> ResourceState:
         r = self._resources.get(resource)
-        return ResourceState.FREE if r is None else r.state
+        return _R_FREE if r is None else r.state
 
     def holder(self, resource: str) -> tuple[int, int, int] | None:
         """(holder, fencing token, expires_at) of the grant in force, if any."""
         r = self._resources.get(resource)
-        if r is None or r.state is ResourceState.FREE:
+        if r is None or r.state is _R_FREE:
             return None
         return r.holder, r.token, r.expires_at
 
@@ -306,7 +317,7 @@ class LeaseAuthority:
         actions = self.tick(now)
         # Queues that waited for a longer mandate may move now.
         for resource, r in self._resources.items():
-            if r.state is ResourceState.FREE and r.queued:
+            if r.state is _R_FREE and r.queued:
                 self._grant_next(resource, r, now, actions)
         return actions
 
@@ -327,7 +338,7 @@ class LeaseAuthority:
         """Withdraw the grant in force on ``resource`` from ``effective_at`` on."""
         actions = self.tick(now)
         r = self._resources.get(resource)
-        if r is None or r.state is not ResourceState.HELD:
+        if r is None or r.state is not _R_HELD:
             actions.append(Refused(None, Refusal.NOT_HELD))
             return actions
         self._move(r, Step.REVOKE)
@@ -353,7 +364,7 @@ class LeaseAuthority:
         for resource, r in sorted(self._resources.items()):
             for holder in [h for h in r.queued if which(h)]:
                 del r.queued[holder]  # its heap entry goes stale and is skipped
-            if r.state is ResourceState.HELD and which(r.holder):
+            if r.state is _R_HELD and which(r.holder):
                 actions.extend(self.revoke(resource, effective_at, now, reason))
         return actions
 
@@ -367,7 +378,7 @@ class LeaseAuthority:
             r = self._resources.get(resource)
             if r is None or r.token != token:
                 continue
-            if r.state in (ResourceState.HELD, ResourceState.REVOKED) and when == r.expires_at:
+            if r.state in (_R_HELD, _R_REVOKED) and when == r.expires_at:
                 self._move(r, Step.EXPIRE)
                 notice = LeaseExpiry(
                     header=self._header(now, ()),
@@ -381,7 +392,7 @@ class LeaseAuthority:
                     deadlines, (r.expires_at + self.config.max_drift_ms, resource, token)
                 )
             elif (
-                r.state is ResourceState.LAPSED and when == r.expires_at + self.config.max_drift_ms
+                r.state is _R_LAPSED and when == r.expires_at + self.config.max_drift_ms
             ):
                 self._move(r, Step.DRAIN)
                 self._grant_next(resource, r, now, actions)
@@ -392,7 +403,7 @@ class LeaseAuthority:
     def _judge(self, message: LeaseClaim | LeaseRenew | LeaseRelease, now: int) -> Refusal | None:
         h = message.header
         verdict = self.replay.check(h.issuer, message.resource, h.sequence, h.issued_at, now)
-        if verdict is Freshness.FRESH:
+        if verdict is _F_FRESH:
             return None
         return _REFUSAL[verdict]
 
@@ -423,7 +434,7 @@ class LeaseAuthority:
         if (
             r is not None
             and r.holder == issuer
-            and r.state is ResourceState.HELD
+            and r.state is _R_HELD
             and r.issued is not None
         ):
             # The holder asks again (duplicate, or its grant was lost): the same answer.
@@ -438,7 +449,7 @@ class LeaseAuthority:
         # A free resource with nobody waiting is granted at once; if too little of our mandate
         # is left for that to be of use, the claim waits in the queue instead.
         if (
-            r.state is ResourceState.FREE
+            r.state is _R_FREE
             and not r.queued
             and self._grant(resource, r, issuer, cid, claim.term_ms, now, actions)
         ):
@@ -451,14 +462,14 @@ class LeaseAuthority:
         self._arrivals += 1
         r.queued[issuer] = (self._arrivals, cid, claim.term_ms, now)
         heapq.heappush(r.queue, (-claim.priority, self._arrivals, issuer))
-        if r.state is ResourceState.FREE:
+        if r.state is _R_FREE:
             self._grant_next(resource, r, now, actions)
 
     def _on_renew(self, renew: LeaseRenew, cid: ContentId, now: int, actions: list[Action]) -> None:
         r = self._resources.get(renew.resource)
         if (
             r is None
-            or r.state is not ResourceState.HELD
+            or r.state is not _R_HELD
             or r.holder != renew.header.issuer
             or r.token != renew.fencing_token
             or r.issued is None
@@ -500,7 +511,7 @@ class LeaseAuthority:
         r = self._resources.get(release.resource)
         if (
             r is None
-            or r.state is ResourceState.FREE
+            or r.state is _R_FREE
             or r.holder != release.header.issuer
             or r.token != release.fencing_token
         ):
@@ -609,7 +620,7 @@ class LeaseAuthority:
     @staticmethod
     def _move(r: _Resource, step: Step) -> None:
         r.state = TRANSITIONS[r.state][step]
-        if r.state is ResourceState.FREE:
+        if r.state is _R_FREE:
             r.holder = -1
             r.issued = None
 
