@@ -673,6 +673,77 @@ static PyTypeObject SlotInitType = {
     .tp_new = slot_init_new,
 };
 
+/* construct_fast(cls, on): calling a SlotInit class, ``Cls(...)``, without type.__call__.
+ *
+ * In Python 3.11 a class defined in Python has no vectorcall of its own, so every
+ * construction packs its arguments into a tuple (and a dict for keywords), runs
+ * type.__call__, object.__new__, and looks __init__ up along the MRO before the SlotInit
+ * binds a single argument: several times the work of the binding itself, on each of the
+ * dozens of objects a message builds on every hop. With ``on`` this sets the class's
+ * tp_vectorcall (a type object's own call slot, which PyObject_Vectorcall reads before
+ * type.__call__) to class_vectorcall: allocate, then bind exactly as the SlotInit does.
+ * Anything that would make that differ from type.__call__ — the class's own __init__ no
+ * longer this SlotInit of this class, a __new__ of its own, an abstract class, a subclass
+ * reaching here — takes type.__call__ with the same arguments. ``on`` false clears it. */
+static PyObject *init_name; /* "__init__", interned */
+
+static PyObject *class_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames) {
+    PyTypeObject *type = (PyTypeObject *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *init = type->tp_dict ? PyDict_GetItemWithError(type->tp_dict, init_name) : NULL;
+    if (!init && PyErr_Occurred()) return NULL;
+    if (init && Py_TYPE(init) == &SlotInitType && ((SlotInit *)init)->cls == type &&
+        type->tp_new == PyBaseObject_Type.tp_new && !(type->tp_flags & Py_TPFLAGS_IS_ABSTRACT) &&
+        nargs + nkw < MAX_ENTRIES) {
+        PyObject *self = type->tp_alloc(type, 0);
+        if (!self) return NULL;
+        PyObject *stack[MAX_ENTRIES + 1];
+        stack[0] = self;
+        for (Py_ssize_t i = 0; i < nargs + nkw; i++) stack[i + 1] = args[i];
+        Py_INCREF(init); /* held across the binding */
+        PyObject *done = slot_init_call(init, stack, (size_t)(nargs + 1), kwnames);
+        Py_DECREF(init);
+        if (!done) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        Py_DECREF(done);
+        return self;
+    }
+    /* type.__call__ itself, with the arguments as it takes them. */
+    PyObject *tuple = PyTuple_New(nargs), *kwargs = NULL, *made = NULL;
+    if (!tuple) return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    if (nkw) {
+        if (!(kwargs = PyDict_New())) goto done;
+        for (Py_ssize_t k = 0; k < nkw; k++)
+            if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, k), args[nargs + k]) < 0)
+                goto done;
+    }
+    made = PyType_Type.tp_call(callable, tuple, kwargs);
+done:
+    Py_DECREF(tuple);
+    Py_XDECREF(kwargs);
+    return made;
+}
+
+static PyObject *speedups_construct_fast(PyObject *module, PyObject *args) {
+    PyObject *cls;
+    int on;
+    if (!PyArg_ParseTuple(args, "O!p", &PyType_Type, &cls, &on)) return NULL;
+    PyTypeObject *type = (PyTypeObject *)cls;
+    if (Py_TYPE(cls) != &PyType_Type || !(type->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        PyErr_SetString(PyExc_TypeError, "construct_fast: a class made by a class statement, "
+                                         "whose metaclass is type");
+        return NULL;
+    }
+    if (!init_name && !(init_name = PyUnicode_InternFromString("__init__"))) return NULL;
+    type->tp_vectorcall = on ? class_vectorcall : NULL;
+    Py_RETURN_NONE;
+}
+
 /* --- BPv7 bundles: the common shape in one pass (RFC 9171 §4.1, §4.3) -----------------------
  *
  * walk_bundle(spec, data) -> (Bundle, offsets) | None reads the bundles a fleet node nearly
@@ -1165,6 +1236,9 @@ static PyMethodDef methods[] = {
     {"write_or", speedups_write_or, METH_VARARGS,
      "write_or(spec, fallback, message) -> bytes: write(), or fallback(message) where the C "
      "code defers."},
+    {"construct_fast", speedups_construct_fast, METH_VARARGS,
+     "construct_fast(cls, on): calling cls binds through its SlotInit without type.__call__ "
+     "(on), or as before (off)."},
     {"slot_offset", speedups_slot_offset, METH_O,
      "slot_offset(member_descriptor) -> int: the offset of a __slots__ member."},
     {"read_message", speedups_read_message, METH_VARARGS,

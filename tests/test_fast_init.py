@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import pytest
 from fleetwire.protocol import envelope
-from fleetwire.protocol.agent import actions, admission, bundling
+from fleetwire.protocol.agent import actions, admission, agent, bundling, handlers
 from fleetwire.protocol.messages import Header, LeaseClaim, accel, codec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,7 +24,7 @@ if not accel.AVAILABLE or not isinstance(Header.__dict__["__init__"], accel._spe
 
 CLASSES = (
     *codec.FAST_INIT_CLASSES, *envelope.FAST_INIT_CLASSES, *actions.FAST_INIT_CLASSES,
-    *bundling.FAST_INIT_CLASSES, *admission.FAST_INIT_CLASSES,
+    *bundling.FAST_INIT_CLASSES, *admission.FAST_INIT_CLASSES, agent._Held, handlers.Outgoing,
 )  # fmt: skip
 values = st.one_of(st.integers(), st.text(max_size=3), st.none(), st.tuples(st.integers()))
 
@@ -53,6 +53,67 @@ def test_binds_like_the_attrs_init(call: tuple[type[Any], tuple[Any, ...], dict[
     cls, args, kwargs = call
     fast = cls.__dict__["__init__"]
     assert outcome(cls, fast, args, kwargs) == outcome(cls, fast.__wrapped__, args, kwargs)
+
+
+def made(cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        obj = cls(*args, **kwargs)
+    except TypeError:
+        return TypeError
+    assert type(obj) is cls
+    return tuple(getattr(obj, a.name) for a in attrs.fields(cls))
+
+
+@given(calls())
+def test_calling_the_class_builds_as_type_call_and_the_attrs_init_do(
+    call: tuple[type[Any], tuple[Any, ...], dict[str, Any]],
+) -> None:
+    # Cls(...) goes straight to the SlotInit (construct_fast), past type.__call__: the same
+    # objects, and TypeError for the same calls, as type.__call__ with the attrs __init__.
+    cls, args, kwargs = call
+    fast = made(cls, args, kwargs)
+    assert fast == outcome(cls, cls.__dict__["__init__"].__wrapped__, args, kwargs)
+    assert fast == made(cls, args, kwargs) and fast == (
+        TypeError if fast is TypeError else tuple(
+            getattr(type.__call__(cls, *args, **kwargs), a.name) for a in attrs.fields(cls)
+        )
+    )  # fmt: skip
+
+
+def test_a_class_whose_init_is_replaced_is_called_through_type_call() -> None:
+    @attrs.frozen(slots=True)
+    class Point:
+        x: int
+        y: int = 0
+
+    assert accel.install_fast_init(Point)
+    assert Point(1) == Point(x=1, y=0)
+    seen: list[tuple[Any, ...]] = []
+    original = Point.__init__.__wrapped__  # type: ignore[attr-defined]
+
+    def watched(self: Point, *args: Any, **kwargs: Any) -> None:
+        seen.append(args)
+        original(self, *args, **kwargs)
+
+    Point.__init__ = watched  # type: ignore[method-assign]
+    assert Point(2, 3) == Point(x=2, y=3) and seen == [(2, 3), ()]
+    accel.remove_fast_init(Point)  # a no-op now: the class's __init__ is not the C one
+    assert Point(4).x == 4 and len(seen) == 3
+
+
+def test_a_class_with_its_own_new_keeps_it() -> None:
+    news: list[tuple[Any, ...]] = []
+
+    @attrs.frozen(slots=True)
+    class Counted:
+        n: int
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Counted:
+            news.append(args)
+            return super().__new__(cls)
+
+    assert accel.install_fast_init(Counted)
+    assert Counted(5).n == 5 and news == [(5,)]  # __new__, then the C __init__, as ever
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)

@@ -77,6 +77,7 @@ from ..envelope import SignedMessage, seal
 from ..errors import FleetwireError
 from ..keys import SigningKey
 from ..messages import PROTOCOL_VERSION, CapabilityAdvertisement, Family, Message, PeerVersions
+from ..messages import accel as init_accel
 from ..replay import DEFAULT_BUNDLE_LIFETIME_MS, ReplayGuard, ReplayPolicy
 from ..roles import reader_cell
 from ..trust import RevocationsRefused, TrustStore
@@ -221,6 +222,12 @@ class _Held:
     #: The neighbours routing leaves out (the previous node, RFC 9171 §4.4.1), when known on
     #: taking the bundle; ``None``: read from ``bundle`` when routing.
     exclude: tuple[int, ...] | None = None
+
+
+# Every bundle taken, on every hop, builds one: the accelerator's __init__ stores straight
+# into the slots (fleetwire.protocol.messages.accel.install_fast_init; a no-op without it,
+# and undone on the pure-Python road).
+init_accel.install_fast_init(_Held)
 
 
 @attrs.define(slots=True)

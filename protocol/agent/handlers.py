@@ -37,6 +37,7 @@ import attrs
 from ..envelope import SignedMessage
 from ..errors import LocalProtocolError
 from ..messages import Family, Message
+from ..messages import accel as init_accel
 
 __all__ = ["Handler", "Outgoing", "outgoing"]
 
@@ -47,6 +48,10 @@ class Outgoing:
 
     message: Message
     to: int
+
+
+# A role's every send builds one (install_fast_init: the C __init__ where built).
+init_accel.install_fast_init(Outgoing)
 
 
 def outgoing(actions: Iterable[object]) -> list[Outgoing]:

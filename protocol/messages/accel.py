@@ -204,6 +204,10 @@ def install_fast_init(cls: type[Any]) -> bool:
     init.__name__ = "__init__"
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = init
+    # And Cls(...) itself straight to it, without type.__call__ (see construct_fast in
+    # _speedups.c: it checks on every call that this __init__ is still the class's own).
+    if type(cls) is type:
+        _speedups.construct_fast(cls, True)
     if cls not in _INSTALLED:
         _INSTALLED.append(cls)
     return True
@@ -223,6 +227,8 @@ def remove_fast_init(cls: type[Any]) -> None:
     current = cls.__dict__.get("__init__")
     if _speedups is not None and isinstance(current, _speedups.SlotInit):
         cls.__init__ = current.__wrapped__
+        if type(cls) is type:
+            _speedups.construct_fast(cls, False)
 
 
 __all__ = [
