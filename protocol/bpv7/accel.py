@@ -97,7 +97,7 @@ def spec_for(bundle_class: type[Any], max_blocks: int, max_data: int) -> tuple[A
         (PrimaryBlock, tuple(a.name for a in attrs.fields(PrimaryBlock))),
         (CanonicalBlock, tuple(a.name for a in attrs.fields(CanonicalBlock))),
         (CreationTimestamp, ("time", "sequence")),
-        (IpnEid, ("node", "service", "allocator", "elements", "_wire")),
+        (IpnEid, ("node", "service", "allocator", "elements", "wire")),
     )
     spec: list[Any] = []
     for cls, names in parts:

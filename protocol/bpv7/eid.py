@@ -77,7 +77,9 @@ class DtnEid:
 
     node: str
     demux: str = ""
-    _wire: bytes = attrs.field(init=False, eq=False, repr=False)
+    #: The EID as it is written (CBOR, RFC 9171 §4.2.5.1): a slot, not a property, since every
+    #: bundle on every hop reads it several times.
+    wire: bytes = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.node, str) or not _NODE_NAME.match(self.node):
@@ -85,11 +87,7 @@ class DtnEid:
         if not isinstance(self.demux, str) or not _DEMUX.match(self.demux):
             raise InvalidEid("dtn-demux", f"bad demux {self.demux!r}", rule=_RULE_DTN)
         ssp = f"//{self.node}/{self.demux}".encode("ascii")
-        object.__setattr__(self, "_wire", b"\x82\x01" + head(3, len(ssp)) + ssp)
-
-    @property
-    def wire(self) -> bytes:
-        return self._wire
+        object.__setattr__(self, "wire", b"\x82\x01" + head(3, len(ssp)) + ssp)
 
     @property
     def is_null(self) -> bool:
@@ -113,7 +111,9 @@ class IpnEid:
     allocator: int = 0
     #: CBOR form: 2 (``[FQNN, service]``) or 3 (``[allocator, node, service]``); 0 = choose.
     elements: int = attrs.field(default=0, eq=False, repr=False)
-    _wire: bytes = attrs.field(init=False, eq=False, repr=False)
+    #: The EID as it is written (CBOR, RFC 9171 §4.2.5.1): a slot, not a property, since every
+    #: bundle on every hop reads it several times.
+    wire: bytes = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         for name, value, top in (
@@ -131,7 +131,7 @@ class IpnEid:
         else:
             raise InvalidEid("ipn-elements", f"{elements}-element ipn form", rule=_RULE_IPN)
         object.__setattr__(self, "elements", elements)
-        object.__setattr__(self, "_wire", wire)
+        object.__setattr__(self, "wire", wire)
 
     @classmethod
     def _trusted(cls, node: int, service: int, allocator: int, elements: int, wire: bytes) -> IpnEid:
@@ -142,7 +142,7 @@ class IpnEid:
         setattr_(eid, "service", service)
         setattr_(eid, "allocator", allocator)
         setattr_(eid, "elements", elements)
-        setattr_(eid, "_wire", wire)
+        setattr_(eid, "wire", wire)
         return eid
 
     @classmethod
@@ -155,10 +155,6 @@ class IpnEid:
     @property
     def fqnn(self) -> int:
         return self.allocator << 32 | self.node
-
-    @property
-    def wire(self) -> bytes:
-        return self._wire
 
     @property
     def is_null(self) -> bool:
