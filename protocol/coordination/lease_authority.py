@@ -122,7 +122,6 @@ class Step(enum.Enum):
     __hash__ = object.__hash__  # as ResourceState's
 
 
-#: The whole of what may follow what, per resource (spec §6.4).
 # Read per message as globals, not off the enum: in Python 3.11 an enum's class attribute
 # goes through EnumType's __getattr__ hook (hundreds of instructions a read, a global a few).
 _R_FREE: Final = ResourceState.FREE
@@ -130,10 +129,8 @@ _R_HELD: Final = ResourceState.HELD
 _R_LAPSED: Final = ResourceState.LAPSED
 _R_REVOKED: Final = ResourceState.REVOKED
 _F_FRESH: Final = Freshness.FRESH
-_F_FUTURE: Final = Freshness.FUTURE
-_F_REPLAYED: Final = Freshness.REPLAYED
-_F_STALE: Final = Freshness.STALE
 
+#: The whole of what may follow what, per resource (spec §6.4).
 TRANSITIONS: Final[dict[ResourceState, dict[Step, ResourceState]]] = {
     ResourceState.FREE: {Step.GRANT: ResourceState.HELD},
     ResourceState.HELD: {

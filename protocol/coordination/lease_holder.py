@@ -96,7 +96,7 @@ class Step(enum.Enum):
 
 
 _S, _E = HolderState, Step
-#: The whole of what may follow what, per resource (spec §6.4).
+
 # Read per message as globals, not off the enum: in Python 3.11 an enum's class attribute
 # goes through EnumType's __getattr__ hook (hundreds of instructions a read, a global a few).
 _FRESH: Final = Freshness.FRESH
@@ -106,6 +106,7 @@ _H_IDLE: Final = HolderState.IDLE
 _H_RENEWING: Final = HolderState.RENEWING
 _H_STOPPING: Final = HolderState.STOPPING
 
+#: The whole of what may follow what, per resource (spec §6.4).
 TRANSITIONS: Final[dict[HolderState, dict[Step, HolderState]]] = {
     _S.IDLE: {_E.WANT: _S.CLAIMING},
     _S.CLAIMING: {_E.GRANT: _S.HOLDING, _E.RELEASE: _S.IDLE},

@@ -30,12 +30,13 @@ network's model as events:
 Applications are callbacks: ``on_deliver(sim, node, Deliver)`` sees every delivered message
 (the default acknowledges at once), ``on_sent(sim, node, Sent)`` every message sent (a trace
 of grants, say); roles attached to an agent (``agent.attach``) take their families' messages
-themselves, and count as delivered (:class:`~fleetwire.protocol.agent.actions.Handled`). Traffic is scheduled with :meth:`Simulator.send_at` or a
-generator via :meth:`Simulator.every` (which sends with :meth:`Simulator.send_now`). The link model draws from one ``random.Random`` per
-direction, seeded by (seed, sender, receiver), so a direction's jitter, losses and duplicates
-do not depend on what other links did (a fleet split across processes draws the same);
-``Simulator.random`` is the applications'. Ties in the heap break by insertion order, so a run
-is a function of its seed.
+themselves, and count as delivered (:class:`~fleetwire.protocol.agent.actions.Handled`).
+Traffic is scheduled with :meth:`Simulator.send_at` or a generator via
+:meth:`Simulator.every` (which sends with :meth:`Simulator.send_now`). The link model draws
+from one ``random.Random`` per direction, seeded by (seed, sender, receiver), so a
+direction's jitter, losses and duplicates do not depend on what other links did (a fleet
+split across processes draws the same); ``Simulator.random`` is the applications'. Ties in
+the heap break by insertion order, so a run is a function of its seed.
 
 **A partition of a larger fleet** (:mod:`.parallel`): a simulator may hold only some of the
 fleet's agents. Events for a node it does not hold (an arrival at it, or the acknowledgement
