@@ -684,7 +684,10 @@ static PyTypeObject SlotInitType = {
  * type.__call__) to class_vectorcall: allocate, then bind exactly as the SlotInit does.
  * Anything that would make that differ from type.__call__ — the class's own __init__ no
  * longer this SlotInit of this class, a __new__ of its own, an abstract class, a subclass
- * reaching here — takes type.__call__ with the same arguments. ``on`` false clears it. */
+ * reaching here — takes type.__call__ with the same arguments. ``on`` false clears it.
+ * This is the C API's own way (PyTypeObject.tp_vectorcall, Python 3.9 on: never inherited,
+ * and it must behave as the metaclass's tp_call does, an overridden __new__ or __init__
+ * included), not a reach into the interpreter's internals. */
 static PyObject *init_name; /* "__init__", interned */
 
 static PyObject *class_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
