@@ -312,6 +312,53 @@ def workers_arg(text: str) -> int:
     return at_least_one(text, " or 'auto'")
 
 
+def measure(nodes: int, args: argparse.Namespace) -> tuple[float, float, float, float]:
+    """One run of ``nodes`` with the bound taken around it, its lines printed; its wall and
+    CPU µs per message, CPU ratio, and everything beside the signatures against the bound."""
+    before, before_cpu = sign_verify_us()
+    result = run_fleet(nodes, args.hours, args.per_node, args.seed, args.roles, args.workers)
+    after, after_cpu = sign_verify_us()
+    outside_cpu = min(before_cpu, after_cpu)
+    # The bound the run met (BoundSampler); the one outside it only if none was taken.
+    if result["bound_samples"]:
+        bound, bound_cpu = result["bound_in_run_us"], result["bound_in_run_cpu_us"]
+    else:
+        bound, bound_cpu = min(before, after), outside_cpu
+    ratio = bound / result["us_per_message"]
+    cpu_ratio = bound_cpu / result["cpu_us_per_message"]
+    signatures = result["signature_us_per_message"]
+    other = result["cpu_us_per_message"] - signatures
+    print(f"{nodes:>6} {result['delivered']:>9.0f} {result['hops']:>5.2f} "
+          f"{result['build_s']:>8.1f} {result['run_s']:>8.1f} "
+          f"{result['us_per_message']:>8.0f} {result['cpu_us_per_message']:>8.0f} "
+          f"{bound:>8.0f} {bound_cpu:>9.0f} {ratio:>6.2f} {cpu_ratio:>9.2f} "
+          f"{result['latency_s']:>9.2f} {result['peak_rss_mib']:>8.0f}", flush=True)  # fmt: skip
+    print(f"       signatures in the run: {signatures:.0f} µs CPU per message "
+          f"({signatures / bound_cpu:.2f}x the bound), {result['signature_share']:.0%} of "
+          f"the run's CPU; everything else {other:.0f} µs "
+          f"({other / bound_cpu:.2f}x the bound)")  # fmt: skip
+    low, high = result["bound_in_run_range"]
+    print(f"       bound sampled in the run: {result['bound_samples']:.0f} samples, "
+          f"{low:.0f}-{high:.0f} µs CPU, mean {bound_cpu:.0f}; outside the run "
+          f"(best before/after) {outside_cpu:.0f} µs, ratio {outside_cpu / result['cpu_us_per_message']:.2f}")  # fmt: skip
+    if result["delivered"] != result["messages"]:
+        print(f"       {result['messages'] - result['delivered']:.0f} of "
+              f"{result['messages']:.0f} messages not delivered")  # fmt: skip
+    if args.roles:
+        per_day = result["messages"] / nodes / (args.hours / 24)
+        print(f"       {per_day:.0f} messages/node/day; "
+              f"roles: {result['role_messages']:.0f} lease messages handled, "
+              f"{result['grants']:.0f} grants, {result['uses']:.0f} uses, "
+              f"{result['violations']:.0f} invariant violations; load average "
+              f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+    if args.workers > 1:
+        per_process = ", ".join(f"{cpu:.0f}" for cpu in result["cpu_s_per_process"])
+        print(f"       {args.workers} processes: {result['steps']:.0f} steps, "
+              f"run CPU {result['cpu_s']:.0f} s ({per_process}), "
+              f"wall {result['run_s']:.0f} s")  # fmt: skip
+    return result["us_per_message"], result["cpu_us_per_message"], cpu_ratio, other / bound_cpu
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100,1000", help="fleet sizes, comma-separated")
@@ -348,58 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     per_message: list[float] = []
     cpu_per_message: list[float] = []
     for nodes in sizes:
-        walls: list[float] = []
-        cpus: list[float] = []
-        ratios: list[float] = []
-        others: list[float] = []
-        for _ in range(args.repeat):
-            before, before_cpu = sign_verify_us()
-            result = run_fleet(
-                nodes, args.hours, args.per_node, args.seed, args.roles, args.workers
-            )
-            after, after_cpu = sign_verify_us()
-            outside_cpu = min(before_cpu, after_cpu)
-            # The bound the run met (BoundSampler); the one outside it only if none was taken.
-            if result["bound_samples"]:
-                bound, bound_cpu = result["bound_in_run_us"], result["bound_in_run_cpu_us"]
-            else:
-                bound, bound_cpu = min(before, after), outside_cpu
-            ratio = bound / result["us_per_message"]
-            cpu_ratio = bound_cpu / result["cpu_us_per_message"]
-            walls.append(result["us_per_message"])
-            cpus.append(result["cpu_us_per_message"])
-            ratios.append(cpu_ratio)
-            others.append((result["cpu_us_per_message"] - result["signature_us_per_message"])
-                          / bound_cpu)  # fmt: skip
-            print(f"{nodes:>6} {result['delivered']:>9.0f} {result['hops']:>5.2f} "
-                  f"{result['build_s']:>8.1f} {result['run_s']:>8.1f} "
-                  f"{result['us_per_message']:>8.0f} {result['cpu_us_per_message']:>8.0f} "
-                  f"{bound:>8.0f} {bound_cpu:>9.0f} {ratio:>6.2f} {cpu_ratio:>9.2f} "
-                  f"{result['latency_s']:>9.2f} {result['peak_rss_mib']:>8.0f}", flush=True)  # fmt: skip
-            signatures = result["signature_us_per_message"]
-            print(f"       signatures in the run: {signatures:.0f} µs CPU per message "
-                  f"({signatures / bound_cpu:.2f}x the bound), {result['signature_share']:.0%} of "
-                  f"the run's CPU; everything else {result['cpu_us_per_message'] - signatures:.0f} µs "
-                  f"({(result['cpu_us_per_message'] - signatures) / bound_cpu:.2f}x the bound)")  # fmt: skip
-            low, high = result["bound_in_run_range"]
-            print(f"       bound sampled in the run: {result['bound_samples']:.0f} samples, "
-                  f"{low:.0f}-{high:.0f} µs CPU, mean {bound_cpu:.0f}; outside the run "
-                  f"(best before/after) {outside_cpu:.0f} µs, ratio {outside_cpu / result['cpu_us_per_message']:.2f}")  # fmt: skip
-            if result["delivered"] != result["messages"]:
-                print(f"       {result['messages'] - result['delivered']:.0f} of "
-                      f"{result['messages']:.0f} messages not delivered")  # fmt: skip
-            if args.roles:
-                per_day = result["messages"] / nodes / (args.hours / 24)
-                print(f"       {per_day:.0f} messages/node/day; "
-                      f"roles: {result['role_messages']:.0f} lease messages handled, "
-                      f"{result['grants']:.0f} grants, {result['uses']:.0f} uses, "
-                      f"{result['violations']:.0f} invariant violations; load average "
-                      f"{os.getloadavg()[0]:.2f}")  # fmt: skip
-            if args.workers > 1:
-                per_process = ", ".join(f"{cpu:.0f}" for cpu in result["cpu_s_per_process"])
-                print(f"       {args.workers} processes: {result['steps']:.0f} steps, "
-                      f"run CPU {result['cpu_s']:.0f} s ({per_process}), "
-                      f"wall {result['run_s']:.0f} s")  # fmt: skip
+        runs = [measure(nodes, args) for _ in range(args.repeat)]
+        walls, cpus, ratios, others = (list(column) for column in zip(*runs, strict=True))
         # The same seed each time: the spread is the machine's, not the fleet's.
         per_message.append(statistics.median(walls))
         cpu_per_message.append(statistics.median(cpus))
